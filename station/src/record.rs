@@ -1,0 +1,249 @@
+//! The FlowRecord: what a detector worker hands the app, one fixed-size
+//! plain-old-data value per (part of a) flow.
+//!
+//! Guarantees: `FlowRecord` is `#[repr(C)]`, has no padding (bytemuck `Pod`), and
+//! its size and field offsets are fixed by [`RECORD_LAYOUT_VERSION`]; a change
+//! of layout bumps the version, and the record queue refuses to open with a
+//! different one. Every packet a worker receives is counted in exactly one
+//! record: IP packets in their flow, everything else in a [`RecordKind::NonIp`]
+//! or [`RecordKind::Malformed`] record keyed by MACs and EtherType.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Bumped whenever the layout of [`FlowRecord`] changes.
+pub const RECORD_LAYOUT_VERSION: u32 = 1;
+
+/// Counters of one direction of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DirCounters {
+    /// Packets (frames) seen in this direction.
+    pub packets: u64,
+    /// IP bytes: the IP total length (IPv4 total length, IPv6 payload length + 40),
+    /// as pmacct and IPFIX octetDeltaCount count them. Zero for non-IP records.
+    pub ip_bytes: u64,
+    /// Frame bytes as on the wire (captured length before any truncation).
+    pub frame_bytes: u64,
+    /// TCP flags ORed over the direction's packets.
+    pub tcp_flags: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 7],
+}
+
+impl DirCounters {
+    /// Adds one packet.
+    #[inline]
+    pub fn add(&mut self, ip_bytes: u32, frame_bytes: u32, tcp_flags: u8) {
+        self.packets += 1;
+        self.ip_bytes += u64::from(ip_bytes);
+        self.frame_bytes += u64::from(frame_bytes);
+        self.tcp_flags |= tcp_flags;
+    }
+
+    /// Adds another direction's counters (merging parts of one flow).
+    pub fn merge(&mut self, other: &DirCounters) {
+        self.packets += other.packets;
+        self.ip_bytes += other.ip_bytes;
+        self.frame_bytes += other.frame_bytes;
+        self.tcp_flags |= other.tcp_flags;
+    }
+}
+
+/// What a record counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// An IP flow: addresses, ports (TCP/UDP/SCTP/UDP-Lite/DCCP; zero otherwise), protocol, VLANs.
+    Ip = 1,
+    /// Frames that are not IP (ARP, LLDP, ...), keyed by MACs, EtherType and VLANs.
+    NonIp = 2,
+    /// Frames whose EtherType says IP but whose IP header is not parseable,
+    /// keyed like [`RecordKind::NonIp`]. Their IP byte count is zero.
+    Malformed = 3,
+}
+
+impl RecordKind {
+    /// Decodes the `kind` byte; `None` for an unknown value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Ip),
+            2 => Some(Self::NonIp),
+            3 => Some(Self::Malformed),
+            _ => None,
+        }
+    }
+}
+
+/// Why a flow record was emitted: the IPFIX flowEndReason codes (RFC 7011 / IANA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EndReason {
+    /// No packet for the idle timeout.
+    IdleTimeout = 1,
+    /// The flow lived longer than the active timeout; it goes on in a new record.
+    ActiveTimeout = 2,
+    /// TCP FIN from both sides or RST.
+    EndOfFlow = 3,
+    /// Shutdown or end of stream (IPFIX "forced end").
+    ForcedEnd = 4,
+    /// Evicted because the flow table was full (IPFIX "lack of resources").
+    LackOfResources = 5,
+}
+
+impl EndReason {
+    /// Decodes the `end_reason` byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::IdleTimeout),
+            2 => Some(Self::ActiveTimeout),
+            3 => Some(Self::EndOfFlow),
+            4 => Some(Self::ForcedEnd),
+            5 => Some(Self::LackOfResources),
+            _ => None,
+        }
+    }
+
+    /// Short lowercase name for logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IdleTimeout => "idle",
+            Self::ActiveTimeout => "active",
+            Self::EndOfFlow => "end",
+            Self::ForcedEnd => "forced",
+            Self::LackOfResources => "evicted",
+        }
+    }
+}
+
+/// `flags` bit: the initiator was decided by a SYN (not only by who sent first).
+pub const FLAG_INITIATOR_BY_SYN: u8 = 1;
+/// `flags` bit: the record includes IP fragments other than the first, counted
+/// without ports (see the `wire` crate's fragment rule).
+pub const FLAG_FRAGMENTS: u8 = 2;
+
+/// One flow (or one part of a flow) as a worker reports it.
+///
+/// Side `a` is the initiator, side `b` the responder; `dir[0]` counts a→b and
+/// `dir[1]` counts b→a. Addresses are 16 bytes: IPv4 in the first four, the
+/// rest zero, with `ip_version` saying which.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowRecord {
+    /// Per-worker record sequence number, from 0; lets the app see gaps.
+    pub seq: u64,
+    /// Timestamp of the first packet, nanoseconds since the Unix epoch.
+    pub first_ns: u64,
+    /// Timestamp of the last packet.
+    pub last_ns: u64,
+    /// `dir[0]` = a→b (initiator to responder), `dir[1]` = b→a.
+    pub dir: [DirCounters; 2],
+    /// Initiator address.
+    pub addr_a: [u8; 16],
+    /// Responder address.
+    pub addr_b: [u8; 16],
+    /// Source MAC of the first a→b frame (or destination MAC of the first b→a frame).
+    pub mac_a: [u8; 6],
+    /// MAC of side b, likewise.
+    pub mac_b: [u8; 6],
+    /// Initiator port (0 where the protocol has none).
+    pub port_a: u16,
+    /// Responder port.
+    pub port_b: u16,
+    /// Outer VLAN id (802.1Q, or the 802.1ad service tag); 0 when untagged.
+    pub vlan: u16,
+    /// Inner VLAN id of a QinQ frame; 0 when none.
+    pub vlan_inner: u16,
+    /// EtherType of non-IP and malformed records; 0x0800 / 0x86DD for IP.
+    pub ethertype: u16,
+    /// Queue number of the worker that produced it (CJ_QUEUE_OFFSET + i).
+    pub queue: u16,
+    /// A [`RecordKind`] as u8.
+    pub kind: u8,
+    /// 4 or 6 for IP records, 0 otherwise.
+    pub ip_version: u8,
+    /// IP protocol number (TCP 6, UDP 17, ...).
+    pub proto: u8,
+    /// An [`EndReason`] as u8.
+    pub end_reason: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 3],
+}
+
+/// Size of a [`FlowRecord`] in bytes (fixed by [`RECORD_LAYOUT_VERSION`]).
+pub const FLOW_RECORD_SIZE: usize = core::mem::size_of::<FlowRecord>();
+
+const _: () = assert!(FLOW_RECORD_SIZE == 152);
+
+impl FlowRecord {
+    /// The record's kind, if the byte is valid.
+    pub fn record_kind(&self) -> Option<RecordKind> {
+        RecordKind::from_u8(self.kind)
+    }
+
+    /// The record's end reason, if the byte is valid.
+    pub fn end(&self) -> Option<EndReason> {
+        EndReason::from_u8(self.end_reason)
+    }
+
+    /// Total packets in both directions.
+    pub fn packets(&self) -> u64 {
+        self.dir[0].packets + self.dir[1].packets
+    }
+
+    /// Side a's address as `IpAddr` (None for non-IP records).
+    pub fn ip_a(&self) -> Option<std::net::IpAddr> {
+        ip_from_bytes(self.ip_version, &self.addr_a)
+    }
+
+    /// Side b's address as `IpAddr` (None for non-IP records).
+    pub fn ip_b(&self) -> Option<std::net::IpAddr> {
+        ip_from_bytes(self.ip_version, &self.addr_b)
+    }
+
+    /// The record as bytes, for copying into a queue slot.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(self)
+    }
+
+    /// Reads a record from a queue slot; `None` when the slot is too short.
+    /// Copies, so the result never aliases shared memory.
+    pub fn read_from(bytes: &[u8]) -> Option<Self> {
+        let src = bytes.get(..FLOW_RECORD_SIZE)?;
+        Some(bytemuck::pod_read_unaligned(src))
+    }
+}
+
+/// Builds an `IpAddr` from the record's 16-byte form.
+pub fn ip_from_bytes(version: u8, bytes: &[u8; 16]) -> Option<std::net::IpAddr> {
+    match version {
+        4 => Some(std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])),
+        6 => Some(std::net::IpAddr::from(*bytes)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_through_bytes() {
+        let mut r = FlowRecord {
+            seq: 7,
+            kind: RecordKind::Ip as u8,
+            ip_version: 4,
+            proto: 6,
+            port_a: 1234,
+            port_b: 80,
+            ..Default::default()
+        };
+        r.addr_a[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.dir[0].add(60, 74, 0x02);
+        let bytes = r.as_bytes().to_vec();
+        assert_eq!(FlowRecord::read_from(&bytes), Some(r));
+        assert_eq!(FlowRecord::read_from(&bytes[..10]), None);
+        assert_eq!(r.ip_a(), Some("10.0.0.1".parse().unwrap()));
+    }
+}
