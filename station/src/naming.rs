@@ -30,3 +30,119 @@ pub fn balancer_stats_path(cluster_dir: &Path) -> PathBuf {
 pub fn worker_stats_path(cluster_dir: &Path, queue: u32) -> PathBuf {
     cluster_dir.join(format!("stats-worker-{queue}"))
 }
+
+/// Counters of the balancer's stats page, in page order.
+///
+/// `received`: frames taken from the source (all sources summed); `received_bytes`:
+/// their wire bytes; `capture_dropped`: frames the capture layer (kernel ring,
+/// PF_RING) reports lost before the balancer saw them; `queue_dropped`: packet
+/// copies dropped because a packet queue was full (summed over every queue of
+/// every set; per-queue figures are in the queue headers); `source_errors`:
+/// unreadable records in a capture (a truncated last record, a corrupt block),
+/// each counted and skipped; `sets`: N_QUEUE_SETS; `queues_per_set`: queues in
+/// each set; `hash_mode`: ZBALANCE_HASH_MODE; `ended`: 1 once a finite source
+/// is exhausted and every queue was closed.
+pub const BALANCER_COUNTERS: &[&str] = &[
+    "received",
+    "received_bytes",
+    "capture_dropped",
+    "queue_dropped",
+    "source_errors",
+    "sets",
+    "queues_per_set",
+    "hash_mode",
+    "ended",
+];
+
+/// Index of each balancer counter in [`BALANCER_COUNTERS`].
+pub mod balancer_counter {
+    /// Frames taken from the source.
+    pub const RECEIVED: usize = 0;
+    /// Their wire bytes.
+    pub const RECEIVED_BYTES: usize = 1;
+    /// Lost in the capture layer before the balancer saw them.
+    pub const CAPTURE_DROPPED: usize = 2;
+    /// Copies dropped at full packet queues.
+    pub const QUEUE_DROPPED: usize = 3;
+    /// Unreadable capture records.
+    pub const SOURCE_ERRORS: usize = 4;
+    /// N_QUEUE_SETS.
+    pub const SETS: usize = 5;
+    /// Queues per set.
+    pub const QUEUES_PER_SET: usize = 6;
+    /// ZBALANCE_HASH_MODE.
+    pub const HASH_MODE: usize = 7;
+    /// 1 when a finite source ended.
+    pub const ENDED: usize = 8;
+}
+
+/// Counters of a detector worker's stats page, in page order.
+///
+/// `packets`/`bytes`: frames read from the packet queue and their wire bytes;
+/// `ipv4`, `ipv6`, `non_ip`, `malformed`: by layer-3 kind (they sum to `packets`);
+/// `fragments`: later IP fragments (counted without ports); `truncated`: frames
+/// cut to the slot size; `flows_active`: flows in the table now; `flows_new`,
+/// `flows_expired`, `flows_evicted`: totals; `records`: records published;
+/// `records_lost`: records that could not be queued before shutdown gave up
+/// waiting (each counted, never silent); `record_packets`: packets carried by
+/// published records; `ended`: 1 once the worker flushed and closed its record queue.
+pub const WORKER_COUNTERS: &[&str] = &[
+    "packets",
+    "bytes",
+    "ipv4",
+    "ipv6",
+    "non_ip",
+    "malformed",
+    "fragments",
+    "truncated",
+    "flows_active",
+    "flows_new",
+    "flows_expired",
+    "flows_evicted",
+    "records",
+    "records_lost",
+    "record_packets",
+    "lost_packets",
+    "ended",
+];
+
+/// Index of each worker counter in [`WORKER_COUNTERS`].
+pub mod worker_counter {
+    /// Frames read.
+    pub const PACKETS: usize = 0;
+    /// Wire bytes read.
+    pub const BYTES: usize = 1;
+    /// IPv4 frames.
+    pub const IPV4: usize = 2;
+    /// IPv6 frames.
+    pub const IPV6: usize = 3;
+    /// Non-IP frames.
+    pub const NON_IP: usize = 4;
+    /// Malformed IP frames.
+    pub const MALFORMED: usize = 5;
+    /// Later fragments.
+    pub const FRAGMENTS: usize = 6;
+    /// Frames truncated to the slot.
+    pub const TRUNCATED: usize = 7;
+    /// Flows in the table now.
+    pub const FLOWS_ACTIVE: usize = 8;
+    /// Flows created.
+    pub const FLOWS_NEW: usize = 9;
+    /// Flows expired (any reason but eviction).
+    pub const FLOWS_EXPIRED: usize = 10;
+    /// Flows evicted for lack of room.
+    pub const FLOWS_EVICTED: usize = 11;
+    /// Records published.
+    pub const RECORDS: usize = 12;
+    /// Records lost at shutdown (record queue full and the app gone).
+    pub const RECORDS_LOST: usize = 13;
+    /// Packets carried by published records.
+    pub const RECORD_PACKETS: usize = 14;
+    /// Packets carried by lost records.
+    pub const LOST_PACKETS: usize = 15;
+    /// 1 once flushed and closed.
+    pub const ENDED: usize = 16;
+}
+
+/// Slot size of record queues: the queue's 8-byte length word plus one FlowRecord, rounded to 8.
+pub const RECORD_SLOT_SIZE: u32 = ((8 + crate::record::FLOW_RECORD_SIZE as u32) + 7) & !7;
