@@ -9,4 +9,5 @@ pub mod slot;
 
 pub mod config;
 pub mod coreplan;
+pub mod proto;
 pub mod sim;
