@@ -1,0 +1,185 @@
+//! The per-packet summary: one pass over an Ethernet frame into a small
+//! `Copy` struct that everything downstream uses.
+//!
+//! Guarantees of [`summarize`]: never panics and never allocates, on any
+//! input; every frame gets exactly one [`L3`] class, so a caller can account
+//! every packet:
+//!
+//! - fewer than 14 bytes: `L3::NonIp`, `ethertype` 0, everything else zero;
+//! - MACs are always filled once the frame has 14 bytes;
+//! - VLAN tags (TPID 0x8100, 0x88A8, 0x9100) are walked, at most
+//!   [`crate::vlan::MAX_TAGS`]; the outer id goes to `vlan`, the second to
+//!   `vlan_inner`, further tags are skipped. A cut tag, or a ninth tag, leaves
+//!   the tag's TPID as `ethertype` and the frame is `L3::NonIp`;
+//! - `ethertype` is the innermost EtherType; neither 0x0800 nor 0x86DD gives
+//!   `L3::NonIp` (ARP, LLDP, ...);
+//! - EtherType IPv4/IPv6 but an unusable header (version mismatch, IPv4 IHL
+//!   < 5, total length < IHL*4, header bytes missing, IPv6 under 40 bytes):
+//!   `L3::Malformed`, with `ip_version`, addresses, ports, `ip_len` all 0;
+//! - otherwise `L3::Ipv4` / `L3::Ipv6` with addresses, `proto`, `ip_len` from
+//!   the header (IPv4 total length, IPv6 payload length + 40, as pmacct
+//!   counts), even if the capture is truncated. Ports (TCP, UDP, SCTP,
+//!   UDP-Lite, DCCP) when the first 4 transport bytes are present, TCP flags
+//!   when byte 13 is present, else 0. Later fragments have ports 0 and flags
+//!   0 (see [`crate::ipv4`] and [`crate::ipv6`] for fragments and the IPv6
+//!   extension walk, including what a cut extension chain gives).
+use crate::ethernet::{self, EtherType};
+use crate::{ip_proto, ipv4, ipv6, ports, tcp, vlan};
+
+/// What the frame carries at layer 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum L3 {
+    /// IPv4 with a usable header.
+    Ipv4,
+    /// IPv6 with a usable header.
+    Ipv6,
+    /// Not IP (ARP, LLDP, unknown EtherType...).
+    #[default]
+    NonIp,
+    /// The EtherType says IP but the header is not usable (short, bad version, bad length).
+    Malformed,
+}
+
+/// Fragment position of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Fragment {
+    /// Not a fragment.
+    #[default]
+    None,
+    /// First fragment (offset 0, more fragments): carries the ports.
+    First,
+    /// A later fragment: no transport header, ports are 0.
+    Later,
+}
+
+/// The validated summary of one frame: everything downstream needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PacketSummary {
+    /// Layer 3 kind.
+    pub l3: L3,
+    /// Innermost EtherType after VLAN tags.
+    pub ethertype: u16,
+    /// Source MAC.
+    pub src_mac: [u8; 6],
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// Outer VLAN id (12 bits), 0 = untagged. In QinQ the service tag.
+    pub vlan: u16,
+    /// Inner VLAN id of QinQ, 0 = none.
+    pub vlan_inner: u16,
+    /// 4, 6, or 0 when not IP.
+    pub ip_version: u8,
+    /// Source address (IPv4 in the first 4 bytes, rest zero).
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// IP protocol (IPv6: upper-layer protocol after extension headers).
+    pub proto: u8,
+    /// Source port (TCP, UDP, SCTP, UDP-Lite, DCCP), else 0.
+    pub src_port: u16,
+    /// Destination port, likewise.
+    pub dst_port: u16,
+    /// IPv4 total length; IPv6 payload length + 40.
+    pub ip_len: u32,
+    /// TCP flags byte, 0 when not TCP.
+    pub tcp_flags: u8,
+    /// Fragment position.
+    pub fragment: Fragment,
+}
+
+impl PacketSummary {
+    /// Whether the frame carried a usable IPv4 or IPv6 header.
+    #[inline]
+    pub fn is_ip(&self) -> bool {
+        matches!(self.l3, L3::Ipv4 | L3::Ipv6)
+    }
+}
+
+/// Parses a whole Ethernet frame into a summary. Never panics, any input.
+pub fn summarize(frame: &[u8]) -> PacketSummary {
+    let mut s = PacketSummary::default();
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+        return s;
+    };
+    s.dst_mac = eth.dst_addr();
+    s.src_mac = eth.src_addr();
+
+    let mut ethertype = eth.ethertype();
+    let mut rest = eth.payload();
+    let mut tags = 0usize;
+    while vlan::is_tag_tpid(ethertype) && tags < vlan::MAX_TAGS {
+        let Ok(tag) = vlan::Tag::new_checked(rest) else {
+            break;
+        };
+        match tags {
+            0 => s.vlan = tag.vlan_id(),
+            1 => s.vlan_inner = tag.vlan_id(),
+            _ => {}
+        }
+        ethertype = tag.ethertype();
+        rest = tag.payload();
+        tags += 1;
+    }
+    s.ethertype = ethertype;
+
+    match ethertype {
+        EtherType::IPV4 => parse_ipv4(&mut s, rest),
+        EtherType::IPV6 => parse_ipv6(&mut s, rest),
+        _ => s.l3 = L3::NonIp,
+    }
+    s
+}
+
+fn parse_ipv4(s: &mut PacketSummary, b: &[u8]) {
+    let ip = match ipv4::Packet::new_checked(b) {
+        Ok(ip) if ip.version() == 4 => ip,
+        _ => {
+            s.l3 = L3::Malformed;
+            return;
+        }
+    };
+    s.l3 = L3::Ipv4;
+    s.ip_version = 4;
+    s.src[..4].copy_from_slice(&ip.src_addr());
+    s.dst[..4].copy_from_slice(&ip.dst_addr());
+    s.proto = ip.protocol();
+    s.ip_len = u32::from(ip.total_len());
+    s.fragment = if ip.frag_offset() != 0 {
+        Fragment::Later
+    } else if ip.more_frags() {
+        Fragment::First
+    } else {
+        Fragment::None
+    };
+    if s.fragment != Fragment::Later {
+        transport(s, ip.payload());
+    }
+}
+
+fn parse_ipv6(s: &mut PacketSummary, b: &[u8]) {
+    let ip = match ipv6::Packet::new_checked(b) {
+        Ok(ip) if ip.version() == 6 => ip,
+        _ => {
+            s.l3 = L3::Malformed;
+            return;
+        }
+    };
+    s.l3 = L3::Ipv6;
+    s.ip_version = 6;
+    s.src = ip.src_addr();
+    s.dst = ip.dst_addr();
+    s.ip_len = ip.total_len();
+    let upper = ipv6::walk_extensions(ip.next_header(), ip.payload());
+    s.proto = upper.proto;
+    s.fragment = upper.fragment;
+    // `upper.payload` is empty for later fragments and cut chains: ports stay 0.
+    transport(s, upper.payload);
+}
+
+#[inline]
+fn transport(s: &mut PacketSummary, l4: &[u8]) {
+    (s.src_port, s.dst_port) = ports::transport_ports(s.proto, l4);
+    if s.proto == ip_proto::TCP {
+        s.tcp_flags = tcp::peek_flags(l4).unwrap_or(0);
+    }
+}

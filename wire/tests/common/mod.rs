@@ -1,0 +1,3 @@
+//! Shared test support.
+#[rustfmt::skip]
+pub mod frames;
