@@ -1,1 +1,185 @@
-fn main() {}
+//! cj-detector: plans the worker cores, starts one pinned worker per core,
+//! prints per-core stats lines, and stops cleanly on SIGINT/SIGTERM or when
+//! every packet queue has ended.
+//!
+//! Guarantees: a configuration or core-plan problem stops the program before
+//! any thread starts, with one line on stderr prefixed `cj-detector: ` and exit
+//! code 2; a failure of any worker exits 1; a clean stop exits 0 after every
+//! worker flushed its flows and closed its record queue.
+#![deny(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use detector::cli::{self, Command};
+use detector::error::DetectorError;
+use detector::stats::{self, WorkerSnapshot};
+use detector::worker::{self, StartGate, WorkerSpec, WorkerSummary};
+use station::config::StationConfig;
+use station::coreplan;
+
+/// How often main looks at the workers.
+const SUPERVISE_TICK: Duration = Duration::from_millis(50);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cj-detector: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), DetectorError> {
+    match cli::parse(args)? {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            return Ok(());
+        }
+        Command::Version => {
+            println!("cj-detector {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Command::Run { .. } => {}
+    }
+    let config_file = station::config::parse_args_config(args);
+    let cfg = StationConfig::load(config_file.as_deref())?;
+    if cfg.corecount == 0 {
+        return Err(DetectorError::NoWorkers);
+    }
+    let plan = coreplan::plan_cores(cfg.corebase, cfg.corecount, cfg.skip_core);
+    let allowed = coreplan::allowed_cpus();
+    coreplan::check_plan(&plan, &allowed, &coreplan::online_cpus())
+        .map_err(|source| DetectorError::CorePlan { source, allowed: coreplan::format_cpu_list(&allowed) })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for (sig, name) in [(signal_hook::consts::SIGINT, "SIGINT"), (signal_hook::consts::SIGTERM, "SIGTERM")] {
+        // A second signal exits at once (code 130); the first asks for a clean stop.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|source| DetectorError::Signal { signal: name, source })?;
+    }
+
+    let specs: Vec<WorkerSpec> =
+        plan.iter().enumerate().map(|(i, &core)| WorkerSpec::from_station(&cfg, i, core)).collect();
+    let gate = Arc::new(StartGate::new(specs.len()));
+    let mut handles = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        match worker::spawn(spec.clone(), Arc::clone(&gate), Arc::clone(&stop)) {
+            Ok(h) => handles.push((spec.queue, h)),
+            Err(e) => {
+                // The others are parked at the gate and have touched no packet:
+                // exiting now leaves every queue as it was.
+                eprintln!("cj-detector: {e}");
+                std::process::exit(i32::from(e.exit_code()));
+            }
+        }
+    }
+    let notifier = detector::sd_notify::Notifier::from_env();
+    let go = gate.open();
+    if go {
+        notifier.notify("READY=1");
+        let cores: Vec<String> = specs.iter().map(|s| format!("{}->core {}", s.queue, s.core)).collect();
+        eprintln!(
+            "cj-detector: {} workers started (queue->core: {}), cluster dir {}",
+            specs.len(),
+            cores.join(", "),
+            cfg.cluster_dir().display()
+        );
+        supervise(&specs, &handles, cfg.log_interval, &notifier);
+        notifier.notify("STOPPING=1");
+    }
+
+    let mut first_err = None;
+    for (queue, h) in handles {
+        match h.join() {
+            Ok(Ok(summary)) => report(&summary),
+            Ok(Err(e)) => {
+                // Stand-downs are a consequence, not the cause: report the cause.
+                if first_err.is_none() || matches!(first_err, Some(DetectorError::Aborted { .. })) {
+                    first_err = Some(e);
+                }
+            }
+            Err(_) => {
+                if first_err.is_none() || matches!(first_err, Some(DetectorError::Aborted { .. })) {
+                    first_err = Some(DetectorError::WorkerPanic { queue });
+                }
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn report(s: &WorkerSummary) {
+    let lost = if s.records_lost > 0 { format!(" ({} lost)", s.records_lost) } else { String::new() };
+    eprintln!(
+        "(Core {}) ended ({}): {} packets, {} records{lost}",
+        s.queue,
+        match s.cause {
+            worker::EndCause::QueueEnded => "packet queue ended",
+            worker::EndCause::Signal => "signal",
+        },
+        s.packets,
+        s.records
+    );
+}
+
+/// Waits for every worker to finish, printing stats lines every `interval`
+/// (none when zero).
+fn supervise(
+    specs: &[WorkerSpec],
+    handles: &[(u32, JoinHandle<Result<WorkerSummary, DetectorError>>)],
+    interval: Duration,
+    notifier: &detector::sd_notify::Notifier,
+) {
+    let watchdog = notifier.watchdog_interval();
+    let mut next_watchdog = Instant::now();
+    let mut prev: Vec<(Instant, WorkerSnapshot)> = vec![(Instant::now(), WorkerSnapshot::default()); specs.len()];
+    let mut queues: Vec<Option<(shmq::QueueFile, shmq::QueueFile)>> = Vec::new();
+    let mut next = Instant::now() + interval;
+    while !handles.iter().all(|(_, h)| h.is_finished()) {
+        std::thread::sleep(SUPERVISE_TICK);
+        if let Some(w) = watchdog {
+            if Instant::now() >= next_watchdog {
+                notifier.notify("WATCHDOG=1");
+                next_watchdog = Instant::now() + w;
+            }
+        }
+        if interval.is_zero() || Instant::now() < next {
+            continue;
+        }
+        next += interval;
+        if queues.is_empty() {
+            queues = specs
+                .iter()
+                .map(|s| {
+                    let p = shmq::QueueFile::open_existing(&s.packet_queue_path()).ok()?;
+                    let r = shmq::QueueFile::open_existing(&s.record_queue_path()).ok()?;
+                    Some((p, r))
+                })
+                .collect();
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            let Ok(named) = shmq::CounterPage::read(&spec.stats_path()) else {
+                continue;
+            };
+            let cur = WorkerSnapshot::from_named(&named);
+            let now = Instant::now();
+            let (pkt, rec) = match &queues[i] {
+                Some((p, r)) => (Some(p.stats()), Some(r.stats())),
+                None => (None, None),
+            };
+            let (t, before) = prev[i];
+            eprintln!("{}", stats::line(spec.queue, &cur, &before, now - t, pkt.as_ref(), rec.as_ref()));
+            prev[i] = (now, cur);
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! A worker's accounting: every packet-queue slot it reads ends in exactly one
+//! record.
+//!
+//! Guarantees (the accounting identity of DESIGN.md, per worker):
+//! - Each slot given to [`Accounting::slot`] is counted once in
+//!   [`FrameCounters::packets`] and once in exactly one of `ipv4`, `ipv6`,
+//!   `non_ip`, `malformed` (so they sum to `packets`), and its packet is
+//!   counted in exactly one record: IPv4/IPv6 frames in their flow
+//!   ([`crate::flow_table`]), non-IP and malformed frames in the non-IP table
+//!   ([`crate::nonip_table`]). A slot that `station::slot::read_packet` refuses
+//!   (corrupt metadata) is a malformed frame of 0 bytes.
+//! - After [`Accounting::flush`], the packets of all records emitted since the
+//!   start equal `packets`, per direction.
+//! - Timeouts are checked every [`CHECK_EVERY`] packets and on
+//!   [`Accounting::idle`], not per packet; flows are also ended lazily when
+//!   their next packet arrives, so record boundaries follow the flow clock
+//!   ([`crate::clock`]) alone.
+//! - Nothing is allocated per packet once the tables have grown.
+
+use std::time::Instant;
+
+use station::slot::{read_packet, PKT_FLAG_TRUNCATED};
+use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
+
+use crate::clock::FlowClock;
+use crate::flow_table::{FlowTable, FrameTime, TableConfig, TableStats};
+use crate::nonip_table::NonIpTable;
+use crate::record_sink::RecordSink;
+
+/// Packets between two timeout checks.
+pub const CHECK_EVERY: u32 = 4096;
+
+/// Frame totals of a worker, as its stats page names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounters {
+    /// Slots read.
+    pub packets: u64,
+    /// Their wire bytes.
+    pub bytes: u64,
+    /// IPv4 frames.
+    pub ipv4: u64,
+    /// IPv6 frames.
+    pub ipv6: u64,
+    /// Non-IP frames.
+    pub non_ip: u64,
+    /// Malformed IP frames and unreadable slots.
+    pub malformed: u64,
+    /// Later IP fragments.
+    pub fragments: u64,
+    /// Frames cut to the slot size.
+    pub truncated: u64,
+    /// Unreadable slots (also in `malformed`).
+    pub corrupt_slots: u64,
+}
+
+/// Flow table, non-IP table, flow clock and frame counters of one worker.
+#[derive(Debug)]
+pub struct Accounting {
+    flows: FlowTable,
+    other: NonIpTable,
+    clock: FlowClock,
+    counters: FrameCounters,
+    since_check: u32,
+}
+
+impl Accounting {
+    /// Empty tables with these settings.
+    pub fn new(cfg: TableConfig) -> Self {
+        Self::with_tables(FlowTable::new(cfg), NonIpTable::new(cfg))
+    }
+
+    /// From given tables (tests use small reserves).
+    pub fn with_tables(flows: FlowTable, other: NonIpTable) -> Self {
+        Self { flows, other, clock: FlowClock::new(), counters: FrameCounters::default(), since_check: 0 }
+    }
+
+    /// Frame totals so far.
+    pub fn counters(&self) -> &FrameCounters {
+        &self.counters
+    }
+
+    /// Flow table totals so far.
+    pub fn flow_stats(&self) -> TableStats {
+        self.flows.stats()
+    }
+
+    /// Records emitted so far by both tables.
+    pub fn records(&self) -> u64 {
+        self.flows.stats().records + self.other.records()
+    }
+
+    /// The flow clock now.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Counts one packet-queue slot.
+    #[inline]
+    pub fn slot(&mut self, slot: &[u8], sink: &mut impl RecordSink) {
+        match read_packet(slot) {
+            Some((meta, frame)) => {
+                if meta.flags & PKT_FLAG_TRUNCATED != 0 {
+                    self.counters.truncated += 1;
+                }
+                let s = wire::summarize(frame);
+                self.summary(&s, meta.ts_ns, meta.wire_len, sink);
+            }
+            None => {
+                self.counters.packets += 1;
+                self.counters.malformed += 1;
+                self.counters.corrupt_slots += 1;
+                let now = self.clock.now();
+                self.other.corrupt_slot(now, sink);
+                self.tick(sink);
+            }
+        }
+    }
+
+    /// Counts one frame by its summary, timestamp and wire length.
+    #[inline]
+    pub fn summary(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32, sink: &mut impl RecordSink) {
+        match s.l3 {
+            L3::Ipv4 | L3::Ipv6 => {
+                let (key, dir) = FlowKey::from_summary(s);
+                self.ip(s, &key, dir, ts_ns, wire_len, sink);
+            }
+            L3::NonIp | L3::Malformed => self.non_ip(s, ts_ns, wire_len, sink),
+        }
+    }
+
+    /// Counts one IP frame with its key already derived.
+    #[inline]
+    pub fn ip(
+        &mut self,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        ts_ns: u64,
+        wire_len: u32,
+        sink: &mut impl RecordSink,
+    ) {
+        let c = &mut self.counters;
+        c.packets += 1;
+        c.bytes += u64::from(wire_len);
+        if s.ip_version == 6 {
+            c.ipv6 += 1;
+        } else {
+            c.ipv4 += 1;
+        }
+        if s.fragment == Fragment::Later {
+            c.fragments += 1;
+        }
+        let now = self.clock.packet(ts_ns);
+        self.flows.packet(s, key, dir, FrameTime { ts_ns, wire_len }, now, sink);
+        self.tick(sink);
+    }
+
+    /// Counts one non-IP or malformed frame.
+    #[inline]
+    pub fn non_ip(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32, sink: &mut impl RecordSink) {
+        let c = &mut self.counters;
+        c.packets += 1;
+        c.bytes += u64::from(wire_len);
+        if s.l3 == L3::NonIp {
+            c.non_ip += 1;
+        } else {
+            c.malformed += 1;
+        }
+        let now = self.clock.packet(ts_ns);
+        self.other.frame(s, ts_ns, wire_len, now, sink);
+        self.tick(sink);
+    }
+
+    #[inline]
+    fn tick(&mut self, sink: &mut impl RecordSink) {
+        self.since_check += 1;
+        if self.since_check >= CHECK_EVERY {
+            self.expire(sink);
+        }
+    }
+
+    /// Ends the flows whose timeouts have passed on the flow clock.
+    pub fn expire(&mut self, sink: &mut impl RecordSink) -> u64 {
+        self.since_check = 0;
+        let now = self.clock.now();
+        self.flows.expire(now, sink) + self.other.expire(now, sink)
+    }
+
+    /// Packets are flowing again (see [`FlowClock::busy`]).
+    pub fn busy(&mut self) {
+        self.clock.busy();
+    }
+
+    /// The packet queue is empty at wall instant `wall`: advance the clock as
+    /// [`FlowClock::idle`] says and end what timed out.
+    pub fn idle(&mut self, wall: Instant, sink: &mut impl RecordSink) -> u64 {
+        self.clock.idle(wall);
+        self.expire(sink)
+    }
+
+    /// Ends every flow and non-IP entry ([`station::record::EndReason::ForcedEnd`]).
+    pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
+        self.flows.flush(sink) + self.other.flush(sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use station::record::FlowRecord;
+    use wire::L3;
+
+    use super::*;
+    use crate::flow_table::tests::{key_of, v4};
+    use crate::flow_table::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+    const S: u64 = 1_000_000_000;
+
+    /// A random frame: kind, endpoints from a small pool (so flows repeat and
+    /// both directions occur), flags, fragment position, time step.
+    #[derive(Clone, Debug)]
+    struct Step {
+        kind: u8,
+        a: u8,
+        b: u8,
+        pa: u16,
+        pb: u16,
+        proto: u8,
+        flags: u8,
+        later_fragment: bool,
+        len: u16,
+        gap_ms: u64,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            0u8..10,
+            0u8..4,
+            0u8..4,
+            0u16..3,
+            0u16..3,
+            prop_oneof![Just(6u8), Just(17u8), Just(1u8)],
+            prop_oneof![
+                Just(0u8),
+                Just(TCP_SYN),
+                Just(TCP_SYN | TCP_ACK),
+                Just(TCP_ACK),
+                Just(TCP_FIN | TCP_ACK),
+                Just(TCP_RST)
+            ],
+            any::<bool>(),
+            20u16..1500,
+            prop_oneof![Just(0u64), 0u64..2_000, 0u64..40_000],
+        )
+            .prop_map(|(kind, a, b, pa, pb, proto, flags, later_fragment, len, gap_ms)| Step {
+                kind,
+                a,
+                b,
+                pa,
+                pb,
+                proto,
+                flags,
+                later_fragment,
+                len,
+                gap_ms,
+            })
+    }
+
+    fn summary_of(st: &Step) -> PacketSummary {
+        let l3 = match st.kind {
+            0 => L3::NonIp,
+            1 => L3::Malformed,
+            2 | 3 => L3::Ipv6,
+            _ => L3::Ipv4,
+        };
+        let mut s =
+            PacketSummary { l3, src_mac: [2, 0, 0, 0, 0, st.a], dst_mac: [2, 0, 0, 0, 0, st.b], ..Default::default() };
+        match l3 {
+            L3::Ipv4 | L3::Ipv6 => {
+                let v6 = l3 == L3::Ipv6;
+                s.ethertype = if v6 { 0x86DD } else { 0x0800 };
+                s.ip_version = if v6 { 6 } else { 4 };
+                s.src = if v6 { [st.a; 16] } else { v4([10, 0, 0, st.a]) };
+                s.dst = if v6 { [st.b; 16] } else { v4([10, 0, 0, st.b]) };
+                s.proto = st.proto;
+                s.ip_len = u32::from(st.len);
+                if st.later_fragment {
+                    s.fragment = Fragment::Later;
+                } else if st.proto != 1 {
+                    s.src_port = 1000 + st.pa;
+                    s.dst_port = 1000 + st.pb;
+                    if st.proto == 6 {
+                        s.tcp_flags = st.flags;
+                    }
+                }
+            }
+            _ => s.ethertype = if l3 == L3::Malformed { 0x0800 } else { 0x0806 },
+        }
+        s
+    }
+
+    /// (packets, ip bytes, frame bytes) per directed endpoint pair.
+    type Tally = HashMap<Directed, (u64, u64, u64)>;
+    /// A directed row of the model's truth: (src, dst, src port, dst port, proto, vlan).
+    type RowKey = (std::net::IpAddr, std::net::IpAddr, u16, u16, u8, u16);
+
+    /// A directed endpoint pair: (kind, src, src port, dst, dst port, proto).
+    type Directed = (u8, [u8; 16], u16, [u8; 16], u16, u8, [u8; 6], [u8; 6]);
+
+    fn directed_of_summary(s: &PacketSummary) -> Directed {
+        match s.l3 {
+            L3::Ipv4 | L3::Ipv6 => (1, s.src, s.src_port, s.dst, s.dst_port, s.proto, [0; 6], [0; 6]),
+            L3::NonIp => (2, [0; 16], s.ethertype, [0; 16], 0, 0, s.src_mac, s.dst_mac),
+            L3::Malformed => (3, [0; 16], s.ethertype, [0; 16], 0, 0, s.src_mac, s.dst_mac),
+        }
+    }
+
+    fn directed_of_record(r: &FlowRecord, d: usize) -> Directed {
+        let (src, sp, dst, dp, ms, md) = if d == 0 {
+            (r.addr_a, r.port_a, r.addr_b, r.port_b, r.mac_a, r.mac_b)
+        } else {
+            (r.addr_b, r.port_b, r.addr_a, r.port_a, r.mac_b, r.mac_a)
+        };
+        if r.kind == 1 {
+            (1, src, sp, dst, dp, r.proto, [0; 6], [0; 6])
+        } else {
+            (r.kind, [0; 16], r.ethertype, [0; 16], 0, 0, ms, md)
+        }
+    }
+
+    /// Feeds steps, returns (records, per-direction truth of (packets, ip bytes, frame bytes)).
+    fn run(steps: &[Step], limit: u32, use_wire_key: bool) -> (Vec<FlowRecord>, Tally, Accounting) {
+        let cfg = TableConfig { idle_ns: 10 * S, active_ns: 25 * S, close_ns: 2 * S, limit, queue: 0 };
+        let mut acct = Accounting::with_tables(FlowTable::with_reserve(cfg, 2), NonIpTable::new(cfg));
+        let mut out = Vec::new();
+        let mut truth: HashMap<Directed, (u64, u64, u64)> = HashMap::new();
+        let mut ts = 1_700_000_000 * S;
+        for (n, st) in steps.iter().enumerate() {
+            ts += st.gap_ms * 1_000_000;
+            let s = summary_of(st);
+            let wire_len = u32::from(st.len) + 14;
+            let t = truth.entry(directed_of_summary(&s)).or_default();
+            t.0 += 1;
+            t.1 += if matches!(s.l3, L3::Ipv4 | L3::Ipv6) { u64::from(s.ip_len) } else { 0 };
+            t.2 += u64::from(wire_len);
+            if use_wire_key || !matches!(s.l3, L3::Ipv4 | L3::Ipv6) {
+                acct.summary(&s, ts, wire_len, &mut out);
+            } else {
+                let (k, d) = key_of(&s);
+                acct.ip(&s, &k, d, ts, wire_len, &mut out);
+            }
+            if n % 7 == 0 {
+                acct.expire(&mut out);
+            }
+        }
+        acct.flush(&mut out);
+        (out, truth, acct)
+    }
+
+    fn check_identity(
+        steps: &[Step],
+        out: &[FlowRecord],
+        truth: &HashMap<Directed, (u64, u64, u64)>,
+        acct: &Accounting,
+    ) {
+        let c = acct.counters();
+        assert_eq!(c.packets, steps.len() as u64);
+        assert_eq!(c.ipv4 + c.ipv6 + c.non_ip + c.malformed, c.packets);
+        assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), c.packets);
+        assert_eq!(acct.records(), out.len() as u64);
+        let mut got: HashMap<Directed, (u64, u64, u64)> = HashMap::new();
+        for r in out {
+            for d in 0..2 {
+                if r.dir[d].packets == 0 {
+                    continue;
+                }
+                let g = got.entry(directed_of_record(r, d)).or_default();
+                g.0 += r.dir[d].packets;
+                g.1 += r.dir[d].ip_bytes;
+                g.2 += r.dir[d].frame_bytes;
+            }
+        }
+        assert_eq!(&got, truth);
+        let fs = acct.flow_stats();
+        assert_eq!(fs.new, fs.expired + fs.evicted + fs.active);
+        assert_eq!(fs.active, 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_packet_in_exactly_one_record_per_direction(
+            steps in proptest::collection::vec(step(), 1..400),
+            limit in 1u32..12,
+        ) {
+            let (out, truth, acct) = run(&steps, limit, false);
+            check_identity(&steps, &out, &truth, &acct);
+        }
+
+        #[test]
+        fn identity_holds_with_the_wire_key(
+            steps in proptest::collection::vec(step(), 1..300),
+            limit in 1u32..12,
+        ) {
+            let (out, truth, acct) = run(&steps, limit, true);
+            check_identity(&steps, &out, &truth, &acct);
+        }
+    }
+
+    /// Real frames from the synthetic model, through slots, against the
+    /// model's own truth (computed without parsing).
+    #[test]
+    fn sim_stream_through_slots_matches_the_model_truth() {
+        use station::sim::{truth, SimSpec, SimTraffic, TruthRow};
+        use station::slot::{write_packet, PacketMeta};
+        let spec: SimSpec = "flows=300,packets=20000,v6=30,vlan=20,qinq=10,frag=20,nonip=5,seed=7".parse().unwrap();
+        let cfg = TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, limit: 1024, queue: 1 };
+        let mut acct = Accounting::new(cfg);
+        let mut out = Vec::new();
+        let mut gen = SimTraffic::new(&spec);
+        let mut frame = vec![0u8; 2048];
+        let mut slot = vec![0u8; 2048 - 8];
+        while let Some((ts, len)) = gen.next_frame(&mut frame) {
+            let meta = PacketMeta { ts_ns: ts, wire_len: len as u32, ..Default::default() };
+            let used = write_packet(&mut slot, meta, &frame[..len]);
+            acct.slot(&slot[..used], &mut out);
+        }
+        acct.flush(&mut out);
+        let t = truth(&spec);
+        let c = *acct.counters();
+        assert_eq!(c.packets, t.total_frames);
+        assert_eq!(c.non_ip, t.non_ip_frames);
+        assert_eq!(c.malformed, 0);
+        assert_eq!(c.ipv4 + c.ipv6 + c.non_ip, c.packets);
+        assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), t.total_frames);
+        let mut rows: HashMap<RowKey, (u64, u64, u64)> = HashMap::new();
+        let mut non_ip = 0;
+        for r in &out {
+            if r.kind != station::record::RecordKind::Ip as u8 {
+                non_ip += r.packets();
+                continue;
+            }
+            let (a, b) = (r.ip_a().unwrap(), r.ip_b().unwrap());
+            for (d, key) in [(0, (a, b, r.port_a, r.port_b)), (1, (b, a, r.port_b, r.port_a))] {
+                if r.dir[d].packets > 0 {
+                    let e = rows.entry((key.0, key.1, key.2, key.3, r.proto, r.vlan)).or_default();
+                    e.0 += r.dir[d].packets;
+                    e.1 += r.dir[d].ip_bytes;
+                    e.2 += r.dir[d].frame_bytes;
+                }
+            }
+        }
+        assert_eq!(non_ip, t.non_ip_frames);
+        let mut got: Vec<TruthRow> = rows
+            .into_iter()
+            .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
+                src,
+                dst,
+                src_port,
+                dst_port,
+                proto,
+                vlan,
+                packets,
+                ip_bytes,
+                frame_bytes,
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), t.rows.len());
+        assert_eq!(got, t.rows);
+        assert!(out.iter().any(|r| r.flags & station::record::FLAG_FRAGMENTS != 0));
+    }
+
+    #[test]
+    fn corrupt_slots_are_malformed_frames_of_zero_bytes() {
+        let mut acct = Accounting::new(crate::flow_table::tests::cfg());
+        let mut out = Vec::new();
+        let mut slot = [0u8; 20];
+        slot[12] = 0xff; // cap_len = 255 > bytes in the slot
+        acct.slot(&slot, &mut out);
+        acct.slot(&[1, 2, 3], &mut out);
+        acct.flush(&mut out);
+        let c = acct.counters();
+        assert_eq!((c.packets, c.malformed, c.corrupt_slots, c.bytes), (2, 2, 2, 0));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].packets(), 2);
+        assert_eq!(out[0].kind, station::record::RecordKind::Malformed as u8);
+    }
+}

@@ -1,0 +1,146 @@
+//! The one top-level error of cj-detector, and its exit codes.
+//!
+//! Guarantees: every failure the binary can report is one variant here, its
+//! message is one line a person can act on (it names the variable, file or
+//! core at fault), and [`DetectorError::exit_code`] maps it to the process exit
+//! code: 2 for usage, configuration and core-plan errors (nothing was started),
+//! 1 for failures while starting or running workers.
+
+use std::path::PathBuf;
+
+use station::config::ConfigError;
+use station::coreplan::CorePlanError;
+
+/// Exit code of usage, configuration and core-plan errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of runtime failures.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Everything that can stop cj-detector.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    /// A command-line argument is wrong.
+    #[error("{0} (try --help)")]
+    Usage(String),
+    /// A configuration value is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The core plan cannot run on this machine or in this container.
+    #[error("{}", core_plan_message(.source, .allowed))]
+    CorePlan {
+        /// Which core and why.
+        source: CorePlanError,
+        /// This process's allowed CPU set, formatted ("0-3,6").
+        allowed: String,
+    },
+    /// CJ_CORECOUNT is 0: there would be no worker.
+    #[error("CJ_CORECOUNT=0: expected at least one worker core")]
+    NoWorkers,
+    /// Installing a signal handler failed.
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        /// SIGINT or SIGTERM.
+        signal: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The OS refused a worker thread.
+    #[error("cannot start thread cj-worker-{queue}: {source}")]
+    Spawn {
+        /// Queue of the worker.
+        queue: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker could not be pinned to its planned core.
+    #[error("cj-worker-{queue}: cannot pin to core {core} (planned from CJ_COREBASE, CJ_CORECOUNT, CJ_SKIP_CORE)")]
+    Pin {
+        /// Queue of the worker.
+        queue: u32,
+        /// The planned core.
+        core: u32,
+    },
+    /// A worker's packet queue cannot be opened.
+    #[error("cj-worker-{queue}: packet queue {}: {source}", path.display())]
+    PacketQueue {
+        /// Queue of the worker.
+        queue: u32,
+        /// The queue file.
+        path: PathBuf,
+        /// Why.
+        source: shmq::QueueError,
+    },
+    /// A worker's record queue cannot be opened.
+    #[error("cj-worker-{queue}: record queue {}: {source}", path.display())]
+    RecordQueue {
+        /// Queue of the worker.
+        queue: u32,
+        /// The queue file.
+        path: PathBuf,
+        /// Why.
+        source: shmq::QueueError,
+    },
+    /// A worker's stats page cannot be opened.
+    #[error("cj-worker-{queue}: stats page {}: {source}", path.display())]
+    StatsPage {
+        /// Queue of the worker.
+        queue: u32,
+        /// The page file.
+        path: PathBuf,
+        /// Why.
+        source: shmq::QueueError,
+    },
+    /// Another worker failed to start, so this one stood down.
+    #[error("cj-worker-{queue}: stood down because another worker failed to start")]
+    Aborted {
+        /// Queue of the worker.
+        queue: u32,
+    },
+    /// A worker thread panicked (a bug).
+    #[error("cj-worker-{queue} panicked")]
+    WorkerPanic {
+        /// Queue of the worker.
+        queue: u32,
+    },
+}
+
+impl DetectorError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) | Self::Config(_) | Self::CorePlan { .. } | Self::NoWorkers => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// The plan error, plus the allowed set when the error names only the online set.
+fn core_plan_message(e: &CorePlanError, allowed: &str) -> String {
+    match e {
+        CorePlanError::Offline { .. } => {
+            format!("{e}; this process's allowed CPU set is {allowed}")
+        }
+        CorePlanError::NotAllowed { .. } => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_plan_errors_exit_2_runtime_errors_exit_1() {
+        let plan = CorePlanError::NotAllowed { core: 7, var: "CJ_COREBASE".into(), allowed: "0-1".into() };
+        let e = DetectorError::CorePlan { source: plan, allowed: "0-1".into() };
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.to_string(), "core 7 (from CJ_COREBASE) is outside this process's allowed CPU set 0-1");
+        let plan = CorePlanError::Offline { core: 7, var: "CJ_COREBASE".into(), online: "0-1".into() };
+        let e = DetectorError::CorePlan { source: plan, allowed: "0".into() };
+        assert_eq!(
+            e.to_string(),
+            "core 7 (from CJ_COREBASE) is not online; online cores: 0-1; this process's allowed CPU set is 0"
+        );
+        assert_eq!(DetectorError::Pin { queue: 1, core: 3 }.exit_code(), 1);
+        assert_eq!(DetectorError::Usage("unknown argument --x".into()).exit_code(), 2);
+    }
+}

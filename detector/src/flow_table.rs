@@ -1,0 +1,721 @@
+//! The per-worker table of bidirectional IP flows.
+//!
+//! In the style of retina's conntrack: each worker owns one table, keyed by the
+//! direction-free [`wire::FlowKey`]; nothing is shared, nothing is locked.
+//!
+//! Guarantees:
+//! - **Every packet given to [`FlowTable::packet`] is counted in exactly one
+//!   record** handed to the [`RecordSink`]: the record of the flow part it
+//!   belongs to, emitted when that part ends (idle or close timeout, active
+//!   timeout, eviction, restart of the 5-tuple by a new SYN, or
+//!   [`FlowTable::flush`]). Counters are per direction.
+//! - Direction: side `a` of a record is the initiator. It is the source of the
+//!   flow's first packet, except that a TCP SYN without ACK always decides (its
+//!   source is `a`), and a SYN-ACK decides (its destination is `a`) unless a SYN
+//!   already did. Decisions by SYN or SYN-ACK set [`FLAG_INITIATOR_BY_SYN`].
+//!   A flow's later parts (after an active timeout) keep its initiator.
+//! - Time: every decision uses `now_ns`, the worker's flow clock (monotonic);
+//!   `first_ns`/`last_ns` of a record are the smallest and largest packet
+//!   timestamps of the part. Idle expiry: a flow not seen for `idle_ns` ends
+//!   with [`EndReason::IdleTimeout`]; a TCP flow that saw FIN from both sides or
+//!   an RST moves to the closing list and ends `close_ns` after its last packet
+//!   with [`EndReason::EndOfFlow`]. Expiry is checked lazily when a packet of
+//!   the flow arrives (so record boundaries depend only on the clock, not on
+//!   when [`FlowTable::expire`] runs) and by [`FlowTable::expire`], which
+//!   costs O(expired): it walks the two LRU lists from their oldest end.
+//! - Active timeout: when a packet arrives `active_ns` or more after the
+//!   current part started, the part so far is emitted
+//!   ([`EndReason::ActiveTimeout`]) and the entry restarts its counters; the
+//!   new part starts with this packet.
+//! - Full table: the least recently seen flow (oldest of both lists) is emitted
+//!   with [`EndReason::LackOfResources`] and counted in
+//!   [`TableStats::evicted`]; the new flow then takes its place.
+//! - Memory: entries live in a slab (see [`crate::lru_slab`]); `limit` entries at
+//!   most, `min(limit, 65536)` reserved up front, growth by doubling. One entry
+//!   is [`FLOW_ENTRY_BYTES`] (176) bytes in the slab plus 5 to 12 bytes of
+//!   index (a `u32` and a control byte per bucket, load factor up to 7/8):
+//!   about 185 bytes per flow, so a table grown to the default
+//!   CJ_FLOW_TABLE_SIZE of 1 M flows takes about 190 MB (11 MB reserved at start).
+//!   Nothing is allocated per packet once the table has grown.
+//! - Later fragments (ports 0 per the `wire` rule) set [`FLAG_FRAGMENTS`] on
+//!   the part that counts them.
+//!
+//! Not guaranteed: that a flow is reported in one record (active timeouts,
+//! evictions and restarts split it; the app merges parts by key).
+
+use station::record::{DirCounters, EndReason, FlowRecord, RecordKind, FLAG_FRAGMENTS, FLAG_INITIATOR_BY_SYN};
+use wire::{Direction, FlowKey, Fragment, PacketSummary};
+
+use crate::lru_slab::LruSlab;
+use crate::record_sink::RecordSink;
+
+/// TCP FIN flag.
+pub const TCP_FIN: u8 = 0x01;
+/// TCP SYN flag.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP RST flag.
+pub const TCP_RST: u8 = 0x04;
+/// TCP ACK flag.
+pub const TCP_ACK: u8 = 0x10;
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+
+/// Slab entries reserved up front at most.
+pub const INITIAL_RESERVE: usize = 65_536;
+
+/// List of open flows (idle timeout).
+const OPEN: usize = 0;
+/// List of closing TCP flows (close timeout).
+const CLOSING: usize = 1;
+
+/// Timeouts and size of a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    /// CJ_FLOW_IDLE_TIMEOUT in nanoseconds.
+    pub idle_ns: u64,
+    /// CJ_FLOW_ACTIVE_TIMEOUT in nanoseconds.
+    pub active_ns: u64,
+    /// CJ_FLOW_TCP_CLOSE_TIMEOUT in nanoseconds.
+    pub close_ns: u64,
+    /// CJ_FLOW_TABLE_SIZE: most flows held at once (at least 1).
+    pub limit: u32,
+    /// Queue number written into every record.
+    pub queue: u16,
+}
+
+impl TableConfig {
+    /// The table settings of a station configuration for the worker of `queue`.
+    pub fn from_station(cfg: &station::config::StationConfig, queue: u32) -> Self {
+        Self {
+            idle_ns: duration_ns(cfg.flow_idle_timeout),
+            active_ns: duration_ns(cfg.flow_active_timeout),
+            close_ns: duration_ns(cfg.flow_tcp_close_timeout),
+            limit: cfg.flow_table_size.max(1),
+            queue: queue as u16,
+        }
+    }
+}
+
+/// A duration in nanoseconds, saturating.
+pub fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Totals of a table, for the worker's stats page.
+///
+/// `new - expired - evicted == active` at all times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Flows in the table now.
+    pub active: u64,
+    /// Flows created (a restart of an entry by idle time or a new SYN counts as new).
+    pub new: u64,
+    /// Flows ended by idle or close timeout, restart, or flush.
+    pub expired: u64,
+    /// Flows evicted because the table was full.
+    pub evicted: u64,
+    /// Records emitted (including active-timeout parts).
+    pub records: u64,
+}
+
+/// One flow (part) in the table. Counters are by key side: index 0 counts
+/// packets sent by the key's `lo` side, 1 by its `hi` side.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    counters: [DirCounters; 2],
+    first_ns: u64,
+    last_ns: u64,
+    /// Clock when the flow was last seen (orders the LRU lists).
+    seen_ns: u64,
+    /// Clock when the current part started (active timeout).
+    started_ns: u64,
+    mac: [[u8; 6]; 2],
+    /// The side's MAC came from a frame it sent (not from a destination field).
+    mac_from_src: [bool; 2],
+    fin: [bool; 2],
+    rst: bool,
+    /// The initiator is the key's `hi` side.
+    initiator_hi: bool,
+    /// 0: by first packet, 1: by SYN-ACK, 2: by SYN.
+    decided: u8,
+    fragments: bool,
+}
+
+/// Bytes of one slab entry (key, counters, links).
+pub const FLOW_ENTRY_BYTES: usize = LruSlab::<FlowKey, Flow, 2>::ENTRY_BYTES;
+
+const _: () = assert!(FLOW_ENTRY_BYTES <= 176, "the module docs promise 176 bytes per slab entry");
+
+impl Flow {
+    fn new(s: &PacketSummary, side: usize, ts_ns: u64, now_ns: u64) -> Self {
+        let mut mac = [[0u8; 6]; 2];
+        mac[side] = s.src_mac;
+        mac[1 - side] = s.dst_mac;
+        let mut mac_from_src = [false; 2];
+        mac_from_src[side] = true;
+        Flow {
+            counters: [DirCounters::default(); 2],
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            seen_ns: now_ns,
+            started_ns: now_ns,
+            mac,
+            mac_from_src,
+            fin: [false; 2],
+            rst: false,
+            initiator_hi: side == 1,
+            decided: 0,
+            fragments: false,
+        }
+    }
+
+    /// Counts one packet sent by key side `side`.
+    #[inline]
+    fn add(&mut self, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32, now_ns: u64) {
+        let flags = if s.proto == PROTO_TCP { s.tcp_flags } else { 0 };
+        self.counters[side].add(s.ip_len, frame_len, flags);
+        self.first_ns = self.first_ns.min(ts_ns);
+        self.last_ns = self.last_ns.max(ts_ns);
+        self.seen_ns = now_ns;
+        if !self.mac_from_src[side] {
+            self.mac[side] = s.src_mac;
+            self.mac_from_src[side] = true;
+        }
+        if s.fragment == Fragment::Later {
+            self.fragments = true;
+        }
+        if flags != 0 {
+            let syn = flags & TCP_SYN != 0;
+            let ack = flags & TCP_ACK != 0;
+            if syn && !ack {
+                self.initiator_hi = side == 1;
+                self.decided = 2;
+            } else if syn && ack && self.decided < 1 {
+                self.initiator_hi = side == 0;
+                self.decided = 1;
+            }
+            if flags & TCP_FIN != 0 {
+                self.fin[side] = true;
+            }
+            if flags & TCP_RST != 0 {
+                self.rst = true;
+            }
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.rst || (self.fin[0] && self.fin[1])
+    }
+
+    /// Starts a new part of the same flow: counters and times restart, the
+    /// initiator, MACs and TCP state stay.
+    fn restart_part(&mut self, ts_ns: u64, now_ns: u64) {
+        self.counters = [DirCounters::default(); 2];
+        self.first_ns = ts_ns;
+        self.last_ns = ts_ns;
+        self.started_ns = now_ns;
+        self.fragments = false;
+    }
+
+    fn record(&self, key: &FlowKey, reason: EndReason, queue: u16) -> FlowRecord {
+        let (a, b) = if self.initiator_hi { (1, 0) } else { (0, 1) };
+        let addr = [key.addr_lo, key.addr_hi];
+        let port = [key.port_lo, key.port_hi];
+        let mut flags = 0;
+        if self.decided > 0 {
+            flags |= FLAG_INITIATOR_BY_SYN;
+        }
+        if self.fragments {
+            flags |= FLAG_FRAGMENTS;
+        }
+        FlowRecord {
+            seq: 0,
+            first_ns: self.first_ns,
+            last_ns: self.last_ns,
+            dir: [self.counters[a], self.counters[b]],
+            addr_a: addr[a],
+            addr_b: addr[b],
+            mac_a: self.mac[a],
+            mac_b: self.mac[b],
+            port_a: port[a],
+            port_b: port[b],
+            vlan: key.vlan,
+            vlan_inner: key.vlan_inner,
+            ethertype: if key.ip_version == 6 { 0x86DD } else { 0x0800 },
+            queue,
+            kind: RecordKind::Ip as u8,
+            ip_version: key.ip_version,
+            proto: key.proto,
+            end_reason: reason as u8,
+            flags,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// When a frame was captured and how long it was on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameTime {
+    /// Capture timestamp, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length on the wire (frame bytes).
+    pub wire_len: u32,
+}
+
+/// A worker's flow table. See the module docs for what it guarantees.
+#[derive(Debug)]
+pub struct FlowTable {
+    slab: LruSlab<FlowKey, Flow, 2>,
+    cfg: TableConfig,
+    stats: TableStats,
+}
+
+impl FlowTable {
+    /// An empty table; reserves `min(cfg.limit, 65536)` entries.
+    pub fn new(cfg: TableConfig) -> Self {
+        Self::with_reserve(cfg, INITIAL_RESERVE)
+    }
+
+    /// An empty table reserving `min(cfg.limit, reserve)` entries.
+    pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
+        let limit = cfg.limit.max(1) as usize;
+        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default() }
+    }
+
+    /// The table's settings.
+    pub fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> TableStats {
+        TableStats { active: self.slab.len() as u64, ..self.stats }
+    }
+
+    /// Flows in the table.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// No flow in the table.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Counts one IP packet: `s` is its summary, `key`/`dir` its canonical key
+    /// and direction (from [`FlowKey::from_summary`]), `frame` its timestamp
+    /// and wire length, `now_ns` the flow clock.
+    pub fn packet(
+        &mut self,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        frame: FrameTime,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        let FrameTime { ts_ns, wire_len: frame_len } = frame;
+        let side = match dir {
+            Direction::LoToHi => 0,
+            Direction::HiToLo => 1,
+        };
+        let queue = self.cfg.queue;
+        let i = match self.slab.find(key) {
+            Some(i) => {
+                let closing_list = self.slab.list_of(i) == CLOSING;
+                let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
+                let f = self.slab.get_mut(i);
+                let pure_syn = s.proto == PROTO_TCP && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+                if now_ns.saturating_sub(f.seen_ns) >= timeout || (closing_list && pure_syn) {
+                    // The old flow ended before this packet: report it, start anew.
+                    let reason = if closing_list { EndReason::EndOfFlow } else { EndReason::IdleTimeout };
+                    sink.emit(f.record(key, reason, queue));
+                    *f = Flow::new(s, side, ts_ns, now_ns);
+                    self.stats.records += 1;
+                    self.stats.expired += 1;
+                    self.stats.new += 1;
+                } else if now_ns.saturating_sub(f.started_ns) >= self.cfg.active_ns {
+                    sink.emit(f.record(key, EndReason::ActiveTimeout, queue));
+                    f.restart_part(ts_ns, now_ns);
+                    self.stats.records += 1;
+                }
+                i
+            }
+            None => {
+                if self.slab.is_full() {
+                    self.evict_one(sink);
+                }
+                let f = Flow::new(s, side, ts_ns, now_ns);
+                self.stats.new += 1;
+                match self.slab.insert(*key, f, OPEN) {
+                    Some(i) => i,
+                    None => unreachable!("insert after eviction"),
+                }
+            }
+        };
+        let f = self.slab.get_mut(i);
+        f.add(s, side, ts_ns, frame_len, now_ns);
+        let list = if f.closing() { CLOSING } else { OPEN };
+        self.slab.touch(i, list);
+    }
+
+    /// Emits and removes the least recently seen flow.
+    #[cold]
+    fn evict_one(&mut self, sink: &mut impl RecordSink) {
+        let victim = match (self.slab.oldest(OPEN), self.slab.oldest(CLOSING)) {
+            (Some(o), Some(c)) => {
+                if self.slab.get(c).seen_ns <= self.slab.get(o).seen_ns {
+                    c
+                } else {
+                    o
+                }
+            }
+            (Some(o), None) => o,
+            (None, Some(c)) => c,
+            (None, None) => return,
+        };
+        let (key, f) = self.slab.remove(victim);
+        sink.emit(f.record(&key, EndReason::LackOfResources, self.cfg.queue));
+        self.stats.records += 1;
+        self.stats.evicted += 1;
+    }
+
+    /// Ends every flow whose timeout has passed at `now_ns`; O(expired).
+    /// Returns the number of flows ended.
+    pub fn expire(&mut self, now_ns: u64, sink: &mut impl RecordSink) -> u64 {
+        let mut n = 0;
+        for (list, timeout, reason) in
+            [(CLOSING, self.cfg.close_ns, EndReason::EndOfFlow), (OPEN, self.cfg.idle_ns, EndReason::IdleTimeout)]
+        {
+            while let Some(i) = self.slab.oldest(list) {
+                if now_ns.saturating_sub(self.slab.get(i).seen_ns) < timeout {
+                    break;
+                }
+                let (key, f) = self.slab.remove(i);
+                sink.emit(f.record(&key, reason, self.cfg.queue));
+                n += 1;
+            }
+        }
+        self.stats.records += n;
+        self.stats.expired += n;
+        n
+    }
+
+    /// Ends every flow ([`EndReason::ForcedEnd`]), oldest first; the table is
+    /// empty afterwards. Returns the number of flows ended.
+    pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
+        let mut n = 0;
+        for list in [OPEN, CLOSING] {
+            while let Some(i) = self.slab.oldest(list) {
+                let (key, f) = self.slab.remove(i);
+                sink.emit(f.record(&key, EndReason::ForcedEnd, self.cfg.queue));
+                n += 1;
+            }
+        }
+        self.stats.records += n;
+        self.stats.expired += n;
+        n
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use station::record::EndReason;
+    use wire::L3;
+
+    const S: u64 = 1_000_000_000;
+
+    pub(crate) fn cfg() -> TableConfig {
+        TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, limit: 1000, queue: 3 }
+    }
+
+    /// The canonical key by hand (the `wire` rule: the smaller (addr, port)
+    /// side is `lo`), so these tests do not depend on `wire`'s bodies.
+    pub(crate) fn key_of(s: &PacketSummary) -> (FlowKey, Direction) {
+        let src = (s.src, s.src_port);
+        let dst = (s.dst, s.dst_port);
+        let (lo, hi, dir) = if src <= dst { (src, dst, Direction::LoToHi) } else { (dst, src, Direction::HiToLo) };
+        (
+            FlowKey {
+                addr_lo: lo.0,
+                addr_hi: hi.0,
+                port_lo: lo.1,
+                port_hi: hi.1,
+                proto: s.proto,
+                ip_version: s.ip_version,
+                vlan: s.vlan,
+                vlan_inner: s.vlan_inner,
+            },
+            dir,
+        )
+    }
+
+    pub(crate) fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut x = [0u8; 16];
+        x[..4].copy_from_slice(&a);
+        x
+    }
+
+    pub(crate) fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> PacketSummary {
+        PacketSummary {
+            l3: L3::Ipv4,
+            ethertype: 0x0800,
+            src_mac: [2, 0, 0, 0, 0, src[3]],
+            dst_mac: [2, 0, 0, 0, 0, dst[3]],
+            ip_version: 4,
+            src: v4(src),
+            dst: v4(dst),
+            proto: PROTO_TCP,
+            src_port: sport,
+            dst_port: dport,
+            ip_len: 60,
+            tcp_flags: flags,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketSummary {
+        PacketSummary { proto: 17, tcp_flags: 0, ip_len: 100, ..tcp(src, sport, dst, dport, 0) }
+    }
+
+    fn feed(t: &mut FlowTable, s: &PacketSummary, ts: u64, out: &mut Vec<FlowRecord>) {
+        let (k, d) = key_of(s);
+        t.packet(s, &k, d, FrameTime { ts_ns: ts, wire_len: s.ip_len + 14 }, ts, out);
+    }
+
+    const C: [u8; 4] = [10, 0, 0, 9];
+    const SV: [u8; 4] = [10, 0, 0, 1];
+
+    #[test]
+    fn both_directions_merge_into_one_record() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        // client 10.0.0.9:40000 has the larger address: it is the key's hi side
+        feed(&mut t, &udp(C, 40000, SV, 53), S, &mut out);
+        feed(&mut t, &udp(SV, 53, C, 40000), S + 10, &mut out);
+        feed(&mut t, &udp(C, 40000, SV, 53), S + 20, &mut out);
+        assert_eq!(t.len(), 1);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        let r = out[0];
+        assert_eq!(r.end(), Some(EndReason::ForcedEnd));
+        assert_eq!(r.addr_a, v4(C));
+        assert_eq!(r.port_a, 40000);
+        assert_eq!(r.addr_b, v4(SV));
+        assert_eq!(r.port_b, 53);
+        assert_eq!(r.dir[0].packets, 2);
+        assert_eq!(r.dir[1].packets, 1);
+        assert_eq!(r.dir[0].ip_bytes, 200);
+        assert_eq!(r.dir[0].frame_bytes, 228);
+        assert_eq!(r.mac_a, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(r.mac_b, [2, 0, 0, 0, 0, 1]);
+        assert_eq!((r.first_ns, r.last_ns), (S, S + 20));
+        assert_eq!(r.queue, 3);
+        assert_eq!(r.kind, RecordKind::Ip as u8);
+        assert_eq!(r.ethertype, 0x0800);
+        assert_eq!(r.flags & FLAG_INITIATOR_BY_SYN, 0);
+    }
+
+    #[test]
+    fn syn_decides_initiator_even_when_not_first() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        // server's packet seen first, then the client's SYN
+        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S + 1, &mut out);
+        t.flush(&mut out);
+        let r = out[0];
+        assert_eq!((r.addr_a, r.port_a), (v4(C), 40000));
+        assert_eq!(r.dir[0].tcp_flags, TCP_SYN);
+        assert_eq!(r.dir[1].tcp_flags, TCP_ACK);
+        assert_ne!(r.flags & FLAG_INITIATOR_BY_SYN, 0);
+    }
+
+    #[test]
+    fn syn_ack_first_makes_its_destination_the_initiator() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_SYN | TCP_ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_ACK), S + 1, &mut out);
+        t.flush(&mut out);
+        let r = out[0];
+        assert_eq!((r.addr_a, r.port_a), (v4(C), 40000));
+        assert_eq!((r.addr_b, r.port_b), (v4(SV), 80));
+        assert_eq!(r.dir[0].packets, 1);
+        assert_eq!(r.dir[1].tcp_flags, TCP_SYN | TCP_ACK);
+        assert_ne!(r.flags & FLAG_INITIATOR_BY_SYN, 0);
+        // the SYN-ACK's destination MAC is a's MAC until a sends
+        assert_eq!(r.mac_a, [2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn syn_ack_does_not_override_a_syn() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S, &mut out);
+        // a (weird) SYN-ACK from the client must not flip it
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN | TCP_ACK), S + 1, &mut out);
+        t.flush(&mut out);
+        assert_eq!(out[0].addr_a, v4(C));
+        assert_eq!(out[0].dir[0].packets, 2);
+    }
+
+    #[test]
+    fn idle_expiry_goes_oldest_first_and_only_past_timeout() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        for p in 0..5u16 {
+            feed(&mut t, &udp(C, 1000 + p, SV, 53), S + u64::from(p) * S, &mut out);
+        }
+        // touch flow 0 again at 10 s: it becomes the most recent
+        feed(&mut t, &udp(SV, 53, C, 1000), 10 * S, &mut out);
+        // at 33.5 s, flows last seen at 2 s and 3 s are idle for >= 30 s;
+        // 1000 was seen at 10 s, 1003 at 4 s, 1004 at 5 s
+        assert_eq!(t.expire(33 * S + S / 2, &mut out), 2);
+        let ports: Vec<u16> = out.iter().map(|r| r.port_a).collect();
+        assert_eq!(ports, vec![1001, 1002]);
+        assert_eq!(t.expire(35 * S, &mut out), 2);
+        let ports: Vec<u16> = out.iter().map(|r| r.port_a).collect();
+        assert_eq!(ports, vec![1001, 1002, 1003, 1004]);
+        assert!(out.iter().all(|r| r.end() == Some(EndReason::IdleTimeout)));
+        assert_eq!(t.len(), 1);
+        // 1000: first packet client->server, so the client is a
+        assert_eq!(t.expire(40 * S, &mut out), 1);
+        assert_eq!(out[4].port_a, 1000);
+        assert_eq!(out[4].packets(), 2);
+    }
+
+    #[test]
+    fn closing_flows_end_after_the_close_timeout() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_SYN | TCP_ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_FIN | TCP_ACK), 2 * S, &mut out);
+        // one FIN: still open
+        assert_eq!(t.expire(2 * S + 6 * S, &mut out), 0);
+        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_FIN | TCP_ACK), 9 * S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_ACK), 9 * S, &mut out);
+        // an open UDP flow seen earlier than the close must outlive it
+        feed(&mut t, &udp(C, 5000, SV, 53), 8 * S, &mut out);
+        assert_eq!(t.expire(13 * S, &mut out), 0);
+        assert_eq!(t.expire(14 * S, &mut out), 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end(), Some(EndReason::EndOfFlow));
+        assert_eq!(out[0].packets(), 5);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rst_closes_at_once_and_a_new_syn_restarts_the_five_tuple() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_RST | TCP_ACK), S, &mut out);
+        // port reuse before the close timeout: the old flow ends, a new one starts
+        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), 2 * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end(), Some(EndReason::EndOfFlow));
+        assert_eq!(out[0].packets(), 2);
+        t.flush(&mut out);
+        assert_eq!(out[1].packets(), 1);
+        assert_eq!(out[1].first_ns, 2 * S);
+        let st = t.stats();
+        assert_eq!((st.new, st.expired, st.active), (2, 2, 0));
+    }
+
+    #[test]
+    fn lazy_idle_restart_on_arrival() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        feed(&mut t, &udp(C, 1, SV, 2), S, &mut out);
+        feed(&mut t, &udp(C, 1, SV, 2), 40 * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end(), Some(EndReason::IdleTimeout));
+        assert_eq!(out[0].packets(), 1);
+        t.flush(&mut out);
+        assert_eq!(out[1].packets(), 1);
+    }
+
+    #[test]
+    fn active_timeout_splits_without_losing_a_packet() {
+        let mut t = FlowTable::new(TableConfig { active_ns: 10 * S, ..cfg() });
+        let mut out = Vec::new();
+        for i in 0..=25u64 {
+            let s = if i % 2 == 0 { udp(C, 7, SV, 8) } else { udp(SV, 8, C, 7) };
+            feed(&mut t, &s, S + i * S, &mut out);
+        }
+        t.flush(&mut out);
+        let reasons: Vec<_> = out.iter().map(|r| r.end().unwrap()).collect();
+        assert_eq!(reasons, vec![EndReason::ActiveTimeout, EndReason::ActiveTimeout, EndReason::ForcedEnd]);
+        // parts: [1..=10], [11..=20], [21..=26] seconds
+        assert_eq!(out[0].packets(), 10);
+        assert_eq!(out[1].packets(), 10);
+        assert_eq!(out[2].packets(), 6);
+        assert_eq!(out[1].first_ns, 11 * S);
+        assert_eq!(out[0].last_ns, 10 * S);
+        let total: u64 = out.iter().map(|r| r.packets()).sum();
+        assert_eq!(total, 26);
+        // the initiator is kept across parts, even in a part that starts b->a
+        assert!(out.iter().all(|r| r.addr_a == v4(C) && r.port_a == 7));
+        let st = t.stats();
+        assert_eq!((st.new, st.expired, st.records), (1, 1, 3));
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_seen_and_counts_it() {
+        let mut t = FlowTable::new(TableConfig { limit: 3, ..cfg() });
+        let mut out = Vec::new();
+        for p in 0..3u16 {
+            feed(&mut t, &udp(C, p, SV, 53), S + u64::from(p), &mut out);
+        }
+        feed(&mut t, &udp(SV, 53, C, 0), S + 10, &mut out); // 0 is recent again
+        feed(&mut t, &udp(C, 99, SV, 53), S + 20, &mut out); // evicts 1
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end(), Some(EndReason::LackOfResources));
+        assert_eq!(out[0].port_a, 1);
+        let st = t.stats();
+        assert_eq!((st.evicted, st.active, st.new), (1, 3, 4));
+        t.flush(&mut out);
+        assert_eq!(out.iter().map(|r| r.packets()).sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn later_fragments_flag_the_record() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        let mut s = udp(C, 0, SV, 0);
+        s.fragment = Fragment::Later;
+        feed(&mut t, &s, S, &mut out);
+        feed(&mut t, &udp(C, 5, SV, 6), S, &mut out);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        let frag = out.iter().find(|r| r.port_a == 0).unwrap();
+        assert_ne!(frag.flags & FLAG_FRAGMENTS, 0);
+        let whole = out.iter().find(|r| r.port_a == 5).unwrap();
+        assert_eq!(whole.flags & FLAG_FRAGMENTS, 0);
+    }
+
+    #[test]
+    fn ipv6_addresses_and_ethertype() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        let mut s = udp(C, 1, SV, 2);
+        s.l3 = L3::Ipv6;
+        s.ip_version = 6;
+        s.src = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        s.dst = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        feed(&mut t, &s, S, &mut out);
+        t.flush(&mut out);
+        assert_eq!(out[0].addr_a, s.src);
+        assert_eq!(out[0].addr_b, s.dst);
+        assert_eq!(out[0].ethertype, 0x86DD);
+        assert_eq!(out[0].ip_version, 6);
+    }
+
+    #[test]
+    fn entry_size_is_what_the_docs_say() {
+        assert_eq!(FLOW_ENTRY_BYTES, 176);
+    }
+}

@@ -1,0 +1,20 @@
+//! cj-detector's library: the per-worker accounting (flow table, non-IP table,
+//! flow clock), the worker threads that run it on the shared-memory queues,
+//! and the pieces of the binary (command line, errors, stats lines).
+//!
+//! Guarantees: no unsafe code; each worker owns its state (nothing shared,
+//! nothing locked on the hot path); every frame a worker reads ends in exactly
+//! one record or in a named loss counter (see [`accounting`] and [`worker`]).
+#![deny(unsafe_code)]
+
+pub mod accounting;
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod flow_table;
+pub mod lru_slab;
+pub mod nonip_table;
+pub mod record_sink;
+pub mod sd_notify;
+pub mod stats;
+pub mod worker;

@@ -1,0 +1,293 @@
+//! The per-worker table of frames that are not IP flows: non-IP frames (ARP,
+//! LLDP, ...) and malformed IP frames, so that every frame ends in a record.
+//!
+//! Guarantees:
+//! - **Every frame given to [`NonIpTable::frame`] is counted in exactly one
+//!   record**, of kind [`RecordKind::NonIp`] or [`RecordKind::Malformed`],
+//!   keyed by (kind, canonical MAC pair, EtherType, VLAN, inner VLAN).
+//! - Side `a` is the source MAC of the entry's first frame; `dir[0]` counts
+//!   frames sent by `a`'s MAC. Both MACs are equal only for frames a host sends
+//!   to itself; those count as a→b.
+//! - IP bytes are always zero; frame bytes are wire lengths. Addresses, ports,
+//!   IP version and protocol are zero.
+//! - The same timing rules as the flow table: idle timeout (lazy on arrival and
+//!   by [`NonIpTable::expire`], O(expired)), active timeout, and eviction of the
+//!   least recently seen entry when [`NON_IP_TABLE_SIZE`] entries are held, and
+//!   [`EndReason::ForcedEnd`] on [`NonIpTable::flush`].
+//! - A packet-queue slot that cannot be read (corrupt metadata) is counted by
+//!   [`NonIpTable::corrupt_slot`] as one malformed frame with zero MACs,
+//!   EtherType 0 and 0 frame bytes.
+
+use station::record::{DirCounters, EndReason, FlowRecord, RecordKind};
+use wire::{PacketSummary, L3};
+
+use crate::flow_table::TableConfig;
+use crate::lru_slab::LruSlab;
+use crate::record_sink::RecordSink;
+
+/// Most (kind, MAC pair, EtherType, VLANs) entries a worker holds.
+pub const NON_IP_TABLE_SIZE: usize = 4096;
+
+/// The key of a non-IP entry: direction-free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct NonIpKey {
+    kind: u8,
+    mac_lo: [u8; 6],
+    mac_hi: [u8; 6],
+    ethertype: u16,
+    vlan: u16,
+    vlan_inner: u16,
+}
+
+/// Counters of one entry, by key side (0: sent by `mac_lo`).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    counters: [DirCounters; 2],
+    first_ns: u64,
+    last_ns: u64,
+    seen_ns: u64,
+    started_ns: u64,
+    initiator_hi: bool,
+}
+
+/// The non-IP and malformed-frame table. See the module docs.
+#[derive(Debug)]
+pub struct NonIpTable {
+    slab: LruSlab<NonIpKey, Entry, 1>,
+    cfg: TableConfig,
+    records: u64,
+    evicted: u64,
+}
+
+impl NonIpTable {
+    /// An empty table with the flow table's timeouts (its size is fixed).
+    pub fn new(cfg: TableConfig) -> Self {
+        Self { slab: LruSlab::new(NON_IP_TABLE_SIZE, 256), cfg, records: 0, evicted: 0 }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// No entry held.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Records emitted so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Entries evicted for lack of room so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Counts one frame whose summary is [`L3::NonIp`] or [`L3::Malformed`]
+    /// (any other kind is counted as malformed).
+    pub fn frame(&mut self, s: &PacketSummary, ts_ns: u64, frame_len: u32, now_ns: u64, sink: &mut impl RecordSink) {
+        let kind = match s.l3 {
+            L3::NonIp => RecordKind::NonIp,
+            _ => RecordKind::Malformed,
+        };
+        self.count(kind, s.src_mac, s.dst_mac, s.ethertype, s.vlan, s.vlan_inner, ts_ns, frame_len, now_ns, sink);
+    }
+
+    /// Counts one unreadable packet-queue slot as a malformed frame of 0 bytes.
+    pub fn corrupt_slot(&mut self, now_ns: u64, sink: &mut impl RecordSink) {
+        self.count(RecordKind::Malformed, [0; 6], [0; 6], 0, 0, 0, now_ns, 0, now_ns, sink);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &mut self,
+        kind: RecordKind,
+        src: [u8; 6],
+        dst: [u8; 6],
+        ethertype: u16,
+        vlan: u16,
+        vlan_inner: u16,
+        ts_ns: u64,
+        frame_len: u32,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        let side = usize::from(src > dst);
+        let (mac_lo, mac_hi) = if side == 0 { (src, dst) } else { (dst, src) };
+        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner };
+        let fresh = Entry {
+            counters: [DirCounters::default(); 2],
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            seen_ns: now_ns,
+            started_ns: now_ns,
+            initiator_hi: side == 1,
+        };
+        let queue = self.cfg.queue;
+        let i = match self.slab.find(&key) {
+            Some(i) => {
+                let e = self.slab.get_mut(i);
+                if now_ns.saturating_sub(e.seen_ns) >= self.cfg.idle_ns {
+                    sink.emit(record(&key, e, EndReason::IdleTimeout, queue));
+                    *e = fresh;
+                    self.records += 1;
+                } else if now_ns.saturating_sub(e.started_ns) >= self.cfg.active_ns {
+                    sink.emit(record(&key, e, EndReason::ActiveTimeout, queue));
+                    *e = Entry { initiator_hi: e.initiator_hi, ..fresh };
+                    self.records += 1;
+                }
+                i
+            }
+            None => {
+                if self.slab.is_full() {
+                    if let Some(v) = self.slab.oldest(0) {
+                        let (k, e) = self.slab.remove(v);
+                        sink.emit(record(&k, &e, EndReason::LackOfResources, queue));
+                        self.records += 1;
+                        self.evicted += 1;
+                    }
+                }
+                match self.slab.insert(key, fresh, 0) {
+                    Some(i) => i,
+                    None => unreachable!("insert after eviction"),
+                }
+            }
+        };
+        let e = self.slab.get_mut(i);
+        e.counters[side].add(0, frame_len, 0);
+        e.first_ns = e.first_ns.min(ts_ns);
+        e.last_ns = e.last_ns.max(ts_ns);
+        e.seen_ns = now_ns;
+        self.slab.touch(i, 0);
+    }
+
+    /// Ends every entry idle for the idle timeout at `now_ns`; O(expired).
+    pub fn expire(&mut self, now_ns: u64, sink: &mut impl RecordSink) -> u64 {
+        let mut n = 0;
+        while let Some(i) = self.slab.oldest(0) {
+            if now_ns.saturating_sub(self.slab.get(i).seen_ns) < self.cfg.idle_ns {
+                break;
+            }
+            let (k, e) = self.slab.remove(i);
+            sink.emit(record(&k, &e, EndReason::IdleTimeout, self.cfg.queue));
+            n += 1;
+        }
+        self.records += n;
+        n
+    }
+
+    /// Ends every entry ([`EndReason::ForcedEnd`]).
+    pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
+        let mut n = 0;
+        while let Some(i) = self.slab.oldest(0) {
+            let (k, e) = self.slab.remove(i);
+            sink.emit(record(&k, &e, EndReason::ForcedEnd, self.cfg.queue));
+            n += 1;
+        }
+        self.records += n;
+        n
+    }
+}
+
+fn record(key: &NonIpKey, e: &Entry, reason: EndReason, queue: u16) -> FlowRecord {
+    let (a, b) = if e.initiator_hi { (1, 0) } else { (0, 1) };
+    let mac = [key.mac_lo, key.mac_hi];
+    FlowRecord {
+        first_ns: e.first_ns,
+        last_ns: e.last_ns,
+        dir: [e.counters[a], e.counters[b]],
+        mac_a: mac[a],
+        mac_b: mac[b],
+        vlan: key.vlan,
+        vlan_inner: key.vlan_inner,
+        ethertype: key.ethertype,
+        queue,
+        kind: key.kind,
+        end_reason: reason as u8,
+        ..FlowRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_table::tests::cfg;
+
+    const S: u64 = 1_000_000_000;
+
+    fn arp(src: u8, dst: u8) -> PacketSummary {
+        PacketSummary {
+            l3: L3::NonIp,
+            ethertype: 0x0806,
+            src_mac: [2, 0, 0, 0, 0, src],
+            dst_mac: [2, 0, 0, 0, 0, dst],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn non_ip_frames_are_counted_per_mac_pair_and_direction() {
+        let mut t = NonIpTable::new(cfg());
+        let mut out = Vec::new();
+        t.frame(&arp(9, 1), S, 60, S, &mut out);
+        t.frame(&arp(1, 9), S + 1, 60, S + 1, &mut out);
+        t.frame(&arp(9, 1), S + 2, 64, S + 2, &mut out);
+        let mut lldp = arp(9, 1);
+        lldp.ethertype = 0x88cc;
+        t.frame(&lldp, S + 3, 100, S + 3, &mut out);
+        let mut bad = arp(9, 1);
+        bad.l3 = L3::Malformed;
+        bad.ethertype = 0x0800;
+        t.frame(&bad, S + 4, 20, S + 4, &mut out);
+        t.corrupt_slot(S + 5, &mut out);
+        assert_eq!(t.len(), 4);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 4);
+        let r = out.iter().find(|r| r.ethertype == 0x0806).unwrap();
+        assert_eq!(r.kind, RecordKind::NonIp as u8);
+        assert_eq!(r.mac_a, [2, 0, 0, 0, 0, 9]);
+        assert_eq!((r.dir[0].packets, r.dir[1].packets), (2, 1));
+        assert_eq!(r.dir[0].frame_bytes, 124);
+        assert_eq!(r.dir[0].ip_bytes, 0);
+        assert_eq!((r.first_ns, r.last_ns), (S, S + 2));
+        let m = out.iter().filter(|r| r.kind == RecordKind::Malformed as u8).count();
+        assert_eq!(m, 2);
+        let corrupt = out.iter().find(|r| r.kind == RecordKind::Malformed as u8 && r.ethertype == 0).unwrap();
+        assert_eq!((corrupt.packets(), corrupt.dir[0].frame_bytes), (1, 0));
+        assert_eq!(out.iter().map(|r| r.packets()).sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn non_ip_entries_expire_and_split_like_flows() {
+        let mut t = NonIpTable::new(TableConfig { active_ns: 10 * S, ..cfg() });
+        let mut out = Vec::new();
+        for i in 0..15 {
+            t.frame(&arp(9, 1), i * S, 60, i * S, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end(), Some(EndReason::ActiveTimeout));
+        assert_eq!(out[0].packets(), 10);
+        assert_eq!(t.expire(14 * S + 29 * S, &mut out), 0);
+        assert_eq!(t.expire(14 * S + 30 * S, &mut out), 1);
+        assert_eq!(out[1].end(), Some(EndReason::IdleTimeout));
+        assert_eq!(out[1].packets(), 5);
+    }
+
+    #[test]
+    fn full_non_ip_table_evicts() {
+        let mut t = NonIpTable::new(cfg());
+        let mut out = Vec::new();
+        for i in 0..=NON_IP_TABLE_SIZE as u32 {
+            let mut s = arp(1, 2);
+            s.ethertype = i as u16;
+            s.vlan = (i >> 16) as u16;
+            t.frame(&s, S, 60, S, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end(), Some(EndReason::LackOfResources));
+        assert_eq!(out[0].ethertype, 0);
+        assert_eq!(t.evicted(), 1);
+    }
+}

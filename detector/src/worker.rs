@@ -1,0 +1,532 @@
+//! A detector worker: one thread per planned core, named `cj-worker-<queue>`,
+//! pinned to its core, reading one packet queue and writing one record queue.
+//!
+//! Guarantees:
+//! - Start: every worker pins itself (core_affinity), opens its packet queue
+//!   `pkt-<set>-<queue>` (consumer), its record queue `rec-<queue>` (producer)
+//!   and its stats page `stats-worker-<queue>`, then meets the others and main
+//!   at a [`Barrier`]. If any worker failed, all stand down before touching a
+//!   packet (their queues are left as they were, not closed) and the failure
+//!   is reported.
+//! - Loop: pop up to [`BATCH`] slots, count each in the [`Accounting`]
+//!   (parse, flow table, records), release the slots with one store, publish
+//!   the records, write the stats page. When the queue is empty the worker
+//!   waits (`CJ_WAIT`), advances the flow clock and checks timeouts every
+//!   [`IDLE_CHECK`].
+//! - Records: numbered (`seq`) from the stats page's `records + records_lost`
+//!   (0 on a fresh page), in the order they are emitted, and published in
+//!   batches. A full record queue makes the worker wait: backpressure, never a
+//!   silent loss. Only while stopping on a signal does it give up: after
+//!   [`SHUTDOWN_WAIT`] with the queue full and no progress it counts every remaining
+//!   record in `records_lost` and its packets in `lost_packets` (their `seq`
+//!   numbers are then gaps), and logs one line saying the app is not draining.
+//! - End: when the packet queue has ended (closed by the producer and all
+//!   read) or the stop flag is set (SIGINT/SIGTERM; the worker first processes
+//!   what was already queued, at most one ring's worth), every flow is flushed
+//!   as a record ([`station::record::EndReason::ForcedEnd`]), the records are
+//!   published, the final totals are written to the stats page, and `ended` is
+//!   set to 1. Only at the end of the input stream is the record queue closed
+//!   (before `ended`, so a reader that sees it Ended also sees the final
+//!   totals); a signal leaves it open for a restarted detector.
+//! - Stats page (`station::naming::WORKER_COUNTERS`), written with plain
+//!   stores after every batch, every idle check and at the end; one writer.
+//!   Totals continue from the values already in the page (a restarted worker
+//!   goes on counting), except `flows_active` (flows in the table now) and
+//!   `ended`. At all times `ipv4 + ipv6 + non_ip + malformed == packets`; once
+//!   `ended` is 1, `record_packets + lost_packets == packets`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shmq::{CounterPage, Full, Producer, QueueFile, QueueSpec, QueueState, WaitStrategy, Waiter};
+use station::config::{StationConfig, WaitMode};
+use station::naming::{self, worker_counter as wc, WORKER_COUNTERS};
+use station::record::FlowRecord;
+
+use crate::accounting::Accounting;
+use crate::error::DetectorError;
+use crate::flow_table::TableConfig;
+use crate::record_sink::RecordSink;
+
+/// Slots popped before one release.
+pub const BATCH: usize = 256;
+/// Records pushed before one publish (also published after every batch).
+pub const PUBLISH_EVERY: u32 = 64;
+/// How often an idle worker advances its clock and checks timeouts.
+pub const IDLE_CHECK: Duration = Duration::from_millis(100);
+/// How long a stopping worker waits for room in a full record queue.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// Least time between two log lines about the same condition.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Longest sleep of the backoff wait.
+pub const BACKOFF_MAX_SLEEP: Duration = Duration::from_millis(1);
+
+/// Everything one worker needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// Worker index i (0-based).
+    pub index: usize,
+    /// Queue number: CJ_QUEUE_OFFSET + i.
+    pub queue: u32,
+    /// Planned core.
+    pub core: u32,
+    /// The cluster's directory.
+    pub cluster_dir: PathBuf,
+    /// CJ_QUEUE_SET.
+    pub queue_set: u32,
+    /// Packet queue shape (CJ_SLOT_SIZE, CJ_QUEUE_SLOTS).
+    pub packet_spec: QueueSpec,
+    /// Record queue shape (RECORD_SLOT_SIZE, CJ_RECORD_QUEUE_SLOTS).
+    pub record_spec: QueueSpec,
+    /// Flow table settings.
+    pub table: TableConfig,
+    /// CJ_WAIT.
+    pub wait: WaitStrategy,
+}
+
+impl WorkerSpec {
+    /// Worker `index` of configuration `cfg`, on planned core `core`.
+    pub fn from_station(cfg: &StationConfig, index: usize, core: u32) -> Self {
+        let queue = cfg.queue_offset + index as u32;
+        Self {
+            index,
+            queue,
+            core,
+            cluster_dir: cfg.cluster_dir(),
+            queue_set: cfg.queue_set,
+            packet_spec: QueueSpec { slot_size: cfg.slot_size, capacity: cfg.queue_slots },
+            record_spec: QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: cfg.record_queue_slots },
+            table: TableConfig::from_station(cfg, queue),
+            wait: match cfg.wait {
+                WaitMode::Busy => WaitStrategy::BusyPoll,
+                WaitMode::Backoff => WaitStrategy::Backoff { max_sleep: BACKOFF_MAX_SLEEP },
+            },
+        }
+    }
+
+    /// `pkt-<set>-<queue>`.
+    pub fn packet_queue_path(&self) -> PathBuf {
+        naming::packet_queue_path(&self.cluster_dir, self.queue_set, self.queue)
+    }
+
+    /// `rec-<queue>`.
+    pub fn record_queue_path(&self) -> PathBuf {
+        naming::record_queue_path(&self.cluster_dir, self.queue)
+    }
+
+    /// `stats-worker-<queue>`.
+    pub fn stats_path(&self) -> PathBuf {
+        naming::worker_stats_path(&self.cluster_dir, self.queue)
+    }
+}
+
+/// The two-phase start shared by main and the workers.
+#[derive(Debug)]
+pub struct StartGate {
+    barrier: Barrier,
+    failed: AtomicBool,
+    abort: AtomicBool,
+}
+
+impl StartGate {
+    /// A gate for `workers` workers plus main.
+    pub fn new(workers: usize) -> Self {
+        Self { barrier: Barrier::new(workers + 1), failed: AtomicBool::new(false), abort: AtomicBool::new(false) }
+    }
+
+    /// Main's side: waits until every worker is set up, then lets them all go
+    /// (returns true) or, if one failed, makes them all stand down (false).
+    pub fn open(&self) -> bool {
+        self.barrier.wait();
+        let go = !self.failed.load(Ordering::SeqCst);
+        self.abort.store(!go, Ordering::SeqCst);
+        self.barrier.wait();
+        go
+    }
+
+    /// A worker's side: reports its setup, waits for main's decision; true: go.
+    fn pass(&self, setup_ok: bool) -> bool {
+        if !setup_ok {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.barrier.wait();
+        self.barrier.wait();
+        !self.abort.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a worker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndCause {
+    /// The packet queue ended.
+    QueueEnded,
+    /// SIGINT or SIGTERM.
+    Signal,
+}
+
+/// What a worker reports when it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Its queue.
+    pub queue: u32,
+    /// Why it ended.
+    pub cause: EndCause,
+    /// Packets read in this run.
+    pub packets: u64,
+    /// Records published in this run.
+    pub records: u64,
+    /// Records lost in this run (stopping with a full record queue).
+    pub records_lost: u64,
+}
+
+/// Starts worker `spec` on its own thread `cj-worker-<queue>`.
+///
+/// # Errors
+/// The OS refused the thread.
+pub fn spawn(
+    spec: WorkerSpec,
+    gate: Arc<StartGate>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<Result<WorkerSummary, DetectorError>>, DetectorError> {
+    let queue = spec.queue;
+    std::thread::Builder::new()
+        .name(format!("cj-worker-{queue}"))
+        .spawn(move || run(&spec, &gate, &stop))
+        .map_err(|source| DetectorError::Spawn { queue, source })
+}
+
+/// What a worker opened before the gate.
+struct Opened {
+    consumer: shmq::Consumer,
+    producer: Producer,
+    page: CounterPage,
+}
+
+fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
+    let queue = spec.queue;
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.core as usize }) {
+        return Err(DetectorError::Pin { queue, core: spec.core });
+    }
+    let path = spec.packet_queue_path();
+    let consumer = QueueFile::open_or_create(&path, spec.packet_spec)
+        .map_err(|source| DetectorError::PacketQueue { queue, path, source })?
+        .into_consumer();
+    let path = spec.record_queue_path();
+    let producer = QueueFile::open_or_create(&path, spec.record_spec)
+        .map_err(|source| DetectorError::RecordQueue { queue, path, source })?
+        .into_producer();
+    let path = spec.stats_path();
+    let page = CounterPage::open_or_create(&path, WORKER_COUNTERS).map_err(|source| DetectorError::StatsPage {
+        queue,
+        path,
+        source,
+    })?;
+    Ok(Opened { consumer, producer, page })
+}
+
+fn run(spec: &WorkerSpec, gate: &StartGate, stop: &AtomicBool) -> Result<WorkerSummary, DetectorError> {
+    let opened = setup(spec);
+    if !gate.pass(opened.is_ok()) {
+        return Err(opened.err().unwrap_or(DetectorError::Aborted { queue: spec.queue }));
+    }
+    let Opened { mut consumer, producer, page } = opened?;
+    let queue = spec.queue;
+
+    let stats = StatsWriter::new(page);
+    let seq = stats.base[wc::RECORDS] + stats.base[wc::RECORDS_LOST];
+    let mut out = RecordOut::new(producer, queue, seq, stop, spec.wait);
+    let mut acct = Accounting::new(spec.table);
+    let mut waiter = Waiter::new(spec.wait);
+    let mut last_idle_check: Option<Instant> = None;
+    let mut corrupt_log = RateLimited::new();
+    stats.write(&acct, &out, false);
+
+    let cause = loop {
+        let mut n = 0;
+        while n < BATCH {
+            if consumer.pop_with(|slot| acct.slot(slot, &mut out)).is_none() {
+                break;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            consumer.release();
+            acct.busy();
+            waiter.reset();
+            last_idle_check = None;
+            out.publish();
+            stats.write(&acct, &out, false);
+            let corrupt = acct.counters().corrupt_slots;
+            if corrupt > corrupt_log.count && corrupt_log.ready() {
+                eprintln!(
+                    "(Core {queue}) {} unreadable packet-queue slots counted as malformed ({corrupt} in all)",
+                    corrupt - corrupt_log.count
+                );
+                corrupt_log.count = corrupt;
+            }
+        } else {
+            match consumer.state() {
+                QueueState::Ended => break EndCause::QueueEnded,
+                QueueState::Ready => {}
+                QueueState::Empty => {
+                    let now = Instant::now();
+                    let due = match last_idle_check {
+                        None => true,
+                        Some(t) => now.duration_since(t) >= IDLE_CHECK,
+                    };
+                    if due {
+                        last_idle_check = Some(now);
+                        acct.idle(now, &mut out);
+                        out.publish();
+                        stats.write(&acct, &out, false);
+                    }
+                    waiter.wait();
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            // Process what was already queued when the signal came (at most one
+            // ring's worth, so a balancer still writing cannot keep us here):
+            // packets of a stopped pipeline end up in records, not in limbo.
+            let budget = consumer.stats().capacity;
+            let mut drained = 0u64;
+            while drained < budget {
+                let mut n = 0;
+                while n < BATCH && consumer.pop_with(|slot| acct.slot(slot, &mut out)).is_some() {
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                drained += n as u64;
+                consumer.release();
+                out.publish();
+            }
+            break EndCause::Signal;
+        }
+    };
+
+    acct.flush(&mut out);
+    out.publish();
+    let corrupt = acct.counters().corrupt_slots;
+    if corrupt > corrupt_log.count {
+        eprintln!(
+            "(Core {queue}) {} unreadable packet-queue slots counted as malformed ({corrupt} in all)",
+            corrupt - corrupt_log.count
+        );
+    }
+    // Final totals first, then the close (a Release store: whoever sees the
+    // queue Ended also sees these totals), then `ended`.
+    stats.write(&acct, &out, false);
+    // Only the end of the input stream ends the output stream: a worker stopped
+    // by a signal leaves its record queue open, so the app keeps its totals and
+    // a restarted detector carries on where this one stopped.
+    out.finish(cause == EndCause::QueueEnded);
+    stats.write(&acct, &out, true);
+    Ok(WorkerSummary {
+        queue,
+        cause,
+        packets: acct.counters().packets,
+        records: out.records,
+        records_lost: out.records_lost,
+    })
+}
+
+/// A condition logged at most once per [`LOG_EVERY`].
+struct RateLimited {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl RateLimited {
+    fn new() -> Self {
+        Self { last: None, count: 0 }
+    }
+
+    fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+/// Writes the stats page: this run's totals on top of the page's values at start.
+struct StatsWriter {
+    page: CounterPage,
+    base: [u64; WORKER_COUNTERS.len()],
+}
+
+impl StatsWriter {
+    fn new(page: CounterPage) -> Self {
+        let mut base = [0u64; WORKER_COUNTERS.len()];
+        for (i, b) in base.iter_mut().enumerate() {
+            *b = page.get(i);
+        }
+        base[wc::FLOWS_ACTIVE] = 0;
+        base[wc::ENDED] = 0;
+        Self { page, base }
+    }
+
+    fn write(&self, acct: &Accounting, out: &RecordOut<'_>, ended: bool) {
+        let c = acct.counters();
+        let f = acct.flow_stats();
+        let mut v = [0u64; WORKER_COUNTERS.len()];
+        v[wc::PACKETS] = c.packets;
+        v[wc::BYTES] = c.bytes;
+        v[wc::IPV4] = c.ipv4;
+        v[wc::IPV6] = c.ipv6;
+        v[wc::NON_IP] = c.non_ip;
+        v[wc::MALFORMED] = c.malformed;
+        v[wc::FRAGMENTS] = c.fragments;
+        v[wc::TRUNCATED] = c.truncated;
+        v[wc::FLOWS_ACTIVE] = f.active;
+        v[wc::FLOWS_NEW] = f.new;
+        v[wc::FLOWS_EXPIRED] = f.expired;
+        v[wc::FLOWS_EVICTED] = f.evicted;
+        v[wc::RECORDS] = out.records;
+        v[wc::RECORDS_LOST] = out.records_lost;
+        v[wc::RECORD_PACKETS] = out.record_packets;
+        v[wc::LOST_PACKETS] = out.lost_packets;
+        v[wc::ENDED] = u64::from(ended);
+        for (i, x) in v.iter().enumerate() {
+            self.page.set(i, self.base[i] + x);
+        }
+    }
+}
+
+/// The worker's record sink: numbers records and queues them, waiting for
+/// room (backpressure) unless stopping and out of patience.
+struct RecordOut<'a> {
+    producer: Producer,
+    queue: u32,
+    seq: u64,
+    unpublished: u32,
+    stop: &'a AtomicBool,
+    waiter: Waiter,
+    /// When a stopping worker started waiting for room.
+    stop_wait_since: Option<Instant>,
+    /// Stopping and out of patience: count the rest as lost.
+    giving_up: bool,
+    /// When the record queue was first found full in the current wait.
+    full_since: Option<Instant>,
+    full_log: RateLimited,
+    records: u64,
+    record_packets: u64,
+    records_lost: u64,
+    lost_packets: u64,
+}
+
+impl<'a> RecordOut<'a> {
+    fn new(producer: Producer, queue: u32, seq: u64, stop: &'a AtomicBool, wait: WaitStrategy) -> Self {
+        Self {
+            producer,
+            queue,
+            seq,
+            unpublished: 0,
+            stop,
+            waiter: Waiter::new(wait),
+            stop_wait_since: None,
+            giving_up: false,
+            full_since: None,
+            full_log: RateLimited::new(),
+            records: 0,
+            record_packets: 0,
+            records_lost: 0,
+            lost_packets: 0,
+        }
+    }
+
+    fn publish(&mut self) {
+        if self.unpublished > 0 {
+            self.producer.publish();
+            self.unpublished = 0;
+        }
+    }
+
+    /// Publishes what is left and, at the end of the stream, closes the record queue.
+    fn finish(&mut self, close: bool) {
+        self.publish();
+        if close {
+            self.producer.close();
+        }
+        if self.records_lost > 0 {
+            eprintln!(
+                "(Core {}) {} records ({} packets) counted in records_lost: rec-{} stayed full",
+                self.queue, self.records_lost, self.lost_packets, self.queue
+            );
+        }
+    }
+
+    fn lose(&mut self, rec: &FlowRecord) {
+        self.records_lost += 1;
+        self.lost_packets += rec.packets();
+    }
+
+    /// Waits once for room; returns false when the record must be counted lost.
+    #[cold]
+    fn wait_for_room(&mut self) -> bool {
+        self.publish();
+        if self.giving_up {
+            return false;
+        }
+        let now = Instant::now();
+        let full_since = *self.full_since.get_or_insert(now);
+        if self.stop.load(Ordering::Relaxed) {
+            let since = *self.stop_wait_since.get_or_insert(now);
+            if now.duration_since(since) >= SHUTDOWN_WAIT {
+                self.giving_up = true;
+                eprintln!(
+                    "(Core {q}) stopping, but the app is not draining rec-{q}: still full after {}s; counting the remaining records as lost",
+                    SHUTDOWN_WAIT.as_secs(),
+                    q = self.queue
+                );
+                return false;
+            }
+        } else if now.duration_since(full_since) >= Duration::from_secs(1) && self.full_log.ready() {
+            eprintln!(
+                "(Core {q}) record queue rec-{q} full for {}s: waiting for the app to drain it",
+                now.duration_since(full_since).as_secs(),
+                q = self.queue
+            );
+        }
+        self.waiter.wait();
+        true
+    }
+}
+
+impl RecordSink for RecordOut<'_> {
+    fn emit(&mut self, mut rec: FlowRecord) {
+        rec.seq = self.seq;
+        self.seq += 1;
+        loop {
+            match self.producer.push(rec.as_bytes()) {
+                Ok(()) => {
+                    self.records += 1;
+                    self.record_packets += rec.packets();
+                    self.unpublished += 1;
+                    if self.unpublished >= PUBLISH_EVERY {
+                        self.publish();
+                    }
+                    if self.full_since.is_some() {
+                        self.full_since = None;
+                        self.stop_wait_since = None;
+                        self.waiter.reset();
+                    }
+                    return;
+                }
+                Err(Full) => {
+                    if !self.wait_for_room() {
+                        self.lose(&rec);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
