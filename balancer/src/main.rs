@@ -1,1 +1,253 @@
-fn main() {}
+//! cj-balancer: reads one source (CJ_IFACE) and spreads its frames over the
+//! packet queues of every queue set (ZBALANCE_HASH_MODE, N_QUEUE_SETS), as
+//! zbalance_ipc does.
+//!
+//! Guarantees: every frame received is either enqueued or counted as dropped
+//! (per queue in the queue headers, in total in the stats page); at the end of
+//! a finite source every queue is published and closed, so consumers know the
+//! stream ended, and the process exits 0. On SIGINT/SIGTERM it publishes what
+//! it has and exits 0 without closing the queues: a restarted balancer goes on
+//! where this one stopped.
+#![deny(unsafe_code)]
+
+mod dispatch;
+mod source;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmq::{QueueFile, QueueSpec, WaitStrategy};
+use station::config::{ConfigError, HashMode, OnFull, StationConfig, WaitMode};
+use station::naming;
+
+use crate::dispatch::Dispatcher;
+use crate::source::{Poll, SourceError};
+use crate::stats::BalancerStats;
+
+/// Frames taken from the source per batch; the queues are published once per batch.
+const BATCH: usize = 256;
+
+const USAGE: &str = "\
+cj-balancer: read a packet source and spread it over shared-memory packet queues
+
+usage:
+  cj-balancer [--config FILE]               run (CJ_IFACE names the source)
+  cj-balancer generate SPEC FILE [--truth CSV] [--nanos]
+                                            write a synthetic capture and its ground truth
+  cj-balancer --help | --version
+
+Configuration comes from CJ_* variables in the environment and from --config FILE
+(KEY=VALUE lines, as in sysconfig/conjure.conf); the environment wins.
+Sources: pcap:FILE  sim:SPEC  (SPEC e.g. flows=1000,packets=100000,sizes=64:50/1500:50,v6=20,vlan=10,seed=1,rate=0)
+";
+
+/// Everything that stops the balancer.
+#[derive(Debug, thiserror::Error)]
+enum BalancerError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Queue(#[from] shmq::QueueError),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("cannot write {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
+    #[error("cannot pin the balancer to core {0} (CJ_BALANCER_CORE): it is not in this process's allowed CPU set")]
+    Pin(u32),
+}
+
+impl BalancerError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Usage(_) | Self::Pin(_) => 2,
+            Self::Queue(_) => 3,
+            Self::Source(_) | Self::Write { .. } => 4,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("--help" | "-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some("--version" | "-V") => {
+            println!("cj-balancer {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("generate") => generate(&args[1..]),
+        _ => run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cj-balancer: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `generate SPEC FILE [--truth CSV] [--nanos]`.
+fn generate(args: &[String]) -> Result<(), BalancerError> {
+    let usage = || BalancerError::Usage("usage: cj-balancer generate SPEC FILE [--truth CSV] [--nanos]".into());
+    let mut positional = Vec::new();
+    let mut truth_path: Option<PathBuf> = None;
+    let mut nanos = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--truth" => truth_path = Some(it.next().ok_or_else(usage)?.into()),
+            "--nanos" => nanos = true,
+            _ if a.starts_with("--") => return Err(usage()),
+            _ => positional.push(a.clone()),
+        }
+    }
+    let [spec_text, file] = positional.as_slice() else { return Err(usage()) };
+    let spec: station::sim::SimSpec = spec_text
+        .parse()
+        .map_err(|e: String| BalancerError::Usage(format!("generate: bad SPEC {spec_text:?}: {e}")))?;
+    let path = PathBuf::from(file);
+    let truth = station::sim::write_pcap(&spec, &path, nanos)
+        .map_err(|cause| BalancerError::Write { path: path.display().to_string(), cause })?;
+    if let Some(tp) = truth_path {
+        truth.write_csv(&tp).map_err(|cause| BalancerError::Write { path: tp.display().to_string(), cause })?;
+    }
+    eprintln!(
+        "cj-balancer: wrote {} frames ({} flows' directions, {} non-IP) to {}",
+        truth.total_frames,
+        truth.rows.len(),
+        truth.non_ip_frames,
+        path.display()
+    );
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), BalancerError> {
+    for a in args {
+        if a.starts_with('-') && a != "--config" && !a.starts_with("--config=") {
+            return Err(BalancerError::Usage(format!("unknown option {a}; see cj-balancer --help")));
+        }
+    }
+    let config = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+    let spec = config.source()?;
+    if let Some(core) = config.balancer_core {
+        let ok = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.id == core as usize)
+            .is_some_and(core_affinity::set_for_current);
+        if !ok {
+            return Err(BalancerError::Pin(core));
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| BalancerError::Usage(format!("cannot install signal handler: {e}")))?;
+    }
+
+    let mut source = source::open(&spec)?;
+    let dir = config.cluster_dir();
+    let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
+    let mut sets = Vec::new();
+    for set in 0..config.queue_sets {
+        let mut queues = Vec::new();
+        for q in config.worker_queues() {
+            let path = naming::packet_queue_path(&dir, set, q);
+            queues.push(QueueFile::open_or_create(&path, queue_spec)?.into_producer());
+        }
+        sets.push(queues);
+    }
+    let wait_when_full = match config.on_full {
+        OnFull::Wait => true,
+        OnFull::Drop => false,
+        OnFull::Auto => source.is_finite_offline(),
+    };
+    let wait = match config.wait {
+        WaitMode::Busy => WaitStrategy::BusyPoll,
+        WaitMode::Backoff => WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) },
+    };
+    let hash_mode_number = match config.hash_mode {
+        HashMode::RoundRobin => 0,
+        HashMode::IpHash => 1,
+        HashMode::FanOut => 2,
+    };
+    let mut stats =
+        BalancerStats::open(&naming::balancer_stats_path(&dir), config.queue_sets, config.corecount, hash_mode_number)?;
+    let mut dispatcher = Dispatcher::new(sets, config.hash_mode, wait_when_full, wait, &stop);
+    eprintln!(
+        "cj-balancer: {} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full)",
+        source.describe(),
+        config.queue_sets,
+        config.corecount,
+        dir.display(),
+        hash_mode_number,
+        if wait_when_full { "wait" } else { "drop" }
+    );
+
+    let mut idle = shmq::Waiter::new(WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) });
+    let mut last_log = Instant::now();
+    let mut outcome = Ok(());
+    let mut ended = false;
+    while !stop.load(Ordering::Relaxed) {
+        let (received, bytes) = (&mut stats.received, &mut stats.received_bytes);
+        let polled = source.poll_batch(BATCH, &mut |frame| {
+            *received += 1;
+            *bytes += u64::from(frame.wire_len);
+            dispatcher.dispatch(frame);
+        });
+        dispatcher.publish();
+        let src = source.stats();
+        stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);
+        match polled {
+            Ok(Poll::Frames(_)) => idle.reset(),
+            Ok(Poll::Idle) => idle.wait(),
+            Ok(Poll::Ended) => {
+                ended = true;
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                ended = true;
+                break;
+            }
+        }
+        if !config.log_interval.is_zero() && last_log.elapsed() >= config.log_interval {
+            last_log = Instant::now();
+            eprintln!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
+        }
+    }
+    let src = source.stats();
+    stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);
+    if ended {
+        // Finite source done (or unreadable past this point): tell consumers.
+        dispatcher.close();
+        stats.mark_ended();
+    } else {
+        dispatcher.publish();
+    }
+    if src.errors > 0 {
+        eprintln!(
+            "cj-balancer: {} unreadable capture record(s) skipped and counted (source_errors): \
+             the capture is truncated or damaged",
+            src.errors
+        );
+    }
+    eprintln!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
+    eprintln!(
+        "cj-balancer: {} (received {}, dropped at queues {})",
+        if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
+        stats.received,
+        dispatcher.queue_dropped
+    );
+    outcome.map_err(BalancerError::from)
+}

@@ -1,0 +1,516 @@
+//! The merge: flow records in, pmacct-style aggregate rows out.
+//!
+//! Guarantees:
+//! - Every IP record is split into its two directions: a→b counted from
+//!   `dir[0]` with src = `addr_a`/`port_a`, dst = `addr_b`/`port_b`; b→a from
+//!   `dir[1]` with them swapped. A direction with zero packets yields no row.
+//!   So the rows do not depend on which side a worker called the initiator,
+//!   and parts of one flow (from several workers in round-robin mode, or cut by
+//!   active timeouts) add up exactly to what one record of the whole flow gives.
+//! - Rows are keyed by the chosen primitives only; primitives not chosen are
+//!   zeroed in the key (the IP version too when neither host is chosen, so v4
+//!   and v6 merge like in pmacct).
+//! - PACKETS, BYTES (IP bytes), FRAME_BYTES are exact sums. FLOWS counts
+//!   directional flows: a direction is counted once per record that has packets
+//!   in that direction and does not end by active timeout (whose flow goes on in
+//!   a later record). Not guaranteed: in round-robin mode a flow spread over
+//!   several workers counts once per worker; a direction whose packets all fell
+//!   in earlier active-timeout parts is not counted.
+//! - Non-IP and malformed records never enter the flow table; they are summed in
+//!   [`Totals`]. Records with an invalid kind or end reason never reach here
+//!   (the intake counts and skips them).
+//!
+//! Not on a hot path per packet, but per record: no allocation except when a
+//! new row appears.
+
+use std::collections::HashMap;
+
+use station::record::{EndReason, FlowRecord, RecordKind};
+
+use crate::settings::{Primitive, Primitives};
+
+/// The key of an aggregate row. Fields of primitives not chosen are zero.
+///
+/// The derived order (VLAN, IP version, src, dst, ports, protocol) is the tie
+/// breaker when rows have equal bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Outer VLAN id.
+    pub vlan: u16,
+    /// 4 or 6; 0 when no host primitive is chosen.
+    pub ip_version: u8,
+    /// Source address (16-byte record form).
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+}
+
+/// The counters of a row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets.
+    pub packets: u64,
+    /// IP bytes (pmacct's BYTES).
+    pub ip_bytes: u64,
+    /// Frame bytes.
+    pub frame_bytes: u64,
+    /// Directional flows (see the module doc).
+    pub flows: u64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.packets += other.packets;
+        self.ip_bytes += other.ip_bytes;
+        self.frame_bytes += other.frame_bytes;
+        self.flows += other.flows;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One aggregate table.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    primitives: Primitives,
+    rows: FastMap<Key, Counters>,
+}
+
+impl Aggregate {
+    /// An empty table keyed by `primitives`.
+    pub fn new(primitives: Primitives) -> Self {
+        Aggregate { primitives, rows: FastMap::default() }
+    }
+
+    /// The primitives of the key.
+    pub fn primitives(&self) -> Primitives {
+        self.primitives
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds both directions of an IP record (anything else is ignored: see [`Totals`]).
+    pub fn add_ip(&mut self, r: &FlowRecord) {
+        if r.record_kind() != Some(RecordKind::Ip) {
+            return;
+        }
+        let closes = r.end() != Some(EndReason::ActiveTimeout);
+        let sides = [
+            (&r.dir[0], &r.addr_a, &r.addr_b, r.port_a, r.port_b),
+            (&r.dir[1], &r.addr_b, &r.addr_a, r.port_b, r.port_a),
+        ];
+        for (d, src, dst, sport, dport) in sides {
+            if d.packets == 0 {
+                continue;
+            }
+            let key = self.key(r, src, dst, sport, dport);
+            let c = Counters {
+                packets: d.packets,
+                ip_bytes: d.ip_bytes,
+                frame_bytes: d.frame_bytes,
+                flows: u64::from(closes),
+            };
+            self.rows.entry(key).or_default().add(&c);
+        }
+    }
+
+    fn key(&self, r: &FlowRecord, src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16) -> Key {
+        let p = self.primitives;
+        let mut k = Key::default();
+        if p.has(Primitive::Vlan) {
+            k.vlan = r.vlan;
+        }
+        if p.has(Primitive::SrcHost) || p.has(Primitive::DstHost) {
+            k.ip_version = r.ip_version;
+        }
+        if p.has(Primitive::SrcHost) {
+            k.src = *src;
+        }
+        if p.has(Primitive::DstHost) {
+            k.dst = *dst;
+        }
+        if p.has(Primitive::SrcPort) {
+            k.src_port = sport;
+        }
+        if p.has(Primitive::DstPort) {
+            k.dst_port = dport;
+        }
+        if p.has(Primitive::Proto) {
+            k.proto = r.proto;
+        }
+        k
+    }
+
+    /// The counters of one row.
+    #[cfg(test)]
+    pub fn get(&self, key: &Key) -> Option<&Counters> {
+        self.rows.get(key)
+    }
+
+    /// All rows, sorted by IP bytes descending, then by key: deterministic.
+    pub fn sorted_rows(&self) -> Vec<(Key, Counters)> {
+        let mut v: Vec<(Key, Counters)> = self.rows.iter().map(|(k, c)| (*k, *c)).collect();
+        v.sort_unstable_by(|a, b| b.1.ip_bytes.cmp(&a.1.ip_bytes).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Sum of every row.
+    #[cfg(test)]
+    pub fn sum(&self) -> Counters {
+        let mut t = Counters::default();
+        for c in self.rows.values() {
+            t.add(c);
+        }
+        t
+    }
+}
+
+/// Totals of the records of one queue (or of all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Valid records of every kind.
+    pub records: u64,
+    /// IP records.
+    pub ip_records: u64,
+    /// Directional flows (the FLOWS column summed).
+    pub flows: u64,
+    /// Packets in IP records.
+    pub packets: u64,
+    /// IP bytes in IP records.
+    pub bytes: u64,
+    /// Frame bytes in IP records.
+    pub frame_bytes: u64,
+    /// Non-IP records.
+    pub non_ip_records: u64,
+    /// Frames in non-IP records.
+    pub non_ip_frames: u64,
+    /// Frame bytes in non-IP records.
+    pub non_ip_frame_bytes: u64,
+    /// Malformed-IP records.
+    pub malformed_records: u64,
+    /// Frames in malformed records.
+    pub malformed_frames: u64,
+    /// Frame bytes in malformed records.
+    pub malformed_frame_bytes: u64,
+}
+
+impl Totals {
+    /// Adds a valid record.
+    pub fn add(&mut self, r: &FlowRecord) {
+        let frames = r.packets();
+        let frame_bytes = r.dir[0].frame_bytes + r.dir[1].frame_bytes;
+        self.records += 1;
+        match r.record_kind() {
+            Some(RecordKind::Ip) => {
+                self.ip_records += 1;
+                self.packets += frames;
+                self.bytes += r.dir[0].ip_bytes + r.dir[1].ip_bytes;
+                self.frame_bytes += frame_bytes;
+                if r.end() != Some(EndReason::ActiveTimeout) {
+                    self.flows += r.dir.iter().filter(|d| d.packets > 0).count() as u64;
+                }
+            }
+            Some(RecordKind::NonIp) => {
+                self.non_ip_records += 1;
+                self.non_ip_frames += frames;
+                self.non_ip_frame_bytes += frame_bytes;
+            }
+            Some(RecordKind::Malformed) => {
+                self.malformed_records += 1;
+                self.malformed_frames += frames;
+                self.malformed_frame_bytes += frame_bytes;
+            }
+            None => {}
+        }
+    }
+
+    /// Every frame the records account for: IP packets, non-IP and malformed frames.
+    #[cfg(test)]
+    pub fn frames(&self) -> u64 {
+        self.packets + self.non_ip_frames + self.malformed_frames
+    }
+
+    /// Adds another queue's totals.
+    pub fn merge(&mut self, o: &Totals) {
+        self.records += o.records;
+        self.ip_records += o.ip_records;
+        self.flows += o.flows;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.frame_bytes += o.frame_bytes;
+        self.non_ip_records += o.non_ip_records;
+        self.non_ip_frames += o.non_ip_frames;
+        self.non_ip_frame_bytes += o.non_ip_frame_bytes;
+        self.malformed_records += o.malformed_records;
+        self.malformed_frames += o.malformed_frames;
+        self.malformed_frame_bytes += o.malformed_frame_bytes;
+    }
+}
+
+/// Everything the app has accounted: one merged table, or one per queue in
+/// fan-out mode (where every worker sees every packet), plus per-queue totals.
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    queues: Vec<u32>,
+    fan_out: bool,
+    tables: Vec<Aggregate>,
+    per_queue: Vec<Totals>,
+}
+
+impl Accounts {
+    /// Accounts for the record queues `queues` (in intake order).
+    pub fn new(primitives: Primitives, queues: &[u32], fan_out: bool) -> Self {
+        let n_tables = if fan_out { queues.len().max(1) } else { 1 };
+        Accounts {
+            queues: queues.to_vec(),
+            fan_out,
+            tables: (0..n_tables).map(|_| Aggregate::new(primitives)).collect(),
+            per_queue: vec![Totals::default(); queues.len()],
+        }
+    }
+
+    /// Adds a valid record read from the queue at index `qi` of the intake.
+    pub fn add(&mut self, qi: usize, r: &FlowRecord) {
+        if let Some(t) = self.per_queue.get_mut(qi) {
+            t.add(r);
+        }
+        let ti = if self.fan_out { qi } else { 0 };
+        if let Some(table) = self.tables.get_mut(ti) {
+            table.add_ip(r);
+        }
+    }
+
+    /// Whether there is one table per queue.
+    pub fn fan_out(&self) -> bool {
+        self.fan_out
+    }
+
+    /// Queue numbers, in intake order.
+    pub fn queues(&self) -> &[u32] {
+        &self.queues
+    }
+
+    /// The main table: the merged one, or the first queue's in fan-out mode.
+    pub fn main_table(&self) -> &Aggregate {
+        &self.tables[0]
+    }
+
+    /// In fan-out mode, each queue with its table.
+    pub fn queue_tables(&self) -> Vec<(u32, &Aggregate)> {
+        if self.fan_out {
+            self.queues.iter().copied().zip(self.tables.iter()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Totals per queue, in intake order.
+    pub fn per_queue(&self) -> &[Totals] {
+        &self.per_queue
+    }
+
+    /// Totals over every queue (in fan-out mode every packet is in each queue).
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for q in &self.per_queue {
+            t.merge(q);
+        }
+        t
+    }
+
+    /// Totals of what the main table shows: all queues, or the first in fan-out mode.
+    pub fn main_totals(&self) -> Totals {
+        if self.fan_out {
+            self.per_queue.first().copied().unwrap_or_default()
+        } else {
+            self.totals()
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use station::record::DirCounters;
+
+    pub(crate) fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&a);
+        b
+    }
+
+    fn dir(packets: u64, ip_bytes: u64) -> DirCounters {
+        DirCounters { packets, ip_bytes, frame_bytes: ip_bytes + 14 * packets, ..Default::default() }
+    }
+
+    /// A TCP record a(10.0.0.1:1234) -> b(10.0.0.2:80).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ip_record(
+        a: [u8; 4],
+        pa: u16,
+        b: [u8; 4],
+        pb: u16,
+        proto: u8,
+        ab: (u64, u64),
+        ba: (u64, u64),
+        end: EndReason,
+    ) -> FlowRecord {
+        FlowRecord {
+            kind: RecordKind::Ip as u8,
+            ip_version: 4,
+            ethertype: 0x0800,
+            proto,
+            addr_a: v4(a),
+            addr_b: v4(b),
+            port_a: pa,
+            port_b: pb,
+            dir: [dir(ab.0, ab.1), dir(ba.0, ba.1)],
+            end_reason: end as u8,
+            ..Default::default()
+        }
+    }
+
+    fn default_key(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, proto: u8) -> Key {
+        Key { ip_version: 4, src: v4(src), dst: v4(dst), src_port: sp, dst_port: dp, proto, vlan: 0 }
+    }
+
+    const A: [u8; 4] = [10, 0, 0, 1];
+    const B: [u8; 4] = [10, 0, 0, 2];
+
+    #[test]
+    fn directional_split() {
+        let mut agg = Aggregate::new(Primitives::default_set());
+        agg.add_ip(&ip_record(A, 1234, B, 80, 6, (3, 180), (2, 1500), EndReason::EndOfFlow));
+        assert_eq!(agg.len(), 2);
+        let ab = agg.get(&default_key(A, 1234, B, 80, 6)).unwrap();
+        assert_eq!((ab.packets, ab.ip_bytes, ab.frame_bytes, ab.flows), (3, 180, 180 + 42, 1));
+        let ba = agg.get(&default_key(B, 80, A, 1234, 6)).unwrap();
+        assert_eq!((ba.packets, ba.ip_bytes, ba.frame_bytes, ba.flows), (2, 1500, 1528, 1));
+        // Sorted by bytes descending.
+        let rows = agg.sorted_rows();
+        assert_eq!(rows[0].0, default_key(B, 80, A, 1234, 6));
+    }
+
+    #[test]
+    fn zero_packet_direction_yields_no_row() {
+        let mut agg = Aggregate::new(Primitives::default_set());
+        agg.add_ip(&ip_record(A, 5000, B, 53, 17, (1, 60), (0, 0), EndReason::IdleTimeout));
+        assert_eq!(agg.len(), 1);
+        assert!(agg.get(&default_key(B, 53, A, 5000, 17)).is_none());
+    }
+
+    #[test]
+    fn parts_with_opposite_initiators_merge_exactly() {
+        // The whole flow, as one worker would see it.
+        let whole = ip_record(A, 1234, B, 80, 6, (10, 1000), (8, 9000), EndReason::EndOfFlow);
+        let mut one = Aggregate::new(Primitives::default_set());
+        one.add_ip(&whole);
+
+        // The same packets in three parts from different workers / an active timeout;
+        // the second worker saw B first and calls B the initiator.
+        let p1 = ip_record(A, 1234, B, 80, 6, (4, 400), (3, 3000), EndReason::ActiveTimeout);
+        let p2 = ip_record(B, 80, A, 1234, 6, (5, 6000), (6, 600), EndReason::IdleTimeout);
+        let p3 = ip_record(A, 1234, B, 80, 6, (0, 0), (0, 0), EndReason::ForcedEnd);
+        let mut parts = Aggregate::new(Primitives::default_set());
+        for p in [&p1, &p2, &p3] {
+            parts.add_ip(p);
+        }
+        for key in [default_key(A, 1234, B, 80, 6), default_key(B, 80, A, 1234, 6)] {
+            let (w, p) = (one.get(&key).unwrap(), parts.get(&key).unwrap());
+            assert_eq!((w.packets, w.ip_bytes, w.frame_bytes), (p.packets, p.ip_bytes, p.frame_bytes));
+        }
+        assert_eq!(parts.len(), 2);
+        assert_eq!(one.sum().packets, 18);
+        assert_eq!(parts.sum().ip_bytes, one.sum().ip_bytes);
+    }
+
+    #[test]
+    fn primitive_subsets_blank_the_rest() {
+        let r1 = ip_record(A, 1234, B, 80, 6, (2, 100), (1, 50), EndReason::EndOfFlow);
+        let r2 = ip_record(A, 999, [10, 0, 0, 3], 443, 6, (1, 40), (0, 0), EndReason::EndOfFlow);
+        let mut u = ip_record(A, 53, B, 53, 17, (1, 70), (1, 90), EndReason::EndOfFlow);
+        u.vlan = 7;
+
+        let by_proto = Primitives::parse_list(["proto"], "test").unwrap();
+        let mut agg = Aggregate::new(by_proto);
+        for r in [&r1, &r2, &u] {
+            agg.add_ip(r);
+        }
+        assert_eq!(agg.len(), 2);
+        let tcp = agg.get(&Key { proto: 6, ..Default::default() }).unwrap();
+        assert_eq!((tcp.packets, tcp.ip_bytes, tcp.flows), (4, 190, 3));
+
+        let by_src = Primitives::parse_list(["src_host", "vlan"], "test").unwrap();
+        let mut agg = Aggregate::new(by_src);
+        for r in [&r1, &r2, &u] {
+            agg.add_ip(r);
+        }
+        let a0 = agg.get(&Key { ip_version: 4, src: v4(A), ..Default::default() }).unwrap();
+        assert_eq!((a0.packets, a0.ip_bytes), (3, 140));
+        let a7 = agg.get(&Key { ip_version: 4, src: v4(A), vlan: 7, ..Default::default() }).unwrap();
+        assert_eq!((a7.packets, a7.ip_bytes), (1, 70));
+        let b0 = agg.get(&Key { ip_version: 4, src: v4(B), ..Default::default() }).unwrap();
+        assert_eq!(b0.packets, 1);
+        assert_eq!(agg.len(), 4);
+    }
+
+    #[test]
+    fn non_ip_and_malformed_go_to_totals_only() {
+        let mut acc = Accounts::new(Primitives::default_set(), &[0, 1], false);
+        let arp = FlowRecord {
+            kind: RecordKind::NonIp as u8,
+            ethertype: 0x0806,
+            dir: [dir(3, 0), dir(1, 0)],
+            end_reason: EndReason::IdleTimeout as u8,
+            ..Default::default()
+        };
+        let bad = FlowRecord {
+            kind: RecordKind::Malformed as u8,
+            ethertype: 0x0800,
+            dir: [DirCounters { packets: 2, frame_bytes: 120, ..Default::default() }, DirCounters::default()],
+            end_reason: EndReason::IdleTimeout as u8,
+            ..Default::default()
+        };
+        acc.add(0, &arp);
+        acc.add(1, &bad);
+        acc.add(1, &ip_record(A, 1, B, 2, 17, (1, 30), (0, 0), EndReason::IdleTimeout));
+        assert_eq!(acc.main_table().len(), 1);
+        let t = acc.totals();
+        assert_eq!((t.records, t.ip_records, t.packets, t.bytes), (3, 1, 1, 30));
+        assert_eq!((t.non_ip_records, t.non_ip_frames, t.non_ip_frame_bytes), (1, 4, 56));
+        assert_eq!((t.malformed_records, t.malformed_frames, t.malformed_frame_bytes), (1, 2, 120));
+        assert_eq!(t.frames(), 7);
+        assert_eq!(acc.per_queue()[0].records, 1);
+        assert_eq!(acc.per_queue()[1].records, 2);
+    }
+
+    #[test]
+    fn fan_out_keeps_one_table_per_queue() {
+        let mut acc = Accounts::new(Primitives::default_set(), &[4, 5], true);
+        let r = ip_record(A, 1, B, 2, 17, (1, 30), (0, 0), EndReason::IdleTimeout);
+        acc.add(0, &r);
+        acc.add(1, &r);
+        acc.add(1, &r);
+        let tables = acc.queue_tables();
+        assert_eq!(tables.len(), 2);
+        assert_eq!((tables[0].0, tables[0].1.sum().packets), (4, 1));
+        assert_eq!((tables[1].0, tables[1].1.sum().packets), (5, 2));
+        assert_eq!(acc.main_table().sum().packets, 1);
+        assert_eq!(acc.main_totals().packets, 1);
+        assert_eq!(acc.totals().packets, 3);
+    }
+}

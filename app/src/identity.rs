@@ -1,0 +1,298 @@
+//! The accounting identity of DESIGN.md, checked from shared memory.
+//!
+//! For the queue set this app's detector reads:
+//!
+//! ```text
+//! received (balancer page) = accounted_in_flows (packets of IP records)
+//!                          + non_ip + malformed (frames of those records)
+//!                          + queue_dropped (dropped in this set's packet-queue headers)
+//!                          + records_lost_packets (workers' lost_packets)
+//! ```
+//!
+//! `capture_dropped` is shown beside it: those packets were never received.
+//! In fan-out mode every queue gets every packet, so the identity is checked
+//! per queue: received = queue q's frames + dropped_q + lost_q.
+//!
+//! Guarantees: every term is reported, read through read-only mappings
+//! (`QueueFile::read_stats`, `CounterPage::read`) without attaching; the
+//! verdict is one of `holds`, `broken` (final and the sides differ),
+//! `in_progress` (the pipeline has not ended: the difference is in flight), or
+//! `unchecked` with the reason (no balancer page: the app runs alone; this
+//! detector reads only part of the set; a packet queue header is missing).
+
+use std::path::Path;
+
+use shmq::{CounterPage, QueueFile};
+use station::naming::{self, balancer_counter, worker_counter, BALANCER_COUNTERS, WORKER_COUNTERS};
+
+use crate::aggregate::Totals;
+
+/// What the app itself accounted, per record queue (intake order).
+#[derive(Clone, Debug)]
+pub struct AppSide<'a> {
+    /// Queue numbers.
+    pub queues: &'a [u32],
+    /// Totals of the records read from each.
+    pub totals: &'a [Totals],
+    /// Records skipped over by sequence gaps, all queues.
+    pub records_missing: u64,
+    /// Every record queue ended and was drained.
+    pub complete: bool,
+    /// ZBALANCE_HASH_MODE = 2.
+    pub fan_out: bool,
+    /// CJ_QUEUE_SET.
+    pub set: u32,
+}
+
+/// The identity terms of one queue (fan-out) or of the whole set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Terms {
+    /// Queue number (fan-out), or None for the whole set.
+    pub queue: Option<u32>,
+    /// Frames the balancer received.
+    pub received: u64,
+    /// Packets in IP flow records.
+    pub accounted_in_flows: u64,
+    /// Frames in non-IP records.
+    pub non_ip: u64,
+    /// Frames in malformed records.
+    pub malformed: u64,
+    /// Dropped at full packet queues (queue headers).
+    pub queue_dropped: u64,
+    /// Packets of records the workers could not queue.
+    pub records_lost_packets: u64,
+    /// The sum of the five terms above.
+    pub accounted: u64,
+    /// received - accounted.
+    pub difference: i64,
+}
+
+impl Terms {
+    fn finish(mut self) -> Self {
+        self.accounted =
+            self.accounted_in_flows + self.non_ip + self.malformed + self.queue_dropped + self.records_lost_packets;
+        self.difference = self.received as i64 - self.accounted as i64;
+        self
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "in flows {} + non-IP {} + malformed {} + queue dropped {} + records lost {}",
+            self.accounted_in_flows, self.non_ip, self.malformed, self.queue_dropped, self.records_lost_packets
+        )
+    }
+}
+
+/// The verdict with every term.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// `holds`, `broken`, `in_progress` or `unchecked`.
+    pub status: &'static str,
+    /// The line printed in the summary.
+    pub line: String,
+    /// Why it is unchecked.
+    pub reason: Option<String>,
+    /// The queue set.
+    pub set: u32,
+    /// Terms for the whole set (non-fan-out) or the first queue (fan-out).
+    pub terms: Terms,
+    /// Per-queue terms in fan-out mode.
+    pub per_queue: Vec<Terms>,
+    /// Lost in the capture layer; not received, so outside the identity.
+    pub capture_dropped: u64,
+    /// The balancer's source ended and it closed every queue.
+    pub balancer_ended: bool,
+    /// Records skipped over by sequence gaps (a non-zero value explains a broken identity).
+    pub records_missing: u64,
+    /// Records the workers report lost (their sequence numbers are expected gaps).
+    pub records_lost: u64,
+}
+
+fn counter(page: &[(String, u64)], name: &str) -> u64 {
+    page.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+}
+
+/// Computes the identity for `app` from the pages and headers under `cluster_dir`.
+pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
+    let mut id = Identity {
+        status: "unchecked",
+        line: String::new(),
+        reason: None,
+        set: app.set,
+        terms: Terms::default(),
+        per_queue: Vec::new(),
+        capture_dropped: 0,
+        balancer_ended: false,
+        records_missing: app.records_missing,
+        records_lost: 0,
+    };
+    // App-side terms, known in every case.
+    let app_terms = |qi: usize| {
+        let t = app.totals.get(qi).copied().unwrap_or_default();
+        Terms {
+            queue: app.queues.get(qi).copied(),
+            accounted_in_flows: t.packets,
+            non_ip: t.non_ip_frames,
+            malformed: t.malformed_frames,
+            ..Terms::default()
+        }
+    };
+    let mut all = Totals::default();
+    for t in app.totals {
+        all.merge(t);
+    }
+    id.terms = if app.fan_out {
+        app_terms(0)
+    } else {
+        Terms {
+            accounted_in_flows: all.packets,
+            non_ip: all.non_ip_frames,
+            malformed: all.malformed_frames,
+            ..Terms::default()
+        }
+    };
+
+    let page_path = naming::balancer_stats_path(cluster_dir);
+    let page = match CounterPage::read(&page_path) {
+        Ok(p) => p,
+        Err(e) => {
+            return unchecked(
+                id,
+                format!(
+                    "no balancer stats page at {} ({e}): the app ran without a balancer \
+                     (or with another CJ_CLUSTER_ID / CJ_SHM_DIR), so there is no received count",
+                    page_path.display()
+                ),
+            )
+        }
+    };
+    let b = |i: usize| counter(&page, BALANCER_COUNTERS[i]);
+    let received = b(balancer_counter::RECEIVED);
+    id.capture_dropped = b(balancer_counter::CAPTURE_DROPPED);
+    id.balancer_ended = b(balancer_counter::ENDED) == 1;
+    let queues_per_set = b(balancer_counter::QUEUES_PER_SET);
+    let balancer_fan_out = b(balancer_counter::HASH_MODE) == 2;
+    if balancer_fan_out != app.fan_out {
+        return unchecked(
+            id,
+            format!(
+                "the balancer runs ZBALANCE_HASH_MODE={} but this app was configured with {}: \
+                 set the same ZBALANCE_HASH_MODE for both",
+                b(balancer_counter::HASH_MODE),
+                if app.fan_out { "2 (fan-out)" } else { "a non-fan-out mode" }
+            ),
+        );
+    }
+
+    let mut per_queue = Vec::new();
+    for (qi, &q) in app.queues.iter().enumerate() {
+        let pq = naming::packet_queue_path(cluster_dir, app.set, q);
+        let dropped = match QueueFile::read_stats(&pq) {
+            Ok((_, stats)) => stats.dropped,
+            Err(e) => return unchecked(id, format!("cannot read packet queue {}: {e}", pq.display())),
+        };
+        let (lost, lost_records) = CounterPage::read(&naming::worker_stats_path(cluster_dir, q))
+            .map(|p| {
+                (
+                    counter(&p, WORKER_COUNTERS[worker_counter::LOST_PACKETS]),
+                    counter(&p, WORKER_COUNTERS[worker_counter::RECORDS_LOST]),
+                )
+            })
+            .unwrap_or((0, 0));
+        id.records_lost += lost_records;
+        per_queue
+            .push(Terms { received, queue_dropped: dropped, records_lost_packets: lost, ..app_terms(qi) }.finish());
+    }
+
+    let final_ = app.complete && id.balancer_ended;
+    let not_final = if !id.balancer_ended {
+        "identity not final yet (the balancer is still running)"
+    } else {
+        "identity not final (the app stopped before every record queue ended)"
+    };
+    let capture = format!("; dropped at capture (not received): {}", id.capture_dropped);
+    let missing = if app.records_missing > 0 {
+        format!(
+            "; {} records missing from the record sequences (workers report {} lost)",
+            app.records_missing, id.records_lost
+        )
+    } else {
+        String::new()
+    };
+    if app.fan_out {
+        id.terms = per_queue.first().cloned().unwrap_or_default();
+        let bad: Vec<&Terms> = per_queue.iter().filter(|t| t.difference != 0).collect();
+        let parts: Vec<String> = per_queue
+            .iter()
+            .map(|t| format!("queue {}: received {} = {}", t.queue.unwrap_or(0), t.received, t.text()))
+            .collect();
+        id.per_queue = per_queue.clone();
+        if bad.is_empty() {
+            id.status = if final_ { "holds" } else { "in_progress" };
+            id.line = format!(
+                "identity holds{} per queue (fan-out): {}{capture}{missing}",
+                if final_ { "" } else { " so far" },
+                parts.join("; ")
+            );
+        } else {
+            let diffs: Vec<String> =
+                bad.iter().map(|t| format!("queue {} differs by {}", t.queue.unwrap_or(0), t.difference)).collect();
+            id.status = if final_ { "broken" } else { "in_progress" };
+            id.line = format!(
+                "{} (fan-out): {}: {}{capture}{missing}",
+                if final_ { "IDENTITY BROKEN" } else { not_final },
+                diffs.join(", "),
+                parts.join("; ")
+            );
+        }
+        return id;
+    }
+
+    // Non-fan-out: the app must see every queue of the set.
+    let mine: Vec<u64> = app.queues.iter().map(|&q| u64::from(q)).collect();
+    let whole: Vec<u64> = (0..queues_per_set).collect();
+    if mine != whole {
+        return unchecked(
+            id,
+            format!(
+                "this detector reads queues {:?} of set {} but the balancer feeds {} queues: \
+                 its received count covers all of them",
+                app.queues, app.set, queues_per_set
+            ),
+        );
+    }
+    let mut t = Terms { received, ..id.terms.clone() };
+    for q in &per_queue {
+        t.queue_dropped += q.queue_dropped;
+        t.records_lost_packets += q.records_lost_packets;
+    }
+    id.terms = t.finish();
+    let t = &id.terms;
+    if t.difference == 0 {
+        id.status = if final_ { "holds" } else { "in_progress" };
+        id.line = format!(
+            "identity holds{}: received {} = {}{capture}{missing}",
+            if final_ { "" } else { " so far" },
+            t.received,
+            t.text()
+        );
+    } else {
+        id.status = if final_ { "broken" } else { "in_progress" };
+        id.line = format!(
+            "{}: received {} vs accounted {} ({}) differ by {}{capture}{missing}",
+            if final_ { "IDENTITY BROKEN" } else { not_final },
+            t.received,
+            t.accounted,
+            t.text(),
+            t.difference
+        );
+    }
+    id
+}
+
+fn unchecked(mut id: Identity, reason: String) -> Identity {
+    id.status = "unchecked";
+    id.line = format!("identity can't be checked: {reason}");
+    id.reason = Some(reason);
+    id
+}

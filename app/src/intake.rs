@@ -1,0 +1,279 @@
+//! Record intake: the app as the consumer of every record queue of its detector.
+//!
+//! Guarantees:
+//! - Attaches to `rec-<q>` for every worker queue q (CJ_QUEUE_OFFSET + i),
+//!   creating the queue file when the app starts first, so start order does not
+//!   matter; continues at the queue's stored consumer index after a restart.
+//! - Drains in batches of at most [`BATCH`] records per queue, round-robin over
+//!   the queues, releasing the slots after each batch (one release store).
+//! - Every slot is copied out ([`FlowRecord::read_from`]); a slot too short for a
+//!   record, or a record whose kind or end-reason byte is invalid, or an IP
+//!   record whose IP version is not 4 or 6, is counted in `records_invalid` and
+//!   skipped; nothing read from shared memory can make it panic.
+//! - Per queue, record sequence numbers are checked: a gap or a repeat is
+//!   counted in `records_gap` (records skipped over in `records_missing`) and
+//!   warned about once per queue; a sequence restarting at 0 is a producer
+//!   restart, logged, not counted.
+//! - [`Intake::poll`] waits with the CJ_WAIT strategy only when every queue was
+//!   empty in a whole round.
+//! - A queue ends when its producer closed it and everything was read. When
+//!   every queue is found closed and drained by an earlier consumer at attach
+//!   (left by a finished run), they are stale: the app waits for a producer to
+//!   attach again instead of ending at once, so it may start before the
+//!   detector. When only some are (an app restarted mid-run), those count as
+//!   ended.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shmq::{Consumer, QueueFile, QueueSpec, QueueState, WaitStrategy, Waiter};
+use station::config::{StationConfig, WaitMode};
+use station::naming;
+use station::record::{FlowRecord, RecordKind};
+
+/// Records read from one queue before its slots are released and the next queue is served.
+pub const BATCH: usize = 256;
+
+/// A record queue that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open record queue {path}: {source}")]
+pub struct IntakeError {
+    /// The queue file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: shmq::QueueError,
+}
+
+/// Counters of one queue's intake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntakeStats {
+    /// Valid records handed on.
+    pub records: u64,
+    /// Records skipped as invalid.
+    pub records_invalid: u64,
+    /// Sequence discontinuities (gaps and repeats).
+    pub records_gap: u64,
+    /// Records skipped over by forward gaps.
+    pub records_missing: u64,
+    /// The producer closed the queue and everything was read.
+    pub ended: bool,
+}
+
+struct Source {
+    queue: u32,
+    path: PathBuf,
+    consumer: Consumer,
+    next_seq: Option<u64>,
+    warned: bool,
+    stats: IntakeStats,
+    /// Every queue was already closed and drained by an earlier consumer when
+    /// the app attached (a finished run): this one does not count as ended until
+    /// a producer attaches again (this is the producer-attach count seen then).
+    stale: Option<u32>,
+}
+
+/// What one call of [`Intake::poll`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Read this many slots.
+    Progress(usize),
+    /// Nothing to read (after waiting a little).
+    Idle,
+    /// Every queue has ended and is drained.
+    AllEnded,
+}
+
+/// The consumer side of every record queue.
+pub struct Intake {
+    sources: Vec<Source>,
+    waiter: Waiter,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").field("queues", &self.queues()).finish()
+    }
+}
+
+/// The wait strategy CJ_WAIT names.
+pub fn wait_strategy(mode: WaitMode) -> WaitStrategy {
+    match mode {
+        WaitMode::Busy => WaitStrategy::BusyPoll,
+        WaitMode::Backoff => WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) },
+    }
+}
+
+impl Intake {
+    /// Opens (or creates) and attaches to every record queue of `cfg`'s detector.
+    ///
+    /// # Errors
+    /// A queue file exists with another layout, or cannot be created.
+    pub fn attach(cfg: &StationConfig) -> Result<Self, IntakeError> {
+        let dir = cfg.cluster_dir();
+        let spec = QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: cfg.record_queue_slots };
+        let mut sources = Vec::new();
+        for q in cfg.worker_queues() {
+            let path = naming::record_queue_path(&dir, q);
+            let file =
+                QueueFile::open_or_create(&path, spec).map_err(|source| IntakeError { path: path.clone(), source })?;
+            let mut consumer = file.into_consumer();
+            // A fresh queue starts at seq 0; after an app restart, continue from what comes.
+            let next_seq = (consumer.stats().dequeued == 0).then_some(0);
+            let stale = (consumer.state() == QueueState::Ended && consumer.stats().dequeued > 0)
+                .then(|| consumer.stats().producer_attaches);
+            sources.push(Source {
+                queue: q,
+                path,
+                consumer,
+                next_seq,
+                warned: false,
+                stats: IntakeStats::default(),
+                stale,
+            });
+        }
+        if sources.iter().all(|s| s.stale.is_some()) {
+            for s in &sources {
+                eprintln!(
+                    "cj-app: {} was closed and drained by an earlier run; waiting for its detector worker to attach",
+                    s.path.display()
+                );
+            }
+        } else {
+            // An app restarted mid-run: queues already finished stay finished.
+            for s in &mut sources {
+                s.stale = None;
+            }
+        }
+        Ok(Intake { sources, waiter: Waiter::new(wait_strategy(cfg.wait)) })
+    }
+
+    /// The queue numbers, in intake order (the index is what `poll` reports).
+    pub fn queues(&self) -> Vec<u32> {
+        self.sources.iter().map(|s| s.queue).collect()
+    }
+
+    /// Per-queue counters, in intake order.
+    pub fn stats(&self) -> Vec<IntakeStats> {
+        self.sources.iter().map(|s| s.stats).collect()
+    }
+
+    /// Reads one round (at most [`BATCH`] records from each queue), handing
+    /// each valid record to `sink` with the queue's index; waits a little when
+    /// there was nothing at all.
+    pub fn poll(&mut self, mut sink: impl FnMut(usize, &FlowRecord)) -> Poll {
+        let mut read = 0;
+        let mut live = 0;
+        for (qi, src) in self.sources.iter_mut().enumerate() {
+            if src.stats.ended {
+                continue;
+            }
+            let mut n = 0;
+            while n < BATCH {
+                let Some(slot) = src.consumer.pop_with(FlowRecord::read_from) else {
+                    break;
+                };
+                n += 1;
+                src.take(slot, |r| sink(qi, r));
+            }
+            if n > 0 {
+                src.consumer.release();
+                read += n;
+                live += 1;
+            } else if src.consumer.state() == QueueState::Ended
+                && src.stale.is_none_or(|a| src.consumer.stats().producer_attaches != a)
+            {
+                src.stats.ended = true;
+            } else {
+                live += 1;
+            }
+        }
+        if read > 0 {
+            self.waiter.reset();
+            Poll::Progress(read)
+        } else if live == 0 {
+            Poll::AllEnded
+        } else {
+            self.waiter.wait();
+            Poll::Idle
+        }
+    }
+}
+
+impl Source {
+    fn take(&mut self, slot: Option<FlowRecord>, sink: impl FnOnce(&FlowRecord)) {
+        let Some(r) = slot else {
+            self.stats.records_invalid += 1;
+            return;
+        };
+        // A readable record carries the producer's sequence even when its other bytes are bad.
+        self.check_seq(r.seq);
+        if valid(&r) {
+            self.stats.records += 1;
+            sink(&r);
+        } else {
+            self.stats.records_invalid += 1;
+        }
+    }
+
+    fn check_seq(&mut self, seq: u64) {
+        match self.next_seq {
+            Some(expected) if seq != expected => {
+                if seq == 0 {
+                    eprintln!(
+                        "cj-app: {}: record sequence restarted at 0 (after {}): the detector worker restarted",
+                        self.path.display(),
+                        expected
+                    );
+                } else {
+                    self.stats.records_gap += 1;
+                    if seq > expected {
+                        self.stats.records_missing += seq - expected;
+                    }
+                    if !self.warned {
+                        self.warned = true;
+                        eprintln!(
+                            "cj-app: warning: {}: record sequence {} where {} was expected ({}); \
+                             further gaps on this queue are counted, not logged",
+                            self.path.display(),
+                            seq,
+                            expected,
+                            if seq > expected { "records missing" } else { "records repeated" }
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.next_seq = Some(seq.wrapping_add(1));
+    }
+}
+
+/// Whether a record's discriminant bytes are valid.
+pub fn valid(r: &FlowRecord) -> bool {
+    match (r.record_kind(), r.end()) {
+        (Some(RecordKind::Ip), Some(_)) => matches!(r.ip_version, 4 | 6),
+        (Some(_), Some(_)) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use station::record::EndReason;
+
+    #[test]
+    fn invalid_bytes_are_rejected() {
+        let ok = FlowRecord {
+            kind: RecordKind::Ip as u8,
+            ip_version: 4,
+            end_reason: EndReason::IdleTimeout as u8,
+            ..Default::default()
+        };
+        assert!(valid(&ok));
+        assert!(!valid(&FlowRecord { kind: 9, ..ok }));
+        assert!(!valid(&FlowRecord { end_reason: 0, ..ok }));
+        assert!(!valid(&FlowRecord { ip_version: 5, ..ok }));
+        assert!(valid(&FlowRecord { kind: RecordKind::NonIp as u8, ip_version: 0, ..ok }));
+    }
+}

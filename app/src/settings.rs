@@ -1,0 +1,588 @@
+//! The app's own settings: the TOML file named by `CJ_STATION_CONFIG`
+//! (optional) and the command-line flags that override it.
+//!
+//! Guarantees: every field has a documented default, so an absent file or an
+//! absent section means the defaults below; an unknown key, an unknown
+//! aggregation primitive or an unknown output format is an error whose one-line
+//! message names the offending value, where it came from, and what is valid.
+//! Nothing here touches shared memory.
+//!
+//! ```toml
+//! [output]
+//! dir = "/var/lib/conjure/out"   # where flows.csv, flows.json, summary.json go (--out)
+//! refresh_interval = 60          # seconds between rewrites; 0 = only at the end (--refresh)
+//! formats = ["csv", "json"]      # which flow tables to write (summary.json always)
+//! top = 10                       # rows of the top-N table printed at the end
+//!
+//! [aggregate]
+//! primitives = ["src_host", "dst_host", "src_port", "dst_port", "proto"]   # (--aggregate)
+//! # supported: src_host, dst_host, src_port, dst_port, proto, vlan
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default `[output] dir`.
+pub const DEFAULT_OUT_DIR: &str = "/var/lib/conjure/out";
+/// Default `[output] refresh_interval`, seconds.
+pub const DEFAULT_REFRESH_SECS: u64 = 60;
+/// Default `[output] top`.
+pub const DEFAULT_TOP: usize = 10;
+/// Default `[aggregate] primitives` (pmacct's classic 5-tuple).
+pub const DEFAULT_PRIMITIVES: &[&str] = &["src_host", "dst_host", "src_port", "dst_port", "proto"];
+
+/// One aggregation primitive, named as pmacct names it.
+///
+/// The declaration order is the column order of pmacct's print plugin
+/// (VLAN, SRC_IP, DST_IP, SRC_PORT, DST_PORT, PROTOCOL), whatever order the
+/// user lists them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Primitive {
+    /// Outer VLAN id.
+    Vlan,
+    /// Source address of the direction.
+    SrcHost,
+    /// Destination address of the direction.
+    DstHost,
+    /// Source port of the direction.
+    SrcPort,
+    /// Destination port of the direction.
+    DstPort,
+    /// IP protocol.
+    Proto,
+}
+
+impl Primitive {
+    /// Every primitive, in the order the help and error messages list them.
+    pub const LISTED: [Primitive; 6] = [
+        Primitive::SrcHost,
+        Primitive::DstHost,
+        Primitive::SrcPort,
+        Primitive::DstPort,
+        Primitive::Proto,
+        Primitive::Vlan,
+    ];
+
+    /// Every primitive in output column order (pmacct's).
+    pub const COLUMN_ORDER: [Primitive; 6] = [
+        Primitive::Vlan,
+        Primitive::SrcHost,
+        Primitive::DstHost,
+        Primitive::SrcPort,
+        Primitive::DstPort,
+        Primitive::Proto,
+    ];
+
+    /// The configuration name (`src_host`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Primitive::Vlan => "vlan",
+            Primitive::SrcHost => "src_host",
+            Primitive::DstHost => "dst_host",
+            Primitive::SrcPort => "src_port",
+            Primitive::DstPort => "dst_port",
+            Primitive::Proto => "proto",
+        }
+    }
+
+    /// The CSV header pmacct prints for it.
+    pub fn csv_header(self) -> &'static str {
+        match self {
+            Primitive::Vlan => "VLAN",
+            Primitive::SrcHost => "SRC_IP",
+            Primitive::DstHost => "DST_IP",
+            Primitive::SrcPort => "SRC_PORT",
+            Primitive::DstPort => "DST_PORT",
+            Primitive::Proto => "PROTOCOL",
+        }
+    }
+
+    /// The JSON key pmacct's print plugin uses for it.
+    pub fn json_key(self) -> &'static str {
+        match self {
+            Primitive::Vlan => "vlan",
+            Primitive::SrcHost => "ip_src",
+            Primitive::DstHost => "ip_dst",
+            Primitive::SrcPort => "port_src",
+            Primitive::DstPort => "port_dst",
+            Primitive::Proto => "ip_proto",
+        }
+    }
+
+    /// Parses a configuration name.
+    pub fn parse(s: &str) -> Option<Primitive> {
+        Primitive::LISTED.into_iter().find(|p| p.name() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The valid primitive names, comma-separated, for messages.
+pub fn valid_primitives() -> String {
+    Primitive::LISTED.map(Primitive::name).join(", ")
+}
+
+/// A set of primitives; iterates in output column order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Primitives(u8);
+
+impl Primitives {
+    /// The default set (src_host, dst_host, src_port, dst_port, proto).
+    pub fn default_set() -> Self {
+        Self::parse_list(DEFAULT_PRIMITIVES.iter().copied(), "default").expect("defaults are valid")
+    }
+
+    /// Parses names; `origin` says where they came from for the error message.
+    ///
+    /// # Errors
+    /// The first unknown name.
+    pub fn parse_list<'a>(names: impl IntoIterator<Item = &'a str>, origin: &str) -> Result<Self, SettingsError> {
+        let mut set = Primitives(0);
+        for name in names {
+            let name = name.trim();
+            match Primitive::parse(name) {
+                Some(p) => set.0 |= p.bit(),
+                None => {
+                    return Err(SettingsError::UnknownPrimitive { name: name.to_string(), origin: origin.to_string() })
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Whether `p` is in the set.
+    pub fn has(self, p: Primitive) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    /// The primitives in output column order.
+    pub fn iter(self) -> impl Iterator<Item = Primitive> {
+        Primitive::COLUMN_ORDER.into_iter().filter(move |p| self.has(*p))
+    }
+
+    /// The names in column order.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Primitive::name).collect()
+    }
+}
+
+impl fmt::Display for Primitives {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(","))
+    }
+}
+
+/// Which flow tables to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Formats {
+    /// `flows.csv`
+    pub csv: bool,
+    /// `flows.json` (JSON lines)
+    pub json: bool,
+}
+
+/// The resolved settings the app runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Interval between rewrites; `None` = only at the end.
+    pub refresh: Option<Duration>,
+    /// Flow tables to write.
+    pub formats: Formats,
+    /// Rows of the printed top-N table.
+    pub top: usize,
+    /// Aggregation primitives.
+    pub primitives: Primitives,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            out_dir: PathBuf::from(DEFAULT_OUT_DIR),
+            refresh: Some(Duration::from_secs(DEFAULT_REFRESH_SECS)),
+            formats: Formats { csv: true, json: true },
+            top: DEFAULT_TOP,
+            primitives: Primitives::default_set(),
+        }
+    }
+}
+
+/// A settings error; its `Display` is one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// The TOML file cannot be read.
+    #[error("cannot read {path} (CJ_STATION_CONFIG): {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The TOML file does not parse or has an unknown key.
+    #[error("{path}{line}: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// `:<line>` when known, else empty.
+        line: String,
+        /// toml's message, on one line.
+        message: String,
+    },
+    /// An unknown aggregation primitive.
+    #[error("unknown aggregation primitive {name:?} in {origin}; valid primitives: {}", valid_primitives())]
+    UnknownPrimitive {
+        /// As given.
+        name: String,
+        /// `--aggregate` or `<file> [aggregate] primitives`.
+        origin: String,
+    },
+    /// An unknown output format.
+    #[error("unknown output format {name:?} in {origin}; valid formats: csv, json")]
+    UnknownFormat {
+        /// As given.
+        name: String,
+        /// Where.
+        origin: String,
+    },
+    /// A command-line problem.
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileSettings {
+    output: OutputSection,
+    aggregate: AggregateSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OutputSection {
+    dir: PathBuf,
+    refresh_interval: u64,
+    formats: Vec<String>,
+    top: usize,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            dir: PathBuf::from(DEFAULT_OUT_DIR),
+            refresh_interval: DEFAULT_REFRESH_SECS,
+            formats: vec!["csv".into(), "json".into()],
+            top: DEFAULT_TOP,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AggregateSection {
+    primitives: Vec<String>,
+}
+
+impl Default for AggregateSection {
+    fn default() -> Self {
+        AggregateSection { primitives: DEFAULT_PRIMITIVES.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+/// What `cj-app` was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Drain, aggregate and write.
+    Run(RunArgs),
+    /// Show the pipeline from the queue headers.
+    Status,
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// The flags of the run mode (each overrides the TOML).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    /// `--out DIR`
+    pub out: Option<PathBuf>,
+    /// `--aggregate LIST`
+    pub aggregate: Option<String>,
+    /// `--refresh SECS`
+    pub refresh: Option<u64>,
+}
+
+/// Usage text for `--help`.
+pub const USAGE: &str = "\
+cj-app: drains the detector's record queues, merges and aggregates flows pmacct-style, writes print files
+
+usage:
+  cj-app [--config FILE] [--out DIR] [--aggregate LIST] [--refresh SECS]
+  cj-app status [--config FILE]
+  cj-app --help | --version
+
+options:
+  --config FILE     conjure.conf-style KEY=VALUE file for the CJ_* variables (the environment wins)
+  --out DIR         output directory (TOML [output] dir; default /var/lib/conjure/out)
+  --aggregate LIST  comma-separated primitives (TOML [aggregate] primitives;
+                    default src_host,dst_host,src_port,dst_port,proto;
+                    valid: src_host, dst_host, src_port, dst_port, proto, vlan)
+  --refresh SECS    rewrite the files every SECS seconds, 0 = only at the end
+                    (TOML [output] refresh_interval; default 60)
+
+The app reads CJ_STATION_CONFIG (a TOML file: [output] dir, refresh_interval, formats, top;
+[aggregate] primitives) when set. It stops when every record queue has ended, or on
+SIGINT/SIGTERM after draining what is queued; either way it writes the files and a summary.
+";
+
+/// Parses the command line (without the program name).
+///
+/// `--config` is accepted (as `--config FILE` or `--config=FILE`) and skipped:
+/// its value is read by `station::config::parse_args_config`.
+///
+/// # Errors
+/// An unknown argument, a missing value, or a `--refresh` that is not a number.
+pub fn parse_command(args: &[String]) -> Result<Command, SettingsError> {
+    let mut rest = args;
+    let status = rest.first().is_some_and(|a| a == "status");
+    if status {
+        rest = &rest[1..];
+    }
+    let mut run = RunArgs::default();
+    let mut i = 0;
+    while i < rest.len() {
+        let arg = rest[i].as_str();
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg, None),
+        };
+        let takes_value = matches!(flag, "--config" | "--out" | "--aggregate" | "--refresh");
+        let value = if takes_value {
+            match inline {
+                Some(v) => Some(v),
+                None => {
+                    i += 1;
+                    match rest.get(i) {
+                        Some(v) => Some(v.clone()),
+                        None => return Err(SettingsError::Usage(format!("{flag} needs a value; see cj-app --help"))),
+                    }
+                }
+            }
+        } else {
+            None
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--config" => {}
+            "--out" | "--aggregate" | "--refresh" if status => {
+                return Err(SettingsError::Usage(format!(
+                    "{flag} is not an option of cj-app status; see cj-app --help"
+                )))
+            }
+            "--out" => run.out = value.map(PathBuf::from),
+            "--aggregate" => run.aggregate = value,
+            "--refresh" => {
+                let v = value.unwrap_or_default();
+                run.refresh = Some(v.trim().parse().map_err(|_| {
+                    SettingsError::Usage(format!(
+                        "--refresh {v:?}: expected a whole number of seconds (0: write only at the end)"
+                    ))
+                })?)
+            }
+            _ => return Err(SettingsError::Usage(format!("unknown argument {arg:?}; see cj-app --help"))),
+        }
+        i += 1;
+    }
+    Ok(if status { Command::Status } else { Command::Run(run) })
+}
+
+fn file_settings(path: &Path) -> Result<FileSettings, SettingsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SettingsError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    parse_toml(&text, path)
+}
+
+fn parse_toml(text: &str, path: &Path) -> Result<FileSettings, SettingsError> {
+    toml::from_str::<FileSettings>(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| format!(":{}", text[..s.start.min(text.len())].matches('\n').count() + 1))
+            .unwrap_or_default();
+        let message = e.message().trim().replace('\n', "; ");
+        SettingsError::Toml { path: path.to_path_buf(), line, message }
+    })
+}
+
+/// Resolves the settings: defaults < the TOML file (if any) < the flags.
+///
+/// # Errors
+/// An unreadable or invalid file, an unknown primitive or format.
+pub fn resolve(toml_path: Option<&Path>, args: &RunArgs) -> Result<Settings, SettingsError> {
+    let file = match toml_path {
+        Some(p) => file_settings(p)?,
+        None => FileSettings::default(),
+    };
+    resolve_from(file, toml_path, args)
+}
+
+fn resolve_from(file: FileSettings, toml_path: Option<&Path>, args: &RunArgs) -> Result<Settings, SettingsError> {
+    let where_ = |section: &str| match toml_path {
+        Some(p) => format!("{} {section}", p.display()),
+        None => format!("default {section}"),
+    };
+    let mut formats = Formats { csv: false, json: false };
+    for f in &file.output.formats {
+        match f.trim() {
+            "csv" => formats.csv = true,
+            "json" => formats.json = true,
+            other => {
+                return Err(SettingsError::UnknownFormat {
+                    name: other.to_string(),
+                    origin: where_("[output] formats"),
+                })
+            }
+        }
+    }
+    let primitives = match &args.aggregate {
+        Some(list) => Primitives::parse_list(list.split(',').filter(|s| !s.trim().is_empty()), "--aggregate")?,
+        None => Primitives::parse_list(
+            file.aggregate.primitives.iter().map(String::as_str),
+            &where_("[aggregate] primitives"),
+        )?,
+    };
+    let refresh_secs = args.refresh.unwrap_or(file.output.refresh_interval);
+    Ok(Settings {
+        out_dir: args.out.clone().unwrap_or(file.output.dir),
+        refresh: (refresh_secs > 0).then(|| Duration::from_secs(refresh_secs)),
+        formats,
+        top: file.output.top,
+        primitives,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn from_toml(text: &str) -> Result<Settings, SettingsError> {
+        let path = Path::new("/etc/app.toml");
+        resolve_from(parse_toml(text, path)?, Some(path), &RunArgs::default())
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let s = resolve(None, &RunArgs::default()).unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.out_dir, PathBuf::from("/var/lib/conjure/out"));
+        assert_eq!(s.refresh, Some(Duration::from_secs(60)));
+        assert_eq!(s.top, 10);
+        assert_eq!(s.primitives.to_string(), "src_host,dst_host,src_port,dst_port,proto");
+    }
+
+    #[test]
+    fn empty_file_means_defaults_and_sections_merge() {
+        assert_eq!(from_toml("").unwrap(), Settings::default());
+        let s = from_toml("[output]\ntop = 3\nrefresh_interval = 0\nformats = [\"csv\"]\n").unwrap();
+        assert_eq!(s.top, 3);
+        assert_eq!(s.refresh, None);
+        assert_eq!(s.formats, Formats { csv: true, json: false });
+        assert_eq!(s.out_dir, PathBuf::from(DEFAULT_OUT_DIR));
+    }
+
+    #[test]
+    fn primitives_are_columns_in_pmacct_order() {
+        let s = from_toml("[aggregate]\nprimitives = [\"proto\", \"vlan\", \"dst_port\", \"src_host\"]\n").unwrap();
+        assert_eq!(s.primitives.to_string(), "vlan,src_host,dst_port,proto");
+    }
+
+    #[test]
+    fn unknown_primitive_in_file_names_it_and_lists_valid_ones() {
+        let e = from_toml("[aggregate]\nprimitives = [\"src_host\", \"src_mac\"]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown aggregation primitive \"src_mac\" in /etc/app.toml [aggregate] primitives; \
+             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan"
+        );
+    }
+
+    #[test]
+    fn unknown_primitive_on_command_line() {
+        let run = RunArgs { aggregate: Some("src_host,peer_as".into()), ..Default::default() };
+        let e = resolve(None, &run).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown aggregation primitive \"peer_as\" in --aggregate; \
+             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_one_line_with_file_and_line() {
+        let e = from_toml("[output]\ntop = 3\ncolour = \"red\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.starts_with("/etc/app.toml:3: unknown field `colour`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_format() {
+        let e = from_toml("[output]\nformats = [\"xml\"]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown output format \"xml\" in /etc/app.toml [output] formats; valid formats: csv, json"
+        );
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let e = resolve(Some(Path::new("/nonexistent/app.toml")), &RunArgs::default()).unwrap_err();
+        assert!(e.to_string().starts_with("cannot read /nonexistent/app.toml (CJ_STATION_CONFIG): "), "{e}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let path = Path::new("/etc/app.toml");
+        let file = parse_toml("[output]\ndir = \"/a\"\nrefresh_interval = 5\n", path).unwrap();
+        let run = RunArgs { out: Some("/b".into()), aggregate: Some("proto".into()), refresh: Some(0) };
+        let s = resolve_from(file, Some(path), &run).unwrap();
+        assert_eq!(s.out_dir, PathBuf::from("/b"));
+        assert_eq!(s.refresh, None);
+        assert_eq!(s.primitives.to_string(), "proto");
+    }
+
+    #[test]
+    fn command_line_parsing() {
+        assert_eq!(parse_command(&args(&[])).unwrap(), Command::Run(RunArgs::default()));
+        assert_eq!(parse_command(&args(&["--help"])).unwrap(), Command::Help);
+        assert_eq!(parse_command(&args(&["--version"])).unwrap(), Command::Version);
+        assert_eq!(parse_command(&args(&["status", "--config", "/x"])).unwrap(), Command::Status);
+        assert_eq!(
+            parse_command(&args(&["--out=/o", "--refresh", "5", "--aggregate", "proto", "--config=/c"])).unwrap(),
+            Command::Run(RunArgs { out: Some("/o".into()), aggregate: Some("proto".into()), refresh: Some(5) })
+        );
+        assert_eq!(
+            parse_command(&args(&["--frobnicate"])).unwrap_err().to_string(),
+            "unknown argument \"--frobnicate\"; see cj-app --help"
+        );
+        assert_eq!(parse_command(&args(&["--out"])).unwrap_err().to_string(), "--out needs a value; see cj-app --help");
+        assert_eq!(
+            parse_command(&args(&["--refresh", "soon"])).unwrap_err().to_string(),
+            "--refresh \"soon\": expected a whole number of seconds (0: write only at the end)"
+        );
+        assert_eq!(
+            parse_command(&args(&["status", "--out", "/o"])).unwrap_err().to_string(),
+            "--out is not an option of cj-app status; see cj-app --help"
+        );
+    }
+}

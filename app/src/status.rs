@@ -1,0 +1,175 @@
+//! `cj-app status`: the whole pipeline from the queue headers and stats pages.
+//!
+//! Guarantees: reads only, through read-only mappings (`QueueFile::read_stats`,
+//! `CounterPage::read`); never attaches as producer or consumer, never
+//! creates or changes a file, so it is safe beside a running pipeline. Lists
+//! every `pkt-<set>-<q>` and `rec-<q>` file in the cluster directory (sorted by
+//! set and queue number) with enqueued, dequeued, dropped, fill (count and % of
+//! capacity), closed, and the producer and consumer pids with whether each is
+//! alive (`/proc/<pid>` exists); then the balancer's and each worker's counters.
+//! A file that cannot be read is shown with the reason, not fatal.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use shmq::{CounterPage, QueueFile, QueueStats};
+
+/// Why there is nothing to show.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no queues under {}: is the balancer or detector running with the same CJ_CLUSTER_ID and CJ_SHM_DIR?",
+    dir.display()
+)]
+pub struct NoQueues {
+    /// The cluster directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Entry {
+    Packet(u32, u32),
+    Record(u32),
+    Balancer,
+    Worker(u32),
+}
+
+fn classify(name: &str) -> Option<Entry> {
+    if name == "stats-balancer" {
+        return Some(Entry::Balancer);
+    }
+    if let Some(q) = name.strip_prefix("stats-worker-") {
+        return q.parse().ok().map(Entry::Worker);
+    }
+    if let Some(q) = name.strip_prefix("rec-") {
+        return q.parse().ok().map(Entry::Record);
+    }
+    if let Some(rest) = name.strip_prefix("pkt-") {
+        let (s, q) = rest.split_once('-')?;
+        return Some(Entry::Packet(s.parse().ok()?, q.parse().ok()?));
+    }
+    None
+}
+
+fn pid_text(pid: u32) -> String {
+    if pid == 0 {
+        "-".to_string()
+    } else if Path::new(&format!("/proc/{pid}")).exists() {
+        format!("{pid} (alive)")
+    } else {
+        format!("{pid} (gone)")
+    }
+}
+
+fn queue_cells(name: &str, s: &QueueStats) -> Vec<String> {
+    let fill = s.in_flight();
+    let pct = if s.capacity > 0 { fill as f64 * 100.0 / s.capacity as f64 } else { 0.0 };
+    vec![
+        name.to_string(),
+        s.enqueued.to_string(),
+        s.dequeued.to_string(),
+        s.dropped.to_string(),
+        format!("{fill} ({pct:.1}%)"),
+        if s.closed { "yes" } else { "no" }.to_string(),
+        pid_text(s.producer_pid),
+        pid_text(s.consumer_pid),
+    ]
+}
+
+/// The status report of the cluster directory `dir`.
+///
+/// # Errors
+/// The directory does not exist or holds no queue or stats file.
+pub fn report(dir: &Path) -> Result<String, NoQueues> {
+    let mut entries: Vec<(Entry, String)> = std::fs::read_dir(dir)
+        .map_err(|_| NoQueues { dir: dir.to_path_buf() })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            classify(&name).map(|k| (k, name))
+        })
+        .collect();
+    if entries.is_empty() {
+        return Err(NoQueues { dir: dir.to_path_buf() });
+    }
+    entries.sort();
+
+    let mut out = format!("cluster {}\n", dir.display());
+    let mut rows = vec![["queue", "enqueued", "dequeued", "dropped", "fill", "closed", "producer", "consumer"]
+        .map(String::from)
+        .to_vec()];
+    let mut problems = Vec::new();
+    for (kind, name) in &entries {
+        if matches!(kind, Entry::Packet(..) | Entry::Record(_)) {
+            match QueueFile::read_stats(&dir.join(name)) {
+                Ok((_, stats)) => rows.push(queue_cells(name, &stats)),
+                Err(e) => problems.push(format!("{name}: unreadable: {e}")),
+            }
+        }
+    }
+    if rows.len() > 1 {
+        let widths: Vec<usize> =
+            (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+        for (ri, r) in rows.iter().enumerate() {
+            let cells: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if (1..=3).contains(&i) && ri > 0 {
+                        format!("{c:>w$}", w = widths[i])
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        }
+    }
+    for p in problems {
+        let _ = writeln!(out, "  {p}");
+    }
+    for (kind, name) in &entries {
+        let label = match kind {
+            Entry::Balancer => "balancer".to_string(),
+            Entry::Worker(q) => format!("worker {q}"),
+            _ => continue,
+        };
+        match CounterPage::read(&dir.join(name)) {
+            Ok(counters) => {
+                let kv: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(out, "{label}: {}", kv.join(" "));
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{label}: unreadable: {e}");
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_classified_and_sorted() {
+        assert_eq!(classify("pkt-1-10"), Some(Entry::Packet(1, 10)));
+        assert_eq!(classify("rec-3"), Some(Entry::Record(3)));
+        assert_eq!(classify("stats-worker-2"), Some(Entry::Worker(2)));
+        assert_eq!(classify("stats-balancer"), Some(Entry::Balancer));
+        assert_eq!(classify("pkt-x-1"), None);
+        assert_eq!(classify(".rec-1.tmp"), None);
+        let mut v = vec![Entry::Record(10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(2)];
+        v.sort();
+        assert_eq!(v, vec![Entry::Packet(0, 2), Entry::Packet(0, 10), Entry::Record(2), Entry::Record(10)]);
+    }
+
+    #[test]
+    fn missing_dir_is_one_clear_line() {
+        let e = report(Path::new("/dev/shm/conjure-98-nonexistent")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no queues under /dev/shm/conjure-98-nonexistent: is the balancer or detector running \
+             with the same CJ_CLUSTER_ID and CJ_SHM_DIR?"
+        );
+    }
+}

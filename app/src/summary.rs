@@ -1,0 +1,299 @@
+//! The run's report: every file written at a refresh or at the end, and the
+//! short summary printed on stdout at the end.
+//!
+//! Guarantees: each write produces the flow tables the settings ask for
+//! (`<out>/flows.csv|json`, and in fan-out mode `<out>/queue-<q>/flows.csv|json`
+//! per queue with the top-level files being the first queue's table) and
+//! `<out>/summary.json` (totals, per-queue totals and intake counters, the
+//! accounting identity with every term, the files written), all atomically.
+//! The printed summary has the totals, the identity line, the top-N rows by
+//! bytes in an aligned table, and the paths of the files.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::aggregate::{Accounts, Totals};
+use crate::identity::Identity;
+use crate::intake::IntakeStats;
+use crate::settings::{Primitive, Settings};
+use crate::sinks::{self, WriteError};
+
+/// Everything a report is made of.
+#[derive(Debug)]
+pub struct Report<'a> {
+    /// Settings in force.
+    pub settings: &'a Settings,
+    /// The tables and totals.
+    pub accounts: &'a Accounts,
+    /// Per-queue intake counters (intake order).
+    pub intake: &'a [IntakeStats],
+    /// The identity verdict.
+    pub identity: &'a Identity,
+    /// Every record queue ended and was drained.
+    pub complete: bool,
+    /// ZBALANCE_HASH_MODE as a word.
+    pub hash_mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct QueueSummary {
+    queue: u32,
+    totals: Totals,
+    intake: IntakeStats,
+    rows: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    complete: bool,
+    hash_mode: &'static str,
+    fan_out: bool,
+    main_table: String,
+    primitives: Vec<&'static str>,
+    rows: usize,
+    totals: Totals,
+    records_invalid: u64,
+    records_gap: u64,
+    records_missing: u64,
+    queues: Vec<QueueSummary>,
+    identity: &'a Identity,
+    files: Vec<PathBuf>,
+}
+
+impl Report<'_> {
+    fn main_table_text(&self) -> String {
+        match self.accounts.queues().first() {
+            Some(q) if self.accounts.fan_out() => {
+                format!("queue {q} (fan-out: every queue sees every packet; each queue's table is in queue-<q>/)")
+            }
+            _ => "merged from every record queue".to_string(),
+        }
+    }
+
+    fn intake_sum(&self) -> IntakeStats {
+        let mut s = IntakeStats { ended: self.complete, ..IntakeStats::default() };
+        for i in self.intake {
+            s.records += i.records;
+            s.records_invalid += i.records_invalid;
+            s.records_gap += i.records_gap;
+            s.records_missing += i.records_missing;
+        }
+        s
+    }
+
+    /// Writes the flow tables and `summary.json`; returns every path written.
+    ///
+    /// # Errors
+    /// A file cannot be written.
+    pub fn write(&self) -> Result<Vec<PathBuf>, WriteError> {
+        let out = &self.settings.out_dir;
+        let mut files = sinks::write_table(out, self.accounts.main_table(), self.settings.formats)?;
+        for (q, table) in self.accounts.queue_tables() {
+            files.extend(sinks::write_table(&out.join(format!("queue-{q}")), table, self.settings.formats)?);
+        }
+        let summary_path = out.join("summary.json");
+        files.push(summary_path.clone());
+        let tables = self.accounts.queue_tables();
+        let queues = self
+            .accounts
+            .queues()
+            .iter()
+            .enumerate()
+            .map(|(i, &queue)| QueueSummary {
+                queue,
+                totals: self.accounts.per_queue().get(i).copied().unwrap_or_default(),
+                intake: self.intake.get(i).copied().unwrap_or_default(),
+                rows: tables.get(i).map(|(_, t)| t.len()),
+            })
+            .collect();
+        let sum = self.intake_sum();
+        let json = SummaryJson {
+            complete: self.complete,
+            hash_mode: self.hash_mode,
+            fan_out: self.accounts.fan_out(),
+            main_table: self.main_table_text(),
+            primitives: self.settings.primitives.names(),
+            rows: self.accounts.main_table().len(),
+            totals: self.accounts.main_totals(),
+            records_invalid: sum.records_invalid,
+            records_gap: sum.records_gap,
+            records_missing: sum.records_missing,
+            queues,
+            identity: self.identity,
+            files: files.clone(),
+        };
+        let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        text.push('\n');
+        sinks::write_atomic(&summary_path, text.as_bytes())?;
+        Ok(files)
+    }
+
+    /// The summary printed at the end.
+    pub fn text(&self, files: &[PathBuf]) -> String {
+        let t = self.accounts.main_totals();
+        let all = self.accounts.totals();
+        let sum = self.intake_sum();
+        let mut s = format!(
+            "cj-app: {} records ({} IP, {} non-IP, {} malformed) from {} record queue(s){}\n",
+            all.records,
+            all.ip_records,
+            all.non_ip_records,
+            all.malformed_records,
+            self.accounts.queues().len(),
+            if self.complete { ", all ended" } else { ", stopped before every queue ended" }
+        );
+        s += &format!(
+            "flows: {} flows, {} packets, {} bytes (IP), {} frame bytes; {} non-IP frames, {} malformed frames{}\n",
+            t.flows,
+            t.packets,
+            t.bytes,
+            t.frame_bytes,
+            t.non_ip_frames,
+            t.malformed_frames,
+            if self.accounts.fan_out() { "  [first queue]" } else { "" }
+        );
+        if self.accounts.fan_out() {
+            s += &format!(
+                "fan-out (ZBALANCE_HASH_MODE=2): every worker sees every packet; flows.csv/flows.json are {}\n",
+                self.main_table_text()
+            );
+        }
+        if sum.records_invalid + sum.records_gap > 0 {
+            s += &format!(
+                "warning: {} invalid records skipped; {} record sequence gaps ({} records missing)\n",
+                sum.records_invalid, sum.records_gap, sum.records_missing
+            );
+        }
+        s += &self.identity.line;
+        s.push('\n');
+        s += &self.top_table();
+        if !files.is_empty() {
+            s += "files:\n";
+            for f in files {
+                s += &format!("  {}\n", f.display());
+            }
+        }
+        s
+    }
+
+    fn top_table(&self) -> String {
+        let top = self.settings.top;
+        let table = self.accounts.main_table();
+        if top == 0 || table.is_empty() {
+            return String::new();
+        }
+        let p = table.primitives();
+        let rows = table.sorted_rows();
+        let mut header: Vec<String> = p.iter().map(|x| x.csv_header().to_string()).collect();
+        header.extend(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS"].map(String::from));
+        let numeric: Vec<bool> = p
+            .iter()
+            .map(|x| !matches!(x, Primitive::SrcHost | Primitive::DstHost | Primitive::Proto))
+            .chain([true; 4])
+            .collect();
+        let mut lines = vec![header];
+        for (k, c) in rows.iter().take(top) {
+            let mut cells: Vec<String> = p.iter().map(|x| sinks::field(x, k)).collect();
+            cells.extend([c.packets, c.ip_bytes, c.frame_bytes, c.flows].map(|v| v.to_string()));
+            lines.push(cells);
+        }
+        let widths: Vec<usize> =
+            (0..lines[0].len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+        let mut s = format!("top {} of {} rows by bytes:\n", top.min(rows.len()), rows.len());
+        for (li, l) in lines.iter().enumerate() {
+            let cells: Vec<String> = l
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if numeric[i] && li > 0 {
+                        format!("{c:>w$}", w = widths[i])
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            s += "  ";
+            s += cells.join("  ").trim_end();
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// The word for a hash mode.
+pub fn hash_mode_name(m: station::config::HashMode) -> &'static str {
+    match m {
+        station::config::HashMode::RoundRobin => "round-robin",
+        station::config::HashMode::IpHash => "ip-hash",
+        station::config::HashMode::FanOut => "fan-out",
+    }
+}
+
+/// Whether `dir` looks writable (created if absent); checked at start so a bad
+/// `--out` fails before any record is consumed.
+///
+/// # Errors
+/// The directory cannot be created or written.
+pub fn check_out_dir(dir: &Path) -> Result<(), WriteError> {
+    std::fs::create_dir_all(dir).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
+    let probe = dir.join(".cj-app.probe");
+    std::fs::write(&probe, b"").map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::tests::ip_record;
+    use crate::identity::Terms;
+    use crate::settings::Primitives;
+    use station::record::EndReason;
+
+    #[test]
+    fn summary_text_has_totals_identity_and_aligned_top() {
+        let settings = Settings { top: 2, ..Settings::default() };
+        let mut acc = Accounts::new(Primitives::default_set(), &[0], false);
+        acc.add(0, &ip_record([10, 0, 0, 1], 1234, [10, 0, 0, 2], 80, 6, (3, 180), (2, 1500), EndReason::EndOfFlow));
+        acc.add(0, &ip_record([10, 0, 0, 3], 5, [10, 0, 0, 4], 53, 17, (1, 60), (0, 0), EndReason::IdleTimeout));
+        let id = Identity {
+            status: "unchecked",
+            line: "identity can't be checked: test".into(),
+            reason: Some("test".into()),
+            set: 0,
+            terms: Terms::default(),
+            per_queue: vec![],
+            capture_dropped: 0,
+            balancer_ended: false,
+            records_missing: 0,
+            records_lost: 0,
+        };
+        let intake = [IntakeStats { records: 2, ended: true, ..Default::default() }];
+        let r = Report {
+            settings: &settings,
+            accounts: &acc,
+            intake: &intake,
+            identity: &id,
+            complete: true,
+            hash_mode: "ip-hash",
+        };
+        let text = r.text(&[PathBuf::from("/o/flows.csv")]);
+        assert!(
+            text.contains("cj-app: 2 records (2 IP, 0 non-IP, 0 malformed) from 1 record queue(s), all ended"),
+            "{text}"
+        );
+        assert!(text.contains("flows: 3 flows, 6 packets, 1740 bytes (IP)"), "{text}");
+        assert!(text.contains("identity can't be checked: test"));
+        assert!(text.contains("top 2 of 3 rows by bytes:"), "{text}");
+        assert!(
+            text.contains("  SRC_IP    DST_IP    SRC_PORT  DST_PORT  PROTOCOL  PACKETS  BYTES  FRAME_BYTES  FLOWS\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  10.0.0.2  10.0.0.1        80      1234  tcp             2   1500         1528      1\n"),
+            "{text}"
+        );
+        assert!(text.contains("  /o/flows.csv\n"));
+    }
+}

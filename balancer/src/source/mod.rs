@@ -1,0 +1,140 @@
+//! Packet sources: where the balancer takes frames from.
+//!
+//! Guarantees: a source hands out whole frames with their capture timestamp
+//! (nanoseconds since the Unix epoch) and their length on the wire; it never
+//! allocates per frame; every frame it cannot deliver is counted in
+//! [`SourceStats`] (capture drops reported by the capture layer, unreadable
+//! capture records), never dropped silently. Live sources (AF_PACKET, PF_RING)
+//! plug in here as further implementations of [`Source`].
+
+pub mod af_packet;
+pub mod pcap;
+#[cfg(feature = "pfring")]
+pub mod pfring;
+pub mod sim;
+
+use station::config::SourceSpec;
+
+/// One frame as the source delivers it; borrowed from the source's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// Capture timestamp, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length on the wire (may exceed `data.len()` when the capture was cut).
+    pub wire_len: u32,
+    /// Captured bytes, starting at the Ethernet header.
+    pub data: &'a [u8],
+    /// Index of the interface within a multi-interface source.
+    pub source: u8,
+}
+
+/// What one poll produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// This many frames were delivered.
+    Frames(usize),
+    /// Nothing now (a paced or live source); poll again later.
+    Idle,
+    /// A finite source is exhausted.
+    Ended,
+}
+
+/// Counters a source keeps about frames it could not deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Frames lost in the capture layer before the balancer saw them.
+    pub capture_dropped: u64,
+    /// Unreadable records in a capture file (each skipped and counted).
+    pub errors: u64,
+}
+
+/// Errors that stop a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The capture file cannot be opened.
+    #[error("cannot open capture {path}: {cause}; check CJ_IFACE=pcap:FILE names a readable file")]
+    Open {
+        /// The file.
+        path: String,
+        /// The OS error.
+        cause: std::io::Error,
+    },
+    /// The file is not a pcap or pcapng capture.
+    #[error("{path} is not a pcap or pcapng capture ({detail}); convert it with `editcap -F pcap`")]
+    NotACapture {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        detail: String,
+    },
+    /// The capture's link type is not Ethernet.
+    #[error("{path}: link type {linktype} is not supported; the station reads Ethernet (linktype 1) captures")]
+    LinkType {
+        /// The file.
+        path: String,
+        /// The link type number.
+        linktype: i32,
+    },
+    /// The capture is corrupt in the middle (not just truncated at the end).
+    #[error("{path}: corrupt capture at byte {offset} ({detail}); {delivered} frames before it were delivered")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Byte offset of the bad block.
+        offset: usize,
+        /// What the parser said.
+        detail: String,
+        /// Frames delivered before.
+        delivered: u64,
+    },
+    /// The source kind needs a build or a host feature not present.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An AF_PACKET interface cannot be captured (cause and fix in the message).
+    #[error("{0}")]
+    AfPacket(#[from] af_packet::AfPacketError),
+    /// A PF_RING device cannot be opened or read (cause and fix in the message).
+    #[cfg(feature = "pfring")]
+    #[error("{0}")]
+    PfRing(#[from] pfring::PfRingError),
+}
+
+/// A packet source.
+pub trait Source {
+    /// Delivers up to `max` frames to `sink`.
+    ///
+    /// # Errors
+    /// A condition that stops the source (a corrupt capture).
+    fn poll_batch(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError>;
+
+    /// True for a source that ends by itself (a file, an unpaced simulation):
+    /// with `CJ_ON_FULL=auto` the balancer waits for room instead of dropping.
+    fn is_finite_offline(&self) -> bool;
+
+    /// Counters of undeliverable frames.
+    fn stats(&self) -> SourceStats;
+
+    /// A short description for logs: `pcap:/x.pcap`, `sim:...`.
+    fn describe(&self) -> String;
+}
+
+/// Opens the source CJ_IFACE names.
+///
+/// # Errors
+/// The source cannot be opened, or needs support not built in.
+pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
+    match spec {
+        SourceSpec::Pcap(path) => Ok(Box::new(pcap::PcapSource::open(path)?)),
+        SourceSpec::Sim(sim) => Ok(Box::new(sim::SimSource::new(sim))),
+        SourceSpec::Interfaces(ifaces) => Ok(Box::new(af_packet::AfPacketSource::open_configured(ifaces)?)),
+        #[cfg(feature = "pfring")]
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => {
+            let (kind, device) = pfring::Kind::device_for(dev, matches!(spec, SourceSpec::Zc(_)));
+            Ok(Box::new(pfring::PfRingSource::open(kind, &device)?))
+        }
+        #[cfg(not(feature = "pfring"))]
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => Err(SourceError::Unsupported(format!(
+            "PF_RING device {dev} needs cj-balancer built with `--features pfring`; use an AF_PACKET interface, pcap:FILE or sim:SPEC"
+        ))),
+    }
+}
