@@ -170,6 +170,25 @@ pub const VARIABLES: &[Variable] = &[
         "full packet queue: auto (wait for pcap/unpaced sim, drop live) | drop | wait",
     ),
     var("CJ_BALANCER_CORE", "-1", "zbalance", "core for the balancer thread; -1 or empty: not pinned"),
+    var(
+        "CJ_AFP_BLOCK_SIZE",
+        "1048576",
+        "zbalance",
+        "AF_PACKET ring block bytes per interface (power of two, 4096..=134217728; a frame must fit in a block)",
+    ),
+    var(
+        "CJ_AFP_BLOCK_COUNT",
+        "64",
+        "zbalance",
+        "AF_PACKET ring blocks per interface (2..=65536; size x count at most 16 GiB)",
+    ),
+    var(
+        "CJ_AFP_BLOCK_TIMEOUT_MS",
+        "10",
+        "zbalance",
+        "ms after which the kernel hands over a block that is not full (1..=60000)",
+    ),
+    var("CJ_AFP_PROMISC", "yes", "zbalance", "AF_PACKET interfaces in promiscuous mode: yes | no"),
     var("CJ_COREBASE", "0", "detector", "first worker core"),
     var("CJ_CORECOUNT", "1", "detector", "worker count (1..=1024), one queue and one core each"),
     var("CJ_SKIP_CORE", "-1", "detector", "core the workers step over; -1 or empty: none"),
@@ -207,6 +226,9 @@ pub const VARIABLES: &[Variable] = &[
 
 /// How deep `. FILE` includes may nest.
 pub const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Largest AF_PACKET ring per interface (CJ_AFP_BLOCK_SIZE x CJ_AFP_BLOCK_COUNT).
+const MAX_AFP_RING_BYTES: u64 = 16 << 30;
 
 /// Highest core number accepted in core variables.
 const MAX_CORE: u64 = 4095;
@@ -248,6 +270,14 @@ pub struct StationConfig {
     pub wait: WaitMode,
     /// CJ_BALANCER_CORE
     pub balancer_core: Option<u32>,
+    /// CJ_AFP_BLOCK_SIZE: bytes per AF_PACKET ring block.
+    pub afp_block_size: u32,
+    /// CJ_AFP_BLOCK_COUNT: blocks per AF_PACKET ring.
+    pub afp_block_count: u32,
+    /// CJ_AFP_BLOCK_TIMEOUT_MS: the kernel retires a block that is not full after this.
+    pub afp_block_timeout: Duration,
+    /// CJ_AFP_PROMISC
+    pub afp_promisc: bool,
     /// CJ_FLOW_IDLE_TIMEOUT
     pub flow_idle_timeout: Duration,
     /// CJ_FLOW_ACTIVE_TIMEOUT
@@ -328,6 +358,15 @@ impl StationConfig {
             return spec.parse::<crate::sim::SimSpec>().map(SourceSpec::Sim).map_err(err);
         }
         if let Some(name) = s.strip_prefix("pfring:") {
+            // PF_RING's own pcap device: pfring:pcap:FILE (tests the binding without the kernel module).
+            if let Some(file) = name.strip_prefix("pcap:") {
+                let ok = !file.is_empty() && Path::new(file).is_file();
+                return if ok {
+                    Ok(SourceSpec::PfRing(name.to_owned()))
+                } else {
+                    Err(err("pfring:pcap:FILE with an existing pcap file".into()))
+                };
+            }
             check_ifname(name).map_err(|e| err(format!("pfring:IF with {e}")))?;
             return Ok(SourceSpec::PfRing(name.to_owned()));
         }
@@ -575,6 +614,19 @@ impl Raw {
             self.get("CJ_ON_FULL").choice(&[("auto", OnFull::Auto), ("drop", OnFull::Drop), ("wait", OnFull::Wait)])?;
         let wait = self.get("CJ_WAIT").choice(&[("busy", WaitMode::Busy), ("backoff", WaitMode::Backoff)])?;
         let balancer_core = self.get("CJ_BALANCER_CORE").core_or_none()?;
+        let afp_block_size = self.get("CJ_AFP_BLOCK_SIZE").pow2(4096, 1 << 27)?;
+        let item = self.get("CJ_AFP_BLOCK_COUNT");
+        let max_blocks = (MAX_AFP_RING_BYTES / u64::from(afp_block_size)).min(65_536);
+        let afp_block_count = item.num_expected(
+            2,
+            max_blocks,
+            &format!(
+                "a whole number from 2 to {max_blocks} with CJ_AFP_BLOCK_SIZE={afp_block_size} \
+                 (at most 65536 blocks and 16 GiB per ring)"
+            ),
+        )? as u32;
+        let afp_block_timeout = Duration::from_millis(self.get("CJ_AFP_BLOCK_TIMEOUT_MS").num(1, 60_000)?);
+        let afp_promisc = self.get("CJ_AFP_PROMISC").choice(&[("yes", true), ("no", false)])?;
         let flow_idle_timeout = self.get("CJ_FLOW_IDLE_TIMEOUT").secs(1, 86_400)?;
         let idle = flow_idle_timeout.as_secs();
         let item = self.get("CJ_FLOW_ACTIVE_TIMEOUT");
@@ -608,6 +660,10 @@ impl Raw {
             on_full,
             wait,
             balancer_core,
+            afp_block_size,
+            afp_block_count,
+            afp_block_timeout,
+            afp_promisc,
             flow_idle_timeout,
             flow_active_timeout,
             flow_tcp_close_timeout,
@@ -1098,6 +1154,49 @@ mod tests {
         assert_eq!((c.queue_sets, c.queue_set), (3, 2));
         let c = load_env(&[("CJ_FLOW_IDLE_TIMEOUT", "10"), ("CJ_FLOW_ACTIVE_TIMEOUT", "10")]).unwrap();
         assert_eq!(c.flow_active_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn af_packet_ring_variables() {
+        let c = StationConfig::default();
+        assert_eq!((c.afp_block_size, c.afp_block_count), (1 << 20, 64));
+        assert_eq!((c.afp_block_timeout, c.afp_promisc), (Duration::from_millis(10), true));
+        let c = load_env(&[
+            ("CJ_AFP_BLOCK_SIZE", "4096"),
+            ("CJ_AFP_BLOCK_COUNT", "2"),
+            ("CJ_AFP_BLOCK_TIMEOUT_MS", "1"),
+            ("CJ_AFP_PROMISC", "no"),
+        ])
+        .unwrap();
+        assert_eq!((c.afp_block_size, c.afp_block_count), (4096, 2));
+        assert_eq!((c.afp_block_timeout, c.afp_promisc), (Duration::from_millis(1), false));
+        // 128 MiB blocks: at most 128 of them (16 GiB).
+        let c = load_env(&[("CJ_AFP_BLOCK_SIZE", "134217728"), ("CJ_AFP_BLOCK_COUNT", "128")]).unwrap();
+        assert_eq!(c.afp_block_count, 128);
+        let e = |vars: &[(&str, &str)]| load_env(vars).unwrap_err().to_string();
+        assert_eq!(
+            e(&[("CJ_AFP_BLOCK_SIZE", "5000")]),
+            r#"CJ_AFP_BLOCK_SIZE="5000" (environment): expected a power of two from 4096 to 134217728"#
+        );
+        assert_eq!(
+            e(&[("CJ_AFP_BLOCK_SIZE", "2048")]),
+            r#"CJ_AFP_BLOCK_SIZE="2048" (environment): expected a power of two from 4096 to 134217728"#
+        );
+        assert_eq!(
+            e(&[("CJ_AFP_BLOCK_COUNT", "1")]),
+            r#"CJ_AFP_BLOCK_COUNT="1" (environment): expected a whole number from 2 to 16384 with CJ_AFP_BLOCK_SIZE=1048576 (at most 65536 blocks and 16 GiB per ring)"#
+        );
+        assert!(e(&[("CJ_AFP_BLOCK_SIZE", "134217728"), ("CJ_AFP_BLOCK_COUNT", "129")])
+            .contains("from 2 to 128 with CJ_AFP_BLOCK_SIZE=134217728"));
+        assert_eq!(
+            e(&[("CJ_AFP_BLOCK_TIMEOUT_MS", "0")]),
+            r#"CJ_AFP_BLOCK_TIMEOUT_MS="0" (environment): expected a whole number from 1 to 60000"#
+        );
+        assert_eq!(e(&[("CJ_AFP_PROMISC", "on")]), r#"CJ_AFP_PROMISC="on" (environment): expected yes or no"#);
+        assert_eq!(
+            e(&[("CJ_AFP_PROMISC", "")]),
+            r#"CJ_AFP_PROMISC="" (environment): expected yes or no; the value is empty"#
+        );
     }
 
     #[test]

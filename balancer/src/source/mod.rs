@@ -89,6 +89,7 @@ pub enum SourceError {
     },
     /// The source kind needs a build or a host feature not present.
     #[error("{0}")]
+    #[cfg_attr(feature = "pfring", allow(dead_code))] // with PF_RING built in, every source kind is supported
     Unsupported(String),
     /// An AF_PACKET interface cannot be captured (cause and fix in the message).
     #[error("{0}")]
