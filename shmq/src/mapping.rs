@@ -57,10 +57,14 @@ impl Mapping {
             actual: 0,
         })?;
         let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
+        // Writable (producer/consumer) mappings are populated up front: the whole
+        // ring is resident from the start (predictable memory, and no page fault
+        // ever lands on the packet path). Read-only status mappings are not.
+        let flags = if writable { MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE } else { MapFlags::MAP_SHARED };
         // SAFETY: we ask the kernel for a fresh address range (addr = None), so no
         // existing Rust object is aliased or replaced; the result is only used
         // through raw pointers and atomics bounded by `len`.
-        let ptr = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, file, 0) }
+        let ptr = unsafe { mmap(None, nz, prot, flags, file, 0) }
             .map_err(|e| QueueError::io(path, "map", io::Error::from(e)))?;
         Ok(Mapping { ptr: ptr.cast::<u8>(), len })
     }
