@@ -4,6 +4,7 @@
 #   make bench                               pipeline and peers on the same captures (BENCHMARKS.md)
 #   make lint                                rustfmt check and clippy with warnings as errors
 #   make check-pfring [PF_RING_DIR=prefix]   balancer and pfring-sys with --features pfring, where libpfring is installed
+#   make container [target=det|app|zbalance|sim] [pfring_ver=...]   docker images (docker/Dockerfile)
 
 CARGO    ?= cargo
 OUT      ?= out
@@ -11,7 +12,7 @@ CAPTURE  ?=
 SAMPLE_SPEC ?= flows=2000,packets=200000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=1
 BIN      := target/release
 
-.PHONY: all build run test lint bench fmt clean check-pfring
+.PHONY: all build run test lint bench fmt clean check-pfring container
 
 all: build
 
@@ -47,11 +48,31 @@ check-pfring:
 	$(CARGO) build -p balancer --features pfring; \
 	$(CARGO) test -p pfring-sys -p balancer --features balancer/pfring
 
+# Images: `conjure` (default target: everything, balancer with PF_RING) or `conjure_<target>`,
+# each tagged latest and with the version. pfring_ver falls back to PFRING_VER from the
+# environment, then latest. base_image= and builder_image= replace the Debian and Rust images
+# (e2e/tests/deploy.rs builds both locally: no registry needed).
+target        ?=
+pfring_ver    ?= $(or $(PFRING_VER),latest)
+base_image    ?=
+builder_image ?=
+DOCKER        ?= docker
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)$(shell git rev-parse --short HEAD 2>/dev/null | sed 's/^/-/')
+IMAGE          = $(if $(target),conjure_$(target),conjure)
+
+container:
+	$(DOCKER) build -f docker/Dockerfile $(if $(target),--target $(target)) \
+		--build-arg pfring_ver=$(pfring_ver) \
+		$(if $(base_image),--build-arg BASE_IMAGE=$(base_image)) \
+		$(if $(builder_image),--build-arg BUILDER_IMAGE=$(builder_image)) \
+		-t $(IMAGE) -t $(IMAGE):$(VERSION) .
+
 fmt:
 	$(CARGO) fmt --all
 
 bench: build
 	BIN="$(BIN)" scripts/bench.sh
+	BIN="$(BIN)" scripts/bench_live.sh
 
 clean:
 	$(CARGO) clean

@@ -86,7 +86,7 @@ num() { grep -o "\"$1\": *[0-9]*" "$2" | head -1 | grep -o '[0-9]*$'; }
 # capture_TOOL RATE LIMIT: one run; prints "sent captured dropped pps".
 capture_station() {
     SHM=$(mktemp -d /dev/shm/station-bench-live.XXXXXX)
-    local out="$OUT/live-station"
+    local out="$OUT/live-station-$1"
     rm -rf "$out"; mkdir -p "$out"
     local vars=(CJ_SHM_DIR="$SHM" CJ_IFACE="$HOST" CJ_CORECOUNT=1 CJ_LOG_INTERVAL=0 CJ_WAIT=backoff)
     env "${vars[@]}" "$BIN/cj-detector" 2>"$out/detector.log" & local d=$!
@@ -108,11 +108,11 @@ capture_station() {
     cd=$(echo "$status" | grep -o 'capture_dropped=[0-9]*' | cut -d= -f2)
     qd=$(echo "$status" | grep -o 'queue_dropped=[0-9]*' | cut -d= -f2)
     local sent pps; read -r sent pps <<<"$r"
-    echo "$sent $inflows $((cd + qd)) $pps"
+    echo "$sent $inflows $((cd + qd)) $pps ${cd}+${qd}"
 }
 
 capture_pmacctd() {
-    local out="$OUT/live-pmacct"
+    local out="$OUT/live-pmacct-$1"
     rm -rf "$out"; mkdir -p "$out"
     cat >"$out/pmacctd.conf" <<CONF
 daemonize: false
@@ -139,7 +139,7 @@ CONF
 }
 
 capture_tcpdump() {
-    local log="$OUT/live-tcpdump.log"
+    local log="$OUT/live-tcpdump-$1.log"
     tcpdump -i "$HOST" -w /dev/null -q 2>"$log" & local t=$!
     for _ in $(seq 100); do grep -q 'listening on' "$log" 2>/dev/null && break; sleep 0.05; done
     sleep 0.5
@@ -164,8 +164,10 @@ bench() {
         ROWS+=("| $label | not installed | | | | | |")
         return
     fi
-    local sent captured dropped pps
-    read -r sent captured dropped pps < <("capture_$tool" topspeed 0)
+    local sent captured dropped pps split
+    read -r sent captured dropped pps split < <("capture_$tool" topspeed 0)
+    # The station tells its drops apart: at capture (kernel ring) + at a full packet queue.
+    [ -n "$split" ] && dropped="$dropped (${split%+*} at capture + ${split#*+} at queue)"
     echo "  $label at top speed: sent $sent at $pps pps, captured $captured, tool reports $dropped dropped" >&2
     local holds
     if [ "$captured" = "$sent" ]; then
@@ -175,7 +177,7 @@ bench() {
         for rate in $STEPS; do
             [ "$rate" -ge "$pps" ] && continue
             local s c dr p
-            read -r s c dr p < <("capture_$tool" "$rate" $((rate * STEP_SECONDS)))
+            read -r s c dr p _ < <("capture_$tool" "$rate" $((rate * STEP_SECONDS)))
             echo "  $label at $rate pps: sent $s, captured $c, tool reports $dr dropped" >&2
             if [ "$c" = "$s" ]; then holds="$(kpps "$rate")"; break; fi
         done
@@ -184,6 +186,7 @@ bench() {
 }
 
 started=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "live capture benchmark: $N 64-byte frames per top-speed run into $HOST (tcpreplay on core $GEN_CORE)" >&2
 bench station "station (cj-balancer AF_PACKET TPACKET_V3 + 1 worker + app; captured = frames in its records)"
 bench pmacctd "pmacctd (libpcap pcap_interface, print plugin; captured = packets in its CSV)"
@@ -194,6 +197,7 @@ elapsed=$(( $(date +%s) - started ))
     echo "### live capture: $N 64-byte frames replayed into a veth ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), ${elapsed}s)"
     echo
     echo "Generator: \`tcpreplay --topspeed -K\` on core $GEN_CORE in a network namespace; sent = the peer veth's tx_packets."
+    echo "Load average before the run: $load_before (other work on the machine shares the cores with the generator and the capture)."
     echo "Zero-loss rate: top speed if nothing was lost there, else the first of --pps $STEPS (runs of ${STEP_SECONDS}s) that lost nothing."
     echo
     echo "| capture | sent | captured | captured/sent | dropped (as the tool reports) | generator rate | highest zero-loss rate |"

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 
 use station::record::{EndReason, FlowRecord, RecordKind};
 
+use crate::containers::Containers;
 use crate::settings::{Primitive, Primitives};
 
 /// The key of an aggregate row. Fields of primitives not chosen are zero.
@@ -49,6 +50,10 @@ pub struct Key {
     pub dst_port: u16,
     /// IP protocol.
     pub proto: u8,
+    /// Name of the source's container (NUL-padded; empty when none).
+    pub src_container: [u8; 32],
+    /// Name of the destination's container.
+    pub dst_container: [u8; 32],
 }
 
 /// The counters of a row.
@@ -110,14 +115,20 @@ impl Aggregate {
         }
         let closes = r.end() != Some(EndReason::ActiveTimeout);
         let sides = [
-            (&r.dir[0], &r.addr_a, &r.addr_b, r.port_a, r.port_b),
-            (&r.dir[1], &r.addr_b, &r.addr_a, r.port_b, r.port_a),
+            (&r.dir[0], &r.addr_a, &r.addr_b, r.port_a, r.port_b, 0),
+            (&r.dir[1], &r.addr_b, &r.addr_a, r.port_b, r.port_a, 1),
         ];
-        for (d, src, dst, sport, dport) in sides {
+        for (d, src, dst, sport, dport, side) in sides {
             if d.packets == 0 {
                 continue;
             }
-            let key = self.key(r, src, dst, sport, dport);
+            let mut key = self.key(r, src, dst, sport, dport);
+            if self.primitives.has(Primitive::SrcContainer) {
+                key.src_container = r.ctr[side].name;
+            }
+            if self.primitives.has(Primitive::DstContainer) {
+                key.dst_container = r.ctr[1 - side].name;
+            }
             let c = Counters {
                 packets: d.packets,
                 ip_bytes: d.ip_bytes,
@@ -269,6 +280,7 @@ pub struct Accounts {
     fan_out: bool,
     tables: Vec<Aggregate>,
     per_queue: Vec<Totals>,
+    containers: Containers,
 }
 
 impl Accounts {
@@ -280,13 +292,28 @@ impl Accounts {
             fan_out,
             tables: (0..n_tables).map(|_| Aggregate::new(primitives)).collect(),
             per_queue: vec![Totals::default(); queues.len()],
+            containers: Containers::new(false),
         }
+    }
+
+    /// Keeps per-container flow logs too.
+    pub fn with_container_logs(mut self, logs: bool) -> Self {
+        self.containers = Containers::new(logs);
+        self
+    }
+
+    /// Per-container totals (the first queue's records only in fan-out mode).
+    pub fn containers(&self) -> &Containers {
+        &self.containers
     }
 
     /// Adds a valid record read from the queue at index `qi` of the intake.
     pub fn add(&mut self, qi: usize, r: &FlowRecord) {
         if let Some(t) = self.per_queue.get_mut(qi) {
             t.add(r);
+        }
+        if !self.fan_out || qi == 0 {
+            self.containers.add(r);
         }
         let ti = if self.fan_out { qi } else { 0 };
         if let Some(table) = self.tables.get_mut(ti) {
@@ -385,7 +412,16 @@ pub(crate) mod tests {
     }
 
     fn default_key(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, proto: u8) -> Key {
-        Key { ip_version: 4, src: v4(src), dst: v4(dst), src_port: sp, dst_port: dp, proto, vlan: 0 }
+        Key {
+            ip_version: 4,
+            src: v4(src),
+            dst: v4(dst),
+            src_port: sp,
+            dst_port: dp,
+            proto,
+            vlan: 0,
+            ..Default::default()
+        }
     }
 
     const A: [u8; 4] = [10, 0, 0, 1];

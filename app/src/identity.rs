@@ -38,6 +38,9 @@ pub struct AppSide<'a> {
     pub records_missing: u64,
     /// Every record queue ended and was drained.
     pub complete: bool,
+    /// The app has just emptied every record queue (true when `complete`, and
+    /// after the drain that follows SIGINT/SIGTERM).
+    pub drained: bool,
     /// ZBALANCE_HASH_MODE = 2.
     pub fan_out: bool,
     /// CJ_QUEUE_SET.
@@ -185,12 +188,27 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     }
 
     let mut per_queue = Vec::new();
+    // A live pipeline stopped in order (balancer, detector, app) is final too:
+    // the balancer process is gone, every worker flushed and ended with its
+    // packet queue empty, and the app drained every record queue.
+    let mut stopped_in_order = app.drained;
     for (qi, &q) in app.queues.iter().enumerate() {
         let pq = naming::packet_queue_path(cluster_dir, app.set, q);
         let dropped = match QueueFile::read_stats(&pq) {
-            Ok((_, stats)) => stats.dropped,
+            Ok((_, stats)) => {
+                if stats.in_flight() != 0 || process_alive(stats.producer_pid) {
+                    stopped_in_order = false;
+                }
+                stats.dropped
+            }
             Err(e) => return unchecked(id, format!("cannot read packet queue {}: {e}", pq.display())),
         };
+        let worker_ended = CounterPage::read(&naming::worker_stats_path(cluster_dir, q))
+            .map(|p| counter(&p, WORKER_COUNTERS[worker_counter::ENDED]) == 1)
+            .unwrap_or(false);
+        if !worker_ended {
+            stopped_in_order = false;
+        }
         let (lost, lost_records) = CounterPage::read(&naming::worker_stats_path(cluster_dir, q))
             .map(|p| {
                 (
@@ -204,7 +222,7 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
             .push(Terms { received, queue_dropped: dropped, records_lost_packets: lost, ..app_terms(qi) }.finish());
     }
 
-    let final_ = app.complete && id.balancer_ended;
+    let final_ = (app.complete && id.balancer_ended) || stopped_in_order;
     let not_final = if !id.balancer_ended {
         "identity not final yet (the balancer is still running)"
     } else {
@@ -295,4 +313,9 @@ fn unchecked(mut id: Identity, reason: String) -> Identity {
     id.line = format!("identity can't be checked: {reason}");
     id.reason = Some(reason);
     id
+}
+
+/// True when a process with this pid exists (0: none recorded).
+fn process_alive(pid: u32) -> bool {
+    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

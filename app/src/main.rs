@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 mod aggregate;
+mod containers;
 mod identity;
 mod intake;
 mod settings;
@@ -103,7 +104,9 @@ struct Run {
 }
 
 impl Run {
-    fn report_and_write(&self, complete: bool) -> Result<(Vec<PathBuf>, String), WriteError> {
+    /// `complete`: every record queue ended and was drained; `drained`: the app
+    /// has just emptied every record queue (a stop on a signal).
+    fn report_and_write(&self, complete: bool, drained: bool) -> Result<(Vec<PathBuf>, String), WriteError> {
         let stats = self.intake.stats();
         let queues = self.intake.queues();
         let app = AppSide {
@@ -111,6 +114,7 @@ impl Run {
             totals: self.accounts.per_queue(),
             records_missing: stats.iter().map(|s| s.records_missing).sum(),
             complete,
+            drained: complete || drained,
             fan_out: self.accounts.fan_out(),
             set: self.cfg.queue_set,
         };
@@ -167,9 +171,10 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
 
     let intake = Intake::attach(&cfg)?;
     let fan_out = cfg.hash_mode == HashMode::FanOut;
-    let accounts = Accounts::new(settings.primitives, &intake.queues(), fan_out);
-    eprintln!(
-        "cj-app: reading record queues {:?} under {} ({}); aggregate {}; writing {}{}",
+    let accounts =
+        Accounts::new(settings.primitives, &intake.queues(), fan_out).with_container_logs(settings.container_logs);
+    let started_line = format!(
+        "reading record queues {:?} under {} ({}); aggregate {}; writing {}{}",
         intake.queues(),
         cfg.cluster_dir().display(),
         summary::hash_mode_name(cfg.hash_mode),
@@ -180,15 +185,21 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
             None => " at the end".to_string(),
         }
     );
+    eprintln!("cj-app: {started_line}");
+    let mut notifier = station::notify::Notifier::from_env("cj-app");
+    notifier.ready(&started_line);
     let mut run = Run { cfg, settings, intake, accounts };
 
     let started = Instant::now();
     let mut next_refresh = run.settings.refresh.map(|d| started + d);
     let log_interval = (!run.cfg.log_interval.is_zero()).then_some(run.cfg.log_interval);
     let mut next_log = log_interval.map(|d| started + d);
-    let complete = loop {
+    let (complete, drained) = loop {
+        // Each pass drained the record queues (or found them empty): progress for the watchdog.
+        notifier.alive();
         if stop.load(Ordering::Relaxed) {
             eprintln!("cj-app: stopping: draining what is queued");
+            notifier.stopping("draining what is queued");
             let ended = loop {
                 match run.poll() {
                     Poll::Progress(_) => {}
@@ -196,15 +207,15 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
                     Poll::AllEnded => break true,
                 }
             };
-            break ended;
+            break (ended, true);
         }
         if run.poll() == Poll::AllEnded {
-            break true;
+            break (true, true);
         }
         let now = Instant::now();
         if let (Some(at), Some(every)) = (next_refresh, run.settings.refresh) {
             if now >= at {
-                if let Err(e) = run.report_and_write(false) {
+                if let Err(e) = run.report_and_write(false, false) {
                     eprintln!("cj-app: warning: refresh: {e}");
                 }
                 next_refresh = Some(next_deadline(at, every, now));
@@ -212,12 +223,15 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
         }
         if let (Some(at), Some(every)) = (next_log, log_interval) {
             if now >= at {
-                eprintln!("{}", run.log_line(started));
+                let line = run.log_line(started);
+                eprintln!("{line}");
+                notifier.status(&line);
                 next_log = Some(next_deadline(at, every, now));
             }
         }
     };
-    let (_, text) = run.report_and_write(complete)?;
+    notifier.stopping("writing the output files");
+    let (_, text) = run.report_and_write(complete, drained)?;
     print!("{text}");
     Ok(())
 }

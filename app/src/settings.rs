@@ -16,7 +16,10 @@
 //!
 //! [aggregate]
 //! primitives = ["src_host", "dst_host", "src_port", "dst_port", "proto"]   # (--aggregate)
-//! # supported: src_host, dst_host, src_port, dst_port, proto, vlan
+//! # supported: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container
+//!
+//! [containers]
+//! flow_logs = false              # also write containers/<name>.csv|json: each container's 5-tuple rows
 //! ```
 
 use std::fmt;
@@ -53,27 +56,36 @@ pub enum Primitive {
     DstPort,
     /// IP protocol.
     Proto,
+    /// Name of the source's container (empty when none).
+    SrcContainer,
+    /// Name of the destination's container.
+    DstContainer,
 }
 
 impl Primitive {
     /// Every primitive, in the order the help and error messages list them.
-    pub const LISTED: [Primitive; 6] = [
+    pub const LISTED: [Primitive; 8] = [
         Primitive::SrcHost,
         Primitive::DstHost,
         Primitive::SrcPort,
         Primitive::DstPort,
         Primitive::Proto,
         Primitive::Vlan,
+        Primitive::SrcContainer,
+        Primitive::DstContainer,
     ];
 
     /// Every primitive in output column order (pmacct's).
-    pub const COLUMN_ORDER: [Primitive; 6] = [
+    /// (pmacct has no container primitives: they come last.)
+    pub const COLUMN_ORDER: [Primitive; 8] = [
         Primitive::Vlan,
         Primitive::SrcHost,
         Primitive::DstHost,
         Primitive::SrcPort,
         Primitive::DstPort,
         Primitive::Proto,
+        Primitive::SrcContainer,
+        Primitive::DstContainer,
     ];
 
     /// The configuration name (`src_host`, ...).
@@ -85,6 +97,8 @@ impl Primitive {
             Primitive::SrcPort => "src_port",
             Primitive::DstPort => "dst_port",
             Primitive::Proto => "proto",
+            Primitive::SrcContainer => "src_container",
+            Primitive::DstContainer => "dst_container",
         }
     }
 
@@ -97,6 +111,8 @@ impl Primitive {
             Primitive::SrcPort => "SRC_PORT",
             Primitive::DstPort => "DST_PORT",
             Primitive::Proto => "PROTOCOL",
+            Primitive::SrcContainer => "SRC_CONTAINER",
+            Primitive::DstContainer => "DST_CONTAINER",
         }
     }
 
@@ -109,6 +125,8 @@ impl Primitive {
             Primitive::SrcPort => "port_src",
             Primitive::DstPort => "port_dst",
             Primitive::Proto => "ip_proto",
+            Primitive::SrcContainer => "container_src",
+            Primitive::DstContainer => "container_dst",
         }
     }
 
@@ -199,6 +217,8 @@ pub struct Settings {
     pub top: usize,
     /// Aggregation primitives.
     pub primitives: Primitives,
+    /// Write per-container flow logs (`[containers] flow_logs`).
+    pub container_logs: bool,
 }
 
 impl Default for Settings {
@@ -209,6 +229,7 @@ impl Default for Settings {
             formats: Formats { csv: true, json: true },
             top: DEFAULT_TOP,
             primitives: Primitives::default_set(),
+            container_logs: false,
         }
     }
 }
@@ -260,6 +281,13 @@ pub enum SettingsError {
 struct FileSettings {
     output: OutputSection,
     aggregate: AggregateSection,
+    containers: ContainersSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ContainersSection {
+    flow_logs: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,7 +360,8 @@ options:
   --out DIR         output directory (TOML [output] dir; default /var/lib/conjure/out)
   --aggregate LIST  comma-separated primitives (TOML [aggregate] primitives;
                     default src_host,dst_host,src_port,dst_port,proto;
-                    valid: src_host, dst_host, src_port, dst_port, proto, vlan)
+                    valid: src_host, dst_host, src_port, dst_port, proto, vlan,
+                    src_container, dst_container)
   --refresh SECS    rewrite the files every SECS seconds, 0 = only at the end
                     (TOML [output] refresh_interval; default 60)
 
@@ -464,6 +493,7 @@ fn resolve_from(file: FileSettings, toml_path: Option<&Path>, args: &RunArgs) ->
         formats,
         top: file.output.top,
         primitives,
+        container_logs: file.containers.flow_logs,
     })
 }
 
@@ -478,6 +508,18 @@ mod tests {
     fn from_toml(text: &str) -> Result<Settings, SettingsError> {
         let path = Path::new("/etc/app.toml");
         resolve_from(parse_toml(text, path)?, Some(path), &RunArgs::default())
+    }
+
+    #[test]
+    fn container_flow_logs_and_primitives() {
+        let s = from_toml(
+            "[containers]\nflow_logs = true\n[aggregate]\nprimitives = [\"dst_container\", \"proto\", \"src_container\"]\n",
+        )
+        .unwrap();
+        assert!(s.container_logs);
+        assert_eq!(s.primitives.to_string(), "proto,src_container,dst_container");
+        assert!(!from_toml("").unwrap().container_logs);
+        assert!(from_toml("[containers]\nlogs = 1\n").is_err());
     }
 
     #[test]
@@ -512,7 +554,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown aggregation primitive \"src_mac\" in /etc/app.toml [aggregate] primitives; \
-             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan"
+             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container"
         );
     }
 
@@ -523,7 +565,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown aggregation primitive \"peer_as\" in --aggregate; \
-             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan"
+             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container"
         );
     }
 

@@ -107,6 +107,8 @@ pub fn field(p: Primitive, k: &Key) -> String {
         Primitive::SrcPort => k.src_port.to_string(),
         Primitive::DstPort => k.dst_port.to_string(),
         Primitive::Proto => proto_name(k.proto).into_owned(),
+        Primitive::SrcContainer => station::record::text_of(&k.src_container).to_owned(),
+        Primitive::DstContainer => station::record::text_of(&k.dst_container).to_owned(),
     }
 }
 
@@ -128,7 +130,11 @@ pub fn json_row(primitives: Primitives, k: &Key, c: &Counters) -> String {
     for p in primitives.iter() {
         let v = field(p, k);
         match p {
-            Primitive::SrcHost | Primitive::DstHost | Primitive::Proto => {
+            Primitive::SrcHost
+            | Primitive::DstHost
+            | Primitive::Proto
+            | Primitive::SrcContainer
+            | Primitive::DstContainer => {
                 let _ = write!(s, ", \"{}\": {}", p.json_key(), serde_json::Value::String(v));
             }
             _ => {
@@ -165,6 +171,46 @@ pub fn json_text(table: &Aggregate) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Writes `containers.csv` / `containers.json` into `dir` as `formats` say,
+/// and with flow logs on, `containers/<name>.csv|json` per container; returns
+/// the paths written.
+///
+/// # Errors
+/// As [`write_atomic`].
+pub fn write_containers(
+    dir: &Path,
+    c: &crate::containers::Containers,
+    formats: Formats,
+) -> Result<Vec<PathBuf>, WriteError> {
+    let mut written = Vec::new();
+    if formats.csv {
+        let p = dir.join("containers.csv");
+        write_atomic(&p, crate::containers::csv_text(c).as_bytes())?;
+        written.push(p);
+    }
+    if formats.json {
+        let p = dir.join("containers.json");
+        write_atomic(&p, crate::containers::json_text(c).as_bytes())?;
+        written.push(p);
+    }
+    if let Some(logs) = c.logs() {
+        for ((name, id), table) in logs {
+            let base = dir.join("containers").join(crate::containers::log_file_name(name, id));
+            if formats.csv {
+                let p = base.with_extension("csv");
+                write_atomic(&p, csv_text(table).as_bytes())?;
+                written.push(p);
+            }
+            if formats.json {
+                let p = base.with_extension("json");
+                write_atomic(&p, json_text(table).as_bytes())?;
+                written.push(p);
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// Writes `contents` to `path` through `.<name>.tmp` and a rename.

@@ -58,6 +58,7 @@ struct SummaryJson<'a> {
     records_missing: u64,
     queues: Vec<QueueSummary>,
     identity: &'a Identity,
+    containers: Vec<&'a crate::containers::ContainerTotals>,
     files: Vec<PathBuf>,
 }
 
@@ -89,6 +90,7 @@ impl Report<'_> {
     pub fn write(&self) -> Result<Vec<PathBuf>, WriteError> {
         let out = &self.settings.out_dir;
         let mut files = sinks::write_table(out, self.accounts.main_table(), self.settings.formats)?;
+        files.extend(sinks::write_containers(out, self.accounts.containers(), self.settings.formats)?);
         for (q, table) in self.accounts.queue_tables() {
             files.extend(sinks::write_table(&out.join(format!("queue-{q}")), table, self.settings.formats)?);
         }
@@ -121,6 +123,7 @@ impl Report<'_> {
             records_missing: sum.records_missing,
             queues,
             identity: self.identity,
+            containers: self.accounts.containers().rows().collect(),
             files: files.clone(),
         };
         let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -167,12 +170,38 @@ impl Report<'_> {
         }
         s += &self.identity.line;
         s.push('\n');
+        s += &self.container_lines();
         s += &self.top_table();
         if !files.is_empty() {
             s += "files:\n";
             for f in files {
                 s += &format!("  {}\n", f.display());
             }
+        }
+        s
+    }
+
+    /// One line per container: `container NAME (ID): in P packets / B frame bytes, out ...`.
+    fn container_lines(&self) -> String {
+        let c = self.accounts.containers();
+        if c.is_empty() {
+            return String::new();
+        }
+        let mut s = format!("{} container(s):\n", c.len());
+        for t in c.rows() {
+            s += &format!(
+                "  container {} ({}): in {} packets / {} frame bytes, out {} packets / {} frame bytes, \
+                 {} flows, {} non-IP frames [{}]\n",
+                t.name,
+                t.id,
+                t.packets_in,
+                t.frame_bytes_in,
+                t.packets_out,
+                t.frame_bytes_out,
+                t.flows,
+                t.non_ip_frames,
+                t.veths.join(",")
+            );
         }
         s
     }
@@ -189,7 +218,16 @@ impl Report<'_> {
         header.extend(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS"].map(String::from));
         let numeric: Vec<bool> = p
             .iter()
-            .map(|x| !matches!(x, Primitive::SrcHost | Primitive::DstHost | Primitive::Proto))
+            .map(|x| {
+                !matches!(
+                    x,
+                    Primitive::SrcHost
+                        | Primitive::DstHost
+                        | Primitive::Proto
+                        | Primitive::SrcContainer
+                        | Primitive::DstContainer
+                )
+            })
             .chain([true; 4])
             .collect();
         let mut lines = vec![header];

@@ -42,7 +42,8 @@ usage:
 
 Configuration comes from CJ_* variables in the environment and from --config FILE
 (KEY=VALUE lines, as in sysconfig/conjure.conf); the environment wins.
-Sources: pcap:FILE  sim:SPEC  (SPEC e.g. flows=1000,packets=100000,sizes=64:50/1500:50,v6=20,vlan=10,seed=1,rate=0)
+Sources: IF | IF1,IF2 (AF_PACKET)  containers (every container veth, followed live)
+         pcap:FILE  sim:SPEC  (SPEC e.g. flows=1000,packets=100000,sizes=64:50/1500:50,v6=20,vlan=10,seed=1,rate=0)
 ";
 
 /// Everything that stops the balancer.
@@ -184,8 +185,8 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
     let mut stats =
         BalancerStats::open(&naming::balancer_stats_path(&dir), config.queue_sets, config.corecount, hash_mode_number)?;
     let mut dispatcher = Dispatcher::new(sets, config.hash_mode, wait_when_full, wait, &stop);
-    eprintln!(
-        "cj-balancer: {} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full)",
+    let started_line = format!(
+        "{} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full)",
         source.describe(),
         config.queue_sets,
         config.corecount,
@@ -193,12 +194,18 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         hash_mode_number,
         if wait_when_full { "wait" } else { "drop" }
     );
+    eprintln!("cj-balancer: {started_line}");
+    let mut notifier = station::notify::Notifier::from_env("cj-balancer");
+    notifier.ready(&started_line);
 
+    let started = Instant::now();
     let mut idle = shmq::Waiter::new(WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) });
     let mut last_log = Instant::now();
     let mut outcome = Ok(());
     let mut ended = false;
     while !stop.load(Ordering::Relaxed) {
+        // Each pass polled the source and published to the queues: progress for the watchdog.
+        notifier.alive();
         let (received, bytes) = (&mut stats.received, &mut stats.received_bytes);
         let polled = source.poll_batch(BATCH, &mut |frame| {
             *received += 1;
@@ -223,9 +230,12 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         }
         if !config.log_interval.is_zero() && last_log.elapsed() >= config.log_interval {
             last_log = Instant::now();
-            eprintln!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
+            let line = stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills());
+            eprintln!("{line}");
+            notifier.status(&line);
         }
     }
+    notifier.stopping(if ended { "end of stream: closing the queues" } else { "stopping: publishing what is queued" });
     let src = source.stats();
     stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);
     if ended {
@@ -243,10 +253,13 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         );
     }
     eprintln!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
+    let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "cj-balancer: {} (received {}, dropped at queues {})",
+        "cj-balancer: {} (received {} in {:.3}s, {}; dropped at queues {})",
         if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
         stats.received,
+        secs,
+        stats::format_rate(stats.received as f64 / secs.max(1e-9)),
         dispatcher.queue_dropped
     );
     outcome.map_err(BalancerError::from)

@@ -16,8 +16,14 @@
 //!   their next packet arrives, so record boundaries follow the flow clock
 //!   ([`crate::clock`]) alone.
 //! - Nothing is allocated per packet once the tables have grown.
+//! - Attribution: the tables attribute new flows with the inventory snapshot
+//!   given to [`Accounting::set_snapshot`] (the worker loads it once per
+//!   batch); the frame's capture source comes from its slot metadata.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use inventory::Snapshot;
 
 use station::slot::{read_packet, PKT_FLAG_TRUNCATED};
 use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
@@ -61,6 +67,7 @@ pub struct Accounting {
     clock: FlowClock,
     counters: FrameCounters,
     since_check: u32,
+    generation: u64,
 }
 
 impl Accounting {
@@ -71,7 +78,26 @@ impl Accounting {
 
     /// From given tables (tests use small reserves).
     pub fn with_tables(flows: FlowTable, other: NonIpTable) -> Self {
-        Self { flows, other, clock: FlowClock::new(), counters: FrameCounters::default(), since_check: 0 }
+        Self {
+            flows,
+            other,
+            clock: FlowClock::new(),
+            counters: FrameCounters::default(),
+            since_check: 0,
+            generation: 0,
+        }
+    }
+
+    /// Generation of the inventory snapshot in use (0: none yet).
+    pub fn snapshot_generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Attributes new flows with `snap` from now on (a newer snapshot of the same inventory).
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        self.generation = snap.generation;
+        self.flows.set_snapshot(Arc::clone(&snap));
+        self.other.set_snapshot(snap);
     }
 
     /// Frame totals so far.
@@ -103,7 +129,7 @@ impl Accounting {
                     self.counters.truncated += 1;
                 }
                 let s = wire::summarize(frame);
-                self.summary(&s, meta.ts_ns, meta.wire_len, sink);
+                self.summary_from(meta.source, &s, meta.ts_ns, meta.wire_len, sink);
             }
             None => {
                 self.counters.packets += 1;
@@ -119,12 +145,25 @@ impl Accounting {
     /// Counts one frame by its summary, timestamp and wire length.
     #[inline]
     pub fn summary(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32, sink: &mut impl RecordSink) {
+        self.summary_from(0, s, ts_ns, wire_len, sink);
+    }
+
+    /// [`Accounting::summary`] of a frame captured on source `source`.
+    #[inline]
+    pub fn summary_from(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        ts_ns: u64,
+        wire_len: u32,
+        sink: &mut impl RecordSink,
+    ) {
         match s.l3 {
             L3::Ipv4 | L3::Ipv6 => {
                 let (key, dir) = FlowKey::from_summary(s);
-                self.ip(s, &key, dir, ts_ns, wire_len, sink);
+                self.ip_from(source, s, &key, dir, ts_ns, wire_len, sink);
             }
-            L3::NonIp | L3::Malformed => self.non_ip(s, ts_ns, wire_len, sink),
+            L3::NonIp | L3::Malformed => self.non_ip_from(source, s, ts_ns, wire_len, sink),
         }
     }
 
@@ -132,6 +171,22 @@ impl Accounting {
     #[inline]
     pub fn ip(
         &mut self,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        ts_ns: u64,
+        wire_len: u32,
+        sink: &mut impl RecordSink,
+    ) {
+        self.ip_from(0, s, key, dir, ts_ns, wire_len, sink);
+    }
+
+    /// [`Accounting::ip`] of a frame captured on source `source`.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn ip_from(
+        &mut self,
+        source: u8,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -151,13 +206,26 @@ impl Accounting {
             c.fragments += 1;
         }
         let now = self.clock.packet(ts_ns);
-        self.flows.packet(s, key, dir, FrameTime { ts_ns, wire_len }, now, sink);
+        self.flows.packet_from(source, s, key, dir, FrameTime { ts_ns, wire_len }, now, sink);
         self.tick(sink);
     }
 
     /// Counts one non-IP or malformed frame.
     #[inline]
     pub fn non_ip(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32, sink: &mut impl RecordSink) {
+        self.non_ip_from(0, s, ts_ns, wire_len, sink);
+    }
+
+    /// [`Accounting::non_ip`] of a frame captured on source `source`.
+    #[inline]
+    pub fn non_ip_from(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        ts_ns: u64,
+        wire_len: u32,
+        sink: &mut impl RecordSink,
+    ) {
         let c = &mut self.counters;
         c.packets += 1;
         c.bytes += u64::from(wire_len);
@@ -167,7 +235,7 @@ impl Accounting {
             c.malformed += 1;
         }
         let now = self.clock.packet(ts_ns);
-        self.other.frame(s, ts_ns, wire_len, now, sink);
+        self.other.frame_from(source, s, ts_ns, wire_len, now, sink);
         self.tick(sink);
     }
 

@@ -16,6 +16,8 @@ pub enum Command {
         /// The `--config` file.
         config: Option<PathBuf>,
     },
+    /// Print what the container inventory sees now (`--inventory`), and exit.
+    Inventory,
     /// Print the help text.
     Help,
     /// Print the version.
@@ -27,6 +29,7 @@ pub const USAGE: &str = "\
 cj-detector: pinned per-core workers that keep flow tables and emit flow records
 
 Usage: cj-detector [--config FILE]
+       cj-detector --inventory [--config FILE]
        cj-detector --help | --version
 
 Worker i runs on core c_i (from CJ_COREBASE, stepping over CJ_SKIP_CORE, for
@@ -37,6 +40,10 @@ q = CJ_QUEUE_OFFSET + i, and writes flow records to rec-<q>, both under
 Options:
   --config FILE   read CJ_* variables from FILE (KEY=VALUE lines); the
                   environment overrides the file, the file overrides defaults
+  --inventory     print the containers the inventory sees now (runtime, name,
+                  id, host veth, netns, MACs, addresses) and the capture
+                  sources on their veths, then exit: checks attribution and
+                  its privileges before a run
   -h, --help      print this help
   -V, --version   print the version
 
@@ -63,6 +70,7 @@ pub fn parse(args: &[String]) -> Result<Command, DetectorError> {
         match a.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "--inventory" => return Ok(Command::Inventory),
             "--config" => match it.next() {
                 Some(f) if !f.is_empty() => config = Some(PathBuf::from(f)),
                 _ => return Err(DetectorError::Usage("--config needs a FILE".into())),

@@ -40,10 +40,30 @@
 //! - Later fragments (ports 0 per the `wire` rule) set [`FLAG_FRAGMENTS`] on
 //!   the part that counts them.
 //!
+//! - Flows are per capture point: the table key is the flow key and the
+//!   capture source index (`PacketMeta::source`), so a frame seen on two
+//!   interfaces (two container veths on one bridge) is counted once in each
+//!   interface's flow, never twice in one.
+//! - Attribution (DESIGN.md "Container attribution"): when a flow is created
+//!   (a new entry, or a restart after idle time or a new SYN) each side is tied
+//!   to a container of the current inventory [`Snapshot`]: the capture
+//!   interface's container when the capture is on a container veth (the side
+//!   whose MAC or address is that container's; see [`attribute`]), then by MAC,
+//!   then by IP address. Later parts of the flow keep it; records carry it
+//!   ([`station::record::ContainerRef`]) even after the container stopped
+//!   (snapshot entries are never reused). Attribution reads hash maps of the
+//!   snapshot: no lock, no allocation.
+//!
 //! Not guaranteed: that a flow is reported in one record (active timeouts,
 //! evictions and restarts split it; the app merges parts by key).
 
-use station::record::{DirCounters, EndReason, FlowRecord, RecordKind, FLAG_FRAGMENTS, FLAG_INITIATOR_BY_SYN};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use inventory::Snapshot;
+use station::record::{
+    AttributedBy, ContainerRef, DirCounters, EndReason, FlowRecord, RecordKind, FLAG_FRAGMENTS, FLAG_INITIATOR_BY_SYN,
+};
 use wire::{Direction, FlowKey, Fragment, PacketSummary};
 
 use crate::lru_slab::LruSlab;
@@ -118,6 +138,95 @@ pub struct TableStats {
     pub records: u64,
 }
 
+/// The table key: the canonical flow key and the capture source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableKey {
+    /// The direction-free flow key.
+    pub key: FlowKey,
+    /// `PacketMeta::source`: the capture interface's index.
+    pub source: u8,
+}
+
+/// A side's attribution packed in 16 bits: the snapshot entry index in the low
+/// 14 bits, the [`AttributedBy`] in the top 2.
+pub type Attribution = u16;
+
+/// Packs an entry index and how it was found.
+#[inline]
+pub fn pack(entry: u16, by: AttributedBy) -> Attribution {
+    if entry == inventory::NONE {
+        0
+    } else {
+        (entry & 0x3fff) | ((by as u16) << 14)
+    }
+}
+
+/// The record form of a packed attribution.
+#[inline]
+pub fn unpack(snap: &Snapshot, a: Attribution) -> ContainerRef {
+    if a == 0 {
+        return ContainerRef::default();
+    }
+    let mut r = snap.entry(a & 0x3fff);
+    r.by = (a >> 14) as u8;
+    r
+}
+
+/// The IP address of a summary's 16-byte form.
+#[inline]
+fn ip_of(version: u8, b: &[u8; 16]) -> Option<IpAddr> {
+    station::record::ip_from_bytes(version, b)
+}
+
+/// Attributes the sender (`src`) and receiver (`dst`) of a frame captured on
+/// source `source`: (sender, receiver). `ips` are (src, dst) addresses when IP.
+#[inline]
+pub fn attribute(
+    snap: &Snapshot,
+    source: u8,
+    src_mac: &[u8; 6],
+    dst_mac: &[u8; 6],
+    ips: Option<(IpAddr, IpAddr)>,
+) -> (Attribution, Attribution) {
+    if snap.entries.len() <= 1 {
+        return (0, 0); // no container known (an offline run): nothing to look up
+    }
+    let by_addr = |mac: &[u8; 6], ip: Option<IpAddr>| -> Attribution {
+        // Group (broadcast, multicast) MACs are nobody's.
+        let m = if mac[0] & 1 == 0 { snap.by_mac(mac) } else { inventory::NONE };
+        if m != inventory::NONE {
+            return pack(m, AttributedBy::Mac);
+        }
+        match ip {
+            Some(ip) => pack(snap.by_ip(&ip), AttributedBy::Ip),
+            None => 0,
+        }
+    };
+    let (sip, dip) = match ips {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let mut src = by_addr(src_mac, sip);
+    let mut dst = by_addr(dst_mac, dip);
+    let veth = snap.by_source(source);
+    if veth != inventory::NONE {
+        // Which side of the frame is the container behind the capturing veth:
+        // the side whose MAC or address is its own; else, when the sender is
+        // known to be someone else or unknown while the container's own MACs
+        // are known (a frame from the gateway), the receiver; else the sender.
+        let tied = pack(veth, AttributedBy::Interface);
+        let knows_own = snap.entries.get(usize::from(veth)).is_some_and(|e| !e.macs.is_empty());
+        if src & 0x3fff == veth {
+            src = tied;
+        } else if dst & 0x3fff == veth || src != 0 || knows_own {
+            dst = tied;
+        } else {
+            src = tied;
+        }
+    }
+    (src, dst)
+}
+
 /// One flow (part) in the table. Counters are by key side: index 0 counts
 /// packets sent by the key's `lo` side, 1 by its `hi` side.
 #[derive(Clone, Copy, Debug)]
@@ -139,15 +248,27 @@ struct Flow {
     /// 0: by first packet, 1: by SYN-ACK, 2: by SYN.
     decided: u8,
     fragments: bool,
+    /// Containers by key side (see [`attribute`]).
+    ctr: [Attribution; 2],
 }
 
 /// Bytes of one slab entry (key, counters, links).
-pub const FLOW_ENTRY_BYTES: usize = LruSlab::<FlowKey, Flow, 2>::ENTRY_BYTES;
+pub const FLOW_ENTRY_BYTES: usize = LruSlab::<TableKey, Flow, 2>::ENTRY_BYTES;
 
 const _: () = assert!(FLOW_ENTRY_BYTES <= 176, "the module docs promise 176 bytes per slab entry");
 
 impl Flow {
-    fn new(s: &PacketSummary, side: usize, ts_ns: u64, now_ns: u64) -> Self {
+    fn new(s: &PacketSummary, side: usize, ts_ns: u64, now_ns: u64, snap: &Snapshot, source: u8) -> Self {
+        let (by_sender, by_receiver) = attribute(
+            snap,
+            source,
+            &s.src_mac,
+            &s.dst_mac,
+            ip_of(s.ip_version, &s.src).zip(ip_of(s.ip_version, &s.dst)),
+        );
+        let mut ctr = [0; 2];
+        ctr[side] = by_sender;
+        ctr[1 - side] = by_receiver;
         let mut mac = [[0u8; 6]; 2];
         mac[side] = s.src_mac;
         mac[1 - side] = s.dst_mac;
@@ -166,6 +287,7 @@ impl Flow {
             initiator_hi: side == 1,
             decided: 0,
             fragments: false,
+            ctr,
         }
     }
 
@@ -217,7 +339,8 @@ impl Flow {
         self.fragments = false;
     }
 
-    fn record(&self, key: &FlowKey, reason: EndReason, queue: u16) -> FlowRecord {
+    fn record(&self, tk: &TableKey, reason: EndReason, queue: u16, snap: &Snapshot) -> FlowRecord {
+        let key = &tk.key;
         let (a, b) = if self.initiator_hi { (1, 0) } else { (0, 1) };
         let addr = [key.addr_lo, key.addr_hi];
         let port = [key.port_lo, key.port_hi];
@@ -248,7 +371,9 @@ impl Flow {
             proto: key.proto,
             end_reason: reason as u8,
             flags,
-            _pad: [0; 3],
+            source: tk.source,
+            _pad: [0; 2],
+            ctr: [unpack(snap, self.ctr[a]), unpack(snap, self.ctr[b])],
         }
     }
 }
@@ -265,9 +390,10 @@ pub struct FrameTime {
 /// A worker's flow table. See the module docs for what it guarantees.
 #[derive(Debug)]
 pub struct FlowTable {
-    slab: LruSlab<FlowKey, Flow, 2>,
+    slab: LruSlab<TableKey, Flow, 2>,
     cfg: TableConfig,
     stats: TableStats,
+    snap: Arc<Snapshot>,
 }
 
 impl FlowTable {
@@ -279,7 +405,14 @@ impl FlowTable {
     /// An empty table reserving `min(cfg.limit, reserve)` entries.
     pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
         let limit = cfg.limit.max(1) as usize;
-        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default() }
+        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default(), snap: Arc::default() }
+    }
+
+    /// The inventory snapshot new flows are attributed with and records read
+    /// their containers from (a newer one of the same inventory: entries are
+    /// never reused).
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        self.snap = snap;
     }
 
     /// The table's settings.
@@ -314,7 +447,24 @@ impl FlowTable {
         now_ns: u64,
         sink: &mut impl RecordSink,
     ) {
+        self.packet_from(0, s, key, dir, frame, now_ns, sink);
+    }
+
+    /// [`FlowTable::packet`] for a frame captured on source `source`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn packet_from(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        frame: FrameTime,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
         let FrameTime { ts_ns, wire_len: frame_len } = frame;
+        let tk = TableKey { key: *key, source };
+        let key = &tk;
         let side = match dir {
             Direction::LoToHi => 0,
             Direction::HiToLo => 1,
@@ -329,13 +479,13 @@ impl FlowTable {
                 if now_ns.saturating_sub(f.seen_ns) >= timeout || (closing_list && pure_syn) {
                     // The old flow ended before this packet: report it, start anew.
                     let reason = if closing_list { EndReason::EndOfFlow } else { EndReason::IdleTimeout };
-                    sink.emit(f.record(key, reason, queue));
-                    *f = Flow::new(s, side, ts_ns, now_ns);
+                    sink.emit(f.record(key, reason, queue, &self.snap));
+                    *f = Flow::new(s, side, ts_ns, now_ns, &self.snap, source);
                     self.stats.records += 1;
                     self.stats.expired += 1;
                     self.stats.new += 1;
                 } else if now_ns.saturating_sub(f.started_ns) >= self.cfg.active_ns {
-                    sink.emit(f.record(key, EndReason::ActiveTimeout, queue));
+                    sink.emit(f.record(key, EndReason::ActiveTimeout, queue, &self.snap));
                     f.restart_part(ts_ns, now_ns);
                     self.stats.records += 1;
                 }
@@ -345,7 +495,7 @@ impl FlowTable {
                 if self.slab.is_full() {
                     self.evict_one(sink);
                 }
-                let f = Flow::new(s, side, ts_ns, now_ns);
+                let f = Flow::new(s, side, ts_ns, now_ns, &self.snap, source);
                 self.stats.new += 1;
                 match self.slab.insert(*key, f, OPEN) {
                     Some(i) => i,
@@ -375,7 +525,7 @@ impl FlowTable {
             (None, None) => return,
         };
         let (key, f) = self.slab.remove(victim);
-        sink.emit(f.record(&key, EndReason::LackOfResources, self.cfg.queue));
+        sink.emit(f.record(&key, EndReason::LackOfResources, self.cfg.queue, &self.snap));
         self.stats.records += 1;
         self.stats.evicted += 1;
     }
@@ -392,7 +542,7 @@ impl FlowTable {
                     break;
                 }
                 let (key, f) = self.slab.remove(i);
-                sink.emit(f.record(&key, reason, self.cfg.queue));
+                sink.emit(f.record(&key, reason, self.cfg.queue, &self.snap));
                 n += 1;
             }
         }
@@ -408,7 +558,7 @@ impl FlowTable {
         for list in [OPEN, CLOSING] {
             while let Some(i) = self.slab.oldest(list) {
                 let (key, f) = self.slab.remove(i);
-                sink.emit(f.record(&key, EndReason::ForcedEnd, self.cfg.queue));
+                sink.emit(f.record(&key, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
                 n += 1;
             }
         }
@@ -712,6 +862,71 @@ pub(crate) mod tests {
         assert_eq!(out[0].addr_b, s.dst);
         assert_eq!(out[0].ethertype, 0x86DD);
         assert_eq!(out[0].ip_version, 6);
+    }
+
+    fn feed_on(t: &mut FlowTable, source: u8, s: &PacketSummary, ts: u64, out: &mut Vec<FlowRecord>) {
+        let (k, d) = key_of(s);
+        t.packet_from(source, s, &k, d, FrameTime { ts_ns: ts, wire_len: s.ip_len + 14 }, ts, out);
+    }
+
+    /// Client C behind veth `vc` (capture source 1, MAC as the helpers make it);
+    /// server SV known by address only (another MAC).
+    fn two_containers() -> Arc<Snapshot> {
+        use inventory::Entry;
+        use station::record::fixed_text;
+        let e = |name: &str, mac: [u8; 6], ip: [u8; 4], veth: &str| Entry {
+            reference: ContainerRef {
+                netns: 4026531000 + u64::from(mac[5]),
+                nsid: 1,
+                id: fixed_text(name),
+                name: fixed_text(name),
+                veth: fixed_text(veth),
+                ..Default::default()
+            },
+            macs: vec![mac],
+            ips: vec![IpAddr::from(ip)],
+            ..Default::default()
+        };
+        Arc::new(inventory::snapshot_for_tests(&[
+            (e("client", [2, 0, 0, 0, 0, C[3]], C, "vc"), Some(1)),
+            (e("server", [2, 0, 0, 0, 0, 0xee], SV, "vs"), None),
+        ]))
+    }
+
+    #[test]
+    fn both_ends_are_attributed_when_the_flow_is_created() {
+        let mut t = FlowTable::new(cfg());
+        t.set_snapshot(two_containers());
+        let mut out = Vec::new();
+        // Captured on the client's veth: the client by interface, the server by IP.
+        feed_on(&mut t, 1, &udp(C, 5000, SV, 53), S, &mut out);
+        feed_on(&mut t, 1, &udp(SV, 53, C, 5000), S + 1, &mut out);
+        // The same flow captured elsewhere (source 0): its own record, client by MAC.
+        feed_on(&mut t, 0, &udp(C, 5000, SV, 53), S + 2, &mut out);
+        // Into the client on its veth, first packet from the server: the receiver is the veth's.
+        feed_on(&mut t, 1, &udp(SV, 80, C, 6000), S + 3, &mut out);
+        // A newer snapshot (the same inventory: entries keep their indices) changes nothing for existing flows.
+        let mut newer = (*two_containers()).clone();
+        newer.generation = 9;
+        newer.live.iter_mut().for_each(|l| *l = false);
+        t.set_snapshot(Arc::new(newer));
+        t.flush(&mut out);
+        assert_eq!(out.len(), 3);
+        let on_veth = out.iter().find(|r| r.source == 1 && r.port_a == 5000).unwrap();
+        assert_eq!((on_veth.ctr[0].name_str(), on_veth.ctr[0].attributed_by()), ("client", AttributedBy::Interface));
+        assert_eq!((on_veth.ctr[1].name_str(), on_veth.ctr[1].attributed_by()), ("server", AttributedBy::Ip));
+        assert_eq!(on_veth.ctr[0].veth_str(), "vc");
+        assert_eq!(on_veth.packets(), 2);
+        let elsewhere = out.iter().find(|r| r.source == 0).unwrap();
+        assert_eq!((elsewhere.ctr[0].name_str(), elsewhere.ctr[0].attributed_by()), ("client", AttributedBy::Mac));
+        let inbound = out.iter().find(|r| r.port_a == 80).unwrap();
+        assert_eq!((inbound.ctr[0].name_str(), inbound.ctr[0].attributed_by()), ("server", AttributedBy::Ip));
+        assert_eq!((inbound.ctr[1].name_str(), inbound.ctr[1].attributed_by()), ("client", AttributedBy::Interface));
+        // No snapshot: no containers.
+        let mut plain = FlowTable::new(cfg());
+        feed(&mut plain, &udp(C, 1, SV, 2), S, &mut out);
+        plain.flush(&mut out);
+        assert!(!out.last().unwrap().ctr[0].is_some() && !out.last().unwrap().ctr[1].is_some());
     }
 
     #[test]

@@ -8,13 +8,14 @@
 #![deny(unsafe_code)]
 
 pub mod accounting;
+pub mod attribution;
 pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod flow_table;
 pub mod lru_slab;
 pub mod nonip_table;
+pub mod progress;
 pub mod record_sink;
-pub mod sd_notify;
 pub mod stats;
 pub mod worker;

@@ -45,6 +45,11 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             println!("cj-detector {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
+        Command::Inventory => {
+            let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+            print!("{}", detector::attribution::describe(&cfg));
+            return Ok(());
+        }
         Command::Run { .. } => {}
     }
     let config_file = station::config::parse_args_config(args);
@@ -65,12 +70,13 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             .map_err(|source| DetectorError::Signal { signal: name, source })?;
     }
 
+    let inventory = detector::attribution::start(&cfg);
     let specs: Vec<WorkerSpec> =
         plan.iter().enumerate().map(|(i, &core)| WorkerSpec::from_station(&cfg, i, core)).collect();
     let gate = Arc::new(StartGate::new(specs.len()));
     let mut handles = Vec::with_capacity(specs.len());
     for spec in &specs {
-        match worker::spawn(spec.clone(), Arc::clone(&gate), Arc::clone(&stop)) {
+        match worker::spawn_with_inventory(spec.clone(), Arc::clone(&gate), Arc::clone(&stop), inventory.clone()) {
             Ok(h) => handles.push((spec.queue, h)),
             Err(e) => {
                 // The others are parked at the gate and have touched no packet:
@@ -80,19 +86,20 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             }
         }
     }
-    let notifier = detector::sd_notify::Notifier::from_env();
+    let mut notifier = station::notify::Notifier::from_env("cj-detector");
     let go = gate.open();
     if go {
-        notifier.notify("READY=1");
         let cores: Vec<String> = specs.iter().map(|s| format!("{}->core {}", s.queue, s.core)).collect();
-        eprintln!(
-            "cj-detector: {} workers started (queue->core: {}), cluster dir {}",
+        let started = format!(
+            "{} workers started (queue->core: {}), cluster dir {}",
             specs.len(),
             cores.join(", "),
             cfg.cluster_dir().display()
         );
-        supervise(&specs, &handles, cfg.log_interval, &notifier);
-        notifier.notify("STOPPING=1");
+        eprintln!("cj-detector: {started}");
+        notifier.ready(&started);
+        supervise(&specs, &handles, cfg.log_interval, &mut notifier);
+        notifier.stopping("workers flushing their flows");
     }
 
     let mut first_err = None;
@@ -138,19 +145,19 @@ fn supervise(
     specs: &[WorkerSpec],
     handles: &[(u32, JoinHandle<Result<WorkerSummary, DetectorError>>)],
     interval: Duration,
-    notifier: &detector::sd_notify::Notifier,
+    notifier: &mut station::notify::Notifier,
 ) {
     let watchdog = notifier.watchdog_interval();
-    let mut next_watchdog = Instant::now();
+    let mut progress = detector::progress::Progress::new(specs.len());
     let mut prev: Vec<(Instant, WorkerSnapshot)> = vec![(Instant::now(), WorkerSnapshot::default()); specs.len()];
     let mut queues: Vec<Option<(shmq::QueueFile, shmq::QueueFile)>> = Vec::new();
     let mut next = Instant::now() + interval;
     while !handles.iter().all(|(_, h)| h.is_finished()) {
         std::thread::sleep(SUPERVISE_TICK);
+        // The watchdog is fed only while every worker drains its queue (or has nothing to do).
         if let Some(w) = watchdog {
-            if Instant::now() >= next_watchdog {
-                notifier.notify("WATCHDOG=1");
-                next_watchdog = Instant::now() + w;
+            if progress.all_within(specs, w) {
+                notifier.alive();
             }
         }
         if interval.is_zero() || Instant::now() < next {

@@ -14,14 +14,22 @@
 //!   by [`NonIpTable::expire`], O(expired)), active timeout, and eviction of the
 //!   least recently seen entry when [`NON_IP_TABLE_SIZE`] entries are held, and
 //!   [`EndReason::ForcedEnd`] on [`NonIpTable::flush`].
+//! - Entries are per capture point (the key includes the capture source) and
+//!   both sides are attributed to containers when the entry is created, like
+//!   flows (by capture interface, else by MAC; see
+//!   [`crate::flow_table::attribute`]), so per-container frame totals include
+//!   ARP and the like.
 //! - A packet-queue slot that cannot be read (corrupt metadata) is counted by
 //!   [`NonIpTable::corrupt_slot`] as one malformed frame with zero MACs,
 //!   EtherType 0 and 0 frame bytes.
 
+use std::sync::Arc;
+
+use inventory::Snapshot;
 use station::record::{DirCounters, EndReason, FlowRecord, RecordKind};
 use wire::{PacketSummary, L3};
 
-use crate::flow_table::TableConfig;
+use crate::flow_table::{attribute, unpack, Attribution, TableConfig};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 
@@ -37,6 +45,7 @@ struct NonIpKey {
     ethertype: u16,
     vlan: u16,
     vlan_inner: u16,
+    source: u8,
 }
 
 /// Counters of one entry, by key side (0: sent by `mac_lo`).
@@ -48,6 +57,8 @@ struct Entry {
     seen_ns: u64,
     started_ns: u64,
     initiator_hi: bool,
+    /// Containers by key side.
+    ctr: [Attribution; 2],
 }
 
 /// The non-IP and malformed-frame table. See the module docs.
@@ -57,12 +68,18 @@ pub struct NonIpTable {
     cfg: TableConfig,
     records: u64,
     evicted: u64,
+    snap: Arc<Snapshot>,
 }
 
 impl NonIpTable {
     /// An empty table with the flow table's timeouts (its size is fixed).
     pub fn new(cfg: TableConfig) -> Self {
-        Self { slab: LruSlab::new(NON_IP_TABLE_SIZE, 256), cfg, records: 0, evicted: 0 }
+        Self { slab: LruSlab::new(NON_IP_TABLE_SIZE, 256), cfg, records: 0, evicted: 0, snap: Arc::default() }
+    }
+
+    /// The inventory snapshot (see [`crate::flow_table::FlowTable::set_snapshot`]).
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        self.snap = snap;
     }
 
     /// Entries held.
@@ -88,27 +105,38 @@ impl NonIpTable {
     /// Counts one frame whose summary is [`L3::NonIp`] or [`L3::Malformed`]
     /// (any other kind is counted as malformed).
     pub fn frame(&mut self, s: &PacketSummary, ts_ns: u64, frame_len: u32, now_ns: u64, sink: &mut impl RecordSink) {
+        self.frame_from(0, s, ts_ns, frame_len, now_ns, sink);
+    }
+
+    /// [`NonIpTable::frame`] for a frame captured on source `source`.
+    pub fn frame_from(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        ts_ns: u64,
+        frame_len: u32,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
         let kind = match s.l3 {
             L3::NonIp => RecordKind::NonIp,
             _ => RecordKind::Malformed,
         };
-        self.count(kind, s.src_mac, s.dst_mac, s.ethertype, s.vlan, s.vlan_inner, ts_ns, frame_len, now_ns, sink);
+        let k = (kind, s.ethertype, s.vlan, s.vlan_inner, source);
+        self.count(k, s.src_mac, s.dst_mac, ts_ns, frame_len, now_ns, sink);
     }
 
     /// Counts one unreadable packet-queue slot as a malformed frame of 0 bytes.
     pub fn corrupt_slot(&mut self, now_ns: u64, sink: &mut impl RecordSink) {
-        self.count(RecordKind::Malformed, [0; 6], [0; 6], 0, 0, 0, now_ns, 0, now_ns, sink);
+        self.count((RecordKind::Malformed, 0, 0, 0, 0), [0; 6], [0; 6], now_ns, 0, now_ns, sink);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn count(
         &mut self,
-        kind: RecordKind,
+        (kind, ethertype, vlan, vlan_inner, source): (RecordKind, u16, u16, u16, u8),
         src: [u8; 6],
         dst: [u8; 6],
-        ethertype: u16,
-        vlan: u16,
-        vlan_inner: u16,
         ts_ns: u64,
         frame_len: u32,
         now_ns: u64,
@@ -116,7 +144,16 @@ impl NonIpTable {
     ) {
         let side = usize::from(src > dst);
         let (mac_lo, mac_hi) = if side == 0 { (src, dst) } else { (dst, src) };
-        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner };
+        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner, source };
+        let snap = &self.snap;
+        let attributed = || {
+            let (by_src, by_dst) = attribute(snap, source, &src, &dst, None);
+            if side == 0 {
+                [by_src, by_dst]
+            } else {
+                [by_dst, by_src]
+            }
+        };
         let fresh = Entry {
             counters: [DirCounters::default(); 2],
             first_ns: ts_ns,
@@ -124,18 +161,19 @@ impl NonIpTable {
             seen_ns: now_ns,
             started_ns: now_ns,
             initiator_hi: side == 1,
+            ctr: [0; 2],
         };
         let queue = self.cfg.queue;
         let i = match self.slab.find(&key) {
             Some(i) => {
                 let e = self.slab.get_mut(i);
                 if now_ns.saturating_sub(e.seen_ns) >= self.cfg.idle_ns {
-                    sink.emit(record(&key, e, EndReason::IdleTimeout, queue));
-                    *e = fresh;
+                    sink.emit(record(&key, e, EndReason::IdleTimeout, queue, snap));
+                    *e = Entry { ctr: attributed(), ..fresh };
                     self.records += 1;
                 } else if now_ns.saturating_sub(e.started_ns) >= self.cfg.active_ns {
-                    sink.emit(record(&key, e, EndReason::ActiveTimeout, queue));
-                    *e = Entry { initiator_hi: e.initiator_hi, ..fresh };
+                    sink.emit(record(&key, e, EndReason::ActiveTimeout, queue, snap));
+                    *e = Entry { initiator_hi: e.initiator_hi, ctr: e.ctr, ..fresh };
                     self.records += 1;
                 }
                 i
@@ -144,12 +182,12 @@ impl NonIpTable {
                 if self.slab.is_full() {
                     if let Some(v) = self.slab.oldest(0) {
                         let (k, e) = self.slab.remove(v);
-                        sink.emit(record(&k, &e, EndReason::LackOfResources, queue));
+                        sink.emit(record(&k, &e, EndReason::LackOfResources, queue, snap));
                         self.records += 1;
                         self.evicted += 1;
                     }
                 }
-                match self.slab.insert(key, fresh, 0) {
+                match self.slab.insert(key, Entry { ctr: attributed(), ..fresh }, 0) {
                     Some(i) => i,
                     None => unreachable!("insert after eviction"),
                 }
@@ -171,7 +209,7 @@ impl NonIpTable {
                 break;
             }
             let (k, e) = self.slab.remove(i);
-            sink.emit(record(&k, &e, EndReason::IdleTimeout, self.cfg.queue));
+            sink.emit(record(&k, &e, EndReason::IdleTimeout, self.cfg.queue, &self.snap));
             n += 1;
         }
         self.records += n;
@@ -183,7 +221,7 @@ impl NonIpTable {
         let mut n = 0;
         while let Some(i) = self.slab.oldest(0) {
             let (k, e) = self.slab.remove(i);
-            sink.emit(record(&k, &e, EndReason::ForcedEnd, self.cfg.queue));
+            sink.emit(record(&k, &e, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
             n += 1;
         }
         self.records += n;
@@ -191,7 +229,7 @@ impl NonIpTable {
     }
 }
 
-fn record(key: &NonIpKey, e: &Entry, reason: EndReason, queue: u16) -> FlowRecord {
+fn record(key: &NonIpKey, e: &Entry, reason: EndReason, queue: u16, snap: &Snapshot) -> FlowRecord {
     let (a, b) = if e.initiator_hi { (1, 0) } else { (0, 1) };
     let mac = [key.mac_lo, key.mac_hi];
     FlowRecord {
@@ -206,6 +244,8 @@ fn record(key: &NonIpKey, e: &Entry, reason: EndReason, queue: u16) -> FlowRecor
         queue,
         kind: key.kind,
         end_reason: reason as u8,
+        source: key.source,
+        ctr: [unpack(snap, e.ctr[a]), unpack(snap, e.ctr[b])],
         ..FlowRecord::default()
     }
 }

@@ -191,10 +191,27 @@ pub fn spawn(
     gate: Arc<StartGate>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<Result<WorkerSummary, DetectorError>>, DetectorError> {
+    spawn_with_inventory(spec, gate, stop, None)
+}
+
+/// The container inventory's snapshot cell, shared by every worker.
+pub type SharedSnapshot = Arc<inventory::arc_swap::ArcSwap<inventory::Snapshot>>;
+
+/// [`spawn`] with the inventory whose snapshot attributes new flows (loaded
+/// once per batch, without a lock).
+///
+/// # Errors
+/// The OS refused the thread.
+pub fn spawn_with_inventory(
+    spec: WorkerSpec,
+    gate: Arc<StartGate>,
+    stop: Arc<AtomicBool>,
+    inventory: Option<SharedSnapshot>,
+) -> Result<JoinHandle<Result<WorkerSummary, DetectorError>>, DetectorError> {
     let queue = spec.queue;
     std::thread::Builder::new()
         .name(format!("cj-worker-{queue}"))
-        .spawn(move || run(&spec, &gate, &stop))
+        .spawn(move || run(&spec, &gate, &stop, inventory.as_ref()))
         .map_err(|source| DetectorError::Spawn { queue, source })
 }
 
@@ -227,7 +244,24 @@ fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
     Ok(Opened { consumer, producer, page })
 }
 
-fn run(spec: &WorkerSpec, gate: &StartGate, stop: &AtomicBool) -> Result<WorkerSummary, DetectorError> {
+/// Gives the accounting the inventory's current snapshot when it changed: one
+/// lock-free load; the `Arc` is only cloned on a change.
+#[inline]
+fn refresh_snapshot(acct: &mut Accounting, inventory: Option<&SharedSnapshot>) {
+    if let Some(inv) = inventory {
+        let snap = inv.load();
+        if snap.generation != acct.snapshot_generation() {
+            acct.set_snapshot(inventory::arc_swap::Guard::into_inner(snap));
+        }
+    }
+}
+
+fn run(
+    spec: &WorkerSpec,
+    gate: &StartGate,
+    stop: &AtomicBool,
+    inventory: Option<&SharedSnapshot>,
+) -> Result<WorkerSummary, DetectorError> {
     let opened = setup(spec);
     if !gate.pass(opened.is_ok()) {
         return Err(opened.err().unwrap_or(DetectorError::Aborted { queue: spec.queue }));
@@ -245,6 +279,7 @@ fn run(spec: &WorkerSpec, gate: &StartGate, stop: &AtomicBool) -> Result<WorkerS
     stats.write(&acct, &out, false);
 
     let cause = loop {
+        refresh_snapshot(&mut acct, inventory);
         let mut n = 0;
         while n < BATCH {
             if consumer.pop_with(|slot| acct.slot(slot, &mut out)).is_none() {

@@ -116,6 +116,8 @@ pub enum SourceSpec {
     Sim(crate::sim::SimSpec),
     /// `eth0` or `eth1,eth2` (AF_PACKET)
     Interfaces(Vec<String>),
+    /// `containers`: the host veth of every container, followed as they come and go (AF_PACKET)
+    Containers,
     /// `pfring:IF`
     PfRing(String),
     /// `zc:IF`
@@ -142,7 +144,12 @@ const fn var(name: &'static str, default: &'static str, group: &'static str, hel
 /// Every variable the station reads (and the deployment placeholders it
 /// tolerates), with defaults. `sysconfig/conjure.conf` lists the same.
 pub const VARIABLES: &[Variable] = &[
-    var("CJ_IFACE", "", "zbalance", "capture source: pcap:FILE | sim:SPEC | IF | IF1,IF2 | pfring:IF | zc:IF"),
+    var(
+        "CJ_IFACE",
+        "",
+        "zbalance",
+        "capture source: pcap:FILE | sim:SPEC | IF | IF1,IF2 | containers | pfring:IF | zc:IF",
+    ),
     var("CJ_CLUSTER_ID", "98", "zbalance", "cluster id (0..=1023): names the shared-memory queue directory"),
     var(
         "ZBALANCE_HASH_MODE",
@@ -222,6 +229,21 @@ pub const VARIABLES: &[Variable] = &[
     var("PF_DRIVER", "", "deployment", "PF_RING ZC driver for install_pfring.sh (not read by the binaries)"),
     var("CJ_IP4_ADDR", "", "deployment", "station IPv4 address, for deployment scripts (not read by the binaries)"),
     var("CJ_IP6_ADDR", "", "deployment", "station IPv6 address, for deployment scripts (not read by the binaries)"),
+    var(
+        "CJ_HUGEPAGES",
+        "",
+        "deployment",
+        "2 MiB hugepages on-reboot.sh reserves; empty: 1024 when CJ_IFACE is zc:..., else none; 0: none",
+    ),
+    var("CJ_HUGEPAGES_MOUNT", "/dev/hugepages", "deployment", "hugetlbfs mount point on-reboot.sh makes (absolute)"),
+    var(
+        "CJ_SHM_OWNER",
+        "root:root",
+        "deployment",
+        "owner:group of the queue directory on-reboot.sh creates (mode 2770)",
+    ),
+    var("CJ_TUN", "yes", "deployment", "on-reboot.sh creates tun<CJ_QUEUE_OFFSET+i> for flow mirroring: yes | no"),
+    var("CJ_IMAGE", "conjure", "deployment", "image the compose stack runs (make container tags it)"),
 ];
 
 /// How deep `. FILE` includes may nest.
@@ -374,11 +396,11 @@ impl StationConfig {
             check_ifname(name).map_err(|e| err(format!("zc:IF with {e}")))?;
             return Ok(SourceSpec::Zc(name.to_owned()));
         }
-        if s == "containers" || s.starts_with("containers:") {
-            return Err(err(
-                "pcap:FILE, sim:SPEC, pfring:IF, zc:IF or interface names; capturing on all containers is not supported yet"
-                    .into(),
-            ));
+        if s == "containers" {
+            return Ok(SourceSpec::Containers);
+        }
+        if s.starts_with("containers:") {
+            return Err(err("pcap:FILE, sim:SPEC, pfring:IF, zc:IF, containers or interface names".into()));
         }
         if let Some((prefix, _)) = s.split_once(':') {
             if !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphabetic()) && !s.contains(',') {
@@ -1456,7 +1478,8 @@ mod tests {
         );
         assert_eq!(e("pcap:/tmp"), r#"CJ_IFACE="pcap:/tmp" (default): expected an existing pcap/pcapng file"#);
         assert!(e("sim:bogus=1").starts_with(r#"CJ_IFACE="sim:bogus=1" (default): expected a key among flows"#));
-        assert!(e("containers").contains("not supported yet"));
+        assert_eq!(with("containers").source().unwrap(), SourceSpec::Containers);
+        assert!(e("containers:x").contains("containers or interface names"));
         assert!(e("foo:bar").contains("'foo:' is not a source kind"));
         assert_eq!(
             e("averyveryverylongname"),

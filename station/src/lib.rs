@@ -9,5 +9,6 @@ pub mod slot;
 
 pub mod config;
 pub mod coreplan;
+pub mod notify;
 pub mod proto;
 pub mod sim;

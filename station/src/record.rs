@@ -7,11 +7,16 @@
 //! different one. Every packet a worker receives is counted in exactly one
 //! record: IP packets in their flow, everything else in a [`RecordKind::NonIp`]
 //! or [`RecordKind::Malformed`] record keyed by MACs and EtherType.
+//! Every record also names its capture source (`source`) and, for each end,
+//! the container it belongs to ([`ContainerRef`]: id, name, host veth, netns,
+//! and how it was attributed), all zero when none.
+//!
+//! Layout version 2 (312 bytes): version 1 plus `source` and `ctr`.
 
 use bytemuck::{Pod, Zeroable};
 
 /// Bumped whenever the layout of [`FlowRecord`] changes.
-pub const RECORD_LAYOUT_VERSION: u32 = 1;
+pub const RECORD_LAYOUT_VERSION: u32 = 2;
 
 /// Counters of one direction of a flow.
 #[repr(C)]
@@ -121,11 +126,121 @@ pub const FLAG_INITIATOR_BY_SYN: u8 = 1;
 /// without ports (see the `wire` crate's fragment rule).
 pub const FLAG_FRAGMENTS: u8 = 2;
 
+/// How an end of a record was tied to its container (`ContainerRef::by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AttributedBy {
+    /// No container matched.
+    None = 0,
+    /// The frame was captured on the container's host veth (the capture
+    /// interface): this end is the container whose veth saw the frame.
+    Interface = 1,
+    /// The end's MAC address is a container interface's MAC.
+    Mac = 2,
+    /// The end's IP address is a container interface's address.
+    Ip = 3,
+}
+
+impl AttributedBy {
+    /// Decodes the `by` byte (unknown values read as `None`).
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Interface,
+            2 => Self::Mac,
+            3 => Self::Ip,
+            _ => Self::None,
+        }
+    }
+
+    /// Short lowercase word for outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Interface => "interface",
+            Self::Mac => "mac",
+            Self::Ip => "ip",
+        }
+    }
+}
+
+/// The container one end of a record belongs to, fixed size (80 bytes).
+///
+/// Text fields are UTF-8, NUL-padded, cut at their size (a cut never splits a
+/// character). An all-zero value means "no container" (`by` = 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct ContainerRef {
+    /// Inode number of the container's network namespace (as `ls -iL
+    /// /proc/PID/ns/net` or `/run/netns/NAME` shows it); 0 when none.
+    pub netns: u64,
+    /// The namespace's id as the capturing host's netns sees it
+    /// (`ip netns list-id`); -1 when it has none.
+    pub nsid: i32,
+    /// An [`AttributedBy`] as u8.
+    pub by: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 3],
+    /// Container id: Docker's short id (12 hex digits), a runtime's id from
+    /// the cgroup path, or the name of a named netns.
+    pub id: [u8; 16],
+    /// Container name (Docker's name without the leading `/`, the netns name).
+    pub name: [u8; 32],
+    /// Host-side veth of the container's interface (IFNAMSIZ).
+    pub veth: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<ContainerRef>() == 80);
+
+impl ContainerRef {
+    /// Whether an end has a container.
+    pub fn is_some(&self) -> bool {
+        self.by != AttributedBy::None as u8
+    }
+
+    /// How the end was attributed.
+    pub fn attributed_by(&self) -> AttributedBy {
+        AttributedBy::from_u8(self.by)
+    }
+
+    /// The id as text.
+    pub fn id_str(&self) -> &str {
+        text_of(&self.id)
+    }
+
+    /// The name as text.
+    pub fn name_str(&self) -> &str {
+        text_of(&self.name)
+    }
+
+    /// The host veth's name as text.
+    pub fn veth_str(&self) -> &str {
+        text_of(&self.veth)
+    }
+}
+
+/// Copies `s` into a NUL-padded fixed field, cut at a character boundary.
+pub fn fixed_text<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut end = s.len().min(N);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&s.as_bytes()[..end]);
+    out
+}
+
+/// The text of a NUL-padded field (up to the first NUL; invalid UTF-8 reads as empty).
+pub fn text_of(b: &[u8]) -> &str {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    std::str::from_utf8(&b[..end]).unwrap_or("")
+}
+
 /// One flow (or one part of a flow) as a worker reports it.
 ///
 /// Side `a` is the initiator, side `b` the responder; `dir[0]` counts a→b and
 /// `dir[1]` counts b→a. Addresses are 16 bytes: IPv4 in the first four, the
-/// rest zero, with `ip_version` saying which.
+/// rest zero, with `ip_version` saying which. `ctr[0]` is side a's container,
+/// `ctr[1]` side b's (see [`ContainerRef`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowRecord {
@@ -167,14 +282,19 @@ pub struct FlowRecord {
     pub end_reason: u8,
     /// `FLAG_*` bits.
     pub flags: u8,
+    /// Index of the capture interface in the balancer's source list
+    /// (`PacketMeta::source`).
+    pub source: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
+    /// The containers of side a (`ctr[0]`) and side b (`ctr[1]`).
+    pub ctr: [ContainerRef; 2],
 }
 
 /// Size of a [`FlowRecord`] in bytes (fixed by [`RECORD_LAYOUT_VERSION`]).
 pub const FLOW_RECORD_SIZE: usize = core::mem::size_of::<FlowRecord>();
 
-const _: () = assert!(FLOW_RECORD_SIZE == 152);
+const _: () = assert!(FLOW_RECORD_SIZE == 312);
 
 impl FlowRecord {
     /// The record's kind, if the byte is valid.
@@ -245,5 +365,27 @@ mod tests {
         assert_eq!(FlowRecord::read_from(&bytes), Some(r));
         assert_eq!(FlowRecord::read_from(&bytes[..10]), None);
         assert_eq!(r.ip_a(), Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn container_fields_round_trip_and_cut_at_characters() {
+        let mut r = FlowRecord::default();
+        r.ctr[1] = ContainerRef {
+            netns: 4026532000,
+            nsid: 3,
+            by: AttributedBy::Interface as u8,
+            id: fixed_text("0123456789ab"),
+            name: fixed_text("web-1"),
+            veth: fixed_text("veth1234567"),
+            ..Default::default()
+        };
+        let back = FlowRecord::read_from(r.as_bytes()).unwrap();
+        assert_eq!(back.ctr[1].name_str(), "web-1");
+        assert_eq!(back.ctr[1].id_str(), "0123456789ab");
+        assert_eq!(back.ctr[1].veth_str(), "veth1234567");
+        assert_eq!(back.ctr[1].attributed_by(), AttributedBy::Interface);
+        assert!(!back.ctr[0].is_some());
+        let long: [u8; 4] = fixed_text("aé€b");
+        assert_eq!(text_of(&long), "aé");
     }
 }

@@ -4,7 +4,10 @@
 //! blocks retired by the kernel after `CJ_AFP_BLOCK_TIMEOUT_MS`), all read by
 //! the balancer's one thread: ready blocks are drained round robin, one block
 //! per interface per turn, and `poll(2)` waits a few milliseconds when no ring
-//! has anything. [`Frame::source`] is the interface's index in the list.
+//! has anything. [`Frame::source`] is the interface's index in the list
+//! (the `containers` source adds and removes rings at run time with stable
+//! indices of its own); the list is written to `<cluster dir>/sources` for
+//! the detector's attribution.
 //!
 //! Guarantees:
 //! - Every frame the kernel puts in a ring is handed to the sink exactly once,
@@ -270,6 +273,14 @@ impl std::fmt::Debug for Ring {
 #[derive(Debug)]
 pub struct AfPacketSource {
     rings: Vec<Ring>,
+    /// `Frame::source` of each ring (its position for a fixed list; stable
+    /// indices given by the `containers` source otherwise).
+    sources: Vec<u8>,
+    /// A ring added at run time is read only from this instant on (the frames
+    /// wait in its ring), so consumers learn its index first.
+    hold: Vec<Option<Instant>>,
+    /// Kernel counters of rings removed at run time.
+    retired: KernelStats,
     pollfds: Vec<libc::pollfd>,
     /// Frames with a VLAN tag put back are rebuilt here.
     scratch: Box<[u8]>,
@@ -425,15 +436,17 @@ impl Ring {
             tp_feature_req_word: 0,
         };
         let mib = params.ring_bytes() as f64 / f64::from(1u32 << 20);
-        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req).map_err(|_| {
-            os_err(
-                name,
-                "setsockopt(PACKET_RX_RING)",
+        set_opt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req).map_err(|cause| {
+            let geometry = format!("{} blocks of {} bytes ({mib:.1} MiB)", params.block_count, params.block_size);
+            let hint = if cause.raw_os_error() == Some(libc::EINVAL) {
                 format!(
-                    "; a ring of {} blocks of {} bytes ({mib:.1} MiB) was refused: lower CJ_AFP_BLOCK_COUNT or CJ_AFP_BLOCK_SIZE",
-                    params.block_count, params.block_size
-                ),
-            )
+                    "; the kernel refused a ring of {geometry}: CJ_AFP_BLOCK_SIZE must be a multiple of the page \
+                     size (getconf PAGESIZE)"
+                )
+            } else {
+                format!("; no memory for a ring of {geometry}: lower CJ_AFP_BLOCK_COUNT or CJ_AFP_BLOCK_SIZE")
+            };
+            AfPacketError::Setup { name: name.to_owned(), call: "setsockopt(PACKET_RX_RING)", cause, hint }
         })?;
         let len = params.ring_bytes() as usize;
         // SAFETY: maps the ring the kernel just allocated for this socket; the kernel checks `len`.
@@ -757,7 +770,12 @@ impl AfPacketSource {
     pub fn open_configured(names: &[String]) -> Result<Self, AfPacketError> {
         let args: Vec<String> = std::env::args().collect();
         let config = StationConfig::load(station::config::parse_args_config(&args).as_deref())?;
-        Self::open(names, &RingParams::from_config(&config))
+        let source = Self::open(names, &RingParams::from_config(&config))?;
+        // The detector maps `Frame::source` to interfaces (and so to containers) with this list.
+        if let Err(e) = inventory::sources::write_sources(&config.cluster_dir(), &source.interfaces()) {
+            eprintln!("cj-balancer: warning: cannot write the source list in {}: {e}", config.cluster_dir().display());
+        }
+        Ok(source)
     }
 
     /// Opens a ring on every interface of `names`, in order.
@@ -793,6 +811,9 @@ impl AfPacketSource {
         let pollfds =
             rings.iter().map(|r| libc::pollfd { fd: r.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         Ok(Self {
+            sources: (0..rings.len()).map(|i| i as u8).collect(),
+            hold: vec![None; rings.len()],
+            retired: KernelStats::default(),
             rings,
             pollfds,
             scratch: vec![0u8; params.block_size as usize + 4].into_boxed_slice(),
@@ -812,15 +833,70 @@ impl AfPacketSource {
         self.last_stats = Instant::now();
     }
 
+    /// The interfaces captured now, with their `Frame::source` indices.
+    pub fn interfaces(&self) -> Vec<(u8, String)> {
+        self.sources.iter().zip(&self.rings).map(|(i, r)| (*i, r.name.clone())).collect()
+    }
+
+    /// Starts capturing `name` as source `source`; its frames are delivered
+    /// from `hold` on (they wait in the ring until then).
+    ///
+    /// # Errors
+    /// As [`AfPacketSource::open`].
+    pub fn add(&mut self, name: &str, source: u8, hold: Option<Instant>) -> Result<(), AfPacketError> {
+        let (ring, _) = Ring::open(name, &self.params)?;
+        self.pollfds.push(libc::pollfd { fd: ring.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        self.rings.push(ring);
+        self.sources.push(source);
+        self.hold.push(hold);
+        Ok(())
+    }
+
+    /// Stops capturing `name` after delivering what its ring holds; its kernel
+    /// counters stay in [`Source::stats`]. False when it was not captured.
+    pub fn remove(&mut self, name: &str, sink: &mut dyn FnMut(&Frame<'_>)) -> bool {
+        let Some(i) = self.rings.iter().position(|r| r.name == name) else { return false };
+        let source = self.sources[i];
+        while self.rings[i].take(usize::MAX, source, &mut self.scratch, &mut self.errors, sink) > 0 {}
+        let mut ring = self.rings.remove(i);
+        ring.read_kernel_stats();
+        self.retired.packets += ring.kernel.packets;
+        self.retired.drops += ring.kernel.drops;
+        self.retired.freeze_q_cnt += ring.kernel.freeze_q_cnt;
+        eprintln!(
+            "cj-balancer: {} no longer captured: kernel counted {} frames, dropped {} (ring full)",
+            ring.name, ring.kernel.packets, ring.kernel.drops
+        );
+        self.sources.remove(i);
+        self.hold.remove(i);
+        self.pollfds.remove(i);
+        if self.next_ring >= self.rings.len() {
+            self.next_ring = 0;
+        }
+        true
+    }
+
     /// One round over the rings, a block (or what is left of the quota) each, round robin.
     fn drain(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> usize {
         let count = self.rings.len();
         let mut delivered = 0;
         let mut empty_turns = 0;
+        if self.hold.iter().any(Option::is_some) {
+            let now = Instant::now();
+            for h in &mut self.hold {
+                if h.is_some_and(|t| now >= t) {
+                    *h = None;
+                }
+            }
+        }
         while delivered < max && empty_turns < count {
             let i = self.next_ring;
             self.next_ring = if i + 1 == count { 0 } else { i + 1 };
-            let n = self.rings[i].take(max - delivered, i as u8, &mut self.scratch, &mut self.errors, sink);
+            if self.hold[i].is_some() {
+                empty_turns += 1;
+                continue;
+            }
+            let n = self.rings[i].take(max - delivered, self.sources[i], &mut self.scratch, &mut self.errors, sink);
             if n == 0 {
                 empty_turns += 1;
             } else {
@@ -878,7 +954,10 @@ impl Source for AfPacketSource {
     }
 
     fn stats(&self) -> SourceStats {
-        SourceStats { capture_dropped: self.rings.iter().map(|r| r.kernel.drops).sum(), errors: self.errors }
+        SourceStats {
+            capture_dropped: self.retired.drops + self.rings.iter().map(|r| r.kernel.drops).sum::<u64>(),
+            errors: self.errors,
+        }
     }
 
     fn describe(&self) -> String {

@@ -8,6 +8,7 @@
 //! plug in here as further implementations of [`Source`].
 
 pub mod af_packet;
+pub mod containers;
 pub mod pcap;
 #[cfg(feature = "pfring")]
 pub mod pfring;
@@ -127,6 +128,7 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
     match spec {
         SourceSpec::Pcap(path) => Ok(Box::new(pcap::PcapSource::open(path)?)),
         SourceSpec::Sim(sim) => Ok(Box::new(sim::SimSource::new(sim))),
+        SourceSpec::Containers => Ok(Box::new(containers::ContainersSource::open_configured()?)),
         SourceSpec::Interfaces(ifaces) => Ok(Box::new(af_packet::AfPacketSource::open_configured(ifaces)?)),
         #[cfg(feature = "pfring")]
         SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => {

@@ -1,0 +1,73 @@
+//! Starts the container inventory for a live capture and hands its snapshot
+//! cell to the workers (DESIGN.md "Container attribution").
+//!
+//! Guarantees: for a live source (`CJ_IFACE` = interfaces, `containers`,
+//! `pfring:IF`, `zc:IF`) the inventory is started once, before the workers,
+//! with the balancer's source list file (`<cluster dir>/sources`) and, until
+//! that file exists, the order of `CJ_IFACE` as the map from
+//! `PacketMeta::source` to interfaces. Offline sources (`pcap:`, `sim:`)
+//! have nothing to do with this host's containers: no inventory, records
+//! carry no containers.
+
+use inventory::{Inventory, InventoryConfig};
+use station::config::{SourceSpec, StationConfig};
+
+use crate::worker::SharedSnapshot;
+
+/// One scan of the inventory as text (`cj-detector --inventory`).
+pub fn describe(cfg: &StationConfig) -> String {
+    let mut icfg = InventoryConfig::new("cj-detector");
+    icfg.cluster_dir = Some(cfg.cluster_dir());
+    if let Ok(SourceSpec::Interfaces(list)) = cfg.source() {
+        icfg.static_sources = list;
+    }
+    let snap = inventory::Scanner::new(icfg).scan();
+    let mut s = String::new();
+    for (i, e) in snap.live_entries() {
+        let r = &e.reference;
+        let macs: Vec<String> =
+            e.macs.iter().map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")).collect();
+        let ips: Vec<String> = e.ips.iter().map(ToString::to_string).collect();
+        s += &format!(
+            "container {i}: {} {} id={} veth={} netns={} nsid={} macs={} ips={}{}\n",
+            e.runtime,
+            r.name_str(),
+            r.id_str(),
+            if r.veth_str().is_empty() { "-" } else { r.veth_str() },
+            r.netns,
+            r.nsid,
+            macs.join(","),
+            ips.join(","),
+            if e.image.is_empty() { String::new() } else { format!(" image={}", e.image) }
+        );
+    }
+    for (i, name) in &snap.sources {
+        let c = snap.by_source(*i);
+        let who = if c == inventory::NONE { "no container".to_owned() } else { snap.entry(c).name_str().to_owned() };
+        s += &format!("source {i}: {name} -> {who}\n");
+    }
+    s
+}
+
+/// The inventory for `cfg`'s source, or `None` for an offline source.
+pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
+    // PF_RING sources do not write the source list (one device, index 0): a
+    // list left by an earlier AF_PACKET run must not be read.
+    let (static_sources, list_file) = match cfg.source().ok()? {
+        SourceSpec::Containers => (Vec::new(), true),
+        SourceSpec::Interfaces(list) => (list, true),
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => (vec![dev], false),
+        SourceSpec::Pcap(_) | SourceSpec::Sim(_) => return None,
+    };
+    let mut icfg = InventoryConfig::new("cj-detector");
+    icfg.cluster_dir = list_file.then(|| cfg.cluster_dir());
+    icfg.static_sources = static_sources;
+    let inv = Inventory::start(icfg);
+    let snap = inv.snapshot();
+    eprintln!(
+        "cj-detector: inventory: {} container interface(s), {} capture source(s) on container veths",
+        snap.live_entries().count(),
+        snap.sources.iter().filter(|(i, _)| snap.by_source(*i) != inventory::NONE).count()
+    );
+    Some(inv.shared())
+}

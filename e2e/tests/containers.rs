@@ -1,0 +1,866 @@
+//! Container attribution end to end, on test hosts the tests build themselves.
+//!
+//! `named_namespaces_totals_equal_the_veth_counters`: three named network
+//! namespaces (`ip netns add`), each with a veth whose host end is a port of
+//! one bridge; IPv6 is off on every test interface before it comes up (no
+//! ND/MLD noise), and the test waits until no counter moves (the bridge sends
+//! an IGMP report or two when its first ports come up). `cj-detector
+//! --inventory` lists the three; the station captures with
+//! `CJ_IFACE=containers` (or the comma list of the host veths when
+//! `CJ_TEST_IFACE_LIST` is set, where the balancer's `received` must also equal
+//! the kernel's frame count exactly); bounded UDP echo exchanges run among the
+//! namespaces (threads that `setns` into them: no tool needed); then, for each
+//! namespace, PACKETS_OUT/IN and FRAME_BYTES_OUT/IN of `containers.csv` equal
+//! exactly the deltas of its host veth's kernel counters (rx = out of the
+//! container, tx = into it). Also checked: the `src_container`/`dst_container`
+//! primitives, per-container lines in the summary and summary.json,
+//! containers.json, and the per-container flow logs.
+//!
+//! `bridge_capture_attributes_by_mac_and_ip`: the same hosts captured on the
+//! bridge: flows carry both containers (by MAC), OUT totals equal the veths'
+//! rx counters, IN at most their tx (floods are addressed to no container).
+//!
+//! `namespace_disappearing_mid_run_keeps_attribution`: with no Docker daemon
+//! (`DOCKER_HOST` names no socket: one warning), a namespace deleted during
+//! the run keeps its rows; the station goes on.
+//!
+//! `docker_containers_totals_equal_their_veth_counters`: Docker (started when
+//! no daemon answers), an image imported from a static busybox (no registry),
+//! a network of its own, three named containers, `CJ_IFACE=containers`:
+//! per-container totals by name equal each host veth's kernel counters; a
+//! fourth container started mid-run is captured and its first exchange is
+//! attributed frame for frame; it is then stopped while its flows are in the
+//! table and keeps its rows.
+//!
+//! Needs root (namespaces, veths, bridge, AF_PACKET); without root each test
+//! prints `SKIPPED: needs root` and returns, except under CI (`CI` set) where
+//! that is a failure. The tests run one at a time (a `containers` capture sees
+//! every container). Every namespace, veth, bridge, iptables rule, container,
+//! network and image a test makes is removed at the end, also when it fails
+//! (Drop guards); a dockerd the test started is left running.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{read_json, wait_all, Cluster};
+
+/// How long the balancer may take to have received what was sent.
+const SETTLE: Duration = Duration::from_secs(30);
+/// How long one stopped process may take to exit.
+const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The tests of this file one at a time: with `CJ_IFACE=containers` one test
+/// would capture another's containers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn is_root() -> bool {
+    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root.unwrap_or(false) {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "container attribution tests need root under CI");
+    eprintln!("SKIPPED: needs root (network namespaces, veth, bridge, AF_PACKET)");
+    false
+}
+
+/// Runs a command; panics with its output when it fails.
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command whose failure is not fatal (cleanup).
+fn try_run(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn have(tool: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .any(|d| Path::new(d).join(tool).is_file())
+}
+
+/// Kernel counters of an interface (host side).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counters {
+    rx_packets: u64,
+    tx_packets: u64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+impl Counters {
+    fn read(ifname: &str) -> Self {
+        let get = |what: &str| -> u64 {
+            let p = format!("/sys/class/net/{ifname}/statistics/{what}");
+            std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{p}: {e}"))
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{p}: {e}"))
+        };
+        Self {
+            rx_packets: get("rx_packets"),
+            tx_packets: get("tx_packets"),
+            rx_bytes: get("rx_bytes"),
+            tx_bytes: get("tx_bytes"),
+        }
+    }
+
+    fn minus(self, o: Self) -> Self {
+        Self {
+            rx_packets: self.rx_packets - o.rx_packets,
+            tx_packets: self.tx_packets - o.tx_packets,
+            rx_bytes: self.rx_bytes - o.rx_bytes,
+            tx_bytes: self.tx_bytes - o.tx_bytes,
+        }
+    }
+}
+
+/// A bridge with three (or more) named namespaces on it. Dropping it deletes everything.
+#[derive(Debug)]
+struct Lab {
+    bridge: String,
+    /// (netns name, host veth, address)
+    hosts: Vec<(String, String, String)>,
+    subnet: u32,
+}
+
+impl Lab {
+    fn new(n: usize) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id() % 10_000;
+        let subnet = (std::process::id() * 7 + k) % 200 + 20;
+        let mut lab = Lab { bridge: format!("cjb{pid}k{k}"), hosts: Vec::new(), subnet };
+        run(&["ip", "link", "add", &lab.bridge, "type", "bridge"]);
+        run(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", lab.bridge)]);
+        run(&["ip", "link", "set", &lab.bridge, "up"]);
+        // With br_netfilter loaded and a FORWARD policy of DROP (Docker sets one), bridged
+        // frames pass iptables: let this bridge's own traffic through (removed on drop).
+        if have("iptables") {
+            try_run(&["iptables", "-I", "FORWARD", "1", "-i", &lab.bridge, "-o", &lab.bridge, "-j", "ACCEPT"]);
+        }
+        for i in 0..n {
+            lab.add_host(i, pid, k);
+        }
+        lab
+    }
+
+    fn add_host(&mut self, i: usize, pid: u32, k: u32) {
+        let ns = format!("cjc-{pid}-{k}-{i}");
+        let veth = format!("cjv{pid}k{k}n{i}");
+        let addr = format!("10.{}.0.{}", self.subnet, i + 1);
+        run(&["ip", "netns", "add", &ns]);
+        self.hosts.push((ns.clone(), veth.clone(), addr.clone()));
+        run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        // No IPv6 before the links come up: no ND/MLD frames to spoil exact counts.
+        run(&["sysctl", "-qw", &format!("net.ipv6.conf.{veth}.disable_ipv6=1")]);
+        run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+        run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=1"]);
+        run(&["ip", "link", "set", &veth, "master", &self.bridge]);
+        run(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        run(&["ip", "link", "set", &veth, "up"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/sys/class/net/{veth}/operstate")).unwrap_or_default().trim() != "up" {
+            assert!(Instant::now() < deadline, "{veth} did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until no veth counter moved for a second (links that just came up
+    /// may still send a frame or two), at most 15 s; returns the counters.
+    fn quiet(&self) -> BTreeMap<String, Counters> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = self.counters();
+        let mut since = Instant::now();
+        while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.counters();
+            if now != last {
+                eprintln!("lab not quiet yet: {last:?} -> {now:?}");
+                last = now;
+                since = Instant::now();
+            }
+        }
+        last
+    }
+
+    fn veths(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.1.clone()).collect()
+    }
+
+    fn counters(&self) -> BTreeMap<String, Counters> {
+        self.hosts.iter().map(|(ns, veth, _)| (ns.clone(), Counters::read(veth))).collect()
+    }
+
+    /// `count` UDP echo exchanges of `size` payload bytes from host `from` to host `to` (see [`echo`]).
+    fn ping(&self, from: usize, to: usize, count: u32, size: usize) -> Traffic {
+        let path = |i: usize| format!("/run/netns/{}", self.hosts[i].0);
+        echo(&path(from), &path(to), &self.hosts[to].2, count, size)
+    }
+
+    fn delete_host(&mut self, i: usize) {
+        let (ns, veth, _) = self.hosts.remove(i);
+        try_run(&["ip", "netns", "del", &ns]);
+        try_run(&["ip", "link", "del", &veth]);
+    }
+}
+
+/// `count` UDP datagrams of `size` payload bytes from the netns file `from`
+/// to an echo responder at `to_ip` in the netns file `to`, each answered
+/// before the next is sent (bounded in count and time: a lost reply waits 1 s at most).
+fn echo(from: &str, to: &str, to_ip: &str, count: u32, size: usize) -> Traffic {
+    static PORT: AtomicU32 = AtomicU32::new(0);
+    let port = 7000 + (PORT.fetch_add(1, Ordering::Relaxed) % 1000) as u16;
+    let to_addr: std::net::SocketAddr = format!("{to_ip}:{port}").parse().expect("address");
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let r2 = std::sync::Arc::clone(&ready);
+    let server = in_netns(to, move || {
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind echo");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        r2.wait();
+        let mut buf = vec![0u8; 65536];
+        let mut echoed = 0;
+        while echoed < count {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else { break };
+            sock.send_to(&buf[..n], peer).expect("echo");
+            echoed += 1;
+        }
+        echoed
+    });
+    let client = in_netns(from, move || {
+        ready.wait();
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind client");
+        sock.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+        let payload = vec![0x5au8; size];
+        let mut buf = vec![0u8; 65536];
+        let mut answered = 0;
+        for _ in 0..count {
+            sock.send_to(&payload, to_addr).expect("send");
+            if sock.recv_from(&mut buf).is_ok() {
+                answered += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        answered
+    });
+    Traffic { server, client, count }
+}
+
+/// Runs `f` on a thread that joined the netns of the file `path` (setns affects only that thread).
+fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+}
+
+/// One echo exchange in progress.
+#[derive(Debug)]
+struct Traffic {
+    server: std::thread::JoinHandle<u32>,
+    client: std::thread::JoinHandle<u32>,
+    count: u32,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (ns, veth, _) in &self.hosts {
+            try_run(&["ip", "netns", "del", ns]);
+            try_run(&["ip", "link", "del", veth]);
+        }
+        try_run(&["ip", "link", "del", &self.bridge]);
+        if have("iptables") {
+            try_run(&["iptables", "-D", "FORWARD", "-i", &self.bridge, "-o", &self.bridge, "-j", "ACCEPT"]);
+        }
+    }
+}
+
+fn finish_pings(exchanges: Vec<(&str, Traffic)>) {
+    for (what, t) in exchanges {
+        let answered = t.client.join().expect("client thread");
+        let echoed = t.server.join().expect("server thread");
+        assert_eq!((answered, echoed), (t.count, t.count), "{what}: every datagram echoed");
+    }
+}
+
+/// The three station processes; any still running are killed on drop.
+#[derive(Debug)]
+struct Station<'c> {
+    cluster: &'c Cluster,
+    out: tempfile::TempDir,
+    balancer: Option<Child>,
+    detector: Option<Child>,
+    app: Option<Child>,
+}
+
+impl<'c> Station<'c> {
+    fn start(cluster: &'c Cluster, app_args: &[&str]) -> Self {
+        let spawn = |name: &str, args: &[&std::ffi::OsStr]| {
+            cluster
+                .command(name)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {name}: {e}"))
+        };
+        let out = tempfile::tempdir().expect("out dir");
+        let detector = spawn("cj-detector", &[]);
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--out".as_ref(), out.path().as_os_str()];
+        args.extend(app_args.iter().map(std::ffi::OsStr::new));
+        let app = spawn("cj-app", &args);
+        let balancer = spawn("cj-balancer", &[]);
+        let mut s = Station { cluster, out, balancer: Some(balancer), detector: Some(detector), app: Some(app) };
+        let page = station::naming::balancer_stats_path(&cluster.cluster_dir());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !page.exists() {
+            if let Some(Ok(Some(_))) = s.balancer.as_mut().map(Child::try_wait) {
+                let out = s.balancer.take().expect("balancer").wait_with_output().expect("output");
+                panic!("cj-balancer exited at start: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            assert!(Instant::now() < deadline, "cj-balancer did not create {}", page.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The rings are open; let the detector's inventory take its first look.
+        std::thread::sleep(Duration::from_millis(500));
+        s
+    }
+
+    /// The balancer's `received` from its stats page.
+    fn received(&self) -> u64 {
+        let page = station::naming::balancer_stats_path(&self.cluster.cluster_dir());
+        shmq::CounterPage::read(&page)
+            .ok()
+            .and_then(|named| named.iter().find(|(k, _)| k == "received").map(|(_, v)| *v))
+            .unwrap_or(0)
+    }
+
+    fn wait_received(&self, want: u64) -> u64 {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let got = self.received();
+            if got >= want {
+                // A little longer (blocks are handed over within CJ_AFP_BLOCK_TIMEOUT_MS):
+                // with `containers`, other containers' frames count in `received` too.
+                std::thread::sleep(Duration::from_millis(500));
+                return self.received();
+            }
+            assert!(Instant::now() < deadline, "waited {SETTLE:?}: received {got} of {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM to each in pipeline order; returns the outputs after checking every exit status.
+    fn stop(self) -> (Output, Output, Output, tempfile::TempDir) {
+        self.stop_then(|| {})
+    }
+
+    /// [`Station::stop`], calling `after_capture` once the balancer has exited
+    /// (to read kernel counters when the capture has ended).
+    fn stop_then(mut self, after_capture: impl FnOnce()) -> (Output, Output, Output, tempfile::TempDir) {
+        let stop_one = |slot: &mut Option<Child>, name: &str| -> Output {
+            let child = slot.take().expect("running");
+            try_run(&["kill", "-TERM", &child.id().to_string()]);
+            wait_all(vec![(name, child)], STOP_DEADLINE).pop().expect("output")
+        };
+        let balancer = stop_one(&mut self.balancer, "cj-balancer");
+        after_capture();
+        let detector = stop_one(&mut self.detector, "cj-detector");
+        let app = stop_one(&mut self.app, "cj-app");
+        for (name, o) in [("cj-balancer", &balancer), ("cj-detector", &detector), ("cj-app", &app)] {
+            assert!(
+                o.status.success(),
+                "{name} failed ({}):\n--- balancer\n{}\n--- detector\n{}\n--- app\n{}{}",
+                o.status,
+                String::from_utf8_lossy(&balancer.stderr),
+                String::from_utf8_lossy(&detector.stderr),
+                String::from_utf8_lossy(&app.stderr),
+                String::from_utf8_lossy(&app.stdout)
+            );
+        }
+        let out = std::mem::replace(&mut self.out, tempfile::tempdir().expect("tempdir"));
+        (balancer, detector, app, out)
+    }
+}
+
+impl Drop for Station<'_> {
+    fn drop(&mut self) {
+        for c in [&mut self.balancer, &mut self.detector, &mut self.app].into_iter().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One row of containers.csv: (packets in, packets out, frame bytes in, frame bytes out, veths).
+type Row = (u64, u64, u64, u64, String);
+
+fn read_containers_csv(path: &Path) -> BTreeMap<String, Row> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("CONTAINER,ID,PACKETS_IN,PACKETS_OUT,FRAME_BYTES_IN,FRAME_BYTES_OUT"),
+        "header: {header}"
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n = |i: usize| -> u64 { f[i].parse().unwrap_or_else(|e| panic!("{l}: {e}")) };
+            (f[0].to_owned(), (n(2), n(3), n(4), n(5), f[10].to_owned()))
+        })
+        .collect()
+}
+
+/// The source for the host veths: `containers` when the balancer knows it, else the list.
+fn capture_source(lab: &Lab) -> String {
+    if std::env::var_os("CJ_TEST_IFACE_LIST").is_none() && balancer_has_containers_source() {
+        "containers".to_owned()
+    } else {
+        lab.veths().join(",")
+    }
+}
+
+fn balancer_has_containers_source() -> bool {
+    let out = Command::new(e2e::bin("cj-balancer")).arg("--help").output().expect("cj-balancer --help");
+    String::from_utf8_lossy(&out.stdout).contains("containers")
+}
+
+/// Checks containers.csv against the kernel's counter deltas of each host veth.
+///
+/// With `floods_in` the capture is on the bridge: a broadcast (ARP request)
+/// that the bridge floods is one frame there, addressed to no container, but
+/// counted in the tx counter of every other port: "in" may only be smaller.
+fn check_against_kernel(rows: &BTreeMap<String, Row>, lab: &Lab, deltas: &BTreeMap<String, Counters>, floods_in: bool) {
+    for (ns, veth, _) in &lab.hosts {
+        let d = deltas[ns];
+        let row = rows.get(ns).unwrap_or_else(|| panic!("no row for {ns} in containers.csv: {rows:?}"));
+        // Host side: rx = frames the container sent (out), tx = frames into it (in).
+        if floods_in {
+            assert_eq!((row.1, row.3), (d.rx_packets, d.rx_bytes), "{ns} out (packets, bytes) vs kernel {d:?}");
+            assert!(row.0 <= d.tx_packets && row.0 > 0, "{ns} in {row:?} vs kernel {d:?}");
+            assert_eq!(row.4, *veth, "{ns}'s veth");
+            continue;
+        }
+        assert_eq!(
+            (row.0, row.1, row.2, row.3),
+            (d.tx_packets, d.rx_packets, d.tx_bytes, d.rx_bytes),
+            "{ns} (veth {veth}): containers.csv (in pkts, out pkts, in bytes, out bytes) vs kernel {d:?}"
+        );
+        assert!(row.0 > 0 && row.1 > 0, "{ns} had traffic both ways: {row:?}");
+        assert_eq!(row.4, *veth, "{ns}'s veth");
+    }
+}
+
+#[test]
+fn named_namespaces_totals_equal_the_veth_counters() {
+    if !is_root() {
+        return;
+    }
+    let _serial = serial();
+    let started = Instant::now();
+    let lab = Lab::new(3);
+    lab.quiet();
+    let source = capture_source(&lab);
+    // Per-container flow logs on (the app's TOML).
+    let toml_dir = tempfile::tempdir().expect("tempdir");
+    let toml = toml_dir.path().join("app.toml");
+    std::fs::write(&toml, "[containers]\nflow_logs = true\n").expect("app.toml");
+    let toml = toml.to_string_lossy().into_owned();
+    let cluster = Cluster::new(&[("CJ_IFACE", &source), ("CJ_CORECOUNT", "1"), ("CJ_STATION_CONFIG", &toml)]);
+    // What the inventory sees, as an operator would check it.
+    let inv = cluster.command("cj-detector").arg("--inventory").output().expect("cj-detector --inventory");
+    let inv = String::from_utf8_lossy(&inv.stdout);
+    for (ns, veth, addr) in &lab.hosts {
+        assert!(
+            inv.lines().any(|l| l.contains(&format!("netns {ns} id={ns} veth={veth} ")) && l.contains(addr.as_str())),
+            "{ns} in:\n{inv}"
+        );
+    }
+    let station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
+    let before = lab.counters();
+    finish_pings(vec![
+        ("ping 0->1", lab.ping(0, 1, 30, 56)),
+        ("ping 1->2", lab.ping(1, 2, 20, 1000)),
+        ("ping 2->0", lab.ping(2, 0, 25, 300)),
+    ]);
+    let after_traffic = lab.counters();
+    let deltas: BTreeMap<String, Counters> =
+        after_traffic.iter().map(|(k, v)| (k.clone(), v.minus(before[k]))).collect();
+    let kernel_frames: u64 = deltas.values().map(|d| d.rx_packets + d.tx_packets).sum();
+    let received = station.wait_received(kernel_frames);
+    assert_eq!(lab.counters(), after_traffic, "no frame after the traffic");
+    let (_, detector, app, out) = station.stop();
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    assert!(derr.contains("cj-detector: inventory: "), "detector start line: {derr}");
+
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    check_against_kernel(&rows, &lab, &deltas, false);
+    if source != "containers" {
+        // Only the test's veths captured: the balancer saw what the kernel counted, no more.
+        assert_eq!(received, kernel_frames, "the capture saw every frame the kernel counted on the veths, no more");
+    }
+    // (Other containers of this host may have rows too with CJ_IFACE=containers.)
+    assert!(rows.keys().filter(|k| k.starts_with("cjc-")).count() >= 3, "{rows:?}");
+
+    // The container primitives: 0 -> 1 UDP rows are labelled with both names.
+    let flows = std::fs::read_to_string(out.path().join("flows.csv")).expect("flows.csv");
+    assert!(flows.starts_with("PROTOCOL,SRC_CONTAINER,DST_CONTAINER,PACKETS"), "{flows}");
+    let (n0, n1) = (&lab.hosts[0].0, &lab.hosts[1].0);
+    assert!(flows.lines().any(|l| l.starts_with(&format!("udp,{n0},{n1},"))), "{flows}");
+    // The summary has per-container lines, in the text and in summary.json.
+    let text = String::from_utf8_lossy(&app.stdout);
+    assert!(text.contains(&format!("  container {n0} ({n0}): in ")), "{text}");
+    let summary = read_json(&out.path().join("summary.json"));
+    let names: Vec<&str> =
+        summary["containers"].as_array().expect("containers").iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(lab.hosts.iter().all(|h| names.contains(&h.0.as_str())), "{summary:#}");
+    let log = std::fs::read_to_string(out.path().join("containers").join(format!("{n0}.csv"))).expect("flow log");
+    assert!(log.starts_with("SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS"), "{log}");
+    assert!(log.lines().count() >= 3, "{n0}'s flows: {log}");
+    let json = std::fs::read_to_string(out.path().join("containers.json")).expect("containers.json");
+    assert_eq!(json.lines().count(), rows.len());
+    eprintln!(
+        "named namespaces ({source}): {kernel_frames} frames, per-container totals equal the veth counters, in {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bridge_capture_attributes_by_mac_and_ip() {
+    if !is_root() {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(3);
+    lab.quiet();
+    let cluster = Cluster::new(&[("CJ_IFACE", &lab.bridge), ("CJ_CORECOUNT", "1")]);
+    let station = Station::start(&cluster, &["--aggregate", "src_host,dst_host,src_container,dst_container"]);
+    let before = lab.counters();
+    finish_pings(vec![("ping 0->1", lab.ping(0, 1, 20, 100)), ("ping 2->0", lab.ping(2, 0, 15, 700))]);
+    let deltas: BTreeMap<String, Counters> =
+        lab.counters().iter().map(|(k, v)| (k.clone(), v.minus(before[k]))).collect();
+    // Every frame among the namespaces crosses the bridge once: as rx on the sender's veth.
+    let frames: u64 = deltas.values().map(|d| d.rx_packets).sum();
+    station.wait_received(frames);
+    let (_, _, _, out) = station.stop();
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    check_against_kernel(&rows, &lab, &deltas, true);
+    let flows = std::fs::read_to_string(out.path().join("flows.csv")).expect("flows.csv");
+    for (i, j) in [(0, 1), (1, 0), (2, 0), (0, 2)] {
+        let want = format!("{},{},{},{},", lab.hosts[i].2, lab.hosts[j].2, lab.hosts[i].0, lab.hosts[j].0);
+        assert!(flows.lines().any(|l| l.starts_with(&want)), "no row {want}: {flows}");
+    }
+}
+
+#[test]
+fn namespace_disappearing_mid_run_keeps_attribution() {
+    if !is_root() {
+        return;
+    }
+    let _serial = serial();
+    let mut lab = Lab::new(3);
+    let gone = lab.hosts[2].0.clone();
+    // No Docker daemon (DOCKER_HOST names no socket): namespaces still work, one warning.
+    let cluster = Cluster::new(&[
+        ("CJ_IFACE", &lab.bridge),
+        ("CJ_CORECOUNT", "1"),
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+    ]);
+    let station = Station::start(&cluster, &[]);
+    finish_pings(vec![("ping 2->0", lab.ping(2, 0, 10, 100))]);
+    lab.delete_host(2);
+    // The inventory notices (link event) while the flow is still in the table.
+    std::thread::sleep(Duration::from_millis(500));
+    finish_pings(vec![("ping 0->1", lab.ping(0, 1, 10, 100))]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, detector, _, out) = station.stop();
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    let row = rows.get(&gone).unwrap_or_else(|| panic!("the deleted namespace keeps its rows: {rows:?}"));
+    assert!(row.1 >= 10 && row.0 >= 10, "its pings out and replies in: {row:?}");
+    assert!(rows.contains_key(&lab.hosts[1].0), "{rows:?}");
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    assert!(!derr.contains("panicked"), "{derr}");
+    assert_eq!(derr.matches("Docker Engine API at /nonexistent/docker.sock not reachable").count(), 1, "{derr}");
+}
+
+/// Docker for the tests: the CLI (installed with apt-get when missing) and a
+/// daemon (started when none answers; left running for other tests).
+fn docker_available() -> bool {
+    if !have("docker") && have("apt-get") {
+        try_run(&["apt-get", "install", "-y", "-q", "docker.io"]);
+    }
+    if !have("docker") {
+        assert!(std::env::var_os("CI").is_none(), "docker is missing under CI (apt-get install docker.io)");
+        eprintln!("SKIPPED: docker not installed (apt-get install docker.io)");
+        return false;
+    }
+    if try_run(&["docker", "info"]) {
+        return true;
+    }
+    let log = std::fs::File::create("/tmp/cj-test-dockerd.log").expect("dockerd log");
+    let started = Command::new("setsid")
+        .arg("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .map(|mut c| std::thread::spawn(move || c.wait()));
+    assert!(started.is_ok(), "cannot start dockerd");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !try_run(&["docker", "info"]) {
+        assert!(Instant::now() < deadline, "dockerd did not answer within 60 s; see /tmp/cj-test-dockerd.log");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    true
+}
+
+/// A static busybox (`busybox-static`), installed with apt-get when missing.
+fn busybox() -> Option<String> {
+    let is_static = |p: &str| {
+        Command::new("file")
+            .arg(p)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"))
+            .unwrap_or(Path::new(p).exists())
+    };
+    if !is_static("/bin/busybox") && have("apt-get") {
+        try_run(&["apt-get", "install", "-y", "-q", "busybox-static"]);
+    }
+    if is_static("/bin/busybox") {
+        return Some("/bin/busybox".to_owned());
+    }
+    assert!(std::env::var_os("CI").is_none(), "busybox-static is missing under CI");
+    eprintln!("SKIPPED: no static busybox (apt-get install busybox-static)");
+    None
+}
+
+/// A network, an image and containers made by a test; removed on drop.
+#[derive(Debug)]
+struct DockerLab {
+    network: String,
+    bridge: String,
+    image: String,
+    /// (name, pid, host veth, address)
+    containers: Vec<(String, u32, String, String)>,
+}
+
+fn docker(args: &[&str]) -> String {
+    let mut all = vec!["docker"];
+    all.extend_from_slice(args);
+    run(&all).trim().to_owned()
+}
+
+impl DockerLab {
+    fn new(busybox: &str) -> Self {
+        let pid = std::process::id() % 10_000;
+        let subnet = std::process::id() % 200 + 20;
+        let lab = DockerLab {
+            network: format!("cjnet-{pid}"),
+            bridge: format!("cjdb{pid}"),
+            image: format!("cj-station-test-busybox:{pid}"),
+            containers: Vec::new(),
+        };
+        // The image: a rootfs of one static busybox, imported (no registry).
+        let root = tempfile::tempdir().expect("rootfs");
+        std::fs::create_dir_all(root.path().join("bin")).expect("bin");
+        std::fs::copy(busybox, root.path().join("bin/busybox")).expect("copy busybox");
+        for applet in ["sh", "sleep", "cat"] {
+            std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet)).expect("symlink");
+        }
+        let mut tar = Command::new("tar")
+            .args(["-C", root.path().to_str().expect("path"), "-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tar");
+        let import = Command::new("docker")
+            .args(["import", "-", &lab.image])
+            .stdin(tar.stdout.take().expect("tar stdout"))
+            .output()
+            .expect("docker import");
+        assert!(tar.wait().is_ok_and(|s| s.success()), "tar of the rootfs");
+        assert!(import.status.success(), "docker import: {}", String::from_utf8_lossy(&import.stderr));
+        docker(&[
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            &format!("10.{subnet}.0.0/24"),
+            "-o",
+            &format!("com.docker.network.bridge.name={}", lab.bridge),
+            &lab.network,
+        ]);
+        // No IPv6 on the test's own bridge (no MLD reports flooded to the containers).
+        run(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", lab.bridge)]);
+        lab
+    }
+
+    /// Starts container `name` and returns its index.
+    fn start(&mut self, name: &str) -> usize {
+        let full = format!("cjd-{}-{name}", std::process::id() % 10_000);
+        docker(&["run", "-d", "--name", &full, "--network", &self.network, &self.image, "/bin/sleep", "600"]);
+        let pid: u32 = docker(&["inspect", "-f", "{{.State.Pid}}", &full]).parse().expect("pid");
+        let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &full]);
+        let peer: u32 = docker(&["exec", &full, "cat", "/sys/class/net/eth0/iflink"]).parse().expect("iflink");
+        let veth = std::fs::read_dir("/sys/class/net")
+            .expect("sysfs")
+            .flatten()
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("ifindex")).map(|s| s.trim() == peer.to_string()).unwrap_or(false)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .unwrap_or_else(|| panic!("no host interface with ifindex {peer}"));
+        // Docker leaves IPv6 on the host veth: it would send router solicitations and MLD
+        // reports into the container for seconds. What it sent before this is before the test.
+        run(&["sysctl", "-qw", &format!("net.ipv6.conf.{veth}.disable_ipv6=1")]);
+        self.containers.push((full, pid, veth, ip));
+        self.containers.len() - 1
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("/proc/{}/ns/net", self.containers[i].1)
+    }
+
+    fn ping(&self, from: usize, to: usize, count: u32, size: usize) -> Traffic {
+        echo(&self.ns(from), &self.ns(to), &self.containers[to].3, count, size)
+    }
+
+    fn counters(&self, i: usize) -> Counters {
+        Counters::read(&self.containers[i].2)
+    }
+
+    fn quiet(&self, which: &[usize]) -> Vec<Counters> {
+        let read = || which.iter().map(|&i| self.counters(i)).collect::<Vec<_>>();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = read();
+        let mut since = Instant::now();
+        while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = read();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
+        last
+    }
+}
+
+impl Drop for DockerLab {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            try_run(&["docker", "rm", "-f", &c.0]);
+        }
+        try_run(&["docker", "network", "rm", &self.network]);
+        try_run(&["docker", "rmi", "-f", &self.image]);
+    }
+}
+
+#[test]
+fn docker_containers_totals_equal_their_veth_counters() {
+    if !is_root() || !docker_available() {
+        return;
+    }
+    let _serial = serial();
+    let Some(bb) = busybox() else { return };
+    let started = Instant::now();
+    let mut lab = DockerLab::new(&bb);
+    for n in ["one", "two", "three"] {
+        lab.start(n);
+    }
+    lab.quiet(&[0, 1, 2]);
+    let cluster = Cluster::new(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1")]);
+    let station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
+    let sources = inventory_sources(&cluster);
+    for c in &lab.containers {
+        assert!(sources.contains(&c.2), "the balancer captures {}'s veth {}: {sources}", c.0, c.2);
+    }
+    let before: Vec<Counters> = (0..3).map(|i| lab.counters(i)).collect();
+    finish_pings(vec![
+        ("one->two", lab.ping(0, 1, 30, 100)),
+        ("two->three", lab.ping(1, 2, 20, 1200)),
+        ("three->one", lab.ping(2, 0, 25, 400)),
+    ]);
+    // A fourth container mid-run: captured and attributed from its first packets on.
+    let four = lab.start("four");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !inventory_sources(&cluster).contains(&lab.containers[four].2) {
+        assert!(Instant::now() < deadline, "the balancer did not pick up {}", lab.containers[four].2);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let four_before = lab.counters(four);
+    finish_pings(vec![("four->one", lab.ping(four, 0, 15, 200)), ("two->four", lab.ping(1, four, 10, 64))]);
+    // A container stopping while its flows are still in the table keeps its attribution
+    // (its counters are read first: its veth goes with it).
+    let four_delta = lab.counters(four).minus(four_before);
+    try_run(&["docker", "stop", "-t", "0", &lab.containers[four].0]);
+    let read = || {
+        let mut d: Vec<Counters> = (0..3).map(|i| lab.counters(i).minus(before[i])).collect();
+        d.push(four_delta);
+        d
+    };
+    let frames: u64 = read().iter().map(|d| d.rx_packets + d.tx_packets).sum();
+    let received = station.wait_received(frames);
+    // The final counters as the capture ends (the bridge may send a multicast report any time).
+    let mut deltas = Vec::new();
+    let (_, detector, _, out) = station.stop_then(|| deltas = read());
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    for (i, d) in deltas.iter().enumerate() {
+        let (name, _, veth, _) = &lab.containers[i];
+        let row = rows
+            .get(name)
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}\n{}", String::from_utf8_lossy(&detector.stderr)));
+        if i == four {
+            // Counted from when the station had its veth (so at least the test's traffic),
+            // until it stopped.
+            assert!(row.0 >= d.tx_packets && row.1 >= d.rx_packets, "{name}: {row:?} vs {d:?}");
+        } else {
+            assert_eq!(
+                (row.0, row.1, row.2, row.3),
+                (d.tx_packets, d.rx_packets, d.tx_bytes, d.rx_bytes),
+                "{name} (veth {veth}): containers.csv (in pkts, out pkts, in bytes, out bytes) vs kernel {d:?}"
+            );
+        }
+        assert_eq!(row.4, *veth, "{name}'s veth");
+    }
+    let flows = std::fs::read_to_string(out.path().join("flows.csv")).expect("flows.csv");
+    let (n4, n1) = (&lab.containers[four].0, &lab.containers[0].0);
+    let first = flows
+        .lines()
+        .find(|l| l.starts_with(&format!("udp,{n4},{n1},")))
+        .unwrap_or_else(|| panic!("no udp row four->one: {flows}"));
+    // 15 datagrams, each seen on four's veth and on one's: 30 frames, every one attributed.
+    assert_eq!(first.split(',').nth(3), Some("30"), "four's first packets are attributed: {first}");
+    assert!(received >= frames, "received {received} >= kernel {frames}");
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    assert!(!derr.contains("Docker Engine API at"), "Docker answered: {derr}");
+    eprintln!("docker: four containers, per-container totals equal the veth counters, in {:.1?}", started.elapsed());
+}
+
+/// The balancer's source list (`<cluster dir>/sources`), as text.
+fn inventory_sources(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.cluster_dir().join("sources")).unwrap_or_default()
+}

@@ -1,0 +1,713 @@
+//! The container inventory: host interfaces, network namespaces, and the
+//! container each belongs to, kept current off the packet path and published
+//! as immutable [`Snapshot`]s that packet threads read without locks.
+//!
+//! Sources of truth, all read only:
+//! - rtnetlink ([`netlink`]): the host's links (veth, bridge, tun, physical),
+//!   each veth's peer ifindex and peer netns id; inside each container netns
+//!   (by nsid, without `setns`) its interfaces' MACs and addresses.
+//! - named namespaces under `/run/netns/NAME` (a container named NAME, id NAME);
+//! - the Docker Engine API ([`docker`]): id, name, image, labels, addresses,
+//!   MACs and netns (`SandboxKey`, else `/proc/PID/ns/net`);
+//! - other runtimes (containerd, CRI-O, podman, LXC) from the cgroup path of
+//!   the processes in `/proc/*/ns/net` (id from the path, name = short id).
+//!
+//! A netns is tied to its host veths by nsid: `RTM_GETNSID` on the netns file
+//! gives the nsid the host uses for it, and each host veth's
+//! `IFLA_LINK_NETNSID` names the netns of its peer.
+//!
+//! Guarantees:
+//! - [`Inventory::start`] returns at once with a first snapshot taken; a
+//!   thread `cj-inventory` rescans on every link event (netlink
+//!   `RTNLGRP_LINK`), every Docker event, every change of the balancer's
+//!   source list file, and every [`RESCAN_EVERY`] as a safety net.
+//! - Readers call [`Inventory::shared`]`.load()`: no lock, no allocation.
+//! - Container entries are append-only across snapshots: an entry keeps its
+//!   index ([`Snapshot::entry`]) for the process's life, so a flow attributed
+//!   under an old snapshot still reads its container from any newer one,
+//!   after the container stopped. At most [`MAX_ENTRIES`] entries are kept;
+//!   beyond that new containers are not attributed (one warning).
+//! - Failures of one source never stop the others: no Docker daemon, or no
+//!   CAP_NET_ADMIN to look inside a netns, costs one warning line each and
+//!   what that source would have added.
+#![deny(unsafe_code)]
+
+pub use arc_swap;
+
+pub mod docker;
+pub mod netlink;
+pub mod sources;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use station::record::{fixed_text, ContainerRef};
+
+/// Periodic rescan (a safety net for events that were missed).
+pub const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How often the balancer's source list file is looked at.
+pub const SOURCES_POLL: Duration = Duration::from_millis(10);
+/// Most container entries kept (indices fit 14 bits).
+pub const MAX_ENTRIES: usize = 16_383;
+/// Entry index meaning "no container".
+pub const NONE: u16 = 0;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A container interface as the inventory knows it: one entry per (netns,
+/// host veth), or per netns when it has no veth.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// Id, name, veth, netns and nsid as records carry them (`by` = 0).
+    pub reference: ContainerRef,
+    /// Runtime: `docker`, `netns`, `containerd`, `crio`, `podman`, `lxc`.
+    pub runtime: &'static str,
+    /// Image (Docker only).
+    pub image: String,
+    /// Host veth ifindex (0 when none).
+    pub veth_ifindex: u32,
+    /// The container-side MACs of this entry's interface(s).
+    pub macs: Vec<[u8; 6]>,
+    /// The container-side addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// An immutable view of the inventory.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Bumped on every publication.
+    pub generation: u64,
+    /// Every entry ever seen; index 0 is "none". Entries of stopped
+    /// containers stay (see the module docs); `live` says which are current.
+    pub entries: Vec<Entry>,
+    /// `live[i]`: entry i belongs to a running container now.
+    pub live: Vec<bool>,
+    /// The host's links: (ifindex, name, kind).
+    pub links: Vec<(u32, String, String)>,
+    /// The balancer's sources by index (`PacketMeta::source`).
+    pub sources: Vec<(u8, String)>,
+    by_source: Vec<u16>,
+    by_mac: FastMap<[u8; 6], u16>,
+    by_ip: FastMap<IpAddr, u16>,
+}
+
+impl Snapshot {
+    /// The entry of capture source `source` when it is a container's host veth.
+    #[inline]
+    pub fn by_source(&self, source: u8) -> u16 {
+        self.by_source.get(usize::from(source)).copied().unwrap_or(NONE)
+    }
+
+    /// The live entry whose interface has MAC `mac`.
+    #[inline]
+    pub fn by_mac(&self, mac: &[u8; 6]) -> u16 {
+        self.by_mac.get(mac).copied().unwrap_or(NONE)
+    }
+
+    /// The live entry whose interface has address `ip`.
+    #[inline]
+    pub fn by_ip(&self, ip: &IpAddr) -> u16 {
+        self.by_ip.get(ip).copied().unwrap_or(NONE)
+    }
+
+    /// The record form of entry `i` (all zero for [`NONE`] or an unknown index).
+    #[inline]
+    pub fn entry(&self, i: u16) -> ContainerRef {
+        self.entries.get(usize::from(i)).map(|e| e.reference).unwrap_or_default()
+    }
+
+    /// The live entries.
+    pub fn live_entries(&self) -> impl Iterator<Item = (u16, &Entry)> {
+        self.entries.iter().enumerate().skip(1).filter(|(i, _)| self.live[*i]).map(|(i, e)| (i as u16, e))
+    }
+
+    /// Index of the live entry whose veth is `name`.
+    pub fn by_veth_name(&self, name: &str) -> u16 {
+        self.live_entries().find(|(_, e)| e.reference.veth_str() == name).map_or(NONE, |(i, _)| i)
+    }
+}
+
+/// What the inventory looks at.
+#[derive(Clone, Debug)]
+pub struct InventoryConfig {
+    /// The cluster directory, for the balancer's source list file (None: no file).
+    pub cluster_dir: Option<PathBuf>,
+    /// The capture sources when there is no source list file (CJ_IFACE order).
+    pub static_sources: Vec<String>,
+    /// The Docker socket (None: Docker not asked).
+    pub docker_socket: Option<PathBuf>,
+    /// Where named namespaces live (`/run/netns`).
+    pub netns_dir: PathBuf,
+    /// Scan `/proc` for the namespaces of other runtimes' processes.
+    pub scan_proc: bool,
+    /// Prefix of log lines (`cj-detector`).
+    pub log_prefix: &'static str,
+}
+
+impl InventoryConfig {
+    /// Defaults: Docker at `DOCKER_HOST` or /var/run/docker.sock, /run/netns, /proc scanned.
+    pub fn new(log_prefix: &'static str) -> Self {
+        Self {
+            cluster_dir: None,
+            static_sources: Vec::new(),
+            docker_socket: Some(docker::socket_path()),
+            netns_dir: PathBuf::from("/run/netns"),
+            scan_proc: true,
+            log_prefix,
+        }
+    }
+}
+
+/// A namespace that may be a container's.
+#[derive(Clone, Debug)]
+struct Namespace {
+    inode: u64,
+    nsid: Option<i32>,
+    id: String,
+    name: String,
+    runtime: &'static str,
+    image: String,
+    /// Addresses and MACs the runtime reports (used when the netns cannot be dumped).
+    ips: Vec<IpAddr>,
+    macs: Vec<[u8; 6]>,
+}
+
+/// Warnings said once each.
+#[derive(Debug, Default)]
+struct Warned {
+    docker: bool,
+    dump: bool,
+    full: bool,
+    netlink: bool,
+}
+
+/// The scanner's state between scans (entries are append-only).
+#[derive(Debug)]
+pub struct Scanner {
+    cfg: InventoryConfig,
+    nl: Option<netlink::Rtnl>,
+    entries: Vec<Entry>,
+    index: FastMap<(u64, String, String), u16>,
+    generation: u64,
+    warned: Warned,
+}
+
+fn read_link_name(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut v: Vec<(String, PathBuf)> =
+        rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect();
+    v.sort();
+    v
+}
+
+/// The container runtime and id a cgroup path names, if any.
+pub fn runtime_of_cgroup(text: &str) -> Option<(&'static str, String)> {
+    for line in text.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        for seg in path.split('/').rev() {
+            let seg = seg.trim_end_matches(".scope");
+            for (prefix, rt) in [
+                ("docker-", "docker"),
+                ("cri-containerd-", "containerd"),
+                ("crio-", "crio"),
+                ("libpod-", "podman"),
+                ("lxc.payload.", "lxc"),
+            ] {
+                if let Some(id) = seg.strip_prefix(prefix) {
+                    if !id.is_empty() && id != "conmon" {
+                        return Some((rt, id.to_owned()));
+                    }
+                }
+            }
+        }
+        // cgroup v1 style: /docker/<64 hex>
+        let parts: Vec<&str> = path.split('/').collect();
+        for w in parts.windows(2) {
+            if w[0] == "docker" && w[1].len() == 64 && w[1].bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some(("docker", w[1].to_owned()));
+            }
+        }
+    }
+    None
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Scanner {
+    /// A scanner with no entries yet.
+    pub fn new(cfg: InventoryConfig) -> Self {
+        let mut entries = vec![Entry::default()];
+        entries[0].runtime = "";
+        Self { cfg, nl: None, entries, index: FastMap::default(), generation: 0, warned: Warned::default() }
+    }
+
+    fn warn(&self, msg: &str) {
+        eprintln!("{}: inventory: warning: {msg}", self.cfg.log_prefix);
+    }
+
+    fn rtnl(&mut self) -> Option<&mut netlink::Rtnl> {
+        if self.nl.is_none() {
+            match netlink::Rtnl::open() {
+                Ok(n) => self.nl = Some(n),
+                Err(e) => {
+                    if !self.warned.netlink {
+                        self.warned.netlink = true;
+                        self.warn(&format!("no rtnetlink socket ({e}): interfaces and namespaces not scanned"));
+                    }
+                    return None;
+                }
+            }
+        }
+        self.nl.as_mut()
+    }
+
+    fn nsid_of(&mut self, f: &File) -> Option<i32> {
+        self.rtnl()?.nsid_of(f).ok().flatten()
+    }
+
+    fn namespaces(&mut self, own_inode: u64) -> Vec<Namespace> {
+        let mut out: Vec<Namespace> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(own_inode);
+        // Docker.
+        if let Some(sock) = self.cfg.docker_socket.clone() {
+            match docker::containers(&sock) {
+                Ok(list) => {
+                    if self.warned.docker {
+                        eprintln!("{}: inventory: Docker at {} answers again", self.cfg.log_prefix, sock.display());
+                        self.warned.docker = false;
+                    }
+                    for c in list {
+                        let file =
+                            c.sandbox_key.as_ref().and_then(|p| File::open(p).ok()).or_else(|| {
+                                (c.pid != 0).then(|| File::open(format!("/proc/{}/ns/net", c.pid)).ok())?
+                            });
+                        let Some(f) = file else { continue };
+                        let Ok(meta) = f.metadata() else { continue };
+                        if !seen.insert(meta.ino()) {
+                            continue;
+                        }
+                        let nsid = self.nsid_of(&f);
+                        out.push(Namespace {
+                            inode: meta.ino(),
+                            nsid,
+                            id: short_id(&c.id).to_owned(),
+                            name: c.name,
+                            runtime: "docker",
+                            image: c.image,
+                            ips: c.ips,
+                            macs: c.macs,
+                        });
+                    }
+                }
+                Err(e) => {
+                    if !self.warned.docker {
+                        self.warned.docker = true;
+                        self.warn(&format!(
+                            "Docker Engine API at {} not reachable ({e}); containers are found from named \
+                             namespaces and cgroups only until it answers",
+                            sock.display()
+                        ));
+                    }
+                }
+            }
+        }
+        // Named namespaces.
+        for (name, path) in read_link_name(&self.cfg.netns_dir) {
+            let Ok(f) = File::open(&path) else { continue };
+            let Ok(meta) = f.metadata() else { continue };
+            if !seen.insert(meta.ino()) {
+                continue;
+            }
+            let nsid = self.nsid_of(&f);
+            out.push(Namespace {
+                inode: meta.ino(),
+                nsid,
+                id: name.clone(),
+                name,
+                runtime: "netns",
+                image: String::new(),
+                ips: Vec::new(),
+                macs: Vec::new(),
+            });
+        }
+        // Other runtimes' processes.
+        if self.cfg.scan_proc {
+            for (pid, dir) in read_link_name(Path::new("/proc")) {
+                if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(dir.join("ns/net")) else { continue };
+                if seen.contains(&meta.ino()) {
+                    continue;
+                }
+                let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) else { continue };
+                let Some((runtime, id)) = runtime_of_cgroup(&cg) else { continue };
+                let Ok(f) = File::open(dir.join("ns/net")) else { continue };
+                seen.insert(meta.ino());
+                let nsid = self.nsid_of(&f);
+                let short = short_id(&id).to_owned();
+                out.push(Namespace {
+                    inode: meta.ino(),
+                    nsid,
+                    id: short.clone(),
+                    name: short,
+                    runtime,
+                    image: String::new(),
+                    ips: Vec::new(),
+                    macs: Vec::new(),
+                });
+            }
+        }
+        out
+    }
+
+    fn intern(&mut self, e: Entry) -> u16 {
+        let key = (e.reference.netns, e.reference.veth_str().to_owned(), e.reference.id_str().to_owned());
+        if let Some(&i) = self.index.get(&key) {
+            let old = &mut self.entries[usize::from(i)];
+            // A container first seen by its cgroup (name = id) gets its runtime's name when
+            // the runtime reports it; records built later (even of older flows) carry it.
+            let named = |r: &ContainerRef| r.name_str() != r.id_str();
+            if named(&e.reference) || !named(&old.reference) {
+                old.reference.name = e.reference.name;
+                old.runtime = e.runtime;
+                old.image = e.image;
+            }
+            old.macs = e.macs;
+            old.ips = e.ips;
+            old.veth_ifindex = e.veth_ifindex;
+            return i;
+        }
+        if self.entries.len() > MAX_ENTRIES {
+            if !self.warned.full {
+                self.warned.full = true;
+                self.warn(&format!("{MAX_ENTRIES} container entries seen; newer containers are not attributed"));
+            }
+            return NONE;
+        }
+        let i = self.entries.len() as u16;
+        self.entries.push(e);
+        self.index.insert(key, i);
+        i
+    }
+
+    /// Scans everything once and builds a snapshot.
+    pub fn scan(&mut self) -> Snapshot {
+        let own_inode = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
+        let links = self.rtnl().and_then(|n| n.links(None).ok()).unwrap_or_default();
+        let namespaces = self.namespaces(own_inode);
+        let mut live = Vec::new();
+        for ns in namespaces {
+            // The netns's own view of its interfaces and addresses (needs CAP_NET_ADMIN over it).
+            let (inner_links, inner_addrs) = match ns.nsid {
+                Some(id) => {
+                    let l = self.rtnl().map(|n| n.links(Some(id)));
+                    let a = self.rtnl().map(|n| n.addresses(Some(id)));
+                    match (l, a) {
+                        (Some(Ok(l)), Some(Ok(a))) => (l, a),
+                        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                            if !self.warned.dump {
+                                self.warned.dump = true;
+                                self.warn(&format!(
+                                    "cannot list the interfaces inside netns {} ({e}; needs CAP_NET_ADMIN): \
+                                     MAC and IP attribution use what the runtime reports",
+                                    ns.name
+                                ));
+                            }
+                            (Vec::new(), Vec::new())
+                        }
+                        _ => (Vec::new(), Vec::new()),
+                    }
+                }
+                None => (Vec::new(), Vec::new()),
+            };
+            let veths: Vec<&netlink::LinkInfoRow> =
+                links.iter().filter(|l| ns.nsid.is_some() && l.link_netnsid == ns.nsid).collect();
+            let base = |veth: &str| ContainerRef {
+                netns: ns.inode,
+                nsid: ns.nsid.unwrap_or(-1),
+                id: fixed_text(&ns.id),
+                name: fixed_text(&ns.name),
+                veth: fixed_text(veth),
+                ..Default::default()
+            };
+            if veths.is_empty() {
+                if ns.ips.is_empty() && ns.macs.is_empty() && inner_addrs.is_empty() {
+                    continue;
+                }
+                let mut ips: Vec<IpAddr> =
+                    inner_addrs.iter().map(|(_, ip)| *ip).filter(|ip| !ip.is_loopback()).collect();
+                ips.extend(ns.ips.iter().copied());
+                let mut macs: Vec<[u8; 6]> =
+                    inner_links.iter().filter_map(|l| l.mac.as_slice().try_into().ok()).collect();
+                macs.extend(ns.macs.iter().copied());
+                macs.retain(|m| *m != [0; 6]);
+                let e = Entry {
+                    reference: base(""),
+                    runtime: ns.runtime,
+                    image: ns.image.clone(),
+                    veth_ifindex: 0,
+                    macs,
+                    ips,
+                };
+                live.push(self.intern(e));
+                continue;
+            }
+            for v in veths {
+                let peer = v.link.and_then(|p| inner_links.iter().find(|l| l.index == p));
+                let mut macs: Vec<[u8; 6]> = peer.and_then(|p| p.mac.as_slice().try_into().ok()).into_iter().collect();
+                let mut ips: Vec<IpAddr> = match peer {
+                    Some(p) => inner_addrs.iter().filter(|(i, _)| *i == p.index).map(|(_, ip)| *ip).collect(),
+                    None => Vec::new(),
+                };
+                if peer.is_none() {
+                    // No view inside: the runtime's addresses (exact when the container has one interface).
+                    macs.extend(ns.macs.iter().copied());
+                    ips.extend(ns.ips.iter().copied());
+                }
+                let e = Entry {
+                    reference: base(&v.name),
+                    runtime: ns.runtime,
+                    image: ns.image.clone(),
+                    veth_ifindex: v.index,
+                    macs,
+                    ips,
+                };
+                live.push(self.intern(e));
+            }
+        }
+        self.generation += 1;
+        let mut snap = Snapshot {
+            generation: self.generation,
+            entries: self.entries.clone(),
+            live: vec![false; self.entries.len()],
+            links: links.iter().map(|l| (l.index, l.name.clone(), l.kind.clone())).collect(),
+            ..Default::default()
+        };
+        for &i in &live {
+            if i != NONE {
+                snap.live[usize::from(i)] = true;
+                let e = &self.entries[usize::from(i)];
+                for m in &e.macs {
+                    snap.by_mac.insert(*m, i);
+                }
+                for ip in &e.ips {
+                    snap.by_ip.insert(*ip, i);
+                }
+            }
+        }
+        snap.sources = self.current_sources();
+        snap.by_source = vec![NONE; 256];
+        for (idx, name) in &snap.sources {
+            snap.by_source[usize::from(*idx)] = snap.by_veth_name(name);
+        }
+        snap
+    }
+
+    fn current_sources(&self) -> Vec<(u8, String)> {
+        if let Some(list) = self.cfg.cluster_dir.as_deref().and_then(sources::read_sources) {
+            return list;
+        }
+        self.cfg.static_sources.iter().enumerate().map(|(i, n)| (i as u8, n.clone())).collect()
+    }
+}
+
+/// Events that make the inventory thread rescan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    Link,
+    Docker,
+    Sources,
+}
+
+/// The running inventory: the shared snapshot and its refresher thread.
+#[derive(Debug)]
+pub struct Inventory {
+    shared: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Inventory {
+    /// Takes a first snapshot, then keeps it current on a thread `cj-inventory`.
+    pub fn start(cfg: InventoryConfig) -> Self {
+        let mut scanner = Scanner::new(cfg.clone());
+        let first = scanner.scan();
+        let shared = Arc::new(ArcSwap::from_pointee(first));
+        let (tx, rx) = crossbeam_channel::unbounded::<Wake>();
+        // Link events.
+        if let Ok(mut ev) = netlink::LinkEvents::open() {
+            let tx = tx.clone();
+            let _ = std::thread::Builder::new().name("cj-inv-links".into()).spawn(move || {
+                while ev.wait().is_ok() {
+                    if tx.send(Wake::Link).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // Docker events (reconnecting; quiet, the scan itself warns once).
+        if let Some(sock) = cfg.docker_socket.clone() {
+            let tx = tx.clone();
+            let _ = std::thread::Builder::new().name("cj-inv-docker".into()).spawn(move || {
+                let mut was_up = true;
+                loop {
+                    // No daemon: look again later, quietly (the periodic rescan covers the rest).
+                    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+                        was_up = false;
+                        std::thread::sleep(Duration::from_secs(2));
+                        continue;
+                    }
+                    if !was_up && tx.send(Wake::Docker).is_err() {
+                        break;
+                    }
+                    was_up = true;
+                    let _ = docker::follow_events(&sock, || {
+                        let _ = tx.send(Wake::Docker);
+                    });
+                    // The stream ended (daemon restarting): rescan, then reconnect.
+                    if tx.send(Wake::Docker).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        }
+        // The balancer's source list.
+        if let Some(dir) = cfg.cluster_dir.clone() {
+            let tx = tx.clone();
+            let _ = std::thread::Builder::new().name("cj-inv-sources".into()).spawn(move || {
+                let path = sources::sources_path(&dir);
+                let stamp = |p: &Path| -> Option<(SystemTime, u64, u64)> {
+                    let m = std::fs::metadata(p).ok()?;
+                    Some((m.modified().ok()?, m.ino(), m.len()))
+                };
+                let mut last = stamp(&path);
+                loop {
+                    std::thread::sleep(SOURCES_POLL);
+                    let now = stamp(&path);
+                    if now != last {
+                        last = now;
+                        if tx.send(Wake::Sources).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let publish = Arc::clone(&shared);
+        let _ = std::thread::Builder::new().name("cj-inventory".into()).spawn(move || loop {
+            match rx.recv_timeout(RESCAN_EVERY) {
+                Ok(w) => {
+                    // Let a burst of events settle (a container start is several link changes).
+                    if w != Wake::Sources {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    while rx.try_recv().is_ok() {}
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(RESCAN_EVERY),
+            }
+            publish.store(Arc::new(scanner.scan()));
+        });
+        Self { shared }
+    }
+
+    /// The snapshot cell; readers `load()` it once per batch.
+    pub fn shared(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.shared)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.load_full()
+    }
+}
+
+/// A snapshot built by hand (tests, benchmarks): entries with their MACs,
+/// addresses and source indices.
+pub fn snapshot_for_tests(entries: &[(Entry, Option<u8>)]) -> Snapshot {
+    let mut snap = Snapshot { generation: 1, entries: vec![Entry::default()], live: vec![false], ..Default::default() };
+    snap.by_source = vec![NONE; 256];
+    for (e, src) in entries {
+        let i = snap.entries.len() as u16;
+        for m in &e.macs {
+            snap.by_mac.insert(*m, i);
+        }
+        for ip in &e.ips {
+            snap.by_ip.insert(*ip, i);
+        }
+        if let Some(s) = src {
+            snap.by_source[usize::from(*s)] = i;
+            snap.sources.push((*s, e.reference.veth_str().to_owned()));
+        }
+        snap.entries.push(e.clone());
+        snap.live.push(true);
+    }
+    snap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_name_runtimes() {
+        let id = "a".repeat(64);
+        assert_eq!(runtime_of_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(("docker", id.clone())));
+        assert_eq!(runtime_of_cgroup(&format!("12:pids:/docker/{id}\n")), Some(("docker", id.clone())));
+        assert_eq!(
+            runtime_of_cgroup("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc123.scope\n"),
+            Some(("containerd", "abc123".into()))
+        );
+        assert_eq!(
+            runtime_of_cgroup("0::/machine.slice/libpod-ff00.scope/container\n"),
+            Some(("podman", "ff00".into()))
+        );
+        assert_eq!(runtime_of_cgroup("0::/lxc.payload.web/init.scope\n"), Some(("lxc", "web".into())));
+        assert_eq!(runtime_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+    }
+
+    #[test]
+    fn a_scan_without_anything_is_empty_and_cheap() {
+        let mut cfg = InventoryConfig::new("test");
+        cfg.docker_socket = Some(PathBuf::from("/nonexistent/docker.sock"));
+        cfg.netns_dir = PathBuf::from("/nonexistent");
+        cfg.scan_proc = false;
+        cfg.static_sources = vec!["lo".into()];
+        let mut s = Scanner::new(cfg);
+        let snap = s.scan();
+        assert_eq!(snap.entries.len(), 1);
+        assert!(snap.links.iter().any(|l| l.1 == "lo"));
+        assert_eq!(snap.by_source(0), NONE);
+        assert_eq!(snap.sources, vec![(0, "lo".to_owned())]);
+        let again = s.scan();
+        assert_eq!(again.generation, 2);
+    }
+
+    #[test]
+    fn lookups_of_a_hand_made_snapshot() {
+        let e = Entry {
+            reference: ContainerRef { name: fixed_text("c1"), veth: fixed_text("veth1"), ..Default::default() },
+            macs: vec![[2, 0, 0, 0, 0, 1]],
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            ..Default::default()
+        };
+        let s = snapshot_for_tests(&[(e, Some(3))]);
+        assert_eq!(s.by_source(3), 1);
+        assert_eq!(s.by_source(4), NONE);
+        assert_eq!(s.by_mac(&[2, 0, 0, 0, 0, 1]), 1);
+        assert_eq!(s.by_ip(&"10.0.0.1".parse().unwrap()), 1);
+        assert_eq!(s.entry(1).name_str(), "c1");
+        assert_eq!(s.entry(9), ContainerRef::default());
+        assert_eq!(s.by_veth_name("veth1"), 1);
+    }
+}
