@@ -203,13 +203,13 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
             }
             Err(e) => return unchecked(id, format!("cannot read packet queue {}: {e}", pq.display())),
         };
-        let worker_ended = CounterPage::read(&naming::worker_stats_path(cluster_dir, q))
+        let worker_ended = CounterPage::read(&naming::set_worker_stats_path(cluster_dir, app.set, q))
             .map(|p| counter(&p, WORKER_COUNTERS[worker_counter::ENDED]) == 1)
             .unwrap_or(false);
         if !worker_ended {
             stopped_in_order = false;
         }
-        let (lost, lost_records) = CounterPage::read(&naming::worker_stats_path(cluster_dir, q))
+        let (lost, lost_records) = CounterPage::read(&naming::set_worker_stats_path(cluster_dir, app.set, q))
             .map(|p| {
                 (
                     counter(&p, WORKER_COUNTERS[worker_counter::LOST_PACKETS]),

@@ -113,7 +113,7 @@ impl Intake {
         let spec = QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: cfg.record_queue_slots };
         let mut sources = Vec::new();
         for q in cfg.worker_queues() {
-            let path = naming::record_queue_path(&dir, q);
+            let path = naming::set_record_queue_path(&dir, cfg.queue_set, q);
             let file =
                 QueueFile::open_or_create(&path, spec).map_err(|source| IntakeError { path: path.clone(), source })?;
             let mut consumer = file.into_consumer();

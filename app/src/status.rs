@@ -28,9 +28,19 @@ pub struct NoQueues {
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Entry {
     Packet(u32, u32),
-    Record(u32),
+    /// (set, queue): `rec-<q>` is set 0, `rec-<set>-<q>` another set.
+    Record(u32, u32),
     Balancer,
-    Worker(u32),
+    /// (set, queue), named likewise.
+    Worker(u32, u32),
+}
+
+/// `<q>` as (0, q), `<set>-<q>` as (set, q).
+fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
+    match rest.split_once('-') {
+        Some((s, q)) => Some((s.parse().ok()?, q.parse().ok()?)),
+        None => Some((0, rest.parse().ok()?)),
+    }
 }
 
 fn classify(name: &str) -> Option<Entry> {
@@ -38,10 +48,10 @@ fn classify(name: &str) -> Option<Entry> {
         return Some(Entry::Balancer);
     }
     if let Some(q) = name.strip_prefix("stats-worker-") {
-        return q.parse().ok().map(Entry::Worker);
+        return set_and_queue(q).map(|(s, q)| Entry::Worker(s, q));
     }
     if let Some(q) = name.strip_prefix("rec-") {
-        return q.parse().ok().map(Entry::Record);
+        return set_and_queue(q).map(|(s, q)| Entry::Record(s, q));
     }
     if let Some(rest) = name.strip_prefix("pkt-") {
         let (s, q) = rest.split_once('-')?;
@@ -99,7 +109,7 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
         .to_vec()];
     let mut problems = Vec::new();
     for (kind, name) in &entries {
-        if matches!(kind, Entry::Packet(..) | Entry::Record(_)) {
+        if matches!(kind, Entry::Packet(..) | Entry::Record(..)) {
             match QueueFile::read_stats(&dir.join(name)) {
                 Ok((_, stats)) => rows.push(queue_cells(name, &stats)),
                 Err(e) => problems.push(format!("{name}: unreadable: {e}")),
@@ -130,7 +140,8 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
     for (kind, name) in &entries {
         let label = match kind {
             Entry::Balancer => "balancer".to_string(),
-            Entry::Worker(q) => format!("worker {q}"),
+            Entry::Worker(0, q) => format!("worker {q}"),
+            Entry::Worker(set, q) => format!("worker {q} (set {set})"),
             _ => continue,
         };
         match CounterPage::read(&dir.join(name)) {
@@ -153,14 +164,16 @@ mod tests {
     #[test]
     fn names_are_classified_and_sorted() {
         assert_eq!(classify("pkt-1-10"), Some(Entry::Packet(1, 10)));
-        assert_eq!(classify("rec-3"), Some(Entry::Record(3)));
-        assert_eq!(classify("stats-worker-2"), Some(Entry::Worker(2)));
+        assert_eq!(classify("rec-3"), Some(Entry::Record(0, 3)));
+        assert_eq!(classify("rec-1-3"), Some(Entry::Record(1, 3)));
+        assert_eq!(classify("stats-worker-2"), Some(Entry::Worker(0, 2)));
+        assert_eq!(classify("stats-worker-1-2"), Some(Entry::Worker(1, 2)));
         assert_eq!(classify("stats-balancer"), Some(Entry::Balancer));
         assert_eq!(classify("pkt-x-1"), None);
         assert_eq!(classify(".rec-1.tmp"), None);
-        let mut v = vec![Entry::Record(10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(2)];
+        let mut v = vec![Entry::Record(0, 10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(0, 2)];
         v.sort();
-        assert_eq!(v, vec![Entry::Packet(0, 2), Entry::Packet(0, 10), Entry::Record(2), Entry::Record(10)]);
+        assert_eq!(v, vec![Entry::Packet(0, 2), Entry::Packet(0, 10), Entry::Record(0, 2), Entry::Record(0, 10)]);
     }
 
     #[test]

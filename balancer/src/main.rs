@@ -156,7 +156,7 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
             .map_err(|e| BalancerError::Usage(format!("cannot install signal handler: {e}")))?;
     }
 
-    let mut source = source::open(&spec)?;
+    let mut source = source::open(&spec, &config)?;
     let dir = config.cluster_dir();
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
     let mut sets = Vec::new();

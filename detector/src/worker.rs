@@ -114,12 +114,12 @@ impl WorkerSpec {
 
     /// `rec-<queue>`.
     pub fn record_queue_path(&self) -> PathBuf {
-        naming::record_queue_path(&self.cluster_dir, self.queue)
+        naming::set_record_queue_path(&self.cluster_dir, self.queue_set, self.queue)
     }
 
     /// `stats-worker-<queue>`.
     pub fn stats_path(&self) -> PathBuf {
-        naming::worker_stats_path(&self.cluster_dir, self.queue)
+        naming::set_worker_stats_path(&self.cluster_dir, self.queue_set, self.queue)
     }
 }
 

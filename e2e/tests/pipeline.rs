@@ -81,3 +81,40 @@ fn ip_hash_two_workers_matches_truth() {
 fn fan_out_every_worker_matches_truth() {
     run_and_compare("2", "2");
 }
+
+/// N_QUEUE_SETS=2: each set gets every packet once. Two detectors (one per set,
+/// each with its own app) each account the whole capture, exactly.
+#[test]
+fn two_queue_sets_each_match_truth() {
+    let cap = capture();
+    let iface = format!("pcap:{}", cap.path.display());
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("N_QUEUE_SETS", "2"), ("CJ_CORECOUNT", "1")]);
+    let outs = [tempfile::tempdir().expect("out 0"), tempfile::tempdir().expect("out 1")];
+    let mut children = Vec::new();
+    for (set, out) in outs.iter().enumerate() {
+        let (set, core) = (set.to_string(), set.to_string());
+        let mut det = cluster.command("cj-detector");
+        det.env("CJ_QUEUE_SET", &set).env("CJ_COREBASE", &core);
+        let mut app = cluster.command("cj-app");
+        app.env("CJ_QUEUE_SET", &set).arg("--out").arg(out.path());
+        for mut cmd in [det, app] {
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            children.push(("set process", cmd.spawn().expect("spawn")));
+        }
+    }
+    let mut bal = cluster.command("cj-balancer");
+    bal.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    children.push(("cj-balancer", bal.spawn().expect("spawn balancer")));
+    for o in e2e::wait_all(children, e2e::DEADLINE) {
+        assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let want = truth_rows(&cap.truth);
+    for (set, out) in outs.iter().enumerate() {
+        let got = read_flows_csv(&out.path().join("flows.csv"));
+        if let Some(d) = diff_rows(&got, &want) {
+            panic!("queue set {set}: flows.csv differs from the truth:\n{d}");
+        }
+        let summary = read_json(&out.path().join("summary.json"));
+        assert_eq!(summary["identity"]["status"], "holds", "set {set}: {summary:#}");
+    }
+}

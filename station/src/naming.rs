@@ -16,9 +16,21 @@ pub fn packet_queue_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBuf {
     cluster_dir.join(format!("pkt-{set}-{queue}"))
 }
 
-/// Record queue of the worker reading packet queue `queue`: `rec-<queue>`.
+/// Record queue of the worker reading packet queue `queue` of set 0: `rec-<queue>`.
 pub fn record_queue_path(cluster_dir: &Path, queue: u32) -> PathBuf {
-    cluster_dir.join(format!("rec-{queue}"))
+    set_record_queue_path(cluster_dir, 0, queue)
+}
+
+/// Record queue of the worker reading packet queue `queue` of queue set `set`:
+/// `rec-<queue>` for set 0 (the usual single detector), `rec-<set>-<queue>`
+/// otherwise, so detectors reading different sets (N_QUEUE_SETS > 1) never
+/// share a record queue.
+pub fn set_record_queue_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBuf {
+    if set == 0 {
+        cluster_dir.join(format!("rec-{queue}"))
+    } else {
+        cluster_dir.join(format!("rec-{set}-{queue}"))
+    }
 }
 
 /// The balancer's stats page: `stats-balancer`.
@@ -26,9 +38,19 @@ pub fn balancer_stats_path(cluster_dir: &Path) -> PathBuf {
     cluster_dir.join("stats-balancer")
 }
 
-/// The stats page of the worker reading queue `queue`: `stats-worker-<queue>`.
+/// The stats page of the worker reading queue `queue` of set 0: `stats-worker-<queue>`.
 pub fn worker_stats_path(cluster_dir: &Path, queue: u32) -> PathBuf {
-    cluster_dir.join(format!("stats-worker-{queue}"))
+    set_worker_stats_path(cluster_dir, 0, queue)
+}
+
+/// The stats page of the worker reading queue `queue` of set `set`:
+/// `stats-worker-<queue>` for set 0, `stats-worker-<set>-<queue>` otherwise.
+pub fn set_worker_stats_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBuf {
+    if set == 0 {
+        cluster_dir.join(format!("stats-worker-{queue}"))
+    } else {
+        cluster_dir.join(format!("stats-worker-{set}-{queue}"))
+    }
 }
 
 /// Counters of the balancer's stats page, in page order.

@@ -767,10 +767,8 @@ impl AfPacketSource {
     ///
     /// # Errors
     /// As [`AfPacketSource::open`], and a bad `CJ_AFP_*` value.
-    pub fn open_configured(names: &[String]) -> Result<Self, AfPacketError> {
-        let args: Vec<String> = std::env::args().collect();
-        let config = StationConfig::load(station::config::parse_args_config(&args).as_deref())?;
-        let source = Self::open(names, &RingParams::from_config(&config))?;
+    pub fn open_configured(names: &[String], config: &StationConfig) -> Result<Self, AfPacketError> {
+        let source = Self::open(names, &RingParams::from_config(config))?;
         // The detector maps `Frame::source` to interfaces (and so to containers) with this list.
         if let Err(e) = inventory::sources::write_sources(&config.cluster_dir(), &source.interfaces()) {
             eprintln!("cj-balancer: warning: cannot write the source list in {}: {e}", config.cluster_dir().display());

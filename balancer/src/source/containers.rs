@@ -54,10 +54,8 @@ impl ContainersSource {
     ///
     /// # Errors
     /// A bad `CJ_AFP_*` value.
-    pub fn open_configured() -> Result<Self, AfPacketError> {
-        let args: Vec<String> = std::env::args().collect();
-        let config = StationConfig::load(station::config::parse_args_config(&args).as_deref())?;
-        let afp = AfPacketSource::open(&[], &RingParams::from_config(&config))?;
+    pub fn open_configured(config: &StationConfig) -> Result<Self, AfPacketError> {
+        let afp = AfPacketSource::open(&[], &RingParams::from_config(config))?;
         let inv = Inventory::start(InventoryConfig::new("cj-balancer"));
         let mut s = Self {
             afp,

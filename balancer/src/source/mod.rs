@@ -14,7 +14,7 @@ pub mod pcap;
 pub mod pfring;
 pub mod sim;
 
-use station::config::SourceSpec;
+use station::config::{SourceSpec, StationConfig};
 
 /// One frame as the source delivers it; borrowed from the source's buffer.
 #[derive(Clone, Copy, Debug)]
@@ -124,12 +124,12 @@ pub trait Source {
 ///
 /// # Errors
 /// The source cannot be opened, or needs support not built in.
-pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
+pub fn open(spec: &SourceSpec, config: &StationConfig) -> Result<Box<dyn Source>, SourceError> {
     match spec {
         SourceSpec::Pcap(path) => Ok(Box::new(pcap::PcapSource::open(path)?)),
         SourceSpec::Sim(sim) => Ok(Box::new(sim::SimSource::new(sim))),
-        SourceSpec::Containers => Ok(Box::new(containers::ContainersSource::open_configured()?)),
-        SourceSpec::Interfaces(ifaces) => Ok(Box::new(af_packet::AfPacketSource::open_configured(ifaces)?)),
+        SourceSpec::Containers => Ok(Box::new(containers::ContainersSource::open_configured(config)?)),
+        SourceSpec::Interfaces(ifaces) => Ok(Box::new(af_packet::AfPacketSource::open_configured(ifaces, config)?)),
         #[cfg(feature = "pfring")]
         SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => {
             let (kind, device) = pfring::Kind::device_for(dev, matches!(spec, SourceSpec::Zc(_)));
