@@ -2,8 +2,11 @@
 //! `make test`, found in `CJ_BIN_DIR` or `target/release`) on a private queue
 //! directory under /dev/shm, waits for them with a deadline, and reads their
 //! outputs. Truth comes from the generator's model (`station::sim::truth`) or
-//! from a peer tool, never from the pipeline itself.
+//! from a peer tool, never from the pipeline itself. A station on a live
+//! source, started and stopped in pipeline order, is in [`live`].
 #![deny(unsafe_code)]
+
+pub mod live;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -41,16 +41,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{read_json, wait_all, Cluster};
-
-/// How long the balancer may take to have received what was sent.
-const SETTLE: Duration = Duration::from_secs(30);
-/// How long one stopped process may take to exit.
-const STOP_DEADLINE: Duration = Duration::from_secs(60);
+use e2e::live::{have, run, try_run, Station, Stopped};
+use e2e::{read_json, Cluster};
 
 /// The tests of this file one at a time: with `CJ_IFACE=containers` one test
 /// would capture another's containers.
@@ -61,38 +57,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn is_root() -> bool {
-    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if root.unwrap_or(false) {
+    if e2e::live::is_root() {
         return true;
     }
     assert!(std::env::var_os("CI").is_none(), "container attribution tests need root under CI");
     eprintln!("SKIPPED: needs root (network namespaces, veth, bridge, AF_PACKET)");
     false
-}
-
-/// Runs a command; panics with its output when it fails.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command whose failure is not fatal (cleanup).
-fn try_run(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .any(|d| Path::new(d).join(tool).is_file())
 }
 
 /// Kernel counters of an interface (host side).
@@ -304,115 +274,6 @@ fn finish_pings(exchanges: Vec<(&str, Traffic)>) {
     }
 }
 
-/// The three station processes; any still running are killed on drop.
-#[derive(Debug)]
-struct Station<'c> {
-    cluster: &'c Cluster,
-    out: tempfile::TempDir,
-    balancer: Option<Child>,
-    detector: Option<Child>,
-    app: Option<Child>,
-}
-
-impl<'c> Station<'c> {
-    fn start(cluster: &'c Cluster, app_args: &[&str]) -> Self {
-        let spawn = |name: &str, args: &[&std::ffi::OsStr]| {
-            cluster
-                .command(name)
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {name}: {e}"))
-        };
-        let out = tempfile::tempdir().expect("out dir");
-        let detector = spawn("cj-detector", &[]);
-        let mut args: Vec<&std::ffi::OsStr> = vec!["--out".as_ref(), out.path().as_os_str()];
-        args.extend(app_args.iter().map(std::ffi::OsStr::new));
-        let app = spawn("cj-app", &args);
-        let balancer = spawn("cj-balancer", &[]);
-        let mut s = Station { cluster, out, balancer: Some(balancer), detector: Some(detector), app: Some(app) };
-        let page = station::naming::balancer_stats_path(&cluster.cluster_dir());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !page.exists() {
-            if let Some(Ok(Some(_))) = s.balancer.as_mut().map(Child::try_wait) {
-                let out = s.balancer.take().expect("balancer").wait_with_output().expect("output");
-                panic!("cj-balancer exited at start: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            assert!(Instant::now() < deadline, "cj-balancer did not create {}", page.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The rings are open; let the detector's inventory take its first look.
-        std::thread::sleep(Duration::from_millis(500));
-        s
-    }
-
-    /// The balancer's `received` from its stats page.
-    fn received(&self) -> u64 {
-        let page = station::naming::balancer_stats_path(&self.cluster.cluster_dir());
-        shmq::CounterPage::read(&page)
-            .ok()
-            .and_then(|named| named.iter().find(|(k, _)| k == "received").map(|(_, v)| *v))
-            .unwrap_or(0)
-    }
-
-    fn wait_received(&self, want: u64) -> u64 {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let got = self.received();
-            if got >= want {
-                // A little longer (blocks are handed over within CJ_AFP_BLOCK_TIMEOUT_MS):
-                // with `containers`, other containers' frames count in `received` too.
-                std::thread::sleep(Duration::from_millis(500));
-                return self.received();
-            }
-            assert!(Instant::now() < deadline, "waited {SETTLE:?}: received {got} of {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM to each in pipeline order; returns the outputs after checking every exit status.
-    fn stop(self) -> (Output, Output, Output, tempfile::TempDir) {
-        self.stop_then(|| {})
-    }
-
-    /// [`Station::stop`], calling `after_capture` once the balancer has exited
-    /// (to read kernel counters when the capture has ended).
-    fn stop_then(mut self, after_capture: impl FnOnce()) -> (Output, Output, Output, tempfile::TempDir) {
-        let stop_one = |slot: &mut Option<Child>, name: &str| -> Output {
-            let child = slot.take().expect("running");
-            try_run(&["kill", "-TERM", &child.id().to_string()]);
-            wait_all(vec![(name, child)], STOP_DEADLINE).pop().expect("output")
-        };
-        let balancer = stop_one(&mut self.balancer, "cj-balancer");
-        after_capture();
-        let detector = stop_one(&mut self.detector, "cj-detector");
-        let app = stop_one(&mut self.app, "cj-app");
-        for (name, o) in [("cj-balancer", &balancer), ("cj-detector", &detector), ("cj-app", &app)] {
-            assert!(
-                o.status.success(),
-                "{name} failed ({}):\n--- balancer\n{}\n--- detector\n{}\n--- app\n{}{}",
-                o.status,
-                String::from_utf8_lossy(&balancer.stderr),
-                String::from_utf8_lossy(&detector.stderr),
-                String::from_utf8_lossy(&app.stderr),
-                String::from_utf8_lossy(&app.stdout)
-            );
-        }
-        let out = std::mem::replace(&mut self.out, tempfile::tempdir().expect("tempdir"));
-        (balancer, detector, app, out)
-    }
-}
-
-impl Drop for Station<'_> {
-    fn drop(&mut self) {
-        for c in [&mut self.balancer, &mut self.detector, &mut self.app].into_iter().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// One row of containers.csv: (packets in, packets out, frame bytes in, frame bytes out, veths).
 type Row = (u64, u64, u64, u64, String);
 
@@ -511,7 +372,7 @@ fn named_namespaces_totals_equal_the_veth_counters() {
     let kernel_frames: u64 = deltas.values().map(|d| d.rx_packets + d.tx_packets).sum();
     let received = station.wait_received(kernel_frames);
     assert_eq!(lab.counters(), after_traffic, "no frame after the traffic");
-    let (_, detector, app, out) = station.stop();
+    let Stopped { detector, app, out, .. } = station.stop();
     let derr = String::from_utf8_lossy(&detector.stderr);
     assert!(derr.contains("cj-detector: inventory: "), "detector start line: {derr}");
 
@@ -564,7 +425,7 @@ fn bridge_capture_attributes_by_mac_and_ip() {
     // Every frame among the namespaces crosses the bridge once: as rx on the sender's veth.
     let frames: u64 = deltas.values().map(|d| d.rx_packets).sum();
     station.wait_received(frames);
-    let (_, _, _, out) = station.stop();
+    let Stopped { out, .. } = station.stop();
     let rows = read_containers_csv(&out.path().join("containers.csv"));
     check_against_kernel(&rows, &lab, &deltas, true);
     let flows = std::fs::read_to_string(out.path().join("flows.csv")).expect("flows.csv");
@@ -595,7 +456,7 @@ fn namespace_disappearing_mid_run_keeps_attribution() {
     std::thread::sleep(Duration::from_millis(500));
     finish_pings(vec![("ping 0->1", lab.ping(0, 1, 10, 100))]);
     std::thread::sleep(Duration::from_millis(300));
-    let (_, detector, _, out) = station.stop();
+    let Stopped { detector, out, .. } = station.stop();
     let rows = read_containers_csv(&out.path().join("containers.csv"));
     let row = rows.get(&gone).unwrap_or_else(|| panic!("the deleted namespace keeps its rows: {rows:?}"));
     assert!(row.1 >= 10 && row.0 >= 10, "its pings out and replies in: {row:?}");
@@ -826,7 +687,7 @@ fn docker_containers_totals_equal_their_veth_counters() {
     let received = station.wait_received(frames);
     // The final counters as the capture ends (the bridge may send a multicast report any time).
     let mut deltas = Vec::new();
-    let (_, detector, _, out) = station.stop_then(|| deltas = read());
+    let Stopped { detector, out, .. } = station.stop_then(|| deltas = read());
     let rows = read_containers_csv(&out.path().join("containers.csv"));
     for (i, d) in deltas.iter().enumerate() {
         let (name, _, veth, _) = &lab.containers[i];

@@ -23,26 +23,23 @@
 //! veth is deleted at the end, also when a test fails (a Drop guard). Traffic
 //! stays inside the test's own veths, bounded in count and time.
 //!
-//! The processes are stopped in pipeline order: SIGTERM to the balancer (a
+//! The processes are stopped in pipeline order (`e2e::live::Station::stop`): SIGTERM to the balancer (a
 //! live source never ends), then to the detector (it flushes every flow and
 //! closes its record queues), then to the app if it has not ended by itself
 //! (it ends once every record queue ended and was drained).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use e2e::live::{have, is_root, run, try_run, Station, Stopped};
 use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, truth_rows, wait_all, Cluster, RowKey};
 use station::sim::{SimSpec, Truth};
 
 /// Rate at which the exact-count tests replay (well within what the pipeline holds).
 const PPS: &str = "20000";
-/// How long the balancer may take to have received what was sent.
-const SETTLE: Duration = Duration::from_secs(30);
-/// How long one stopped process may take to exit.
-const STOP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// IPv4 and IPv6, 802.1Q and QinQ tags, many sizes up to 1514 bytes (tags
 /// included, so every frame fits the veth's 1500-byte MTU), a few ARP frames.
@@ -51,38 +48,11 @@ const SPEC: &str =
 
 /// True when this process can build test hosts; otherwise says why the test is skipped.
 fn can_build_hosts() -> bool {
-    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root.unwrap_or(false) {
+    if !is_root() {
         eprintln!("SKIPPED: needs root for network namespaces");
         return false;
     }
     peer_tool("ip", "iproute2").is_some() && peer_tool("tcpreplay", "tcpreplay").is_some()
-}
-
-/// Whether an optional tool is on PATH (unlike `peer_tool`, never a failure under CI).
-fn have(tool: &str) -> bool {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .any(|d| Path::new(d).join(tool).is_file())
-}
-
-/// Runs a command; panics with its output when it fails.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command whose failure is not fatal (cleanup, optional tuning).
-fn try_run(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A network namespace holding the peer end of a veth pair whose host end the station captures.
@@ -200,127 +170,6 @@ impl Drop for Spinner {
     }
 }
 
-/// The three station processes on one cluster; any still running are killed on drop.
-#[derive(Debug)]
-struct Station<'c> {
-    cluster: &'c Cluster,
-    out: tempfile::TempDir,
-    balancer: Option<Child>,
-    detector: Option<Child>,
-    app: Option<Child>,
-}
-
-/// The balancer's counters as `cj-app status` shows them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct BalancerCounters {
-    received: u64,
-    received_bytes: u64,
-    capture_dropped: u64,
-    queue_dropped: u64,
-}
-
-impl<'c> Station<'c> {
-    fn start(cluster: &'c Cluster) -> Self {
-        let spawn = |name: &str, args: &[&std::ffi::OsStr]| {
-            cluster
-                .command(name)
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {name}: {e}"))
-        };
-        let out = tempfile::tempdir().expect("out dir");
-        let detector = spawn("cj-detector", &[]);
-        let app = spawn("cj-app", &["--out".as_ref(), out.path().as_os_str()]);
-        let balancer = spawn("cj-balancer", &[]);
-        let mut s = Station { cluster, out, balancer: Some(balancer), detector: Some(detector), app: Some(app) };
-        // The balancer opens its rings before its stats page: once the page is there, it captures.
-        let page = station::naming::balancer_stats_path(&cluster.cluster_dir());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !page.exists() {
-            if let Some(Ok(Some(_))) = s.balancer.as_mut().map(Child::try_wait) {
-                let out = s.balancer.take().expect("balancer").wait_with_output().expect("output");
-                panic!("cj-balancer exited at start: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            assert!(Instant::now() < deadline, "cj-balancer did not create {}", page.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        s
-    }
-
-    /// `cj-app status`, and the balancer's counters from it.
-    fn status(&self) -> (String, BalancerCounters) {
-        let out = self.cluster.command("cj-app").arg("status").output().expect("cj-app status");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut c = BalancerCounters::default();
-        if let Some(line) = text.lines().find(|l| l.starts_with("balancer:")) {
-            for kv in line.split_whitespace().skip(1) {
-                let Some((k, v)) = kv.split_once('=') else { continue };
-                let v: u64 = v.parse().unwrap_or(0);
-                match k {
-                    "received" => c.received = v,
-                    "received_bytes" => c.received_bytes = v,
-                    "capture_dropped" => c.capture_dropped = v,
-                    "queue_dropped" => c.queue_dropped = v,
-                    _ => {}
-                }
-            }
-        }
-        (text, c)
-    }
-
-    /// Waits until `done(counters)` holds; panics at the deadline.
-    fn wait_for(&self, what: &str, done: impl Fn(&BalancerCounters) -> bool) -> BalancerCounters {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let (text, c) = self.status();
-            if done(&c) {
-                return c;
-            }
-            assert!(Instant::now() < deadline, "waited {SETTLE:?} for {what}; cj-app status:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM to each in pipeline order, waiting for each to exit; returns
-    /// (balancer, detector, app) outputs after checking every exit status.
-    fn stop(mut self) -> (Output, Output, Output, tempfile::TempDir) {
-        let stop_one = |slot: &mut Option<Child>, name: &str| -> Output {
-            let child = slot.take().expect("running");
-            // An app that already ended is a zombie until waited for: the signal is harmless.
-            try_run(&["kill", "-TERM", &child.id().to_string()]);
-            wait_all(vec![(name, child)], STOP_DEADLINE).pop().expect("output")
-        };
-        let balancer = stop_one(&mut self.balancer, "cj-balancer");
-        let detector = stop_one(&mut self.detector, "cj-detector");
-        let app = stop_one(&mut self.app, "cj-app");
-        for (name, o) in [("cj-balancer", &balancer), ("cj-detector", &detector), ("cj-app", &app)] {
-            assert!(
-                o.status.success(),
-                "{name} failed ({}):\n--- balancer\n{}\n--- detector\n{}\n--- app\n{}{}",
-                o.status,
-                String::from_utf8_lossy(&balancer.stderr),
-                String::from_utf8_lossy(&detector.stderr),
-                String::from_utf8_lossy(&app.stderr),
-                String::from_utf8_lossy(&app.stdout)
-            );
-        }
-        let out = std::mem::replace(&mut self.out, tempfile::tempdir().expect("tempdir"));
-        (balancer, detector, app, out)
-    }
-}
-
-impl Drop for Station<'_> {
-    fn drop(&mut self) {
-        for c in [&mut self.balancer, &mut self.detector, &mut self.app].into_iter().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A generated capture and its truth.
 struct Capture {
     _dir: tempfile::TempDir,
@@ -388,7 +237,7 @@ fn one_veth_replay_matches_the_truth() {
     let cap = capture(SPEC);
     let host = TestHost::new();
     let cluster = Cluster::new(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
-    let station = Station::start(&cluster);
+    let station = Station::start(&cluster, &[]);
 
     let before = host.tx_packets();
     finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS]))]);
@@ -400,7 +249,7 @@ fn one_veth_replay_matches_the_truth() {
     // VLAN tags the kernel took out were put back: the wire bytes are the generator's.
     assert_eq!(c.received_bytes, wire_bytes(&cap.truth), "wire bytes (VLAN and QinQ tags put back)");
 
-    let (balancer, _, _, out) = station.stop();
+    let Stopped { balancer, out, .. } = station.stop();
     let berr = String::from_utf8_lossy(&balancer.stderr);
     assert!(berr.contains("AF_PACKET TPACKET_V3"), "start line names the ring: {berr}");
     assert!(berr.contains("timestamps: "), "start line says which timestamps: {berr}");
@@ -427,7 +276,7 @@ fn two_veths_in_one_iface_list_are_both_counted() {
     let hosts = [TestHost::new(), TestHost::new()];
     let iface = format!("{},{}", hosts[0].host, hosts[1].host);
     let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_CORECOUNT", "1")]);
-    let station = Station::start(&cluster);
+    let station = Station::start(&cluster, &[]);
 
     let before: Vec<u64> = hosts.iter().map(TestHost::tx_packets).collect();
     finish_replays(vec![
@@ -442,7 +291,7 @@ fn two_veths_in_one_iface_list_are_both_counted() {
     assert_eq!((c.capture_dropped, c.queue_dropped), (0, 0), "{c:?}");
     assert_eq!(c.received_bytes, caps.iter().map(|c| wire_bytes(&c.truth)).sum::<u64>());
 
-    let (_, _, _, out) = station.stop();
+    let Stopped { out, .. } = station.stop();
     let want = sum_rows(&[truth_rows(&caps[0].truth), truth_rows(&caps[1].truth)]);
     if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &want) {
         panic!("flows.csv differs from the two captures' truth:\n{d}");
@@ -471,7 +320,7 @@ fn a_ring_too_small_for_a_burst_counts_the_kernel_drops() {
         ("CJ_BALANCER_CORE", &bcore),
         ("CJ_LOG_INTERVAL", "1"),
     ]);
-    let station = Station::start(&cluster);
+    let station = Station::start(&cluster, &[]);
     let spinner = Spinner::on_core(balancer_core);
     if spinner.is_none() {
         eprintln!("note: taskset missing, the balancer's core is not kept busy (the tiny ring drops anyway)");
@@ -492,7 +341,7 @@ fn a_ring_too_small_for_a_burst_counts_the_kernel_drops() {
         "cj-app status shows the kernel drops:\n{status_text}"
     );
 
-    let (balancer, _, _, out) = station.stop();
+    let Stopped { balancer, out, .. } = station.stop();
     let berr = String::from_utf8_lossy(&balancer.stderr);
     assert!(
         berr.contains(&format!("capture {}", c.capture_dropped)),
@@ -530,7 +379,7 @@ fn an_interface_that_goes_down_and_up_keeps_the_balancer_capturing() {
     let cap = capture("flows=50,packets=5000,sizes=64:50/1514:50,v6=20,vlan=20,seed=41");
     let host = TestHost::new();
     let cluster = Cluster::new(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
-    let station = Station::start(&cluster);
+    let station = Station::start(&cluster, &[]);
 
     run(&["ip", "link", "set", &host.host, "down"]);
     host.wait_operstate("down");
@@ -547,7 +396,7 @@ fn an_interface_that_goes_down_and_up_keeps_the_balancer_capturing() {
     let c = station.wait_for("received == sent", |c| c.received >= sent);
     assert_eq!(c.received, sent, "{c:?}");
 
-    let (balancer, _, _, out) = station.stop();
+    let Stopped { balancer, out, .. } = station.stop();
     let berr = String::from_utf8_lossy(&balancer.stderr);
     let down = berr.lines().filter(|l| l.contains(&host.host) && l.contains("went down")).count();
     let up = berr.lines().filter(|l| l.contains(&host.host) && l.contains("is up again")).count();
