@@ -180,6 +180,9 @@ pub struct WorkerSummary {
     pub records: u64,
     /// Records lost in this run (stopping with a full record queue).
     pub records_lost: u64,
+    /// From the first packet read to the last (zero when none was read):
+    /// the time the packets took, without start-up and idle tail.
+    pub packet_span: Duration,
 }
 
 /// Starts worker `spec` on its own thread `cj-worker-<queue>`.
@@ -278,6 +281,7 @@ fn run(
     let mut corrupt_log = RateLimited::new();
     stats.write(&acct, &out, false);
 
+    let (mut first_packet, mut last_packet): (Option<Instant>, Option<Instant>) = (None, None);
     let cause = loop {
         refresh_snapshot(&mut acct, inventory);
         let mut n = 0;
@@ -288,6 +292,9 @@ fn run(
             n += 1;
         }
         if n > 0 {
+            let now = Instant::now();
+            first_packet.get_or_insert(now);
+            last_packet = Some(now);
             consumer.release();
             acct.busy();
             waiter.reset();
@@ -367,6 +374,10 @@ fn run(
         packets: acct.counters().packets,
         records: out.records,
         records_lost: out.records_lost,
+        packet_span: match (first_packet, last_packet) {
+            (Some(a), Some(b)) => b.duration_since(a),
+            _ => Duration::ZERO,
+        },
     })
 }
 

@@ -1,0 +1,898 @@
+//! Deployment as operators run it, checked on this machine:
+//!
+//! - `units_pass_systemd_analyze_verify`: every `sysconfig/*.service` passes
+//!   `systemd-analyze verify` without a single message (the units name
+//!   `/opt/conjure`; the test verifies copies pointing at this checkout);
+//! - `scripts_pass_shellcheck`: every shell script of the repository;
+//! - `start_scripts_give_one_line_errors`: a malformed value in conjure.conf (the
+//!   start scripts with `CONJURE_CONF` pointing at a bad file) stops the binary with
+//!   one line naming the variable, the value and the file and line; the scripts'
+//!   own checks (zc: preconditions, on-reboot.sh's variables) are one line too;
+//! - `native_units_notify_systemd`: each native unit's `ExecStart=` command line,
+//!   run under a `NOTIFY_SOCKET` this test listens on, with `WATCHDOG_USEC` set,
+//!   sends `READY=1` (with a `STATUS=`), watchdog pings at half the timeout, and
+//!   `STOPPING=1` on SIGTERM, and exits 0;
+//! - `on_reboot_sets_up_a_test_host` (root): `on-reboot.sh` inside a network
+//!   namespace of its own, against a veth there: `--dry-run` changes nothing at
+//!   all, the real run turns GRO/GSO/TSO off, sets the veth promiscuous and up,
+//!   creates the queue directory (owner and mode) and `tun<CJ_QUEUE_OFFSET+i>`; a
+//!   second run changes nothing (state snapshots compared). Hugepages are not
+//!   reserved there (`CJ_HUGEPAGES=0`);
+//! - `on_reboot_reserves_hugepages` (root, opt-in with `CJ_TEST_HUGEPAGES=1`, since
+//!   hugepages belong to the whole machine): 2 pages reserved and hugetlbfs mounted
+//!   on a test directory, a second run changes nothing, then both are given back;
+//! - `compose_stack_processes_a_capture` (root, docker): builds the base image
+//!   (debootstrap) and the builder image (this machine's Rust toolchain) when
+//!   missing, `make container target=sim`, then `scripts/compose.sh up` runs the
+//!   three containers on a generated capture and the app's flows.csv equals the
+//!   generator's ground truth; `compose.sh down` at the end.
+//!
+//! Tests that need root, docker or a tool print `SKIPPED: <why>` and return,
+//! except under CI (`CI` set), where a missing prerequisite is a failure.
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{diff_rows, read_flows_csv, truth_rows};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repository root")
+}
+
+fn under_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Prints why a test does not run; a failure under CI.
+fn skip(why: &str) {
+    assert!(!under_ci(), "under CI this must run: {why}");
+    eprintln!("SKIPPED: {why}");
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A tool on PATH (or in the sbin directories).
+fn tool(name: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A tool the test needs: missing is SKIPPED (a failure under CI).
+fn need(name: &str, package: &str) -> Option<PathBuf> {
+    let t = tool(name);
+    if t.is_none() {
+        skip(&format!("{name} is not installed (apt-get install {package}; .ci/run installs it)"));
+    }
+    t
+}
+
+/// A command with no CJ_* (nor zbalance) variable of the test's own environment,
+/// and the binaries of this build.
+fn clean(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CJ_") || k.starts_with("CONJURE_") || k == "ZBALANCE_HASH_MODE" || k == "N_QUEUE_SETS" {
+            cmd.env_remove(k);
+        }
+    }
+    let bin_dir = e2e::bin("cj-app").parent().expect("bin dir").to_path_buf();
+    cmd.env("CJ_BIN_DIR", bin_dir);
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for a child with a deadline (killed then, and the test fails).
+fn wait_deadline(mut child: Child, deadline: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{what}: still running after {deadline:?}\n--- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A conjure.conf for a test: the repository's defaults, then `lines`.
+fn write_conf(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = format!(". {}\n", repo().join("sysconfig/conjure.conf").display());
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).expect("write conf");
+    path
+}
+
+// ---------------------------------------------------------------- static checks
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    let Some(analyze) = need("systemd-analyze", "systemd") else { return };
+    let root = repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(root.join("sysconfig")).expect("sysconfig") {
+        let p = entry.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "service") {
+            // The units name the checkout as /opt/conjure; verify copies that name this one.
+            let text = std::fs::read_to_string(&p).expect("read unit");
+            let copy = dir.path().join(p.file_name().expect("name"));
+            std::fs::write(&copy, text.replace("/opt/conjure", &root.display().to_string())).expect("write");
+            units.push(copy);
+        }
+    }
+    units.sort();
+    let names: Vec<String> = units.iter().map(|u| u.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for want in [
+        "conjure-app.service",
+        "conjure-balancer.service",
+        "conjure-detector.service",
+        "conjure-docker.service",
+        "conjure-setup.service",
+    ] {
+        assert!(names.iter().any(|n| n == want), "sysconfig/{want} is missing (have {names:?})");
+    }
+    let out = Command::new(analyze).arg("verify").args(&units).current_dir(dir.path()).output().expect("run");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Messages about units outside ours (the host's own unit files) are not ours to fix.
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains("conjure")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify ({}):\n{text}", out.status);
+    // Type=notify with a watchdog for the native units; restart on failure; hardening.
+    for unit in ["conjure-balancer", "conjure-detector", "conjure-app"] {
+        let text = std::fs::read_to_string(root.join(format!("sysconfig/{unit}.service"))).expect("unit");
+        for key in [
+            "Type=notify",
+            "WatchdogSec=",
+            "Restart=on-failure",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=",
+            "CapabilityBoundingSet=",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(key)), "{unit}.service has no {key}");
+        }
+    }
+}
+
+#[test]
+fn scripts_pass_shellcheck() {
+    let Some(shellcheck) = need("shellcheck", "shellcheck") else { return };
+    let root = repo();
+    let mut scripts = vec![PathBuf::from("on-reboot.sh")];
+    for dir in ["scripts", "e2e/deploy", ".ci"] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir)) else { continue };
+        for entry in rd {
+            let p = entry.expect("entry").path();
+            let is_sh = p.extension().is_some_and(|e| e == "sh")
+                || std::fs::read_to_string(&p)
+                    .is_ok_and(|t| t.starts_with("#!/usr/bin/env bash") || t.starts_with("#!/bin/sh"));
+            if p.is_file() && is_sh {
+                scripts.push(p.strip_prefix(&root).expect("relative").to_path_buf());
+            }
+        }
+    }
+    scripts.sort();
+    let out = Command::new(shellcheck).arg("-x").args(&scripts).current_dir(&root).output().expect("run shellcheck");
+    assert!(
+        out.status.success(),
+        "shellcheck -x {scripts:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------- start scripts
+
+/// Runs `script` with CONJURE_CONF = a conf with `bad`; expects one line naming `must`.
+fn one_line_error(script: &str, args: &[&str], lines: &[String], must: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_conf(dir.path(), "conjure.conf", lines);
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    let child = clean(repo().join(script))
+        .args(args)
+        .env("CONJURE_CONF", &conf)
+        .env("CJ_SHM_DIR", shm.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start script");
+    let out = wait_deadline(child, Duration::from_secs(30), script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{script} with {lines:?} should fail; stderr:\n{stderr}");
+    let got: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(got.len(), 1, "{script} with {lines:?}: expected one line, got:\n{stderr}");
+    for m in must {
+        let m = m.replace("{conf}", &conf.display().to_string());
+        assert!(got[0].contains(&m), "{script} with {lines:?}: `{}` should mention {m:?}", got[0]);
+    }
+}
+
+#[test]
+fn start_scripts_give_one_line_errors() {
+    let sim = "CJ_IFACE=sim:flows=10,packets=100".to_string();
+    // (script, the bad line, what the one line must name). Line 2 of the test's conf.
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("scripts/start_detector.sh", "CJ_CORECOUNT=four", &["CJ_CORECOUNT=\"four\"", "{conf}:2", "expected"]),
+        ("scripts/start_app.sh", "CJ_CORECOUNT=four", &["CJ_CORECOUNT=\"four\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_CORECOUNT=four", &["CJ_CORECOUNT=\"four\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_CORECOUNT=", &["CJ_CORECOUNT=\"\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "ZBALANCE_HASH_MODE=7", &["ZBALANCE_HASH_MODE=\"7\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "N_QUEUE_SETS=0", &["N_QUEUE_SETS=\"0\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_CLUSTER_ID=5000", &["CJ_CLUSTER_ID=\"5000\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_QUEUE_SLOTS=1000", &["CJ_QUEUE_SLOTS=\"1000\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_SLOT_SIZE=13", &["CJ_SLOT_SIZE=\"13\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_ON_FULL=maybe", &["CJ_ON_FULL=\"maybe\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_BALANCER_CORE=x", &["CJ_BALANCER_CORE=\"x\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_SKIP_CORE=one", &["CJ_SKIP_CORE=\"one\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_QUEUE_OFFSET=1024", &["CJ_QUEUE_OFFSET=\"1024\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_WAIT=sometimes", &["CJ_WAIT=\"sometimes\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_LOG_INTERVAL=-1", &["CJ_LOG_INTERVAL=\"-1\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_FLOW_IDLE_TIMEOUT=0", &["CJ_FLOW_IDLE_TIMEOUT=\"0\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_FLOW_ACTIVE_TIMEOUT=1", &["CJ_FLOW_ACTIVE_TIMEOUT=\"1\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_FLOW_TABLE_SIZE=10", &["CJ_FLOW_TABLE_SIZE=\"10\"", "{conf}:2"]),
+        ("scripts/start_app.sh", "CJ_RECORD_QUEUE_SLOTS=3", &["CJ_RECORD_QUEUE_SLOTS=\"3\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_AFP_PROMISC=perhaps", &["CJ_AFP_PROMISC=\"perhaps\"", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_AFP_BLOCK_SIZE=1000", &["CJ_AFP_BLOCK_SIZE=\"1000\"", "{conf}:2"]),
+        ("scripts/start_detector.sh", "CJ_UNKNOWN=1", &["CJ_UNKNOWN", "{conf}:2"]),
+        ("scripts/start_balancer.sh", "CJ_IFACE=foo:bar", &["CJ_IFACE=\"foo:bar\"", "{conf}:2"]),
+        (
+            "scripts/start_app.sh",
+            "CJ_STATION_CONFIG=/nonexistent/app.toml",
+            &["CJ_STATION_CONFIG", "/nonexistent/app.toml"],
+        ),
+    ];
+    for (script, bad, must) in cases {
+        // The sim source first (line 2 is the bad value): the balancer would otherwise stop at CJ_IFACE.
+        let mut lines = vec![(*bad).to_string()];
+        if *script == "scripts/start_balancer.sh" && !bad.starts_with("CJ_IFACE") {
+            lines.push(sim.clone());
+        }
+        one_line_error(script, &[], &lines, must);
+    }
+    // A conjure.conf that is not there.
+    let out = clean(repo().join("scripts/start_detector.sh"))
+        .env("CONJURE_CONF", "/nonexistent/conjure.conf")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.lines().count() == 1 && stderr.contains("CONJURE_CONF"), "{stderr}");
+    // zc: preconditions are checked by the script, one line each (no PF_RING module, or no hugepages).
+    if !Path::new("/proc/net/pf_ring").exists() {
+        one_line_error(
+            "scripts/start_balancer.sh",
+            &[],
+            &["CJ_IFACE=zc:cjtest0".into()],
+            &["CJ_IFACE=\"zc:cjtest0\"", "PF_RING kernel module", "modprobe pf_ring"],
+        );
+    }
+    // on-reboot.sh's own variables (a dry run: nothing is touched).
+    for (bad, must) in [
+        ("CJ_TUN=maybe", "CJ_TUN=\"maybe\""),
+        ("CJ_HUGEPAGES=lots", "CJ_HUGEPAGES=\"lots\""),
+        ("CJ_SHM_OWNER=nosuchuser:nosuchgroup", "CJ_SHM_OWNER=\"nosuchuser:nosuchgroup\""),
+        ("CJ_HUGEPAGES_MOUNT=relative/path", "CJ_HUGEPAGES_MOUNT=\"relative/path\""),
+        ("CJ_CORECOUNT=four", "CJ_CORECOUNT=\"four\""),
+    ] {
+        one_line_error("on-reboot.sh", &["--dry-run"], &[bad.to_string()], &[must, "expected"]);
+    }
+}
+
+// ---------------------------------------------------------------- systemd notify
+
+/// `ExecStart=` of a unit, with /opt/conjure replaced by this checkout.
+fn exec_start(unit: &str) -> Vec<String> {
+    let root = repo();
+    let text = std::fs::read_to_string(root.join("sysconfig").join(unit)).expect("unit");
+    let line =
+        text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap_or_else(|| panic!("{unit}: no ExecStart="));
+    line.replace("/opt/conjure", &root.display().to_string()).split_whitespace().map(str::to_owned).collect()
+}
+
+/// Messages received on a notify socket, each datagram split into its lines.
+struct NotifySocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+    got: Vec<(Instant, String)>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path, name: &str) -> Self {
+        let path = dir.join(name);
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_nonblocking(true).expect("nonblocking");
+        Self { sock, path, got: Vec::new() }
+    }
+
+    fn drain(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            for l in String::from_utf8_lossy(&buf[..n]).lines() {
+                self.got.push((Instant::now(), l.to_owned()));
+            }
+        }
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.got.iter().filter(|(_, l)| l == what).count()
+    }
+
+    fn has_prefix(&self, what: &str) -> bool {
+        self.got.iter().any(|(_, l)| l.starts_with(what))
+    }
+}
+
+#[test]
+fn native_units_notify_systemd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("out");
+    let conf = write_conf(
+        dir.path(),
+        "conjure.conf",
+        &[
+            // A paced synthetic source that outlives the test: it is stopped by SIGTERM.
+            "CJ_IFACE=sim:flows=200,packets=100000000,rate=20000,seed=3".into(),
+            "CJ_CORECOUNT=1".into(),
+            "CJ_LOG_INTERVAL=1".into(),
+            "CJ_QUEUE_SLOTS=4096".into(),
+            "CJ_RECORD_QUEUE_SLOTS=4096".into(),
+            "CJ_FLOW_TABLE_SIZE=65536".into(),
+        ],
+    );
+    // 400 ms watchdog: a ping every 200 ms.
+    let watchdog_usec = 400_000u64;
+    let mut procs: Vec<(&str, Child, NotifySocket)> = Vec::new();
+    // In unit order: app, detector (After=app), balancer (After=detector).
+    for (unit, extra) in [
+        ("conjure-app.service", vec!["--out".to_string(), out.display().to_string()]),
+        ("conjure-detector.service", vec![]),
+        ("conjure-balancer.service", vec![]),
+    ] {
+        let argv = exec_start(unit);
+        let mut sock = NotifySocket::bind(dir.path(), &format!("{unit}.notify"));
+        let child = clean(&argv[0])
+            .args(&argv[1..])
+            .args(&extra)
+            .env("CONJURE_CONF", &conf)
+            .env("CJ_SHM_DIR", shm.path())
+            .env("NOTIFY_SOCKET", &sock.path)
+            .env("WATCHDOG_USEC", watchdog_usec.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        // READY=1 before the next unit starts, as systemd orders Type=notify units.
+        let start = Instant::now();
+        while sock.count("READY=1") == 0 && start.elapsed() < Duration::from_secs(20) {
+            sock.drain();
+            for (_, _, earlier) in procs.iter_mut() {
+                earlier.drain();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        procs.push((unit, child, sock));
+        let (_, child, sock) = procs.last_mut().expect("just pushed");
+        if sock.count("READY=1") == 0 {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+            for (_, c, _) in procs.iter_mut() {
+                let _ = c.kill();
+            }
+            panic!("{unit}: no READY=1 within 20 s; stderr:\n{err}");
+        }
+    }
+    // Watchdog pings from each for 1.5 s: at least 4 at a 200 ms interval.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_millis(1500) {
+        for (_, _, sock) in procs.iter_mut() {
+            sock.drain();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Pings are spaced by about half the timeout, never a burst (received while draining every 10 ms).
+    for (unit, _, sock) in &procs {
+        let times: Vec<Instant> = sock.got.iter().filter(|(_, l)| l == "WATCHDOG=1").map(|(t, _)| *t).collect();
+        let fastest = times.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(Duration::MAX);
+        assert!(fastest >= Duration::from_millis(100), "{unit}: pings {fastest:?} apart");
+    }
+    // Stop in reverse order, as systemd stops them: balancer, detector, app.
+    let mut results = Vec::new();
+    while let Some((unit, child, mut sock)) = procs.pop() {
+        let pid = child.id().to_string();
+        run_ok(Command::new("kill").args(["-TERM", &pid]));
+        let out = wait_deadline(child, Duration::from_secs(60), unit);
+        sock.drain();
+        results.push((unit, out, sock));
+    }
+    for (unit, out, sock) in &results {
+        let lines: Vec<&str> = sock.got.iter().map(|(_, l)| l.as_str()).collect();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{unit} exited {}:\n{stderr}", out.status);
+        assert_eq!(sock.count("READY=1"), 1, "{unit}: {lines:?}");
+        assert!(sock.has_prefix("STATUS="), "{unit}: no STATUS= line: {lines:?}");
+        let pings = sock.count("WATCHDOG=1");
+        assert!(pings >= 4, "{unit}: {pings} watchdog pings in 1.5 s at a 200 ms interval: {lines:?}");
+        assert!(sock.count("STOPPING=1") >= 1, "{unit}: no STOPPING=1 on SIGTERM: {lines:?}");
+    }
+    // The app wrote its files on the way out.
+    assert!(out.join("flows.csv").exists(), "the app wrote no flows.csv");
+}
+
+// ---------------------------------------------------------------- on-reboot.sh
+
+/// The on-reboot.sh tests look at machine-wide state (hugepages): one at a time.
+static HOST_STATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Removes the test's network namespace (and so its veth and tun devices).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).args(args);
+    run_ok(&mut cmd)
+}
+
+/// Everything on-reboot.sh may change, as text.
+fn snapshot(ns: &str, qdir: &Path, hugemnt: &Path) -> String {
+    let mut s = String::new();
+    s += &in_ns(ns, &["ethtool", "-k", "vcap0"]);
+    s += &in_ns(ns, &["ip", "-d", "link", "show"]);
+    s += &in_ns(ns, &["ip", "tuntap", "show"]);
+    s += &match std::fs::metadata(qdir) {
+        Ok(m) => {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            format!("qdir {} {}:{} {:o}\n", qdir.display(), m.uid(), m.gid(), m.permissions().mode())
+        }
+        Err(_) => format!("qdir {} absent\n", qdir.display()),
+    };
+    s += &std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+    s += &std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&hugemnt.display().to_string()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    s
+}
+
+fn on_reboot(ns: &str, conf: &Path, args: &[&str]) -> (String, String) {
+    let mut cmd = clean("ip");
+    // Mounts made under `ip netns exec` vanish with its mount namespace: the shared-mount
+    // step is checked by the compose test, which runs on-reboot.sh on the host.
+    cmd.args(["netns", "exec", ns])
+        .arg(repo().join("on-reboot.sh"))
+        .args(args)
+        .env("CONJURE_CONF", conf)
+        .env("CONJURE_NETNS_DIRS", "");
+    let out = cmd.output().expect("run on-reboot.sh");
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "on-reboot.sh {args:?} failed ({}):\n{o}\n{e}", out.status);
+    (o, e)
+}
+
+#[test]
+fn on_reboot_sets_up_a_test_host() {
+    let _host = HOST_STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !is_root() {
+        skip("needs root (network namespaces, veth, tun devices)");
+        return;
+    }
+    if need("ip", "iproute2").is_none() || need("ethtool", "ethtool").is_none() {
+        return;
+    }
+    let ns = Netns(format!("cjdeploy{}", std::process::id()));
+    run_ok(Command::new("ip").args(["netns", "add", &ns.0]));
+    run_ok(Command::new("ip").args(["-n", &ns.0, "link", "add", "vcap0", "type", "veth", "peer", "name", "vpeer0"]));
+    // veth starts with GRO off: turn it on so there is something to turn off.
+    run_ok(Command::new("ip").args(["netns", "exec", &ns.0, "ethtool", "-K", "vcap0", "gro", "on"]));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    let hugemnt = dir.path().join("hugepages");
+    let conf = write_conf(
+        dir.path(),
+        "conjure.conf",
+        &[
+            "CJ_IFACE=vcap0".into(),
+            format!("CJ_SHM_DIR={}", shm.path().display()),
+            "CJ_CLUSTER_ID=77".into(),
+            "CJ_SHM_OWNER=nobody:nogroup".into(),
+            "CJ_CORECOUNT=2".into(),
+            "CJ_QUEUE_OFFSET=3".into(),
+            "CJ_TUN=yes".into(),
+            // Hugepages are global (not per namespace): on_reboot_reserves_hugepages, opt-in.
+            "CJ_HUGEPAGES=0".into(),
+            format!("CJ_HUGEPAGES_MOUNT={}", hugemnt.display()),
+        ],
+    );
+    let qdir = shm.path().join("conjure-77");
+    let hugepages_before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+    let host_links = || {
+        ["tun3", "tun4", "vcap0"]
+            .map(|n| Command::new("ip").args(["link", "show", "dev", n]).output().is_ok_and(|o| o.status.success()))
+    };
+    let host_links_before = host_links();
+
+    // --dry-run: each step printed, nothing changed at all.
+    let before = snapshot(&ns.0, &qdir, &hugemnt);
+    let (dry, _) = on_reboot(&ns.0, &conf, &["--dry-run"]);
+    assert_eq!(snapshot(&ns.0, &qdir, &hugemnt), before, "--dry-run changed something:\n{dry}");
+    for step in [
+        "would run: ethtool -K vcap0",
+        "would run: ip link set dev vcap0 promisc on",
+        &format!("would run: mkdir -p {}", qdir.display()),
+        "would run: chown nobody:nogroup",
+        "would run: chmod 2770",
+        "would run: ip tuntap add mode tun name tun3",
+        "would run: ip tuntap add mode tun name tun4",
+    ] {
+        assert!(dry.contains(step), "--dry-run does not show `{step}`:\n{dry}");
+    }
+    assert!(!hugemnt.exists(), "--dry-run created {}", hugemnt.display());
+
+    // The real run.
+    let (first, first_err) = on_reboot(&ns.0, &conf, &[]);
+    let k = in_ns(&ns.0, &["ethtool", "-k", "vcap0"]);
+    for feature in
+        ["generic-receive-offload", "large-receive-offload", "generic-segmentation-offload", "tcp-segmentation-offload"]
+    {
+        let line =
+            k.lines().find(|l| l.starts_with(&format!("{feature}:"))).unwrap_or_else(|| panic!("{feature}?\n{k}"));
+        assert!(line.contains(": off"), "{line} after on-reboot.sh:\n{first}\n{first_err}");
+    }
+    let link = in_ns(&ns.0, &["ip", "-o", "link", "show", "dev", "vcap0"]);
+    assert!(link.contains("PROMISC") && link.contains(",UP"), "vcap0 not promiscuous and up: {link}");
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let m = std::fs::metadata(&qdir).expect("queue directory created");
+        let nobody = run_ok(Command::new("id").args(["-u", "nobody"])).trim().parse::<u32>().expect("uid");
+        let nogroup = run_ok(Command::new("getent").args(["group", "nogroup"]))
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse::<u32>().ok())
+            .expect("gid");
+        assert_eq!((m.uid(), m.gid()), (nobody, nogroup), "owner of {}", qdir.display());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o2770, "mode of {}", qdir.display());
+    }
+    let tuns = in_ns(&ns.0, &["ip", "tuntap", "show"]);
+    assert!(
+        tuns.contains("tun3:") && tuns.contains("tun4:"),
+        "tun3 and tun4 (CJ_QUEUE_OFFSET=3, CJ_CORECOUNT=2): {tuns}"
+    );
+    assert!(!tuns.contains("tun2:") && !tuns.contains("tun5:"), "{tuns}");
+    // Nothing was made in the host's namespace (other tests may change its links meanwhile:
+    // only the names this test uses are compared).
+    assert_eq!(host_links(), host_links_before, "on-reboot.sh touched the host's namespace");
+
+    // A second run changes nothing.
+    let after_first = snapshot(&ns.0, &qdir, &hugemnt);
+    let (second, _) = on_reboot(&ns.0, &conf, &[]);
+    assert_eq!(snapshot(&ns.0, &qdir, &hugemnt), after_first, "the second run changed something:\n{second}");
+    assert!(second.contains("changed 0 thing(s)") && !second.contains("run: "), "second run:\n{second}");
+    let (dry2, _) = on_reboot(&ns.0, &conf, &["--dry-run"]);
+    assert!(dry2.contains("would change 0 thing(s)"), "dry run after setup:\n{dry2}");
+
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default(),
+        hugepages_before,
+        "hugepages must be as before the test"
+    );
+}
+
+/// Gives back what `on_reboot_reserves_hugepages` took, also when it fails.
+struct Hugepages {
+    before: String,
+    mount: PathBuf,
+}
+
+impl Drop for Hugepages {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", self.before.trim());
+    }
+}
+
+#[test]
+fn on_reboot_reserves_hugepages() {
+    let _host = HOST_STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if std::env::var("CJ_TEST_HUGEPAGES").map_or(true, |v| v != "1") {
+        eprintln!(
+            "SKIPPED: hugepages belong to the whole machine: set CJ_TEST_HUGEPAGES=1 to reserve 2 and give them back"
+        );
+        return;
+    }
+    if !is_root() {
+        skip("needs root (hugepages)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").expect("nr_hugepages");
+    let guard = Hugepages { before: before.clone(), mount: dir.path().join("hugepages") };
+    let want = before.trim().parse::<u64>().expect("number") + 2;
+    let conf = write_conf(
+        dir.path(),
+        "conjure.conf",
+        &[
+            "CJ_IFACE=pcap:/nonexistent.pcap".into(),
+            format!("CJ_SHM_DIR={}", shm.path().display()),
+            "CJ_TUN=no".into(),
+            format!("CJ_HUGEPAGES={want}"),
+            format!("CJ_HUGEPAGES_MOUNT={}", guard.mount.display()),
+        ],
+    );
+    let run = || {
+        run_ok(
+            clean(repo().join("on-reboot.sh")).arg("--strict").env("CONJURE_CONF", &conf).env("CONJURE_NETNS_DIRS", ""),
+        )
+    };
+    let first = run();
+    let nr: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap().trim().parse().unwrap();
+    assert!(nr >= want, "CJ_HUGEPAGES={want} reserved {nr}:\n{first}");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        mounts.lines().any(|l| l.contains(&guard.mount.display().to_string()) && l.contains("hugetlbfs")),
+        "no hugetlbfs at {}:\n{first}",
+        guard.mount.display()
+    );
+    let second = run();
+    assert!(second.contains("changed 0 thing(s)"), "second run:\n{second}");
+    drop(guard);
+    assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), before, "hugepages given back");
+}
+
+// ---------------------------------------------------------------- docker
+
+/// Makes sure dockerd answers; starts it when installed and not running.
+fn docker_ready() -> bool {
+    let ok = || {
+        Command::new("docker")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ok() {
+        return true;
+    }
+    let Some(dockerd) = tool("dockerd") else {
+        skip("dockerd is not installed (apt-get install docker.io; .ci/run installs it)");
+        return false;
+    };
+    eprintln!("starting {} in the background (log: /var/log/station-test-dockerd.log)", dockerd.display());
+    let log = std::fs::File::create("/var/log/station-test-dockerd.log").expect("dockerd log");
+    // setsid -f: dockerd in a session of its own, left running for later tests and runs.
+    let started = Command::new("setsid")
+        .arg("-f")
+        .arg(&dockerd)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .status()
+        .expect("start dockerd");
+    assert!(started.success(), "setsid -f dockerd: {started}");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("dockerd did not answer within 60 s: see /var/log/station-test-dockerd.log");
+}
+
+/// `compose.sh down` and the queue directory removed, whatever happened.
+struct Stack {
+    env: Vec<(String, String)>,
+    shm: PathBuf,
+}
+
+impl Stack {
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut cmd = clean(repo().join("scripts/compose.sh"));
+        cmd.args(args).current_dir(repo());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "--timeout", "30"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(&self.shm);
+    }
+}
+
+#[test]
+fn compose_stack_processes_a_capture() {
+    if !is_root() {
+        skip("needs root (docker)");
+        return;
+    }
+    if need("docker", "docker.io").is_none()
+        || need("debootstrap", "debootstrap").is_none()
+        || need("docker-compose", "docker-compose").is_none()
+        || !docker_ready()
+    {
+        return;
+    }
+    let root = repo();
+    let started = Instant::now();
+
+    // Base and builder images, made here (no registry), reused when present.
+    let images = run_ok(Command::new(root.join("e2e/deploy/images.sh")).current_dir(&root));
+    let mut names = images.lines();
+    let (base, builder) = (names.next().expect("base image"), names.next().expect("builder image"));
+    eprintln!("base and builder images ready after {:?}", started.elapsed());
+
+    // The builder stage, tagged, so that it stays the cache of the next run while older
+    // builds' stages become untagged and are pruned below (only images of docker/Dockerfile).
+    run_ok(
+        Command::new("docker")
+            .args(["build", "-q", "-f", "docker/Dockerfile", "--target", "builder"])
+            .args(["--build-arg", &format!("BUILDER_IMAGE={builder}"), "-t", "station-build-cache:latest", "."])
+            .current_dir(&root),
+    );
+    // make container target=sim, as the README says, on those images.
+    let build = Command::new("make")
+        .args(["container", "target=sim", &format!("base_image={base}"), &format!("builder_image={builder}")])
+        .current_dir(&root)
+        .output()
+        .expect("make container");
+    if !build.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&build.stdout), String::from_utf8_lossy(&build.stderr));
+        let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("make container target=sim failed:\n{}", tail.join("\n"));
+    }
+    eprintln!("conjure_sim built after {:?}", started.elapsed());
+    // Each rebuild leaves the previous build's stages untagged: drop ours, and only ours.
+    let _ = Command::new("docker")
+        .args(["image", "prune", "-f", "--filter", "label=station.build=conjure"])
+        .stdout(Stdio::null())
+        .status();
+    let inspect = run_ok(Command::new("docker").args(["image", "inspect", "--format", "{{.Size}}", "conjure_sim"]));
+    let size: u64 = inspect.trim().parse().expect("image size");
+    assert!(size < 400 << 20, "conjure_sim is {} MiB: runtime images must stay small", size >> 20);
+    let has_cc = Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "sh", "conjure_sim", "-c", "command -v cc || command -v cargo"])
+        .output()
+        .expect("docker run");
+    assert!(!has_cc.status.success(), "conjure_sim contains a compiler: {}", String::from_utf8_lossy(&has_cc.stdout));
+
+    // A generated capture and its ground truth, in the directory mounted at /var/lib/conjure.
+    let data = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/var/tmp").expect("data dir");
+    let spec: station::sim::SimSpec =
+        "flows=500,packets=50000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=21".parse().expect("spec");
+    let truth = station::sim::write_pcap(&spec, &data.path().join("capture.pcap"), false).expect("write capture");
+    let shm = PathBuf::from(format!("/dev/shm/station-deploy-compose.{}", std::process::id()));
+    std::fs::create_dir_all(&shm).expect("shm dir");
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    // Not in the data directory: there it would be the containers' /var/lib/conjure/conjure.conf.
+    let conf_dir = tempfile::tempdir().expect("conf dir");
+    let conf = write_conf(
+        conf_dir.path(),
+        "conjure.conf",
+        &[
+            "CJ_IFACE=pcap:/var/lib/conjure/capture.pcap".into(),
+            format!("CJ_SHM_DIR={}", shm.display()),
+            format!("CJ_CORECOUNT={workers}"),
+            "CJ_COREBASE=0".into(),
+            "CJ_LOG_INTERVAL=0".into(),
+            "CJ_QUEUE_SLOTS=4096".into(),
+            "CJ_RECORD_QUEUE_SLOTS=4096".into(),
+            "CJ_FLOW_TABLE_SIZE=65536".into(),
+            "CJ_IMAGE=conjure_sim".into(),
+            format!("CJ_HUGEPAGES_MOUNT={}", data.path().join("hugepages").display()),
+            // What on-reboot.sh must not do on the test machine: no tun devices, no hugepages.
+            "CJ_TUN=no".into(),
+            "CJ_HUGEPAGES=0".into(),
+        ],
+    );
+    // As conjure-docker.service does: on-reboot.sh first (here it creates the queue
+    // directory and makes the netns directories the detector mounts rslave shared mounts).
+    let setup = run_ok(clean(root.join("on-reboot.sh")).arg("--strict").env("CONJURE_CONF", &conf));
+    assert!(setup.contains("nothing left undone"), "on-reboot.sh:\n{setup}");
+    let project = format!("stationtest{}", std::process::id());
+    let stack = Stack {
+        env: vec![
+            ("CONJURE_CONF".into(), conf.display().to_string()),
+            ("CONJURE_DATA".into(), data.path().display().to_string()),
+            ("CONJURE_ENV_FILE".into(), data.path().join("compose.env").display().to_string()),
+            ("PF_RING_ETC".into(), data.path().join("pf_ring").display().to_string()),
+            // No journald on a test machine without systemd.
+            ("CONJURE_LOG_DRIVER".into(), "json-file".into()),
+            ("COMPOSE_PROJECT_NAME".into(), project.clone()),
+        ],
+        shm: shm.clone(),
+    };
+
+    // conjure.conf's variables reach compose: the detector's cpuset is the core plan,
+    // the image is CJ_IMAGE, and the containers' environment has CJ_IFACE.
+    let config = run_ok(&mut stack.compose(&["config"]));
+    let plan = (0..workers).map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    assert!(
+        config.contains(&format!("cpuset: '{plan}'"))
+            || config.contains(&format!("cpuset: \"{plan}\""))
+            || config.contains(&format!("cpuset: {plan}")),
+        "no cpuset {plan} in:\n{config}"
+    );
+    assert!(config.contains("image: conjure_sim"), "{config}");
+    let env_file = std::fs::read_to_string(data.path().join("compose.env")).expect("compose.env");
+    assert!(env_file.lines().any(|l| l == "CJ_IFACE=pcap:/var/lib/conjure/capture.pcap"), "{env_file}");
+
+    run_ok(&mut stack.compose(&["up"]));
+    // The capture is finite: the balancer ends the stream, the detector flushes, the app writes and exits.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let ids: Vec<(String, String)> = ["app", "detector", "balancer"]
+        .iter()
+        .map(|s| (s.to_string(), run_ok(&mut stack.compose(&["ps", "-q", s])).trim().to_string()))
+        .collect();
+    let logs =
+        || String::from_utf8_lossy(&stack.compose(&["logs", "--no-color"]).output().expect("logs").stdout).into_owned();
+    for (service, id) in &ids {
+        assert!(!id.is_empty(), "no {service} container:\n{}", logs());
+        loop {
+            let state = run_ok(Command::new("docker").args([
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+                id,
+            ]));
+            let mut it = state.split_whitespace();
+            let (status, code, restarts) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+            assert_eq!(restarts, "0", "{service} failed and was restarted:\n{}", logs());
+            if status == "exited" {
+                assert_eq!(code, "0", "{service} exited {code}:\n{}", logs());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{service} still {status} after 180 s:\n{}", logs());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let got = read_flows_csv(&data.path().join("out/flows.csv"));
+    if let Some(d) = diff_rows(&got, &truth_rows(&truth)) {
+        panic!("the compose stack's flows.csv differs from the ground truth:\n{d}\n{}", logs());
+    }
+    eprintln!("compose stack matched the ground truth ({} rows) after {:?}", got.len(), started.elapsed());
+    drop(stack);
+}

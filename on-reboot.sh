@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Once-per-boot host setup for the station (conjure-docker.service and
+# conjure-setup.service run it before the station starts). Reads conjure.conf
+# (CONJURE_CONF, default sysconfig/conjure.conf, which sources
+# /var/lib/conjure/conjure.conf; the environment wins) and, in this order:
+#
+#   1. finds the capture interfaces: those CJ_IFACE names, or, when CJ_IFACE and
+#      PF_DRIVER are unset, the NICs driven by i40e, ixgbe or ice
+#   2. configures the PF_RING ZC driver (pf_ringcfg) when CJ_IFACE is zc:IF
+#   3. reserves CJ_HUGEPAGES 2 MiB hugepages and mounts hugetlbfs at CJ_HUGEPAGES_MOUNT
+#      (empty: 1024 when CJ_IFACE is zc:..., else none)
+#   4. turns off GRO, LRO, GSO and TSO on the capture interfaces
+#   5. sets them up and promiscuous
+#   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER, mode 2770
+#   7. creates tun<CJ_QUEUE_OFFSET+i> for i below CJ_CORECOUNT when CJ_TUN=yes
+#   8. makes /run/netns and /var/run/docker/netns shared mounts when they are private
+#      (the detector container sees container namespaces through them)
+#
+# Each step looks first and changes only what is not already so: a second run
+# changes nothing. Every change is printed as the command it runs.
+#
+#   on-reboot.sh [--dry-run] [--strict]
+#     --dry-run   print each step and the command it would run; change nothing
+#     --strict    exit 1 when a step could not be done (default: report it and go on)
+#
+# Exit: 0 done (steps that could not be done are listed at the end, each with why),
+# 1 with --strict when a step could not be done, 2 a bad variable or option.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=scripts/conjure_env.sh
+. "$(dirname "$(readlink -f "$0")")/scripts/conjure_env.sh"
+
+DRY=0
+STRICT=0
+for arg in "$@"; do
+    case $arg in
+        --dry-run | -n) DRY=1 ;;
+        --strict) STRICT=1 ;;
+        -h | --help)
+            sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *) cj_die 2 "unknown option $arg (on-reboot.sh [--dry-run] [--strict])" ;;
+    esac
+done
+
+cj_load_conf
+
+CHANGED=0
+PROBLEMS=()
+
+# A step's outcome, one line each.
+ok() { printf 'on-reboot.sh: ok: %s\n' "$*"; }
+could_not() {
+    PROBLEMS+=("$*")
+    printf 'on-reboot.sh: could not: %s\n' "$*" >&2
+}
+# Runs a command that changes the host (or says what it would run).
+change() {
+    CHANGED=$((CHANGED + 1))
+    if [ "$DRY" = 1 ]; then
+        printf 'on-reboot.sh: would run: %s\n' "$*"
+        return 0
+    fi
+    printf 'on-reboot.sh: run: %s\n' "$*"
+    local err
+    if ! err=$("$@" 2>&1); then
+        could_not "$* failed: $(printf '%s' "$err" | tr '\n' ' ')"
+        return 1
+    fi
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# ---- variables this script reads (the binaries check their own) ----
+cj_number CJ_CLUSTER_ID 0 1023
+cj_number CJ_CORECOUNT 1 1024
+cj_number CJ_QUEUE_OFFSET 0 1023
+case ${CJ_TUN:-yes} in
+    yes | no) ;;
+    *) cj_die 2 "CJ_TUN=\"$CJ_TUN\" ($CONJURE_CONF or environment): expected yes or no" ;;
+esac
+IFACE=${CJ_IFACE:-}
+HUGEPAGES=${CJ_HUGEPAGES:-}
+if [ -z "$HUGEPAGES" ]; then
+    case $IFACE in
+        zc:*) HUGEPAGES=1024 ;;
+        *) HUGEPAGES=0 ;;
+    esac
+else
+    cj_number CJ_HUGEPAGES 0 1048576
+fi
+HUGEMNT=${CJ_HUGEPAGES_MOUNT:-/dev/hugepages}
+SHM=${CJ_SHM_DIR:-/dev/shm}
+for v in CJ_HUGEPAGES_MOUNT:"$HUGEMNT" CJ_SHM_DIR:"$SHM"; do
+    case ${v#*:} in
+        /*) ;;
+        *) cj_die 2 "${v%%:*}=\"${v#*:}\" ($CONJURE_CONF or environment): expected an absolute path" ;;
+    esac
+done
+OWNER=${CJ_SHM_OWNER:-root:root}
+if ! [[ $OWNER =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; then
+    cj_die 2 "CJ_SHM_OWNER=\"$OWNER\" ($CONJURE_CONF or environment): expected user:group"
+fi
+if ! id -u "${OWNER%%:*}" >/dev/null 2>&1 || ! getent group "${OWNER#*:}" >/dev/null 2>&1; then
+    cj_die 2 "CJ_SHM_OWNER=\"$OWNER\" ($CONJURE_CONF or environment): expected an existing user and group (id, getent group)"
+fi
+if [ "$(id -u)" != 0 ] && [ "$DRY" = 0 ]; then
+    cj_die 2 "needs root (or run with --dry-run to see the steps)"
+fi
+[ "$DRY" = 1 ] && echo "on-reboot.sh: dry run: nothing is changed (CONJURE_CONF=$CONJURE_CONF)"
+
+# ---- 1. capture interfaces ----
+IFACES=()
+case $IFACE in
+    pcap:* | sim:* | containers*) ok "CJ_IFACE=$IFACE is not a network interface: no capture interface to set up" ;;
+    zc:*@*) ok "CJ_IFACE=$IFACE is a ZC cluster queue: its owner sets up the NIC" ;;
+    zc:* | pfring:*) IFACES=("${IFACE#*:}") ;;
+    "")
+        drivers=${PF_DRIVER:-i40e ixgbe ice}
+        for dev in /sys/class/net/*; do
+            name=${dev##*/}
+            drv=$(basename "$(readlink -f "$dev/device/driver" 2>/dev/null)" 2>/dev/null || true)
+            for d in $drivers; do
+                if [ "$drv" = "$d" ]; then
+                    IFACES+=("$name")
+                    PF_DRIVER=${PF_DRIVER:-$d}
+                fi
+            done
+        done
+        if [ "${#IFACES[@]}" = 0 ]; then
+            could_not "find a capture interface: CJ_IFACE is empty and no NIC is driven by ${drivers// /, } (set CJ_IFACE in /var/lib/conjure/conjure.conf)"
+        else
+            ok "CJ_IFACE is empty: found ${IFACES[*]} (driver $PF_DRIVER)"
+        fi
+        ;;
+    *) IFS=, read -r -a IFACES <<<"$IFACE" ;;
+esac
+LIVE=()
+for dev in "${IFACES[@]}"; do
+    if [ -e "/sys/class/net/$dev" ]; then
+        LIVE+=("$dev")
+    else
+        could_not "set up $dev: no such interface (ip link shows the names)"
+    fi
+done
+
+# ---- 2. PF_RING ZC driver ----
+case $IFACE in
+    zc:*@*) ;;
+    zc:*)
+        dev=${IFACE#zc:}
+        if grep -qs 'Polling Mode:.*ZC' "/proc/net/pf_ring/dev/$dev/info"; then
+            ok "$dev runs the PF_RING ZC driver"
+        elif ! have pf_ringcfg; then
+            could_not "configure the ZC driver for $dev: pf_ringcfg is not installed (PFRING_ZC=1 scripts/install_pfring.sh)"
+        else
+            drv=${PF_DRIVER:-$(basename "$(readlink -f "/sys/class/net/$dev/device/driver" 2>/dev/null)" 2>/dev/null || true)}
+            drv=${drv%_zc}
+            if [ -z "$drv" ]; then
+                could_not "configure the ZC driver for $dev: its driver is unknown (set PF_DRIVER)"
+            else
+                change pf_ringcfg --configure-driver "$drv" --rss-queues 1 || true
+            fi
+        fi
+        ;;
+    *) ok "CJ_IFACE is not zc:: no ZC driver to configure" ;;
+esac
+
+# ---- 3. hugepages ----
+NR=/proc/sys/vm/nr_hugepages
+if [ "$HUGEPAGES" = 0 ]; then
+    ok "no hugepages configured (CJ_HUGEPAGES=${CJ_HUGEPAGES:-}; CJ_IFACE is not zc:)"
+else
+    have_pages=$(cat "$NR" 2>/dev/null || echo 0)
+    if [ "$have_pages" -ge "$HUGEPAGES" ]; then
+        ok "$have_pages hugepages reserved (CJ_HUGEPAGES=$HUGEPAGES)"
+    elif change sh -c "echo $HUGEPAGES > $NR" && [ "$DRY" = 0 ]; then
+        got=$(cat "$NR")
+        if [ "$got" -lt "$HUGEPAGES" ]; then
+            could_not "reserve $HUGEPAGES hugepages: the kernel gave $got (memory is fragmented: reserve at boot with hugepages=$HUGEPAGES on the kernel command line)"
+        fi
+    fi
+    if awk -v m="$HUGEMNT" '$2 == m && $3 == "hugetlbfs" {f=1} END {exit !f}' /proc/mounts; then
+        ok "hugetlbfs mounted at $HUGEMNT"
+    else
+        [ -d "$HUGEMNT" ] || change mkdir -p "$HUGEMNT" || true
+        change mount -t hugetlbfs nodev "$HUGEMNT" || true
+    fi
+fi
+
+# ---- 4. offloads, 5. link up and promiscuous ----
+for dev in "${LIVE[@]}"; do
+    if ! have ethtool; then
+        could_not "turn off GRO/LRO/GSO/TSO on $dev: ethtool is not installed (apt-get install ethtool)"
+    else
+        off=()
+        while IFS=: read -r feature state; do
+            state=${state# }
+            case $feature in
+                generic-receive-offload) short=gro ;;
+                large-receive-offload) short=lro ;;
+                generic-segmentation-offload) short=gso ;;
+                tcp-segmentation-offload) short=tso ;;
+                *) continue ;;
+            esac
+            case $state in
+                "on [fixed]"*) could_not "turn off $feature on $dev: the driver fixes it on" ;;
+                on*) off+=("$short" off) ;;
+            esac
+        done < <(ethtool -k "$dev" 2>/dev/null)
+        if [ "${#off[@]}" = 0 ]; then
+            ok "$dev: GRO, LRO, GSO and TSO are off"
+        else
+            change ethtool -K "$dev" "${off[@]}" || true
+        fi
+    fi
+    flags=$(ip -o link show dev "$dev" | sed -n 's/^[^<]*<\([^>]*\)>.*/\1/p')
+    if [[ ,$flags, == *,UP,* ]]; then
+        ok "$dev is up"
+    else
+        change ip link set dev "$dev" up || true
+    fi
+    if [[ ,$flags, == *,PROMISC,* ]]; then
+        ok "$dev is promiscuous"
+    else
+        change ip link set dev "$dev" promisc on || true
+    fi
+done
+
+# ---- 6. queue directory ----
+QDIR=$SHM/conjure-$CJ_CLUSTER_ID
+if [ ! -d "$SHM" ]; then
+    could_not "create $QDIR: CJ_SHM_DIR=$SHM does not exist (a tmpfs or hugetlbfs mount)"
+else
+    if [ -d "$QDIR" ]; then
+        ok "$QDIR exists"
+    else
+        change mkdir -p "$QDIR" || true
+    fi
+    want_uid=$(id -u "${OWNER%%:*}")
+    want_gid=$(getent group "${OWNER#*:}" | cut -d: -f3)
+    if [ -d "$QDIR" ] && [ "$(stat -c %u:%g "$QDIR")" = "$want_uid:$want_gid" ]; then
+        ok "$QDIR is owned by $OWNER"
+    else
+        change chown "$OWNER" "$QDIR" || true
+    fi
+    if [ -d "$QDIR" ] && [ "$(stat -c %a "$QDIR")" = 2770 ]; then
+        ok "$QDIR has mode 2770"
+    else
+        change chmod 2770 "$QDIR" || true
+    fi
+fi
+
+# ---- 7. tun devices for flow mirroring ----
+if [ "${CJ_TUN:-yes}" = yes ]; then
+    if [ ! -c /dev/net/tun ]; then
+        could_not "create the tun devices: no /dev/net/tun (modprobe tun)"
+    else
+        for ((i = 0; i < CJ_CORECOUNT; i++)); do
+            tun=tun$((CJ_QUEUE_OFFSET + i))
+            if ip -o link show dev "$tun" >/dev/null 2>&1; then
+                ok "$tun exists"
+                flags=$(ip -o link show dev "$tun" | sed -n 's/^[^<]*<\([^>]*\)>.*/\1/p')
+            else
+                change ip tuntap add mode tun name "$tun" || continue
+                flags=""
+            fi
+            if [[ ,$flags, == *,UP,* ]]; then
+                ok "$tun is up"
+            else
+                change ip link set dev "$tun" up || true
+            fi
+        done
+    fi
+else
+    ok "CJ_TUN=no: no tun devices"
+fi
+
+# ---- 8. network namespace directories as shared mounts ----
+# The detector container mounts them rslave (docker/docker-compose.yaml) to see the
+# namespaces of containers started after it; docker refuses an rslave mount of a path
+# whose mount is private. systemd hosts have / shared already; others need this.
+# CONJURE_NETNS_DIRS (environment) replaces the list; empty: this step is skipped.
+for nsdir in ${CONJURE_NETNS_DIRS-/run/netns /var/run/docker/netns}; do
+    if [ "$nsdir" = /var/run/docker/netns ] && [ ! -d /var/run/docker ]; then
+        continue
+    fi
+    prop=$(findmnt -n -o PROPAGATION --target "$nsdir" 2>/dev/null || true)
+    if [ -d "$nsdir" ] && [[ $prop == shared* || $prop == *slave* ]]; then
+        ok "$nsdir is on a $prop mount"
+    elif ! have findmnt; then
+        could_not "check the propagation of $nsdir: findmnt is not installed (util-linux)"
+    else
+        [ -d "$nsdir" ] || change mkdir -p "$nsdir" || true
+        # --rbind: the namespaces already mounted there (docker's "default") stay visible.
+        if change mount --rbind "$nsdir" "$nsdir"; then
+            change mount --make-shared "$nsdir" || true
+        fi
+    fi
+done
+
+# ---- summary ----
+verb=$([ "$DRY" = 1 ] && echo "would change" || echo "changed")
+if [ "${#PROBLEMS[@]}" = 0 ]; then
+    echo "on-reboot.sh: done: $verb $CHANGED thing(s), nothing left undone"
+    exit 0
+fi
+echo "on-reboot.sh: done: $verb $CHANGED thing(s); ${#PROBLEMS[@]} could not be done:" >&2
+for p in "${PROBLEMS[@]}"; do
+    echo "on-reboot.sh:   - $p" >&2
+done
+[ "$STRICT" = 1 ] && exit 1
+exit 0

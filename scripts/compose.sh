@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs the compose stack of docker/docker-compose.yaml with conjure.conf's
+# variables: loads CONJURE_CONF (default sysconfig/conjure.conf, which sources
+# /var/lib/conjure/conjure.conf; the environment wins), writes every variable
+# to an env file the containers get (CONJURE_ENV_FILE, default
+# /run/conjure/compose.env), and exports what the compose file itself uses:
+# CJ_IMAGE, CJ_DETECTOR_CPUS (the detector's core plan as a cpuset),
+# CJ_HUGEPAGES_MOUNT. conjure-docker.service runs `compose.sh up` and
+# `compose.sh down`.
+#
+#   compose.sh up | down | config | ps | logs [...] | <any docker compose command>
+#
+# Also read: CONJURE_DATA (the host directory mounted at /var/lib/conjure,
+# default /var/lib/conjure), PF_RING_ETC (default /etc/pf_ring),
+# COMPOSE_PROJECT_NAME (default conjure), CONJURE_OOM_SCORE_ADJ (default -500),
+# CONJURE_LOG_DRIVER (default journald). Uses `docker compose` (v2) when
+# present, else `docker-compose` (v1).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=conjure_env.sh
+. "$(dirname "$(readlink -f "$0")")/conjure_env.sh"
+cj_load_conf
+
+cj_number CJ_COREBASE 0 4095
+cj_number CJ_CORECOUNT 1 1024
+if [ -n "${CJ_SKIP_CORE:-}" ] && [ "$CJ_SKIP_CORE" != -1 ]; then
+    cj_number CJ_SKIP_CORE 0 4095
+fi
+
+export CJ_DETECTOR_CPUS
+CJ_DETECTOR_CPUS=$(cj_core_plan)
+export CJ_IMAGE=${CJ_IMAGE:-conjure}
+export CJ_HUGEPAGES_MOUNT=${CJ_HUGEPAGES_MOUNT:-/dev/hugepages}
+export CONJURE_DATA=${CONJURE_DATA:-/var/lib/conjure}
+export PF_RING_ETC=${PF_RING_ETC:-/etc/pf_ring}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-conjure}
+export CONJURE_ENV_FILE=${CONJURE_ENV_FILE:-/run/conjure/compose.env}
+# A negative OOM score protects the station; lowering it needs CAP_SYS_RESOURCE, which
+# some sandboxes (nested VMs, rootless docker) do not have: then the containers get 0.
+export CONJURE_OOM_SCORE_ADJ=${CONJURE_OOM_SCORE_ADJ:--500}
+[[ $CONJURE_OOM_SCORE_ADJ =~ ^-?[0-9]{1,4}$ ]] || cj_die 2 "CONJURE_OOM_SCORE_ADJ=\"$CONJURE_OOM_SCORE_ADJ\": expected a whole number from -1000 to 1000"
+if [ "$CONJURE_OOM_SCORE_ADJ" -lt 0 ] && ! sh -c 'echo -1 >/proc/self/oom_score_adj' 2>/dev/null; then
+    cj_say "this host cannot lower oom_score_adj (no CAP_SYS_RESOURCE): the containers run with 0 instead of $CONJURE_OOM_SCORE_ADJ"
+    CONJURE_OOM_SCORE_ADJ=0
+fi
+
+# Bind mounts of paths that do not exist would be created by docker as empty
+# directories; create the ones the station owns, and say which are missing.
+mkdir -p "$CONJURE_DATA" "$CONJURE_DATA/out" "$(dirname "$CONJURE_ENV_FILE")"
+for dir in "$CJ_HUGEPAGES_MOUNT" "$PF_RING_ETC"; do
+    if [ ! -d "$dir" ]; then
+        mkdir -p "$dir"
+        cj_say "created the empty directory $dir for the compose mounts (on-reboot.sh mounts hugepages; PF_RING keeps /etc/pf_ring)"
+    fi
+done
+
+# The containers' environment: every conjure.conf variable as this shell resolved it
+# (the start scripts in the containers keep environment values over their own copy).
+umask 077
+tmp=$(mktemp "$CONJURE_ENV_FILE.XXXXXX")
+for name in $(cj_conf_names); do
+    if [ -n "${!name+set}" ]; then
+        value=${!name}
+        case $value in
+            *$'\n'*) cj_die 2 "$name: a value with a newline cannot be passed to the containers" ;;
+        esac
+        printf '%s=%s\n' "$name" "$value" >>"$tmp"
+    fi
+done
+mv "$tmp" "$CONJURE_ENV_FILE"
+
+if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    compose=(docker-compose)
+else
+    cj_die 3 "neither docker compose (the compose plugin) nor docker-compose is installed (apt-get install docker-compose)"
+fi
+file="$CONJURE_REPO/docker/docker-compose.yaml"
+
+case ${1:-up} in
+    up)
+        shift || true
+        exec "${compose[@]}" -f "$file" up -d --remove-orphans "$@"
+        ;;
+    down)
+        shift
+        exec "${compose[@]}" -f "$file" down "$@"
+        ;;
+    *) exec "${compose[@]}" -f "$file" "$@" ;;
+esac
