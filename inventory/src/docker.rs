@@ -71,7 +71,9 @@ fn connect(sock: &Path, timeout: Option<Duration>) -> io::Result<UnixStream> {
 }
 
 fn send_get(stream: &mut UnixStream, path: &str) -> io::Result<()> {
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cj-station\r\nConnection: close\r\n\r\n")?;
+    // One write: `write!` on the raw socket would issue one write(2) per piece.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cj-station\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     stream.flush()
 }
 
@@ -265,8 +267,15 @@ mod tests {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!",
             ] {
                 let (mut s, _) = listener.accept().unwrap();
+                // Read the whole request head before answering, as a server does:
+                // answering after a partial read races the client's remaining writes.
+                let mut req = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).unwrap();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(n > 0, "client closed before sending a whole request");
+                    req.extend_from_slice(&buf[..n]);
+                }
                 s.write_all(reply.as_bytes()).unwrap();
             }
         });
