@@ -26,7 +26,7 @@ run: build
 # from CJ_BIN_DIR); the test code itself builds in the dev profile, which
 # compiles far faster than the LTO release profile.
 test: build
-	CJ_BIN_DIR="$(CURDIR)/$(BIN)" $(CARGO) test --workspace
+	CJ_BIN_DIR="$(CURDIR)/$(BIN)" $(CARGO) test --workspace --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
