@@ -371,8 +371,6 @@ mod tests {
 
     /// (packets, ip bytes, frame bytes) per directed endpoint pair.
     type Tally = HashMap<Directed, (u64, u64, u64)>;
-    /// A directed row of the model's truth: (src, dst, src port, dst port, proto, vlan).
-    type RowKey = (std::net::IpAddr, std::net::IpAddr, u16, u16, u8, u16);
 
     /// A directed endpoint pair: (kind, src, src port, dst, dst port, proto).
     type Directed = (u8, [u8; 16], u16, [u8; 16], u16, u8, [u8; 6], [u8; 6]);
@@ -482,7 +480,7 @@ mod tests {
     /// model's own truth (computed without parsing).
     #[test]
     fn sim_stream_through_slots_matches_the_model_truth() {
-        use station::sim::{truth, SimSpec, SimTraffic, TruthRow};
+        use station::sim::{truth, SimSpec, SimTraffic};
         use station::slot::{write_packet, PacketMeta};
         let spec: SimSpec = "flows=300,packets=20000,v6=30,vlan=20,qinq=10,frag=20,nonip=5,seed=7".parse().unwrap();
         let cfg = TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, limit: 1024, queue: 1 };
@@ -504,39 +502,8 @@ mod tests {
         assert_eq!(c.malformed, 0);
         assert_eq!(c.ipv4 + c.ipv6 + c.non_ip, c.packets);
         assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), t.total_frames);
-        let mut rows: HashMap<RowKey, (u64, u64, u64)> = HashMap::new();
-        let mut non_ip = 0;
-        for r in &out {
-            if r.kind != station::record::RecordKind::Ip as u8 {
-                non_ip += r.packets();
-                continue;
-            }
-            let (a, b) = (r.ip_a().unwrap(), r.ip_b().unwrap());
-            for (d, key) in [(0, (a, b, r.port_a, r.port_b)), (1, (b, a, r.port_b, r.port_a))] {
-                if r.dir[d].packets > 0 {
-                    let e = rows.entry((key.0, key.1, key.2, key.3, r.proto, r.vlan)).or_default();
-                    e.0 += r.dir[d].packets;
-                    e.1 += r.dir[d].ip_bytes;
-                    e.2 += r.dir[d].frame_bytes;
-                }
-            }
-        }
+        let (got, non_ip) = station::sim::rows_of_records(&out);
         assert_eq!(non_ip, t.non_ip_frames);
-        let mut got: Vec<TruthRow> = rows
-            .into_iter()
-            .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
-                src,
-                dst,
-                src_port,
-                dst_port,
-                proto,
-                vlan,
-                packets,
-                ip_bytes,
-                frame_bytes,
-            })
-            .collect();
-        got.sort();
         assert_eq!(got.len(), t.rows.len());
         assert_eq!(got, t.rows);
         assert!(out.iter().any(|r| r.flags & station::record::FLAG_FRAGMENTS != 0));

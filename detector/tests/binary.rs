@@ -4,7 +4,6 @@
 //! of a synthetic stream checked against the model's independent truth.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -12,8 +11,8 @@ use std::time::{Duration, Instant};
 use shmq::{CounterPage, QueueFile, QueueSpec, QueueState};
 use station::config::StationConfig;
 use station::naming;
-use station::record::{EndReason, FlowRecord, RecordKind};
-use station::sim::{SimSpec, SimTraffic, TruthRow};
+use station::record::{EndReason, FlowRecord};
+use station::sim::{SimSpec, SimTraffic};
 use station::slot::{write_packet, PacketMeta};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cj-detector");
@@ -189,44 +188,6 @@ fn help_and_version() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// Directed rows from records, in the shape of the model's truth.
-fn rows_of(records: &[FlowRecord]) -> (Vec<TruthRow>, u64) {
-    type K = (IpAddr, IpAddr, u16, u16, u8, u16);
-    let mut rows: HashMap<K, (u64, u64, u64)> = HashMap::new();
-    let mut non_ip = 0;
-    for r in records {
-        if r.kind != RecordKind::Ip as u8 {
-            non_ip += r.packets();
-            continue;
-        }
-        let (a, b) = (r.ip_a().unwrap(), r.ip_b().unwrap());
-        for (d, (s, t, sp, tp)) in [(0, (a, b, r.port_a, r.port_b)), (1, (b, a, r.port_b, r.port_a))] {
-            if r.dir[d].packets > 0 {
-                let e = rows.entry((s, t, sp, tp, r.proto, r.vlan)).or_default();
-                e.0 += r.dir[d].packets;
-                e.1 += r.dir[d].ip_bytes;
-                e.2 += r.dir[d].frame_bytes;
-            }
-        }
-    }
-    let mut v: Vec<TruthRow> = rows
-        .into_iter()
-        .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
-            src,
-            dst,
-            src_port,
-            dst_port,
-            proto,
-            vlan,
-            packets,
-            ip_bytes,
-            frame_bytes,
-        })
-        .collect();
-    v.sort();
-    (v, non_ip)
-}
-
 /// Drains the record queues until every one has ended.
 fn drain(paths: Vec<PathBuf>, spec: QueueSpec) -> Vec<Vec<FlowRecord>> {
     drain_until(paths, spec, QueueState::Ended)
@@ -351,7 +312,7 @@ fn run_synthetic(queues: &[(&str, &str)], sim: &str) {
     }
     let all: Vec<FlowRecord> = records.iter().flatten().copied().collect();
     assert_eq!(all.iter().map(FlowRecord::packets).sum::<u64>(), truth.total_frames);
-    let (rows, non_ip) = rows_of(&all);
+    let (rows, non_ip) = station::sim::rows_of_records(&all);
     assert_eq!(non_ip, truth.non_ip_frames);
     assert_eq!(rows.len(), truth.rows.len());
     assert_eq!(rows, truth.rows);

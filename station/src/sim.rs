@@ -278,6 +278,46 @@ pub struct Truth {
     pub total_frames: u64,
 }
 
+/// Splits records into directed rows in the shape of [`Truth::rows`] (sorted),
+/// and counts the frames of the non-IP and malformed records: what a test
+/// compares with [`truth`]. Each record side a→b is `dir[0]`, b→a `dir[1]`; a
+/// direction without packets gives no row; rows of one key are summed.
+pub fn rows_of_records(records: &[crate::record::FlowRecord]) -> (Vec<TruthRow>, u64) {
+    type Key = (IpAddr, IpAddr, u16, u16, u8, u16);
+    let mut rows: std::collections::HashMap<Key, (u64, u64, u64)> = std::collections::HashMap::new();
+    let mut non_ip = 0;
+    for r in records {
+        let (Some(a), Some(b)) = (r.ip_a(), r.ip_b()) else {
+            non_ip += r.packets();
+            continue;
+        };
+        for (d, (src, dst, sp, dp)) in [(0, (a, b, r.port_a, r.port_b)), (1, (b, a, r.port_b, r.port_a))] {
+            if r.dir[d].packets > 0 {
+                let e = rows.entry((src, dst, sp, dp, r.proto, r.vlan)).or_default();
+                e.0 += r.dir[d].packets;
+                e.1 += r.dir[d].ip_bytes;
+                e.2 += r.dir[d].frame_bytes;
+            }
+        }
+    }
+    let mut v: Vec<TruthRow> = rows
+        .into_iter()
+        .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto,
+            vlan,
+            packets,
+            ip_bytes,
+            frame_bytes,
+        })
+        .collect();
+    v.sort();
+    (v, non_ip)
+}
+
 impl Truth {
     /// Frames counted in rows (IP frames).
     pub fn ip_frames(&self) -> u64 {
