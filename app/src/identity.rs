@@ -189,41 +189,36 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
 
     let mut per_queue = Vec::new();
     // A live pipeline stopped in order (balancer, detector, app) is final too:
-    // the balancer process is gone, every worker flushed and ended with its
-    // packet queue empty, and the app drained every record queue.
-    let mut stopped_in_order = app.drained;
+    // the balancer says on its page that it stopped, every worker flushed and
+    // ended with its packet queue empty, and the app drained every record
+    // queue. (The pages, not process liveness: under compose each process has
+    // its own PID namespace.)
+    let balancer_stopped = b(balancer_counter::ENDED) == 2;
+    let mut stopped_in_order = app.drained && (id.balancer_ended || balancer_stopped);
     for (qi, &q) in app.queues.iter().enumerate() {
         let pq = naming::packet_queue_path(cluster_dir, app.set, q);
         let dropped = match QueueFile::read_stats(&pq) {
             Ok((_, stats)) => {
-                if stats.in_flight() != 0 || process_alive(stats.producer_pid) {
+                if stats.in_flight() != 0 {
                     stopped_in_order = false;
                 }
                 stats.dropped
             }
             Err(e) => return unchecked(id, format!("cannot read packet queue {}: {e}", pq.display())),
         };
-        let worker_ended = CounterPage::read(&naming::set_worker_stats_path(cluster_dir, app.set, q))
-            .map(|p| counter(&p, WORKER_COUNTERS[worker_counter::ENDED]) == 1)
-            .unwrap_or(false);
-        if !worker_ended {
+        let worker = CounterPage::read(&naming::set_worker_stats_path(cluster_dir, app.set, q)).ok();
+        let worker_value = |i: usize| worker.as_ref().map_or(0, |p| counter(p, WORKER_COUNTERS[i]));
+        if worker_value(worker_counter::ENDED) != 1 {
             stopped_in_order = false;
         }
-        let (lost, lost_records) = CounterPage::read(&naming::set_worker_stats_path(cluster_dir, app.set, q))
-            .map(|p| {
-                (
-                    counter(&p, WORKER_COUNTERS[worker_counter::LOST_PACKETS]),
-                    counter(&p, WORKER_COUNTERS[worker_counter::RECORDS_LOST]),
-                )
-            })
-            .unwrap_or((0, 0));
-        id.records_lost += lost_records;
+        let lost = worker_value(worker_counter::LOST_PACKETS);
+        id.records_lost += worker_value(worker_counter::RECORDS_LOST);
         per_queue
             .push(Terms { received, queue_dropped: dropped, records_lost_packets: lost, ..app_terms(qi) }.finish());
     }
 
     let final_ = (app.complete && id.balancer_ended) || stopped_in_order;
-    let not_final = if !id.balancer_ended {
+    let not_final = if !id.balancer_ended && !balancer_stopped {
         "identity not final yet (the balancer is still running)"
     } else {
         "identity not final (the app stopped before every record queue ended)"
@@ -313,9 +308,4 @@ fn unchecked(mut id: Identity, reason: String) -> Identity {
     id.line = format!("identity can't be checked: {reason}");
     id.reason = Some(reason);
     id
-}
-
-/// True when a process with this pid exists (0: none recorded).
-fn process_alive(pid: u32) -> bool {
-    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

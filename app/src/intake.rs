@@ -24,10 +24,9 @@
 //!   ended.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use shmq::{Consumer, QueueFile, QueueSpec, QueueState, WaitStrategy, Waiter};
-use station::config::{StationConfig, WaitMode};
+use shmq::{Consumer, QueueFile, QueueSpec, QueueState, Waiter};
+use station::config::StationConfig;
 use station::naming;
 use station::record::{FlowRecord, RecordKind};
 
@@ -95,14 +94,6 @@ impl std::fmt::Debug for Intake {
     }
 }
 
-/// The wait strategy CJ_WAIT names.
-pub fn wait_strategy(mode: WaitMode) -> WaitStrategy {
-    match mode {
-        WaitMode::Busy => WaitStrategy::BusyPoll,
-        WaitMode::Backoff => WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) },
-    }
-}
-
 impl Intake {
     /// Opens (or creates) and attaches to every record queue of `cfg`'s detector.
     ///
@@ -144,7 +135,7 @@ impl Intake {
                 s.stale = None;
             }
         }
-        Ok(Intake { sources, waiter: Waiter::new(wait_strategy(cfg.wait)) })
+        Ok(Intake { sources, waiter: Waiter::new(cfg.wait.strategy()) })
     }
 
     /// The queue numbers, in intake order (the index is what `poll` reports).

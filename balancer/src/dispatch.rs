@@ -21,6 +21,8 @@ use crate::source::Frame;
 pub struct Dispatcher<'s> {
     /// `sets[s][i]`: queue i of set s.
     sets: Vec<Vec<Producer>>,
+    /// Queue number of index i (CJ_QUEUE_OFFSET + i), as in the file names.
+    queue_numbers: Vec<u32>,
     mode: HashMode,
     next_rr: usize,
     wait_when_full: bool,
@@ -43,16 +45,29 @@ impl std::fmt::Debug for Dispatcher<'_> {
 }
 
 impl<'s> Dispatcher<'s> {
-    /// A dispatcher over `sets` (every set has the same number of queues, at least one).
+    /// A dispatcher over `sets` (every set has the same number of queues, at
+    /// least one, numbered `queue_numbers`).
     pub fn new(
         sets: Vec<Vec<Producer>>,
+        queue_numbers: Vec<u32>,
         mode: HashMode,
         wait_when_full: bool,
         wait: WaitStrategy,
         stop: &'s AtomicBool,
     ) -> Self {
         debug_assert!(sets.iter().all(|s| !s.is_empty() && s.len() == sets[0].len()));
-        Self { sets, mode, next_rr: 0, wait_when_full, wait, stop, queue_dropped: 0, last_wait_log: None }
+        debug_assert!(sets.iter().all(|s| s.len() == queue_numbers.len()));
+        Self {
+            sets,
+            queue_numbers,
+            mode,
+            next_rr: 0,
+            wait_when_full,
+            wait,
+            stop,
+            queue_dropped: 0,
+            last_wait_log: None,
+        }
     }
 
     /// Queues per set.
@@ -122,8 +137,9 @@ impl<'s> Dispatcher<'s> {
                 self.last_wait_log = Some(Instant::now());
                 let stats = self.sets[s][q].stats();
                 eprintln!(
-                    "cj-balancer: packet queue pkt-{s}-* #{q} full for {}s, waiting for its consumer (pid {}); \
+                    "cj-balancer: packet queue pkt-{s}-{} full for {}s, waiting for its consumer (pid {}); \
                      is cj-detector running with the same CJ_CLUSTER_ID? (CJ_ON_FULL=drop drops instead)",
+                    self.queue_numbers[q],
                     waiting_since.elapsed().as_secs(),
                     stats.consumer_pid
                 );
@@ -150,13 +166,13 @@ impl<'s> Dispatcher<'s> {
         }
     }
 
-    /// Fill of each queue as (set, index, used, capacity).
-    pub fn fills(&self) -> Vec<(usize, usize, u64, u64)> {
+    /// Fill of each queue as (set, queue number, used, capacity).
+    pub fn fills(&self) -> Vec<(usize, u32, u64, u64)> {
         let mut out = Vec::new();
         for (s, set) in self.sets.iter().enumerate() {
             for (i, p) in set.iter().enumerate() {
                 let st = p.stats();
-                out.push((s, i, st.enqueued.saturating_sub(st.dequeued), st.capacity));
+                out.push((s, self.queue_numbers[i], st.in_flight(), st.capacity));
             }
         }
         out

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmq::{QueueFile, QueueSpec, WaitStrategy};
-use station::config::{ConfigError, HashMode, OnFull, StationConfig, WaitMode};
+use station::config::{ConfigError, OnFull, StationConfig};
 use station::naming;
 
 use crate::dispatch::Dispatcher;
@@ -59,14 +59,16 @@ enum BalancerError {
     Source(#[from] SourceError),
     #[error("cannot write {path}: {cause}")]
     Write { path: String, cause: std::io::Error },
-    #[error("cannot pin the balancer to core {0} (CJ_BALANCER_CORE): it is not in this process's allowed CPU set")]
+    #[error("{0}")]
+    CorePlan(#[from] station::coreplan::CorePlanError),
+    #[error("cannot pin the balancer to core {0} (CJ_BALANCER_CORE): sched_setaffinity refused it")]
     Pin(u32),
 }
 
 impl BalancerError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Usage(_) | Self::Pin(_) => 2,
+            Self::Config(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) => 2,
             Self::Queue(_) => 3,
             Self::Source(_) | Self::Write { .. } => 4,
         }
@@ -140,12 +142,9 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
     let config = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
     let spec = config.source()?;
     if let Some(core) = config.balancer_core {
-        let ok = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.id == core as usize)
-            .is_some_and(core_affinity::set_for_current);
-        if !ok {
+        use station::coreplan::{allowed_cpus, check_core, online_cpus};
+        check_core(core, "CJ_BALANCER_CORE", &allowed_cpus(), &online_cpus())?;
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core as usize }) {
             return Err(BalancerError::Pin(core));
         }
     }
@@ -173,18 +172,11 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         OnFull::Drop => false,
         OnFull::Auto => source.is_finite_offline(),
     };
-    let wait = match config.wait {
-        WaitMode::Busy => WaitStrategy::BusyPoll,
-        WaitMode::Backoff => WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) },
-    };
-    let hash_mode_number = match config.hash_mode {
-        HashMode::RoundRobin => 0,
-        HashMode::IpHash => 1,
-        HashMode::FanOut => 2,
-    };
+    let wait = config.wait.strategy();
+    let hash_mode_number = config.hash_mode.number();
     let mut stats =
         BalancerStats::open(&naming::balancer_stats_path(&dir), config.queue_sets, config.corecount, hash_mode_number)?;
-    let mut dispatcher = Dispatcher::new(sets, config.hash_mode, wait_when_full, wait, &stop);
+    let mut dispatcher = Dispatcher::new(sets, config.worker_queues(), config.hash_mode, wait_when_full, wait, &stop);
     let started_line = format!(
         "{} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full)",
         source.describe(),
@@ -244,6 +236,7 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         stats.mark_ended();
     } else {
         dispatcher.publish();
+        stats.mark_stopped();
     }
     if src.errors > 0 {
         eprintln!(
@@ -259,7 +252,7 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
         stats.received,
         secs,
-        stats::format_rate(stats.received as f64 / secs.max(1e-9)),
+        station::rate::format_rate(stats.received as f64 / secs.max(1e-9)),
         dispatcher.queue_dropped
     );
     outcome.map_err(BalancerError::from)

@@ -59,13 +59,20 @@ impl BalancerStats {
         self.page.set(c::ENDED, 1);
     }
 
+    /// Marks a balancer stopped by a signal (its queues left open): with the
+    /// workers ended and the queues drained, the app can call the run final
+    /// without judging process liveness across PID namespaces.
+    pub fn mark_stopped(&self) {
+        self.page.set(c::ENDED, 2);
+    }
+
     /// The one-line summary, with the rate since the last line.
     pub fn line(
         &mut self,
         queue_dropped: u64,
         capture_dropped: u64,
         source_errors: u64,
-        fills: &[(usize, usize, u64, u64)],
+        fills: &[(usize, u32, u64, u64)],
     ) -> String {
         let elapsed = self.last_line.elapsed().as_secs_f64().max(1e-9);
         let rate = (self.received - self.last_received) as f64 / elapsed;
@@ -73,28 +80,17 @@ impl BalancerStats {
         self.last_received = self.received;
         let mut fill = String::new();
         for (s, i, used, cap) in fills {
-            fill.push_str(&format!(" q{s}.{i}:{:.0}%", 100.0 * *used as f64 / (*cap).max(1) as f64));
+            fill.push_str(&format!(" pkt-{s}-{i}:{:.0}%", station::rate::percent(*used, *cap)));
         }
         format!(
             "cj-balancer: received {} ({}) bytes {}; dropped: queue full {}, capture {}; source errors {}; fill{}",
             self.received,
-            format_rate(rate),
+            station::rate::format_rate(rate),
             self.received_bytes,
             queue_dropped,
             capture_dropped,
             source_errors,
             fill
         )
-    }
-}
-
-/// `12.3 Kpps`-style rate.
-pub fn format_rate(pps: f64) -> String {
-    if pps >= 1e6 {
-        format!("{:.2} Mpps", pps / 1e6)
-    } else if pps >= 1e3 {
-        format!("{:.1} Kpps", pps / 1e3)
-    } else {
-        format!("{pps:.0} pps")
     }
 }

@@ -128,8 +128,11 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
 fn report(s: &WorkerSummary) {
     let lost = if s.records_lost > 0 { format!(" ({} lost)", s.records_lost) } else { String::new() };
     let secs = s.packet_span.as_secs_f64();
-    let rate =
-        if secs > 0.0 { format!(" in {secs:.3}s ({:.2} Mpps)", s.packets as f64 / secs / 1e6) } else { String::new() };
+    let rate = if secs > 0.0 {
+        format!(" in {secs:.3}s ({})", station::rate::format_rate(s.packets as f64 / secs))
+    } else {
+        String::new()
+    };
     eprintln!(
         "(Core {}) ended ({}): {} packets{rate}, {} records{lost}",
         s.queue,

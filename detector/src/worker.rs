@@ -42,7 +42,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shmq::{CounterPage, Full, Producer, QueueFile, QueueSpec, QueueState, WaitStrategy, Waiter};
-use station::config::{StationConfig, WaitMode};
+use station::config::StationConfig;
 use station::naming::{self, worker_counter as wc, WORKER_COUNTERS};
 use station::record::FlowRecord;
 
@@ -61,8 +61,6 @@ pub const IDLE_CHECK: Duration = Duration::from_millis(100);
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Least time between two log lines about the same condition.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
-/// Longest sleep of the backoff wait.
-pub const BACKOFF_MAX_SLEEP: Duration = Duration::from_millis(1);
 
 /// Everything one worker needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,10 +98,7 @@ impl WorkerSpec {
             packet_spec: QueueSpec { slot_size: cfg.slot_size, capacity: cfg.queue_slots },
             record_spec: QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: cfg.record_queue_slots },
             table: TableConfig::from_station(cfg, queue),
-            wait: match cfg.wait {
-                WaitMode::Busy => WaitStrategy::BusyPoll,
-                WaitMode::Backoff => WaitStrategy::Backoff { max_sleep: BACKOFF_MAX_SLEEP },
-            },
+            wait: cfg.wait.strategy(),
         }
     }
 

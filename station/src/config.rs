@@ -87,6 +87,17 @@ pub enum HashMode {
     FanOut,
 }
 
+impl HashMode {
+    /// The ZBALANCE_HASH_MODE number (as zbalance_ipc -m and the stats page write it).
+    pub fn number(self) -> u64 {
+        match self {
+            HashMode::RoundRobin => 0,
+            HashMode::IpHash => 1,
+            HashMode::FanOut => 2,
+        }
+    }
+}
+
 /// CJ_ON_FULL: what the balancer does when a packet queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnFull {
@@ -105,6 +116,16 @@ pub enum WaitMode {
     Busy,
     /// Spin, yield, then sleep briefly.
     Backoff,
+}
+
+impl WaitMode {
+    /// The queue wait strategy of this mode (backoff sleeps at most 1 ms).
+    pub fn strategy(self) -> shmq::WaitStrategy {
+        match self {
+            WaitMode::Busy => shmq::WaitStrategy::BusyPoll,
+            WaitMode::Backoff => shmq::WaitStrategy::DEFAULT_BACKOFF,
+        }
+    }
 }
 
 /// What CJ_IFACE names.

@@ -60,17 +60,20 @@ pub fn plan_cores(base: u32, count: u32, skip: Option<u32>) -> Vec<u32> {
 /// # Errors
 /// The first core that is not.
 pub fn check_plan(plan: &[u32], allowed: &[u32], online: &[u32]) -> Result<(), CorePlanError> {
-    for &core in plan {
-        if !online.is_empty() && !online.contains(&core) {
-            return Err(CorePlanError::Offline { core, var: PLAN_VARS.to_owned(), online: format_cpu_list(online) });
-        }
-        if !allowed.is_empty() && !allowed.contains(&core) {
-            return Err(CorePlanError::NotAllowed {
-                core,
-                var: PLAN_VARS.to_owned(),
-                allowed: format_cpu_list(allowed),
-            });
-        }
+    plan.iter().try_for_each(|&core| check_core(core, PLAN_VARS, allowed, online))
+}
+
+/// Checks one core, placed by variable `var`, is online and allowed (an empty
+/// list means unknown and is not checked).
+///
+/// # Errors
+/// The core is offline or outside the allowed set.
+pub fn check_core(core: u32, var: &str, allowed: &[u32], online: &[u32]) -> Result<(), CorePlanError> {
+    if !online.is_empty() && !online.contains(&core) {
+        return Err(CorePlanError::Offline { core, var: var.to_owned(), online: format_cpu_list(online) });
+    }
+    if !allowed.is_empty() && !allowed.contains(&core) {
+        return Err(CorePlanError::NotAllowed { core, var: var.to_owned(), allowed: format_cpu_list(allowed) });
     }
     Ok(())
 }

@@ -11,4 +11,5 @@ pub mod config;
 pub mod coreplan;
 pub mod notify;
 pub mod proto;
+pub mod rate;
 pub mod sim;

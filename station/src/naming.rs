@@ -62,8 +62,9 @@ pub fn set_worker_stats_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBu
 /// every set; per-queue figures are in the queue headers); `source_errors`:
 /// unreadable records in a capture (a truncated last record, a corrupt block),
 /// each counted and skipped; `sets`: N_QUEUE_SETS; `queues_per_set`: queues in
-/// each set; `hash_mode`: ZBALANCE_HASH_MODE; `ended`: 1 once a finite source
-/// is exhausted and every queue was closed.
+/// each set; `hash_mode`: ZBALANCE_HASH_MODE; `ended`: 0 while the balancer
+/// runs, 1 once a finite source is exhausted and every queue was closed, 2 once
+/// it stopped on SIGINT/SIGTERM (queues left open for a restarted balancer).
 pub const BALANCER_COUNTERS: &[&str] = &[
     "received",
     "received_bytes",
@@ -94,7 +95,7 @@ pub mod balancer_counter {
     pub const QUEUES_PER_SET: usize = 6;
     /// ZBALANCE_HASH_MODE.
     pub const HASH_MODE: usize = 7;
-    /// 1 when a finite source ended.
+    /// 0 running, 1 a finite source ended (queues closed), 2 stopped by a signal.
     pub const ENDED: usize = 8;
 }
 

@@ -673,8 +673,9 @@ fn u16_at(h: &[u8], off: usize) -> u16 {
 }
 
 /// Delivers up to `quota` entries of a block from `cursor` on, advancing it.
-/// An entry whose offsets leave the block is counted in `errors` and ends the
-/// walk of the block (`cursor.left` becomes 0).
+/// An entry whose offsets leave the block ends the walk of the block: it and
+/// every entry the block still announced are counted in `errors`
+/// (`cursor.left` becomes 0), so none is skipped silently.
 ///
 /// # Safety
 /// `block` points to `block_size` readable bytes that nothing writes while
@@ -694,7 +695,7 @@ unsafe fn walk_block(
     while cursor.left > 0 && n < quota {
         let off = cursor.offset;
         if off < field::BLOCK_HDR_LEN || off.checked_add(field::PKT_HDR_LEN).is_none_or(|end| end > block_size) {
-            *errors += 1;
+            *errors += u64::from(cursor.left);
             cursor.left = 0;
             break;
         }
@@ -711,7 +712,8 @@ unsafe fn walk_block(
         let tpid = u16_at(&h, field::VLAN_TPID);
         let start = off + mac;
         if mac < field::PKT_HDR_LEN || start.checked_add(snaplen).is_none_or(|end| end > block_size) {
-            *errors += 1;
+            // This entry and every one after it in the block are unreadable: count them all.
+            *errors += u64::from(cursor.left);
             cursor.left = 0;
             break;
         }
@@ -736,7 +738,8 @@ unsafe fn walk_block(
         cursor.left -= 1;
         if cursor.left > 0 {
             if next == 0 {
-                *errors += 1;
+                // The block says more entries follow but gives no way to them.
+                *errors += u64::from(cursor.left);
                 cursor.left = 0;
                 break;
             }
@@ -1127,11 +1130,12 @@ mod tests {
         let mut cursor = block.cursor();
         let mut errors = 0;
         let got = block.walk(10, &mut cursor, &mut errors);
+        // The second entry (the last of the block) is counted, never skipped silently.
         assert_eq!((got.len(), cursor.left, errors), (1, 0, 1));
-        // A first-entry offset outside the block.
+        // A first-entry offset outside the block: both entries it announced are counted.
         let mut cursor = Cursor { left: 2, offset: 4090 };
         let got = block.walk(10, &mut cursor, &mut errors);
-        assert_eq!((got.len(), cursor.left, errors), (0, 0, 2));
+        assert_eq!((got.len(), cursor.left, errors), (0, 0, 3));
     }
 
     #[test]

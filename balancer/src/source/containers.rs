@@ -16,7 +16,8 @@
 //! - Frames a container sends before its veth's ring is open are not seen
 //!   (the ring opens within milliseconds of the link event; a runtime starts
 //!   the container's process after the veth is set up).
-//! - A veth that cannot be opened is logged once and retried on the next change.
+//! - A veth that cannot be opened is logged once and retried on the next
+//!   inventory change or after a second, whichever comes first.
 //! - Checking the snapshot is one lock-free load per poll; nothing is
 //!   allocated per frame.
 
@@ -35,6 +36,10 @@ use super::{Frame, Poll, Source, SourceError, SourceStats};
 /// How long a new ring's frames wait before they are delivered.
 pub const HOLD: Duration = Duration::from_millis(100);
 
+/// How long after a failed open a veth is tried again (if the inventory has
+/// not changed meanwhile): a veth that just appeared may not be ready yet.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// The `containers` source.
 #[derive(Debug)]
 pub struct ContainersSource {
@@ -47,6 +52,8 @@ pub struct ContainersSource {
     free: VecDeque<u8>,
     /// veths that failed to open (logged once).
     failed: BTreeSet<String>,
+    /// When to try the failed veths again.
+    retry_at: Option<Instant>,
 }
 
 impl ContainersSource {
@@ -65,18 +72,22 @@ impl ContainersSource {
             assigned: BTreeMap::new(),
             free: (0..=254u8).collect(),
             failed: BTreeSet::new(),
+            retry_at: None,
         };
         s.follow(&mut |_| {}, None);
         Ok(s)
     }
 
-    /// Brings the rings in line with the snapshot when it changed.
+    /// Brings the rings in line with the snapshot when it changed, or when a
+    /// veth that failed to open is due to be tried again.
     fn follow(&mut self, sink: &mut dyn FnMut(&Frame<'_>), hold: Option<Instant>) {
         let snap = self.inventory.load();
-        if snap.generation == self.generation {
+        let retry_due = self.retry_at.is_some_and(|t| Instant::now() >= t);
+        if snap.generation == self.generation && !retry_due {
             return;
         }
         self.generation = snap.generation;
+        self.retry_at = None;
         let want: BTreeSet<String> =
             snap.live_entries().map(|(_, e)| e.reference.veth_str().to_owned()).filter(|v| !v.is_empty()).collect();
         let gone: Vec<String> = self.assigned.keys().filter(|v| !want.contains(*v)).cloned().collect();
@@ -101,6 +112,7 @@ impl ContainersSource {
         }
         // The list first (with the new veths), then the rings.
         self.write_list();
+        let mut any_failed = false;
         for (v, i) in opened {
             match self.afp.add(&v, i, hold) {
                 Ok(()) => {
@@ -113,12 +125,15 @@ impl ContainersSource {
                     if self.failed.insert(v.clone()) {
                         eprintln!("cj-balancer: containers: cannot capture {v}: {e}");
                     }
-                    // Try again at the next change.
-                    self.generation = 0;
+                    any_failed = true;
                 }
             }
         }
-        self.write_list();
+        if any_failed {
+            // The list named veths that are not captured: correct it, try again later.
+            self.write_list();
+            self.retry_at = Some(Instant::now() + RETRY);
+        }
     }
 
     fn write_list(&self) {
