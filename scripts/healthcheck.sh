@@ -6,6 +6,12 @@
 set -euo pipefail
 dir=${CJ_SHM_DIR:-/dev/shm}/conjure-${CJ_CLUSTER_ID:-98}
 q=${CJ_QUEUE_OFFSET:-0}
+# Queue set 0 has no set in the names (rec-<q>); other sets do (rec-<set>-<q>),
+# as station::naming names them.
+set_=${CJ_QUEUE_SET:-0}
+if [ "$set_" != 0 ]; then
+    q=$set_-$q
+fi
 case ${1:-} in
     balancer) f=$dir/stats-balancer ;;
     detector) f=$dir/stats-worker-$q ;;

@@ -174,7 +174,7 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     id.capture_dropped = b(balancer_counter::CAPTURE_DROPPED);
     id.balancer_ended = b(balancer_counter::ENDED) == 1;
     let queues_per_set = b(balancer_counter::QUEUES_PER_SET);
-    let balancer_fan_out = b(balancer_counter::HASH_MODE) == 2;
+    let balancer_fan_out = b(balancer_counter::HASH_MODE) == station::config::HashMode::FanOut.number();
     if balancer_fan_out != app.fan_out {
         return unchecked(
             id,

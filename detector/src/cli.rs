@@ -52,9 +52,10 @@ CJ_SKIP_CORE, CJ_QUEUE_OFFSET, CJ_QUEUE_SET, CJ_QUEUE_SLOTS, CJ_SLOT_SIZE,
 CJ_RECORD_QUEUE_SLOTS, CJ_WAIT, CJ_LOG_INTERVAL, CJ_FLOW_IDLE_TIMEOUT,
 CJ_FLOW_ACTIVE_TIMEOUT, CJ_FLOW_TCP_CLOSE_TIMEOUT, CJ_FLOW_TABLE_SIZE.
 
-Stops cleanly on SIGINT or SIGTERM (every flow is flushed as a record and the
-record queues are closed) or when every packet queue has ended. A second
-signal exits at once.
+Stops cleanly on SIGINT or SIGTERM (what is queued is processed, every flow
+is flushed as a record, the record queues stay open for a restarted detector)
+or when every packet queue has ended (then the record queues are closed). A
+second signal exits at once.
 
 Exit codes: 0 done; 1 a worker failed; 2 usage, configuration or core plan.
 ";

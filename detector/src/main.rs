@@ -5,7 +5,8 @@
 //! Guarantees: a configuration or core-plan problem stops the program before
 //! any thread starts, with one line on stderr prefixed `cj-detector: ` and exit
 //! code 2; a failure of any worker exits 1; a clean stop exits 0 after every
-//! worker flushed its flows and closed its record queue.
+//! worker flushed its flows (closing its record queue only at the end of the
+//! input stream, not on a signal).
 #![deny(unsafe_code)]
 
 use std::process::ExitCode;

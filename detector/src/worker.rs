@@ -13,8 +13,10 @@
 //!   the records, write the stats page. When the queue is empty the worker
 //!   waits (`CJ_WAIT`), advances the flow clock and checks timeouts every
 //!   [`IDLE_CHECK`].
-//! - Records: numbered (`seq`) from the stats page's `records + records_lost`
-//!   (0 on a fresh page), in the order they are emitted, and published in
+//! - Records: numbered (`seq`) from the record queue's own producer position
+//!   plus the stats page's `records_lost` (so a worker killed between
+//!   publishing records and writing its page never reuses a number), in the
+//!   order they are emitted, and published in
 //!   batches. A full record queue makes the worker wait: backpressure, never a
 //!   silent loss. Only while stopping on a signal does it give up: after
 //!   [`SHUTDOWN_WAIT`] with the queue full and no progress it counts every remaining
@@ -268,7 +270,8 @@ fn run(
     let queue = spec.queue;
 
     let stats = StatsWriter::new(page);
-    let seq = stats.base[wc::RECORDS] + stats.base[wc::RECORDS_LOST];
+    // Published records are counted by the queue itself; the page may lag it after a crash.
+    let seq = producer.position() + stats.base[wc::RECORDS_LOST];
     let mut out = RecordOut::new(producer, queue, seq, stop, spec.wait);
     let mut acct = Accounting::new(spec.table);
     let mut waiter = Waiter::new(spec.wait);

@@ -55,6 +55,9 @@ fn run_and_compare(mode: &str, cores: &str) {
     }
     let summary = read_json(&out.path().join("summary.json"));
     assert_eq!(summary["identity"]["status"], "holds", "identity in summary.json: {summary:#}");
+    let terms = &summary["identity"]["terms"];
+    assert_eq!(terms["received"].as_u64(), Some(cap.truth.total_frames), "received: {summary:#}");
+    assert_eq!(terms["non_ip"].as_u64(), Some(cap.truth.non_ip_frames), "non-IP frames: {summary:#}");
 }
 
 #[test]

@@ -57,7 +57,12 @@ unsafe extern "C" {
 #[cfg(feature = "ffi")]
 #[must_use]
 pub fn compiled_version() -> (u32, u32, u32) {
-    let v = RING_VERSION_NUM;
+    version_parts(RING_VERSION_NUM)
+}
+
+/// A PF_RING version number as (major, minor, patch): `0x080900` is 8.9.0.
+#[must_use]
+pub fn version_parts(v: u32) -> (u32, u32, u32) {
     ((v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
 }
 
@@ -70,8 +75,13 @@ mod tests {
         let mut v = 0u32;
         // SAFETY: writes one u32 through a valid pointer.
         unsafe { pfring_version_noring(&mut v) };
-        assert_eq!(v, RING_VERSION_NUM);
-        assert_eq!(compiled_version().0, RING_VERSION_NUM >> 16);
+        assert_eq!(v, RING_VERSION_NUM, "libpfring.so is not the release of its pfring.h");
+    }
+
+    #[test]
+    fn version_numbers_decode_as_pf_ring_writes_them() {
+        assert_eq!(version_parts(0x0008_0900), (8, 9, 0));
+        assert_eq!(version_parts(0x0007_1005), (7, 16, 5));
     }
 
     #[test]
