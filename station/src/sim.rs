@@ -1150,8 +1150,8 @@ mod tests {
             assert_eq!(n as u64, s.packets);
             // The model's truth against the written frames, parsed by an
             // independent parser (the wire crate), row for row.
-            let mut rows: std::collections::BTreeMap<(IpAddr, IpAddr, u16, u16, u8, u16), (u64, u64, u64)> =
-                std::collections::BTreeMap::new();
+            type Key = (IpAddr, IpAddr, u16, u16, u8, u16);
+            let mut rows: std::collections::BTreeMap<Key, (u64, u64, u64)> = std::collections::BTreeMap::new();
             let mut non_ip = 0;
             let mut r = PcapReader::new(std::fs::File::open(&p).unwrap()).unwrap();
             while let Some(pkt) = r.next_packet() {
@@ -1168,15 +1168,21 @@ mod tests {
                     _ => non_ip += 1,
                 }
             }
-            let parsed: Vec<(IpAddr, IpAddr, u16, u16, u8, u16, u64, u64, u64)> =
-                rows.into_iter().map(|((a, b, c, d, e, f), (g, h, i))| (a, b, c, d, e, f, g, h, i)).collect();
-            let mut model: Vec<_> = t
-                .rows
-                .iter()
-                .map(|r| (r.src, r.dst, r.src_port, r.dst_port, r.proto, r.vlan, r.packets, r.ip_bytes, r.frame_bytes))
+            let parsed: Vec<TruthRow> = rows
+                .into_iter()
+                .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                    proto,
+                    vlan,
+                    packets,
+                    ip_bytes,
+                    frame_bytes,
+                })
                 .collect();
-            model.sort();
-            assert_eq!(parsed, model);
+            assert_eq!(parsed, t.rows);
             assert_eq!(non_ip, t.non_ip_frames);
         }
     }
