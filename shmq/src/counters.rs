@@ -20,7 +20,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::QueueError;
 use crate::mapping::{self, Mapping};
@@ -110,9 +110,12 @@ fn open_page(path: &Path, writable: bool) -> Result<(Mapping, Vec<String>), Queu
         what: format!("{len} bytes cannot be mapped on this machine"),
     })?;
     let map = Mapping::map(&file, map_len, writable, path)?;
+    // Relaxed then an Acquire fence: the mapping may be read-only (`read`), where
+    // only Relaxed atomic loads are allowed.
     // SAFETY: offset 0, 8 bytes, inside the mapping (len >= 16); header words are
     // only accessed atomically.
-    let found = unsafe { atomic_at::<AtomicU64>(&map, 0) }.load(Ordering::Acquire);
+    let found = unsafe { atomic_at::<AtomicU64>(&map, 0) }.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
     if found != COUNTER_MAGIC {
         return Err(QueueError::NotACounterPage { path: p(), found, expected: COUNTER_MAGIC });
     }
@@ -254,7 +257,7 @@ impl CounterPage {
             .map(|(i, name)| {
                 // SAFETY: i < count and the size was checked, so the value is inside
                 // the mapping, 8-byte aligned, and only ever accessed atomically
-                // (an atomic load from a read-only mapping is allowed).
+                // (a Relaxed atomic load from a read-only mapping is allowed).
                 let v = unsafe { atomic_at::<AtomicU64>(&map, base + 8 * i) };
                 (name, v.load(Ordering::Relaxed))
             })

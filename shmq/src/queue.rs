@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::consumer::Consumer;
 use crate::error::QueueError;
@@ -90,7 +90,11 @@ impl Ring {
         // above); Header consists only of atomics, so a shared reference is sound
         // while other processes write it.
         let h = unsafe { &*map.as_ptr().cast::<Header>() };
-        let found = h.magic.load(Ordering::Acquire);
+        // Relaxed loads then an Acquire fence, here and in `stats`: the mapping
+        // may be read-only (status tools), where only Relaxed atomic loads are
+        // allowed; the fence gives the same ordering as Acquire loads would.
+        let found = h.magic.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
         if found != QUEUE_MAGIC {
             return Err(QueueError::NotAQueue { path: p(), found, expected: QUEUE_MAGIC });
         }
@@ -121,8 +125,10 @@ impl Ring {
             return Err(QueueError::SizeMismatch { path: p(), expected: spec.file_size(), actual: len });
         }
         // Head first: head(t1) <= tail(t1) <= tail(t2) holds in any valid queue.
-        let head = h.consumer.0.head.load(Ordering::Acquire);
-        let tail = h.producer.0.tail.load(Ordering::Acquire);
+        let head = h.consumer.0.head.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        let tail = h.producer.0.tail.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
         if head > tail {
             return Err(QueueError::Corrupt {
                 path: p(),
@@ -186,12 +192,15 @@ impl Ring {
 
     pub(crate) fn stats(&self) -> QueueStats {
         let h = self.header();
+        let dequeued = h.consumer.0.head.load(Ordering::Relaxed);
+        let closed = h.closed.load(Ordering::Relaxed) != 0;
+        fence(Ordering::Acquire);
         QueueStats {
             enqueued: h.producer.0.enqueued.load(Ordering::Relaxed),
             dropped: h.producer.0.dropped.load(Ordering::Relaxed),
-            dequeued: h.consumer.0.head.load(Ordering::Acquire),
+            dequeued,
             capacity: self.capacity(),
-            closed: h.closed.load(Ordering::Acquire) != 0,
+            closed,
             producer_pid: h.producer_pid.load(Ordering::Relaxed),
             consumer_pid: h.consumer_pid.load(Ordering::Relaxed),
             producer_attaches: h.producer_attaches.load(Ordering::Relaxed),
