@@ -470,7 +470,9 @@ impl FlowTable {
             Direction::HiToLo => 1,
         };
         let queue = self.cfg.queue;
-        let i = match self.slab.find(key) {
+        // One hashing of the key serves the lookup and, on a miss, the insert.
+        let hash = self.slab.hash_of(key);
+        let i = match self.slab.find_hashed(hash, key) {
             Some(i) => {
                 let closing_list = self.slab.list_of(i) == CLOSING;
                 let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
@@ -497,7 +499,7 @@ impl FlowTable {
                 }
                 let f = Flow::new(s, side, ts_ns, now_ns, &self.snap, source);
                 self.stats.new += 1;
-                match self.slab.insert(*key, f, OPEN) {
+                match self.slab.insert_hashed(hash, *key, f, OPEN) {
                     Some(i) => i,
                     None => unreachable!("insert after eviction"),
                 }

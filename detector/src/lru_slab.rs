@@ -106,7 +106,19 @@ impl<K: Copy + Eq + Hash, V: Copy, const L: usize> LruSlab<K, V, L> {
     /// The index of the entry with `key`.
     #[inline]
     pub fn find(&self, key: &K) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        self.find_hashed(self.hash_of(key), key)
+    }
+
+    /// The hash of `key`, to look up and then insert a missing key with one
+    /// hashing ([`Self::find_hashed`], [`Self::insert_hashed`]).
+    #[inline]
+    pub fn hash_of(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// [`Self::find`] with the key's [`Self::hash_of`].
+    #[inline]
+    pub fn find_hashed(&self, hash: u64, key: &K) -> Option<u32> {
         let nodes = &self.nodes;
         self.index.find(hash, |&i| nodes[i as usize].key == *key).copied()
     }
@@ -157,6 +169,15 @@ impl<K: Copy + Eq + Hash, V: Copy, const L: usize> LruSlab<K, V, L> {
     /// # Panics
     /// If `list >= L`. Debug builds also check the key is absent.
     pub fn insert(&mut self, key: K, val: V, list: usize) -> Option<u32> {
+        self.insert_hashed(self.hash_of(&key), key, val, list)
+    }
+
+    /// [`Self::insert`] with the key's [`Self::hash_of`] (which must be `key`'s).
+    ///
+    /// # Panics
+    /// As [`Self::insert`]; debug builds also check the hash.
+    pub fn insert_hashed(&mut self, hash: u64, key: K, val: V, list: usize) -> Option<u32> {
+        debug_assert_eq!(hash, self.hash_of(&key), "hash of another key");
         debug_assert!(self.find(&key).is_none(), "duplicate key");
         if self.is_full() {
             return None;
@@ -174,7 +195,6 @@ impl<K: Copy + Eq + Hash, V: Copy, const L: usize> LruSlab<K, V, L> {
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
         };
-        let hash = self.hasher.hash_one(key);
         let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.index.insert_unique(hash, i, |&j| hasher.hash_one(nodes[j as usize].key));
         self.link_tail(i, list);

@@ -164,7 +164,8 @@ impl NonIpTable {
             ctr: [0; 2],
         };
         let queue = self.cfg.queue;
-        let i = match self.slab.find(&key) {
+        let hash = self.slab.hash_of(&key);
+        let i = match self.slab.find_hashed(hash, &key) {
             Some(i) => {
                 let e = self.slab.get_mut(i);
                 if now_ns.saturating_sub(e.seen_ns) >= self.cfg.idle_ns {
@@ -187,7 +188,7 @@ impl NonIpTable {
                         self.evicted += 1;
                     }
                 }
-                match self.slab.insert(key, Entry { ctr: attributed(), ..fresh }, 0) {
+                match self.slab.insert_hashed(hash, key, Entry { ctr: attributed(), ..fresh }, 0) {
                     Some(i) => i,
                     None => unreachable!("insert after eviction"),
                 }
