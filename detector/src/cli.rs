@@ -17,7 +17,10 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Print what the container inventory sees now (`--inventory`), and exit.
-    Inventory,
+    Inventory {
+        /// The `--config` file.
+        config: Option<PathBuf>,
+    },
     /// Print the help text.
     Help,
     /// Print the version.
@@ -66,12 +69,13 @@ Exit codes: 0 done; 1 a worker failed; 2 usage, configuration or core plan.
 /// [`DetectorError::Usage`] for an unknown argument or a `--config` without a file.
 pub fn parse(args: &[String]) -> Result<Command, DetectorError> {
     let mut config = None;
+    let mut inventory = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--inventory" => return Ok(Command::Inventory),
+            "--inventory" => inventory = true,
             "--config" => match it.next() {
                 Some(f) if !f.is_empty() => config = Some(PathBuf::from(f)),
                 _ => return Err(DetectorError::Usage("--config needs a FILE".into())),
@@ -83,7 +87,7 @@ pub fn parse(args: &[String]) -> Result<Command, DetectorError> {
             },
         }
     }
-    Ok(Command::Run { config })
+    Ok(if inventory { Command::Inventory { config } } else { Command::Run { config } })
 }
 
 #[cfg(test)]
@@ -92,6 +96,15 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn inventory_takes_the_config_and_refuses_unknown_arguments() {
+        assert_eq!(
+            parse(&args(&["--inventory", "--config", "/x/c.conf"])).unwrap(),
+            Command::Inventory { config: Some("/x/c.conf".into()) }
+        );
+        assert!(parse(&args(&["--inventory", "--bogus"])).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), DetectorError> {
-    match cli::parse(args)? {
+    let config_file = match cli::parse(args)? {
         Command::Help => {
             print!("{}", cli::USAGE);
             return Ok(());
@@ -46,14 +46,13 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             println!("cj-detector {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
-        Command::Inventory => {
-            let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+        Command::Inventory { config } => {
+            let cfg = StationConfig::load(config.as_deref())?;
             print!("{}", detector::attribution::describe(&cfg));
             return Ok(());
         }
-        Command::Run { .. } => {}
-    }
-    let config_file = station::config::parse_args_config(args);
+        Command::Run { config } => config,
+    };
     let cfg = StationConfig::load(config_file.as_deref())?;
     if cfg.corecount == 0 {
         return Err(DetectorError::NoWorkers);
