@@ -67,11 +67,7 @@ impl Cluster {
     /// (any CJ_* of the test's own environment removed first).
     pub fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(bin(name));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CJ_") || k == "ZBALANCE_HASH_MODE" || k == "N_QUEUE_SETS" {
-                cmd.env_remove(k);
-            }
-        }
+        scrub_station_env(&mut cmd);
         cmd.env("CJ_SHM_DIR", self.shm.path());
         for (k, v) in &self.vars {
             cmd.env(k, v);
@@ -263,13 +259,33 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 /// # Panics
 /// Under CI when the tool is missing.
 pub fn peer_tool(name: &str, package: &str) -> Option<PathBuf> {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]) {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return Some(p);
+    let found = find_tool(name);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing under CI: .ci/run must install the {package} package"
+        );
+        eprintln!("SKIPPED: {name} not installed (apt-get install {package}); this check did not run");
+    }
+    found
+}
+
+/// A program on PATH or in the sbin directories.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Removes the test's own station variables (CJ_*, CONJURE_*, the zbalance
+/// ones) from `cmd`'s environment, so only what the test sets reaches it.
+pub fn scrub_station_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CJ_") || k.starts_with("CONJURE_") || k == "ZBALANCE_HASH_MODE" || k == "N_QUEUE_SETS" {
+            cmd.env_remove(k);
         }
     }
-    assert!(std::env::var_os("CI").is_none(), "{name} is missing under CI: .ci/run must install the {package} package");
-    eprintln!("SKIPPED: {name} not installed (apt-get install {package}); this comparison did not run");
-    None
 }

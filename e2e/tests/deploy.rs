@@ -33,7 +33,7 @@
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{diff_rows, read_flows_csv, truth_rows};
@@ -52,38 +52,11 @@ fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// A tool on PATH (or in the sbin directories).
-fn tool(name: &str) -> Option<PathBuf> {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-/// A tool the test needs: missing is SKIPPED (a failure under CI).
-fn need(name: &str, package: &str) -> Option<PathBuf> {
-    let t = tool(name);
-    if t.is_none() {
-        skip(&format!("{name} is not installed (apt-get install {package}; .ci/run installs it)"));
-    }
-    t
-}
-
 /// A command with no CJ_* (nor zbalance) variable of the test's own environment,
 /// and the binaries of this build.
 fn clean(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CJ_") || k.starts_with("CONJURE_") || k == "ZBALANCE_HASH_MODE" || k == "N_QUEUE_SETS" {
-            cmd.env_remove(k);
-        }
-    }
+    e2e::scrub_station_env(&mut cmd);
     let bin_dir = e2e::bin("cj-app").parent().expect("bin dir").to_path_buf();
     cmd.env("CJ_BIN_DIR", bin_dir);
     cmd
@@ -99,26 +72,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits for a child with a deadline (killed then, and the test fails).
-fn wait_deadline(mut child: Child, deadline: Duration, what: &str) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{what}: still running after {deadline:?}\n--- stdout\n{}\n--- stderr\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A conjure.conf for a test: the repository's defaults, then `lines`.
@@ -137,7 +90,7 @@ fn write_conf(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
 
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    let Some(analyze) = need("systemd-analyze", "systemd") else { return };
+    let Some(analyze) = e2e::peer_tool("systemd-analyze", "systemd") else { return };
     let root = repo();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut units = Vec::new();
@@ -185,7 +138,7 @@ fn units_pass_systemd_analyze_verify() {
 
 #[test]
 fn scripts_pass_shellcheck() {
-    let Some(shellcheck) = need("shellcheck", "shellcheck") else { return };
+    let Some(shellcheck) = e2e::peer_tool("shellcheck", "shellcheck") else { return };
     let root = repo();
     let mut scripts = vec![PathBuf::from("on-reboot.sh")];
     for dir in ["scripts", "e2e/deploy", ".ci"] {
@@ -225,7 +178,7 @@ fn one_line_error(script: &str, args: &[&str], lines: &[String], must: &[&str]) 
         .stderr(Stdio::piped())
         .spawn()
         .expect("start script");
-    let out = wait_deadline(child, Duration::from_secs(30), script);
+    let out = e2e::wait_all(vec![(script, child)], Duration::from_secs(30)).pop().expect("output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{script} with {lines:?} should fail; stderr:\n{stderr}");
     let got: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -431,7 +384,7 @@ fn native_units_notify_systemd() {
     while let Some((unit, child, mut sock)) = procs.pop() {
         let pid = child.id().to_string();
         run_ok(Command::new("kill").args(["-TERM", &pid]));
-        let out = wait_deadline(child, Duration::from_secs(60), unit);
+        let out = e2e::wait_all(vec![(unit, child)], Duration::from_secs(60)).pop().expect("output");
         sock.drain();
         results.push((unit, out, sock));
     }
@@ -510,11 +463,11 @@ fn on_reboot(ns: &str, conf: &Path, args: &[&str]) -> (String, String) {
 #[test]
 fn on_reboot_sets_up_a_test_host() {
     let _host = HOST_STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !is_root() {
+    if !e2e::live::is_root() {
         skip("needs root (network namespaces, veth, tun devices)");
         return;
     }
-    if need("ip", "iproute2").is_none() || need("ethtool", "ethtool").is_none() {
+    if e2e::peer_tool("ip", "iproute2").is_none() || e2e::peer_tool("ethtool", "ethtool").is_none() {
         return;
     }
     let ns = Netns(format!("cjdeploy{}", std::process::id()));
@@ -638,7 +591,7 @@ fn on_reboot_reserves_hugepages() {
         );
         return;
     }
-    if !is_root() {
+    if !e2e::live::is_root() {
         skip("needs root (hugepages)");
         return;
     }
@@ -693,7 +646,7 @@ fn docker_ready() -> bool {
     if ok() {
         return true;
     }
-    let Some(dockerd) = tool("dockerd") else {
+    let Some(dockerd) = e2e::find_tool("dockerd") else {
         skip("dockerd is not installed (apt-get install docker.io; .ci/run installs it)");
         return false;
     };
@@ -745,13 +698,13 @@ impl Drop for Stack {
 
 #[test]
 fn compose_stack_processes_a_capture() {
-    if !is_root() {
+    if !e2e::live::is_root() {
         skip("needs root (docker)");
         return;
     }
-    if need("docker", "docker.io").is_none()
-        || need("debootstrap", "debootstrap").is_none()
-        || need("docker-compose", "docker-compose").is_none()
+    if e2e::peer_tool("docker", "docker.io").is_none()
+        || e2e::peer_tool("debootstrap", "debootstrap").is_none()
+        || e2e::peer_tool("docker-compose", "docker-compose").is_none()
         || !docker_ready()
     {
         return;
