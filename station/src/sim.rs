@@ -283,8 +283,7 @@ pub struct Truth {
 /// compares with [`truth`]. Each record side a→b is `dir[0]`, b→a `dir[1]`; a
 /// direction without packets gives no row; rows of one key are summed.
 pub fn rows_of_records(records: &[crate::record::FlowRecord]) -> (Vec<TruthRow>, u64) {
-    type Key = (IpAddr, IpAddr, u16, u16, u8, u16);
-    let mut rows: std::collections::HashMap<Key, (u64, u64, u64)> = std::collections::HashMap::new();
+    let mut rows: std::collections::HashMap<RowKey, (u64, u64, u64)> = std::collections::HashMap::new();
     let mut non_ip = 0;
     for r in records {
         let (Some(a), Some(b)) = (r.ip_a(), r.ip_b()) else {
@@ -300,7 +299,15 @@ pub fn rows_of_records(records: &[crate::record::FlowRecord]) -> (Vec<TruthRow>,
             }
         }
     }
-    let mut v: Vec<TruthRow> = rows
+    (rows_of_tally(rows), non_ip)
+}
+
+/// A directed row key: (src, dst, src port, dst port, proto, vlan).
+type RowKey = (IpAddr, IpAddr, u16, u16, u8, u16);
+
+/// Directed tallies of (packets, IP bytes, frame bytes) as sorted [`TruthRow`]s.
+fn rows_of_tally(tally: impl IntoIterator<Item = (RowKey, (u64, u64, u64))>) -> Vec<TruthRow> {
+    let mut v: Vec<TruthRow> = tally
         .into_iter()
         .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
             src,
@@ -315,7 +322,7 @@ pub fn rows_of_records(records: &[crate::record::FlowRecord]) -> (Vec<TruthRow>,
         })
         .collect();
     v.sort();
-    (v, non_ip)
+    v
 }
 
 impl Truth {
@@ -1150,8 +1157,7 @@ mod tests {
             assert_eq!(n as u64, s.packets);
             // The model's truth against the written frames, parsed by an
             // independent parser (the wire crate), row for row.
-            type Key = (IpAddr, IpAddr, u16, u16, u8, u16);
-            let mut rows: std::collections::BTreeMap<Key, (u64, u64, u64)> = std::collections::BTreeMap::new();
+            let mut rows: std::collections::BTreeMap<RowKey, (u64, u64, u64)> = std::collections::BTreeMap::new();
             let mut non_ip = 0;
             let mut r = PcapReader::new(std::fs::File::open(&p).unwrap()).unwrap();
             while let Some(pkt) = r.next_packet() {
@@ -1168,20 +1174,7 @@ mod tests {
                     _ => non_ip += 1,
                 }
             }
-            let parsed: Vec<TruthRow> = rows
-                .into_iter()
-                .map(|((src, dst, src_port, dst_port, proto, vlan), (packets, ip_bytes, frame_bytes))| TruthRow {
-                    src,
-                    dst,
-                    src_port,
-                    dst_port,
-                    proto,
-                    vlan,
-                    packets,
-                    ip_bytes,
-                    frame_bytes,
-                })
-                .collect();
+            let parsed = rows_of_tally(rows);
             assert_eq!(parsed, t.rows);
             assert_eq!(non_ip, t.non_ip_frames);
         }
