@@ -59,16 +59,6 @@ cj_load_conf() {
     done
 }
 
-# Exports every conjure.conf variable (for compose and the container environment).
-cj_export_all() {
-    local name
-    for name in $(cj_conf_names); do
-        if [ -n "${!name+set}" ]; then
-            export "${name?}"
-        fi
-    done
-}
-
 # Path of a station binary.
 cj_bin() {
     local name=$1 dir
