@@ -12,7 +12,8 @@
 #   4. turns off GRO, LRO, GSO and TSO on the capture interfaces
 #   5. sets them up and promiscuous
 #   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER, mode 2770
-#   7. creates tun<CJ_QUEUE_OFFSET+i> for i below CJ_CORECOUNT when CJ_TUN=yes
+#   7. creates tun<CJ_TUN_OFFSET+CJ_QUEUE_OFFSET+i> for i below CJ_CORECOUNT when CJ_TUN=yes
+#      (flow divert; off by default)
 #   8. makes /run/netns and /var/run/docker/netns shared mounts when they are private
 #      (the detector container sees container namespaces through them)
 #
@@ -75,7 +76,9 @@ have() { command -v "$1" >/dev/null 2>&1; }
 cj_number CJ_CLUSTER_ID 0 1023
 cj_number CJ_CORECOUNT 1 1024
 cj_number CJ_QUEUE_OFFSET 0 1023
-case ${CJ_TUN:-yes} in
+CJ_TUN_OFFSET=${CJ_TUN_OFFSET:-0}
+cj_number CJ_TUN_OFFSET 0 1000000
+case ${CJ_TUN:-no} in
     yes | no) ;;
     *) cj_die 2 "CJ_TUN=\"$CJ_TUN\" ($CONJURE_CONF or environment): expected yes or no" ;;
 esac
@@ -252,12 +255,12 @@ else
 fi
 
 # ---- 7. tun devices for flow mirroring ----
-if [ "${CJ_TUN:-yes}" = yes ]; then
+if [ "${CJ_TUN:-no}" = yes ]; then
     if [ ! -c /dev/net/tun ]; then
         could_not "create the tun devices: no /dev/net/tun (modprobe tun)"
     else
         for ((i = 0; i < CJ_CORECOUNT; i++)); do
-            tun=tun$((CJ_QUEUE_OFFSET + i))
+            tun=tun$((CJ_TUN_OFFSET + CJ_QUEUE_OFFSET + i))
             if ip -o link show dev "$tun" >/dev/null 2>&1; then
                 ok "$tun exists"
                 flags=$(ip -o link show dev "$tun" | sed -n 's/^[^<]*<\([^>]*\)>.*/\1/p')

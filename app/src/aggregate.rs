@@ -20,6 +20,14 @@
 //!   [`Totals`]. Records with an invalid kind or end reason never reach here
 //!   (the intake counts and skips them).
 //!
+//! - Bounded memory: each table holds at most CJ_APP_MAX_ROWS rows plus one
+//!   overflow row (`other` in every key column) that takes every direction
+//!   whose key arrives once the table is full; `rows_overflowed` counts those
+//!   directions. Totals, PACKETS/BYTES sums and rows already present stay
+//!   exact. Not guaranteed: which keys get their own row once the limit is
+//!   near (the first to arrive win), and FLOWS of the overflow row counts
+//!   directions, not distinct keys.
+//!
 //! Not on a hot path per packet, but per record: no allocation except when a
 //! new row appears.
 
@@ -54,6 +62,25 @@ pub struct Key {
     pub src_container: [u8; 32],
     /// Name of the destination's container.
     pub dst_container: [u8; 32],
+    /// The overflow row ([`Key::OVERFLOW`]): everything that came once the
+    /// table was full; printed as `other` in every key column.
+    pub overflow: bool,
+}
+
+impl Key {
+    /// The key of the overflow row: every field zero, `overflow` set.
+    pub const OVERFLOW: Key = Key {
+        vlan: 0,
+        ip_version: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        proto: 0,
+        src_container: [0; 32],
+        dst_container: [0; 32],
+        overflow: true,
+    };
 }
 
 /// The counters of a row.
@@ -67,6 +94,10 @@ pub struct Counters {
     pub frame_bytes: u64,
     /// Directional flows (see the module doc).
     pub flows: u64,
+    /// First packet time of the row's records, ns since the epoch (0: none).
+    pub first_ns: u64,
+    /// Last packet time of the row's records (0: none).
+    pub last_ns: u64,
 }
 
 impl Counters {
@@ -75,22 +106,46 @@ impl Counters {
         self.ip_bytes += other.ip_bytes;
         self.frame_bytes += other.frame_bytes;
         self.flows += other.flows;
+        if other.first_ns != 0 && (self.first_ns == 0 || other.first_ns < self.first_ns) {
+            self.first_ns = other.first_ns;
+        }
+        self.last_ns = self.last_ns.max(other.last_ns);
     }
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One aggregate table.
+///
+/// Bounded: once it holds `max_rows` rows (CJ_APP_MAX_ROWS), a direction
+/// whose key is not already a row is added to the overflow row
+/// ([`Key::OVERFLOW`]) instead, and counted in [`Aggregate::overflowed`]. Rows
+/// already present keep counting exactly, every total stays exact, and the
+/// table never holds more than `max_rows + 1` rows.
 #[derive(Clone, Debug)]
 pub struct Aggregate {
     primitives: Primitives,
     rows: FastMap<Key, Counters>,
+    max_rows: usize,
+    overflowed: u64,
 }
 
 impl Aggregate {
-    /// An empty table keyed by `primitives`.
+    /// An empty table keyed by `primitives`, without a row limit.
     pub fn new(primitives: Primitives) -> Self {
-        Aggregate { primitives, rows: FastMap::default() }
+        Aggregate { primitives, rows: FastMap::default(), max_rows: usize::MAX, overflowed: 0 }
+    }
+
+    /// Bounds the table to `max_rows` rows plus the overflow row.
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows.max(1);
+        self
+    }
+
+    /// Directions folded into the overflow row because the table was full
+    /// (one per direction of a record whose key was not a row).
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
     }
 
     /// The primitives of the key.
@@ -119,7 +174,9 @@ impl Aggregate {
             (&r.dir[1], &r.addr_b, &r.addr_a, r.port_b, r.port_a, 1),
         ];
         for (d, src, dst, sport, dport, side) in sides {
-            if d.packets == 0 {
+            // A side without packets here still closes its directional flow when
+            // it had packets in an earlier (refreshed) part.
+            if d.packets == 0 && !(closes && r.had_packets(side)) {
                 continue;
             }
             let mut key = self.key(r, src, dst, sport, dport);
@@ -133,7 +190,16 @@ impl Aggregate {
                 packets: d.packets,
                 ip_bytes: d.ip_bytes,
                 frame_bytes: d.frame_bytes,
-                flows: u64::from(closes),
+                flows: u64::from(closes && r.had_packets(side)),
+                first_ns: if d.packets > 0 { r.first_ns } else { 0 },
+                last_ns: if d.packets > 0 { r.last_ns } else { 0 },
+            };
+            let key = if self.rows.len() >= self.max_rows && !self.rows.contains_key(&key) {
+                // Full: only the overflow row may still be created (rows = max_rows + 1 at most).
+                self.overflowed += 1;
+                Key::OVERFLOW
+            } else {
+                key
             };
             self.rows.entry(key).or_default().add(&c);
         }
@@ -170,6 +236,11 @@ impl Aggregate {
     #[cfg(test)]
     pub fn get(&self, key: &Key) -> Option<&Counters> {
         self.rows.get(key)
+    }
+
+    /// Every row, in no particular order (for queries that filter before sorting).
+    pub fn rows(&self) -> impl Iterator<Item = (&Key, &Counters)> {
+        self.rows.iter()
     }
 
     /// All rows, sorted by IP bytes descending, then by key: deterministic.
@@ -232,7 +303,7 @@ impl Totals {
                 self.bytes += r.dir[0].ip_bytes + r.dir[1].ip_bytes;
                 self.frame_bytes += frame_bytes;
                 if r.end() != Some(EndReason::ActiveTimeout) {
-                    self.flows += r.dir.iter().filter(|d| d.packets > 0).count() as u64;
+                    self.flows += u64::from(r.had_packets(0)) + u64::from(r.had_packets(1));
                 }
             }
             Some(RecordKind::NonIp) => {
@@ -281,6 +352,7 @@ pub struct Accounts {
     tables: Vec<Aggregate>,
     per_queue: Vec<Totals>,
     containers: Containers,
+    max_rows: usize,
 }
 
 impl Accounts {
@@ -293,13 +365,28 @@ impl Accounts {
             tables: (0..n_tables).map(|_| Aggregate::new(primitives)).collect(),
             per_queue: vec![Totals::default(); queues.len()],
             containers: Containers::new(false),
+            max_rows: usize::MAX,
         }
     }
 
     /// Keeps per-container flow logs too.
     pub fn with_container_logs(mut self, logs: bool) -> Self {
-        self.containers = Containers::new(logs);
+        self.containers = Containers::new(logs).with_max_rows(self.max_rows);
         self
+    }
+
+    /// Bounds every table to `max_rows` rows plus the overflow row (CJ_APP_MAX_ROWS).
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows;
+        self.tables = self.tables.into_iter().map(|t| t.with_max_rows(max_rows)).collect();
+        self.containers = self.containers.with_max_rows(max_rows);
+        self
+    }
+
+    /// Directions folded into overflow rows, every table (see [`Aggregate::overflowed`]).
+    pub fn rows_overflowed(&self) -> u64 {
+        self.tables.iter().map(Aggregate::overflowed).sum::<u64>()
+            + self.containers.logs().map_or(0, |l| l.values().map(Aggregate::overflowed).sum())
     }
 
     /// Per-container totals (the first queue's records only in fan-out mode).
@@ -532,6 +619,40 @@ pub(crate) mod tests {
         assert_eq!(t.frames(), 7);
         assert_eq!(acc.per_queue()[0].records, 1);
         assert_eq!(acc.per_queue()[1].records, 2);
+    }
+
+    #[test]
+    fn a_full_table_folds_new_keys_into_one_overflow_row_and_totals_stay_exact() {
+        let mut agg = Aggregate::new(Primitives::default_set()).with_max_rows(3);
+        let mut packets = 0;
+        for port in 0..10u16 {
+            // One direction each: ten distinct keys.
+            agg.add_ip(&ip_record(
+                A,
+                1000 + port,
+                B,
+                80,
+                6,
+                (u64::from(port) + 1, 100),
+                (0, 0),
+                EndReason::IdleTimeout,
+            ));
+            packets += u64::from(port) + 1;
+        }
+        // A key that already has a row keeps counting in it.
+        agg.add_ip(&ip_record(A, 1000, B, 80, 6, (5, 50), (0, 0), EndReason::IdleTimeout));
+        packets += 5;
+        assert_eq!(agg.len(), 4);
+        assert_eq!(agg.overflowed(), 7);
+        assert_eq!(agg.sum().packets, packets);
+        assert_eq!(agg.get(&default_key(A, 1000, B, 80, 6)).unwrap().packets, 6);
+        let other = agg.get(&Key::OVERFLOW).unwrap();
+        assert_eq!((other.packets, other.flows), ((4..=10).sum::<u64>(), 7));
+        let csv = crate::sinks::csv_text(&agg);
+        assert!(csv.contains("\nother,other,other,other,other,"), "{csv}");
+        for line in crate::sinks::json_text(&agg).lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
     }
 
     #[test]

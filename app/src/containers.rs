@@ -78,6 +78,8 @@ pub struct ContainerTotals {
 pub struct Containers {
     rows: BTreeMap<(String, String), ContainerTotals>,
     logs: Option<BTreeMap<(String, String), Aggregate>>,
+    /// Row limit of each flow log table (CJ_APP_MAX_ROWS).
+    max_rows: usize,
 }
 
 fn protocol_of(r: &FlowRecord) -> String {
@@ -92,7 +94,13 @@ fn protocol_of(r: &FlowRecord) -> String {
 impl Containers {
     /// Empty; `logs` keeps per-container flow tables.
     pub fn new(logs: bool) -> Self {
-        Self { rows: BTreeMap::new(), logs: logs.then(BTreeMap::new) }
+        Self { rows: BTreeMap::new(), logs: logs.then(BTreeMap::new), max_rows: usize::MAX }
+    }
+
+    /// Bounds each per-container flow table to `max_rows` rows plus the overflow row.
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows;
+        self
     }
 
     /// Number of containers seen.
@@ -129,7 +137,7 @@ impl Containers {
                 t.ip_bytes_out += out.ip_bytes;
                 t.ip_bytes_in += inn.ip_bytes;
                 if closes {
-                    t.flows += u64::from(out.packets > 0) + u64::from(inn.packets > 0);
+                    t.flows += u64::from(r.had_packets(side)) + u64::from(r.had_packets(1 - side));
                 }
             } else {
                 t.non_ip_frames += out.packets + inn.packets;
@@ -140,9 +148,10 @@ impl Containers {
             p.frame_bytes_out += out.frame_bytes;
             p.frame_bytes_in += inn.frame_bytes;
             if ip {
+                let max_rows = self.max_rows;
                 if let Some(logs) = self.logs.as_mut() {
                     logs.entry((c.name_str().to_owned(), c.id_str().to_owned()))
-                        .or_insert_with(|| Aggregate::new(Primitives::default_set()))
+                        .or_insert_with(|| Aggregate::new(Primitives::default_set()).with_max_rows(max_rows))
                         .add_ip(r);
                 }
             }

@@ -7,7 +7,13 @@
 //!                          + non_ip + malformed (frames of those records)
 //!                          + queue_dropped (dropped in this set's packet-queue headers)
 //!                          + records_lost_packets (workers' lost_packets)
+//!                          + diverted (workers' diverted_packets: flow divert
+//!                            handed them to a tun device instead of a flow)
 //! ```
+//!
+//! `mirrored` and `tun_dropped` (workers' `mirrored_packets`,
+//! `tun_dropped_packets`) are shown in the terms too but are not terms:
+//! mirrored packets are also in flows, and tun drops are mirrored or diverted.
 //!
 //! `capture_dropped` is shown beside it: those packets were never received.
 //! In fan-out mode every queue gets every packet, so the identity is checked
@@ -64,7 +70,13 @@ pub struct Terms {
     pub queue_dropped: u64,
     /// Packets of records the workers could not queue.
     pub records_lost_packets: u64,
-    /// The sum of the five terms above.
+    /// Packets the workers diverted to their tun devices (not in flows).
+    pub diverted: u64,
+    /// Not a term: packets the workers mirrored to tun devices (also in flows).
+    pub mirrored: u64,
+    /// Not a term: mirrored or diverted packets the tun devices did not take.
+    pub tun_dropped: u64,
+    /// The sum of the six terms above.
     pub accounted: u64,
     /// received - accounted.
     pub difference: i64,
@@ -72,17 +84,29 @@ pub struct Terms {
 
 impl Terms {
     fn finish(mut self) -> Self {
-        self.accounted =
-            self.accounted_in_flows + self.non_ip + self.malformed + self.queue_dropped + self.records_lost_packets;
+        self.accounted = self.accounted_in_flows
+            + self.non_ip
+            + self.malformed
+            + self.queue_dropped
+            + self.records_lost_packets
+            + self.diverted;
         self.difference = self.received as i64 - self.accounted as i64;
         self
     }
 
     fn text(&self) -> String {
-        format!(
+        let mut t = format!(
             "in flows {} + non-IP {} + malformed {} + queue dropped {} + records lost {}",
             self.accounted_in_flows, self.non_ip, self.malformed, self.queue_dropped, self.records_lost_packets
-        )
+        );
+        // Flow divert's term only when it has something: the line stays as it was without CJ_TUN.
+        if self.diverted + self.mirrored + self.tun_dropped > 0 {
+            t += &format!(
+                " + diverted {} (mirrored {}, dropped at tun {})",
+                self.diverted, self.mirrored, self.tun_dropped
+            );
+        }
+        t
     }
 }
 
@@ -109,6 +133,10 @@ pub struct Identity {
     pub records_missing: u64,
     /// Records the workers report lost (their sequence numbers are expected gaps).
     pub records_lost: u64,
+    /// Unreadable capture records the balancer counted (`source_errors` on
+    /// its page): a source that stopped on them was not read in full, and the
+    /// run is incomplete.
+    pub source_errors: u64,
 }
 
 fn counter(page: &[(String, u64)], name: &str) -> u64 {
@@ -116,7 +144,23 @@ fn counter(page: &[(String, u64)], name: &str) -> u64 {
 }
 
 /// Computes the identity for `app` from the pages and headers under `cluster_dir`.
+///
+/// When the balancer counted unreadable capture records (`source_errors`),
+/// the line says so: the terms hold on what was received, but the source was
+/// not read in full.
 pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
+    let mut id = check_terms(cluster_dir, app);
+    if id.source_errors > 0 {
+        id.line += &format!(
+            "; the capture source had {} unreadable record(s) (source_errors): it was not read in full, \
+             so the run is incomplete",
+            id.source_errors
+        );
+    }
+    id
+}
+
+fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     let mut id = Identity {
         status: "unchecked",
         line: String::new(),
@@ -128,6 +172,7 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
         balancer_ended: false,
         records_missing: app.records_missing,
         records_lost: 0,
+        source_errors: 0,
     };
     // App-side terms, known in every case.
     let app_terms = |qi: usize| {
@@ -173,6 +218,7 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     let received = b(balancer_counter::RECEIVED);
     id.capture_dropped = b(balancer_counter::CAPTURE_DROPPED);
     id.balancer_ended = b(balancer_counter::ENDED) == 1;
+    id.source_errors = b(balancer_counter::SOURCE_ERRORS);
     let queues_per_set = b(balancer_counter::QUEUES_PER_SET);
     let balancer_fan_out = b(balancer_counter::HASH_MODE) == station::config::HashMode::FanOut.number();
     if balancer_fan_out != app.fan_out {
@@ -213,8 +259,18 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
         }
         let lost = worker_value(worker_counter::LOST_PACKETS);
         id.records_lost += worker_value(worker_counter::RECORDS_LOST);
-        per_queue
-            .push(Terms { received, queue_dropped: dropped, records_lost_packets: lost, ..app_terms(qi) }.finish());
+        per_queue.push(
+            Terms {
+                received,
+                queue_dropped: dropped,
+                records_lost_packets: lost,
+                diverted: worker_value(worker_counter::DIVERTED_PACKETS),
+                mirrored: worker_value(worker_counter::MIRRORED_PACKETS),
+                tun_dropped: worker_value(worker_counter::TUN_DROPPED_PACKETS),
+                ..app_terms(qi)
+            }
+            .finish(),
+        );
     }
 
     let final_ = (app.complete && id.balancer_ended) || stopped_in_order;
@@ -278,6 +334,9 @@ pub fn check(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     for q in &per_queue {
         t.queue_dropped += q.queue_dropped;
         t.records_lost_packets += q.records_lost_packets;
+        t.diverted += q.diverted;
+        t.mirrored += q.mirrored;
+        t.tun_dropped += q.tun_dropped;
     }
     id.terms = t.finish();
     let t = &id.terms;

@@ -10,6 +10,11 @@
 //!   record, or a record whose kind or end-reason byte is invalid, or an IP
 //!   record whose IP version is not 4 or 6, is counted in `records_invalid` and
 //!   skipped; nothing read from shared memory can make it panic.
+//! - A record stamped with another FlowRecord layout version
+//!   ([`FlowRecord::check_layout`]) is counted in `records_invalid` and
+//!   skipped without reading its sequence number, with one warning per queue
+//!   naming both versions. Not guaranteed: unstamped records (version byte 0)
+//!   are accepted.
 //! - Per queue, record sequence numbers are checked: a gap or a repeat is
 //!   counted in `records_gap` (records skipped over in `records_missing`) and
 //!   warned about once per queue; a sequence restarting at 0 is a producer
@@ -28,7 +33,7 @@ use std::path::PathBuf;
 use shmq::{Consumer, QueueFile, QueueSpec, QueueState, Waiter};
 use station::config::StationConfig;
 use station::naming;
-use station::record::{FlowRecord, RecordKind};
+use station::record::{FlowRecord, RecordKind, RECORD_LAYOUT_VERSION};
 
 /// Records read from one queue before its slots are released and the next queue is served.
 pub const BATCH: usize = 256;
@@ -64,6 +69,8 @@ struct Source {
     consumer: Consumer,
     next_seq: Option<u64>,
     warned: bool,
+    /// A record of another layout version was warned about.
+    warned_layout: bool,
     stats: IntakeStats,
     /// Every queue was already closed and drained by an earlier consumer when
     /// the app attached (a finished run): this one does not count as ended until
@@ -118,6 +125,7 @@ impl Intake {
                 consumer,
                 next_seq,
                 warned: false,
+                warned_layout: false,
                 stats: IntakeStats::default(),
                 stale,
             });
@@ -196,6 +204,20 @@ impl Source {
             self.stats.records_invalid += 1;
             return;
         };
+        if let Err(version) = r.check_layout() {
+            // Another layout: not even the sequence number can be trusted.
+            self.stats.records_invalid += 1;
+            if !self.warned_layout {
+                self.warned_layout = true;
+                eprintln!(
+                    "cj-app: warning: {}: records of FlowRecord layout version {version}, this cj-app reads version \
+                     {RECORD_LAYOUT_VERSION}: they are counted as invalid and skipped; run cj-detector and cj-app \
+                     of the same build",
+                    self.path.display()
+                );
+            }
+            return;
+        }
         // A readable record carries the producer's sequence even when its other bytes are bad.
         self.check_seq(r.seq);
         if valid(&r) {
@@ -252,6 +274,38 @@ pub fn valid(r: &FlowRecord) -> bool {
 mod tests {
     use super::*;
     use station::record::EndReason;
+
+    #[test]
+    fn records_of_another_layout_version_are_counted_invalid_and_skipped() {
+        let shm = tempfile::tempdir().unwrap();
+        let cfg =
+            StationConfig { shm_dir: shm.path().to_path_buf(), record_queue_slots: 16, ..StationConfig::default() };
+        let mut intake = Intake::attach(&cfg).unwrap();
+        let spec = QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: 16 };
+        let path = naming::set_record_queue_path(&cfg.cluster_dir(), 0, 0);
+        let mut p = QueueFile::open_or_create(&path, spec).unwrap().into_producer();
+        let mut ok = FlowRecord {
+            kind: RecordKind::Ip as u8,
+            ip_version: 4,
+            end_reason: EndReason::IdleTimeout as u8,
+            ..Default::default()
+        };
+        ok.stamp_layout();
+        let mut other = FlowRecord { seq: 1, ..ok };
+        other._pad[0] = RECORD_LAYOUT_VERSION as u8 + 1;
+        let unstamped = FlowRecord { seq: 2, _pad: [0; 2], ..ok };
+        for r in [ok, other, unstamped] {
+            p.push(r.as_bytes()).unwrap();
+        }
+        p.publish();
+        p.close();
+        let mut got = Vec::new();
+        while intake.poll(|_, r| got.push(r.seq)) != Poll::AllEnded {}
+        assert_eq!(got, [0, 2]);
+        let st = intake.stats()[0];
+        // The skipped record's sequence number is not trusted: it shows as one record missing.
+        assert_eq!((st.records, st.records_invalid, st.records_gap, st.records_missing), (2, 1, 1, 1));
+    }
 
     #[test]
     fn invalid_bytes_are_rejected() {

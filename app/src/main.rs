@@ -5,14 +5,25 @@
 //! Guarantees: the run mode stops when every record queue has ended and is
 //! drained, or on SIGINT/SIGTERM after draining what is already queued (a second
 //! signal exits at once with status 1); either way it writes the files, prints
-//! the summary and exits 0. Errors are one line on stderr prefixed `cj-app: `;
-//! exit status 2 for usage and configuration errors, 1 for runtime errors.
+//! the summary and exits 0. A refresh that cannot write (a full disk) says so
+//! once, keeps every count in memory and writes them at the next refresh;
+//! the final write that cannot write the flow tables still writes
+//! `summary.json` marked `complete: false` with the reason and exits 0, and
+//! exits 1 only when even `summary.json` cannot be written (no partial or
+//! temporary file is left either way). The aggregate is bounded by
+//! CJ_APP_MAX_ROWS rows per table (see `aggregate`). Errors are one line on
+//! stderr prefixed `cj-app: `; exit status 2 for usage and configuration
+//! errors (a bad `--out` included), 1 for runtime errors.
 #![deny(unsafe_code)]
 
 mod aggregate;
 mod containers;
+mod control;
 mod identity;
 mod intake;
+mod ipfix;
+mod metrics;
+mod query;
 mod settings;
 mod sinks;
 mod status;
@@ -48,9 +59,18 @@ enum AppError {
     /// An output file cannot be written.
     #[error("{0}")]
     Write(#[from] WriteError),
+    /// `--out` is not a directory the app can write.
+    #[error("{0}")]
+    OutDir(#[from] summary::OutDirError),
     /// `status` found nothing.
     #[error("{0}")]
     NoQueues(#[from] status::NoQueues),
+    /// The metrics endpoint cannot be opened.
+    #[error("{0}")]
+    Metrics(#[from] metrics::MetricsError),
+    /// The query socket cannot be created, or `cj-app query` failed.
+    #[error("{0}")]
+    Query(#[from] query::QueryError),
     /// A signal handler cannot be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signal(std::io::Error),
@@ -59,8 +79,13 @@ enum AppError {
 impl AppError {
     fn exit_code(&self) -> u8 {
         match self {
-            AppError::Settings(_) | AppError::Config(_) => 2,
-            AppError::Intake(_) | AppError::Write(_) | AppError::NoQueues(_) | AppError::Signal(_) => 1,
+            AppError::Settings(_) | AppError::Config(_) | AppError::OutDir(_) => 2,
+            AppError::Intake(_)
+            | AppError::Write(_)
+            | AppError::NoQueues(_)
+            | AppError::Signal(_)
+            | AppError::Metrics(_)
+            | AppError::Query(_) => 1,
         }
     }
 }
@@ -91,6 +116,11 @@ fn run_main(args: &[String]) -> Result<(), AppError> {
             print!("{}", status::report(&cfg.cluster_dir())?);
             Ok(())
         }
+        Command::Query(q) => {
+            let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+            print!("{}", query::client(&cfg.cluster_dir(), cfg.queue_set, &q)?);
+            Ok(())
+        }
         Command::Run(run) => run_mode(args, &run),
     }
 }
@@ -101,40 +131,75 @@ struct Run {
     settings: Settings,
     intake: Intake,
     accounts: Accounts,
+    /// `CJ_EXPORT`'s IPFIX exporter, fed every record the intake takes (None: off).
+    exporter: Option<ipfix::Exporter>,
 }
 
 impl Run {
-    /// `complete`: every record queue ended and was drained; `drained`: the app
-    /// has just emptied every record queue (a stop on a signal).
-    fn report_and_write(&self, complete: bool, drained: bool) -> Result<(Vec<PathBuf>, String), WriteError> {
+    /// Writes every output file and returns the paths and the printed summary.
+    ///
+    /// `ended`: every record queue ended and was drained; `drained`: the app
+    /// has just emptied every record queue (a stop on a signal); `last`: the
+    /// final write, where a table that cannot be written (a full disk) still
+    /// leaves a `summary.json` marked incomplete with the reason.
+    ///
+    /// # Errors
+    /// A refresh: the first file that cannot be written (the accounts are kept
+    /// and the next refresh writes them again). The final write: only when even
+    /// `summary.json` cannot be written.
+    fn report_and_write(&self, ended: bool, drained: bool, last: bool) -> Result<(Vec<PathBuf>, String), WriteError> {
         let stats = self.intake.stats();
-        let queues = self.intake.queues();
-        let app = AppSide {
-            queues: &queues,
-            totals: self.accounts.per_queue(),
-            records_missing: stats.iter().map(|s| s.records_missing).sum(),
-            complete,
-            drained: complete || drained,
-            fan_out: self.accounts.fan_out(),
-            set: self.cfg.queue_set,
+        let id = self.identity(ended, drained);
+        let incomplete_reason = if id.source_errors > 0 {
+            Some(format!(
+                "the capture source had {} unreadable record(s) (source_errors) and was not read in full",
+                id.source_errors
+            ))
+        } else if !ended {
+            Some("the app stopped before every record queue ended".to_string())
+        } else {
+            None
         };
-        let id = identity::check(&self.cfg.cluster_dir(), &app);
-        let report = Report {
+        let mut report = Report {
             settings: &self.settings,
             accounts: &self.accounts,
             intake: &stats,
             identity: &id,
-            complete,
+            complete: incomplete_reason.is_none(),
+            incomplete_reason,
+            max_rows: self.cfg.app_max_rows,
             hash_mode: summary::hash_mode_name(self.cfg.hash_mode),
+            export: self.exporter.as_ref().map(ipfix::Exporter::stats),
         };
-        let files = report.write()?;
+        let files = match report.write_tables() {
+            Ok(tables) => report.write_summary(tables)?,
+            Err(e) if last => {
+                eprintln!("cj-app: error: {e}; the flow tables of this run are not written, summary.json says so");
+                let reason = format!("the flow tables could not be written ({e})");
+                report.incomplete_reason = Some(match report.incomplete_reason.take() {
+                    Some(other) => format!("{reason}; {other}"),
+                    None => reason,
+                });
+                report.complete = false;
+                report.write_summary(Vec::new()).map_err(|s| {
+                    eprintln!("cj-app: error: {s}: summary.json could not be written either");
+                    s
+                })?
+            }
+            Err(e) => return Err(e),
+        };
         let text = report.text(&files);
         Ok((files, text))
     }
 
     fn poll(&mut self) -> Poll {
-        let accounts = &mut self.accounts;
-        self.intake.poll(|qi, r| accounts.add(qi, r))
+        let (accounts, exporter) = (&mut self.accounts, &mut self.exporter);
+        self.intake.poll(|qi, r| {
+            accounts.add(qi, r);
+            if let Some(e) = exporter.as_mut() {
+                e.add(qi, r);
+            }
+        })
     }
 
     fn log_line(&self, started: Instant) -> String {
@@ -142,25 +207,77 @@ impl Run {
         let stats = self.intake.stats();
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         format!(
-            "cj-app: records {} ({:.0}/s) flows {} packets {} bytes {} rows {} invalid {} gaps {} ended {}/{}",
+            "cj-app: records {} ({:.0}/s) flows {} packets {} bytes {} rows {} rows_overflowed {} invalid {} gaps {} \
+             ended {}/{}",
             t.records,
             t.records as f64 / secs,
             t.flows,
             t.packets,
             t.bytes,
             self.accounts.main_table().len(),
+            self.accounts.rows_overflowed(),
             stats.iter().map(|s| s.records_invalid).sum::<u64>(),
             stats.iter().map(|s| s.records_gap).sum::<u64>(),
             stats.iter().filter(|s| s.ended).count(),
             stats.len()
-        )
+        ) + &self.exporter.as_ref().map_or(String::new(), |e| {
+            let s = e.stats();
+            format!(" exported {} export_dropped {}", s.records_exported, s.records_dropped)
+        })
+    }
+}
+
+impl Run {
+    /// The identity as a report now would show it (see [`Run::report_and_write`] for the flags).
+    fn identity(&self, ended: bool, drained: bool) -> identity::Identity {
+        let stats = self.intake.stats();
+        let queues = self.intake.queues();
+        let app = AppSide {
+            queues: &queues,
+            totals: self.accounts.per_queue(),
+            records_missing: stats.iter().map(|s| s.records_missing).sum(),
+            complete: ended,
+            drained: ended || drained,
+            fan_out: self.accounts.fan_out(),
+            set: self.cfg.queue_set,
+        };
+        identity::check(&self.cfg.cluster_dir(), &app)
+    }
+
+    /// Answers a service thread's question (between two polls).
+    fn answer(&self, ask: control::Ask) {
+        let stats = self.intake.stats();
+        let ended = stats.iter().all(|s| s.ended);
+        match ask {
+            control::Ask::Query(req, reply) => {
+                let _ = reply.try_send(query::answer(&self.accounts, &req, ended));
+            }
+            control::Ask::Metrics(reply) => {
+                let view = metrics::AppView {
+                    identity: self.identity(ended, false),
+                    totals: self.accounts.main_totals(),
+                    rows: self.accounts.main_table().len(),
+                    rows_overflowed: self.accounts.rows_overflowed(),
+                    records_invalid: stats.iter().map(|s| s.records_invalid).sum(),
+                    records_missing: stats.iter().map(|s| s.records_missing).sum(),
+                    containers: self.accounts.containers().rows().cloned().collect(),
+                };
+                let _ = reply.try_send(view);
+            }
+        }
     }
 }
 
 fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
     let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
-    let settings = settings::resolve(cfg.station_config.as_deref(), run_args)?;
+    shmq::files::set_group(cfg.group); // CJ_GROUP: group of the files this process creates
+    let mut settings = settings::resolve(cfg.station_config.as_deref(), run_args)?;
+    if settings.refresh_from_station {
+        settings.refresh = Some(cfg.refresh);
+    }
     summary::check_out_dir(&settings.out_dir)?;
+    let metrics_addr = metrics::listen_addr(&cfg)?;
+    let exporter = ipfix::Exporter::from_config(&cfg, cfg.hash_mode == HashMode::FanOut)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -171,8 +288,23 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
 
     let intake = Intake::attach(&cfg)?;
     let fan_out = cfg.hash_mode == HashMode::FanOut;
-    let accounts =
-        Accounts::new(settings.primitives, &intake.queues(), fan_out).with_container_logs(settings.container_logs);
+    let max_rows = usize::try_from(cfg.app_max_rows).unwrap_or(usize::MAX);
+    let accounts = Accounts::new(settings.primitives, &intake.queues(), fan_out)
+        .with_max_rows(max_rows)
+        .with_container_logs(settings.container_logs);
+    // The service threads ask the main loop, which alone owns the tables (see `control`).
+    let (control, asker) = control::Control::new();
+    let socket = query::listen(&cfg.cluster_dir(), cfg.queue_set)?;
+    query::serve(&socket, asker.clone())?;
+    let endpoint = match metrics_addr {
+        Some(addr) => Some(metrics::start(addr, cfg.cluster_dir(), asker)?),
+        None => None,
+    };
+    let services = format!(
+        "; queries on {}{}",
+        socket.path().display(),
+        endpoint.map_or(String::new(), |e| format!("; metrics on http://{}/metrics", e.addr))
+    );
     let started_line = format!(
         "reading record queues {:?} under {} ({}); aggregate {}; writing {}{}",
         intake.queues(),
@@ -185,10 +317,12 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
             None => " at the end".to_string(),
         }
     );
+    let exporting = exporter.as_ref().map_or(String::new(), |e| format!("; {}", e.describe()));
+    let started_line = format!("{started_line}{services}{exporting}");
     eprintln!("cj-app: {started_line}");
     let mut notifier = station::notify::Notifier::from_env("cj-app");
     notifier.ready(&started_line);
-    let mut run = Run { cfg, settings, intake, accounts };
+    let mut run = Run { cfg, settings, intake, accounts, exporter };
 
     let started = Instant::now();
     let mut next_refresh = run.settings.refresh.map(|d| started + d);
@@ -197,6 +331,7 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
     let (complete, drained) = loop {
         // Each pass drained the record queues (or found them empty): progress for the watchdog.
         notifier.alive();
+        control.answer_pending(|ask| run.answer(ask));
         if stop.load(Ordering::Relaxed) {
             eprintln!("cj-app: stopping: draining what is queued");
             notifier.stopping("draining what is queued");
@@ -213,10 +348,17 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
             break (true, true);
         }
         let now = Instant::now();
+        if let Some(e) = run.exporter.as_mut() {
+            e.tick(now);
+        }
         if let (Some(at), Some(every)) = (next_refresh, run.settings.refresh) {
             if now >= at {
-                if let Err(e) = run.report_and_write(false, false) {
-                    eprintln!("cj-app: warning: refresh: {e}");
+                if let Err(e) = run.report_and_write(false, false, false) {
+                    // Once per refresh interval; the accounts stay in memory and the next refresh writes them.
+                    eprintln!(
+                        "cj-app: warning: refresh: {e}; nothing is lost: the data is kept and written again in {}s",
+                        every.as_secs()
+                    );
                 }
                 next_refresh = Some(next_deadline(at, every, now));
             }
@@ -231,7 +373,10 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
         }
     };
     notifier.stopping("writing the output files");
-    let (_, text) = run.report_and_write(complete, drained)?;
+    if let Some(e) = run.exporter.as_mut() {
+        e.flush();
+    }
+    let (_, text) = run.report_and_write(complete, drained, true)?;
     print!("{text}");
     Ok(())
 }

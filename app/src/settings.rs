@@ -211,6 +211,10 @@ pub struct Settings {
     pub out_dir: PathBuf,
     /// Interval between rewrites; `None` = only at the end.
     pub refresh: Option<Duration>,
+    /// Neither `--refresh` nor `[output] refresh_interval` was given: the
+    /// app writes every `CJ_REFRESH` (the detector's export interval), so its
+    /// files are current to within one interval.
+    pub refresh_from_station: bool,
     /// Flow tables to write.
     pub formats: Formats,
     /// Rows of the printed top-N table.
@@ -226,6 +230,7 @@ impl Default for Settings {
         Settings {
             out_dir: PathBuf::from(DEFAULT_OUT_DIR),
             refresh: Some(Duration::from_secs(DEFAULT_REFRESH_SECS)),
+            refresh_from_station: true,
             formats: Formats { csv: true, json: true },
             top: DEFAULT_TOP,
             primitives: Primitives::default_set(),
@@ -294,7 +299,7 @@ struct ContainersSection {
 #[serde(deny_unknown_fields, default)]
 struct OutputSection {
     dir: PathBuf,
-    refresh_interval: u64,
+    refresh_interval: Option<u64>,
     formats: Vec<String>,
     top: usize,
 }
@@ -303,7 +308,7 @@ impl Default for OutputSection {
     fn default() -> Self {
         OutputSection {
             dir: PathBuf::from(DEFAULT_OUT_DIR),
-            refresh_interval: DEFAULT_REFRESH_SECS,
+            refresh_interval: None,
             formats: vec!["csv".into(), "json".into()],
             top: DEFAULT_TOP,
         }
@@ -329,6 +334,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show the pipeline from the queue headers.
     Status,
+    /// Ask the running app for its current aggregate (`cj-app query`).
+    Query(crate::query::QueryArgs),
     /// Print usage.
     Help,
     /// Print the version.
@@ -353,6 +360,8 @@ cj-app: drains the detector's record queues, merges and aggregates flows pmacct-
 usage:
   cj-app [--config FILE] [--out DIR] [--aggregate LIST] [--refresh SECS]
   cj-app status [--config FILE]
+  cj-app query [--config FILE] [--top N] [--by bytes|packets] [--addr IP] [--port N]
+               [--proto NAME] [--container NAME] [--json]
   cj-app --help | --version
 
 options:
@@ -364,6 +373,16 @@ options:
                     src_container, dst_container)
   --refresh SECS    rewrite the files every SECS seconds, 0 = only at the end
                     (TOML [output] refresh_interval; default 60)
+
+query options (ask the running app over <cluster dir>/app.sock, as pmacct -s asks pmacctd):
+  --top N           at most N rows (default: every row)
+  --by WHAT         order by bytes (default) or packets
+  --addr IP         rows whose source or destination is IP
+  --port N          rows whose source or destination port is N
+  --proto NAME      rows of this protocol (tcp, udp, icmp, ... or a number)
+  --container NAME  rows of this container (needs src_container/dst_container in the
+                    aggregate, or [containers] flow_logs = true)
+  --json            print the app's JSON answer instead of a table
 
 The app reads CJ_STATION_CONFIG (a TOML file: [output] dir, refresh_interval, formats, top;
 [aggregate] primitives) when set. It stops when every record queue has ended, or on
@@ -378,6 +397,9 @@ SIGINT/SIGTERM after draining what is queued; either way it writes the files and
 /// # Errors
 /// An unknown argument, a missing value, or a `--refresh` that is not a number.
 pub fn parse_command(args: &[String]) -> Result<Command, SettingsError> {
+    if args.first().is_some_and(|a| a == "query") {
+        return crate::query::parse_args(&args[1..]).map(Command::Query);
+    }
     let mut rest = args;
     let status = rest.first().is_some_and(|a| a == "status");
     if status {
@@ -433,7 +455,8 @@ pub fn parse_command(args: &[String]) -> Result<Command, SettingsError> {
 }
 
 fn file_settings(path: &Path) -> Result<FileSettings, SettingsError> {
-    let text = std::fs::read_to_string(path)
+    // Bounded, regular files only: a FIFO or /dev/zero named here never blocks or fills memory.
+    let text = station::config::read_bounded(path)
         .map_err(|e| SettingsError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
     parse_toml(&text, path)
 }
@@ -486,10 +509,29 @@ fn resolve_from(file: FileSettings, toml_path: Option<&Path>, args: &RunArgs) ->
             &where_("[aggregate] primitives"),
         )?,
     };
-    let refresh_secs = args.refresh.unwrap_or(file.output.refresh_interval);
+    let given = args.refresh.or(file.output.refresh_interval);
+    let refresh_secs = given.unwrap_or(DEFAULT_REFRESH_SECS);
+    let out_dir = match &args.out {
+        Some(out) if out.as_os_str().is_empty() => {
+            return Err(SettingsError::Usage(
+                "--out \"\": expected an output directory; an empty path would write into the current \
+                 directory (say --out . for that)"
+                    .into(),
+            ))
+        }
+        Some(out) => out.clone(),
+        None if file.output.dir.as_os_str().is_empty() => {
+            return Err(SettingsError::Usage(format!(
+                "{} = \"\": expected an output directory (say \".\" for the current directory)",
+                where_("[output] dir")
+            )))
+        }
+        None => file.output.dir,
+    };
     Ok(Settings {
-        out_dir: args.out.clone().unwrap_or(file.output.dir),
+        out_dir,
         refresh: (refresh_secs > 0).then(|| Duration::from_secs(refresh_secs)),
+        refresh_from_station: given.is_none(),
         formats,
         top: file.output.top,
         primitives,
@@ -601,6 +643,27 @@ mod tests {
         assert_eq!(s.out_dir, PathBuf::from("/b"));
         assert_eq!(s.refresh, None);
         assert_eq!(s.primitives.to_string(), "proto");
+    }
+
+    #[test]
+    fn an_empty_output_directory_is_refused() {
+        let run = RunArgs { out: Some(PathBuf::new()), ..Default::default() };
+        let e = resolve(None, &run).unwrap_err().to_string();
+        assert!(e.starts_with("--out \"\": expected an output directory"), "{e}");
+        let e = from_toml("[output]\ndir = \"\"\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/app.toml [output] dir = \"\": expected an output directory (say \".\" for the current directory)"
+        );
+    }
+
+    #[test]
+    fn a_fifo_as_the_settings_file_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("app.toml");
+        std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let e = resolve(Some(&fifo), &RunArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
     }
 
     #[test]

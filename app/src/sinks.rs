@@ -4,18 +4,28 @@
 //! - `flows.csv` is what pmacct 1.7.7 writes with `print_output: csv` for the
 //!   same aggregate: a header of the chosen primitives in pmacct's column order
 //!   (VLAN, SRC_IP, DST_IP, SRC_PORT, DST_PORT, PROTOCOL) then `PACKETS,BYTES`,
-//!   followed by two extra columns `FRAME_BYTES,FLOWS`. Addresses as glibc's
+//!   followed by extra columns `FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END`
+//!   (the first and last packet of the row's records, seconds since the epoch
+//!   with microseconds, as pmacct prints them with `timestamps_since_epoch`;
+//!   `0.000000` when unknown). Addresses as glibc's
 //!   `inet_ntop` prints them (IPv6 compressed per RFC 5952, `::a.b.c.d` and
 //!   `::ffff:a.b.c.d` forms), ports and VLAN in decimal, the protocol by pmacct's
 //!   name (see [`crate::protocols`]). BYTES = IP bytes.
 //! - `flows.json` is JSON lines like pmacct's `print_output: json`: one object
 //!   per row, keys in pmacct's order (`event_type`, `vlan`, `ip_src`, `ip_dst`,
 //!   `port_src`, `port_dst`, `ip_proto` (always a string), `packets`, `bytes`)
-//!   then `frame_bytes`, `flows`.
+//!   then `frame_bytes`, `flows`, `timestamp_start`, `timestamp_end`.
 //! - Rows are sorted by BYTES descending, then by key: the same input gives
 //!   byte-identical files.
-//! - Every file is written to `.<name>.tmp` in the same directory and renamed
-//!   over the target, so a reader never sees a partial file.
+//! - Every file is written to a temporary file of this process's own in the
+//!   same directory (`.<name>.<pid>.<n>.tmp`, created exclusively, never
+//!   through a symbolic link), fsynced and renamed over the target, so a reader
+//!   never sees a partial file and nothing planted in a shared `--out`
+//!   directory can redirect the write. Files get mode 0644.
+//!
+//! Not guaranteed: the output directory and its subdirectories are trusted as
+//! paths (`--out` may be a symbolic link the operator chose); an output
+//! directory writable by other users lets them replace the finished files.
 
 use std::fmt::Write as _;
 use std::io;
@@ -94,12 +104,18 @@ fn format_v6(b: &[u8; 16]) -> String {
 /// The CSV header for `primitives`.
 pub fn csv_header(primitives: Primitives) -> String {
     let mut cols: Vec<&str> = primitives.iter().map(Primitive::csv_header).collect();
-    cols.extend(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS"]);
+    cols.extend(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS", "TIMESTAMP_START", "TIMESTAMP_END"]);
     cols.join(",")
 }
 
-/// The value of one primitive of a key, as pmacct prints it.
+/// Every key column of the overflow row (CJ_APP_MAX_ROWS reached).
+pub const OVERFLOW_FIELD: &str = "other";
+
+/// The value of one primitive of a key, as pmacct prints it (`other` in the overflow row).
 pub fn field(p: Primitive, k: &Key) -> String {
+    if k.overflow {
+        return OVERFLOW_FIELD.to_owned();
+    }
     match p {
         Primitive::Vlan => k.vlan.to_string(),
         Primitive::SrcHost => format_addr(k.ip_version, &k.src),
@@ -119,8 +135,27 @@ pub fn csv_row(primitives: Primitives, k: &Key, c: &Counters) -> String {
         s.push_str(&field(p, k));
         s.push(',');
     }
-    let _ = write!(s, "{},{},{},{}", c.packets, c.ip_bytes, c.frame_bytes, c.flows);
+    let _ = write!(
+        s,
+        "{},{},{},{},{},{}",
+        c.packets,
+        c.ip_bytes,
+        c.frame_bytes,
+        c.flows,
+        Stamp(c.first_ns),
+        Stamp(c.last_ns)
+    );
     s
+}
+
+/// A time in ns since the epoch as pmacct prints it with `timestamps_since_epoch`:
+/// seconds and microseconds.
+struct Stamp(u64);
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000_000, self.0 % 1_000_000_000 / 1000)
+    }
 }
 
 /// One JSON line (without newline), pmacct's keys and separators.
@@ -130,6 +165,9 @@ pub fn json_row(primitives: Primitives, k: &Key, c: &Counters) -> String {
     for p in primitives.iter() {
         let v = field(p, k);
         match p {
+            _ if k.overflow => {
+                let _ = write!(s, ", \"{}\": {}", p.json_key(), serde_json::Value::String(v));
+            }
             Primitive::SrcHost
             | Primitive::DstHost
             | Primitive::Proto
@@ -144,8 +182,13 @@ pub fn json_row(primitives: Primitives, k: &Key, c: &Counters) -> String {
     }
     let _ = write!(
         s,
-        ", \"packets\": {}, \"bytes\": {}, \"frame_bytes\": {}, \"flows\": {}}}",
-        c.packets, c.ip_bytes, c.frame_bytes, c.flows
+        ", \"packets\": {}, \"bytes\": {}, \"frame_bytes\": {}, \"flows\": {}, \"timestamp_start\": \"{}\", \"timestamp_end\": \"{}\"}}",
+        c.packets,
+        c.ip_bytes,
+        c.frame_bytes,
+        c.flows,
+        Stamp(c.first_ns),
+        Stamp(c.last_ns)
     );
     s
 }
@@ -213,17 +256,25 @@ pub fn write_containers(
     Ok(written)
 }
 
-/// Writes `contents` to `path` through `.<name>.tmp` and a rename.
+/// Mode of every file the app writes.
+pub const OUT_FILE_MODE: u32 = 0o644;
+
+/// Writes `contents` to `path` atomically, safe in a directory others can
+/// write: a temporary file of this process's own (`.<name>.<pid>.<n>.tmp`,
+/// created with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0644), written, fsynced
+/// and renamed over `path` ([`shmq::files::write_atomic`]). A file or symbolic
+/// link planted under any temporary name is refused, never written through; a
+/// link planted as `path` itself is replaced, its target untouched; on any
+/// error the temporary file is removed.
 ///
 /// # Errors
-/// The directory cannot be created or the file written or renamed.
+/// The directory cannot be created, or the file cannot be created, written,
+/// synced or renamed.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, contents).map_err(|source| WriteError { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| WriteError { path: path.to_path_buf(), source })
+    shmq::files::write_atomic(path, contents, OUT_FILE_MODE)
+        .map_err(|source| WriteError { path: path.to_path_buf(), source })
 }
 
 /// Writes `flows.csv` / `flows.json` of `table` into `dir` as `formats` say;
@@ -286,9 +337,11 @@ mod tests {
     #[test]
     fn csv_matches_pmacct_rows() {
         // Rows pmacctd 1.7.7 wrote for the same packets (print_output: csv),
-        // plus our FRAME_BYTES,FLOWS columns.
+        // plus our FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END columns.
         let mut t = Aggregate::new(Primitives::default_set());
-        t.add_ip(&ip_record([10, 0, 0, 1], 1234, [10, 0, 0, 2], 80, 6, (1, 40), (1, 140), EndReason::EndOfFlow));
+        let mut tcp = ip_record([10, 0, 0, 1], 1234, [10, 0, 0, 2], 80, 6, (1, 40), (1, 140), EndReason::EndOfFlow);
+        (tcp.first_ns, tcp.last_ns) = (1_733_440_000_123_456_789, 1_733_440_001_000_000_999);
+        t.add_ip(&tcp);
         t.add_ip(&ip_record([192, 168, 1, 10], 0, [8, 8, 8, 8], 0, 1, (1, 84), (0, 0), EndReason::IdleTimeout));
         t.add_ip(&ip_record([10, 1, 1, 1], 0, [10, 2, 2, 2], 0, 47, (1, 44), (0, 0), EndReason::IdleTimeout));
         let mut v6rec = ip_record([0; 4], 0, [0; 4], 0, 58, (1, 64), (0, 0), EndReason::IdleTimeout);
@@ -301,16 +354,19 @@ mod tests {
         t.add_ip(&odd);
         assert_eq!(
             csv_text(&t),
-            "SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS\n\
-             10.0.0.2,10.0.0.1,80,1234,tcp,1,140,154,1\n\
-             192.168.1.10,8.8.8.8,0,0,icmp,1,84,98,1\n\
-             fe80::1,ff02::1,0,0,ipv6-icmp,1,64,78,1\n\
-             10.1.1.1,10.2.2.2,0,0,gre,1,44,58,1\n\
-             10.0.0.1,10.0.0.2,1234,80,tcp,1,40,54,1\n\
-             10.0.0.5,10.0.0.6,0,0,200,1,30,44,1\n"
+            "SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END\n\
+             10.0.0.2,10.0.0.1,80,1234,tcp,1,140,154,1,1733440000.123456,1733440001.000000\n\
+             192.168.1.10,8.8.8.8,0,0,icmp,1,84,98,1,0.000000,0.000000\n\
+             fe80::1,ff02::1,0,0,ipv6-icmp,1,64,78,1,0.000000,0.000000\n\
+             10.1.1.1,10.2.2.2,0,0,gre,1,44,58,1,0.000000,0.000000\n\
+             10.0.0.1,10.0.0.2,1234,80,tcp,1,40,54,1,1733440000.123456,1733440001.000000\n\
+             10.0.0.5,10.0.0.6,0,0,200,1,30,44,1,0.000000,0.000000\n"
         );
         let with_vlan = Primitives::parse_list(["proto", "vlan", "dst_port", "src_host"], "t").unwrap();
-        assert_eq!(csv_header(with_vlan), "VLAN,SRC_IP,DST_PORT,PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS");
+        assert_eq!(
+            csv_header(with_vlan),
+            "VLAN,SRC_IP,DST_PORT,PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END"
+        );
     }
 
     #[test]
@@ -324,7 +380,7 @@ mod tests {
             json_text(&t),
             "{\"event_type\": \"purge\", \"vlan\": 7, \"ip_src\": \"10.0.0.5\", \"ip_dst\": \"10.0.0.6\", \
              \"port_src\": 7, \"port_dst\": 9, \"ip_proto\": \"200\", \"packets\": 2, \"bytes\": 60, \
-             \"frame_bytes\": 88, \"flows\": 1}\n"
+             \"frame_bytes\": 88, \"flows\": 1, \"timestamp_start\": \"0.000000\", \"timestamp_end\": \"0.000000\"}\n"
         );
         let line = json_text(&t);
         let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -338,6 +394,26 @@ mod tests {
         write_atomic(&p, b"x\n").unwrap();
         write_atomic(&p, b"y\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "y\n");
-        assert!(!dir.path().join("sub/.flows.csv.tmp").exists());
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["flows.csv"]);
+    }
+
+    #[test]
+    fn a_planted_temporary_link_in_the_output_directory_does_not_redirect_the_write() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        // The fixed temporary name of earlier versions, and the target itself.
+        symlink(&victim, dir.path().join(".summary.json.tmp")).unwrap();
+        symlink(&victim, dir.path().join("summary.json")).unwrap();
+        let p = dir.path().join("summary.json");
+        write_atomic(&p, b"{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        assert!(meta.file_type().is_file(), "the link was replaced by a file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{}\n");
     }
 }

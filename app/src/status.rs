@@ -5,8 +5,12 @@
 //! creates or changes a file, so it is safe beside a running pipeline. Lists
 //! every `pkt-<set>-<q>` and `rec-<q>` file in the cluster directory (sorted by
 //! set and queue number) with enqueued, dequeued, dropped, fill (count and % of
-//! capacity), closed, and the producer and consumer pids with whether each is
-//! alive (`/proc/<pid>` exists); then the balancer's and each worker's counters.
+//! capacity), closed, and the producer and consumer pids (as each saw its own
+//! pid: in another PID namespace, a container's, the number means nothing
+//! here); then the balancer's and each worker's counters and whether it runs,
+//! judged by its page's heartbeat (`running`: it beat within
+//! `HEARTBEAT_STALE_MS`; `not running`: older; `ended`/`stopped` from its end
+//! mark), which is right across PID namespaces and after a crash.
 //! A file that cannot be read is shown with the reason, not fatal.
 
 use std::fmt::Write as _;
@@ -63,11 +67,30 @@ fn classify(name: &str) -> Option<Entry> {
 fn pid_text(pid: u32) -> String {
     if pid == 0 {
         "-".to_string()
-    } else if Path::new(&format!("/proc/{pid}")).exists() {
-        format!("{pid} (alive)")
     } else {
-        format!("{pid} (gone)")
+        pid.to_string()
     }
+}
+
+/// Whether the process behind a stats page runs, from its heartbeat and end
+/// mark (`ended`: 1 end of stream, 2 stopped by a signal), at `now_ms`.
+fn liveness(counters: &[(String, u64)], now_ms: u64) -> String {
+    let get = |name: &str| counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let beat = get("heartbeat_ms").unwrap_or(0);
+    let age = now_ms.saturating_sub(beat);
+    let ended = get("ended").unwrap_or(0);
+    if beat == 0 {
+        return "unknown (no heartbeat on this page)".into();
+    }
+    if age <= station::naming::HEARTBEAT_STALE_MS {
+        return format!("running (beat {:.1}s ago)", age as f64 / 1000.0);
+    }
+    let why = match ended {
+        1 => "ended",
+        2 => "stopped",
+        _ => "not running",
+    };
+    format!("{why} (last beat {:.1}s ago)", age as f64 / 1000.0)
 }
 
 fn queue_cells(name: &str, s: &QueueStats) -> Vec<String> {
@@ -148,6 +171,7 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
             Ok(counters) => {
                 let kv: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(out, "{label}: {}", kv.join(" "));
+                let _ = writeln!(out, "{label}: {}", liveness(&counters, station::naming::heartbeat_ms()));
             }
             Err(e) => {
                 let _ = writeln!(out, "{label}: unreadable: {e}");
@@ -174,6 +198,17 @@ mod tests {
         let mut v = vec![Entry::Record(0, 10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(0, 2)];
         v.sort();
         assert_eq!(v, vec![Entry::Packet(0, 2), Entry::Packet(0, 10), Entry::Record(0, 2), Entry::Record(0, 10)]);
+    }
+
+    #[test]
+    fn liveness_comes_from_the_heartbeat_and_the_end_mark() {
+        let page = |beat: u64, ended: u64| vec![("ended".to_string(), ended), ("heartbeat_ms".to_string(), beat)];
+        assert_eq!(liveness(&page(10_000, 0), 10_500), "running (beat 0.5s ago)");
+        assert_eq!(liveness(&page(10_000, 0), 13_000), "running (beat 3.0s ago)");
+        assert_eq!(liveness(&page(10_000, 0), 13_001), "not running (last beat 3.0s ago)");
+        assert_eq!(liveness(&page(10_000, 2), 20_000), "stopped (last beat 10.0s ago)");
+        assert_eq!(liveness(&page(10_000, 1), 20_000), "ended (last beat 10.0s ago)");
+        assert_eq!(liveness(&page(0, 0), 20_000), "unknown (no heartbeat on this page)");
     }
 
     #[test]

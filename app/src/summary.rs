@@ -5,7 +5,16 @@
 //! (`<out>/flows.csv|json`, and in fan-out mode `<out>/queue-<q>/flows.csv|json`
 //! per queue with the top-level files being the first queue's table) and
 //! `<out>/summary.json` (totals, per-queue totals and intake counters, the
-//! accounting identity with every term, the files written), all atomically.
+//! accounting identity with every term, `complete` with `incomplete_reason`,
+//! the balancer's `source_errors`, `max_rows` and `rows_overflowed`, the
+//! files written), all atomically.
+//!
+//! `complete` is true only when every record queue ended and was drained, the
+//! capture source was read in full (`source_errors` = 0) and the flow tables
+//! were written. Not guaranteed: when the final flow tables cannot be written
+//! (a full disk), `summary.json` is still written, marked incomplete with the
+//! reason, and lists only itself; the tables of the last successful refresh
+//! stay in place.
 //! The printed summary has the totals, the identity line, the top-N rows by
 //! bytes in an aligned table, and the paths of the files.
 
@@ -30,10 +39,17 @@ pub struct Report<'a> {
     pub intake: &'a [IntakeStats],
     /// The identity verdict.
     pub identity: &'a Identity,
-    /// Every record queue ended and was drained.
+    /// Every record queue ended and was drained, the source was read in full
+    /// and every output was written: the run's figures are final.
     pub complete: bool,
+    /// Why the run is not complete (`None` when it is).
+    pub incomplete_reason: Option<String>,
+    /// CJ_APP_MAX_ROWS.
+    pub max_rows: u64,
     /// ZBALANCE_HASH_MODE as a word.
     pub hash_mode: &'static str,
+    /// IPFIX export counters (`CJ_EXPORT`; None: off, and no `export` key).
+    pub export: Option<crate::ipfix::ExportStats>,
 }
 
 #[derive(Serialize)]
@@ -47,11 +63,15 @@ struct QueueSummary {
 #[derive(Serialize)]
 struct SummaryJson<'a> {
     complete: bool,
+    incomplete_reason: Option<&'a str>,
+    source_errors: u64,
     hash_mode: &'static str,
     fan_out: bool,
     main_table: String,
     primitives: Vec<&'static str>,
     rows: usize,
+    max_rows: u64,
+    rows_overflowed: u64,
     totals: Totals,
     records_invalid: u64,
     records_gap: u64,
@@ -59,6 +79,8 @@ struct SummaryJson<'a> {
     queues: Vec<QueueSummary>,
     identity: &'a Identity,
     containers: Vec<&'a crate::containers::ContainerTotals>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export: Option<crate::ipfix::ExportStats>,
     files: Vec<PathBuf>,
 }
 
@@ -73,7 +95,7 @@ impl Report<'_> {
     }
 
     fn intake_sum(&self) -> IntakeStats {
-        let mut s = IntakeStats { ended: self.complete, ..IntakeStats::default() };
+        let mut s = IntakeStats { ended: self.intake.iter().all(|i| i.ended), ..IntakeStats::default() };
         for i in self.intake {
             s.records += i.records;
             s.records_invalid += i.records_invalid;
@@ -83,17 +105,28 @@ impl Report<'_> {
         s
     }
 
-    /// Writes the flow tables and `summary.json`; returns every path written.
+    /// Writes the flow tables (each atomically: a failed write leaves the
+    /// previous file and no temporary file); returns the paths written.
     ///
     /// # Errors
-    /// A file cannot be written.
-    pub fn write(&self) -> Result<Vec<PathBuf>, WriteError> {
+    /// The first file that cannot be written.
+    pub fn write_tables(&self) -> Result<Vec<PathBuf>, WriteError> {
         let out = &self.settings.out_dir;
         let mut files = sinks::write_table(out, self.accounts.main_table(), self.settings.formats)?;
         files.extend(sinks::write_containers(out, self.accounts.containers(), self.settings.formats)?);
         for (q, table) in self.accounts.queue_tables() {
             files.extend(sinks::write_table(&out.join(format!("queue-{q}")), table, self.settings.formats)?);
         }
+        Ok(files)
+    }
+
+    /// Writes `summary.json` listing `files` (the tables written) and itself;
+    /// returns them all.
+    ///
+    /// # Errors
+    /// `summary.json` cannot be written.
+    pub fn write_summary(&self, mut files: Vec<PathBuf>) -> Result<Vec<PathBuf>, WriteError> {
+        let out = &self.settings.out_dir;
         let summary_path = out.join("summary.json");
         files.push(summary_path.clone());
         let tables = self.accounts.queue_tables();
@@ -112,11 +145,15 @@ impl Report<'_> {
         let sum = self.intake_sum();
         let json = SummaryJson {
             complete: self.complete,
+            incomplete_reason: self.incomplete_reason.as_deref(),
+            source_errors: self.identity.source_errors,
             hash_mode: self.hash_mode,
             fan_out: self.accounts.fan_out(),
             main_table: self.main_table_text(),
             primitives: self.settings.primitives.names(),
             rows: self.accounts.main_table().len(),
+            max_rows: self.max_rows,
+            rows_overflowed: self.accounts.rows_overflowed(),
             totals: self.accounts.main_totals(),
             records_invalid: sum.records_invalid,
             records_gap: sum.records_gap,
@@ -124,6 +161,7 @@ impl Report<'_> {
             queues,
             identity: self.identity,
             containers: self.accounts.containers().rows().collect(),
+            export: self.export,
             files: files.clone(),
         };
         let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -144,7 +182,7 @@ impl Report<'_> {
             all.non_ip_records,
             all.malformed_records,
             self.accounts.queues().len(),
-            if self.complete { ", all ended" } else { ", stopped before every queue ended" }
+            if self.intake.iter().all(|i| i.ended) { ", all ended" } else { ", stopped before every queue ended" }
         );
         s += &format!(
             "flows: {} flows, {} packets, {} bytes (IP), {} frame bytes; {} non-IP frames, {} malformed frames{}\n",
@@ -160,6 +198,17 @@ impl Report<'_> {
             s += &format!(
                 "fan-out (ZBALANCE_HASH_MODE=2): every worker sees every packet; flows.csv/flows.json are {}\n",
                 self.main_table_text()
+            );
+        }
+        if let Some(reason) = &self.incomplete_reason {
+            s += &format!("incomplete: {reason}\n");
+        }
+        let overflowed = self.accounts.rows_overflowed();
+        if overflowed > 0 {
+            s += &format!(
+                "warning: a table reached CJ_APP_MAX_ROWS={}: {overflowed} flow directions were added to the row \
+                 `other` (totals are exact; raise CJ_APP_MAX_ROWS for more rows)\n",
+                self.max_rows
             );
         }
         if sum.records_invalid + sum.records_gap > 0 {
@@ -268,15 +317,73 @@ pub fn hash_mode_name(m: station::config::HashMode) -> &'static str {
     }
 }
 
-/// Whether `dir` looks writable (created if absent); checked at start so a bad
-/// `--out` fails before any record is consumed.
+/// Why `--out` cannot be used; `Display` is one line naming the directory and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OutDirError {
+    /// The path exists and is not a directory.
+    #[error("--out {path}: not a directory: name a directory (it is created when absent)")]
+    NotADirectory {
+        /// As given.
+        path: PathBuf,
+    },
+    /// The directory (or a parent) cannot be created.
+    #[error("--out {path}: cannot create the directory ({source}): name a directory the app can create")]
+    Create {
+        /// As given.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The directory exists but no file can be created in it.
+    #[error("--out {path}: the directory is not writable by cj-app{detail}: name a directory the app can write")]
+    NotWritable {
+        /// As given.
+        path: PathBuf,
+        /// ` (reason)` when the OS error says more than "not writable".
+        detail: String,
+    },
+}
+
+/// Checks at start that `dir` is a directory the app can write (created if
+/// absent, with its parents), so a bad `--out` fails before any record is
+/// consumed.
 ///
 /// # Errors
-/// The directory cannot be created or written.
-pub fn check_out_dir(dir: &Path) -> Result<(), WriteError> {
-    std::fs::create_dir_all(dir).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
-    let probe = dir.join(".cj-app.probe");
-    std::fs::write(&probe, b"").map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
+/// The path is not a directory, cannot be created, or no file can be created in it
+/// (`/proc`, a read-only mount, missing permission).
+pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
+    let path = dir.to_path_buf();
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(OutDirError::NotADirectory { path }),
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(dir).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
+                OutDirError::NotADirectory { path: path.clone() }
+            }
+            _ => OutDirError::Create { path: path.clone(), source },
+        })?,
+    }
+    // Created exclusively under a name of this process's own: a file or link
+    // planted in a shared directory is never written (or truncated) through.
+    // A leftover of that name (a dead process with our pid) is removed once
+    // (removing a link never touches its target).
+    let probe = dir.join(format!(".cj-app.{}.probe", std::process::id()));
+    let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&probe);
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&probe);
+            create()
+        }
+        other => other,
+    }
+    .map_err(|e| {
+        // procfs and sysfs answer ENOENT for a new name: that is "not writable" here.
+        let detail = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => String::new(),
+            _ => format!(" ({e})"),
+        };
+        OutDirError::NotWritable { path, detail }
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -288,6 +395,24 @@ mod tests {
     use crate::identity::Terms;
     use crate::settings::Primitives;
     use station::record::EndReason;
+
+    #[test]
+    fn an_output_directory_that_cannot_be_written_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        check_out_dir(&d.path().join("a/b")).unwrap();
+        assert!(d.path().join("a/b").is_dir());
+        let file = d.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_out_dir(&file).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("--out {}: not a directory: name a directory (it is created when absent)", file.display())
+        );
+        let e = check_out_dir(&file.join("sub")).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        let e = check_out_dir(Path::new("/proc")).unwrap_err().to_string();
+        assert_eq!(e, "--out /proc: the directory is not writable by cj-app: name a directory the app can write");
+    }
 
     #[test]
     fn summary_text_has_totals_identity_and_aligned_top() {
@@ -306,6 +431,7 @@ mod tests {
             balancer_ended: false,
             records_missing: 0,
             records_lost: 0,
+            source_errors: 0,
         };
         let intake = [IntakeStats { records: 2, ended: true, ..Default::default() }];
         let r = Report {
@@ -314,7 +440,10 @@ mod tests {
             intake: &intake,
             identity: &id,
             complete: true,
+            incomplete_reason: None,
+            max_rows: 1_000_000,
             hash_mode: "ip-hash",
+            export: None,
         };
         let text = r.text(&[PathBuf::from("/o/flows.csv")]);
         assert!(

@@ -133,6 +133,53 @@ fn generate(args: &[String]) -> Result<(), BalancerError> {
     Ok(())
 }
 
+/// How often a holding balancer looks at its queues' consumers.
+const HOLD_POLL: Duration = Duration::from_millis(10);
+/// How often a holding balancer repeats what it waits for.
+const HOLD_REMIND: Duration = Duration::from_secs(10);
+
+/// Holds a live capture until every packet queue has had a consumer attach
+/// (`consumer_attaches` in its header; a queue left by an earlier detector
+/// counts: its frames wait there for the restarted one). Frames that arrive
+/// meanwhile are not captured at all, so none is dropped at a queue that no
+/// worker reads yet. False when a signal came first.
+fn hold_until_consumers_attach(
+    sets: &[Vec<shmq::Producer>],
+    stop: &AtomicBool,
+    notifier: &mut station::notify::Notifier,
+) -> bool {
+    let started = Instant::now();
+    let mut said: Option<Instant> = None;
+    loop {
+        let waiting: Vec<&shmq::Producer> =
+            sets.iter().flatten().filter(|p| p.stats().consumer_attaches == 0).collect();
+        let Some(first) = waiting.first() else {
+            if said.is_some() {
+                eprintln!(
+                    "cj-balancer: every packet queue has its consumer after {:.1}s; capture starts",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return true;
+        };
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        if said.is_none_or(|t| t.elapsed() >= HOLD_REMIND) {
+            let line = format!(
+                "holding capture until cj-detector attaches to {} packet queue(s) (first: {})",
+                waiting.len(),
+                first.path().display()
+            );
+            eprintln!("cj-balancer: {line}");
+            notifier.status(&line);
+            said = Some(Instant::now());
+        }
+        notifier.alive();
+        std::thread::sleep(HOLD_POLL);
+    }
+}
+
 fn run(args: &[String]) -> Result<(), BalancerError> {
     for a in args {
         if a.starts_with('-') && a != "--config" && !a.starts_with("--config=") {
@@ -140,6 +187,7 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         }
     }
     let config = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+    shmq::files::set_group(config.group); // CJ_GROUP: group of the files this process creates
     let spec = config.source()?;
     if let Some(core) = config.balancer_core {
         use station::coreplan::{allowed_cpus, check_core, online_cpus};
@@ -155,7 +203,8 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
             .map_err(|e| BalancerError::Usage(format!("cannot install signal handler: {e}")))?;
     }
 
-    let mut source = source::open(&spec, &config)?;
+    // A live source is checked now, but captures only once the detector is attached (below).
+    source::preflight(&spec)?;
     let dir = config.cluster_dir();
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
     let mut sets = Vec::new();
@@ -167,6 +216,12 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         }
         sets.push(queues);
     }
+    let mut notifier = station::notify::Notifier::from_env("cj-balancer");
+    if spec.is_live() && !hold_until_consumers_attach(&sets, &stop, &mut notifier) {
+        eprintln!("cj-balancer: stopped by signal before any consumer attached; nothing was captured");
+        return Ok(());
+    }
+    let mut source = source::open(&spec, &config)?;
     let wait_when_full = match config.on_full {
         OnFull::Wait => true,
         OnFull::Drop => false,
@@ -174,8 +229,14 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
     };
     let wait = config.wait.strategy();
     let hash_mode_number = config.hash_mode.number();
-    let mut stats =
+    let (mut stats, continued) =
         BalancerStats::open(&naming::balancer_stats_path(&dir), config.queue_sets, config.corecount, hash_mode_number)?;
+    if let stats::Continued::From { received } = continued {
+        eprintln!(
+            "cj-balancer: an earlier balancer of this cluster stopped without ending the stream: \
+             continuing its counters (received {received})"
+        );
+    }
     let mut dispatcher = Dispatcher::new(sets, config.worker_queues(), config.hash_mode, wait_when_full, wait, &stop);
     let started_line = format!(
         "{} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full)",
@@ -187,7 +248,6 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
         if wait_when_full { "wait" } else { "drop" }
     );
     eprintln!("cj-balancer: {started_line}");
-    let mut notifier = station::notify::Notifier::from_env("cj-balancer");
     notifier.ready(&started_line);
 
     let started = Instant::now();
@@ -250,9 +310,9 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
     eprintln!(
         "cj-balancer: {} (received {} in {:.3}s, {}; dropped at queues {})",
         if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
-        stats.received,
+        stats.received - stats.received_at_start,
         secs,
-        station::rate::format_rate(stats.received as f64 / secs.max(1e-9)),
+        station::rate::format_rate((stats.received - stats.received_at_start) as f64 / secs.max(1e-9)),
         dispatcher.queue_dropped
     );
     outcome.map_err(BalancerError::from)

@@ -14,10 +14,15 @@ use station::naming::{balancer_counter as c, BALANCER_COUNTERS};
 /// Running totals and their shared page.
 pub struct BalancerStats {
     page: CounterPage,
-    /// Frames taken from the source.
+    /// Frames taken from the source (by every run of this cluster since the last end of stream).
     pub received: u64,
     /// Their wire bytes.
     pub received_bytes: u64,
+    /// What earlier runs counted (queue drops, capture drops, source errors):
+    /// the page holds earlier + this run's.
+    base: [u64; 3],
+    /// `received` when this run started (earlier runs' frames).
+    pub received_at_start: u64,
     last_line: Instant,
     last_received: u64,
 }
@@ -28,30 +33,64 @@ impl std::fmt::Debug for BalancerStats {
     }
 }
 
+/// What [`BalancerStats::open`] found on the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Continued {
+    /// No earlier run, or the earlier one ended its stream: counting starts at zero.
+    Fresh,
+    /// An earlier run stopped (signal) or died (no end mark) without ending
+    /// the stream: its queues still hold its frames, so its totals go on.
+    From {
+        /// Frames the earlier runs had received.
+        received: u64,
+    },
+}
+
 impl BalancerStats {
-    /// Opens (or creates) the page and resets it for this run.
+    /// Opens (or creates) the page. When an earlier balancer of this cluster
+    /// stopped or died without ending the stream (`ended` is not 1), its
+    /// totals are continued: the packet queues still count what it enqueued
+    /// and dropped, so the identity's `received` must too. After an end of
+    /// stream (or on a new page) they start at zero.
     ///
     /// # Errors
     /// The page cannot be created or has another layout.
-    pub fn open(path: &Path, sets: u32, queues_per_set: u32, hash_mode: u64) -> Result<Self, QueueError> {
+    pub fn open(path: &Path, sets: u32, queues_per_set: u32, hash_mode: u64) -> Result<(Self, Continued), QueueError> {
         let page = CounterPage::open_or_create(path, BALANCER_COUNTERS)?;
-        // A new balancer run starts its own totals: the queues keep theirs.
-        for i in 0..BALANCER_COUNTERS.len() {
-            page.set(i, 0);
+        let continued = page.get(c::ENDED) != 1 && page.get(c::RECEIVED) > 0;
+        if !continued {
+            for i in 0..BALANCER_COUNTERS.len() {
+                page.set(i, 0);
+            }
         }
+        page.set(c::ENDED, 0);
         page.set(c::SETS, u64::from(sets));
         page.set(c::QUEUES_PER_SET, u64::from(queues_per_set));
         page.set(c::HASH_MODE, hash_mode);
-        Ok(Self { page, received: 0, received_bytes: 0, last_line: Instant::now(), last_received: 0 })
+        let (received, received_bytes) = (page.get(c::RECEIVED), page.get(c::RECEIVED_BYTES));
+        let base = [page.get(c::QUEUE_DROPPED), page.get(c::CAPTURE_DROPPED), page.get(c::SOURCE_ERRORS)];
+        let how = if continued { Continued::From { received } } else { Continued::Fresh };
+        let stats = Self {
+            page,
+            received,
+            received_bytes,
+            base,
+            received_at_start: received,
+            last_line: Instant::now(),
+            last_received: received,
+        };
+        Ok((stats, how))
     }
 
     /// Stores the totals into the page.
+    /// The arguments are this run's own counts; earlier runs' are added.
     pub fn store(&self, queue_dropped: u64, capture_dropped: u64, source_errors: u64) {
         self.page.set(c::RECEIVED, self.received);
         self.page.set(c::RECEIVED_BYTES, self.received_bytes);
-        self.page.set(c::QUEUE_DROPPED, queue_dropped);
-        self.page.set(c::CAPTURE_DROPPED, capture_dropped);
-        self.page.set(c::SOURCE_ERRORS, source_errors);
+        self.page.set(c::QUEUE_DROPPED, self.base[0] + queue_dropped);
+        self.page.set(c::CAPTURE_DROPPED, self.base[1] + capture_dropped);
+        self.page.set(c::SOURCE_ERRORS, self.base[2] + source_errors);
+        self.page.set(c::HEARTBEAT_MS, station::naming::heartbeat_ms());
     }
 
     /// Marks a finished finite source.
@@ -87,9 +126,9 @@ impl BalancerStats {
             self.received,
             station::rate::format_rate(rate),
             self.received_bytes,
-            queue_dropped,
-            capture_dropped,
-            source_errors,
+            self.base[0] + queue_dropped,
+            self.base[1] + capture_dropped,
+            self.base[2] + source_errors,
             fill
         )
     }

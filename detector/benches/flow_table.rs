@@ -75,8 +75,14 @@ fn bench(c: &mut Criterion) {
             .map(|(i, d)| (i as u32, d))
             .collect();
         let s = 1_000_000_000u64;
-        let cfg =
-            TableConfig { idle_ns: 3600 * s, active_ns: 3600 * s, close_ns: 3600 * s, limit: (2 * n) as u32, queue: 0 };
+        let cfg = TableConfig {
+            idle_ns: 3600 * s,
+            active_ns: 3600 * s,
+            close_ns: 3600 * s,
+            refresh_ns: 0,
+            limit: (2 * n) as u32,
+            queue: 0,
+        };
         let mut table = FlowTable::new(cfg);
         let mut sink = CountingSink::default();
         let mut ts = 1_700_000_000 * s;

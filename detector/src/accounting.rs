@@ -6,7 +6,9 @@
 //!   [`FrameCounters::packets`] and once in exactly one of `ipv4`, `ipv6`,
 //!   `non_ip`, `malformed` (so they sum to `packets`), and its packet is
 //!   counted in exactly one record: IPv4/IPv6 frames in their flow
-//!   ([`crate::flow_table`]), non-IP and malformed frames in the non-IP table
+//!   ([`crate::flow_table`]; later IP fragments in their datagram's flow, with
+//!   its ports, or when its first fragment never comes under ports 0/0: see
+//!   [`crate::fragments`]), non-IP and malformed frames in the non-IP table
 //!   ([`crate::nonip_table`]). A slot that `station::slot::read_packet` refuses
 //!   (corrupt metadata) is a malformed frame of 0 bytes.
 //! - After [`Accounting::flush`], the packets of all records emitted since the
@@ -30,11 +32,18 @@ use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
 
 use crate::clock::FlowClock;
 use crate::flow_table::{FlowTable, FrameTime, TableConfig, TableStats};
+use crate::fragments::{FragmentStats, FragmentTable};
 use crate::nonip_table::NonIpTable;
 use crate::record_sink::RecordSink;
 
 /// Packets between two timeout checks.
 pub const CHECK_EVERY: u32 = 4096;
+/// Flow-table slots looked at for refreshes ([`crate::flow_table::FlowTable::refresh`])
+/// per timeout check while packets flow: about 0.1 ns per packet.
+pub const REFRESH_BUDGET_BUSY: u32 = 512;
+/// Slots looked at per idle check (every 100 ms of an empty queue): a full
+/// table of 1 M flows is gone through in 1.6 s.
+pub const REFRESH_BUDGET_IDLE: u32 = 65_536;
 
 /// Frame totals of a worker, as its stats page names them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,7 +60,7 @@ pub struct FrameCounters {
     pub non_ip: u64,
     /// Malformed IP frames and unreadable slots.
     pub malformed: u64,
-    /// Later IP fragments.
+    /// Later IP fragments (offset > 0).
     pub fragments: u64,
     /// Frames cut to the slot size.
     pub truncated: u64,
@@ -64,6 +73,7 @@ pub struct FrameCounters {
 pub struct Accounting {
     flows: FlowTable,
     other: NonIpTable,
+    frags: FragmentTable,
     clock: FlowClock,
     counters: FrameCounters,
     since_check: u32,
@@ -81,11 +91,18 @@ impl Accounting {
         Self {
             flows,
             other,
+            frags: FragmentTable::default(),
             clock: FlowClock::new(),
             counters: FrameCounters::default(),
             since_check: 0,
             generation: 0,
         }
+    }
+
+    /// With this fragment table instead of the default one (tests use small ones).
+    pub fn with_fragment_table(mut self, frags: FragmentTable) -> Self {
+        self.frags = frags;
+        self
     }
 
     /// Generation of the inventory snapshot in use (0: none yet).
@@ -110,6 +127,11 @@ impl Accounting {
         self.flows.stats()
     }
 
+    /// Fragment table totals so far.
+    pub fn fragment_stats(&self) -> FragmentStats {
+        self.frags.stats()
+    }
+
     /// Records emitted so far by both tables.
     pub fn records(&self) -> u64 {
         self.flows.stats().records + self.other.records()
@@ -128,7 +150,9 @@ impl Accounting {
                 if meta.flags & PKT_FLAG_TRUNCATED != 0 {
                     self.counters.truncated += 1;
                 }
-                let s = wire::summarize(frame);
+                // A length taken from the frame (IPv4 total length 0 on TSO/BIG
+                // TCP packets, IPv6 jumbograms) counts what the slot cut off too.
+                let s = wire::summarize_wire(frame, meta.wire_len);
                 self.summary_from(meta.source, &s, meta.ts_ns, meta.wire_len, sink);
             }
             None => {
@@ -202,11 +226,16 @@ impl Accounting {
         } else {
             c.ipv4 += 1;
         }
-        if s.fragment == Fragment::Later {
-            c.fragments += 1;
-        }
         let now = self.clock.packet(ts_ns);
-        self.flows.packet_from(source, s, key, dir, FrameTime { ts_ns, wire_len }, now, sink);
+        let frame = FrameTime { ts_ns, wire_len };
+        match s.fragment {
+            Fragment::None => self.flows.packet_from(source, s, key, dir, frame, now, sink),
+            Fragment::First => self.frags.first(source, s, key, dir, frame, now, &mut self.flows, sink),
+            Fragment::Later => {
+                self.counters.fragments += 1;
+                self.frags.later(source, s, frame, now, &mut self.flows, sink);
+            }
+        }
         self.tick(sink);
     }
 
@@ -247,11 +276,19 @@ impl Accounting {
         }
     }
 
-    /// Ends the flows whose timeouts have passed on the flow clock.
+    /// Ends the flows whose timeouts have passed on the flow clock, and
+    /// exports the refresh of [`REFRESH_BUDGET_BUSY`] flow-table slots.
     pub fn expire(&mut self, sink: &mut impl RecordSink) -> u64 {
+        self.expire_and_refresh(REFRESH_BUDGET_BUSY, sink)
+    }
+
+    fn expire_and_refresh(&mut self, refresh_budget: u32, sink: &mut impl RecordSink) -> u64 {
         self.since_check = 0;
         let now = self.clock.now();
-        self.flows.expire(now, sink) + self.other.expire(now, sink)
+        self.frags.expire(now, &mut self.flows, sink);
+        let ended = self.flows.expire(now, sink) + self.other.expire(now, sink);
+        self.flows.refresh(now, refresh_budget, sink);
+        ended
     }
 
     /// Packets are flowing again (see [`FlowClock::busy`]).
@@ -263,11 +300,14 @@ impl Accounting {
     /// [`FlowClock::idle`] says and end what timed out.
     pub fn idle(&mut self, wall: Instant, sink: &mut impl RecordSink) -> u64 {
         self.clock.idle(wall);
-        self.expire(sink)
+        self.expire_and_refresh(REFRESH_BUDGET_IDLE, sink)
     }
 
-    /// Ends every flow and non-IP entry ([`station::record::EndReason::ForcedEnd`]).
+    /// Ends every flow and non-IP entry ([`station::record::EndReason::ForcedEnd`]),
+    /// after counting the later fragments still held ([`crate::fragments`]).
     pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
+        let now = self.clock.now();
+        self.frags.flush(now, &mut self.flows, sink);
         self.flows.flush(sink) + self.other.flush(sink)
     }
 }
@@ -398,7 +438,7 @@ mod tests {
 
     /// Feeds steps, returns (records, per-direction truth of (packets, ip bytes, frame bytes)).
     fn run(steps: &[Step], limit: u32, use_wire_key: bool) -> (Vec<FlowRecord>, Tally, Accounting) {
-        let cfg = TableConfig { idle_ns: 10 * S, active_ns: 25 * S, close_ns: 2 * S, limit, queue: 0 };
+        let cfg = TableConfig { idle_ns: 10 * S, active_ns: 25 * S, close_ns: 2 * S, refresh_ns: 0, limit, queue: 0 };
         let mut acct = Accounting::with_tables(FlowTable::with_reserve(cfg, 2), NonIpTable::new(cfg));
         let mut out = Vec::new();
         let mut truth: HashMap<Directed, (u64, u64, u64)> = HashMap::new();
@@ -483,7 +523,8 @@ mod tests {
         use station::sim::{truth, SimSpec, SimTraffic};
         use station::slot::{write_packet, PacketMeta};
         let spec: SimSpec = "flows=300,packets=20000,v6=30,vlan=20,qinq=10,frag=20,nonip=5,seed=7".parse().unwrap();
-        let cfg = TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, limit: 1024, queue: 1 };
+        let cfg =
+            TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, refresh_ns: 0, limit: 1024, queue: 1 };
         let mut acct = Accounting::new(cfg);
         let mut out = Vec::new();
         let mut gen = SimTraffic::new(&spec);
@@ -507,6 +548,29 @@ mod tests {
         assert_eq!(got.len(), t.rows.len());
         assert_eq!(got, t.rows);
         assert!(out.iter().any(|r| r.flags & station::record::FLAG_FRAGMENTS != 0));
+    }
+
+    #[test]
+    fn a_tso_packet_cut_by_its_slot_counts_its_size_on_the_wire() {
+        use station::slot::{write_packet, PacketMeta};
+        // IPv4 TCP 10.0.0.1:1000 -> 10.0.0.2:80, total length 0 (before segmentation).
+        let mut frame = vec![0u8; 14 + 20 + 20 + 200];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14..34].copy_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        frame[34..38].copy_from_slice(&[0x03, 0xe8, 0x00, 0x50]);
+        frame[46] = 0x50;
+        let mut acct = Accounting::new(crate::flow_table::tests::cfg());
+        let mut out = Vec::new();
+        let mut slot = [0u8; 16 + 128];
+        let wire_len = 14 + 65_000;
+        let used = write_packet(&mut slot, PacketMeta { ts_ns: S, wire_len, ..Default::default() }, &frame);
+        acct.slot(&slot[..used], &mut out);
+        acct.flush(&mut out);
+        assert_eq!((acct.counters().ipv4, acct.counters().truncated, acct.counters().bytes), (1, 1, 65_014));
+        assert_eq!(out.len(), 1);
+        let ip: u64 = out[0].dir.iter().map(|d| d.ip_bytes).sum();
+        let frames: u64 = out[0].dir.iter().map(|d| d.frame_bytes).sum();
+        assert_eq!((ip, frames), (65_000, 65_014));
     }
 
     #[test]

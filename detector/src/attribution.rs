@@ -9,10 +9,13 @@
 //! have nothing to do with this host's containers: no inventory, records
 //! carry no containers.
 
-use inventory::{Inventory, InventoryConfig};
+use inventory::{Inventory, InventoryConfig, Snapshot};
 use station::config::{SourceSpec, StationConfig};
 
 use crate::worker::SharedSnapshot;
+
+/// How often the published view (`<cluster dir>/inventory`) is compared with the snapshot.
+pub const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One scan of the inventory as text (`cj-detector --inventory`).
 pub fn describe(cfg: &StationConfig) -> String {
@@ -21,7 +24,11 @@ pub fn describe(cfg: &StationConfig) -> String {
     if let Ok(SourceSpec::Interfaces(list)) = cfg.source() {
         icfg.static_sources = list;
     }
-    let snap = inventory::Scanner::new(icfg).scan();
+    describe_snapshot(&inventory::Scanner::new(icfg).scan())
+}
+
+/// A snapshot as text: one line per live container interface, one per capture source.
+pub fn describe_snapshot(snap: &Snapshot) -> String {
     let mut s = String::new();
     for (i, e) in snap.live_entries() {
         let r = &e.reference;
@@ -69,5 +76,30 @@ pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
         snap.live_entries().count(),
         snap.sources.iter().filter(|(i, _)| snap.by_source(*i) != inventory::NONE).count()
     );
-    Some(inv.shared())
+    let shared = inv.shared();
+    let watched = shared.clone();
+    let dir = cfg.cluster_dir();
+    let _ = std::thread::Builder::new().name("cj-inv-publish".into()).spawn(move || {
+        let mut published = 0;
+        let mut warned = false;
+        loop {
+            let snap = watched.load_full();
+            if snap.generation != published {
+                let text = format!("{}generation {}\n", describe_snapshot(&snap), snap.generation);
+                let written = shmq::prepare_dir(&dir)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| shmq::files::write_atomic(&dir.join("inventory"), text.as_bytes(), 0o644));
+                match written {
+                    Ok(()) => published = snap.generation,
+                    Err(e) if !warned => {
+                        warned = true;
+                        eprintln!("cj-detector: warning: cannot publish the inventory in {}: {e}", dir.display());
+                    }
+                    Err(_) => {}
+                }
+            }
+            std::thread::sleep(PUBLISH_POLL);
+        }
+    });
+    Some(shared)
 }

@@ -91,6 +91,12 @@ pub enum DetectorError {
         source: shmq::QueueError,
     },
     /// Another worker failed to start, so this one stood down.
+    /// CJ_DIVERT_RULES cannot be read or does not parse (file and line named).
+    #[error("CJ_DIVERT_RULES: {0}")]
+    Rules(#[from] crate::divert::RulesError),
+    /// A worker's tun device cannot be used (CJ_TUN=yes).
+    #[error("cj-worker-{queue}: {source}")]
+    Tun { queue: u32, source: crate::tun::TunError },
     #[error("cj-worker-{queue}: stood down because another worker failed to start")]
     Aborted {
         /// Queue of the worker.
@@ -108,7 +114,7 @@ impl DetectorError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Config(_) | Self::CorePlan { .. } | Self::NoWorkers => EXIT_USAGE,
+            Self::Usage(_) | Self::Config(_) | Self::CorePlan { .. } | Self::NoWorkers | Self::Rules(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

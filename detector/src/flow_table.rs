@@ -27,6 +27,16 @@
 //!   current part started, the part so far is emitted
 //!   ([`EndReason::ActiveTimeout`]) and the entry restarts its counters; the
 //!   new part starts with this packet.
+//! - Refresh (`CJ_REFRESH`): [`FlowTable::refresh`], called by the worker with
+//!   a small budget every few thousand packets and a large one while idle,
+//!   exports each live flow's part once it is `refresh_ns` old, packets or not
+//!   since (an interim [`EndReason::ActiveTimeout`] record of what it counted
+//!   since its last export), so downstream counts are current to within about
+//!   one interval. Every packet is still in exactly one record: the flow's
+//!   later records carry only what came after. Records set [`FLAG_SEEN_A`] /
+//!   [`FLAG_SEEN_B`] for the directions that had packets in any part, so a
+//!   flow's last record may carry no packet and still say which directions
+//!   the flow had.
 //! - Full table: the least recently seen flow (oldest of both lists) is emitted
 //!   with [`EndReason::LackOfResources`] and counted in
 //!   [`TableStats::evicted`]; the new flow then takes its place.
@@ -37,8 +47,11 @@
 //!   about 185 bytes per flow, so a table grown to the default
 //!   CJ_FLOW_TABLE_SIZE of 1 M flows takes about 190 MB (11 MB reserved at start).
 //!   Nothing is allocated per packet once the table has grown.
-//! - Later fragments (ports 0 per the `wire` rule) set [`FLAG_FRAGMENTS`] on
-//!   the part that counts them.
+//! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
+//!   the accounting ([`crate::fragments`]) gives them their datagram's ports
+//!   before they reach the table (or ports 0 when it never learns them), and
+//!   hands fragments it held back as one [`HeldCounts`] to
+//!   [`FlowTable::held_from`], which counts them as that many packets.
 //!
 //! - Flows are per capture point: the table key is the flow key and the
 //!   capture source index (`PacketMeta::source`), so a frame seen on two
@@ -63,22 +76,17 @@ use std::sync::Arc;
 use inventory::Snapshot;
 use station::record::{
     AttributedBy, ContainerRef, DirCounters, EndReason, FlowRecord, RecordKind, FLAG_FRAGMENTS, FLAG_INITIATOR_BY_SYN,
+    FLAG_SEEN_A, FLAG_SEEN_B,
 };
+use wire::ethernet::EtherType;
 use wire::{Direction, FlowKey, Fragment, PacketSummary};
 
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 
-/// TCP FIN flag.
-pub const TCP_FIN: u8 = 0x01;
-/// TCP SYN flag.
-pub const TCP_SYN: u8 = 0x02;
-/// TCP RST flag.
-pub const TCP_RST: u8 = 0x04;
-/// TCP ACK flag.
-pub const TCP_ACK: u8 = 0x10;
-/// IP protocol number of TCP.
-pub const PROTO_TCP: u8 = 6;
+// The wire's constants, under the names the flow logic reads best with (one definition each).
+pub use wire::ip_proto::TCP as PROTO_TCP;
+pub use wire::tcp::flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN};
 
 /// Slab entries reserved up front at most.
 pub const INITIAL_RESERVE: usize = 65_536;
@@ -97,6 +105,9 @@ pub struct TableConfig {
     pub active_ns: u64,
     /// CJ_FLOW_TCP_CLOSE_TIMEOUT in nanoseconds.
     pub close_ns: u64,
+    /// CJ_REFRESH in nanoseconds: a live flow's counts since its last export
+    /// are exported ([`FlowTable::refresh`]) once they are this old; 0: never.
+    pub refresh_ns: u64,
     /// CJ_FLOW_TABLE_SIZE: most flows held at once (at least 1).
     pub limit: u32,
     /// Queue number written into every record.
@@ -110,6 +121,7 @@ impl TableConfig {
             idle_ns: duration_ns(cfg.flow_idle_timeout),
             active_ns: duration_ns(cfg.flow_active_timeout),
             close_ns: duration_ns(cfg.flow_tcp_close_timeout),
+            refresh_ns: duration_ns(cfg.refresh),
             limit: cfg.flow_table_size.max(1),
             queue: queue as u16,
         }
@@ -241,8 +253,10 @@ struct Flow {
     mac: [[u8; 6]; 2],
     /// The side's MAC came from a frame it sent (not from a destination field).
     mac_from_src: [bool; 2],
-    fin: [bool; 2],
-    rst: bool,
+    /// TCP and export state: `FIN_A` / `FIN_B` (FIN seen from key side 0 / 1),
+    /// `RST`, `EXPORTED_A << side` (the key side sent packets in an
+    /// earlier, already exported part). One byte, so that an entry stays in 176.
+    state: u8,
     /// The initiator is the key's `hi` side.
     initiator_hi: bool,
     /// 0: by first packet, 1: by SYN-ACK, 2: by SYN.
@@ -251,6 +265,15 @@ struct Flow {
     /// Containers by key side (see [`attribute`]).
     ctr: [Attribution; 2],
 }
+
+/// [`Flow`] state bit: FIN from key side 0 (side 1: `FIN_A << 1`).
+const FIN_A: u8 = 1;
+/// [`Flow`] state bit: FIN from key side 1.
+const FIN_B: u8 = 2;
+/// [`Flow`] state bit: RST from either side.
+const RST: u8 = 4;
+/// [`Flow`] state bit: key side 0 had packets in an exported part (side 1: `EXPORTED_A << 1`).
+const EXPORTED_A: u8 = 8;
 
 /// Bytes of one slab entry (key, counters, links).
 pub const FLOW_ENTRY_BYTES: usize = LruSlab::<TableKey, Flow, 2>::ENTRY_BYTES;
@@ -282,8 +305,7 @@ impl Flow {
             started_ns: now_ns,
             mac,
             mac_from_src,
-            fin: [false; 2],
-            rst: false,
+            state: 0,
             initiator_hi: side == 1,
             decided: 0,
             fragments: false,
@@ -317,26 +339,60 @@ impl Flow {
                 self.decided = 1;
             }
             if flags & TCP_FIN != 0 {
-                self.fin[side] = true;
+                self.state |= FIN_A << side;
             }
             if flags & TCP_RST != 0 {
-                self.rst = true;
+                self.state |= RST;
             }
         }
     }
 
+    /// Counts held later fragments sent by key side `side` (no TCP flags:
+    /// fragments have none), `src_mac` the sender's MAC.
+    fn add_held(&mut self, held: &HeldCounts, side: usize, src_mac: [u8; 6], now_ns: u64) {
+        let c = &mut self.counters[side];
+        c.packets += held.packets;
+        c.ip_bytes += held.ip_bytes;
+        c.frame_bytes += held.frame_bytes;
+        self.first_ns = self.first_ns.min(held.first_ns);
+        self.last_ns = self.last_ns.max(held.last_ns);
+        self.seen_ns = now_ns;
+        if !self.mac_from_src[side] {
+            self.mac[side] = src_mac;
+            self.mac_from_src[side] = true;
+        }
+        self.fragments = true;
+    }
+
     fn closing(&self) -> bool {
-        self.rst || (self.fin[0] && self.fin[1])
+        self.state & RST != 0 || self.state & (FIN_A | FIN_B) == FIN_A | FIN_B
     }
 
     /// Starts a new part of the same flow: counters and times restart, the
     /// initiator, MACs and TCP state stay.
     fn restart_part(&mut self, ts_ns: u64, now_ns: u64) {
-        self.counters = [DirCounters::default(); 2];
+        self.export_part(now_ns);
         self.first_ns = ts_ns;
         self.last_ns = ts_ns;
+    }
+
+    /// The part so far was exported: counters restart, with no packet yet
+    /// (first above last until one comes), the initiator, MACs and TCP state stay.
+    fn export_part(&mut self, now_ns: u64) {
+        for side in 0..2 {
+            if self.counters[side].packets > 0 {
+                self.state |= EXPORTED_A << side;
+            }
+        }
+        self.counters = [DirCounters::default(); 2];
+        self.first_ns = u64::MAX;
+        self.last_ns = 0;
         self.started_ns = now_ns;
         self.fragments = false;
+    }
+
+    fn has_packets(&self) -> bool {
+        self.counters[0].packets + self.counters[1].packets > 0
     }
 
     fn record(&self, tk: &TableKey, reason: EndReason, queue: u16, snap: &Snapshot) -> FlowRecord {
@@ -351,10 +407,19 @@ impl Flow {
         if self.fragments {
             flags |= FLAG_FRAGMENTS;
         }
+        let seen = |side: usize| self.state & (EXPORTED_A << side) != 0 || self.counters[side].packets > 0;
+        if seen(a) {
+            flags |= FLAG_SEEN_A;
+        }
+        if seen(b) {
+            flags |= FLAG_SEEN_B;
+        }
+        // A part without packets (all exported by refreshes) has no times: 0.
+        let (first_ns, last_ns) = if self.first_ns <= self.last_ns { (self.first_ns, self.last_ns) } else { (0, 0) };
         FlowRecord {
             seq: 0,
-            first_ns: self.first_ns,
-            last_ns: self.last_ns,
+            first_ns,
+            last_ns,
             dir: [self.counters[a], self.counters[b]],
             addr_a: addr[a],
             addr_b: addr[b],
@@ -364,7 +429,7 @@ impl Flow {
             port_b: port[b],
             vlan: key.vlan,
             vlan_inner: key.vlan_inner,
-            ethertype: if key.ip_version == 6 { 0x86DD } else { 0x0800 },
+            ethertype: if key.ip_version == 6 { EtherType::IPV6 } else { EtherType::IPV4 },
             queue,
             kind: RecordKind::Ip as u8,
             ip_version: key.ip_version,
@@ -376,6 +441,31 @@ impl Flow {
             ctr: [unpack(snap, self.ctr[a]), unpack(snap, self.ctr[b])],
         }
     }
+}
+
+/// The key side that sent a packet of direction `dir`.
+#[inline]
+fn side_of(dir: Direction) -> usize {
+    match dir {
+        Direction::LoToHi => 0,
+        Direction::HiToLo => 1,
+    }
+}
+
+/// What later fragments held back by [`crate::fragments`] add to one
+/// direction of a flow: packets, IP and frame bytes, first and last timestamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldCounts {
+    /// Fragments.
+    pub packets: u64,
+    /// Their IP bytes.
+    pub ip_bytes: u64,
+    /// Their frame bytes.
+    pub frame_bytes: u64,
+    /// Smallest timestamp (ns since the Unix epoch).
+    pub first_ns: u64,
+    /// Largest timestamp.
+    pub last_ns: u64,
 }
 
 /// When a frame was captured and how long it was on the wire.
@@ -394,6 +484,8 @@ pub struct FlowTable {
     cfg: TableConfig,
     stats: TableStats,
     snap: Arc<Snapshot>,
+    /// Next slab slot [`FlowTable::refresh`] looks at.
+    sweep: u32,
 }
 
 impl FlowTable {
@@ -405,7 +497,7 @@ impl FlowTable {
     /// An empty table reserving `min(cfg.limit, reserve)` entries.
     pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
         let limit = cfg.limit.max(1) as usize;
-        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default(), snap: Arc::default() }
+        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default(), snap: Arc::default(), sweep: 0 }
     }
 
     /// The inventory snapshot new flows are attributed with and records read
@@ -464,15 +556,63 @@ impl FlowTable {
     ) {
         let FrameTime { ts_ns, wire_len: frame_len } = frame;
         let tk = TableKey { key: *key, source };
-        let key = &tk;
-        let side = match dir {
-            Direction::LoToHi => 0,
-            Direction::HiToLo => 1,
-        };
+        let side = side_of(dir);
+        let i = self.entry_for(&tk, s, side, ts_ns, now_ns, sink);
+        let f = self.slab.get_mut(i);
+        f.add(s, side, ts_ns, frame_len, now_ns);
+        let list = if f.closing() { CLOSING } else { OPEN };
+        self.slab.touch(i, list);
+    }
+
+    /// Counts later fragments that were held back ([`crate::fragments`]) in
+    /// the flow of `s` (a summary of one of them with the ports it is counted
+    /// under), `key`/`dir` its key and direction: `held` is what they add in
+    /// that direction, as if each had been given to [`FlowTable::packet_from`]
+    /// (the part they land in gets [`FLAG_FRAGMENTS`]). Nothing when
+    /// `held.packets` is 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn held_from(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        held: &HeldCounts,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        if held.packets == 0 {
+            return;
+        }
+        let tk = TableKey { key: *key, source };
+        let side = side_of(dir);
+        let i = self.entry_for(&tk, s, side, held.first_ns, now_ns, sink);
+        let f = self.slab.get_mut(i);
+        f.add_held(held, side, s.src_mac, now_ns);
+        let list = if f.closing() { CLOSING } else { OPEN };
+        self.slab.touch(i, list);
+    }
+
+    /// The entry of `key` that a packet (summary `s`, sent by key side `side`,
+    /// captured at `ts_ns`) counts in: ends the flow first when it timed out
+    /// or a pure SYN restarts a closing one, emits the part so far on an
+    /// active timeout, creates the flow (evicting the least recently seen
+    /// when full) when absent. The caller counts and touches.
+    #[inline]
+    fn entry_for(
+        &mut self,
+        key: &TableKey,
+        s: &PacketSummary,
+        side: usize,
+        ts_ns: u64,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) -> u32 {
+        let source = key.source;
         let queue = self.cfg.queue;
         // One hashing of the key serves the lookup and, on a miss, the insert.
         let hash = self.slab.hash_of(key);
-        let i = match self.slab.find_hashed(hash, key) {
+        match self.slab.find_hashed(hash, key) {
             Some(i) => {
                 let closing_list = self.slab.list_of(i) == CLOSING;
                 let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
@@ -504,11 +644,7 @@ impl FlowTable {
                     None => unreachable!("insert after eviction"),
                 }
             }
-        };
-        let f = self.slab.get_mut(i);
-        f.add(s, side, ts_ns, frame_len, now_ns);
-        let list = if f.closing() { CLOSING } else { OPEN };
-        self.slab.touch(i, list);
+        }
     }
 
     /// Emits and removes the least recently seen flow.
@@ -530,6 +666,40 @@ impl FlowTable {
         sink.emit(f.record(&key, EndReason::LackOfResources, self.cfg.queue, &self.snap));
         self.stats.records += 1;
         self.stats.evicted += 1;
+    }
+
+    /// Exports what live flows counted since their last export, when that
+    /// part started `refresh_ns` or more before `now_ns` ([`EndReason::ActiveTimeout`]
+    /// records, as a NetFlow/IPFIX exporter's interim export): looks at the
+    /// next `budget` slots of the slab, round robin, so that a call costs
+    /// O(budget) and every flow is looked at once every `slots / budget`
+    /// calls. A part without packets is not exported; the flow goes on with
+    /// its key, initiator, MACs, TCP state and attribution. Returns the
+    /// records emitted. No-op when `refresh_ns` is 0.
+    pub fn refresh(&mut self, now_ns: u64, budget: u32, sink: &mut impl RecordSink) -> u64 {
+        let slots = self.slab.slots();
+        if self.cfg.refresh_ns == 0 || slots == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        for _ in 0..budget.min(slots) {
+            let i = self.sweep % slots;
+            self.sweep = (i + 1) % slots;
+            if !self.slab.is_live(i) {
+                continue;
+            }
+            let f = self.slab.get(i);
+            if !f.has_packets() || now_ns.saturating_sub(f.started_ns) < self.cfg.refresh_ns {
+                continue;
+            }
+            let key = *self.slab.key(i);
+            let f = self.slab.get_mut(i);
+            sink.emit(f.record(&key, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
+            f.export_part(now_ns);
+            n += 1;
+        }
+        self.stats.records += n;
+        n
     }
 
     /// Ends every flow whose timeout has passed at `now_ns`; O(expired).
@@ -579,7 +749,7 @@ pub(crate) mod tests {
     const S: u64 = 1_000_000_000;
 
     pub(crate) fn cfg() -> TableConfig {
-        TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, limit: 1000, queue: 3 }
+        TableConfig { idle_ns: 30 * S, active_ns: 300 * S, close_ns: 5 * S, refresh_ns: 0, limit: 1000, queue: 3 }
     }
 
     /// The canonical key by hand (the `wire` rule: the smaller (addr, port)
@@ -736,6 +906,61 @@ pub(crate) mod tests {
         assert_eq!(t.expire(40 * S, &mut out), 1);
         assert_eq!(out[4].port_a, 1000);
         assert_eq!(out[4].packets(), 2);
+    }
+
+    #[test]
+    fn a_refresh_exports_what_each_flow_counted_since_its_last_export_and_nothing_twice() {
+        let mut t = FlowTable::new(TableConfig { refresh_ns: 10 * S, ..cfg() });
+        let mut out = Vec::new();
+        feed(&mut t, &udp(C, 5000, SV, 53), S, &mut out);
+        feed(&mut t, &udp(SV, 53, C, 5000), 2 * S, &mut out);
+        // Younger than the refresh: nothing yet.
+        assert_eq!(t.refresh(10 * S, 1024, &mut out), 0);
+        assert_eq!(t.refresh(11 * S, 1024, &mut out), 1);
+        assert_eq!(out[0].end(), Some(EndReason::ActiveTimeout));
+        assert_eq!((out[0].dir[0].packets, out[0].dir[1].packets), (1, 1));
+        assert_eq!((out[0].first_ns, out[0].last_ns), (S, 2 * S));
+        // An exported part without new packets is not exported again.
+        assert_eq!(t.refresh(30 * S, 1024, &mut out), 0);
+        // Later packets go into the next record only; the flow keeps its initiator.
+        feed(&mut t, &udp(C, 5000, SV, 53), 31 * S, &mut out);
+        assert_eq!(t.flush(&mut out), 1);
+        let last = &out[1];
+        assert_eq!(last.end(), Some(EndReason::ForcedEnd));
+        assert_eq!((last.port_a, last.dir[0].packets, last.dir[1].packets), (5000, 1, 0));
+        // Both directions had packets in the flow's life: both seen flags.
+        assert_eq!(last.flags & (FLAG_SEEN_A | FLAG_SEEN_B), FLAG_SEEN_A | FLAG_SEEN_B);
+        assert!(last.had_packets(1));
+        assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), 3, "every packet in exactly one record");
+    }
+
+    #[test]
+    fn a_flow_whose_every_packet_was_exported_ends_with_an_empty_record_that_says_its_directions() {
+        let mut t = FlowTable::new(TableConfig { refresh_ns: 10 * S, ..cfg() });
+        let mut out = Vec::new();
+        feed(&mut t, &udp(C, 5000, SV, 53), S, &mut out);
+        assert_eq!(t.refresh(12 * S, 1024, &mut out), 1);
+        assert_eq!(t.expire(12 * S + 31 * S, &mut out), 1);
+        let last = &out[1];
+        assert_eq!((last.end(), last.packets()), (Some(EndReason::IdleTimeout), 0));
+        assert_eq!((last.first_ns, last.last_ns), (0, 0), "no packet, no times");
+        assert_eq!(last.flags & (FLAG_SEEN_A | FLAG_SEEN_B), FLAG_SEEN_A, "only the client sent");
+    }
+
+    #[test]
+    fn a_refresh_looks_at_a_bounded_number_of_slots_per_call() {
+        let mut t = FlowTable::new(TableConfig { refresh_ns: 10 * S, ..cfg() });
+        let mut out = Vec::new();
+        for port in 0..10u16 {
+            feed(&mut t, &udp(C, 1000 + port, SV, 53), S, &mut out);
+        }
+        let mut exported = 0;
+        for _ in 0..5 {
+            let n = t.refresh(20 * S, 3, &mut out);
+            assert!(n <= 3, "{n}");
+            exported += n;
+        }
+        assert_eq!(exported, 10, "five calls of three slots went round all ten");
     }
 
     #[test]

@@ -280,6 +280,19 @@ impl<K: Copy + Eq + Hash, V: Copy, const L: usize> LruSlab<K, V, L> {
         self.tail[list] = i;
     }
 
+    /// Slots ever used (live or free): indices below this are valid for
+    /// [`Self::is_live`]; it never shrinks.
+    #[inline]
+    pub fn slots(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+
+    /// Whether slot `i` (below [`Self::slots`]) holds a live entry.
+    #[inline]
+    pub fn is_live(&self, i: u32) -> bool {
+        self.nodes[i as usize].list != FREE
+    }
+
     /// Entries of `list` from oldest to newest (for tests and diagnostics).
     pub fn list_indices(&self, list: usize) -> Vec<u32> {
         let mut out = Vec::new();

@@ -54,6 +54,7 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
         Command::Run { config } => config,
     };
     let cfg = StationConfig::load(config_file.as_deref())?;
+    shmq::files::set_group(cfg.group); // CJ_GROUP: group of the files this process creates
     if cfg.corecount == 0 {
         return Err(DetectorError::NoWorkers);
     }
@@ -70,9 +71,14 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             .map_err(|source| DetectorError::Signal { signal: name, source })?;
     }
 
+    // Flow divert (CJ_TUN=yes): the rules first, so a bad file stops us before any thread.
+    let divert_rules = detector::divert::start(&cfg)?;
     let inventory = detector::attribution::start(&cfg);
-    let specs: Vec<WorkerSpec> =
-        plan.iter().enumerate().map(|(i, &core)| WorkerSpec::from_station(&cfg, i, core)).collect();
+    let specs: Vec<WorkerSpec> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, &core)| WorkerSpec { divert_rules: divert_rules.clone(), ..WorkerSpec::from_station(&cfg, i, core) })
+        .collect();
     let gate = Arc::new(StartGate::new(specs.len()));
     let mut handles = Vec::with_capacity(specs.len());
     for spec in &specs {

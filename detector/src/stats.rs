@@ -8,6 +8,11 @@
 //! (Core 0) packets 1234567 (812.3 kpps) v4 1200000 v6 30000 non-IP 4567 malformed 0 | flows active 1234 new 5678 expired 4444 evicted 0 | records 5000 lost 0 | queue fill 3.1% drops 12 | rec fill 0.0%
 //! ```
 //!
+//! With flow divert on (`CJ_TUN=yes`) and rules loaded or packets written,
+//! `| tun mirrored P (B B) diverted P (B B) dropped P (B B) rules gen G`
+//! follows the records: packets and wire bytes mirrored, diverted and
+//! dropped at the tun device, and the rule set in use.
+//!
 //! `queue drops` is the packet queue header's `dropped` (copies the balancer
 //! could not queue); `queue fill`/`rec fill` are `(enqueued - dequeued) / capacity`.
 
@@ -68,6 +73,18 @@ pub fn line(
         cur.get(wc::RECORDS),
         cur.get(wc::RECORDS_LOST),
     );
+    // Flow divert (CJ_TUN=yes): only once it has rules or traffic, so the line is as it was without it.
+    let (mp, dp, tp) = (cur.get(wc::MIRRORED_PACKETS), cur.get(wc::DIVERTED_PACKETS), cur.get(wc::TUN_DROPPED_PACKETS));
+    if mp + dp + tp + cur.get(wc::DIVERT_RULES_GENERATION) > 0 {
+        let _ = write!(
+            s,
+            " | tun mirrored {mp} ({} B) diverted {dp} ({} B) dropped {tp} ({} B) rules gen {}",
+            cur.get(wc::MIRRORED_BYTES),
+            cur.get(wc::DIVERTED_BYTES),
+            cur.get(wc::TUN_DROPPED_BYTES),
+            cur.get(wc::DIVERT_RULES_GENERATION)
+        );
+    }
     match pkt {
         Some(q) => {
             let _ = write!(
@@ -111,6 +128,40 @@ mod tests {
         assert!(!l.contains('\n'));
     }
 
+    /// The rate in parentheses: packets of the interval over its seconds, in
+    /// the unit its size calls for (hand-computed strings).
     #[test]
-    fn rates_have_units() {}
+    fn rates_have_units() {
+        let rate_of = |delta: u64, elapsed: Duration| {
+            let prev = WorkerSnapshot::default();
+            let mut cur = WorkerSnapshot::default();
+            cur.0[wc::PACKETS] = delta;
+            let l = line(0, &cur, &prev, elapsed, None, None);
+            let start = l.find('(').and_then(|i| l[i + 1..].find('(').map(|j| i + 1 + j)).expect("a rate");
+            let end = l[start..].find(')').expect("closed") + start;
+            l[start + 1..end].to_owned()
+        };
+        let s = Duration::from_secs;
+        // pps: whole packets per second, rounded.
+        assert_eq!(rate_of(0, s(1)), "0 pps");
+        assert_eq!(rate_of(1500, s(2)), "750 pps");
+        assert_eq!(rate_of(999, s(1)), "999 pps");
+        assert_eq!(rate_of(7, s(4)), "2 pps", "1.75 pps");
+        // kpps from 1000 pps, one decimal.
+        assert_eq!(rate_of(1000, s(1)), "1.0 kpps");
+        assert_eq!(rate_of(24_690, s(2)), "12.3 kpps");
+        assert_eq!(rate_of(999_000, s(1)), "999.0 kpps");
+        // Mpps from 1,000,000 pps, two decimals.
+        assert_eq!(rate_of(1_000_000, s(1)), "1.00 Mpps");
+        assert_eq!(rate_of(12_345_678, s(5)), "2.47 Mpps");
+        assert_eq!(rate_of(30_000_000, Duration::from_millis(500)), "60.00 Mpps");
+        // No time elapsed (the first line): no rate, not a division by zero.
+        assert_eq!(rate_of(5000, Duration::ZERO), "0 pps");
+        // The delta, not the total: a counter that went back (a restarted worker) is 0.
+        let mut prev = WorkerSnapshot::default();
+        prev.0[wc::PACKETS] = 10_000;
+        let mut cur = WorkerSnapshot::default();
+        cur.0[wc::PACKETS] = 4_000;
+        assert!(line(1, &cur, &prev, s(1), None, None).starts_with("(Core 1) packets 4000 (0 pps) "));
+    }
 }

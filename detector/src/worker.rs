@@ -36,6 +36,12 @@
 //!   goes on counting), except `flows_active` (flows in the table now) and
 //!   `ended`. At all times `ipv4 + ipv6 + non_ip + malformed == packets`; once
 //!   `ended` is 1, `record_packets + lost_packets == packets`.
+//! - Flow divert (`CJ_TUN=yes`, [`crate::divert`]): the worker opens its tun
+//!   device before the gate (a missing one fails the start), takes a newer
+//!   rule set once per batch, and hands each slot to [`Divert::slot`], which
+//!   writes mirrored and diverted packets to the device and passes every slot
+//!   but the diverted ones to the accounting: slots read = `packets` +
+//!   `diverted_packets`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +55,7 @@ use station::naming::{self, worker_counter as wc, WORKER_COUNTERS};
 use station::record::FlowRecord;
 
 use crate::accounting::Accounting;
+use crate::divert::{Divert, SharedRules};
 use crate::error::DetectorError;
 use crate::flow_table::TableConfig;
 use crate::record_sink::RecordSink;
@@ -85,6 +92,11 @@ pub struct WorkerSpec {
     pub table: TableConfig,
     /// CJ_WAIT.
     pub wait: WaitStrategy,
+    /// Flow divert (CJ_TUN=yes): `tun<CJ_TUN_OFFSET + queue>`; None: off.
+    pub tun_device: Option<String>,
+    /// The divert rules every worker reads (set by cj-detector from
+    /// `divert::start`); None with a tun device: no rules, nothing diverted.
+    pub divert_rules: Option<SharedRules>,
 }
 
 impl WorkerSpec {
@@ -101,6 +113,8 @@ impl WorkerSpec {
             record_spec: QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: cfg.record_queue_slots },
             table: TableConfig::from_station(cfg, queue),
             wait: cfg.wait.strategy(),
+            tun_device: cfg.tun.then(|| format!("tun{}", cfg.tun_offset + queue)),
+            divert_rules: None,
         }
     }
 
@@ -220,6 +234,7 @@ struct Opened {
     consumer: shmq::Consumer,
     producer: Producer,
     page: CounterPage,
+    divert: Divert,
 }
 
 fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
@@ -241,7 +256,8 @@ fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
         path,
         source,
     })?;
-    Ok(Opened { consumer, producer, page })
+    let divert = Divert::open(spec).map_err(|source| DetectorError::Tun { queue, source })?;
+    Ok(Opened { consumer, producer, page, divert })
 }
 
 /// Gives the accounting the inventory's current snapshot when it changed: one
@@ -266,7 +282,7 @@ fn run(
     if !gate.pass(opened.is_ok()) {
         return Err(opened.err().unwrap_or(DetectorError::Aborted { queue: spec.queue }));
     }
-    let Opened { mut consumer, producer, page } = opened?;
+    let Opened { mut consumer, producer, page, mut divert } = opened?;
     let queue = spec.queue;
 
     let stats = StatsWriter::new(page);
@@ -277,14 +293,15 @@ fn run(
     let mut waiter = Waiter::new(spec.wait);
     let mut last_idle_check: Option<Instant> = None;
     let mut corrupt_log = RateLimited::new();
-    stats.write(&acct, &out, false);
+    stats.write(&acct, &out, &divert, false);
 
     let (mut first_packet, mut last_packet): (Option<Instant>, Option<Instant>) = (None, None);
     let cause = loop {
         refresh_snapshot(&mut acct, inventory);
+        divert.refresh(inventory);
         let mut n = 0;
         while n < BATCH {
-            if consumer.pop_with(|slot| acct.slot(slot, &mut out)).is_none() {
+            if consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_none() {
                 break;
             }
             n += 1;
@@ -298,7 +315,7 @@ fn run(
             waiter.reset();
             last_idle_check = None;
             out.publish();
-            stats.write(&acct, &out, false);
+            stats.write(&acct, &out, &divert, false);
             let corrupt = acct.counters().corrupt_slots;
             if corrupt > corrupt_log.count && corrupt_log.ready() {
                 eprintln!(
@@ -321,7 +338,7 @@ fn run(
                         last_idle_check = Some(now);
                         acct.idle(now, &mut out);
                         out.publish();
-                        stats.write(&acct, &out, false);
+                        stats.write(&acct, &out, &divert, false);
                     }
                     waiter.wait();
                 }
@@ -335,7 +352,7 @@ fn run(
             let mut drained = 0u64;
             while drained < budget {
                 let mut n = 0;
-                while n < BATCH && consumer.pop_with(|slot| acct.slot(slot, &mut out)).is_some() {
+                while n < BATCH && consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_some() {
                     n += 1;
                 }
                 if n == 0 {
@@ -360,12 +377,12 @@ fn run(
     }
     // Final totals first, then the close (a Release store: whoever sees the
     // queue Ended also sees these totals), then `ended`.
-    stats.write(&acct, &out, false);
+    stats.write(&acct, &out, &divert, false);
     // Only the end of the input stream ends the output stream: a worker stopped
     // by a signal leaves its record queue open, so the app keeps its totals and
     // a restarted detector carries on where this one stopped.
     out.finish(cause == EndCause::QueueEnded);
-    stats.write(&acct, &out, true);
+    stats.write(&acct, &out, &divert, true);
     Ok(WorkerSummary {
         queue,
         cause,
@@ -414,10 +431,12 @@ impl StatsWriter {
         }
         base[wc::FLOWS_ACTIVE] = 0;
         base[wc::ENDED] = 0;
+        base[wc::HEARTBEAT_MS] = 0;
+        base[wc::DIVERT_RULES_GENERATION] = 0;
         Self { page, base }
     }
 
-    fn write(&self, acct: &Accounting, out: &RecordOut<'_>, ended: bool) {
+    fn write(&self, acct: &Accounting, out: &RecordOut<'_>, divert: &Divert, ended: bool) {
         let c = acct.counters();
         let f = acct.flow_stats();
         let mut v = [0u64; WORKER_COUNTERS.len()];
@@ -438,6 +457,21 @@ impl StatsWriter {
         v[wc::RECORD_PACKETS] = out.record_packets;
         v[wc::LOST_PACKETS] = out.lost_packets;
         v[wc::ENDED] = u64::from(ended);
+        v[wc::HEARTBEAT_MS] = station::naming::heartbeat_ms();
+        let d = divert.counters();
+        v[wc::MIRRORED_PACKETS] = d.mirrored_packets;
+        v[wc::MIRRORED_BYTES] = d.mirrored_bytes;
+        v[wc::DIVERTED_PACKETS] = d.diverted_packets;
+        v[wc::DIVERTED_BYTES] = d.diverted_bytes;
+        v[wc::TUN_DROPPED_PACKETS] = d.tun_dropped_packets;
+        v[wc::TUN_DROPPED_BYTES] = d.tun_dropped_bytes;
+        v[wc::DIVERT_RULES_GENERATION] = d.rules_generation;
+        v[wc::DIVERT_VERDICTS_EVICTED] = d.verdicts_evicted;
+        let fr = acct.fragment_stats();
+        v[wc::FRAGMENTS_SEEN] = fr.seen;
+        v[wc::FRAGMENTS_ATTRIBUTED] = fr.attributed;
+        v[wc::FRAGMENTS_UNATTRIBUTED] = fr.unattributed;
+        v[wc::FRAGMENT_IDS_EVICTED] = fr.evicted;
         for (i, x) in v.iter().enumerate() {
             self.page.set(i, self.base[i] + x);
         }
@@ -546,6 +580,8 @@ impl<'a> RecordOut<'a> {
 
 impl RecordSink for RecordOut<'_> {
     fn emit(&mut self, mut rec: FlowRecord) {
+        // The app refuses records of another layout (DESIGN.md, "The app").
+        rec.stamp_layout();
         rec.seq = self.seq;
         self.seq += 1;
         loop {

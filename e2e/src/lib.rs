@@ -19,14 +19,19 @@ use station::sim::Truth;
 /// How long any one pipeline run may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(180);
 
-/// Path of a station binary.
+/// Path of a station binary: from `CJ_BIN_DIR` when set (`make test` sets it
+/// to `target/release`, built just before), else from a release build this
+/// harness makes itself, once per test binary, into `target/e2e-bins` (its own
+/// target directory: the `cargo test` that runs this holds the lock of the
+/// usual one), so a plain `cargo test` from a fresh clone tests current binaries.
 ///
 /// # Panics
-/// When the binary was not built (run `make test`, which builds them first).
+/// When the binary is not in `CJ_BIN_DIR`, or the build fails.
 pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CJ_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"));
+    let dir = match std::env::var_os("CJ_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => build_release_bins(),
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -34,6 +39,29 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Builds the release binaries into `target/e2e-bins` once per process; returns their directory.
+fn build_release_bins() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target = root.join("target/e2e-bins");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "--bins", "--quiet"])
+                .current_dir(&root)
+                .env("CARGO_TARGET_DIR", &target)
+                .status()
+                .map_err(|e| format!("cannot run cargo to build the station binaries: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build --release --bins failed ({status}); or run `make test`"));
+            }
+            Ok(target.join("release"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A private queue directory and the variables every process of one run gets.
@@ -61,6 +89,16 @@ impl Cluster {
             all.push(((*k).into(), (*v).into()));
         }
         Self { shm, vars: all }
+    }
+
+    /// A cluster for a live station ([`live::Station`]): packet queues of
+    /// 65,536 slots (a whole test replay fits, whatever the scheduler does to
+    /// the worker) and stats lines with queue fill every second, on top of
+    /// [`Cluster::new`]'s defaults; `vars` win.
+    pub fn live(vars: &[(&str, &str)]) -> Self {
+        let mut all: Vec<(&str, &str)> = vec![("CJ_QUEUE_SLOTS", "65536"), ("CJ_LOG_INTERVAL", "1")];
+        all.extend_from_slice(vars);
+        Self::new(&all)
     }
 
     /// A command for a station binary with this cluster's environment
@@ -223,6 +261,11 @@ pub fn truth_rows(truth: &Truth) -> BTreeMap<RowKey, (u64, u64)> {
 
 /// Describes how two row maps differ (first few differences), or `None` when equal.
 pub fn diff_rows(got: &BTreeMap<RowKey, (u64, u64)>, want: &BTreeMap<RowKey, (u64, u64)>) -> Option<String> {
+    diff_maps(got, want)
+}
+
+/// The first few differences between two maps of rows, or `None` when equal.
+fn diff_maps<V: PartialEq + std::fmt::Debug>(got: &BTreeMap<RowKey, V>, want: &BTreeMap<RowKey, V>) -> Option<String> {
     if got == want {
         return None;
     }
@@ -243,6 +286,80 @@ pub fn diff_rows(got: &BTreeMap<RowKey, (u64, u64)>, want: &BTreeMap<RowKey, (u6
     Some(lines.join("\n"))
 }
 
+/// Every counter column of a flows.csv row of the default aggregate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowCounters {
+    /// PACKETS.
+    pub packets: u64,
+    /// BYTES (IP bytes).
+    pub bytes: u64,
+    /// FRAME_BYTES (length on the wire, tags included).
+    pub frame_bytes: u64,
+    /// FLOWS (directional flows).
+    pub flows: u64,
+}
+
+/// Reads every column of a flows.csv of the default aggregate
+/// (`SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS`,
+/// then `TIMESTAMP_START,TIMESTAMP_END`, which this ignores) into a map; rows
+/// of one key (one per VLAN) are summed.
+///
+/// # Panics
+/// When the file is missing, has another header, or a row is not of that form.
+pub fn read_flows_csv_counters(path: &Path) -> BTreeMap<RowKey, RowCounters> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    assert_eq!(
+        header,
+        "SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END",
+        "unexpected header in {}",
+        path.display()
+    );
+    let mut rows = BTreeMap::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 11, "row of {} is not 11 columns: {line}", path.display());
+        let num =
+            |i: usize, name: &str| -> u64 { f[i].parse().unwrap_or_else(|e| panic!("bad {name} in {line}: {e}")) };
+        let key = (
+            f[0].parse().unwrap_or_else(|e| panic!("bad SRC_IP in {line}: {e}")),
+            f[1].parse().unwrap_or_else(|e| panic!("bad DST_IP in {line}: {e}")),
+            f[2].parse().unwrap_or_else(|e| panic!("bad SRC_PORT in {line}: {e}")),
+            f[3].parse().unwrap_or_else(|e| panic!("bad DST_PORT in {line}: {e}")),
+            f[4].to_string(),
+        );
+        let slot: &mut RowCounters = rows.entry(key).or_default();
+        slot.packets += num(5, "PACKETS");
+        slot.bytes += num(6, "BYTES");
+        slot.frame_bytes += num(7, "FRAME_BYTES");
+        slot.flows += num(8, "FLOWS");
+    }
+    rows
+}
+
+/// The generator's truth in the shape of [`read_flows_csv_counters`]: each
+/// truth row is one direction of one flow (the model's clients are distinct),
+/// so FLOWS is the number of truth rows merged into a key (VLANs merged).
+pub fn truth_rows_counters(truth: &Truth) -> BTreeMap<RowKey, RowCounters> {
+    let mut rows = BTreeMap::new();
+    for r in &truth.rows {
+        let key = (r.src, r.dst, r.src_port, r.dst_port, station::proto::proto_name(r.proto).to_string());
+        let slot: &mut RowCounters = rows.entry(key).or_default();
+        slot.packets += r.packets;
+        slot.bytes += r.ip_bytes;
+        slot.frame_bytes += r.frame_bytes;
+        slot.flows += 1;
+    }
+    rows
+}
+
+/// Describes how two maps of [`RowCounters`] differ (first few
+/// differences), or `None` when equal.
+pub fn diff_row_counters(got: &BTreeMap<RowKey, RowCounters>, want: &BTreeMap<RowKey, RowCounters>) -> Option<String> {
+    diff_maps(got, want)
+}
+
 /// Reads a JSON file.
 ///
 /// # Panics
@@ -253,21 +370,81 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 }
 
 /// Finds a peer tool on PATH (or /usr/sbin). When it is missing the test is
-/// skipped with a plain message, except under CI (`CI` set), where `.ci/run`
-/// installs the peers and a missing one is a failure.
+/// skipped by [`skip`]'s rule: a failure under CI (`CI` set), where `.ci/run`
+/// installs the peers; elsewhere a `SKIPPED` line and an entry in
+/// [`skipped_tests_file`].
 ///
 /// # Panics
 /// Under CI when the tool is missing.
 pub fn peer_tool(name: &str, package: &str) -> Option<PathBuf> {
     let found = find_tool(name);
     if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is missing under CI: .ci/run must install the {package} package"
-        );
-        eprintln!("SKIPPED: {name} not installed (apt-get install {package}); this check did not run");
+        skip(&format!("{name} is not installed (apt-get install {package}; .ci/run installs it)"));
     }
     found
+}
+
+/// The file that lists the tests which did not run, one `<test>: <reason>`
+/// line each: `target/skipped-tests.txt` of this workspace. libtest hides a
+/// passing test's output, so a `SKIPPED` line on stderr alone is never seen;
+/// `make test` empties this file first and prints it at the end. The
+/// balancer's and the detector's own tests append to the same file.
+pub fn skipped_tests_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/skipped-tests.txt")
+}
+
+/// The running test as `<test binary>::<test path>` (`live_capture::one_veth_replay_matches_the_truth`):
+/// libtest names each test's thread after the test.
+pub fn current_test() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            // Cargo names test binaries `<name>-<16 hex digits>`.
+            Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name.to_owned(),
+            _ => s,
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let thread = std::thread::current();
+    format!("{binary}::{}", thread.name().unwrap_or("?"))
+}
+
+/// The one skip rule for a test that needs root, Docker, a peer tool or a
+/// core this machine lacks. Under CI (`CI` set) the test fails with `reason`:
+/// CI must run everything. Elsewhere it prints `SKIPPED: <test>: <reason>` to
+/// stderr and appends the same line to [`skipped_tests_file`], which
+/// `make test` prints at the end. The caller then returns.
+///
+/// # Panics
+/// Under CI, always.
+pub fn skip(reason: &str) {
+    let test = current_test();
+    assert!(std::env::var_os("CI").is_none(), "{test}: under CI this test must run, but {reason}");
+    record_skip(&test, reason);
+}
+
+/// A test that runs only when asked (it changes the whole machine, e.g.
+/// reserves hugepages): never a failure, not even under CI, but listed like
+/// every [`skip`].
+pub fn skip_unless_asked(reason: &str) {
+    record_skip(&current_test(), reason);
+}
+
+/// Prints the skip and appends it to [`skipped_tests_file`] (one short line,
+/// written with `O_APPEND`: lines of concurrent tests do not interleave). A
+/// file that cannot be written is said on stderr; the skip stands.
+fn record_skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let line = format!("{test}: {reason}");
+    eprintln!("SKIPPED: {line}");
+    let path = skipped_tests_file();
+    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        f.write_all(format!("{line}\n").as_bytes())
+    });
+    if let Err(e) = written {
+        eprintln!("cannot list the skip in {}: {e}", path.display());
+    }
 }
 
 /// A program on PATH or in the sbin directories.

@@ -1,7 +1,8 @@
 //! Bad input never crashes a process or loses count: a capture cut off in the
 //! middle of a record is read up to the cut (the partial record is counted in
-//! `source_errors`, the identity holds on what was received), and a file
-//! that is not a capture is a one-line error.
+//! `source_errors`, the identity holds on what was received, and the run's
+//! summary says `complete: false` with the count), and a file that is not a
+//! capture is a one-line error.
 
 use e2e::{read_flows_csv, read_json, run_pipeline, Cluster};
 use station::sim::SimSpec;
@@ -47,6 +48,13 @@ fn a_capture_cut_mid_record_is_read_to_the_cut_and_counted() {
 
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["identity"]["status"], "holds", "{summary:#}");
+    // The identity holds on what was received, but the capture was not read in full.
+    assert_eq!(summary["complete"], false, "{summary:#}");
+    assert_eq!(summary["source_errors"].as_u64(), Some(1), "{summary:#}");
+    assert!(summary["incomplete_reason"].as_str().is_some_and(|r| r.contains("source_errors")), "{summary:#}");
+    assert!(summary["identity"]["line"].as_str().is_some_and(|l| l.contains("1 unreadable record(s)")), "{summary:#}");
+    let stdout = String::from_utf8_lossy(&run.app.stdout);
+    assert!(stdout.contains("incomplete: the capture source had 1 unreadable record(s)"), "{stdout}");
     assert_eq!(summary["identity"]["terms"]["received"].as_u64(), Some(expected), "{summary:#}");
     let in_flows: u64 = read_flows_csv(&out.join("flows.csv")).values().map(|(p, _)| p).sum();
     assert_eq!(in_flows, expected);

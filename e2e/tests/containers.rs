@@ -32,9 +32,9 @@
 //! attributed frame for frame; it is then stopped while its flows are in the
 //! table and keeps its rows.
 //!
-//! Needs root (namespaces, veths, bridge, AF_PACKET); without root each test
-//! prints `SKIPPED: needs root` and returns, except under CI (`CI` set) where
-//! that is a failure. The tests run one at a time (a `containers` capture sees
+//! Needs root (namespaces, veths, bridge, AF_PACKET), and Docker for the
+//! Docker test; without them a test is skipped by `e2e::skip`'s rule: a
+//! failure under CI (`CI` set), elsewhere listed in `target/skipped-tests.txt`. The tests run one at a time (a `containers` capture sees
 //! every container). Every namespace, veth, bridge, iptables rule, container,
 //! network and image a test makes is removed at the end, also when it fails
 //! (Drop guards); a dockerd the test started is left running.
@@ -45,7 +45,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::live::{have, run, try_run, Station, Stopped};
+use e2e::live::{have, inventory_text, run, try_run, wait_until, Station, Stopped};
 use e2e::{read_json, Cluster};
 
 /// The tests of this file one at a time: with `CJ_IFACE=containers` one test
@@ -60,8 +60,7 @@ fn is_root() -> bool {
     if e2e::live::is_root() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "container attribution tests need root under CI");
-    eprintln!("SKIPPED: needs root (network namespaces, veth, bridge, AF_PACKET)");
+    e2e::skip("needs root (network namespaces, veth, bridge, AF_PACKET)");
     false
 }
 
@@ -349,7 +348,7 @@ fn named_namespaces_totals_equal_the_veth_counters() {
     let toml = toml_dir.path().join("app.toml");
     std::fs::write(&toml, "[containers]\nflow_logs = true\n").expect("app.toml");
     let toml = toml.to_string_lossy().into_owned();
-    let cluster = Cluster::new(&[("CJ_IFACE", &source), ("CJ_CORECOUNT", "1"), ("CJ_STATION_CONFIG", &toml)]);
+    let cluster = Cluster::live(&[("CJ_IFACE", &source), ("CJ_CORECOUNT", "1"), ("CJ_STATION_CONFIG", &toml)]);
     // What the inventory sees, as an operator would check it.
     let inv = cluster.command("cj-detector").arg("--inventory").output().expect("cj-detector --inventory");
     let inv = String::from_utf8_lossy(&inv.stdout);
@@ -400,8 +399,23 @@ fn named_namespaces_totals_equal_the_veth_counters() {
     let log = std::fs::read_to_string(out.path().join("containers").join(format!("{n0}.csv"))).expect("flow log");
     assert!(log.starts_with("SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS"), "{log}");
     assert!(log.lines().count() >= 3, "{n0}'s flows: {log}");
+    // containers.json against the kernel too (not against containers.csv: both are the app's).
     let json = std::fs::read_to_string(out.path().join("containers.json")).expect("containers.json");
     assert_eq!(json.lines().count(), rows.len());
+    for (ns, veth, _) in &lab.hosts {
+        let d = deltas[ns];
+        let obj: serde_json::Value = json
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("containers.json line"))
+            .find(|o| o["name"].as_str() == Some(ns.as_str()))
+            .unwrap_or_else(|| panic!("no {ns} in containers.json:\n{json}"));
+        let n = |k: &str| obj[k].as_u64().unwrap_or_else(|| panic!("{k} of {ns}: {obj}"));
+        assert_eq!(
+            (n("packets_in"), n("packets_out"), n("frame_bytes_in"), n("frame_bytes_out")),
+            (d.tx_packets, d.rx_packets, d.tx_bytes, d.rx_bytes),
+            "{ns} (veth {veth}): containers.json vs kernel {d:?}"
+        );
+    }
     eprintln!(
         "named namespaces ({source}): {kernel_frames} frames, per-container totals equal the veth counters, in {:.1?}",
         started.elapsed()
@@ -416,7 +430,7 @@ fn bridge_capture_attributes_by_mac_and_ip() {
     let _serial = serial();
     let lab = Lab::new(3);
     lab.quiet();
-    let cluster = Cluster::new(&[("CJ_IFACE", &lab.bridge), ("CJ_CORECOUNT", "1")]);
+    let cluster = Cluster::live(&[("CJ_IFACE", &lab.bridge), ("CJ_CORECOUNT", "1")]);
     let station = Station::start(&cluster, &["--aggregate", "src_host,dst_host,src_container,dst_container"]);
     let before = lab.counters();
     finish_pings(vec![("ping 0->1", lab.ping(0, 1, 20, 100)), ("ping 2->0", lab.ping(2, 0, 15, 700))]);
@@ -444,22 +458,34 @@ fn namespace_disappearing_mid_run_keeps_attribution() {
     let mut lab = Lab::new(3);
     let gone = lab.hosts[2].0.clone();
     // No Docker daemon (DOCKER_HOST names no socket): namespaces still work, one warning.
-    let cluster = Cluster::new(&[
+    let cluster = Cluster::live(&[
         ("CJ_IFACE", &lab.bridge),
         ("CJ_CORECOUNT", "1"),
         ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
     ]);
     let station = Station::start(&cluster, &[]);
+    let listed = |name: &str| {
+        inventory_text(&cluster).lines().any(|l| l.starts_with("container ") && l.contains(&format!(" {name} id=")))
+    };
+    wait_until(&format!("the detector's inventory to list {gone}"), || listed(&gone));
+    let before = lab.counters();
     finish_pings(vec![("ping 2->0", lab.ping(2, 0, 10, 100))]);
+    // Its veth goes with it: read what it sent and received first.
+    let gone_delta = Counters::read(&lab.hosts[2].1).minus(before[&gone]);
     lab.delete_host(2);
-    // The inventory notices (link event) while the flow is still in the table.
-    std::thread::sleep(Duration::from_millis(500));
+    // The inventory drops it (link event) while its flow is still in the table.
+    wait_until(&format!("the detector's inventory to drop {gone}"), || !listed(&gone));
     finish_pings(vec![("ping 0->1", lab.ping(0, 1, 10, 100))]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Every frame enters the bridge once: as rx on its sender's veth.
+    let frames = gone_delta.rx_packets + lab.counters().iter().map(|(k, v)| v.minus(before[k]).rx_packets).sum::<u64>();
+    station.wait_received(frames);
     let Stopped { detector, out, .. } = station.stop();
     let rows = read_containers_csv(&out.path().join("containers.csv"));
     let row = rows.get(&gone).unwrap_or_else(|| panic!("the deleted namespace keeps its rows: {rows:?}"));
-    assert!(row.1 >= 10 && row.0 >= 10, "its pings out and replies in: {row:?}");
+    // Out: exactly what its veth received from it. In: its replies, at most what the
+    // bridge sent it (flooded broadcasts are addressed to no container).
+    assert_eq!((row.1, row.3), (gone_delta.rx_packets, gone_delta.rx_bytes), "{gone} out vs kernel {gone_delta:?}");
+    assert!(row.0 >= 10 && row.0 <= gone_delta.tx_packets, "{gone} in {row:?} vs kernel {gone_delta:?}");
     assert!(rows.contains_key(&lab.hosts[1].0), "{rows:?}");
     let derr = String::from_utf8_lossy(&detector.stderr);
     assert!(!derr.contains("panicked"), "{derr}");
@@ -473,8 +499,7 @@ fn docker_available() -> bool {
         try_run(&["apt-get", "install", "-y", "-q", "docker.io"]);
     }
     if !have("docker") {
-        assert!(std::env::var_os("CI").is_none(), "docker is missing under CI (apt-get install docker.io)");
-        eprintln!("SKIPPED: docker not installed (apt-get install docker.io)");
+        e2e::skip("docker is not installed (apt-get install docker.io)");
         return false;
     }
     if try_run(&["docker", "info"]) {
@@ -512,8 +537,7 @@ fn busybox() -> Option<String> {
     if is_static("/bin/busybox") {
         return Some("/bin/busybox".to_owned());
     }
-    assert!(std::env::var_os("CI").is_none(), "busybox-static is missing under CI");
-    eprintln!("SKIPPED: no static busybox (apt-get install busybox-static)");
+    e2e::skip("no static busybox (apt-get install busybox-static)");
     None
 }
 
@@ -652,7 +676,7 @@ fn docker_containers_totals_equal_their_veth_counters() {
         lab.start(n);
     }
     lab.quiet(&[0, 1, 2]);
-    let cluster = Cluster::new(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1")]);
+    let cluster = Cluster::live(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1")]);
     let station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
     let sources = inventory_sources(&cluster);
     for c in &lab.containers {
@@ -666,12 +690,18 @@ fn docker_containers_totals_equal_their_veth_counters() {
     ]);
     // A fourth container mid-run: captured and attributed from its first packets on.
     let four = lab.start("four");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !inventory_sources(&cluster).contains(&lab.containers[four].2) {
-        assert!(Instant::now() < deadline, "the balancer did not pick up {}", lab.containers[four].2);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let (n4, v4) = (lab.containers[four].0.clone(), lab.containers[four].2.clone());
+    // The balancer names a veth in its source list before it opens the veth's ring, and says
+    // "capturing" once the ring is open: wait for that.
+    let capturing = format!("containers: capturing {v4} (source ");
+    station.wait_balancer_lines(&format!("the balancer to capture {n4}'s veth {v4}"), 1, |l| l.contains(&capturing));
+    assert!(inventory_sources(&cluster).contains(&v4), "the source list names {v4}");
+    // The detector's inventory knows it by its Docker name and maps the balancer's source to it.
+    wait_until(&format!("the detector's inventory to attribute {v4} to {n4}"), || {
+        let text = inventory_text(&cluster);
+        text.lines().any(|l| l.contains(&format!(": docker {n4} id=")) && l.contains(&format!(" veth={v4} ")))
+            && text.lines().any(|l| l.starts_with("source ") && l.ends_with(&format!(": {v4} -> {n4}")))
+    });
     let four_before = lab.counters(four);
     finish_pings(vec![("four->one", lab.ping(four, 0, 15, 200)), ("two->four", lab.ping(1, four, 10, 64))]);
     // A container stopping while its flows are still in the table keeps its attribution

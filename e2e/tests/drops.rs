@@ -1,10 +1,16 @@
 //! Queues made tiny so the balancer must drop: every frame is still accounted
-//! for. received (the generator's frame count) = packets in flows.csv +
-//! non-IP frames + drops at the packet queue, and the drops show in the
-//! balancer's stats line and in `cj-app status`.
+//! for. The balancer runs alone on a 16-slot packet queue with
+//! `CJ_ON_FULL=drop`: no consumer ever frees a slot, so exactly the first 16
+//! frames of the capture are queued and every later one is dropped. Checked
+//! against the generator (its frame count and the first 16 frames' lengths),
+//! never one output against another: the drops in summary.json, the
+//! balancer's stats line and `cj-app status` are each `total - 16`; flows.csv
+//! holds exactly the first 16 IP frames (packets and frame bytes) and
+//! summary.json their non-IP frames; received = in flows.csv + non-IP +
+//! dropped at the queue.
 
-use e2e::{read_flows_csv, read_json, wait_all, Cluster, DEADLINE};
-use station::sim::SimSpec;
+use e2e::{read_flows_csv, read_flows_csv_counters, read_json, wait_all, Cluster, DEADLINE};
+use station::sim::{SimSpec, SimTraffic, ARP_FRAME_LEN, MAX_FRAME_LEN};
 use std::process::Stdio;
 
 #[test]
@@ -13,6 +19,15 @@ fn tiny_queue_drops_are_counted_and_the_identity_holds() {
     let pcap = dir.path().join("burst.pcap");
     let spec: SimSpec = "flows=200,packets=20000,sizes=64:50/1514:50,v6=20,nonip=1,seed=3".parse().expect("spec");
     let truth = station::sim::write_pcap(&spec, &pcap, true).expect("write capture");
+    // The queue's 16 slots hold the capture's first 16 frames: their lengths from the
+    // generator. The model's ARP frames are 60 bytes, its IP frames at least 64.
+    const SLOTS: u64 = 16;
+    let mut gen = SimTraffic::new(&spec);
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let first: Vec<usize> = (0..SLOTS).map(|_| gen.next_frame(&mut buf).expect("a frame").1).collect();
+    let first_non_ip = first.iter().filter(|&&l| l == ARP_FRAME_LEN).count() as u64;
+    let first_ip_bytes: u64 = first.iter().filter(|&&l| l != ARP_FRAME_LEN).map(|&l| l as u64).sum();
+    let dropped = truth.total_frames - SLOTS;
     let iface = format!("pcap:{}", pcap.display());
     let cluster = Cluster::new(&[
         ("CJ_IFACE", &iface),
@@ -48,15 +63,19 @@ fn tiny_queue_drops_are_counted_and_the_identity_holds() {
 
     let flows = read_flows_csv(&out.path().join("flows.csv"));
     let in_flows: u64 = flows.values().map(|(p, _)| p).sum();
+    let frame_bytes: u64 = read_flows_csv_counters(&out.path().join("flows.csv")).values().map(|c| c.frame_bytes).sum();
     let summary = read_json(&out.path().join("summary.json"));
     let identity = &summary["identity"];
     let queue_dropped = identity["terms"]["queue_dropped"].as_u64().expect("queue_dropped in summary.json");
     let non_ip = identity["terms"]["non_ip"].as_u64().expect("non_ip in summary.json");
-    assert!(queue_dropped > truth.total_frames / 2, "expected most frames dropped, got {queue_dropped}");
+    assert_eq!(queue_dropped, dropped, "every frame after the first {SLOTS} is dropped: {summary:#}");
     // Received is the generator's frame count (a file loses nothing before the balancer).
     assert_eq!(identity["terms"]["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
-    // What was accounted is a part of the truth, row by row: nothing invented.
-    assert!(non_ip <= truth.non_ip_frames, "non-IP {non_ip} > generated {}", truth.non_ip_frames);
+    // What was accounted is exactly the first 16 frames.
+    assert_eq!(non_ip, first_non_ip, "non-IP frames among the first {SLOTS} ({first:?})");
+    assert_eq!(in_flows, SLOTS - first_non_ip, "IP frames among the first {SLOTS} ({first:?})");
+    assert_eq!(frame_bytes, first_ip_bytes, "FRAME_BYTES of flows.csv vs the first {SLOTS} IP frames ({first:?})");
+    // ... and a part of the truth, row by row: nothing invented.
     let want = e2e::truth_rows(&truth);
     for (key, (packets, bytes)) in &flows {
         let (tp, tb) = want.get(key).unwrap_or_else(|| panic!("flows.csv row {key:?} is not in the truth"));
@@ -70,7 +89,7 @@ fn tiny_queue_drops_are_counted_and_the_identity_holds() {
     assert_eq!(identity["status"], "holds", "{summary:#}");
 
     // The drops are in the balancer's stats line ...
-    let needle = format!("queue full {queue_dropped}");
+    let needle = format!("queue full {dropped}");
     assert!(balancer_err.contains(&needle), "balancer stats line should say `{needle}`:\n{balancer_err}");
     // ... and in `cj-app status`, read from the queue header.
     let status = cluster.command("cj-app").arg("status").output().expect("status");
@@ -79,5 +98,10 @@ fn tiny_queue_drops_are_counted_and_the_identity_holds() {
         text.lines().find(|l| l.contains("pkt-0-0")).unwrap_or_else(|| panic!("no pkt-0-0 line in status:\n{text}"));
     // Columns: queue, enqueued, dequeued, dropped, ...
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cols.get(3).and_then(|c| c.parse::<u64>().ok()), Some(queue_dropped), "dropped column of: {line}");
+    let num = |i: usize| cols.get(i).and_then(|c| c.parse::<u64>().ok());
+    assert_eq!(
+        (num(1), num(2), num(3)),
+        (Some(SLOTS), Some(SLOTS), Some(dropped)),
+        "enqueued, dequeued, dropped of: {line}"
+    );
 }

@@ -19,7 +19,8 @@
 //!   both transitions, keeps running and captures what comes after.
 //!
 //! Needs root (network namespaces, veth, AF_PACKET), `ip` and `tcpreplay`;
-//! elsewhere each test prints `SKIPPED: ...` and returns. Every namespace and
+//! without them each test is skipped by `e2e::skip`'s rule (a failure under
+//! CI, elsewhere listed in `target/skipped-tests.txt`). Every namespace and
 //! veth is deleted at the end, also when a test fails (a Drop guard). Traffic
 //! stays inside the test's own veths, bounded in count and time.
 //!
@@ -31,11 +32,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::live::{have, is_root, run, try_run, Station, Stopped};
+use e2e::live::{have, is_root, run, Station, Stopped, TestHost};
 use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, truth_rows, wait_all, Cluster, RowKey};
+use nix::sys::signal::Signal;
 use station::sim::{SimSpec, Truth};
 
 /// Rate at which the exact-count tests replay (well within what the pipeline holds).
@@ -49,87 +50,10 @@ const SPEC: &str =
 /// True when this process can build test hosts; otherwise says why the test is skipped.
 fn can_build_hosts() -> bool {
     if !is_root() {
-        eprintln!("SKIPPED: needs root for network namespaces");
+        e2e::skip("needs root (network namespaces, veth, AF_PACKET)");
         return false;
     }
     peer_tool("ip", "iproute2").is_some() && peer_tool("tcpreplay", "tcpreplay").is_some()
-}
-
-/// A network namespace holding the peer end of a veth pair whose host end the station captures.
-/// Dropping it deletes both.
-#[derive(Debug)]
-struct TestHost {
-    ns: String,
-    host: String,
-    peer: String,
-}
-
-impl TestHost {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id() % 100_000;
-        // Interface names stop at 15 characters.
-        let h = TestHost { ns: format!("cjt-{pid}-{n}"), host: format!("cjh{pid}n{n}"), peer: format!("cjp{pid}n{n}") };
-        run(&["ip", "netns", "add", &h.ns]);
-        run(&["ip", "link", "add", &h.host, "type", "veth", "peer", "name", &h.peer, "netns", &h.ns]);
-        // No IPv6 before the links come up: no ND/MLD frames to spoil exact counts.
-        run(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", h.host)]);
-        h.in_ns(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", h.peer)]);
-        // Offloads that would merge or split frames; veth has no LRO. Without ethtool, veth's defaults
-        // (GRO off) already keep frames as sent.
-        if have("ethtool") {
-            for feature in ["gro", "gso", "tso", "lro"] {
-                try_run(&["ethtool", "-K", &h.host, feature, "off"]);
-                try_run(&["ip", "netns", "exec", &h.ns, "ethtool", "-K", &h.peer, feature, "off"]);
-            }
-        }
-        run(&["ip", "link", "set", &h.host, "up"]);
-        h.in_ns(&["ip", "link", "set", &h.peer, "up"]);
-        h.wait_operstate("up");
-        h
-    }
-
-    /// Runs a command inside the namespace.
-    fn in_ns(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "netns", "exec", &self.ns];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-
-    fn wait_operstate(&self, want: &str) {
-        let path = format!("/sys/class/net/{}/operstate", self.host);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let state = std::fs::read_to_string(&path).unwrap_or_default();
-            if state.trim() == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} operstate is {state:?}, not {want}", self.host);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The peer's kernel tx counter: frames that left it for the host end.
-    fn tx_packets(&self) -> u64 {
-        let text = self.in_ns(&["cat", &format!("/sys/class/net/{}/statistics/tx_packets", self.peer)]);
-        text.trim().parse().unwrap_or_else(|e| panic!("tx_packets of {}: {e}: {text:?}", self.peer))
-    }
-
-    /// Starts tcpreplay on the peer end.
-    fn replay(&self, file: &Path, rate: &[&str]) -> Child {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns, "tcpreplay", "-q", "-i", &self.peer]).args(rate).arg(file);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start tcpreplay")
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the peer, which deletes the pair.
-        try_run(&["ip", "netns", "del", &self.ns]);
-        try_run(&["ip", "link", "del", &self.host]);
-    }
 }
 
 /// Waits for replays and checks they succeeded.
@@ -235,12 +159,12 @@ fn one_veth_replay_matches_the_truth() {
     }
     let started = Instant::now();
     let cap = capture(SPEC);
-    let host = TestHost::new();
-    let cluster = Cluster::new(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let host = TestHost::new("cjt");
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
     let station = Station::start(&cluster, &[]);
 
     let before = host.tx_packets();
-    finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS]))]);
+    finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS, "--preload-pcap"]))]);
     let sent = host.tx_packets() - before;
     assert_eq!(sent, cap.truth.total_frames, "the peer veth sent every frame of the capture");
     let c = station.wait_for("received == sent", |c| c.received >= sent);
@@ -273,15 +197,15 @@ fn two_veths_in_one_iface_list_are_both_counted() {
         capture("flows=200,packets=20000,sizes=64:40/576:30/1514:30,v6=30,vlan=20,qinq=5,nonip=1,seed=21"),
         capture("flows=150,packets=15000,sizes=64:30/1000:40/1514:30,v6=20,vlan=10,qinq=10,seed=22"),
     ];
-    let hosts = [TestHost::new(), TestHost::new()];
+    let hosts = [TestHost::new("cjt"), TestHost::new("cjt")];
     let iface = format!("{},{}", hosts[0].host, hosts[1].host);
-    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_CORECOUNT", "1")]);
+    let cluster = Cluster::live(&[("CJ_IFACE", &iface), ("CJ_CORECOUNT", "1")]);
     let station = Station::start(&cluster, &[]);
 
     let before: Vec<u64> = hosts.iter().map(TestHost::tx_packets).collect();
     finish_replays(vec![
-        ("tcpreplay 1", hosts[0].replay(&caps[0].path, &["--pps", PPS])),
-        ("tcpreplay 2", hosts[1].replay(&caps[1].path, &["--pps", PPS])),
+        ("tcpreplay 1", hosts[0].replay(&caps[0].path, &["--pps", PPS, "--preload-pcap"])),
+        ("tcpreplay 2", hosts[1].replay(&caps[1].path, &["--pps", PPS, "--preload-pcap"])),
     ]);
     let sent: u64 = hosts.iter().zip(&before).map(|(h, b)| h.tx_packets() - b).sum();
     let total: u64 = caps.iter().map(|c| c.truth.total_frames).sum();
@@ -308,11 +232,11 @@ fn a_ring_too_small_for_a_burst_counts_the_kernel_drops() {
     let started = Instant::now();
     // 30000 frames looped 10 times: 300000 frames at top speed into an 8 KiB ring.
     let cap = capture("flows=500,packets=30000,sizes=64:60/576:20/1514:20,v6=20,vlan=10,qinq=5,nonip=1,seed=31");
-    let host = TestHost::new();
+    let host = TestHost::new("cjt");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let balancer_core = cores.saturating_sub(1);
     let bcore = balancer_core.to_string();
-    let cluster = Cluster::new(&[
+    let cluster = Cluster::live(&[
         ("CJ_IFACE", &host.host),
         ("CJ_CORECOUNT", "1"),
         ("CJ_AFP_BLOCK_SIZE", "4096"),
@@ -377,20 +301,21 @@ fn an_interface_that_goes_down_and_up_keeps_the_balancer_capturing() {
     }
     let started = Instant::now();
     let cap = capture("flows=50,packets=5000,sizes=64:50/1514:50,v6=20,vlan=20,seed=41");
-    let host = TestHost::new();
-    let cluster = Cluster::new(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let host = TestHost::new("cjt");
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
     let station = Station::start(&cluster, &[]);
 
+    // The balancer looks at the link every second: wait for it to have said each transition.
+    let (down, up) = (format!("{} went down", host.host), format!("{} is up again", host.host));
     run(&["ip", "link", "set", &host.host, "down"]);
     host.wait_operstate("down");
-    // The balancer looks at the link every second.
-    std::thread::sleep(Duration::from_millis(1500));
+    station.wait_balancer_lines("the balancer to see the link down", 1, |l| l.contains(&down));
     run(&["ip", "link", "set", &host.host, "up"]);
     host.wait_operstate("up");
-    std::thread::sleep(Duration::from_millis(1500));
+    station.wait_balancer_lines("the balancer to see the link up", 1, |l| l.contains(&up));
 
     let before = host.tx_packets();
-    finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS]))]);
+    finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS, "--preload-pcap"]))]);
     let sent = host.tx_packets() - before;
     assert_eq!(sent, cap.truth.total_frames);
     let c = station.wait_for("received == sent", |c| c.received >= sent);
@@ -405,6 +330,185 @@ fn an_interface_that_goes_down_and_up_keeps_the_balancer_capturing() {
         panic!("flows.csv after the interface came back differs from the truth:\n{d}");
     }
     eprintln!("down/up: {sent} frames after the link came back, in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn a_balancer_restarted_mid_run_continues_its_counters_and_the_identity_holds() {
+    if !can_build_hosts() {
+        return;
+    }
+    let started = Instant::now();
+    let cap = capture("flows=100,packets=4000,sizes=64:50/576:20/1514:30,v6=20,vlan=20,qinq=5,seed=51");
+    let host = TestHost::new("cjt");
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let mut station = Station::start(&cluster, &[]);
+    let mut sent = 0;
+    let mut earlier = Vec::new();
+    // Three replays of the same capture: a clean stop (SIGTERM) and a crash (SIGKILL) of the
+    // balancer between them, each once what was sent had been received.
+    for signal in [Some(Signal::SIGTERM), Some(Signal::SIGKILL), None] {
+        let before = host.tx_packets();
+        finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS, "--preload-pcap"]))]);
+        sent += host.tx_packets() - before;
+        let c = station.wait_for("received == sent", |c| c.received >= sent);
+        assert_eq!(c.received, sent, "the balancer's received goes on across restarts: {c:?}");
+        if let Some(signal) = signal {
+            earlier.push(station.restart_balancer(signal));
+        }
+    }
+    assert_eq!(sent, 3 * cap.truth.total_frames, "the peer sent three replays");
+    let Stopped { balancer, out, .. } = station.stop();
+    let berr = String::from_utf8_lossy(&balancer.stderr);
+    assert!(berr.contains("continuing its counters"), "the last balancer says it continued: {berr}");
+    let want: BTreeMap<RowKey, (u64, u64)> =
+        truth_rows(&cap.truth).into_iter().map(|(k, (p, b))| (k, (3 * p, 3 * b))).collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &want) {
+        panic!("flows.csv after two balancer restarts differs from three times the truth:\n{d}");
+    }
+    let terms = check_identity(&cluster, &read_json(&out.path().join("summary.json")), sent, 0);
+    assert_eq!(terms["non_ip"].as_u64(), Some(3 * cap.truth.non_ip_frames), "{terms:#}");
+    eprintln!("balancer restarts: {sent} frames over three balancers, accounted, in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn a_detector_stopped_and_restarted_mid_run_loses_nothing() {
+    if !can_build_hosts() {
+        return;
+    }
+    let started = Instant::now();
+    let cap = capture("flows=100,packets=4000,sizes=64:50/576:20/1514:30,v6=20,vlan=20,seed=52");
+    let host = TestHost::new("cjt");
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let mut station = Station::start(&cluster, &[]);
+    let mut sent = 0;
+    // SIGTERM: the detector flushes every flow into the record queue and leaves it open;
+    // the next one attaches where the packet queue stands (frames wait there meanwhile).
+    for restart in [true, false] {
+        let before = host.tx_packets();
+        finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS, "--preload-pcap"]))]);
+        sent += host.tx_packets() - before;
+        station.wait_for("received == sent", |c| c.received >= sent);
+        if restart {
+            let old = station.restart_detector(Signal::SIGTERM);
+            assert!(old.status.success(), "the stopped detector exits 0: {}", String::from_utf8_lossy(&old.stderr));
+        }
+    }
+    let Stopped { out, .. } = station.stop();
+    let want: BTreeMap<RowKey, (u64, u64)> =
+        truth_rows(&cap.truth).into_iter().map(|(k, (p, b))| (k, (2 * p, 2 * b))).collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &want) {
+        panic!("flows.csv after a detector restart differs from twice the truth:\n{d}");
+    }
+    check_identity(&cluster, &read_json(&out.path().join("summary.json")), sent, 0);
+    eprintln!("detector restart: {sent} frames, nothing lost, in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn the_one_command_live_run_stops_in_order_on_sigint_and_equals_the_truth() {
+    if !can_build_hosts() {
+        return;
+    }
+    let started = Instant::now();
+    let cap = capture("flows=100,packets=4000,sizes=64:50/576:20/1514:30,v6=20,vlan=20,seed=61");
+    let host = TestHost::new("cjt");
+    let _lock = e2e::live::live_lock();
+    // The script makes no queue directory of its own when CJ_SHM_DIR is given: the cluster's.
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let out = tempfile::tempdir().expect("out dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/run_pipeline.sh");
+    let bin_dir = e2e::bin("cj-balancer").parent().expect("bin dir").to_path_buf();
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).env("BIN", &bin_dir).env("OUT", out.path());
+    e2e::scrub_station_env(&mut cmd);
+    cmd.env("CJ_SHM_DIR", cluster.shm.path());
+    for (k, v) in &cluster.vars {
+        cmd.env(k, v);
+    }
+    let mut run = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start run_pipeline.sh");
+    let page = station::naming::balancer_stats_path(&cluster.cluster_dir());
+    let received = || {
+        shmq::CounterPage::read(&page)
+            .ok()
+            .and_then(|named| named.iter().find(|(k, _)| k == "received").map(|(_, v)| *v))
+    };
+    e2e::live::wait_until("the script's balancer to capture (its stats page)", || {
+        assert!(run.try_wait().expect("try_wait").is_none(), "run_pipeline.sh exited at start");
+        received().is_some()
+    });
+    let before = host.tx_packets();
+    finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS, "--preload-pcap"]))]);
+    let sent = host.tx_packets() - before;
+    assert_eq!(sent, cap.truth.total_frames);
+    e2e::live::wait_until("received == sent", || received().is_some_and(|r| r >= sent));
+    // Ctrl-C: SIGINT to the command.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let done = wait_all(vec![("run_pipeline.sh", run)], Duration::from_secs(60)).pop().expect("output");
+    let (stdout, stderr) = (String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
+    assert!(done.status.success(), "run_pipeline.sh exits 0 after Ctrl-C: {}\n{stdout}\n{stderr}", done.status);
+    assert_eq!(received(), Some(sent), "received exactly what was sent");
+    assert!(stdout.contains("identity holds"), "the summary is printed and the identity holds:\n{stdout}");
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &truth_rows(&cap.truth)) {
+        panic!("flows.csv of the one-command run differs from the truth:\n{d}\n{stderr}");
+    }
+    check_identity(&cluster, &read_json(&out.path().join("summary.json")), sent, 0);
+    eprintln!("one command: {sent} frames, stopped by SIGINT, in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn flows_csv_is_current_within_one_refresh_while_the_flows_go_on() {
+    if !can_build_hosts() {
+        return;
+    }
+    let started = Instant::now();
+    let cap = capture("flows=100,packets=4000,sizes=64:50/576:20/1514:30,v6=20,vlan=20,seed=71");
+    let host = TestHost::new("cjt");
+    // CJ_REFRESH=1: live flows are exported every second and the app writes every second;
+    // the flows themselves stay open (idle timeout 30 s) across both replays.
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1"), ("CJ_REFRESH", "1")]);
+    let station = Station::start(&cluster, &[]);
+    let flows_csv = station.out_dir().join("flows.csv");
+    let mut sent = 0;
+    for round in 1..=2u64 {
+        let before = host.tx_packets();
+        finish_replays(vec![("tcpreplay", host.replay(&cap.path, &["--pps", PPS, "--preload-pcap"]))]);
+        sent += host.tx_packets() - before;
+        station.wait_for("received == sent", |c| c.received >= sent);
+        // What was sent so far, while every flow is still open: the files say it within a refresh or two.
+        let want: BTreeMap<RowKey, (u64, u64)> =
+            truth_rows(&cap.truth).into_iter().map(|(k, (p, b))| (k, (round * p, round * b))).collect();
+        e2e::live::wait_ok(&format!("flows.csv to hold replay {round} while the flows are open"), || {
+            if !flows_csv.exists() {
+                return Err("no flows.csv yet".into());
+            }
+            diff_rows(&read_flows_csv(&flows_csv), &want).map_or(Ok(()), Err)
+        });
+        // Mid-run, the summary written beside says the identity is in progress (not final).
+        let summary_json = station.out_dir().join("summary.json");
+        e2e::live::wait_ok("summary.json to say the identity is in progress", || {
+            let text = std::fs::read_to_string(&summary_json).map_err(|e| format!("{e}"))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+            match v["identity"]["status"].as_str() {
+                Some("in_progress") => Ok(()),
+                other => Err(format!("identity.status is {other:?}")),
+            }
+        });
+    }
+    let Stopped { out, detector, .. } = station.stop();
+    let want: BTreeMap<RowKey, (u64, u64)> =
+        truth_rows(&cap.truth).into_iter().map(|(k, (p, b))| (k, (2 * p, 2 * b))).collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &want) {
+        panic!("flows.csv at the end differs from twice the truth (a packet counted twice?):\n{d}");
+    }
+    // Every directional flow counted once, when it ended, though its interim parts were
+    // exported: a UDP or ICMP flow stays one flow across both replays; each replay of a
+    // TCP flow is a whole session (SYN ... FIN from both sides), so two flows.
+    let counters = e2e::read_flows_csv_counters(&out.path().join("flows.csv"));
+    let wrong: Vec<_> = counters.iter().filter(|(k, c)| c.flows != if k.4 == "tcp" { 2 } else { 1 }).take(5).collect();
+    assert!(wrong.is_empty(), "FLOWS is 2 per TCP direction, 1 per other direction; first wrong: {wrong:?}");
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    let terms = check_identity(&cluster, &read_json(&out.path().join("summary.json")), sent, 0);
+    assert_eq!(terms["non_ip"].as_u64(), Some(2 * cap.truth.non_ip_frames), "{terms:#}\n{derr}");
+    eprintln!("current counts: two replays, flows.csv current after each, in {:.1?}", started.elapsed());
 }
 
 #[test]

@@ -1,12 +1,21 @@
 //! The whole pipeline (cj-balancer -> packet queues -> cj-detector -> record
 //! queues -> cj-app) on a generated capture, checked against the generator's
-//! ground truth: flows.csv equals the truth row for row, in hash modes 0 and 1
-//! with one and two workers; in fan-out mode every worker's table equals it.
+//! ground truth: flows.csv equals the truth row for row (PACKETS, BYTES and
+//! FRAME_BYTES; FLOWS too wherever each flow stays on one worker), in hash
+//! modes 0 and 1 with one and two workers; in fan-out mode every worker's
+//! table equals it. Also: hash mode 1 keeps each flow, both directions, on
+//! one worker (one record per flow; round-robin or a one-way hash would make
+//! two); the same capture as pcapng (converted by Wireshark's `editcap`) and
+//! the `sim:` source give the truth too.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use e2e::{diff_rows, read_flows_csv, read_json, run_pipeline, truth_rows, Cluster};
+use e2e::{
+    diff_row_counters, diff_rows, read_flows_csv, read_flows_csv_counters, read_json, run_pipeline, truth_rows,
+    truth_rows_counters, Cluster,
+};
 use station::sim::{SimSpec, Truth};
 
 /// IPv4 and IPv6, VLAN and QinQ tags, many sizes, a few ARP frames.
@@ -53,11 +62,48 @@ fn run_and_compare(mode: &str, cores: &str) {
     if let Some(d) = diff_rows(&got, &want) {
         panic!("mode {mode}, {cores} worker(s): flows.csv differs from the truth:\n{d}");
     }
+    // Frame bytes too; and FLOWS where each flow stays on one worker (in
+    // round-robin mode a flow read by two workers counts once for each).
+    let one_worker_per_flow = mode != "0" || cores == "1";
+    compare_counters(
+        &out.path().join("flows.csv"),
+        &cap.truth,
+        one_worker_per_flow,
+        &format!("mode {mode}, {cores} worker(s)"),
+    );
     let summary = read_json(&out.path().join("summary.json"));
     assert_eq!(summary["identity"]["status"], "holds", "identity in summary.json: {summary:#}");
     let terms = &summary["identity"]["terms"];
     assert_eq!(terms["received"].as_u64(), Some(cap.truth.total_frames), "received: {summary:#}");
     assert_eq!(terms["non_ip"].as_u64(), Some(cap.truth.non_ip_frames), "non-IP frames: {summary:#}");
+}
+
+/// flows.csv's PACKETS, BYTES, FRAME_BYTES (and FLOWS when `flows`) against
+/// the truth, row by row.
+fn compare_counters(csv: &Path, truth: &Truth, flows: bool, what: &str) {
+    let mut got = read_flows_csv_counters(csv);
+    let mut want = truth_rows_counters(truth);
+    if !flows {
+        for c in got.values_mut().chain(want.values_mut()) {
+            c.flows = 0;
+        }
+    }
+    if let Some(d) = diff_row_counters(&got, &want) {
+        panic!("{what}: the counters of {} differ from the truth:\n{d}", csv.display());
+    }
+}
+
+/// Flows of the truth: its rows with direction taken away.
+fn truth_flows(truth: &Truth) -> usize {
+    let ends: BTreeSet<_> = truth
+        .rows
+        .iter()
+        .map(|r| {
+            let (a, b) = ((r.src, r.src_port), (r.dst, r.dst_port));
+            (a.min(b), a.max(b), r.proto, r.vlan)
+        })
+        .collect();
+    ends.len()
 }
 
 #[test]
@@ -120,4 +166,78 @@ fn two_queue_sets_each_match_truth() {
         let summary = read_json(&out.path().join("summary.json"));
         assert_eq!(summary["identity"]["status"], "holds", "set {set}: {summary:#}");
     }
+}
+
+/// ZBALANCE_HASH_MODE=1 with two workers: every flow, both of its directions,
+/// is read by one worker, so each flow is one record and each direction one
+/// flow (FLOWS = 1 per directional row of the truth), and both workers have
+/// some. Round-robin would split most flows over the two workers (two records
+/// per flow, FLOWS = 2), and so would a hash that is not symmetric.
+#[test]
+fn ip_hash_keeps_each_flow_on_one_worker() {
+    let cap = capture();
+    let iface = format!("pcap:{}", cap.path.display());
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("ZBALANCE_HASH_MODE", "1"), ("CJ_CORECOUNT", "2")]);
+    let out = tempfile::tempdir().expect("out dir");
+    run_pipeline(&cluster, out.path()).assert_success();
+    compare_counters(&out.path().join("flows.csv"), &cap.truth, true, "mode 1, 2 workers");
+    let summary = read_json(&out.path().join("summary.json"));
+    let flows = truth_flows(&cap.truth) as u64;
+    assert_eq!(summary["totals"]["ip_records"].as_u64(), Some(flows), "one record per flow: {summary:#}");
+    let queues = summary["queues"].as_array().expect("queues in summary.json");
+    assert_eq!(queues.len(), 2, "{summary:#}");
+    for q in queues {
+        let records = q["totals"]["ip_records"].as_u64().expect("ip_records of a queue");
+        assert!(records > 0 && records < flows, "the hash spreads flows over both workers: {summary:#}");
+    }
+}
+
+/// The capture converted to pcapng by Wireshark's `editcap` (a peer's writer,
+/// not ours): the same truth, row for row, every counter.
+#[test]
+fn a_pcapng_capture_matches_the_truth() {
+    let Some(editcap) = e2e::peer_tool("editcap", "wireshark-common (tshark depends on it)") else { return };
+    let cap = capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcapng = dir.path().join("sample.pcapng");
+    let out = std::process::Command::new(editcap)
+        .args(["-F", "pcapng"])
+        .arg(&cap.path)
+        .arg(&pcapng)
+        .output()
+        .expect("run editcap");
+    assert!(out.status.success(), "editcap failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open(&pcapng).expect("open pcapng"), &mut magic).expect("read");
+    assert_eq!(magic, [0x0a, 0x0d, 0x0d, 0x0a], "editcap wrote a pcapng section header block");
+
+    let iface = format!("pcap:{}", pcapng.display());
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("ZBALANCE_HASH_MODE", "1"), ("CJ_CORECOUNT", "2")]);
+    let out = tempfile::tempdir().expect("out dir");
+    run_pipeline(&cluster, out.path()).assert_success();
+    compare_counters(&out.path().join("flows.csv"), &cap.truth, true, "pcapng");
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}");
+    let terms = &summary["identity"]["terms"];
+    assert_eq!(terms["received"].as_u64(), Some(cap.truth.total_frames), "{summary:#}");
+    assert_eq!(terms["non_ip"].as_u64(), Some(cap.truth.non_ip_frames), "{summary:#}");
+}
+
+/// `CJ_IFACE=sim:SPEC`: the generator inside the balancer, no file; the
+/// model's truth of the same spec, row for row, every counter, fragments included.
+#[test]
+fn the_sim_source_matches_its_truth() {
+    const SIM: &str = "flows=300,packets=40000,sizes=64:30/576:30/1514:40,v6=25,vlan=15,qinq=5,frag=10,nonip=1,seed=23";
+    let spec: SimSpec = SIM.parse().expect("spec");
+    let truth = station::sim::truth(&spec);
+    let iface = format!("sim:{SIM}");
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("ZBALANCE_HASH_MODE", "1"), ("CJ_CORECOUNT", "2")]);
+    let out = tempfile::tempdir().expect("out dir");
+    run_pipeline(&cluster, out.path()).assert_success();
+    compare_counters(&out.path().join("flows.csv"), &truth, true, "sim source");
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}");
+    let terms = &summary["identity"]["terms"];
+    assert_eq!(terms["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
+    assert_eq!(terms["non_ip"].as_u64(), Some(truth.non_ip_frames), "{summary:#}");
 }

@@ -17,10 +17,16 @@
 //! `IFLA_LINK_NETNSID` names the netns of its peer.
 //!
 //! Guarantees:
-//! - [`Inventory::start`] returns at once with a first snapshot taken; a
-//!   thread `cj-inventory` rescans on every link event (netlink
-//!   `RTNLGRP_LINK`), every Docker event, every change of the balancer's
-//!   source list file, and every [`RESCAN_EVERY`] as a safety net.
+//! - [`Inventory::start`] returns at once with a first snapshot taken from
+//!   netlink, named namespaces and `/proc` (no Docker request: a slow or hung
+//!   daemon never delays the packet threads); a thread `cj-inventory`
+//!   rescans on every link event (netlink `RTNLGRP_LINK`), every Docker
+//!   answer, every change of the balancer's source list file, and every
+//!   [`RESCAN_EVERY`] as a safety net.
+//! - The Docker Engine API is asked only by its own thread `cj-inv-docker`
+//!   (at start, on every Docker event and every [`RESCAN_EVERY`]); scans use
+//!   its last answer. Docker names and images therefore come a moment after
+//!   the first snapshot; a hung daemon costs one warning and its names.
 //! - Readers call [`Inventory::shared`]`.load()`: no lock, no allocation.
 //! - Container entries are append-only across snapshots: an entry keeps its
 //!   index ([`Snapshot::entry`]) for the process's life, so a flow attributed
@@ -187,10 +193,16 @@ struct Warned {
     netlink: bool,
 }
 
+/// The Docker daemon's last answer, shared by the thread that asks it and
+/// the scanner (None: not answered yet).
+type DockerView = Arc<std::sync::Mutex<Option<Vec<docker::DockerContainer>>>>;
+
 /// The scanner's state between scans (entries are append-only).
 #[derive(Debug)]
 pub struct Scanner {
     cfg: InventoryConfig,
+    /// Set by [`Inventory::start`]: Docker's list comes from its thread, not from a request per scan.
+    docker_view: Option<DockerView>,
     nl: Option<netlink::Rtnl>,
     entries: Vec<Entry>,
     index: FastMap<(u64, String, String), u16>,
@@ -241,12 +253,45 @@ fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// Asks the daemon at `sock` for its running containers; the first failure
+/// (and the first answer after failures) is said once, with `warned` as the state.
+fn ask_docker(sock: &Path, warned: &mut bool, log_prefix: &str) -> Option<Vec<docker::DockerContainer>> {
+    match docker::containers(sock) {
+        Ok(list) => {
+            if *warned {
+                eprintln!("{log_prefix}: inventory: Docker at {} answers again", sock.display());
+                *warned = false;
+            }
+            Some(list)
+        }
+        Err(e) => {
+            if !*warned {
+                *warned = true;
+                eprintln!(
+                    "{log_prefix}: inventory: warning: Docker Engine API at {} not reachable ({e}); containers are \
+                     found from named namespaces and cgroups only until it answers",
+                    sock.display()
+                );
+            }
+            None
+        }
+    }
+}
+
 impl Scanner {
     /// A scanner with no entries yet.
     pub fn new(cfg: InventoryConfig) -> Self {
         let mut entries = vec![Entry::default()];
         entries[0].runtime = "";
-        Self { cfg, nl: None, entries, index: FastMap::default(), generation: 0, warned: Warned::default() }
+        Self {
+            cfg,
+            docker_view: None,
+            nl: None,
+            entries,
+            index: FastMap::default(),
+            generation: 0,
+            warned: Warned::default(),
+        }
     }
 
     fn warn(&self, msg: &str) {
@@ -273,52 +318,44 @@ impl Scanner {
         self.rtnl()?.nsid_of(f).ok().flatten()
     }
 
+    /// Asks the Docker daemon for its running containers; a failure warns
+    /// once (and its recovery once) and gives None.
+    fn ask_docker(&mut self, sock: &Path) -> Option<Vec<docker::DockerContainer>> {
+        ask_docker(sock, &mut self.warned.docker, self.cfg.log_prefix)
+    }
+
     fn namespaces(&mut self, own_inode: u64) -> Vec<Namespace> {
         let mut out: Vec<Namespace> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         seen.insert(own_inode);
-        // Docker.
-        if let Some(sock) = self.cfg.docker_socket.clone() {
-            match docker::containers(&sock) {
-                Ok(list) => {
-                    if self.warned.docker {
-                        eprintln!("{}: inventory: Docker at {} answers again", self.cfg.log_prefix, sock.display());
-                        self.warned.docker = false;
-                    }
-                    for c in list {
-                        let file =
-                            c.sandbox_key.as_ref().and_then(|p| File::open(p).ok()).or_else(|| {
-                                (c.pid != 0).then(|| File::open(format!("/proc/{}/ns/net", c.pid)).ok())?
-                            });
-                        let Some(f) = file else { continue };
-                        let Ok(meta) = f.metadata() else { continue };
-                        if !seen.insert(meta.ino()) {
-                            continue;
-                        }
-                        let nsid = self.nsid_of(&f);
-                        out.push(Namespace {
-                            inode: meta.ino(),
-                            nsid,
-                            id: short_id(&c.id).to_owned(),
-                            name: c.name,
-                            runtime: "docker",
-                            image: c.image,
-                            ips: c.ips,
-                            macs: c.macs,
-                        });
-                    }
-                }
-                Err(e) => {
-                    if !self.warned.docker {
-                        self.warned.docker = true;
-                        self.warn(&format!(
-                            "Docker Engine API at {} not reachable ({e}); containers are found from named \
-                             namespaces and cgroups only until it answers",
-                            sock.display()
-                        ));
-                    }
-                }
+        // Docker: the last answer of the Docker thread, or (one-shot scans) a request now.
+        let listed = match (&self.docker_view, self.cfg.docker_socket.clone()) {
+            (Some(view), _) => view.lock().map(|v| v.clone()).unwrap_or_default(),
+            (None, Some(sock)) => self.ask_docker(&sock),
+            (None, None) => None,
+        };
+        for c in listed.unwrap_or_default() {
+            let file = c
+                .sandbox_key
+                .as_ref()
+                .and_then(|p| File::open(p).ok())
+                .or_else(|| (c.pid != 0).then(|| File::open(format!("/proc/{}/ns/net", c.pid)).ok())?);
+            let Some(f) = file else { continue };
+            let Ok(meta) = f.metadata() else { continue };
+            if !seen.insert(meta.ino()) {
+                continue;
             }
+            let nsid = self.nsid_of(&f);
+            out.push(Namespace {
+                inode: meta.ino(),
+                nsid,
+                id: short_id(&c.id).to_owned(),
+                name: c.name,
+                runtime: "docker",
+                image: c.image,
+                ips: c.ips,
+                macs: c.macs,
+            });
         }
         // Named namespaces.
         for (name, path) in read_link_name(&self.cfg.netns_dir) {
@@ -536,9 +573,12 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Takes a first snapshot, then keeps it current on a thread `cj-inventory`.
+    /// Takes a first snapshot (without asking Docker), then keeps it current
+    /// on a thread `cj-inventory`; Docker is asked on a thread of its own.
     pub fn start(cfg: InventoryConfig) -> Self {
         let mut scanner = Scanner::new(cfg.clone());
+        let docker_view: Option<DockerView> = cfg.docker_socket.as_ref().map(|_| DockerView::default());
+        scanner.docker_view = docker_view.clone();
         let first = scanner.scan();
         let shared = Arc::new(ArcSwap::from_pointee(first));
         let (tx, rx) = crossbeam_channel::unbounded::<Wake>();
@@ -553,30 +593,52 @@ impl Inventory {
                 }
             });
         }
-        // Docker events (reconnecting; quiet, the scan itself warns once).
-        if let Some(sock) = cfg.docker_socket.clone() {
+        if let (Some(sock), Some(view)) = (cfg.docker_socket.clone(), docker_view) {
+            // Docker events wake the asking thread (reconnecting; quiet, the asking thread warns once).
+            let (dtx, drx) = crossbeam_channel::unbounded::<()>();
+            let events_sock = sock.clone();
+            let _ = std::thread::Builder::new().name("cj-inv-dockev".into()).spawn(move || loop {
+                // No daemon: look again later (the periodic request covers the rest).
+                if std::os::unix::net::UnixStream::connect(&events_sock).is_err() {
+                    std::thread::sleep(Duration::from_secs(2));
+                    continue;
+                }
+                let _ = docker::follow_events(&events_sock, || {
+                    let _ = dtx.send(());
+                });
+                // The stream ended (daemon restarting): ask again, then reconnect.
+                if dtx.send(()).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            });
+            // The asking thread: at start, on every event, every RESCAN_EVERY; each answer wakes a rescan.
             let tx = tx.clone();
+            let log_prefix = cfg.log_prefix;
             let _ = std::thread::Builder::new().name("cj-inv-docker".into()).spawn(move || {
-                let mut was_up = true;
+                let mut warned = false;
                 loop {
-                    // No daemon: look again later, quietly (the periodic rescan covers the rest).
-                    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
-                        was_up = false;
-                        std::thread::sleep(Duration::from_secs(2));
-                        continue;
-                    }
-                    if !was_up && tx.send(Wake::Docker).is_err() {
+                    let list = ask_docker(&sock, &mut warned, log_prefix);
+                    let changed = match view.lock() {
+                        Ok(mut v) => {
+                            let changed = *v != list;
+                            *v = list;
+                            changed
+                        }
+                        Err(_) => break,
+                    };
+                    if changed && tx.send(Wake::Docker).is_err() {
                         break;
                     }
-                    was_up = true;
-                    let _ = docker::follow_events(&sock, || {
-                        let _ = tx.send(Wake::Docker);
-                    });
-                    // The stream ended (daemon restarting): rescan, then reconnect.
-                    if tx.send(Wake::Docker).is_err() {
-                        break;
+                    match drx.recv_timeout(RESCAN_EVERY) {
+                        Ok(()) => {
+                            // Let a burst of events settle (a container start is several events).
+                            std::thread::sleep(Duration::from_millis(5));
+                            while drx.try_recv().is_ok() {}
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(RESCAN_EVERY),
                     }
-                    std::thread::sleep(Duration::from_millis(500));
                 }
             });
         }

@@ -60,6 +60,11 @@ pub struct Rtnl {
     seq: u32,
 }
 
+/// `NLM_F_DUMP_INTR`: the dump was interrupted by a change and may be inconsistent.
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// How many times a dump is asked for before an interrupted one is taken as it is.
+const DUMP_TRIES: usize = 4;
+
 impl Rtnl {
     /// Opens a `NETLINK_ROUTE` socket.
     ///
@@ -75,6 +80,19 @@ impl Rtnl {
     }
 
     fn request(&mut self, msg: RouteNetlinkMessage, dump: bool) -> io::Result<Vec<RouteNetlinkMessage>> {
+        // A dump that raced a change (links coming and going while a container starts) is
+        // marked NLM_F_DUMP_INTR and may be incomplete: ask again, a few times at most.
+        for _ in 0..DUMP_TRIES - 1 {
+            let (out, interrupted) = self.request_once(msg.clone(), dump)?;
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        self.request_once(msg, dump).map(|(out, _)| out)
+    }
+
+    /// One request: the messages and whether the kernel marked the dump interrupted.
+    fn request_once(&mut self, msg: RouteNetlinkMessage, dump: bool) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
         self.seq = self.seq.wrapping_add(1);
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
@@ -85,6 +103,7 @@ impl Rtnl {
         m.serialize(&mut buf);
         self.sock.send(&buf, 0)?;
         let mut out = Vec::new();
+        let mut interrupted = false;
         loop {
             let (data, _) = self.sock.recv_from_full()?;
             let mut off = 0;
@@ -93,24 +112,26 @@ impl Rtnl {
                 if len < 16 || off + len > data.len() {
                     break;
                 }
+                let flags = u16::from_ne_bytes([data[off + 6], data[off + 7]]);
                 let seq = u32::from_ne_bytes([data[off + 8], data[off + 9], data[off + 10], data[off + 11]]);
                 let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..off + len]);
                 off += (len + 3) & !3;
                 if seq != self.seq {
                     continue;
                 }
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
                 match parsed.map(|p| p.payload) {
-                    Ok(NetlinkPayload::Done(_)) => return Ok(out),
+                    Ok(NetlinkPayload::Done(_)) => return Ok((out, interrupted)),
                     Ok(NetlinkPayload::Error(e)) => {
                         return match e.code {
-                            None => Ok(out),
+                            None => Ok((out, interrupted)),
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
                         }
                     }
                     Ok(NetlinkPayload::InnerMessage(m)) => {
                         out.push(m);
                         if !dump {
-                            return Ok(out);
+                            return Ok((out, interrupted));
                         }
                     }
                     // Not understood (a newer kernel's attribute): skip it.

@@ -11,8 +11,12 @@
 //! ```
 //!
 //! Guarantees: the file is created race-free (initialised under a temporary
-//! name, then linked into place) with mode 0660; opening checks magic, version,
-//! size and names, and a mismatch is a [`QueueError`]; names are never written
+//! name, then linked into place) with mode 0660 in a checked directory;
+//! opening never follows a symbolic link or blocks, checks the descriptor
+//! (regular file, owner for writers, mode; see [`crate::files`]) and then
+//! magic, version, a count of at most [`MAX_COUNTERS`] and the size from
+//! `pread` before mapping, then the names; a mismatch is a [`QueueError`];
+//! names are never written
 //! after creation; values are only accessed atomically (Relaxed: each value is
 //! exact on its own, but two values read together are not a consistent
 //! snapshot). Index out of range is a programming error and panics.
@@ -20,9 +24,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use std::os::unix::fs::FileExt;
 
 use crate::error::QueueError;
+use crate::files::{self, Access};
 use crate::mapping::{self, Mapping};
 
 /// `b"CJCNTR01"` as a native-endian u64: the first 8 bytes of a counter page.
@@ -39,6 +46,10 @@ const NAMES_OFFSET: usize = 16;
 fn values_offset(count: usize) -> usize {
     NAMES_OFFSET + COUNTER_NAME_LEN * count
 }
+
+/// Most counters a page may hold: bounds what a reader maps for a count it
+/// finds in a file (a page of this many is 40 KiB).
+pub const MAX_COUNTERS: u32 = 1024;
 
 fn page_size(count: u64) -> u64 {
     NAMES_OFFSET as u64 + (COUNTER_NAME_LEN as u64 + 8) * count
@@ -71,8 +82,8 @@ unsafe fn atomic_at<T>(map: &Mapping, offset: usize) -> &T {
 
 fn check_names(path: &Path, names: &[&str]) -> Result<(), QueueError> {
     let bad = |name: &str, reason| QueueError::CounterName { path: path.to_path_buf(), name: name.to_string(), reason };
-    if u32::try_from(names.len()).is_err() {
-        return Err(bad("", "too many counters"));
+    if names.len() > MAX_COUNTERS as usize {
+        return Err(bad("", "more than 1024 counters"));
     }
     for (i, name) in names.iter().enumerate() {
         if name.is_empty() {
@@ -91,12 +102,14 @@ fn check_names(path: &Path, names: &[&str]) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Maps and validates the counter page at `path`.
-fn open_page(path: &Path, writable: bool) -> Result<(Mapping, Vec<String>), QueueError> {
-    let (file, len) = mapping::open_file(path, writable)?;
+/// Validates the counter page at `path` (the descriptor, then the header read
+/// with `pread`: magic, version, a count of at most [`MAX_COUNTERS`], the size)
+/// and only then maps it.
+fn open_page(path: &Path, access: Access) -> Result<(Mapping, Vec<String>), QueueError> {
+    let (file, len) = files::open_checked(path, access)?;
     let p = || path.to_path_buf();
     if len < NAMES_OFFSET as u64 {
-        let found = mapping::first_word(&file);
+        let found = files::first_word(&file);
         if found != COUNTER_MAGIC {
             return Err(QueueError::NotACounterPage { path: p(), found, expected: COUNTER_MAGIC });
         }
@@ -105,31 +118,27 @@ fn open_page(path: &Path, writable: bool) -> Result<(Mapping, Vec<String>), Queu
             what: format!("only {len} bytes, shorter than the {NAMES_OFFSET}-byte header"),
         });
     }
-    let map_len = usize::try_from(len).map_err(|_| QueueError::Corrupt {
-        path: p(),
-        what: format!("{len} bytes cannot be mapped on this machine"),
-    })?;
-    let map = Mapping::map(&file, map_len, writable, path)?;
-    // Relaxed then an Acquire fence: the mapping may be read-only (`read`), where
-    // only Relaxed atomic loads are allowed.
-    // SAFETY: offset 0, 8 bytes, inside the mapping (len >= 16); header words are
-    // only accessed atomically.
-    let found = unsafe { atomic_at::<AtomicU64>(&map, 0) }.load(Ordering::Relaxed);
-    fence(Ordering::Acquire);
+    let mut head = [0u8; NAMES_OFFSET];
+    file.read_exact_at(&mut head, 0).map_err(|e| QueueError::io(path, "read", e))?;
+    let found = u64::from_ne_bytes(std::array::from_fn(|i| head[i]));
     if found != COUNTER_MAGIC {
         return Err(QueueError::NotACounterPage { path: p(), found, expected: COUNTER_MAGIC });
     }
-    // SAFETY: offset 8, 4 bytes, aligned, inside the mapping; accessed atomically only.
-    let version = unsafe { atomic_at::<AtomicU32>(&map, VERSION_OFFSET) }.load(Ordering::Relaxed);
+    let u32_at = |o: usize| u32::from_ne_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+    let version = u32_at(VERSION_OFFSET);
     if version != COUNTER_LAYOUT_VERSION {
         return Err(QueueError::VersionMismatch { path: p(), found: version, expected: COUNTER_LAYOUT_VERSION });
     }
-    // SAFETY: offset 12, 4 bytes, aligned, inside the mapping; accessed atomically only.
-    let count = unsafe { atomic_at::<AtomicU32>(&map, COUNT_OFFSET) }.load(Ordering::Relaxed);
+    let count = u32_at(COUNT_OFFSET);
+    if count > MAX_COUNTERS {
+        return Err(QueueError::Corrupt { path: p(), what: format!("{count} counters, more than {MAX_COUNTERS}") });
+    }
     let expected = page_size(u64::from(count));
     if expected != len {
         return Err(QueueError::SizeMismatch { path: p(), expected, actual: len });
     }
+    // At most page_size(MAX_COUNTERS) bytes, checked above.
+    let map = Mapping::map(&file, len as usize, access == Access::Write, path)?;
     let mut names = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
         let mut raw = [0u8; COUNTER_NAME_LEN];
@@ -154,7 +163,10 @@ impl CounterPage {
     /// containing NUL, repeated), or cannot be created.
     pub fn open_or_create(path: &Path, names: &[&str]) -> Result<CounterPage, QueueError> {
         check_names(path, names)?;
-        let (map, found) = match open_page(path, true) {
+        if let Some(dir) = path.parent() {
+            files::prepare_dir(dir)?;
+        }
+        let (map, found) = match open_page(path, Access::Write) {
             Err(QueueError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
                 let len = page_size(names.len() as u64) as usize;
                 mapping::create_atomically(path, len, |map| {
@@ -174,7 +186,7 @@ impl CounterPage {
                     // SAFETY: as above.
                     unsafe { atomic_at::<AtomicU64>(map, 0) }.store(COUNTER_MAGIC, Ordering::Release);
                 })?;
-                open_page(path, true)?
+                open_page(path, Access::Write)?
             }
             other => other?,
         };
@@ -245,11 +257,13 @@ impl CounterPage {
     }
 
     /// Reads every counter of a page by name, through a read-only mapping.
+    /// Never follows a symbolic link and never blocks (a FIFO is refused); the
+    /// owner is not checked, so a non-root member of the station's group may read.
     ///
     /// # Errors
-    /// Missing file or not a counter page.
+    /// Missing file, not a regular file, open to others, or not a counter page.
     pub fn read(path: &Path) -> Result<Vec<(String, u64)>, QueueError> {
-        let (map, names) = open_page(path, false)?;
+        let (map, names) = open_page(path, Access::Read)?;
         let base = values_offset(names.len());
         Ok(names
             .into_iter()
@@ -320,10 +334,14 @@ mod tests {
     fn counters_reject_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junk");
-        std::fs::write(&path, b"hello, world, this is not a page").unwrap();
+        let write = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(crate::FILE_MODE)).unwrap();
+        };
+        write(b"hello, world, this is not a page");
         let e = CounterPage::read(&path).unwrap_err();
         assert!(matches!(e, QueueError::NotACounterPage { .. }), "{e}");
-        std::fs::write(&path, b"tiny").unwrap();
+        write(b"tiny");
         let e = CounterPage::open_or_create(&path, &["a"]).unwrap_err();
         assert!(matches!(e, QueueError::NotACounterPage { .. }), "{e}");
         let e = CounterPage::read(&dir.path().join("missing")).unwrap_err();

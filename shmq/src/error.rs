@@ -9,6 +9,8 @@
 use std::io;
 use std::path::PathBuf;
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// Why a [`crate::QueueSpec`] cannot describe a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -63,6 +65,40 @@ pub enum QueueError {
         capacity: u32,
         /// What is wrong with it.
         reason: SpecError,
+    },
+
+    /// A file or directory in the shared place fails the safety checks: a
+    /// symbolic link, not a regular file (or not a directory), owned by another
+    /// user, or open to other users.
+    #[error("refusing {}: {problem} (owner uid {uid}, mode {mode:04o}); {fix}", path.display())]
+    Unsafe {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner (of the link itself, for a symbolic link).
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// What is wrong, in words.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+
+    /// The queue would need more memory than the machine has.
+    #[error(
+        "{} would need {bytes} bytes ({:.1} GiB) of memory but this machine has {physical} bytes \
+         ({:.1} GiB); lower CJ_QUEUE_SLOTS, CJ_RECORD_QUEUE_SLOTS or CJ_SLOT_SIZE",
+        path.display(),
+        *bytes as f64 / GIB,
+        *physical as f64 / GIB
+    )]
+    TooBigForMemory {
+        /// The queue file.
+        path: PathBuf,
+        /// Its size (header and every slot).
+        bytes: u64,
+        /// This machine's physical memory.
+        physical: u64,
     },
 
     /// The file does not start with the queue magic.

@@ -27,7 +27,8 @@
 //! offset assertions, so every build of this version agrees on it; the
 //! producer's and the consumer's hot fields sit on different 128-byte lines;
 //! every header field is an atomic, so a `&Header` into the shared mapping is
-//! sound even while peers write it.
+//! sound even while peers write it. Opening reads the header with `pread`
+//! (`HeaderImage`) and validates it before the file is mapped.
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -103,6 +104,48 @@ const _: () = {
     assert!(std::mem::align_of::<Header>() <= HEADER_SIZE);
 };
 
+/// The fields of a header that opening validates, read from the file with
+/// `pread` before anything is mapped (so a hostile file is refused before it
+/// can cost memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeaderImage {
+    pub(crate) magic: u64,
+    pub(crate) version: u32,
+    pub(crate) slot_size: u32,
+    pub(crate) capacity: u32,
+    pub(crate) tail: u64,
+    pub(crate) head: u64,
+}
+
+impl HeaderImage {
+    /// Bytes read from the start of the file: the whole `Header`.
+    pub(crate) const LEN: usize = size_of::<Header>();
+
+    /// Reads the header from `file` (which must be at least [`Self::LEN`] bytes).
+    ///
+    /// Head is read before tail, as a consumer would: `head <= tail` then holds
+    /// for any valid queue even while both sides run.
+    pub(crate) fn read(file: &std::fs::File) -> std::io::Result<HeaderImage> {
+        use std::os::unix::fs::FileExt;
+        const HEAD: usize = offset_of!(Header, consumer) + offset_of!(ConsumerLine, head);
+        const TAIL: usize = offset_of!(Header, producer) + offset_of!(ProducerLine, tail);
+        let mut head = [0u8; 8];
+        file.read_exact_at(&mut head, HEAD as u64)?;
+        let mut b = [0u8; Self::LEN];
+        file.read_exact_at(&mut b, 0)?;
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| u64::from_ne_bytes(std::array::from_fn(|i| b[o + i]));
+        Ok(HeaderImage {
+            magic: u64_at(offset_of!(Header, magic)),
+            version: u32_at(offset_of!(Header, version)),
+            slot_size: u32_at(offset_of!(Header, slot_size)),
+            capacity: u32_at(offset_of!(Header, capacity)),
+            tail: u64_at(TAIL),
+            head: u64::from_ne_bytes(head),
+        })
+    }
+}
+
 /// Byte offsets of a few fields, for tests that corrupt files on purpose.
 #[cfg(test)]
 pub(crate) mod offsets {
@@ -110,4 +153,5 @@ pub(crate) mod offsets {
     pub(crate) const SLOT_SIZE: usize = 12;
     pub(crate) const CAPACITY: usize = 16;
     pub(crate) const HEAD: usize = 256;
+    pub(crate) const TAIL: usize = 128;
 }

@@ -31,6 +31,12 @@
 //!   stored indices; nothing published is lost.
 //! - A stale, foreign or corrupt file is a [`QueueError`], never undefined
 //!   behaviour or a panic; a corrupt length word is clamped and counted.
+//! - Files in the shared directory are hostile until checked ([`files`]): the
+//!   directory is created with mode 0770 or must be a real directory owned by
+//!   this user or root and not writable by others; files are opened without
+//!   following links or blocking and checked on the descriptor (regular, owner,
+//!   not open to others); headers are validated from `pread` before anything
+//!   is mapped, so a planted file costs no memory.
 //! - Nothing in shared memory is behind a Rust reference that a peer may write,
 //!   except atomics and slots owned by the ring protocol.
 //! - Push, publish, pop and release never allocate, lock or make system calls.
@@ -45,6 +51,7 @@
 mod consumer;
 mod counters;
 mod error;
+pub mod files;
 pub mod header;
 mod mapping;
 mod producer;
@@ -53,14 +60,16 @@ mod spec;
 mod wait;
 
 pub use consumer::{Consumer, QueueState};
-pub use counters::{CounterPage, COUNTER_LAYOUT_VERSION, COUNTER_MAGIC, COUNTER_NAME_LEN};
+pub use counters::{CounterPage, COUNTER_LAYOUT_VERSION, COUNTER_MAGIC, COUNTER_NAME_LEN, MAX_COUNTERS};
 pub use error::{QueueError, SpecError};
+pub use files::{prepare_dir, DIR_MODE, FILE_MODE};
 pub use header::{HEADER_SIZE, QUEUE_LAYOUT_VERSION, QUEUE_MAGIC};
-pub use mapping::{DIR_MODE, FILE_MODE};
 pub use producer::{Full, Producer};
 pub use queue::{QueueFile, QueueStats};
 pub use spec::QueueSpec;
 pub use wait::{ParseWaitStrategyError, WaitStrategy, Waiter};
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -5,34 +5,31 @@
 //!   least as long as the file was when mapped, and unmapped exactly once on drop.
 //! - [`create_atomically`] never lets another process see a partially written
 //!   file under the final name: the file is sized and initialised under a
-//!   private temporary name (`.<name>.<pid>-<n>.tmp`) and then hard-linked to the
+//!   private temporary name (`.<name>.<pid>.<n>.tmp`, created with `O_EXCL |
+//!   O_NOFOLLOW`, so nothing planted is written through) and then hard-linked to the
 //!   final name, which fails if the name exists (`EEXIST`: another process won
 //!   the race, and its file is complete). Where hard links are not supported,
 //!   `renameat2(RENAME_NOREPLACE)` gives the same guarantee.
-//! - Directories are created with mode 0770 and files with mode 0660, whatever
-//!   the umask.
+//! - Files are created with mode 0660, whatever the umask. The directory is
+//!   the caller's: [`crate::files::prepare_dir`] creates or checks it first.
+//! - Writable mappings are populated (`MAP_POPULATE`); callers map a file only
+//!   after its header and size were validated from `pread`, so a planted huge
+//!   or sparse file costs no memory.
 //!
 //! Not guaranteed: a file truncated by someone else while mapped makes accesses
 //! past its new end raise `SIGBUS`; nothing in this crate truncates a file.
 
-use std::ffi::OsString;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, File};
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 use crate::error::QueueError;
-
-/// Mode of queue directories.
-pub const DIR_MODE: u32 = 0o770;
-/// Mode of queue files and counter pages.
-pub const FILE_MODE: u32 = 0o660;
+use crate::files::{self, FILE_MODE};
 
 /// A shared mapping of a whole file.
 pub(crate) struct Mapping {
@@ -95,23 +92,6 @@ impl std::fmt::Debug for Mapping {
     }
 }
 
-/// Creates `dir` (and parents) if missing; a directory this call created gets
-/// mode 0770 regardless of the umask.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), QueueError> {
-    if dir.as_os_str().is_empty() || dir.is_dir() {
-        return Ok(());
-    }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(|e| QueueError::io(dir, "create directory", e))?;
-    // The umask may have narrowed the mode. Another user may have created the
-    // directory first (then chmod fails with EPERM, and the mode is theirs).
-    let _ = fs::set_permissions(dir, Permissions::from_mode(DIR_MODE));
-    Ok(())
-}
-
 /// Whether [`create_atomically`] made the file or found it already there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Created {
@@ -119,15 +99,6 @@ pub(crate) enum Created {
     New,
     /// Another process created it first; it is complete.
     Existed,
-}
-
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}-{}.tmp", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)));
-    path.with_file_name(name)
 }
 
 /// Removes the temporary file when dropped.
@@ -142,21 +113,18 @@ impl Drop for TempGuard<'_> {
 /// Creates `path` with `len` bytes, initialised by `init` through a shared
 /// writable mapping, so that other processes see it only when complete.
 pub(crate) fn create_atomically(path: &Path, len: usize, init: impl FnOnce(&Mapping)) -> Result<Created, QueueError> {
-    if let Some(dir) = path.parent() {
-        ensure_dir(dir)?;
-    }
-    let tmp = temp_path(path);
-    let file = match open_new(&tmp) {
+    let tmp = files::temp_name(path);
+    let file = match files::create_exclusive(&tmp, FILE_MODE) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Left over from a dead process that had our pid; it is not in use.
+            // Left over from a dead process that had our pid (only the directory's
+            // owner and group can create names in it); it is not in use.
             let _ = fs::remove_file(&tmp);
-            open_new(&tmp)
+            files::create_exclusive(&tmp, FILE_MODE)
         }
         other => other,
     }
     .map_err(|e| QueueError::io(&tmp, "create", e))?;
     let _guard = TempGuard(&tmp);
-    file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(|e| QueueError::io(&tmp, "chmod", e))?;
     file.set_len(len as u64).map_err(|e| QueueError::io(&tmp, "size", e))?;
     {
         let map = Mapping::map(&file, len, true, &tmp)?;
@@ -169,10 +137,6 @@ pub(crate) fn create_atomically(path: &Path, len: usize, init: impl FnOnce(&Mapp
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => rename_noreplace(&tmp, path),
         Err(e) => Err(QueueError::io(path, "link", e)),
     }
-}
-
-fn open_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path)
 }
 
 /// `renameat2(RENAME_NOREPLACE)`, for file systems without hard links.
@@ -194,20 +158,4 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<Created, QueueError> {
     } else {
         Err(QueueError::io(to, "link", e))
     }
-}
-
-/// Opens an existing file read-write (or read-only) and returns it with its size.
-pub(crate) fn open_file(path: &Path, writable: bool) -> Result<(File, u64), QueueError> {
-    let file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| QueueError::io(path, "open", e))?;
-    let len = file.metadata().map_err(|e| QueueError::io(path, "stat", e))?.len();
-    Ok((file, len))
-}
-
-/// Reads up to the first 8 bytes of `file` as a native-endian u64 (0-padded),
-/// for error messages about files too short to map.
-pub(crate) fn first_word(file: &File) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let mut b = [0u8; 8];
-    let _ = file.read_at(&mut b, 0);
-    u64::from_ne_bytes(b)
 }

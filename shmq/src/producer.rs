@@ -175,6 +175,11 @@ impl Producer {
         self.ring.header().closed.store(1, Ordering::Release);
     }
 
+    /// The queue file.
+    pub fn path(&self) -> &std::path::Path {
+        self.ring.path()
+    }
+
     /// The queue's counters as published (local pushes not yet published are
     /// not included).
     pub fn stats(&self) -> QueueStats {

@@ -4,13 +4,22 @@
 //! Guarantees:
 //! - [`QueueFile::open_or_create`] is race-free across processes: whoever comes
 //!   first creates a fully initialised file, everyone else opens that file.
-//! - Opening checks the magic, the layout version, the spec, the file size and
-//!   the index order before any slot is touched; every mismatch is a
-//!   [`QueueError`] whose message names the file, the difference and the fix.
+//! - Opening never follows a symbolic link or blocks, and checks the file on
+//!   its descriptor (regular file, owner, mode; see [`crate::files`]) and then
+//!   the header read with `pread` (magic, layout version, spec, file size equal
+//!   to the spec's, `head <= tail <= head + capacity`) before the file is
+//!   mapped: a hostile, huge or sparse file is refused without costing memory.
+//!   A writable (populated) queue larger than the machine's physical memory is
+//!   refused with the figure. Every refusal is a [`QueueError`] whose message
+//!   names the file, the difference and the fix.
 //! - After a successful open, every slot address computed by [`Ring::slot`] lies
 //!   inside the mapping, whatever the (possibly corrupt) indices say.
 //!
-//! Not guaranteed: single producer / single consumer is not enforced across
+//! Not guaranteed: the indices are validated once, at open; afterwards a peer
+//! that writes nonsense cannot make an access leave the mapping (slot indices
+//! are masked) but can make the other side read stale slots. The sum of all
+//! queues' sizes is not checked against memory, only each queue's.
+//! Single producer / single consumer is not enforced across
 //! processes. Each queue must have at most one attached producer and one
 //! attached consumer at a time (the deployment gives each queue to one
 //! balancer thread and one worker); [`QueueStats`] shows the last pids.
@@ -21,7 +30,8 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::consumer::Consumer;
 use crate::error::QueueError;
-use crate::header::{Header, HEADER_SIZE, QUEUE_LAYOUT_VERSION, QUEUE_MAGIC, SLOT_PREFIX};
+use crate::files::{self, Access};
+use crate::header::{Header, HeaderImage, HEADER_SIZE, QUEUE_LAYOUT_VERSION, QUEUE_MAGIC, SLOT_PREFIX};
 use crate::mapping::{self, Mapping};
 use crate::producer::Producer;
 use crate::spec::QueueSpec;
@@ -68,11 +78,16 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// Opens and validates the queue at `path`; with `wanted`, also checks the spec.
-    fn open(path: &Path, wanted: Option<QueueSpec>, writable: bool) -> Result<Ring, QueueError> {
-        let (file, len) = mapping::open_file(path, writable)?;
+    ///
+    /// Everything is checked before the file is mapped: the descriptor (type,
+    /// owner, mode: [`files::open_checked`]), then the header as read with
+    /// `pread` (magic, version, spec, file size, indices), then, for a writable
+    /// (populated) mapping, the size against physical memory.
+    fn open(path: &Path, wanted: Option<QueueSpec>, access: Access) -> Result<Ring, QueueError> {
+        let (file, len) = files::open_checked(path, access)?;
         let p = || path.to_path_buf();
         if len < HEADER_SIZE as u64 {
-            let found = mapping::first_word(&file);
+            let found = files::first_word(&file);
             if found != QUEUE_MAGIC {
                 return Err(QueueError::NotAQueue { path: p(), found, expected: QUEUE_MAGIC });
             }
@@ -81,29 +96,14 @@ impl Ring {
                 what: format!("only {len} bytes, shorter than the {HEADER_SIZE}-byte header"),
             });
         }
-        let map_len = usize::try_from(len).map_err(|_| QueueError::Corrupt {
-            path: p(),
-            what: format!("{len} bytes cannot be mapped on this machine"),
-        })?;
-        let map = Mapping::map(&file, map_len, writable, path)?;
-        // SAFETY: the mapping is page-aligned and at least HEADER_SIZE bytes (checked
-        // above); Header consists only of atomics, so a shared reference is sound
-        // while other processes write it.
-        let h = unsafe { &*map.as_ptr().cast::<Header>() };
-        // Relaxed loads then an Acquire fence, here and in `stats`: the mapping
-        // may be read-only (status tools), where only Relaxed atomic loads are
-        // allowed; the fence gives the same ordering as Acquire loads would.
-        let found = h.magic.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        if found != QUEUE_MAGIC {
-            return Err(QueueError::NotAQueue { path: p(), found, expected: QUEUE_MAGIC });
+        let h = HeaderImage::read(&file).map_err(|e| QueueError::io(path, "read", e))?;
+        if h.magic != QUEUE_MAGIC {
+            return Err(QueueError::NotAQueue { path: p(), found: h.magic, expected: QUEUE_MAGIC });
         }
-        let version = h.version.load(Ordering::Relaxed);
-        if version != QUEUE_LAYOUT_VERSION {
-            return Err(QueueError::VersionMismatch { path: p(), found: version, expected: QUEUE_LAYOUT_VERSION });
+        if h.version != QUEUE_LAYOUT_VERSION {
+            return Err(QueueError::VersionMismatch { path: p(), found: h.version, expected: QUEUE_LAYOUT_VERSION });
         }
-        let spec =
-            QueueSpec { slot_size: h.slot_size.load(Ordering::Relaxed), capacity: h.capacity.load(Ordering::Relaxed) };
+        let spec = QueueSpec { slot_size: h.slot_size, capacity: h.capacity };
         if let Err(reason) = spec.check() {
             return Err(QueueError::Corrupt {
                 path: p(),
@@ -124,17 +124,33 @@ impl Ring {
         if spec.file_size() != len {
             return Err(QueueError::SizeMismatch { path: p(), expected: spec.file_size(), actual: len });
         }
-        // Head first: head(t1) <= tail(t1) <= tail(t2) holds in any valid queue.
-        let head = h.consumer.0.head.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        let tail = h.producer.0.tail.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        if head > tail {
+        if h.head > h.tail {
             return Err(QueueError::Corrupt {
                 path: p(),
-                what: format!("consumer index {head} is past producer index {tail}"),
+                what: format!("consumer index {} is past producer index {}", h.head, h.tail),
             });
         }
+        if h.tail - h.head > u64::from(spec.capacity) {
+            return Err(QueueError::Corrupt {
+                path: p(),
+                what: format!(
+                    "producer index {} is {} past consumer index {}, more than the capacity {}",
+                    h.tail,
+                    h.tail - h.head,
+                    h.head,
+                    spec.capacity
+                ),
+            });
+        }
+        if access == Access::Write {
+            check_memory(path, len)?;
+        }
+        // `spec.check()` passed, so the size fits in usize.
+        let map_len = usize::try_from(len).map_err(|_| QueueError::Corrupt {
+            path: p(),
+            what: format!("{len} bytes cannot be mapped on this machine"),
+        })?;
+        let map = Mapping::map(&file, map_len, access == Access::Write, path)?;
         Ok(Ring {
             map,
             path: p(),
@@ -146,8 +162,8 @@ impl Ring {
     }
 
     pub(crate) fn header(&self) -> &Header {
-        // SAFETY: `open` checked the mapping is page-aligned and at least
-        // HEADER_SIZE bytes; Header consists only of atomics, so a shared reference
+        // SAFETY: the mapping is page-aligned and exactly the file's size, which
+        // `open` checked equals `spec.file_size()` >= HEADER_SIZE bytes; Header consists only of atomics, so a shared reference
         // is sound while other processes write it; it lives as long as `self.map`.
         unsafe { &*self.map.as_ptr().cast::<Header>() }
     }
@@ -209,6 +225,16 @@ impl Ring {
     }
 }
 
+/// Refuses a file of `bytes` that would not fit in physical memory once populated.
+fn check_memory(path: &Path, bytes: u64) -> Result<(), QueueError> {
+    match files::physical_memory() {
+        Some(physical) if bytes > physical => {
+            Err(QueueError::TooBigForMemory { path: path.to_path_buf(), bytes, physical })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring").field("path", &self.path).field("spec", &self.spec).finish_non_exhaustive()
@@ -226,10 +252,13 @@ impl QueueFile {
     ///
     /// Creation is race-free: the file is initialised under a temporary name
     /// and hard-linked into place, so concurrent callers all end up with the same
-    /// complete file. Directories get mode 0770, files 0660.
+    /// complete file. The directory is created with mode 0770, or checked if it
+    /// exists ([`crate::files::prepare_dir`]); files get mode 0660.
     ///
     /// # Errors
-    /// The file exists with another layout or spec, is not a queue, or cannot be created.
+    /// The spec is invalid or larger than physical memory; the directory or the
+    /// file fails the safety checks; the file exists with another layout or
+    /// spec, is not a queue, or cannot be created.
     pub fn open_or_create(path: &Path, spec: QueueSpec) -> Result<QueueFile, QueueError> {
         spec.check().map_err(|reason| QueueError::InvalidSpec {
             path: path.to_path_buf(),
@@ -237,7 +266,11 @@ impl QueueFile {
             capacity: spec.capacity,
             reason,
         })?;
-        match Ring::open(path, Some(spec), true) {
+        check_memory(path, spec.file_size())?;
+        if let Some(dir) = path.parent() {
+            files::prepare_dir(dir)?;
+        }
+        match Ring::open(path, Some(spec), Access::Write) {
             Err(QueueError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
             other => return other.map(|ring| QueueFile { ring }),
         }
@@ -256,24 +289,32 @@ impl QueueFile {
             h.version.store(QUEUE_LAYOUT_VERSION, Ordering::Relaxed);
             h.magic.store(QUEUE_MAGIC, Ordering::Release);
         })?;
-        Ring::open(path, Some(spec), true).map(|ring| QueueFile { ring })
+        Ring::open(path, Some(spec), Access::Write).map(|ring| QueueFile { ring })
     }
 
-    /// Opens an existing queue of any spec.
+    /// Opens an existing queue of any spec (its directory and the file checked
+    /// as by [`Self::open_or_create`]).
     ///
     /// # Errors
-    /// Missing file, not a queue, or another layout version.
+    /// Missing file, an unsafe directory or file, not a queue, another layout
+    /// version, or a corrupt header.
     pub fn open_existing(path: &Path) -> Result<QueueFile, QueueError> {
-        Ring::open(path, None, true).map(|ring| QueueFile { ring })
+        if let Some(dir) = path.parent() {
+            files::check_dir(dir)?;
+        }
+        Ring::open(path, None, Access::Write).map(|ring| QueueFile { ring })
     }
 
     /// Reads the spec and counters of the queue at `path` through a read-only
-    /// mapping (for status tools that may not write the file).
+    /// mapping (for status tools that may not write the file). Never follows a
+    /// symbolic link and never blocks (a FIFO is refused); the owner is not
+    /// checked, so a non-root member of the station's group may read.
     ///
     /// # Errors
-    /// Missing file, not a queue, or another layout version.
+    /// Missing file, not a regular file, open to others, not a queue, another
+    /// layout version, or a corrupt header.
     pub fn read_stats(path: &Path) -> Result<(QueueSpec, QueueStats), QueueError> {
-        let ring = Ring::open(path, None, false)?;
+        let ring = Ring::open(path, None, Access::Read)?;
         Ok((ring.spec(), ring.stats()))
     }
 

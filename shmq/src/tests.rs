@@ -204,6 +204,7 @@ fn not_a_queue_file_is_a_clear_error() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     for junk in [vec![0xabu8; 10_000], b"tiny".to_vec(), vec![]] {
         std::fs::write(&path, &junk).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE)).unwrap();
         for e in
             [QueueFile::open_or_create(&path, spec(64, 16)).unwrap_err(), QueueFile::open_existing(&path).unwrap_err()]
         {

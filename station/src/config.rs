@@ -21,6 +21,13 @@
 //! and line. The no-op commands `true` and `:` are accepted. Includes nest at most [`MAX_INCLUDE_DEPTH`] deep and a file that
 //! includes itself (directly or not) is an error.
 //!
+//! Every file (the `--config` file and each include) is opened with
+//! `O_NONBLOCK`, `fstat`ed and read only when it is a regular file of at most
+//! [`MAX_CONFIG_FILE_BYTES`] (1 MiB) of UTF-8: a FIFO, a device such as
+//! `/dev/zero`, a directory or a larger file is a one-line error naming the
+//! file, and reading never blocks or grows without bound. `[ -r FILE ]` is
+//! tested with `access(2)`, never by opening FILE.
+//!
 //! Unknown `CJ_*` names in a file are errors (with a "did you mean" hint); other
 //! unknown names are ignored, unless they look like a misspelt known name.
 //! Unknown `CJ_*` names in the environment are ignored.
@@ -32,7 +39,13 @@
 //! [`ConfigError`] whose `Display` is one line:
 //! `CJ_CORECOUNT="four" (environment): expected a whole number from 1 to 1024`.
 //! `CJ_IFACE` is only checked by [`StationConfig::source`], so a process that does
-//! not capture starts with an empty one.
+//! not capture starts with an empty one; it refuses an interface listed twice.
+//!
+//! # Not guaranteed
+//!
+//! A file is read once, at start: a file replaced later is not seen, and a
+//! regular file on a slow or hung network file system can still block the
+//! read (a FIFO or device cannot).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -145,6 +158,14 @@ pub enum SourceSpec {
     Zc(String),
 }
 
+impl SourceSpec {
+    /// A source that captures from this host's interfaces (it never ends by
+    /// itself, and what it misses is gone): AF_PACKET, `containers`, PF_RING.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Interfaces(_) | Self::Containers | Self::PfRing(_) | Self::Zc(_))
+    }
+}
+
 /// One variable the station knows: its name, default and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variable {
@@ -224,6 +245,20 @@ pub const VARIABLES: &[Variable] = &[
     var("CJ_QUEUE_SET", "0", "detector", "queue set this detector reads (below N_QUEUE_SETS)"),
     var("CJ_WAIT", "backoff", "detector", "how consumers wait: busy | backoff"),
     var("CJ_LOG_INTERVAL", "5", "detector", "seconds between stats lines; 0: none"),
+    var(
+        "CJ_TUN",
+        "no",
+        "detector",
+        "flow divert: yes | no; yes: each worker writes the flows CJ_DIVERT_RULES selects to its tun device \
+         (and on-reboot.sh creates the devices)",
+    ),
+    var("CJ_TUN_OFFSET", "0", "detector", "the worker of queue q writes to tun<CJ_TUN_OFFSET+q> (0..=1000000)"),
+    var(
+        "CJ_DIVERT_RULES",
+        "",
+        "detector",
+        "file of divert/mirror rules (one a line), reloaded when it changes; empty: no rules",
+    ),
     var("CJ_FLOW_IDLE_TIMEOUT", "30", "flows", "seconds without packets before a flow ends (1..=86400)"),
     var(
         "CJ_FLOW_ACTIVE_TIMEOUT",
@@ -238,13 +273,44 @@ pub const VARIABLES: &[Variable] = &[
         "seconds a TCP flow lingers after FIN from both sides or RST (0..=3600)",
     ),
     var("CJ_FLOW_TABLE_SIZE", "1048576", "flows", "flows per worker table (1024..=67108864)"),
+    var(
+        "CJ_REFRESH",
+        "60",
+        "flows",
+        "seconds between exports of what each live flow counted, and between the app's writes (1..=86400)",
+    ),
     var("CJ_RECORD_QUEUE_SLOTS", "65536", "application", "slots per record queue (power of two, 16..=16777216)"),
     var("CJ_STATION_CONFIG", "", "application", "path of the application's TOML configuration; empty: none"),
+    var(
+        "CJ_APP_MAX_ROWS",
+        "1000000",
+        "application",
+        "rows per app aggregate table (1..=1000000000); then new keys fold into one overflow row `other`",
+    ),
+    var(
+        "CJ_METRICS_ADDR",
+        "",
+        "application",
+        "where cj-app serves Prometheus /metrics: PORT or 127.0.0.1:PORT (loopback), public:ADDR:PORT; empty: off",
+    ),
+    var(
+        "CJ_EXPORT",
+        "",
+        "application",
+        "IPFIX collectors cj-app sends every flow record to: ipfix://HOST:PORT[,ipfix://HOST2:PORT2]; empty: off",
+    ),
     var(
         "CJ_SHM_DIR",
         "/dev/shm",
         "paths",
         "absolute directory for queues; they live in CJ_SHM_DIR/conjure-CJ_CLUSTER_ID",
+    ),
+    var(
+        "CJ_GROUP",
+        "",
+        "paths",
+        "group (name or gid) given to the queue directory and files the station creates, so its members \
+         may run cj-app status and query without root; empty: none",
     ),
     var("PFRING_VER", "", "deployment", "PF_RING version for install_pfring.sh (not read by the binaries)"),
     var("PF_DRIVER", "", "deployment", "PF_RING ZC driver for install_pfring.sh (not read by the binaries)"),
@@ -263,7 +329,6 @@ pub const VARIABLES: &[Variable] = &[
         "deployment",
         "owner:group of the queue directory on-reboot.sh creates (mode 2770)",
     ),
-    var("CJ_TUN", "yes", "deployment", "on-reboot.sh creates tun<CJ_QUEUE_OFFSET+i> for flow mirroring: yes | no"),
     var("CJ_IMAGE", "conjure", "deployment", "image the compose stack runs (make container tags it)"),
 ];
 
@@ -272,6 +337,9 @@ pub const MAX_INCLUDE_DEPTH: usize = 8;
 
 /// Largest AF_PACKET ring per interface (CJ_AFP_BLOCK_SIZE x CJ_AFP_BLOCK_COUNT).
 const MAX_AFP_RING_BYTES: u64 = 16 << 30;
+
+/// Largest CJ_APP_MAX_ROWS.
+const MAX_APP_ROWS: u64 = 1_000_000_000;
 
 /// Highest core number accepted in core variables.
 const MAX_CORE: u64 = 4095;
@@ -301,6 +369,9 @@ pub struct StationConfig {
     pub log_interval: Duration,
     /// CJ_SHM_DIR
     pub shm_dir: PathBuf,
+    /// CJ_GROUP, resolved to a gid (None: empty); hand it to
+    /// `shmq::files::set_group` at start.
+    pub group: Option<u32>,
     /// CJ_QUEUE_SLOTS
     pub queue_slots: u32,
     /// CJ_SLOT_SIZE
@@ -329,8 +400,26 @@ pub struct StationConfig {
     pub flow_tcp_close_timeout: Duration,
     /// CJ_FLOW_TABLE_SIZE
     pub flow_table_size: u32,
+    /// CJ_REFRESH: each live flow's counts since its last export are exported
+    /// at least this often, and the app writes its files this often.
+    pub refresh: Duration,
     /// CJ_STATION_CONFIG
     pub station_config: Option<PathBuf>,
+    /// CJ_APP_MAX_ROWS: rows per app aggregate table before new keys fold
+    /// into the overflow row.
+    pub app_max_rows: u64,
+    /// CJ_METRICS_ADDR, raw (empty: no metrics endpoint); checked by cj-app,
+    /// the one process that serves it.
+    pub metrics_addr: String,
+    /// CJ_EXPORT, raw (empty: no flow export); checked by cj-app, the one
+    /// process that exports.
+    pub export: String,
+    /// CJ_TUN: flow divert to tun devices on.
+    pub tun: bool,
+    /// CJ_TUN_OFFSET: the worker of queue q writes to `tun<tun_offset + q>`.
+    pub tun_offset: u32,
+    /// CJ_DIVERT_RULES: the rules file (None: no rules).
+    pub divert_rules: Option<PathBuf>,
     /// Where each variable's value came from (`default`, `FILE:LINE`,
     /// `environment`), by variable name; see [`StationConfig::origin`].
     pub origins: BTreeMap<String, String>,
@@ -430,9 +519,15 @@ impl StationConfig {
                 )));
             }
         }
-        let mut names = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         for name in s.split(',') {
             check_ifname(name).map_err(|e| err(format!("interface names separated by commas, each {e}")))?;
+            if names.iter().any(|n| n == name) {
+                return Err(err(format!(
+                    "each interface once; {name} is listed twice (every frame of it would be counted twice): \
+                     remove the repeat"
+                )));
+            }
             names.push(name.to_owned());
         }
         Ok(SourceSpec::Interfaces(names))
@@ -645,6 +740,7 @@ impl Raw {
         if !shm_dir.is_absolute() {
             return Err(item.err("an absolute directory path"));
         }
+        let group = parse_group(&self.get("CJ_GROUP"))?;
         let queue_slots = self.get("CJ_QUEUE_SLOTS").pow2(16, 1 << 24)?;
         let item = self.get("CJ_SLOT_SIZE");
         let slot_expected = "a multiple of 8 from 64 to 65536";
@@ -680,8 +776,16 @@ impl Raw {
         )?);
         let flow_tcp_close_timeout = self.get("CJ_FLOW_TCP_CLOSE_TIMEOUT").secs(0, 3600)?;
         let flow_table_size = self.get("CJ_FLOW_TABLE_SIZE").num32(1024, 1 << 26)?;
+        let refresh = self.get("CJ_REFRESH").secs(1, 86_400)?;
         let sc = self.get("CJ_STATION_CONFIG").value;
         let station_config = (!sc.trim().is_empty()).then(|| PathBuf::from(sc.trim()));
+        let app_max_rows = self.get("CJ_APP_MAX_ROWS").num(1, MAX_APP_ROWS)?;
+        let metrics_addr = self.get("CJ_METRICS_ADDR").value.trim().to_owned();
+        let export = self.get("CJ_EXPORT").value.trim().to_owned();
+        let tun = self.get("CJ_TUN").choice(&[("yes", true), ("no", false)])?;
+        let tun_offset = self.get("CJ_TUN_OFFSET").num32(0, 1_000_000)?;
+        let dr = self.get("CJ_DIVERT_RULES").value;
+        let divert_rules = (!dr.trim().is_empty()).then(|| PathBuf::from(dr.trim()));
         for v in ["PFRING_VER", "PF_DRIVER", "CJ_IP4_ADDR", "CJ_IP6_ADDR"] {
             self.get(v);
         }
@@ -697,6 +801,7 @@ impl Raw {
             queue_set,
             log_interval,
             shm_dir,
+            group,
             queue_slots,
             slot_size: slot_size as u32,
             record_queue_slots,
@@ -711,9 +816,52 @@ impl Raw {
             flow_active_timeout,
             flow_tcp_close_timeout,
             flow_table_size,
+            refresh,
             station_config,
+            app_max_rows,
+            metrics_addr,
+            export,
+            tun,
+            tun_offset,
+            divert_rules,
             origins: self.origins,
         })
+    }
+}
+
+/// CJ_GROUP: empty for none, a gid (any number below 2^32 - 1), or the name
+/// of a group that exists on this host.
+fn parse_group(item: &Item) -> Result<Option<u32>, ConfigError> {
+    let t = item.value.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(gid) = t.parse::<u32>() {
+        return if gid == u32::MAX { Err(item.err("a group name or a gid below 4294967295")) } else { Ok(Some(gid)) };
+    }
+    match nix::unistd::Group::from_name(t) {
+        Ok(Some(g)) => Ok(Some(g.gid.as_raw())),
+        Ok(None) => Err(item.err(format!(
+            "the name or gid of a group that exists on this host; there is no group {t:?} \
+             (create it with groupadd, or leave CJ_GROUP empty)"
+        ))),
+        Err(e) => Err(item.err(format!("a group name or gid; looking up {t:?} failed: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    #[test]
+    fn cj_group_is_empty_a_gid_or_an_existing_name() {
+        let load = |v: &str| StationConfig::load_from(&[("CJ_GROUP".to_owned(), v.to_owned())], None);
+        assert_eq!(StationConfig::default().group, None);
+        assert_eq!(load("").unwrap().group, None);
+        assert_eq!(load("1234").unwrap().group, Some(1234));
+        assert_eq!(load("root").unwrap().group, Some(0));
+        let e = load("no-such-group-cj").unwrap_err().to_string();
+        assert!(e.contains("CJ_GROUP") && e.contains("there is no group") && !e.contains('\n'), "{e}");
     }
 }
 
@@ -750,11 +898,132 @@ fn parse_hash_mode(item: &Item) -> Result<HashMode, ConfigError> {
 fn read_conf_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let mut out = Map::new();
     let mut stack = Vec::new();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_bounded(path).map_err(|e| {
         ConfigError::new("--config", &path.display().to_string(), "command line", format!("a readable file ({e})"))
     })?;
     read_conf_text(path, &text, &mut stack, &mut out)?;
     Ok(out)
+}
+
+/// Why a configuration file was not read ([`read_bounded`]); `Display` is one
+/// clause naming the file, for the end of a [`ConfigError`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfFileError {
+    /// `open(2)` failed.
+    #[error("{path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `fstat(2)` or `read(2)` failed.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A FIFO, device, socket or directory.
+    #[error("{path} is a {kind}, not a regular file: name a regular file")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// `FIFO`, `character device`, ...
+        kind: &'static str,
+    },
+    /// Larger than [`MAX_CONFIG_FILE_BYTES`].
+    #[error(
+        "{path} is larger than {} ({MAX_CONFIG_FILE_BYTES} bytes): a configuration file is a few KiB",
+        MAX_CONFIG_FILE_TEXT
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Not UTF-8.
+    #[error("{path} is not UTF-8 text")]
+    NotText {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Largest configuration file (`--config` and each include) read, in bytes.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+const MAX_CONFIG_FILE_TEXT: &str = "1 MiB";
+
+/// Reads a configuration file safely: opened with `O_NONBLOCK` (a FIFO never
+/// blocks the open), `fstat`ed, refused unless a regular file, read to at most
+/// [`MAX_CONFIG_FILE_BYTES`] (a file that grows meanwhile is refused too).
+///
+/// # Errors
+/// The file cannot be opened or read, is not a regular file, is too large or
+/// is not UTF-8.
+pub fn read_bounded(path: &Path) -> Result<String, ConfFileError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+        .open(path)
+        .map_err(|source| ConfFileError::Open { path: path.to_path_buf(), source })?;
+    let meta = file.metadata().map_err(|source| ConfFileError::Read { path: path.to_path_buf(), source })?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "directory"
+        } else if ft.is_fifo() {
+            "FIFO"
+        } else if ft.is_char_device() {
+            "character device"
+        } else if ft.is_block_device() {
+            "block device"
+        } else if ft.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        };
+        return Err(ConfFileError::NotRegular { path: path.to_path_buf(), kind });
+    }
+    if meta.len() > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfFileError::TooLarge { path: path.to_path_buf() });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ConfFileError::Read { path: path.to_path_buf(), source })?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfFileError::TooLarge { path: path.to_path_buf() });
+    }
+    String::from_utf8(bytes).map_err(|_| ConfFileError::NotText { path: path.to_path_buf() })
+}
+
+/// Parses the text of a configuration file named `name` (includes are read
+/// from the file system, relative to the current directory) and returns the
+/// variables it sets, as `(NAME, VALUE, FILE:LINE)` of the last assignment
+/// of each, sorted by name.
+/// For tools and the fuzz target; [`StationConfig::load_from`] is the loader.
+///
+/// # Errors
+/// As a `--config` file: the first line that is not accepted.
+pub fn parse_conf_text(name: &Path, text: &str) -> Result<Vec<(String, String, String)>, ConfigError> {
+    let mut out = Map::new();
+    read_conf_text(name, text, &mut Vec::new(), &mut out)?;
+    let mut v: Vec<(String, String, String)> = out
+        .into_iter()
+        .map(|(k, val)| {
+            let origin = val.origin().unwrap_or_default().to_owned();
+            let value = match val.kind {
+                ValueKind::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, value, origin)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
 }
 
 fn read_conf_text(
@@ -812,7 +1081,8 @@ fn read_line(
             let p = Path::new(f1);
             let present = match *test {
                 "-f" => p.is_file(),
-                "-r" => std::fs::File::open(p).is_ok(),
+                // access(2), not open(2): opening a FIFO to test it would block.
+                "-r" => nix::unistd::access(p, nix::unistd::AccessFlags::R_OK).is_ok(),
                 _ => p.exists(),
             };
             if present {
@@ -863,8 +1133,9 @@ fn include(
             format!("includes nested at most {MAX_INCLUDE_DEPTH} deep"),
         ));
     }
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| ConfigError::new("", line.trim(), origin, format!("an include of a readable file ({e})")))?;
+    let text = read_bounded(p).map_err(|e| {
+        ConfigError::new("", line.trim(), origin, format!("an include of a readable regular file ({e})"))
+    })?;
     read_conf_text(p, &text, stack, out)
 }
 
@@ -1449,6 +1720,87 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_that_is_not_a_regular_file_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, kind) in
+            [(fifo.as_path(), "FIFO"), (Path::new("/dev/zero"), "character device"), (d.path(), "directory")]
+        {
+            let e = StationConfig::load_from(&[], Some(path)).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    r#"--config={:?} (command line): expected a readable file ({} is a {kind}, not a regular file: name a regular file)"#,
+                    path.display().to_string(),
+                    path.display()
+                )
+            );
+        }
+        // An include of one, unguarded or guarded by -e / -r (a -f guard skips it, as in sh).
+        for line in [format!(". {}", fifo.display()), format!("[ -r {0} ] && . {0}", fifo.display())] {
+            let p = write(d.path(), "inc.conf", &format!("CJ_CORECOUNT=2\n{line}\n"));
+            let e = StationConfig::load_from(&[], Some(&p)).unwrap_err();
+            assert_eq!(e.origin, format!("{}:2", p.display()));
+            assert!(e.to_string().contains(&format!("{} is a FIFO, not a regular file", fifo.display())), "{e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        let p = write(d.path(), "guarded.conf", &format!("CJ_CORECOUNT=2\n[ -f {0} ] && . {0}\n", fifo.display()));
+        assert_eq!(StationConfig::load_from(&[], Some(&p)).unwrap().corecount, 2);
+        let p = write(d.path(), "zero.conf", "[ -e /dev/zero ] && . /dev/zero\n");
+        assert!(StationConfig::load_from(&[], Some(&p))
+            .unwrap_err()
+            .to_string()
+            .contains("/dev/zero is a character device"));
+    }
+
+    #[test]
+    fn a_config_file_larger_than_one_mebibyte_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = write(d.path(), "big.conf", &"# padding\n".repeat((MAX_CONFIG_FILE_BYTES / 10 + 1) as usize));
+        let e = StationConfig::load_from(&[], Some(&big)).unwrap_err().to_string();
+        assert!(e.contains(&format!("{} is larger than 1 MiB (1048576 bytes)", big.display())), "{e}");
+        let p = write(d.path(), "inc.conf", &format!(". {}\n", big.display()));
+        let e = StationConfig::load_from(&[], Some(&p)).unwrap_err();
+        assert_eq!(e.origin, format!("{}:1", p.display()));
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+        // Exactly the limit is read.
+        let mut text = "# padding\n".repeat((MAX_CONFIG_FILE_BYTES / 10) as usize);
+        text.push_str(&"#".repeat((MAX_CONFIG_FILE_BYTES as usize) - text.len() - 1));
+        text.push('\n');
+        let edge = write(d.path(), "edge.conf", &text);
+        assert_eq!(std::fs::metadata(&edge).unwrap().len(), MAX_CONFIG_FILE_BYTES);
+        assert!(StationConfig::load_from(&[], Some(&edge)).is_ok());
+        let bin = d.path().join("bin.conf");
+        std::fs::write(&bin, [0xff, 0xfe, b'\n']).unwrap();
+        assert!(StationConfig::load_from(&[], Some(&bin)).unwrap_err().to_string().contains("is not UTF-8 text"));
+    }
+
+    #[test]
+    fn parse_conf_text_gives_the_last_assignment_with_its_line() {
+        let v =
+            parse_conf_text(Path::new("t.conf"), "CJ_CORECOUNT=2\nCJ_CORECOUNT=3\nCJ_COREBASE=1\nOTHER=x\n").unwrap();
+        assert_eq!(
+            v,
+            [
+                ("CJ_COREBASE".to_owned(), "1".to_owned(), "t.conf:3".to_owned()),
+                ("CJ_CORECOUNT".to_owned(), "3".to_owned(), "t.conf:2".to_owned())
+            ]
+        );
+        assert!(parse_conf_text(Path::new("t.conf"), "x y\n").is_err());
+    }
+
+    #[test]
+    fn the_app_row_limit_has_a_default_and_a_range() {
+        assert_eq!(StationConfig::default().app_max_rows, 1_000_000);
+        assert_eq!(load_env(&[("CJ_APP_MAX_ROWS", "10")]).unwrap().app_max_rows, 10);
+        assert_eq!(
+            err_env("CJ_APP_MAX_ROWS", "0"),
+            r#"CJ_APP_MAX_ROWS="0" (environment): expected a whole number from 1 to 1000000000"#
+        );
+    }
+
+    #[test]
     fn sysconfig_conjure_conf_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sysconfig/conjure.conf");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -1507,6 +1859,10 @@ mod tests {
             r#"CJ_IFACE="averyveryverylongname" (default): expected interface names separated by commas, each 1 to 15 characters without '/', ':' or whitespace"#
         );
         assert!(e("eth0,").contains("interface names"));
+        assert_eq!(
+            e("eth1,eth2,eth1"),
+            r#"CJ_IFACE="eth1,eth2,eth1" (default): expected each interface once; eth1 is listed twice (every frame of it would be counted twice): remove the repeat"#
+        );
         assert!(e("a/b").contains("interface names"));
         assert!(e("zc:").contains("zc:IF"));
         let c = StationConfig::load_from(&env(&[("CJ_IFACE", "")]), None).unwrap();

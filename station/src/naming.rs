@@ -64,7 +64,9 @@ pub fn set_worker_stats_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBu
 /// each counted and skipped; `sets`: N_QUEUE_SETS; `queues_per_set`: queues in
 /// each set; `hash_mode`: ZBALANCE_HASH_MODE; `ended`: 0 while the balancer
 /// runs, 1 once a finite source is exhausted and every queue was closed, 2 once
-/// it stopped on SIGINT/SIGTERM (queues left open for a restarted balancer).
+/// it stopped on SIGINT/SIGTERM (queues left open for a restarted balancer);
+/// `heartbeat_ms`: [`heartbeat_ms`] when the balancer last went round its
+/// loop (at least once a millisecond while it runs, busy or idle).
 pub const BALANCER_COUNTERS: &[&str] = &[
     "received",
     "received_bytes",
@@ -75,6 +77,7 @@ pub const BALANCER_COUNTERS: &[&str] = &[
     "queues_per_set",
     "hash_mode",
     "ended",
+    "heartbeat_ms",
 ];
 
 /// Index of each balancer counter in [`BALANCER_COUNTERS`].
@@ -97,18 +100,43 @@ pub mod balancer_counter {
     pub const HASH_MODE: usize = 7;
     /// 0 running, 1 a finite source ended (queues closed), 2 stopped by a signal.
     pub const ENDED: usize = 8;
+    /// Last sign of life, [`super::heartbeat_ms`].
+    pub const HEARTBEAT_MS: usize = 9;
 }
+
+/// The clock of every heartbeat: `CLOCK_MONOTONIC` in milliseconds. It is one
+/// clock for the whole host (PID and mount namespaces share it), so a reader
+/// in another container compares it with its own reading: a page whose
+/// heartbeat is older than [`HEARTBEAT_STALE_MS`] belongs to a process that
+/// is gone or hung, whatever its pid says.
+pub fn heartbeat_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1000) + (t.tv_nsec() as u64) / 1_000_000)
+        .unwrap_or(0)
+}
+
+/// How old a heartbeat may be before its process counts as not running:
+/// writers beat at least every 100 ms while they run (idle included).
+pub const HEARTBEAT_STALE_MS: u64 = 3000;
 
 /// Counters of a detector worker's stats page, in page order.
 ///
 /// `packets`/`bytes`: frames read from the packet queue and their wire bytes;
 /// `ipv4`, `ipv6`, `non_ip`, `malformed`: by layer-3 kind (they sum to `packets`);
-/// `fragments`: later IP fragments (counted without ports); `truncated`: frames
+/// `fragments`: later IP fragments (offset > 0); `truncated`: frames
 /// cut to the slot size; `flows_active`: flows in the table now; `flows_new`,
 /// `flows_expired`, `flows_evicted`: totals; `records`: records published;
 /// `records_lost`: records that could not be queued before shutdown gave up
 /// waiting (each counted, never silent); `record_packets`: packets carried by
-/// published records; `ended`: 1 once the worker flushed and closed its record queue.
+/// published records; `ended`: 1 once the worker flushed and closed its record queue;
+/// the flow-divert counters (all 0 unless CJ_TUN=yes) come last: `mirrored_*`,
+/// `diverted_*` (diverted frames are not in `packets`), `tun_dropped_*`,
+/// `divert_rules_generation`, `divert_verdicts_evicted`; then the fragment
+/// table's (the detector's `fragments` module): `fragments_seen` (first and
+/// later fragments), `fragments_attributed` (later fragments counted in
+/// their datagram's flow, with its ports), `fragments_unattributed` (later
+/// fragments counted under ports 0/0 because their first fragment never came
+/// within the timeout or their entry was evicted), `fragment_ids_evicted`.
 pub const WORKER_COUNTERS: &[&str] = &[
     "packets",
     "bytes",
@@ -127,6 +155,19 @@ pub const WORKER_COUNTERS: &[&str] = &[
     "record_packets",
     "lost_packets",
     "ended",
+    "heartbeat_ms",
+    "mirrored_packets",
+    "mirrored_bytes",
+    "diverted_packets",
+    "diverted_bytes",
+    "tun_dropped_packets",
+    "tun_dropped_bytes",
+    "divert_rules_generation",
+    "divert_verdicts_evicted",
+    "fragments_seen",
+    "fragments_attributed",
+    "fragments_unattributed",
+    "fragment_ids_evicted",
 ];
 
 /// Index of each worker counter in [`WORKER_COUNTERS`].
@@ -165,6 +206,38 @@ pub mod worker_counter {
     pub const LOST_PACKETS: usize = 15;
     /// 1 once flushed and closed.
     pub const ENDED: usize = 16;
+    /// Last sign of life, [`super::heartbeat_ms`].
+    pub const HEARTBEAT_MS: usize = 17;
+    /// Flow divert (CJ_TUN): frames of `mirror` flows copied to the tun
+    /// device (also accounted in flows as usual).
+    pub const MIRRORED_PACKETS: usize = 18;
+    /// Their wire bytes.
+    pub const MIRRORED_BYTES: usize = 19;
+    /// Frames of `divert` flows: handed to the tun device instead of the
+    /// flow table, so not in `packets` (a term of the identity of their own).
+    pub const DIVERTED_PACKETS: usize = 20;
+    /// Their wire bytes.
+    pub const DIVERTED_BYTES: usize = 21;
+    /// Mirrored or diverted frames the tun device did not take (its queue
+    /// full, an error, or a frame cut to the slot).
+    pub const TUN_DROPPED_PACKETS: usize = 22;
+    /// Their wire bytes.
+    pub const TUN_DROPPED_BYTES: usize = 23;
+    /// Generation of the divert rule set the worker uses now (0: none).
+    pub const DIVERT_RULES_GENERATION: usize = 24;
+    /// Flow verdicts dropped from the worker's bounded verdict cache while
+    /// their flow was still active (such a flow is decided again).
+    pub const DIVERT_VERDICTS_EVICTED: usize = 25;
+    /// IP fragments read, first and later (not diverted).
+    pub const FRAGMENTS_SEEN: usize = 26;
+    /// Later fragments counted in their datagram's flow, with its ports.
+    pub const FRAGMENTS_ATTRIBUTED: usize = 27;
+    /// Later fragments counted under ports 0/0 (the named remainder): their
+    /// first fragment did not come within 30 s, or their datagram's entry
+    /// was evicted. `fragments` - attributed - unattributed are held now.
+    pub const FRAGMENTS_UNATTRIBUTED: usize = 28;
+    /// Datagrams evicted from the worker's bounded fragment table.
+    pub const FRAGMENT_IDS_EVICTED: usize = 29;
 }
 
 /// Slot size of record queues: the queue's 8-byte length word plus one FlowRecord, rounded to 8.

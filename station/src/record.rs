@@ -11,7 +11,14 @@
 //! the container it belongs to ([`ContainerRef`]: id, name, host veth, netns,
 //! and how it was attributed), all zero when none.
 //!
-//! Layout version 2 (312 bytes): version 1 plus `source` and `ctr`.
+//! Layout version 2 (312 bytes): version 1 plus `source` and `ctr`. A
+//! producer stamps the version into every record ([`FlowRecord::stamp_layout`],
+//! the byte `_pad[0]`), and a consumer counts a record stamped with another
+//! version as invalid ([`FlowRecord::check_layout`]): a record queue spec
+//! (slot size, capacity) cannot tell two layouts of one size apart.
+//!
+//! Not guaranteed: a record that is not stamped (0, a producer that does not
+//! stamp yet) is accepted, so only stamping producers are checked.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -122,9 +129,17 @@ impl EndReason {
 
 /// `flags` bit: the initiator was decided by a SYN (not only by who sent first).
 pub const FLAG_INITIATOR_BY_SYN: u8 = 1;
-/// `flags` bit: the record includes IP fragments other than the first, counted
-/// without ports (see the `wire` crate's fragment rule).
+/// `flags` bit: the record includes IP fragments other than the first: counted
+/// in their datagram's flow with its ports when the worker saw the first
+/// fragment (`detector::fragments`), else in a flow with ports 0.
 pub const FLAG_FRAGMENTS: u8 = 2;
+/// `flags` bit: side `a` sent packets in this record or in an earlier part of
+/// the same flow. A flow's last record may count no packet at all (everything
+/// was exported by refreshes, `CJ_REFRESH`): these two bits still say which
+/// directions the flow had, so the app counts its directional flows exactly.
+pub const FLAG_SEEN_A: u8 = 4;
+/// `flags` bit: side `b` sent packets in this record or in an earlier part.
+pub const FLAG_SEEN_B: u8 = 8;
 
 /// How an end of a record was tied to its container (`ContainerRef::by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -285,7 +300,8 @@ pub struct FlowRecord {
     /// Index of the capture interface in the balancer's source list
     /// (`PacketMeta::source`).
     pub source: u8,
-    /// Explicit padding; always zero.
+    /// `_pad[0]`: the layout version its producer stamped
+    /// ([`FlowRecord::stamp_layout`]), 0 when not stamped; `_pad[1]` always zero.
     pub _pad: [u8; 2],
     /// The containers of side a (`ctr[0]`) and side b (`ctr[1]`).
     pub ctr: [ContainerRef; 2],
@@ -305,6 +321,38 @@ impl FlowRecord {
     /// The record's end reason, if the byte is valid.
     pub fn end(&self) -> Option<EndReason> {
         EndReason::from_u8(self.end_reason)
+    }
+
+    /// The layout version the producer stamped into the record (`_pad[0]`);
+    /// 0 when it did not stamp (producers built before the stamp existed).
+    pub fn layout_version(&self) -> u8 {
+        self._pad[0]
+    }
+
+    /// Stamps [`RECORD_LAYOUT_VERSION`] into the record; a producer calls it
+    /// before pushing so that a consumer built with another layout refuses it.
+    pub fn stamp_layout(&mut self) {
+        self._pad[0] = RECORD_LAYOUT_VERSION as u8;
+    }
+
+    /// Checks the stamped layout version: `Ok` when it is this build's
+    /// [`RECORD_LAYOUT_VERSION`] or not stamped (0).
+    ///
+    /// # Errors
+    /// The version stamped, when another.
+    pub fn check_layout(&self) -> Result<(), u8> {
+        match self.layout_version() {
+            0 => Ok(()),
+            v if u32::from(v) == RECORD_LAYOUT_VERSION => Ok(()),
+            v => Err(v),
+        }
+    }
+
+    /// Whether side `side` (0: `a`, 1: `b`) of the flow sent packets, in this
+    /// record or in an earlier part ([`FLAG_SEEN_A`] / [`FLAG_SEEN_B`]): a
+    /// directional flow to count when the flow ends.
+    pub fn had_packets(&self, side: usize) -> bool {
+        self.dir[side & 1].packets > 0 || self.flags & (FLAG_SEEN_A << (side & 1)) != 0
     }
 
     /// Total packets in both directions.
@@ -365,6 +413,18 @@ mod tests {
         assert_eq!(FlowRecord::read_from(&bytes), Some(r));
         assert_eq!(FlowRecord::read_from(&bytes[..10]), None);
         assert_eq!(r.ip_a(), Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_record_stamped_with_another_layout_version_is_refused() {
+        let mut r = FlowRecord::default();
+        assert_eq!(r.check_layout(), Ok(()));
+        r.stamp_layout();
+        assert_eq!(u32::from(r.layout_version()), RECORD_LAYOUT_VERSION);
+        let back = FlowRecord::read_from(r.as_bytes()).unwrap();
+        assert_eq!(back.check_layout(), Ok(()));
+        r._pad[0] = RECORD_LAYOUT_VERSION as u8 + 1;
+        assert_eq!(r.check_layout(), Err(RECORD_LAYOUT_VERSION as u8 + 1));
     }
 
     #[test]

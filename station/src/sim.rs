@@ -43,9 +43,15 @@
 //!   QinQ): a smaller draw is raised to that, in the model and the truth alike.
 //!   IPv4 total length = frame - 14 - 4 x tags; IPv6 payload length = that - 40.
 //! * Fragments: a fragmented IPv4 UDP datagram is two frames of its flow, in
-//!   the same direction: the first (MF, carries the UDP header, payload a
-//!   multiple of 8) is counted under the flow's ports, the later one under
-//!   ports 0 (the station's fragment rule).
+//!   the same direction, the first fragment before the later one (the later
+//!   one is the flow's next frame): the first (MF, carries the UDP header,
+//!   payload a multiple of 8) and the later one (an offset, no UDP header,
+//!   the same IP identification) are both counted in the flow's row, with
+//!   its ports, as pmacctd counts them and the detector does (DESIGN.md,
+//!   "Flows": later fragments in their datagram's flow). The two frames are
+//!   at most two rounds of the flows apart (about `2 * flows` frames), within
+//!   the detector's 30 s fragment timeout at any `rate` of at least
+//!   `flows / 15` packets per second.
 //! * Checksums: the IPv4 header checksum is valid; TCP/UDP/ICMP checksums are 0.
 //! * Timestamps: from 2026-01-01T00:00:00Z, frame i at `i * 1e9 / rate` ns
 //!   (rate > 0) or `i * 1000` ns.
@@ -850,37 +856,34 @@ pub fn truth(spec: &SimSpec) -> Truth {
     let model = Model::new(spec);
     let mut rows = Vec::new();
     for (f, m) in model.flows.iter().enumerate() {
-        // Counters by [direction][later fragment]: (packets, ip bytes, frame bytes).
+        // Counters by direction: (packets, ip bytes, frame bytes); a later
+        // fragment counts in its datagram's row like any other frame.
         // Clients are distinct per flow, so no two flows share a row.
-        let mut acc = [[(0u64, 0u64, 0u64); 2]; 2];
+        let mut acc = [(0u64, 0u64, 0u64); 2];
         let mut st = FlowState::default();
         for _ in 0..m.packets {
             let p = model.plan(f, &mut st);
-            let later = usize::from(matches!(p.kind, PlanKind::FragLater { .. }));
-            let e = &mut acc[usize::from(p.dir)][later];
+            let e = &mut acc[usize::from(p.dir)];
             e.0 += 1;
             e.1 += u64::from(p.ip_len);
             e.2 += u64::from(p.frame_len);
         }
-        for (dir, by_kind) in acc.iter().enumerate() {
-            for (later, &(packets, ip_bytes, frame_bytes)) in by_kind.iter().enumerate() {
-                if packets == 0 {
-                    continue;
-                }
-                let (s, d) = (dir, 1 - dir);
-                let (src_port, dst_port) = if later == 1 { (0, 0) } else { (m.port[s], m.port[d]) };
-                rows.push(TruthRow {
-                    src: m.ip(s),
-                    dst: m.ip(d),
-                    src_port,
-                    dst_port,
-                    proto: m.proto,
-                    vlan: m.tags.outer(),
-                    packets,
-                    ip_bytes,
-                    frame_bytes,
-                });
+        for (dir, &(packets, ip_bytes, frame_bytes)) in acc.iter().enumerate() {
+            if packets == 0 {
+                continue;
             }
+            let (s, d) = (dir, 1 - dir);
+            rows.push(TruthRow {
+                src: m.ip(s),
+                dst: m.ip(d),
+                src_port: m.port[s],
+                dst_port: m.port[d],
+                proto: m.proto,
+                vlan: m.tags.outer(),
+                packets,
+                ip_bytes,
+                frame_bytes,
+            });
         }
     }
     rows.sort_unstable();
@@ -1053,23 +1056,31 @@ mod tests {
     fn rows_are_directional_and_ports_follow_rules() {
         let s = spec("flows=30,packets=300,v6=0,vlan=0,frag=100");
         let t = truth(&s);
-        // Port-less rows are ICMP or later UDP fragments, never TCP.
-        assert!(t.rows.iter().all(|r| r.src_port != 0 || r.proto != TCP));
-        assert!(t.rows.iter().any(|r| r.proto == UDP && r.src_port == 0), "some later fragments");
-        let udp_first: u64 = t.rows.iter().filter(|r| r.proto == UDP && r.src_port != 0).map(|r| r.packets).sum();
-        let udp_later: u64 = t.rows.iter().filter(|r| r.proto == UDP && r.src_port == 0).map(|r| r.packets).sum();
-        assert!(udp_later <= udp_first);
-        // Frames with MF set and frames with an offset pair up.
+        // Port-less rows are ICMP only: later fragments are in their datagram's row.
+        assert!(t.rows.iter().all(|r| r.src_port != 0 || r.proto == ICMP));
+        // Frames with MF set and frames with an offset pair up, in order, with one id.
         let (mut mf, mut off) = (0u64, 0u64);
+        let mut firsts = std::collections::HashMap::new();
         for (_, f) in frames(&s) {
             if u16::from_be_bytes([f[12], f[13]]) == 0x0800 {
                 let fl = u16::from_be_bytes([f[20], f[21]]);
-                mf += u64::from(fl & 0x2000 != 0);
-                off += u64::from(fl & 0x1FFF != 0);
+                let dgram = (f[26..34].to_vec(), u16::from_be_bytes([f[18], f[19]]));
+                if fl & 0x2000 != 0 {
+                    mf += 1;
+                    firsts.insert(dgram, u16::from_be_bytes([f[34], f[35]]));
+                } else if fl & 0x1FFF != 0 {
+                    off += 1;
+                    assert!(firsts.contains_key(&dgram), "a later fragment follows its first");
+                }
             }
         }
-        assert_eq!(mf, udp_later);
-        assert_eq!(off, udp_later);
+        assert!(mf > 0, "some fragmented datagrams");
+        assert_eq!(mf, off);
+        // Every UDP packet, fragments included, is in a row with the flow's ports.
+        let udp: u64 = t.rows.iter().filter(|r| r.proto == UDP).map(|r| r.packets).sum();
+        let udp_frames = frames(&s).iter().filter(|(_, f)| f[12..14] == [0x08, 0x00] && f[23] == UDP).count();
+        assert_eq!(udp, udp_frames as u64);
+        assert!(t.rows.iter().filter(|r| r.proto == UDP).all(|r| r.src_port != 0 && r.dst_port != 0));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! Ordering: the sides are compared as (address bytes, port), address first,
 //! lexicographically; the smaller one is `lo`. The key also holds the
 //! protocol, the IP version and both VLAN ids, so the same 5-tuple on two
-//! VLANs is two flows. Later fragments are keyed with ports 0 (see
-//! [`crate::ipv4`]). For a non-IP summary the key is all zero apart from the
+//! VLANs is two flows. A later fragment's summary has ports 0, so its key
+//! has ports 0 too (see [`crate::ipv4`]); the `detector` keys it with its
+//! datagram's ports when it knows them. For a non-IP summary the key is all zero apart from the
 //! VLAN ids: callers key only `L3::Ipv4` / `L3::Ipv6` packets.
 use crate::summary::PacketSummary;
 

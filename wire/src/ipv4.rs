@@ -3,7 +3,8 @@
 //! Guarantees: after [`Packet::check_len`] returns `Ok`, no accessor panics.
 //! `check_len` requires the whole header (IHL*4 bytes, options included) to
 //! be present and the length fields to be consistent (IHL at least 5, total
-//! length at least IHL*4). It deliberately does **not** require the buffer
+//! length at least IHL*4, or 0 with payload bytes present: see below). It
+//! deliberately does **not** require the buffer
 //! to hold the whole datagram: a capture truncated by a snap length still
 //! yields a usable header, and [`Packet::payload`] returns whatever part of
 //! the payload is present (never Ethernet padding beyond the total length).
@@ -13,10 +14,22 @@
 //! Accounting: the IP byte count of a packet is its total length field,
 //! as pmacct and IPFIX octetDeltaCount count it, whatever was captured.
 //!
+//! Total length 0 ([`Packet::len_from_frame`]): a packet handed to a capture
+//! before segmentation offload (TSO, GSO, BIG TCP: larger than 65535 bytes,
+//! or not yet given its length) carries 0; its length is the frame's. Such a
+//! header is accepted when at least one byte follows it in the buffer, and
+//! [`Packet::payload`] is then everything after the header. Total length 0
+//! with nothing after the header, and a total length between 1 and IHL*4 - 1,
+//! are malformed. Not guaranteed: trailing bytes after such a packet
+//! (Ethernet padding of a frame under 60 bytes, an FCS the capture kept but
+//! did not declare) count as part of it.
+//!
 //! Fragments: a packet is a fragment when MF is set or the fragment offset is
 //! non-zero. The first fragment (offset 0, MF) carries the transport header
-//! and its ports are parsed. Later fragments carry no transport header; they
-//! are counted in the flow keyed with ports 0 (src, dst, proto, 0, 0).
+//! and its ports are parsed. Later fragments carry no transport header: their
+//! summary has ports 0 (src, dst, proto, 0, 0) and the datagram's
+//! [`Packet::ident`], by which the `detector` counts them in their datagram's
+//! flow (with the first fragment's ports).
 //! Options are skipped, never interpreted; the checksum is not verified.
 use crate::{be16, be32, Error, Result};
 
@@ -63,8 +76,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     ///
     /// # Errors
     /// [`Error::Truncated`] when fewer than 20 bytes, or fewer than IHL*4
-    /// bytes, are present; [`Error::Malformed`] when IHL < 5 or the total
-    /// length is smaller than IHL*4.
+    /// bytes, are present; [`Error::Malformed`] when IHL < 5, the total
+    /// length is between 1 and IHL*4 - 1, or it is 0 and no byte follows the
+    /// header.
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < MIN_HEADER_LEN {
@@ -74,13 +88,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if hl < MIN_HEADER_LEN {
             return Err(Error::Malformed);
         }
-        if usize::from(self.total_len()) < hl {
+        let total = usize::from(self.total_len());
+        if total != 0 && total < hl {
             return Err(Error::Malformed);
         }
         if len < hl {
             return Err(Error::Truncated);
         }
+        if total == 0 && len == hl {
+            return Err(Error::Malformed);
+        }
         Ok(())
+    }
+
+    /// Whether the length is the frame's, not the header's: total length 0
+    /// (segmentation offload, BIG TCP).
+    #[inline]
+    pub fn len_from_frame(&self) -> bool {
+        self.total_len() == 0
     }
 
     /// Returns the wrapped buffer.
@@ -188,11 +213,12 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 
     /// The payload bytes present: from the end of the header to the total
     /// length, cut short where the buffer ends (truncated capture). Ethernet
-    /// padding beyond the total length is never included.
+    /// padding beyond the total length is never included. With total length
+    /// 0 ([`Packet::len_from_frame`]), everything after the header.
     #[inline]
     pub fn payload(&self) -> &'a [u8] {
         let b = self.buffer.as_ref();
-        let end = usize::from(self.total_len()).min(b.len());
+        let end = if self.len_from_frame() { b.len() } else { usize::from(self.total_len()).min(b.len()) };
         &b[usize::from(self.header_len())..end]
     }
 }
@@ -255,6 +281,25 @@ mod tests {
         let mut h = HDR;
         h[3] = 19; // total length below the header
         assert_eq!(Packet::new_checked(&h[..]).unwrap_err(), Error::Malformed);
+    }
+
+    #[test]
+    fn total_length_zero_takes_the_length_of_the_frame() {
+        // A TSO packet as captured before segmentation: total length 0.
+        let mut b = [0u8; 64];
+        b[..20].copy_from_slice(&HDR);
+        b[2] = 0;
+        b[3] = 0;
+        b[20..24].copy_from_slice(&[0x04, 0x00, 0x01, 0xbb]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert!(p.len_from_frame());
+        assert_eq!(p.payload().len(), 44);
+        assert_eq!(&p.payload()[..4], &[0x04, 0x00, 0x01, 0xbb]);
+        // Nothing after the header: plainly inconsistent.
+        assert_eq!(Packet::new_checked(&b[..20]).unwrap_err(), Error::Malformed);
+        // A length below the header stays malformed.
+        b[3] = 1;
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
     }
 
     #[test]

@@ -9,19 +9,24 @@
 //! returns the payload bytes present, bounded by the payload length field so
 //! that Ethernet padding is never read as headers.
 //!
-//! Accounting: the IP byte count is payload length + 40. Jumbograms (payload
-//! length 0 with a Jumbo Payload option, RFC 2675) are counted as 40 bytes;
-//! their extension headers are still walked over the captured bytes.
+//! Accounting: the IP byte count is payload length + 40. A jumbogram (payload
+//! length 0 and a Hop-by-Hop header with a Jumbo Payload option, RFC 2675;
+//! Linux BIG TCP sends them) has the length of its frame: see
+//! [`Packet::jumbo_payload_len`] and [`crate::summarize`]. Its extension
+//! headers are walked over the captured bytes. Not guaranteed: a packet with
+//! payload length 0 and no Jumbo Payload option counts 40 bytes whatever
+//! follows (a capture cannot tell its bytes from Ethernet padding).
 //!
 //! The extension walk follows Hop-by-Hop (0), Routing (43), Fragment (44),
 //! Destination Options (60) and Authentication Header (51, whose length is
 //! (len+2)*4 bytes instead of (len+1)*8). ESP (50) and No Next Header (59) end
 //! the walk: they are the upper-layer protocol. A Fragment header with a
 //! non-zero offset ends the walk too: later fragments carry no transport
-//! header and are counted with ports 0 (src, dst, proto, 0, 0), where proto is
-//! the fragment header's next header. A Fragment header with offset 0 and M
-//! set marks the first fragment; offset 0 without M (an atomic fragment,
-//! RFC 6946) is not a fragment.
+//! header and have ports 0 (src, dst, proto, 0, 0), where proto is the
+//! fragment header's next header; the `detector` counts them in their
+//! datagram's flow by the Identification ([`UpperLayer::frag_id`]). A
+//! Fragment header with offset 0 and M set marks the first fragment; offset 0
+//! without M (an atomic fragment, RFC 6946) is not a fragment.
 //!
 //! When the fixed header is fine but an extension header is cut short (by the
 //! capture or by a lying length), or the chain is longer than
@@ -128,6 +133,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn total_len(&self) -> u32 {
         u32::from(self.payload_len()) + HEADER_LEN as u32
+    }
+
+    /// The Jumbo Payload option's length when this is a jumbogram: payload
+    /// length 0, next header Hop-by-Hop, and a Hop-by-Hop header (wholly
+    /// present) carrying the option (type 0xC2, 4 bytes). `None` otherwise.
+    pub fn jumbo_payload_len(&self) -> Option<u32> {
+        if self.payload_len() != 0 || self.next_header() != ip_proto::HOPOPT {
+            return None;
+        }
+        let rest = self.buffer.as_ref().get(HEADER_LEN..)?;
+        ExtHeader::new_checked(rest, false).ok()?.jumbo_payload_len()
     }
 
     /// Next header of the fixed header.
@@ -242,6 +258,33 @@ impl<T: AsRef<[u8]>> ExtHeader<T> {
         self.buffer.as_ref()[field::EXT_LEN]
     }
 
+    /// The value of a Jumbo Payload option (type 0xC2, length 4) among this
+    /// header's options, `None` when there is none. Meaningful for a
+    /// Hop-by-Hop header; walks the options in bounds, never panics.
+    pub fn jumbo_payload_len(&self) -> Option<u32> {
+        const PAD1: u8 = 0;
+        const JUMBO: u8 = 0xc2;
+        let b = self.buffer.as_ref();
+        let end = self.header_len().min(b.len());
+        let mut at = field::EXT_LEN + 1;
+        while at < end {
+            let kind = b[at];
+            if kind == PAD1 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(*b.get(at + 1)?);
+            if at + 2 + len > end {
+                return None;
+            }
+            if kind == JUMBO && len == 4 {
+                return Some(be32(b, at + 2));
+            }
+            at += 2 + len;
+        }
+        None
+    }
+
     /// This header's length in bytes.
     #[inline]
     pub fn header_len(&self) -> usize {
@@ -342,6 +385,9 @@ pub struct UpperLayer<'a> {
     pub proto: u8,
     /// Fragment position found in a Fragment header.
     pub fragment: Fragment,
+    /// Identification of that Fragment header when `fragment` is First or
+    /// Later; 0 otherwise (no Fragment header, or an atomic fragment).
+    pub frag_id: u32,
     /// The upper-layer bytes present. Empty for later fragments and when the
     /// walk did not complete.
     pub payload: &'a [u8],
@@ -357,38 +403,41 @@ pub fn walk_extensions(next_header: u8, payload: &[u8]) -> UpperLayer<'_> {
     let mut nh = next_header;
     let mut rest = payload;
     let mut fragment = Fragment::None;
-    let stopped = |nh, fragment| UpperLayer { proto: nh, fragment, payload: &[], complete: false };
+    let mut frag_id = 0;
+    let stopped = |nh, fragment, frag_id| UpperLayer { proto: nh, fragment, frag_id, payload: &[], complete: false };
     for _ in 0..MAX_EXT_HEADERS {
         match nh {
             ip_proto::IPV6_FRAG => {
                 let Ok(f) = FragmentHeader::new_checked(rest) else {
-                    return stopped(nh, fragment);
+                    return stopped(nh, fragment, frag_id);
                 };
                 nh = f.next_header();
                 if f.frag_offset() != 0 {
-                    return UpperLayer { proto: nh, fragment: Fragment::Later, payload: &[], complete: true };
+                    let frag_id = f.ident();
+                    return UpperLayer { proto: nh, fragment: Fragment::Later, frag_id, payload: &[], complete: true };
                 }
                 if f.more_frags() {
                     fragment = Fragment::First;
+                    frag_id = f.ident();
                 }
                 rest = f.payload();
             }
             ip_proto::HOPOPT | ip_proto::IPV6_ROUTE | ip_proto::IPV6_OPTS | ip_proto::AH => {
                 let Ok(h) = ExtHeader::new_checked(rest, nh == ip_proto::AH) else {
-                    return stopped(nh, fragment);
+                    return stopped(nh, fragment, frag_id);
                 };
                 nh = h.next_header();
                 let hl = h.header_len();
                 rest = rest.get(hl..).unwrap_or(&[]);
             }
             // ESP, No Next Header and every upper-layer protocol end the walk.
-            _ => return UpperLayer { proto: nh, fragment, payload: rest, complete: true },
+            _ => return UpperLayer { proto: nh, fragment, frag_id, payload: rest, complete: true },
         }
     }
     if is_walked_extension(nh) {
-        stopped(nh, fragment)
+        stopped(nh, fragment, frag_id)
     } else {
-        UpperLayer { proto: nh, fragment, payload: rest, complete: true }
+        UpperLayer { proto: nh, fragment, frag_id, payload: rest, complete: true }
     }
 }
 
@@ -430,6 +479,35 @@ mod tests {
         assert_eq!(h.header_len(), 12); // AH: (1 + 2) * 4
         assert_eq!(ExtHeader::new_checked(&generic[..15], false).unwrap_err(), Error::Truncated);
         assert_eq!(ExtHeader::new_checked(&[0u8][..], false).unwrap_err(), Error::Truncated);
+    }
+
+    #[test]
+    fn jumbo_payload_option_is_found() {
+        // Payload length 0, next header Hop-by-Hop [-> TCP, Jumbo 0x12345], TCP ports.
+        let mut b = [0u8; 60];
+        b[..40].copy_from_slice(&HDR);
+        b[4] = 0;
+        b[5] = 0;
+        b[6] = 0;
+        b[40..48].copy_from_slice(&[6, 0, 0xc2, 4, 0x00, 0x01, 0x23, 0x45]);
+        b[48..52].copy_from_slice(&[0x04, 0x00, 0x01, 0xbb]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.jumbo_payload_len(), Some(0x12345));
+        assert_eq!(p.payload().len(), 20);
+        // Pad1 and PadN around the option are stepped over (16-byte header).
+        b[40..56].copy_from_slice(&[6, 1, 0, 0xc2, 4, 0x00, 0x01, 0x23, 0x45, 1, 5, 0, 0, 0, 0, 0]);
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().jumbo_payload_len(), Some(0x12345));
+        // The option cut by the header's end, or the header cut by the buffer.
+        b[40..48].copy_from_slice(&[6, 0, 0, 0xc2, 4, 0x00, 0x01, 0x23]);
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().jumbo_payload_len(), None);
+        b[40..48].copy_from_slice(&[6, 0, 0xc2, 4, 0x00, 0x01, 0x23, 0x45]);
+        assert_eq!(Packet::new_checked(&b[..47]).unwrap().jumbo_payload_len(), None);
+        // No option, or a payload length: not a jumbogram.
+        b[40..48].copy_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().jumbo_payload_len(), None);
+        b[40..48].copy_from_slice(&[6, 0, 0xc2, 4, 0x00, 0x01, 0x23, 0x45]);
+        b[5] = 12;
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().jumbo_payload_len(), None);
     }
 
     #[test]
@@ -514,14 +592,16 @@ mod tests {
         assert_eq!(u.fragment, Fragment::First);
         assert_eq!(u.proto, 17);
         assert_eq!(u.payload, &[0x04, 0x00, 0x00, 0x35]);
+        assert_eq!(u.frag_id, 1);
         let later = [17u8, 0, 0x00, 0x10, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
         let u = walk_extensions(44, &later);
         assert_eq!(u.fragment, Fragment::Later);
         assert_eq!(u.proto, 17);
         assert!(u.payload.is_empty());
+        assert_eq!(u.frag_id, 1);
         let atomic = [6u8, 0, 0x00, 0x00, 0, 0, 0, 1, 0x04, 0x00, 0x00, 0x35];
         let u = walk_extensions(44, &atomic);
         assert_eq!(u.fragment, Fragment::None);
-        assert_eq!(u.proto, 6);
+        assert_eq!((u.proto, u.frag_id), (6, 0));
     }
 }

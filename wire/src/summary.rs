@@ -22,8 +22,29 @@
 //!   UDP-Lite, DCCP) when the first 4 transport bytes are present, TCP flags
 //!   when byte 13 is present, else 0. Later fragments have ports 0 and flags
 //!   0 (see [`crate::ipv4`] and [`crate::ipv6`] for fragments and the IPv6
-//!   extension walk, including what a cut extension chain gives).
+//!   extension walk, including what a cut extension chain gives). Fragments
+//!   (first and later) carry their datagram's identification in `frag_id`
+//!   (IPv4: 16 bits; IPv6 Fragment header: 32 bits), so that a meter can
+//!   give later fragments the ports of their first (the `detector` does).
+//! - lengths from the frame: an IPv4 packet with total length 0 and bytes
+//!   after its header (TSO, GSO, BIG TCP) and an IPv6 jumbogram (payload
+//!   length 0 with a Jumbo Payload option) have `ip_len_from_frame` set and
+//!   `ip_len` = the bytes present from the IP header to the end of the
+//!   buffer. [`summarize_wire`] adds the bytes the capture or the queue slot
+//!   cut off (`wire_len - frame.len()`), so the count is the packet's size on
+//!   the wire. A total length between 1 and IHL*4 - 1, or 0 with nothing after
+//!   the header, stays `L3::Malformed`.
+//!
+//! [`summarize_link`] does the same for the other framings of
+//! [`crate::link::LinkType`]: it equals `summarize` of the frame's Ethernet
+//! form (MACs zero), so keys and counts do not depend on the framing.
+//!
+//! Not guaranteed: [`summarize_wire`] assumes `wire_len` counts the frame's
+//! bytes as given; a trailer the buffer does not hold (an FCS that was
+//! stripped, or the difference between a non-Ethernet header and its 14-byte
+//! Ethernet form) is counted in a length taken from the frame.
 use crate::ethernet::{self, EtherType};
+use crate::link::{self, LinkType};
 use crate::{ip_proto, ipv4, ipv6, ports, tcp, vlan};
 
 /// What the frame carries at layer 3.
@@ -79,12 +100,20 @@ pub struct PacketSummary {
     pub src_port: u16,
     /// Destination port, likewise.
     pub dst_port: u16,
-    /// IPv4 total length; IPv6 payload length + 40.
+    /// IPv4 total length; IPv6 payload length + 40; when `ip_len_from_frame`,
+    /// the bytes from the IP header to the end of the frame.
     pub ip_len: u32,
+    /// The length is the frame's, not the header's (IPv4 total length 0 on a
+    /// TSO/BIG TCP packet, an IPv6 jumbogram).
+    pub ip_len_from_frame: bool,
     /// TCP flags byte, 0 when not TCP.
     pub tcp_flags: u8,
     /// Fragment position.
     pub fragment: Fragment,
+    /// Identification of a fragment's datagram (`fragment` First or Later):
+    /// the IPv4 header's 16-bit Identification, or the 32-bit Identification
+    /// of the IPv6 Fragment header; 0 when not a fragment.
+    pub frag_id: u32,
 }
 
 impl PacketSummary {
@@ -103,9 +132,40 @@ pub fn summarize(frame: &[u8]) -> PacketSummary {
     };
     s.dst_mac = eth.dst_addr();
     s.src_mac = eth.src_addr();
+    network(&mut s, eth.ethertype(), eth.payload());
+    s
+}
 
-    let mut ethertype = eth.ethertype();
-    let mut rest = eth.payload();
+/// [`summarize`] of `frame`, the captured part of an Ethernet frame of
+/// `wire_len` bytes on the wire: a length taken from the frame counts the
+/// bytes that were not captured too. Never panics, any input.
+pub fn summarize_wire(frame: &[u8], wire_len: u32) -> PacketSummary {
+    let mut s = summarize(frame);
+    if s.ip_len_from_frame {
+        let captured = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        s.ip_len = s.ip_len.saturating_add(wire_len.saturating_sub(captured));
+    }
+    s
+}
+
+/// Parses a frame of any supported framing into a summary: for Ethernet
+/// [`summarize`], for the others the same summary as of the frame's
+/// Ethernet form ([`link::write_ethernet_form`]), MACs zero. Never panics.
+pub fn summarize_link(link: LinkType, frame: &[u8]) -> PacketSummary {
+    match link::network_layer(link, frame) {
+        None => summarize(frame),
+        Some(n) => {
+            let mut s = PacketSummary::default();
+            network(&mut s, n.ethertype, n.payload);
+            s
+        }
+    }
+}
+
+/// Walks VLAN tags from `ethertype` and parses the network layer in `rest`.
+fn network(s: &mut PacketSummary, ethertype: u16, rest: &[u8]) {
+    let mut ethertype = ethertype;
+    let mut rest = rest;
     let mut tags = 0usize;
     while vlan::is_tag_tpid(ethertype) && tags < vlan::MAX_TAGS {
         let Ok(tag) = vlan::Tag::new_checked(rest) else {
@@ -123,11 +183,10 @@ pub fn summarize(frame: &[u8]) -> PacketSummary {
     s.ethertype = ethertype;
 
     match ethertype {
-        EtherType::IPV4 => parse_ipv4(&mut s, rest),
-        EtherType::IPV6 => parse_ipv6(&mut s, rest),
+        EtherType::IPV4 => parse_ipv4(s, rest),
+        EtherType::IPV6 => parse_ipv6(s, rest),
         _ => s.l3 = L3::NonIp,
     }
-    s
 }
 
 fn parse_ipv4(s: &mut PacketSummary, b: &[u8]) {
@@ -143,7 +202,12 @@ fn parse_ipv4(s: &mut PacketSummary, b: &[u8]) {
     s.src[..4].copy_from_slice(&ip.src_addr());
     s.dst[..4].copy_from_slice(&ip.dst_addr());
     s.proto = ip.protocol();
-    s.ip_len = u32::from(ip.total_len());
+    if ip.len_from_frame() {
+        s.ip_len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+        s.ip_len_from_frame = true;
+    } else {
+        s.ip_len = u32::from(ip.total_len());
+    }
     s.fragment = if ip.frag_offset() != 0 {
         Fragment::Later
     } else if ip.more_frags() {
@@ -151,6 +215,9 @@ fn parse_ipv4(s: &mut PacketSummary, b: &[u8]) {
     } else {
         Fragment::None
     };
+    if s.fragment != Fragment::None {
+        s.frag_id = u32::from(ip.ident());
+    }
     if s.fragment != Fragment::Later {
         transport(s, ip.payload());
     }
@@ -168,10 +235,16 @@ fn parse_ipv6(s: &mut PacketSummary, b: &[u8]) {
     s.ip_version = 6;
     s.src = ip.src_addr();
     s.dst = ip.dst_addr();
-    s.ip_len = ip.total_len();
+    if ip.jumbo_payload_len().is_some() {
+        s.ip_len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+        s.ip_len_from_frame = true;
+    } else {
+        s.ip_len = ip.total_len();
+    }
     let upper = ipv6::walk_extensions(ip.next_header(), ip.payload());
     s.proto = upper.proto;
     s.fragment = upper.fragment;
+    s.frag_id = upper.frag_id;
     // `upper.payload` is empty for later fragments and cut chains: ports stay 0.
     transport(s, upper.payload);
 }

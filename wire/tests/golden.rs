@@ -41,6 +41,8 @@ fn golden_tcp_syn_ipv4() {
             ip_len: 60,
             tcp_flags: tcp::flags::SYN,
             fragment: Fragment::None,
+            frag_id: 0,
+            ip_len_from_frame: false,
         }
     );
 }
@@ -83,6 +85,8 @@ fn golden_udp_ipv6_hop_by_hop_and_destination_options() {
             ip_len: 28 + 40,
             tcp_flags: 0,
             fragment: Fragment::None,
+            frag_id: 0,
+            ip_len_from_frame: false,
         }
     );
 }
@@ -106,6 +110,7 @@ fn golden_ipv4_first_fragment_has_ports() {
     assert_eq!((s.src, s.dst), (v4([10, 1, 2, 3]), v4([10, 9, 8, 7])));
     assert_eq!((s.proto, s.src_port, s.dst_port), (17, 40000, 9999));
     assert_eq!(s.ip_len, 44);
+    assert_eq!(s.frag_id, 0xbeef);
 }
 
 #[test]
@@ -117,6 +122,7 @@ fn golden_ipv4_later_fragment_has_ports_zero_and_ignores_padding() {
     assert_eq!(s.ip_len, 44);
     let (k, _) = FlowKey::from_summary(&s);
     assert_eq!((k.port_lo, k.port_hi, k.proto), (0, 0, 17));
+    assert_eq!(s.frag_id, 0xbeef, "the first fragment's id: the detector finds its ports by it");
 }
 
 #[test]
@@ -131,6 +137,7 @@ fn golden_ipv6_fragments() {
     assert_eq!(later.fragment, Fragment::Later);
     assert_eq!((later.proto, later.src_port, later.dst_port), (17, 0, 0));
     assert_eq!((later.src, later.dst), (v6(1), v6(2)));
+    assert_eq!((first.frag_id, later.frag_id), (0xcafe_0001, 0xcafe_0001), "32-bit ids of the Fragment header");
 }
 
 #[test]

@@ -97,6 +97,25 @@ proptest! {
     }
 
     #[test]
+    fn every_framing_never_panics_and_equals_its_ethernet_form(
+        link in prop_oneof![
+            Just(wire::link::LinkType::LinuxSll), Just(wire::link::LinkType::LinuxSll2),
+            Just(wire::link::LinkType::RawIp), Just(wire::link::LinkType::RawIpv4),
+            Just(wire::link::LinkType::RawIpv6), Just(wire::link::LinkType::Null),
+            Just(wire::link::LinkType::Loop), Just(wire::link::LinkType::Ethernet),
+        ],
+        b in proptest::collection::vec(any::<u8>(), 0..200),
+        wire_len in any::<u32>(),
+    ) {
+        let mut out = [0u8; 256];
+        let n = wire::link::write_ethernet_form(link, &b, &mut out);
+        let s = wire::summarize_link(link, &b);
+        prop_assert_eq!(s, exercise(&out[..n]));
+        let w = wire::summarize_wire(&out[..n], wire_len);
+        prop_assert!(w.ip_len >= s.ip_len);
+    }
+
+    #[test]
     fn summarize_never_panics_on_mutated_frames(
         which in 0..ALL.len(),
         muts in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),

@@ -382,35 +382,52 @@ fn nic_stamps_rx(fd: &OwnedFd, name: &str) -> bool {
     rc == 0 && config.rx_filter != HWTSTAMP_FILTER_NONE
 }
 
+/// Checks that `name` exists, carries Ethernet frames and may be captured:
+/// its ifindex and a packet socket that receives nothing yet (protocol 0:
+/// nothing is queued on it before the ring exists; bind sets ETH_P_ALL).
+fn check_interface(name: &str) -> Result<(i32, OwnedFd), AfPacketError> {
+    let ifindex = ifindex_of(name).ok_or_else(|| AfPacketError::NoInterface { name: name.to_owned() })?;
+    if let Ok(t) = std::fs::read_to_string(format!("/sys/class/net/{name}/type")) {
+        if let Ok(link_type) = t.trim().parse::<u32>() {
+            // ARPHRD_ETHER, and loopback (which carries zeroed Ethernet headers).
+            if link_type != 1 && link_type != 772 {
+                return Err(AfPacketError::NotEthernet { name: name.to_owned(), link_type });
+            }
+        }
+    }
+    // SAFETY: plain system call with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        let cause = io::Error::last_os_error();
+        if matches!(cause.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+            return Err(AfPacketError::Permission { name: name.to_owned(), cause });
+        }
+        return Err(AfPacketError::Setup { name: name.to_owned(), call: "socket(AF_PACKET)", cause, hint: "".into() });
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    Ok((ifindex, unsafe { OwnedFd::from_raw_fd(raw) }))
+}
+
+/// Everything [`AfPacketSource::open`] checks before it opens a ring, without
+/// capturing anything: the balancer calls it before it waits for its
+/// consumers, so a wrong name or a missing privilege is said at once.
+///
+/// # Errors
+/// As [`AfPacketSource::open`] for a missing, non-Ethernet or forbidden interface.
+pub fn preflight(names: &[String]) -> Result<(), AfPacketError> {
+    if names.len() > 255 {
+        return Err(AfPacketError::TooMany { count: names.len() });
+    }
+    for name in names {
+        check_interface(name)?;
+    }
+    Ok(())
+}
+
 impl Ring {
     /// Socket, TPACKET_V3 ring, mapping, binding and promiscuous mode for `name`.
     fn open(name: &str, params: &RingParams) -> Result<(Self, bool), AfPacketError> {
-        let ifindex = ifindex_of(name).ok_or_else(|| AfPacketError::NoInterface { name: name.to_owned() })?;
-        if let Ok(t) = std::fs::read_to_string(format!("/sys/class/net/{name}/type")) {
-            if let Ok(link_type) = t.trim().parse::<u32>() {
-                // ARPHRD_ETHER, and loopback (which carries zeroed Ethernet headers).
-                if link_type != 1 && link_type != 772 {
-                    return Err(AfPacketError::NotEthernet { name: name.to_owned(), link_type });
-                }
-            }
-        }
-        // Protocol 0: nothing is queued on the socket before the ring exists; bind sets ETH_P_ALL.
-        // SAFETY: plain system call with constant arguments.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            let cause = io::Error::last_os_error();
-            if matches!(cause.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
-                return Err(AfPacketError::Permission { name: name.to_owned(), cause });
-            }
-            return Err(AfPacketError::Setup {
-                name: name.to_owned(),
-                call: "socket(AF_PACKET)",
-                cause,
-                hint: "".into(),
-            });
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let (ifindex, fd) = check_interface(name)?;
 
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         set_opt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version).map_err(|_| {
@@ -1145,12 +1162,32 @@ mod tests {
         assert_eq!(e.to_string(), "CJ_IFACE: no interface named cjt-nosuch0 (ip link shows the names)");
     }
 
+    /// The test suite's skip rule (`e2e::skip`, which this crate cannot
+    /// use): under CI (`CI` set) the test fails with `reason`; elsewhere
+    /// `SKIPPED: <test>: <reason>` on stderr and the same line appended to the
+    /// workspace's `target/skipped-tests.txt`, which `make test` prints at the end.
+    fn skip(reason: &str) {
+        use std::io::Write as _;
+        let test = format!("balancer::{}", std::thread::current().name().unwrap_or("?"));
+        assert!(std::env::var_os("CI").is_none(), "{test}: under CI this test must run, but {reason}");
+        let line = format!("{test}: {reason}");
+        eprintln!("SKIPPED: {line}");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/skipped-tests.txt");
+        let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            f.write_all(format!("{line}\n").as_bytes())
+        });
+        if let Err(e) = written {
+            eprintln!("cannot list the skip in {}: {e}", path.display());
+        }
+    }
+
     /// Root only: captures its own UDP datagrams on the loopback interface.
     #[test]
     fn loopback_capture_as_root() {
         // SAFETY: plain system call.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED: needs root (CAP_NET_RAW) to open an AF_PACKET ring");
+            skip("needs root (CAP_NET_RAW) to open an AF_PACKET ring");
             return;
         }
         let params = RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 5, promisc: false };

@@ -22,7 +22,7 @@
 //!   allocated per frame.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,14 @@ impl ContainersSource {
         self.retry_at = None;
         let want: BTreeSet<String> =
             snap.live_entries().map(|(_, e)| e.reference.veth_str().to_owned()).filter(|v| !v.is_empty()).collect();
-        let gone: Vec<String> = self.assigned.keys().filter(|v| !want.contains(*v)).cloned().collect();
+        // A veth leaves the capture when it is gone, not when one snapshot misses it: a scan
+        // that raced a container's start may lack a veth that is still there.
+        let gone: Vec<String> = self
+            .assigned
+            .keys()
+            .filter(|v| !want.contains(*v) && !Path::new("/sys/class/net").join(v).exists())
+            .cloned()
+            .collect();
         for v in gone {
             self.afp.remove(&v, sink);
             if let Some(i) = self.assigned.remove(&v) {

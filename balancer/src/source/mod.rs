@@ -60,21 +60,26 @@ pub enum SourceError {
         /// The OS error.
         cause: std::io::Error,
     },
-    /// The file is not a pcap or pcapng capture.
-    #[error("{path} is not a pcap or pcapng capture ({detail}); convert it with `editcap -F pcap`")]
+    /// The file is not a pcap or pcapng capture (or is empty, or too short for a header).
+    #[error("{path}: {detail}")]
     NotACapture {
         /// The file.
         path: String,
-        /// What the parser said.
+        /// What is wrong, in words, and the fix.
         detail: String,
     },
-    /// The capture's link type is not Ethernet.
-    #[error("{path}: link type {linktype} is not supported; the station reads Ethernet (linktype 1) captures")]
+    /// The capture's link type is not one the station decodes.
+    #[error(
+        "{path}: link type {linktype}{place} is not supported; the station reads {}",
+        wire::link::LinkType::SUPPORTED
+    )]
     LinkType {
         /// The file.
         path: String,
-        /// The link type number.
-        linktype: i32,
+        /// The link type number (the low 16 bits of the pcap LinkType field).
+        linktype: u32,
+        /// Where it was declared: empty for a pcap file, ` (pcapng interface N)`.
+        place: String,
     },
     /// The capture is corrupt in the middle (not just truncated at the end).
     #[error("{path}: corrupt capture at byte {offset} ({detail}); {delivered} frames before it were delivered")]
@@ -120,6 +125,21 @@ pub trait Source {
     fn describe(&self) -> String;
 }
 
+/// Checks what can be checked of a live source without capturing (names,
+/// link types, privileges, support built in), so that its errors come before
+/// the balancer holds for its consumers. Offline sources are checked when opened.
+///
+/// # Errors
+/// As [`open`] for those conditions.
+pub fn preflight(spec: &SourceSpec) -> Result<(), SourceError> {
+    match spec {
+        SourceSpec::Interfaces(ifaces) => Ok(af_packet::preflight(ifaces)?),
+        #[cfg(not(feature = "pfring"))]
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => Err(pfring_not_built(dev)),
+        _ => Ok(()),
+    }
+}
+
 /// Opens the source CJ_IFACE names.
 ///
 /// # Errors
@@ -136,8 +156,13 @@ pub fn open(spec: &SourceSpec, config: &StationConfig) -> Result<Box<dyn Source>
             Ok(Box::new(pfring::PfRingSource::open(kind, &device)?))
         }
         #[cfg(not(feature = "pfring"))]
-        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => Err(SourceError::Unsupported(format!(
-            "PF_RING device {dev} needs cj-balancer built with `--features pfring`; use an AF_PACKET interface, pcap:FILE or sim:SPEC"
-        ))),
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => Err(pfring_not_built(dev)),
     }
+}
+
+#[cfg(not(feature = "pfring"))]
+fn pfring_not_built(dev: &str) -> SourceError {
+    SourceError::Unsupported(format!(
+        "PF_RING device {dev} needs cj-balancer built with `--features pfring`; use an AF_PACKET interface, pcap:FILE or sim:SPEC"
+    ))
 }

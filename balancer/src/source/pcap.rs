@@ -6,18 +6,59 @@
 //! end of the file is counted in `errors` and ends the stream; a corrupt block
 //! in the middle stops the source with [`SourceError::Corrupt`] after every
 //! frame before it was delivered. Memory is the read buffer, whatever the file size.
+//!
+//! Link types (`wire::link`): Ethernet (1), Linux SLL (113) and SLL2 (276),
+//! raw IP (101, 228, 229) and null/loop (0, 108), per interface in pcapng (one
+//! file may mix them). Any other is a one-line [`SourceError::LinkType`]
+//! naming the number, before a frame of that file or interface is delivered.
+//! A pcap LinkType field with the FCS bits (bit 26 set, bits 28–31 the length
+//! in 16-bit words) is decoded: the FCS is cut off the bytes delivered, the
+//! wire length stays as captured; with bit 26 clear the bits are ignored
+//! (0x30000001 is plain Ethernet). Frames of the other framings are delivered
+//! in their Ethernet form (`wire::link::write_ethernet_form`: MACs zero, the
+//! framing's EtherType, the network-layer bytes), built in a buffer of the
+//! source's own that grows only for a larger frame, so the balancer's hash and
+//! the detector's parser read them as Ethernet; their wire length stays the
+//! captured one, so frame bytes are the bytes as captured.
+//!
+//! Errors are words, never a parser's debug dump: an empty file says it is
+//! empty, a file too short for a header says so, another format is "not a
+//! pcap or pcapng capture" with the `editcap` fix, and a bad block names what
+//! is wrong with it.
+//!
+//! Not guaranteed: the pcapng `if_fcslen` and `epb_flags` FCS options are not
+//! read (pcapng frames are taken as captured without an FCS). A length taken
+//! from the frame (`wire::summarize_wire`: IPv4 total length 0, IPv6
+//! jumbograms) of a non-Ethernet frame that was cut (snap length, queue slot)
+//! or carries a Linux cooked header is off by the difference between the
+//! framing's header and 14 bytes (SLL +2, SLL2 +6, raw IP -14, null/loop -10
+//! when cut); Ethernet frames count exactly.
 
 use std::fs::File;
 use std::path::Path;
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError};
+use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+use wire::link::{write_ethernet_form, LinkType, PcapLinkField};
 
 use super::{Frame, Poll, Source, SourceError, SourceStats};
 
 /// Read buffer: large enough for any frame, small enough to stay in cache-friendly territory.
 const BUFFER_SIZE: usize = 1 << 20;
+
+/// First size of the buffer for Ethernet forms (grows for a larger frame).
+const FORM_BUFFER_SIZE: usize = (1 << 16) + 64;
+
+/// How the frames of a pcap file or of one pcapng interface are framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link {
+    kind: LinkType,
+    /// Bytes of FCS at the end of every frame (0: none or unknown).
+    fcs_len: usize,
+}
+
+const ETHERNET: Link = Link { kind: LinkType::Ethernet, fcs_len: 0 };
 
 /// Per pcapng interface: timestamp units and offset.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +67,7 @@ struct NgInterface {
     units_per_sec: u64,
     /// Seconds added to every timestamp.
     offset_sec: i64,
-    linktype: i32,
+    link: Link,
 }
 
 /// A capture file source.
@@ -35,8 +76,12 @@ pub struct PcapSource {
     path: String,
     /// Legacy pcap: nanosecond timestamps.
     legacy_nanos: bool,
+    /// Legacy pcap: the file's framing.
+    legacy_link: Link,
     /// pcapng interfaces of the current section.
     ng_interfaces: Vec<NgInterface>,
+    /// Ethernet forms of frames of other framings.
+    form: Vec<u8>,
     stats: SourceStats,
     delivered: u64,
     ended: bool,
@@ -52,22 +97,101 @@ impl PcapSource {
     /// Opens a capture file.
     ///
     /// # Errors
-    /// The file cannot be opened or is not a capture.
+    /// The file cannot be opened, is empty, or is not a capture.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let display = path.display().to_string();
         let file = File::open(path).map_err(|cause| SourceError::Open { path: display.clone(), cause })?;
+        let size = file.metadata().map(|m| m.len()).ok();
+        if size == Some(0) {
+            return Err(SourceError::NotACapture {
+                path: display,
+                detail: "the file is empty (0 bytes): there is no capture in it; check the capture was written".into(),
+            });
+        }
         let reader = create_reader(BUFFER_SIZE, file)
-            .map_err(|e| SourceError::NotACapture { path: display.clone(), detail: format!("{e:?}") })?;
+            .map_err(|e| SourceError::NotACapture { path: display.clone(), detail: open_error(&e, size) })?;
         Ok(Self {
             reader,
             path: display,
             legacy_nanos: false,
+            legacy_link: ETHERNET,
             ng_interfaces: Vec::new(),
+            form: Vec::new(),
             stats: SourceStats::default(),
             delivered: 0,
             ended: false,
         })
     }
+}
+
+/// What `create_reader` said, in words.
+fn open_error<I>(e: &PcapError<I>, size: Option<u64>) -> String {
+    let size = size.map_or_else(String::new, |n| format!(" ({n} bytes)"));
+    match e {
+        PcapError::Eof => format!("the file is empty{size}: there is no capture in it; check the capture was written"),
+        PcapError::Incomplete(_) | PcapError::UnexpectedEof => format!(
+            "the file{size} is shorter than a pcap or pcapng header: not a complete capture; check the capture was written"
+        ),
+        PcapError::ReadError => format!("the file{size} cannot be read; check it is a regular, readable file"),
+        _ => "not a pcap or pcapng capture (no pcap or pcapng header at its start); convert it with `editcap -F pcap`"
+            .into(),
+    }
+}
+
+/// What the parser found wrong with a block, in words.
+fn block_error<I>(e: &PcapError<I>) -> &'static str {
+    use pcap_parser::nom::error::ErrorKind;
+    match e {
+        PcapError::BufferTooSmall => "a block is larger than the 1 MiB read buffer",
+        PcapError::ReadError => "the file could not be read",
+        PcapError::HeaderNotRecognized => "a section header is not recognized",
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => match kind {
+            ErrorKind::Verify => "a block's length is invalid: below its header's size, or its two copies differ",
+            ErrorKind::Tag => "a block's type or magic number is not valid here",
+            ErrorKind::Eof | ErrorKind::Complete => "a block is shorter than its own fields",
+            _ => "a block is malformed",
+        },
+        PcapError::Eof | PcapError::UnexpectedEof | PcapError::Incomplete(_) => "a block is cut short",
+    }
+}
+
+/// The framing of a pcap file header's LinkType field.
+fn legacy_link(path: &str, raw: u32) -> Result<Link, SourceError> {
+    let field = PcapLinkField(raw);
+    match field.link_type() {
+        Some(kind) => Ok(Link { kind, fcs_len: field.fcs_len() }),
+        None => Err(SourceError::LinkType { path: path.to_string(), linktype: field.number(), place: String::new() }),
+    }
+}
+
+/// The framing of a pcapng interface.
+fn ng_link(path: &str, raw: i32, interface: usize) -> Result<Link, SourceError> {
+    let number = (raw as u32) & 0xffff;
+    match LinkType::from_number(number) {
+        Some(kind) => Ok(Link { kind, fcs_len: 0 }),
+        None => Err(SourceError::LinkType {
+            path: path.to_string(),
+            linktype: number,
+            place: format!(" (pcapng interface {interface})"),
+        }),
+    }
+}
+
+/// The bytes to deliver of one record: cut to what was captured, the FCS
+/// cut off, in Ethernet form (in `form`) when the framing is another.
+fn frame_bytes<'a>(link: Link, data: &'a [u8], caplen: u32, wire_len: u32, form: &'a mut Vec<u8>) -> &'a [u8] {
+    let data = data.get(..caplen as usize).unwrap_or(data);
+    let keep = data.len().min((wire_len as usize).saturating_sub(link.fcs_len));
+    let data = &data[..keep];
+    if link.kind == LinkType::Ethernet {
+        return data;
+    }
+    let need = data.len() + wire::ethernet::HEADER_LEN;
+    if form.len() < need {
+        form.resize(need.max(FORM_BUFFER_SIZE).next_power_of_two(), 0);
+    }
+    let n = write_ethernet_form(link.kind, data, form);
+    &form[..n]
 }
 
 impl Source for PcapSource {
@@ -81,22 +205,18 @@ impl Source for PcapSource {
                 Ok((offset, block)) => {
                     let outcome = match block {
                         PcapBlockOwned::LegacyHeader(header) => {
-                            if header.network != Linktype::ETHERNET {
-                                return Err(SourceError::LinkType {
-                                    path: self.path.clone(),
-                                    linktype: header.network.0,
-                                });
-                            }
+                            self.legacy_link = legacy_link(&self.path, header.network.0 as u32)?;
                             self.legacy_nanos = header.is_nanosecond_precision();
                             None
                         }
                         PcapBlockOwned::Legacy(b) => {
                             let frac =
                                 if self.legacy_nanos { u64::from(b.ts_usec) } else { u64::from(b.ts_usec) * 1000 };
+                            let wire_len = b.origlen.max(b.caplen);
                             let frame = Frame {
                                 ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + frac,
-                                wire_len: b.origlen.max(b.caplen),
-                                data: b.data.get(..b.caplen as usize).unwrap_or(b.data),
+                                wire_len,
+                                data: frame_bytes(self.legacy_link, b.data, b.caplen, wire_len, &mut self.form),
                                 source: 0,
                             };
                             sink(&frame);
@@ -107,16 +227,11 @@ impl Source for PcapSource {
                             None
                         }
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            if idb.linktype != Linktype::ETHERNET {
-                                return Err(SourceError::LinkType {
-                                    path: self.path.clone(),
-                                    linktype: idb.linktype.0,
-                                });
-                            }
+                            let link = ng_link(&self.path, idb.linktype.0, self.ng_interfaces.len())?;
                             self.ng_interfaces.push(NgInterface {
                                 units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
                                 offset_sec: idb.ts_offset(),
-                                linktype: idb.linktype.0,
+                                link,
                             });
                             None
                         }
@@ -124,28 +239,27 @@ impl Source for PcapSource {
                             let iface = self.ng_interfaces.get(epb.if_id as usize).copied().unwrap_or(NgInterface {
                                 units_per_sec: 1_000_000,
                                 offset_sec: 0,
-                                linktype: 1,
+                                link: ETHERNET,
                             });
-                            debug_assert_eq!(iface.linktype, 1);
                             let ts_units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                            let wire_len = epb.origlen.max(epb.caplen);
                             let frame = Frame {
                                 ts_ns: ts_to_ns(ts_units, iface.units_per_sec, iface.offset_sec),
-                                wire_len: epb.origlen.max(epb.caplen),
-                                data: epb.data.get(..epb.caplen as usize).unwrap_or(epb.data),
+                                wire_len,
+                                data: frame_bytes(iface.link, epb.data, epb.caplen, wire_len, &mut self.form),
                                 source: epb.if_id.min(255) as u8,
                             };
                             sink(&frame);
                             Some(())
                         }
                         PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                            let iface = self.ng_interfaces.first().copied();
-                            if let Some(i) = iface {
-                                debug_assert_eq!(i.linktype, 1);
-                            }
+                            let link = self.ng_interfaces.first().map_or(ETHERNET, |i| i.link);
+                            let wire_len = spb.origlen.max(spb.data.len() as u32);
+                            let caplen = spb.origlen.min(spb.data.len() as u32);
                             let frame = Frame {
                                 ts_ns: 0,
-                                wire_len: spb.origlen.max(spb.data.len() as u32),
-                                data: spb.data.get(..spb.origlen as usize).unwrap_or(spb.data),
+                                wire_len,
+                                data: frame_bytes(link, spb.data, caplen, wire_len, &mut self.form),
                                 source: 0,
                             };
                             sink(&frame);
@@ -175,7 +289,7 @@ impl Source for PcapSource {
                     break;
                 }
                 Err(e) => {
-                    let detail = format!("{e:?}");
+                    let detail = block_error(&e).to_string();
                     self.stats.errors += 1;
                     self.ended = true;
                     return Err(SourceError::Corrupt {
@@ -231,5 +345,173 @@ mod tests {
         assert_eq!(ts_to_ns(1_500_000, 1_000_000, 0), 1_500_000_000);
         assert_eq!(ts_to_ns(1_500_000_001, 1_000_000_000, 0), 1_500_000_001);
         assert_eq!(ts_to_ns(3, 2, 10), 11_500_000_000);
+    }
+
+    /// IPv4 UDP 10.0.0.1:1000 -> 10.0.0.2:2000, total length 32 (4 bytes of data).
+    const IP: [u8; 32] = [
+        0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x03, 0xe8, 0x07, 0xd0, 0, 12, 0, 0, 1, 2,
+        3, 4,
+    ];
+
+    /// A little-endian microsecond pcap with one record per frame (caplen = origlen).
+    fn pcap(linktype: u32, frames: &[&[u8]]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        f.extend_from_slice(&2u16.to_le_bytes());
+        f.extend_from_slice(&4u16.to_le_bytes());
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&65535u32.to_le_bytes());
+        f.extend_from_slice(&linktype.to_le_bytes());
+        for (i, d) in frames.iter().enumerate() {
+            f.extend_from_slice(&(i as u32 + 1).to_le_bytes());
+            f.extend_from_slice(&0u32.to_le_bytes());
+            f.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            f.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            f.extend_from_slice(d);
+        }
+        f
+    }
+
+    fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let len = 12 + body.len().div_ceil(4) * 4;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&(len as u32).to_le_bytes());
+        b.extend_from_slice(body);
+        b.resize(len - 4, 0);
+        b.extend_from_slice(&(len as u32).to_le_bytes());
+        b
+    }
+
+    /// A pcapng with one IDB per link type and one EPB per (interface, frame).
+    fn pcapng(linktypes: &[u16], frames: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&u64::MAX.to_le_bytes());
+        let mut f = ng_block(0x0a0d_0d0a, &shb);
+        for lt in linktypes {
+            let mut idb = lt.to_le_bytes().to_vec();
+            idb.extend_from_slice(&[0, 0]);
+            idb.extend_from_slice(&0u32.to_le_bytes());
+            f.extend(ng_block(1, &idb));
+        }
+        for (iface, d) in frames {
+            let mut epb = iface.to_le_bytes().to_vec();
+            epb.extend_from_slice(&[0; 8]);
+            epb.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            epb.extend_from_slice(d);
+            f.extend(ng_block(6, &epb));
+        }
+        f
+    }
+
+    /// Every frame the source delivers (data, wire length, source), or its error.
+    fn read_all(bytes: &[u8]) -> Result<Vec<(Vec<u8>, u32, u8)>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pcap");
+        std::fs::write(&path, bytes).unwrap();
+        let mut src = PcapSource::open(&path).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        loop {
+            let poll = src
+                .poll_batch(64, &mut |f| out.push((f.data.to_vec(), f.wire_len, f.source)))
+                .map_err(|e| e.to_string())?;
+            if poll == Poll::Ended {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn ethernet_form(payload: &[u8], ethertype: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn every_supported_link_type_is_delivered_in_ethernet_form_with_its_captured_length() {
+        let mut sll = vec![0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+        sll.extend_from_slice(&IP);
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 3, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        sll2.extend_from_slice(&IP);
+        let mut null = vec![2, 0, 0, 0];
+        null.extend_from_slice(&IP);
+        let mut lo = vec![0, 0, 0, 2];
+        lo.extend_from_slice(&IP);
+        for (lt, frame) in
+            [(113, &sll[..]), (276, &sll2[..]), (101, &IP[..]), (228, &IP[..]), (0, &null[..]), (108, &lo[..])]
+        {
+            let got = read_all(&pcap(lt, &[frame])).unwrap();
+            assert_eq!(got, vec![(ethernet_form(&IP, 0x0800), frame.len() as u32, 0)], "link type {lt}");
+            let s = wire::summarize(&got[0].0);
+            assert_eq!((s.l3, s.src_port, s.dst_port, s.ip_len), (wire::L3::Ipv4, 1000, 2000, 32), "link type {lt}");
+        }
+    }
+
+    #[test]
+    fn fcs_bits_in_the_link_type_are_decoded() {
+        let mut eth = ethernet_form(&IP, 0x0800);
+        eth[0] = 2;
+        let mut with_fcs = eth.clone();
+        with_fcs.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        // P set, 2 words: 4 bytes of FCS cut off, the wire length kept.
+        let got = read_all(&pcap(0x2400_0001, &[&with_fcs])).unwrap();
+        assert_eq!(got, vec![(eth.clone(), with_fcs.len() as u32, 0)]);
+        // P clear (0x30000001): plain Ethernet, nothing cut.
+        let got = read_all(&pcap(0x3000_0001, &[&with_fcs])).unwrap();
+        assert_eq!(got, vec![(with_fcs.clone(), with_fcs.len() as u32, 0)]);
+    }
+
+    #[test]
+    fn other_link_types_are_a_one_line_error_naming_the_number() {
+        let e = read_all(&pcap(147, &[&IP])).unwrap_err();
+        assert!(e.contains("link type 147 is not supported"), "{e}");
+        assert!(e.contains("Linux SLL (113)") && e.contains("raw IP (101, 228, 229)"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        let e = read_all(&pcapng(&[1, 105], &[(0, &IP)])).unwrap_err();
+        assert!(e.contains("link type 105 (pcapng interface 1) is not supported"), "{e}");
+    }
+
+    #[test]
+    fn pcapng_link_types_are_per_interface() {
+        let eth = ethernet_form(&IP, 0x0800);
+        let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+        sll.extend_from_slice(&IP);
+        let got = read_all(&pcapng(&[1, 101, 113], &[(0, &eth), (1, &IP), (2, &sll)])).unwrap();
+        assert_eq!(
+            got,
+            vec![(eth.clone(), 46, 0), (eth.clone(), 32, 1), (eth, 48, 2)],
+            "each frame in the framing of its interface"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_says_it_is_empty() {
+        let e = read_all(&[]).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        assert!(!e.contains("editcap"), "{e}");
+        let e = read_all(b"hello, this is not a capture at all").unwrap_err();
+        assert!(e.contains("not a pcap or pcapng capture"), "{e}");
+    }
+
+    #[test]
+    fn a_short_or_corrupt_pcapng_block_is_described_in_words() {
+        let mut f = pcapng(&[1], &[(0, &ethernet_form(&IP, 0x0800))]);
+        // A block whose length (6) is below the 12-byte minimum.
+        f.extend_from_slice(&[6, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0]);
+        f.extend(ng_block(6, &[0; 40]));
+        let e = read_all(&f).unwrap_err();
+        assert!(e.contains("corrupt capture") && e.contains("1 frames before it"), "{e}");
+        assert!(!e.contains("NomError") && !e.contains('[') && !e.contains("Verify"), "{e}");
+        // Two lengths that differ.
+        let mut f = pcapng(&[1], &[]);
+        let mut bad = ng_block(6, &[0; 40]);
+        let n = bad.len();
+        bad[n - 4] = 0x7c;
+        f.extend(bad);
+        let e = read_all(&f).unwrap_err();
+        assert!(!e.contains("NomError") && !e.contains('['), "{e}");
     }
 }

@@ -1,0 +1,805 @@
+//! `CJ_EXPORT`: every flow record the app takes off the record queues, sent
+//! as IPFIX (RFC 7011) over UDP to one or more collectors (`nfcapd`,
+//! `nfacctd`, any IPFIX collector).
+//!
+//! Each [`FlowRecord`] of kind IP becomes up to two IPFIX data records, one per
+//! direction that has packets, the sending side as source (side a→b from
+//! `dir[0]`, b→a from `dir[1]`). Counts are deltas: an interim record (end
+//! reason 2, active timeout, emitted every `CJ_REFRESH`) carries what the flow
+//! counted since its previous record, so a collector's sum over the data
+//! records of a 5-tuple equals the station's totals (and `flows.csv`).
+//!
+//! Templates (fixed, set id 2): 256 for IPv4, 257 for IPv6, with the IANA
+//! elements, in this order: sourceIPv4Address(8) / sourceIPv6Address(27),
+//! destinationIPv4Address(12) / destinationIPv6Address(28),
+//! sourceTransportPort(7), destinationTransportPort(11), protocolIdentifier(4),
+//! packetDeltaCount(2, 8 bytes), octetDeltaCount(1, 8 bytes: IP bytes, as
+//! flows.csv's BYTES), flowStartMilliseconds(152), flowEndMilliseconds(153)
+//! (the record's first and last packet), tcpControlBits(6, 2 bytes),
+//! vlanId(58, the outer VLAN), ingressInterface(10, 4 bytes: the capture
+//! source's index, as `sources` in the cluster directory lists them),
+//! flowEndReason(136), sourceMacAddress(56), destinationMacAddress(80).
+//! 66 bytes per IPv4 data record, 90 per IPv6 one.
+//!
+//! Container attribution is not exported: no standard element names a
+//! container, and enterprise-specific elements would need an enterprise
+//! number the project does not have (nfdump and pmacct would ignore them
+//! anyway). The containers are in `containers.csv`, `/metrics` and
+//! `cj-app query`; ingressInterface names the capture interface (for a
+//! container's veth, its container).
+//!
+//! Why by hand: on docs.rs, `ipfix` (0.1.1, nom 2) and `ipfix-parser` only
+//! parse; `rustflow_export` is an application's exporter built on its own
+//! parser crate and anyhow; `flowscope` and `netring` carry IPFIX encoders
+//! inside large packet-capture crates that change version every few weeks.
+//! The encoder needed here is two fixed templates and big-endian fields
+//! (about a hundred lines, tested below against hand-decoded bytes), smaller
+//! than any of those dependencies.
+//!
+//! Guarantees:
+//! - Off when `CJ_EXPORT` is empty. A value that is not a comma-separated list
+//!   of `ipfix://HOST:PORT` (HOST a name, an IPv4 address or `[IPv6]`, PORT
+//!   1..=65535), a name that does not resolve, or a socket that cannot be
+//!   opened is refused at start with one line naming the fix (exit 2).
+//! - Templates go to each collector at start, every [`TEMPLATE_INTERVAL`],
+//!   and again before the next data after a send to it failed (a collector
+//!   that was down or restarted learns them at once, not 30 s later).
+//! - Every message is at most [`MAX_MESSAGE`] bytes (under a 1500-byte path
+//!   MTU with IPv6 and UDP headers). Pending data records are sent once a
+//!   message is full, when the oldest has waited [`FLUSH_INTERVAL`], and at
+//!   the end of the run (before the final files are written).
+//! - The header's sequence number is the number of data records sent before
+//!   the message in this observation domain (RFC 7011 section 3.1); the
+//!   observation domain id is `CJ_CLUSTER_ID`; export time is wall clock.
+//! - Sockets are non-blocking and connected: a send that fails (would block,
+//!   the collector's port refused) drops that message, counts its data
+//!   records in `records_dropped` and warns at most once a minute per
+//!   collector; it never stops or slows the app. `summary.json` (`export`) and
+//!   the stats line show the counts.
+//! - In fan-out mode (`ZBALANCE_HASH_MODE=2`, every queue sees every packet)
+//!   only the first queue's records are exported, as for the container table.
+//!
+//! Not guaranteed: delivery. UDP has no acknowledgement: a collector whose
+//! receive buffer overflows loses messages without the app knowing (the
+//! sequence numbers let the collector see the gap). Non-IP and malformed
+//! records are not exported (no IPFIX template here fits them); their frames
+//! stay in `flows.csv`'s totals and `summary.json`. NetFlow v9 is not built.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use station::config::{ConfigError, StationConfig};
+use station::record::{FlowRecord, RecordKind};
+
+/// The variable.
+const VAR: &str = "CJ_EXPORT";
+/// The scheme of a destination.
+const SCHEME: &str = "ipfix://";
+/// IPFIX version number (RFC 7011 section 3.1).
+pub const VERSION: u16 = 10;
+/// Set id of a template set.
+pub const TEMPLATE_SET_ID: u16 = 2;
+/// Template of IPv4 data records.
+pub const TEMPLATE_V4: u16 = 256;
+/// Template of IPv6 data records.
+pub const TEMPLATE_V6: u16 = 257;
+/// Largest message sent.
+pub const MAX_MESSAGE: usize = 1400;
+/// Templates are sent again this often.
+pub const TEMPLATE_INTERVAL: Duration = Duration::from_secs(30);
+/// Pending data records wait at most this long.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Warnings about one collector come at most this often.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// Message header length.
+const HEADER_LEN: usize = 16;
+/// Set header length.
+const SET_HEADER_LEN: usize = 4;
+
+/// (element id, length) of the IPv4 template's fields, in order.
+const FIELDS_V4: [(u16, u16); 15] = [
+    (8, 4),
+    (12, 4),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (2, 8),
+    (1, 8),
+    (152, 8),
+    (153, 8),
+    (6, 2),
+    (58, 2),
+    (10, 4),
+    (136, 1),
+    (56, 6),
+    (80, 6),
+];
+
+/// The IPv6 template's fields: the IPv4 ones with IPv6 addresses.
+const FIELDS_V6: [(u16, u16); 15] = {
+    let mut f = FIELDS_V4;
+    f[0] = (27, 16);
+    f[1] = (28, 16);
+    f
+};
+
+const fn record_len(fields: &[(u16, u16)]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        n += fields[i].1 as usize;
+        i += 1;
+    }
+    n
+}
+
+/// Bytes of one IPv4 data record.
+pub const RECORD_LEN_V4: usize = record_len(&FIELDS_V4);
+/// Bytes of one IPv6 data record.
+pub const RECORD_LEN_V6: usize = record_len(&FIELDS_V6);
+
+const _: () = assert!(RECORD_LEN_V4 == 66 && RECORD_LEN_V6 == 90);
+
+/// One direction of a flow record, as one IPFIX data record carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirRecord {
+    /// IPv6 (template 257) or IPv4 (256, addresses in the first 4 bytes).
+    pub v6: bool,
+    /// Sending side's address.
+    pub src: [u8; 16],
+    /// Receiving side's address.
+    pub dst: [u8; 16],
+    /// Sending side's port.
+    pub src_port: u16,
+    /// Receiving side's port.
+    pub dst_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Packets (delta).
+    pub packets: u64,
+    /// IP bytes (delta).
+    pub octets: u64,
+    /// First packet of the record, ms since the epoch.
+    pub start_ms: u64,
+    /// Last packet of the record, ms since the epoch.
+    pub end_ms: u64,
+    /// TCP flags ORed over this direction.
+    pub tcp_flags: u8,
+    /// Outer VLAN.
+    pub vlan: u16,
+    /// Capture source index.
+    pub ingress: u32,
+    /// flowEndReason.
+    pub end_reason: u8,
+    /// Sending side's MAC.
+    pub src_mac: [u8; 6],
+    /// Receiving side's MAC.
+    pub dst_mac: [u8; 6],
+}
+
+impl DirRecord {
+    /// The directions of `r` that have packets (none for non-IP records).
+    pub fn of(r: &FlowRecord) -> impl Iterator<Item = DirRecord> + '_ {
+        let ip = r.record_kind() == Some(RecordKind::Ip) && matches!(r.ip_version, 4 | 6);
+        (0..2).filter(move |&d| ip && r.dir[d].packets > 0).map(move |d| {
+            let (src, dst, sp, dp, sm, dm) = if d == 0 {
+                (r.addr_a, r.addr_b, r.port_a, r.port_b, r.mac_a, r.mac_b)
+            } else {
+                (r.addr_b, r.addr_a, r.port_b, r.port_a, r.mac_b, r.mac_a)
+            };
+            DirRecord {
+                v6: r.ip_version == 6,
+                src,
+                dst,
+                src_port: sp,
+                dst_port: dp,
+                proto: r.proto,
+                packets: r.dir[d].packets,
+                octets: r.dir[d].ip_bytes,
+                start_ms: r.first_ns / 1_000_000,
+                end_ms: r.last_ns / 1_000_000,
+                tcp_flags: r.dir[d].tcp_flags,
+                vlan: r.vlan & 0x0fff,
+                ingress: u32::from(r.source),
+                end_reason: r.end_reason,
+                src_mac: sm,
+                dst_mac: dm,
+            }
+        })
+    }
+
+    /// Its template.
+    pub fn template(&self) -> u16 {
+        if self.v6 {
+            TEMPLATE_V6
+        } else {
+            TEMPLATE_V4
+        }
+    }
+
+    /// Its encoded length.
+    pub fn len(&self) -> usize {
+        if self.v6 {
+            RECORD_LEN_V6
+        } else {
+            RECORD_LEN_V4
+        }
+    }
+
+    /// Appends the data record's bytes (the template's field order).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let alen = if self.v6 { 16 } else { 4 };
+        out.extend_from_slice(&self.src[..alen]);
+        out.extend_from_slice(&self.dst[..alen]);
+        out.extend_from_slice(&self.src_port.to_be_bytes());
+        out.extend_from_slice(&self.dst_port.to_be_bytes());
+        out.push(self.proto);
+        out.extend_from_slice(&self.packets.to_be_bytes());
+        out.extend_from_slice(&self.octets.to_be_bytes());
+        out.extend_from_slice(&self.start_ms.to_be_bytes());
+        out.extend_from_slice(&self.end_ms.to_be_bytes());
+        out.extend_from_slice(&u16::from(self.tcp_flags).to_be_bytes());
+        out.extend_from_slice(&self.vlan.to_be_bytes());
+        out.extend_from_slice(&self.ingress.to_be_bytes());
+        out.push(self.end_reason);
+        out.extend_from_slice(&self.src_mac);
+        out.extend_from_slice(&self.dst_mac);
+    }
+}
+
+/// Writes a message header at the start of `msg` (whose length is final).
+fn write_header(msg: &mut [u8], export_time: u32, seq: u32, domain: u32) {
+    let len = msg.len() as u16;
+    msg[0..2].copy_from_slice(&VERSION.to_be_bytes());
+    msg[2..4].copy_from_slice(&len.to_be_bytes());
+    msg[4..8].copy_from_slice(&export_time.to_be_bytes());
+    msg[8..12].copy_from_slice(&seq.to_be_bytes());
+    msg[12..16].copy_from_slice(&domain.to_be_bytes());
+}
+
+/// A message holding one template set with both templates.
+pub fn template_message(export_time: u32, seq: u32, domain: u32) -> Vec<u8> {
+    let mut m = vec![0u8; HEADER_LEN];
+    let set_len = SET_HEADER_LEN + 2 * (4 + 4 * FIELDS_V4.len());
+    m.extend_from_slice(&TEMPLATE_SET_ID.to_be_bytes());
+    m.extend_from_slice(&(set_len as u16).to_be_bytes());
+    for (id, fields) in [(TEMPLATE_V4, &FIELDS_V4), (TEMPLATE_V6, &FIELDS_V6)] {
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+        for &(ie, len) in fields {
+            m.extend_from_slice(&ie.to_be_bytes());
+            m.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    write_header(&mut m, export_time, seq, domain);
+    m
+}
+
+/// A data message being filled: header, then data sets (a new set whenever
+/// the template changes).
+#[derive(Debug)]
+pub struct DataMessage {
+    buf: Vec<u8>,
+    /// Offset and template of the open set.
+    open: Option<(usize, u16)>,
+    records: u32,
+}
+
+impl Default for DataMessage {
+    fn default() -> Self {
+        let mut buf = Vec::with_capacity(MAX_MESSAGE);
+        buf.resize(HEADER_LEN, 0);
+        DataMessage { buf, open: None, records: 0 }
+    }
+}
+
+impl DataMessage {
+    /// Data records in it.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Adds `d`; `false` (and nothing added) when the message would exceed
+    /// [`MAX_MESSAGE`].
+    pub fn push(&mut self, d: &DirRecord) -> bool {
+        let new_set = self.open.is_none_or(|(_, t)| t != d.template());
+        let need = d.len() + if new_set { SET_HEADER_LEN } else { 0 };
+        if self.buf.len() + need > MAX_MESSAGE {
+            return false;
+        }
+        if new_set {
+            self.close_set();
+            self.open = Some((self.buf.len(), d.template()));
+            self.buf.extend_from_slice(&d.template().to_be_bytes());
+            self.buf.extend_from_slice(&[0, 0]);
+        }
+        d.encode(&mut self.buf);
+        self.records += 1;
+        true
+    }
+
+    fn close_set(&mut self) {
+        if let Some((at, _)) = self.open.take() {
+            let len = (self.buf.len() - at) as u16;
+            self.buf[at + 2..at + 4].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+
+    /// The finished bytes (header filled in); the message is then empty again.
+    pub fn take(&mut self, export_time: u32, seq: u32, domain: u32) -> Vec<u8> {
+        self.close_set();
+        let mut m = std::mem::take(self);
+        write_header(&mut m.buf, export_time, seq, domain);
+        m.buf
+    }
+}
+
+/// Export counters (summed over the collectors), for `summary.json` and the stats line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExportStats {
+    /// Data records built (one per direction with packets).
+    pub records: u64,
+    /// Data records sent, per collector (a record sent to two counts twice).
+    pub records_exported: u64,
+    /// Data records in messages whose send failed, per collector.
+    pub records_dropped: u64,
+    /// Messages sent (templates included).
+    pub messages: u64,
+    /// Failed sends.
+    pub send_errors: u64,
+}
+
+/// One collector.
+#[derive(Debug)]
+struct Collector {
+    url: String,
+    socket: UdpSocket,
+    /// When templates are due (now after a failed send).
+    templates_at: Instant,
+    last_warning: Option<Instant>,
+}
+
+impl Collector {
+    fn warn(&mut self, now: Instant, what: &str, e: &io::Error) {
+        if self.last_warning.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
+            self.last_warning = Some(now);
+            eprintln!(
+                "cj-app: warning: IPFIX export to {}: {what}: {e}; its records are counted in export.records_dropped \
+                 (check that the collector listens there; this warning repeats at most once a minute)",
+                self.url
+            );
+        }
+    }
+}
+
+/// The exporter: owned by the main loop, fed every record it takes.
+#[derive(Debug)]
+pub struct Exporter {
+    collectors: Vec<Collector>,
+    domain: u32,
+    fan_out: bool,
+    pending: DataMessage,
+    pending_since: Option<Instant>,
+    /// Data records sent so far in this observation domain (mod 2^32).
+    seq: u32,
+    stats: ExportStats,
+}
+
+/// The collectors of `CJ_EXPORT`; empty when off.
+///
+/// # Errors
+/// A value that is not `ipfix://HOST:PORT[,...]`, or a HOST that does not resolve.
+pub fn destinations(cfg: &StationConfig) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+    parse(&cfg.export, cfg.origin(VAR))
+}
+
+fn parse(raw: &str, origin: &str) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+    let value = raw.trim();
+    let err = |expected: String| ConfigError {
+        var: VAR.to_owned(),
+        value: value.to_owned(),
+        origin: origin.to_owned(),
+        expected,
+    };
+    const FORM: &str = "ipfix://HOST:PORT, several separated by commas (HOST a name, an IPv4 address or [IPv6], \
+                        PORT 1..=65535), or empty for no export";
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(rest) = item.strip_prefix(SCHEME) else {
+            return Err(err(format!("{FORM}; {item:?} does not start with {SCHEME} (NetFlow v9 is not built)")));
+        };
+        let port_ok = rest.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_some_and(|p| p != 0);
+        if !port_ok {
+            return Err(err(format!("{FORM}; {item:?} has no port 1..=65535")));
+        }
+        let addr = rest
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| err(format!("{FORM}; {rest:?} does not resolve to an address")))?;
+        out.push((item.to_owned(), addr));
+    }
+    Ok(out)
+}
+
+impl Exporter {
+    /// The exporter of `cfg`'s `CJ_EXPORT`, with its templates sent; `None` when off.
+    ///
+    /// # Errors
+    /// A bad `CJ_EXPORT` (see [`destinations`]) or a UDP socket that cannot be
+    /// opened (named as a configuration error: the destination is unusable here).
+    pub fn from_config(cfg: &StationConfig, fan_out: bool) -> Result<Option<Exporter>, ConfigError> {
+        let dests = destinations(cfg)?;
+        if dests.is_empty() {
+            return Ok(None);
+        }
+        let mut collectors = Vec::new();
+        for (url, addr) in dests {
+            let socket = open(addr).map_err(|e| ConfigError {
+                var: VAR.to_owned(),
+                value: cfg.export.clone(),
+                origin: cfg.origin(VAR).to_owned(),
+                expected: format!("a destination this host can send UDP to; {url}: {e}"),
+            })?;
+            collectors.push(Collector { url, socket, templates_at: Instant::now(), last_warning: None });
+        }
+        let mut e = Exporter {
+            collectors,
+            domain: cfg.cluster_id,
+            fan_out,
+            pending: DataMessage::default(),
+            pending_since: None,
+            seq: 0,
+            stats: ExportStats::default(),
+        };
+        e.tick(Instant::now());
+        Ok(Some(e))
+    }
+
+    /// The collectors, for the start line.
+    pub fn describe(&self) -> String {
+        let urls: Vec<&str> = self.collectors.iter().map(|c| c.url.as_str()).collect();
+        format!("exporting IPFIX to {} (observation domain {})", urls.join(", "), self.domain)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ExportStats {
+        self.stats
+    }
+
+    /// Adds the record `r` of intake queue `qi`.
+    pub fn add(&mut self, qi: usize, r: &FlowRecord) {
+        if self.fan_out && qi != 0 {
+            return;
+        }
+        for d in DirRecord::of(r) {
+            self.stats.records += 1;
+            if !self.pending.push(&d) {
+                self.flush();
+                // An empty message always has room for one record.
+                let _ = self.pending.push(&d);
+            }
+            self.pending_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Sends templates that are due and pending records that waited long enough.
+    pub fn tick(&mut self, now: Instant) {
+        if self.pending_since.is_some_and(|t| now.duration_since(t) >= FLUSH_INTERVAL) {
+            self.flush();
+        }
+        for i in 0..self.collectors.len() {
+            if now >= self.collectors[i].templates_at {
+                self.send_templates(i, now);
+            }
+        }
+    }
+
+    /// Sends the pending records now (at the end of a run, and when a message is full).
+    pub fn flush(&mut self) {
+        self.pending_since = None;
+        let n = self.pending.records();
+        if n == 0 {
+            return;
+        }
+        let msg = self.pending.take(export_time(), self.seq, self.domain);
+        let now = Instant::now();
+        for i in 0..self.collectors.len() {
+            if now >= self.collectors[i].templates_at {
+                self.send_templates(i, now);
+            }
+            let c = &mut self.collectors[i];
+            match c.socket.send(&msg) {
+                Ok(_) => {
+                    self.stats.messages += 1;
+                    self.stats.records_exported += u64::from(n);
+                }
+                Err(e) => {
+                    self.stats.send_errors += 1;
+                    self.stats.records_dropped += u64::from(n);
+                    c.templates_at = now;
+                    c.warn(now, "sending data", &e);
+                }
+            }
+        }
+        self.seq = self.seq.wrapping_add(n);
+    }
+
+    fn send_templates(&mut self, i: usize, now: Instant) {
+        let msg = template_message(export_time(), self.seq, self.domain);
+        let c = &mut self.collectors[i];
+        match c.socket.send(&msg) {
+            Ok(_) => {
+                self.stats.messages += 1;
+                c.templates_at = now + TEMPLATE_INTERVAL;
+            }
+            Err(e) => {
+                self.stats.send_errors += 1;
+                // Tried again at the first tick or flush a second from now.
+                c.templates_at = now + TEMPLATE_INTERVAL.min(FLUSH_INTERVAL);
+                c.warn(now, "sending templates", &e);
+            }
+        }
+    }
+}
+
+/// A non-blocking UDP socket connected to `addr`.
+fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let s = UdpSocket::bind(local)?;
+    s.connect(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Seconds since the epoch, as the header's export time.
+fn export_time() -> u32 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use station::record::{EndReason, FLAG_SEEN_A, FLAG_SEEN_B};
+
+    fn be16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+    fn be32(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+    }
+    fn be64(b: &[u8], at: usize) -> u64 {
+        u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    /// A decoded data record: (template, src, dst, sport, dport, proto, packets, octets).
+    type Decoded = (u16, Vec<u8>, Vec<u8>, u16, u16, u8, u64, u64);
+
+    /// Decodes a data message with the fixed templates; checks the set and message lengths.
+    fn decode(m: &[u8]) -> (u32, Vec<Decoded>) {
+        assert_eq!(be16(m, 0), 10);
+        assert_eq!(be16(m, 2) as usize, m.len());
+        let mut out = Vec::new();
+        let mut at = HEADER_LEN;
+        while at < m.len() {
+            let (id, len) = (be16(m, at), be16(m, at + 2) as usize);
+            let rl = if id == TEMPLATE_V6 { RECORD_LEN_V6 } else { RECORD_LEN_V4 };
+            let al = if id == TEMPLATE_V6 { 16 } else { 4 };
+            assert_eq!((len - SET_HEADER_LEN) % rl, 0, "set length");
+            let mut r = at + SET_HEADER_LEN;
+            while r < at + len {
+                let p = r + 2 * al;
+                out.push((
+                    id,
+                    m[r..r + al].to_vec(),
+                    m[r + al..r + 2 * al].to_vec(),
+                    be16(m, p),
+                    be16(m, p + 2),
+                    m[p + 4],
+                    be64(m, p + 5),
+                    be64(m, p + 13),
+                ));
+                r += rl;
+            }
+            at += len;
+        }
+        (be32(m, 8), out)
+    }
+
+    fn record(v6: bool, a_pkts: u64, b_pkts: u64) -> FlowRecord {
+        let mut r = FlowRecord {
+            kind: RecordKind::Ip as u8,
+            ip_version: if v6 { 6 } else { 4 },
+            proto: 6,
+            port_a: 40000,
+            port_b: 443,
+            first_ns: 1_700_000_000_123_456_789,
+            last_ns: 1_700_000_001_000_000_000,
+            end_reason: EndReason::IdleTimeout as u8,
+            mac_a: [2, 0, 0, 0, 0, 1],
+            mac_b: [2, 0, 0, 0, 0, 2],
+            vlan: 7,
+            source: 3,
+            ..Default::default()
+        };
+        r.addr_a[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.addr_b[..4].copy_from_slice(&[10, 0, 0, 2]);
+        if v6 {
+            r.addr_a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            r.addr_b = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        }
+        r.dir[0] = station::record::DirCounters { packets: a_pkts, ip_bytes: a_pkts * 100, ..Default::default() };
+        r.dir[1] = station::record::DirCounters { packets: b_pkts, ip_bytes: b_pkts * 1000, ..Default::default() };
+        r
+    }
+
+    #[test]
+    fn the_template_message_has_the_rfc_7011_layout_byte_for_byte() {
+        let m = template_message(0x6553_f100, 5, 9);
+        assert_eq!(m.len(), 16 + 4 + 2 * (4 + 15 * 4));
+        assert_eq!(&m[..16], &[0, 10, 0, 148, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 5, 0, 0, 0, 9]);
+        // Template set (id 2, length 132), template 256 with 15 fields, first sourceIPv4Address/4.
+        assert_eq!(&m[16..28], &[0, 2, 0, 132, 1, 0, 0, 15, 0, 8, 0, 4]);
+        // Template 257 starts after 256's 64 bytes with sourceIPv6Address/16, destinationIPv6Address/16.
+        assert_eq!(&m[84..96], &[1, 1, 0, 15, 0, 27, 0, 16, 0, 28, 0, 16]);
+        // The last field: destinationMacAddress(80)/6.
+        assert_eq!(&m[m.len() - 4..], &[0, 80, 0, 6]);
+    }
+
+    #[test]
+    fn a_record_becomes_one_data_record_per_direction_with_packets_sender_first() {
+        let r = record(false, 3, 2);
+        let ds: Vec<_> = DirRecord::of(&r).collect();
+        assert_eq!(ds.len(), 2);
+        assert_eq!((&ds[0].src[..4], ds[0].src_port, ds[0].packets, ds[0].octets), (&[10, 0, 0, 1][..], 40000, 3, 300));
+        assert_eq!((&ds[1].src[..4], ds[1].src_port, ds[1].packets, ds[1].octets), (&[10, 0, 0, 2][..], 443, 2, 2000));
+        assert_eq!((ds[1].src_mac, ds[1].dst_mac), (r.mac_b, r.mac_a));
+        assert_eq!(
+            (ds[0].start_ms, ds[0].end_ms, ds[0].ingress, ds[0].vlan),
+            (1_700_000_000_123, 1_700_000_001_000, 3, 7)
+        );
+        // One-way: one data record; a last record with no packet: none; non-IP: none.
+        assert_eq!(DirRecord::of(&record(false, 0, 4)).count(), 1);
+        let mut empty = record(false, 0, 0);
+        empty.flags = FLAG_SEEN_A | FLAG_SEEN_B;
+        assert_eq!(DirRecord::of(&empty).count(), 0);
+        let mut arp = record(false, 1, 1);
+        arp.kind = RecordKind::NonIp as u8;
+        assert_eq!(DirRecord::of(&arp).count(), 0);
+    }
+
+    #[test]
+    fn a_data_record_encodes_every_field_in_template_order() {
+        let d = DirRecord::of(&record(false, 3, 0)).next().unwrap();
+        let mut b = Vec::new();
+        d.encode(&mut b);
+        assert_eq!(b.len(), RECORD_LEN_V4);
+        assert_eq!(&b[..13], &[10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 1, 0xbb, 6]);
+        assert_eq!(be64(&b, 13), 3);
+        assert_eq!(be64(&b, 21), 300);
+        assert_eq!(be64(&b, 29), 1_700_000_000_123);
+        assert_eq!(be64(&b, 37), 1_700_000_001_000);
+        assert_eq!((be16(&b, 45), be16(&b, 47), be32(&b, 49), b[53]), (0, 7, 3, 1));
+        assert_eq!(&b[54..], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        let d6 = DirRecord::of(&record(true, 1, 0)).next().unwrap();
+        let mut b6 = Vec::new();
+        d6.encode(&mut b6);
+        assert_eq!(b6.len(), RECORD_LEN_V6);
+    }
+
+    #[test]
+    fn messages_stay_under_1400_bytes_and_open_a_set_per_template_change() {
+        let mut m = DataMessage::default();
+        let v4 = DirRecord::of(&record(false, 1, 0)).next().unwrap();
+        let v6 = DirRecord::of(&record(true, 1, 0)).next().unwrap();
+        let mut n = 0;
+        while m.push(if n % 3 == 0 { &v6 } else { &v4 }) {
+            n += 1;
+        }
+        let bytes = m.take(0, 0, 0);
+        assert!(bytes.len() <= MAX_MESSAGE && bytes.len() > MAX_MESSAGE - RECORD_LEN_V6 - SET_HEADER_LEN);
+        let (_, recs) = decode(&bytes);
+        assert_eq!(recs.len(), n);
+        assert_eq!(m.records(), 0, "take empties the message");
+    }
+
+    #[test]
+    fn a_collector_receives_templates_then_delta_records_whose_sums_are_the_totals() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (url, addr) = (format!("ipfix://{}", rx.local_addr().unwrap()), rx.local_addr().unwrap());
+        let mut e = Exporter {
+            collectors: vec![Collector {
+                url,
+                socket: open(addr).unwrap(),
+                templates_at: Instant::now(),
+                last_warning: None,
+            }],
+            domain: 4,
+            fan_out: false,
+            pending: DataMessage::default(),
+            pending_since: None,
+            seq: 0,
+            stats: ExportStats::default(),
+        };
+        e.tick(Instant::now());
+        // An interim part and the flow's end: 3+2 then 4+1 packets; 100 more v4 flows fill a few messages.
+        let mut interim = record(false, 3, 2);
+        interim.end_reason = EndReason::ActiveTimeout as u8;
+        e.add(0, &interim);
+        e.add(0, &record(false, 4, 1));
+        for i in 0..100u16 {
+            let mut r = record(i % 2 == 0, 1, 1);
+            r.port_a = 1000 + i;
+            e.add(0, &r);
+        }
+        e.flush();
+        let mut buf = [0u8; 2048];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(be16(&buf, 16), TEMPLATE_SET_ID, "templates come first");
+        assert_eq!(be32(&buf, 12), 4, "observation domain");
+        let mut got = Vec::new();
+        let mut seqs = Vec::new();
+        while got.len() < 204 {
+            let n2 = rx.recv(&mut buf).unwrap();
+            assert!(n2 <= MAX_MESSAGE);
+            let (seq, recs) = decode(&buf[..n2]);
+            seqs.push((seq, recs.len() as u32));
+            got.extend(recs);
+        }
+        let _ = n;
+        // Sequence numbers count the data records sent before each message.
+        let mut want = 0;
+        for (seq, k) in seqs {
+            assert_eq!(seq, want);
+            want += k;
+        }
+        let fwd: (u64, u64) = got.iter().filter(|r| r.3 == 40000).fold((0, 0), |(p, o), r| (p + r.6, o + r.7));
+        let rev: (u64, u64) = got.iter().filter(|r| r.4 == 40000).fold((0, 0), |(p, o), r| (p + r.6, o + r.7));
+        assert_eq!(fwd, (7, 700));
+        assert_eq!(rev, (3, 3000));
+        let s = e.stats();
+        assert_eq!((s.records, s.records_exported, s.records_dropped), (204, 204, 0));
+    }
+
+    #[test]
+    fn a_send_that_fails_is_counted_and_never_fatal() {
+        // A port nothing listens on: the connected socket sees ECONNREFUSED on a later send.
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = StationConfig::load_from(&[("CJ_EXPORT".into(), format!("ipfix://127.0.0.1:{port}"))], None);
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let mut e = Exporter::from_config(&cfg, false).unwrap().unwrap();
+        for _ in 0..5 {
+            e.add(0, &record(false, 1, 1));
+            e.flush();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let s = e.stats();
+        assert_eq!(s.records, 10);
+        assert!(s.records_dropped > 0 && s.send_errors > 0, "{s:?}");
+        assert_eq!(s.records_exported + s.records_dropped, 10);
+    }
+
+    #[test]
+    fn bad_export_values_are_refused_with_the_accepted_forms() {
+        assert!(parse("", "environment").unwrap().is_empty());
+        let two = parse("ipfix://127.0.0.1:4739, ipfix://[::1]:9995", "environment").unwrap();
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1].1, "[::1]:9995".parse().unwrap());
+        let e = parse("netflow://127.0.0.1:2055", "environment").unwrap_err().to_string();
+        assert!(
+            e.starts_with("CJ_EXPORT=\"netflow://127.0.0.1:2055\" (environment): expected ipfix://HOST:PORT"),
+            "{e}"
+        );
+        assert!(e.contains("NetFlow v9 is not built"), "{e}");
+        let e = parse("ipfix://127.0.0.1", "environment").unwrap_err().to_string();
+        assert!(e.contains("has no port"), "{e}");
+        let e = parse("ipfix://127.0.0.1:0", "environment").unwrap_err().to_string();
+        assert!(e.contains("has no port 1..=65535"), "{e}");
+    }
+}

@@ -1,0 +1,822 @@
+//! `cj-app query`: ask the running app for its current aggregate, as
+//! `pmacct -s` asks pmacctd, over a Unix socket in the cluster directory.
+//!
+//! The running app listens on `<cluster dir>/app.sock` (`app-<set>.sock` for
+//! `CJ_QUEUE_SET` > 0) on a thread of its own (`cj-query`). The protocol is
+//! one JSON line each way, then the app closes the connection:
+//!
+//! ```text
+//! -> {"version":1,"top":10,"by":"bytes","addr":"10.0.0.1","port":443,"proto":"tcp","container":"web"}
+//! <- {"version":1,"ok":true,"table":"main","columns":["src_host",...],"rows":[{"src_host":"10.0.0.1",...,
+//!     "packets":3,"bytes":180,"frame_bytes":222,"flows":1}],"matched":{"rows":1,"packets":3,...},
+//!     "table_rows":2,"rows_overflowed":0,"totals":{"records":...},"ended":false}
+//! <- {"version":1,"ok":false,"error":"..."}
+//! ```
+//!
+//! Every request field but `version` may be left out (`by` defaults to
+//! `bytes`, no `top` means every row). Key columns are strings exactly as
+//! `flows.csv` prints them; the counters are those of `flows.csv`.
+//!
+//! Guarantees:
+//! - The answer is the app's table as it stands between two polls of the
+//!   record queues (see [`crate::control`]): what `flows.csv` would hold if
+//!   it were written at that moment. A query of a stopped pipeline (every
+//!   record drained) equals the files the app then writes.
+//! - `addr`, `port` and `proto` match either end of a row (src or dst);
+//!   `container` matches either end's container in the main table when it is
+//!   aggregated by `src_container`/`dst_container`, else that container's own
+//!   table (`[containers] flow_logs = true`); a filter the table cannot
+//!   answer (no host column for `addr`, ...) is an error saying what to
+//!   configure, never an empty answer. The overflow row `other` matches no
+//!   filter. `matched` sums every matching row, before `top`.
+//! - The socket is created safely in the checked cluster directory
+//!   ([`shmq::prepare_dir`]): with mode 0660 (the queue files' mode, so
+//!   members of the station's group may query); anything else found under its
+//!   name (a file, a link, a socket of another user) is refused with one
+//!   line; a socket of our own user is removed only when nothing answers on
+//!   it (a stale one of an app that died), and one that answers means another
+//!   app runs there, which is refused. The app removes its socket when it
+//!   ends, if it is still its own.
+//! - A client must send its request within 5 s and may send at most 64 KiB;
+//!   connections are served one at a time.
+//!
+//! Not guaranteed: an answer with every row of a table of a million rows is
+//! large (hundreds of MB of JSON): use `top`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use station::proto::proto_name;
+
+use crate::aggregate::{Accounts, Aggregate, Counters, Key};
+use crate::control::{Asker, ASK_TIMEOUT};
+use crate::settings::{Primitive, Primitives, SettingsError};
+use crate::sinks;
+
+/// The protocol's version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Mode of the socket (as the queue files).
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Largest request line.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// The socket of the app reading queue set `set` in `cluster_dir`.
+pub fn socket_path(cluster_dir: &Path, set: u32) -> PathBuf {
+    if set == 0 {
+        cluster_dir.join("app.sock")
+    } else {
+        cluster_dir.join(format!("app-{set}.sock"))
+    }
+}
+
+/// Which counter orders the rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    /// IP bytes (BYTES), descending.
+    #[default]
+    Bytes,
+    /// Packets, descending.
+    Packets,
+}
+
+/// A query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// At most this many rows (none or 0: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<usize>,
+    /// Order.
+    #[serde(default)]
+    pub by: By,
+    /// Rows whose source or destination is this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<IpAddr>,
+    /// Rows whose source or destination port is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Rows of this protocol (pmacct's name, e.g. `tcp`, or a number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Rows of this container (by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// One row: its key columns (by primitive name, as `flows.csv` prints them) and counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// Key columns.
+    #[serde(flatten)]
+    pub key: BTreeMap<String, String>,
+    /// PACKETS.
+    pub packets: u64,
+    /// BYTES (IP bytes).
+    pub bytes: u64,
+    /// FRAME_BYTES.
+    pub frame_bytes: u64,
+    /// FLOWS.
+    pub flows: u64,
+}
+
+/// Sums over the matching rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Matched {
+    /// Matching rows (before `top`).
+    pub rows: usize,
+    /// Their packets.
+    pub packets: u64,
+    /// Their IP bytes.
+    pub bytes: u64,
+    /// Their frame bytes.
+    pub frame_bytes: u64,
+    /// Their flows.
+    pub flows: u64,
+}
+
+/// The answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// False: `error` says why.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `main`, or `container NAME` (its flow log).
+    #[serde(default)]
+    pub table: String,
+    /// Key columns, in `flows.csv` order (primitive names).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// The rows, ordered and cut to `top`.
+    #[serde(default)]
+    pub rows: Vec<Row>,
+    /// Sums over every matching row.
+    #[serde(default)]
+    pub matched: Matched,
+    /// Rows of the table asked.
+    #[serde(default)]
+    pub table_rows: usize,
+    /// Directions folded into overflow rows (every table).
+    #[serde(default)]
+    pub rows_overflowed: u64,
+    /// The app's totals (summary.json's `totals`).
+    #[serde(default)]
+    pub totals: serde_json::Value,
+    /// Every record queue has ended (the figures are final).
+    #[serde(default)]
+    pub ended: bool,
+}
+
+impl Response {
+    fn error(message: String) -> Self {
+        Response { version: PROTOCOL_VERSION, ok: false, error: Some(message), ..Response::default() }
+    }
+}
+
+/// A filter as the key can test it.
+struct Filter {
+    addr: Option<(u8, [u8; 16])>,
+    port: Option<u16>,
+    proto: Option<String>,
+    container: Option<String>,
+}
+
+impl Filter {
+    fn any(&self) -> bool {
+        self.addr.is_some() || self.port.is_some() || self.proto.is_some() || self.container.is_some()
+    }
+
+    fn matches(&self, p: Primitives, k: &Key) -> bool {
+        if k.overflow {
+            return !self.any();
+        }
+        if let Some((v, a)) = self.addr {
+            let hit = k.ip_version == v
+                && ((p.has(Primitive::SrcHost) && k.src == a) || (p.has(Primitive::DstHost) && k.dst == a));
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(port) = self.port {
+            if !((p.has(Primitive::SrcPort) && k.src_port == port) || (p.has(Primitive::DstPort) && k.dst_port == port))
+            {
+                return false;
+            }
+        }
+        if let Some(proto) = &self.proto {
+            let number = proto.parse::<u8>().ok();
+            if !(proto_name(k.proto).eq_ignore_ascii_case(proto) || number == Some(k.proto)) {
+                return false;
+            }
+        }
+        if let Some(name) = &self.container {
+            let text = station::record::text_of;
+            if !((p.has(Primitive::SrcContainer) && text(&k.src_container) == name)
+                || (p.has(Primitive::DstContainer) && text(&k.dst_container) == name))
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The record form of an address (as `Key` keeps it).
+fn key_addr(a: IpAddr) -> (u8, [u8; 16]) {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            (4, b)
+        }
+        IpAddr::V6(v6) => (6, v6.octets()),
+    }
+}
+
+/// Answers `req` from the app's tables; `ended`: every record queue ended.
+pub fn answer(acc: &Accounts, req: &Request, ended: bool) -> Response {
+    if req.version != PROTOCOL_VERSION {
+        return Response::error(format!(
+            "protocol version {} asked, this cj-app speaks version {PROTOCOL_VERSION}: use the cj-app of the same build",
+            req.version
+        ));
+    }
+    let main = acc.main_table();
+    let mp = main.primitives();
+    let mut filter = Filter { addr: req.addr.map(key_addr), port: req.port, proto: req.proto.clone(), container: None };
+    let (label, primitives, tables): (String, Primitives, Vec<&Aggregate>) = match &req.container {
+        None => ("main".to_owned(), mp, vec![main]),
+        Some(name) if mp.has(Primitive::SrcContainer) || mp.has(Primitive::DstContainer) => {
+            filter.container = Some(name.clone());
+            ("main".to_owned(), mp, vec![main])
+        }
+        Some(name) => match acc.containers().logs() {
+            Some(logs) => {
+                let tables: Vec<&Aggregate> = logs.iter().filter(|((n, _), _)| n == name).map(|(_, t)| t).collect();
+                if tables.is_empty() {
+                    let seen: Vec<&str> = logs.keys().map(|(n, _)| n.as_str()).collect();
+                    return Response::error(format!(
+                        "no container {name:?} in the app's per-container tables (containers with flows: {})",
+                        if seen.is_empty() { "none yet".to_owned() } else { seen.join(", ") }
+                    ));
+                }
+                (format!("container {name}"), Primitives::default_set(), tables)
+            }
+            None => {
+                return Response::error(format!(
+                    "--container {name:?}: this app keeps no per-container rows; aggregate by src_container,\
+                     dst_container (--aggregate) or set [containers] flow_logs = true in its TOML"
+                ))
+            }
+        },
+    };
+    let needs = [
+        (filter.addr.is_some(), [Primitive::SrcHost, Primitive::DstHost], "--addr", "src_host or dst_host"),
+        (filter.port.is_some(), [Primitive::SrcPort, Primitive::DstPort], "--port", "src_port or dst_port"),
+        (filter.proto.is_some(), [Primitive::Proto, Primitive::Proto], "--proto", "proto"),
+    ];
+    for (asked, cols, flag, names) in needs {
+        if asked && !cols.iter().any(|c| primitives.has(*c)) {
+            return Response::error(format!(
+                "{flag}: the {label} table is aggregated by {primitives}, without {names}; run the app with \
+                 --aggregate including {names} to filter by it"
+            ));
+        }
+    }
+
+    // Matching rows (merged by key when a container has several tables).
+    let mut found: HashMap<Key, Counters> = HashMap::new();
+    let mut table_rows = 0;
+    for t in &tables {
+        table_rows += t.len();
+        for (k, c) in t.rows() {
+            if filter.matches(primitives, k) {
+                let e = found.entry(*k).or_default();
+                e.packets += c.packets;
+                e.ip_bytes += c.ip_bytes;
+                e.frame_bytes += c.frame_bytes;
+                e.flows += c.flows;
+            }
+        }
+    }
+    let mut rows: Vec<(Key, Counters)> = found.into_iter().collect();
+    let mut matched = Matched { rows: rows.len(), ..Matched::default() };
+    for (_, c) in &rows {
+        matched.packets += c.packets;
+        matched.bytes += c.ip_bytes;
+        matched.frame_bytes += c.frame_bytes;
+        matched.flows += c.flows;
+    }
+    match req.by {
+        By::Bytes => rows.sort_unstable_by(|a, b| b.1.ip_bytes.cmp(&a.1.ip_bytes).then_with(|| a.0.cmp(&b.0))),
+        By::Packets => rows.sort_unstable_by(|a, b| b.1.packets.cmp(&a.1.packets).then_with(|| a.0.cmp(&b.0))),
+    }
+    if let Some(top) = req.top.filter(|&n| n > 0) {
+        rows.truncate(top);
+    }
+    let rows = rows
+        .iter()
+        .map(|(k, c)| Row {
+            key: primitives.iter().map(|p| (p.name().to_owned(), sinks::field(p, k))).collect(),
+            packets: c.packets,
+            bytes: c.ip_bytes,
+            frame_bytes: c.frame_bytes,
+            flows: c.flows,
+        })
+        .collect();
+    Response {
+        version: PROTOCOL_VERSION,
+        ok: true,
+        error: None,
+        table: label,
+        columns: primitives.names().into_iter().map(str::to_owned).collect(),
+        rows,
+        matched,
+        table_rows,
+        rows_overflowed: acc.rows_overflowed(),
+        totals: serde_json::to_value(acc.main_totals()).unwrap_or_default(),
+        ended,
+    }
+}
+
+/// Every way the query socket or client fails; each `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The cluster directory fails its checks.
+    #[error("{0}")]
+    Dir(shmq::QueueError),
+    /// Something that is not our socket is where the socket goes.
+    #[error("refusing {}: {what} where cj-app's query socket goes (owner uid {uid}, mode {mode:04o}); remove it when no cj-app runs", path.display())]
+    Planted {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        what: String,
+        /// Its owner.
+        uid: u32,
+        /// Its mode.
+        mode: u32,
+    },
+    /// Another app answers on the socket.
+    #[error("another cj-app answers queries on {}: stop it, or run this one with another CJ_CLUSTER_ID, CJ_SHM_DIR or CJ_QUEUE_SET", path.display())]
+    InUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// A system call on the socket failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// What was done.
+        op: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The client cannot reach the app.
+    #[error("cannot reach cj-app at {}: {source}; is cj-app running with the same CJ_CLUSTER_ID, CJ_SHM_DIR and CJ_QUEUE_SET?", path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The answer is not the protocol's.
+    #[error("cj-app at {} answered something that is not a query answer ({reason}); use cj-app query of the same build", path.display())]
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The app refused the query.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The app's listening socket; removed on drop if it is still this one.
+#[derive(Debug)]
+pub struct Socket {
+    listener: UnixListener,
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Socket {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket() && m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates the query socket of set `set` in `cluster_dir` (see the module
+/// doc for what is checked).
+///
+/// # Errors
+/// The directory fails its checks, something else is under the socket's
+/// name, another app answers there, or the socket cannot be created.
+pub fn listen(cluster_dir: &Path, set: u32) -> Result<Socket, QueryError> {
+    shmq::prepare_dir(cluster_dir).map_err(QueryError::Dir)?;
+    let path = socket_path(cluster_dir, set);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(QueryError::Io { path, op: "stat", source }),
+        Ok(meta) => {
+            let me = nix::unistd::geteuid().as_raw();
+            let t = meta.file_type();
+            let what = if t.is_symlink() {
+                Some("a symbolic link".to_owned())
+            } else if !t.is_socket() {
+                Some(if t.is_dir() { "a directory" } else { "a file that is not a socket" }.to_owned())
+            } else if meta.uid() != me {
+                Some(format!("a socket of uid {}, not this process's user (uid {me})", meta.uid()))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(QueryError::Planted { path, what, uid: meta.uid(), mode: meta.mode() & 0o7777 });
+            }
+            // Our own socket: a live app answers, a stale one refuses the connection.
+            if UnixStream::connect(&path).is_ok() {
+                return Err(QueryError::InUse { path });
+            }
+            std::fs::remove_file(&path).map_err(|source| QueryError::Io {
+                path: path.clone(),
+                op: "remove",
+                source,
+            })?;
+        }
+    }
+    let listener =
+        UnixListener::bind(&path).map_err(|source| QueryError::Io { path: path.clone(), op: "bind", source })?;
+    // bind(2) applied the umask; the socket is ours and new, in a directory only
+    // the station's user and group can change.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(|source| QueryError::Io {
+        path: path.clone(),
+        op: "chmod",
+        source,
+    })?;
+    let ino = std::fs::symlink_metadata(&path)
+        .map_err(|source| QueryError::Io { path: path.clone(), op: "stat", source })?
+        .ino();
+    Ok(Socket { listener, path, ino })
+}
+
+/// Serves queries on `socket` on a thread named `cj-query`, asking the main loop through `asker`.
+///
+/// # Errors
+/// The listener cannot be shared with the thread, or the thread cannot start.
+pub fn serve(socket: &Socket, asker: Asker) -> Result<(), QueryError> {
+    let listener = socket.listener.try_clone().map_err(|source| QueryError::Io {
+        path: socket.path.clone(),
+        op: "dup",
+        source,
+    })?;
+    let path = socket.path.clone();
+    std::thread::Builder::new()
+        .name("cj-query".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(stream) => {
+                        let _ = handle(stream, &asker);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|source| QueryError::Io { path, op: "start the query thread for", source })
+}
+
+fn handle(stream: UnixStream, asker: &Asker) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    if line.trim().is_empty() {
+        // A probe (another app checking for a live socket), or a client that gave up.
+        return Ok(());
+    }
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => asker.query(req).unwrap_or_else(|| {
+            Response::error(format!(
+                "the app did not answer within {}s (it may be writing a large table): ask again",
+                ASK_TIMEOUT.as_secs()
+            ))
+        }),
+        Err(e) => Response::error(format!("not a query request ({e}); use cj-app query of the same build")),
+    };
+    let mut text = serde_json::to_string(&response).unwrap_or_default();
+    text.push('\n');
+    let mut w = &stream;
+    w.write_all(text.as_bytes())?;
+    w.flush()
+}
+
+/// What `cj-app query` was asked on its command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryArgs {
+    /// The request.
+    pub request: Request,
+    /// Print the answer's JSON line instead of a table.
+    pub json: bool,
+}
+
+/// Parses the arguments of `cj-app query` (after the word `query`).
+///
+/// `--config FILE` is accepted and skipped (read by `station::config::parse_args_config`).
+///
+/// # Errors
+/// An unknown argument, a missing or malformed value; each one line naming the fix.
+pub fn parse_args(args: &[String]) -> Result<QueryArgs, SettingsError> {
+    let usage = |m: String| SettingsError::Usage(m);
+    let mut q = QueryArgs { request: Request { version: PROTOCOL_VERSION, ..Request::default() }, json: false };
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg, None),
+        };
+        if flag == "--json" {
+            q.json = true;
+            i += 1;
+            continue;
+        }
+        let known = ["--config", "--top", "--by", "--addr", "--port", "--proto", "--container"];
+        if !known.contains(&flag) {
+            return Err(usage(format!("unknown argument {arg:?} of cj-app query; see cj-app --help")));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                i += 1;
+                args.get(i).cloned().ok_or_else(|| usage(format!("{flag} needs a value; see cj-app --help")))?
+            }
+        };
+        let v = value.trim();
+        match flag {
+            "--top" => {
+                q.request.top =
+                    Some(v.parse().map_err(|_| {
+                        usage(format!("--top {value:?}: expected a whole number of rows (0: every row)"))
+                    })?)
+            }
+            "--by" => {
+                q.request.by = match v {
+                    "bytes" => By::Bytes,
+                    "packets" => By::Packets,
+                    _ => return Err(usage(format!("--by {value:?}: expected bytes or packets"))),
+                }
+            }
+            "--addr" => {
+                q.request.addr = Some(v.parse().map_err(|_| {
+                    usage(format!(
+                        "--addr {value:?}: expected an IPv4 or IPv6 address, such as 10.0.0.1 or 2001:db8::1"
+                    ))
+                })?)
+            }
+            "--port" => {
+                q.request.port = Some(
+                    v.parse()
+                        .map_err(|_| usage(format!("--port {value:?}: expected a port number from 0 to 65535")))?,
+                )
+            }
+            "--proto" if v.is_empty() => {
+                return Err(usage("--proto \"\": expected a protocol name (tcp, udp, icmp, ...) or number".into()))
+            }
+            "--proto" => q.request.proto = Some(v.to_owned()),
+            "--container" if value.is_empty() => {
+                return Err(usage("--container \"\": expected a container name".into()))
+            }
+            "--container" => q.request.container = Some(value),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(q)
+}
+
+/// Asks the app of `cfg`'s cluster and queue set; returns what to print.
+///
+/// # Errors
+/// No app answers, the answer is not the protocol's, or the app refused the query.
+pub fn client(cluster_dir: &Path, set: u32, args: &QueryArgs) -> Result<String, QueryError> {
+    let path = socket_path(cluster_dir, set);
+    let stream = UnixStream::connect(&path).map_err(|source| QueryError::Connect { path: path.clone(), source })?;
+    let io = |op: &'static str| {
+        let path = path.clone();
+        move |source| QueryError::Io { path, op, source }
+    };
+    stream.set_read_timeout(Some(ASK_TIMEOUT + Duration::from_secs(20))).map_err(io("set a timeout on"))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5))).map_err(io("set a timeout on"))?;
+    let mut line = serde_json::to_string(&args.request).unwrap_or_default();
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(io("send the query to"))?;
+    let mut answer = String::new();
+    (&stream).read_to_string(&mut answer).map_err(io("read the answer from"))?;
+    let response: Response = serde_json::from_str(answer.trim())
+        .map_err(|e| QueryError::Protocol { path: path.clone(), reason: e.to_string() })?;
+    if !response.ok {
+        return Err(QueryError::Refused(response.error.unwrap_or_else(|| "the app refused the query".to_owned())));
+    }
+    if args.json {
+        let mut s = answer.trim().to_owned();
+        s.push('\n');
+        return Ok(s);
+    }
+    Ok(table_text(&response, args.request.by))
+}
+
+/// The answer as an aligned table, then the sums and totals.
+pub fn table_text(r: &Response, by: By) -> String {
+    let header = |c: &str| Primitive::parse(c).map_or_else(|| c.to_uppercase(), |p| p.csv_header().to_owned());
+    let mut lines: Vec<Vec<String>> = vec![r
+        .columns
+        .iter()
+        .map(|c| header(c))
+        .chain(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS"].map(String::from))
+        .collect()];
+    for row in &r.rows {
+        lines.push(
+            r.columns
+                .iter()
+                .map(|c| row.key.get(c).cloned().unwrap_or_default())
+                .chain([row.packets, row.bytes, row.frame_bytes, row.flows].map(|n| n.to_string()))
+                .collect(),
+        );
+    }
+    let n = lines[0].len();
+    let widths: Vec<usize> = (0..n).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (li, l) in lines.iter().enumerate() {
+        let cells: Vec<String> = l
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if li > 0 && i >= r.columns.len() {
+                    format!("{c:>w$}", w = widths[i])
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    let m = &r.matched;
+    let _ = writeln!(
+        out,
+        "{} of {} matching row(s), by {}; matching: {} packets, {} bytes (IP), {} frame bytes, {} flows",
+        r.rows.len(),
+        m.rows,
+        match by {
+            By::Bytes => "bytes",
+            By::Packets => "packets",
+        },
+        m.packets,
+        m.bytes,
+        m.frame_bytes,
+        m.flows
+    );
+    let t = |k: &str| r.totals.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "table {}: {} row(s), {} direction(s) in `other`; app totals: {} records, {} flows, {} packets, {} bytes \
+         (IP), {} non-IP frames, {} malformed frames; {}",
+        r.table,
+        r.table_rows,
+        r.rows_overflowed,
+        t("records"),
+        t("flows"),
+        t("packets"),
+        t("bytes"),
+        t("non_ip_frames"),
+        t("malformed_frames"),
+        if r.ended { "every record queue ended" } else { "still running" }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::tests::ip_record;
+    use station::record::EndReason;
+
+    fn accounts() -> Accounts {
+        let mut acc = Accounts::new(Primitives::default_set(), &[0], false);
+        acc.add(0, &ip_record([10, 0, 0, 1], 1234, [10, 0, 0, 2], 80, 6, (3, 180), (2, 1500), EndReason::EndOfFlow));
+        acc.add(0, &ip_record([10, 0, 0, 3], 53, [10, 0, 0, 1], 5353, 17, (9, 90), (0, 0), EndReason::IdleTimeout));
+        acc
+    }
+
+    fn ask(req: Request) -> Response {
+        answer(&accounts(), &Request { version: 1, ..req }, false)
+    }
+
+    #[test]
+    fn a_query_without_filters_returns_every_row_by_bytes_with_totals() {
+        let r = ask(Request::default());
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.columns, ["src_host", "dst_host", "src_port", "dst_port", "proto"]);
+        assert_eq!(r.rows.len(), 3);
+        assert_eq!(r.rows[0].key["src_host"], "10.0.0.2");
+        assert_eq!(r.rows[0].key["proto"], "tcp");
+        assert_eq!((r.rows[0].packets, r.rows[0].bytes), (2, 1500));
+        assert_eq!(r.matched, Matched { rows: 3, packets: 14, bytes: 1770, frame_bytes: 1770 + 14 * 14, flows: 3 });
+        assert_eq!(r.totals["packets"], 14);
+        // Round trip through the wire form.
+        let back: Response = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn filters_match_either_end_and_top_cuts_after_the_sums() {
+        let by_addr = ask(Request { addr: Some("10.0.0.3".parse().unwrap()), ..Request::default() });
+        assert_eq!(by_addr.rows.len(), 1);
+        assert_eq!(by_addr.rows[0].key["src_port"], "53");
+        let by_port = ask(Request { port: Some(80), ..Request::default() });
+        assert_eq!(by_port.matched.rows, 2);
+        let by_proto = ask(Request { proto: Some("UDP".into()), ..Request::default() });
+        assert_eq!(by_proto.matched.packets, 9);
+        assert_eq!(ask(Request { proto: Some("17".into()), ..Request::default() }).matched.packets, 9);
+        let top = ask(Request { top: Some(1), by: By::Packets, ..Request::default() });
+        assert_eq!(top.rows.len(), 1);
+        assert_eq!(top.rows[0].packets, 9);
+        assert_eq!(top.matched.rows, 3);
+        let text = table_text(&top, By::Packets);
+        assert!(text.starts_with("SRC_IP    DST_IP    SRC_PORT  DST_PORT  PROTOCOL  PACKETS  BYTES"), "{text}");
+        assert!(text.contains("1 of 3 matching row(s), by packets"), "{text}");
+    }
+
+    #[test]
+    fn a_filter_the_table_cannot_answer_is_an_error_naming_the_fix() {
+        let mut acc = Accounts::new(Primitives::parse_list(["proto"], "t").unwrap(), &[0], false);
+        acc.add(0, &ip_record([10, 0, 0, 1], 1, [10, 0, 0, 2], 2, 6, (1, 40), (0, 0), EndReason::EndOfFlow));
+        let r =
+            answer(&acc, &Request { version: 1, addr: Some("10.0.0.1".parse().unwrap()), ..Request::default() }, false);
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "--addr: the main table is aggregated by proto, without src_host or dst_host; run the app with \
+                 --aggregate including src_host or dst_host to filter by it"
+            )
+        );
+        let r = answer(&acc, &Request { version: 1, container: Some("web".into()), ..Request::default() }, false);
+        assert!(r.error.unwrap().contains("set [containers] flow_logs = true"));
+        let r = answer(&acc, &Request { version: 2, ..Request::default() }, false);
+        assert!(!r.ok);
+    }
+
+    #[test]
+    fn the_socket_is_created_0660_and_a_planted_file_or_live_app_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("conjure-1");
+        let s = listen(&dir, 0).unwrap();
+        let meta = std::fs::symlink_metadata(s.path()).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o777, SOCKET_MODE);
+        // A second app on the same socket: refused (the first still listens).
+        let e = listen(&dir, 0).unwrap_err().to_string();
+        assert!(e.starts_with("another cj-app answers queries on "), "{e}");
+        drop(s);
+        assert!(!socket_path(&dir, 0).exists(), "removed at the end");
+        // A stale socket of ours (nothing listens) is replaced.
+        drop(UnixListener::bind(socket_path(&dir, 0)).unwrap());
+        let s = listen(&dir, 0).unwrap();
+        drop(s);
+        // A planted file or link is refused, and left alone.
+        std::fs::write(socket_path(&dir, 0), "x").unwrap();
+        let e = listen(&dir, 0).unwrap_err().to_string();
+        assert!(e.contains("a file that is not a socket where cj-app's query socket goes"), "{e}");
+        std::fs::remove_file(socket_path(&dir, 0)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", socket_path(&dir, 3)).unwrap();
+        let e = listen(&dir, 3).unwrap_err().to_string();
+        assert!(e.contains("app-3.sock: a symbolic link"), "{e}");
+        assert!(Path::new("/etc/passwd").exists());
+    }
+}

@@ -1,0 +1,1197 @@
+//! Flow divert: the rules that pick flows out (`CJ_DIVERT_RULES`), their
+//! reload while the station runs, and each worker's per-packet verdict and
+//! write to its tun device (`CJ_TUN=yes`; README "Flow divert").
+//!
+//! Rules, one a line: `mirror` or `divert`, then any number of selectors,
+//! all of which must match: `net CIDR` (either end's address in the prefix),
+//! `port N` (either end's port), `proto tcp|udp|icmp|sctp|NUMBER` (`icmp` is
+//! ICMP for IPv4 and ICMPv6 for IPv6), `container NAME-OR-ID` (either end
+//! attributed to that container: its name, or its id or an id prefix of at
+//! least 4 characters). `#` starts a comment. The first rule that matches
+//! decides; a flow no rule matches passes untouched. A rule without
+//! selectors matches every IP flow.
+//!
+//! Guarantees:
+//! - Parsing ([`RuleSet::parse`]) refuses the whole file at the first bad
+//!   line, with one line naming file and line (`rules.conf:3: unknown
+//!   selector "prot": expected net, port, proto or container`). The file is
+//!   read through [`read_rules_file`]: opened non-blocking, `fstat`ed (a
+//!   regular file of at most [`MAX_RULES_BYTES`]) before a byte is read, so a
+//!   FIFO or device named there never blocks or floods the detector.
+//! - Reload ([`start`], [`Reloader`]): the thread `cj-divert-rules` reads the
+//!   file every [`RELOAD_POLL`] and compares its bytes with the last ones
+//!   read (so an edit in place, a rename over it and a symlink swap are all
+//!   seen, whatever the file system's timestamp resolution); a changed file
+//!   that parses is published whole with `arc-swap` under the next
+//!   generation, one line says so, and every worker takes it at its next
+//!   batch: within one poll plus one batch, atomically, no worker stopped. A
+//!   file that does not parse, cannot be read or is gone keeps the rules in
+//!   force and logs one line (once per distinct problem) naming file and line.
+//! - Verdicts ([`Divert`]): a flow (canonical 5-tuple, VLANs, capture
+//!   source) is decided once, by the rule set in force when its first packet
+//!   is seen, and keeps that verdict until it ends, whatever rules come later.
+//!   The flow table is not asked (its module is not this one's to change), so
+//!   a flow "ends" here by the same idle timeout (`CJ_FLOW_IDLE_TIMEOUT`, on
+//!   packet timestamps) or, for TCP, by a SYN without ACK after a FIN or RST.
+//!   Verdicts live in a per-worker table bounded by `CJ_FLOW_TABLE_SIZE`; when
+//!   it is full the least recently seen verdict goes, and if its flow was not
+//!   idle that is counted (`divert_verdicts_evicted`): such a flow is decided
+//!   again, by the rules then in force, at its next packet.
+//! - Actions: `mirror` writes the packet's IP bytes to the tun device and
+//!   the packet is accounted as usual; `divert` writes them and the packet
+//!   is *not* accounted in a flow: it is counted in `diverted_packets`, a
+//!   term of the accounting identity of its own. The Ethernet header and
+//!   every VLAN tag are removed (a tun device carries bare IP); the bytes
+//!   written are the IP packet's length (IPv4 total length, IPv6 payload
+//!   length + 40), so Ethernet padding is not written. A write that the
+//!   device refuses (queue full, any error) or a packet cut to the slot is
+//!   counted in `tun_dropped_*` and never retried: the worker never waits.
+//! - Off (`CJ_TUN=no`, the default): [`Divert::off`] opens nothing,
+//!   allocates nothing, and costs the worker one predictable branch per slot.
+//! - No allocation per packet once the verdict table has grown.
+//!
+//! Not guaranteed:
+//! - Flow ends other than idle and TCP reopen are not followed: a flow the
+//!   flow table ends by its active timeout goes on under its verdict (right:
+//!   it is the same flow); a TCP connection that closes and is reopened on
+//!   the same 5-tuple without a SYN seen, within the idle timeout, keeps the
+//!   old verdict.
+//! - Later IP fragments carry no ports of their own: here they are decided
+//!   with ports 0 (the verdict is taken before the fragment table gives them
+//!   their datagram's ports), so a `port` rule does not match them.
+//! - Non-IP and malformed frames are never mirrored or diverted.
+//! - With `CJ_TUN=yes` every IP frame is summarized twice (here and by the
+//!   accounting): the price of leaving the accounting's code alone.
+//! - Per-rule counters are not kept; the counters are per worker.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inventory::arc_swap::ArcSwap;
+use inventory::Snapshot;
+use station::config::StationConfig;
+use station::record::ContainerRef;
+use station::slot::read_packet;
+use wire::{FlowKey, PacketSummary};
+
+use crate::accounting::Accounting;
+use crate::flow_table::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::lru_slab::LruSlab;
+use crate::record_sink::RecordSink;
+use crate::tun::{Tun, TunError, WriteFailure};
+use crate::worker::{SharedSnapshot, WorkerSpec};
+
+/// How often the rules file is read.
+pub const RELOAD_POLL: Duration = Duration::from_millis(200);
+/// Largest rules file read.
+pub const MAX_RULES_BYTES: u64 = 1 << 20;
+/// Verdict table entries reserved at start (it grows to `CJ_FLOW_TABLE_SIZE`).
+const INITIAL_VERDICTS: usize = 4096;
+/// Least time between two log lines about refused tun writes.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Shortest id prefix a `container` selector matches by.
+const MIN_ID_PREFIX: usize = 4;
+
+/// What a rule does with the flows it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A copy of each packet goes to the tun device; the flow is accounted as usual.
+    Mirror,
+    /// Each packet goes to the tun device instead of the flow table.
+    Divert,
+}
+
+/// An address prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    version: u8,
+    addr: [u8; 16],
+    len: u8,
+}
+
+impl Cidr {
+    /// Whether `addr` (of IP version `version`, IPv4 in the first 4 bytes) is in the prefix.
+    #[inline]
+    pub fn contains(&self, version: u8, addr: &[u8; 16]) -> bool {
+        if version != self.version {
+            return false;
+        }
+        let full = usize::from(self.len / 8);
+        if addr[..full] != self.addr[..full] {
+            return false;
+        }
+        let rest = self.len % 8;
+        rest == 0 || (addr[full] ^ self.addr[full]) & (0xffu8 << (8 - rest)) == 0
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{text:?} is not an address prefix (ADDRESS or ADDRESS/LENGTH, IPv4 up to /32, IPv6 up to /128)")
+        };
+        let (a, l) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let ip: IpAddr = a.parse().map_err(|_| bad())?;
+        let (version, max, mut addr) = match ip {
+            IpAddr::V4(v) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v.octets());
+                (4u8, 32u8, b)
+            }
+            IpAddr::V6(v) => (6u8, 128u8, v.octets()),
+        };
+        let len = match l {
+            None => max,
+            Some(l) => l.parse::<u8>().ok().filter(|&n| n <= max && !l.starts_with('+')).ok_or_else(bad)?,
+        };
+        let prefix = Cidr { version, addr, len };
+        // Bits set past the length are a typo more often than not: say so.
+        let mut masked = addr;
+        for (i, b) in masked.iter_mut().enumerate() {
+            let bits = (usize::from(len)).saturating_sub(i * 8).min(8);
+            *b &= if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+        }
+        if masked != addr {
+            addr = masked;
+            let ip = match version {
+                4 => IpAddr::from([addr[0], addr[1], addr[2], addr[3]]),
+                _ => IpAddr::from(addr),
+            };
+            return Err(format!("{text:?} has address bits set past /{len} (the prefix is {ip}/{len})"));
+        }
+        Ok(prefix)
+    }
+}
+
+/// One condition of a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Either end's address is in the prefix.
+    Net(Cidr),
+    /// Either end's port is this.
+    Port(u16),
+    /// The protocol: (for IPv4, for IPv6).
+    Proto(u8, u8),
+    /// Either end belongs to this container (name, or id / id prefix).
+    Container(String),
+}
+
+/// One line of the rules file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// What to do.
+    pub action: Action,
+    /// All must match.
+    pub selectors: Vec<Selector>,
+    /// Its line in the file (1-based).
+    pub line: usize,
+}
+
+/// A parsed rules file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// In file order; the first that matches decides.
+    pub rules: Vec<Rule>,
+    /// Bumped by every reload that published (0: no rules file).
+    pub generation: u64,
+    /// Some rule has a `container` selector (flows are then attributed).
+    needs_containers: bool,
+}
+
+/// Why a rules file was refused; one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// A bad line.
+    #[error("{}:{line}: {what}", file.display())]
+    Line {
+        /// The file.
+        file: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// What is wrong and what is expected.
+        what: String,
+    },
+    /// The file as a whole.
+    #[error("{}: {what}", file.display())]
+    File {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+fn proto_of(text: &str) -> Option<(u8, u8)> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Some((6, 6)),
+        "udp" => Some((17, 17)),
+        "icmp" => Some((1, 58)),
+        "sctp" => Some((132, 132)),
+        n => n.parse::<u8>().ok().filter(|_| !n.starts_with('+')).map(|p| (p, p)),
+    }
+}
+
+impl RuleSet {
+    /// Parses a rules file's text (`file` names it in errors); generation 0.
+    ///
+    /// # Errors
+    /// The first bad line: an unknown action or selector, a selector without
+    /// its value, a value that does not parse.
+    pub fn parse(text: &str, file: &Path) -> Result<RuleSet, RulesError> {
+        let mut rules = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let err = |what: String| RulesError::Line { file: file.to_path_buf(), line, what };
+            let content = raw.split('#').next().unwrap_or("");
+            let mut tokens = content.split_whitespace();
+            let Some(first) = tokens.next() else { continue };
+            let action = match first.to_ascii_lowercase().as_str() {
+                "mirror" => Action::Mirror,
+                "divert" => Action::Divert,
+                _ => return Err(err(format!("expected \"mirror\" or \"divert\" first, found {first:?}"))),
+            };
+            let mut selectors = Vec::new();
+            while let Some(word) = tokens.next() {
+                let kind = word.to_ascii_lowercase();
+                if !matches!(kind.as_str(), "net" | "port" | "proto" | "container") {
+                    return Err(err(format!("unknown selector {word:?}: expected net, port, proto or container")));
+                }
+                let Some(value) = tokens.next() else {
+                    let what = match kind.as_str() {
+                        "net" => "an address prefix (10.0.0.0/8, 2001:db8::/32)",
+                        "port" => "a port number (0..=65535)",
+                        "proto" => "tcp, udp, icmp, sctp or a protocol number (0..=255)",
+                        _ => "a container name or id",
+                    };
+                    return Err(err(format!("{kind:?} needs a value: {what}")));
+                };
+                selectors.push(match kind.as_str() {
+                    "net" => Selector::Net(Cidr::parse(value).map_err(err)?),
+                    "port" => {
+                        Selector::Port(
+                            value.parse::<u16>().ok().filter(|_| !value.starts_with('+')).ok_or_else(|| {
+                                err(format!("port {value:?}: expected a port number from 0 to 65535"))
+                            })?,
+                        )
+                    }
+                    "proto" => {
+                        let (v4, v6) = proto_of(value).ok_or_else(|| {
+                            err(format!(
+                                "proto {value:?}: expected tcp, udp, icmp, sctp or a protocol number from 0 to 255"
+                            ))
+                        })?;
+                        Selector::Proto(v4, v6)
+                    }
+                    _ => Selector::Container(value.to_owned()),
+                });
+            }
+            rules.push(Rule { action, selectors, line });
+        }
+        let needs_containers = rules.iter().any(|r| r.selectors.iter().any(|s| matches!(s, Selector::Container(_))));
+        Ok(RuleSet { rules, generation: 0, needs_containers })
+    }
+
+    /// The action of the first rule that matches the flow of packet `s`, or
+    /// `None` (the flow passes). `ends` gives the containers of both ends;
+    /// it is called at most once, and only when a `container` selector is
+    /// reached.
+    pub fn decide(&self, s: &PacketSummary, ends: impl FnOnce() -> [ContainerRef; 2]) -> Option<Action> {
+        let mut ends = Some(ends);
+        let mut known: Option<[ContainerRef; 2]> = None;
+        'rules: for rule in &self.rules {
+            for sel in &rule.selectors {
+                let ok = match sel {
+                    Selector::Net(c) => c.contains(s.ip_version, &s.src) || c.contains(s.ip_version, &s.dst),
+                    Selector::Port(p) => s.src_port == *p || s.dst_port == *p,
+                    Selector::Proto(v4, v6) => s.proto == if s.ip_version == 6 { *v6 } else { *v4 },
+                    Selector::Container(want) => {
+                        if known.is_none() {
+                            known = Some(ends.take().map(|f| f()).unwrap_or_default());
+                        }
+                        known.as_ref().is_some_and(|k| k.iter().any(|c| container_is(c, want)))
+                    }
+                };
+                if !ok {
+                    continue 'rules;
+                }
+            }
+            return Some(rule.action);
+        }
+        None
+    }
+
+    /// Whether some rule has a `container` selector.
+    pub fn needs_containers(&self) -> bool {
+        self.needs_containers
+    }
+}
+
+fn container_is(c: &ContainerRef, want: &str) -> bool {
+    let (name, id) = (c.name_str(), c.id_str());
+    if !name.is_empty() && name == want {
+        return true;
+    }
+    !id.is_empty() && want.len() >= MIN_ID_PREFIX && (id.starts_with(want) || want.starts_with(id))
+}
+
+/// Reads a rules file: opened non-blocking, `fstat`ed first; a regular file
+/// of at most [`MAX_RULES_BYTES`].
+///
+/// # Errors
+/// It cannot be opened or read, is not a regular file, or is larger.
+pub fn read_rules_file(path: &Path) -> Result<Vec<u8>, RulesError> {
+    let err = |what: String| RulesError::File { file: path.to_path_buf(), what };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| err(format!("cannot open the rules file: {e}")))?;
+    let meta = file.metadata().map_err(|e| err(format!("cannot stat the rules file: {e}")))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file: name a file of rules".into()));
+    }
+    if meta.len() > MAX_RULES_BYTES {
+        return Err(err(format!("{} bytes: a rules file may have at most {MAX_RULES_BYTES}", meta.len())));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_RULES_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("cannot read the rules file: {e}")))?;
+    if bytes.len() as u64 > MAX_RULES_BYTES {
+        return Err(err(format!("more than {MAX_RULES_BYTES} bytes: a rules file may have at most that")));
+    }
+    Ok(bytes)
+}
+
+/// The rule set every worker reads, replaced whole by the reloader.
+#[derive(Clone)]
+pub struct SharedRules(Arc<ArcSwap<RuleSet>>);
+
+impl SharedRules {
+    /// A cell holding `set`.
+    pub fn new(set: RuleSet) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(set)))
+    }
+
+    /// The rule set in force now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.0.load_full()
+    }
+
+    /// Replaces the rule set (the workers take it at their next batch).
+    pub fn publish(&self, set: RuleSet) {
+        self.0.store(Arc::new(set));
+    }
+}
+
+impl PartialEq for SharedRules {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedRules {}
+
+impl std::fmt::Debug for SharedRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cur = self.0.load();
+        write!(f, "SharedRules(generation {}, {} rules)", cur.generation, cur.rules.len())
+    }
+}
+
+/// Reads the rules file and publishes each new version that parses.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    cell: SharedRules,
+    /// The bytes last read (parsed or not): unchanged bytes are not parsed again.
+    last: Option<Vec<u8>>,
+    /// The problem last logged (logged once until it changes).
+    last_problem: Option<String>,
+}
+
+impl Reloader {
+    /// A reloader of `path` into `cell`; `loaded` are the bytes `cell`'s rules came from.
+    pub fn new(path: &Path, cell: SharedRules, loaded: Option<Vec<u8>>) -> Self {
+        Self { path: path.to_path_buf(), cell, last: loaded, last_problem: None }
+    }
+
+    /// Looks at the file once; returns the line to log when something happened.
+    pub fn poll(&mut self) -> Option<String> {
+        let cur = self.cell.current();
+        let keeping = format!("keeping the {} rule(s) of generation {}", cur.rules.len(), cur.generation);
+        let bytes = match read_rules_file(&self.path) {
+            Ok(b) => b,
+            Err(e) => {
+                let line = format!("CJ_DIVERT_RULES: {e}; {keeping}");
+                // A file that comes back with the same bytes is taken again.
+                self.last = None;
+                return self.problem(line);
+            }
+        };
+        if self.last.as_deref() == Some(&bytes[..]) {
+            return None;
+        }
+        let parsed = RuleSet::parse(&String::from_utf8_lossy(&bytes), &self.path);
+        self.last = Some(bytes);
+        match parsed {
+            Ok(mut set) => {
+                set.generation = cur.generation + 1;
+                let line = format!(
+                    "divert rules reloaded from {}: {} rule(s), generation {} (flows already seen keep their verdict)",
+                    self.path.display(),
+                    set.rules.len(),
+                    set.generation
+                );
+                self.cell.publish(set);
+                self.last_problem = None;
+                Some(line)
+            }
+            Err(e) => self.problem(format!("CJ_DIVERT_RULES: {e}; {keeping}")),
+        }
+    }
+
+    fn problem(&mut self, line: String) -> Option<String> {
+        if self.last_problem.as_deref() == Some(&line[..]) {
+            return None;
+        }
+        self.last_problem = Some(line.clone());
+        Some(line)
+    }
+}
+
+/// Loads the rules for `cfg` and starts their reloader: `None` when
+/// `CJ_TUN=no`. With `CJ_TUN=yes` and no `CJ_DIVERT_RULES`, an empty rule
+/// set that never changes.
+///
+/// # Errors
+/// The rules file cannot be read or does not parse (one line naming file
+/// and line), or the reloader thread cannot start.
+pub fn start(cfg: &StationConfig) -> Result<Option<SharedRules>, RulesError> {
+    if !cfg.tun {
+        if let Some(p) = &cfg.divert_rules {
+            eprintln!("cj-detector: CJ_DIVERT_RULES={} is set but CJ_TUN=no: no flow is diverted", p.display());
+        }
+        return Ok(None);
+    }
+    let first = format!("tun{}", cfg.tun_offset + cfg.queue_offset);
+    let Some(path) = &cfg.divert_rules else {
+        eprintln!("cj-detector: flow divert on ({first}...) but CJ_DIVERT_RULES is empty: nothing is diverted");
+        return Ok(Some(SharedRules::new(RuleSet::default())));
+    };
+    let bytes = read_rules_file(path)?;
+    let mut set = RuleSet::parse(&String::from_utf8_lossy(&bytes), path)?;
+    set.generation = 1;
+    let n = set.rules.len();
+    let cell = SharedRules::new(set);
+    let mut reloader = Reloader::new(path, cell.clone(), Some(bytes));
+    std::thread::Builder::new()
+        .name("cj-divert-rules".into())
+        .spawn(move || loop {
+            std::thread::sleep(RELOAD_POLL);
+            if let Some(line) = reloader.poll() {
+                eprintln!("cj-detector: {line}");
+            }
+        })
+        .map_err(|e| RulesError::File {
+            file: path.clone(),
+            what: format!("cannot start thread cj-divert-rules: {e}"),
+        })?;
+    eprintln!(
+        "cj-detector: flow divert on: {n} rule(s) from {} (generation 1, re-read every {} ms); worker q writes to tun<{}+q>",
+        path.display(),
+        RELOAD_POLL.as_millis(),
+        cfg.tun_offset
+    );
+    Ok(Some(cell))
+}
+
+/// A worker's flow-divert totals, as its stats page names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DivertCounters {
+    /// Frames of `mirror` flows.
+    pub mirrored_packets: u64,
+    /// Their wire bytes.
+    pub mirrored_bytes: u64,
+    /// Frames of `divert` flows (not accounted in flows).
+    pub diverted_packets: u64,
+    /// Their wire bytes.
+    pub diverted_bytes: u64,
+    /// Mirrored or diverted frames not written to the tun device.
+    pub tun_dropped_packets: u64,
+    /// Their wire bytes.
+    pub tun_dropped_bytes: u64,
+    /// Generation of the rule set in use.
+    pub rules_generation: u64,
+    /// Verdicts of active flows dropped from the full verdict table.
+    pub verdicts_evicted: u64,
+}
+
+/// A flow's verdict (0 pass, 1 mirror, 2 divert), when it was last seen, and
+/// whether a TCP FIN or RST was seen.
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    action: u8,
+    closing: bool,
+    last_ns: u64,
+}
+
+fn code(a: Option<Action>) -> u8 {
+    match a {
+        None => 0,
+        Some(Action::Mirror) => 1,
+        Some(Action::Divert) => 2,
+    }
+}
+
+fn action(code: u8) -> Option<Action> {
+    match code {
+        1 => Some(Action::Mirror),
+        2 => Some(Action::Divert),
+        _ => None,
+    }
+}
+
+/// The flow-table key of a verdict: canonical flow key and capture source.
+type VerdictKey = (FlowKey, u8);
+
+/// Where written packets go.
+#[derive(Debug)]
+enum Out {
+    Tun(Tun),
+    /// Tests: every packet written, and whether the next write fails.
+    #[cfg(test)]
+    Memory(Vec<Vec<u8>>, Option<WriteFailure>),
+}
+
+/// The on-state of a worker's divert.
+#[derive(Debug)]
+struct On {
+    out: Out,
+    device: String,
+    queue: u32,
+    rules: Option<SharedRules>,
+    set: Arc<RuleSet>,
+    snapshot: Option<Arc<Snapshot>>,
+    snapshot_generation: u64,
+    verdicts: LruSlab<VerdictKey, Verdict, 1>,
+    idle_ns: u64,
+    error_log: Option<Instant>,
+    errors_unlogged: u64,
+    last_errno: i32,
+}
+
+/// A worker's flow divert: off, or its tun device, rules and verdicts.
+#[derive(Debug)]
+pub struct Divert {
+    on: Option<Box<On>>,
+    counters: DivertCounters,
+}
+
+impl Divert {
+    /// Flow divert off: every slot goes to the accounting.
+    pub fn off() -> Self {
+        Divert { on: None, counters: DivertCounters::default() }
+    }
+
+    /// The divert of worker `spec`: off unless it has a tun device, which is
+    /// opened now (before the worker's start gate).
+    ///
+    /// # Errors
+    /// The tun device cannot be used ([`TunError`], one line).
+    pub fn open(spec: &WorkerSpec) -> Result<Self, TunError> {
+        let Some(device) = &spec.tun_device else { return Ok(Self::off()) };
+        let tun = Tun::open(device)?;
+        Ok(Self::with_out(
+            Out::Tun(tun),
+            device,
+            spec.queue,
+            spec.divert_rules.clone(),
+            spec.table.idle_ns,
+            spec.table.limit,
+        ))
+    }
+
+    fn with_out(out: Out, device: &str, queue: u32, rules: Option<SharedRules>, idle_ns: u64, limit: u32) -> Self {
+        let set = rules.as_ref().map(SharedRules::current).unwrap_or_default();
+        let limit = (limit as usize).max(1);
+        let counters = DivertCounters { rules_generation: set.generation, ..DivertCounters::default() };
+        Divert {
+            on: Some(Box::new(On {
+                out,
+                device: device.to_owned(),
+                queue,
+                rules,
+                set,
+                snapshot: None,
+                snapshot_generation: 0,
+                verdicts: LruSlab::new(limit, INITIAL_VERDICTS.min(limit)),
+                idle_ns,
+                error_log: None,
+                errors_unlogged: 0,
+                last_errno: 0,
+            })),
+            counters,
+        }
+    }
+
+    /// Totals so far.
+    pub fn counters(&self) -> &DivertCounters {
+        &self.counters
+    }
+
+    /// Once per batch: takes a newer rule set and inventory snapshot when
+    /// published (one lock-free load each; `Arc`s cloned only on a change).
+    #[inline]
+    pub fn refresh(&mut self, inventory: Option<&SharedSnapshot>) {
+        let Some(on) = self.on.as_deref_mut() else { return };
+        if let Some(r) = &on.rules {
+            let cur = r.0.load();
+            if cur.generation != on.set.generation {
+                on.set = inventory::arc_swap::Guard::into_inner(cur);
+                self.counters.rules_generation = on.set.generation;
+            }
+        }
+        if let Some(inv) = inventory {
+            let snap = inv.load();
+            if snap.generation != on.snapshot_generation {
+                on.snapshot_generation = snap.generation;
+                on.snapshot = Some(inventory::arc_swap::Guard::into_inner(snap));
+            }
+        }
+    }
+
+    /// One packet-queue slot: written to the tun device when its flow's
+    /// verdict says so; given to the accounting unless it was diverted.
+    #[inline]
+    pub fn slot(&mut self, slot: &[u8], acct: &mut Accounting, sink: &mut impl RecordSink) {
+        if self.on.is_some() && self.packet(slot) == Some(Action::Divert) {
+            return;
+        }
+        acct.slot(slot, sink);
+    }
+
+    /// The verdict of the slot's flow, acted on (written and counted).
+    fn packet(&mut self, slot: &[u8]) -> Option<Action> {
+        let on = self.on.as_deref_mut()?;
+        let (meta, frame) = read_packet(slot)?;
+        let s = wire::summarize_wire(frame, meta.wire_len);
+        if !s.is_ip() {
+            return None;
+        }
+        let act = on.verdict(&s, meta.source, meta.ts_ns, &mut self.counters)?;
+        let c = &mut self.counters;
+        let bytes = u64::from(meta.wire_len);
+        match act {
+            Action::Mirror => {
+                c.mirrored_packets += 1;
+                c.mirrored_bytes += bytes;
+            }
+            Action::Divert => {
+                c.diverted_packets += 1;
+                c.diverted_bytes += bytes;
+            }
+        }
+        let written = match ip_packet(frame, &s) {
+            Some(ip) => on.write(ip),
+            None => false,
+        };
+        if !written {
+            c.tun_dropped_packets += 1;
+            c.tun_dropped_bytes += bytes;
+        }
+        Some(act)
+    }
+}
+
+impl On {
+    /// The flow's verdict: remembered, or decided now by the rules in force.
+    #[inline]
+    fn verdict(&mut self, s: &PacketSummary, source: u8, ts_ns: u64, c: &mut DivertCounters) -> Option<Action> {
+        let (key, _) = FlowKey::from_summary(s);
+        let vk: VerdictKey = (key, source);
+        let tcp = s.proto == 6;
+        let syn_only = tcp && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let ends = tcp && s.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        let hash = self.verdicts.hash_of(&vk);
+        if let Some(i) = self.verdicts.find_hashed(hash, &vk) {
+            let v = self.verdicts.get_mut(i);
+            let over = ts_ns.saturating_sub(v.last_ns) > self.idle_ns || (v.closing && syn_only);
+            if !over {
+                v.last_ns = v.last_ns.max(ts_ns);
+                v.closing |= ends;
+                let a = v.action;
+                self.verdicts.touch(i, 0);
+                return action(a);
+            }
+            // The flow ended: this packet starts a new one.
+            self.verdicts.remove(i);
+        }
+        let snap = self.snapshot.as_deref();
+        let decided = self.set.decide(s, || containers_of(snap, source, s));
+        if self.verdicts.is_full() {
+            if let Some(o) = self.verdicts.oldest(0) {
+                if ts_ns.saturating_sub(self.verdicts.get(o).last_ns) <= self.idle_ns {
+                    c.verdicts_evicted += 1;
+                }
+                self.verdicts.remove(o);
+            }
+        }
+        self.verdicts.insert_hashed(hash, vk, Verdict { action: code(decided), closing: ends, last_ns: ts_ns }, 0);
+        decided
+    }
+
+    /// Writes one IP packet; false when the device did not take it.
+    #[inline]
+    fn write(&mut self, ip: &[u8]) -> bool {
+        let r = match &mut self.out {
+            Out::Tun(t) => t.write(ip),
+            #[cfg(test)]
+            Out::Memory(v, fail) => match fail.take() {
+                Some(f) => Err(f),
+                None => {
+                    v.push(ip.to_vec());
+                    Ok(())
+                }
+            },
+        };
+        match r {
+            Ok(()) => true,
+            Err(WriteFailure::Full) => false,
+            Err(WriteFailure::Error(errno)) => {
+                self.refused(errno);
+                false
+            }
+        }
+    }
+
+    #[cold]
+    fn refused(&mut self, errno: i32) {
+        self.errors_unlogged += 1;
+        self.last_errno = errno;
+        let now = Instant::now();
+        if self.error_log.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            return;
+        }
+        self.error_log = Some(now);
+        eprintln!(
+            "(Core {}) tun device {} refused {} packet(s) ({}): counted in tun_dropped",
+            self.queue,
+            self.device,
+            self.errors_unlogged,
+            std::io::Error::from_raw_os_error(self.last_errno)
+        );
+        self.errors_unlogged = 0;
+    }
+}
+
+/// Both ends' containers of the packet's flow, as the flow table attributes them.
+fn containers_of(snap: Option<&Snapshot>, source: u8, s: &PacketSummary) -> [ContainerRef; 2] {
+    let Some(snap) = snap else { return Default::default() };
+    let ips =
+        station::record::ip_from_bytes(s.ip_version, &s.src).zip(station::record::ip_from_bytes(s.ip_version, &s.dst));
+    let (a, b) = crate::flow_table::attribute(snap, source, &s.src_mac, &s.dst_mac, ips);
+    [crate::flow_table::unpack(snap, a), crate::flow_table::unpack(snap, b)]
+}
+
+/// The IP packet inside an Ethernet frame whose summary is `s` (VLAN tags
+/// skipped as the summary skipped them), without Ethernet padding; `None`
+/// when the frame was cut before its end.
+#[inline]
+pub fn ip_packet<'a>(frame: &'a [u8], s: &PacketSummary) -> Option<&'a [u8]> {
+    let mut off = 12usize;
+    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    off += 2;
+    let mut tags = 0;
+    while wire::vlan::is_tag_tpid(ethertype) && tags < wire::vlan::MAX_TAGS {
+        ethertype = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
+        off += wire::vlan::TAG_LEN;
+        tags += 1;
+    }
+    frame.get(off..off.checked_add(s.ip_len as usize)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use station::slot::{write_packet, PacketMeta};
+
+    use super::*;
+    use crate::flow_table::TableConfig;
+
+    const S: u64 = 1_000_000_000;
+
+    fn parse(text: &str) -> Result<RuleSet, String> {
+        RuleSet::parse(text, Path::new("rules.conf")).map_err(|e| e.to_string())
+    }
+
+    /// An Ethernet frame with `vlans` tags carrying IPv4 `proto` from a:ap to b:bp,
+    /// `payload` bytes after the transport header, padded to 60 bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(vlans: &[u16], a: [u8; 4], ap: u16, b: [u8; 4], bp: u16, proto: u8, flags: u8, payload: usize) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, b[3], 2, 0, 0, 0, 0, a[3]];
+        for v in vlans {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        let l4 = match proto {
+            6 => 20,
+            17 => 8,
+            _ => 8,
+        };
+        let total = (20 + l4 + payload) as u16;
+        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0, 0, 64, proto, 0, 0]);
+        f.extend_from_slice(&a);
+        f.extend_from_slice(&b);
+        match proto {
+            6 => {
+                f.extend_from_slice(&ap.to_be_bytes());
+                f.extend_from_slice(&bp.to_be_bytes());
+                f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+            }
+            17 => {
+                f.extend_from_slice(&ap.to_be_bytes());
+                f.extend_from_slice(&bp.to_be_bytes());
+                f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+                f.extend_from_slice(&[0, 0]);
+            }
+            _ => f.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]),
+        }
+        f.extend(std::iter::repeat_n(0xab, payload));
+        while f.len() < 60 {
+            f.push(0);
+        }
+        f
+    }
+
+    fn slot_of(f: &[u8], ts_ns: u64) -> Vec<u8> {
+        let mut slot = vec![0u8; 2048];
+        let meta = PacketMeta { ts_ns, wire_len: f.len() as u32, cap_len: 0, source: 0, flags: 0 };
+        let n = write_packet(&mut slot, meta, f);
+        slot.truncate(n);
+        slot
+    }
+
+    fn memory_divert(rules: &SharedRules, limit: u32) -> Divert {
+        Divert::with_out(Out::Memory(Vec::new(), None), "tun-test", 0, Some(rules.clone()), 30 * S, limit)
+    }
+
+    fn written(d: &Divert) -> &Vec<Vec<u8>> {
+        match &d.on.as_ref().expect("on").out {
+            Out::Memory(v, _) => v,
+            Out::Tun(_) => unreachable!(),
+        }
+    }
+
+    fn accounting() -> Accounting {
+        Accounting::new(TableConfig {
+            idle_ns: 30 * S,
+            active_ns: 300 * S,
+            close_ns: 5 * S,
+            refresh_ns: 0,
+            limit: 1024,
+            queue: 0,
+        })
+    }
+
+    #[test]
+    fn rules_parse_with_comments_blank_lines_and_every_selector() {
+        let set = parse(
+            "# divert the web\n\ndivert net 10.1.0.0/16 port 443 proto tcp  # https\n\
+             mirror proto icmp\nmirror container web net 2001:db8::/32\ndivert\n",
+        )
+        .unwrap();
+        assert_eq!(set.rules.len(), 4);
+        assert_eq!(set.rules[0].line, 3);
+        assert_eq!(set.rules[0].action, Action::Divert);
+        assert_eq!(set.rules[0].selectors.len(), 3);
+        assert_eq!(set.rules[1].selectors, vec![Selector::Proto(1, 58)]);
+        assert_eq!(set.rules[3].selectors, vec![]);
+        assert!(set.needs_containers());
+        assert!(parse("").unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn a_bad_line_is_one_error_naming_file_and_line() {
+        let cases = [
+            ("mirror\nredirect port 80\n", "rules.conf:2: expected \"mirror\" or \"divert\" first, found \"redirect\""),
+            (
+                "\n\ndivert prot tcp",
+                "rules.conf:3: unknown selector \"prot\": expected net, port, proto or container",
+            ),
+            ("divert port", "rules.conf:1: \"port\" needs a value: a port number (0..=65535)"),
+            ("divert port 65536", "rules.conf:1: port \"65536\": expected a port number from 0 to 65535"),
+            ("divert port -1", "rules.conf:1: port \"-1\": expected a port number from 0 to 65535"),
+            (
+                "divert proto gre",
+                "rules.conf:1: proto \"gre\": expected tcp, udp, icmp, sctp or a protocol number from 0 to 255",
+            ),
+            (
+                "# c\nmirror net 10.0.0.0/33",
+                "rules.conf:2: \"10.0.0.0/33\" is not an address prefix (ADDRESS or ADDRESS/LENGTH, IPv4 up to /32, IPv6 up to /128)",
+            ),
+            ("mirror net 10.0.0.1/8", "rules.conf:1: \"10.0.0.1/8\" has address bits set past /8 (the prefix is 10.0.0.0/8)"),
+            ("mirror net", "rules.conf:1: \"net\" needs a value: an address prefix (10.0.0.0/8, 2001:db8::/32)"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_by_their_length_and_version() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        let v4 = |a: [u8; 4]| {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&a);
+            x
+        };
+        assert!(c.contains(4, &v4([10, 1, 200, 3])));
+        assert!(!c.contains(4, &v4([10, 2, 0, 1])));
+        assert!(!c.contains(6, &v4([10, 1, 0, 1])), "another version never matches");
+        let c = Cidr::parse("10.1.2.128/25").unwrap();
+        assert!(c.contains(4, &v4([10, 1, 2, 200])));
+        assert!(!c.contains(4, &v4([10, 1, 2, 127])));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(4, &v4([1, 2, 3, 4])));
+        let host = Cidr::parse("192.0.2.7").unwrap();
+        assert!(host.contains(4, &v4([192, 0, 2, 7])) && !host.contains(4, &v4([192, 0, 2, 8])));
+        let c6 = Cidr::parse("2001:db8::/32").unwrap();
+        let a: std::net::Ipv6Addr = "2001:db8:5::1".parse().unwrap();
+        assert!(c6.contains(6, &a.octets()));
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_and_every_selector_must_match() {
+        let set = parse("mirror port 53 proto udp\ndivert net 10.9.0.0/16\nmirror proto icmp\n").unwrap();
+        let none = || [ContainerRef::default(), ContainerRef::default()];
+        let sum = |f: &[u8]| wire::summarize(f);
+        let dns = sum(&frame(&[], [10, 9, 0, 1], 5000, [10, 0, 0, 2], 53, 17, 0, 20));
+        assert_eq!(set.decide(&dns, none), Some(Action::Mirror), "rule 1 before rule 2");
+        let dns_tcp = sum(&frame(&[], [10, 9, 0, 1], 5000, [10, 0, 0, 2], 53, 6, 0x02, 0));
+        assert_eq!(set.decide(&dns_tcp, none), Some(Action::Divert), "port 53 but not udp: rule 2 (net, either end)");
+        let back = sum(&frame(&[], [10, 0, 0, 2], 53, [10, 9, 3, 3], 5000, 6, 0x12, 0));
+        assert_eq!(set.decide(&back, none), Some(Action::Divert), "the prefix matches the destination too");
+        let ping = sum(&frame(&[], [1, 1, 1, 1], 0, [2, 2, 2, 2], 0, 1, 0, 10));
+        assert_eq!(set.decide(&ping, none), Some(Action::Mirror));
+        let other = sum(&frame(&[], [1, 1, 1, 1], 80, [2, 2, 2, 2], 1234, 6, 0x02, 0));
+        assert_eq!(set.decide(&other, none), None);
+    }
+
+    #[test]
+    fn a_container_selector_matches_either_end_by_name_or_id_prefix() {
+        let set = parse("divert container web\nmirror container 3f4e5d\n").unwrap();
+        let s = wire::summarize(&frame(&[], [10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, 6, 0x02, 0));
+        let named = |name: &str, id: &str| ContainerRef {
+            name: station::record::fixed_text(name),
+            id: station::record::fixed_text(id),
+            ..ContainerRef::default()
+        };
+        let mut asked = 0;
+        let got = set.decide(&s, || {
+            asked += 1;
+            [ContainerRef::default(), named("web", "0123456789ab")]
+        });
+        assert_eq!((got, asked), (Some(Action::Divert), 1), "the ends are looked up once");
+        assert_eq!(set.decide(&s, || [named("db", "3f4e5d6c7b8a"), ContainerRef::default()]), Some(Action::Mirror));
+        assert_eq!(set.decide(&s, || [named("webby", "999999999999"), ContainerRef::default()]), None);
+        let short = parse("divert container 3f4").unwrap();
+        assert_eq!(
+            short.decide(&s, || [named("db", "3f4e5d6c7b8a"), ContainerRef::default()]),
+            None,
+            "too short an id prefix"
+        );
+        let no_containers = parse("divert port 80").unwrap();
+        assert_eq!(no_containers.decide(&s, || unreachable!("no container selector: no lookup")), Some(Action::Divert));
+    }
+
+    #[test]
+    fn the_ip_packet_is_written_without_ethernet_header_tags_or_padding() {
+        for vlans in [&[][..], &[100][..], &[100, 200][..]] {
+            let f = frame(vlans, [10, 0, 0, 1], 1000, [10, 0, 0, 2], 53, 17, 0, 4);
+            let s = wire::summarize(&f);
+            let ip = ip_packet(&f, &s).unwrap();
+            assert_eq!(ip.len(), 20 + 8 + 4, "the IP total length, no padding ({vlans:?})");
+            assert_eq!(ip[0], 0x45);
+            assert_eq!(&ip[12..16], &[10, 0, 0, 1]);
+        }
+        let f = frame(&[], [10, 0, 0, 1], 1000, [10, 0, 0, 2], 53, 17, 0, 200);
+        let s = wire::summarize_wire(&f[..100], f.len() as u32);
+        assert_eq!(ip_packet(&f[..100], &s), None, "a frame cut to the slot is not written");
+    }
+
+    #[test]
+    fn diverted_packets_skip_the_accounting_mirrored_ones_do_not() {
+        let rules =
+            SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53\nmirror proto icmp\n").unwrap() });
+        let mut d = memory_divert(&rules, 1024);
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        let frames = [
+            frame(&[7], [10, 0, 0, 1], 5000, [10, 0, 0, 2], 53, 17, 0, 30),
+            frame(&[], [10, 0, 0, 2], 53, [10, 0, 0, 1], 5000, 17, 0, 60),
+            frame(&[], [10, 0, 0, 1], 0, [10, 0, 0, 3], 0, 1, 0, 10),
+            frame(&[], [10, 0, 0, 1], 4000, [10, 0, 0, 3], 80, 6, 0x02, 0),
+        ];
+        for (i, f) in frames.iter().enumerate() {
+            d.slot(&slot_of(f, i as u64 * S), &mut acct, &mut sink);
+        }
+        let c = *d.counters();
+        assert_eq!((c.diverted_packets, c.mirrored_packets, c.tun_dropped_packets), (2, 1, 0));
+        assert_eq!(c.diverted_bytes, (frames[0].len() + frames[1].len()) as u64);
+        assert_eq!(acct.counters().packets, 2, "the mirrored ICMP and the passed TCP packet are accounted");
+        assert_eq!(acct.counters().packets + c.diverted_packets, frames.len() as u64, "every slot once");
+        let w = written(&d);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].len(), 20 + 8 + 30, "the VLAN-tagged frame's IP packet");
+        assert_eq!(c.rules_generation, 1);
+    }
+
+    #[test]
+    fn flows_keep_their_verdict_across_a_reload_and_new_flows_get_the_new_rules() {
+        let rules = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53").unwrap() });
+        let mut d = memory_divert(&rules, 1024);
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        let old_dns = frame(&[], [10, 0, 0, 1], 5000, [10, 0, 0, 2], 53, 17, 0, 10);
+        let old_web = frame(&[], [10, 0, 0, 1], 4000, [10, 0, 0, 2], 80, 6, 0x02, 0);
+        d.refresh(None);
+        d.slot(&slot_of(&old_dns, 0), &mut acct, &mut sink);
+        d.slot(&slot_of(&old_web, 0), &mut acct, &mut sink);
+        rules.publish(RuleSet { generation: 2, ..parse("divert port 80").unwrap() });
+        d.refresh(None);
+        assert_eq!(d.counters().rules_generation, 2);
+        let new_dns = frame(&[], [10, 0, 0, 1], 5001, [10, 0, 0, 2], 53, 17, 0, 10);
+        let new_web = frame(&[], [10, 0, 0, 1], 4001, [10, 0, 0, 2], 80, 6, 0x02, 0);
+        for f in [&old_dns, &old_web, &new_dns, &new_web] {
+            d.slot(&slot_of(f, S), &mut acct, &mut sink);
+        }
+        // Diverted: old dns twice (its verdict kept), new web once; not: old web, new dns.
+        assert_eq!(d.counters().diverted_packets, 3);
+        assert_eq!(acct.counters().packets, 3);
+        // After the idle timeout the old dns flow has ended: its next packet is a new flow.
+        d.slot(&slot_of(&old_dns, 40 * S), &mut acct, &mut sink);
+        assert_eq!(d.counters().diverted_packets, 3);
+        // A TCP flow that closed (RST) and opens again with a SYN is decided again too.
+        let rst = frame(&[], [10, 0, 0, 1], 4000, [10, 0, 0, 2], 80, 6, 0x04, 0);
+        d.slot(&slot_of(&rst, 41 * S), &mut acct, &mut sink);
+        let before = d.counters().diverted_packets;
+        d.slot(&slot_of(&old_web, 42 * S), &mut acct, &mut sink);
+        assert_eq!(d.counters().diverted_packets, before + 1, "the reopened port-80 flow follows rules 2");
+    }
+
+    #[test]
+    fn a_full_verdict_table_evicts_the_least_recent_and_counts_active_ones() {
+        let rules = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53").unwrap() });
+        let mut d = memory_divert(&rules, 2);
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        for port in 1..=3u16 {
+            d.slot(&slot_of(&frame(&[], [10, 0, 0, 1], port, [10, 0, 0, 2], 53, 17, 0, 1), S), &mut acct, &mut sink);
+        }
+        assert_eq!(d.counters().verdicts_evicted, 1);
+        // An idle flow's verdict going is no eviction.
+        d.slot(&slot_of(&frame(&[], [10, 0, 0, 1], 9, [10, 0, 0, 2], 53, 17, 0, 1), 100 * S), &mut acct, &mut sink);
+        assert_eq!(d.counters().verdicts_evicted, 1);
+        assert_eq!(d.counters().diverted_packets, 4);
+    }
+
+    #[test]
+    fn a_full_tun_queue_drops_and_counts_without_waiting() {
+        let rules = SharedRules::new(RuleSet { generation: 1, ..parse("mirror").unwrap() });
+        let mut d = memory_divert(&rules, 16);
+        if let Some(on) = d.on.as_deref_mut() {
+            on.out = Out::Memory(Vec::new(), Some(WriteFailure::Full));
+        }
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        let f = frame(&[], [10, 0, 0, 1], 1, [10, 0, 0, 2], 2, 17, 0, 1);
+        d.slot(&slot_of(&f, 0), &mut acct, &mut sink);
+        d.slot(&slot_of(&f, 0), &mut acct, &mut sink);
+        let c = d.counters();
+        assert_eq!((c.mirrored_packets, c.tun_dropped_packets, c.tun_dropped_bytes), (2, 1, f.len() as u64));
+        assert_eq!(written(&d).len(), 1);
+        assert_eq!(acct.counters().packets, 2, "mirrored packets are accounted whether written or not");
+    }
+
+    #[test]
+    fn off_passes_every_slot_to_the_accounting() {
+        let mut d = Divert::off();
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        d.refresh(None);
+        d.slot(&slot_of(&frame(&[], [10, 0, 0, 1], 1, [10, 0, 0, 2], 53, 17, 0, 1), 0), &mut acct, &mut sink);
+        assert_eq!(acct.counters().packets, 1);
+        assert_eq!(*d.counters(), DivertCounters::default());
+    }
+
+    #[test]
+    fn the_reloader_publishes_new_rules_and_keeps_them_on_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules");
+        std::fs::write(&path, "divert port 53\n").unwrap();
+        let cell = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53\n").unwrap() });
+        let mut r = Reloader::new(&path, cell.clone(), Some(b"divert port 53\n".to_vec()));
+        assert_eq!(r.poll(), None, "unchanged");
+        // Same length, same second: the bytes decide, not the timestamps.
+        std::fs::write(&path, "divert port 54\n").unwrap();
+        let line = r.poll().expect("reloaded");
+        assert!(line.contains("1 rule(s), generation 2"), "{line}");
+        assert_eq!(cell.current().rules[0].selectors, vec![Selector::Port(54)]);
+        // A malformed file keeps the rules and says where, once.
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"mirror proto udp\nmirror port http\n").unwrap();
+        drop(f);
+        let line = r.poll().expect("an error line");
+        assert_eq!(
+            line,
+            format!(
+                "CJ_DIVERT_RULES: {}:2: port \"http\": expected a port number from 0 to 65535; keeping the 1 rule(s) of generation 2",
+                path.display()
+            )
+        );
+        assert_eq!(r.poll(), None, "logged once");
+        assert_eq!(cell.current().generation, 2);
+        // A file that is gone keeps them too.
+        std::fs::remove_file(&path).unwrap();
+        let line = r.poll().expect("gone");
+        assert!(line.contains("cannot open the rules file") && line.contains("keeping the 1 rule(s)"), "{line}");
+        // Replaced by rename: taken.
+        let tmp = dir.path().join("rules.new");
+        std::fs::write(&tmp, "mirror proto icmp\ndivert net 10.0.0.0/8\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(r.poll().expect("reloaded").contains("2 rule(s), generation 3"));
+        assert_eq!(cell.current().rules.len(), 2);
+    }
+
+    #[test]
+    fn a_rules_file_that_is_not_a_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_rules_file(&fifo).unwrap_err().to_string();
+        assert!(e.ends_with("not a regular file: name a file of rules"), "{e}");
+        let e = read_rules_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn start_refuses_a_malformed_file_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules");
+        std::fs::write(&path, "mirror\nmirror net nowhere\n").unwrap();
+        let env =
+            vec![("CJ_TUN".to_owned(), "yes".to_owned()), ("CJ_DIVERT_RULES".to_owned(), path.display().to_string())];
+        let cfg = StationConfig::load_from(&env, None).unwrap();
+        let e = start(&cfg).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2: \"nowhere\" is not an address prefix", path.display())), "{e}");
+        let off = StationConfig::load_from(&[], None).unwrap();
+        assert!(start(&off).unwrap().is_none(), "CJ_TUN=no: nothing");
+    }
+}

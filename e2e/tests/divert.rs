@@ -1,0 +1,384 @@
+//! Flow divert to tun devices (`CJ_TUN=yes`, README "Flow divert") end to
+//! end: a generated capture replayed into a veth the station captures, rules
+//! that select some flows by prefix, port and protocol, and a reader on the
+//! workers' tun devices.
+//!
+//! Checked:
+//! - the tun devices receive exactly the packets of the selected flows: per
+//!   flow direction, packets and IP bytes equal the generator's truth, and no
+//!   other packet appears (the IP packets are read back with an AF_PACKET
+//!   socket on the devices: a tun device has one reader, the detector);
+//! - `divert` flows are missing from flows.csv and `mirror` flows are in it
+//!   whole; the identity holds with `diverted` as its own term, and
+//!   `mirrored` is the mirrored flows' packets;
+//! - without root: a missing tun device stops the detector at start with one
+//!   line saying how to create it, and a malformed rules file with one line
+//!   naming file and line.
+//!
+//! The tun devices are the test's own: `tun<CJ_TUN_OFFSET+q>` with an offset
+//! high enough that no station uses it (checked free first), created with
+//! `ip tuntap add`, with IPv6 and forwarding off on them (what the detector
+//! writes into them goes no further than their own input), and deleted at the
+//! end, also when the test fails (a Drop guard). Root, `ip` and `tcpreplay`
+//! are needed for the replay test; without them it is skipped by
+//! `e2e::skip`'s rule (a failure under CI).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::live::{is_root, run, try_run, Station, Stopped, TestHost};
+use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, wait_all, Cluster, RowKey};
+use station::sim::{SimSpec, Truth, TruthRow};
+
+/// Replay rate: well within what the pipeline and the tun devices hold.
+const PPS: &str = "10000";
+
+/// IPv4 and IPv6, VLAN and QinQ tags (which the tun devices must not see), many sizes.
+const SPEC: &str = "flows=240,packets=24000,sizes=64:25/200:15/576:20/1000:15/1400:25,v6=25,vlan=15,qinq=5,seed=41";
+
+/// AF_PACKET's `sll_pkttype` of a frame the host sent (the kernel's own traffic on the device).
+const PACKET_OUTGOING: u8 = 4;
+
+/// The test's tun devices `tun<offset+q>`; deleted on drop.
+#[derive(Debug)]
+struct TunDevices {
+    offset: u32,
+    names: Vec<String>,
+}
+
+impl TunDevices {
+    /// Creates `count` tun devices for queues 0..count at a free offset.
+    fn new(count: u32) -> Self {
+        // Offsets from 900000 up, by pid: far from the tun0.. a station uses.
+        let mut offset = 900_000 + (std::process::id() % 20_000) * 4;
+        while (0..count).any(|q| Path::new(&format!("/sys/class/net/tun{}", offset + q)).exists()) {
+            offset += count;
+        }
+        let mut devs = TunDevices { offset, names: Vec::new() };
+        for q in 0..count {
+            let name = format!("tun{}", offset + q);
+            run(&["ip", "tuntap", "add", "dev", &name, "mode", "tun"]);
+            devs.names.push(name.clone());
+            // What the detector writes goes no further than the device's own input.
+            run(&["sysctl", "-qw", &format!("net.ipv6.conf.{name}.disable_ipv6=1")]);
+            run(&["sysctl", "-qw", &format!("net.ipv4.conf.{name}.forwarding=0")]);
+            run(&["ip", "link", "set", &name, "up"]);
+        }
+        devs
+    }
+
+    fn ifindex(name: &str) -> usize {
+        let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).expect("ifindex");
+        text.trim().parse().expect("ifindex number")
+    }
+
+    fn rx_packets(&self) -> u64 {
+        self.names
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(format!("/sys/class/net/{n}/statistics/rx_packets"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for TunDevices {
+    fn drop(&mut self) {
+        for n in &self.names {
+            try_run(&["ip", "link", "del", n]);
+        }
+    }
+}
+
+/// What the reader saw: per flow direction (packets, IP bytes), and packets that were not IP.
+#[derive(Debug, Default)]
+struct Seen {
+    rows: BTreeMap<RowKey, (u64, u64)>,
+    packets: u64,
+    not_ip: u64,
+}
+
+/// The direction key and IP length of a bare IP packet (as a tun device carries it).
+fn row_of_ip(p: &[u8]) -> Option<(RowKey, u64)> {
+    let ports = |proto: u8, l4: &[u8]| -> (u16, u16) {
+        if matches!(proto, 6 | 17 | 132 | 136 | 33) && l4.len() >= 4 {
+            (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+        } else {
+            (0, 0)
+        }
+    };
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let total = u64::from(u16::from_be_bytes([p[2], p[3]]));
+            let later_fragment = u16::from_be_bytes([p[6], p[7]]) & 0x1fff != 0;
+            let src = IpAddr::from([p[12], p[13], p[14], p[15]]);
+            let dst = IpAddr::from([p[16], p[17], p[18], p[19]]);
+            let (sp, dp) = if later_fragment { (0, 0) } else { ports(p[9], p.get(ihl..)?) };
+            Some(((src, dst, sp, dp, station::proto::proto_name(p[9]).to_string()), total))
+        }
+        6 if p.len() >= 40 => {
+            let total = u64::from(u16::from_be_bytes([p[4], p[5]])) + 40;
+            let src: [u8; 16] = p[8..24].try_into().ok()?;
+            let dst: [u8; 16] = p[24..40].try_into().ok()?;
+            let (sp, dp) = ports(p[6], &p[40..]);
+            Some(((IpAddr::from(src), IpAddr::from(dst), sp, dp, station::proto::proto_name(p[6]).to_string()), total))
+        }
+        _ => None,
+    }
+}
+
+/// Reads every packet the kernel receives on the given interfaces (an
+/// AF_PACKET socket for all interfaces, filtered by ifindex: a tun device
+/// has one reader, the detector, so its traffic is seen as received here).
+struct TunReader {
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TunReader {
+    fn start(ifindexes: Vec<usize>) -> Self {
+        use nix::sys::socket::{self, sockopt, AddressFamily, LinkAddr, SockFlag, SockProtocol, SockType};
+        let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::EthAll)
+            .expect("AF_PACKET socket");
+        // Room for a whole replay, whatever else the host receives meanwhile.
+        socket::setsockopt(&fd, sockopt::RcvBufForce, &(256 << 20)).expect("SO_RCVBUFFORCE");
+        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(0, 100_000))
+            .expect("SO_RCVTIMEO");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (Arc::clone(&seen), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, Some(addr))) = socket::recvfrom::<LinkAddr>(fd.as_raw_fd(), &mut buf) else { continue };
+                if !ifindexes.contains(&addr.ifindex()) || addr.pkttype() == PACKET_OUTGOING {
+                    continue;
+                }
+                let mut seen = s.lock().expect("seen");
+                seen.packets += 1;
+                match row_of_ip(&buf[..n]) {
+                    Some((key, len)) => {
+                        assert_eq!(len, n as u64, "the IP length of {key:?} is what was written, no padding");
+                        let e = seen.rows.entry(key).or_insert((0, 0));
+                        e.0 += 1;
+                        e.1 += len;
+                    }
+                    None => seen.not_ip += 1,
+                }
+            }
+        });
+        TunReader { seen, stop, thread: Some(thread) }
+    }
+
+    fn packets(&self) -> u64 {
+        self.seen.lock().expect("seen").packets
+    }
+
+    fn finish(mut self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("reader thread");
+        }
+        std::mem::take(&mut *self.seen.lock().expect("seen"))
+    }
+}
+
+impl Drop for TunReader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn capture(spec: &str) -> (tempfile::TempDir, PathBuf, Truth) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("divert.pcap");
+    let spec: SimSpec = spec.parse().expect("spec");
+    let truth = station::sim::write_pcap(&spec, &path, false).expect("write capture");
+    (dir, path, truth)
+}
+
+/// The most frequent server port (the lower of the two) among the truth's rows of `proto`.
+fn busiest_port(truth: &Truth, proto: u8, skip: u16) -> u16 {
+    let mut n: BTreeMap<u16, u64> = BTreeMap::new();
+    for r in truth.rows.iter().filter(|r| r.proto == proto) {
+        let p = r.src_port.min(r.dst_port);
+        if p != skip {
+            *n.entry(p).or_default() += 1;
+        }
+    }
+    n.into_iter().max_by_key(|&(p, c)| (c, std::cmp::Reverse(p))).map(|(p, _)| p).expect("a port")
+}
+
+fn rows_where(truth: &Truth, keep: impl Fn(&TruthRow) -> bool) -> BTreeMap<RowKey, (u64, u64)> {
+    let mut rows = BTreeMap::new();
+    for r in truth.rows.iter().filter(|r| keep(r)) {
+        let key = (r.src, r.dst, r.src_port, r.dst_port, station::proto::proto_name(r.proto).to_string());
+        let e = rows.entry(key).or_insert((0, 0));
+        e.0 += r.packets;
+        e.1 += r.ip_bytes;
+    }
+    rows
+}
+
+fn in_ten_slash_eight(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v) if v.octets()[0] == 10)
+}
+
+#[test]
+fn divert_and_mirror_rules_write_exactly_the_selected_flows_to_the_tun_devices() {
+    if !is_root() {
+        e2e::skip("needs root (network namespaces, veth, tun devices, AF_PACKET)");
+        return;
+    }
+    if peer_tool("ip", "iproute2").is_none() || peer_tool("tcpreplay", "tcpreplay").is_none() {
+        return;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        e2e::skip("no /dev/net/tun (modprobe tun)");
+        return;
+    }
+    let started = Instant::now();
+    let (_dir, pcap, truth) = capture(SPEC);
+    let tcp_port = busiest_port(&truth, 6, 0);
+    let udp_port = busiest_port(&truth, 17, 0);
+    // divert: UDP on the busiest UDP port with one end in 10/8 (so IPv6 flows of that port pass);
+    // mirror: TCP on the busiest TCP port, any version.
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join("divert.rules");
+    std::fs::write(
+        &rules,
+        format!(
+            "# the test's rules\ndivert net 10.0.0.0/8 proto udp port {udp_port}\nmirror proto tcp port {tcp_port}  # mirrored\n"
+        ),
+    )
+    .expect("write rules");
+    let diverted = rows_where(&truth, |r| {
+        r.proto == 17
+            && (r.src_port == udp_port || r.dst_port == udp_port)
+            && (in_ten_slash_eight(&r.src) || in_ten_slash_eight(&r.dst))
+    });
+    let mirrored = rows_where(&truth, |r| r.proto == 6 && (r.src_port == tcp_port || r.dst_port == tcp_port));
+    assert!(!diverted.is_empty() && !mirrored.is_empty(), "the rules select flows of the capture");
+    let count = |rows: &BTreeMap<RowKey, (u64, u64)>| rows.values().map(|v| v.0).sum::<u64>();
+
+    let host = TestHost::new("cjd");
+    let tuns = TunDevices::new(2);
+    let offset = tuns.offset.to_string();
+    let rules_path = rules.display().to_string();
+    let cluster = Cluster::live(&[
+        ("CJ_IFACE", &host.host),
+        ("CJ_CORECOUNT", "2"),
+        ("CJ_TUN", "yes"),
+        ("CJ_TUN_OFFSET", &offset),
+        ("CJ_DIVERT_RULES", &rules_path),
+    ]);
+    let ifindexes: Vec<usize> = tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect();
+    let reader = TunReader::start(ifindexes);
+    let rx_before = tuns.rx_packets();
+    let station = Station::start(&cluster, &[]);
+
+    let before = host.tx_packets();
+    for out in
+        wait_all(vec![("tcpreplay", host.replay(&pcap, &["--pps", PPS, "--preload-pcap"]))], Duration::from_secs(120))
+    {
+        assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sent = host.tx_packets() - before;
+    assert_eq!(sent, truth.total_frames, "the peer veth sent every frame of the capture");
+    let c = station.wait_for("received == sent", |c| c.received >= sent);
+    assert_eq!((c.received, c.capture_dropped, c.queue_dropped), (sent, 0, 0), "{c:?}");
+    let Stopped { detector, out, .. } = station.stop();
+
+    // Every packet the devices took reaches the reader.
+    let want_on_tun = count(&diverted) + count(&mirrored);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.packets() < tuns.rx_packets() - rx_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tuns.rx_packets() - rx_before, want_on_tun, "the tun devices' rx_packets");
+    let seen = reader.finish();
+    assert_eq!(seen.not_ip, 0, "only IP packets on the tun devices");
+    let mut want = diverted.clone();
+    want.extend(mirrored.clone());
+    if let Some(d) = diff_rows(&seen.rows, &want) {
+        panic!("the tun devices' packets differ from the selected flows' truth:\n{d}");
+    }
+
+    // flows.csv: every flow but the diverted ones, mirrored ones whole.
+    let rest = rows_where(&truth, |_| true).into_iter().filter(|(k, _)| !diverted.contains_key(k)).collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &rest) {
+        panic!("flows.csv differs from the truth without the diverted flows:\n{d}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    let id = &summary["identity"];
+    let terms = &id["terms"];
+    assert_eq!(id["status"].as_str(), Some("holds"), "{id:#}");
+    assert_eq!(terms["received"].as_u64(), Some(sent), "{id:#}");
+    assert_eq!(terms["difference"].as_i64(), Some(0), "{id:#}");
+    assert_eq!(terms["diverted"].as_u64(), Some(count(&diverted)), "{id:#}");
+    assert_eq!(terms["mirrored"].as_u64(), Some(count(&mirrored)), "{id:#}");
+    assert_eq!(terms["tun_dropped"].as_u64(), Some(0), "{id:#}");
+    let line = id["line"].as_str().unwrap_or_default();
+    assert!(line.contains(&format!("+ diverted {}", count(&diverted))), "{line}");
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    assert!(derr.contains("flow divert on: 2 rule(s) from"), "{derr}");
+    eprintln!(
+        "divert: {sent} frames, {} diverted and {} mirrored to {} and {} in {:.1?}",
+        count(&diverted),
+        count(&mirrored),
+        tuns.names[0],
+        tuns.names[1],
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_missing_tun_device_stops_the_detector_with_how_to_create_it() {
+    // tun<999999+q> exists on no machine this runs on (checked); no root needed to find that out.
+    if Path::new("/sys/class/net/tun999999").exists() {
+        e2e::skip("tun999999 exists here");
+        return;
+    }
+    let cluster = Cluster::new(&[("CJ_TUN", "yes"), ("CJ_TUN_OFFSET", "999999"), ("CJ_CORECOUNT", "1")]);
+    let out = cluster.command("cj-detector").output().expect("run cj-detector");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.contains("does not exist")).unwrap_or_default();
+    assert_eq!(
+        line,
+        "cj-detector: cj-worker-0: tun device tun999999 does not exist: create it with \
+         `ip tuntap add dev tun999999 mode tun && ip link set tun999999 up` \
+         (on-reboot.sh does so for every worker with CJ_TUN=yes), or set CJ_TUN=no",
+        "{err}"
+    );
+}
+
+#[test]
+fn a_malformed_rules_file_stops_the_detector_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::write(&rules, "# ok\nmirror port 53\ndivert proto tcp port eighty\n").expect("write");
+    let path = rules.display().to_string();
+    let cluster = Cluster::new(&[("CJ_TUN", "yes"), ("CJ_DIVERT_RULES", &path)]);
+    let out = cluster.command("cj-detector").output().expect("run cj-detector");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("cj-detector: CJ_DIVERT_RULES: {path}:3: port \"eighty\": expected a port number from 0 to 65535")
+    );
+}

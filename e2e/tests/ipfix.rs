@@ -1,0 +1,184 @@
+//! `CJ_EXPORT`: the app's IPFIX export read by a real collector. `nfcapd`
+//! (nfdump) listens on 127.0.0.1; the offline pipeline runs on a generated
+//! capture (IPv4 and IPv6, VLANs, non-IP frames) exporting to it; nfcapd is
+//! stopped (SIGTERM writes its file) and `nfdump -r` shows the flows: per
+//! direction, packets and IP bytes per 5-tuple equal the generator's truth
+//! and `flows.csv`, and `summary.json` counts every data record as exported.
+//! Also: a destination that is not `ipfix://HOST:PORT` is refused at start
+//! with one line naming the accepted forms.
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{diff_rows, read_flows_csv, read_json, run_pipeline, truth_rows, Cluster, RowKey};
+use station::sim::SimSpec;
+
+/// IPv4 and IPv6, several sizes, VLAN tags and a few ARP frames.
+const SPEC: &str = "flows=300,packets=20000,sizes=64:30/576:20/1000:20/1514:30,v6=30,vlan=10,nonip=1,seed=13";
+
+/// nfcapd on 127.0.0.1; killed (SIGKILL) when dropped before [`Nfcapd::stop`].
+struct Nfcapd {
+    child: Option<Child>,
+}
+
+impl Nfcapd {
+    fn start(nfcapd: &Path, dir: &Path) -> (Nfcapd, u16) {
+        let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port").port();
+        // nfdump 1.7: -w DIR (older releases: -l DIR); -B: room for a whole offline run's burst.
+        let child = Command::new(nfcapd)
+            .arg("-w")
+            .arg(dir)
+            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-B", "8388608"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nfcapd");
+        let n = Nfcapd { child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !udp_listening(port) {
+            assert!(Instant::now() < deadline, "nfcapd did not listen on 127.0.0.1:{port} within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (n, port)
+    }
+
+    /// SIGTERM (nfcapd writes and closes its file), then its output.
+    fn stop(mut self) -> String {
+        let child = self.child.take().expect("nfcapd runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let out = child.wait_with_output().expect("wait for nfcapd");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+impl Drop for Nfcapd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether something has bound UDP 127.0.0.1:`port` (from /proc/net/udp, so
+/// the check never takes the port itself).
+fn udp_listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .is_ok_and(|t| t.lines().any(|l| l.split_whitespace().nth(1) == Some(&want)))
+}
+
+/// A destination port as nfdump prints it: a number, or `TYPE.CODE` for
+/// ICMP (the port field holds TYPE * 256 + CODE; the station's ICMP flows have 0).
+fn port(s: &str) -> Option<u16> {
+    match s.split_once('.') {
+        Some((t, c)) => Some(t.parse::<u16>().ok()? * 256 + c.parse::<u16>().ok()?),
+        None => s.parse().ok(),
+    }
+}
+
+/// Every flow in nfcapd's files, per direction: (src, dst, sport, dport, protocol name) -> (packets, bytes).
+fn nfdump_rows(nfdump: &Path, dir: &Path) -> (BTreeMap<RowKey, (u64, u64)>, usize) {
+    let mut rows = BTreeMap::new();
+    let mut records = 0;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read nfcapd's directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("nfcapd.")))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "nfcapd wrote no file into {}", dir.display());
+    for f in files {
+        let out = Command::new(nfdump)
+            .arg("-r")
+            .arg(&f)
+            .args(["-q", "-N", "-6", "-o", "fmt:%sa,%da,%sp,%dp,%pr,%ipkt,%ibyt"])
+            .output()
+            .expect("run nfdump");
+        assert!(out.status.success(), "nfdump -r {}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+            let v: Vec<&str> = line.split(',').map(str::trim).collect();
+            assert_eq!(v.len(), 7, "unexpected nfdump line: {line}");
+            let proto = match v[4].parse::<u8>() {
+                Ok(n) => station::proto::proto_name(n).to_string(),
+                Err(_) => v[4].to_ascii_lowercase(),
+            };
+            let key: RowKey = (
+                v[0].parse().unwrap_or_else(|e| panic!("source address in {line}: {e}")),
+                v[1].parse().unwrap_or_else(|e| panic!("destination address in {line}: {e}")),
+                v[2].parse().unwrap_or_else(|e| panic!("source port in {line}: {e}")),
+                port(v[3]).unwrap_or_else(|| panic!("destination port in {line}")),
+                proto,
+            );
+            let slot = rows.entry(key).or_insert((0, 0));
+            slot.0 += v[5].parse::<u64>().unwrap_or_else(|e| panic!("packets in {line}: {e}"));
+            slot.1 += v[6].parse::<u64>().unwrap_or_else(|e| panic!("bytes in {line}: {e}"));
+            records += 1;
+        }
+    }
+    (rows, records)
+}
+
+#[test]
+fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth() {
+    let (Some(nfcapd), Some(nfdump)) = (e2e::peer_tool("nfcapd", "nfdump"), e2e::peer_tool("nfdump", "nfdump")) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let pcap = work.path().join("sample.pcap");
+    let spec: SimSpec = SPEC.parse().expect("spec");
+    let truth = station::sim::write_pcap(&spec, &pcap, false).expect("write capture");
+    assert!(truth.rows.iter().any(|r| r.src.is_ipv6()), "the spec has IPv6 flows");
+    assert!(truth.rows.iter().any(|r| r.src.is_ipv4()), "the spec has IPv4 flows");
+
+    let flows_dir = work.path().join("nfcapd");
+    std::fs::create_dir(&flows_dir).expect("mkdir");
+    let (collector, port) = Nfcapd::start(&nfcapd, &flows_dir);
+    let iface = format!("pcap:{}", pcap.display());
+    let export = format!("ipfix://127.0.0.1:{port}");
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_EXPORT", &export)]);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let run = run_pipeline(&cluster, &out);
+    run.assert_success();
+    // Give nfcapd a moment to read the last datagrams before it is stopped.
+    std::thread::sleep(Duration::from_millis(500));
+    let log = collector.stop();
+
+    let want = truth_rows(&truth);
+    let (got, records) = nfdump_rows(&nfdump, &flows_dir);
+    if let Some(d) = diff_rows(&got, &want) {
+        panic!("nfdump's flows differ from the truth:\n{d}\nnfcapd said:\n{log}");
+    }
+    let csv = read_flows_csv(&out.join("flows.csv"));
+    assert!(diff_rows(&csv, &want).is_none(), "flows.csv differs from the truth");
+
+    let summary = read_json(&out.join("summary.json"));
+    let export = &summary["export"];
+    assert_eq!(export["records"].as_u64(), Some(records as u64), "summary.json export: {export:#}");
+    assert_eq!(export["records_exported"].as_u64(), Some(records as u64), "summary.json export: {export:#}");
+    assert_eq!(export["records_dropped"].as_u64(), Some(0), "summary.json export: {export:#}");
+    assert!(log.contains("Sequence Errors: 0"), "nfcapd saw a sequence gap:\n{log}");
+}
+
+#[test]
+fn an_export_destination_that_is_not_ipfix_is_refused_with_the_accepted_forms() {
+    let cluster = Cluster::new(&[("CJ_EXPORT", "netflow://127.0.0.1:2055")]);
+    let out = tempfile::tempdir().expect("out");
+    let o = cluster.command("cj-app").arg("--out").arg(out.path()).output().expect("run cj-app");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "cj-app: CJ_EXPORT=\"netflow://127.0.0.1:2055\" (environment): expected ipfix://HOST:PORT, several \
+             separated by commas"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("NetFlow v9 is not built"), "{err}");
+}

@@ -1,0 +1,407 @@
+//! Files in shared places, hostile until checked: the queue directory, opening
+//! queue files and counter pages, and exclusive temporary files.
+//!
+//! A station runs as root and meets its peers in a world-writable place
+//! (`/dev/shm`); anyone may have been there first. So:
+//!
+//! Guarantees:
+//! - [`prepare_dir`] creates the queue directory with mode 0770 (whatever the
+//!   umask), or accepts an existing one only if it is a real directory (never a
+//!   symbolic link: opened with `O_NOFOLLOW | O_DIRECTORY`), owned by this
+//!   process's effective user or by root, and not writable by others; the
+//!   check is made on the open descriptor (`fstat`), not on the name.
+//! - Queue files and counter pages are opened with `O_NOFOLLOW | O_CLOEXEC |
+//!   O_NONBLOCK` and checked on the descriptor before anything is read or
+//!   mapped: a regular file (a FIFO, socket or device is refused without
+//!   blocking), with no permission for others (`mode & 0o007 == 0`), and for
+//!   writers owned by this process's effective user or by root. Read-only
+//!   readers (status tools, possibly a non-root member of the station's group)
+//!   skip the owner check: they change nothing and bound everything they read.
+//! - Readers' group (`CJ_GROUP`, set once per process with [`set_group`]):
+//!   the queue directory this process creates, and the queue files and counter
+//!   pages it creates, are given that group on the descriptor (`fchown`) before
+//!   they are visible under their names, with the same modes 0660 and 0770
+//!   plus set-group-ID on the directory (2770, as `on-reboot.sh` makes it), so
+//!   that everything else created there (the query socket, `sources`,
+//!   `inventory`) gets the group too, and the group's members may run
+//!   `cj-app status` and `cj-app query` without root.
+//!   With a group set, an existing directory or file whose group grants any
+//!   permission must have that group, this process's effective group or root's
+//!   group 0: one that lets another group in is refused. The owner must still
+//!   be this process's user or root, and others still get nothing.
+//! - Every refusal is one [`QueueError::Unsafe`] line naming the path, the
+//!   owner's uid, the mode, what is wrong and the fix.
+//! - [`write_atomic`] writes a file through a temporary name of this process's
+//!   own (`.<name>.<pid>.<n>.tmp`, created with `O_CREAT | O_EXCL |
+//!   O_NOFOLLOW`), fsyncs it and renames it over the target: a file or symbolic
+//!   link planted under any name is refused or replaced, never written
+//!   through, and no temporary file is left behind on error.
+//!
+//! Not guaranteed: a directory or file that exists already keeps its group
+//! ([`set_group`] applies to what this process creates: remove the cluster
+//! directory, or `chgrp -R`, after setting `CJ_GROUP`); parents of the queue
+//! directory that [`prepare_dir`] creates get the group too but the operator
+//! must make `CJ_SHM_DIR` itself searchable by the group. The components above the queue directory (`CJ_SHM_DIR`
+//! itself) are the operator's choice and are not checked; `/dev/shm` is sticky,
+//! so others cannot rename or replace a directory root made there. Files are
+//! opened by name inside the checked directory; since only its owner (or root)
+//! and its group can change its entries, a name cannot be swapped by others
+//! between the check and the open.
+
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::QueueError;
+
+/// Mode of queue directories.
+pub const DIR_MODE: u32 = 0o770;
+/// Mode of queue files and counter pages.
+pub const FILE_MODE: u32 = 0o660;
+
+/// How a queue file or counter page is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read-write, to attach or to create: owner, mode and type are checked.
+    Write,
+    /// Read-only, for status tools: mode and type are checked, not the owner.
+    Read,
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// No readers' group: [`GROUP`] holds a gid below 2^32 or this.
+const NO_GROUP: u64 = u64::MAX;
+
+/// The readers' group of this process ([`set_group`]).
+static GROUP: AtomicU64 = AtomicU64::new(NO_GROUP);
+
+/// Sets the readers' group (`CJ_GROUP`, resolved to a gid by the station's
+/// configuration) for the rest of this process: directories, queue files and
+/// counter pages created afterwards get this group, and the checks accept an
+/// existing one with it (see the module docs). `None` (the default): files get
+/// the creating process's group and the group is not checked.
+///
+/// Call it once at start, before any queue is opened (each station binary does,
+/// right after loading its configuration); a later call applies to files
+/// created or checked afterwards only.
+pub fn set_group(gid: Option<u32>) {
+    GROUP.store(gid.map_or(NO_GROUP, u64::from), Ordering::Relaxed);
+}
+
+/// The readers' group set with [`set_group`], if any.
+pub fn group() -> Option<u32> {
+    u32::try_from(GROUP.load(Ordering::Relaxed)).ok()
+}
+
+/// Gives the file or directory open as `fd` the readers' group, if one is set
+/// (`fchown(fd, -1, gid)`; the owner stays).
+fn apply_group(fd: &File, path: &Path) -> Result<(), QueueError> {
+    let Some(gid) = group() else { return Ok(()) };
+    nix::unistd::fchown(fd.as_raw_fd(), None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+        QueueError::Other(format!(
+            "cannot give {} the group CJ_GROUP (gid {gid}): {e} (a non-root station can only use a group it is a \
+                 member of: add its user to the group or unset CJ_GROUP)",
+            path.display()
+        ))
+    })
+}
+
+/// With a readers' group set, refuses `meta` when its group has permissions and
+/// is neither that group, this process's effective group nor root's.
+fn check_group(path: &Path, meta: &Metadata, what: &str) -> Result<(), QueueError> {
+    let Some(want) = group() else { return Ok(()) };
+    let gid = meta.gid();
+    let egid = nix::unistd::getegid().as_raw();
+    if meta.mode() & 0o070 == 0 || gid == want || gid == egid || gid == 0 {
+        return Ok(());
+    }
+    Err(refuse(
+        path,
+        meta,
+        format!("{what} open to group {gid}, which is neither CJ_GROUP (gid {want}), this process's group (gid {egid}) nor root's"),
+        format!("run chgrp {want} {} or remove it (the station creates it with CJ_GROUP)", path.display()),
+    ))
+}
+
+/// The word for a file type, for messages.
+fn type_word(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a regular file"
+    }
+}
+
+fn refuse(path: &Path, meta: &Metadata, problem: String, fix: String) -> QueueError {
+    QueueError::Unsafe { path: path.to_path_buf(), uid: meta.uid(), mode: meta.mode() & 0o7777, problem, fix }
+}
+
+/// The refusal for a name that `O_NOFOLLOW`/`O_DIRECTORY` (or the kernel, for
+/// sockets) would not open, described from `lstat`; `None` when `lstat` does
+/// not explain it (the caller then reports the open error).
+fn refuse_by_name(path: &Path, want_dir: bool) -> Option<QueueError> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let t = meta.file_type();
+    if t.is_symlink() {
+        return Some(refuse(
+            path,
+            &meta,
+            "a symbolic link, and the station never follows links in its queue directory".into(),
+            "remove it (the station creates what it needs)".into(),
+        ));
+    }
+    let wrong_type = if want_dir { !t.is_dir() } else { !t.is_file() };
+    wrong_type.then(|| {
+        let want = if want_dir { "a directory" } else { "a regular file" };
+        refuse(path, &meta, format!("{}, not {want}", type_word(&meta)), "remove it".into())
+    })
+}
+
+/// Checks the owner and mode of the queue directory open as `meta`.
+fn check_dir_meta(dir: &Path, meta: &Metadata) -> Result<(), QueueError> {
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(refuse(
+            dir,
+            meta,
+            format!("queue directory owned by uid {}, neither this process's user (uid {me}) nor root", meta.uid()),
+            format!("remove it (the station creates it, mode 0770) or chown it to uid {me}"),
+        ));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(refuse(
+            dir,
+            meta,
+            "queue directory writable by every user".into(),
+            format!("run chmod o-rwx {} (the station's mode is 0770) or remove it", dir.display()),
+        ));
+    }
+    check_group(dir, meta, "queue directory")
+}
+
+fn open_dir(dir: &Path) -> Result<File, QueueError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => {
+                refuse_by_name(dir, true).unwrap_or_else(|| QueueError::io(dir, "open directory", e))
+            }
+            _ => QueueError::io(dir, "open directory", e),
+        })
+}
+
+/// Creates the queue directory `dir` (and missing parents) with mode 0770, or
+/// checks the one that is already there: a real directory, not a symbolic
+/// link, owned by this process's effective user or root, not writable by others
+/// (and, with a readers' group set, not open to another group: [`set_group`]).
+/// A directory it creates gets the readers' group, if one is set; so do the
+/// missing parents it creates.
+///
+/// [`crate::QueueFile::open_or_create`] and [`crate::CounterPage::open_or_create`]
+/// call it for their file's directory; other writers into the cluster
+/// directory should call it before writing there.
+///
+/// # Errors
+/// [`QueueError::Unsafe`] for a directory that fails the checks (one line with
+/// the path, owner, mode and fix), [`QueueError::Io`] when it cannot be created.
+pub fn prepare_dir(dir: &Path) -> Result<(), QueueError> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        let missing: Vec<&Path> = parent.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(parent)
+            .map_err(|e| QueueError::io(parent, "create directory", e))?;
+        if group().is_some() {
+            // Group members must be able to pass through the parents this call made
+            // (best effort: a parent another process made meanwhile is left as it is).
+            for p in missing {
+                let Ok(fd) = open_dir(p) else { continue };
+                if fd.metadata().is_ok_and(|m| m.uid() == euid()) && apply_group(&fd, p).is_ok() {
+                    let _ = fd.set_permissions(Permissions::from_mode(DIR_MODE));
+                }
+            }
+        }
+    }
+    let created = match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(QueueError::io(dir, "create directory", e)),
+    };
+    let fd = open_dir(dir)?;
+    if created {
+        apply_group(&fd, dir)?;
+        // The umask may have narrowed the mode; set it on the descriptor (fchmod).
+        // With a readers' group, set-group-ID too, so that what any process
+        // creates in it (the query socket, `sources`, `inventory`) has the group.
+        let mode = if group().is_some() { DIR_MODE | 0o2000 } else { DIR_MODE };
+        fd.set_permissions(Permissions::from_mode(mode)).map_err(|e| QueueError::io(dir, "chmod", e))?;
+    }
+    let meta = fd.metadata().map_err(|e| QueueError::io(dir, "stat", e))?;
+    check_dir_meta(dir, &meta)
+}
+
+/// Checks an existing queue directory as [`prepare_dir`] does, creating nothing.
+pub(crate) fn check_dir(dir: &Path) -> Result<(), QueueError> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let fd = open_dir(dir)?;
+    let meta = fd.metadata().map_err(|e| QueueError::io(dir, "stat", e))?;
+    check_dir_meta(dir, &meta)
+}
+
+/// Opens an existing queue file or counter page without following a symbolic
+/// link or blocking, checks it on the descriptor (see the module docs), and
+/// returns it with its size.
+pub(crate) fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(access == Access::Write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // ELOOP: a symbolic link; ENXIO: a socket (or a FIFO opened for writing).
+            Some(libc::ELOOP | libc::ENXIO | libc::EOPNOTSUPP) => {
+                refuse_by_name(path, false).unwrap_or_else(|| QueueError::io(path, "open", e))
+            }
+            _ => QueueError::io(path, "open", e),
+        })?;
+    let meta = file.metadata().map_err(|e| QueueError::io(path, "stat", e))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse(path, &meta, format!("{}, not a regular file", type_word(&meta)), "remove it".into()));
+    }
+    let me = euid();
+    if access == Access::Write && meta.uid() != me && meta.uid() != 0 {
+        return Err(refuse(
+            path,
+            &meta,
+            format!("owned by uid {}, neither this process's user (uid {me}) nor root", meta.uid()),
+            "remove it (the station recreates it, mode 0660)".into(),
+        ));
+    }
+    if meta.mode() & 0o007 != 0 {
+        return Err(refuse(
+            path,
+            &meta,
+            "open to every user (permission bits for others are set)".into(),
+            format!("run chmod o-rwx {} (the station's mode is 0660) or remove it", path.display()),
+        ));
+    }
+    check_group(path, &meta, "file")?;
+    Ok((file, meta.len()))
+}
+
+/// Creates a new file exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`) with
+/// `mode` (set on the descriptor, whatever the umask), open for reading and writing.
+/// A file of the queue files' mode [`FILE_MODE`] (queue files and counter
+/// pages, under their temporary names) first gets the readers' group, if one
+/// is set ([`set_group`]); files of other modes (`sources`, `inventory`, the
+/// app's outputs, 0644) keep the creator's group, or the directory's when it is
+/// set-group-ID.
+pub(crate) fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let gid = group().filter(|_| mode == FILE_MODE);
+    let grouped = gid.map_or(Ok(()), |gid| {
+        nix::unistd::fchown(file.as_raw_fd(), None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "cannot give it the group CJ_GROUP (gid {gid}): {e}; a non-root station can only use a group \
+                     it is a member of: add its user to the group or unset CJ_GROUP"
+                ),
+            )
+        })
+    });
+    // The mode after fchown, which may clear set-id bits.
+    if let Err(e) = grouped.and_then(|()| file.set_permissions(Permissions::from_mode(mode))) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// This machine's physical memory in bytes (`_SC_PHYS_PAGES * _SC_PAGESIZE`),
+/// `None` when the system does not say.
+pub(crate) fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system values; it has no pointer arguments.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let (pages, page) = (u64::try_from(pages).ok()?, u64::try_from(page).ok()?);
+    pages.checked_mul(page).filter(|&b| b > 0)
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// `.<name>.<pid>.<n>.tmp` beside `path`: a name no other process uses.
+pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.{}.tmp", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)));
+    path.with_file_name(name)
+}
+
+/// Replaces `path` with `contents` atomically and safely in a directory others
+/// may write: the bytes go to a new temporary file of this process's own
+/// (`.<name>.<pid>.<n>.tmp`, `O_CREAT | O_EXCL | O_NOFOLLOW`, `mode`), which is
+/// fsynced and renamed over `path` (a rename replaces a symbolic link itself,
+/// never its target). The directory must exist.
+///
+/// # Errors
+/// The temporary file cannot be created (a file or link of that name exists:
+/// `AlreadyExists`), written or synced, or the rename fails; the temporary
+/// file is removed in every case.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_name(path);
+    let mut created = false;
+    let result = create_exclusive(&tmp, mode)
+        .and_then(|mut f| {
+            created = true;
+            f.write_all(contents)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() && created {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads up to the first 8 bytes of `file` as a native-endian u64 (0-padded),
+/// for error messages about files too short to hold a header.
+pub(crate) fn first_word(file: &File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    let _ = file.read_at(&mut b, 0);
+    u64::from_ne_bytes(b)
+}

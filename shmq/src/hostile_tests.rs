@@ -1,0 +1,386 @@
+//! Unit tests with hostile files: what another local user could plant in the
+//! shared directory (symbolic links, FIFOs, files open to everyone or owned by
+//! someone else, huge sparse files, crafted headers) is refused with one line
+//! naming the path, the owner, the mode and the fix, before anything is mapped.
+
+use std::fs::{self, OpenOptions, Permissions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::files::write_atomic;
+use crate::header::offsets;
+use crate::*;
+
+fn spec(slot_size: u32, capacity: u32) -> QueueSpec {
+    QueueSpec { slot_size, capacity }
+}
+
+/// A private directory on tmpfs (where queues live in production) when there
+/// is one, so memory measurements see what a populated mapping would cost.
+fn shm_tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap()
+}
+
+/// (temp dir, cluster directory inside it (not created), queue path in it).
+fn cluster() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = shm_tempdir();
+    let dir = d.path().join("conjure-1");
+    let q = dir.join("pkt-0-0");
+    (d, dir, q)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+}
+
+/// Asserts `e` is an `Unsafe` refusal of `path` whose one line says `words`.
+fn assert_refused(e: &QueueError, path: &Path, words: &[&str]) {
+    assert!(matches!(e, QueueError::Unsafe { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(msg.contains(&path.display().to_string()), "names the path: {msg}");
+    assert!(msg.contains("owner uid") && msg.contains("mode "), "names owner and mode: {msg}");
+    for w in words {
+        assert!(msg.contains(w), "says {w:?}: {msg}");
+    }
+}
+
+/// Resident memory of this process in KiB (`VmRSS` in /proc/self/status).
+fn vm_rss_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs `f` on another thread and fails the test if it takes over 10 s
+/// (instead of hanging the whole test run on a blocking open).
+fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("blocked for 10 s")
+}
+
+#[test]
+fn a_symlinked_queue_file_is_refused_and_its_target_untouched() {
+    let (d, dir, q) = cluster();
+    // The link points at a valid queue elsewhere, which a naive open would use.
+    let elsewhere = d.path().join("elsewhere/pkt");
+    QueueFile::open_or_create(&elsewhere, spec(64, 16)).unwrap();
+    let before = fs::read(&elsewhere).unwrap();
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o770);
+    std::os::unix::fs::symlink(&elsewhere, &q).unwrap();
+    for e in [
+        QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(),
+        QueueFile::open_existing(&q).unwrap_err(),
+        QueueFile::read_stats(&q).unwrap_err(),
+    ] {
+        assert_refused(&e, &q, &["symbolic link", "remove it"]);
+    }
+    let page = dir.join("stats-balancer");
+    std::os::unix::fs::symlink(&elsewhere, &page).unwrap();
+    assert_refused(&CounterPage::open_or_create(&page, &["a"]).unwrap_err(), &page, &["symbolic link"]);
+    assert_refused(&CounterPage::read(&page).unwrap_err(), &page, &["symbolic link"]);
+    assert_eq!(fs::read(&elsewhere).unwrap(), before, "the link's target is untouched");
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let (_d, dir, q) = cluster();
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o770);
+    let page = dir.join("stats-worker-0");
+    for p in [&q, &page] {
+        nix::unistd::mkfifo(p.as_path(), nix::sys::stat::Mode::from_bits_truncate(0o660)).unwrap();
+    }
+    let (q2, page2) = (q.clone(), page.clone());
+    let errors = within_10s(move || {
+        [
+            QueueFile::read_stats(&q2).unwrap_err(),
+            QueueFile::open_existing(&q2).unwrap_err(),
+            QueueFile::open_or_create(&q2, spec(64, 16)).unwrap_err(),
+            CounterPage::read(&page2).unwrap_err(),
+            CounterPage::open_or_create(&page2, &["a"]).unwrap_err(),
+        ]
+    });
+    for (i, e) in errors.iter().enumerate() {
+        let path = if i < 3 { &q } else { &page };
+        assert_refused(e, path, &["a FIFO, not a regular file", "remove it"]);
+    }
+}
+
+#[test]
+fn a_queue_file_open_to_other_users_is_refused() {
+    let (_d, _dir, q) = cluster();
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    for mode in [0o664, 0o666, 0o661] {
+        chmod(&q, mode);
+        for e in [
+            QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(),
+            QueueFile::open_existing(&q).unwrap_err(),
+            QueueFile::read_stats(&q).unwrap_err(),
+        ] {
+            assert_refused(&e, &q, &["open to every user", "chmod o-rwx", &format!("mode {mode:04o}")]);
+        }
+    }
+    chmod(&q, 0o660);
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    let page = q.with_file_name("stats-balancer");
+    CounterPage::open_or_create(&page, &["a"]).unwrap();
+    chmod(&page, 0o644);
+    assert_refused(&CounterPage::open_or_create(&page, &["a"]).unwrap_err(), &page, &["every user"]);
+    assert_refused(&CounterPage::read(&page).unwrap_err(), &page, &["every user"]);
+}
+
+#[test]
+fn a_queue_file_owned_by_another_user_is_refused_to_writers_only() {
+    if !is_root() {
+        eprintln!("SKIPPED: a_queue_file_owned_by_another_user_is_refused_to_writers_only needs root (chown)");
+        return;
+    }
+    let (_d, _dir, q) = cluster();
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    let page = q.with_file_name("stats-balancer");
+    CounterPage::open_or_create(&page, &["a"]).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    for p in [&q, &page] {
+        nix::unistd::chown(p.as_path(), nobody, None).unwrap();
+    }
+    for e in [QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(), QueueFile::open_existing(&q).unwrap_err()] {
+        assert_refused(&e, &q, &["owned by uid 65534", "owner uid 65534", "remove it"]);
+    }
+    let e = CounterPage::open_or_create(&page, &["a"]).unwrap_err();
+    assert_refused(&e, &page, &["owned by uid 65534"]);
+    // A read-only status reader may be another user (a member of the group).
+    assert_eq!(QueueFile::read_stats(&q).unwrap().0, spec(64, 16));
+    assert_eq!(CounterPage::read(&page).unwrap(), vec![("a".to_string(), 0)]);
+}
+
+#[test]
+fn a_cluster_directory_writable_by_others_is_refused_and_left_empty() {
+    let (_d, dir, q) = cluster();
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o777);
+    let e = QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err();
+    assert_refused(&e, &dir, &["queue directory writable by every user", "mode 0777", "chmod o-rwx"]);
+    let e = CounterPage::open_or_create(&dir.join("stats-balancer"), &["a"]).unwrap_err();
+    assert_refused(&e, &dir, &["writable by every user"]);
+    assert_refused(&QueueFile::open_existing(&q).unwrap_err(), &dir, &["writable by every user"]);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "nothing created in it");
+    // Mode 1777 (sticky, like /dev/shm itself) is still writable by others.
+    chmod(&dir, 0o1777);
+    assert_refused(&QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(), &dir, &["mode 1777"]);
+    chmod(&dir, 0o770);
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+}
+
+#[test]
+fn a_cluster_directory_owned_by_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("SKIPPED: a_cluster_directory_owned_by_another_user_is_refused needs root (chown)");
+        return;
+    }
+    let (_d, dir, q) = cluster();
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o770);
+    nix::unistd::chown(dir.as_path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let e = QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err();
+    assert_refused(&e, &dir, &["owned by uid 65534", "owner uid 65534", "mode 0770", "remove it", "chown it to uid 0"]);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn a_symlinked_cluster_directory_is_refused() {
+    let (d, dir, q) = cluster();
+    let target = d.path().join("elsewhere");
+    fs::create_dir(&target).unwrap();
+    chmod(&target, 0o770);
+    std::os::unix::fs::symlink(&target, &dir).unwrap();
+    for e in [
+        QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(),
+        QueueFile::open_existing(&q).unwrap_err(),
+        CounterPage::open_or_create(&dir.join("stats-balancer"), &["a"]).unwrap_err(),
+    ] {
+        assert_refused(&e, &dir, &["symbolic link"]);
+    }
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "nothing created in the link's target");
+    // A plain file where the directory should be is refused as well.
+    fs::remove_file(&dir).unwrap();
+    fs::write(&dir, b"").unwrap();
+    assert_refused(
+        &QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(),
+        &dir,
+        &["a regular file, not a directory"],
+    );
+}
+
+#[test]
+fn the_cluster_directory_is_created_0770_whatever_the_umask() {
+    let (_d, dir, q) = cluster();
+    prepare_dir(&dir).unwrap();
+    prepare_dir(&dir).unwrap();
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, DIR_MODE);
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    assert_eq!(fs::metadata(&q).unwrap().permissions().mode() & 0o7777, FILE_MODE);
+}
+
+#[test]
+fn a_file_of_the_wrong_size_is_refused() {
+    let (_d, _dir, q) = cluster();
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    let f = OpenOptions::new().write(true).open(&q).unwrap();
+    f.set_len(spec(64, 16).file_size() + 4096).unwrap();
+    for e in [QueueFile::open_existing(&q).unwrap_err(), QueueFile::read_stats(&q).unwrap_err()] {
+        assert!(matches!(e, QueueError::SizeMismatch { expected: 5120, actual: 9216, .. }), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn a_sparse_gigabyte_file_is_refused_without_using_memory() {
+    const GIB: u64 = 1 << 30;
+    let (_d, dir, q) = cluster();
+    prepare_dir(&dir).unwrap();
+    let before = vm_rss_kib();
+    let plant = |header: &[u8], len: u64| {
+        let _ = fs::remove_file(&q);
+        let f = OpenOptions::new().write(true).create_new(true).open(&q).unwrap();
+        chmod(&q, 0o660);
+        f.set_len(len).unwrap();
+        f.write_all_at(header, 0).unwrap();
+    };
+    // All zeros: not a queue.
+    plant(&[], GIB);
+    for e in [QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(), QueueFile::open_existing(&q).unwrap_err()] {
+        assert!(matches!(e, QueueError::NotAQueue { .. }), "{e}");
+    }
+    // A valid header of a small queue on a huge file: the size does not match.
+    let small = {
+        let p = dir.join("small");
+        QueueFile::open_or_create(&p, spec(64, 16)).unwrap();
+        let mut h = vec![0u8; HEADER_SIZE];
+        OpenOptions::new().read(true).open(&p).unwrap().read_exact_at(&mut h, 0).unwrap();
+        h
+    };
+    plant(&small, GIB);
+    for e in [
+        QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(),
+        QueueFile::open_existing(&q).unwrap_err(),
+        QueueFile::read_stats(&q).unwrap_err(),
+    ] {
+        assert!(matches!(e, QueueError::SizeMismatch { expected: 5120, actual: GIB, .. }), "{e}");
+    }
+    // A consistent gigabyte queue that is not the one asked for.
+    let mut big = small.clone();
+    big[offsets::SLOT_SIZE..offsets::SLOT_SIZE + 4].copy_from_slice(&65536u32.to_ne_bytes());
+    big[offsets::CAPACITY..offsets::CAPACITY + 4].copy_from_slice(&16384u32.to_ne_bytes());
+    plant(&big, spec(65536, 16384).file_size());
+    let e = QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err();
+    assert!(matches!(e, QueueError::SpecMismatch { found_slot_size: 65536, .. }), "{e}");
+    // A gigabyte counter page.
+    let page = dir.join("stats-balancer");
+    let f = OpenOptions::new().write(true).create_new(true).open(&page).unwrap();
+    chmod(&page, 0o660);
+    f.set_len(GIB).unwrap();
+    let mut h = COUNTER_MAGIC.to_ne_bytes().to_vec();
+    h.extend(COUNTER_LAYOUT_VERSION.to_ne_bytes());
+    h.extend(((GIB - 16) as u32 / 40).to_ne_bytes());
+    f.write_all_at(&h, 0).unwrap();
+    let e = CounterPage::open_or_create(&page, &["a"]).unwrap_err();
+    assert!(matches!(&e, QueueError::Corrupt { what, .. } if what.contains("more than 1024")), "{e}");
+    let grown = vm_rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "resident memory grew by {grown} KiB");
+}
+
+#[test]
+fn indices_further_apart_than_the_capacity_are_refused() {
+    let (_d, _dir, q) = cluster();
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    let f = OpenOptions::new().write(true).open(&q).unwrap();
+    let set_tail = |t: u64| f.write_all_at(&t.to_ne_bytes(), offsets::TAIL as u64).unwrap();
+    for tail in [1u64 << 40, 17] {
+        set_tail(tail);
+        for e in [
+            QueueFile::open_or_create(&q, spec(64, 16)).unwrap_err(),
+            QueueFile::open_existing(&q).unwrap_err(),
+            QueueFile::read_stats(&q).unwrap_err(),
+        ] {
+            assert!(matches!(e, QueueError::Corrupt { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("more than the capacity 16") && msg.contains("remove the stale file"), "{msg}");
+        }
+    }
+    // Exactly full is valid.
+    set_tail(16);
+    QueueFile::open_existing(&q).unwrap();
+}
+
+#[test]
+fn a_spec_larger_than_physical_memory_is_refused_with_the_figure() {
+    let (_d, dir, q) = cluster();
+    let huge = spec(65536, 1 << 24); // 1 TiB, within CJ_SLOT_SIZE and CJ_QUEUE_SLOTS ranges
+    let physical = crate::files::physical_memory().expect("physical memory");
+    if physical >= huge.file_size() {
+        eprintln!("SKIPPED: this machine has {physical} bytes of memory, more than 1 TiB");
+        return;
+    }
+    let e = QueueFile::open_or_create(&q, huge).unwrap_err();
+    assert!(
+        matches!(e, QueueError::TooBigForMemory { bytes, physical: p, .. } if bytes == huge.file_size() && p == physical),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(msg.contains(&huge.file_size().to_string()) && msg.contains(&physical.to_string()), "{msg}");
+    assert!(msg.contains("1024.0 GiB") && msg.contains("CJ_QUEUE_SLOTS"), "{msg}");
+    assert!(!dir.exists(), "nothing was created");
+}
+
+#[test]
+fn a_counter_page_with_a_huge_count_is_refused() {
+    let (_d, _dir, q) = cluster();
+    let page = q.with_file_name("stats-balancer");
+    CounterPage::open_or_create(&page, &["a", "b"]).unwrap();
+    let f = OpenOptions::new().write(true).open(&page).unwrap();
+    f.write_all_at(&u32::MAX.to_ne_bytes(), 12).unwrap();
+    for e in [CounterPage::read(&page).unwrap_err(), CounterPage::open_or_create(&page, &["a", "b"]).unwrap_err()] {
+        assert!(matches!(&e, QueueError::Corrupt { what, .. } if what.contains("4294967295 counters")), "{e}");
+    }
+    let names: Vec<String> = (0..1025).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let e = CounterPage::open_or_create(&q.with_file_name("other"), &refs).unwrap_err();
+    assert!(matches!(e, QueueError::CounterName { .. }), "{e}");
+}
+
+#[test]
+fn atomic_writes_never_follow_a_planted_link_and_leave_no_temporary_file() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim");
+    fs::write(&victim, "keep").unwrap();
+    let target = d.path().join("sources");
+    // Links under the fixed temporary names older versions used.
+    for name in [".sources.tmp", ".sources.0.tmp"] {
+        std::os::unix::fs::symlink(&victim, d.path().join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, &target).unwrap();
+    write_atomic(&target, b"0 eth0\n", 0o644).unwrap();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "0 eth0\n");
+    let meta = fs::symlink_metadata(&target).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    let mut names: Vec<String> =
+        fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, [".sources.0.tmp", ".sources.tmp", "sources", "victim"]);
+    // A failed write (no such directory) leaves nothing behind either.
+    assert!(write_atomic(&d.path().join("missing/x"), b"x", 0o644).is_err());
+}
