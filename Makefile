@@ -4,6 +4,7 @@
 #   make bench                               pipeline and peers on the same captures (BENCHMARKS.md)
 #   make lint                                rustfmt check and clippy with warnings as errors
 #   make check-pfring [PF_RING_DIR=prefix]   balancer and pfring-sys with --features pfring, where libpfring is installed
+#   make fuzz [FUZZ_RUNS=n]                  every fuzz target for a fixed number of inputs from a fixed seed
 #   make container [target=det|app|zbalance|sim] [pfring_ver=...]   docker images (docker/Dockerfile)
 
 CARGO    ?= cargo
@@ -12,7 +13,7 @@ CAPTURE  ?=
 SAMPLE_SPEC ?= flows=2000,packets=200000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=1
 BIN      := target/release
 
-.PHONY: all build run test lint bench fmt clean check-pfring container
+.PHONY: all build run test lint bench fmt clean check-pfring container fuzz
 
 all: build
 
@@ -87,6 +88,25 @@ container:
 		$(if $(base_image),--build-arg BASE_IMAGE=$(base_image)) \
 		$(if $(builder_image),--build-arg BUILDER_IMAGE=$(builder_image)) \
 		-t $(IMAGE) -t $(IMAGE):$(VERSION) .
+
+# The fuzz targets (fuzz/: the wire parser, the config file reader, the pcap source), each
+# for FUZZ_RUNS inputs (the pcap source, which writes a file per input, a tenth of that)
+# from a fixed seed, on a copy of its seed corpus: deterministic, so a run that passes here
+# passes anywhere. Built with the stable toolchain (libFuzzer's own
+# mutations, no coverage instrumentation); `cargo +nightly fuzz run TARGET` guides by coverage.
+FUZZ_RUNS    ?= 1000000
+FUZZ_TARGETS := summarize config_file pcap_source
+
+fuzz:
+	cd fuzz && $(CARGO) build --release --quiet $(foreach t,$(FUZZ_TARGETS),--bin $(t))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		work=$$(mktemp -d); \
+		if [ -d fuzz/corpus/$$t ]; then cp -r fuzz/corpus/$$t/. "$$work"/; fi; \
+		runs=$(FUZZ_RUNS); if [ $$t = pcap_source ]; then runs=$$(( $(FUZZ_RUNS) / 10 )); fi; \
+		echo "fuzz: $$t, $$runs inputs from seed 1"; \
+		fuzz/target/release/$$t -seed=1 -runs=$$runs -max_len=65536 "$$work" > "$$work.log" 2>&1 || { tail -40 "$$work.log"; rm -rf "$$work" "$$work.log"; exit 1; }; \
+		tail -1 "$$work.log"; rm -rf "$$work" "$$work.log"; \
+	done
 
 fmt:
 	$(CARGO) fmt --all
