@@ -56,6 +56,24 @@ fn can_build_hosts() -> bool {
     peer_tool("ip", "iproute2").is_some() && peer_tool("tcpreplay", "tcpreplay").is_some()
 }
 
+/// Kills (SIGKILL) every process whose environment has `CJ_SHM_DIR` = this
+/// directory, when dropped: what a script started and a failing test left behind.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let want = format!("CJ_SHM_DIR={}", self.0.display());
+        let Ok(dir) = std::fs::read_dir("/proc") else { return };
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+            if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Waits for replays and checks they succeeded.
 fn finish_replays(children: Vec<(&str, Child)>) {
     for out in wait_all(children, Duration::from_secs(120)) {
@@ -417,14 +435,28 @@ fn the_one_command_live_run_stops_in_order_on_sigint_and_equals_the_truth() {
     let out = tempfile::tempdir().expect("out dir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/run_pipeline.sh");
     let bin_dir = e2e::bin("cj-balancer").parent().expect("bin dir").to_path_buf();
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script).env("BIN", &bin_dir).env("OUT", out.path());
+    // `env --default-signal=INT`: SIGINT as a terminal gives it. A shell started in the
+    // background of a non-interactive shell (as a CI runner may start `make test`) has SIGINT
+    // ignored, and bash cannot trap a signal ignored on entry.
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal=INT", "bash"]).arg(&script).env("BIN", &bin_dir).env("OUT", out.path());
     e2e::scrub_station_env(&mut cmd);
     cmd.env("CJ_SHM_DIR", cluster.shm.path());
     for (k, v) in &cluster.vars {
         cmd.env(k, v);
     }
-    let mut run = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start run_pipeline.sh");
+    // Output into files, not pipes: the three processes inherit them, and a pipe held open
+    // by a process left behind would keep a reader waiting for ever.
+    let logs = tempfile::tempdir().expect("log dir");
+    let (out_log, err_log) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut run = cmd
+        .stdout(std::fs::File::create(&out_log).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_log).expect("stderr file"))
+        .spawn()
+        .expect("start run_pipeline.sh");
+    // Whatever happens, nothing of this run outlives the test.
+    let _reaper = Reaper(cluster.shm.path().to_path_buf());
+    let stderr = || std::fs::read_to_string(&err_log).unwrap_or_default();
     let page = station::naming::balancer_stats_path(&cluster.cluster_dir());
     let received = || {
         shmq::CounterPage::read(&page)
@@ -432,7 +464,7 @@ fn the_one_command_live_run_stops_in_order_on_sigint_and_equals_the_truth() {
             .and_then(|named| named.iter().find(|(k, _)| k == "received").map(|(_, v)| *v))
     };
     e2e::live::wait_until("the script's balancer to capture (its stats page)", || {
-        assert!(run.try_wait().expect("try_wait").is_none(), "run_pipeline.sh exited at start");
+        assert!(run.try_wait().expect("try_wait").is_none(), "run_pipeline.sh exited at start:\n{}", stderr());
         received().is_some()
     });
     let before = host.tx_packets();
@@ -442,9 +474,14 @@ fn the_one_command_live_run_stops_in_order_on_sigint_and_equals_the_truth() {
     e2e::live::wait_until("received == sent", || received().is_some_and(|r| r >= sent));
     // Ctrl-C: SIGINT to the command.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), Signal::SIGINT).expect("SIGINT");
-    let done = wait_all(vec![("run_pipeline.sh", run)], Duration::from_secs(60)).pop().expect("output");
-    let (stdout, stderr) = (String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
-    assert!(done.status.success(), "run_pipeline.sh exits 0 after Ctrl-C: {}\n{stdout}\n{stderr}", done.status);
+    let mut status = None;
+    e2e::live::wait_ok("run_pipeline.sh to stop the three and exit after SIGINT", || {
+        status = run.try_wait().expect("try_wait");
+        status.map(drop).ok_or_else(|| format!("still running; its stderr:\n{}", stderr()))
+    });
+    let status = status.expect("exited");
+    let (stdout, stderr) = (std::fs::read_to_string(&out_log).unwrap_or_default(), stderr());
+    assert!(status.success(), "run_pipeline.sh exits 0 after Ctrl-C: {status}\n{stdout}\n{stderr}");
     assert_eq!(received(), Some(sent), "received exactly what was sent");
     assert!(stdout.contains("identity holds"), "the summary is printed and the identity holds:\n{stdout}");
     if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &truth_rows(&cap.truth)) {
