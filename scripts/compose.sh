@@ -5,8 +5,9 @@
 # to an env file the containers get (CONJURE_ENV_FILE, default
 # /run/conjure/compose.env), and exports what the compose file itself uses:
 # CJ_IMAGE, CJ_DETECTOR_CPUS (the detector's core plan as a cpuset),
-# CJ_HUGEPAGES_MOUNT. conjure-docker.service runs `compose.sh up` and
-# `compose.sh down`.
+# CJ_HUGEPAGES_MOUNT. With CJ_TUN=yes it adds docker/docker-compose.tun.yaml
+# (the detector gets /dev/net/tun for flow divert; not with CJ_TUN=no).
+# conjure-docker.service runs `compose.sh up` and `compose.sh down`.
 #
 #   compose.sh up | down | config | ps | logs [...] | <any docker compose command>
 #
@@ -76,16 +77,21 @@ elif command -v docker-compose >/dev/null 2>&1; then
 else
     cj_die 3 "neither docker compose (the compose plugin) nor docker-compose is installed (apt-get install docker-compose)"
 fi
-file="$CONJURE_REPO/docker/docker-compose.yaml"
+files=(-f "$CONJURE_REPO/docker/docker-compose.yaml")
+case ${CJ_TUN:-no} in
+    yes) files+=(-f "$CONJURE_REPO/docker/docker-compose.tun.yaml") ;;
+    no) ;;
+    *) cj_die 2 "CJ_TUN=\"$CJ_TUN\" ($CONJURE_CONF or environment): expected yes or no" ;;
+esac
 
 case ${1:-up} in
     up)
         shift || true
-        exec "${compose[@]}" -f "$file" up -d --remove-orphans "$@"
+        exec "${compose[@]}" "${files[@]}" up -d --remove-orphans "$@"
         ;;
     down)
         shift
-        exec "${compose[@]}" -f "$file" down "$@"
+        exec "${compose[@]}" "${files[@]}" down "$@"
         ;;
-    *) exec "${compose[@]}" -f "$file" "$@" ;;
+    *) exec "${compose[@]}" "${files[@]}" "$@" ;;
 esac

@@ -11,6 +11,10 @@
 //! judged by its page's heartbeat (`running`: it beat within
 //! `HEARTBEAT_STALE_MS`; `not running`: older; `ended`/`stopped` from its end
 //! mark), which is right across PID namespaces and after a crash.
+//! With flow divert on (`CJ_TUN=yes`), a last section: the rules listed in
+//! `divert-rules` (opened without following a link, a regular file of at
+//! most [`MAX_LISTING`] bytes) and, per worker, the counters of its page
+//! `divert-<q>` for each rule slot that counted something.
 //! A file that cannot be read is shown with the reason, not fatal.
 
 use std::fmt::Write as _;
@@ -37,7 +41,12 @@ enum Entry {
     Balancer,
     /// (set, queue), named likewise.
     Worker(u32, u32),
+    /// A worker's per-rule divert page `divert-<q>` / `divert-<set>-<q>`.
+    Divert(u32, u32),
 }
+
+/// Largest `divert-rules` listing shown.
+pub const MAX_LISTING: u64 = 2 << 20;
 
 /// `<q>` as (0, q), `<set>-<q>` as (set, q).
 fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
@@ -53,6 +62,9 @@ fn classify(name: &str) -> Option<Entry> {
     }
     if let Some(q) = name.strip_prefix("stats-worker-") {
         return set_and_queue(q).map(|(s, q)| Entry::Worker(s, q));
+    }
+    if let Some(q) = name.strip_prefix("divert-") {
+        return set_and_queue(q).map(|(s, q)| Entry::Divert(s, q));
     }
     if let Some(q) = name.strip_prefix("rec-") {
         return set_and_queue(q).map(|(s, q)| Entry::Record(s, q));
@@ -178,7 +190,86 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
             }
         }
     }
+    divert_section(dir, &entries, &mut out);
     Ok(out)
+}
+
+/// Reads a small text file in the shared directory: no link followed, never
+/// blocking, a regular file of at most [`MAX_LISTING`] bytes.
+fn read_listing(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.len() > MAX_LISTING {
+        return Err(format!("not a regular file of at most {MAX_LISTING} bytes"));
+    }
+    let mut text = String::new();
+    file.take(MAX_LISTING).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// One worker's per-rule lines: `  rule2: mirrored 10 pkts 1200 B, diverted 0 pkts 0 B, tun dropped 0 pkts 0 B`.
+fn divert_lines(counters: &[(String, u64)]) -> Vec<String> {
+    let get = |slot: &str, c: &str| {
+        let name = format!("{slot}_{c}");
+        counters.iter().find(|(k, _)| *k == name).map_or(0, |(_, v)| *v)
+    };
+    let mut lines = Vec::new();
+    for s in 0..=station::naming::DIVERT_RULE_SLOTS {
+        let slot = station::naming::divert_slot_name(s);
+        let v: Vec<u64> = station::naming::DIVERT_SLOT_COUNTERS.iter().map(|c| get(&slot, c)).collect();
+        if v.iter().any(|&x| x > 0) {
+            lines.push(format!(
+                "  {slot}: mirrored {} pkts {} B, diverted {} pkts {} B, tun dropped {} pkts {} B",
+                v[0], v[1], v[2], v[3], v[4], v[5]
+            ));
+        }
+    }
+    lines
+}
+
+fn divert_section(dir: &Path, entries: &[(Entry, String)], out: &mut String) {
+    let mut listed = std::collections::BTreeSet::new();
+    for (kind, name) in entries {
+        let Entry::Divert(set, q) = *kind else { continue };
+        if listed.insert(set) {
+            let path = station::naming::set_divert_rules_path(dir, set);
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            match read_listing(&path) {
+                Ok(text) => {
+                    let _ = writeln!(out, "divert rules ({file}):");
+                    for l in text.lines() {
+                        let _ = writeln!(out, "  {l}");
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "divert rules ({file}): unreadable: {e}");
+                }
+            }
+        }
+        let label = if set == 0 { format!("worker {q} divert") } else { format!("worker {q} (set {set}) divert") };
+        match CounterPage::read(&dir.join(name)) {
+            Ok(counters) => {
+                let lines = divert_lines(&counters);
+                if lines.is_empty() {
+                    let _ = writeln!(out, "{label}: nothing mirrored or diverted");
+                } else {
+                    let _ = writeln!(out, "{label}, per rule:");
+                    for l in lines {
+                        let _ = writeln!(out, "{l}");
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{label}: unreadable: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +284,10 @@ mod tests {
         assert_eq!(classify("stats-worker-2"), Some(Entry::Worker(0, 2)));
         assert_eq!(classify("stats-worker-1-2"), Some(Entry::Worker(1, 2)));
         assert_eq!(classify("stats-balancer"), Some(Entry::Balancer));
+        assert_eq!(classify("divert-3"), Some(Entry::Divert(0, 3)));
+        assert_eq!(classify("divert-1-3"), Some(Entry::Divert(1, 3)));
+        assert_eq!(classify("divert-rules"), None);
+        assert_eq!(classify("divert-rules-1"), None);
         assert_eq!(classify("pkt-x-1"), None);
         assert_eq!(classify(".rec-1.tmp"), None);
         let mut v = vec![Entry::Record(0, 10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(0, 2)];
@@ -209,6 +304,27 @@ mod tests {
         assert_eq!(liveness(&page(10_000, 2), 20_000), "stopped (last beat 10.0s ago)");
         assert_eq!(liveness(&page(10_000, 1), 20_000), "ended (last beat 10.0s ago)");
         assert_eq!(liveness(&page(0, 0), 20_000), "unknown (no heartbeat on this page)");
+    }
+
+    #[test]
+    fn divert_pages_show_the_rules_and_the_slots_that_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = station::naming::divert_rule_counters();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let page = CounterPage::open_or_create(&dir.path().join("divert-0"), &names).unwrap();
+        page.set(2 * 6 + 2, 7);
+        page.set(2 * 6 + 3, 700);
+        page.set(64 * 6, 1);
+        CounterPage::open_or_create(&dir.path().join("divert-1"), &names).unwrap();
+        std::fs::write(dir.path().join("divert-rules"), "# generation 3 of /etc/r\nrule1 line 2 mirror port 53\n")
+            .unwrap();
+        let text = report(dir.path()).unwrap();
+        let want = "divert rules (divert-rules):\n  # generation 3 of /etc/r\n  rule1 line 2 mirror port 53\n\
+                    worker 0 divert, per rule:\n  \
+                    rule3: mirrored 0 pkts 0 B, diverted 7 pkts 700 B, tun dropped 0 pkts 0 B\n  \
+                    other: mirrored 1 pkts 0 B, diverted 0 pkts 0 B, tun dropped 0 pkts 0 B\n\
+                    worker 1 divert: nothing mirrored or diverted\n";
+        assert!(text.ends_with(want), "{text}");
     }
 
     #[test]

@@ -46,9 +46,25 @@
 //!   length + 40), so Ethernet padding is not written. A write that the
 //!   device refuses (queue full, any error) or a packet cut to the slot is
 //!   counted in `tun_dropped_*` and never retried: the worker never waits.
+//!   (Writes go into the kernel's input path: a device that is down refuses
+//!   each with `EIO`, which is logged rate-limited with the command that
+//!   brings it up; the kernel counts them in the device's `rx_dropped`.)
 //! - Off (`CJ_TUN=no`, the default): [`Divert::off`] opens nothing,
 //!   allocates nothing, and costs the worker one predictable branch per slot.
 //! - No allocation per packet once the verdict table has grown.
+//! - Per-rule counters (`CJ_TUN=yes`): each worker also writes the page
+//!   `divert-<q>` (`station::naming::set_divert_page_path`), created like the
+//!   stats pages, with the counters of the stats page's `mirrored_*`,
+//!   `diverted_*` and `tun_dropped_*` per rule: `rule1_*` .. `rule64_*` (the
+//!   n-th rule of the file, comments and blank lines not counted) and
+//!   `other_*` for every rule after the 64th. Written with the stats page
+//!   (after every batch); each counter summed over the slots equals the
+//!   stats page's counter of that name (both continue across restarts from
+//!   the values in the pages). The rules behind the slots are listed in the
+//!   text file `divert-rules` of the cluster directory
+//!   (`station::naming::set_divert_rules_path`), replaced atomically
+//!   (`shmq::files::write_atomic`) at start and at every reload that
+//!   publishes: `# generation G of FILE`, then `rule<n> line <L> <text>`.
 //!
 //! Not guaranteed:
 //! - Flow ends other than idle and TCP reopen are not followed: a flow the
@@ -62,7 +78,10 @@
 //! - Non-IP and malformed frames are never mirrored or diverted.
 //! - With `CJ_TUN=yes` every IP frame is summarized twice (here and by the
 //!   accounting): the price of leaving the accounting's code alone.
-//! - Per-rule counters are not kept; the counters are per worker.
+//! - Per-rule counters: slot n of the page is the n-th rule of the rule set
+//!   that *decided* the flow, whatever its generation; after a reload that
+//!   reorders rules, flows decided earlier go on counting in their old slot.
+//!   Rules after the 64th share the `other` slot.
 
 use std::io::Read;
 use std::net::IpAddr;
@@ -73,7 +92,9 @@ use std::time::{Duration, Instant};
 
 use inventory::arc_swap::ArcSwap;
 use inventory::Snapshot;
+use shmq::{CounterPage, QueueError};
 use station::config::StationConfig;
+use station::naming;
 use station::record::ContainerRef;
 use station::slot::read_packet;
 use wire::{FlowKey, PacketSummary};
@@ -190,6 +211,8 @@ pub struct Rule {
     pub selectors: Vec<Selector>,
     /// Its line in the file (1-based).
     pub line: usize,
+    /// The rule as written, without its comment, whitespace collapsed.
+    pub text: String,
 }
 
 /// A parsed rules file.
@@ -248,6 +271,7 @@ impl RuleSet {
             let line = i + 1;
             let err = |what: String| RulesError::Line { file: file.to_path_buf(), line, what };
             let content = raw.split('#').next().unwrap_or("");
+            let text = content.split_whitespace().collect::<Vec<_>>().join(" ");
             let mut tokens = content.split_whitespace();
             let Some(first) = tokens.next() else { continue };
             let action = match first.to_ascii_lowercase().as_str() {
@@ -290,7 +314,7 @@ impl RuleSet {
                     _ => Selector::Container(value.to_owned()),
                 });
             }
-            rules.push(Rule { action, selectors, line });
+            rules.push(Rule { action, selectors, line, text });
         }
         let needs_containers = rules.iter().any(|r| r.selectors.iter().any(|s| matches!(s, Selector::Container(_))));
         Ok(RuleSet { rules, generation: 0, needs_containers })
@@ -301,9 +325,14 @@ impl RuleSet {
     /// it is called at most once, and only when a `container` selector is
     /// reached.
     pub fn decide(&self, s: &PacketSummary, ends: impl FnOnce() -> [ContainerRef; 2]) -> Option<Action> {
+        self.decide_rule(s, ends).map(|(_, a)| a)
+    }
+
+    /// As [`RuleSet::decide`], with the index of the deciding rule (0-based, in file order).
+    pub fn decide_rule(&self, s: &PacketSummary, ends: impl FnOnce() -> [ContainerRef; 2]) -> Option<(usize, Action)> {
         let mut ends = Some(ends);
         let mut known: Option<[ContainerRef; 2]> = None;
-        'rules: for rule in &self.rules {
+        'rules: for (index, rule) in self.rules.iter().enumerate() {
             for sel in &rule.selectors {
                 let ok = match sel {
                     Selector::Net(c) => c.contains(s.ip_version, &s.src) || c.contains(s.ip_version, &s.dst),
@@ -320,9 +349,21 @@ impl RuleSet {
                     continue 'rules;
                 }
             }
-            return Some(rule.action);
+            return Some((index, rule.action));
         }
         None
+    }
+
+    /// The listing of `divert-rules`: `# generation G of FILE`, then one line
+    /// per rule, `rule<n> line <L> <text>` (rules past the 64th share the
+    /// `other` slot and say so).
+    pub fn listing(&self, file: &Path) -> String {
+        let mut out = format!("# generation {} of {}\n", self.generation, file.display());
+        for (i, r) in self.rules.iter().enumerate() {
+            let slot = station::naming::divert_slot_name(i);
+            out.push_str(&format!("{slot} line {} {}\n", r.line, r.text));
+        }
+        out
     }
 
     /// Whether some rule has a `container` selector.
@@ -413,12 +454,20 @@ pub struct Reloader {
     last: Option<Vec<u8>>,
     /// The problem last logged (logged once until it changes).
     last_problem: Option<String>,
+    /// Where each published rule set is listed (`divert-rules`), if anywhere.
+    listing: Option<PathBuf>,
 }
 
 impl Reloader {
     /// A reloader of `path` into `cell`; `loaded` are the bytes `cell`'s rules came from.
     pub fn new(path: &Path, cell: SharedRules, loaded: Option<Vec<u8>>) -> Self {
-        Self { path: path.to_path_buf(), cell, last: loaded, last_problem: None }
+        Self { path: path.to_path_buf(), cell, last: loaded, last_problem: None, listing: None }
+    }
+
+    /// Lists every rule set it publishes in `file` (see [`write_listing`]).
+    pub fn listing_to(mut self, file: PathBuf) -> Self {
+        self.listing = Some(file);
+        self
     }
 
     /// Looks at the file once; returns the line to log when something happened.
@@ -448,9 +497,13 @@ impl Reloader {
                     set.rules.len(),
                     set.generation
                 );
+                let listed = self.listing.as_deref().and_then(|l| write_listing(l, &set, &self.path).err());
                 self.cell.publish(set);
                 self.last_problem = None;
-                Some(line)
+                Some(match listed {
+                    Some(e) => format!("{line}; {e}"),
+                    None => line,
+                })
             }
             Err(e) => self.problem(format!("CJ_DIVERT_RULES: {e}; {keeping}")),
         }
@@ -463,6 +516,20 @@ impl Reloader {
         self.last_problem = Some(line.clone());
         Some(line)
     }
+}
+
+/// Replaces `file` (`divert-rules`) with the listing of `set`, read from
+/// `source`, atomically (mode `shmq::FILE_MODE`; the cluster directory is created and
+/// checked as for the pages).
+///
+/// # Errors
+/// One line naming the file and the cause; the rules stay in force.
+pub fn write_listing(file: &Path, set: &RuleSet, source: &Path) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write the rules listing {}: {e}", file.display());
+    if let Some(dir) = file.parent() {
+        shmq::files::prepare_dir(dir).map_err(|e| fail(&e))?;
+    }
+    shmq::files::write_atomic(file, set.listing(source).as_bytes(), shmq::FILE_MODE).map_err(|e| fail(&e))
 }
 
 /// Loads the rules for `cfg` and starts their reloader: `None` when
@@ -488,8 +555,12 @@ pub fn start(cfg: &StationConfig) -> Result<Option<SharedRules>, RulesError> {
     let mut set = RuleSet::parse(&String::from_utf8_lossy(&bytes), path)?;
     set.generation = 1;
     let n = set.rules.len();
+    let listing = station::naming::set_divert_rules_path(&cfg.cluster_dir(), cfg.queue_set);
+    if let Err(e) = write_listing(&listing, &set, path) {
+        eprintln!("cj-detector: {e} (the per-rule counters are kept all the same)");
+    }
     let cell = SharedRules::new(set);
-    let mut reloader = Reloader::new(path, cell.clone(), Some(bytes));
+    let mut reloader = Reloader::new(path, cell.clone(), Some(bytes)).listing_to(listing);
     std::thread::Builder::new()
         .name("cj-divert-rules".into())
         .spawn(move || loop {
@@ -537,6 +608,8 @@ pub struct DivertCounters {
 #[derive(Clone, Copy, Debug)]
 struct Verdict {
     action: u8,
+    /// The deciding rule's slot on the divert page (0 when no rule decided).
+    slot: u8,
     closing: bool,
     last_ns: u64,
 }
@@ -569,6 +642,60 @@ enum Out {
     Memory(Vec<Vec<u8>>, Option<WriteFailure>),
 }
 
+/// Slots of the per-rule page: one per rule up to [`naming::DIVERT_RULE_SLOTS`], then `other`.
+const SLOTS: usize = naming::DIVERT_RULE_SLOTS + 1;
+/// Counters per slot ([`naming::DIVERT_SLOT_COUNTERS`]).
+const PER_SLOT: usize = 6;
+
+/// The per-rule counters and the page they are written to.
+#[derive(Debug)]
+struct PerRule {
+    /// This run's counts, per slot, in [`naming::DIVERT_SLOT_COUNTERS`] order.
+    counts: [[u64; PER_SLOT]; SLOTS],
+    /// Slots below this one have been counted in (the others are not rewritten).
+    used: usize,
+    page: Option<CounterPage>,
+    /// The page's values at start (totals continue across restarts).
+    base: Vec<u64>,
+}
+
+impl PerRule {
+    fn new(page: Option<CounterPage>) -> Self {
+        let base = match &page {
+            Some(p) => (0..SLOTS * PER_SLOT).map(|i| p.get(i)).collect(),
+            None => Vec::new(),
+        };
+        PerRule { counts: [[0; PER_SLOT]; SLOTS], used: 0, page, base }
+    }
+
+    #[inline]
+    fn count(&mut self, slot: u8, action: Action, bytes: u64, dropped: bool) {
+        let slot = usize::from(slot).min(SLOTS - 1);
+        let c = &mut self.counts[slot];
+        let at = match action {
+            Action::Mirror => 0,
+            Action::Divert => 2,
+        };
+        c[at] += 1;
+        c[at + 1] += bytes;
+        if dropped {
+            c[4] += 1;
+            c[5] += bytes;
+        }
+        self.used = self.used.max(slot + 1);
+    }
+
+    fn write(&self) {
+        let Some(page) = &self.page else { return };
+        for (s, c) in self.counts.iter().enumerate().take(self.used) {
+            for (k, v) in c.iter().enumerate() {
+                let i = s * PER_SLOT + k;
+                page.set(i, self.base[i] + v);
+            }
+        }
+    }
+}
+
 /// The on-state of a worker's divert.
 #[derive(Debug)]
 struct On {
@@ -580,6 +707,7 @@ struct On {
     snapshot: Option<Arc<Snapshot>>,
     snapshot_generation: u64,
     verdicts: LruSlab<VerdictKey, Verdict, 1>,
+    per_rule: PerRule,
     idle_ns: u64,
     error_log: Option<Instant>,
     errors_unlogged: u64,
@@ -600,21 +728,33 @@ impl Divert {
     }
 
     /// The divert of worker `spec`: off unless it has a tun device, which is
-    /// opened now (before the worker's start gate).
+    /// opened now (before the worker's start gate). `page`: its per-rule page
+    /// ([`rule_page`]), opened by the caller.
     ///
     /// # Errors
     /// The tun device cannot be used ([`TunError`], one line).
-    pub fn open(spec: &WorkerSpec) -> Result<Self, TunError> {
+    pub fn open(spec: &WorkerSpec, page: Option<CounterPage>) -> Result<Self, TunError> {
         let Some(device) = &spec.tun_device else { return Ok(Self::off()) };
         let tun = Tun::open(device)?;
-        Ok(Self::with_out(
+        let mut d = Self::with_out(
             Out::Tun(tun),
             device,
             spec.queue,
             spec.divert_rules.clone(),
             spec.table.idle_ns,
             spec.table.limit,
-        ))
+        );
+        if let Some(on) = d.on.as_deref_mut() {
+            on.per_rule = PerRule::new(page);
+        }
+        Ok(d)
+    }
+
+    /// Writes the per-rule counters to the page (with the stats page: after every batch).
+    pub fn write_rule_counters(&self) {
+        if let Some(on) = self.on.as_deref() {
+            on.per_rule.write();
+        }
     }
 
     fn with_out(out: Out, device: &str, queue: u32, rules: Option<SharedRules>, idle_ns: u64, limit: u32) -> Self {
@@ -631,6 +771,7 @@ impl Divert {
                 snapshot: None,
                 snapshot_generation: 0,
                 verdicts: LruSlab::new(limit, INITIAL_VERDICTS.min(limit)),
+                per_rule: PerRule::new(None),
                 idle_ns,
                 error_log: None,
                 errors_unlogged: 0,
@@ -684,7 +825,7 @@ impl Divert {
         if !s.is_ip() {
             return None;
         }
-        let act = on.verdict(&s, meta.source, meta.ts_ns, &mut self.counters)?;
+        let (slot, act) = on.verdict(&s, meta.source, meta.ts_ns, &mut self.counters)?;
         let c = &mut self.counters;
         let bytes = u64::from(meta.wire_len);
         match act {
@@ -705,6 +846,7 @@ impl Divert {
             c.tun_dropped_packets += 1;
             c.tun_dropped_bytes += bytes;
         }
+        on.per_rule.count(slot, act, bytes, !written);
         Some(act)
     }
 }
@@ -712,7 +854,8 @@ impl Divert {
 impl On {
     /// The flow's verdict: remembered, or decided now by the rules in force.
     #[inline]
-    fn verdict(&mut self, s: &PacketSummary, source: u8, ts_ns: u64, c: &mut DivertCounters) -> Option<Action> {
+    /// The flow's verdict and the per-rule slot of the rule that decided it.
+    fn verdict(&mut self, s: &PacketSummary, source: u8, ts_ns: u64, c: &mut DivertCounters) -> Option<(u8, Action)> {
         let (key, _) = FlowKey::from_summary(s);
         let vk: VerdictKey = (key, source);
         let tcp = s.proto == 6;
@@ -725,15 +868,17 @@ impl On {
             if !over {
                 v.last_ns = v.last_ns.max(ts_ns);
                 v.closing |= ends;
-                let a = v.action;
+                let (a, slot) = (v.action, v.slot);
                 self.verdicts.touch(i, 0);
-                return action(a);
+                return action(a).map(|a| (slot, a));
             }
             // The flow ended: this packet starts a new one.
             self.verdicts.remove(i);
         }
         let snap = self.snapshot.as_deref();
-        let decided = self.set.decide(s, || containers_of(snap, source, s));
+        let decided = self.set.decide_rule(s, || containers_of(snap, source, s));
+        let slot = decided.map_or(0, |(i, _)| i.min(SLOTS - 1) as u8);
+        let decided = decided.map(|(_, a)| (slot, a));
         if self.verdicts.is_full() {
             if let Some(o) = self.verdicts.oldest(0) {
                 if ts_ns.saturating_sub(self.verdicts.get(o).last_ns) <= self.idle_ns {
@@ -742,7 +887,8 @@ impl On {
                 self.verdicts.remove(o);
             }
         }
-        self.verdicts.insert_hashed(hash, vk, Verdict { action: code(decided), closing: ends, last_ns: ts_ns }, 0);
+        let verdict = Verdict { action: code(decided.map(|(_, a)| a)), slot, closing: ends, last_ns: ts_ns };
+        self.verdicts.insert_hashed(hash, vk, verdict, 0);
         decided
     }
 
@@ -779,14 +925,37 @@ impl On {
             return;
         }
         self.error_log = Some(now);
+        let hint = if self.last_errno == libc::EIO {
+            format!(" (the device is down: `ip link set {} up`)", self.device)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "(Core {}) tun device {} refused {} packet(s) ({}): counted in tun_dropped",
+            "(Core {}) tun device {} refused {} packet(s) ({}){hint}: counted in tun_dropped",
             self.queue,
             self.device,
             self.errors_unlogged,
             std::io::Error::from_raw_os_error(self.last_errno)
         );
         self.errors_unlogged = 0;
+    }
+}
+
+/// Opens or creates the per-rule page of worker `spec` (`divert-<q>`), as
+/// the stats pages are: `None` when flow divert is off.
+///
+/// # Errors
+/// The page cannot be created or has another layout ([`QueueError`]).
+pub fn rule_page(spec: &WorkerSpec) -> Result<Option<CounterPage>, (PathBuf, QueueError)> {
+    if spec.tun_device.is_none() {
+        return Ok(None);
+    }
+    let path = naming::set_divert_page_path(&spec.cluster_dir, spec.queue_set, spec.queue);
+    let names = naming::divert_rule_counters();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    match CounterPage::open_or_create(&path, &names) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => Err((path, e)),
     }
 }
 
@@ -818,6 +987,7 @@ pub fn ip_packet<'a>(frame: &'a [u8], s: &PacketSummary) -> Option<&'a [u8]> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::io::Write as _;
 
     use station::slot::{write_packet, PacketMeta};
@@ -1121,6 +1291,57 @@ mod tests {
     }
 
     #[test]
+    fn per_rule_counters_sum_to_the_worker_totals_and_rules_past_64_share_other() {
+        let mut text: String = (0..70).map(|i| format!("mirror port {}\n", 1000 + i)).collect();
+        text.insert_str(0, "# first\ndivert port 53\n");
+        let rules = SharedRules::new(RuleSet { generation: 1, ..parse(&text).unwrap() });
+        let dir = tempfile::tempdir().unwrap();
+        let names = naming::divert_rule_counters();
+        assert_eq!(names.len(), 65 * 6);
+        assert_eq!(
+            (names[0].as_str(), names[names.len() - 1].as_str()),
+            ("rule1_mirrored_packets", "other_tun_dropped_bytes")
+        );
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let path = dir.path().join("divert-0");
+        let mut d = memory_divert(&rules, 1024);
+        d.on.as_deref_mut().unwrap().per_rule = PerRule::new(Some(CounterPage::open_or_create(&path, &names).unwrap()));
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        let dns = frame(&[], [10, 0, 0, 1], 5000, [10, 0, 0, 2], 53, 17, 0, 30);
+        let r2 = frame(&[], [10, 0, 0, 1], 5000, [10, 0, 0, 2], 1000, 17, 0, 30);
+        let r70 = frame(&[], [10, 0, 0, 1], 5000, [10, 0, 0, 2], 1068, 17, 0, 30);
+        let r71 = frame(&[], [10, 0, 0, 1], 5000, [10, 0, 0, 2], 1069, 17, 0, 30);
+        for f in [&dns, &dns, &r2, &r70, &r71] {
+            d.slot(&slot_of(f, S), &mut acct, &mut sink);
+        }
+        if let Some(on) = d.on.as_deref_mut() {
+            on.out = Out::Memory(Vec::new(), Some(WriteFailure::Full));
+        }
+        d.slot(&slot_of(&r2, S), &mut acct, &mut sink);
+        d.write_rule_counters();
+        let page: BTreeMap<String, u64> = CounterPage::read(&path).unwrap().into_iter().collect();
+        let n = dns.len() as u64;
+        assert_eq!((page["rule1_diverted_packets"], page["rule1_diverted_bytes"]), (2, 2 * n));
+        assert_eq!((page["rule2_mirrored_packets"], page["rule2_tun_dropped_packets"]), (2, 1));
+        assert_eq!(page["rule64_mirrored_packets"], 0, "rule 64 is port 1062");
+        assert_eq!(page["other_mirrored_packets"], 2, "rules 70 and 71");
+        let c = d.counters();
+        for (name, total) in [
+            ("mirrored_packets", c.mirrored_packets),
+            ("diverted_packets", c.diverted_packets),
+            ("tun_dropped_bytes", c.tun_dropped_bytes),
+        ] {
+            let sum: u64 = page.iter().filter(|(k, _)| k.ends_with(name)).map(|(_, v)| v).sum();
+            assert_eq!(sum, total, "{name}");
+        }
+        let listing = rules.current().listing(Path::new("/etc/r"));
+        assert!(listing
+            .starts_with("# generation 1 of /etc/r\nrule1 line 2 divert port 53\nrule2 line 3 mirror port 1000\n"));
+        assert!(listing.ends_with("other line 72 mirror port 1069\n"), "{listing}");
+    }
+
+    #[test]
     fn off_passes_every_slot_to_the_accounting() {
         let mut d = Divert::off();
         let mut acct = accounting();
@@ -1137,13 +1358,16 @@ mod tests {
         let path = dir.path().join("rules");
         std::fs::write(&path, "divert port 53\n").unwrap();
         let cell = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53\n").unwrap() });
-        let mut r = Reloader::new(&path, cell.clone(), Some(b"divert port 53\n".to_vec()));
+        let listing = dir.path().join("divert-rules");
+        let mut r = Reloader::new(&path, cell.clone(), Some(b"divert port 53\n".to_vec())).listing_to(listing.clone());
         assert_eq!(r.poll(), None, "unchanged");
         // Same length, same second: the bytes decide, not the timestamps.
         std::fs::write(&path, "divert port 54\n").unwrap();
         let line = r.poll().expect("reloaded");
         assert!(line.contains("1 rule(s), generation 2"), "{line}");
         assert_eq!(cell.current().rules[0].selectors, vec![Selector::Port(54)]);
+        let listed = std::fs::read_to_string(&listing).unwrap();
+        assert_eq!(listed, format!("# generation 2 of {}\nrule1 line 1 divert port 54\n", path.display()));
         // A malformed file keeps the rules and says where, once.
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(b"mirror proto udp\nmirror port http\n").unwrap();

@@ -41,7 +41,8 @@
 //!   rule set once per batch, and hands each slot to [`Divert::slot`], which
 //!   writes mirrored and diverted packets to the device and passes every slot
 //!   but the diverted ones to the accounting: slots read = `packets` +
-//!   `diverted_packets`.
+//!   `diverted_packets`. Its per-rule page `divert-<q>` is opened with the
+//!   stats page and written with it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,7 +257,9 @@ fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
         path,
         source,
     })?;
-    let divert = Divert::open(spec).map_err(|source| DetectorError::Tun { queue, source })?;
+    let rule_page =
+        crate::divert::rule_page(spec).map_err(|(path, source)| DetectorError::StatsPage { queue, path, source })?;
+    let divert = Divert::open(spec, rule_page).map_err(|source| DetectorError::Tun { queue, source })?;
     Ok(Opened { consumer, producer, page, divert })
 }
 
@@ -475,6 +478,7 @@ impl StatsWriter {
         for (i, x) in v.iter().enumerate() {
             self.page.set(i, self.base[i] + x);
         }
+        divert.write_rule_counters();
     }
 }
 

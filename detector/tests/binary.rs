@@ -478,7 +478,7 @@ fn idle_flows_of_a_quiet_link_expire_by_wall_time() {
     let mut got: Vec<FlowRecord> = Vec::new();
     let t0 = Instant::now();
     while got.iter().map(FlowRecord::packets).sum::<u64>() < n {
-        assert!(t0.elapsed() < Duration::from_secs(10), "flows never expired: {got:?}");
+        assert!(t0.elapsed() < Duration::from_secs(60), "flows never expired: {got:?}");
         while let Some(r) = rx.pop_with(FlowRecord::read_from) {
             got.push(r.unwrap());
         }

@@ -407,6 +407,11 @@ impl<'c> Station<'c> {
         self.balancer.as_ref().map(Proc::stderr_text).unwrap_or_default()
     }
 
+    /// The detector's stderr so far.
+    pub fn detector_stderr(&self) -> String {
+        self.detector.as_ref().map(Proc::stderr_text).unwrap_or_default()
+    }
+
     /// Waits until the balancer's stderr has `count` lines for which `matches` holds.
     ///
     /// # Panics

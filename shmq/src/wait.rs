@@ -167,8 +167,9 @@ mod tests {
         let t = Instant::now();
         w.wait();
         let took = t.elapsed();
+        // A sleep never ends early; how late it ends is the scheduler's (not asserted: timed
+        // upper bounds fail on a loaded machine). The bound itself is `w.sleep`, checked above.
         assert!(took >= max_sleep, "{took:?}");
-        assert!(took < Duration::from_millis(100), "{took:?}");
         w.reset();
         w.wait();
         assert_eq!((w.step, w.sleep), (1, FIRST_SLEEP), "reset spins first");

@@ -53,6 +53,64 @@ pub fn set_worker_stats_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBu
     }
 }
 
+/// The per-rule flow-divert page of the worker reading queue `queue` of set
+/// `set` (only with `CJ_TUN=yes`): `divert-<queue>` for set 0,
+/// `divert-<set>-<queue>` otherwise. Its counters are
+/// [`divert_rule_counters`].
+pub fn set_divert_page_path(cluster_dir: &Path, set: u32, queue: u32) -> PathBuf {
+    if set == 0 {
+        cluster_dir.join(format!("divert-{queue}"))
+    } else {
+        cluster_dir.join(format!("divert-{set}-{queue}"))
+    }
+}
+
+/// The text file naming the rules of a divert page's slots (written by
+/// cj-detector at every rules generation): `divert-rules` for set 0,
+/// `divert-rules-<set>` otherwise. One header line `# generation G of FILE`,
+/// then one line per rule: `rule<n> line <L> <rule text>`.
+pub fn set_divert_rules_path(cluster_dir: &Path, set: u32) -> PathBuf {
+    if set == 0 {
+        cluster_dir.join("divert-rules")
+    } else {
+        cluster_dir.join(format!("divert-rules-{set}"))
+    }
+}
+
+/// Rules counted each in a slot of their own on a divert page; the rules
+/// after them share the `other` slot.
+pub const DIVERT_RULE_SLOTS: usize = 64;
+
+/// The counters of each slot of a divert page, in page order (a slot's
+/// counters are `<slot>_<counter>`).
+pub const DIVERT_SLOT_COUNTERS: &[&str] = &[
+    "mirrored_packets",
+    "mirrored_bytes",
+    "diverted_packets",
+    "diverted_bytes",
+    "tun_dropped_packets",
+    "tun_dropped_bytes",
+];
+
+/// The name of divert slot `slot`: `rule1` .. `rule64` (the n-th rule of the
+/// file, comments and blank lines not counted), then `other`.
+pub fn divert_slot_name(slot: usize) -> String {
+    if slot < DIVERT_RULE_SLOTS {
+        format!("rule{}", slot + 1)
+    } else {
+        "other".to_string()
+    }
+}
+
+/// Every counter name of a divert page: for each of the
+/// [`DIVERT_RULE_SLOTS`] + 1 slots, [`DIVERT_SLOT_COUNTERS`] prefixed by
+/// [`divert_slot_name`] (`rule1_mirrored_packets`, ..., `other_tun_dropped_bytes`).
+pub fn divert_rule_counters() -> Vec<String> {
+    (0..=DIVERT_RULE_SLOTS)
+        .flat_map(|s| DIVERT_SLOT_COUNTERS.iter().map(move |c| format!("{}_{c}", divert_slot_name(s))))
+        .collect()
+}
+
 /// Counters of the balancer's stats page, in page order.
 ///
 /// `received`: frames taken from the source (all sources summed); `received_bytes`:
