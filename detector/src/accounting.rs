@@ -127,6 +127,11 @@ impl Accounting {
         self.flows.stats()
     }
 
+    /// The flow table's bytes and its peak flows ([`FlowTable::memory`]).
+    pub fn flow_table_memory(&self) -> (usize, usize) {
+        self.flows.memory()
+    }
+
     /// Fragment table totals so far.
     pub fn fragment_stats(&self) -> FragmentStats {
         self.frags.stats()

@@ -280,6 +280,15 @@ impl<K: Copy + Eq + Hash, V: Copy, const L: usize> LruSlab<K, V, L> {
         self.tail[list] = i;
     }
 
+    /// Bytes the slab and its index hold now: the slab's capacity in nodes
+    /// ([`Self::ENTRY_BYTES`] each), and the index's buckets (a `u32` and a
+    /// control byte each; hashbrown keeps `capacity * 8 / 7` buckets rounded up
+    /// to a power of two). Excludes the allocator's own overhead.
+    pub fn memory_bytes(&self) -> usize {
+        let buckets = (self.index.capacity() * 8 / 7).max(1).next_power_of_two();
+        self.nodes.capacity() * Self::ENTRY_BYTES + buckets * (std::mem::size_of::<u32>() + 1)
+    }
+
     /// Slots ever used (live or free): indices below this are valid for
     /// [`Self::is_live`]; it never shrinks.
     #[inline]

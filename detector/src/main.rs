@@ -139,6 +139,8 @@ fn report(s: &WorkerSummary) {
     } else {
         String::new()
     };
+    let per_flow = s.table_bytes.checked_div(s.peak_flows).map_or(String::new(), |b| format!(", {b} B/flow"));
+    eprintln!("(Core {}) flow table: {} bytes for a peak of {} flows{per_flow}", s.queue, s.table_bytes, s.peak_flows);
     eprintln!(
         "(Core {}) ended ({}): {} packets{rate}, {} records{lost}",
         s.queue,

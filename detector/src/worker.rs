@@ -195,6 +195,10 @@ pub struct WorkerSummary {
     /// From the first packet read to the last (zero when none was read):
     /// the time the packets took, without start-up and idle tail.
     pub packet_span: Duration,
+    /// Bytes of the flow table (slab and index) at the end.
+    pub table_bytes: usize,
+    /// Most flows the table held at once.
+    pub peak_flows: usize,
 }
 
 /// Starts worker `spec` on its own thread `cj-worker-<queue>`.
@@ -386,6 +390,7 @@ fn run(
     // a restarted detector carries on where this one stopped.
     out.finish(cause == EndCause::QueueEnded);
     stats.write(&acct, &out, &divert, true);
+    let (table_bytes, peak_flows) = acct.flow_table_memory();
     Ok(WorkerSummary {
         queue,
         cause,
@@ -396,6 +401,8 @@ fn run(
             (Some(a), Some(b)) => b.duration_since(a),
             _ => Duration::ZERO,
         },
+        table_bytes,
+        peak_flows,
     })
 }
 
