@@ -19,6 +19,7 @@
 mod aggregate;
 mod containers;
 mod control;
+mod divert_pages;
 mod identity;
 mod intake;
 mod ipfix;
@@ -170,6 +171,7 @@ impl Run {
             max_rows: self.cfg.app_max_rows,
             hash_mode: summary::hash_mode_name(self.cfg.hash_mode),
             export: self.exporter.as_ref().map(ipfix::Exporter::stats),
+            divert: divert_pages::summary(&self.cfg.cluster_dir(), self.cfg.queue_set),
         };
         let files = match report.write_tables() {
             Ok(tables) => report.write_summary(tables)?,

@@ -48,6 +48,12 @@
 //!   `cj_container_flows_total{container,id}`,
 //!   `cj_container_protocol_packets_total{container,id,direction,protocol}`,
 //!   `cj_container_protocol_bytes_total` (frame bytes);
+//! - with flow divert on (`CJ_TUN=yes`): `cj_worker_{mirrored,diverted,tun_dropped}_{packets,bytes}_total{set,worker}`,
+//!   `cj_worker_divert_rules_generation`, `cj_worker_divert_verdicts_evicted_total`;
+//!   per rule slot (`rule1`..`rule64`, `other`) from the pages `divert-<q>`:
+//!   `cj_divert_rule_{mirrored,diverted,tun_dropped}_{packets,bytes}_total{set,worker,rule}`
+//!   for each slot the listing `divert-rules` names or that counted something, and
+//!   `cj_divert_rule_info{set,rule,line,text}` (1 per listed rule);
 //! - `cj_metrics_unreadable_files`: files of the cluster directory this scrape
 //!   could not read (each is missing from the families above).
 //!
@@ -89,6 +95,7 @@ use station::naming::HEARTBEAT_STALE_MS;
 use crate::aggregate::Totals;
 use crate::containers::ContainerTotals;
 use crate::control::Asker;
+use crate::divert_pages::{self, ListedRule};
 use crate::identity::Identity;
 
 /// The variable.
@@ -363,6 +370,58 @@ const WORKER_FAMILIES: &[WorkerFamily] = &[
     ("record_packets", "cj_worker_record_packets", "Packets carried by published records.", Kind::Counter, None),
     ("lost_packets", "cj_worker_lost_packets", "Packets carried by lost records.", Kind::Counter, None),
     ("ended", "cj_worker_ended", "1 once the worker flushed and ended.", Kind::Gauge, None),
+    (
+        "mirrored_packets",
+        "cj_worker_mirrored_packets",
+        "Frames of mirror flows copied to the worker's tun device (CJ_TUN).",
+        Kind::Counter,
+        None,
+    ),
+    ("mirrored_bytes", "cj_worker_mirrored_bytes", "Bytes of the mirrored frames.", Kind::Counter, None),
+    (
+        "diverted_packets",
+        "cj_worker_diverted_packets",
+        "Frames of divert flows handed to the tun device instead of accounted (an identity term).",
+        Kind::Counter,
+        None,
+    ),
+    ("diverted_bytes", "cj_worker_diverted_bytes", "Bytes of the diverted frames.", Kind::Counter, None),
+    (
+        "tun_dropped_packets",
+        "cj_worker_tun_dropped_packets",
+        "Mirrored or diverted frames the tun device refused (a full queue; the worker never waits).",
+        Kind::Counter,
+        None,
+    ),
+    ("tun_dropped_bytes", "cj_worker_tun_dropped_bytes", "Bytes of the refused frames.", Kind::Counter, None),
+    (
+        "divert_rules_generation",
+        "cj_worker_divert_rules_generation",
+        "Generation of the divert rules the worker uses.",
+        Kind::Gauge,
+        None,
+    ),
+    (
+        "divert_verdicts_evicted",
+        "cj_worker_divert_verdicts_evicted",
+        "Divert verdicts of active flows that did not fit the verdict table (decided again).",
+        Kind::Counter,
+        None,
+    ),
+];
+
+/// A divert page's slot counters (in `station::naming::DIVERT_SLOT_COUNTERS`
+/// order) as families labelled `{set,worker,rule}`: (family, help).
+const DIVERT_RULE_FAMILIES: [(&str, &str); 6] = [
+    ("cj_divert_rule_mirrored_packets", "Frames of the rule's mirror flows copied to the worker's tun device."),
+    ("cj_divert_rule_mirrored_bytes", "Bytes of the rule's mirrored frames."),
+    (
+        "cj_divert_rule_diverted_packets",
+        "Frames of the rule's divert flows handed to the tun device instead of accounted.",
+    ),
+    ("cj_divert_rule_diverted_bytes", "Bytes of the rule's diverted frames."),
+    ("cj_divert_rule_tun_dropped_packets", "The rule's mirrored or diverted frames the tun device refused."),
+    ("cj_divert_rule_tun_dropped_bytes", "Bytes of the rule's refused frames."),
 ];
 
 /// Balancer page counters: (page name, family, help, kind).
@@ -441,6 +500,7 @@ impl Snapshot {
                 },
             }
         }
+        unreadable += s.add_divert(dir);
         if let Some(app) = app {
             s.add_app(app);
         }
@@ -554,6 +614,54 @@ impl Snapshot {
         }
         let beat = page.iter().find(|(k, _)| k == "heartbeat_ms").map_or(0, |(_, v)| *v);
         self.liveness("cj_worker_running", "cj_worker_heartbeat_age_seconds", labels(), beat, now_ms);
+    }
+
+    /// The per-rule divert pages (`crate::divert_pages`): each worker's slots
+    /// that its set's listing names or that counted something, and one
+    /// `cj_divert_rule_info` per listed rule; returns the files it could not read.
+    fn add_divert(&mut self, dir: &Path) -> u64 {
+        let mut unreadable = 0;
+        let mut listings: std::collections::BTreeMap<u32, std::collections::BTreeMap<String, ListedRule>> =
+            std::collections::BTreeMap::new();
+        for (set, q, path) in divert_pages::pages(dir) {
+            let listed = listings.entry(set).or_insert_with(|| {
+                match divert_pages::read_listing(&station::naming::set_divert_rules_path(dir, set)) {
+                    Ok(text) => divert_pages::parse_listing(&text).1,
+                    Err(_) => {
+                        unreadable += 1;
+                        Default::default()
+                    }
+                }
+            });
+            let page = match CounterPage::read(&path) {
+                Ok(page) => page,
+                Err(_) => {
+                    unreadable += 1;
+                    continue;
+                }
+            };
+            for (slot, c) in divert_pages::slots(&page) {
+                if !listed.contains_key(&slot) && !c.any() {
+                    continue;
+                }
+                let labels = vec![("set", set.to_string()), ("worker", q.to_string()), ("rule", slot)];
+                for ((name, help), v) in DIVERT_RULE_FAMILIES.iter().zip(c.values()) {
+                    self.push(name, help, Kind::Counter, labels.clone(), v);
+                }
+            }
+        }
+        for (set, listed) in listings {
+            for (slot, r) in listed {
+                self.push(
+                    "cj_divert_rule_info",
+                    "1 for each rule of the divert-rules listing: its slot, line and text.",
+                    Kind::Gauge,
+                    vec![("set", set.to_string()), ("rule", slot), ("line", r.line.to_string()), ("text", r.rule)],
+                    1,
+                );
+            }
+        }
+        unreadable
     }
 
     fn add_app(&mut self, app: &AppView) {
@@ -821,6 +929,48 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(types.len(), unique.len(), "{text}");
+    }
+
+    #[test]
+    fn per_rule_divert_pages_become_families_by_set_worker_and_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::divert_pages::tests::page(dir.path(), "divert-0", &[(0, 0, 3), (0, 1, 300), (64, 2, 1)]);
+        crate::divert_pages::tests::page(dir.path(), "divert-1", &[(1, 2, 4), (1, 3, 400), (1, 4, 2), (1, 5, 200)]);
+        std::fs::write(
+            dir.path().join("divert-rules"),
+            "# generation 1 of /r\nrule1 line 1 mirror port 53\nrule2 line 3 divert container \"web\"\n",
+        )
+        .unwrap();
+        let text = Snapshot::read(dir.path(), None, 0).encode();
+        for want in [
+            "# TYPE cj_divert_rule_mirrored_packets_total counter\n",
+            "cj_divert_rule_mirrored_packets_total{set=\"0\",worker=\"0\",rule=\"rule1\"} 3\n",
+            "cj_divert_rule_mirrored_bytes_total{set=\"0\",worker=\"0\",rule=\"rule1\"} 300\n",
+            "cj_divert_rule_diverted_packets_total{set=\"0\",worker=\"0\",rule=\"other\"} 1\n",
+            "cj_divert_rule_diverted_packets_total{set=\"0\",worker=\"0\",rule=\"rule2\"} 0\n",
+            "cj_divert_rule_diverted_packets_total{set=\"0\",worker=\"1\",rule=\"rule2\"} 4\n",
+            "cj_divert_rule_diverted_bytes_total{set=\"0\",worker=\"1\",rule=\"rule2\"} 400\n",
+            "cj_divert_rule_tun_dropped_packets_total{set=\"0\",worker=\"1\",rule=\"rule2\"} 2\n",
+            "cj_divert_rule_tun_dropped_bytes_total{set=\"0\",worker=\"1\",rule=\"rule2\"} 200\n",
+            "cj_divert_rule_info{set=\"0\",rule=\"rule2\",line=\"3\",text=\"divert container \\\"web\\\"\"} 1\n",
+            "cj_metrics_unreadable_files 0\n",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        // Slots neither listed nor counting are left out.
+        assert!(!text.contains("rule=\"rule3\""), "{text}");
+        assert!(!text.contains("worker=\"1\",rule=\"other\""), "{text}");
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut unique = types.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(types.len(), unique.len(), "{text}");
+        // A page without its listing: the counting slots, and the listing counted unreadable.
+        std::fs::remove_file(dir.path().join("divert-rules")).unwrap();
+        let text = Snapshot::read(dir.path(), None, 0).encode();
+        assert!(text.contains("cj_metrics_unreadable_files 1\n"), "{text}");
+        assert!(!text.contains("worker=\"0\",rule=\"rule2\""), "{text}");
+        assert!(!text.contains("cj_divert_rule_info"), "{text}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! mark), which is right across PID namespaces and after a crash.
 //! With flow divert on (`CJ_TUN=yes`), a last section: the rules listed in
 //! `divert-rules` (opened without following a link, a regular file of at
-//! most [`MAX_LISTING`] bytes) and, per worker, the counters of its page
+//! most [`crate::divert_pages::MAX_LISTING`] bytes) and, per worker, the counters of its page
 //! `divert-<q>` for each rule slot that counted something.
 //! A file that cannot be read is shown with the reason, not fatal.
 
@@ -45,9 +45,6 @@ enum Entry {
     Divert(u32, u32),
 }
 
-/// Largest `divert-rules` listing shown.
-pub const MAX_LISTING: u64 = 2 << 20;
-
 /// `<q>` as (0, q), `<set>-<q>` as (set, q).
 fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
     match rest.split_once('-') {
@@ -63,8 +60,8 @@ fn classify(name: &str) -> Option<Entry> {
     if let Some(q) = name.strip_prefix("stats-worker-") {
         return set_and_queue(q).map(|(s, q)| Entry::Worker(s, q));
     }
-    if let Some(q) = name.strip_prefix("divert-") {
-        return set_and_queue(q).map(|(s, q)| Entry::Divert(s, q));
+    if let Some((s, q)) = crate::divert_pages::page_name(name) {
+        return Some(Entry::Divert(s, q));
     }
     if let Some(q) = name.strip_prefix("rec-") {
         return set_and_queue(q).map(|(s, q)| Entry::Record(s, q));
@@ -194,43 +191,23 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
     Ok(out)
 }
 
-/// Reads a small text file in the shared directory: no link followed, never
-/// blocking, a regular file of at most [`MAX_LISTING`] bytes.
-fn read_listing(path: &Path) -> Result<String, String> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() || meta.len() > MAX_LISTING {
-        return Err(format!("not a regular file of at most {MAX_LISTING} bytes"));
-    }
-    let mut text = String::new();
-    file.take(MAX_LISTING).read_to_string(&mut text).map_err(|e| e.to_string())?;
-    Ok(text)
-}
-
 /// One worker's per-rule lines: `  rule2: mirrored 10 pkts 1200 B, diverted 0 pkts 0 B, tun dropped 0 pkts 0 B`.
 fn divert_lines(counters: &[(String, u64)]) -> Vec<String> {
-    let get = |slot: &str, c: &str| {
-        let name = format!("{slot}_{c}");
-        counters.iter().find(|(k, _)| *k == name).map_or(0, |(_, v)| *v)
-    };
-    let mut lines = Vec::new();
-    for s in 0..=station::naming::DIVERT_RULE_SLOTS {
-        let slot = station::naming::divert_slot_name(s);
-        let v: Vec<u64> = station::naming::DIVERT_SLOT_COUNTERS.iter().map(|c| get(&slot, c)).collect();
-        if v.iter().any(|&x| x > 0) {
-            lines.push(format!(
+    crate::divert_pages::slots(counters)
+        .into_iter()
+        .filter(|(_, c)| c.any())
+        .map(|(slot, c)| {
+            format!(
                 "  {slot}: mirrored {} pkts {} B, diverted {} pkts {} B, tun dropped {} pkts {} B",
-                v[0], v[1], v[2], v[3], v[4], v[5]
-            ));
-        }
-    }
-    lines
+                c.mirrored_packets,
+                c.mirrored_bytes,
+                c.diverted_packets,
+                c.diverted_bytes,
+                c.tun_dropped_packets,
+                c.tun_dropped_bytes
+            )
+        })
+        .collect()
 }
 
 fn divert_section(dir: &Path, entries: &[(Entry, String)], out: &mut String) {
@@ -240,7 +217,7 @@ fn divert_section(dir: &Path, entries: &[(Entry, String)], out: &mut String) {
         if listed.insert(set) {
             let path = station::naming::set_divert_rules_path(dir, set);
             let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            match read_listing(&path) {
+            match crate::divert_pages::read_listing(&path) {
                 Ok(text) => {
                     let _ = writeln!(out, "divert rules ({file}):");
                     for l in text.lines() {

@@ -6,8 +6,11 @@
 //! per queue with the top-level files being the first queue's table) and
 //! `<out>/summary.json` (totals, per-queue totals and intake counters, the
 //! accounting identity with every term, `complete` with `incomplete_reason`,
-//! the balancer's `source_errors`, `max_rows` and `rows_overflowed`, the
-//! files written), all atomically.
+//! the balancer's `source_errors`, `max_rows` and `rows_overflowed`, with flow
+//! divert on the per-rule counters in `divert` (each rule of the
+//! `divert-rules` listing and every other slot that counted, packets and bytes
+//! mirrored, diverted and dropped at tun, summed over the workers), the files
+//! written), all atomically.
 //!
 //! `complete` is true only when every record queue ended and was drained, the
 //! capture source was read in full (`source_errors` = 0) and the flow tables
@@ -50,6 +53,9 @@ pub struct Report<'a> {
     pub hash_mode: &'static str,
     /// IPFIX export counters (`CJ_EXPORT`; None: off, and no `export` key).
     pub export: Option<crate::ipfix::ExportStats>,
+    /// Flow divert's per-rule counters of the app's queue set, summed over
+    /// the workers (None: no `divert-<q>` page, and no `divert` key).
+    pub divert: Option<crate::divert_pages::DivertSummary>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +87,8 @@ struct SummaryJson<'a> {
     containers: Vec<&'a crate::containers::ContainerTotals>,
     #[serde(skip_serializing_if = "Option::is_none")]
     export: Option<crate::ipfix::ExportStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    divert: Option<&'a crate::divert_pages::DivertSummary>,
     files: Vec<PathBuf>,
 }
 
@@ -162,6 +170,7 @@ impl Report<'_> {
             identity: self.identity,
             containers: self.accounts.containers().rows().collect(),
             export: self.export,
+            divert: self.divert.as_ref(),
             files: files.clone(),
         };
         let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -444,6 +453,7 @@ mod tests {
             max_rows: 1_000_000,
             hash_mode: "ip-hash",
             export: None,
+            divert: None,
         };
         let text = r.text(&[PathBuf::from("/o/flows.csv")]);
         assert!(
@@ -462,5 +472,71 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  /o/flows.csv\n"));
+    }
+
+    #[test]
+    fn summary_json_has_the_per_rule_divert_figures_only_when_divert_pages_exist() {
+        let out = tempfile::tempdir().unwrap();
+        let cluster = tempfile::tempdir().unwrap();
+        let settings = Settings { out_dir: out.path().to_path_buf(), ..Settings::default() };
+        let acc = Accounts::new(Primitives::default_set(), &[0], false);
+        let id = Identity {
+            status: "unchecked",
+            line: String::new(),
+            reason: None,
+            set: 0,
+            terms: Terms::default(),
+            per_queue: vec![],
+            capture_dropped: 0,
+            balancer_ended: false,
+            records_missing: 0,
+            records_lost: 0,
+            source_errors: 0,
+        };
+        let report = |divert| Report {
+            settings: &settings,
+            accounts: &acc,
+            intake: &[],
+            identity: &id,
+            complete: true,
+            incomplete_reason: None,
+            max_rows: 10,
+            hash_mode: "ip-hash",
+            export: None,
+            divert,
+        };
+        let read = || -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap()
+        };
+        report(crate::divert_pages::summary(cluster.path(), 0)).write_summary(Vec::new()).unwrap();
+        assert!(read().get("divert").is_none(), "no divert page, no divert key");
+
+        crate::divert_pages::tests::page(cluster.path(), "divert-0", &[(0, 2, 3), (0, 3, 180)]);
+        crate::divert_pages::tests::page(cluster.path(), "divert-1", &[(0, 2, 2), (0, 3, 120), (1, 0, 1), (1, 1, 60)]);
+        std::fs::write(
+            cluster.path().join("divert-rules"),
+            "# generation 1 of /r\nrule1 line 2 divert port 53\nrule2 line 3 mirror proto icmp\n",
+        )
+        .unwrap();
+        report(crate::divert_pages::summary(cluster.path(), 0)).write_summary(Vec::new()).unwrap();
+        let json = read();
+        let d = &json["divert"];
+        assert_eq!(d["listing"], "divert-rules", "{d:#}");
+        assert_eq!(d["rules_generation"], "generation 1 of /r", "{d:#}");
+        assert_eq!(d["workers"], serde_json::json!([0, 1]), "{d:#}");
+        let r1 = &d["rules"][0];
+        assert_eq!(
+            (r1["slot"].as_str(), r1["rule"].as_str(), r1["line"].as_u64()),
+            (Some("rule1"), Some("divert port 53"), Some(2))
+        );
+        assert_eq!((r1["diverted_packets"].as_u64(), r1["diverted_bytes"].as_u64()), (Some(5), Some(300)), "{d:#}");
+        assert_eq!((r1["mirrored_packets"].as_u64(), r1["tun_dropped_packets"].as_u64()), (Some(0), Some(0)), "{d:#}");
+        let r2 = &d["rules"][1];
+        assert_eq!(
+            (r2["slot"].as_str(), r2["mirrored_packets"].as_u64(), r2["mirrored_bytes"].as_u64()),
+            (Some("rule2"), Some(1), Some(60))
+        );
+        assert_eq!(d["rules"].as_array().map(Vec::len), Some(2), "{d:#}");
+        assert_eq!(d["total"]["diverted_packets"], 5, "{d:#}");
     }
 }

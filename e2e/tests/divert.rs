@@ -10,7 +10,9 @@
 //!   socket on the devices: a tun device has one reader, the detector);
 //! - `divert` flows are missing from flows.csv and `mirror` flows are in it
 //!   whole; the identity holds with `diverted` as its own term, and
-//!   `mirrored` is the mirrored flows' packets;
+//!   `mirrored` is the mirrored flows' packets; summary.json's `divert` has,
+//!   per rule and summed over the workers, the packets the tun devices got of
+//!   that rule's flows and the truth's frame bytes;
 //! - a rules file replaced mid-replay: every worker takes the new rules
 //!   (its page's `divert_rules_generation`; the time it took is printed, not
 //!   asserted: the reloader looks every 200 ms), the flows of
@@ -25,6 +27,15 @@
 //!   count and to the per-rule pages' sum, and the identity holds
 //!   (received = accounted + diverted + counted drops): the worker never
 //!   waits for the device;
+//! - with real Docker containers (three on a network of their own, captured
+//!   with `CJ_IFACE=containers`, UDP echo traffic between every two), the
+//!   rule `divert container <the second one's name>`: the tun device gets
+//!   exactly that container's IP packets, per direction twice what its host
+//!   veth's kernel counters count (each packet is captured on its veth and on
+//!   the peer container's), and containers.csv holds the rest of every veth's
+//!   frames, so per container and direction `containers.csv + tun / 2` equals
+//!   the veth's tx/rx delta, in packets and frame bytes; flows.csv has no row
+//!   of that container; the identity holds with the diverted term;
 //! - without root: a missing tun device stops the detector at start with one
 //!   line saying how to create it, and a malformed rules file with one line
 //!   naming file and line.
@@ -34,8 +45,9 @@
 //! `ip tuntap add`, with IPv6 and forwarding off on them (what the detector
 //! writes into them goes no further than their own input), and deleted at the
 //! end, also when the test fails (a Drop guard). Root, `ip` and `tcpreplay`
-//! are needed for the replay test; without them it is skipped by
-//! `e2e::skip`'s rule (a failure under CI).
+//! are needed for the replay tests, and Docker and a static busybox for the
+//! Docker test (`tests/support/docker.rs`, as `tests/containers.rs` uses);
+//! without them a test is skipped by `e2e::skip`'s rule (a failure under CI).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -46,9 +58,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::live::{is_root, run, try_run, wait_ok, wait_until, Station, Stopped, TestHost};
+use e2e::live::{inventory_text, is_root, run, try_run, wait_ok, wait_until, Station, Stopped, TestHost};
 use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, wait_all, Cluster, RowKey};
 use station::sim::{SimSpec, Truth, TruthRow};
+
+#[path = "support/docker.rs"]
+mod docker_lab;
+
+use docker_lab::{busybox, docker_available, finish_pings, Counters, DockerLab};
 
 /// Replay rate: well within what the pipeline and the tun devices hold.
 const PPS: &str = "10000";
@@ -288,12 +305,14 @@ fn divert_and_mirror_rules_write_exactly_the_selected_flows_to_the_tun_devices()
         ),
     )
     .expect("write rules");
-    let diverted = rows_where(&truth, |r| {
+    let is_diverted = |r: &TruthRow| {
         r.proto == 17
             && (r.src_port == udp_port || r.dst_port == udp_port)
             && (in_ten_slash_eight(&r.src) || in_ten_slash_eight(&r.dst))
-    });
-    let mirrored = rows_where(&truth, |r| r.proto == 6 && (r.src_port == tcp_port || r.dst_port == tcp_port));
+    };
+    let is_mirrored = |r: &TruthRow| r.proto == 6 && (r.src_port == tcp_port || r.dst_port == tcp_port);
+    let diverted = rows_where(&truth, is_diverted);
+    let mirrored = rows_where(&truth, is_mirrored);
     assert!(!diverted.is_empty() && !mirrored.is_empty(), "the rules select flows of the capture");
     let count = |rows: &BTreeMap<RowKey, (u64, u64)>| rows.values().map(|v| v.0).sum::<u64>();
 
@@ -356,6 +375,47 @@ fn divert_and_mirror_rules_write_exactly_the_selected_flows_to_the_tun_devices()
     assert_eq!(terms["tun_dropped"].as_u64(), Some(0), "{id:#}");
     let line = id["line"].as_str().unwrap_or_default();
     assert!(line.contains(&format!("+ diverted {}", count(&diverted))), "{line}");
+
+    // summary.json's per-rule figures, summed over the workers: rule1 (divert) and
+    // rule2 (mirror) carry exactly the packets the tun devices got of their flows,
+    // and the frames' wire bytes of the truth.
+    let on_tun = |rows: &BTreeMap<RowKey, (u64, u64)>| {
+        seen.rows.iter().filter(|(k, _)| rows.contains_key(*k)).map(|(_, v)| v.0).sum::<u64>()
+    };
+    let frame_bytes =
+        |keep: &dyn Fn(&TruthRow) -> bool| truth.rows.iter().filter(|r| keep(r)).map(|r| r.frame_bytes).sum::<u64>();
+    let divert = &summary["divert"];
+    assert_eq!(divert["workers"], serde_json::json!([0, 1]), "{divert:#}");
+    let rule = |slot: &str| {
+        divert["rules"].as_array().into_iter().flatten().find(|r| r["slot"] == slot).cloned().unwrap_or_default()
+    };
+    let figures = |r: &serde_json::Value| {
+        [
+            "mirrored_packets",
+            "mirrored_bytes",
+            "diverted_packets",
+            "diverted_bytes",
+            "tun_dropped_packets",
+            "tun_dropped_bytes",
+        ]
+        .map(|c| r[c].as_u64().unwrap_or(u64::MAX))
+    };
+    let (r1, r2) = (rule("rule1"), rule("rule2"));
+    let text1 = r1["rule"].as_str().unwrap_or_default();
+    assert!(text1.starts_with("divert") && text1.contains(&format!("port {udp_port}")), "{divert:#}");
+    assert!(r2["rule"].as_str().unwrap_or_default().starts_with("mirror"), "{divert:#}");
+    assert_eq!(
+        figures(&r1),
+        [0, 0, on_tun(&diverted), frame_bytes(&is_diverted), 0, 0],
+        "rule1 in summary.json against the tun devices' packets of the diverted flows: {divert:#}"
+    );
+    assert_eq!(
+        figures(&r2),
+        [on_tun(&mirrored), frame_bytes(&is_mirrored), 0, 0, 0, 0],
+        "rule2 in summary.json against the tun devices' packets of the mirrored flows: {divert:#}"
+    );
+    assert_eq!(on_tun(&diverted) + on_tun(&mirrored), seen.packets, "every packet on the tun devices is a rule's");
+    assert_eq!(divert["rules"].as_array().map(Vec::len), Some(2), "no other slot counted: {divert:#}");
     let derr = String::from_utf8_lossy(&detector.stderr);
     assert!(derr.contains("flow divert on: 2 rule(s) from"), "{derr}");
     eprintln!(
@@ -660,4 +720,148 @@ fn a_malformed_rules_file_stops_the_detector_naming_file_and_line() {
         err.trim_end(),
         format!("cj-detector: CJ_DIVERT_RULES: {path}:3: port \"eighty\": expected a port number from 0 to 65535")
     );
+}
+
+/// Ethernet header bytes of a frame on a Docker veth (no tag): frame bytes = IP bytes + this.
+const ETHERNET_HEADER: u64 = 14;
+
+#[test]
+fn a_divert_rule_by_docker_container_name_diverts_exactly_that_containers_flows() {
+    if !is_root() {
+        e2e::skip("needs root (Docker, tun devices, AF_PACKET)");
+        return;
+    }
+    if peer_tool("ip", "iproute2").is_none() {
+        return;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        e2e::skip("no /dev/net/tun (modprobe tun)");
+        return;
+    }
+    if !docker_available() {
+        return;
+    }
+    let Some(bb) = busybox() else { return };
+    let started = Instant::now();
+    let mut lab = DockerLab::new(&bb);
+    for n in ["one", "two", "three"] {
+        lab.start(n);
+    }
+    lab.quiet(&[0, 1, 2]);
+    let name = |i: usize| lab.containers[i].0.clone();
+    let ip = |i: usize| -> IpAddr { lab.containers[i].3.parse().expect("container address") };
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join("divert.rules");
+    std::fs::write(&rules, format!("divert container {}\n", name(1))).expect("write rules");
+    let tuns = TunDevices::new(1, true);
+    let offset = tuns.offset.to_string();
+    let rules_path = rules.display().to_string();
+    let cluster = Cluster::live(&[
+        ("CJ_IFACE", "containers"),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_TUN", "yes"),
+        ("CJ_TUN_OFFSET", &offset),
+        ("CJ_DIVERT_RULES", &rules_path),
+    ]);
+    let reader = TunReader::start(tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect());
+    let rx_before = tuns.rx_packets();
+    let station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
+    // Every veth captured and attributed by name before the first packet: a flow's
+    // verdict is taken at its first packet.
+    for (n, _, veth, _) in &lab.containers {
+        wait_until(&format!("the detector's inventory to attribute {veth} to {n}"), || {
+            let text = inventory_text(&cluster);
+            text.lines().any(|l| l.contains(&format!(": docker {n} id=")) && l.contains(&format!(" veth={veth} ")))
+                && text.lines().any(|l| l.starts_with("source ") && l.ends_with(&format!(": {veth} -> {n}")))
+        });
+    }
+    let before: Vec<Counters> = (0..3).map(|i| lab.counters(i)).collect();
+    finish_pings(vec![
+        ("one->two", lab.ping(0, 1, 30, 100)),
+        ("two->three", lab.ping(1, 2, 20, 1200)),
+        ("three->one", lab.ping(2, 0, 25, 400)),
+    ]);
+    let read = || (0..3).map(|i| lab.counters(i).minus(before[i])).collect::<Vec<Counters>>();
+    let frames: u64 = read().iter().map(|d| d.rx_packets + d.tx_packets).sum();
+    station.wait_received(frames);
+    let mut deltas = Vec::new();
+    let Stopped { detector, out, .. } = station.stop_then(|| deltas = read());
+    wait_until("the tun reader to have every packet the tun device took", || {
+        reader.packets() >= tuns.rx_packets() - rx_before
+    });
+    let on_tun = tuns.rx_packets() - rx_before;
+    let seen = reader.finish();
+    assert_eq!(seen.not_ip, 0, "only IP packets on the tun device");
+    assert!(seen.packets > 0 && seen.packets == on_tun, "the reader saw {} of {on_tun}", seen.packets);
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    for k in seen.rows.keys() {
+        assert!(k.0 == ip(1) || k.1 == ip(1), "only {}'s flows on the tun device: {k:?}\n{derr}", name(1));
+    }
+    // (packets, IP bytes) on the tun device from `src` to `dst` (None: any).
+    let tun = |src: Option<IpAddr>, dst: Option<IpAddr>| {
+        seen.rows
+            .iter()
+            .filter(|(k, _)| src.is_none_or(|s| k.0 == s) && dst.is_none_or(|d| k.1 == d))
+            .fold((0u64, 0u64), |a, (_, v)| (a.0 + v.0, a.1 + v.1))
+    };
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    for (i, d) in deltas.iter().enumerate() {
+        let (n, _, veth, _) = &lab.containers[i];
+        // Container two: every IP packet in and out is diverted (seen on its veth and the
+        // peer's); the others: their packets with two diverted likewise.
+        let (from, to) = if i == 1 {
+            (tun(Some(ip(1)), None), tun(None, Some(ip(1))))
+        } else {
+            (tun(Some(ip(i)), Some(ip(1))), tun(Some(ip(1)), Some(ip(i))))
+        };
+        let row = rows.get(n).copied().unwrap_or_default();
+        let frame = |(p, b): (u64, u64)| (p, b + ETHERNET_HEADER * p);
+        let (from, to) = (frame(from), frame(to));
+        assert_eq!(
+            (2 * row.0 + to.0, 2 * row.1 + from.0, 2 * row.2 + to.1, 2 * row.3 + from.1),
+            (2 * d.tx_packets, 2 * d.rx_packets, 2 * d.tx_bytes, 2 * d.rx_bytes),
+            "{n} (veth {veth}): containers.csv (in, out packets, in, out bytes) {row:?} + the tun device's \
+             packets to {to:?} and from {from:?} (each seen twice) vs kernel {d:?}\n{derr}"
+        );
+        assert!(from.0 > 0 && to.0 > 0, "{n} exchanged diverted packets both ways");
+    }
+    let flows = std::fs::read_to_string(out.path().join("flows.csv")).expect("flows.csv");
+    assert!(!flows.contains(&name(1)), "flows.csv has no row of {}: {flows}", name(1));
+    for i in [0, 2] {
+        assert!(flows.lines().any(|l| l.contains(&name(i))), "flows.csv has {}'s flows: {flows}", name(i));
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    let id = &summary["identity"];
+    assert_eq!(id["status"].as_str(), Some("holds"), "{id:#}");
+    assert_eq!(id["terms"]["difference"].as_i64(), Some(0), "{id:#}");
+    assert_eq!(id["terms"]["diverted"].as_u64(), Some(on_tun), "{id:#}");
+    assert_eq!(id["terms"]["tun_dropped"].as_u64(), Some(0), "{id:#}");
+    let rule1 = &summary["divert"]["rules"][0];
+    assert_eq!(rule1["rule"].as_str(), Some(format!("divert container {}", name(1)).as_str()), "{rule1:#}");
+    assert_eq!(rule1["diverted_packets"].as_u64(), Some(on_tun), "{rule1:#}");
+    eprintln!(
+        "divert by container: {} of {frames} frames of {} diverted to {} in {:.1?}",
+        on_tun,
+        name(1),
+        tuns.names[0],
+        started.elapsed()
+    );
+}
+
+/// One row of containers.csv: (packets in, packets out, frame bytes in, frame bytes out).
+fn read_containers_csv(path: &Path) -> BTreeMap<String, (u64, u64, u64, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("CONTAINER,ID,PACKETS_IN,PACKETS_OUT,FRAME_BYTES_IN,FRAME_BYTES_OUT"),
+        "header: {header}"
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n = |i: usize| -> u64 { f[i].parse().unwrap_or_else(|e| panic!("{l}: {e}")) };
+            (f[0].to_owned(), (n(2), n(3), n(4), n(5)))
+        })
+        .collect()
 }
