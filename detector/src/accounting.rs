@@ -127,8 +127,8 @@ impl Accounting {
         self.flows.stats()
     }
 
-    /// The flow table's bytes and its peak flows ([`FlowTable::memory`]).
-    pub fn flow_table_memory(&self) -> (usize, usize) {
+    /// The flow table's bytes, room and peak flows ([`FlowTable::memory`]).
+    pub fn flow_table_memory(&self) -> (usize, usize, usize) {
         self.flows.memory()
     }
 

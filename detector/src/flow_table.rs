@@ -522,11 +522,12 @@ impl FlowTable {
         self.slab.len()
     }
 
-    /// Bytes the table holds now (slab and index; see [`LruSlab::memory_bytes`])
-    /// and the most flows it has held at once (slab slots are reused before the
-    /// slab grows, so its slot count is that peak).
-    pub fn memory(&self) -> (usize, usize) {
-        (self.slab.memory_bytes(), self.slab.slots() as usize)
+    /// Bytes the table holds now (slab and index; see [`LruSlab::memory_bytes`]),
+    /// the flows it has room for without growing, and the most flows it has
+    /// held at once (slab slots are reused before the slab grows, so its slot
+    /// count is that peak).
+    pub fn memory(&self) -> (usize, usize, usize) {
+        (self.slab.memory_bytes(), self.slab.capacity(), self.slab.slots() as usize)
     }
 
     /// No flow in the table.

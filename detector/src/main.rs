@@ -139,8 +139,14 @@ fn report(s: &WorkerSummary) {
     } else {
         String::new()
     };
-    let per_flow = s.table_bytes.checked_div(s.peak_flows).map_or(String::new(), |b| format!(", {b} B/flow"));
-    eprintln!("(Core {}) flow table: {} bytes for a peak of {} flows{per_flow}", s.queue, s.table_bytes, s.peak_flows);
+    // Bytes per flow of room: the table's cost per flow once it is full (it is reserved and grown
+    // ahead of the flows, so bytes per peak flow would overstate small runs).
+    let per_flow =
+        s.table_bytes.checked_div(s.table_room).map_or(String::new(), |b| format!(", {b} B per flow of room"));
+    eprintln!(
+        "(Core {}) flow table: {} bytes, room for {} flows{per_flow}; peak {} flows",
+        s.queue, s.table_bytes, s.table_room, s.peak_flows
+    );
     eprintln!(
         "(Core {}) ended ({}): {} packets{rate}, {} records{lost}",
         s.queue,

@@ -197,6 +197,8 @@ pub struct WorkerSummary {
     pub packet_span: Duration,
     /// Bytes of the flow table (slab and index) at the end.
     pub table_bytes: usize,
+    /// Flows the table had room for at the end (it grows by doubling).
+    pub table_room: usize,
     /// Most flows the table held at once.
     pub peak_flows: usize,
 }
@@ -390,7 +392,7 @@ fn run(
     // a restarted detector carries on where this one stopped.
     out.finish(cause == EndCause::QueueEnded);
     stats.write(&acct, &out, &divert, true);
-    let (table_bytes, peak_flows) = acct.flow_table_memory();
+    let (table_bytes, table_room, peak_flows) = acct.flow_table_memory();
     Ok(WorkerSummary {
         queue,
         cause,
@@ -402,6 +404,7 @@ fn run(
             _ => Duration::ZERO,
         },
         table_bytes,
+        table_room,
         peak_flows,
     })
 }
