@@ -84,6 +84,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::status::{classify, Entry};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -299,37 +300,6 @@ pub struct Snapshot {
     families: Vec<Family>,
 }
 
-/// `<q>` as (0, q), `<set>-<q>` as (set, q).
-fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
-    match rest.split_once('-') {
-        Some((s, q)) => Some((s.parse().ok()?, q.parse().ok()?)),
-        None => Some((0, rest.parse().ok()?)),
-    }
-}
-
-/// A file of the cluster directory this exporter reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Entry {
-    Packet(u32, u32),
-    Record(u32, u32),
-    Balancer,
-    Worker(u32, u32),
-}
-
-fn classify(name: &str) -> Option<Entry> {
-    if name == "stats-balancer" {
-        return Some(Entry::Balancer);
-    }
-    if let Some(rest) = name.strip_prefix("stats-worker-") {
-        return set_and_queue(rest).map(|(s, q)| Entry::Worker(s, q));
-    }
-    if let Some(rest) = name.strip_prefix("rec-") {
-        return set_and_queue(rest).map(|(s, q)| Entry::Record(s, q));
-    }
-    let (s, q) = name.strip_prefix("pkt-")?.split_once('-')?;
-    Some(Entry::Packet(s.parse().ok()?, q.parse().ok()?))
-}
-
 /// Worker page counters: (page name, family, help, kind, extra label).
 /// (page counter, family, help, kind, extra label).
 type WorkerFamily = (&'static str, &'static str, &'static str, Kind, Option<(&'static str, &'static str)>);
@@ -498,6 +468,8 @@ impl Snapshot {
                     Ok(page) => s.add_worker(set, q, &page, now_ms),
                     Err(_) => unreadable += 1,
                 },
+                // Per-rule divert pages: read with the listing by `add_divert` below.
+                Entry::Divert(..) => {}
             }
         }
         unreadable += s.add_divert(dir);
@@ -971,16 +943,5 @@ mod tests {
         assert!(text.contains("cj_metrics_unreadable_files 1\n"), "{text}");
         assert!(!text.contains("worker=\"0\",rule=\"rule2\""), "{text}");
         assert!(!text.contains("cj_divert_rule_info"), "{text}");
-    }
-
-    #[test]
-    fn queue_and_page_files_are_classified() {
-        assert_eq!(classify("pkt-0-3"), Some(Entry::Packet(0, 3)));
-        assert_eq!(classify("rec-3"), Some(Entry::Record(0, 3)));
-        assert_eq!(classify("rec-1-3"), Some(Entry::Record(1, 3)));
-        assert_eq!(classify("stats-worker-2"), Some(Entry::Worker(0, 2)));
-        assert_eq!(classify("stats-balancer"), Some(Entry::Balancer));
-        assert_eq!(classify("app.sock"), None);
-        assert_eq!(classify("pkt-3"), None);
     }
 }

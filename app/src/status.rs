@@ -33,8 +33,9 @@ pub struct NoQueues {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Entry {
+/// A file of the cluster directory that `cj-app status` and the metrics read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Entry {
     Packet(u32, u32),
     /// (set, queue): `rec-<q>` is set 0, `rec-<set>-<q>` another set.
     Record(u32, u32),
@@ -53,7 +54,8 @@ fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
     }
 }
 
-fn classify(name: &str) -> Option<Entry> {
+/// What a cluster-directory file name is (`None`: nothing these readers read).
+pub(crate) fn classify(name: &str) -> Option<Entry> {
     if name == "stats-balancer" {
         return Some(Entry::Balancer);
     }
@@ -266,6 +268,8 @@ mod tests {
         assert_eq!(classify("divert-rules"), None);
         assert_eq!(classify("divert-rules-1"), None);
         assert_eq!(classify("pkt-x-1"), None);
+        assert_eq!(classify("pkt-3"), None);
+        assert_eq!(classify("app.sock"), None);
         assert_eq!(classify(".rec-1.tmp"), None);
         let mut v = vec![Entry::Record(0, 10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(0, 2)];
         v.sort();
