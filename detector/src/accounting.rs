@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use inventory::Snapshot;
 
-use station::slot::{read_packet, PKT_FLAG_TRUNCATED};
+use station::slot::{read_packet, PacketMeta, PKT_FLAG_TRUNCATED};
 use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
 
 use crate::clock::FlowClock;
@@ -152,13 +152,10 @@ impl Accounting {
     pub fn slot(&mut self, slot: &[u8], sink: &mut impl RecordSink) {
         match read_packet(slot) {
             Some((meta, frame)) => {
-                if meta.flags & PKT_FLAG_TRUNCATED != 0 {
-                    self.counters.truncated += 1;
-                }
                 // A length taken from the frame (IPv4 total length 0 on TSO/BIG
                 // TCP packets, IPv6 jumbograms) counts what the slot cut off too.
                 let s = wire::summarize_wire(frame, meta.wire_len);
-                self.summary_from(meta.source, &s, meta.ts_ns, meta.wire_len, sink);
+                self.frame(&meta, &s, sink);
             }
             None => {
                 self.counters.packets += 1;
@@ -169,6 +166,17 @@ impl Accounting {
                 self.tick(sink);
             }
         }
+    }
+
+    /// Counts one frame of a slot already read and summarized
+    /// (`wire::summarize_wire`): what [`Accounting::slot`] does after parsing,
+    /// for a caller that needed the summary first (the divert verdict).
+    #[inline]
+    pub fn frame(&mut self, meta: &PacketMeta, s: &PacketSummary, sink: &mut impl RecordSink) {
+        if meta.flags & PKT_FLAG_TRUNCATED != 0 {
+            self.counters.truncated += 1;
+        }
+        self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink);
     }
 
     /// Counts one frame by its summary, timestamp and wire length.

@@ -76,8 +76,6 @@
 //!   with ports 0 (the verdict is taken before the fragment table gives them
 //!   their datagram's ports), so a `port` rule does not match them.
 //! - Non-IP and malformed frames are never mirrored or diverted.
-//! - With `CJ_TUN=yes` every IP frame is summarized twice (here and by the
-//!   accounting): the price of leaving the accounting's code alone.
 //! - Per-rule counters: slot n of the page is the n-th rule of the rule set
 //!   that *decided* the flow, whatever its generation; after a reload that
 //!   reorders rules, flows decided earlier go on counting in their old slot.
@@ -96,7 +94,7 @@ use shmq::{CounterPage, QueueError};
 use station::config::StationConfig;
 use station::naming;
 use station::record::ContainerRef;
-use station::slot::read_packet;
+use station::slot::{read_packet, PacketMeta};
 use wire::{FlowKey, PacketSummary};
 
 use crate::accounting::Accounting;
@@ -811,21 +809,27 @@ impl Divert {
     /// verdict says so; given to the accounting unless it was diverted.
     #[inline]
     pub fn slot(&mut self, slot: &[u8], acct: &mut Accounting, sink: &mut impl RecordSink) {
-        if self.on.is_some() && self.packet(slot) == Some(Action::Divert) {
-            return;
+        if self.on.is_none() {
+            return acct.slot(slot, sink);
         }
-        acct.slot(slot, sink);
+        let Some((meta, frame)) = read_packet(slot) else {
+            // A corrupt slot: the accounting counts it as malformed.
+            return acct.slot(slot, sink);
+        };
+        // One parse serves the verdict and the accounting.
+        let s = wire::summarize_wire(frame, meta.wire_len);
+        if self.packet(&meta, frame, &s) != Some(Action::Divert) {
+            acct.frame(&meta, &s, sink);
+        }
     }
 
-    /// The verdict of the slot's flow, acted on (written and counted).
-    fn packet(&mut self, slot: &[u8]) -> Option<Action> {
+    /// The verdict of the frame's flow, acted on (written and counted).
+    fn packet(&mut self, meta: &PacketMeta, frame: &[u8], s: &PacketSummary) -> Option<Action> {
         let on = self.on.as_deref_mut()?;
-        let (meta, frame) = read_packet(slot)?;
-        let s = wire::summarize_wire(frame, meta.wire_len);
         if !s.is_ip() {
             return None;
         }
-        let (slot, act) = on.verdict(&s, meta.source, meta.ts_ns, &mut self.counters)?;
+        let (slot, act) = on.verdict(s, meta.source, meta.ts_ns, &mut self.counters)?;
         let c = &mut self.counters;
         let bytes = u64::from(meta.wire_len);
         match act {
@@ -838,7 +842,7 @@ impl Divert {
                 c.diverted_bytes += bytes;
             }
         }
-        let written = match ip_packet(frame, &s) {
+        let written = match ip_packet(frame, s) {
             Some(ip) => on.write(ip),
             None => false,
         };

@@ -229,13 +229,7 @@ pub fn read_flows_csv(path: &Path) -> BTreeMap<RowKey, (u64, u64)> {
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
         assert!(f.len() >= 7, "short row in {}: {line}", path.display());
-        let key = (
-            f[0].parse().unwrap_or_else(|e| panic!("bad SRC_IP in {line}: {e}")),
-            f[1].parse().unwrap_or_else(|e| panic!("bad DST_IP in {line}: {e}")),
-            f[2].parse().unwrap_or_else(|e| panic!("bad SRC_PORT in {line}: {e}")),
-            f[3].parse().unwrap_or_else(|e| panic!("bad DST_PORT in {line}: {e}")),
-            f[4].to_string(),
-        );
+        let key = row_key(&f, line);
         let val: (u64, u64) = (
             f[5].parse().unwrap_or_else(|e| panic!("bad PACKETS in {line}: {e}")),
             f[6].parse().unwrap_or_else(|e| panic!("bad BYTES in {line}: {e}")),
@@ -245,6 +239,20 @@ pub fn read_flows_csv(path: &Path) -> BTreeMap<RowKey, (u64, u64)> {
         slot.1 += val.1;
     }
     rows
+}
+
+/// The key of a flows.csv row of the default aggregate: its first five columns.
+///
+/// # Panics
+/// When one of them does not parse.
+fn row_key(f: &[&str], line: &str) -> RowKey {
+    (
+        f[0].parse().unwrap_or_else(|e| panic!("bad SRC_IP in {line}: {e}")),
+        f[1].parse().unwrap_or_else(|e| panic!("bad DST_IP in {line}: {e}")),
+        f[2].parse().unwrap_or_else(|e| panic!("bad SRC_PORT in {line}: {e}")),
+        f[3].parse().unwrap_or_else(|e| panic!("bad DST_PORT in {line}: {e}")),
+        f[4].to_string(),
+    )
 }
 
 /// The generator's truth in the same shape (VLANs merged, as the default aggregate has no VLAN).
@@ -322,13 +330,7 @@ pub fn read_flows_csv_counters(path: &Path) -> BTreeMap<RowKey, RowCounters> {
         assert_eq!(f.len(), 11, "row of {} is not 11 columns: {line}", path.display());
         let num =
             |i: usize, name: &str| -> u64 { f[i].parse().unwrap_or_else(|e| panic!("bad {name} in {line}: {e}")) };
-        let key = (
-            f[0].parse().unwrap_or_else(|e| panic!("bad SRC_IP in {line}: {e}")),
-            f[1].parse().unwrap_or_else(|e| panic!("bad DST_IP in {line}: {e}")),
-            f[2].parse().unwrap_or_else(|e| panic!("bad SRC_PORT in {line}: {e}")),
-            f[3].parse().unwrap_or_else(|e| panic!("bad DST_PORT in {line}: {e}")),
-            f[4].to_string(),
-        );
+        let key = row_key(&f, line);
         let slot: &mut RowCounters = rows.entry(key).or_default();
         slot.packets += num(5, "PACKETS");
         slot.bytes += num(6, "BYTES");
