@@ -251,8 +251,20 @@ fn cj_group_lets_its_members_run_status_without_root_and_others_still_get_nothin
     for name in ["pkt-0-0", "rec-0", "stats-balancer", "stats-worker-0"] {
         assert_eq!(meta(&dir.join(name)), (0, reader.gid, 0o660), "{name}: root, CJ_GROUP, 0660");
     }
+    // A copy of cj-app the users can execute: the build tree may sit under a directory only
+    // root can enter (a CI checkout in a 0700 temporary directory).
+    let bin_dir = tempfile::Builder::new().prefix("cj-bin.").tempdir_in("/tmp").expect("bin dir");
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod bin dir");
+    let app = bin_dir.path().join("cj-app");
+    std::fs::copy(e2e::bin("cj-app"), &app).expect("copy cj-app");
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod cj-app");
     let status_as = |user: &HostileUser| {
-        let mut cmd = cluster.command("cj-app");
+        let mut cmd = Command::new(&app);
+        e2e::scrub_station_env(&mut cmd);
+        cmd.env("CJ_SHM_DIR", cluster.shm.path());
+        for (k, v) in &cluster.vars {
+            cmd.env(k, v);
+        }
         cmd.arg("status").uid(user.uid).gid(user.gid).stdin(Stdio::null());
         cmd.output().expect("run cj-app status")
     };
