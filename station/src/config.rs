@@ -423,6 +423,9 @@ pub struct StationConfig {
     /// Where each variable's value came from (`default`, `FILE:LINE`,
     /// `environment`), by variable name; see [`StationConfig::origin`].
     pub origins: BTreeMap<String, String>,
+    /// Each variable's value as given (before parsing), by variable name; see
+    /// [`StationConfig::resolved`].
+    pub values: BTreeMap<String, String>,
 }
 
 impl Default for StationConfig {
@@ -538,6 +541,15 @@ impl StationConfig {
         self.origins.get(var).map_or("default", String::as_str)
     }
 
+    /// Every variable of [`VARIABLES`], in its order, with its value as given
+    /// (before parsing: `CJ_WAIT=Busy` stays `Busy`) and its origin.
+    pub fn resolved(&self) -> impl Iterator<Item = (&'static str, &str, &str)> {
+        VARIABLES.iter().map(|v| {
+            let value = self.values.get(v.name).map_or(v.default, String::as_str);
+            (v.name, value, self.origin(v.name))
+        })
+    }
+
     /// `<CJ_SHM_DIR>/conjure-<CJ_CLUSTER_ID>`.
     pub fn cluster_dir(&self) -> PathBuf {
         crate::naming::cluster_dir(&self.shm_dir, self.cluster_id)
@@ -608,6 +620,7 @@ impl Source for MapSource {
 struct Raw {
     map: Map<String, Value>,
     origins: BTreeMap<String, String>,
+    values: BTreeMap<String, String>,
 }
 
 /// A value and where it came from.
@@ -692,7 +705,7 @@ impl Item {
 
 impl Raw {
     fn new(map: Map<String, Value>) -> Self {
-        Self { map, origins: BTreeMap::new() }
+        Self { map, origins: BTreeMap::new(), values: BTreeMap::new() }
     }
 
     fn get(&mut self, var: &'static str) -> Item {
@@ -709,6 +722,7 @@ impl Raw {
             None => (String::new(), "default".to_owned()),
         };
         self.origins.insert(var.to_owned(), origin.clone());
+        self.values.insert(var.to_owned(), value.clone());
         Item { var, value, origin }
     }
 
@@ -789,6 +803,13 @@ impl Raw {
         for v in ["PFRING_VER", "PF_DRIVER", "CJ_IP4_ADDR", "CJ_IP6_ADDR"] {
             self.get(v);
         }
+        // Variables only the deployment scripts use (CJ_HUGEPAGES, ...) are not
+        // parsed here, but keep their value and origin for `resolved`.
+        for v in VARIABLES {
+            if !self.values.contains_key(v.name) {
+                self.get(v.name);
+            }
+        }
         Ok(StationConfig {
             iface,
             cluster_id,
@@ -825,6 +846,7 @@ impl Raw {
             tun_offset,
             divert_rules,
             origins: self.origins,
+            values: self.values,
         })
     }
 }
@@ -1798,6 +1820,20 @@ mod tests {
             err_env("CJ_APP_MAX_ROWS", "0"),
             r#"CJ_APP_MAX_ROWS="0" (environment): expected a whole number from 1 to 1000000000"#
         );
+    }
+
+    #[test]
+    fn resolved_lists_every_variable_with_its_value_as_given_and_its_origin() {
+        let env = vec![("CJ_WAIT".to_owned(), "Busy".to_owned())];
+        let c = StationConfig::load_from(&env, None).unwrap();
+        let all: Vec<_> = c.resolved().collect();
+        assert_eq!(all.len(), VARIABLES.len());
+        // Every variable is read by the loader (none falls back to the table's default unseen).
+        for v in VARIABLES {
+            assert!(c.values.contains_key(v.name), "{} is not read by the loader", v.name);
+        }
+        assert!(all.contains(&("CJ_WAIT", "Busy", "environment")));
+        assert!(all.contains(&("CJ_CLUSTER_ID", "98", "default")));
     }
 
     #[test]
