@@ -42,7 +42,7 @@ use crate::settings::{Primitive, Primitives};
 ///
 /// The derived order (VLAN, IP version, src, dst, ports, protocol) is the tie
 /// breaker when rows have equal bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Key {
     /// Outer VLAN id.
     pub vlan: u16,
@@ -84,7 +84,7 @@ impl Key {
 }
 
 /// The counters of a row.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Packets.
     pub packets: u64,
@@ -122,7 +122,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// ([`Key::OVERFLOW`]) instead, and counted in [`Aggregate::overflowed`]. Rows
 /// already present keep counting exactly, every total stays exact, and the
 /// table never holds more than `max_rows + 1` rows.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Aggregate {
     primitives: Primitives,
     rows: FastMap<Key, Counters>,
@@ -262,7 +262,7 @@ impl Aggregate {
 }
 
 /// Totals of the records of one queue (or of all).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     /// Valid records of every kind.
     pub records: u64,
@@ -345,7 +345,7 @@ impl Totals {
 
 /// Everything the app has accounted: one merged table, or one per queue in
 /// fan-out mode (where every worker sees every packet), plus per-queue totals.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Accounts {
     queues: Vec<u32>,
     fan_out: bool,

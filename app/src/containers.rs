@@ -30,7 +30,7 @@ use crate::aggregate::Aggregate;
 use crate::settings::Primitives;
 
 /// Counters of one protocol of one container.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProtoCounters {
     /// Frames into the container.
     pub packets_in: u64,
@@ -43,7 +43,7 @@ pub struct ProtoCounters {
 }
 
 /// One container's totals.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ContainerTotals {
     /// Name.
     pub name: String,
@@ -74,7 +74,7 @@ pub struct ContainerTotals {
 }
 
 /// Every container's totals, and optional per-container flow tables.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Containers {
     rows: BTreeMap<(String, String), ContainerTotals>,
     logs: Option<BTreeMap<(String, String), Aggregate>>,

@@ -21,6 +21,11 @@
 //!   restart, logged, not counted.
 //! - [`Intake::poll`] waits with the CJ_WAIT strategy only when every queue was
 //!   empty in a whole round.
+//! - Holding ([`Intake::hold_releases`], cj-app's checkpoint): slots are
+//!   released only by [`Intake::release_all`], after the caller has saved what
+//!   it read ([`Intake::saved`]); [`Intake::restore`] continues a saved intake
+//!   exactly: it skips what the queue still holds of the saved records and
+//!   refuses a queue that was re-created or read past the saved position.
 //! - A queue ends when its producer closed it and everything was read. When
 //!   every queue is found closed and drained by an earlier consumer at attach
 //!   (left by a finished run), they are stale: the app waits for a producer to
@@ -49,7 +54,7 @@ pub struct IntakeError {
 }
 
 /// Counters of one queue's intake.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IntakeStats {
     /// Valid records handed on.
     pub records: u64,
@@ -78,6 +83,56 @@ struct Source {
     stale: Option<u32>,
 }
 
+/// One queue's intake as saved in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedQueue {
+    /// The queue number.
+    pub queue: u32,
+    /// Records popped from it (its consumer position) when saved.
+    pub position: u64,
+    /// The sequence number expected next.
+    pub next_seq: Option<u64>,
+    /// Its counters.
+    pub stats: IntakeStats,
+}
+
+/// Why a saved intake cannot be continued.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Other queues than the saved ones.
+    #[error("the checkpoint is of record queues {saved:?}, this cj-app reads {now:?}")]
+    Queues {
+        /// Saved.
+        saved: Vec<u32>,
+        /// Now.
+        now: Vec<u32>,
+    },
+    /// The queue holds fewer records than the checkpoint read: a new queue.
+    #[error(
+        "{path}: the checkpoint read {saved} records of it, the queue has only ever had {published}:          the queue was re-created (a reboot, or its directory was cleared) since the checkpoint"
+    )]
+    Recreated {
+        /// The queue file.
+        path: String,
+        /// Records read at the checkpoint.
+        saved: u64,
+        /// Records the queue has had.
+        published: u64,
+    },
+    /// Released past the checkpoint: another consumer read it since.
+    #[error(
+        "{path}: records up to {released} were released by a consumer, the checkpoint read only {saved}:          another cj-app read this queue since the checkpoint"
+    )]
+    ReadPast {
+        /// The queue file.
+        path: String,
+        /// Records read at the checkpoint.
+        saved: u64,
+        /// Released by some consumer.
+        released: u64,
+    },
+}
+
 /// What one call of [`Intake::poll`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Poll {
@@ -93,6 +148,8 @@ pub enum Poll {
 pub struct Intake {
     sources: Vec<Source>,
     waiter: Waiter,
+    /// Release only in [`Intake::release_all`].
+    hold: bool,
 }
 
 impl std::fmt::Debug for Intake {
@@ -143,7 +200,82 @@ impl Intake {
                 s.stale = None;
             }
         }
-        Ok(Intake { sources, waiter: Waiter::new(cfg.wait.strategy()) })
+        Ok(Intake { sources, waiter: Waiter::new(cfg.wait.strategy()), hold: false })
+    }
+
+    /// From now on slots are released only by [`Intake::release_all`].
+    pub fn hold_releases(&mut self) {
+        self.hold = true;
+        for s in &mut self.sources {
+            s.consumer.hold_releases();
+        }
+    }
+
+    /// Whether some queue has half of its slots or more popped and not
+    /// released: the caller should save and [`Intake::release_all`] now, before
+    /// its producer has to wait for room.
+    pub fn should_release(&self) -> bool {
+        self.sources.iter().any(|s| s.consumer.unreleased() >= s.consumer.stats().capacity / 2)
+    }
+
+    /// Gives every popped slot back to the producers.
+    pub fn release_all(&mut self) {
+        for s in &mut self.sources {
+            s.consumer.release();
+        }
+    }
+
+    /// What a checkpoint keeps of the intake.
+    pub fn saved(&self) -> Vec<SavedQueue> {
+        self.sources
+            .iter()
+            .map(|s| SavedQueue {
+                queue: s.queue,
+                position: s.consumer.position(),
+                next_seq: s.next_seq,
+                stats: s.stats,
+            })
+            .collect()
+    }
+
+    /// Continues a saved intake: the counters and sequence checks go on from
+    /// `saved`, and records the checkpoint already read that the queue still
+    /// holds (popped but not released when the app stopped) are skipped.
+    /// Returns how many were skipped.
+    ///
+    /// # Errors
+    /// Other queues, a queue re-created since, or one read past the saved position.
+    pub fn restore(&mut self, saved: &[SavedQueue]) -> Result<u64, RestoreError> {
+        let now = self.queues();
+        if saved.iter().map(|s| s.queue).ne(now.iter().copied()) {
+            return Err(RestoreError::Queues { saved: saved.iter().map(|s| s.queue).collect(), now });
+        }
+        // Check every queue before changing any.
+        for (src, sv) in self.sources.iter_mut().zip(saved) {
+            let path = src.path.display().to_string();
+            let (released, published) = (src.consumer.position(), src.consumer.published());
+            if published < sv.position {
+                return Err(RestoreError::Recreated { path, saved: sv.position, published });
+            }
+            if released > sv.position {
+                return Err(RestoreError::ReadPast { path, saved: sv.position, released });
+            }
+        }
+        let mut skipped = 0;
+        for (src, sv) in self.sources.iter_mut().zip(saved) {
+            while src.consumer.position() < sv.position {
+                // Checked above: the queue has published past sv.position.
+                if src.consumer.pop_with(|_| ()).is_none() {
+                    break;
+                }
+                skipped += 1;
+            }
+            src.consumer.release();
+            src.next_seq = sv.next_seq;
+            src.stats = IntakeStats { ended: false, ..sv.stats };
+            src.stale = None;
+        }
+        Ok(skipped)
     }
 
     /// The queue numbers, in intake order (the index is what `poll` reports).
@@ -175,7 +307,9 @@ impl Intake {
                 src.take(slot, |r| sink(qi, r));
             }
             if n > 0 {
-                src.consumer.release();
+                if !self.hold {
+                    src.consumer.release();
+                }
                 read += n;
                 live += 1;
             } else if src.consumer.state() == QueueState::Ended
@@ -305,6 +439,67 @@ mod tests {
         let st = intake.stats()[0];
         // The skipped record's sequence number is not trusted: it shows as one record missing.
         assert_eq!((st.records, st.records_invalid, st.records_gap, st.records_missing), (2, 1, 1, 1));
+    }
+
+    fn record(seq: u64) -> FlowRecord {
+        let mut r = FlowRecord {
+            seq,
+            kind: RecordKind::Ip as u8,
+            ip_version: 4,
+            end_reason: EndReason::IdleTimeout as u8,
+            ..Default::default()
+        };
+        r.stamp_layout();
+        r
+    }
+
+    #[test]
+    fn a_restored_intake_skips_what_the_checkpoint_read_and_goes_on_with_the_rest() {
+        let shm = tempfile::tempdir().unwrap();
+        let cfg =
+            StationConfig { shm_dir: shm.path().to_path_buf(), record_queue_slots: 64, ..StationConfig::default() };
+        let spec = QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: 64 };
+        let path = naming::set_record_queue_path(&cfg.cluster_dir(), 0, 0);
+        let mut p = QueueFile::open_or_create(&path, spec).unwrap().into_producer();
+        for seq in 0..10 {
+            p.push(record(seq).as_bytes()).unwrap();
+        }
+        p.publish();
+        // First app: reads 10 records, checkpoints them, then dies before releasing (a SIGKILL).
+        let mut first = Intake::attach(&cfg).unwrap();
+        first.hold_releases();
+        let mut n = 0;
+        while n < 10 {
+            if let Poll::Progress(k) = first.poll(|_, _| {}) {
+                n += k;
+            }
+        }
+        let saved = first.saved();
+        assert_eq!(saved[0].position, 10);
+        drop(first);
+        for seq in 10..15 {
+            p.push(record(seq).as_bytes()).unwrap();
+        }
+        p.publish();
+        p.close();
+        // Second app: the queue still holds all 15; the 10 saved ones are skipped, not counted again.
+        let mut second = Intake::attach(&cfg).unwrap();
+        second.hold_releases();
+        assert_eq!(second.restore(&saved).unwrap(), 10);
+        let mut got = Vec::new();
+        while second.poll(|_, r| got.push(r.seq)) != Poll::AllEnded {}
+        assert_eq!(got, (10..15).collect::<Vec<_>>());
+        let st = second.stats()[0];
+        assert_eq!((st.records, st.records_gap, st.records_missing), (15, 0, 0));
+        second.release_all();
+        drop(second);
+        // A checkpoint behind what was released since (another app read on) is refused.
+        let mut third = Intake::attach(&cfg).unwrap();
+        let e = third.restore(&saved).unwrap_err();
+        assert!(matches!(e, RestoreError::ReadPast { saved: 10, released: 15, .. }), "{e}");
+        // One ahead of everything the queue ever had: the queue was re-created.
+        let ahead = [SavedQueue { position: 99, ..saved[0] }];
+        assert!(matches!(third.restore(&ahead).unwrap_err(), RestoreError::Recreated { published: 15, .. }));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 
 mod aggregate;
+mod checkpoint;
 mod containers;
 mod control;
 mod divert_pages;
@@ -72,6 +73,10 @@ enum AppError {
     /// The query socket cannot be created, or `cj-app query` failed.
     #[error("{0}")]
     Query(#[from] query::QueryError),
+    #[error("{0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("cannot continue the checkpoint in the output directory: {0}; move it away to start from zero")]
+    Restore(#[from] intake::RestoreError),
     /// A signal handler cannot be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signal(std::io::Error),
@@ -80,7 +85,11 @@ enum AppError {
 impl AppError {
     fn exit_code(&self) -> u8 {
         match self {
-            AppError::Settings(_) | AppError::Config(_) | AppError::OutDir(_) => 2,
+            AppError::Settings(_)
+            | AppError::Config(_)
+            | AppError::OutDir(_)
+            | AppError::Checkpoint(_)
+            | AppError::Restore(_) => 2,
             AppError::Intake(_)
             | AppError::Write(_)
             | AppError::NoQueues(_)
@@ -134,6 +143,33 @@ struct Run {
     accounts: Accounts,
     /// `CJ_EXPORT`'s IPFIX exporter, fed every record the intake takes (None: off).
     exporter: Option<ipfix::Exporter>,
+    /// `<out dir>/checkpoint` and what it must fit.
+    checkpoint: PathBuf,
+    fit: checkpoint::Fit,
+    /// A failed checkpoint was warned about (once until one succeeds).
+    checkpoint_warned: bool,
+}
+
+impl Run {
+    /// Saves the accounts with the intake's positions, then releases the
+    /// record-queue slots read so far (checkpoint.rs). A checkpoint that cannot
+    /// be written is warned about and the slots are released anyway: holding
+    /// them would stall the detector, and what is lost is only what a crash
+    /// before the next good checkpoint would lose.
+    fn checkpoint(&mut self) {
+        match checkpoint::save(&self.checkpoint, &self.fit, self.intake.saved(), &self.accounts) {
+            Ok(()) => self.checkpoint_warned = false,
+            Err(e) if !self.checkpoint_warned => {
+                self.checkpoint_warned = true;
+                eprintln!(
+                    "cj-app: warning: {e}; the record-queue slots are released anyway (the detector must not stall): \
+                     until a checkpoint succeeds, a restarted cj-app would not continue these totals"
+                );
+            }
+            Err(_) => {}
+        }
+        self.intake.release_all();
+    }
 }
 
 impl Run {
@@ -288,12 +324,40 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(AppError::Signal)?;
     }
 
-    let intake = Intake::attach(&cfg)?;
+    let mut intake = Intake::attach(&cfg)?;
     let fan_out = cfg.hash_mode == HashMode::FanOut;
     let max_rows = usize::try_from(cfg.app_max_rows).unwrap_or(usize::MAX);
-    let accounts = Accounts::new(settings.primitives, &intake.queues(), fan_out)
-        .with_max_rows(max_rows)
-        .with_container_logs(settings.container_logs);
+    // Slots are released only once they are in a checkpoint (checkpoint.rs).
+    intake.hold_releases();
+    let fit = checkpoint::fit_of(&cfg, &settings, fan_out);
+    let checkpoint_path = checkpoint::path(&settings.out_dir);
+    let accounts = match checkpoint::load(&checkpoint_path, &fit)? {
+        Some(loaded) => {
+            let skipped = intake.restore(&loaded.intake)?;
+            eprintln!(
+                "cj-app: continuing from {}: {} record(s) counted before this start, {} of them still queued and \
+                 skipped",
+                checkpoint_path.display(),
+                loaded.intake.iter().map(|q| q.stats.records).sum::<u64>(),
+                skipped
+            );
+            loaded.accounts
+        }
+        None => {
+            let read_before: Vec<u32> =
+                intake.saved().iter().filter(|q| q.next_seq.is_none()).map(|q| q.queue).collect();
+            if !read_before.is_empty() {
+                eprintln!(
+                    "cj-app: warning: record queue(s) {read_before:?} were read by an earlier cj-app, and {} holds no \
+                     checkpoint of it: what it read is not in these totals (the identity will say so)",
+                    settings.out_dir.display()
+                );
+            }
+            Accounts::new(settings.primitives, &intake.queues(), fan_out)
+                .with_max_rows(max_rows)
+                .with_container_logs(settings.container_logs)
+        }
+    };
     // The service threads ask the main loop, which alone owns the tables (see `control`).
     let (control, asker) = control::Control::new();
     let socket = query::listen(&cfg.cluster_dir(), cfg.queue_set)?;
@@ -324,7 +388,8 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
     eprintln!("cj-app: {started_line}");
     let mut notifier = station::notify::Notifier::from_env("cj-app");
     notifier.ready(&started_line);
-    let mut run = Run { cfg, settings, intake, accounts, exporter };
+    let mut run =
+        Run { cfg, settings, intake, accounts, exporter, checkpoint: checkpoint_path, fit, checkpoint_warned: false };
 
     let started = Instant::now();
     let mut next_refresh = run.settings.refresh.map(|d| started + d);
@@ -349,6 +414,9 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
         if run.poll() == Poll::AllEnded {
             break (true, true);
         }
+        if run.intake.should_release() {
+            run.checkpoint();
+        }
         let now = Instant::now();
         if let Some(e) = run.exporter.as_mut() {
             e.tick(now);
@@ -362,6 +430,7 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
                         every.as_secs()
                     );
                 }
+                run.checkpoint();
                 next_refresh = Some(next_deadline(at, every, now));
             }
         }
@@ -379,6 +448,14 @@ fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
         e.flush();
     }
     let (_, text) = run.report_and_write(complete, drained, true)?;
+    if complete {
+        // Every queue read to its end and the files written: the next run starts from zero.
+        run.intake.release_all();
+        checkpoint::remove(&run.checkpoint)?;
+    } else {
+        // Stopped mid-stream: a restarted cj-app continues from here.
+        run.checkpoint();
+    }
     print!("{text}");
     Ok(())
 }

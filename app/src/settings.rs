@@ -146,7 +146,7 @@ pub fn valid_primitives() -> String {
 }
 
 /// A set of primitives; iterates in output column order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Primitives(u8);
 
 impl Primitives {

@@ -15,6 +15,10 @@
 //! Delivery across restarts: exactly-once for released messages, at-least-once
 //! for messages that were popped but not released when the consumer died (a new
 //! consumer starts at the stored consumer index and sees them again, in order).
+//! A consumer that must persist what it read before the producer may reuse the
+//! slots ([`Consumer::hold_releases`]) releases only when it says so; it then
+//! holds at most the queue's capacity, and its producer waits (or drops, by its
+//! own policy) while every slot is held.
 
 use std::fmt;
 use std::slice;
@@ -44,6 +48,8 @@ pub struct Consumer {
     cached_tail: u64,
     /// Slots whose length word exceeded the payload size.
     corrupt: u64,
+    /// Release only on an explicit [`Consumer::release`] ([`Consumer::hold_releases`]).
+    hold: bool,
 }
 
 // A Consumer may move to another thread (it owns its mapping; shared state is
@@ -61,7 +67,7 @@ impl Consumer {
         h.consumer_attaches.fetch_add(1, Ordering::Relaxed);
         let head = h.consumer.0.head.load(Ordering::Acquire);
         let cached_tail = h.producer.0.tail.load(Ordering::Acquire);
-        Consumer { ring, head, released: head, cached_tail, corrupt: 0 }
+        Consumer { ring, head, released: head, cached_tail, corrupt: 0, hold: false }
     }
 
     /// Largest message in bytes.
@@ -73,6 +79,25 @@ impl Consumer {
     /// queue, counting re-deliveries once).
     pub fn position(&self) -> u64 {
         self.head
+    }
+
+    /// From now on popped slots are given back only by an explicit
+    /// [`Consumer::release`]: not when [`Consumer::pop_with`] finds nothing, not
+    /// by [`Consumer::state`], not on drop. For a consumer that persists what it
+    /// read first (a checkpoint) and must not let the producer overwrite a slot
+    /// it may have to read again after a crash.
+    pub fn hold_releases(&mut self) {
+        self.hold = true;
+    }
+
+    /// Messages popped but not yet released.
+    pub fn unreleased(&self) -> u64 {
+        self.head.wrapping_sub(self.released)
+    }
+
+    /// Messages the producer has published in this queue's life (its index).
+    pub fn published(&self) -> u64 {
+        self.ring.header().producer.0.tail.load(Ordering::Acquire)
     }
 
     /// Slots read by this consumer whose length word was larger than the
@@ -100,7 +125,9 @@ impl Consumer {
     #[inline]
     pub fn pop_with<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
         if !self.has_message() {
-            self.release();
+            if !self.hold {
+                self.release();
+            }
             return None;
         }
         let slot = self.ring.slot(self.head);
@@ -137,7 +164,9 @@ impl Consumer {
         if self.has_message() {
             return QueueState::Ready;
         }
-        self.release();
+        if !self.hold {
+            self.release();
+        }
         let h = self.ring.header();
         if h.closed.load(Ordering::Acquire) == 0 {
             return QueueState::Empty;
@@ -157,9 +186,12 @@ impl Consumer {
 }
 
 impl Drop for Consumer {
-    /// Releases what was popped: a consumer that stops on purpose has handled it.
+    /// Releases what was popped: a consumer that stops on purpose has handled it
+    /// (unless it holds releases: then only what it released explicitly counts).
     fn drop(&mut self) {
-        self.release();
+        if !self.hold {
+            self.release();
+        }
     }
 }
 

@@ -413,3 +413,33 @@ fn stress_threads_single_slot_backoff() {
 fn stress_threads_unbatched_odd_batch() {
     stress(500_000, 8, WaitStrategy::DEFAULT_BACKOFF, 7);
 }
+
+#[test]
+fn a_holding_consumer_gives_slots_back_only_when_it_releases() {
+    let (_d, path) = tmp();
+    let (mut p, mut c) = pair(&path, spec(32, 4));
+    c.hold_releases();
+    for i in 0..4u8 {
+        p.push(&[i]).unwrap();
+    }
+    p.publish();
+    for i in 0..4u8 {
+        assert_eq!(pop_vec(&mut c), Some(vec![i]));
+    }
+    // Nothing left: a holding consumer still owns every slot, so the producer is full.
+    assert_eq!(pop_vec(&mut c), None);
+    assert_eq!(c.state(), QueueState::Empty);
+    assert_eq!(c.unreleased(), 4);
+    assert!(p.push(&[9]).is_err(), "a held slot was handed back to the producer");
+    // A consumer that dies holding slots (dropped here) leaves them to its successor.
+    drop(c);
+    let mut again = QueueFile::open_or_create(&path, spec(32, 4)).unwrap().into_consumer();
+    assert_eq!(again.position(), 0);
+    assert_eq!(again.published(), 4);
+    assert_eq!(pop_vec(&mut again), Some(vec![0]));
+    again.hold_releases();
+    again.release();
+    assert_eq!(again.unreleased(), 0);
+    assert_eq!(again.stats().dequeued, 1);
+    p.push(&[4]).unwrap();
+}

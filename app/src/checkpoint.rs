@@ -1,0 +1,348 @@
+//! The app's checkpoint: its accounts together with its record-queue read
+//! positions, so that a restarted cj-app continues the totals with nothing lost
+//! and nothing counted twice (DESIGN.md "Restarts").
+//!
+//! Guarantees:
+//! - cj-app holds the record-queue slots it has read until they are in a
+//!   checkpoint: it saves `<out dir>/checkpoint` (the accounts, and per queue
+//!   the read position, the expected sequence number and the intake counters)
+//!   and only then releases the slots. It saves when a queue has half of its
+//!   slots held, at every refresh (CJ_REFRESH) and when stopped by a signal.
+//! - The file is replaced atomically (a temporary file of its own, written,
+//!   renamed), so a SIGKILL at any point leaves the previous
+//!   checkpoint or the new one, and slots not in the file were never released:
+//!   the queue still holds them for the next cj-app.
+//! - A cj-app started with a checkpoint in its output directory loads it,
+//!   skips the records the queues still hold that the checkpoint has already
+//!   counted, and goes on: its files, totals and identity are those of one
+//!   uninterrupted run.
+//! - A run that reads every queue to its end writes its files and then removes
+//!   the checkpoint: the next run starts from zero.
+//! - A checkpoint that does not fit this run (other queues, queue set,
+//!   aggregation primitives, fan-out, row limit, container logs or record
+//!   layout; a queue re-created or read by someone else since; a damaged or
+//!   unsafe file) stops cj-app with a one-line error naming the fix: the totals
+//!   it holds are neither overwritten nor silently ignored.
+//! - The file is opened without following a symbolic link, must be a regular
+//!   file owned by this user and writable by no one else, and is decoded with
+//!   its own length as the limit: a damaged file cannot make cj-app allocate
+//!   without bound.
+//!
+//! Not guaranteed:
+//! - IPFIX export is at least once across a crash: records read after the last
+//!   checkpoint are exported again by the restarted app (the collector sees
+//!   them twice); the files and totals are exact.
+//! - A checkpoint costs one pass over the accounts (encoding and writing every
+//!   row): with the default 65536-slot record queues at most once per 32768
+//!   records of a queue, plus once per refresh and at a signal.
+//! - A power loss: the checkpoint is not fsynced, because the record queues
+//!   (in memory, under CJ_SHM_DIR) do not survive one either; a checkpoint
+//!   whose queues were re-created is refused, as above.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use station::record::RECORD_LAYOUT_VERSION;
+
+use crate::aggregate::Accounts;
+use crate::intake::SavedQueue;
+use crate::settings::Primitives;
+
+/// The file name, in the output directory.
+pub const FILE_NAME: &str = "checkpoint";
+
+/// The first bytes of the file: what it is, and the encoding's version.
+const MAGIC: &[u8; 16] = b"cj-app ckpt v1\n\0";
+
+/// What must be the same for a checkpoint to continue in this run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fit {
+    /// FlowRecord layout version of the build.
+    pub record_layout: u32,
+    /// The cluster directory (CJ_SHM_DIR, CJ_CLUSTER_ID).
+    pub cluster_dir: String,
+    /// CJ_QUEUE_SET.
+    pub queue_set: u32,
+    /// The aggregation primitives.
+    pub primitives: Primitives,
+    /// One table per queue.
+    pub fan_out: bool,
+    /// CJ_APP_MAX_ROWS.
+    pub max_rows: u64,
+    /// Per-container flow logs.
+    pub container_logs: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body<A> {
+    fit: Fit,
+    intake: Vec<SavedQueue>,
+    accounts: A,
+}
+
+/// What a checkpoint holds.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The intake, per queue.
+    pub intake: Vec<SavedQueue>,
+    /// The accounts.
+    pub accounts: Accounts,
+}
+
+/// A checkpoint that cannot be read or used, or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Unsafe or unreadable.
+    #[error("checkpoint {path}: {reason}; move it away to start from zero (its totals are then not continued)")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Made by another configuration.
+    #[error(
+        "checkpoint {path} was made with {field} {saved}, this run has {now}: start cj-app with the configuration \
+         that made it, or move it away to start from zero"
+    )]
+    Misfit {
+        /// The file.
+        path: PathBuf,
+        /// Which setting.
+        field: &'static str,
+        /// In the file.
+        saved: String,
+        /// Now.
+        now: String,
+    },
+    /// Cannot be written.
+    #[error("cannot write checkpoint {path}: {cause}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// The checkpoint file of an output directory.
+pub fn path(out_dir: &Path) -> PathBuf {
+    out_dir.join(FILE_NAME)
+}
+
+/// Saves `accounts` and `intake` atomically.
+///
+/// # Errors
+/// The file cannot be written (the caller decides whether to release anyway).
+pub fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts) -> Result<(), CheckpointError> {
+    let body = Body { fit: fit.clone(), intake, accounts };
+    let err = |cause: String| CheckpointError::Write { path: path.to_path_buf(), cause };
+    let mut bytes = MAGIC.to_vec();
+    bincode::serialize_into(&mut bytes, &body).map_err(|e| err(e.to_string()))?;
+    // Not fsynced: a power loss also loses the record queues (in memory), so a
+    // synced checkpoint could not be continued anyway; atomic for processes is what counts.
+    shmq::files::write_atomic_unsynced(path, &bytes, crate::sinks::OUT_FILE_MODE).map_err(|e| err(e.to_string()))
+}
+
+/// Loads the checkpoint at `path`, or `None` when there is none.
+///
+/// # Errors
+/// Unsafe (a link, not a regular file, another owner, writable by others),
+/// unreadable, damaged, or made by a configuration other than `fit`.
+pub fn load(path: &Path, fit: &Fit) -> Result<Option<Loaded>, CheckpointError> {
+    let unusable = |reason: String| CheckpointError::Unusable { path: path.to_path_buf(), reason };
+    let file = match open_checked(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unusable(e.to_string())),
+    };
+    let len = file.metadata().map_err(|e| unusable(e.to_string()))?.len();
+    let mut bytes = Vec::new();
+    // The length just checked bounds the read (a file that grows meanwhile is cut there).
+    file.take(len).read_to_end(&mut bytes).map_err(|e| unusable(e.to_string()))?;
+    let Some(encoded) = bytes.strip_prefix(MAGIC.as_slice()) else {
+        return Err(unusable("not a cj-app checkpoint of this version (its first bytes differ)".into()));
+    };
+    use bincode::Options as _;
+    let body: Body<Accounts> = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(len)
+        .deserialize(encoded)
+        .map_err(|e| unusable(format!("damaged ({e})")))?;
+    check_fit(path, &body.fit, fit)?;
+    Ok(Some(Loaded { intake: body.intake, accounts: body.accounts }))
+}
+
+/// Removes the checkpoint (a run that read every queue to its end).
+///
+/// # Errors
+/// It exists and cannot be removed.
+pub fn remove(path: &Path) -> Result<(), CheckpointError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CheckpointError::Write { path: path.to_path_buf(), cause: format!("cannot remove it: {e}") }),
+    }
+}
+
+fn check_fit(path: &Path, saved: &Fit, now: &Fit) -> Result<(), CheckpointError> {
+    let misfit = |field: &'static str, saved: String, now: String| {
+        Err(CheckpointError::Misfit { path: path.to_path_buf(), field, saved, now })
+    };
+    if saved.record_layout != now.record_layout {
+        return misfit("record layout version", saved.record_layout.to_string(), now.record_layout.to_string());
+    }
+    if saved.cluster_dir != now.cluster_dir {
+        return misfit("cluster directory", saved.cluster_dir.clone(), now.cluster_dir.clone());
+    }
+    if saved.queue_set != now.queue_set {
+        return misfit("CJ_QUEUE_SET", saved.queue_set.to_string(), now.queue_set.to_string());
+    }
+    if saved.primitives != now.primitives {
+        return misfit("aggregate primitives", saved.primitives.to_string(), now.primitives.to_string());
+    }
+    if saved.fan_out != now.fan_out {
+        return misfit("fan-out", saved.fan_out.to_string(), now.fan_out.to_string());
+    }
+    if saved.max_rows != now.max_rows {
+        return misfit("CJ_APP_MAX_ROWS", saved.max_rows.to_string(), now.max_rows.to_string());
+    }
+    if saved.container_logs != now.container_logs {
+        return misfit("container_logs", saved.container_logs.to_string(), now.container_logs.to_string());
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading without following a symbolic link or blocking on
+/// a FIFO, and checks that it is a regular file owned by this user that no one
+/// else can write.
+fn open_checked(path: &Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                std::io::Error::other("it is a symbolic link, which is never followed")
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!("owned by uid {}, not by this user (uid {me})", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!("mode {:o} lets others write it", meta.mode() & 0o777)));
+    }
+    Ok(file)
+}
+
+/// What this build and configuration need of a checkpoint.
+pub fn fit_of(cfg: &station::config::StationConfig, settings: &crate::settings::Settings, fan_out: bool) -> Fit {
+    Fit {
+        record_layout: RECORD_LAYOUT_VERSION,
+        cluster_dir: cfg.cluster_dir().display().to_string(),
+        queue_set: cfg.queue_set,
+        primitives: settings.primitives,
+        fan_out,
+        max_rows: cfg.app_max_rows,
+        container_logs: settings.container_logs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use station::record::{EndReason, FlowRecord, RecordKind};
+
+    fn fit() -> Fit {
+        Fit {
+            record_layout: 1,
+            cluster_dir: "/dev/shm/conjure-1".into(),
+            queue_set: 0,
+            primitives: Primitives::default_set(),
+            fan_out: false,
+            max_rows: 10,
+            container_logs: false,
+        }
+    }
+
+    fn accounts() -> Accounts {
+        let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false);
+        let r = FlowRecord {
+            kind: RecordKind::Ip as u8,
+            ip_version: 4,
+            proto: 17,
+            end_reason: EndReason::IdleTimeout as u8,
+            ..Default::default()
+        };
+        let mut r = r;
+        r.dir[0].packets = 3;
+        r.dir[0].ip_bytes = 300;
+        r.dir[0].frame_bytes = 342;
+        a.add(1, &r);
+        a
+    }
+
+    #[test]
+    fn a_saved_checkpoint_loads_back_the_same_accounts_and_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        assert!(load(&p, &fit()).unwrap().is_none());
+        let saved = vec![SavedQueue { queue: 0, position: 7, next_seq: Some(7), stats: Default::default() }];
+        save(&p, &fit(), saved.clone(), &accounts()).unwrap();
+        let got = load(&p, &fit()).unwrap().unwrap();
+        assert_eq!(got.intake, saved);
+        assert_eq!(got.accounts.per_queue(), accounts().per_queue());
+        assert_eq!(got.accounts.main_totals(), accounts().main_totals());
+        remove(&p).unwrap();
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_configuration_is_refused_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        save(&p, &fit(), Vec::new(), &accounts()).unwrap();
+        let e = load(&p, &Fit { max_rows: 11, ..fit() }).unwrap_err();
+        assert!(e.to_string().contains("CJ_APP_MAX_ROWS 10, this run has 11"), "{e}");
+    }
+
+    #[test]
+    fn damaged_truncated_linked_and_shared_checkpoints_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        save(&p, &fit(), Vec::new(), &accounts()).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        // Every truncation and a flipped length byte: an error, never a panic or a huge allocation.
+        for cut in [MAGIC.len() - 1, MAGIC.len(), MAGIC.len() + 3, good.len() - 1] {
+            std::fs::write(&p, &good[..cut]).unwrap();
+            assert!(load(&p, &fit()).is_err(), "cut at {cut}");
+        }
+        let mut big = good.clone();
+        for b in &mut big[MAGIC.len()..MAGIC.len() + 8] {
+            *b = 0xff;
+        }
+        std::fs::write(&p, &big).unwrap();
+        assert!(load(&p, &fit()).is_err());
+        // A link is never followed.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, &good).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        assert!(load(&p, &fit()).unwrap_err().to_string().contains("symbolic link"));
+        std::fs::remove_file(&p).unwrap();
+        // Writable by others.
+        std::fs::write(&p, &good).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        assert!(load(&p, &fit()).unwrap_err().to_string().contains("lets others write"));
+    }
+}
