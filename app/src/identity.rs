@@ -9,6 +9,8 @@
 //!                          + records_lost_packets (workers' lost_packets)
 //!                          + diverted (workers' diverted_packets: flow divert
 //!                            handed them to a tun device instead of a flow)
+//!                          + worker_crash_lost (a killed worker's flows: see
+//!                            [`Terms::worker_crash_lost`])
 //! ```
 //!
 //! `mirrored` and `tun_dropped` (workers' `mirrored_packets`,
@@ -72,6 +74,12 @@ pub struct Terms {
     pub records_lost_packets: u64,
     /// Packets the workers diverted to their tun devices (not in flows).
     pub diverted: u64,
+    /// Packets a killed worker had taken off its packet queue and not yet
+    /// published in a record (the flows in its table when it died): packet
+    /// queue releases minus the packets of the records the app read, lost
+    /// records and diverted packets, for a worker whose page counts an unclean
+    /// restart, once the run is final. Zero otherwise.
+    pub worker_crash_lost: u64,
     /// Not a term: packets the workers mirrored to tun devices (also in flows).
     pub mirrored: u64,
     /// Not a term: mirrored or diverted packets the tun devices did not take.
@@ -89,7 +97,8 @@ impl Terms {
             + self.malformed
             + self.queue_dropped
             + self.records_lost_packets
-            + self.diverted;
+            + self.diverted
+            + self.worker_crash_lost;
         self.difference = self.received as i64 - self.accounted as i64;
         self
     }
@@ -99,6 +108,9 @@ impl Terms {
             "in flows {} + non-IP {} + malformed {} + queue dropped {} + records lost {}",
             self.accounted_in_flows, self.non_ip, self.malformed, self.queue_dropped, self.records_lost_packets
         );
+        if self.worker_crash_lost > 0 {
+            t += &format!(" + lost in killed workers {}", self.worker_crash_lost);
+        }
         // Flow divert's term only when it has something: the line stays as it was without CJ_TUN.
         if self.diverted + self.mirrored + self.tun_dropped > 0 {
             t += &format!(
@@ -243,12 +255,12 @@ fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     let mut stopped_in_order = app.drained && (id.balancer_ended || balancer_stopped);
     for (qi, &q) in app.queues.iter().enumerate() {
         let pq = naming::packet_queue_path(cluster_dir, app.set, q);
-        let dropped = match QueueFile::read_stats(&pq) {
+        let (dropped, released) = match QueueFile::read_stats(&pq) {
             Ok((_, stats)) => {
                 if stats.in_flight() != 0 {
                     stopped_in_order = false;
                 }
-                stats.dropped
+                (stats.dropped, stats.dequeued)
             }
             Err(e) => return unchecked(id, format!("cannot read packet queue {}: {e}", pq.display())),
         };
@@ -259,15 +271,28 @@ fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
         }
         let lost = worker_value(worker_counter::LOST_PACKETS);
         id.records_lost += worker_value(worker_counter::RECORDS_LOST);
+        let diverted = worker_value(worker_counter::DIVERTED_PACKETS);
+        let mine = app_terms(qi);
+        // A killed worker's flows: what left the packet queue and reached no
+        // record. Only for a worker that was killed, and only once it has ended
+        // (before that, live flows hold packets too); any other difference
+        // stays a broken identity.
+        let worker_crash_lost =
+            if worker_value(worker_counter::UNCLEAN_RESTARTS) > 0 && worker_value(worker_counter::ENDED) == 1 {
+                released.saturating_sub(mine.accounted_in_flows + mine.non_ip + mine.malformed + lost + diverted)
+            } else {
+                0
+            };
         per_queue.push(
             Terms {
                 received,
                 queue_dropped: dropped,
                 records_lost_packets: lost,
-                diverted: worker_value(worker_counter::DIVERTED_PACKETS),
+                diverted,
+                worker_crash_lost,
                 mirrored: worker_value(worker_counter::MIRRORED_PACKETS),
                 tun_dropped: worker_value(worker_counter::TUN_DROPPED_PACKETS),
-                ..app_terms(qi)
+                ..mine
             }
             .finish(),
         );
@@ -335,6 +360,7 @@ fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
         t.queue_dropped += q.queue_dropped;
         t.records_lost_packets += q.records_lost_packets;
         t.diverted += q.diverted;
+        t.worker_crash_lost += q.worker_crash_lost;
         t.mirrored += q.mirrored;
         t.tun_dropped += q.tun_dropped;
     }

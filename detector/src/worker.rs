@@ -294,7 +294,7 @@ fn run(
     let Opened { mut consumer, producer, page, mut divert } = opened?;
     let queue = spec.queue;
 
-    let stats = StatsWriter::new(page);
+    let stats = StatsWriter::new(page, queue);
     // Published records are counted by the queue itself; the page may lag it after a crash.
     let seq = producer.position() + stats.base[wc::RECORDS_LOST];
     let mut out = RecordOut::new(producer, queue, seq, stop, spec.wait);
@@ -309,12 +309,23 @@ fn run(
         refresh_snapshot(&mut acct, inventory);
         divert.refresh(inventory);
         let mut n = 0;
-        while n < BATCH {
+        // Records become visible (published) only after the packet slots they
+        // came from are released: a worker killed in between loses them as
+        // part of its flows (worker_crash_lost), never counts a packet twice.
+        // So a batch takes only as many slots as the record queue has room for.
+        let batch = out.batch_room();
+        if batch == 0 {
+            // No room for this batch's records yet: wait once for the app (the stop check below still runs).
+            out.make_room();
+        }
+        out.in_batch = true;
+        while n < batch {
             if consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_none() {
                 break;
             }
             n += 1;
         }
+        out.in_batch = false;
         if n > 0 {
             let now = Instant::now();
             first_packet.get_or_insert(now);
@@ -361,10 +372,16 @@ fn run(
             let mut drained = 0u64;
             while drained < budget {
                 let mut n = 0;
-                while n < BATCH && consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_some() {
+                let batch = out.batch_room();
+                out.in_batch = true;
+                while n < batch && consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_some() {
                     n += 1;
                 }
+                out.in_batch = false;
                 if n == 0 {
+                    if batch == 0 && out.make_room() {
+                        continue;
+                    }
                     break;
                 }
                 drained += n as u64;
@@ -437,10 +454,18 @@ struct StatsWriter {
 }
 
 impl StatsWriter {
-    fn new(page: CounterPage) -> Self {
+    fn new(page: CounterPage, queue: u32) -> Self {
         let mut base = [0u64; WORKER_COUNTERS.len()];
         for (i, b) in base.iter_mut().enumerate() {
             *b = page.get(i);
+        }
+        // A worker ran on this page (it has a heartbeat) and did not end: it was killed.
+        if base[wc::HEARTBEAT_MS] != 0 && base[wc::ENDED] == 0 {
+            base[wc::UNCLEAN_RESTARTS] += 1;
+            eprintln!(
+                "(Core {queue}) the previous worker of queue {queue} did not end (killed, or its process died): \
+                 the flows it held are lost; the app's identity counts their packets as worker_crash_lost"
+            );
         }
         base[wc::FLOWS_ACTIVE] = 0;
         base[wc::ENDED] = 0;
@@ -512,9 +537,34 @@ struct RecordOut<'a> {
     record_packets: u64,
     records_lost: u64,
     lost_packets: u64,
+    /// Packet slots are being read and not yet released: publish nothing.
+    in_batch: bool,
 }
 
+/// Records one packet slot can make the worker emit, as budgeted: the flow it
+/// ends (a timeout) or exports (active timeout), one evicted for room, and the
+/// like for fragments. A batch takes at most room / this many slots. A first
+/// fragment that brings more held fragments than that with it may exceed the
+/// budget: when the record queue then fills mid-batch, its records are
+/// published before the batch's slots are released (the one case where a
+/// worker killed at that moment could count packets twice).
+const RECORDS_PER_SLOT: usize = 8;
+
 impl<'a> RecordOut<'a> {
+    /// How many packet slots the next batch may take: as many as the record
+    /// queue has room for their records ([`RECORDS_PER_SLOT`] each), at most
+    /// [`BATCH`]. Zero when the record queue is (nearly) full: then
+    /// [`RecordOut::make_room`] first.
+    fn batch_room(&mut self) -> usize {
+        (self.producer.free_slots() / RECORDS_PER_SLOT).min(BATCH)
+    }
+
+    /// Publishes and waits once for the app to free room; false when stopping
+    /// and out of patience.
+    fn make_room(&mut self) -> bool {
+        self.wait_for_room()
+    }
+
     fn new(producer: Producer, queue: u32, seq: u64, stop: &'a AtomicBool, wait: WaitStrategy) -> Self {
         Self {
             producer,
@@ -531,6 +581,7 @@ impl<'a> RecordOut<'a> {
             record_packets: 0,
             records_lost: 0,
             lost_packets: 0,
+            in_batch: false,
         }
     }
 
@@ -604,7 +655,7 @@ impl RecordSink for RecordOut<'_> {
                     self.records += 1;
                     self.record_packets += rec.packets();
                     self.unpublished += 1;
-                    if self.unpublished >= PUBLISH_EVERY {
+                    if self.unpublished >= PUBLISH_EVERY && !self.in_batch {
                         self.publish();
                     }
                     if self.full_since.is_some() {

@@ -82,3 +82,71 @@ fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth(
     // A run that read every queue to its end leaves no checkpoint: the next one starts from zero.
     assert!(!checkpoint.exists(), "the checkpoint outlived a complete run");
 }
+
+#[test]
+fn a_detector_killed_mid_stream_loses_only_its_flows_and_the_identity_names_them() {
+    let spec: SimSpec = SIM.parse().expect("spec");
+    let truth = station::sim::truth(&spec);
+    let iface = format!("sim:{SIM}");
+    // Packet queues that hold the whole stream: nothing is dropped while no
+    // detector runs, so the only loss is the killed worker's table.
+    let cluster = Cluster::new(&[
+        ("CJ_IFACE", &iface),
+        ("ZBALANCE_HASH_MODE", "1"),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_REFRESH", "1"),
+        ("CJ_QUEUE_SLOTS", "32768"),
+    ]);
+    let out = tempfile::tempdir().expect("out dir");
+    let mut first = spawn(cluster.command("cj-detector"));
+    let app = app(&cluster, out.path());
+    let balancer = spawn(cluster.command("cj-balancer"));
+
+    let page = station::naming::set_worker_stats_path(&cluster.cluster_dir(), 0, 0);
+    let packets = || {
+        shmq::CounterPage::read(&page)
+            .ok()
+            .and_then(|p| p.into_iter().find(|(n, _)| n == "packets").map(|(_, v)| v))
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while packets() < 2000 {
+        assert!(Instant::now() < deadline, "the detector read no 2,000 packets within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().expect("SIGKILL the first cj-detector");
+    let first = first.wait_with_output().expect("first cj-detector");
+
+    let second = spawn(cluster.command("cj-detector"));
+    let outs =
+        wait_all(vec![("cj-balancer", balancer), ("cj-detector", second), ("cj-app", app)], Duration::from_secs(180));
+    let stderr = |i: usize| String::from_utf8_lossy(&outs[i].stderr).into_owned();
+    let all = format!(
+        "--- balancer\n{}\n--- first detector\n{}\n--- second detector\n{}\n--- app\n{}",
+        stderr(0),
+        String::from_utf8_lossy(&first.stderr),
+        stderr(1),
+        stderr(2)
+    );
+    for o in &outs {
+        assert!(o.status.success(), "a process failed:\n{all}");
+    }
+
+    let summary = read_json(&out.path().join("summary.json"));
+    let terms = &summary["identity"]["terms"];
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
+    assert_eq!(terms["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
+    assert_eq!(terms["queue_dropped"].as_u64(), Some(0), "{summary:#}");
+    let crash_lost = terms["worker_crash_lost"].as_u64().expect("worker_crash_lost term");
+    assert!(crash_lost > 0, "the killed worker held live flows, yet no loss is named:\n{summary:#}\n{all}");
+    // Against the truth: no row counts a packet twice, and what is missing is
+    // exactly the named loss.
+    let got = read_flows_csv(&out.path().join("flows.csv"));
+    let want = truth_rows(&truth);
+    for (k, g) in &got {
+        let w = want.get(k).unwrap_or_else(|| panic!("a row the truth does not have: {k:?}"));
+        assert!(g.0 <= w.0 && g.1 <= w.1, "row {k:?} counts more than the truth: {g:?} > {w:?}");
+    }
+    let sum = |m: &std::collections::BTreeMap<_, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
+    assert_eq!(sum(&got) + crash_lost, sum(&want), "flows.csv + worker_crash_lost vs the truth's IP packets");
+}

@@ -226,6 +226,7 @@ pub const WORKER_COUNTERS: &[&str] = &[
     "fragments_attributed",
     "fragments_unattributed",
     "fragment_ids_evicted",
+    "unclean_restarts",
 ];
 
 /// Index of each worker counter in [`WORKER_COUNTERS`].
@@ -296,6 +297,10 @@ pub mod worker_counter {
     pub const FRAGMENTS_UNATTRIBUTED: usize = 28;
     /// Datagrams evicted from the worker's bounded fragment table.
     pub const FRAGMENT_IDS_EVICTED: usize = 29;
+    /// Times a worker started on this page after one that did not end (killed,
+    /// or its process died): the flows that one held are lost, and the app's
+    /// identity counts their packets as `worker_crash_lost`.
+    pub const UNCLEAN_RESTARTS: usize = 30;
 }
 
 /// Slot size of record queues: the queue's 8-byte length word plus one FlowRecord, rounded to 8.
