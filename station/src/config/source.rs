@@ -4,8 +4,9 @@
 //! # Guarantees
 //!
 //! A `SourceSpec` names an existing pcap file, a valid `sim:` spec (parsed by
-//! [`SimSpec`](crate::sim::SimSpec)) or interface names of 1 to 15
-//! characters, each listed once; anything else is a one-line [`ConfigError`].
+//! [`SimSpec`](crate::simspec::SimSpec), which lives in this crate because
+//! this check needs it) or interface names of 1 to 15 characters, each listed
+//! once; anything else is a one-line [`ConfigError`].
 //!
 //! # Not guaranteed
 //!
@@ -22,7 +23,7 @@ pub enum SourceSpec {
     /// `pcap:FILE`
     Pcap(PathBuf),
     /// `sim:SPEC`
-    Sim(crate::sim::SimSpec),
+    Sim(crate::simspec::SimSpec),
     /// `eth0` or `eth1,eth2` (AF_PACKET)
     Interfaces(Vec<String>),
     /// `containers`: the host veth of every container, followed as they come and go (AF_PACKET)
@@ -60,7 +61,7 @@ impl StationConfig {
             return if ok { Ok(SourceSpec::Pcap(path)) } else { Err(err("an existing pcap/pcapng file".into())) };
         }
         if let Some(spec) = s.strip_prefix("sim:") {
-            return spec.parse::<crate::sim::SimSpec>().map(SourceSpec::Sim).map_err(err);
+            return spec.parse::<crate::simspec::SimSpec>().map(SourceSpec::Sim).map_err(err);
         }
         if let Some(name) = s.strip_prefix("pfring:") {
             // PF_RING's own pcap device: pfring:pcap:FILE (tests the binding without the kernel module).
