@@ -280,7 +280,8 @@ impl StationConfig {
     /// # Errors
     /// The first invalid value.
     pub fn load_from(env: &[(String, String)], config_file: Option<&Path>) -> Result<Self, ConfigError> {
-        // Later layers replace earlier ones, variable by variable.
+        // Later layers replace earlier ones, variable by variable: three ordered
+        // maps, merged here by hand (see "Why no `config` crate" in the module doc).
         let mut merged: Layer =
             VARIABLES.iter().map(|v| (v.name.to_owned(), Given::new(v.default, "default"))).collect();
         if let Some(path) = config_file {
