@@ -114,11 +114,11 @@ fn generate(args: &[String]) -> Result<(), BalancerError> {
         }
     }
     let [spec_text, file] = positional.as_slice() else { return Err(usage()) };
-    let spec: station::sim::SimSpec = spec_text
+    let spec: sim::SimSpec = spec_text
         .parse()
         .map_err(|e: String| BalancerError::Usage(format!("generate: bad SPEC {spec_text:?}: {e}")))?;
     let path = PathBuf::from(file);
-    let truth = station::sim::write_pcap(&spec, &path, nanos)
+    let truth = sim::write_pcap(&spec, &path, nanos)
         .map_err(|cause| BalancerError::Write { path: path.display().to_string(), cause })?;
     if let Some(tp) = truth_path {
         truth.write_csv(&tp).map_err(|cause| BalancerError::Write { path: tp.display().to_string(), cause })?;

@@ -533,7 +533,7 @@ mod tests {
     /// model's own truth (computed without parsing).
     #[test]
     fn sim_stream_through_slots_matches_the_model_truth() {
-        use station::sim::{truth, SimSpec, SimTraffic};
+        use sim::{truth, SimSpec, SimTraffic};
         use station::slot::{write_packet, PacketMeta};
         let spec: SimSpec = "flows=300,packets=20000,v6=30,vlan=20,qinq=10,frag=20,nonip=5,seed=7".parse().unwrap();
         let cfg =
@@ -556,7 +556,7 @@ mod tests {
         assert_eq!(c.malformed, 0);
         assert_eq!(c.ipv4 + c.ipv6 + c.non_ip, c.packets);
         assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), t.total_frames);
-        let (got, non_ip) = station::sim::rows_of_records(&out);
+        let (got, non_ip) = sim::rows_of_records(&out);
         assert_eq!(non_ip, t.non_ip_frames);
         assert_eq!(got.len(), t.rows.len());
         assert_eq!(got, t.rows);

@@ -9,10 +9,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use shmq::{CounterPage, QueueFile, QueueSpec, QueueState};
+use sim::{SimSpec, SimTraffic};
 use station::config::StationConfig;
 use station::naming;
 use station::record::{EndReason, FlowRecord};
-use station::sim::{SimSpec, SimTraffic};
 use station::slot::{write_packet, PacketMeta};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cj-detector");
@@ -308,7 +308,7 @@ fn run_synthetic(queues: &[(&str, &str)], sim: &str) {
 
     let mut child = start(&env);
     let spec: SimSpec = sim.parse().unwrap();
-    let truth = station::sim::truth(&spec);
+    let truth = sim::truth(&spec);
     let mut gen = SimTraffic::new(&spec);
     let mut frame = vec![0u8; 2048];
     let mut n = 0u64;
@@ -356,7 +356,7 @@ fn run_synthetic(queues: &[(&str, &str)], sim: &str) {
     }
     let all: Vec<FlowRecord> = records.iter().flatten().copied().collect();
     assert_eq!(all.iter().map(FlowRecord::packets).sum::<u64>(), truth.total_frames);
-    let (rows, non_ip) = station::sim::rows_of_records(&all);
+    let (rows, non_ip) = sim::rows_of_records(&all);
     assert_eq!(non_ip, truth.non_ip_frames);
     assert_eq!(rows.len(), truth.rows.len());
     assert_eq!(rows, truth.rows);

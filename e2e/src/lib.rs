@@ -1,7 +1,8 @@
 //! Harness for end-to-end tests: starts the release binaries (built by
 //! `make test`, found in `CJ_BIN_DIR` or `target/release`) on a private queue
 //! directory under /dev/shm, waits for them with a deadline, and reads their
-//! outputs. Truth comes from the generator's model (`station::sim::truth`) or
+//! outputs. Truth comes from the generator's model (`sim::truth`, shaped by
+//! `tests/support/truth.rs`: the generator is a dev-dependency only) or
 //! from a peer tool, never from the pipeline itself. A station on a live
 //! source, started and stopped in pipeline order, is in [`live`].
 #![deny(unsafe_code)]
@@ -13,8 +14,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-use station::sim::Truth;
 
 /// How long any one pipeline run may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(180);
@@ -255,18 +254,6 @@ fn row_key(f: &[&str], line: &str) -> RowKey {
     )
 }
 
-/// The generator's truth in the same shape (VLANs merged, as the default aggregate has no VLAN).
-pub fn truth_rows(truth: &Truth) -> BTreeMap<RowKey, (u64, u64)> {
-    let mut rows = BTreeMap::new();
-    for r in &truth.rows {
-        let key = (r.src, r.dst, r.src_port, r.dst_port, station::proto::proto_name(r.proto).to_string());
-        let slot = rows.entry(key).or_insert((0, 0));
-        slot.0 += r.packets;
-        slot.1 += r.ip_bytes;
-    }
-    rows
-}
-
 /// Describes how two row maps differ (first few differences), or `None` when equal.
 pub fn diff_rows(got: &BTreeMap<RowKey, (u64, u64)>, want: &BTreeMap<RowKey, (u64, u64)>) -> Option<String> {
     diff_maps(got, want)
@@ -336,22 +323,6 @@ pub fn read_flows_csv_counters(path: &Path) -> BTreeMap<RowKey, RowCounters> {
         slot.bytes += num(6, "BYTES");
         slot.frame_bytes += num(7, "FRAME_BYTES");
         slot.flows += num(8, "FLOWS");
-    }
-    rows
-}
-
-/// The generator's truth in the shape of [`read_flows_csv_counters`]: each
-/// truth row is one direction of one flow (the model's clients are distinct),
-/// so FLOWS is the number of truth rows merged into a key (VLANs merged).
-pub fn truth_rows_counters(truth: &Truth) -> BTreeMap<RowKey, RowCounters> {
-    let mut rows = BTreeMap::new();
-    for r in &truth.rows {
-        let key = (r.src, r.dst, r.src_port, r.dst_port, station::proto::proto_name(r.proto).to_string());
-        let slot: &mut RowCounters = rows.entry(key).or_default();
-        slot.packets += r.packets;
-        slot.bytes += r.ip_bytes;
-        slot.frame_bytes += r.frame_bytes;
-        slot.flows += 1;
     }
     rows
 }

@@ -5,7 +5,7 @@
 //! capture is a one-line error.
 
 use e2e::{read_flows_csv, read_json, run_pipeline, Cluster};
-use station::sim::SimSpec;
+use sim::SimSpec;
 
 /// Complete records in a classic little-endian pcap of `len` bytes, walking the
 /// record headers (independent of the station's reader).
@@ -28,7 +28,7 @@ fn a_capture_cut_mid_record_is_read_to_the_cut_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let full = dir.path().join("full.pcap");
     let spec: SimSpec = "flows=50,packets=5000,sizes=64:50/1514:50,seed=5".parse().expect("spec");
-    station::sim::write_pcap(&spec, &full, false).expect("write capture");
+    sim::write_pcap(&spec, &full, false).expect("write capture");
     let bytes = std::fs::read(&full).expect("read capture");
     // Cut in the middle of a record's data, about two thirds in.
     let cut = bytes.len() * 2 / 3;

@@ -38,7 +38,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{diff_rows, read_flows_csv, skip, truth_rows};
+use e2e::{diff_rows, read_flows_csv, skip};
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::truth_rows;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repository root")
@@ -750,9 +755,9 @@ fn compose_stack_processes_a_capture() {
 
     // A generated capture and its ground truth, in the directory mounted at /var/lib/conjure.
     let data = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/var/tmp").expect("data dir");
-    let spec: station::sim::SimSpec =
+    let spec: sim::SimSpec =
         "flows=500,packets=50000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=21".parse().expect("spec");
-    let truth = station::sim::write_pcap(&spec, &data.path().join("capture.pcap"), false).expect("write capture");
+    let truth = sim::write_pcap(&spec, &data.path().join("capture.pcap"), false).expect("write capture");
     let shm = PathBuf::from(format!("/dev/shm/station-deploy-compose.{}", std::process::id()));
     std::fs::create_dir_all(&shm).expect("shm dir");
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));

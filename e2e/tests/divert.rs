@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use e2e::live::{inventory_text, is_root, run, try_run, wait_ok, wait_until, Station, Stopped, TestHost};
 use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, wait_all, Cluster, RowKey};
-use station::sim::{SimSpec, Truth, TruthRow};
+use sim::{SimSpec, Truth, TruthRow};
 
 #[path = "support/docker.rs"]
 mod docker_lab;
@@ -246,7 +246,7 @@ fn capture(spec: &str) -> (tempfile::TempDir, PathBuf, Truth) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("divert.pcap");
     let spec: SimSpec = spec.parse().expect("spec");
-    let truth = station::sim::write_pcap(&spec, &path, false).expect("write capture");
+    let truth = sim::write_pcap(&spec, &path, false).expect("write capture");
     (dir, path, truth)
 }
 

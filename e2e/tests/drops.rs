@@ -10,15 +10,20 @@
 //! dropped at the queue.
 
 use e2e::{read_flows_csv, read_flows_csv_counters, read_json, wait_all, Cluster, DEADLINE};
-use station::sim::{SimSpec, SimTraffic, ARP_FRAME_LEN, MAX_FRAME_LEN};
+use sim::{SimSpec, SimTraffic, ARP_FRAME_LEN, MAX_FRAME_LEN};
 use std::process::Stdio;
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::truth_rows;
 
 #[test]
 fn tiny_queue_drops_are_counted_and_the_identity_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap = dir.path().join("burst.pcap");
     let spec: SimSpec = "flows=200,packets=20000,sizes=64:50/1514:50,v6=20,nonip=1,seed=3".parse().expect("spec");
-    let truth = station::sim::write_pcap(&spec, &pcap, true).expect("write capture");
+    let truth = sim::write_pcap(&spec, &pcap, true).expect("write capture");
     // The queue's 16 slots hold the capture's first 16 frames: their lengths from the
     // generator. The model's ARP frames are 60 bytes, its IP frames at least 64.
     const SLOTS: u64 = 16;
@@ -76,7 +81,7 @@ fn tiny_queue_drops_are_counted_and_the_identity_holds() {
     assert_eq!(in_flows, SLOTS - first_non_ip, "IP frames among the first {SLOTS} ({first:?})");
     assert_eq!(frame_bytes, first_ip_bytes, "FRAME_BYTES of flows.csv vs the first {SLOTS} IP frames ({first:?})");
     // ... and a part of the truth, row by row: nothing invented.
-    let want = e2e::truth_rows(&truth);
+    let want = truth_rows(&truth);
     for (key, (packets, bytes)) in &flows {
         let (tp, tb) = want.get(key).unwrap_or_else(|| panic!("flows.csv row {key:?} is not in the truth"));
         assert!(packets <= tp && bytes <= tb, "row {key:?}: {packets}/{bytes} > truth {tp}/{tb}");

@@ -13,8 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{diff_rows, read_flows_csv, read_json, run_pipeline, truth_rows, Cluster, RowKey};
-use station::sim::SimSpec;
+use e2e::{diff_rows, read_flows_csv, read_json, run_pipeline, Cluster, RowKey};
+use sim::SimSpec;
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::truth_rows;
 
 /// IPv4 and IPv6, several sizes, VLAN tags and a few ARP frames.
 const SPEC: &str = "flows=300,packets=20000,sizes=64:30/576:20/1000:20/1514:30,v6=30,vlan=10,nonip=1,seed=13";
@@ -131,7 +136,7 @@ fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth() {
     let work = tempfile::tempdir().expect("tempdir");
     let pcap = work.path().join("sample.pcap");
     let spec: SimSpec = SPEC.parse().expect("spec");
-    let truth = station::sim::write_pcap(&spec, &pcap, false).expect("write capture");
+    let truth = sim::write_pcap(&spec, &pcap, false).expect("write capture");
     assert!(truth.rows.iter().any(|r| r.src.is_ipv6()), "the spec has IPv6 flows");
     assert!(truth.rows.iter().any(|r| r.src.is_ipv4()), "the spec has IPv4 flows");
 

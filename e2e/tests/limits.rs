@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{read_json, run_pipeline, wait_all, Cluster};
-use station::sim::SimSpec;
+use sim::SimSpec;
 
 /// One CSV row of the default aggregate: the five key columns as text, then PACKETS, BYTES.
 type CsvRows = BTreeMap<[String; 5], (u64, u64)>;
@@ -36,7 +36,7 @@ fn read_csv(path: &Path) -> CsvRows {
 /// The generator's truth keyed like the CSV (VLANs merged).
 fn truth_csv(spec: &SimSpec) -> CsvRows {
     let mut rows = BTreeMap::new();
-    for r in station::sim::truth(spec).rows {
+    for r in sim::truth(spec).rows {
         let key = [
             r.src.to_string(),
             r.dst.to_string(),
@@ -137,7 +137,7 @@ fn a_full_output_file_system_leaves_a_summary_marked_incomplete_and_no_temporary
     let reason = summary["incomplete_reason"].as_str().expect("a reason");
     assert!(reason.contains("flow tables could not be written") && reason.contains("No space left"), "{reason}");
     // The counts are still right in the summary.
-    let truth = station::sim::truth(&sim.parse().expect("spec"));
+    let truth = sim::truth(&sim.parse().expect("spec"));
     let ip_packets: u64 = truth.rows.iter().map(|r| r.packets).sum();
     assert_eq!(summary["totals"]["packets"].as_u64(), Some(ip_packets), "{summary:#}");
     let names: Vec<String> =

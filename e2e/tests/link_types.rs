@@ -14,8 +14,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use e2e::{diff_rows, read_flows_csv, read_flows_csv_counters, read_json, run_pipeline, truth_rows, Cluster, RowKey};
-use station::sim::{SimSpec, Truth};
+use e2e::{diff_rows, read_flows_csv, read_flows_csv_counters, read_json, run_pipeline, Cluster, RowKey};
+use sim::{SimSpec, Truth};
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::truth_rows;
 
 /// IPv4 and IPv6, single VLAN tags, fragments, a few ARP frames.
 const SPEC: &str = "flows=200,packets=12000,sizes=64:30/576:30/1514:40,v6=30,vlan=15,frag=10,nonip=2,seed=31";
@@ -34,7 +39,7 @@ fn capture() -> &'static Capture {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ethernet.pcap");
         let spec: SimSpec = SPEC.parse().expect("spec");
-        let truth = station::sim::write_pcap(&spec, &path, false).expect("write capture");
+        let truth = sim::write_pcap(&spec, &path, false).expect("write capture");
         let frames = read_pcap(&path);
         assert_eq!(frames.len() as u64, truth.total_frames);
         assert!(truth.non_ip_frames > 0, "the capture should include non-IP frames");

@@ -35,9 +35,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::live::{have, is_root, run, Station, Stopped, TestHost};
-use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, truth_rows, wait_all, Cluster, RowKey};
+use e2e::{diff_rows, peer_tool, read_flows_csv, read_json, wait_all, Cluster, RowKey};
 use nix::sys::signal::Signal;
-use station::sim::{SimSpec, Truth};
+use sim::{SimSpec, Truth};
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::truth_rows;
 
 /// Rate at which the exact-count tests replay (well within what the pipeline holds).
 const PPS: &str = "20000";
@@ -123,13 +128,13 @@ fn capture(spec: &str) -> Capture {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("live.pcap");
     let spec: SimSpec = spec.parse().expect("spec");
-    let truth = station::sim::write_pcap(&spec, &path, false).expect("write capture");
+    let truth = sim::write_pcap(&spec, &path, false).expect("write capture");
     Capture { _dir: dir, path, truth }
 }
 
 /// Frame bytes on the wire: IP frames from the truth rows plus the ARP frames.
 fn wire_bytes(t: &Truth) -> u64 {
-    t.rows.iter().map(|r| r.frame_bytes).sum::<u64>() + t.non_ip_frames * station::sim::ARP_FRAME_LEN as u64
+    t.rows.iter().map(|r| r.frame_bytes).sum::<u64>() + t.non_ip_frames * sim::ARP_FRAME_LEN as u64
 }
 
 /// The identity in summary.json: every term must add up, and the verdict is

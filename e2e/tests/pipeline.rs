@@ -12,11 +12,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use e2e::{
-    diff_row_counters, diff_rows, read_flows_csv, read_flows_csv_counters, read_json, run_pipeline, truth_rows,
-    truth_rows_counters, Cluster,
-};
-use station::sim::{SimSpec, Truth};
+use e2e::{diff_row_counters, diff_rows, read_flows_csv, read_flows_csv_counters, read_json, run_pipeline, Cluster};
+use sim::{SimSpec, Truth};
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::{truth_rows, truth_rows_counters};
 
 /// IPv4 and IPv6, VLAN and QinQ tags, many sizes, a few ARP frames.
 const SPEC: &str =
@@ -34,7 +36,7 @@ fn capture() -> &'static Capture {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sample.pcap");
         let spec: SimSpec = SPEC.parse().expect("spec");
-        let truth = station::sim::write_pcap(&spec, &path, false).expect("write capture");
+        let truth = sim::write_pcap(&spec, &path, false).expect("write capture");
         assert_eq!(truth.total_frames, 60000);
         assert!(truth.non_ip_frames > 0, "the capture should include non-IP frames");
         Capture { _dir: dir, path, truth }
@@ -229,7 +231,7 @@ fn a_pcapng_capture_matches_the_truth() {
 fn the_sim_source_matches_its_truth() {
     const SIM: &str = "flows=300,packets=40000,sizes=64:30/576:30/1514:40,v6=25,vlan=15,qinq=5,frag=10,nonip=1,seed=23";
     let spec: SimSpec = SIM.parse().expect("spec");
-    let truth = station::sim::truth(&spec);
+    let truth = sim::truth(&spec);
     let iface = format!("sim:{SIM}");
     let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("ZBALANCE_HASH_MODE", "1"), ("CJ_CORECOUNT", "2")]);
     let out = tempfile::tempdir().expect("out dir");

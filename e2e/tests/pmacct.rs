@@ -18,8 +18,13 @@
 
 use std::collections::BTreeMap;
 
-use e2e::{diff_rows, peer_tool, read_flows_csv, run_pipeline, truth_rows, Cluster, RowKey};
-use station::sim::SimSpec;
+use e2e::{diff_rows, peer_tool, read_flows_csv, run_pipeline, Cluster, RowKey};
+use sim::SimSpec;
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+
+use sim_truth::truth_rows;
 
 #[test]
 fn station_and_pmacctd_agree_row_for_row() {
@@ -30,7 +35,7 @@ fn station_and_pmacctd_agree_row_for_row() {
         "flows=300,packets=30000,sizes=64:40/576:30/1514:30,v6=30,vlan=20,qinq=10,frag=10,nonip=2,seed=11"
             .parse()
             .expect("spec");
-    let truth = station::sim::write_pcap(&spec, &pcap, false).expect("write capture");
+    let truth = sim::write_pcap(&spec, &pcap, false).expect("write capture");
 
     let pmacct_csv = dir.path().join("pmacct.csv");
     let conf = dir.path().join("pmacctd.conf");

@@ -1,6 +1,12 @@
-//! Shared vocabulary of the station: the FlowRecord layout, packet slots, queue
-//! naming, conjure.conf loading and validation, the core plan, and the
-//! deterministic synthetic traffic model with its ground truth.
+//! The shared contract of the station's processes and the small pieces they
+//! all need: the FlowRecord layout, packet slots, queue naming, protocol
+//! names, conjure.conf loading and validation ([`config`]), the `sim:SPEC`
+//! syntax that validation checks ([`simspec`]), the core plan, systemd
+//! notification and rate formatting.
+//!
+//! The synthetic traffic generator and its ground truth are in the `sim`
+//! crate, so `rand`, `rand_chacha` and `pcap-file` are not linked into every
+//! binary.
 #![deny(unsafe_code)]
 
 pub mod naming;
@@ -12,4 +18,4 @@ pub mod coreplan;
 pub mod notify;
 pub mod proto;
 pub mod rate;
-pub mod sim;
+pub mod simspec;

@@ -1,13 +1,13 @@
-//! `sim:SPEC`: deterministic synthetic traffic from `station::sim`.
+//! `sim:SPEC`: deterministic synthetic traffic from the `sim` crate.
 //!
 //! Guarantees: the same spec yields the same frames with the same timestamps,
-//! so its ground truth (`station::sim::truth`) is exact; with `rate=N` frames
+//! so its ground truth (`sim::truth`) is exact; with `rate=N` frames
 //! are released no faster than N per second of wall time (the timestamps stay
 //! the model's), with `rate=0` as fast as the balancer takes them.
 
 use std::time::Instant;
 
-use station::sim::{SimSpec, SimTraffic};
+use ::sim::{SimSpec, SimTraffic};
 
 use super::{Frame, Poll, Source, SourceError, SourceStats};
 

@@ -1,0 +1,173 @@
+//! `CJ_IFACE`: what the balancer captures from, parsed into a [`SourceSpec`]
+//! by [`StationConfig::source`].
+//!
+//! # Guarantees
+//!
+//! A `SourceSpec` names an existing pcap file, a valid `sim:` spec (parsed by
+//! [`SimSpec`](crate::simspec::SimSpec), which lives in this crate because
+//! this check needs it) or interface names of 1 to 15 characters, each listed
+//! once; anything else is a one-line [`ConfigError`].
+//!
+//! # Not guaranteed
+//!
+//! That a named interface exists, or that a pcap file is one: the source
+//! that opens it says so.
+
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, StationConfig};
+
+/// What CJ_IFACE names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSpec {
+    /// `pcap:FILE`
+    Pcap(PathBuf),
+    /// `sim:SPEC`
+    Sim(crate::simspec::SimSpec),
+    /// `eth0` or `eth1,eth2` (AF_PACKET)
+    Interfaces(Vec<String>),
+    /// `containers`: the host veth of every container, followed as they come and go (AF_PACKET)
+    Containers,
+    /// `pfring:IF`
+    PfRing(String),
+    /// `zc:IF`
+    Zc(String),
+}
+
+impl SourceSpec {
+    /// A source that captures from this host's interfaces (it never ends by
+    /// itself, and what it misses is gone): AF_PACKET, `containers`, PF_RING.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Interfaces(_) | Self::Containers | Self::PfRing(_) | Self::Zc(_))
+    }
+}
+
+impl StationConfig {
+    /// Parses and checks CJ_IFACE.
+    ///
+    /// # Errors
+    /// Empty, unknown prefix, missing pcap file, bad sim spec.
+    pub fn source(&self) -> Result<SourceSpec, ConfigError> {
+        let origin = self.origin("CJ_IFACE");
+        let raw = self.iface.as_str();
+        let err = |expected: String| ConfigError::new("CJ_IFACE", raw, origin, expected);
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(err("a source: pcap:FILE, sim:SPEC or an interface name".into()));
+        }
+        if let Some(file) = s.strip_prefix("pcap:") {
+            let path = PathBuf::from(file);
+            let ok = !file.is_empty() && path.is_file() && std::fs::File::open(&path).is_ok();
+            return if ok { Ok(SourceSpec::Pcap(path)) } else { Err(err("an existing pcap/pcapng file".into())) };
+        }
+        if let Some(spec) = s.strip_prefix("sim:") {
+            return spec.parse::<crate::simspec::SimSpec>().map(SourceSpec::Sim).map_err(err);
+        }
+        if let Some(name) = s.strip_prefix("pfring:") {
+            // PF_RING's own pcap device: pfring:pcap:FILE (tests the binding without the kernel module).
+            if let Some(file) = name.strip_prefix("pcap:") {
+                let ok = !file.is_empty() && Path::new(file).is_file();
+                return if ok {
+                    Ok(SourceSpec::PfRing(name.to_owned()))
+                } else {
+                    Err(err("pfring:pcap:FILE with an existing pcap file".into()))
+                };
+            }
+            check_ifname(name).map_err(|e| err(format!("pfring:IF with {e}")))?;
+            return Ok(SourceSpec::PfRing(name.to_owned()));
+        }
+        if let Some(name) = s.strip_prefix("zc:") {
+            check_ifname(name).map_err(|e| err(format!("zc:IF with {e}")))?;
+            return Ok(SourceSpec::Zc(name.to_owned()));
+        }
+        if s == "containers" {
+            return Ok(SourceSpec::Containers);
+        }
+        if s.starts_with("containers:") {
+            return Err(err("pcap:FILE, sim:SPEC, pfring:IF, zc:IF, containers or interface names".into()));
+        }
+        if let Some((prefix, _)) = s.split_once(':') {
+            if !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphabetic()) && !s.contains(',') {
+                return Err(err(format!(
+                    "pcap:FILE, sim:SPEC, pfring:IF, zc:IF or interface names; '{prefix}:' is not a source kind"
+                )));
+            }
+        }
+        let mut names: Vec<String> = Vec::new();
+        for name in s.split(',') {
+            check_ifname(name).map_err(|e| err(format!("interface names separated by commas, each {e}")))?;
+            if names.iter().any(|n| n == name) {
+                return Err(err(format!(
+                    "each interface once; {name} is listed twice (every frame of it would be counted twice): \
+                     remove the repeat"
+                )));
+            }
+            names.push(name.to_owned());
+        }
+        Ok(SourceSpec::Interfaces(names))
+    }
+}
+
+/// Checks an interface name: 1 to 15 bytes, no `/`, no whitespace, no comma.
+fn check_ifname(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && !name.contains('/')
+        && !name.contains(',')
+        && !name.contains(':')
+        && !name.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 15 characters without '/', ':' or whitespace".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn source_kinds() {
+        let with = |iface: &str| StationConfig { iface: iface.to_owned(), ..StationConfig::default() };
+        assert_eq!(with("eth0").source().unwrap(), SourceSpec::Interfaces(vec!["eth0".into()]));
+        assert_eq!(with("eth1,eth2").source().unwrap(), SourceSpec::Interfaces(vec!["eth1".into(), "eth2".into()]));
+        assert_eq!(with("pfring:eth0").source().unwrap(), SourceSpec::PfRing("eth0".into()));
+        assert_eq!(with("zc:99@0").source().unwrap(), SourceSpec::Zc("99@0".into()));
+        let SourceSpec::Sim(s) = with("sim:flows=10,packets=100").source().unwrap() else { panic!() };
+        assert_eq!((s.flows, s.packets), (10, 100));
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "x.pcap", "x");
+        assert_eq!(with(&format!("pcap:{}", p.display())).source().unwrap(), SourceSpec::Pcap(p));
+    }
+
+    #[test]
+    fn source_errors() {
+        let with = |iface: &str| StationConfig { iface: iface.to_owned(), ..StationConfig::default() };
+        let e = |iface: &str| with(iface).source().unwrap_err().to_string();
+        assert_eq!(e(""), r#"CJ_IFACE="" (default): expected a source: pcap:FILE, sim:SPEC or an interface name"#);
+        assert_eq!(
+            e("pcap:/nonexistent.pcap"),
+            r#"CJ_IFACE="pcap:/nonexistent.pcap" (default): expected an existing pcap/pcapng file"#
+        );
+        assert_eq!(e("pcap:/tmp"), r#"CJ_IFACE="pcap:/tmp" (default): expected an existing pcap/pcapng file"#);
+        assert!(e("sim:bogus=1").starts_with(r#"CJ_IFACE="sim:bogus=1" (default): expected a key among flows"#));
+        assert_eq!(with("containers").source().unwrap(), SourceSpec::Containers);
+        assert!(e("containers:x").contains("containers or interface names"));
+        assert!(e("foo:bar").contains("'foo:' is not a source kind"));
+        assert_eq!(
+            e("averyveryverylongname"),
+            r#"CJ_IFACE="averyveryverylongname" (default): expected interface names separated by commas, each 1 to 15 characters without '/', ':' or whitespace"#
+        );
+        assert!(e("eth0,").contains("interface names"));
+        assert_eq!(
+            e("eth1,eth2,eth1"),
+            r#"CJ_IFACE="eth1,eth2,eth1" (default): expected each interface once; eth1 is listed twice (every frame of it would be counted twice): remove the repeat"#
+        );
+        assert!(e("a/b").contains("interface names"));
+        assert!(e("zc:").contains("zc:IF"));
+        let c = StationConfig::load_from(&env(&[("CJ_IFACE", "")]), None).unwrap();
+        assert!(c.source().unwrap_err().to_string().contains("(environment)"));
+    }
+}
