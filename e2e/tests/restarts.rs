@@ -7,8 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{diff_rows, read_flows_csv, read_json, truth_rows, wait_all, Cluster};
-use station::sim::SimSpec;
+use e2e::{diff_rows, read_flows_csv, read_json, wait_all, Cluster};
+use sim::SimSpec;
+
+#[path = "support/truth.rs"]
+mod sim_truth;
+use sim_truth::truth_rows;
 
 /// 20,000 frames paced at 5,000 per second (four seconds of stream), 200 flows
 /// that live through several refresh intervals.
@@ -27,7 +31,7 @@ fn app(cluster: &Cluster, out: &Path) -> Child {
 #[test]
 fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth() {
     let spec: SimSpec = SIM.parse().expect("spec");
-    let truth = station::sim::truth(&spec);
+    let truth = sim::truth(&spec);
     let iface = format!("sim:{SIM}");
     // Records every second (CJ_REFRESH=1) into a 64-slot record queue: the app
     // checkpoints every 32 records, so it is killed between checkpoints, with
@@ -86,7 +90,7 @@ fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth(
 #[test]
 fn a_detector_killed_mid_stream_loses_only_its_flows_and_the_identity_names_them() {
     let spec: SimSpec = SIM.parse().expect("spec");
-    let truth = station::sim::truth(&spec);
+    let truth = sim::truth(&spec);
     let iface = format!("sim:{SIM}");
     // Packet queues that hold the whole stream: nothing is dropped while no
     // detector runs, so the only loss is the killed worker's table.
