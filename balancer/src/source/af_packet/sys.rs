@@ -20,7 +20,7 @@
 //! Not guaranteed: that the kernel keeps its side of the `TPACKET_V3`
 //! protocol (it does not write a block whose status is `TP_STATUS_USER`);
 //! that is the kernel's documented contract (Documentation/networking/packet_mmap.rst).
-// The balancer denies unsafe code; this module is the documented exception (DESIGN.md, Conventions).
+// The balancer denies unsafe code; this module is the documented exception (DESIGN.md, Crates).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;

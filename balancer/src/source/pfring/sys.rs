@@ -13,7 +13,7 @@
 //! Not guaranteed: that libpfring keeps its own documented contracts (a
 //! frame pointer valid until the next `pfring_recv` on its ring, static
 //! version strings).
-// The balancer denies unsafe code; this module is the documented exception (DESIGN.md, Conventions).
+// The balancer denies unsafe code; this module is the documented exception (DESIGN.md, Crates).
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
