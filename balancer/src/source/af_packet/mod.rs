@@ -36,11 +36,11 @@
 //! the offloads off, see the README).
 //!
 //! Unsafe code: the ring is memory shared with the kernel, and capturing
-//! takes system calls with C structs; all of that is in [`sys`], the
-//! balancer's one module with `unsafe`. [`ring`] walks the blocks through
-//! `sys`'s safe block loans; this module (link watching, statistics, the
-//! diagnosis of a failed open, the [`Source`] impl) and `ring` are under the
-//! crate's `deny(unsafe_code)`.
+//! takes system calls with C structs; all of that is in `sys` (with
+//! `pfring::sys`, the balancer's only modules with `unsafe`). `ring` walks
+//! the blocks through `sys`'s safe block loans; this module (link watching,
+//! statistics, the diagnosis of a failed open, the [`Source`] impl) and
+//! `ring` are under the crate's `deny(unsafe_code)`.
 
 mod ring;
 mod sys;

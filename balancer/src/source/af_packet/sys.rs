@@ -1,5 +1,6 @@
-//! The AF_PACKET source's system calls and the ring mapping: the balancer's
-//! one module with `unsafe` (as smoltcp keeps its in `phy/sys/`).
+//! The AF_PACKET source's system calls and the ring mapping: with
+//! `pfring::sys`, the balancer's only modules with `unsafe` (as smoltcp keeps
+//! its system calls in `phy/sys/`).
 //!
 //! Every function here is safe to call: each wraps one system call (or the
 //! mapping) and states the contract it keeps, so the link watching, the

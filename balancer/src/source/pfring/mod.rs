@@ -33,8 +33,8 @@
 //! files), and libpcap hands it microsecond timestamps even from
 //! nanosecond-resolution files.
 //!
-//! Unsafe code: every call into libpfring is in [`sys`] (safe wrappers with
-//! their contracts); the diagnosis of a failed open is in [`diagnose`]. This
+//! Unsafe code: every call into libpfring is in `sys` (safe wrappers with
+//! their contracts); the diagnosis of a failed open is in `diagnose`. This
 //! module and `diagnose` are under the crate's `deny(unsafe_code)`.
 
 mod diagnose;
