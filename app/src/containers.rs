@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use station::proto::proto_name;
 use station::record::{AttributedBy, ContainerRef, EndReason, FlowRecord, RecordKind};
+use wire::ethernet::EtherType;
 
 use crate::aggregate::Aggregate;
 use crate::settings::Primitives;
@@ -85,7 +86,7 @@ pub struct Containers {
 fn protocol_of(r: &FlowRecord) -> String {
     match r.record_kind() {
         Some(RecordKind::Ip) => proto_name(r.proto).into_owned(),
-        Some(RecordKind::NonIp) if r.ethertype == 0x0806 => "arp".to_owned(),
+        Some(RecordKind::NonIp) if r.ethertype == EtherType::ARP => "arp".to_owned(),
         Some(RecordKind::NonIp) => format!("ethertype-0x{:04x}", r.ethertype),
         _ => "malformed".to_owned(),
     }

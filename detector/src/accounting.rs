@@ -335,7 +335,9 @@ mod tests {
 
     use super::*;
     use crate::flow_table::tests::{key_of, v4};
-    use crate::flow_table::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+    use wire::ethernet::EtherType;
+    use wire::ip_proto;
+    use wire::tcp::flags as tcp_flags;
 
     const S: u64 = 1_000_000_000;
 
@@ -362,14 +364,14 @@ mod tests {
             0u8..4,
             0u16..3,
             0u16..3,
-            prop_oneof![Just(6u8), Just(17u8), Just(1u8)],
+            prop_oneof![Just(ip_proto::TCP), Just(ip_proto::UDP), Just(ip_proto::ICMP)],
             prop_oneof![
                 Just(0u8),
-                Just(TCP_SYN),
-                Just(TCP_SYN | TCP_ACK),
-                Just(TCP_ACK),
-                Just(TCP_FIN | TCP_ACK),
-                Just(TCP_RST)
+                Just(tcp_flags::SYN),
+                Just(tcp_flags::SYN | tcp_flags::ACK),
+                Just(tcp_flags::ACK),
+                Just(tcp_flags::FIN | tcp_flags::ACK),
+                Just(tcp_flags::RST)
             ],
             any::<bool>(),
             20u16..1500,
@@ -401,7 +403,7 @@ mod tests {
         match l3 {
             L3::Ipv4 | L3::Ipv6 => {
                 let v6 = l3 == L3::Ipv6;
-                s.ethertype = if v6 { 0x86DD } else { 0x0800 };
+                s.ethertype = if v6 { EtherType::IPV6 } else { EtherType::IPV4 };
                 s.ip_version = if v6 { 6 } else { 4 };
                 s.src = if v6 { [st.a; 16] } else { v4([10, 0, 0, st.a]) };
                 s.dst = if v6 { [st.b; 16] } else { v4([10, 0, 0, st.b]) };
@@ -409,15 +411,15 @@ mod tests {
                 s.ip_len = u32::from(st.len);
                 if st.later_fragment {
                     s.fragment = Fragment::Later;
-                } else if st.proto != 1 {
+                } else if st.proto != ip_proto::ICMP {
                     s.src_port = 1000 + st.pa;
                     s.dst_port = 1000 + st.pb;
-                    if st.proto == 6 {
+                    if st.proto == ip_proto::TCP {
                         s.tcp_flags = st.flags;
                     }
                 }
             }
-            _ => s.ethertype = if l3 == L3::Malformed { 0x0800 } else { 0x0806 },
+            _ => s.ethertype = if l3 == L3::Malformed { EtherType::IPV4 } else { EtherType::ARP },
         }
         s
     }

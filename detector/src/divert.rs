@@ -95,10 +95,10 @@ use station::config::StationConfig;
 use station::naming;
 use station::record::ContainerRef;
 use station::slot::{read_packet, PacketMeta};
-use wire::{FlowKey, PacketSummary};
+use wire::tcp::flags as tcp_flags;
+use wire::{ip_proto, FlowKey, PacketSummary};
 
 use crate::accounting::Accounting;
-use crate::flow_table::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 use crate::tun::{Tun, TunError, WriteFailure};
@@ -862,9 +862,9 @@ impl On {
     fn verdict(&mut self, s: &PacketSummary, source: u8, ts_ns: u64, c: &mut DivertCounters) -> Option<(u8, Action)> {
         let (key, _) = FlowKey::from_summary(s);
         let vk: VerdictKey = (key, source);
-        let tcp = s.proto == 6;
-        let syn_only = tcp && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-        let ends = tcp && s.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        let tcp = s.proto == ip_proto::TCP;
+        let syn_only = tcp && s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let ends = tcp && s.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
         let hash = self.verdicts.hash_of(&vk);
         if let Some(i) = self.verdicts.find_hashed(hash, &vk) {
             let v = self.verdicts.get_mut(i);

@@ -79,14 +79,11 @@ use station::record::{
     FLAG_SEEN_A, FLAG_SEEN_B,
 };
 use wire::ethernet::EtherType;
-use wire::{Direction, FlowKey, Fragment, PacketSummary};
+use wire::tcp::flags as tcp_flags;
+use wire::{ip_proto, Direction, FlowKey, Fragment, PacketSummary};
 
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
-
-// The wire's constants, under the names the flow logic reads best with (one definition each).
-pub use wire::ip_proto::TCP as PROTO_TCP;
-pub use wire::tcp::flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN};
 
 /// Slab entries reserved up front at most.
 pub const INITIAL_RESERVE: usize = 65_536;
@@ -316,7 +313,7 @@ impl Flow {
     /// Counts one packet sent by key side `side`.
     #[inline]
     fn add(&mut self, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32, now_ns: u64) {
-        let flags = if s.proto == PROTO_TCP { s.tcp_flags } else { 0 };
+        let flags = if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 };
         self.counters[side].add(s.ip_len, frame_len, flags);
         self.first_ns = self.first_ns.min(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
@@ -329,8 +326,8 @@ impl Flow {
             self.fragments = true;
         }
         if flags != 0 {
-            let syn = flags & TCP_SYN != 0;
-            let ack = flags & TCP_ACK != 0;
+            let syn = flags & tcp_flags::SYN != 0;
+            let ack = flags & tcp_flags::ACK != 0;
             if syn && !ack {
                 self.initiator_hi = side == 1;
                 self.decided = 2;
@@ -338,10 +335,10 @@ impl Flow {
                 self.initiator_hi = side == 0;
                 self.decided = 1;
             }
-            if flags & TCP_FIN != 0 {
+            if flags & tcp_flags::FIN != 0 {
                 self.state |= FIN_A << side;
             }
-            if flags & TCP_RST != 0 {
+            if flags & tcp_flags::RST != 0 {
                 self.state |= RST;
             }
         }
@@ -625,7 +622,8 @@ impl FlowTable {
                 let closing_list = self.slab.list_of(i) == CLOSING;
                 let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
                 let f = self.slab.get_mut(i);
-                let pure_syn = s.proto == PROTO_TCP && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+                let pure_syn =
+                    s.proto == ip_proto::TCP && s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
                 if now_ns.saturating_sub(f.seen_ns) >= timeout || (closing_list && pure_syn) {
                     // The old flow ended before this packet: report it, start anew.
                     let reason = if closing_list { EndReason::EndOfFlow } else { EndReason::IdleTimeout };
@@ -796,7 +794,7 @@ pub(crate) mod tests {
             ip_version: 4,
             src: v4(src),
             dst: v4(dst),
-            proto: PROTO_TCP,
+            proto: ip_proto::TCP,
             src_port: sport,
             dst_port: dport,
             ip_len: 60,
@@ -806,7 +804,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketSummary {
-        PacketSummary { proto: 17, tcp_flags: 0, ip_len: 100, ..tcp(src, sport, dst, dport, 0) }
+        PacketSummary { proto: ip_proto::UDP, tcp_flags: 0, ip_len: 100, ..tcp(src, sport, dst, dport, 0) }
     }
 
     fn feed(t: &mut FlowTable, s: &PacketSummary, ts: u64, out: &mut Vec<FlowRecord>) {
@@ -852,13 +850,13 @@ pub(crate) mod tests {
         let mut t = FlowTable::new(cfg());
         let mut out = Vec::new();
         // server's packet seen first, then the client's SYN
-        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_ACK), S, &mut out);
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S + 1, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, tcp_flags::ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::SYN), S + 1, &mut out);
         t.flush(&mut out);
         let r = out[0];
         assert_eq!((r.addr_a, r.port_a), (v4(C), 40000));
-        assert_eq!(r.dir[0].tcp_flags, TCP_SYN);
-        assert_eq!(r.dir[1].tcp_flags, TCP_ACK);
+        assert_eq!(r.dir[0].tcp_flags, tcp_flags::SYN);
+        assert_eq!(r.dir[1].tcp_flags, tcp_flags::ACK);
         assert_ne!(r.flags & FLAG_INITIATOR_BY_SYN, 0);
     }
 
@@ -866,14 +864,14 @@ pub(crate) mod tests {
     fn syn_ack_first_makes_its_destination_the_initiator() {
         let mut t = FlowTable::new(cfg());
         let mut out = Vec::new();
-        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_SYN | TCP_ACK), S, &mut out);
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_ACK), S + 1, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, tcp_flags::SYN | tcp_flags::ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::ACK), S + 1, &mut out);
         t.flush(&mut out);
         let r = out[0];
         assert_eq!((r.addr_a, r.port_a), (v4(C), 40000));
         assert_eq!((r.addr_b, r.port_b), (v4(SV), 80));
         assert_eq!(r.dir[0].packets, 1);
-        assert_eq!(r.dir[1].tcp_flags, TCP_SYN | TCP_ACK);
+        assert_eq!(r.dir[1].tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
         assert_ne!(r.flags & FLAG_INITIATOR_BY_SYN, 0);
         // the SYN-ACK's destination MAC is a's MAC until a sends
         assert_eq!(r.mac_a, [2, 0, 0, 0, 0, 9]);
@@ -883,9 +881,9 @@ pub(crate) mod tests {
     fn syn_ack_does_not_override_a_syn() {
         let mut t = FlowTable::new(cfg());
         let mut out = Vec::new();
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::SYN), S, &mut out);
         // a (weird) SYN-ACK from the client must not flip it
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN | TCP_ACK), S + 1, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::SYN | tcp_flags::ACK), S + 1, &mut out);
         t.flush(&mut out);
         assert_eq!(out[0].addr_a, v4(C));
         assert_eq!(out[0].dir[0].packets, 2);
@@ -975,13 +973,13 @@ pub(crate) mod tests {
     fn closing_flows_end_after_the_close_timeout() {
         let mut t = FlowTable::new(cfg());
         let mut out = Vec::new();
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S, &mut out);
-        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_SYN | TCP_ACK), S, &mut out);
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_FIN | TCP_ACK), 2 * S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::SYN), S, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, tcp_flags::SYN | tcp_flags::ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::FIN | tcp_flags::ACK), 2 * S, &mut out);
         // one FIN: still open
         assert_eq!(t.expire(2 * S + 6 * S, &mut out), 0);
-        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_FIN | TCP_ACK), 9 * S, &mut out);
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_ACK), 9 * S, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, tcp_flags::FIN | tcp_flags::ACK), 9 * S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::ACK), 9 * S, &mut out);
         // an open UDP flow seen earlier than the close must outlive it
         feed(&mut t, &udp(C, 5000, SV, 53), 8 * S, &mut out);
         assert_eq!(t.expire(13 * S, &mut out), 0);
@@ -996,10 +994,10 @@ pub(crate) mod tests {
     fn rst_closes_at_once_and_a_new_syn_restarts_the_five_tuple() {
         let mut t = FlowTable::new(cfg());
         let mut out = Vec::new();
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), S, &mut out);
-        feed(&mut t, &tcp(SV, 80, C, 40000, TCP_RST | TCP_ACK), S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::SYN), S, &mut out);
+        feed(&mut t, &tcp(SV, 80, C, 40000, tcp_flags::RST | tcp_flags::ACK), S, &mut out);
         // port reuse before the close timeout: the old flow ends, a new one starts
-        feed(&mut t, &tcp(C, 40000, SV, 80, TCP_SYN), 2 * S, &mut out);
+        feed(&mut t, &tcp(C, 40000, SV, 80, tcp_flags::SYN), 2 * S, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].end(), Some(EndReason::EndOfFlow));
         assert_eq!(out[0].packets(), 2);

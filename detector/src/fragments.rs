@@ -60,6 +60,7 @@
 //!   flow part (a restart after idle time): in the part that first fragment
 //!   is in.
 
+use wire::ethernet::EtherType;
 use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
 
 use crate::flow_table::{FlowTable, FrameTime, HeldCounts};
@@ -317,7 +318,7 @@ impl FragmentTable {
         self.stats.unattributed += d.held.packets;
         let s = PacketSummary {
             l3: if fk.ip_version == 6 { L3::Ipv6 } else { L3::Ipv4 },
-            ethertype: if fk.ip_version == 6 { 0x86DD } else { 0x0800 },
+            ethertype: if fk.ip_version == 6 { EtherType::IPV6 } else { EtherType::IPV4 },
             src_mac: d.src_mac,
             dst_mac: d.dst_mac,
             vlan: fk.vlan,

@@ -1,0 +1,353 @@
+//! Walking a `TPACKET_V3` ring: which block is next, where in it the walk
+//! stands, and how an entry becomes a [`Frame`].
+//!
+//! Guarantees:
+//! - A block is read only while user space owns it (through
+//!   [`sys::UserBlock`]) and goes back to the kernel after the last frame
+//!   borrowed from it was handed to the sink.
+//! - Every read of a block is bounds-checked against the block: an entry whose
+//!   offsets leave the block ends the walk of the block, and it and every entry
+//!   the block still announced are counted as errors (never skipped silently,
+//!   never read out of bounds).
+//! - A VLAN tag the kernel took out of a frame is put back (see the parent
+//!   module), in the caller's scratch buffer: no allocation per frame.
+//!
+//! Not guaranteed: that the counts and offsets the kernel wrote are sensible;
+//! a block that lies is counted, not trusted.
+
+use super::sys;
+use crate::source::Frame;
+
+/// Ring layout offsets (bytes) of the kernel's `if_packet.h` structures, as in
+/// smoltcp's `mod field`; a test checks them against the `libc` definitions.
+pub(super) mod field {
+    /// `tpacket_block_desc.hdr.bh1.num_pkts` (u32).
+    pub const NUM_PKTS: usize = 12;
+    /// `tpacket_block_desc.hdr.bh1.offset_to_first_pkt` (u32).
+    pub const FIRST_PKT: usize = 16;
+    /// Size of `tpacket_block_desc` up to the end of its header.
+    pub const BLOCK_HDR_LEN: usize = 48;
+    /// `tpacket3_hdr.tp_next_offset` (u32).
+    pub const NEXT_OFFSET: usize = 0;
+    /// `tpacket3_hdr.tp_sec` (u32).
+    pub const SEC: usize = 4;
+    /// `tpacket3_hdr.tp_nsec` (u32).
+    pub const NSEC: usize = 8;
+    /// `tpacket3_hdr.tp_snaplen` (u32).
+    pub const SNAPLEN: usize = 12;
+    /// `tpacket3_hdr.tp_len` (u32).
+    pub const LEN: usize = 16;
+    /// `tpacket3_hdr.tp_status` (u32).
+    pub const STATUS: usize = 20;
+    /// `tpacket3_hdr.tp_mac` (u16): offset of the frame from the entry.
+    pub const MAC: usize = 24;
+    /// `tpacket3_hdr.hv1.tp_vlan_tci` (u32).
+    pub const VLAN_TCI: usize = 32;
+    /// `tpacket3_hdr.hv1.tp_vlan_tpid` (u16).
+    pub const VLAN_TPID: usize = 36;
+    /// Size of `tpacket3_hdr`.
+    pub const PKT_HDR_LEN: usize = 48;
+}
+
+/// `tp_status` bits (linux/if_packet.h).
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+/// Where the walk of a user-owned block stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Cursor {
+    /// Entries not yet delivered.
+    pub left: u32,
+    /// Offset of the next entry from the block start.
+    pub offset: usize,
+}
+
+impl Cursor {
+    /// Starts the walk of a block from its header (nothing to walk when the
+    /// block is shorter than its header).
+    pub(super) fn start(block: &[u8]) -> Self {
+        match block.get(..field::BLOCK_HDR_LEN) {
+            Some(h) => Cursor { left: u32_at(h, field::NUM_PKTS), offset: u32_at(h, field::FIRST_PKT) as usize },
+            None => Cursor { left: 0, offset: 0 },
+        }
+    }
+}
+
+/// The blocks of one socket's ring and where their walk stands.
+#[derive(Debug)]
+pub(super) struct BlockRing {
+    map: sys::RingMap,
+    block_count: usize,
+    /// Next block to look at.
+    next_block: usize,
+    /// The block being walked (`next_block`), once its status said user.
+    cursor: Option<Cursor>,
+}
+
+impl BlockRing {
+    /// The ring over `map`, walked from its first block.
+    pub(super) fn new(map: sys::RingMap, block_count: usize) -> Self {
+        Self { map, block_count, next_block: 0, cursor: None }
+    }
+
+    /// Delivers up to `quota` frames from the current block, or from the next
+    /// one if it is ready; hands a finished block back. Returns the frames delivered.
+    pub(super) fn take(
+        &mut self,
+        quota: usize,
+        source: u8,
+        scratch: &mut [u8],
+        errors: &mut u64,
+        sink: &mut dyn FnMut(&Frame<'_>),
+    ) -> usize {
+        let b = self.next_block;
+        let Some(block) = self.map.user_block(b) else { return 0 };
+        let mut cursor = self.cursor.unwrap_or_else(|| Cursor::start(block.bytes()));
+        let n = walk_block(block.bytes(), &mut cursor, quota, source, scratch, errors, sink);
+        if cursor.left == 0 {
+            // Every loan of the block's bytes ended with the sink calls: give it back.
+            block.release();
+            self.cursor = None;
+            self.next_block = if b + 1 == self.block_count { 0 } else { b + 1 };
+        } else {
+            self.cursor = Some(cursor);
+        }
+        n
+    }
+}
+
+/// The native-endian u32 at `off` of a header slice.
+#[inline]
+fn u32_at(h: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes([h[off], h[off + 1], h[off + 2], h[off + 3]])
+}
+
+/// The native-endian u16 at `off` of a header slice.
+#[inline]
+fn u16_at(h: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([h[off], h[off + 1]])
+}
+
+/// Delivers up to `quota` entries of `block` from `cursor` on, advancing it.
+/// An entry whose offsets leave the block ends the walk of the block: it and
+/// every entry the block still announced are counted in `errors`
+/// (`cursor.left` becomes 0), so none is skipped silently.
+pub(super) fn walk_block(
+    block: &[u8],
+    cursor: &mut Cursor,
+    quota: usize,
+    source: u8,
+    scratch: &mut [u8],
+    errors: &mut u64,
+    sink: &mut dyn FnMut(&Frame<'_>),
+) -> usize {
+    let mut n = 0;
+    while cursor.left > 0 && n < quota {
+        let off = cursor.offset;
+        let header = off.checked_add(field::PKT_HDR_LEN).and_then(|end| block.get(off..end));
+        let Some(h) = header.filter(|_| off >= field::BLOCK_HDR_LEN) else {
+            *errors += u64::from(cursor.left);
+            cursor.left = 0;
+            break;
+        };
+        let next = u32_at(h, field::NEXT_OFFSET);
+        let sec = u32_at(h, field::SEC);
+        let nsec = u32_at(h, field::NSEC);
+        let snaplen = u32_at(h, field::SNAPLEN) as usize;
+        let len = u32_at(h, field::LEN);
+        let status = u32_at(h, field::STATUS);
+        let mac = usize::from(u16_at(h, field::MAC));
+        let tci = u32_at(h, field::VLAN_TCI);
+        let tpid = u16_at(h, field::VLAN_TPID);
+        let start = off + mac;
+        let data = start.checked_add(snaplen).and_then(|end| block.get(start..end));
+        let Some(data) = data.filter(|_| mac >= field::PKT_HDR_LEN) else {
+            // This entry and every one after it in the block are unreadable: count them all.
+            *errors += u64::from(cursor.left);
+            cursor.left = 0;
+            break;
+        };
+        let ts_ns = u64::from(sec) * 1_000_000_000 + u64::from(nsec);
+        // Same rule as libpcap: a non-zero TCI or the VALID bit (older kernels do not set it).
+        let tagged = status & TP_STATUS_VLAN_VALID != 0 || tci != 0;
+        let tagged_frame = if tagged {
+            let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { wire::ethernet::EtherType::VLAN };
+            with_vlan_tag(data, tpid, tci as u16, scratch)
+        } else {
+            None
+        };
+        let frame = match tagged_frame {
+            Some(d) => Frame { ts_ns, wire_len: len.saturating_add(4), data: d, source },
+            None => Frame { ts_ns, wire_len: len, data, source },
+        };
+        sink(&frame);
+        n += 1;
+        cursor.left -= 1;
+        if cursor.left > 0 {
+            if next == 0 {
+                // The block says more entries follow but gives no way to them.
+                *errors += u64::from(cursor.left);
+                cursor.left = 0;
+                break;
+            }
+            cursor.offset = off + next as usize;
+        }
+    }
+    n
+}
+
+/// `data` with a VLAN tag (`tpid`, `tci`) inserted after the two MAC
+/// addresses, built in `scratch`; `None` when the frame is shorter than the
+/// MAC addresses or `scratch` is too small.
+fn with_vlan_tag<'s>(data: &[u8], tpid: u16, tci: u16, scratch: &'s mut [u8]) -> Option<&'s [u8]> {
+    let total = data.len().checked_add(4)?;
+    if data.len() < 12 || scratch.len() < total {
+        return None;
+    }
+    scratch[..12].copy_from_slice(&data[..12]);
+    scratch[12..14].copy_from_slice(&tpid.to_be_bytes());
+    scratch[14..16].copy_from_slice(&tci.to_be_bytes());
+    scratch[16..total].copy_from_slice(&data[12..]);
+    Some(&scratch[..total])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn field_offsets_match_the_kernel_structs() {
+        let bh1 = offset_of!(libc::tpacket_block_desc, hdr);
+        assert_eq!(bh1 + offset_of!(libc::tpacket_hdr_v1, block_status), sys::BLOCK_STATUS);
+        assert_eq!(bh1 + offset_of!(libc::tpacket_hdr_v1, num_pkts), field::NUM_PKTS);
+        assert_eq!(bh1 + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt), field::FIRST_PKT);
+        assert_eq!(std::mem::size_of::<libc::tpacket_block_desc>(), field::BLOCK_HDR_LEN);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_next_offset), field::NEXT_OFFSET);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_sec), field::SEC);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_nsec), field::NSEC);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_snaplen), field::SNAPLEN);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_len), field::LEN);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_status), field::STATUS);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_mac), field::MAC);
+        let hv1 = offset_of!(libc::tpacket3_hdr, hv1);
+        assert_eq!(hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci), field::VLAN_TCI);
+        assert_eq!(hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid), field::VLAN_TPID);
+        assert_eq!(std::mem::size_of::<libc::tpacket3_hdr>(), field::PKT_HDR_LEN);
+    }
+
+    #[test]
+    fn vlan_tag_goes_back_after_the_macs() {
+        let frame: Vec<u8> = (0u8..20).collect();
+        let mut scratch = [0u8; 64];
+        let out = with_vlan_tag(&frame, 0x88a8, 0x2064, &mut scratch).expect("fits");
+        assert_eq!(out.len(), 24);
+        assert_eq!(&out[..12], &frame[..12]);
+        assert_eq!(&out[12..16], &[0x88, 0xa8, 0x20, 0x64]);
+        assert_eq!(&out[16..], &frame[12..]);
+        assert!(with_vlan_tag(&frame[..11], 0x8100, 1, &mut scratch).is_none());
+        assert!(with_vlan_tag(&frame, 0x8100, 1, &mut scratch[..23]).is_none());
+    }
+
+    /// A test entry: (ts_sec, ts_nsec, tp_status, vlan tci, vlan tpid, frame bytes).
+    type Entry = (u32, u32, u32, u32, u16, Vec<u8>);
+
+    /// A block laid out as the kernel writes one.
+    struct FakeBlock {
+        bytes: Vec<u8>,
+    }
+
+    impl FakeBlock {
+        fn new(size: usize, entries: &[Entry]) -> Self {
+            let mut b = vec![0u8; size];
+            let put32 = |b: &mut Vec<u8>, off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+            put32(&mut b, sys::BLOCK_STATUS, sys::TP_STATUS_USER);
+            put32(&mut b, field::NUM_PKTS, entries.len() as u32);
+            put32(&mut b, field::FIRST_PKT, 64);
+            let mut off = 64;
+            for (i, (sec, nsec, status, tci, tpid, data)) in entries.iter().enumerate() {
+                let mac = 82; // as the kernel: header + sockaddr_ll, aligned, + 2 for IP alignment
+                let len = (mac + data.len() + 15) & !15;
+                let next = if i + 1 == entries.len() { 0 } else { len as u32 };
+                put32(&mut b, off + field::NEXT_OFFSET, next);
+                put32(&mut b, off + field::SEC, *sec);
+                put32(&mut b, off + field::NSEC, *nsec);
+                put32(&mut b, off + field::SNAPLEN, data.len() as u32);
+                put32(&mut b, off + field::LEN, data.len() as u32);
+                put32(&mut b, off + field::STATUS, *status);
+                b[off + field::MAC..off + field::MAC + 2].copy_from_slice(&(mac as u16).to_ne_bytes());
+                put32(&mut b, off + field::VLAN_TCI, *tci);
+                b[off + field::VLAN_TPID..off + field::VLAN_TPID + 2].copy_from_slice(&tpid.to_ne_bytes());
+                b[off + mac..off + mac + data.len()].copy_from_slice(data);
+                off += len;
+            }
+            Self { bytes: b }
+        }
+
+        fn walk(&self, quota: usize, cursor: &mut Cursor, errors: &mut u64) -> Vec<(u64, u32, Vec<u8>)> {
+            let mut scratch = vec![0u8; self.bytes.len() + 4];
+            let mut got = Vec::new();
+            walk_block(&self.bytes, cursor, quota, 3, &mut scratch, errors, &mut |f| {
+                assert_eq!(f.source, 3);
+                got.push((f.ts_ns, f.wire_len, f.data.to_vec()));
+            });
+            got
+        }
+
+        fn cursor(&self) -> Cursor {
+            Cursor::start(&self.bytes)
+        }
+    }
+
+    #[test]
+    fn walk_delivers_entries_with_timestamps_and_vlan_tags_put_back() {
+        let plain: Vec<u8> = (0..60).map(|i| i as u8).collect();
+        let tagged: Vec<u8> = (0..100).map(|i| (i * 3) as u8).collect();
+        let entries = vec![
+            (10, 5, 0, 0, 0, plain.clone()),
+            (11, 6, TP_STATUS_VLAN_VALID, 0x0064, 0, tagged.clone()),
+            (12, 7, TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID, 0x00c8, 0x88a8, tagged.clone()),
+        ];
+        let block = FakeBlock::new(4096, &entries);
+        let mut cursor = block.cursor();
+        assert_eq!(cursor.left, 3);
+        let mut errors = 0;
+        // A quota of 2 stops the walk in the middle; the rest comes next time.
+        let first = block.walk(2, &mut cursor, &mut errors);
+        assert_eq!(first.len(), 2);
+        assert_eq!(cursor.left, 1);
+        let rest = block.walk(10, &mut cursor, &mut errors);
+        assert_eq!((rest.len(), cursor.left, errors), (1, 0, 0));
+        let all: Vec<_> = first.into_iter().chain(rest).collect();
+        assert_eq!(all[0], (10_000_000_005, 60, plain));
+        assert_eq!(all[1].0, 11_000_000_006);
+        assert_eq!(all[1].1, 104);
+        assert_eq!(&all[1].2[12..16], &[0x81, 0x00, 0x00, 0x64]);
+        assert_eq!(&all[1].2[16..], &tagged[12..]);
+        assert_eq!(all[2].1, 104);
+        assert_eq!(&all[2].2[12..16], &[0x88, 0xa8, 0x00, 0xc8]);
+    }
+
+    #[test]
+    fn walk_never_reads_outside_the_block() {
+        let data = vec![0xabu8; 200];
+        let mut block = FakeBlock::new(4096, &[(1, 0, 0, 0, 0, data.clone()), (2, 0, 0, 0, 0, data)]);
+        // The second entry claims a snap length past the end of the block.
+        let second = 64 + ((82 + 200 + 15) & !15);
+        block.bytes[second + field::SNAPLEN..second + field::SNAPLEN + 4].copy_from_slice(&5000u32.to_ne_bytes());
+        let mut cursor = block.cursor();
+        let mut errors = 0;
+        let got = block.walk(10, &mut cursor, &mut errors);
+        // The second entry (the last of the block) is counted, never skipped silently.
+        assert_eq!((got.len(), cursor.left, errors), (1, 0, 1));
+        // A first-entry offset outside the block: both entries it announced are counted.
+        let mut cursor = Cursor { left: 2, offset: 4090 };
+        let got = block.walk(10, &mut cursor, &mut errors);
+        assert_eq!((got.len(), cursor.left, errors), (0, 0, 3));
+    }
+
+    #[test]
+    fn a_block_shorter_than_its_header_has_nothing_to_walk() {
+        assert_eq!(Cursor::start(&[0u8; field::BLOCK_HDR_LEN - 1]), Cursor { left: 0, offset: 0 });
+    }
+}
