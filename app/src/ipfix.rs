@@ -1,6 +1,17 @@
 //! `CJ_EXPORT`: every flow record the app takes off the record queues, sent
-//! as IPFIX (RFC 7011) over UDP to one or more collectors (`nfcapd`,
-//! `nfacctd`, any IPFIX collector).
+//! as IPFIX (RFC 7011, `ipfix://HOST:PORT`) or NetFlow v9 (RFC 3954,
+//! `netflow9://HOST:PORT`) over UDP to one or more collectors (`nfcapd`,
+//! `nfacctd`, any IPFIX or NetFlow v9 collector).
+//!
+//! NetFlow v9 carries the same templates and data records: its header is
+//! RFC 3954's (version 9, the count of records in the packet, sysUptime as
+//! milliseconds since the exporter started, UNIX seconds, a sequence number
+//! that counts export packets, the source id `CJ_CLUSTER_ID`), its template
+//! FlowSet id is 0, and the elements keep their IANA numbers (the v9 field
+//! types 1..=80 are the same numbers; flowStartMilliseconds(152),
+//! flowEndMilliseconds(153) and flowEndReason(136) are IPFIX numbers that
+//! nfdump and pmacct also read in v9, so times stay absolute instead of
+//! relative to a sysUptime that a days-old capture would overflow).
 //!
 //! Each [`FlowRecord`] of kind IP becomes up to two IPFIX data records, one per
 //! direction that has packets, the sending side as source (side a→b from
@@ -48,9 +59,12 @@
 //!   MTU with IPv6 and UDP headers). Pending data records are sent once a
 //!   message is full, when the oldest has waited [`FLUSH_INTERVAL`], and at
 //!   the end of the run (before the final files are written).
-//! - The header's sequence number is the number of data records sent before
-//!   the message in this observation domain (RFC 7011 section 3.1); the
-//!   observation domain id is `CJ_CLUSTER_ID`; export time is wall clock.
+//! - IPFIX: the header's sequence number is the number of data records sent
+//!   before the message in this observation domain (RFC 7011 section 3.1).
+//!   NetFlow v9: it counts the export packets (templates included) sent to
+//!   that collector before this one, and the header's count is the records
+//!   in the packet (RFC 3954 section 5.1). The observation domain / source id
+//!   is `CJ_CLUSTER_ID`; export time is wall clock.
 //! - Sockets are non-blocking and connected: a send that fails (would block,
 //!   the collector's port refused) drops that message, counts its data
 //!   records in `records_dropped` and warns at most once a minute per
@@ -63,7 +77,7 @@
 //! receive buffer overflows loses messages without the app knowing (the
 //! sequence numbers let the collector see the gap). Non-IP and malformed
 //! records are not exported (no IPFIX template here fits them); their frames
-//! stay in `flows.csv`'s totals and `summary.json`. NetFlow v9 is not built.
+//! stay in `flows.csv`'s totals and `summary.json`.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -75,12 +89,18 @@ use station::record::{FlowRecord, RecordKind};
 
 /// The variable.
 const VAR: &str = "CJ_EXPORT";
-/// The scheme of a destination.
+/// The scheme of an IPFIX destination.
 const SCHEME: &str = "ipfix://";
+/// The scheme of a NetFlow v9 destination.
+const SCHEME_V9: &str = "netflow9://";
 /// IPFIX version number (RFC 7011 section 3.1).
 pub const VERSION: u16 = 10;
+/// NetFlow version number (RFC 3954 section 5.1).
+pub const VERSION_V9: u16 = 9;
 /// Set id of a template set.
 pub const TEMPLATE_SET_ID: u16 = 2;
+/// FlowSet id of a NetFlow v9 template FlowSet.
+pub const TEMPLATE_SET_ID_V9: u16 = 0;
 /// Template of IPv4 data records.
 pub const TEMPLATE_V4: u16 = 256;
 /// Template of IPv6 data records.
@@ -93,8 +113,68 @@ pub const TEMPLATE_INTERVAL: Duration = Duration::from_secs(30);
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Warnings about one collector come at most this often.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
-/// Message header length.
+/// IPFIX message header length.
 const HEADER_LEN: usize = 16;
+/// NetFlow v9 packet header length.
+const HEADER_LEN_V9: usize = 20;
+
+/// The export protocol of one collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// IPFIX (RFC 7011).
+    Ipfix,
+    /// NetFlow version 9 (RFC 3954).
+    NetflowV9,
+}
+
+impl Protocol {
+    fn header_len(self) -> usize {
+        match self {
+            Protocol::Ipfix => HEADER_LEN,
+            Protocol::NetflowV9 => HEADER_LEN_V9,
+        }
+    }
+}
+
+/// What a message header carries besides its body.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// Seconds since the epoch.
+    pub export_time: u32,
+    /// IPFIX: data records sent before this message; v9: export packets sent before this one.
+    pub seq: u32,
+    /// Observation domain (IPFIX) or source id (v9).
+    pub domain: u32,
+    /// v9 only: milliseconds since the exporter started.
+    pub uptime_ms: u32,
+    /// v9 only: records (template or data) in the body.
+    pub count: u16,
+}
+
+/// `body` (sets or FlowSets) behind `protocol`'s header.
+pub fn frame(protocol: Protocol, body: &[u8], h: Header) -> Vec<u8> {
+    let mut m = Vec::with_capacity(protocol.header_len() + body.len());
+    match protocol {
+        Protocol::Ipfix => {
+            let len = (HEADER_LEN + body.len()) as u16;
+            m.extend_from_slice(&VERSION.to_be_bytes());
+            m.extend_from_slice(&len.to_be_bytes());
+            m.extend_from_slice(&h.export_time.to_be_bytes());
+            m.extend_from_slice(&h.seq.to_be_bytes());
+            m.extend_from_slice(&h.domain.to_be_bytes());
+        }
+        Protocol::NetflowV9 => {
+            m.extend_from_slice(&VERSION_V9.to_be_bytes());
+            m.extend_from_slice(&h.count.to_be_bytes());
+            m.extend_from_slice(&h.uptime_ms.to_be_bytes());
+            m.extend_from_slice(&h.export_time.to_be_bytes());
+            m.extend_from_slice(&h.seq.to_be_bytes());
+            m.extend_from_slice(&h.domain.to_be_bytes());
+        }
+    }
+    m.extend_from_slice(body);
+    m
+}
 /// Set header length.
 const SET_HEADER_LEN: usize = 4;
 
@@ -249,21 +329,16 @@ impl DirRecord {
     }
 }
 
-/// Writes a message header at the start of `msg` (whose length is final).
-fn write_header(msg: &mut [u8], export_time: u32, seq: u32, domain: u32) {
-    let len = msg.len() as u16;
-    msg[0..2].copy_from_slice(&VERSION.to_be_bytes());
-    msg[2..4].copy_from_slice(&len.to_be_bytes());
-    msg[4..8].copy_from_slice(&export_time.to_be_bytes());
-    msg[8..12].copy_from_slice(&seq.to_be_bytes());
-    msg[12..16].copy_from_slice(&domain.to_be_bytes());
-}
-
-/// A message holding one template set with both templates.
-pub fn template_message(export_time: u32, seq: u32, domain: u32) -> Vec<u8> {
-    let mut m = vec![0u8; HEADER_LEN];
+/// The body of a template message: one template set with both templates
+/// (set id 2 for IPFIX, FlowSet id 0 for NetFlow v9). Two records.
+pub fn template_body(protocol: Protocol) -> Vec<u8> {
+    let mut m = Vec::new();
     let set_len = SET_HEADER_LEN + 2 * (4 + 4 * FIELDS_V4.len());
-    m.extend_from_slice(&TEMPLATE_SET_ID.to_be_bytes());
+    let id = match protocol {
+        Protocol::Ipfix => TEMPLATE_SET_ID,
+        Protocol::NetflowV9 => TEMPLATE_SET_ID_V9,
+    };
+    m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&(set_len as u16).to_be_bytes());
     for (id, fields) in [(TEMPLATE_V4, &FIELDS_V4), (TEMPLATE_V6, &FIELDS_V6)] {
         m.extend_from_slice(&id.to_be_bytes());
@@ -273,12 +348,19 @@ pub fn template_message(export_time: u32, seq: u32, domain: u32) -> Vec<u8> {
             m.extend_from_slice(&len.to_be_bytes());
         }
     }
-    write_header(&mut m, export_time, seq, domain);
     m
 }
 
-/// A data message being filled: header, then data sets (a new set whenever
-/// the template changes).
+/// An IPFIX message holding both templates.
+#[cfg(test)]
+fn template_message(export_time: u32, seq: u32, domain: u32) -> Vec<u8> {
+    let h = Header { export_time, seq, domain, uptime_ms: 0, count: 2 };
+    frame(Protocol::Ipfix, &template_body(Protocol::Ipfix), h)
+}
+
+/// The body of a data message being filled: data sets (a new set whenever
+/// the template changes), sized so that either protocol's header fits in
+/// [`MAX_MESSAGE`] with it.
 #[derive(Debug)]
 pub struct DataMessage {
     buf: Vec<u8>,
@@ -289,9 +371,7 @@ pub struct DataMessage {
 
 impl Default for DataMessage {
     fn default() -> Self {
-        let mut buf = Vec::with_capacity(MAX_MESSAGE);
-        buf.resize(HEADER_LEN, 0);
-        DataMessage { buf, open: None, records: 0 }
+        DataMessage { buf: Vec::with_capacity(MAX_MESSAGE), open: None, records: 0 }
     }
 }
 
@@ -306,7 +386,7 @@ impl DataMessage {
     pub fn push(&mut self, d: &DirRecord) -> bool {
         let new_set = self.open.is_none_or(|(_, t)| t != d.template());
         let need = d.len() + if new_set { SET_HEADER_LEN } else { 0 };
-        if self.buf.len() + need > MAX_MESSAGE {
+        if HEADER_LEN_V9.max(HEADER_LEN) + self.buf.len() + need > MAX_MESSAGE {
             return false;
         }
         if new_set {
@@ -327,12 +407,10 @@ impl DataMessage {
         }
     }
 
-    /// The finished bytes (header filled in); the message is then empty again.
-    pub fn take(&mut self, export_time: u32, seq: u32, domain: u32) -> Vec<u8> {
+    /// The finished body (sets closed); the message is then empty again.
+    pub fn take(&mut self) -> Vec<u8> {
         self.close_set();
-        let mut m = std::mem::take(self);
-        write_header(&mut m.buf, export_time, seq, domain);
-        m.buf
+        std::mem::take(self).buf
     }
 }
 
@@ -355,6 +433,9 @@ pub struct ExportStats {
 #[derive(Debug)]
 struct Collector {
     url: String,
+    protocol: Protocol,
+    /// NetFlow v9: export packets sent to it so far (its sequence number).
+    packets: u32,
     socket: UdpSocket,
     /// When templates are due (now after a failed send).
     templates_at: Instant,
@@ -366,7 +447,7 @@ impl Collector {
         if self.last_warning.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
             self.last_warning = Some(now);
             eprintln!(
-                "cj-app: warning: IPFIX export to {}: {what}: {e}; its records are counted in export.records_dropped \
+                "cj-app: warning: flow export to {}: {what}: {e}; its records are counted in export.records_dropped \
                  (check that the collector listens there; this warning repeats at most once a minute)",
                 self.url
             );
@@ -380,6 +461,8 @@ pub struct Exporter {
     collectors: Vec<Collector>,
     domain: u32,
     fan_out: bool,
+    /// sysUptime's zero (NetFlow v9).
+    started: Instant,
     pending: DataMessage,
     pending_since: Option<Instant>,
     /// Data records sent so far in this observation domain (mod 2^32).
@@ -390,12 +473,13 @@ pub struct Exporter {
 /// The collectors of `CJ_EXPORT`; empty when off.
 ///
 /// # Errors
-/// A value that is not `ipfix://HOST:PORT[,...]`, or a HOST that does not resolve.
-pub fn destinations(cfg: &StationConfig) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+/// A value that is not `ipfix://HOST:PORT` or `netflow9://HOST:PORT`
+/// (several separated by commas), or a HOST that does not resolve.
+pub fn destinations(cfg: &StationConfig) -> Result<Vec<(String, SocketAddr, Protocol)>, ConfigError> {
     parse(&cfg.export, cfg.origin(VAR))
 }
 
-fn parse(raw: &str, origin: &str) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+fn parse(raw: &str, origin: &str) -> Result<Vec<(String, SocketAddr, Protocol)>, ConfigError> {
     let value = raw.trim();
     let err = |expected: String| ConfigError {
         var: VAR.to_owned(),
@@ -403,12 +487,14 @@ fn parse(raw: &str, origin: &str) -> Result<Vec<(String, SocketAddr)>, ConfigErr
         origin: origin.to_owned(),
         expected,
     };
-    const FORM: &str = "ipfix://HOST:PORT, several separated by commas (HOST a name, an IPv4 address or [IPv6], \
-                        PORT 1..=65535), or empty for no export";
+    const FORM: &str = "ipfix://HOST:PORT or netflow9://HOST:PORT, several separated by commas (HOST a name, an \
+                        IPv4 address or [IPv6], PORT 1..=65535), or empty for no export";
     let mut out = Vec::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let Some(rest) = item.strip_prefix(SCHEME) else {
-            return Err(err(format!("{FORM}; {item:?} does not start with {SCHEME} (NetFlow v9 is not built)")));
+        let (rest, protocol) = match (item.strip_prefix(SCHEME), item.strip_prefix(SCHEME_V9)) {
+            (Some(rest), _) => (rest, Protocol::Ipfix),
+            (_, Some(rest)) => (rest, Protocol::NetflowV9),
+            _ => return Err(err(format!("{FORM}; {item:?} starts with neither {SCHEME} nor {SCHEME_V9}"))),
         };
         let port_ok = rest.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_some_and(|p| p != 0);
         if !port_ok {
@@ -419,7 +505,7 @@ fn parse(raw: &str, origin: &str) -> Result<Vec<(String, SocketAddr)>, ConfigErr
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| err(format!("{FORM}; {rest:?} does not resolve to an address")))?;
-        out.push((item.to_owned(), addr));
+        out.push((item.to_owned(), addr, protocol));
     }
     Ok(out)
 }
@@ -436,19 +522,27 @@ impl Exporter {
             return Ok(None);
         }
         let mut collectors = Vec::new();
-        for (url, addr) in dests {
+        for (url, addr, protocol) in dests {
             let socket = open(addr).map_err(|e| ConfigError {
                 var: VAR.to_owned(),
                 value: cfg.export.clone(),
                 origin: cfg.origin(VAR).to_owned(),
                 expected: format!("a destination this host can send UDP to; {url}: {e}"),
             })?;
-            collectors.push(Collector { url, socket, templates_at: Instant::now(), last_warning: None });
+            collectors.push(Collector {
+                url,
+                protocol,
+                packets: 0,
+                socket,
+                templates_at: Instant::now(),
+                last_warning: None,
+            });
         }
         let mut e = Exporter {
             collectors,
             domain: cfg.cluster_id,
             fan_out,
+            started: Instant::now(),
             pending: DataMessage::default(),
             pending_since: None,
             seq: 0,
@@ -461,7 +555,7 @@ impl Exporter {
     /// The collectors, for the start line.
     pub fn describe(&self) -> String {
         let urls: Vec<&str> = self.collectors.iter().map(|c| c.url.as_str()).collect();
-        format!("exporting IPFIX to {} (observation domain {})", urls.join(", "), self.domain)
+        format!("exporting flows to {} (observation domain / source id {})", urls.join(", "), self.domain)
     }
 
     /// Counters so far.
@@ -504,13 +598,19 @@ impl Exporter {
         if n == 0 {
             return;
         }
-        let msg = self.pending.take(export_time(), self.seq, self.domain);
+        let body = self.pending.take();
         let now = Instant::now();
         for i in 0..self.collectors.len() {
             if now >= self.collectors[i].templates_at {
                 self.send_templates(i, now);
             }
+            let mut h = self.header(now, n as u16);
             let c = &mut self.collectors[i];
+            if c.protocol == Protocol::NetflowV9 {
+                h.seq = c.packets;
+                c.packets = c.packets.wrapping_add(1);
+            }
+            let msg = frame(c.protocol, &body, h);
             match c.socket.send(&msg) {
                 Ok(_) => {
                     self.stats.messages += 1;
@@ -527,9 +627,25 @@ impl Exporter {
         self.seq = self.seq.wrapping_add(n);
     }
 
+    /// A header for a message of `count` records sent now (the v9 sequence is the collector's).
+    fn header(&self, now: Instant, count: u16) -> Header {
+        Header {
+            export_time: export_time(),
+            seq: self.seq,
+            domain: self.domain,
+            uptime_ms: now.duration_since(self.started).as_millis() as u32,
+            count,
+        }
+    }
+
     fn send_templates(&mut self, i: usize, now: Instant) {
-        let msg = template_message(export_time(), self.seq, self.domain);
+        let mut h = self.header(now, 2);
         let c = &mut self.collectors[i];
+        if c.protocol == Protocol::NetflowV9 {
+            h.seq = c.packets;
+            c.packets = c.packets.wrapping_add(1);
+        }
+        let msg = frame(c.protocol, &template_body(c.protocol), h);
         match c.socket.send(&msg) {
             Ok(_) => {
                 self.stats.messages += 1;
@@ -649,6 +765,18 @@ mod tests {
     }
 
     #[test]
+    fn the_netflow_v9_template_packet_has_the_rfc_3954_layout_byte_for_byte() {
+        let h = Header { export_time: 0x6553_f100, seq: 5, domain: 9, uptime_ms: 1234, count: 2 };
+        let m = frame(Protocol::NetflowV9, &template_body(Protocol::NetflowV9), h);
+        assert_eq!(m.len(), 20 + 4 + 2 * (4 + 15 * 4));
+        // Version 9, count 2, sysUptime, UNIX seconds, sequence, source id.
+        assert_eq!(&m[..20], &[0, 9, 0, 2, 0, 0, 4, 210, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 5, 0, 0, 0, 9]);
+        // Template FlowSet (id 0, length 132), template 256 with 15 fields; the rest as IPFIX's.
+        assert_eq!(&m[20..32], &[0, 0, 0, 132, 1, 0, 0, 15, 0, 8, 0, 4]);
+        assert_eq!(&m[24..], &template_message(0, 0, 0)[20..]);
+    }
+
+    #[test]
     fn a_record_becomes_one_data_record_per_direction_with_packets_sender_first() {
         let r = record(false, 3, 2);
         let ds: Vec<_> = DirRecord::of(&r).collect();
@@ -698,8 +826,12 @@ mod tests {
         while m.push(if n % 3 == 0 { &v6 } else { &v4 }) {
             n += 1;
         }
-        let bytes = m.take(0, 0, 0);
-        assert!(bytes.len() <= MAX_MESSAGE && bytes.len() > MAX_MESSAGE - RECORD_LEN_V6 - SET_HEADER_LEN);
+        let h = Header { export_time: 0, seq: 0, domain: 0, uptime_ms: 0, count: n as u16 };
+        let body = m.take();
+        let bytes = frame(Protocol::Ipfix, &body, h);
+        let v9 = frame(Protocol::NetflowV9, &body, h);
+        assert!(v9.len() <= MAX_MESSAGE && v9.len() > MAX_MESSAGE - RECORD_LEN_V6 - SET_HEADER_LEN);
+        assert_eq!(v9.len(), bytes.len() + 4);
         let (_, recs) = decode(&bytes);
         assert_eq!(recs.len(), n);
         assert_eq!(m.records(), 0, "take empties the message");
@@ -713,12 +845,15 @@ mod tests {
         let mut e = Exporter {
             collectors: vec![Collector {
                 url,
+                protocol: Protocol::Ipfix,
+                packets: 0,
                 socket: open(addr).unwrap(),
                 templates_at: Instant::now(),
                 last_warning: None,
             }],
             domain: 4,
             fan_out: false,
+            started: Instant::now(),
             pending: DataMessage::default(),
             pending_since: None,
             seq: 0,
@@ -791,12 +926,17 @@ mod tests {
         let two = parse("ipfix://127.0.0.1:4739, ipfix://[::1]:9995", "environment").unwrap();
         assert_eq!(two.len(), 2);
         assert_eq!(two[1].1, "[::1]:9995".parse().unwrap());
+        let mixed = parse("netflow9://127.0.0.1:2055,ipfix://127.0.0.1:4739", "environment").unwrap();
+        assert_eq!((mixed[0].2, mixed[1].2), (Protocol::NetflowV9, Protocol::Ipfix));
         let e = parse("netflow://127.0.0.1:2055", "environment").unwrap_err().to_string();
         assert!(
-            e.starts_with("CJ_EXPORT=\"netflow://127.0.0.1:2055\" (environment): expected ipfix://HOST:PORT"),
+            e.starts_with(
+                "CJ_EXPORT=\"netflow://127.0.0.1:2055\" (environment): expected ipfix://HOST:PORT or \
+                 netflow9://HOST:PORT"
+            ),
             "{e}"
         );
-        assert!(e.contains("NetFlow v9 is not built"), "{e}");
+        assert!(e.contains("starts with neither ipfix:// nor netflow9://"), "{e}");
         let e = parse("ipfix://127.0.0.1", "environment").unwrap_err().to_string();
         assert!(e.contains("has no port"), "{e}");
         let e = parse("ipfix://127.0.0.1:0", "environment").unwrap_err().to_string();

@@ -1,11 +1,13 @@
-//! `CJ_EXPORT`: the app's IPFIX export read by a real collector. `nfcapd`
+//! `CJ_EXPORT`: the app's IPFIX and NetFlow v9 export read by a real collector. `nfcapd`
 //! (nfdump) listens on 127.0.0.1; the offline pipeline runs on a generated
 //! capture (IPv4 and IPv6, VLANs, non-IP frames) exporting to it; nfcapd is
 //! stopped (SIGTERM writes its file) and `nfdump -r` shows the flows: per
 //! direction, packets and IP bytes per 5-tuple equal the generator's truth
 //! and `flows.csv`, and `summary.json` counts every data record as exported.
-//! Also: a destination that is not `ipfix://HOST:PORT` is refused at start
-//! with one line naming the accepted forms.
+//! The same run exports NetFlow v9 to a second nfcapd, which must see the
+//! same flows. Also: a destination that is neither `ipfix://HOST:PORT` nor
+//! `netflow9://HOST:PORT` is refused at start with one line naming the
+//! accepted forms.
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -69,12 +71,37 @@ impl Drop for Nfcapd {
     }
 }
 
+/// The `/proc/net/udp` line of the socket bound to UDP 127.0.0.1:`port`, if any.
+fn udp_socket_line(port: u16) -> Option<String> {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .ok()?
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&want))
+        .map(str::to_owned)
+}
+
 /// Whether something has bound UDP 127.0.0.1:`port` (from /proc/net/udp, so
 /// the check never takes the port itself).
 fn udp_listening(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/udp")
-        .is_ok_and(|t| t.lines().any(|l| l.split_whitespace().nth(1) == Some(&want)))
+    udp_socket_line(port).is_some()
+}
+
+/// Waits until the collector on `port` has read every datagram from its
+/// socket (its receive queue in /proc/net/udp is empty): everything the app
+/// sent reached it before it is stopped.
+fn wait_until_read(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = udp_socket_line(port).expect("the collector's socket");
+        // Field 4 is tx_queue:rx_queue in hex.
+        let rx = line.split_whitespace().nth(4).and_then(|q| q.split_once(':')).map(|(_, rx)| rx.to_owned());
+        if rx.as_deref().is_some_and(|rx| u64::from_str_radix(rx, 16) == Ok(0)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the collector on port {port} did not read its datagrams: {line}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A destination port as nfdump prints it: a number, or `TYPE.CODE` for
@@ -129,7 +156,7 @@ fn nfdump_rows(nfdump: &Path, dir: &Path) -> (BTreeMap<RowKey, (u64, u64)>, usiz
 }
 
 #[test]
-fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth() {
+fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth_over_ipfix_and_netflow_v9() {
     let (Some(nfcapd), Some(nfdump)) = (e2e::peer_tool("nfcapd", "nfdump"), e2e::peer_tool("nfdump", "nfdump")) else {
         return;
     };
@@ -141,37 +168,48 @@ fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth() {
     assert!(truth.rows.iter().any(|r| r.src.is_ipv4()), "the spec has IPv4 flows");
 
     let flows_dir = work.path().join("nfcapd");
+    let v9_dir = work.path().join("nfcapd-v9");
     std::fs::create_dir(&flows_dir).expect("mkdir");
+    std::fs::create_dir(&v9_dir).expect("mkdir");
     let (collector, port) = Nfcapd::start(&nfcapd, &flows_dir);
+    let (v9_collector, v9_port) = Nfcapd::start(&nfcapd, &v9_dir);
     let iface = format!("pcap:{}", pcap.display());
-    let export = format!("ipfix://127.0.0.1:{port}");
+    let export = format!("ipfix://127.0.0.1:{port},netflow9://127.0.0.1:{v9_port}");
     let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_EXPORT", &export)]);
     let out = work.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let run = run_pipeline(&cluster, &out);
     run.assert_success();
-    // Give nfcapd a moment to read the last datagrams before it is stopped.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_read(port);
+    wait_until_read(v9_port);
     let log = collector.stop();
+    let v9_log = v9_collector.stop();
 
     let want = truth_rows(&truth);
     let (got, records) = nfdump_rows(&nfdump, &flows_dir);
     if let Some(d) = diff_rows(&got, &want) {
         panic!("nfdump's flows differ from the truth:\n{d}\nnfcapd said:\n{log}");
     }
+    let (v9_got, v9_records) = nfdump_rows(&nfdump, &v9_dir);
+    if let Some(d) = diff_rows(&v9_got, &want) {
+        panic!("nfdump's flows from NetFlow v9 differ from the truth:\n{d}\nnfcapd said:\n{v9_log}");
+    }
+    assert_eq!(v9_records, records, "as many NetFlow v9 records as IPFIX ones");
     let csv = read_flows_csv(&out.join("flows.csv"));
     assert!(diff_rows(&csv, &want).is_none(), "flows.csv differs from the truth");
 
     let summary = read_json(&out.join("summary.json"));
     let export = &summary["export"];
     assert_eq!(export["records"].as_u64(), Some(records as u64), "summary.json export: {export:#}");
-    assert_eq!(export["records_exported"].as_u64(), Some(records as u64), "summary.json export: {export:#}");
+    // Each record went to both collectors.
+    assert_eq!(export["records_exported"].as_u64(), Some(2 * records as u64), "summary.json export: {export:#}");
     assert_eq!(export["records_dropped"].as_u64(), Some(0), "summary.json export: {export:#}");
     assert!(log.contains("Sequence Errors: 0"), "nfcapd saw a sequence gap:\n{log}");
+    assert!(v9_log.contains("Sequence Errors: 0"), "nfcapd saw a NetFlow v9 sequence gap:\n{v9_log}");
 }
 
 #[test]
-fn an_export_destination_that_is_not_ipfix_is_refused_with_the_accepted_forms() {
+fn an_export_destination_that_is_neither_ipfix_nor_netflow_v9_is_refused_with_the_accepted_forms() {
     let cluster = Cluster::new(&[("CJ_EXPORT", "netflow://127.0.0.1:2055")]);
     let out = tempfile::tempdir().expect("out");
     let o = cluster.command("cj-app").arg("--out").arg(out.path()).output().expect("run cj-app");
@@ -180,10 +218,9 @@ fn an_export_destination_that_is_not_ipfix_is_refused_with_the_accepted_forms() 
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.starts_with(
-            "cj-app: CJ_EXPORT=\"netflow://127.0.0.1:2055\" (environment): expected ipfix://HOST:PORT, several \
-             separated by commas"
+            "cj-app: CJ_EXPORT=\"netflow://127.0.0.1:2055\" (environment): expected ipfix://HOST:PORT or \
+             netflow9://HOST:PORT, several separated by commas"
         ),
         "{err}"
     );
-    assert!(err.contains("NetFlow v9 is not built"), "{err}");
 }

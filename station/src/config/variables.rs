@@ -148,7 +148,7 @@ pub const VARIABLES: &[Variable] = &[
         "CJ_EXPORT",
         "",
         "application",
-        "IPFIX collectors cj-app sends every flow record to: ipfix://HOST:PORT[,ipfix://HOST2:PORT2]; empty: off",
+        "flow collectors cj-app sends every flow record to: ipfix://HOST:PORT or netflow9://HOST:PORT, comma-separated; empty: off",
     ),
     var(
         "CJ_SHM_DIR",
