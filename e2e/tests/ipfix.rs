@@ -5,7 +5,9 @@
 //! direction, packets and IP bytes per 5-tuple equal the generator's truth
 //! and `flows.csv`, and `summary.json` counts every data record as exported.
 //! The same run exports NetFlow v9 to a second nfcapd, which must see the
-//! same flows. Also: a destination that is neither `ipfix://HOST:PORT` nor
+//! same flows. And pmacct's collector, `nfacctd` (print plugin, the station's
+//! default aggregate), fed IPFIX by one run and NetFlow v9 by another
+//! instance in the same run, writes CSV rows equal to the truth. Also: a destination that is neither `ipfix://HOST:PORT` nor
 //! `netflow9://HOST:PORT` is refused at start with one line naming the
 //! accepted forms.
 
@@ -223,4 +225,96 @@ fn an_export_destination_that_is_neither_ipfix_nor_netflow_v9_is_refused_with_th
         ),
         "{err}"
     );
+}
+
+/// nfacctd on 127.0.0.1 with the print plugin writing `csv` (the default
+/// aggregate, pmacct's CSV columns) every second: (child, port). Arrival time
+/// as the flows' time (`nfacctd_time_new`): with the flows' own, older times
+/// its NetFlow v9 cache was written only at exit.
+fn start_nfacctd(nfacctd: &Path, dir: &Path, name: &str, csv: &Path) -> (Child, u16) {
+    let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port").port();
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "daemonize: false\n\
+             nfacctd_ip: 127.0.0.1\n\
+             nfacctd_port: {port}\n\
+             aggregate: src_host, dst_host, src_port, dst_port, proto\n\
+             plugins: print\n\
+             print_output: csv\n\
+             print_output_file: {}\n\
+             nfacctd_time_new: true\n\
+             print_refresh_time: 1\n\
+             print_output_file_append: true\n",
+            csv.display()
+        ),
+    )
+    .expect("write nfacctd.conf");
+    let child = Command::new(nfacctd)
+        .arg("-f")
+        .arg(&conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nfacctd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !udp_listening(port) {
+        assert!(Instant::now() < deadline, "nfacctd did not listen on 127.0.0.1:{port} within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+/// SIGINT, then nfacctd's output.
+fn stop_nfacctd(child: Child) -> String {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().expect("wait for nfacctd");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The rows of nfacctd's CSV so far: it appends what it aggregated every
+/// second (`print_refresh_time: 1`), each time with a header line; the rows
+/// of one key are summed.
+fn nfacctd_rows(csv: &Path) -> BTreeMap<RowKey, (u64, u64)> {
+    let Ok(text) = std::fs::read_to_string(csv) else { return BTreeMap::new() };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else { return BTreeMap::new() };
+    let body: Vec<&str> = lines.filter(|l| *l != header).collect();
+    let one = csv.with_extension("one-header.csv");
+    std::fs::write(&one, format!("{header}\n{}\n", body.join("\n"))).expect("write the rows");
+    read_flows_csv(&one)
+}
+
+#[test]
+fn nfacctd_aggregates_the_ipfix_and_netflow_v9_exports_equal_to_the_truth() {
+    let Some(nfacctd) = e2e::peer_tool("nfacctd", "pmacct") else { return };
+    let work = tempfile::tempdir().expect("tempdir");
+    let pcap = work.path().join("sample.pcap");
+    let spec: SimSpec = SPEC.parse().expect("spec");
+    let truth = sim::write_pcap(&spec, &pcap, false).expect("write capture");
+    let (ipfix_csv, v9_csv) = (work.path().join("ipfix.csv"), work.path().join("v9.csv"));
+    let (ipfix, ipfix_port) = start_nfacctd(&nfacctd, work.path(), "ipfix", &ipfix_csv);
+    let (v9, v9_port) = start_nfacctd(&nfacctd, work.path(), "v9", &v9_csv);
+    let iface = format!("pcap:{}", pcap.display());
+    let export = format!("ipfix://127.0.0.1:{ipfix_port},netflow9://127.0.0.1:{v9_port}");
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_EXPORT", &export)]);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    run_pipeline(&cluster, &out).assert_success();
+    wait_until_read(ipfix_port);
+    wait_until_read(v9_port);
+    // nfacctd writes every second: wait (with a deadline) until both files hold everything.
+    let want = truth_rows(&truth);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while [&ipfix_csv, &v9_csv].iter().any(|csv| nfacctd_rows(csv) != want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ipfix_log, v9_log) = (stop_nfacctd(ipfix), stop_nfacctd(v9));
+    for (what, csv, log) in [("IPFIX", &ipfix_csv, &ipfix_log), ("NetFlow v9", &v9_csv, &v9_log)] {
+        if let Some(d) = diff_rows(&nfacctd_rows(csv), &want) {
+            panic!("nfacctd's rows from {what} differ from the truth after 30 s:\n{d}\nnfacctd said:\n{log}");
+        }
+    }
 }
