@@ -7,7 +7,8 @@
 //! The same run exports NetFlow v9 to a second nfcapd, which must see the
 //! same flows. And pmacct's collector, `nfacctd` (print plugin, the station's
 //! default aggregate), fed IPFIX by one run and NetFlow v9 by another
-//! instance in the same run, writes CSV rows equal to the truth. Also: a destination that is neither `ipfix://HOST:PORT` nor
+//! instance in the same run, writes CSV rows equal to the truth. A collector
+//! restarted mid-run gets the templates again and decodes what follows. Also: a destination that is neither `ipfix://HOST:PORT` nor
 //! `netflow9://HOST:PORT` is refused at start with one line naming the
 //! accepted forms.
 
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{diff_rows, read_flows_csv, read_json, run_pipeline, Cluster, RowKey};
+use e2e::{diff_rows, read_flows_csv, read_json, run_pipeline, wait_all, Cluster, RowKey};
 use sim::SimSpec;
 
 #[path = "support/truth.rs"]
@@ -36,6 +37,10 @@ struct Nfcapd {
 impl Nfcapd {
     fn start(nfcapd: &Path, dir: &Path) -> (Nfcapd, u16) {
         let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port").port();
+        (Self::start_on(nfcapd, dir, port), port)
+    }
+
+    fn start_on(nfcapd: &Path, dir: &Path, port: u16) -> Nfcapd {
         // nfdump 1.7: -w DIR (older releases: -l DIR); -B: room for a whole offline run's burst.
         let child = Command::new(nfcapd)
             .arg("-w")
@@ -51,7 +56,7 @@ impl Nfcapd {
             assert!(Instant::now() < deadline, "nfcapd did not listen on 127.0.0.1:{port} within 10 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        (n, port)
+        n
     }
 
     /// SIGTERM (nfcapd writes and closes its file), then its output.
@@ -317,4 +322,79 @@ fn nfacctd_aggregates_the_ipfix_and_netflow_v9_exports_equal_to_the_truth() {
             panic!("nfacctd's rows from {what} differ from the truth after 30 s:\n{d}\nnfacctd said:\n{log}");
         }
     }
+}
+
+#[test]
+fn a_collector_restarted_mid_run_gets_the_templates_again_and_decodes_the_rest() {
+    let (Some(nfcapd), Some(nfdump)) = (e2e::peer_tool("nfcapd", "nfdump"), e2e::peer_tool("nfdump", "nfdump")) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    // Eight seconds of paced traffic whose flows export every second
+    // (CJ_REFRESH=1): several sends after the collector goes away.
+    const SIM: &str = "flows=100,packets=40000,sizes=64:50/1000:50,v6=20,seed=17,rate=5000";
+    let spec: SimSpec = SIM.parse().expect("spec");
+    let truth = sim::truth(&spec);
+    let (before, after) = (work.path().join("before"), work.path().join("after"));
+    std::fs::create_dir(&before).expect("mkdir");
+    std::fs::create_dir(&after).expect("mkdir");
+    let (first, port) = Nfcapd::start(&nfcapd, &before);
+    let iface = format!("sim:{SIM}");
+    let export = format!("ipfix://127.0.0.1:{port}");
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_EXPORT", &export), ("CJ_REFRESH", "1")]);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let spawn = |name: &str, args: &[&Path]| {
+        let mut cmd = cluster.command(name);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().expect("start station binary")
+    };
+    let detector = spawn("cj-detector", &[]);
+    let app = spawn("cj-app", &[Path::new("--out"), &out]);
+    let balancer = spawn("cj-balancer", &[]);
+
+    let summary_export = |key: &str| {
+        std::fs::read_to_string(out.join("summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["export"][key].as_u64())
+            .unwrap_or(0)
+    };
+    // The first collector takes some data, then goes away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while summary_export("records_exported") == 0 {
+        assert!(Instant::now() < deadline, "no record exported within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.stop();
+    // The app notices (a refused send), so the next data goes after new templates.
+    while summary_export("send_errors") == 0 {
+        assert!(Instant::now() < deadline, "the app saw no failed send within 60 s of the collector going away");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = Nfcapd::start_on(&nfcapd, &after, port);
+    let outs =
+        wait_all(vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", app)], Duration::from_secs(120));
+    for o in &outs {
+        assert!(o.status.success(), "a process failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    wait_until_read(port);
+    let log = second.stop();
+
+    // The restarted collector decoded data (it had the templates), and nothing
+    // it shows exceeds the truth: no record sent twice, none misread.
+    let want = truth_rows(&truth);
+    let (got, records) = nfdump_rows(&nfdump, &after);
+    assert!(records > 0, "the restarted collector decoded no flow record:\n{log}");
+    for (k, g) in &got {
+        let w = want.get(k).unwrap_or_else(|| panic!("the restarted collector shows a flow the truth lacks: {k:?}"));
+        assert!(g.0 <= w.0 && g.1 <= w.1, "{k:?}: {g:?} is more than the truth's {w:?}");
+    }
+    let summary = read_json(&out.join("summary.json"));
+    let e = &summary["export"];
+    assert_eq!(
+        e["records_exported"].as_u64().unwrap_or(0) + e["records_dropped"].as_u64().unwrap_or(0),
+        e["records"].as_u64().unwrap_or(u64::MAX),
+        "every data record is either sent or counted dropped: {e:#}"
+    );
 }
