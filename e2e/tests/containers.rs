@@ -421,11 +421,19 @@ fn docker_containers_totals_equal_their_veth_counters() {
     // A fourth container mid-run: captured and attributed from its first packets on.
     let four = lab.start("four");
     let (n4, v4) = (lab.containers[four].0.clone(), lab.containers[four].2.clone());
-    // The balancer names a veth in its source list before it opens the veth's ring, and says
-    // "capturing" once the ring is open: wait for that.
+    // The detector gives the veth an index in its capture list; the balancer opens the ring,
+    // names it in its source list, then says "capturing": wait for that.
     let capturing = format!("containers: capturing {v4} (source ");
     station.wait_balancer_lines(&format!("the balancer to capture {n4}'s veth {v4}"), 1, |l| l.contains(&capturing));
-    assert!(inventory_sources(&cluster).contains(&v4), "the source list names {v4}");
+    let index_of = |text: &str| {
+        text.lines()
+            .find(|l| l.split_once(' ').is_some_and(|(_, n)| n == v4))
+            .map(|l| l.split(' ').next().map(str::to_owned))
+    };
+    let captured = index_of(&inventory_sources(&cluster));
+    assert!(captured.is_some(), "the source list names {v4}");
+    let listed = std::fs::read_to_string(cluster.cluster_dir().join("capture")).unwrap_or_default();
+    assert_eq!(index_of(&listed), captured, "the balancer captures {v4} under the detector's index:\n{listed}");
     // The detector's inventory knows it by its Docker name and maps the balancer's source to it.
     wait_until(&format!("the detector's inventory to attribute {v4} to {n4}"), || {
         let text = inventory_text(&cluster);

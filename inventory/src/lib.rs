@@ -967,6 +967,53 @@ mod tests {
         assert_eq!(again.generation, 2);
     }
 
+    fn quiet_config(sources: SourceMap) -> InventoryConfig {
+        let mut cfg = InventoryConfig::new("test");
+        cfg.docker_socket = None;
+        cfg.netns_dir = PathBuf::from("/nonexistent");
+        cfg.scan_proc = false;
+        cfg.sources = sources;
+        cfg
+    }
+
+    #[test]
+    fn a_static_list_knows_every_index_and_a_capture_list_only_its_own() {
+        let snap = Scanner::new(quiet_config(SourceMap::Static(vec!["lo".into()]))).scan();
+        assert!((0..=255).all(|i| snap.knows_source(i)));
+        // A one-shot view of `containers` reads the running detector's list.
+        let d = tempfile::tempdir().unwrap();
+        let list = capture::CaptureList { generation: 3, sources: vec![(3, "lo".into())] };
+        capture::write_capture(d.path(), &list).unwrap();
+        let snap = Scanner::new(quiet_config(SourceMap::Containers(d.path().to_owned()))).scan();
+        assert_eq!(snap.sources, vec![(3, "lo".to_owned())]);
+        assert!(snap.knows_source(3));
+        assert!(!snap.knows_source(4));
+        assert_eq!(snap.by_source(4), NONE);
+        // An assigning scan with no container veth knows no index; the one it took
+        // over from the list is known until the balancer lets go of it.
+        let gone = capture::CaptureList { generation: 3, sources: vec![(3, "cj-no-such-veth".into())] };
+        let mut s = Scanner::new(quiet_config(SourceMap::Containers(d.path().to_owned())));
+        s.assigner = Some(capture::Assigner::resume(Some(&gone), None));
+        let snap = s.scan();
+        assert!(snap.sources.is_empty());
+        assert!(snap.knows_source(3) && !snap.knows_source(0));
+        assert!(s.update.list_changed);
+    }
+
+    #[test]
+    fn readers_are_caught_up_once_all_joined_and_drained() {
+        let r = Readers::new(2);
+        assert!(!r.caught_up(1), "nobody joined yet");
+        let a = r.join();
+        let b = r.join();
+        a.drained_under(5);
+        assert!(!r.caught_up(5));
+        b.drained_under(6);
+        assert!(r.caught_up(5) && !r.caught_up(6));
+        drop(a);
+        assert!(r.caught_up(6), "a reader that ended is not waited for");
+    }
+
     #[test]
     fn lookups_of_a_hand_made_snapshot() {
         let e = Entry {

@@ -175,7 +175,7 @@ impl ContainersSource {
             self.closing.push((i, v));
         }
         let mut any_failed = false;
-        let mut opened = false;
+        let mut opened = Vec::new();
         for (v, i) in want {
             if self.assigned.contains_key(v) {
                 continue;
@@ -184,8 +184,7 @@ impl ContainersSource {
                 Ok(()) => {
                     self.failed.remove(v);
                     self.assigned.insert(v.to_owned(), i);
-                    opened = true;
-                    eprintln!("cj-balancer: containers: capturing {v} (source {i})");
+                    opened.push((v.to_owned(), i));
                 }
                 Err(e) => {
                     if self.failed.insert(v.to_owned()) {
@@ -195,8 +194,12 @@ impl ContainersSource {
                 }
             }
         }
-        if opened {
+        if !opened.is_empty() {
+            // `sources` names them before the log says so.
             self.write_sources();
+            for (v, i) in opened {
+                eprintln!("cj-balancer: containers: capturing {v} (source {i})");
+            }
         }
         if any_failed {
             self.retry_at = Some(Instant::now() + RETRY);
