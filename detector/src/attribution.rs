@@ -18,6 +18,13 @@
 //!   captures anything.
 //! - The workers join the inventory's readers ([`inventory::Readers`], one
 //!   per worker): a released capture index waits until each has drained.
+//! - With several queue sets (`N_QUEUE_SETS`) the detector of set 0 owns the
+//!   capture list; the others follow it (`inventory::SourceMap::Follow`).
+//!
+//! Not guaranteed: a detector of another queue set reads the list within
+//! 10 ms of a change and is not among the readers the owner waits for, so its
+//! first frames of a new veth may be attributed by MAC or address instead,
+//! and a reused index is ordered for it by those delays only.
 //! - The inventory is published as text in `<cluster dir>/inventory` within
 //!   [`PUBLISH_POLL`] of each change (for operators and tests; nothing reads
 //!   it to decide anything).
@@ -35,7 +42,9 @@ pub const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_millis(5
 /// What capture indices mean for `cfg`'s source (None: an offline source).
 fn source_map(cfg: &StationConfig) -> Option<SourceMap> {
     Some(match cfg.source().ok()? {
-        SourceSpec::Containers => SourceMap::Containers(cfg.cluster_dir()),
+        // One detector owns the capture list: the one of queue set 0.
+        SourceSpec::Containers if cfg.queue_set == 0 => SourceMap::Containers(cfg.cluster_dir()),
+        SourceSpec::Containers => SourceMap::Follow(cfg.cluster_dir()),
         SourceSpec::Interfaces(list) => SourceMap::Static(list),
         SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => SourceMap::Static(vec![dev]),
         SourceSpec::Pcap(_) | SourceSpec::Sim(_) => return None,
@@ -46,7 +55,11 @@ fn source_map(cfg: &StationConfig) -> Option<SourceMap> {
 /// `containers`, the capture indices of the running detector's list.
 pub fn describe(cfg: &StationConfig) -> String {
     let mut icfg = InventoryConfig::new("cj-detector");
-    icfg.sources = source_map(cfg).unwrap_or(SourceMap::Static(Vec::new()));
+    icfg.sources = match source_map(cfg) {
+        // A one-shot view reads the running detector's list.
+        Some(SourceMap::Containers(dir)) => SourceMap::Follow(dir),
+        other => other.unwrap_or(SourceMap::Static(Vec::new())),
+    };
     describe_snapshot(&inventory::Scanner::new(icfg).scan())
 }
 

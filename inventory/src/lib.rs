@@ -7,6 +7,8 @@
 //! captures and under which `PacketMeta::source` index, and says so in
 //! `<cluster dir>/capture` ([`capture`]); the balancer only follows that list
 //! and answers with what it captures (`<cluster dir>/sources`, [`sources`]).
+//! With several queue sets, the detector of set 0 decides; the others read
+//! the list ([`SourceMap::Follow`]).
 //!
 //! Sources of truth, all read only:
 //! - rtnetlink ([`netlink`]): the host's links (veth, bridge, tun, physical),
@@ -49,7 +51,10 @@
 //!   CAP_NET_ADMIN to look inside a netns, costs one warning line each and
 //!   what that source would have added.
 //!
-//! Not guaranteed: a container veth is captured from when the detector's scan
+//! Not guaranteed: a follower ([`SourceMap::Follow`]) reads the list within
+//! [`SOURCES_POLL`] of a change and is not among the readers the owner waits
+//! for: for it, new and reused indices are ordered by those delays only.
+//! A container veth is captured from when the detector's scan
 //! after its link event has published it and the balancer has read the list
 //! (milliseconds): frames before that are not seen. A veth deleted and created
 //! again under the same name between two scans keeps its index (the balancer
@@ -236,6 +241,10 @@ pub enum SourceMap {
     /// assigns the indices and writes `capture`; a one-shot [`Scanner::scan`]
     /// reads the running detector's `capture`.
     Containers(PathBuf),
+    /// `CJ_IFACE=containers` read by a detector that does not own the list
+    /// (queue sets other than 0): every scan reads `capture`, and a change of
+    /// the file wakes a scan.
+    Follow(PathBuf),
 }
 
 /// What the inventory looks at.
@@ -667,7 +676,7 @@ impl Scanner {
                 }
                 return;
             }
-            SourceMap::Containers(dir) => dir.clone(),
+            SourceMap::Containers(dir) | SourceMap::Follow(dir) => dir.clone(),
         };
         let Some(assigner) = self.assigner.as_mut() else {
             // A one-shot view: the running detector's list.
@@ -740,7 +749,7 @@ impl Inventory {
         scanner.docker_view = docker_view.clone();
         let capture_dir = match &cfg.sources {
             SourceMap::Containers(dir) => Some(dir.clone()),
-            SourceMap::Static(_) => None,
+            SourceMap::Static(_) | SourceMap::Follow(_) => None,
         };
         if let Some(dir) = &capture_dir {
             let previous = capture::read_capture(dir).ok().flatten();
@@ -817,13 +826,17 @@ impl Inventory {
                 }
             });
         }
-        // The balancer's source list.
-        if let Some(dir) = writer.as_ref().map(|w| w.dir.clone()) {
+        // The balancer's source list (owner), or the owner's capture list (follower).
+        let watched = match &cfg.sources {
+            SourceMap::Containers(dir) => Some(sources::sources_path(dir)),
+            SourceMap::Follow(dir) => Some(capture::capture_path(dir)),
+            SourceMap::Static(_) => None,
+        };
+        if let Some(path) = watched {
             let tx = tx.clone();
             let _ = std::thread::Builder::new().name("cj-inv-sources".into()).spawn(move || {
-                let path = sources::sources_path(&dir);
                 let stamp = |p: &Path| -> Option<(SystemTime, u64, u64)> {
-                    let m = std::fs::metadata(p).ok()?;
+                    let m = std::fs::symlink_metadata(p).ok()?;
                     Some((m.modified().ok()?, m.ino(), m.len()))
                 };
                 let mut last = stamp(&path);

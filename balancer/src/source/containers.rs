@@ -123,12 +123,12 @@ impl ContainersSource {
                 if now == last {
                     continue;
                 }
+                let Some(list) = read_list(&watch_dir, &mut said) else { continue };
+                // A file that could not be read is read again at the next look.
                 last = now;
-                if let Some(list) = read_list(&watch_dir, &mut said) {
-                    if list != watched.load().list {
-                        version += 1;
-                        watched.store(Arc::new(Seen { version, list }));
-                    }
+                if list != watched.load().list {
+                    version += 1;
+                    watched.store(Arc::new(Seen { version, list }));
                 }
             }
         });
