@@ -117,7 +117,7 @@ pub(crate) fn read_list_file(path: &Path) -> io::Result<Option<String>> {
 pub struct Update {
     /// The capture list changed (a veth got or lost its index): write the file.
     pub list_changed: bool,
-    /// A veth waits for an index, or a released index waits for readers: look again soon.
+    /// A veth waits for an index while a released one drains: look again soon.
     pub recheck: bool,
 }
 
@@ -225,7 +225,6 @@ impl Assigner {
                     up.list_changed = true;
                 }
                 None => {
-                    up.recheck = true;
                     if self.waiting.insert(name.clone()) {
                         eprintln!(
                             "cj-detector: inventory: warning: no free capture index for {name} (255 veths captured, \
@@ -324,12 +323,14 @@ mod tests {
         // va goes, vb comes: index 0 still names va's entry while the balancer captures it.
         let captured = vec![(0u8, "va".to_owned())];
         let up = a.update(&live(&[("vb", 2)]), Some(&captured), |_| true, 2);
-        assert!(up.list_changed && up.recheck);
+        // (A change of the balancer's list wakes the next look; nothing drains yet.)
+        assert!(up.list_changed && !up.recheck);
         assert_eq!(a.list(), vec![]);
         assert_eq!(a.by_source()[0], 1, "va's last frames are still va's");
         // The balancer let go (generation 3): unknown from now on, not yet free.
         let drained_to = Cell::new(2u64);
-        a.update(&live(&[("vb", 2)]), Some(&[]), |g| drained_to.get() >= g, 3);
+        let up = a.update(&live(&[("vb", 2)]), Some(&[]), |g| drained_to.get() >= g, 3);
+        assert!(up.recheck, "vb waits while index 0 drains: look again soon");
         assert_eq!(a.by_source()[0], UNKNOWN);
         assert_eq!(a.list(), vec![]);
         // Readers that drained under generation 2 only: still not free.
