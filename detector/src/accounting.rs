@@ -20,7 +20,9 @@
 //! - Nothing is allocated per packet once the tables have grown.
 //! - Attribution: the tables attribute new flows with the inventory snapshot
 //!   given to [`Accounting::set_snapshot`] (the worker loads it once per
-//!   batch); the frame's capture source comes from its slot metadata.
+//!   batch, and again before a frame whose capture index the snapshot does
+//!   not know: [`Accounting::knows_source`]); the frame's capture source
+//!   comes from its slot metadata.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,7 +79,8 @@ pub struct Accounting {
     clock: FlowClock,
     counters: FrameCounters,
     since_check: u32,
-    generation: u64,
+    /// The inventory snapshot in use (the tables hold it too).
+    snapshot: Arc<Snapshot>,
 }
 
 impl Accounting {
@@ -95,7 +98,7 @@ impl Accounting {
             clock: FlowClock::new(),
             counters: FrameCounters::default(),
             since_check: 0,
-            generation: 0,
+            snapshot: Arc::default(),
         }
     }
 
@@ -107,14 +110,21 @@ impl Accounting {
 
     /// Generation of the inventory snapshot in use (0: none yet).
     pub fn snapshot_generation(&self) -> u64 {
-        self.generation
+        self.snapshot.generation
+    }
+
+    /// False when the snapshot in use does not know capture index `source`
+    /// (a newer one does: see `inventory::capture`).
+    #[inline]
+    pub fn knows_source(&self, source: u8) -> bool {
+        self.snapshot.knows_source(source)
     }
 
     /// Attributes new flows with `snap` from now on (a newer snapshot of the same inventory).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
-        self.generation = snap.generation;
         self.flows.set_snapshot(Arc::clone(&snap));
-        self.other.set_snapshot(snap);
+        self.other.set_snapshot(Arc::clone(&snap));
+        self.snapshot = snap;
     }
 
     /// Frame totals so far.

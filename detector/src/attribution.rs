@@ -1,15 +1,37 @@
 //! Starts the container inventory for a live capture and hands its snapshot
 //! cell to the workers (DESIGN.md "Container attribution").
 //!
-//! Guarantees: for a live source (`CJ_IFACE` = interfaces, `containers`,
-//! `pfring:IF`, `zc:IF`) the inventory is started once, before the workers,
-//! with the balancer's source list file (`<cluster dir>/sources`) and, until
-//! that file exists, the order of `CJ_IFACE` as the map from
-//! `PacketMeta::source` to interfaces. Offline sources (`pcap:`, `sim:`)
-//! have nothing to do with this host's containers: no inventory, records
-//! carry no containers.
+//! The detector is the one process that runs the inventory: it is the one
+//! that needs what the inventory knows (names, MACs, addresses, for every
+//! flow and every divert rule), and it keeps the balancer a lean fast path
+//! (no netlink dumps, `/proc` walks or Docker client there). For
+//! `CJ_IFACE=containers` it tells the balancer what to capture through
+//! `<cluster dir>/capture` (`inventory::capture`).
+//!
+//! Guarantees:
+//! - For a live source (`CJ_IFACE` = interfaces, `containers`, `pfring:IF`,
+//!   `zc:IF`) the inventory is started once, before the workers. The map from
+//!   `PacketMeta::source` to interfaces is the order of `CJ_IFACE` (the
+//!   balancer numbers its interfaces the same way; a PF_RING device is 0), or
+//!   for `containers` the inventory's own assignment, whose first capture
+//!   list is written before the workers attach, so before the balancer
+//!   captures anything.
+//! - The workers join the inventory's readers ([`inventory::Readers`], one
+//!   per worker): a released capture index waits until each has drained.
+//! - With several queue sets (`N_QUEUE_SETS`) the detector of set 0 owns the
+//!   capture list; the others follow it (`inventory::SourceMap::Follow`).
+//!
+//! Not guaranteed: a detector of another queue set reads the list within
+//! 10 ms of a change and is not among the readers the owner waits for, so its
+//! first frames of a new veth may be attributed by MAC or address instead,
+//! and a reused index is ordered for it by those delays only.
+//! - The inventory is published as text in `<cluster dir>/inventory` within
+//!   [`PUBLISH_POLL`] of each change (for operators and tests; nothing reads
+//!   it to decide anything).
+//! - Offline sources (`pcap:`, `sim:`) have nothing to do with this host's
+//!   containers: no inventory, records carry no containers.
 
-use inventory::{Inventory, InventoryConfig, Snapshot};
+use inventory::{Inventory, InventoryConfig, Snapshot, SourceMap};
 use station::config::{SourceSpec, StationConfig};
 
 use crate::worker::SharedSnapshot;
@@ -17,13 +39,27 @@ use crate::worker::SharedSnapshot;
 /// How often the published view (`<cluster dir>/inventory`) is compared with the snapshot.
 pub const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// One scan of the inventory as text (`cj-detector --inventory`).
+/// What capture indices mean for `cfg`'s source (None: an offline source).
+fn source_map(cfg: &StationConfig) -> Option<SourceMap> {
+    Some(match cfg.source().ok()? {
+        // One detector owns the capture list: the one of queue set 0.
+        SourceSpec::Containers if cfg.queue_set == 0 => SourceMap::Containers(cfg.cluster_dir()),
+        SourceSpec::Containers => SourceMap::Follow(cfg.cluster_dir()),
+        SourceSpec::Interfaces(list) => SourceMap::Static(list),
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => SourceMap::Static(vec![dev]),
+        SourceSpec::Pcap(_) | SourceSpec::Sim(_) => return None,
+    })
+}
+
+/// One scan of the inventory as text (`cj-detector --inventory`); for
+/// `containers`, the capture indices of the running detector's list.
 pub fn describe(cfg: &StationConfig) -> String {
     let mut icfg = InventoryConfig::new("cj-detector");
-    icfg.cluster_dir = Some(cfg.cluster_dir());
-    if let Ok(SourceSpec::Interfaces(list)) = cfg.source() {
-        icfg.static_sources = list;
-    }
+    icfg.sources = match source_map(cfg) {
+        // A one-shot view reads the running detector's list.
+        Some(SourceMap::Containers(dir)) => SourceMap::Follow(dir),
+        other => other.unwrap_or(SourceMap::Static(Vec::new())),
+    };
     describe_snapshot(&inventory::Scanner::new(icfg).scan())
 }
 
@@ -58,17 +94,10 @@ pub fn describe_snapshot(snap: &Snapshot) -> String {
 
 /// The inventory for `cfg`'s source, or `None` for an offline source.
 pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
-    // PF_RING sources do not write the source list (one device, index 0): a
-    // list left by an earlier AF_PACKET run must not be read.
-    let (static_sources, list_file) = match cfg.source().ok()? {
-        SourceSpec::Containers => (Vec::new(), true),
-        SourceSpec::Interfaces(list) => (list, true),
-        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => (vec![dev], false),
-        SourceSpec::Pcap(_) | SourceSpec::Sim(_) => return None,
-    };
     let mut icfg = InventoryConfig::new("cj-detector");
-    icfg.cluster_dir = list_file.then(|| cfg.cluster_dir());
-    icfg.static_sources = static_sources;
+    icfg.sources = source_map(cfg)?;
+    // One reader per worker (one per planned core).
+    icfg.readers = cfg.corecount as usize;
     let inv = Inventory::start(icfg);
     let snap = inv.snapshot();
     eprintln!(

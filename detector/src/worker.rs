@@ -281,6 +281,30 @@ fn refresh_snapshot(acct: &mut Accounting, inventory: Option<&SharedSnapshot>) {
     }
 }
 
+/// Where `PacketMeta::source` lies in a slot.
+const SOURCE_AT: usize = std::mem::offset_of!(station::slot::PacketMeta, source);
+
+/// One packet-queue slot. A frame of a capture index the snapshot in use does
+/// not know (a container veth published since the batch began: see
+/// `inventory::capture`) first makes the worker load the newest snapshot,
+/// which knows it: one byte read and one array read per frame otherwise.
+#[inline]
+fn take(
+    slot: &[u8],
+    inventory: Option<&SharedSnapshot>,
+    acct: &mut Accounting,
+    divert: &mut Divert,
+    out: &mut RecordOut<'_>,
+) {
+    if let (Some(inv), Some(&source)) = (inventory, slot.get(SOURCE_AT)) {
+        if !acct.knows_source(source) {
+            refresh_snapshot(acct, Some(inv));
+            divert.refresh(Some(inv));
+        }
+    }
+    divert.slot(slot, acct, out);
+}
+
 fn run(
     spec: &WorkerSpec,
     gate: &StartGate,
@@ -305,6 +329,8 @@ fn run(
     stats.write(&acct, &out, &divert, false);
 
     let (mut first_packet, mut last_packet): (Option<Instant>, Option<Instant>) = (None, None);
+    // Reports how far this worker has read, so a released capture index is reused only after.
+    let mark = inventory.map(|inv| inv.load().readers.join());
     let cause = loop {
         refresh_snapshot(&mut acct, inventory);
         divert.refresh(inventory);
@@ -320,7 +346,7 @@ fn run(
         }
         out.in_batch = true;
         while n < batch {
-            if consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_none() {
+            if consumer.pop_with(|slot| take(slot, inventory, &mut acct, &mut divert, &mut out)).is_none() {
                 break;
             }
             n += 1;
@@ -349,6 +375,10 @@ fn run(
                 QueueState::Ended => break EndCause::QueueEnded,
                 QueueState::Ready => {}
                 QueueState::Empty => {
+                    // Every frame queued before the snapshot in use was loaded is counted.
+                    if let Some(m) = &mark {
+                        m.drained_under(acct.snapshot_generation());
+                    }
                     let now = Instant::now();
                     let due = match last_idle_check {
                         None => true,
@@ -374,7 +404,9 @@ fn run(
                 let mut n = 0;
                 let batch = out.batch_room();
                 out.in_batch = true;
-                while n < batch && consumer.pop_with(|slot| divert.slot(slot, &mut acct, &mut out)).is_some() {
+                while n < batch
+                    && consumer.pop_with(|slot| take(slot, inventory, &mut acct, &mut divert, &mut out)).is_some()
+                {
                     n += 1;
                 }
                 out.in_batch = false;

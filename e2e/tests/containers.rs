@@ -16,6 +16,12 @@
 //! primitives, per-container lines in the summary and summary.json,
 //! containers.json, and the per-container flow logs.
 //!
+//! `a_restarted_detector_keeps_the_capture_indices_and_the_totals_stay_exact`:
+//! with `CJ_IFACE=containers`, the detector (which owns the capture list) is
+//! restarted mid-run: the new one takes over every index of the list it finds,
+//! the balancer keeps every ring, and the per-container totals of the traffic
+//! after the restart equal the veth counters.
+//!
 //! `bridge_capture_attributes_by_mac_and_ip`: the same hosts captured on the
 //! bridge: flows carry both containers (by MAC), OUT totals equal the veths'
 //! rx counters, IN at most their tx (floods are addressed to no container).
@@ -323,6 +329,54 @@ fn named_namespaces_totals_equal_the_veth_counters() {
     );
 }
 
+/// The detector's capture list (`<cluster dir>/capture`): veth -> index.
+fn capture_indices(cluster: &Cluster) -> BTreeMap<String, u8> {
+    let text = std::fs::read_to_string(cluster.cluster_dir().join("capture")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with("generation "))
+        .filter_map(|l| {
+            let (i, n) = l.split_once(' ')?;
+            Some((n.to_owned(), i.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_detector_keeps_the_capture_indices_and_the_totals_stay_exact() {
+    if !is_root() || !balancer_has_containers_source() {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(3);
+    lab.quiet();
+    let cluster = Cluster::live(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1")]);
+    let mut station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
+    let ours = |m: BTreeMap<String, u8>| -> BTreeMap<String, u8> {
+        m.into_iter().filter(|(v, _)| lab.veths().contains(v)).collect()
+    };
+    let first = ours(capture_indices(&cluster));
+    assert_eq!(first.len(), 3, "the capture list names the three veths: {first:?}");
+    let old = station.restart_detector(nix::sys::signal::Signal::SIGTERM);
+    assert!(old.status.success(), "the stopped detector exits 0: {}", String::from_utf8_lossy(&old.stderr));
+    // The new detector wrote its list before its workers started: the same veths, the same indices.
+    assert_eq!(ours(capture_indices(&cluster)), first, "the restarted detector took over the indices");
+    let before = lab.counters();
+    finish_pings(vec![("ping 0->1", lab.ping(0, 1, 20, 64)), ("ping 2->0", lab.ping(2, 0, 15, 500))]);
+    let deltas: BTreeMap<String, Counters> =
+        lab.counters().iter().map(|(k, v)| (k.clone(), v.minus(before[k]))).collect();
+    let frames: u64 = deltas.values().map(|d| d.rx_packets + d.tx_packets).sum();
+    station.wait_received(frames);
+    let Stopped { balancer, out, .. } = station.stop();
+    // No ring was closed and opened again: the balancer captured each veth all along.
+    let berr = String::from_utf8_lossy(&balancer.stderr);
+    for v in lab.veths() {
+        assert_eq!(berr.matches(&format!("containers: capturing {v} (source ")).count(), 1, "{v}: {berr}");
+        assert!(!berr.contains(&format!("{v} no longer captured")), "{v}: {berr}");
+    }
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    check_against_kernel(&rows, &lab, &deltas, false);
+}
+
 #[test]
 fn bridge_capture_attributes_by_mac_and_ip() {
     if !is_root() {
@@ -421,11 +475,19 @@ fn docker_containers_totals_equal_their_veth_counters() {
     // A fourth container mid-run: captured and attributed from its first packets on.
     let four = lab.start("four");
     let (n4, v4) = (lab.containers[four].0.clone(), lab.containers[four].2.clone());
-    // The balancer names a veth in its source list before it opens the veth's ring, and says
-    // "capturing" once the ring is open: wait for that.
+    // The detector gives the veth an index in its capture list; the balancer opens the ring,
+    // names it in its source list, then says "capturing": wait for that.
     let capturing = format!("containers: capturing {v4} (source ");
     station.wait_balancer_lines(&format!("the balancer to capture {n4}'s veth {v4}"), 1, |l| l.contains(&capturing));
-    assert!(inventory_sources(&cluster).contains(&v4), "the source list names {v4}");
+    let index_of = |text: &str| {
+        text.lines()
+            .find(|l| l.split_once(' ').is_some_and(|(_, n)| n == v4))
+            .map(|l| l.split(' ').next().map(str::to_owned))
+    };
+    let captured = index_of(&inventory_sources(&cluster));
+    assert!(captured.is_some(), "the source list names {v4}");
+    let listed = std::fs::read_to_string(cluster.cluster_dir().join("capture")).unwrap_or_default();
+    assert_eq!(index_of(&listed), captured, "the balancer captures {v4} under the detector's index:\n{listed}");
     // The detector's inventory knows it by its Docker name and maps the balancer's source to it.
     wait_until(&format!("the detector's inventory to attribute {v4} to {n4}"), || {
         let text = inventory_text(&cluster);

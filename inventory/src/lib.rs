@@ -2,6 +2,14 @@
 //! container each belongs to, kept current off the packet path and published
 //! as immutable [`Snapshot`]s that packet threads read without locks.
 //!
+//! One process runs it: the detector, which attributes flows with it. For
+//! `CJ_IFACE=containers` it also decides which container veths the balancer
+//! captures and under which `PacketMeta::source` index, and says so in
+//! `<cluster dir>/capture` ([`capture`]); the balancer only follows that list
+//! and answers with what it captures (`<cluster dir>/sources`, [`sources`]).
+//! With several queue sets, the detector of set 0 decides; the others read
+//! the list ([`SourceMap::Follow`]).
+//!
 //! Sources of truth, all read only:
 //! - rtnetlink ([`netlink`]): the host's links (veth, bridge, tun, physical),
 //!   each veth's peer ifindex and peer netns id; inside each container netns
@@ -19,15 +27,21 @@
 //! Guarantees:
 //! - [`Inventory::start`] returns at once with a first snapshot taken from
 //!   netlink, named namespaces and `/proc` (no Docker request: a slow or hung
-//!   daemon never delays the packet threads); a thread `cj-inventory`
-//!   rescans on every link event (netlink `RTNLGRP_LINK`), every Docker
-//!   answer, every change of the balancer's source list file, and every
-//!   [`RESCAN_EVERY`] as a safety net.
+//!   daemon never delays the packet threads), and for `containers` the first
+//!   capture list written; a thread `cj-inventory` rescans on every link event
+//!   (netlink `RTNLGRP_LINK`), every Docker answer, every change of the
+//!   balancer's `sources` file, and every [`RESCAN_EVERY`] as a safety net.
 //! - The Docker Engine API is asked only by its own thread `cj-inv-docker`
 //!   (at start, on every Docker event and every [`RESCAN_EVERY`]); scans use
 //!   its last answer. Docker names and images therefore come a moment after
 //!   the first snapshot; a hung daemon costs one warning and its names.
 //! - Readers call [`Inventory::shared`]`.load()`: no lock, no allocation.
+//! - Capture indices: a snapshot knows an index before any process can see a
+//!   frame of it (the capture list is written after the snapshot is
+//!   published); a reader that meets an index its snapshot does not know
+//!   ([`Snapshot::knows_source`]) loads the newest one. A released index is
+//!   reused only after every [`Readers`] member has emptied its queue under a
+//!   snapshot that no longer knows it (see [`capture`]). No timed hold.
 //! - Container entries are append-only across snapshots: an entry keeps its
 //!   index ([`Snapshot::entry`]) for the process's life, so a flow attributed
 //!   under an old snapshot still reads its container from any newer one,
@@ -36,10 +50,21 @@
 //! - Failures of one source never stop the others: no Docker daemon, or no
 //!   CAP_NET_ADMIN to look inside a netns, costs one warning line each and
 //!   what that source would have added.
+//!
+//! Not guaranteed: a follower ([`SourceMap::Follow`]) reads the list within
+//! [`SOURCES_POLL`] of a change and is not among the readers the owner waits
+//! for: for it, new and reused indices are ordered by those delays only.
+//! A container veth is captured from when the detector's scan
+//! after its link event has published it and the balancer has read the list
+//! (milliseconds): frames before that are not seen. A veth deleted and created
+//! again under the same name between two scans keeps its index (the balancer
+//! binds the name again), so frames of the old one still queued then may be
+//! attributed to the new one.
 #![deny(unsafe_code)]
 
 pub use arc_swap;
 
+pub mod capture;
 pub mod docker;
 pub mod netlink;
 pub mod sources;
@@ -49,7 +74,8 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -59,10 +85,14 @@ use station::record::{fixed_text, ContainerRef};
 pub const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How often the balancer's source list file is looked at.
 pub const SOURCES_POLL: Duration = Duration::from_millis(10);
+/// How soon the inventory looks again while a veth waits for a capture index.
+pub const RECHECK: Duration = Duration::from_millis(20);
 /// Most container entries kept (indices fit 14 bits).
 pub const MAX_ENTRIES: usize = 16_383;
 /// Entry index meaning "no container".
 pub const NONE: u16 = 0;
+/// [`Snapshot`]'s mark of a capture index it does not know (free, or released and draining).
+pub const UNKNOWN: u16 = u16::MAX;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -96,8 +126,11 @@ pub struct Snapshot {
     pub live: Vec<bool>,
     /// The host's links: (ifindex, name, kind).
     pub links: Vec<(u32, String, String)>,
-    /// The balancer's sources by index (`PacketMeta::source`).
+    /// The capture sources by index (`PacketMeta::source`).
     pub sources: Vec<(u8, String)>,
+    /// The readers that report how far they have drained (shared by every
+    /// snapshot of one inventory).
+    pub readers: Arc<Readers>,
     by_source: Vec<u16>,
     by_mac: FastMap<[u8; 6], u16>,
     by_ip: FastMap<IpAddr, u16>,
@@ -107,7 +140,17 @@ impl Snapshot {
     /// The entry of capture source `source` when it is a container's host veth.
     #[inline]
     pub fn by_source(&self, source: u8) -> u16 {
-        self.by_source.get(usize::from(source)).copied().unwrap_or(NONE)
+        match self.by_source.get(usize::from(source)) {
+            Some(&e) if e != UNKNOWN => e,
+            _ => NONE,
+        }
+    }
+
+    /// False when this snapshot does not know what capture index `source`
+    /// means (a newer one may): one array read, for every frame.
+    #[inline]
+    pub fn knows_source(&self, source: u8) -> bool {
+        self.by_source.get(usize::from(source)).is_none_or(|&e| e != UNKNOWN)
     }
 
     /// The live entry whose interface has MAC `mac`.
@@ -139,13 +182,78 @@ impl Snapshot {
     }
 }
 
+/// The readers of an inventory's snapshots that consume packet queues (the
+/// detector's workers): each reports the newest snapshot generation under
+/// which it found its queue empty, so a released capture index is given to
+/// another veth only once no frame of the old one is left unread.
+#[derive(Debug, Default)]
+pub struct Readers {
+    /// How many must have joined before any is taken as caught up.
+    expected: usize,
+    joined: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+/// One reader's report (see [`Readers`]); dropping it takes the reader out.
+#[derive(Debug)]
+pub struct ReaderMark(Arc<AtomicU64>);
+
+impl ReaderMark {
+    /// Call after finding the queue empty, with the generation of the snapshot
+    /// loaded before looking (one relaxed load; a store only on a change).
+    #[inline]
+    pub fn drained_under(&self, generation: u64) {
+        if self.0.load(Ordering::Relaxed) != generation {
+            self.0.store(generation, Ordering::Release);
+        }
+    }
+}
+
+impl Readers {
+    /// A board that waits for `expected` readers to join.
+    pub fn new(expected: usize) -> Self {
+        Self { expected, joined: Mutex::new(Vec::new()) }
+    }
+
+    /// A new reader, drained under no generation yet.
+    pub fn join(&self) -> ReaderMark {
+        let mark = Arc::new(AtomicU64::new(0));
+        if let Ok(mut v) = self.joined.lock() {
+            v.push(Arc::downgrade(&mark));
+        }
+        ReaderMark(mark)
+    }
+
+    /// True when every expected reader has joined and each one still running
+    /// has drained under `generation` or a newer one.
+    pub fn caught_up(&self, generation: u64) -> bool {
+        let Ok(v) = self.joined.lock() else { return false };
+        v.len() >= self.expected
+            && v.iter().all(|w| w.upgrade().is_none_or(|m| m.load(Ordering::Acquire) >= generation))
+    }
+}
+
+/// What `PacketMeta::source` means.
+#[derive(Clone, Debug)]
+pub enum SourceMap {
+    /// The index is the position in this list (`CJ_IFACE=IF1,IF2`, a PF_RING device).
+    Static(Vec<String>),
+    /// `CJ_IFACE=containers` with this cluster directory: [`Inventory::start`]
+    /// assigns the indices and writes `capture`; a one-shot [`Scanner::scan`]
+    /// reads the running detector's `capture`.
+    Containers(PathBuf),
+    /// `CJ_IFACE=containers` read by a detector that does not own the list
+    /// (queue sets other than 0): every scan reads `capture`, and a change of
+    /// the file wakes a scan.
+    Follow(PathBuf),
+}
+
 /// What the inventory looks at.
 #[derive(Clone, Debug)]
 pub struct InventoryConfig {
-    /// The cluster directory, for the balancer's source list file (None: no file).
-    pub cluster_dir: Option<PathBuf>,
-    /// The capture sources when there is no source list file (CJ_IFACE order).
-    pub static_sources: Vec<String>,
+    /// What capture indices mean.
+    pub sources: SourceMap,
+    /// How many [`Readers`] must join before a released capture index may be reused.
+    pub readers: usize,
     /// The Docker socket (None: Docker not asked).
     pub docker_socket: Option<PathBuf>,
     /// Where named namespaces live (`/run/netns`).
@@ -160,8 +268,8 @@ impl InventoryConfig {
     /// Defaults: Docker at `DOCKER_HOST` or /var/run/docker.sock, /run/netns, /proc scanned.
     pub fn new(log_prefix: &'static str) -> Self {
         Self {
-            cluster_dir: None,
-            static_sources: Vec::new(),
+            sources: SourceMap::Static(Vec::new()),
+            readers: 0,
             docker_socket: Some(docker::socket_path()),
             netns_dir: PathBuf::from("/run/netns"),
             scan_proc: true,
@@ -191,6 +299,7 @@ struct Warned {
     dump: bool,
     full: bool,
     netlink: bool,
+    sources: bool,
 }
 
 /// The Docker daemon's last answer, shared by the thread that asks it and
@@ -208,6 +317,11 @@ pub struct Scanner {
     index: FastMap<(u64, String, String), u16>,
     generation: u64,
     warned: Warned,
+    /// Set by [`Inventory::start`] for `containers`: this inventory assigns capture indices.
+    assigner: Option<capture::Assigner>,
+    /// What the last scan's assignment changed.
+    update: capture::Update,
+    readers: Arc<Readers>,
 }
 
 fn read_link_name(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -284,13 +398,16 @@ impl Scanner {
         let mut entries = vec![Entry::default()];
         entries[0].runtime = "";
         Self {
-            cfg,
             docker_view: None,
             nl: None,
             entries,
             index: FastMap::default(),
             generation: 0,
             warned: Warned::default(),
+            assigner: None,
+            update: capture::Update::default(),
+            readers: Arc::new(Readers::new(cfg.readers)),
+            cfg,
         }
     }
 
@@ -542,19 +659,67 @@ impl Scanner {
                 }
             }
         }
-        snap.sources = self.current_sources();
-        snap.by_source = vec![NONE; 256];
-        for (idx, name) in &snap.sources {
-            snap.by_source[usize::from(*idx)] = snap.by_veth_name(name);
-        }
+        self.map_sources(&mut snap, &links);
         snap
     }
 
-    fn current_sources(&self) -> Vec<(u8, String)> {
-        if let Some(list) = self.cfg.cluster_dir.as_deref().and_then(sources::read_sources) {
-            return list;
+    /// Fills the snapshot's capture sources (see [`SourceMap`]).
+    fn map_sources(&mut self, snap: &mut Snapshot, links: &[netlink::LinkInfoRow]) {
+        snap.readers = Arc::clone(&self.readers);
+        let dir = match &self.cfg.sources {
+            SourceMap::Static(list) => {
+                // A fixed list: every index is known (those past the list name nothing).
+                snap.by_source = vec![NONE; 256];
+                snap.sources = list.iter().take(255).enumerate().map(|(i, n)| (i as u8, n.clone())).collect();
+                for (i, name) in &snap.sources {
+                    snap.by_source[usize::from(*i)] = snap.by_veth_name(name);
+                }
+                return;
+            }
+            SourceMap::Containers(dir) | SourceMap::Follow(dir) => dir.clone(),
+        };
+        let Some(assigner) = self.assigner.as_mut() else {
+            // A one-shot view: the running detector's list.
+            let list = capture::read_capture(&dir).ok().flatten().unwrap_or_default();
+            snap.by_source = vec![UNKNOWN; 256];
+            for (i, name) in list.sources {
+                snap.by_source[usize::from(i)] = snap.by_veth_name(&name);
+                snap.sources.push((i, name));
+            }
+            return;
+        };
+        // A veth leaves the capture when it is gone from the host, not when one scan
+        // misses its container (a scan that raced a container's start).
+        let mut live: Vec<(String, u16)> = snap
+            .live_entries()
+            .filter(|(_, e)| !e.reference.veth_str().is_empty())
+            .map(|(i, e)| (e.reference.veth_str().to_owned(), i))
+            .collect();
+        let listed: Vec<(u8, String)> = assigner.list();
+        let before = assigner.by_source();
+        for (i, name) in &listed {
+            if !live.iter().any(|(n, _)| n == name) && links.iter().any(|l| &l.name == name) {
+                live.push((name.clone(), before[usize::from(*i)]));
+            }
         }
-        self.cfg.static_sources.iter().enumerate().map(|(i, n)| (i as u8, n.clone())).collect()
+        let balancer = match sources::read_sources(&dir) {
+            Ok(list) => list,
+            Err(e) => {
+                if !self.warned.sources {
+                    self.warned.sources = true;
+                    eprintln!(
+                        "{}: inventory: warning: cannot read the balancer's source list ({e}); released capture \
+                         indices are not reused until it can be read",
+                        self.cfg.log_prefix
+                    );
+                }
+                None
+            }
+        };
+        let readers = Arc::clone(&self.readers);
+        self.update = assigner.update(&live, balancer.as_deref(), |g| readers.caught_up(g), snap.generation);
+        snap.by_source = assigner.by_source();
+        snap.sources = assigner.list();
     }
 }
 
@@ -575,12 +740,31 @@ pub struct Inventory {
 impl Inventory {
     /// Takes a first snapshot (without asking Docker), then keeps it current
     /// on a thread `cj-inventory`; Docker is asked on a thread of its own.
+    /// For [`SourceMap::Containers`] this inventory assigns the capture
+    /// indices (taking over those of the `capture` file it finds) and writes
+    /// the capture list after each snapshot that changed it.
     pub fn start(cfg: InventoryConfig) -> Self {
         let mut scanner = Scanner::new(cfg.clone());
         let docker_view: Option<DockerView> = cfg.docker_socket.as_ref().map(|_| DockerView::default());
         scanner.docker_view = docker_view.clone();
+        let capture_dir = match &cfg.sources {
+            SourceMap::Containers(dir) => Some(dir.clone()),
+            SourceMap::Static(_) | SourceMap::Follow(_) => None,
+        };
+        if let Some(dir) = &capture_dir {
+            let previous = capture::read_capture(dir).ok().flatten();
+            let balancer = sources::read_sources(dir).ok().flatten();
+            scanner.assigner = Some(capture::Assigner::resume(previous.as_ref(), balancer.as_deref()));
+        }
         let first = scanner.scan();
+        // The snapshot first, then the list that lets the balancer capture what it names.
+        let mut writer =
+            capture_dir.map(|dir| CaptureWriter { dir, dirty: true, warned: false, log_prefix: cfg.log_prefix });
+        let first_list = capture::CaptureList { generation: first.generation, sources: first.sources.clone() };
         let shared = Arc::new(ArcSwap::from_pointee(first));
+        if let Some(w) = writer.as_mut() {
+            w.write(&first_list);
+        }
         let (tx, rx) = crossbeam_channel::unbounded::<Wake>();
         // Link events.
         if let Ok(mut ev) = netlink::LinkEvents::open() {
@@ -642,13 +826,17 @@ impl Inventory {
                 }
             });
         }
-        // The balancer's source list.
-        if let Some(dir) = cfg.cluster_dir.clone() {
+        // The balancer's source list (owner), or the owner's capture list (follower).
+        let watched = match &cfg.sources {
+            SourceMap::Containers(dir) => Some(sources::sources_path(dir)),
+            SourceMap::Follow(dir) => Some(capture::capture_path(dir)),
+            SourceMap::Static(_) => None,
+        };
+        if let Some(path) = watched {
             let tx = tx.clone();
             let _ = std::thread::Builder::new().name("cj-inv-sources".into()).spawn(move || {
-                let path = sources::sources_path(&dir);
                 let stamp = |p: &Path| -> Option<(SystemTime, u64, u64)> {
-                    let m = std::fs::metadata(p).ok()?;
+                    let m = std::fs::symlink_metadata(p).ok()?;
                     Some((m.modified().ok()?, m.ino(), m.len()))
                 };
                 let mut last = stamp(&path);
@@ -667,7 +855,8 @@ impl Inventory {
         drop(tx);
         let publish = Arc::clone(&shared);
         let _ = std::thread::Builder::new().name("cj-inventory".into()).spawn(move || loop {
-            match rx.recv_timeout(RESCAN_EVERY) {
+            let wait = if scanner.update.recheck { RECHECK } else { RESCAN_EVERY };
+            match rx.recv_timeout(wait) {
                 Ok(w) => {
                     // Let a burst of events settle (a container start is several link changes).
                     if w != Wake::Sources {
@@ -676,9 +865,17 @@ impl Inventory {
                     while rx.try_recv().is_ok() {}
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(RESCAN_EVERY),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
-            publish.store(Arc::new(scanner.scan()));
+            let snap = scanner.scan();
+            let list = capture::CaptureList { generation: snap.generation, sources: snap.sources.clone() };
+            publish.store(Arc::new(snap));
+            if let Some(w) = writer.as_mut() {
+                w.dirty |= scanner.update.list_changed;
+                if w.dirty {
+                    w.write(&list);
+                }
+            }
         });
         Self { shared }
     }
@@ -691,6 +888,34 @@ impl Inventory {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.load_full()
+    }
+}
+
+/// Writes the capture list; a failure is said once and the write tried again after the next scan.
+#[derive(Debug)]
+struct CaptureWriter {
+    dir: PathBuf,
+    dirty: bool,
+    warned: bool,
+    log_prefix: &'static str,
+}
+
+impl CaptureWriter {
+    fn write(&mut self, list: &capture::CaptureList) {
+        match capture::write_capture(&self.dir, list) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                if !self.warned {
+                    self.warned = true;
+                    eprintln!(
+                        "{}: inventory: warning: cannot write the capture list in {} ({e}); the balancer captures \
+                         no new container veth until it can",
+                        self.log_prefix,
+                        self.dir.display()
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -744,7 +969,7 @@ mod tests {
         cfg.docker_socket = Some(PathBuf::from("/nonexistent/docker.sock"));
         cfg.netns_dir = PathBuf::from("/nonexistent");
         cfg.scan_proc = false;
-        cfg.static_sources = vec!["lo".into()];
+        cfg.sources = SourceMap::Static(vec!["lo".into()]);
         let mut s = Scanner::new(cfg);
         let snap = s.scan();
         assert_eq!(snap.entries.len(), 1);
@@ -753,6 +978,53 @@ mod tests {
         assert_eq!(snap.sources, vec![(0, "lo".to_owned())]);
         let again = s.scan();
         assert_eq!(again.generation, 2);
+    }
+
+    fn quiet_config(sources: SourceMap) -> InventoryConfig {
+        let mut cfg = InventoryConfig::new("test");
+        cfg.docker_socket = None;
+        cfg.netns_dir = PathBuf::from("/nonexistent");
+        cfg.scan_proc = false;
+        cfg.sources = sources;
+        cfg
+    }
+
+    #[test]
+    fn a_static_list_knows_every_index_and_a_capture_list_only_its_own() {
+        let snap = Scanner::new(quiet_config(SourceMap::Static(vec!["lo".into()]))).scan();
+        assert!((0..=255).all(|i| snap.knows_source(i)));
+        // A one-shot view of `containers` reads the running detector's list.
+        let d = tempfile::tempdir().unwrap();
+        let list = capture::CaptureList { generation: 3, sources: vec![(3, "lo".into())] };
+        capture::write_capture(d.path(), &list).unwrap();
+        let snap = Scanner::new(quiet_config(SourceMap::Containers(d.path().to_owned()))).scan();
+        assert_eq!(snap.sources, vec![(3, "lo".to_owned())]);
+        assert!(snap.knows_source(3));
+        assert!(!snap.knows_source(4));
+        assert_eq!(snap.by_source(4), NONE);
+        // An assigning scan with no container veth knows no index; the one it took
+        // over from the list is known until the balancer lets go of it.
+        let gone = capture::CaptureList { generation: 3, sources: vec![(3, "cj-no-such-veth".into())] };
+        let mut s = Scanner::new(quiet_config(SourceMap::Containers(d.path().to_owned())));
+        s.assigner = Some(capture::Assigner::resume(Some(&gone), None));
+        let snap = s.scan();
+        assert!(snap.sources.is_empty());
+        assert!(snap.knows_source(3) && !snap.knows_source(0));
+        assert!(s.update.list_changed);
+    }
+
+    #[test]
+    fn readers_are_caught_up_once_all_joined_and_drained() {
+        let r = Readers::new(2);
+        assert!(!r.caught_up(1), "nobody joined yet");
+        let a = r.join();
+        let b = r.join();
+        a.drained_under(5);
+        assert!(!r.caught_up(5));
+        b.drained_under(6);
+        assert!(r.caught_up(5) && !r.caught_up(6));
+        drop(a);
+        assert!(r.caught_up(6), "a reader that ended is not waited for");
     }
 
     #[test]

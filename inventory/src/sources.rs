@@ -2,11 +2,14 @@
 //! index names, in the file `<cluster dir>/sources`.
 //!
 //! Format: one line per interface, `INDEX NAME`, written atomically (a
-//! temporary file renamed over the old one) by the balancer at start and on
-//! every change of a `containers` capture. Indices are never reused for
-//! another interface while the balancer runs, so a record keeps naming the
-//! interface that saw its frames. The detector reads the file when it
-//! changes; when it is missing, it falls back to the order of `CJ_IFACE`.
+//! temporary file renamed over the old one, mode 0640) by the balancer at
+//! start and on every change of its capture. For `CJ_IFACE=IF1,IF2` the index
+//! is the position in the list, which the detector knows from the same
+//! variable. For `CJ_IFACE=containers` the indices are the detector's
+//! ([`crate::capture`]), and this file is the balancer's word on what it
+//! captures: an index it no longer lists has had its last frames put in the
+//! packet queues, which is when the detector may start to drain it.
+//! Read with the checked open, at most [`crate::capture::MAX_FILE`] bytes.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,20 +30,16 @@ pub fn write_sources(cluster_dir: &Path, list: &[(u8, String)]) -> io::Result<()
     for (i, name) in list {
         text.push_str(&format!("{i} {name}\n"));
     }
-    shmq::files::write_atomic(&sources_path(cluster_dir), text.as_bytes(), 0o644)
+    shmq::files::write_atomic(&sources_path(cluster_dir), text.as_bytes(), crate::capture::LIST_MODE)
 }
 
-/// Reads the list; `None` when there is no file.
-pub fn read_sources(cluster_dir: &Path) -> Option<Vec<(u8, String)>> {
-    let text = std::fs::read_to_string(sources_path(cluster_dir)).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| {
-                let (i, n) = l.split_once(' ')?;
-                Some((i.parse().ok()?, n.trim().to_owned()))
-            })
-            .collect(),
-    )
+/// Reads the list; `Ok(None)` when there is no file.
+///
+/// # Errors
+/// The file is refused by the checked open, too large, or unreadable.
+pub fn read_sources(cluster_dir: &Path) -> io::Result<Option<Vec<(u8, String)>>> {
+    let Some(text) = crate::capture::read_list_file(&sources_path(cluster_dir))? else { return Ok(None) };
+    Ok(Some(text.lines().filter_map(crate::capture::parse_line).collect()))
 }
 
 #[cfg(test)]
@@ -50,9 +49,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let d = tempfile::tempdir().unwrap();
-        assert!(read_sources(d.path()).is_none());
+        assert!(read_sources(d.path()).unwrap().is_none());
         write_sources(d.path(), &[(0, "veth0".into()), (7, "vethab".into())]).unwrap();
-        assert_eq!(read_sources(d.path()).unwrap(), vec![(0, "veth0".into()), (7, "vethab".into())]);
+        assert_eq!(read_sources(d.path()).unwrap().unwrap(), vec![(0, "veth0".into()), (7, "vethab".into())]);
     }
 
     #[test]
@@ -64,7 +63,7 @@ mod tests {
         write_sources(d.path(), &[(0, "veth0".into())]).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(!std::fs::symlink_metadata(sources_path(d.path())).unwrap().file_type().is_symlink());
-        assert_eq!(read_sources(d.path()).unwrap(), vec![(0, "veth0".into())]);
+        assert_eq!(read_sources(d.path()).unwrap().unwrap(), vec![(0, "veth0".into())]);
         // No temporary file is left behind.
         let names: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()

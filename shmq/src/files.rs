@@ -65,7 +65,7 @@ pub const FILE_MODE: u32 = 0o660;
 
 /// How a queue file or counter page is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     /// Read-write, to attach or to create: owner, mode and type are checked.
     Write,
     /// Read-only, for status tools: mode and type are checked, not the owner.
@@ -277,7 +277,7 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), QueueError> {
 /// Opens an existing queue file or counter page without following a symbolic
 /// link or blocking, checks it on the descriptor (see the module docs), and
 /// returns it with its size.
-pub(crate) fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueError> {
+pub fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueError> {
     let file = OpenOptions::new()
         .read(true)
         .write(access == Access::Write)

@@ -1,150 +1,216 @@
 //! `CJ_IFACE=containers`: AF_PACKET capture on the host veth of every
-//! container the inventory knows (Docker, named netns, other runtimes),
-//! following it as containers start and stop, with no restart.
+//! container, following the detector's capture list as containers start and
+//! stop, with no restart.
+//!
+//! The detector owns the container inventory (it needs every container's
+//! names, MACs and addresses to attribute flows; the balancer needs only veth
+//! names), assigns each container veth its `Frame::source` index and writes
+//! the list to `<cluster dir>/capture` (`inventory::capture`). This source
+//! runs no inventory: a thread `cj-capture-list` looks at that file every
+//! [`LIST_POLL`] and hands a changed list to the packet thread through one
+//! lock-free cell.
 //!
 //! Guarantees:
-//! - At start and whenever the inventory's snapshot changes (netlink link
-//!   events, Docker events, a periodic rescan), rings are opened on new
-//!   container veths and closed on veths that are gone (after delivering what
-//!   their ring holds). Each veth gets a `Frame::source` index that no other
-//!   veth gets while it is captured; a freed index is reused last (the one
-//!   freed longest ago first).
-//! - Before a new ring's frames are delivered, the source list file
-//!   `<cluster dir>/sources` names it, and the frames wait [`HOLD`] in the
-//!   ring so that the detector's inventory has read the list: a container's
-//!   first frames are attributed by its veth.
-//! - Frames a container sends before its veth's ring is open are not seen
-//!   (the ring opens within milliseconds of the link event; a runtime starts
-//!   the container's process after the veth is set up).
-//! - A veth that cannot be opened is logged once and retried on the next
-//!   inventory change or after a second, whichever comes first.
-//! - Checking the snapshot is one lock-free load per poll; nothing is
+//! - At start (the list is read before the first poll) and whenever the list
+//!   changes, rings are opened on the veths it names, with its indices, and
+//!   closed on veths it no longer names (after delivering what their ring
+//!   holds). A veth whose index changed is closed and opened again.
+//! - The balancer never picks an index: the detector has published what an
+//!   index means before the list names it, so a container's first frames are
+//!   attributed by its veth without any hold.
+//! - `<cluster dir>/sources` says what is captured: written at start, after
+//!   every opened ring, and after a closed ring's last frames were published
+//!   to the packet queues (at the next poll, since the balancer publishes after
+//!   each poll): the detector reuses an index only once this file stops
+//!   naming it.
+//! - A veth that cannot be opened is logged once and retried on the next list
+//!   change or after a second, whichever comes first.
+//! - Checking for a new list is one lock-free load per poll; nothing is
 //!   allocated per frame.
+//!
+//! Not guaranteed: frames a container sends before its veth is in the list
+//! and its ring is open are not seen (milliseconds after the link event); with
+//! no detector running, the list does not follow new containers.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use inventory::arc_swap::ArcSwap;
-use inventory::{Inventory, InventoryConfig, Snapshot};
+use inventory::capture::{self, CaptureList};
 use station::config::StationConfig;
 
 use super::af_packet::{AfPacketError, AfPacketSource, RingParams};
 use super::{Frame, Poll, Source, SourceError, SourceStats};
 
-/// How long a new ring's frames wait before they are delivered.
-pub const HOLD: Duration = Duration::from_millis(100);
+/// How often the thread `cj-capture-list` looks at the capture list file.
+pub const LIST_POLL: Duration = Duration::from_millis(10);
 
-/// How long after a failed open a veth is tried again (if the inventory has
-/// not changed meanwhile): a veth that just appeared may not be ready yet.
+/// How long after a failed open a veth is tried again (if the list has not
+/// changed meanwhile): a veth that just appeared may not be ready yet.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// The list as the watcher last read it, with a number the packet thread compares.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Bumped on every change the watcher read.
+    version: u64,
+    list: CaptureList,
+}
 
 /// The `containers` source.
 #[derive(Debug)]
 pub struct ContainersSource {
     afp: AfPacketSource,
-    inventory: Arc<ArcSwap<Snapshot>>,
-    generation: u64,
+    list: Arc<ArcSwap<Seen>>,
+    version: u64,
     cluster_dir: PathBuf,
-    /// veth -> source index.
+    /// veth -> source index, captured now.
     assigned: BTreeMap<String, u8>,
-    free: VecDeque<u8>,
+    /// Rings closed in this poll: still named in `sources` until their frames are published.
+    closing: Vec<(u8, String)>,
     /// veths that failed to open (logged once).
     failed: BTreeSet<String>,
     /// When to try the failed veths again.
     retry_at: Option<Instant>,
 }
 
+/// Reads the list file; errors are said once per distinct message.
+fn read_list(dir: &Path, said: &mut Option<String>) -> Option<CaptureList> {
+    match capture::read_capture(dir) {
+        Ok(list) => {
+            *said = None;
+            list
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if said.as_deref() != Some(msg.as_str()) {
+                eprintln!("cj-balancer: containers: cannot read the capture list: {msg}");
+                *said = Some(msg);
+            }
+            None
+        }
+    }
+}
+
 impl ContainersSource {
-    /// Starts the inventory and opens a ring on every container veth it knows now.
+    /// Reads the detector's capture list, opens a ring on every veth it names
+    /// and starts following it.
     ///
     /// # Errors
     /// A bad `CJ_AFP_*` value.
     pub fn open_configured(config: &StationConfig) -> Result<Self, AfPacketError> {
         let afp = AfPacketSource::open(&[], &RingParams::from_config(config))?;
-        let inv = Inventory::start(InventoryConfig::new("cj-balancer"));
+        let dir = config.cluster_dir();
+        let mut said = None;
+        let first = read_list(&dir, &mut said).unwrap_or_default();
+        let cell = Arc::new(ArcSwap::from_pointee(Seen { version: 1, list: first }));
+        let watched = Arc::clone(&cell);
+        let watch_dir = dir.clone();
+        let _ = std::thread::Builder::new().name("cj-capture-list".into()).spawn(move || {
+            let path = capture::capture_path(&watch_dir);
+            let stamp = |p: &Path| -> Option<(SystemTime, u64, u64)> {
+                let m = std::fs::symlink_metadata(p).ok()?;
+                Some((m.modified().ok()?, m.ino(), m.len()))
+            };
+            let mut last = stamp(&path);
+            let mut version = 1;
+            loop {
+                std::thread::sleep(LIST_POLL);
+                let now = stamp(&path);
+                if now == last {
+                    continue;
+                }
+                let Some(list) = read_list(&watch_dir, &mut said) else { continue };
+                // A file that could not be read is read again at the next look.
+                last = now;
+                if list != watched.load().list {
+                    version += 1;
+                    watched.store(Arc::new(Seen { version, list }));
+                }
+            }
+        });
         let mut s = Self {
             afp,
-            inventory: inv.shared(),
-            generation: 0,
-            cluster_dir: config.cluster_dir(),
+            list: cell,
+            version: 0,
+            cluster_dir: dir,
             assigned: BTreeMap::new(),
-            free: (0..=254u8).collect(),
+            closing: Vec::new(),
             failed: BTreeSet::new(),
             retry_at: None,
         };
-        s.follow(&mut |_| {}, None);
+        s.follow(&mut |_| {});
+        s.write_sources();
         Ok(s)
     }
 
-    /// Brings the rings in line with the snapshot when it changed, or when a
-    /// veth that failed to open is due to be tried again.
-    fn follow(&mut self, sink: &mut dyn FnMut(&Frame<'_>), hold: Option<Instant>) {
-        let snap = self.inventory.load();
+    /// Brings the rings in line with the list when it changed, or when a veth
+    /// that failed to open is due to be tried again.
+    fn follow(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) {
+        if !self.closing.is_empty() {
+            // The rings closed at the last poll: their frames are published now.
+            self.closing.clear();
+            self.write_sources();
+        }
+        let seen = self.list.load();
         let retry_due = self.retry_at.is_some_and(|t| Instant::now() >= t);
-        if snap.generation == self.generation && !retry_due {
+        if seen.version == self.version && !retry_due {
             return;
         }
-        self.generation = snap.generation;
+        self.version = seen.version;
         self.retry_at = None;
-        let want: BTreeSet<String> =
-            snap.live_entries().map(|(_, e)| e.reference.veth_str().to_owned()).filter(|v| !v.is_empty()).collect();
-        // A veth leaves the capture when it is gone, not when one snapshot misses it: a scan
-        // that raced a container's start may lack a veth that is still there.
-        let gone: Vec<String> = self
+        let want: BTreeMap<&str, u8> = seen.list.sources.iter().map(|(i, n)| (n.as_str(), *i)).collect();
+        let gone: Vec<(String, u8)> = self
             .assigned
-            .keys()
-            .filter(|v| !want.contains(*v) && !Path::new("/sys/class/net").join(v).exists())
-            .cloned()
+            .iter()
+            .filter(|(v, i)| want.get(v.as_str()) != Some(*i))
+            .map(|(v, i)| (v.clone(), *i))
             .collect();
-        for v in gone {
+        for (v, i) in gone {
             self.afp.remove(&v, sink);
-            if let Some(i) = self.assigned.remove(&v) {
-                self.free.push_back(i);
-            }
+            self.assigned.remove(&v);
+            self.closing.push((i, v));
         }
-        let new: Vec<String> = want.iter().filter(|v| !self.assigned.contains_key(*v)).cloned().collect();
-        if new.is_empty() {
-            return;
-        }
-        let mut opened = Vec::new();
-        for v in new {
-            let Some(i) = self.free.pop_front() else {
-                eprintln!("cj-balancer: containers: 255 veths captured already; {v} is not captured");
-                continue;
-            };
-            self.assigned.insert(v.clone(), i);
-            opened.push((v, i));
-        }
-        // The list first (with the new veths), then the rings.
-        self.write_list();
         let mut any_failed = false;
-        for (v, i) in opened {
-            match self.afp.add(&v, i, hold) {
+        let mut opened = Vec::new();
+        for (v, i) in want {
+            if self.assigned.contains_key(v) {
+                continue;
+            }
+            match self.afp.add(v, i, None) {
                 Ok(()) => {
-                    self.failed.remove(&v);
-                    eprintln!("cj-balancer: containers: capturing {v} (source {i})");
+                    self.failed.remove(v);
+                    self.assigned.insert(v.to_owned(), i);
+                    opened.push((v.to_owned(), i));
                 }
                 Err(e) => {
-                    self.assigned.remove(&v);
-                    self.free.push_front(i);
-                    if self.failed.insert(v.clone()) {
+                    if self.failed.insert(v.to_owned()) {
                         eprintln!("cj-balancer: containers: cannot capture {v}: {e}");
                     }
                     any_failed = true;
                 }
             }
         }
+        if !opened.is_empty() {
+            // `sources` names them before the log says so.
+            self.write_sources();
+            for (v, i) in opened {
+                eprintln!("cj-balancer: containers: capturing {v} (source {i})");
+            }
+        }
         if any_failed {
-            // The list named veths that are not captured: correct it, try again later.
-            self.write_list();
             self.retry_at = Some(Instant::now() + RETRY);
         }
     }
 
-    fn write_list(&self) {
-        let list: Vec<(u8, String)> = self.assigned.iter().map(|(v, i)| (*i, v.clone())).collect();
+    /// `sources`: what is captured, and the rings closed but not yet published.
+    fn write_sources(&self) {
+        let mut list: Vec<(u8, String)> = self.assigned.iter().map(|(v, i)| (*i, v.clone())).collect();
+        list.extend(self.closing.iter().cloned());
+        list.sort();
         if let Err(e) = inventory::sources::write_sources(&self.cluster_dir, &list) {
             eprintln!("cj-balancer: warning: cannot write the source list in {}: {e}", self.cluster_dir.display());
         }
@@ -153,7 +219,7 @@ impl ContainersSource {
 
 impl Source for ContainersSource {
     fn poll_batch(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
-        self.follow(sink, Some(Instant::now() + HOLD));
+        self.follow(sink);
         self.afp.poll_batch(max, sink)
     }
 
@@ -168,7 +234,7 @@ impl Source for ContainersSource {
     fn describe(&self) -> String {
         let names: Vec<&str> = self.assigned.keys().map(String::as_str).collect();
         format!(
-            "containers (every container veth, following the inventory; now {}: {}) via {}",
+            "containers (every container veth, following the detector's capture list; now {}: {}) via {}",
             names.len(),
             names.join(","),
             self.afp.describe()
