@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts cj-balancer as the units and the containers do: loads conjure.conf
+# Starts cj-balancer as the units and the containers do: asks cj-balancer --print-config for the configuration
 # (CONJURE_CONF, default sysconfig/conjure.conf, which sources
 # /var/lib/conjure/conjure.conf), checks what a zc: source needs from the host,
 # then execs the binary so that signals and the systemd notify socket reach it.
@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=conjure_env.sh
 . "$(dirname "$(readlink -f "$0")")/conjure_env.sh"
-cj_load_conf
+cj_load_conf cj-balancer
 
 # PF_RING ZC: the kernel module, hugepages, and a ZC driver on the interface. Each
 # missing piece is one line with the remedy (README "Troubleshooting").
