@@ -220,7 +220,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     }
 
     // A live source is checked now, but captures only once the detector is attached (below).
-    source::preflight(&spec)?;
+    source::preflight(&spec, &config)?;
     let dir = config.cluster_dir();
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
     let mut sets = Vec::new();
