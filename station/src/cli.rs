@@ -211,11 +211,12 @@ impl Cli {
                 Some((n, v)) if n.starts_with("--") => (n, Some(v)),
                 _ => (arg, None),
             };
-            let value_name = if name == "--config" {
-                Some("FILE")
+            // `--config` is every mode's; the others are the mode's own.
+            let (flag, value_name) = if name == "--config" {
+                ("--config", Some("FILE"))
             } else {
                 match mode.flags.iter().find(|f| f.name == name) {
-                    Some(f) => f.value,
+                    Some(f) => (f.name, f.value),
                     None => return Err(UsageError(format!("unknown argument {arg:?}{of}"))),
                 }
             };
@@ -232,15 +233,14 @@ impl Cli {
                     _ => return Err(UsageError(format!("{name} needs a {what}"))),
                 },
             };
-            if name == "--config" {
+            if flag == "--config" {
                 match value {
                     Some(file) if !file.is_empty() => inv.config = Some(PathBuf::from(file)),
                     _ => return Err(UsageError("--config needs a FILE".into())),
                 }
-                continue;
+            } else {
+                inv.flags.push((flag, value));
             }
-            let flag = mode.flags.iter().find(|f| f.name == name).map(|f| f.name).unwrap_or_default();
-            inv.flags.push((flag, value));
         }
         if print_config {
             if let Some((flag, _)) = inv.flags.first() {
