@@ -6,7 +6,7 @@
 # to an env file the containers get (CONJURE_ENV_FILE, default
 # /run/conjure/compose.env), and exports what the compose file itself uses:
 # CJ_IMAGE, CJ_DETECTOR_CPUS (the detector's core plan as a cpuset, the
-# binary's CJ_PLAN_CPUSET), CJ_HUGEPAGES_MOUNT. With CJ_TUN=yes it adds
+# binary's CJ_PLAN_WORKER_CORES), CJ_HUGEPAGES_MOUNT. With CJ_TUN=yes it adds
 # docker/docker-compose.tun.yaml (the detector gets /dev/net/tun for flow
 # divert; not with CJ_TUN=no). conjure-docker.service runs `compose.sh up` and
 # `compose.sh down`. The binary (cj-balancer, cj-detector or cj-app) is looked
@@ -26,7 +26,7 @@ set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/conjure_env.sh"
 cj_load_conf any
 
-export CJ_DETECTOR_CPUS=$CJ_PLAN_CPUSET
+export CJ_DETECTOR_CPUS=$CJ_PLAN_WORKER_CORES
 export CJ_IMAGE=${CJ_IMAGE:-conjure}
 export CJ_HUGEPAGES_MOUNT=${CJ_HUGEPAGES_MOUNT:-/dev/hugepages}
 export CONJURE_DATA=${CONJURE_DATA:-/var/lib/conjure}

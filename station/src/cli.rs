@@ -285,8 +285,8 @@ pub fn shell_quote(s: &str) -> String {
 /// - `CJ_VARIABLES`: the names of those variables, separated by spaces;
 /// - the core plan ([`crate::coreplan`]): `CJ_PLAN_BALANCER_CORE` (empty when
 ///   the balancer is not pinned), `CJ_PLAN_WORKER_CORES` (worker i's core is the
-///   i-th, comma separated), `CJ_PLAN_CPUSET` (the same as a cpuset list,
-///   `0-3,6`, for compose's `cpuset:`), `CJ_PLAN_WORKER_QUEUES`;
+///   i-th, comma separated: also the cpuset compose gives the detector),
+///   `CJ_PLAN_WORKER_QUEUES`;
 /// - the file names ([`crate::naming`]): `CJ_PATH_CLUSTER_DIR`,
 ///   `CJ_PATH_BALANCER_STATS`, and for this detector's first worker
 ///   (CJ_QUEUE_SET, CJ_QUEUE_OFFSET) `CJ_PATH_WORKER_STATS` and
@@ -310,7 +310,6 @@ pub fn render(cfg: &StationConfig) -> String {
     let csv = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     line("CJ_PLAN_BALANCER_CORE", &cfg.balancer_core.map_or(String::new(), |c| c.to_string()));
     line("CJ_PLAN_WORKER_CORES", &csv(&plan));
-    line("CJ_PLAN_CPUSET", &crate::coreplan::format_cpu_list(&plan));
     line("CJ_PLAN_WORKER_QUEUES", &csv(&cfg.worker_queues()));
     let dir = cfg.cluster_dir();
     let path = |p: PathBuf| p.display().to_string();
@@ -326,7 +325,6 @@ pub const DERIVED_NAMES: &[&str] = &[
     "CJ_VARIABLES",
     "CJ_PLAN_BALANCER_CORE",
     "CJ_PLAN_WORKER_CORES",
-    "CJ_PLAN_CPUSET",
     "CJ_PLAN_WORKER_QUEUES",
     "CJ_PATH_CLUSTER_DIR",
     "CJ_PATH_BALANCER_STATS",
@@ -497,7 +495,6 @@ mod tests {
                 names.as_str(),
                 "1",
                 "2,4,5,6",
-                "2,4-6",
                 "5,6,7,8",
                 "/tmp/s/conjure-7",
                 "/tmp/s/conjure-7/stats-balancer",
@@ -505,7 +502,7 @@ mod tests {
                 "/tmp/s/conjure-7/rec-1-5",
             ]
         );
-        let defaults = sh_eval(&render(&StationConfig::default()), &["CJ_PLAN_BALANCER_CORE", "CJ_PLAN_CPUSET"]);
+        let defaults = sh_eval(&render(&StationConfig::default()), &["CJ_PLAN_BALANCER_CORE", "CJ_PLAN_WORKER_CORES"]);
         assert_eq!(defaults, ["", "0"]);
     }
 }
