@@ -39,8 +39,9 @@ cj_die() {
 # variable (NAME='value'), where each came from (CJ_ORIGIN_NAME), the core plan
 # (CJ_PLAN_*) and the file names (CJ_PATH_*). A bad value stops the script with the
 # binary's one line (exit 2). With no binary there, a script that must run before
-# anything is installed (on-reboot.sh) passes `sh`: the file is then sourced as sh (the environment still wins) and the script checks the
-# variables it reads itself; e2e/tests/scripts.rs checks both ways agree.
+# anything is installed (on-reboot.sh) passes `sh`: the file is then sourced as sh
+# (the environment still wins) and the script checks the variables it reads itself;
+# e2e/tests/scripts.rs checks that both ways agree.
 cj_load_conf() {
     if [ ! -f "$CONJURE_CONF" ] || [ ! -r "$CONJURE_CONF" ]; then
         cj_die 2 "CONJURE_CONF=\"$CONJURE_CONF\": expected a readable conjure.conf (sysconfig/conjure.conf of the checkout)"
