@@ -2,7 +2,10 @@
 # Once-per-boot host setup for the station (conjure-docker.service and
 # conjure-setup.service run it before the station starts). Reads conjure.conf
 # (CONJURE_CONF, default sysconfig/conjure.conf, which sources
-# /var/lib/conjure/conjure.conf; the environment wins) and, in this order:
+# /var/lib/conjure/conjure.conf; the environment wins) through a station binary's
+# --print-config, or, before any is installed, by sourcing it and checking the
+# variables it reads itself (the same ranges; e2e/tests/scripts.rs compares the
+# two), and, in this order:
 #
 #   1. finds the capture interfaces: those CJ_IFACE names, or, when CJ_IFACE and
 #      PF_DRIVER are unset, the NICs driven by i40e, ixgbe or ice
@@ -38,14 +41,14 @@ for arg in "$@"; do
         --dry-run | -n) DRY=1 ;;
         --strict) STRICT=1 ;;
         -h | --help)
-            sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) cj_die 2 "unknown option $arg (on-reboot.sh [--dry-run] [--strict])" ;;
     esac
 done
 
-cj_load_conf
+cj_load_conf any sh
 
 CHANGED=0
 PROBLEMS=()
@@ -72,10 +75,13 @@ change() {
 }
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# ---- variables this script reads (the binaries check their own) ----
+# ---- variables this script reads (checked again: it may have run without a binary) ----
 cj_number CJ_CLUSTER_ID 0 1023
 cj_number CJ_CORECOUNT 1 1024
 cj_number CJ_QUEUE_OFFSET 0 1023
+if [ $((CJ_QUEUE_OFFSET + CJ_CORECOUNT)) -gt 1024 ]; then
+    cj_die 2 "CJ_QUEUE_OFFSET=\"$CJ_QUEUE_OFFSET\" ($CONJURE_CONF or environment): expected a whole number from 0 to $((1024 - CJ_CORECOUNT)) with CJ_CORECOUNT=$CJ_CORECOUNT: queue numbers stop at 1023"
+fi
 CJ_TUN_OFFSET=${CJ_TUN_OFFSET:-0}
 cj_number CJ_TUN_OFFSET 0 1000000
 case ${CJ_TUN:-no} in

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Runs the compose stack of docker/docker-compose.yaml with conjure.conf's
-# variables: loads CONJURE_CONF (default sysconfig/conjure.conf, which sources
+# variables: asks a station binary for the configuration (`--print-config` with
+# CONJURE_CONF, default sysconfig/conjure.conf, which sources
 # /var/lib/conjure/conjure.conf; the environment wins), writes every variable
 # to an env file the containers get (CONJURE_ENV_FILE, default
 # /run/conjure/compose.env), and exports what the compose file itself uses:
-# CJ_IMAGE, CJ_DETECTOR_CPUS (the detector's core plan as a cpuset),
-# CJ_HUGEPAGES_MOUNT. With CJ_TUN=yes it adds docker/docker-compose.tun.yaml
-# (the detector gets /dev/net/tun for flow divert; not with CJ_TUN=no).
-# conjure-docker.service runs `compose.sh up` and `compose.sh down`.
+# CJ_IMAGE, CJ_DETECTOR_CPUS (the detector's core plan as a cpuset, the
+# binary's CJ_PLAN_WORKER_CORES), CJ_HUGEPAGES_MOUNT. With CJ_TUN=yes it adds
+# docker/docker-compose.tun.yaml (the detector gets /dev/net/tun for flow
+# divert; not with CJ_TUN=no). conjure-docker.service runs `compose.sh up` and
+# `compose.sh down`. The binary (cj-balancer, cj-detector or cj-app) is looked
+# for in CJ_BIN_DIR, target/release of this checkout, then PATH.
 #
 #   compose.sh up | down | config | ps | logs [...] | <any docker compose command>
+#   compose.sh env    print the env file and the compose variables, run nothing
 #
 # Also read: CONJURE_DATA (the host directory mounted at /var/lib/conjure,
 # default /var/lib/conjure), PF_RING_ETC (default /etc/pf_ring),
@@ -20,16 +24,9 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=conjure_env.sh
 . "$(dirname "$(readlink -f "$0")")/conjure_env.sh"
-cj_load_conf
+cj_load_conf any
 
-cj_number CJ_COREBASE 0 4095
-cj_number CJ_CORECOUNT 1 1024
-if [ -n "${CJ_SKIP_CORE:-}" ] && [ "$CJ_SKIP_CORE" != -1 ]; then
-    cj_number CJ_SKIP_CORE 0 4095
-fi
-
-export CJ_DETECTOR_CPUS
-CJ_DETECTOR_CPUS=$(cj_core_plan)
+export CJ_DETECTOR_CPUS=$CJ_PLAN_WORKER_CORES
 export CJ_IMAGE=${CJ_IMAGE:-conjure}
 export CJ_HUGEPAGES_MOUNT=${CJ_HUGEPAGES_MOUNT:-/dev/hugepages}
 export CONJURE_DATA=${CONJURE_DATA:-/var/lib/conjure}
@@ -47,6 +44,16 @@ fi
 
 # Bind mounts of paths that do not exist would be created by docker as empty
 # directories; create the ones the station owns, and say which are missing.
+if [ "${1:-}" = env ]; then
+    # What the containers and compose would get, and nothing run.
+    for name in $CJ_VARIABLES; do
+        printf '%s=%s\n' "$name" "${!name}"
+    done
+    for name in CJ_DETECTOR_CPUS CJ_IMAGE CJ_HUGEPAGES_MOUNT; do
+        printf 'compose: %s=%s\n' "$name" "${!name}"
+    done
+    exit 0
+fi
 mkdir -p "$CONJURE_DATA" "$CONJURE_DATA/out" "$(dirname "$CONJURE_ENV_FILE")"
 for dir in "$CJ_HUGEPAGES_MOUNT" "$PF_RING_ETC"; do
     if [ ! -d "$dir" ]; then
@@ -59,14 +66,12 @@ done
 # (the start scripts in the containers keep environment values over their own copy).
 umask 077
 tmp=$(mktemp "$CONJURE_ENV_FILE.XXXXXX")
-for name in $(cj_conf_names); do
-    if [ -n "${!name+set}" ]; then
-        value=${!name}
-        case $value in
-            *$'\n'*) cj_die 2 "$name: a value with a newline cannot be passed to the containers" ;;
-        esac
-        printf '%s=%s\n' "$name" "$value" >>"$tmp"
-    fi
+for name in $CJ_VARIABLES; do
+    value=${!name}
+    case $value in
+        *$'\n'*) cj_die 2 "$name: a value with a newline cannot be passed to the containers" ;;
+    esac
+    printf '%s=%s\n' "$name" "$value" >>"$tmp"
 done
 mv "$tmp" "$CONJURE_ENV_FILE"
 
@@ -78,11 +83,10 @@ else
     cj_die 3 "neither docker compose (the compose plugin) nor docker-compose is installed (apt-get install docker-compose)"
 fi
 files=(-f "$CONJURE_REPO/docker/docker-compose.yaml")
-case ${CJ_TUN:-no} in
-    yes) files+=(-f "$CONJURE_REPO/docker/docker-compose.tun.yaml") ;;
-    no) ;;
-    *) cj_die 2 "CJ_TUN=\"$CJ_TUN\" ($CONJURE_CONF or environment): expected yes or no" ;;
-esac
+# CJ_TUN is yes or no: the binary refused anything else.
+if [ "$CJ_TUN" = yes ]; then
+    files+=(-f "$CONJURE_REPO/docker/docker-compose.tun.yaml")
+fi
 
 case ${1:-up} in
     up)

@@ -9,11 +9,13 @@
 //! once, keeps every count in memory and writes them at the next refresh;
 //! the final write that cannot write the flow tables still writes
 //! `summary.json` marked `complete: false` with the reason and exits 0, and
-//! exits 1 only when even `summary.json` cannot be written (no partial or
+//! exits 4 only when even `summary.json` cannot be written (no partial or
 //! temporary file is left either way). The aggregate is bounded by
 //! CJ_APP_MAX_ROWS rows per table (see `aggregate`). Errors are one line on
-//! stderr prefixed `cj-app: `; exit status 2 for usage and configuration
-//! errors (a bad `--out` included), 1 for runtime errors.
+//! stderr prefixed `cj-app: `; the exit status is station::cli's, shared with
+//! cj-balancer and cj-detector: 2 for usage and configuration errors (a bad
+//! `--out` included), 3 when a record queue cannot be opened or `status` finds
+//! none, 4 when an output file cannot be written, 1 for other runtime errors.
 #![deny(unsafe_code)]
 
 mod aggregate;
@@ -83,19 +85,18 @@ enum AppError {
 }
 
 impl AppError {
+    /// The exit code (station::cli's, shared by the three binaries).
     fn exit_code(&self) -> u8 {
+        use station::cli::{EXIT_FAILURE, EXIT_IO, EXIT_QUEUES, EXIT_USAGE};
         match self {
             AppError::Settings(_)
             | AppError::Config(_)
             | AppError::OutDir(_)
             | AppError::Checkpoint(_)
-            | AppError::Restore(_) => 2,
-            AppError::Intake(_)
-            | AppError::Write(_)
-            | AppError::NoQueues(_)
-            | AppError::Signal(_)
-            | AppError::Metrics(_)
-            | AppError::Query(_) => 1,
+            | AppError::Restore(_) => EXIT_USAGE,
+            AppError::Intake(_) | AppError::NoQueues(_) => EXIT_QUEUES,
+            AppError::Write(_) => EXIT_IO,
+            AppError::Signal(_) | AppError::Metrics(_) | AppError::Query(_) => EXIT_FAILURE,
         }
     }
 }
@@ -112,9 +113,15 @@ fn main() -> ExitCode {
 }
 
 fn run_main(args: &[String]) -> Result<(), AppError> {
-    match settings::parse_command(args)? {
+    let (command, config_file) = settings::parse_command(args)?;
+    let config_file = config_file.as_deref();
+    match command {
         Command::Help => {
-            print!("{}", settings::USAGE);
+            print!("{}\n{}\n{}", settings::USAGE, station::cli::COMMON_OPTIONS_HELP, station::cli::EXIT_CODES_HELP);
+            Ok(())
+        }
+        Command::PrintConfig => {
+            print!("{}", station::cli::print_config(config_file)?);
             Ok(())
         }
         Command::Version => {
@@ -122,16 +129,16 @@ fn run_main(args: &[String]) -> Result<(), AppError> {
             Ok(())
         }
         Command::Status => {
-            let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+            let cfg = StationConfig::load(config_file)?;
             print!("{}", status::report(&cfg.cluster_dir())?);
             Ok(())
         }
         Command::Query(q) => {
-            let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+            let cfg = StationConfig::load(config_file)?;
             print!("{}", query::client(&cfg.cluster_dir(), cfg.queue_set, &q)?);
             Ok(())
         }
-        Command::Run(run) => run_mode(args, &run),
+        Command::Run(run) => run_mode(config_file, &run),
     }
 }
 
@@ -306,8 +313,8 @@ impl Run {
     }
 }
 
-fn run_mode(args: &[String], run_args: &RunArgs) -> Result<(), AppError> {
-    let cfg = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result<(), AppError> {
+    let cfg = StationConfig::load(config_file)?;
     shmq::files::set_group(cfg.group); // CJ_GROUP: group of the files this process creates
     let mut settings = settings::resolve(cfg.station_config.as_deref(), run_args)?;
     if settings.refresh_from_station {

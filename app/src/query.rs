@@ -546,40 +546,19 @@ pub struct QueryArgs {
     pub json: bool,
 }
 
-/// Parses the arguments of `cj-app query` (after the word `query`).
-///
-/// `--config FILE` is accepted and skipped (read by `station::config::parse_args_config`).
+/// Reads the flags of `cj-app query` (station::cli has checked that each is a
+/// flag of `query` and has its value).
 ///
 /// # Errors
-/// An unknown argument, a missing or malformed value; each one line naming the fix.
-pub fn parse_args(args: &[String]) -> Result<QueryArgs, SettingsError> {
+/// A malformed value; each one line naming the fix.
+pub fn from_invocation(inv: &station::cli::Invocation) -> Result<QueryArgs, SettingsError> {
     let usage = |m: String| SettingsError::Usage(m);
     let mut q = QueryArgs { request: Request { version: PROTOCOL_VERSION, ..Request::default() }, json: false };
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg, None),
-        };
-        if flag == "--json" {
-            q.json = true;
-            i += 1;
-            continue;
-        }
-        let known = ["--config", "--top", "--by", "--addr", "--port", "--proto", "--container"];
-        if !known.contains(&flag) {
-            return Err(usage(format!("unknown argument {arg:?} of cj-app query; see cj-app --help")));
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => {
-                i += 1;
-                args.get(i).cloned().ok_or_else(|| usage(format!("{flag} needs a value; see cj-app --help")))?
-            }
-        };
+    for (flag, value) in &inv.flags {
+        let value = value.clone().unwrap_or_default();
         let v = value.trim();
-        match flag {
+        match *flag {
+            "--json" => q.json = true,
             "--top" => {
                 q.request.top =
                     Some(v.parse().map_err(|_| {
@@ -616,7 +595,6 @@ pub fn parse_args(args: &[String]) -> Result<QueryArgs, SettingsError> {
             "--container" => q.request.container = Some(value),
             _ => {}
         }
-        i += 1;
     }
     Ok(q)
 }

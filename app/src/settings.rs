@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use station::cli::{Cli, Flag, Mode, Parsed};
 
 /// Default `[output] dir`.
 pub const DEFAULT_OUT_DIR: &str = "/var/lib/conjure/out";
@@ -327,6 +328,36 @@ impl Default for AggregateSection {
     }
 }
 
+/// The command line: the run mode, `status` and `query` (station::cli parses it).
+pub const CLI: Cli = Cli {
+    program: "cj-app",
+    modes: &[
+        Mode {
+            name: "",
+            positionals: &[],
+            flags: &[
+                Flag::with_value("--out", "DIR"),
+                Flag::with_value("--aggregate", "LIST"),
+                Flag::with_value("--refresh", "SECS"),
+            ],
+        },
+        Mode { name: "status", positionals: &[], flags: &[] },
+        Mode {
+            name: "query",
+            positionals: &[],
+            flags: &[
+                Flag::with_value("--top", "N"),
+                Flag::with_value("--by", "WHAT"),
+                Flag::with_value("--addr", "IP"),
+                Flag::with_value("--port", "N"),
+                Flag::with_value("--proto", "NAME"),
+                Flag::with_value("--container", "NAME"),
+                Flag::switch("--json"),
+            ],
+        },
+    ],
+};
+
 /// What `cj-app` was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -336,6 +367,8 @@ pub enum Command {
     Status,
     /// Ask the running app for its current aggregate (`cj-app query`).
     Query(crate::query::QueryArgs),
+    /// Print the resolved configuration (`--print-config`).
+    PrintConfig,
     /// Print usage.
     Help,
     /// Print the version.
@@ -362,10 +395,10 @@ usage:
   cj-app status [--config FILE]
   cj-app query [--config FILE] [--top N] [--by bytes|packets] [--addr IP] [--port N]
                [--proto NAME] [--container NAME] [--json]
+  cj-app --print-config [--config FILE]
   cj-app --help | --version
 
 options:
-  --config FILE     conjure.conf-style KEY=VALUE file for the CJ_* variables (the environment wins)
   --out DIR         output directory (TOML [output] dir; default /var/lib/conjure/out)
   --aggregate LIST  comma-separated primitives (TOML [aggregate] primitives;
                     default src_host,dst_host,src_port,dst_port,proto;
@@ -385,73 +418,43 @@ query options (ask the running app over <cluster dir>/app.sock, as pmacct -s ask
   --json            print the app's JSON answer instead of a table
 
 The app reads CJ_STATION_CONFIG (a TOML file: [output] dir, refresh_interval, formats, top;
-[aggregate] primitives) when set. It stops when every record queue has ended, or on
+[aggregate] primitives; [containers] flow_logs) when set; the flags override it. It stops when every record queue has ended, or on
 SIGINT/SIGTERM after draining what is queued; either way it writes the files and a summary.
 ";
 
-/// Parses the command line (without the program name).
-///
-/// `--config` is accepted (as `--config FILE` or `--config=FILE`) and skipped:
-/// its value is read by `station::config::parse_args_config`.
+/// Parses the command line (without the program name): the command and the
+/// `--config` file (read once, here).
 ///
 /// # Errors
-/// An unknown argument, a missing value, or a `--refresh` that is not a number.
-pub fn parse_command(args: &[String]) -> Result<Command, SettingsError> {
-    if args.first().is_some_and(|a| a == "query") {
-        return crate::query::parse_args(&args[1..]).map(Command::Query);
-    }
-    let mut rest = args;
-    let status = rest.first().is_some_and(|a| a == "status");
-    if status {
-        rest = &rest[1..];
-    }
-    let mut run = RunArgs::default();
-    let mut i = 0;
-    while i < rest.len() {
-        let arg = rest[i].as_str();
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let takes_value = matches!(flag, "--config" | "--out" | "--aggregate" | "--refresh");
-        let value = if takes_value {
-            match inline {
-                Some(v) => Some(v),
-                None => {
-                    i += 1;
-                    match rest.get(i) {
-                        Some(v) => Some(v.clone()),
-                        None => return Err(SettingsError::Usage(format!("{flag} needs a value; see cj-app --help"))),
-                    }
-                }
-            }
-        } else {
-            None
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--config" => {}
-            "--out" | "--aggregate" | "--refresh" if status => {
-                return Err(SettingsError::Usage(format!(
-                    "{flag} is not an option of cj-app status; see cj-app --help"
-                )))
-            }
-            "--out" => run.out = value.map(PathBuf::from),
-            "--aggregate" => run.aggregate = value,
-            "--refresh" => {
-                let v = value.unwrap_or_default();
-                run.refresh = Some(v.trim().parse().map_err(|_| {
+/// A usage error (station::cli's: an unknown argument, a missing value, a
+/// stray positional), or a `--refresh` or query value that is malformed.
+pub fn parse_command(args: &[String]) -> Result<(Command, Option<PathBuf>), SettingsError> {
+    let inv = match CLI.parse(args).map_err(|e| SettingsError::Usage(e.to_string()))? {
+        Parsed::Help => return Ok((Command::Help, None)),
+        Parsed::Version => return Ok((Command::Version, None)),
+        Parsed::PrintConfig { config } => return Ok((Command::PrintConfig, config)),
+        Parsed::Run(inv) => inv,
+    };
+    let command = match inv.mode {
+        "status" => Command::Status,
+        "query" => Command::Query(crate::query::from_invocation(&inv)?),
+        _ => {
+            let refresh = match inv.value("--refresh") {
+                Some(v) => Some(v.trim().parse().map_err(|_| {
                     SettingsError::Usage(format!(
                         "--refresh {v:?}: expected a whole number of seconds (0: write only at the end)"
                     ))
-                })?)
-            }
-            _ => return Err(SettingsError::Usage(format!("unknown argument {arg:?}; see cj-app --help"))),
+                })?),
+                None => None,
+            };
+            Command::Run(RunArgs {
+                out: inv.value("--out").map(PathBuf::from),
+                aggregate: inv.value("--aggregate").map(str::to_owned),
+                refresh,
+            })
         }
-        i += 1;
-    }
-    Ok(if status { Command::Status } else { Command::Run(run) })
+    };
+    Ok((command, inv.config))
 }
 
 fn file_settings(path: &Path) -> Result<FileSettings, SettingsError> {
@@ -668,26 +671,42 @@ mod tests {
 
     #[test]
     fn command_line_parsing() {
-        assert_eq!(parse_command(&args(&[])).unwrap(), Command::Run(RunArgs::default()));
-        assert_eq!(parse_command(&args(&["--help"])).unwrap(), Command::Help);
-        assert_eq!(parse_command(&args(&["--version"])).unwrap(), Command::Version);
-        assert_eq!(parse_command(&args(&["status", "--config", "/x"])).unwrap(), Command::Status);
+        let cmd = |a: &[&str]| parse_command(&args(a)).map(|(c, _)| c);
+        assert_eq!(cmd(&[]).unwrap(), Command::Run(RunArgs::default()));
+        assert_eq!(cmd(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(cmd(&["--version"]).unwrap(), Command::Version);
+        assert_eq!(parse_command(&args(&["status", "--config", "/x"])).unwrap(), (Command::Status, Some("/x".into())));
+        assert_eq!(parse_command(&args(&["--print-config"])).unwrap(), (Command::PrintConfig, None));
         assert_eq!(
             parse_command(&args(&["--out=/o", "--refresh", "5", "--aggregate", "proto", "--config=/c"])).unwrap(),
-            Command::Run(RunArgs { out: Some("/o".into()), aggregate: Some("proto".into()), refresh: Some(5) })
+            (
+                Command::Run(RunArgs { out: Some("/o".into()), aggregate: Some("proto".into()), refresh: Some(5) }),
+                Some("/c".into())
+            )
         );
+        assert_eq!(cmd(&["--frobnicate"]).unwrap_err().to_string(), "unknown argument \"--frobnicate\" (try --help)");
+        assert_eq!(cmd(&["--out"]).unwrap_err().to_string(), "--out needs a DIR (try --help)");
         assert_eq!(
-            parse_command(&args(&["--frobnicate"])).unwrap_err().to_string(),
-            "unknown argument \"--frobnicate\"; see cj-app --help"
-        );
-        assert_eq!(parse_command(&args(&["--out"])).unwrap_err().to_string(), "--out needs a value; see cj-app --help");
-        assert_eq!(
-            parse_command(&args(&["--refresh", "soon"])).unwrap_err().to_string(),
+            cmd(&["--refresh", "soon"]).unwrap_err().to_string(),
             "--refresh \"soon\": expected a whole number of seconds (0: write only at the end)"
         );
         assert_eq!(
-            parse_command(&args(&["status", "--out", "/o"])).unwrap_err().to_string(),
-            "--out is not an option of cj-app status; see cj-app --help"
+            cmd(&["status", "--out", "/o"]).unwrap_err().to_string(),
+            "unknown argument \"--out\" of cj-app status (try --help)"
         );
+        assert_eq!(
+            cmd(&["status", "now"]).unwrap_err().to_string(),
+            "unexpected argument \"now\" of cj-app status (try --help)"
+        );
+        assert_eq!(
+            cmd(&["query", "--by", "rows"]).unwrap_err().to_string(),
+            "--by \"rows\": expected bytes or packets"
+        );
+        assert_eq!(cmd(&["query", "--json", "--top=3"]).unwrap(), {
+            let mut q = crate::query::from_invocation(&station::cli::Invocation::default()).unwrap();
+            q.json = true;
+            q.request.top = Some(3);
+            Command::Query(q)
+        });
     }
 }

@@ -370,7 +370,7 @@ fn status_shows_queues_and_counters() {
     assert_eq!((st.dequeued, st.consumer_pid), (0, 0));
 
     let o = run(app(shm.path(), 1, 1).env("CJ_CLUSTER_ID", "98").arg("status"));
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
         format!(

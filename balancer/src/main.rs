@@ -7,7 +7,10 @@
 //! a finite source every queue is published and closed, so consumers know the
 //! stream ended, and the process exits 0. On SIGINT/SIGTERM it publishes what
 //! it has and exits 0 without closing the queues: a restarted balancer goes on
-//! where this one stopped.
+//! where this one stopped. The command line is station::cli's (the same
+//! flags, refusals and exit codes as cj-detector and cj-app): 2 for usage,
+//! configuration and core-plan errors, 3 for the queues, 4 for the source or a
+//! file `generate` writes, 1 for other runtime failures.
 #![deny(unsafe_code)]
 
 mod dispatch;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmq::{QueueFile, QueueSpec, WaitStrategy};
+use station::cli::{self, Cli, Flag, Invocation, Mode, Parsed, UsageError};
 use station::config::{ConfigError, OnFull, StationConfig};
 use station::naming;
 
@@ -38,6 +42,7 @@ usage:
   cj-balancer [--config FILE]               run (CJ_IFACE names the source)
   cj-balancer generate SPEC FILE [--truth CSV] [--nanos]
                                             write a synthetic capture and its ground truth
+  cj-balancer --print-config [--config FILE]
   cj-balancer --help | --version
 
 Configuration comes from CJ_* variables in the environment and from --config FILE
@@ -46,13 +51,30 @@ Sources: IF | IF1,IF2 (AF_PACKET)  containers (every container veth, followed li
          pcap:FILE  sim:SPEC  (SPEC e.g. flows=1000,packets=100000,sizes=64:50/1500:50,v6=20,vlan=10,seed=1,rate=0)
 ";
 
+/// The command line: the run mode and `generate`.
+const CLI: Cli = Cli {
+    program: "cj-balancer",
+    modes: &[
+        Mode { name: "", positionals: &[], flags: &[] },
+        Mode {
+            name: "generate",
+            positionals: &["SPEC", "FILE"],
+            flags: &[Flag::with_value("--truth", "CSV"), Flag::switch("--nanos")],
+        },
+    ],
+};
+
 /// Everything that stops the balancer.
 #[derive(Debug, thiserror::Error)]
 enum BalancerError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
+    Cli(#[from] UsageError),
+    #[error("{0}")]
     Usage(String),
+    #[error("cannot install the signal handlers: {0}")]
+    Signal(std::io::Error),
     #[error("{0}")]
     Queue(#[from] shmq::QueueError),
     #[error("{0}")]
@@ -66,30 +88,20 @@ enum BalancerError {
 }
 
 impl BalancerError {
+    /// The exit code (station::cli's, shared by the three binaries).
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) => 2,
-            Self::Queue(_) => 3,
-            Self::Source(_) | Self::Write { .. } => 4,
+            Self::Config(_) | Self::Cli(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) => cli::EXIT_USAGE,
+            Self::Signal(_) => cli::EXIT_FAILURE,
+            Self::Queue(_) => cli::EXIT_QUEUES,
+            Self::Source(_) | Self::Write { .. } => cli::EXIT_IO,
         }
     }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("--help" | "-h") => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some("--version" | "-V") => {
-            println!("cj-balancer {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Some("generate") => generate(&args[1..]),
-        _ => run(&args),
-    };
-    match result {
+    match main_result(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cj-balancer: {e}");
@@ -98,22 +110,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// `generate SPEC FILE [--truth CSV] [--nanos]`.
-fn generate(args: &[String]) -> Result<(), BalancerError> {
-    let usage = || BalancerError::Usage("usage: cj-balancer generate SPEC FILE [--truth CSV] [--nanos]".into());
-    let mut positional = Vec::new();
-    let mut truth_path: Option<PathBuf> = None;
-    let mut nanos = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--truth" => truth_path = Some(it.next().ok_or_else(usage)?.into()),
-            "--nanos" => nanos = true,
-            _ if a.starts_with("--") => return Err(usage()),
-            _ => positional.push(a.clone()),
+fn main_result(args: &[String]) -> Result<(), BalancerError> {
+    match CLI.parse(args)? {
+        Parsed::Help => {
+            print!("{USAGE}\n{}\n{}", cli::COMMON_OPTIONS_HELP, cli::EXIT_CODES_HELP);
+            Ok(())
         }
+        Parsed::Version => {
+            println!("cj-balancer {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Parsed::PrintConfig { config } => {
+            print!("{}", cli::print_config(config.as_deref())?);
+            Ok(())
+        }
+        Parsed::Run(inv) if inv.mode == "generate" => generate(&inv),
+        Parsed::Run(inv) => run(inv.config.as_deref()),
     }
-    let [spec_text, file] = positional.as_slice() else { return Err(usage()) };
+}
+
+/// `generate SPEC FILE [--truth CSV] [--nanos]`.
+fn generate(inv: &Invocation) -> Result<(), BalancerError> {
+    let truth_path = inv.value("--truth").map(PathBuf::from);
+    let nanos = inv.has("--nanos");
+    let [spec_text, file] = inv.positionals.as_slice() else {
+        return Err(BalancerError::Usage("usage: cj-balancer generate SPEC FILE [--truth CSV] [--nanos]".into()));
+    };
     let spec: sim::SimSpec = spec_text
         .parse()
         .map_err(|e: String| BalancerError::Usage(format!("generate: bad SPEC {spec_text:?}: {e}")))?;
@@ -180,13 +202,8 @@ fn hold_until_consumers_attach(
     }
 }
 
-fn run(args: &[String]) -> Result<(), BalancerError> {
-    for a in args {
-        if a.starts_with('-') && a != "--config" && !a.starts_with("--config=") {
-            return Err(BalancerError::Usage(format!("unknown option {a}; see cj-balancer --help")));
-        }
-    }
-    let config = StationConfig::load(station::config::parse_args_config(args).as_deref())?;
+fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
+    let config = StationConfig::load(config_file)?;
     shmq::files::set_group(config.group); // CJ_GROUP: group of the files this process creates
     let spec = config.source()?;
     if let Some(core) = config.balancer_core {
@@ -199,12 +216,11 @@ fn run(args: &[String]) -> Result<(), BalancerError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| BalancerError::Usage(format!("cannot install signal handler: {e}")))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(BalancerError::Signal)?;
     }
 
     // A live source is checked now, but captures only once the detector is attached (below).
-    source::preflight(&spec)?;
+    source::preflight(&spec, &config)?;
     let dir = config.cluster_dir();
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
     let mut sets = Vec::new();

@@ -1,12 +1,22 @@
 //! The command line of cj-detector.
 //!
-//! Guarantees: the only arguments are `--config FILE` (or `--config=FILE`),
-//! `--help`/`-h` and `--version`/`-V`; anything else is a usage error naming the
-//! argument. Everything else is configured by `CJ_*` variables.
+//! Guarantees: the arguments are station::cli's common ones (`--config FILE` or
+//! `--config=FILE`, `-h`/`--help`, `-V`/`--version`, `--print-config`) and
+//! `--inventory`; anything else is a usage error naming the argument, refused
+//! as cj-balancer and cj-app refuse it. Everything else is configured by `CJ_*`
+//! variables.
 
 use std::path::PathBuf;
 
+use station::cli::{Cli, Flag, Mode, Parsed};
+
 use crate::error::DetectorError;
+
+/// The command line: the run mode with `--inventory`.
+const CLI: Cli = Cli {
+    program: "cj-detector",
+    modes: &[Mode { name: "", positionals: &[], flags: &[Flag::switch("--inventory")] }],
+};
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +28,11 @@ pub enum Command {
     },
     /// Print what the container inventory sees now (`--inventory`), and exit.
     Inventory {
+        /// The `--config` file.
+        config: Option<PathBuf>,
+    },
+    /// Print the resolved configuration (`--print-config`), and exit.
+    PrintConfig {
         /// The `--config` file.
         config: Option<PathBuf>,
     },
@@ -33,6 +48,7 @@ cj-detector: pinned per-core workers that keep flow tables and emit flow records
 
 Usage: cj-detector [--config FILE]
        cj-detector --inventory [--config FILE]
+       cj-detector --print-config [--config FILE]
        cj-detector --help | --version
 
 Worker i runs on core c_i (from CJ_COREBASE, stepping over CJ_SKIP_CORE, for
@@ -41,14 +57,10 @@ q = CJ_QUEUE_OFFSET + i, and writes flow records to rec-<q>, both under
 <CJ_SHM_DIR>/conjure-<CJ_CLUSTER_ID>/. Its counters are in stats-worker-<q>.
 
 Options:
-  --config FILE   read CJ_* variables from FILE (KEY=VALUE lines); the
-                  environment overrides the file, the file overrides defaults
   --inventory     print the containers the inventory sees now (runtime, name,
                   id, host veth, netns, MACs, addresses) and the capture
                   sources on their veths, then exit: checks attribution and
                   its privileges before a run
-  -h, --help      print this help
-  -V, --version   print the version
 
 Variables read: CJ_CLUSTER_ID, CJ_SHM_DIR, CJ_COREBASE, CJ_CORECOUNT,
 CJ_SKIP_CORE, CJ_QUEUE_OFFSET, CJ_QUEUE_SET, CJ_QUEUE_SLOTS, CJ_SLOT_SIZE,
@@ -59,8 +71,6 @@ Stops cleanly on SIGINT or SIGTERM (what is queued is processed, every flow
 is flushed as a record, the record queues stay open for a restarted detector)
 or when every packet queue has ended (then the record queues are closed). A
 second signal exits at once.
-
-Exit codes: 0 done; 1 a worker failed; 2 usage, configuration or core plan.
 ";
 
 /// Parses the arguments (without the program name).
@@ -68,26 +78,13 @@ Exit codes: 0 done; 1 a worker failed; 2 usage, configuration or core plan.
 /// # Errors
 /// [`DetectorError::Usage`] for an unknown argument or a `--config` without a file.
 pub fn parse(args: &[String]) -> Result<Command, DetectorError> {
-    let mut config = None;
-    let mut inventory = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--inventory" => inventory = true,
-            "--config" => match it.next() {
-                Some(f) if !f.is_empty() => config = Some(PathBuf::from(f)),
-                _ => return Err(DetectorError::Usage("--config needs a FILE".into())),
-            },
-            _ => match a.strip_prefix("--config=") {
-                Some(f) if !f.is_empty() => config = Some(PathBuf::from(f)),
-                Some(_) => return Err(DetectorError::Usage("--config needs a FILE".into())),
-                None => return Err(DetectorError::Usage(format!("unknown argument {a:?}"))),
-            },
-        }
+    match CLI.parse(args).map_err(|e| DetectorError::Usage(e.0))? {
+        Parsed::Help => Ok(Command::Help),
+        Parsed::Version => Ok(Command::Version),
+        Parsed::PrintConfig { config } => Ok(Command::PrintConfig { config }),
+        Parsed::Run(inv) if inv.has("--inventory") => Ok(Command::Inventory { config: inv.config }),
+        Parsed::Run(inv) => Ok(Command::Run { config: inv.config }),
     }
-    Ok(if inventory { Command::Inventory { config } } else { Command::Run { config } })
 }
 
 #[cfg(test)]
@@ -118,6 +115,9 @@ mod tests {
         assert_eq!(parse(&args(&["--help"])).unwrap(), Command::Help);
         assert_eq!(parse(&args(&["-V"])).unwrap(), Command::Version);
         assert!(matches!(parse(&args(&["--config"])), Err(DetectorError::Usage(_))));
+        assert_eq!(parse(&args(&["--print-config"])).unwrap(), Command::PrintConfig { config: None });
+        assert!(parse(&args(&["--print-config", "--inventory"])).is_err());
+        assert_eq!(parse(&args(&["stray"])).unwrap_err().to_string(), "unexpected argument \"stray\" (try --help)");
         let e = parse(&args(&["--bogus"])).unwrap_err();
         assert_eq!(e.to_string(), "unknown argument \"--bogus\" (try --help)");
         assert_eq!(e.exit_code(), 2);

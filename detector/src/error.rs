@@ -2,19 +2,18 @@
 //!
 //! Guarantees: every failure the binary can report is one variant here, its
 //! message is one line a person can act on (it names the variable, file or
-//! core at fault), and [`DetectorError::exit_code`] maps it to the process exit
-//! code: 2 for usage, configuration and core-plan errors (nothing was started),
-//! 1 for failures while starting or running workers.
+//! core at fault), and [`DetectorError::exit_code`] maps it to station::cli's
+//! exit codes, shared with cj-balancer and cj-app: 2 for usage, configuration
+//! and core-plan errors (a core the worker cannot be pinned to included), 3 for
+//! a queue or counter page that cannot be opened, 1 for other failures while
+//! starting or running workers.
 
 use std::path::PathBuf;
 
 use station::config::ConfigError;
 use station::coreplan::CorePlanError;
 
-/// Exit code of usage, configuration and core-plan errors.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code of runtime failures.
-pub const EXIT_FAILURE: u8 = 1;
+pub use station::cli::{EXIT_FAILURE, EXIT_QUEUES, EXIT_USAGE};
 
 /// Everything that can stop cj-detector.
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +113,18 @@ impl DetectorError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Config(_) | Self::CorePlan { .. } | Self::NoWorkers | Self::Rules(_) => EXIT_USAGE,
-            _ => EXIT_FAILURE,
+            Self::Usage(_)
+            | Self::Config(_)
+            | Self::CorePlan { .. }
+            | Self::NoWorkers
+            | Self::Rules(_)
+            | Self::Pin { .. } => EXIT_USAGE,
+            Self::PacketQueue { .. } | Self::RecordQueue { .. } | Self::StatsPage { .. } => EXIT_QUEUES,
+            Self::Signal { .. }
+            | Self::Spawn { .. }
+            | Self::Tun { .. }
+            | Self::Aborted { .. }
+            | Self::WorkerPanic { .. } => EXIT_FAILURE,
         }
     }
 }
@@ -135,7 +144,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_and_plan_errors_exit_2_runtime_errors_exit_1() {
+    fn config_plan_and_pin_errors_exit_2_runtime_errors_exit_1() {
         let plan = CorePlanError::NotAllowed { core: 7, var: "CJ_COREBASE".into(), allowed: "0-1".into() };
         let e = DetectorError::CorePlan { source: plan, allowed: "0-1".into() };
         assert_eq!(e.exit_code(), 2);
@@ -146,7 +155,8 @@ mod tests {
             e.to_string(),
             "core 7 (from CJ_COREBASE) is not online; online cores: 0-1; this process's allowed CPU set is 0"
         );
-        assert_eq!(DetectorError::Pin { queue: 1, core: 3 }.exit_code(), 1);
+        assert_eq!(DetectorError::Pin { queue: 1, core: 3 }.exit_code(), 2);
+        assert_eq!(DetectorError::Aborted { queue: 1 }.exit_code(), 1);
         assert_eq!(DetectorError::Usage("unknown argument --x".into()).exit_code(), 2);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Guarantees: a configuration or core-plan problem stops the program before
 //! any thread starts, with one line on stderr prefixed `cj-detector: ` and exit
-//! code 2; a failure of any worker exits 1; a clean stop exits 0 after every
+//! code 2; a queue or counter page that cannot be opened exits 3, any other
+//! failure of a worker 1 (station::cli's codes); a clean stop exits 0 after every
 //! worker flushed its flows (closing its record queue only at the end of the
 //! input stream, not on a signal).
 #![deny(unsafe_code)]
@@ -39,7 +40,11 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<(), DetectorError> {
     let config_file = match cli::parse(args)? {
         Command::Help => {
-            print!("{}", cli::USAGE);
+            print!("{}\n{}\n{}", cli::USAGE, station::cli::COMMON_OPTIONS_HELP, station::cli::EXIT_CODES_HELP);
+            return Ok(());
+        }
+        Command::PrintConfig { config } => {
+            print!("{}", station::cli::print_config(config.as_deref())?);
             return Ok(());
         }
         Command::Version => {

@@ -221,3 +221,37 @@ fn a_pfring_source_on_a_balancer_built_without_pf_ring_is_one_line_that_names_th
         assert!(!cluster.cluster_dir().exists(), "{iface}: no queue directory was made");
     }
 }
+
+/// The three binaries share one command line (station::cli): the same arguments
+/// are refused with the same line and exit code 2, and the common flags work in each.
+#[test]
+fn every_binary_refuses_bad_arguments_the_same_way() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--config"], "--config needs a FILE (try --help)"),
+        (&["--config="], "--config needs a FILE (try --help)"),
+        (&["--frobnicate"], "unknown argument \"--frobnicate\" (try --help)"),
+        (&["stray"], "unexpected argument \"stray\" (try --help)"),
+        (&["--print-config", "stray"], "unexpected argument \"stray\" (try --help)"),
+    ];
+    for bin in ["cj-balancer", "cj-detector", "cj-app"] {
+        for (args, line) in cases {
+            let (status, stderr) = run_bounded(bin, &[], args);
+            assert_eq!(status.code(), Some(2), "{bin} {args:?}: {stderr}");
+            assert_eq!(stderr, format!("{bin}: {line}\n"), "{bin} {args:?}");
+        }
+        let cluster = Cluster::new(&[]);
+        for flag in ["--help", "--version", "--print-config"] {
+            let out = cluster.command(bin).arg(flag).output().expect("run");
+            assert!(out.status.success() && !out.stdout.is_empty(), "{bin} {flag}: {out:?}");
+        }
+        let help = cluster.command(bin).arg("--help").output().expect("run");
+        let help = String::from_utf8_lossy(&help.stdout);
+        for needle in [station::cli::EXIT_CODES_HELP, station::cli::COMMON_OPTIONS_HELP] {
+            assert!(help.contains(needle), "{bin} --help lacks:\n{needle}");
+        }
+    }
+    // A bad value stops --print-config as it stops a run: one line, exit 2.
+    let (status, stderr) = run_bounded("cj-detector", &[("CJ_HUGEPAGES", "lots")], &["--print-config"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_one_line("cj-detector", status, &stderr, &["CJ_HUGEPAGES=\"lots\" (environment): expected"]);
+}

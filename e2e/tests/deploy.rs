@@ -6,8 +6,8 @@
 //! - `scripts_pass_shellcheck`: every shell script of the repository;
 //! - `start_scripts_give_one_line_errors`: a malformed value in conjure.conf (the
 //!   start scripts with `CONJURE_CONF` pointing at a bad file) stops the binary with
-//!   one line naming the variable, the value and the file and line; the scripts'
-//!   own checks (zc: preconditions, on-reboot.sh's variables) are one line too;
+//!   one line naming the variable, the value and the file and line; the
+//!   balancer's zc: preflight and on-reboot.sh's checks are one line too;
 //! - `native_units_notify_systemd`: each native unit's `ExecStart=` command line,
 //!   run under a `NOTIFY_SOCKET` this test listens on, with `WATCHDOG_USEC` set,
 //!   sends `READY=1` (with a `STATUS=`), watchdog pings at half the timeout, and
@@ -235,14 +235,17 @@ fn start_scripts_give_one_line_errors() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.lines().count() == 1 && stderr.contains("CONJURE_CONF"), "{stderr}");
-    // zc: preconditions are checked by the script, one line each (no PF_RING module, or no hugepages).
+    // zc: preconditions are the balancer's own preflight, one line before anything is made: a
+    // balancer built without PF_RING says so; one built with it names the missing module.
     if !Path::new("/proc/net/pf_ring").exists() {
-        one_line_error(
-            "scripts/start_balancer.sh",
-            &[],
-            &["CJ_IFACE=zc:cjtest0".into()],
-            &["CJ_IFACE=\"zc:cjtest0\"", "PF_RING kernel module", "modprobe pf_ring"],
-        );
+        let direct = clean(e2e::bin("cj-balancer")).env("CJ_IFACE", "zc:cjtest0").output().expect("run");
+        let pfring_built = !String::from_utf8_lossy(&direct.stderr).contains("--features pfring");
+        let must: &[&str] = if pfring_built {
+            &["CJ_IFACE=\"zc:cjtest0\"", "PF_RING kernel module", "modprobe pf_ring"]
+        } else {
+            &["PF_RING device cjtest0 needs cj-balancer built with `--features pfring`"]
+        };
+        one_line_error("scripts/start_balancer.sh", &[], &["CJ_IFACE=zc:cjtest0".into()], must);
     }
     // on-reboot.sh's own variables (a dry run: nothing is touched).
     for (bad, must) in [

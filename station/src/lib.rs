@@ -13,6 +13,7 @@ pub mod naming;
 pub mod record;
 pub mod slot;
 
+pub mod cli;
 pub mod config;
 pub mod coreplan;
 pub mod notify;

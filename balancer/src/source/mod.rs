@@ -13,6 +13,7 @@ pub mod pcap;
 #[cfg(feature = "pfring")]
 pub mod pfring;
 pub mod sim;
+pub mod zc_host;
 
 use station::config::{SourceSpec, StationConfig};
 
@@ -97,6 +98,10 @@ pub enum SourceError {
     #[error("{0}")]
     #[cfg_attr(feature = "pfring", allow(dead_code))] // with PF_RING built in, every source kind is supported
     Unsupported(String),
+    /// The host lacks what a `zc:` source needs (module, hugepages, ZC driver; the fix in the message).
+    #[error("{0}")]
+    #[cfg_attr(not(feature = "pfring"), allow(dead_code))] // zc: sources need the pfring feature
+    ZcHost(String),
     /// An AF_PACKET interface cannot be captured (cause and fix in the message).
     #[error("{0}")]
     AfPacket(#[from] af_packet::AfPacketError),
@@ -126,16 +131,26 @@ pub trait Source {
 }
 
 /// Checks what can be checked of a live source without capturing (names,
-/// link types, privileges, support built in), so that its errors come before
-/// the balancer holds for its consumers. Offline sources are checked when opened.
+/// link types, privileges, support built in, what a `zc:` source needs from the
+/// host: see [`zc_host`]), so that its errors come before the balancer holds for
+/// its consumers. Offline sources are checked when opened.
 ///
 /// # Errors
-/// As [`open`] for those conditions.
-pub fn preflight(spec: &SourceSpec) -> Result<(), SourceError> {
+/// As [`open`] for those conditions; [`SourceError::ZcHost`] for `zc:`.
+pub fn preflight(spec: &SourceSpec, config: &StationConfig) -> Result<(), SourceError> {
     match spec {
         SourceSpec::Interfaces(ifaces) => Ok(af_packet::preflight(ifaces)?),
         #[cfg(not(feature = "pfring"))]
-        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => Err(pfring_not_built(dev)),
+        SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => {
+            let _ = config;
+            Err(pfring_not_built(dev))
+        }
+        #[cfg(feature = "pfring")]
+        SourceSpec::Zc(dev) => {
+            let value = |var: &str| config.values.get(var).map_or("", String::as_str);
+            zc_host::check(std::path::Path::new("/"), dev, value("CJ_HUGEPAGES_MOUNT"), value("PF_DRIVER"))
+                .map_err(SourceError::ZcHost)
+        }
         _ => Ok(()),
     }
 }

@@ -385,11 +385,11 @@ mod tests {
         (frames, source.stats())
     }
 
-    fn capture(dir: &Path, nanos: bool) -> (PathBuf, station::sim::Truth) {
-        let spec: station::sim::SimSpec =
+    fn capture(dir: &Path, nanos: bool) -> (PathBuf, ::sim::Truth) {
+        let spec: ::sim::SimSpec =
             "flows=200,packets=5000,sizes=64:30/576:30/1500:40,v6=20,vlan=10,seed=7".parse().unwrap();
         let path = dir.join(if nanos { "ns.pcap" } else { "us.pcap" });
-        let truth = station::sim::write_pcap(&spec, &path, nanos).unwrap();
+        let truth = ::sim::write_pcap(&spec, &path, nanos).unwrap();
         (path, truth)
     }
 

@@ -1,0 +1,372 @@
+//! The scripts see the configuration the binaries see: each script's view is
+//! compared with `--print-config` on the same files and environment.
+//!
+//! - `every_binary_prints_the_same_configuration`: cj-balancer, cj-detector and
+//!   cj-app print byte-identical `--print-config` text, and its core plan and file
+//!   names are the ones written out here by hand for the inputs;
+//! - `conjure_env_loads_what_print_config_prints_with_or_without_a_binary`:
+//!   `conjure_env.sh`'s `cj_load_conf` (through a binary, and by sourcing the file
+//!   as on-reboot.sh does before anything is installed) sets every variable to
+//!   the value `--print-config` prints;
+//! - `compose_gives_the_containers_what_print_config_prints`: `compose.sh env`
+//!   (the env file and the compose variables, nothing run) against it;
+//! - `healthcheck_looks_at_the_files_the_binaries_name`: the file each component's
+//!   health check needs is `station::naming`'s;
+//! - `on_reboot_agrees_with_and_without_a_binary`: `on-reboot.sh --dry-run` prints
+//!   the same steps either way, and refuses the same bad values (exit 2, one line
+//!   naming the variable and value).
+//!
+//! Inputs: `sysconfig/conjure.conf` as shipped, and a file that includes it and
+//! sets non-default values (a quote in one), with an environment override on top.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repository root")
+}
+
+fn bin_dir() -> PathBuf {
+    e2e::bin("cj-app").parent().expect("bin dir").to_path_buf()
+}
+
+/// A command with only the station variables of `env`.
+fn clean(program: impl AsRef<std::ffi::OsStr>, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(program);
+    e2e::scrub_station_env(&mut cmd);
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn ok_stdout(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// One input: its name, the conf file and the environment.
+type Case = (&'static str, PathBuf, Vec<(&'static str, &'static str)>);
+
+/// The inputs, and the directory that holds the written conf.
+struct Inputs {
+    _dir: tempfile::TempDir,
+    cases: Vec<Case>,
+}
+
+/// sysconfig/conjure.conf as shipped; and a file including it with non-default
+/// values, plus two environment overrides (which win over the file).
+fn inputs() -> Inputs {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let custom = dir.path().join("custom.conf");
+    let text = format!(
+        ". {}\nCJ_CLUSTER_ID=12\nCJ_COREBASE=2\nCJ_CORECOUNT=5\nCJ_SKIP_CORE=3\nCJ_QUEUE_OFFSET=4\n\
+         N_QUEUE_SETS=2\nCJ_QUEUE_SET=1\nCJ_SHM_DIR=/tmp/cj-scripts-shm\nCJ_TUN=yes\nCJ_TUN_OFFSET=100\n\
+         CJ_IMAGE=station-test\nCJ_IP4_ADDR=\"it's 10.0.0.1\" # a quote and a space\nCJ_HUGEPAGES=0\n\
+         CJ_HUGEPAGES_MOUNT=/mnt/cj-huge\nCJ_IFACE=sim:packets=10\n",
+        repo().join("sysconfig/conjure.conf").display()
+    );
+    std::fs::write(&custom, text).expect("write conf");
+    let shipped = repo().join("sysconfig/conjure.conf");
+    Inputs {
+        cases: vec![
+            ("shipped", shipped, vec![]),
+            ("custom", custom, vec![("CJ_CORECOUNT", "3"), ("CJ_BALANCER_CORE", "1")]),
+        ],
+        _dir: dir,
+    }
+}
+
+fn print_config(bin: &str, conf: &Path, env: &[(&str, &str)]) -> String {
+    ok_stdout(clean(e2e::bin(bin), env).arg("--config").arg(conf).arg("--print-config"))
+}
+
+/// Every name `--print-config` assigns.
+fn names() -> Vec<String> {
+    let mut names = Vec::new();
+    for v in station::config::VARIABLES {
+        names.push(v.name.to_owned());
+        names.push(format!("CJ_ORIGIN_{}", v.name));
+    }
+    names.extend(station::cli::DERIVED_NAMES.iter().map(|s| s.to_string()));
+    names
+}
+
+/// Runs `bash -c "$prelude; dump"` and returns the values of `names` it then holds
+/// (unset names are absent).
+fn bash_view(cmd: &mut Command, prelude: &str, names: &[String]) -> BTreeMap<String, String> {
+    let dump = r#"for n in $CJ_TEST_NAMES; do if [ -n "${!n+set}" ]; then printf '%s\0%s\0' "$n" "${!n}"; fi; done"#;
+    let out = output(cmd.arg("-c").arg(format!("{prelude}\n{dump}")).env("CJ_TEST_NAMES", names.join(" ")));
+    assert!(out.status.success(), "bash {prelude:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let parts: Vec<&str> = text.split_terminator('\0').collect();
+    parts.chunks(2).map(|kv| (kv[0].to_owned(), kv[1].to_owned())).collect()
+}
+
+/// What `--print-config` assigns, as sh reads it.
+fn printed_view(printed: &str) -> BTreeMap<String, String> {
+    let mut cmd = Command::new("bash");
+    cmd.env("CJ_TEST_PRINTED", printed);
+    bash_view(&mut cmd, r#"eval "$CJ_TEST_PRINTED""#, &names())
+}
+
+fn only_variables(view: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    view.iter().filter(|(k, _)| station::cli::is_variable(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[test]
+fn every_binary_prints_the_same_configuration() {
+    let inputs = inputs();
+    for (name, conf, env) in &inputs.cases {
+        let printed = print_config("cj-balancer", conf, env);
+        for bin in ["cj-detector", "cj-app"] {
+            assert_eq!(
+                print_config(bin, conf, env),
+                printed,
+                "{name}: {bin} --print-config differs from cj-balancer's"
+            );
+        }
+        let view = printed_view(&printed);
+        let want: &[(&str, &str)] = if *name == "shipped" {
+            &[
+                ("CJ_CORECOUNT", "1"),
+                ("CJ_ORIGIN_CJ_CORECOUNT", "FILE:47"),
+                ("CJ_PLAN_BALANCER_CORE", ""),
+                ("CJ_PLAN_WORKER_CORES", "0"),
+                ("CJ_PLAN_WORKER_QUEUES", "0"),
+                ("CJ_PATH_CLUSTER_DIR", "/dev/shm/conjure-98"),
+                ("CJ_PATH_BALANCER_STATS", "/dev/shm/conjure-98/stats-balancer"),
+                ("CJ_PATH_WORKER_STATS", "/dev/shm/conjure-98/stats-worker-0"),
+                ("CJ_PATH_RECORD_QUEUE", "/dev/shm/conjure-98/rec-0"),
+            ]
+        } else {
+            // CJ_CORECOUNT=3 from the environment: cores 2, (3 skipped), 4, 5; queues 4..=6 of set 1.
+            &[
+                ("CJ_CORECOUNT", "3"),
+                ("CJ_ORIGIN_CJ_CORECOUNT", "environment"),
+                ("CJ_ORIGIN_CJ_COREBASE", "FILE:3"),
+                ("CJ_IP4_ADDR", "it's 10.0.0.1"),
+                ("CJ_PLAN_BALANCER_CORE", "1"),
+                ("CJ_PLAN_WORKER_CORES", "2,4,5"),
+                ("CJ_PLAN_WORKER_QUEUES", "4,5,6"),
+                ("CJ_PATH_CLUSTER_DIR", "/tmp/cj-scripts-shm/conjure-12"),
+                ("CJ_PATH_BALANCER_STATS", "/tmp/cj-scripts-shm/conjure-12/stats-balancer"),
+                ("CJ_PATH_WORKER_STATS", "/tmp/cj-scripts-shm/conjure-12/stats-worker-1-4"),
+                ("CJ_PATH_RECORD_QUEUE", "/tmp/cj-scripts-shm/conjure-12/rec-1-4"),
+            ]
+        };
+        for (k, v) in want {
+            let v = v.replace("FILE", &conf.display().to_string());
+            assert_eq!(view.get(*k).map(String::as_str), Some(v.as_str()), "{name}: {k}\n{printed}");
+        }
+        assert_eq!(only_variables(&view).len(), station::config::VARIABLES.len(), "{name}: every variable is printed");
+    }
+}
+
+/// A copy of the scripts and conjure.conf without any binary nearby: as on a host
+/// where nothing is installed yet.
+fn bare_checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for rel in ["on-reboot.sh", "scripts/conjure_env.sh", "sysconfig/conjure.conf"] {
+        let to = dir.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(repo().join(rel), &to).unwrap_or_else(|e| panic!("copy {rel}: {e}"));
+    }
+    dir
+}
+
+/// A PATH without the station binaries.
+const BARE_PATH: &str = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin";
+
+fn assert_no_binary_on_bare_path() {
+    for b in ["cj-balancer", "cj-detector", "cj-app"] {
+        for d in BARE_PATH.split(':') {
+            assert!(!Path::new(d).join(b).exists(), "{d}/{b} is installed: the no-binary case cannot be tested here");
+        }
+    }
+}
+
+#[test]
+fn conjure_env_loads_what_print_config_prints_with_or_without_a_binary() {
+    assert_no_binary_on_bare_path();
+    let inputs = inputs();
+    let bare = bare_checkout();
+    for (name, conf, env) in &inputs.cases {
+        let printed = printed_view(&print_config("cj-app", conf, env));
+        // Through a binary: every name print-config assigns.
+        let mut cmd = clean("bash", env);
+        cmd.env("CJ_BIN_DIR", bin_dir()).env("CONJURE_CONF", conf);
+        let prelude = format!(". {}/scripts/conjure_env.sh && cj_load_conf any", repo().display());
+        let with_binary = bash_view(&mut cmd, &prelude, &names());
+        assert_eq!(with_binary, printed, "{name}: cj_load_conf through a binary");
+        // Without one: the file sourced as sh, the environment winning.
+        let mut cmd = clean("bash", env);
+        cmd.env("PATH", BARE_PATH).env("CONJURE_CONF", conf);
+        let prelude = format!(". {}/scripts/conjure_env.sh && cj_load_conf any sh", bare.path().display());
+        let variables: Vec<String> = station::config::VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+        let sourced = bash_view(&mut cmd, &prelude, &variables);
+        assert_eq!(sourced, only_variables(&printed), "{name}: conjure.conf sourced as sh");
+    }
+}
+
+#[test]
+fn compose_gives_the_containers_what_print_config_prints() {
+    let inputs = inputs();
+    for (name, conf, env) in &inputs.cases {
+        let printed = printed_view(&print_config("cj-detector", conf, env));
+        let mut cmd = clean(repo().join("scripts/compose.sh"), env);
+        cmd.env("CJ_BIN_DIR", bin_dir()).env("CONJURE_CONF", conf).arg("env");
+        let text = ok_stdout(&mut cmd);
+        let mut env_file = BTreeMap::new();
+        let mut compose = BTreeMap::new();
+        for line in text.lines() {
+            let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("{name}: not NAME=VALUE: {line}"));
+            match k.strip_prefix("compose: ") {
+                Some(k) => compose.insert(k.to_owned(), v.to_owned()),
+                None => env_file.insert(k.to_owned(), v.to_owned()),
+            };
+        }
+        assert_eq!(env_file, only_variables(&printed), "{name}: the containers' env file");
+        let cpus = if *name == "shipped" { "0" } else { "2,4,5" };
+        assert_eq!(compose.get("CJ_DETECTOR_CPUS").map(String::as_str), Some(cpus), "{name}: the detector's cpuset");
+        let image = if *name == "shipped" { "conjure" } else { "station-test" };
+        assert_eq!(compose.get("CJ_IMAGE").map(String::as_str), Some(image), "{name}");
+        let mount = if *name == "shipped" { "/dev/hugepages" } else { "/mnt/cj-huge" };
+        assert_eq!(compose.get("CJ_HUGEPAGES_MOUNT").map(String::as_str), Some(mount), "{name}");
+    }
+}
+
+#[test]
+fn healthcheck_looks_at_the_files_the_binaries_name() {
+    use station::naming;
+    let shm = tempfile::Builder::new().prefix("station-health.").tempdir_in("/dev/shm").expect("shm");
+    let shm_s = shm.path().display().to_string();
+    let conf = repo().join("sysconfig/conjure.conf");
+    let cluster = naming::cluster_dir(shm.path(), 21);
+    for (set, sets) in [("0", "1"), ("1", "2")] {
+        let env = [
+            ("CJ_SHM_DIR", shm_s.as_str()),
+            ("CJ_CLUSTER_ID", "21"),
+            ("CJ_QUEUE_OFFSET", "3"),
+            ("CJ_QUEUE_SET", set),
+            ("N_QUEUE_SETS", sets),
+        ];
+        let set: u32 = set.parse().expect("set");
+        for (component, file) in [
+            ("balancer", naming::balancer_stats_path(&cluster)),
+            ("detector", naming::set_worker_stats_path(&cluster, set, 3)),
+            ("app", naming::set_record_queue_path(&cluster, set, 3)),
+        ] {
+            let run = || {
+                let mut cmd = clean(repo().join("scripts/healthcheck.sh"), &env);
+                cmd.env("CJ_BIN_DIR", bin_dir()).env("CONJURE_CONF", &conf).arg(component);
+                output(&mut cmd)
+            };
+            let _ = std::fs::remove_dir_all(&cluster);
+            let out = run();
+            assert_eq!(out.status.code(), Some(1), "{component}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                format!(
+                    "healthcheck: {} does not exist: the {component} has not attached to its queues\n",
+                    file.display()
+                )
+            );
+            std::fs::create_dir_all(&cluster).expect("mkdir");
+            std::fs::write(&file, b"").expect("touch");
+            let out = run();
+            assert!(
+                out.status.success(),
+                "{component} with {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Runs on-reboot.sh --dry-run from `root` with CONJURE_CONF = `conf`.
+fn on_reboot(root: &Path, conf: &Path, env: &[(&str, &str)], with_binary: bool) -> Output {
+    let mut cmd = clean(root.join("on-reboot.sh"), env);
+    cmd.arg("--dry-run").env("CONJURE_CONF", conf).env("CONJURE_NETNS_DIRS", "");
+    if with_binary {
+        cmd.env("CJ_BIN_DIR", bin_dir());
+    } else {
+        cmd.env("PATH", BARE_PATH);
+    }
+    output(&mut cmd)
+}
+
+#[test]
+fn on_reboot_agrees_with_and_without_a_binary() {
+    assert_no_binary_on_bare_path();
+    let inputs = inputs();
+    let bare = bare_checkout();
+    for (name, conf, env) in &inputs.cases {
+        let with = on_reboot(&repo(), conf, env, true);
+        let without = on_reboot(bare.path(), conf, env, false);
+        assert!(with.status.success(), "{name}: {}", String::from_utf8_lossy(&with.stderr));
+        assert_eq!(with.status.code(), without.status.code(), "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&with.stdout),
+            String::from_utf8_lossy(&without.stdout),
+            "{name}: the steps"
+        );
+        assert_eq!(String::from_utf8_lossy(&with.stderr), String::from_utf8_lossy(&without.stderr), "{name}");
+        if *name == "custom" {
+            let text = format!("{}{}", String::from_utf8_lossy(&with.stdout), String::from_utf8_lossy(&with.stderr));
+            // tun<CJ_TUN_OFFSET + CJ_QUEUE_OFFSET + i> for the 3 workers, and the queue directory.
+            let tuns: &[&str] = if Path::new("/dev/net/tun").exists() { &["tun104", "tun105", "tun106"] } else { &[] };
+            for tun in tuns {
+                assert!(text.contains(&format!("{tun} ")) || text.contains(&format!(" {tun}\n")), "{tun}:\n{text}");
+            }
+            assert!(!text.contains("tun107"), "{text}");
+            assert!(text.contains("/tmp/cj-scripts-shm/conjure-12"), "{text}");
+        }
+    }
+    // The variables on-reboot.sh reads, out of range: both refuse them the same way.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in [
+        &["CJ_TUN=maybe"][..],
+        &["CJ_HUGEPAGES=lots"],
+        &["CJ_HUGEPAGES=1048577"],
+        &["CJ_HUGEPAGES_MOUNT=relative/path"],
+        &["CJ_SHM_OWNER=root"],
+        &["CJ_CORECOUNT=four"],
+        &["CJ_CLUSTER_ID=5000"],
+        &["CJ_TUN_OFFSET=2000000"],
+        &["CJ_CORECOUNT=30", "CJ_QUEUE_OFFSET=1000"],
+    ] {
+        let conf = dir.path().join("bad.conf");
+        let mut text = format!(". {}\nCJ_IFACE=sim:packets=10\n", repo().join("sysconfig/conjure.conf").display());
+        for line in bad {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(&conf, text).expect("write");
+        let (var, value) = bad.last().expect("line").split_once('=').expect("NAME=VALUE");
+        let must = format!("{var}=\"{value}\"");
+        for (how, out) in [
+            ("with a binary", on_reboot(&repo(), &conf, &[], true)),
+            ("without", on_reboot(bare.path(), &conf, &[], false)),
+        ] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{bad:?} {how}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert!(
+                lines.len() == 1 && lines[0].contains(&must) && lines[0].contains("expected"),
+                "{bad:?} {how}: {stderr}"
+            );
+        }
+    }
+}
