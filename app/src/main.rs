@@ -82,6 +82,12 @@ enum AppError {
     /// A signal handler cannot be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signal(std::io::Error),
+    /// `health`: the app does not beat.
+    #[error("{0}")]
+    Unhealthy(String),
+    /// Its stats page cannot be created.
+    #[error("cannot open the app's stats page: {0}")]
+    StatsPage(shmq::QueueError),
 }
 
 impl AppError {
@@ -94,9 +100,9 @@ impl AppError {
             | AppError::OutDir(_)
             | AppError::Checkpoint(_)
             | AppError::Restore(_) => EXIT_USAGE,
-            AppError::Intake(_) | AppError::NoQueues(_) => EXIT_QUEUES,
+            AppError::Intake(_) | AppError::NoQueues(_) | AppError::StatsPage(_) => EXIT_QUEUES,
             AppError::Write(_) => EXIT_IO,
-            AppError::Signal(_) | AppError::Metrics(_) | AppError::Query(_) => EXIT_FAILURE,
+            AppError::Signal(_) | AppError::Metrics(_) | AppError::Query(_) | AppError::Unhealthy(_) => EXIT_FAILURE,
         }
     }
 }
@@ -117,7 +123,13 @@ fn run_main(args: &[String]) -> Result<(), AppError> {
     let config_file = config_file.as_deref();
     match command {
         Command::Help => {
-            print!("{}\n{}\n{}", settings::USAGE, station::cli::COMMON_OPTIONS_HELP, station::cli::EXIT_CODES_HELP);
+            print!(
+                "{}\n{}\n{}\n{}",
+                settings::USAGE,
+                station::cli::COMMON_OPTIONS_HELP,
+                station::cli::HEALTH_HELP,
+                station::cli::EXIT_CODES_HELP
+            );
             Ok(())
         }
         Command::PrintConfig => {
@@ -126,6 +138,11 @@ fn run_main(args: &[String]) -> Result<(), AppError> {
         }
         Command::Version => {
             println!("cj-app {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Health => {
+            let line = station::cli::health(station::health::Role::App, config_file)?.map_err(AppError::Unhealthy)?;
+            println!("cj-app: {line}");
             Ok(())
         }
         Command::Status => {
@@ -393,6 +410,14 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let exporting = exporter.as_ref().map_or(String::new(), |e| format!("; {}", e.describe()));
     let started_line = format!("{started_line}{services}{exporting}");
     eprintln!("cj-app: {started_line}");
+    // The app's heartbeat (station::health): `cj-app status` and `health` judge liveness by it.
+    let page = shmq::CounterPage::open_or_create(
+        &station::naming::app_stats_path(&cfg.cluster_dir(), cfg.queue_set),
+        station::naming::APP_COUNTERS,
+    )
+    .map_err(AppError::StatsPage)?;
+    let mut beat = Beat { page, last: None };
+    beat.renew(accounts.totals().records, 0);
     let mut notifier = station::notify::Notifier::from_env("cj-app");
     notifier.ready(&started_line);
     let mut run =
@@ -405,6 +430,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let (complete, drained) = loop {
         // Each pass drained the record queues (or found them empty): progress for the watchdog.
         notifier.alive();
+        beat.renew(run.accounts.totals().records, 0);
         control.answer_pending(|ask| run.answer(ask));
         if stop.load(Ordering::Relaxed) {
             eprintln!("cj-app: stopping: draining what is queued");
@@ -463,8 +489,30 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         // Stopped mid-stream: a restarted cj-app continues from here.
         run.checkpoint();
     }
+    beat.renew(run.accounts.totals().records, if complete { 1 } else { 2 });
     print!("{text}");
     Ok(())
+}
+
+/// The app's stats page, renewed at most every 100 ms.
+struct Beat {
+    page: shmq::CounterPage,
+    last: Option<Instant>,
+}
+
+impl Beat {
+    /// Writes the heartbeat, the records and the end mark (0, or 1 / 2 at the end: always written).
+    fn renew(&mut self, records: u64, ended: u64) {
+        use station::naming::app_counter;
+        let now = Instant::now();
+        if ended == 0 && self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(100)) {
+            return;
+        }
+        self.last = Some(now);
+        self.page.set(app_counter::RECORDS, records);
+        self.page.set(app_counter::ENDED, ended);
+        self.page.set(app_counter::HEARTBEAT_MS, station::naming::heartbeat_ms());
+    }
 }
 
 /// The next deadline after `at` that is in the future (skipping missed ones).

@@ -469,7 +469,7 @@ impl Snapshot {
                     Err(_) => unreadable += 1,
                 },
                 // Per-rule divert pages: read with the listing by `add_divert` below.
-                Entry::Divert(..) => {}
+                Entry::Divert(..) | Entry::App(_) => {}
             }
         }
         unreadable += s.add_divert(dir);

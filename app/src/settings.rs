@@ -342,6 +342,7 @@ pub const CLI: Cli = Cli {
             ],
         },
         Mode { name: "status", positionals: &[], flags: &[] },
+        station::cli::HEALTH_MODE,
         Mode {
             name: "query",
             positionals: &[],
@@ -365,6 +366,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show the pipeline from the queue headers.
     Status,
+    /// Whether the app beats (`cj-app health`).
+    Health,
     /// Ask the running app for its current aggregate (`cj-app query`).
     Query(crate::query::QueryArgs),
     /// Print the resolved configuration (`--print-config`).
@@ -393,6 +396,7 @@ cj-app: drains the detector's record queues, merges and aggregates flows pmacct-
 usage:
   cj-app [--config FILE] [--out DIR] [--aggregate LIST] [--refresh SECS]
   cj-app status [--config FILE]
+  cj-app health [--config FILE]
   cj-app query [--config FILE] [--top N] [--by bytes|packets] [--addr IP] [--port N]
                [--proto NAME] [--container NAME] [--json]
   cj-app --print-config [--config FILE]
@@ -437,6 +441,7 @@ pub fn parse_command(args: &[String]) -> Result<(Command, Option<PathBuf>), Sett
     };
     let command = match inv.mode {
         "status" => Command::Status,
+        "health" => Command::Health,
         "query" => Command::Query(crate::query::from_invocation(&inv)?),
         _ => {
             let refresh = match inv.value("--refresh") {

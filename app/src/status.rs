@@ -44,6 +44,8 @@ pub(crate) enum Entry {
     Worker(u32, u32),
     /// A worker's per-rule divert page `divert-<q>` / `divert-<set>-<q>`.
     Divert(u32, u32),
+    /// The app's page of a queue set: `stats-app` (set 0), `stats-app-<set>`.
+    App(u32),
 }
 
 /// `<q>` as (0, q), `<set>-<q>` as (set, q).
@@ -58,6 +60,12 @@ fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
 pub(crate) fn classify(name: &str) -> Option<Entry> {
     if name == "stats-balancer" {
         return Some(Entry::Balancer);
+    }
+    if name == "stats-app" {
+        return Some(Entry::App(0));
+    }
+    if let Some(set) = name.strip_prefix("stats-app-") {
+        return set.parse().ok().map(Entry::App);
     }
     if let Some(q) = name.strip_prefix("stats-worker-") {
         return set_and_queue(q).map(|(s, q)| Entry::Worker(s, q));
@@ -84,24 +92,10 @@ fn pid_text(pid: u32) -> String {
 }
 
 /// Whether the process behind a stats page runs, from its heartbeat and end
-/// mark (`ended`: 1 end of stream, 2 stopped by a signal), at `now_ms`.
+/// mark, at `now_ms` ([`station::health::liveness`], which the `health`
+/// subcommands share).
 fn liveness(counters: &[(String, u64)], now_ms: u64) -> String {
-    let get = |name: &str| counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-    let beat = get("heartbeat_ms").unwrap_or(0);
-    let age = now_ms.saturating_sub(beat);
-    let ended = get("ended").unwrap_or(0);
-    if beat == 0 {
-        return "unknown (no heartbeat on this page)".into();
-    }
-    if age <= station::naming::HEARTBEAT_STALE_MS {
-        return format!("running (beat {:.1}s ago)", age as f64 / 1000.0);
-    }
-    let why = match ended {
-        1 => "ended",
-        2 => "stopped",
-        _ => "not running",
-    };
-    format!("{why} (last beat {:.1}s ago)", age as f64 / 1000.0)
+    station::health::liveness(counters, now_ms).to_string()
 }
 
 fn queue_cells(name: &str, s: &QueueStats) -> Vec<String> {
@@ -174,6 +168,8 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
     for (kind, name) in &entries {
         let label = match kind {
             Entry::Balancer => "balancer".to_string(),
+            Entry::App(0) => "app".to_string(),
+            Entry::App(set) => format!("app (set {set})"),
             Entry::Worker(0, q) => format!("worker {q}"),
             Entry::Worker(set, q) => format!("worker {q} (set {set})"),
             _ => continue,
@@ -274,17 +270,6 @@ mod tests {
         let mut v = vec![Entry::Record(0, 10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(0, 2)];
         v.sort();
         assert_eq!(v, vec![Entry::Packet(0, 2), Entry::Packet(0, 10), Entry::Record(0, 2), Entry::Record(0, 10)]);
-    }
-
-    #[test]
-    fn liveness_comes_from_the_heartbeat_and_the_end_mark() {
-        let page = |beat: u64, ended: u64| vec![("ended".to_string(), ended), ("heartbeat_ms".to_string(), beat)];
-        assert_eq!(liveness(&page(10_000, 0), 10_500), "running (beat 0.5s ago)");
-        assert_eq!(liveness(&page(10_000, 0), 13_000), "running (beat 3.0s ago)");
-        assert_eq!(liveness(&page(10_000, 0), 13_001), "not running (last beat 3.0s ago)");
-        assert_eq!(liveness(&page(10_000, 2), 20_000), "stopped (last beat 10.0s ago)");
-        assert_eq!(liveness(&page(10_000, 1), 20_000), "ended (last beat 10.0s ago)");
-        assert_eq!(liveness(&page(0, 0), 20_000), "unknown (no heartbeat on this page)");
     }
 
     #[test]

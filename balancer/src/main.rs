@@ -56,6 +56,7 @@ const CLI: Cli = Cli {
     program: "cj-balancer",
     modes: &[
         Mode { name: "", positionals: &[], flags: &[] },
+        cli::HEALTH_MODE,
         Mode {
             name: "generate",
             positionals: &["SPEC", "FILE"],
@@ -67,6 +68,9 @@ const CLI: Cli = Cli {
 /// Everything that stops the balancer.
 #[derive(Debug, thiserror::Error)]
 enum BalancerError {
+    /// `health`: the balancer does not beat.
+    #[error("{0}")]
+    Unhealthy(String),
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
@@ -92,7 +96,7 @@ impl BalancerError {
     fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Cli(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) => cli::EXIT_USAGE,
-            Self::Signal(_) => cli::EXIT_FAILURE,
+            Self::Signal(_) | Self::Unhealthy(_) => cli::EXIT_FAILURE,
             Self::Queue(_) => cli::EXIT_QUEUES,
             Self::Source(_) | Self::Write { .. } => cli::EXIT_IO,
         }
@@ -113,7 +117,7 @@ fn main() -> ExitCode {
 fn main_result(args: &[String]) -> Result<(), BalancerError> {
     match CLI.parse(args)? {
         Parsed::Help => {
-            print!("{USAGE}\n{}\n{}", cli::COMMON_OPTIONS_HELP, cli::EXIT_CODES_HELP);
+            print!("{USAGE}\n{}\n{}\n{}", cli::COMMON_OPTIONS_HELP, cli::HEALTH_HELP, cli::EXIT_CODES_HELP);
             Ok(())
         }
         Parsed::Version => {
@@ -125,6 +129,12 @@ fn main_result(args: &[String]) -> Result<(), BalancerError> {
             Ok(())
         }
         Parsed::Run(inv) if inv.mode == "generate" => generate(&inv),
+        Parsed::Run(inv) if inv.mode == "health" => {
+            let line = cli::health(station::health::Role::Balancer, inv.config.as_deref())?
+                .map_err(BalancerError::Unhealthy)?;
+            println!("cj-balancer: {line}");
+            Ok(())
+        }
         Parsed::Run(inv) => run(inv.config.as_deref()),
     }
 }

@@ -15,7 +15,7 @@ use crate::error::DetectorError;
 /// The command line: the run mode with `--inventory`.
 const CLI: Cli = Cli {
     program: "cj-detector",
-    modes: &[Mode { name: "", positionals: &[], flags: &[Flag::switch("--inventory")] }],
+    modes: &[Mode { name: "", positionals: &[], flags: &[Flag::switch("--inventory")] }, station::cli::HEALTH_MODE],
 };
 
 /// What the command line asks for.
@@ -36,6 +36,11 @@ pub enum Command {
         /// The `--config` file.
         config: Option<PathBuf>,
     },
+    /// `health`: whether every worker beats, and exit.
+    Health {
+        /// The `--config` file.
+        config: Option<PathBuf>,
+    },
     /// Print the help text.
     Help,
     /// Print the version.
@@ -49,6 +54,7 @@ cj-detector: pinned per-core workers that keep flow tables and emit flow records
 Usage: cj-detector [--config FILE]
        cj-detector --inventory [--config FILE]
        cj-detector --print-config [--config FILE]
+       cj-detector health [--config FILE]
        cj-detector --help | --version
 
 Worker i runs on core c_i (from CJ_COREBASE, stepping over CJ_SKIP_CORE, for
@@ -82,6 +88,7 @@ pub fn parse(args: &[String]) -> Result<Command, DetectorError> {
         Parsed::Help => Ok(Command::Help),
         Parsed::Version => Ok(Command::Version),
         Parsed::PrintConfig { config } => Ok(Command::PrintConfig { config }),
+        Parsed::Run(inv) if inv.mode == "health" => Ok(Command::Health { config: inv.config }),
         Parsed::Run(inv) if inv.has("--inventory") => Ok(Command::Inventory { config: inv.config }),
         Parsed::Run(inv) => Ok(Command::Run { config: inv.config }),
     }

@@ -18,6 +18,9 @@ pub use station::cli::{EXIT_FAILURE, EXIT_QUEUES, EXIT_USAGE};
 /// Everything that can stop cj-detector.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectorError {
+    /// `health`: a worker does not beat.
+    #[error("{0}")]
+    Unhealthy(String),
     /// A command-line argument is wrong.
     #[error("{0} (try --help)")]
     Usage(String),
@@ -124,7 +127,8 @@ impl DetectorError {
             | Self::Spawn { .. }
             | Self::Tun { .. }
             | Self::Aborted { .. }
-            | Self::WorkerPanic { .. } => EXIT_FAILURE,
+            | Self::WorkerPanic { .. }
+            | Self::Unhealthy(_) => EXIT_FAILURE,
         }
     }
 }

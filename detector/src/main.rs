@@ -40,7 +40,13 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<(), DetectorError> {
     let config_file = match cli::parse(args)? {
         Command::Help => {
-            print!("{}\n{}\n{}", cli::USAGE, station::cli::COMMON_OPTIONS_HELP, station::cli::EXIT_CODES_HELP);
+            print!(
+                "{}\n{}\n{}\n{}",
+                cli::USAGE,
+                station::cli::COMMON_OPTIONS_HELP,
+                station::cli::HEALTH_HELP,
+                station::cli::EXIT_CODES_HELP
+            );
             return Ok(());
         }
         Command::PrintConfig { config } => {
@@ -49,6 +55,12 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
         }
         Command::Version => {
             println!("cj-detector {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Command::Health { config } => {
+            let line = station::cli::health(station::health::Role::Detector, config.as_deref())?
+                .map_err(DetectorError::Unhealthy)?;
+            println!("cj-detector: {line}");
             return Ok(());
         }
         Command::Inventory { config } => {

@@ -10,8 +10,9 @@
 //!   the value `--print-config` prints;
 //! - `compose_gives_the_containers_what_print_config_prints`: `compose.sh env`
 //!   (the env file and the compose variables, nothing run) against it;
-//! - `healthcheck_looks_at_the_files_the_binaries_name`: the file each component's
-//!   health check needs is `station::naming`'s;
+//! - `healthcheck_follows_each_components_heartbeat`: healthcheck.sh (through
+//!   `cj-<component> health`) is unhealthy with no page, healthy on a fresh
+//!   heartbeat, unhealthy on one 10 s old, on the page `station::naming` names;
 //! - `on_reboot_agrees_with_and_without_a_binary`: `on-reboot.sh --dry-run` prints
 //!   the same steps either way, and refuses the same bad values (exit 2, one line
 //!   naming the variable and value).
@@ -247,8 +248,8 @@ fn compose_gives_the_containers_what_print_config_prints() {
 }
 
 #[test]
-fn healthcheck_looks_at_the_files_the_binaries_name() {
-    use station::naming;
+fn healthcheck_follows_each_components_heartbeat() {
+    use station::naming::{self, app_counter, balancer_counter, worker_counter};
     let shm = tempfile::Builder::new().prefix("station-health.").tempdir_in("/dev/shm").expect("shm");
     let shm_s = shm.path().display().to_string();
     let conf = repo().join("sysconfig/conjure.conf");
@@ -262,10 +263,20 @@ fn healthcheck_looks_at_the_files_the_binaries_name() {
             ("N_QUEUE_SETS", sets),
         ];
         let set: u32 = set.parse().expect("set");
-        for (component, file) in [
-            ("balancer", naming::balancer_stats_path(&cluster)),
-            ("detector", naming::set_worker_stats_path(&cluster, set, 3)),
-            ("app", naming::set_record_queue_path(&cluster, set, 3)),
+        for (component, file, names, beat) in [
+            (
+                "balancer",
+                naming::balancer_stats_path(&cluster),
+                naming::BALANCER_COUNTERS,
+                balancer_counter::HEARTBEAT_MS,
+            ),
+            (
+                "detector",
+                naming::set_worker_stats_path(&cluster, set, 3),
+                naming::WORKER_COUNTERS,
+                worker_counter::HEARTBEAT_MS,
+            ),
+            ("app", naming::app_stats_path(&cluster, set), naming::APP_COUNTERS, app_counter::HEARTBEAT_MS),
         ] {
             let run = || {
                 let mut cmd = clean(repo().join("scripts/healthcheck.sh"), &env);
@@ -273,24 +284,21 @@ fn healthcheck_looks_at_the_files_the_binaries_name() {
                 output(&mut cmd)
             };
             let _ = std::fs::remove_dir_all(&cluster);
+            // No page: the process never started.
             let out = run();
             assert_eq!(out.status.code(), Some(1), "{component}: {}", String::from_utf8_lossy(&out.stderr));
-            assert_eq!(
-                String::from_utf8_lossy(&out.stderr),
-                format!(
-                    "healthcheck: {} does not exist: the {component} has not attached to its queues\n",
-                    file.display()
-                )
-            );
             std::fs::create_dir_all(&cluster).expect("mkdir");
-            std::fs::write(&file, b"").expect("touch");
+            let page = shmq::CounterPage::open_or_create(&file, names).expect("page");
+            // A fresh heartbeat: healthy.
+            page.set(beat, naming::heartbeat_ms());
             let out = run();
-            assert!(
-                out.status.success(),
-                "{component} with {}: {}",
-                file.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{component} beating: {}", String::from_utf8_lossy(&out.stderr));
+            // Ten seconds without a beat (a killed or hung process): unhealthy, whatever else is there.
+            page.set(beat, naming::heartbeat_ms().saturating_sub(10_000));
+            let out = run();
+            assert_eq!(out.status.code(), Some(1), "{component} silent: {}", String::from_utf8_lossy(&out.stderr));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&format!("{}: not running", file.display())), "{component}: {err}");
         }
     }
 }

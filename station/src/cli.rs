@@ -77,6 +77,19 @@ Common options (the same for cj-balancer, cj-detector and cj-app):
   -V, --version    print the version
 ";
 
+/// The `health` subcommand every binary declares: whether this role's
+/// processes beat ([`crate::health::check`]); exit 0 when they do, 1 when not.
+pub const HEALTH_MODE: Mode = Mode { name: "health", positionals: &[], flags: &[] };
+
+/// `health`, as every `--help` text lists it.
+pub const HEALTH_HELP: &str = "\
+Health (the same for cj-balancer, cj-detector and cj-app):
+  health [--config FILE]   exit 0 when this process's stats pages (the
+                   balancer's, every worker's, the app's) beat within 3 s, else
+                   print why and exit 1: right across PID namespaces and after
+                   a crash (the compose health checks run it)
+";
+
 /// A command-line error; `Display` is one line ending in `(try --help)`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0} (try --help)")]
@@ -259,6 +272,17 @@ impl Cli {
         }
         Ok(Parsed::Run(inv))
     }
+}
+
+/// `health`: whether `role` runs under the configuration of the environment and
+/// `config_file` (its stats pages beat, [`crate::health::check`]): `Ok(line)`
+/// when healthy, `Err(line)` naming what does not beat.
+///
+/// # Errors
+/// A bad configuration (exit [`EXIT_USAGE`]).
+pub fn health(role: crate::health::Role, config_file: Option<&Path>) -> Result<Result<String, String>, ConfigError> {
+    let cfg = StationConfig::load(config_file)?;
+    Ok(crate::health::check(role, &cfg, crate::naming::heartbeat_ms()))
 }
 
 /// Loads the configuration (the process environment and `config_file`), checks

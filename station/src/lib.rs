@@ -16,6 +16,7 @@ pub mod slot;
 pub mod cli;
 pub mod config;
 pub mod coreplan;
+pub mod health;
 pub mod notify;
 pub mod proto;
 pub mod rate;

@@ -38,6 +38,30 @@ pub fn balancer_stats_path(cluster_dir: &Path) -> PathBuf {
     cluster_dir.join("stats-balancer")
 }
 
+/// The app's stats page for queue set `set`: `stats-app` (set 0) or `stats-app-<set>`.
+pub fn app_stats_path(cluster_dir: &Path, set: u32) -> PathBuf {
+    if set == 0 {
+        cluster_dir.join("stats-app")
+    } else {
+        cluster_dir.join(format!("stats-app-{set}"))
+    }
+}
+
+/// Counters of the app's stats page, in page order: `heartbeat_ms` (as the
+/// others'), `records` (valid records taken off the record queues) and
+/// `ended` (1: every record queue ended and was drained, 2: stopped by a signal).
+pub const APP_COUNTERS: &[&str] = &["heartbeat_ms", "records", "ended"];
+
+/// Index of each app counter in [`APP_COUNTERS`].
+pub mod app_counter {
+    /// Last sign of life, [`super::heartbeat_ms`].
+    pub const HEARTBEAT_MS: usize = 0;
+    /// Valid records taken off the record queues.
+    pub const RECORDS: usize = 1;
+    /// 1 at the end of the stream, 2 stopped by a signal.
+    pub const ENDED: usize = 2;
+}
+
 /// The stats page of the worker reading queue `queue` of set 0: `stats-worker-<queue>`.
 pub fn worker_stats_path(cluster_dir: &Path, queue: u32) -> PathBuf {
     set_worker_stats_path(cluster_dir, 0, queue)

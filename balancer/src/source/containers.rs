@@ -180,7 +180,7 @@ impl ContainersSource {
             if self.assigned.contains_key(v) {
                 continue;
             }
-            match self.afp.add(v, i, None) {
+            match self.afp.add(v, i) {
                 Ok(()) => {
                     self.failed.remove(v);
                     self.assigned.insert(v.to_owned(), i);

@@ -315,26 +315,6 @@ impl StationConfig {
     }
 }
 
-/// Finds `--config FILE` or `--config=FILE` in the arguments (the last one wins;
-/// scanning stops at `--`). `args` may include the program name.
-pub fn parse_args_config(args: &[String]) -> Option<PathBuf> {
-    let mut found = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--" {
-            break;
-        }
-        if a == "--config" {
-            if let Some(v) = it.next() {
-                found = Some(PathBuf::from(v));
-            }
-        } else if let Some(v) = a.strip_prefix("--config=") {
-            found = Some(PathBuf::from(v));
-        }
-    }
-    found
-}
-
 /// Helpers of the tests of every configuration module.
 #[cfg(test)]
 mod test_support {
@@ -443,16 +423,5 @@ mod tests {
         }
         assert!(all.contains(&("CJ_WAIT", "Busy", "environment")));
         assert!(all.contains(&("CJ_CLUSTER_ID", "98", "default")));
-    }
-
-    #[test]
-    fn args_config() {
-        let a = |v: &[&str]| parse_args_config(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-        assert_eq!(a(&["prog"]), None);
-        assert_eq!(a(&["prog", "--config", "x.conf"]), Some(PathBuf::from("x.conf")));
-        assert_eq!(a(&["prog", "--config=y.conf", "-v"]), Some(PathBuf::from("y.conf")));
-        assert_eq!(a(&["prog", "--config=a", "--config", "b"]), Some(PathBuf::from("b")));
-        assert_eq!(a(&["prog", "--config"]), None);
-        assert_eq!(a(&["prog", "--", "--config", "z"]), None);
     }
 }

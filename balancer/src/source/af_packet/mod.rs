@@ -201,9 +201,6 @@ pub struct AfPacketSource {
     /// `Frame::source` of each ring (its position for a fixed list; stable
     /// indices given by the `containers` source otherwise).
     sources: Vec<u8>,
-    /// A ring added at run time is read only from this instant on (the frames
-    /// wait in its ring), so consumers learn its index first.
-    hold: Vec<Option<Instant>>,
     /// Kernel counters of rings removed at run time.
     retired: KernelStats,
     pollfds: Vec<libc::pollfd>,
@@ -458,7 +455,6 @@ impl AfPacketSource {
             rings.iter().map(|r| libc::pollfd { fd: r.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         Ok(Self {
             sources: (0..rings.len()).map(|i| i as u8).collect(),
-            hold: vec![None; rings.len()],
             retired: KernelStats::default(),
             rings,
             pollfds,
@@ -484,17 +480,15 @@ impl AfPacketSource {
         self.sources.iter().zip(&self.rings).map(|(i, r)| (*i, r.name.clone())).collect()
     }
 
-    /// Starts capturing `name` as source `source`; its frames are delivered
-    /// from `hold` on (they wait in the ring until then).
+    /// Starts capturing `name` as source `source`.
     ///
     /// # Errors
     /// As [`AfPacketSource::open`].
-    pub fn add(&mut self, name: &str, source: u8, hold: Option<Instant>) -> Result<(), AfPacketError> {
+    pub fn add(&mut self, name: &str, source: u8) -> Result<(), AfPacketError> {
         let (ring, _) = Ring::open(name, &self.params)?;
         self.pollfds.push(libc::pollfd { fd: ring.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         self.rings.push(ring);
         self.sources.push(source);
-        self.hold.push(hold);
         Ok(())
     }
 
@@ -514,7 +508,6 @@ impl AfPacketSource {
             ring.name, ring.kernel.packets, ring.kernel.drops
         );
         self.sources.remove(i);
-        self.hold.remove(i);
         self.pollfds.remove(i);
         if self.next_ring >= self.rings.len() {
             self.next_ring = 0;
@@ -527,21 +520,9 @@ impl AfPacketSource {
         let count = self.rings.len();
         let mut delivered = 0;
         let mut empty_turns = 0;
-        if self.hold.iter().any(Option::is_some) {
-            let now = Instant::now();
-            for h in &mut self.hold {
-                if h.is_some_and(|t| now >= t) {
-                    *h = None;
-                }
-            }
-        }
         while delivered < max && empty_turns < count {
             let i = self.next_ring;
             self.next_ring = if i + 1 == count { 0 } else { i + 1 };
-            if self.hold[i].is_some() {
-                empty_turns += 1;
-                continue;
-            }
             let n =
                 self.rings[i].blocks.take(max - delivered, self.sources[i], &mut self.scratch, &mut self.errors, sink);
             if n == 0 {
