@@ -189,7 +189,7 @@ impl Intake {
         }
         if sources.iter().all(|s| s.stale.is_some()) {
             for s in &sources {
-                eprintln!(
+                station::cj_info!(
                     "cj-app: {} was closed and drained by an earlier run; waiting for its detector worker to attach",
                     s.path.display()
                 );
@@ -343,7 +343,7 @@ impl Source {
             self.stats.records_invalid += 1;
             if !self.warned_layout {
                 self.warned_layout = true;
-                eprintln!(
+                station::cj_warn!(
                     "cj-app: warning: {}: records of FlowRecord layout version {version}, this cj-app reads version \
                      {RECORD_LAYOUT_VERSION}: they are counted as invalid and skipped; run cj-detector and cj-app \
                      of the same build",
@@ -366,7 +366,7 @@ impl Source {
         match self.next_seq {
             Some(expected) if seq != expected => {
                 if seq == 0 {
-                    eprintln!(
+                    station::cj_info!(
                         "cj-app: {}: record sequence restarted at 0 (after {}): the detector worker restarted",
                         self.path.display(),
                         expected
@@ -378,7 +378,7 @@ impl Source {
                     }
                     if !self.warned {
                         self.warned = true;
-                        eprintln!(
+                        station::cj_warn!(
                             "cj-app: warning: {}: record sequence {} where {} was expected ({}); \
                              further gaps on this queue are counted, not logged",
                             self.path.display(),

@@ -446,7 +446,7 @@ impl Collector {
     fn warn(&mut self, now: Instant, what: &str, e: &io::Error) {
         if self.last_warning.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
             self.last_warning = Some(now);
-            eprintln!(
+            station::cj_warn!(
                 "cj-app: warning: flow export to {}: {what}: {e}; its records are counted in export.records_dropped \
                  (check that the collector listens there; this warning repeats at most once a minute)",
                 self.url

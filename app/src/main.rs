@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     match run_main(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cj-app: {e}");
+            station::cj_error!("cj-app: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -185,7 +185,7 @@ impl Run {
             Ok(()) => self.checkpoint_warned = false,
             Err(e) if !self.checkpoint_warned => {
                 self.checkpoint_warned = true;
-                eprintln!(
+                station::cj_warn!(
                     "cj-app: warning: {e}; the record-queue slots are released anyway (the detector must not stall): \
                      until a checkpoint succeeds, a restarted cj-app would not continue these totals"
                 );
@@ -236,7 +236,9 @@ impl Run {
         let files = match report.write_tables() {
             Ok(tables) => report.write_summary(tables)?,
             Err(e) if last => {
-                eprintln!("cj-app: error: {e}; the flow tables of this run are not written, summary.json says so");
+                station::cj_error!(
+                    "cj-app: error: {e}; the flow tables of this run are not written, summary.json says so"
+                );
                 let reason = format!("the flow tables could not be written ({e})");
                 report.incomplete_reason = Some(match report.incomplete_reason.take() {
                     Some(other) => format!("{reason}; {other}"),
@@ -244,7 +246,7 @@ impl Run {
                 });
                 report.complete = false;
                 report.write_summary(Vec::new()).map_err(|s| {
-                    eprintln!("cj-app: error: {s}: summary.json could not be written either");
+                    station::cj_error!("cj-app: error: {s}: summary.json could not be written either");
                     s
                 })?
             }
@@ -358,7 +360,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let accounts = match checkpoint::load(&checkpoint_path, &fit)? {
         Some(loaded) => {
             let skipped = intake.restore(&loaded.intake)?;
-            eprintln!(
+            station::cj_info!(
                 "cj-app: continuing from {}: {} record(s) counted before this start, {} of them still queued and \
                  skipped",
                 checkpoint_path.display(),
@@ -371,7 +373,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             let read_before: Vec<u32> =
                 intake.saved().iter().filter(|q| q.next_seq.is_none()).map(|q| q.queue).collect();
             if !read_before.is_empty() {
-                eprintln!(
+                station::cj_warn!(
                     "cj-app: warning: record queue(s) {read_before:?} were read by an earlier cj-app, and {} holds no \
                      checkpoint of it: what it read is not in these totals (the identity will say so)",
                     settings.out_dir.display()
@@ -409,7 +411,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     );
     let exporting = exporter.as_ref().map_or(String::new(), |e| format!("; {}", e.describe()));
     let started_line = format!("{started_line}{services}{exporting}");
-    eprintln!("cj-app: {started_line}");
+    station::cj_info!("cj-app: {started_line}");
     // The app's heartbeat (station::health): `cj-app status` and `health` judge liveness by it.
     let page = shmq::CounterPage::open_or_create(
         &station::naming::app_stats_path(&cfg.cluster_dir(), cfg.queue_set),
@@ -433,7 +435,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         beat.renew(run.accounts.totals().records, 0);
         control.answer_pending(|ask| run.answer(ask));
         if stop.load(Ordering::Relaxed) {
-            eprintln!("cj-app: stopping: draining what is queued");
+            station::cj_info!("cj-app: stopping: draining what is queued");
             notifier.stopping("draining what is queued");
             let ended = loop {
                 match run.poll() {
@@ -458,7 +460,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             if now >= at {
                 if let Err(e) = run.report_and_write(false, false, false) {
                     // Once per refresh interval; the accounts stay in memory and the next refresh writes them.
-                    eprintln!(
+                    station::cj_warn!(
                         "cj-app: warning: refresh: {e}; nothing is lost: the data is kept and written again in {}s",
                         every.as_secs()
                     );
@@ -470,7 +472,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         if let (Some(at), Some(every)) = (next_log, log_interval) {
             if now >= at {
                 let line = run.log_line(started);
-                eprintln!("{line}");
+                station::cj_info!("{line}");
                 notifier.status(&line);
                 next_log = Some(next_deadline(at, every, now));
             }

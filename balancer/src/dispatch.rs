@@ -136,7 +136,7 @@ impl<'s> Dispatcher<'s> {
             {
                 self.last_wait_log = Some(Instant::now());
                 let stats = self.sets[s][q].stats();
-                eprintln!(
+                station::cj_warn!(
                     "cj-balancer: packet queue pkt-{s}-{} full for {}s, waiting for its consumer (pid {}); \
                      is cj-detector running with the same CJ_CLUSTER_ID? (CJ_ON_FULL=drop drops instead)",
                     self.queue_numbers[q],

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     match main_result(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cj-balancer: {e}");
+            station::cj_error!("cj-balancer: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -155,7 +155,7 @@ fn generate(inv: &Invocation) -> Result<(), BalancerError> {
     if let Some(tp) = truth_path {
         truth.write_csv(&tp).map_err(|cause| BalancerError::Write { path: tp.display().to_string(), cause })?;
     }
-    eprintln!(
+    station::cj_info!(
         "cj-balancer: wrote {} frames ({} flows' directions, {} non-IP) to {}",
         truth.total_frames,
         truth.rows.len(),
@@ -187,7 +187,7 @@ fn hold_until_consumers_attach(
             sets.iter().flatten().filter(|p| p.stats().consumer_attaches == 0).collect();
         let Some(first) = waiting.first() else {
             if said.is_some() {
-                eprintln!(
+                station::cj_info!(
                     "cj-balancer: every packet queue has its consumer after {:.1}s; capture starts",
                     started.elapsed().as_secs_f64()
                 );
@@ -203,7 +203,7 @@ fn hold_until_consumers_attach(
                 waiting.len(),
                 first.path().display()
             );
-            eprintln!("cj-balancer: {line}");
+            station::cj_info!("cj-balancer: {line}");
             notifier.status(&line);
             said = Some(Instant::now());
         }
@@ -244,7 +244,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     }
     let mut notifier = station::notify::Notifier::from_env("cj-balancer");
     if spec.is_live() && !hold_until_consumers_attach(&sets, &stop, &mut notifier) {
-        eprintln!("cj-balancer: stopped by signal before any consumer attached; nothing was captured");
+        station::cj_warn!("cj-balancer: stopped by signal before any consumer attached; nothing was captured");
         return Ok(());
     }
     let mut source = source::open(&spec, &config)?;
@@ -258,7 +258,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     let (mut stats, continued) =
         BalancerStats::open(&naming::balancer_stats_path(&dir), config.queue_sets, config.corecount, hash_mode_number)?;
     if let stats::Continued::From { received } = continued {
-        eprintln!(
+        station::cj_info!(
             "cj-balancer: an earlier balancer of this cluster stopped without ending the stream: \
              continuing its counters (received {received})"
         );
@@ -273,7 +273,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         hash_mode_number,
         if wait_when_full { "wait" } else { "drop" }
     );
-    eprintln!("cj-balancer: {started_line}");
+    station::cj_info!("cj-balancer: {started_line}");
     notifier.ready(&started_line);
 
     let started = Instant::now();
@@ -309,7 +309,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         if !config.log_interval.is_zero() && last_log.elapsed() >= config.log_interval {
             last_log = Instant::now();
             let line = stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills());
-            eprintln!("{line}");
+            station::cj_info!("{line}");
             notifier.status(&line);
         }
     }
@@ -325,15 +325,15 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         stats.mark_stopped();
     }
     if src.errors > 0 {
-        eprintln!(
+        station::cj_warn!(
             "cj-balancer: {} unreadable capture record(s) skipped and counted (source_errors): \
              the capture is truncated or damaged",
             src.errors
         );
     }
-    eprintln!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
+    station::cj_info!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
+    station::cj_info!(
         "cj-balancer: {} (received {} in {:.3}s, {}; dropped at queues {})",
         if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
         stats.received - stats.received_at_start,

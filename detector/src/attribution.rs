@@ -100,7 +100,7 @@ pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
     icfg.readers = cfg.corecount as usize;
     let inv = Inventory::start(icfg);
     let snap = inv.snapshot();
-    eprintln!(
+    station::cj_info!(
         "cj-detector: inventory: {} container interface(s), {} capture source(s) on container veths",
         snap.live_entries().count(),
         snap.sources.iter().filter(|(i, _)| snap.by_source(*i) != inventory::NONE).count()
@@ -122,7 +122,10 @@ pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
                     Ok(()) => published = snap.generation,
                     Err(e) if !warned => {
                         warned = true;
-                        eprintln!("cj-detector: warning: cannot publish the inventory in {}: {e}", dir.display());
+                        station::cj_warn!(
+                            "cj-detector: warning: cannot publish the inventory in {}: {e}",
+                            dir.display()
+                        );
                     }
                     Err(_) => {}
                 }

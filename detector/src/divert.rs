@@ -540,13 +540,13 @@ pub fn write_listing(file: &Path, set: &RuleSet, source: &Path) -> Result<(), St
 pub fn start(cfg: &StationConfig) -> Result<Option<SharedRules>, RulesError> {
     if !cfg.tun {
         if let Some(p) = &cfg.divert_rules {
-            eprintln!("cj-detector: CJ_DIVERT_RULES={} is set but CJ_TUN=no: no flow is diverted", p.display());
+            station::cj_warn!("cj-detector: CJ_DIVERT_RULES={} is set but CJ_TUN=no: no flow is diverted", p.display());
         }
         return Ok(None);
     }
     let first = format!("tun{}", cfg.tun_offset + cfg.queue_offset);
     let Some(path) = &cfg.divert_rules else {
-        eprintln!("cj-detector: flow divert on ({first}...) but CJ_DIVERT_RULES is empty: nothing is diverted");
+        station::cj_warn!("cj-detector: flow divert on ({first}...) but CJ_DIVERT_RULES is empty: nothing is diverted");
         return Ok(Some(SharedRules::new(RuleSet::default())));
     };
     let bytes = read_rules_file(path)?;
@@ -555,7 +555,7 @@ pub fn start(cfg: &StationConfig) -> Result<Option<SharedRules>, RulesError> {
     let n = set.rules.len();
     let listing = station::naming::set_divert_rules_path(&cfg.cluster_dir(), cfg.queue_set);
     if let Err(e) = write_listing(&listing, &set, path) {
-        eprintln!("cj-detector: {e} (the per-rule counters are kept all the same)");
+        station::cj_warn!("cj-detector: {e} (the per-rule counters are kept all the same)");
     }
     let cell = SharedRules::new(set);
     let mut reloader = Reloader::new(path, cell.clone(), Some(bytes)).listing_to(listing);
@@ -564,14 +564,14 @@ pub fn start(cfg: &StationConfig) -> Result<Option<SharedRules>, RulesError> {
         .spawn(move || loop {
             std::thread::sleep(RELOAD_POLL);
             if let Some(line) = reloader.poll() {
-                eprintln!("cj-detector: {line}");
+                station::cj_info!("cj-detector: {line}");
             }
         })
         .map_err(|e| RulesError::File {
             file: path.clone(),
             what: format!("cannot start thread cj-divert-rules: {e}"),
         })?;
-    eprintln!(
+    station::cj_info!(
         "cj-detector: flow divert on: {n} rule(s) from {} (generation 1, re-read every {} ms); worker q writes to tun<{}+q>",
         path.display(),
         RELOAD_POLL.as_millis(),
@@ -934,7 +934,7 @@ impl On {
         } else {
             String::new()
         };
-        eprintln!(
+        station::cj_warn!(
             "(Core {}) tun device {} refused {} packet(s) ({}){hint}: counted in tun_dropped",
             self.queue,
             self.device,

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cj-detector: {e}");
+            station::cj_error!("cj-detector: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -104,7 +104,7 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             Err(e) => {
                 // The others are parked at the gate and have touched no packet:
                 // exiting now leaves every queue as it was.
-                eprintln!("cj-detector: {e}");
+                station::cj_error!("cj-detector: {e}");
                 std::process::exit(i32::from(e.exit_code()));
             }
         }
@@ -119,7 +119,7 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             cores.join(", "),
             cfg.cluster_dir().display()
         );
-        eprintln!("cj-detector: {started}");
+        station::cj_info!("cj-detector: {started}");
         notifier.ready(&started);
         supervise(&specs, &handles, cfg.log_interval, &mut notifier);
         notifier.stopping("workers flushing their flows");
@@ -160,11 +160,14 @@ fn report(s: &WorkerSummary) {
     // ahead of the flows, so bytes per peak flow would overstate small runs).
     let per_flow =
         s.table_bytes.checked_div(s.table_room).map_or(String::new(), |b| format!(", {b} B per flow of room"));
-    eprintln!(
+    station::cj_info!(
         "(Core {}) flow table: {} bytes, room for {} flows{per_flow}; peak {} flows",
-        s.queue, s.table_bytes, s.table_room, s.peak_flows
+        s.queue,
+        s.table_bytes,
+        s.table_room,
+        s.peak_flows
     );
-    eprintln!(
+    station::cj_info!(
         "(Core {}) ended ({}): {} packets{rate}, {} records{lost}",
         s.queue,
         match s.cause {
@@ -222,7 +225,7 @@ fn supervise(
                 None => (None, None),
             };
             let (t, before) = prev[i];
-            eprintln!("{}", stats::line(spec.queue, &cur, &before, now - t, pkt.as_ref(), rec.as_ref()));
+            station::cj_info!("{}", stats::line(spec.queue, &cur, &before, now - t, pkt.as_ref(), rec.as_ref()));
             prev[i] = (now, cur);
         }
     }

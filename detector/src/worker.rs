@@ -364,7 +364,7 @@ fn run(
             stats.write(&acct, &out, &divert, false);
             let corrupt = acct.counters().corrupt_slots;
             if corrupt > corrupt_log.count && corrupt_log.ready() {
-                eprintln!(
+                station::cj_warn!(
                     "(Core {queue}) {} unreadable packet-queue slots counted as malformed ({corrupt} in all)",
                     corrupt - corrupt_log.count
                 );
@@ -428,7 +428,7 @@ fn run(
     out.publish();
     let corrupt = acct.counters().corrupt_slots;
     if corrupt > corrupt_log.count {
-        eprintln!(
+        station::cj_warn!(
             "(Core {queue}) {} unreadable packet-queue slots counted as malformed ({corrupt} in all)",
             corrupt - corrupt_log.count
         );
@@ -494,7 +494,7 @@ impl StatsWriter {
         // A worker ran on this page (it has a heartbeat) and did not end: it was killed.
         if base[wc::HEARTBEAT_MS] != 0 && base[wc::ENDED] == 0 {
             base[wc::UNCLEAN_RESTARTS] += 1;
-            eprintln!(
+            station::cj_warn!(
                 "(Core {queue}) the previous worker of queue {queue} did not end (killed, or its process died): \
                  the flows it held are lost; the app's identity counts their packets as worker_crash_lost"
             );
@@ -631,9 +631,12 @@ impl<'a> RecordOut<'a> {
             self.producer.close();
         }
         if self.records_lost > 0 {
-            eprintln!(
+            station::cj_warn!(
                 "(Core {}) {} records ({} packets) counted in records_lost: rec-{} stayed full",
-                self.queue, self.records_lost, self.lost_packets, self.queue
+                self.queue,
+                self.records_lost,
+                self.lost_packets,
+                self.queue
             );
         }
     }
@@ -656,7 +659,7 @@ impl<'a> RecordOut<'a> {
             let since = *self.stop_wait_since.get_or_insert(now);
             if now.duration_since(since) >= SHUTDOWN_WAIT {
                 self.giving_up = true;
-                eprintln!(
+                station::cj_warn!(
                     "(Core {q}) stopping, but the app is not draining rec-{q}: still full after {}s; counting the remaining records as lost",
                     SHUTDOWN_WAIT.as_secs(),
                     q = self.queue
@@ -664,7 +667,7 @@ impl<'a> RecordOut<'a> {
                 return false;
             }
         } else if now.duration_since(full_since) >= Duration::from_secs(1) && self.full_log.ready() {
-            eprintln!(
+            station::cj_warn!(
                 "(Core {q}) record queue rec-{q} full for {}s: waiting for the app to drain it",
                 now.duration_since(full_since).as_secs(),
                 q = self.queue

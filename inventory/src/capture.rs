@@ -226,7 +226,7 @@ impl Assigner {
                 }
                 None => {
                     if self.waiting.insert(name.clone()) {
-                        eprintln!(
+                        station::cj_warn!(
                             "cj-detector: inventory: warning: no free capture index for {name} (255 veths captured, \
                              or released ones still draining); it is captured once one is free"
                         );

@@ -373,7 +373,7 @@ fn ask_docker(sock: &Path, warned: &mut bool, log_prefix: &str) -> Option<Vec<do
     match docker::containers(sock) {
         Ok(list) => {
             if *warned {
-                eprintln!("{log_prefix}: inventory: Docker at {} answers again", sock.display());
+                station::cj_info!("{log_prefix}: inventory: Docker at {} answers again", sock.display());
                 *warned = false;
             }
             Some(list)
@@ -381,7 +381,7 @@ fn ask_docker(sock: &Path, warned: &mut bool, log_prefix: &str) -> Option<Vec<do
         Err(e) => {
             if !*warned {
                 *warned = true;
-                eprintln!(
+                station::cj_warn!(
                     "{log_prefix}: inventory: warning: Docker Engine API at {} not reachable ({e}); containers are \
                      found from named namespaces and cgroups only until it answers",
                     sock.display()
@@ -412,7 +412,7 @@ impl Scanner {
     }
 
     fn warn(&self, msg: &str) {
-        eprintln!("{}: inventory: warning: {msg}", self.cfg.log_prefix);
+        station::cj_warn!("{}: inventory: warning: {msg}", self.cfg.log_prefix);
     }
 
     fn rtnl(&mut self) -> Option<&mut netlink::Rtnl> {
@@ -707,7 +707,7 @@ impl Scanner {
             Err(e) => {
                 if !self.warned.sources {
                     self.warned.sources = true;
-                    eprintln!(
+                    station::cj_warn!(
                         "{}: inventory: warning: cannot read the balancer's source list ({e}); released capture \
                          indices are not reused until it can be read",
                         self.cfg.log_prefix
@@ -907,7 +907,7 @@ impl CaptureWriter {
             Err(e) => {
                 if !self.warned {
                     self.warned = true;
-                    eprintln!(
+                    station::cj_warn!(
                         "{}: inventory: warning: cannot write the capture list in {} ({e}); the balancer captures \
                          no new container veth until it can",
                         self.log_prefix,

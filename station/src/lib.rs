@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod coreplan;
 pub mod health;
+pub mod log;
 pub mod notify;
 pub mod proto;
 pub mod rate;

@@ -93,7 +93,7 @@ impl Notifier {
         if let Err(e) = sd_notify::notify(states) {
             if !self.warned {
                 self.warned = true;
-                eprintln!("{}: warning: cannot notify systemd (NOTIFY_SOCKET): {e}", self.program);
+                crate::cj_warn!("{}: warning: cannot notify systemd (NOTIFY_SOCKET): {e}", self.program);
             }
         }
     }

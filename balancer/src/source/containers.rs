@@ -87,7 +87,7 @@ fn read_list(dir: &Path, said: &mut Option<String>) -> Option<CaptureList> {
         Err(e) => {
             let msg = e.to_string();
             if said.as_deref() != Some(msg.as_str()) {
-                eprintln!("cj-balancer: containers: cannot read the capture list: {msg}");
+                station::cj_warn!("cj-balancer: containers: cannot read the capture list: {msg}");
                 *said = Some(msg);
             }
             None
@@ -188,7 +188,7 @@ impl ContainersSource {
                 }
                 Err(e) => {
                     if self.failed.insert(v.to_owned()) {
-                        eprintln!("cj-balancer: containers: cannot capture {v}: {e}");
+                        station::cj_warn!("cj-balancer: containers: cannot capture {v}: {e}");
                     }
                     any_failed = true;
                 }
@@ -198,7 +198,7 @@ impl ContainersSource {
             // `sources` names them before the log says so.
             self.write_sources();
             for (v, i) in opened {
-                eprintln!("cj-balancer: containers: capturing {v} (source {i})");
+                station::cj_info!("cj-balancer: containers: capturing {v} (source {i})");
             }
         }
         if any_failed {
@@ -212,7 +212,10 @@ impl ContainersSource {
         list.extend(self.closing.iter().cloned());
         list.sort();
         if let Err(e) = inventory::sources::write_sources(&self.cluster_dir, &list) {
-            eprintln!("cj-balancer: warning: cannot write the source list in {}: {e}", self.cluster_dir.display());
+            station::cj_warn!(
+                "cj-balancer: warning: cannot write the source list in {}: {e}",
+                self.cluster_dir.display()
+            );
         }
     }
 }

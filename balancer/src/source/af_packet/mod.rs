@@ -373,12 +373,12 @@ impl Ring {
             return;
         }
         match link {
-            Link::Up => eprintln!("cj-balancer: {} is up again ({why}); capturing", self.name),
-            Link::Down => eprintln!(
+            Link::Up => station::cj_info!("cj-balancer: {} is up again ({why}); capturing", self.name),
+            Link::Down => station::cj_warn!(
                 "cj-balancer: {} went down ({why}); the balancer keeps running and captures again when it is back",
                 self.name
             ),
-            Link::Gone => eprintln!(
+            Link::Gone => station::cj_warn!(
                 "cj-balancer: {} disappeared ({why}); the balancer keeps running and binds again if it comes back",
                 self.name
             ),
@@ -398,10 +398,10 @@ impl Ring {
         self.ifindex = index;
         match self.bind() {
             Ok(()) => {
-                eprintln!("cj-balancer: {} is back (ifindex {index}); socket bound again", self.name);
+                station::cj_info!("cj-balancer: {} is back (ifindex {index}); socket bound again", self.name);
                 self.set_link(link, &format!("operstate {word}"));
             }
-            Err(e) => eprintln!("cj-balancer: {} is back but cannot be bound again: {e}", self.name),
+            Err(e) => station::cj_warn!("cj-balancer: {} is back but cannot be bound again: {e}", self.name),
         }
     }
 }
@@ -416,7 +416,10 @@ impl AfPacketSource {
         let source = Self::open(names, &RingParams::from_config(config))?;
         // The detector maps `Frame::source` to interfaces (and so to containers) with this list.
         if let Err(e) = inventory::sources::write_sources(&config.cluster_dir(), &source.interfaces()) {
-            eprintln!("cj-balancer: warning: cannot write the source list in {}: {e}", config.cluster_dir().display());
+            station::cj_warn!(
+                "cj-balancer: warning: cannot write the source list in {}: {e}",
+                config.cluster_dir().display()
+            );
         }
         Ok(source)
     }
@@ -448,7 +451,11 @@ impl AfPacketSource {
         };
         for r in &rings {
             if r.link != Link::Up {
-                eprintln!("cj-balancer: {} is down ({}); capturing when it comes up", r.name, read_link(&r.name).1);
+                station::cj_info!(
+                    "cj-balancer: {} is down ({}); capturing when it comes up",
+                    r.name,
+                    read_link(&r.name).1
+                );
             }
         }
         let pollfds =
@@ -503,9 +510,11 @@ impl AfPacketSource {
         self.retired.packets += ring.kernel.packets;
         self.retired.drops += ring.kernel.drops;
         self.retired.freeze_q_cnt += ring.kernel.freeze_q_cnt;
-        eprintln!(
+        station::cj_info!(
             "cj-balancer: {} no longer captured: kernel counted {} frames, dropped {} (ring full)",
-            ring.name, ring.kernel.packets, ring.kernel.drops
+            ring.name,
+            ring.kernel.packets,
+            ring.kernel.drops
         );
         self.sources.remove(i);
         self.pollfds.remove(i);
@@ -605,9 +614,12 @@ impl Drop for AfPacketSource {
     fn drop(&mut self) {
         self.read_kernel_stats();
         for r in &self.rings {
-            eprintln!(
+            station::cj_info!(
                 "cj-balancer: {}: kernel counted {} frames, dropped {} (ring full), ring froze {} times",
-                r.name, r.kernel.packets, r.kernel.drops, r.kernel.freeze_q_cnt
+                r.name,
+                r.kernel.packets,
+                r.kernel.drops,
+                r.kernel.freeze_q_cnt
             );
         }
     }

@@ -250,7 +250,7 @@ impl PfRingSource {
             return Err(PfRingError::Open { call: "enable", device: device.to_owned(), cause });
         }
         if kind == Kind::Zc && !sys::zc_licensed() {
-            eprintln!(
+            station::cj_warn!(
                 "cj-balancer: {device}: PF_RING ZC runs in demo mode (no licence for this NIC): \
                  capture stops after 5 minutes; install a ZC licence or use pfring:IF"
             );
