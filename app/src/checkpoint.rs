@@ -7,7 +7,8 @@
 //!   checkpoint: it saves `<out dir>/checkpoint` (the accounts, and per queue
 //!   the read position, the expected sequence number and the intake counters)
 //!   and only then releases the slots. It saves when a queue has half of its
-//!   slots held, at every refresh (CJ_REFRESH) and when stopped by a signal.
+//!   slots held, when the queues go quiet with records held (at most once a
+//!   second), at every refresh (CJ_REFRESH) and when stopped by a signal.
 //! - The file is replaced atomically (a temporary file of its own, written,
 //!   renamed), so a SIGKILL at any point leaves the previous
 //!   checkpoint or the new one, and slots not in the file were never released:

@@ -218,6 +218,11 @@ impl Intake {
         self.sources.iter().any(|s| s.consumer.unreleased() >= s.consumer.stats().capacity / 2)
     }
 
+    /// Whether some queue has records popped and not released.
+    pub fn holding(&self) -> bool {
+        self.sources.iter().any(|s| s.consumer.unreleased() > 0)
+    }
+
     /// Gives every popped slot back to the producers.
     pub fn release_all(&mut self) {
         for s in &mut self.sources {

@@ -85,6 +85,9 @@ enum AppError {
     /// `health`: the app does not beat.
     #[error("{0}")]
     Unhealthy(String),
+    /// The run ended with a broken accounting identity (files written, saying so).
+    #[error("the accounting identity is broken ({0}); the files are written and say so (summary.json, identity)")]
+    IdentityBroken(String),
     /// Its stats page cannot be created.
     #[error("cannot open the app's stats page: {0}")]
     StatsPage(shmq::QueueError),
@@ -102,7 +105,11 @@ impl AppError {
             | AppError::Restore(_) => EXIT_USAGE,
             AppError::Intake(_) | AppError::NoQueues(_) | AppError::StatsPage(_) => EXIT_QUEUES,
             AppError::Write(_) => EXIT_IO,
-            AppError::Signal(_) | AppError::Metrics(_) | AppError::Query(_) | AppError::Unhealthy(_) => EXIT_FAILURE,
+            AppError::Signal(_)
+            | AppError::Metrics(_)
+            | AppError::Query(_)
+            | AppError::Unhealthy(_)
+            | AppError::IdentityBroken(_) => EXIT_FAILURE,
         }
     }
 }
@@ -172,6 +179,8 @@ struct Run {
     fit: checkpoint::Fit,
     /// A failed checkpoint was warned about (once until one succeeds).
     checkpoint_warned: bool,
+    /// When the last checkpoint was saved.
+    last_checkpoint: Instant,
 }
 
 impl Run {
@@ -193,6 +202,7 @@ impl Run {
             Err(_) => {}
         }
         self.intake.release_all();
+        self.last_checkpoint = Instant::now();
     }
 }
 
@@ -422,8 +432,17 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     beat.renew(accounts.totals().records, 0);
     let mut notifier = station::notify::Notifier::from_env("cj-app");
     notifier.ready(&started_line);
-    let mut run =
-        Run { cfg, settings, intake, accounts, exporter, checkpoint: checkpoint_path, fit, checkpoint_warned: false };
+    let mut run = Run {
+        cfg,
+        settings,
+        intake,
+        accounts,
+        exporter,
+        checkpoint: checkpoint_path,
+        fit,
+        checkpoint_warned: false,
+        last_checkpoint: Instant::now(),
+    };
 
     let started = Instant::now();
     let mut next_refresh = run.settings.refresh.map(|d| started + d);
@@ -446,10 +465,18 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             };
             break (ended, true);
         }
-        if run.poll() == Poll::AllEnded {
+        let polled = run.poll();
+        if polled == Poll::AllEnded {
             break (true, true);
         }
-        if run.intake.should_release() {
+        // Half a queue held, or the queues went quiet with records held: save
+        // and release (when quiet, at most once a second), so that held slots
+        // do not linger as fill while nothing comes.
+        if run.intake.should_release()
+            || (polled == Poll::Idle
+                && run.intake.holding()
+                && run.last_checkpoint.elapsed() >= std::time::Duration::from_secs(1))
+        {
             run.checkpoint();
         }
         let now = Instant::now();
@@ -466,6 +493,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
                     );
                 }
                 run.checkpoint();
+                beat.identity(run.identity(false, false).status);
                 next_refresh = Some(next_deadline(at, every, now));
             }
         }
@@ -491,8 +519,14 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         // Stopped mid-stream: a restarted cj-app continues from here.
         run.checkpoint();
     }
+    let id = run.identity(complete, drained);
+    beat.identity(id.status);
     beat.renew(run.accounts.totals().records, if complete { 1 } else { 2 });
     print!("{text}");
+    if id.status == "broken" {
+        // Exact counts are the product: a difference no term explains is a failure, not a note.
+        return Err(AppError::IdentityBroken(id.line));
+    }
     Ok(())
 }
 
@@ -514,6 +548,16 @@ impl Beat {
         self.page.set(app_counter::RECORDS, records);
         self.page.set(app_counter::ENDED, ended);
         self.page.set(app_counter::HEARTBEAT_MS, station::naming::heartbeat_ms());
+    }
+
+    /// Writes the identity's verdict (`holds`, `broken`, anything else: not final).
+    fn identity(&self, status: &str) {
+        let code = match status {
+            "holds" => 1,
+            "broken" => 2,
+            _ => 0,
+        };
+        self.page.set(station::naming::app_counter::IDENTITY, code);
     }
 }
 

@@ -179,6 +179,14 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
                 let kv: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let _ = writeln!(out, "{label}: {}", kv.join(" "));
                 let _ = writeln!(out, "{label}: {}", liveness(&counters, station::naming::heartbeat_ms()));
+                if matches!(kind, Entry::App(_)) {
+                    let verdict = match counters.iter().find(|(k, _)| k == "identity").map(|(_, v)| *v) {
+                        Some(1) => "holds",
+                        Some(2) => "BROKEN (see summary.json, identity)",
+                        _ => "not final yet",
+                    };
+                    let _ = writeln!(out, "{label}: accounting identity {verdict}");
+                }
             }
             Err(e) => {
                 let _ = writeln!(out, "{label}: unreadable: {e}");

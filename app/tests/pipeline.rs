@@ -223,7 +223,9 @@ fn broken_identity_and_sequence_gaps_are_reported() {
     balancer_side(&cluster, 4, 0, 1, &[0], &[0]);
 
     let o = run(app(shm.path(), 1, 1).arg("--out").arg(out.path()).args(["--aggregate", "proto"]));
-    assert!(o.status.success());
+    // A broken identity is a failure: the files are written, the exit is 1.
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cj-app: the accounting identity is broken"));
     assert_eq!(
         std::fs::read_to_string(out.path().join("flows.csv")).unwrap(),
         "PROTOCOL,PACKETS,BYTES,FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END\nudp,2,60,88,2,0.000000,0.000000\n"

@@ -48,9 +48,11 @@ pub fn app_stats_path(cluster_dir: &Path, set: u32) -> PathBuf {
 }
 
 /// Counters of the app's stats page, in page order: `heartbeat_ms` (as the
-/// others'), `records` (valid records taken off the record queues) and
-/// `ended` (1: every record queue ended and was drained, 2: stopped by a signal).
-pub const APP_COUNTERS: &[&str] = &["heartbeat_ms", "records", "ended"];
+/// others'), `records` (valid records taken off the record queues), `ended`
+/// (1: every record queue ended and was drained, 2: stopped by a signal) and
+/// `identity` (the accounting identity at the last refresh or the end:
+/// 0 not final or unchecked, 1 holds, 2 broken).
+pub const APP_COUNTERS: &[&str] = &["heartbeat_ms", "records", "ended", "identity"];
 
 /// Index of each app counter in [`APP_COUNTERS`].
 pub mod app_counter {
@@ -60,6 +62,8 @@ pub mod app_counter {
     pub const RECORDS: usize = 1;
     /// 1 at the end of the stream, 2 stopped by a signal.
     pub const ENDED: usize = 2;
+    /// 0 not final or unchecked, 1 holds, 2 broken.
+    pub const IDENTITY: usize = 3;
 }
 
 /// The stats page of the worker reading queue `queue` of set 0: `stats-worker-<queue>`.
