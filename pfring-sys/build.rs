@@ -115,6 +115,7 @@ mod ffi {
             .allowlist_function("pfring_version_noring")
             .allowlist_function("pfring_set_application_name")
             .allowlist_function("pfring_set_socket_mode")
+            .allowlist_function("pfring_set_bpf_filter")
             .allowlist_function("pfring_set_direction")
             .allowlist_function("pfring_breakloop")
             .allowlist_function("pfring_zc_version")

@@ -242,6 +242,7 @@ impl Run {
             hash_mode: summary::hash_mode_name(self.cfg.hash_mode),
             export: self.exporter.as_ref().map(ipfix::Exporter::stats),
             divert: divert_pages::summary(&self.cfg.cluster_dir(), self.cfg.queue_set),
+            capture_filter: (!self.cfg.filter.is_empty()).then(|| self.cfg.filter.clone()),
         };
         let files = match report.write_tables() {
             Ok(tables) => report.write_summary(tables)?,

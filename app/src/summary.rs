@@ -56,6 +56,9 @@ pub struct Report<'a> {
     /// Flow divert's per-rule counters of the app's queue set, summed over
     /// the workers (None: no `divert-<q>` page, and no `divert` key).
     pub divert: Option<crate::divert_pages::DivertSummary>,
+    /// CJ_FILTER (None: no filter, and no `capture_filter` key): frames it
+    /// rejected were never received, so they are in no term.
+    pub capture_filter: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +92,8 @@ struct SummaryJson<'a> {
     export: Option<crate::ipfix::ExportStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     divert: Option<&'a crate::divert_pages::DivertSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture_filter: Option<&'a str>,
     files: Vec<PathBuf>,
 }
 
@@ -171,6 +176,7 @@ impl Report<'_> {
             containers: self.accounts.containers().rows().collect(),
             export: self.export,
             divert: self.divert.as_ref(),
+            capture_filter: self.capture_filter.as_deref(),
             files: files.clone(),
         };
         let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -454,6 +460,7 @@ mod tests {
             hash_mode: "ip-hash",
             export: None,
             divert: None,
+            capture_filter: None,
         };
         let text = r.text(&[PathBuf::from("/o/flows.csv")]);
         assert!(
@@ -504,6 +511,7 @@ mod tests {
             hash_mode: "ip-hash",
             export: None,
             divert,
+            capture_filter: None,
         };
         let read = || -> serde_json::Value {
             serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap()

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 mod dispatch;
+mod filter;
 mod source;
 mod stats;
 
@@ -68,6 +69,9 @@ const CLI: Cli = Cli {
 /// Everything that stops the balancer.
 #[derive(Debug, thiserror::Error)]
 enum BalancerError {
+    /// `CJ_FILTER` cannot be compiled.
+    #[error("{0}")]
+    Filter(#[from] filter::FilterError),
     /// `health`: the balancer does not beat.
     #[error("{0}")]
     Unhealthy(String),
@@ -95,7 +99,9 @@ impl BalancerError {
     /// The exit code (station::cli's, shared by the three binaries).
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Cli(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) => cli::EXIT_USAGE,
+            Self::Config(_) | Self::Cli(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) | Self::Filter(_) => {
+                cli::EXIT_USAGE
+            }
             Self::Signal(_) | Self::Unhealthy(_) => cli::EXIT_FAILURE,
             Self::Queue(_) => cli::EXIT_QUEUES,
             Self::Source(_) | Self::Write { .. } => cli::EXIT_IO,
@@ -231,6 +237,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
 
     // A live source is checked now, but captures only once the detector is attached (below).
     source::preflight(&spec, &config)?;
+    let filter = filter::Filter::compile(&config.filter)?;
     let dir = config.cluster_dir();
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
     let mut sets = Vec::new();
@@ -247,7 +254,9 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         station::cj_warn!("cj-balancer: stopped by signal before any consumer attached; nothing was captured");
         return Ok(());
     }
-    let mut source = source::open(&spec, &config)?;
+    let mut source = source::open(&spec, &config, filter.as_ref())?;
+    // The kernel (AF_PACKET) or PF_RING filters live sources; files and sim: frames are filtered here.
+    let offline_filter = filter.as_ref().filter(|_| !spec.is_live());
     let wait_when_full = match config.on_full {
         OnFull::Wait => true,
         OnFull::Drop => false,
@@ -265,13 +274,18 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     }
     let mut dispatcher = Dispatcher::new(sets, config.worker_queues(), config.hash_mode, wait_when_full, wait, &stop);
     let started_line = format!(
-        "{} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full)",
+        "{} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full){}",
         source.describe(),
         config.queue_sets,
         config.corecount,
         dir.display(),
         hash_mode_number,
-        if wait_when_full { "wait" } else { "drop" }
+        if wait_when_full { "wait" } else { "drop" },
+        filter.as_ref().map_or(String::new(), |f| format!(
+            "; capture filter {:?} ({}): frames it rejects are never received",
+            f.expr(),
+            if spec.is_live() { "in the kernel or PF_RING" } else { "applied by the balancer" }
+        ))
     );
     station::cj_info!("cj-balancer: {started_line}");
     notifier.ready(&started_line);
@@ -286,6 +300,9 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         notifier.alive();
         let (received, bytes) = (&mut stats.received, &mut stats.received_bytes);
         let polled = source.poll_batch(BATCH, &mut |frame| {
+            if offline_filter.is_some_and(|f| !f.matches(frame.data, frame.wire_len)) {
+                return;
+            }
             *received += 1;
             *bytes += u64::from(frame.wire_len);
             dispatcher.dispatch(frame);

@@ -243,3 +243,36 @@ fn the_sim_source_matches_its_truth() {
     assert_eq!(terms["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
     assert_eq!(terms["non_ip"].as_u64(), Some(truth.non_ip_frames), "{summary:#}");
 }
+
+#[test]
+fn a_capture_filter_on_a_file_keeps_only_its_flows_and_the_rest_is_never_received() {
+    // Untagged frames: in a file a VLAN tag is in the frame, and tcpdump's `udp`
+    // does not look past it (`vlan and udp` does).
+    const SIM: &str = "flows=200,packets=20000,sizes=64:30/576:30/1514:40,v6=25,vlan=0,nonip=1,seed=31";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("mixed.pcap");
+    let truth = sim::write_pcap(&SIM.parse().expect("spec"), &pcap, false).expect("write capture");
+    let udp_frames: u64 = truth.rows.iter().filter(|r| r.proto == 17).map(|r| r.packets).sum();
+    assert!(udp_frames > 0 && udp_frames < truth.total_frames, "the capture mixes UDP with the rest");
+    let iface = format!("pcap:{}", pcap.display());
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_FILTER", "udp"), ("CJ_CORECOUNT", "2")]);
+    let out = dir.path().join("out");
+    run_pipeline(&cluster, &out).assert_success();
+    let want: std::collections::BTreeMap<_, _> = truth_rows(&truth).into_iter().filter(|(k, _)| k.4 == "udp").collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.join("flows.csv")), &want) {
+        panic!("flows.csv differs from the truth's UDP rows:\n{d}");
+    }
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}");
+    // TCP, ICMP and ARP frames are nowhere in the identity: never received.
+    assert_eq!(summary["identity"]["terms"]["received"].as_u64(), Some(udp_frames), "{summary:#}");
+    assert_eq!(summary["identity"]["terms"]["non_ip"].as_u64(), Some(0), "{summary:#}");
+    assert_eq!(summary["capture_filter"].as_str(), Some("udp"), "{summary:#}");
+
+    // An expression libpcap refuses stops the balancer at once, in one line.
+    let bad = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_FILTER", "udp and bogus_word")]);
+    let o = bad.command("cj-balancer").output().expect("run cj-balancer");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("cj-balancer: CJ_FILTER=\"udp and bogus_word\": ") && err.lines().count() == 1, "{err}");
+}

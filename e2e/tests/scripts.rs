@@ -141,7 +141,7 @@ fn every_binary_prints_the_same_configuration() {
         let want: &[(&str, &str)] = if *name == "shipped" {
             &[
                 ("CJ_CORECOUNT", "1"),
-                ("CJ_ORIGIN_CJ_CORECOUNT", "FILE:47"),
+                ("CJ_ORIGIN_CJ_CORECOUNT", "FILE:51"),
                 ("CJ_PLAN_BALANCER_CORE", ""),
                 ("CJ_PLAN_WORKER_CORES", "0"),
                 ("CJ_PLAN_WORKER_QUEUES", "0"),

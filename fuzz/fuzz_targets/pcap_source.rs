@@ -19,6 +19,11 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../balancer/src/source/mod.rs"]
 mod source;
 
+// CJ_FILTER, which source/ names (crate::filter).
+#[allow(dead_code, unused_imports, clippy::all)]
+#[path = "../../balancer/src/filter/mod.rs"]
+mod filter;
+
 use source::pcap::PcapSource;
 use source::{Poll, Source};
 

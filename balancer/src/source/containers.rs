@@ -101,8 +101,9 @@ impl ContainersSource {
     ///
     /// # Errors
     /// A bad `CJ_AFP_*` value.
-    pub fn open_configured(config: &StationConfig) -> Result<Self, AfPacketError> {
-        let afp = AfPacketSource::open(&[], &RingParams::from_config(config))?;
+    pub fn open_configured(config: &StationConfig, filter: &[crate::filter::Insn]) -> Result<Self, AfPacketError> {
+        let params = RingParams { filter: filter.to_vec(), ..RingParams::from_config(config) };
+        let afp = AfPacketSource::open(&[], &params)?;
         let dir = config.cluster_dir();
         let mut said = None;
         let first = read_list(&dir, &mut said).unwrap_or_default();

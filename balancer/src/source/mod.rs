@@ -159,16 +159,27 @@ pub fn preflight(spec: &SourceSpec, config: &StationConfig) -> Result<(), Source
 ///
 /// # Errors
 /// The source cannot be opened, or needs support not built in.
-pub fn open(spec: &SourceSpec, config: &StationConfig) -> Result<Box<dyn Source>, SourceError> {
+pub fn open(
+    spec: &SourceSpec,
+    config: &StationConfig,
+    filter: Option<&crate::filter::Filter>,
+) -> Result<Box<dyn Source>, SourceError> {
+    let program = filter.map_or(&[][..], crate::filter::Filter::insns);
     match spec {
         SourceSpec::Pcap(path) => Ok(Box::new(pcap::PcapSource::open(path)?)),
         SourceSpec::Sim(sim) => Ok(Box::new(sim::SimSource::new(sim))),
-        SourceSpec::Containers => Ok(Box::new(containers::ContainersSource::open_configured(config)?)),
-        SourceSpec::Interfaces(ifaces) => Ok(Box::new(af_packet::AfPacketSource::open_configured(ifaces, config)?)),
+        SourceSpec::Containers => Ok(Box::new(containers::ContainersSource::open_configured(config, program)?)),
+        SourceSpec::Interfaces(ifaces) => {
+            Ok(Box::new(af_packet::AfPacketSource::open_configured(ifaces, config, program)?))
+        }
         #[cfg(feature = "pfring")]
         SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => {
             let (kind, device) = pfring::Kind::device_for(dev, matches!(spec, SourceSpec::Zc(_)));
-            Ok(Box::new(pfring::PfRingSource::open(kind, &device)?))
+            let mut source = pfring::PfRingSource::open(kind, &device)?;
+            if let Some(f) = filter {
+                source.set_filter(f.expr())?;
+            }
+            Ok(Box::new(source))
         }
         #[cfg(not(feature = "pfring"))]
         SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => Err(pfring_not_built(dev)),

@@ -216,6 +216,9 @@ pub struct StationConfig {
     pub afp_block_timeout: Duration,
     /// CJ_AFP_PROMISC
     pub afp_promisc: bool,
+    /// CJ_FILTER, raw (empty: none); compiled by cj-balancer, the one process
+    /// that captures (libpcap's compiler, see balancer/src/filter).
+    pub filter: String,
     /// CJ_FLOW_IDLE_TIMEOUT
     pub flow_idle_timeout: Duration,
     /// CJ_FLOW_ACTIVE_TIMEOUT

@@ -189,6 +189,7 @@ impl Raw {
         )? as u32;
         let afp_block_timeout = Duration::from_millis(self.get("CJ_AFP_BLOCK_TIMEOUT_MS").num(1, 60_000)?);
         let afp_promisc = self.get("CJ_AFP_PROMISC").choice(&[("yes", true), ("no", false)])?;
+        let filter = self.get("CJ_FILTER").value.trim().to_owned();
         let flow_idle_timeout = self.get("CJ_FLOW_IDLE_TIMEOUT").secs(1, 86_400)?;
         let idle = flow_idle_timeout.as_secs();
         let item = self.get("CJ_FLOW_ACTIVE_TIMEOUT");
@@ -242,6 +243,7 @@ impl Raw {
             afp_block_count,
             afp_block_timeout,
             afp_promisc,
+            filter,
             flow_idle_timeout,
             flow_active_timeout,
             flow_tcp_close_timeout,

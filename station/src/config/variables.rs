@@ -89,6 +89,12 @@ pub const VARIABLES: &[Variable] = &[
         "ms after which the kernel hands over a block that is not full (1..=60000)",
     ),
     var("CJ_AFP_PROMISC", "yes", "zbalance", "AF_PACKET interfaces in promiscuous mode: yes | no"),
+    var(
+        "CJ_FILTER",
+        "",
+        "zbalance",
+        "capture filter in tcpdump syntax (e.g. udp, not port 22); empty: every frame. Frames it rejects are never received",
+    ),
     var("CJ_COREBASE", "0", "detector", "first worker core"),
     var("CJ_CORECOUNT", "1", "detector", "worker count (1..=1024), one queue and one core each"),
     var("CJ_SKIP_CORE", "-1", "detector", "core the workers step over; -1 or empty: none"),

@@ -66,7 +66,7 @@ const STATS_EVERY: Duration = Duration::from_millis(100);
 const LINK_EVERY: Duration = Duration::from_secs(1);
 
 /// Ring geometry and socket options, from `CJ_AFP_*`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RingParams {
     /// Bytes per block (a power of two, at least a page).
     pub block_size: u32,
@@ -76,6 +76,8 @@ pub struct RingParams {
     pub block_timeout_ms: u32,
     /// Put the interfaces in promiscuous mode.
     pub promisc: bool,
+    /// `CJ_FILTER`'s program, attached in the kernel to every ring (empty: none).
+    pub filter: Vec<crate::filter::Insn>,
 }
 
 impl RingParams {
@@ -87,6 +89,7 @@ impl RingParams {
             block_count: c.afp_block_count,
             block_timeout_ms: c.afp_block_timeout.as_millis() as u32,
             promisc: c.afp_promisc,
+            filter: Vec::new(),
         }
     }
 
@@ -315,6 +318,15 @@ impl Ring {
                 hint: format!("; the ring is {mib:.1} MiB: lower CJ_AFP_BLOCK_COUNT"),
             }
         })?;
+        if !params.filter.is_empty() {
+            // Before bind: no frame the filter rejects ever reaches the ring.
+            sys::attach_filter(&fd, &params.filter).map_err(|cause| AfPacketError::Setup {
+                name: name.to_owned(),
+                call: "setsockopt(SO_ATTACH_FILTER)",
+                cause,
+                hint: "; the kernel refused CJ_FILTER's program".into(),
+            })?;
+        }
         let ring = Ring {
             name: name.to_owned(),
             ifindex,
@@ -412,8 +424,13 @@ impl AfPacketSource {
     ///
     /// # Errors
     /// As [`AfPacketSource::open`], and a bad `CJ_AFP_*` value.
-    pub fn open_configured(names: &[String], config: &StationConfig) -> Result<Self, AfPacketError> {
-        let source = Self::open(names, &RingParams::from_config(config))?;
+    pub fn open_configured(
+        names: &[String],
+        config: &StationConfig,
+        filter: &[crate::filter::Insn],
+    ) -> Result<Self, AfPacketError> {
+        let params = RingParams { filter: filter.to_vec(), ..RingParams::from_config(config) };
+        let source = Self::open(names, &params)?;
         // The detector maps `Frame::source` to interfaces (and so to containers) with this list.
         if let Err(e) = inventory::sources::write_sources(&config.cluster_dir(), &source.interfaces()) {
             station::cj_warn!(
@@ -467,7 +484,7 @@ impl AfPacketSource {
             pollfds,
             scratch: vec![0u8; params.block_size as usize + 4].into_boxed_slice(),
             next_ring: 0,
-            params: *params,
+            params: params.clone(),
             timestamps,
             errors: 0,
             last_stats: Instant::now(),
@@ -630,7 +647,8 @@ mod tests {
     use super::*;
     #[test]
     fn an_unknown_interface_is_one_line_naming_it() {
-        let params = RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 10, promisc: true };
+        let params =
+            RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 10, promisc: true, filter: Vec::new() };
         let e = AfPacketSource::open(&["cjt-nosuch0".to_owned()], &params).unwrap_err();
         assert_eq!(e.to_string(), "CJ_IFACE: no interface named cjt-nosuch0 (ip link shows the names)");
     }
@@ -662,7 +680,8 @@ mod tests {
             skip("needs root (CAP_NET_RAW) to open an AF_PACKET ring");
             return;
         }
-        let params = RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 5, promisc: false };
+        let params =
+            RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 5, promisc: false, filter: Vec::new() };
         let mut src = AfPacketSource::open(&["lo".to_owned()], &params).expect("ring on lo");
         assert!(!src.is_finite_offline());
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");

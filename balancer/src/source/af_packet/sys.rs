@@ -121,6 +121,20 @@ pub(super) fn set_packet_int(fd: &OwnedFd, opt: libc::c_int, value: libc::c_int)
     set_opt(fd, libc::SOL_PACKET, opt, &value)
 }
 
+/// `setsockopt(SOL_SOCKET, SO_ATTACH_FILTER)`: the kernel runs `program`
+/// (classic BPF) on every frame before it reaches the socket's ring.
+///
+/// # Errors
+/// The OS error (`EINVAL` for a program the kernel's checker refuses).
+pub(super) fn attach_filter(fd: &OwnedFd, program: &[crate::filter::Insn]) -> io::Result<()> {
+    // `struct sock_filter` and libpcap's `struct bpf_insn` have the same layout (Insn).
+    let insns: Vec<libc::sock_filter> =
+        program.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
+    let prog = libc::sock_fprog { len: insns.len() as u16, filter: insns.as_ptr().cast_mut() };
+    // The kernel copies the program during the call; `insns` outlives it.
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+}
+
 /// `setsockopt(SOL_PACKET, PACKET_RX_RING, req)`: the kernel allocates the ring.
 ///
 /// # Errors

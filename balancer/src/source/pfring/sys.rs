@@ -107,6 +107,14 @@ impl Ring {
         let _ = unsafe { ffi::pfring_set_socket_mode(self.0.as_ptr(), ffi::socket_mode::recv_only_mode) };
     }
 
+    /// `pfring_set_bpf_filter`: PF_RING's own capture filter (tcpdump syntax); its return code.
+    pub(super) fn set_bpf_filter(&mut self, expr: &CStr) -> i32 {
+        let mut text = expr.to_bytes_with_nul().to_vec();
+        // SAFETY: the ring is open; `text` is NUL-terminated and alive for the
+        // call (the library compiles it and keeps its own program).
+        unsafe { ffi::pfring_set_bpf_filter(self.0.as_ptr(), text.as_mut_ptr().cast()) }
+    }
+
     /// `pfring_enable_ring`: the documented step before `pfring_recv`; its return code.
     pub(super) fn enable(&mut self) -> i32 {
         // SAFETY: the ring is open; enabling it is the documented step before pfring_recv.
