@@ -48,24 +48,29 @@ fn app(cluster: &Cluster, out: &Path) -> Child {
     spawn(cmd)
 }
 
-#[test]
-fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth() {
+/// [`SIM`]'s truth and a cluster running it on one worker in hash mode 1, with
+/// records every second (CJ_REFRESH=1) and packet queues that hold the whole
+/// stream (nothing is dropped while a process is down), plus `vars`.
+fn sim_cluster(vars: &[(&str, &str)]) -> (sim::Truth, Cluster) {
     let spec: SimSpec = SIM.parse().expect("spec");
-    let truth = sim::truth(&spec);
     let iface = format!("sim:{SIM}");
-    // Records every second (CJ_REFRESH=1) into a 64-slot record queue: the app
-    // checkpoints every 32 records, so it is killed between checkpoints, with
-    // records read and not yet saved, as a crash would find it.
-    let cluster = Cluster::new(&[
-        ("CJ_IFACE", &iface),
+    let mut all = vec![
+        ("CJ_IFACE", iface.as_str()),
         ("ZBALANCE_HASH_MODE", "1"),
         ("CJ_CORECOUNT", "1"),
         ("CJ_REFRESH", "1"),
-        ("CJ_RECORD_QUEUE_SLOTS", "64"),
-        // While no app runs the detector waits for room in its record queue
-        // and the packet queue fills behind it: this one holds the whole stream.
         ("CJ_QUEUE_SLOTS", "32768"),
-    ]);
+    ];
+    all.extend_from_slice(vars);
+    (sim::truth(&spec), Cluster::new(&all))
+}
+
+#[test]
+fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth() {
+    // A 64-slot record queue: the app checkpoints every 32 records, so it is
+    // killed between checkpoints, with records read and not yet saved, as a
+    // crash would find it.
+    let (truth, cluster) = sim_cluster(&[("CJ_RECORD_QUEUE_SLOTS", "64")]);
     let out = tempfile::tempdir().expect("out dir");
     let checkpoint = out.path().join("checkpoint");
     let detector = spawn(cluster.command("cj-detector"));
@@ -116,18 +121,8 @@ fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth(
 
 #[test]
 fn a_detector_killed_mid_stream_loses_only_its_flows_and_the_identity_names_them() {
-    let spec: SimSpec = SIM.parse().expect("spec");
-    let truth = sim::truth(&spec);
-    let iface = format!("sim:{SIM}");
-    // Packet queues that hold the whole stream: nothing is dropped while no
-    // detector runs, so the only loss is the killed worker's table.
-    let cluster = Cluster::new(&[
-        ("CJ_IFACE", &iface),
-        ("ZBALANCE_HASH_MODE", "1"),
-        ("CJ_CORECOUNT", "1"),
-        ("CJ_REFRESH", "1"),
-        ("CJ_QUEUE_SLOTS", "32768"),
-    ]);
+    // Nothing is dropped while no detector runs: the only loss is the killed worker's table.
+    let (truth, cluster) = sim_cluster(&[]);
     let out = tempfile::tempdir().expect("out dir");
     let mut first = spawn(cluster.command("cj-detector"));
     let app = app(&cluster, out.path());
