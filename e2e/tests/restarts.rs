@@ -77,11 +77,16 @@ fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth(
     let mut first = app(&cluster, out.path());
     let balancer = spawn(cluster.command("cj-balancer"));
 
+    // Kill it once it has released record-queue slots: they are in its
+    // checkpoint and nowhere else (the queue will not give them again).
+    let rec = station::naming::set_record_queue_path(&cluster.cluster_dir(), 0, 0);
+    let released = || shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !checkpoint.exists() {
-        assert!(Instant::now() < deadline, "cj-app wrote no checkpoint within 60 s");
+    while released() == 0 {
+        assert!(Instant::now() < deadline, "cj-app released no record-queue slot within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(checkpoint.exists(), "slots were released with no checkpoint written");
     wait_health(&cluster, "cj-app", true);
     first.kill().expect("SIGKILL the first cj-app");
     let first = first.wait_with_output().expect("first cj-app");
