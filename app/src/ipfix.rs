@@ -29,15 +29,17 @@
 //! (the record's first and last packet), tcpControlBits(6, 2 bytes),
 //! vlanId(58, the outer VLAN), ingressInterface(10, 4 bytes: the capture
 //! source's index, as `sources` in the cluster directory lists them),
-//! flowEndReason(136), sourceMacAddress(56), destinationMacAddress(80).
-//! 66 bytes per IPv4 data record, 90 per IPv6 one.
+//! flowEndReason(136), sourceMacAddress(56), destinationMacAddress(80),
+//! interfaceName(82, 16 bytes).
+//! 82 bytes per IPv4 data record, 106 per IPv6 one.
 //!
-//! Container attribution is not exported: no standard element names a
-//! container, and enterprise-specific elements would need an enterprise
-//! number the project does not have (nfdump and pmacct would ignore them
-//! anyway). The containers are in `containers.csv`, `/metrics` and
-//! `cj-app query`; ingressInterface names the capture interface (for a
-//! container's veth, its container).
+//! Container attribution goes out as the standard interface name element, not
+//! as enterprise-specific ones: interfaceName(82) carries the host-side veth
+//! of the sending end's container (NUL-padded, all zero when the sender is in
+//! no container), which `cj-detector --inventory` and `containers.csv` map to
+//! the container's name and id. No enterprise number is declared (the
+//! project has none, and nfdump and pmacct would drop such elements).
+//! ingressInterface is the capture source's index.
 //!
 //! Why by hand: on docs.rs, `ipfix` (0.1.1, nom 2) and `ipfix-parser` only
 //! parse; `rustflow_export` is an application's exporter built on its own
@@ -179,7 +181,7 @@ pub fn frame(protocol: Protocol, body: &[u8], h: Header) -> Vec<u8> {
 const SET_HEADER_LEN: usize = 4;
 
 /// (element id, length) of the IPv4 template's fields, in order.
-const FIELDS_V4: [(u16, u16); 15] = [
+const FIELDS_V4: [(u16, u16); 16] = [
     (8, 4),
     (12, 4),
     (7, 2),
@@ -195,10 +197,11 @@ const FIELDS_V4: [(u16, u16); 15] = [
     (136, 1),
     (56, 6),
     (80, 6),
+    (82, 16),
 ];
 
 /// The IPv6 template's fields: the IPv4 ones with IPv6 addresses.
-const FIELDS_V6: [(u16, u16); 15] = {
+const FIELDS_V6: [(u16, u16); 16] = {
     let mut f = FIELDS_V4;
     f[0] = (27, 16);
     f[1] = (28, 16);
@@ -220,7 +223,7 @@ pub const RECORD_LEN_V4: usize = record_len(&FIELDS_V4);
 /// Bytes of one IPv6 data record.
 pub const RECORD_LEN_V6: usize = record_len(&FIELDS_V6);
 
-const _: () = assert!(RECORD_LEN_V4 == 66 && RECORD_LEN_V6 == 90);
+const _: () = assert!(RECORD_LEN_V4 == 82 && RECORD_LEN_V6 == 106);
 
 /// One direction of a flow record, as one IPFIX data record carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +260,9 @@ pub struct DirRecord {
     pub src_mac: [u8; 6],
     /// Receiving side's MAC.
     pub dst_mac: [u8; 6],
+    /// interfaceName: the host-side veth of the sending end's container
+    /// (NUL-padded; all zero when the sender is in no container).
+    pub src_veth: [u8; 16],
 }
 
 impl DirRecord {
@@ -269,6 +275,8 @@ impl DirRecord {
             } else {
                 (r.addr_b, r.addr_a, r.port_b, r.port_a, r.mac_b, r.mac_a)
             };
+            let sender = &r.ctr[d];
+            let src_veth = if sender.is_some() { sender.veth } else { [0; 16] };
             DirRecord {
                 v6: r.ip_version == 6,
                 src,
@@ -286,6 +294,7 @@ impl DirRecord {
                 end_reason: r.end_reason,
                 src_mac: sm,
                 dst_mac: dm,
+                src_veth,
             }
         })
     }
@@ -326,6 +335,7 @@ impl DirRecord {
         out.push(self.end_reason);
         out.extend_from_slice(&self.src_mac);
         out.extend_from_slice(&self.dst_mac);
+        out.extend_from_slice(&self.src_veth);
     }
 }
 
@@ -754,25 +764,25 @@ mod tests {
     #[test]
     fn the_template_message_has_the_rfc_7011_layout_byte_for_byte() {
         let m = template_message(0x6553_f100, 5, 9);
-        assert_eq!(m.len(), 16 + 4 + 2 * (4 + 15 * 4));
-        assert_eq!(&m[..16], &[0, 10, 0, 148, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 5, 0, 0, 0, 9]);
-        // Template set (id 2, length 132), template 256 with 15 fields, first sourceIPv4Address/4.
-        assert_eq!(&m[16..28], &[0, 2, 0, 132, 1, 0, 0, 15, 0, 8, 0, 4]);
-        // Template 257 starts after 256's 64 bytes with sourceIPv6Address/16, destinationIPv6Address/16.
-        assert_eq!(&m[84..96], &[1, 1, 0, 15, 0, 27, 0, 16, 0, 28, 0, 16]);
-        // The last field: destinationMacAddress(80)/6.
-        assert_eq!(&m[m.len() - 4..], &[0, 80, 0, 6]);
+        assert_eq!(m.len(), 16 + 4 + 2 * (4 + 16 * 4));
+        assert_eq!(&m[..16], &[0, 10, 0, 156, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 5, 0, 0, 0, 9]);
+        // Template set (id 2, length 140), template 256 with 16 fields, first sourceIPv4Address/4.
+        assert_eq!(&m[16..28], &[0, 2, 0, 140, 1, 0, 0, 16, 0, 8, 0, 4]);
+        // Template 257 starts after 256's 68 bytes with sourceIPv6Address/16, destinationIPv6Address/16.
+        assert_eq!(&m[88..100], &[1, 1, 0, 16, 0, 27, 0, 16, 0, 28, 0, 16]);
+        // The last fields: destinationMacAddress(80)/6, interfaceName(82)/16.
+        assert_eq!(&m[m.len() - 8..], &[0, 80, 0, 6, 0, 82, 0, 16]);
     }
 
     #[test]
     fn the_netflow_v9_template_packet_has_the_rfc_3954_layout_byte_for_byte() {
         let h = Header { export_time: 0x6553_f100, seq: 5, domain: 9, uptime_ms: 1234, count: 2 };
         let m = frame(Protocol::NetflowV9, &template_body(Protocol::NetflowV9), h);
-        assert_eq!(m.len(), 20 + 4 + 2 * (4 + 15 * 4));
+        assert_eq!(m.len(), 20 + 4 + 2 * (4 + 16 * 4));
         // Version 9, count 2, sysUptime, UNIX seconds, sequence, source id.
         assert_eq!(&m[..20], &[0, 9, 0, 2, 0, 0, 4, 210, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 5, 0, 0, 0, 9]);
-        // Template FlowSet (id 0, length 132), template 256 with 15 fields; the rest as IPFIX's.
-        assert_eq!(&m[20..32], &[0, 0, 0, 132, 1, 0, 0, 15, 0, 8, 0, 4]);
+        // Template FlowSet (id 0, length 140), template 256 with 16 fields; the rest as IPFIX's.
+        assert_eq!(&m[20..32], &[0, 0, 0, 140, 1, 0, 0, 16, 0, 8, 0, 4]);
         assert_eq!(&m[24..], &template_message(0, 0, 0)[20..]);
     }
 
@@ -799,6 +809,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sending_ends_container_veth_goes_out_as_interface_name() {
+        let mut r = record(false, 2, 1);
+        r.ctr[1].by = station::record::AttributedBy::Interface as u8;
+        r.ctr[1].veth[..9].copy_from_slice(b"veth12abc");
+        let ds: Vec<_> = DirRecord::of(&r).collect();
+        assert_eq!(ds[0].src_veth, [0; 16], "side a is in no container");
+        assert_eq!(&ds[1].src_veth[..10], b"veth12abc\0");
+    }
+
+    #[test]
     fn a_data_record_encodes_every_field_in_template_order() {
         let d = DirRecord::of(&record(false, 3, 0)).next().unwrap();
         let mut b = Vec::new();
@@ -810,7 +830,9 @@ mod tests {
         assert_eq!(be64(&b, 29), 1_700_000_000_123);
         assert_eq!(be64(&b, 37), 1_700_000_001_000);
         assert_eq!((be16(&b, 45), be16(&b, 47), be32(&b, 49), b[53]), (0, 7, 3, 1));
-        assert_eq!(&b[54..], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        assert_eq!(&b[54..66], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        // No container on the sending side: an empty interfaceName.
+        assert_eq!(&b[66..], &[0; 16]);
         let d6 = DirRecord::of(&record(true, 1, 0)).next().unwrap();
         let mut b6 = Vec::new();
         d6.encode(&mut b6);
