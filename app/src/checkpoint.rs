@@ -24,10 +24,11 @@
 //!   layout; a queue re-created or read by someone else since; a damaged or
 //!   unsafe file) stops cj-app with a one-line error naming the fix: the totals
 //!   it holds are neither overwritten nor silently ignored.
-//! - The file is opened without following a symbolic link, must be a regular
-//!   file owned by this user and writable by no one else, and is decoded with
-//!   its own length as the limit: a damaged file cannot make cj-app allocate
-//!   without bound.
+//! - The file is written with mode 0600 and opened with the station's checked
+//!   open (`shmq::files::open_checked`: no symbolic link followed, a regular
+//!   file of this user or root, nothing for others), and decoded with its own
+//!   length as the limit: a damaged file cannot make cj-app allocate without
+//!   bound.
 //!
 //! Not guaranteed:
 //! - IPFIX export is at least once across a crash: records read after the last
@@ -40,9 +41,7 @@
 //!   (in memory, under CJ_SHM_DIR) do not survive one either; a checkpoint
 //!   whose queues were re-created is refused, as above.
 
-use std::fs::File;
 use std::io::Read as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +53,9 @@ use crate::settings::Primitives;
 
 /// The file name, in the output directory.
 pub const FILE_NAME: &str = "checkpoint";
+
+/// The file's mode: the accounts are the station's own business.
+const MODE: u32 = 0o600;
 
 /// The first bytes of the file: what it is, and the encoding's version.
 const MAGIC: &[u8; 16] = b"cj-app ckpt v1\n\0";
@@ -145,7 +147,7 @@ pub fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts
     bincode::serialize_into(&mut bytes, &body).map_err(|e| err(e.to_string()))?;
     // Not fsynced: a power loss also loses the record queues (in memory), so a
     // synced checkpoint could not be continued anyway; atomic for processes is what counts.
-    shmq::files::write_atomic_unsynced(path, &bytes, crate::sinks::OUT_FILE_MODE).map_err(|e| err(e.to_string()))
+    shmq::files::write_atomic_unsynced(path, &bytes, MODE).map_err(|e| err(e.to_string()))
 }
 
 /// Loads the checkpoint at `path`, or `None` when there is none.
@@ -155,12 +157,14 @@ pub fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts
 /// unreadable, damaged, or made by a configuration other than `fit`.
 pub fn load(path: &Path, fit: &Fit) -> Result<Option<Loaded>, CheckpointError> {
     let unusable = |reason: String| CheckpointError::Unusable { path: path.to_path_buf(), reason };
-    let file = match open_checked(path) {
-        Ok(f) => f,
+    match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unusable(e.to_string())),
-    };
-    let len = file.metadata().map_err(|e| unusable(e.to_string()))?.len();
+        _ => {}
+    }
+    // The station's checked open: no link followed, a regular file of this
+    // user's (or root's), closed to others.
+    let (file, len) =
+        shmq::files::open_checked(path, shmq::files::Access::Write).map_err(|e| unusable(e.to_string()))?;
     let mut bytes = Vec::new();
     // The length just checked bounds the read (a file that grows meanwhile is cut there).
     file.take(len).read_to_end(&mut bytes).map_err(|e| unusable(e.to_string()))?;
@@ -215,35 +219,6 @@ fn check_fit(path: &Path, saved: &Fit, now: &Fit) -> Result<(), CheckpointError>
         return misfit("container_logs", saved.container_logs.to_string(), now.container_logs.to_string());
     }
     Ok(())
-}
-
-/// Opens `path` for reading without following a symbolic link or blocking on
-/// a FIFO, and checks that it is a regular file owned by this user that no one
-/// else can write.
-fn open_checked(path: &Path) -> std::io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(nix::libc::ELOOP) {
-                std::io::Error::other("it is a symbolic link, which is never followed")
-            } else {
-                e
-            }
-        })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(std::io::Error::other(format!("owned by uid {}, not by this user (uid {me})", meta.uid())));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(format!("mode {:o} lets others write it", meta.mode() & 0o777)));
-    }
-    Ok(file)
 }
 
 /// What this build and configuration need of a checkpoint.
@@ -344,6 +319,6 @@ mod tests {
         // Writable by others.
         std::fs::write(&p, &good).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-        assert!(load(&p, &fit()).unwrap_err().to_string().contains("lets others write"));
+        assert!(load(&p, &fit()).unwrap_err().to_string().contains("open to every user"));
     }
 }

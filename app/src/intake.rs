@@ -215,7 +215,7 @@ impl Intake {
     /// released: the caller should save and [`Intake::release_all`] now, before
     /// its producer has to wait for room.
     pub fn should_release(&self) -> bool {
-        self.sources.iter().any(|s| s.consumer.unreleased() >= s.consumer.stats().capacity / 2)
+        self.sources.iter().any(|s| s.consumer.unreleased() >= s.consumer.capacity() / 2)
     }
 
     /// Whether some queue has records popped and not released.

@@ -491,12 +491,7 @@ pub fn destinations(cfg: &StationConfig) -> Result<Vec<(String, SocketAddr, Prot
 
 fn parse(raw: &str, origin: &str) -> Result<Vec<(String, SocketAddr, Protocol)>, ConfigError> {
     let value = raw.trim();
-    let err = |expected: String| ConfigError {
-        var: VAR.to_owned(),
-        value: value.to_owned(),
-        origin: origin.to_owned(),
-        expected,
-    };
+    let err = |expected: String| ConfigError::new(VAR, value, origin, expected);
     const FORM: &str = "ipfix://HOST:PORT or netflow9://HOST:PORT, several separated by commas (HOST a name, an \
                         IPv4 address or [IPv6], PORT 1..=65535), or empty for no export";
     let mut out = Vec::new();
@@ -533,11 +528,13 @@ impl Exporter {
         }
         let mut collectors = Vec::new();
         for (url, addr, protocol) in dests {
-            let socket = open(addr).map_err(|e| ConfigError {
-                var: VAR.to_owned(),
-                value: cfg.export.clone(),
-                origin: cfg.origin(VAR).to_owned(),
-                expected: format!("a destination this host can send UDP to; {url}: {e}"),
+            let socket = open(addr).map_err(|e| {
+                ConfigError::new(
+                    VAR,
+                    &cfg.export,
+                    cfg.origin(VAR),
+                    format!("a destination this host can send UDP to; {url}: {e}"),
+                )
             })?;
             collectors.push(Collector {
                 url,

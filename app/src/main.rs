@@ -430,7 +430,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     )
     .map_err(AppError::StatsPage)?;
     let mut beat = Beat { page, last: None };
-    beat.renew(accounts.totals().records, 0);
+    beat.renew(&accounts, 0);
     let mut notifier = station::notify::Notifier::from_env("cj-app");
     notifier.ready(&started_line);
     let mut run = Run {
@@ -452,7 +452,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let (complete, drained) = loop {
         // Each pass drained the record queues (or found them empty): progress for the watchdog.
         notifier.alive();
-        beat.renew(run.accounts.totals().records, 0);
+        beat.renew(&run.accounts, 0);
         control.answer_pending(|ask| run.answer(ask));
         if stop.load(Ordering::Relaxed) {
             station::cj_info!("cj-app: stopping: draining what is queued");
@@ -522,7 +522,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     }
     let id = run.identity(complete, drained);
     beat.identity(id.status);
-    beat.renew(run.accounts.totals().records, if complete { 1 } else { 2 });
+    beat.renew(&run.accounts, if complete { 1 } else { 2 });
     print!("{text}");
     if id.status == "broken" {
         // Exact counts are the product: a difference no term explains is a failure, not a note.
@@ -539,14 +539,14 @@ struct Beat {
 
 impl Beat {
     /// Writes the heartbeat, the records and the end mark (0, or 1 / 2 at the end: always written).
-    fn renew(&mut self, records: u64, ended: u64) {
+    fn renew(&mut self, accounts: &Accounts, ended: u64) {
         use station::naming::app_counter;
         let now = Instant::now();
         if ended == 0 && self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(100)) {
             return;
         }
         self.last = Some(now);
-        self.page.set(app_counter::RECORDS, records);
+        self.page.set(app_counter::RECORDS, accounts.totals().records);
         self.page.set(app_counter::ENDED, ended);
         self.page.set(app_counter::HEARTBEAT_MS, station::naming::heartbeat_ms());
     }

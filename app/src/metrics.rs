@@ -116,12 +116,7 @@ pub fn listen_addr(cfg: &StationConfig) -> Result<Option<SocketAddr>, ConfigErro
 
 fn parse_addr(raw: &str, origin: &str) -> Result<Option<SocketAddr>, ConfigError> {
     let value = raw.trim();
-    let err = |expected: String| ConfigError {
-        var: VAR.to_owned(),
-        value: value.to_owned(),
-        origin: origin.to_owned(),
-        expected,
-    };
+    let err = |expected: String| ConfigError::new(VAR, value, origin, expected);
     const FORMS: &str = "PORT, 127.0.0.1:PORT, [::1]:PORT, localhost:PORT or public:ADDR:PORT (port 0..=65535), \
                          or empty for no metrics endpoint";
     if value.is_empty() {

@@ -90,6 +90,11 @@ impl Consumer {
         self.hold = true;
     }
 
+    /// Slots of the queue.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
     /// Messages popped but not yet released.
     pub fn unreleased(&self) -> u64 {
         self.head.wrapping_sub(self.released)

@@ -94,7 +94,8 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn new(var: &str, value: &str, origin: &str, expected: impl Into<String>) -> Self {
+    /// The error for `var`=`value` (from `origin`), which should have been `expected`.
+    pub fn new(var: &str, value: &str, origin: &str, expected: impl Into<String>) -> Self {
         Self { var: var.to_owned(), value: value.to_owned(), origin: origin.to_owned(), expected: expected.into() }
     }
 }
