@@ -22,7 +22,9 @@
 //!   with [`EndReason::EndOfFlow`]. Expiry is checked lazily when a packet of
 //!   the flow arrives (so record boundaries depend only on the clock, not on
 //!   when [`FlowTable::expire`] runs) and by [`FlowTable::expire`], which
-//!   costs O(expired): it walks the two LRU lists from their oldest end.
+//!   ends every flow past its timeout, oldest first, and costs O(expired)
+//!   plus the flows it moves in its timer wheels ([`crate::flow_slab`]): a
+//!   packet only writes its flow's `seen_ns`, no list is relinked per packet.
 //! - Active timeout: when a packet arrives `active_ns` or more after the
 //!   current part started, the part so far is emitted
 //!   ([`EndReason::ActiveTimeout`]) and the entry restarts its counters; the
@@ -37,16 +39,23 @@
 //!   [`FLAG_SEEN_B`] for the directions that had packets in any part, so a
 //!   flow's last record may carry no packet and still say which directions
 //!   the flow had.
-//! - Full table: the least recently seen flow (oldest of both lists) is emitted
+//! - Full table: the least recently seen flow (of both lists) is emitted
 //!   with [`EndReason::LackOfResources`] and counted in
-//!   [`TableStats::evicted`]; the new flow then takes its place.
-//! - Memory: entries live in a slab (see [`crate::lru_slab`]); `limit` entries at
+//!   [`TableStats::evicted`]; the new flow then takes its place. Exactly the
+//!   least recently seen when at most [`crate::flow_slab::EVICT_SCAN`] (16)
+//!   flows were last seen in the oldest bucket of its timer wheel (about
+//!   1/4096 of the timeout wide, at least 2^20 ns), else one seen less than a
+//!   bucket's width after it ([`crate::flow_slab`]).
+//! - Memory: entries live in a slab (see [`crate::flow_slab`]); `limit` entries at
 //!   most, `min(limit, 65536)` reserved up front, growth by doubling. One entry
-//!   is [`FLOW_ENTRY_BYTES`] (176) bytes in the slab plus 5 to 12 bytes of
-//!   index (a `u32` and a control byte per bucket, load factor up to 7/8):
-//!   about 185 bytes per flow, so a table grown to the default
-//!   CJ_FLOW_TABLE_SIZE of 1 M flows takes about 190 MB (11 MB reserved at start).
-//!   Nothing is allocated per packet once the table has grown.
+//!   is [`FLOW_ENTRY_BYTES`] (152) bytes: a 128-byte hot part (key, packet
+//!   times, counters, clocks: two cache lines, 64-byte aligned), 16 cold
+//!   bytes (MACs, attribution) and 8 bytes of wheel links; the index adds 8
+//!   bytes per flow of room (a `u32` per slot, at least twice as many slots
+//!   as room) and the wheels 32 KiB: 160 bytes per flow of room, so a table
+//!   grown to the default CJ_FLOW_TABLE_SIZE of 1 M flows takes about 168 MB
+//!   (10.5 MB reserved at start). Nothing is allocated per packet once the
+//!   table has grown.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
 //!   the accounting ([`crate::fragments`]) gives them their datagram's ports
 //!   before they reach the table (or ports 0 when it never learns them), and
@@ -82,7 +91,7 @@ use wire::ethernet::EtherType;
 use wire::tcp::flags as tcp_flags;
 use wire::{ip_proto, Direction, FlowKey, Fragment, PacketSummary};
 
-use crate::lru_slab::LruSlab;
+use crate::flow_slab::{mix_words, SlabEntry, WheelSlab};
 use crate::record_sink::RecordSink;
 
 /// Slab entries reserved up front at most.
@@ -236,29 +245,47 @@ pub fn attribute(
     (src, dst)
 }
 
-/// One flow (part) in the table. Counters are by key side: index 0 counts
-/// packets sent by the key's `lo` side, 1 by its `hi` side.
+/// The hot part of one flow (part) in the table: its key, the state a packet
+/// reads and writes, and the counters, in two cache lines (the entry is
+/// 64-byte aligned). Counters are by key side: index 0 counts packets sent by
+/// the key's `lo` side, 1 by its `hi` side. The first line holds what a
+/// lookup compares and the packet times, the second the counters and clocks.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Flow {
-    counters: [DirCounters; 2],
+    key: FlowKey,
+    /// `PacketMeta::source` of the table key.
+    source: u8,
+    /// The timeout list ([`OPEN`], [`CLOSING`], or [`crate::flow_slab::FREE`]).
+    list: u8,
+    /// TCP and export state: `FIN_A` / `FIN_B` (FIN seen from key side 0 / 1),
+    /// `RST`, `EXPORTED_A << side` (the key side sent packets in an
+    /// earlier, already exported part).
+    state: u8,
+    /// [`INITIATOR_HI`], the decision ([`DECIDED_SHIFT`]), [`FRAGMENTS`],
+    /// [`MAC_FROM_SRC`] `<< side`.
+    bits: u8,
+    /// TCP flags ORed, by key side.
+    tcp_flags: [u8; 2],
     first_ns: u64,
     last_ns: u64,
-    /// Clock when the flow was last seen (orders the LRU lists).
+    packets: [u64; 2],
+    ip_bytes: [u64; 2],
+    frame_bytes: [u64; 2],
+    /// Clock when the flow was last seen (its timeouts and eviction order).
     seen_ns: u64,
     /// Clock when the current part started (active timeout).
     started_ns: u64,
+}
+
+/// The cold part of a flow: read when the flow starts and when a record is
+/// written, and written when a side's MAC is first learnt from a frame it sent.
+/// (The decapsulation branch's 4-byte tunnel-endpoint id goes here: it is
+/// set when the flow is created and read for its records; the hot part has
+/// no spare byte.)
+#[derive(Clone, Copy, Debug)]
+struct Cold {
     mac: [[u8; 6]; 2],
-    /// The side's MAC came from a frame it sent (not from a destination field).
-    mac_from_src: [bool; 2],
-    /// TCP and export state: `FIN_A` / `FIN_B` (FIN seen from key side 0 / 1),
-    /// `RST`, `EXPORTED_A << side` (the key side sent packets in an
-    /// earlier, already exported part). One byte, so that an entry stays in 176.
-    state: u8,
-    /// The initiator is the key's `hi` side.
-    initiator_hi: bool,
-    /// 0: by first packet, 1: by SYN-ACK, 2: by SYN.
-    decided: u8,
-    fragments: bool,
     /// Containers by key side (see [`attribute`]).
     ctr: [Attribution; 2],
 }
@@ -272,16 +299,87 @@ const RST: u8 = 4;
 /// [`Flow`] state bit: key side 0 had packets in an exported part (side 1: `EXPORTED_A << 1`).
 const EXPORTED_A: u8 = 8;
 
-/// Bytes of one slab entry (key, counters, links).
-pub const FLOW_ENTRY_BYTES: usize = LruSlab::<TableKey, Flow, 2>::ENTRY_BYTES;
+/// [`Flow`] bit: the initiator is the key's `hi` side.
+const INITIATOR_HI: u8 = 1;
+/// [`Flow`] bits 1-2: how the initiator was decided: 0 by first packet, 1 by SYN-ACK, 2 by SYN.
+const DECIDED_SHIFT: u8 = 1;
+const DECIDED_MASK: u8 = 3 << DECIDED_SHIFT;
+/// [`Flow`] bit: the part counts later fragments.
+const FRAGMENTS: u8 = 8;
+/// [`Flow`] bit: key side 0's MAC came from a frame it sent, not from a
+/// destination field (side 1: `MAC_FROM_SRC << 1`).
+const MAC_FROM_SRC: u8 = 16;
 
-const _: () = assert!(FLOW_ENTRY_BYTES <= 176, "the module docs promise 176 bytes per slab entry");
+/// Bytes of one flow's entry: hot part, cold part and wheel links (the
+/// index adds 8 to 16 bytes per flow of room: see the module docs).
+pub const FLOW_ENTRY_BYTES: usize = FlowSlab::ENTRY_BYTES;
+
+const _: () = assert!(size_of::<Flow>() == 128, "the hot part is two cache lines");
+const _: () = assert!(std::mem::offset_of!(Flow, first_ns) == 48 && std::mem::offset_of!(Flow, packets) == 64);
+const _: () = assert!(FLOW_ENTRY_BYTES <= 152, "the module docs promise 152 bytes per slab entry");
+
+impl SlabEntry for Flow {
+    type Key = TableKey;
+
+    #[inline]
+    fn matches(&self, key: &TableKey) -> bool {
+        self.key == key.key && self.source == key.source
+    }
+
+    #[inline]
+    fn key(&self) -> TableKey {
+        TableKey { key: self.key, source: self.source }
+    }
+
+    #[inline]
+    fn hash_with(seed: u64, k: &TableKey) -> u64 {
+        let w = |b: &[u8; 16], at: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(x)
+        };
+        let key = &k.key;
+        let rest = u64::from(key.port_lo)
+            | u64::from(key.port_hi) << 16
+            | u64::from(key.proto) << 32
+            | u64::from(key.ip_version) << 40
+            | u64::from(k.source) << 48;
+        let vlans = u64::from(key.vlan) | u64::from(key.vlan_inner) << 16;
+        mix_words(seed, &[w(&key.addr_lo, 0), w(&key.addr_lo, 8), w(&key.addr_hi, 0), w(&key.addr_hi, 8), rest, vlans])
+    }
+
+    #[inline]
+    fn seen_ns(&self) -> u64 {
+        self.seen_ns
+    }
+
+    #[inline]
+    fn list(&self) -> u8 {
+        self.list
+    }
+
+    #[inline]
+    fn set_list(&mut self, list: u8) {
+        self.list = list;
+    }
+}
+
+/// The flow table's store: flows on the open and the closing list.
+type FlowSlab = WheelSlab<Flow, Cold, 2>;
 
 impl Flow {
-    fn new(s: &PacketSummary, side: usize, ts_ns: u64, now_ns: u64, snap: &Snapshot, source: u8) -> Self {
+    fn new(
+        tk: &TableKey,
+        s: &PacketSummary,
+        side: usize,
+        ts_ns: u64,
+        now_ns: u64,
+        snap: &Snapshot,
+        list: u8,
+    ) -> (Self, Cold) {
         let (by_sender, by_receiver) = attribute(
             snap,
-            source,
+            tk.source,
             &s.src_mac,
             &s.dst_mac,
             ip_of(s.ip_version, &s.src).zip(ip_of(s.ip_version, &s.dst)),
@@ -292,48 +390,72 @@ impl Flow {
         let mut mac = [[0u8; 6]; 2];
         mac[side] = s.src_mac;
         mac[1 - side] = s.dst_mac;
-        let mut mac_from_src = [false; 2];
-        mac_from_src[side] = true;
-        Flow {
-            counters: [DirCounters::default(); 2],
+        let flow = Flow {
+            key: tk.key,
+            source: tk.source,
+            list,
+            state: 0,
+            bits: (MAC_FROM_SRC << side) | if side == 1 { INITIATOR_HI } else { 0 },
+            tcp_flags: [0; 2],
             first_ns: ts_ns,
             last_ns: ts_ns,
+            packets: [0; 2],
+            ip_bytes: [0; 2],
+            frame_bytes: [0; 2],
             seen_ns: now_ns,
             started_ns: now_ns,
-            mac,
-            mac_from_src,
-            state: 0,
-            initiator_hi: side == 1,
-            decided: 0,
-            fragments: false,
-            ctr,
+        };
+        (flow, Cold { mac, ctr })
+    }
+
+    #[inline]
+    fn initiator_hi(&self) -> bool {
+        self.bits & INITIATOR_HI != 0
+    }
+
+    #[inline]
+    fn decided(&self) -> u8 {
+        (self.bits & DECIDED_MASK) >> DECIDED_SHIFT
+    }
+
+    #[inline]
+    fn decide(&mut self, initiator_hi: bool, how: u8) {
+        self.bits = (self.bits & !(INITIATOR_HI | DECIDED_MASK))
+            | if initiator_hi { INITIATOR_HI } else { 0 }
+            | (how << DECIDED_SHIFT);
+    }
+
+    /// Learns key side `side`'s MAC from a frame it sent, once.
+    #[inline]
+    fn learn_mac(&mut self, cold: &mut Cold, side: usize, src_mac: [u8; 6]) {
+        if self.bits & (MAC_FROM_SRC << side) == 0 {
+            cold.mac[side] = src_mac;
+            self.bits |= MAC_FROM_SRC << side;
         }
     }
 
     /// Counts one packet sent by key side `side`.
     #[inline]
-    fn add(&mut self, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32, now_ns: u64) {
+    fn add(&mut self, cold: &mut Cold, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32, now_ns: u64) {
         let flags = if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 };
-        self.counters[side].add(s.ip_len, frame_len, flags);
+        self.packets[side] += 1;
+        self.ip_bytes[side] += u64::from(s.ip_len);
+        self.frame_bytes[side] += u64::from(frame_len);
+        self.tcp_flags[side] |= flags;
         self.first_ns = self.first_ns.min(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
         self.seen_ns = now_ns;
-        if !self.mac_from_src[side] {
-            self.mac[side] = s.src_mac;
-            self.mac_from_src[side] = true;
-        }
+        self.learn_mac(cold, side, s.src_mac);
         if s.fragment == Fragment::Later {
-            self.fragments = true;
+            self.bits |= FRAGMENTS;
         }
         if flags != 0 {
             let syn = flags & tcp_flags::SYN != 0;
             let ack = flags & tcp_flags::ACK != 0;
             if syn && !ack {
-                self.initiator_hi = side == 1;
-                self.decided = 2;
-            } else if syn && ack && self.decided < 1 {
-                self.initiator_hi = side == 0;
-                self.decided = 1;
+                self.decide(side == 1, 2);
+            } else if syn && ack && self.decided() < 1 {
+                self.decide(side == 0, 1);
             }
             if flags & tcp_flags::FIN != 0 {
                 self.state |= FIN_A << side;
@@ -346,19 +468,15 @@ impl Flow {
 
     /// Counts held later fragments sent by key side `side` (no TCP flags:
     /// fragments have none), `src_mac` the sender's MAC.
-    fn add_held(&mut self, held: &HeldCounts, side: usize, src_mac: [u8; 6], now_ns: u64) {
-        let c = &mut self.counters[side];
-        c.packets += held.packets;
-        c.ip_bytes += held.ip_bytes;
-        c.frame_bytes += held.frame_bytes;
+    fn add_held(&mut self, cold: &mut Cold, held: &HeldCounts, side: usize, src_mac: [u8; 6], now_ns: u64) {
+        self.packets[side] += held.packets;
+        self.ip_bytes[side] += held.ip_bytes;
+        self.frame_bytes[side] += held.frame_bytes;
         self.first_ns = self.first_ns.min(held.first_ns);
         self.last_ns = self.last_ns.max(held.last_ns);
         self.seen_ns = now_ns;
-        if !self.mac_from_src[side] {
-            self.mac[side] = src_mac;
-            self.mac_from_src[side] = true;
-        }
-        self.fragments = true;
+        self.learn_mac(cold, side, src_mac);
+        self.bits |= FRAGMENTS;
     }
 
     fn closing(&self) -> bool {
@@ -377,34 +495,47 @@ impl Flow {
     /// (first above last until one comes), the initiator, MACs and TCP state stay.
     fn export_part(&mut self, now_ns: u64) {
         for side in 0..2 {
-            if self.counters[side].packets > 0 {
+            if self.packets[side] > 0 {
                 self.state |= EXPORTED_A << side;
             }
         }
-        self.counters = [DirCounters::default(); 2];
+        self.packets = [0; 2];
+        self.ip_bytes = [0; 2];
+        self.frame_bytes = [0; 2];
+        self.tcp_flags = [0; 2];
         self.first_ns = u64::MAX;
         self.last_ns = 0;
         self.started_ns = now_ns;
-        self.fragments = false;
+        self.bits &= !FRAGMENTS;
     }
 
     fn has_packets(&self) -> bool {
-        self.counters[0].packets + self.counters[1].packets > 0
+        self.packets[0] + self.packets[1] > 0
     }
 
-    fn record(&self, tk: &TableKey, reason: EndReason, queue: u16, snap: &Snapshot) -> FlowRecord {
-        let key = &tk.key;
-        let (a, b) = if self.initiator_hi { (1, 0) } else { (0, 1) };
+    fn counters(&self, side: usize) -> DirCounters {
+        DirCounters {
+            packets: self.packets[side],
+            ip_bytes: self.ip_bytes[side],
+            frame_bytes: self.frame_bytes[side],
+            tcp_flags: self.tcp_flags[side],
+            ..Default::default()
+        }
+    }
+
+    fn record(&self, cold: &Cold, reason: EndReason, queue: u16, snap: &Snapshot) -> FlowRecord {
+        let key = &self.key;
+        let (a, b) = if self.initiator_hi() { (1, 0) } else { (0, 1) };
         let addr = [key.addr_lo, key.addr_hi];
         let port = [key.port_lo, key.port_hi];
         let mut flags = 0;
-        if self.decided > 0 {
+        if self.decided() > 0 {
             flags |= FLAG_INITIATOR_BY_SYN;
         }
-        if self.fragments {
+        if self.bits & FRAGMENTS != 0 {
             flags |= FLAG_FRAGMENTS;
         }
-        let seen = |side: usize| self.state & (EXPORTED_A << side) != 0 || self.counters[side].packets > 0;
+        let seen = |side: usize| self.state & (EXPORTED_A << side) != 0 || self.packets[side] > 0;
         if seen(a) {
             flags |= FLAG_SEEN_A;
         }
@@ -417,11 +548,11 @@ impl Flow {
             seq: 0,
             first_ns,
             last_ns,
-            dir: [self.counters[a], self.counters[b]],
+            dir: [self.counters(a), self.counters(b)],
             addr_a: addr[a],
             addr_b: addr[b],
-            mac_a: self.mac[a],
-            mac_b: self.mac[b],
+            mac_a: cold.mac[a],
+            mac_b: cold.mac[b],
             port_a: port[a],
             port_b: port[b],
             vlan: key.vlan,
@@ -433,9 +564,9 @@ impl Flow {
             proto: key.proto,
             end_reason: reason as u8,
             flags,
-            source: tk.source,
+            source: self.source,
             _pad: [0; 2],
-            ctr: [unpack(snap, self.ctr[a]), unpack(snap, self.ctr[b])],
+            ctr: [unpack(snap, cold.ctr[a]), unpack(snap, cold.ctr[b])],
         }
     }
 }
@@ -477,12 +608,14 @@ pub struct FrameTime {
 /// A worker's flow table. See the module docs for what it guarantees.
 #[derive(Debug)]
 pub struct FlowTable {
-    slab: LruSlab<TableKey, Flow, 2>,
+    slab: FlowSlab,
     cfg: TableConfig,
     stats: TableStats,
     snap: Arc<Snapshot>,
     /// Next slab slot [`FlowTable::refresh`] looks at.
     sweep: u32,
+    /// Entries found expired, reused by [`FlowTable::expire`] and [`FlowTable::flush`].
+    scratch: Vec<u32>,
 }
 
 impl FlowTable {
@@ -494,7 +627,17 @@ impl FlowTable {
     /// An empty table reserving `min(cfg.limit, reserve)` entries.
     pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
         let limit = cfg.limit.max(1) as usize;
-        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default(), snap: Arc::default(), sweep: 0 }
+        let mut timeouts = [0; 2];
+        timeouts[OPEN] = cfg.idle_ns;
+        timeouts[CLOSING] = cfg.close_ns;
+        Self {
+            slab: FlowSlab::new(limit, reserve, timeouts),
+            cfg,
+            stats: TableStats::default(),
+            snap: Arc::default(),
+            sweep: 0,
+            scratch: Vec::new(),
+        }
     }
 
     /// The inventory snapshot new flows are attributed with and records read
@@ -519,10 +662,10 @@ impl FlowTable {
         self.slab.len()
     }
 
-    /// Bytes the table holds now (slab and index; see [`LruSlab::memory_bytes`]),
-    /// the flows it has room for without growing, and the most flows it has
-    /// held at once (slab slots are reused before the slab grows, so its slot
-    /// count is that peak).
+    /// Bytes the table holds now (entries, index and wheels; see
+    /// [`WheelSlab::memory_bytes`]), the flows it has room for without
+    /// growing, and the most flows it has held at once (slab slots are reused
+    /// before the slab grows, so its slot count is that peak).
     pub fn memory(&self) -> (usize, usize, usize) {
         (self.slab.memory_bytes(), self.slab.capacity(), self.slab.slots() as usize)
     }
@@ -549,6 +692,7 @@ impl FlowTable {
 
     /// [`FlowTable::packet`] for a frame captured on source `source`.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn packet_from(
         &mut self,
         source: u8,
@@ -559,14 +703,47 @@ impl FlowTable {
         now_ns: u64,
         sink: &mut impl RecordSink,
     ) {
-        let FrameTime { ts_ns, wire_len: frame_len } = frame;
         let tk = TableKey { key: *key, source };
+        let hash = self.slab.hash_of(&tk);
+        self.packet_hashed(hash, &tk, s, dir, frame, now_ns, sink);
+    }
+
+    /// The hash of a table key, to prefetch its index slot
+    /// ([`FlowTable::prefetch`]) and count its packet later
+    /// ([`FlowTable::packet_hashed`]) without hashing twice.
+    #[inline]
+    pub fn hash_of(&self, key: &TableKey) -> u64 {
+        self.slab.hash_of(key)
+    }
+
+    /// The index slot a lookup of `hash` reads first: a reference the caller
+    /// can prefetch (a read that is not used hides the memory latency of the
+    /// lookup behind other work).
+    #[inline]
+    pub fn index_slot(&self, hash: u64) -> &u32 {
+        self.slab.index_slot(hash)
+    }
+
+    /// [`FlowTable::packet_from`] with the key's [`FlowTable::hash_of`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn packet_hashed(
+        &mut self,
+        hash: u64,
+        tk: &TableKey,
+        s: &PacketSummary,
+        dir: Direction,
+        frame: FrameTime,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        let FrameTime { ts_ns, wire_len: frame_len } = frame;
         let side = side_of(dir);
-        let i = self.entry_for(&tk, s, side, ts_ns, now_ns, sink);
-        let f = self.slab.get_mut(i);
-        f.add(s, side, ts_ns, frame_len, now_ns);
+        let i = self.entry_for(hash, tk, s, side, ts_ns, now_ns, sink);
+        let (f, cold) = self.slab.parts_mut(i);
+        f.add(cold, s, side, ts_ns, frame_len, now_ns);
         let list = if f.closing() { CLOSING } else { OPEN };
-        self.slab.touch(i, list);
+        self.slab.set_list(i, list);
     }
 
     /// Counts later fragments that were held back ([`crate::fragments`]) in
@@ -591,21 +768,24 @@ impl FlowTable {
         }
         let tk = TableKey { key: *key, source };
         let side = side_of(dir);
-        let i = self.entry_for(&tk, s, side, held.first_ns, now_ns, sink);
-        let f = self.slab.get_mut(i);
-        f.add_held(held, side, s.src_mac, now_ns);
+        let hash = self.slab.hash_of(&tk);
+        let i = self.entry_for(hash, &tk, s, side, held.first_ns, now_ns, sink);
+        let (f, cold) = self.slab.parts_mut(i);
+        f.add_held(cold, held, side, s.src_mac, now_ns);
         let list = if f.closing() { CLOSING } else { OPEN };
-        self.slab.touch(i, list);
+        self.slab.set_list(i, list);
     }
 
     /// The entry of `key` that a packet (summary `s`, sent by key side `side`,
     /// captured at `ts_ns`) counts in: ends the flow first when it timed out
     /// or a pure SYN restarts a closing one, emits the part so far on an
     /// active timeout, creates the flow (evicting the least recently seen
-    /// when full) when absent. The caller counts and touches.
+    /// when full) when absent. The caller counts and sets its list.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn entry_for(
         &mut self,
+        hash: u64,
         key: &TableKey,
         s: &PacketSummary,
         side: usize,
@@ -613,27 +793,27 @@ impl FlowTable {
         now_ns: u64,
         sink: &mut impl RecordSink,
     ) -> u32 {
-        let source = key.source;
         let queue = self.cfg.queue;
-        // One hashing of the key serves the lookup and, on a miss, the insert.
-        let hash = self.slab.hash_of(key);
         match self.slab.find_hashed(hash, key) {
             Some(i) => {
-                let closing_list = self.slab.list_of(i) == CLOSING;
+                let f = self.slab.get(i);
+                let closing_list = usize::from(f.list) == CLOSING;
                 let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
-                let f = self.slab.get_mut(i);
                 let pure_syn =
                     s.proto == ip_proto::TCP && s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
                 if now_ns.saturating_sub(f.seen_ns) >= timeout || (closing_list && pure_syn) {
                     // The old flow ended before this packet: report it, start anew.
                     let reason = if closing_list { EndReason::EndOfFlow } else { EndReason::IdleTimeout };
-                    sink.emit(f.record(key, reason, queue, &self.snap));
-                    *f = Flow::new(s, side, ts_ns, now_ns, &self.snap, source);
+                    let list = f.list;
+                    let (f, cold) = self.slab.parts_mut(i);
+                    sink.emit(f.record(cold, reason, queue, &self.snap));
+                    (*f, *cold) = Flow::new(key, s, side, ts_ns, now_ns, &self.snap, list);
                     self.stats.records += 1;
                     self.stats.expired += 1;
                     self.stats.new += 1;
                 } else if now_ns.saturating_sub(f.started_ns) >= self.cfg.active_ns {
-                    sink.emit(f.record(key, EndReason::ActiveTimeout, queue, &self.snap));
+                    let (f, cold) = self.slab.parts_mut(i);
+                    sink.emit(f.record(cold, EndReason::ActiveTimeout, queue, &self.snap));
                     f.restart_part(ts_ns, now_ns);
                     self.stats.records += 1;
                 }
@@ -643,9 +823,9 @@ impl FlowTable {
                 if self.slab.is_full() {
                     self.evict_one(sink);
                 }
-                let f = Flow::new(s, side, ts_ns, now_ns, &self.snap, source);
+                let (f, cold) = Flow::new(key, s, side, ts_ns, now_ns, &self.snap, OPEN as u8);
                 self.stats.new += 1;
-                match self.slab.insert_hashed(hash, *key, f, OPEN) {
+                match self.slab.insert_hashed(hash, f, cold, OPEN) {
                     Some(i) => i,
                     None => unreachable!("insert after eviction"),
                 }
@@ -653,7 +833,8 @@ impl FlowTable {
         }
     }
 
-    /// Emits and removes the least recently seen flow.
+    /// Emits and removes the flow to evict: the least recently seen of the
+    /// two lists' candidates ([`WheelSlab::oldest`]).
     #[cold]
     fn evict_one(&mut self, sink: &mut impl RecordSink) {
         let victim = match (self.slab.oldest(OPEN), self.slab.oldest(CLOSING)) {
@@ -668,8 +849,8 @@ impl FlowTable {
             (None, Some(c)) => c,
             (None, None) => return,
         };
-        let (key, f) = self.slab.remove(victim);
-        sink.emit(f.record(&key, EndReason::LackOfResources, self.cfg.queue, &self.snap));
+        let (f, cold) = self.slab.remove(victim);
+        sink.emit(f.record(&cold, EndReason::LackOfResources, self.cfg.queue, &self.snap));
         self.stats.records += 1;
         self.stats.evicted += 1;
     }
@@ -698,9 +879,8 @@ impl FlowTable {
             if !f.has_packets() || now_ns.saturating_sub(f.started_ns) < self.cfg.refresh_ns {
                 continue;
             }
-            let key = *self.slab.key(i);
-            let f = self.slab.get_mut(i);
-            sink.emit(f.record(&key, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
+            let (f, cold) = self.slab.parts_mut(i);
+            sink.emit(f.record(cold, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
             f.export_part(now_ns);
             n += 1;
         }
@@ -708,38 +888,44 @@ impl FlowTable {
         n
     }
 
-    /// Ends every flow whose timeout has passed at `now_ns`; O(expired).
-    /// Returns the number of flows ended.
+    /// Ends every flow whose timeout has passed at `now_ns`; O(expired) (see
+    /// [`crate::flow_slab`] for the flows it moves on the way). Returns the
+    /// number of flows ended.
     pub fn expire(&mut self, now_ns: u64, sink: &mut impl RecordSink) -> u64 {
         let mut n = 0;
-        for (list, timeout, reason) in
-            [(CLOSING, self.cfg.close_ns, EndReason::EndOfFlow), (OPEN, self.cfg.idle_ns, EndReason::IdleTimeout)]
-        {
-            while let Some(i) = self.slab.oldest(list) {
-                if now_ns.saturating_sub(self.slab.get(i).seen_ns) < timeout {
-                    break;
-                }
-                let (key, f) = self.slab.remove(i);
-                sink.emit(f.record(&key, reason, self.cfg.queue, &self.snap));
+        let mut found = std::mem::take(&mut self.scratch);
+        for (list, reason) in [(CLOSING, EndReason::EndOfFlow), (OPEN, EndReason::IdleTimeout)] {
+            found.clear();
+            self.slab.expired(list, now_ns, &mut found);
+            // Oldest first, as their records would have come one by one.
+            found.sort_unstable_by_key(|&i| (self.slab.get(i).seen_ns, i));
+            for &i in &found {
+                let (f, cold) = self.slab.remove(i);
+                sink.emit(f.record(&cold, reason, self.cfg.queue, &self.snap));
                 n += 1;
             }
         }
+        self.scratch = found;
         self.stats.records += n;
         self.stats.expired += n;
         n
     }
 
-    /// Ends every flow ([`EndReason::ForcedEnd`]), oldest first; the table is
-    /// empty afterwards. Returns the number of flows ended.
+    /// Ends every flow ([`EndReason::ForcedEnd`]), roughly oldest first; the
+    /// table is empty afterwards. Returns the number of flows ended.
     pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
         let mut n = 0;
+        let mut found = std::mem::take(&mut self.scratch);
         for list in [OPEN, CLOSING] {
-            while let Some(i) = self.slab.oldest(list) {
-                let (key, f) = self.slab.remove(i);
-                sink.emit(f.record(&key, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
+            found.clear();
+            self.slab.entries(list, &mut found);
+            for &i in &found {
+                let (f, cold) = self.slab.remove(i);
+                sink.emit(f.record(&cold, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
                 n += 1;
             }
         }
+        self.scratch = found;
         self.stats.records += n;
         self.stats.expired += n;
         n
@@ -1164,6 +1350,6 @@ pub(crate) mod tests {
 
     #[test]
     fn entry_size_is_what_the_docs_say() {
-        assert_eq!(FLOW_ENTRY_BYTES, 176);
+        assert_eq!(FLOW_ENTRY_BYTES, 152);
     }
 }

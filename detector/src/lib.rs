@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod divert;
 pub mod error;
+pub mod flow_slab;
 pub mod flow_table;
 pub mod fragments;
 pub mod lru_slab;

@@ -1,0 +1,676 @@
+//! The flow table's store: a slab of entries, a hand-written open-addressing
+//! index, and one coarse timer wheel per timeout list.
+//!
+//! This is the product's core (every packet a worker reads goes through it
+//! once), so it is written here rather than taken from a crate: a general
+//! hash map stores a key, a value and a control byte per bucket in separate
+//! arrays and cannot be told that an entry's key lives in the entry, nor be
+//! probed with the tag bits we keep; the intrusive LRU list it replaces
+//! ([`crate::lru_slab`]) wrote two neighbours' cache lines per packet.
+//!
+//! Guarantees:
+//! - Entries are named by `u32` slab indices that stay valid until the entry
+//!   is removed; removed slots are reused before the slab grows. Each entry has
+//!   a hot part `E` (read and written per packet, laid out by its type) and a
+//!   cold part `C` (read when a flow starts or ends), in two arrays.
+//! - The index is an array of `u32` slots, a power of two at least twice the
+//!   slab's room (load at most 1/2), linear probing: a slot holds the entry's
+//!   index and 5 bits of its hash, so a probe reads an entry only when those
+//!   bits match (31 of 32 mismatches cost no entry read). Removal shifts the
+//!   following slots back (no tombstones). Keys are hashed once per packet
+//!   with a per-table random seed ([`SlabEntry::hash_with`]).
+//! - [`WheelSlab::new`] reserves `min(limit, initial)` entries; the slab and
+//!   the index grow by doubling, never past `limit`. Once grown, nothing is
+//!   allocated by find / insert / remove / expiry.
+//! - Timeouts without per-packet list work: a packet only writes its entry's
+//!   `seen_ns`. Each live entry is on one of `L` lists, each a timer wheel of
+//!   buckets `G` nanoseconds wide (`G` a power of two, at least 2^20 ns,
+//!   about timeout / 4096), holding the entry in the bucket of some time
+//!   `K <= seen_ns`. [`WheelSlab::expired`] looks only at the buckets that
+//!   end at or before `now - timeout` (and the one that contains it): an
+//!   entry there is expired, or has been seen since and is moved to the bucket
+//!   of its `seen_ns` (a second chance; each move follows at least one
+//!   packet). So it finds **every** entry with `now - seen_ns >= timeout`, in
+//!   O(expired + moved + entries last seen in the bucket of `now - timeout`).
+//! - Eviction order ([`WheelSlab::oldest`]): after moving the entries seen
+//!   since they were placed, the oldest non-empty bucket holds the least
+//!   recently seen entries; of its first [`EVICT_SCAN`] entries the least
+//!   recently seen is returned. So the candidate is the least recently seen
+//!   entry of its list when that bucket holds at most [`EVICT_SCAN`] entries,
+//!   and otherwise one seen less than `G` after it. O(EVICT_SCAN + moved).
+//!
+//! Not guaranteed: any order among entries of different lists, or among
+//! entries of one bucket beyond the above.
+
+use std::hash::Hash;
+
+/// "No entry" in links and bucket heads.
+const NIL: u32 = u32::MAX;
+/// List tag of a free slot.
+pub const FREE: u8 = u8::MAX;
+/// `prev` of a bucket's first entry: this bit and the bucket's slot.
+const HEAD: u32 = 1 << 31;
+/// Index slots: entry index + 1 in the low bits, hash tag above.
+const IDX_BITS: u32 = 27;
+const IDX_MASK: u32 = (1 << IDX_BITS) - 1;
+/// Most entries a table can hold (indices + 1 must fit in [`IDX_BITS`]).
+pub const MAX_ENTRIES: usize = (1 << IDX_BITS) - 2;
+/// Most buckets of a wheel.
+const WHEEL_SLOTS_MAX: u64 = 4096;
+/// Narrowest bucket: 2^20 ns (about 1 ms).
+const MIN_SHIFT: u32 = 20;
+/// Entries of the oldest bucket an eviction compares at most.
+pub const EVICT_SCAN: usize = 16;
+
+/// What the slab needs of an entry's hot part.
+pub trait SlabEntry: Copy {
+    /// The lookup key.
+    type Key: Copy + Eq + Hash;
+    /// The entry's key equals `key`.
+    fn matches(&self, key: &Self::Key) -> bool;
+    /// The entry's key.
+    fn key(&self) -> Self::Key;
+    /// Hash of `key` under `seed` (a good 64-bit mix: the low bits place the
+    /// entry, the top 5 bits are its tag).
+    fn hash_with(seed: u64, key: &Self::Key) -> u64;
+    /// Clock when the entry was last seen (orders the wheels).
+    fn seen_ns(&self) -> u64;
+    /// The list tag ([`FREE`] for a free slot).
+    fn list(&self) -> u8;
+    /// Sets the list tag.
+    fn set_list(&mut self, list: u8);
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+/// One timeout list: buckets of `1 << shift` ns, a ring of `heads`.
+#[derive(Debug)]
+struct Wheel {
+    timeout: u64,
+    shift: u32,
+    heads: Vec<u32>,
+    /// Every entry is in a bucket at or after this one (absolute bucket number).
+    cursor: u64,
+    /// A lower bound of the oldest occupied bucket found by an eviction.
+    floor: u64,
+    len: usize,
+}
+
+impl Wheel {
+    fn new(timeout: u64) -> Self {
+        let mut shift = MIN_SHIFT;
+        while (timeout >> shift) + 3 > WHEEL_SLOTS_MAX {
+            shift += 1;
+        }
+        let n = ((timeout >> shift) + 3).next_power_of_two();
+        Self { timeout, shift, heads: vec![NIL; n as usize], cursor: 0, floor: 0, len: 0 }
+    }
+
+    #[inline]
+    fn slot(&self, bucket: u64) -> usize {
+        (bucket & (self.heads.len() as u64 - 1)) as usize
+    }
+
+    /// The bucket an entry last seen at `seen` belongs in (never before the cursor).
+    #[inline]
+    fn bucket_of(&self, seen: u64) -> u64 {
+        (seen >> self.shift).max(self.cursor)
+    }
+}
+
+/// Slab + open-addressing index + `L` timer wheels. See the module docs.
+#[derive(Debug)]
+pub struct WheelSlab<E: SlabEntry, C: Copy, const L: usize> {
+    hot: Vec<E>,
+    cold: Vec<C>,
+    links: Vec<Link>,
+    index: Vec<u32>,
+    mask: usize,
+    free: u32,
+    len: usize,
+    limit: usize,
+    seed: u64,
+    wheels: [Wheel; L],
+}
+
+impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
+    /// Bytes of one entry: hot and cold parts and links (not the index).
+    pub const ENTRY_BYTES: usize = size_of::<E>() + size_of::<C>() + size_of::<Link>();
+
+    /// A table of at most `limit` entries (clamped to [`MAX_ENTRIES`]), with
+    /// room for `min(limit, initial)` reserved now; list `l` expires entries
+    /// `timeouts[l]` ns after they were last seen.
+    ///
+    /// # Panics
+    /// If `limit` is zero or `L` is 0 or more than 254.
+    pub fn new(limit: usize, initial: usize, timeouts: [u64; L]) -> Self {
+        assert!(limit > 0, "table limit out of range");
+        assert!(L > 0 && L < FREE as usize, "list count out of range");
+        let limit = limit.min(MAX_ENTRIES);
+        let reserve = limit.min(initial).max(1);
+        let slots = (reserve * 2).next_power_of_two().max(16);
+        Self {
+            hot: Vec::with_capacity(reserve),
+            cold: Vec::with_capacity(reserve),
+            links: Vec::with_capacity(reserve),
+            index: vec![0; slots],
+            mask: slots - 1,
+            free: NIL,
+            len: 0,
+            limit,
+            seed: foldhash_seed(),
+            wheels: timeouts.map(Wheel::new),
+        }
+    }
+
+    /// Live entries.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No live entry.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Live entries on list `list`.
+    #[inline]
+    pub fn list_len(&self, list: usize) -> usize {
+        self.wheels[list].len
+    }
+
+    /// Entries the slab has room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.hot.capacity()
+    }
+
+    /// `len() == limit`: an insert would fail.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.len >= self.limit
+    }
+
+    /// Slots ever used (live or free): indices below this are valid for
+    /// [`Self::is_live`]; it never shrinks.
+    #[inline]
+    pub fn slots(&self) -> u32 {
+        self.hot.len() as u32
+    }
+
+    /// Whether slot `i` (below [`Self::slots`]) holds a live entry.
+    #[inline]
+    pub fn is_live(&self, i: u32) -> bool {
+        self.hot[i as usize].list() != FREE
+    }
+
+    /// The hash of `key`, for [`Self::find_hashed`] and [`Self::insert_hashed`].
+    #[inline]
+    pub fn hash_of(&self, key: &E::Key) -> u64 {
+        E::hash_with(self.seed, key)
+    }
+
+    /// The index slot `hash` starts probing at (to prefetch it).
+    #[inline]
+    pub fn index_slot(&self, hash: u64) -> &u32 {
+        &self.index[hash as usize & self.mask]
+    }
+
+    #[inline]
+    fn tag(hash: u64) -> u32 {
+        ((hash >> 59) as u32) << IDX_BITS
+    }
+
+    /// The entry with `key`, whose [`Self::hash_of`] is `hash`.
+    #[inline]
+    pub fn find_hashed(&self, hash: u64, key: &E::Key) -> Option<u32> {
+        let tag = Self::tag(hash);
+        let mut pos = hash as usize & self.mask;
+        loop {
+            let s = self.index[pos];
+            if s == 0 {
+                return None;
+            }
+            if s & !IDX_MASK == tag {
+                let i = (s & IDX_MASK) - 1;
+                if self.hot[i as usize].matches(key) {
+                    return Some(i);
+                }
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// The entry with `key`.
+    pub fn find(&self, key: &E::Key) -> Option<u32> {
+        self.find_hashed(self.hash_of(key), key)
+    }
+
+    /// Hot part of entry `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    #[inline]
+    pub fn get(&self, i: u32) -> &E {
+        &self.hot[i as usize]
+    }
+
+    /// Hot part of entry `i`, mutably (its key and list tag must not change).
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    #[inline]
+    pub fn get_mut(&mut self, i: u32) -> &mut E {
+        &mut self.hot[i as usize]
+    }
+
+    /// Cold part of entry `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    #[inline]
+    pub fn cold(&self, i: u32) -> &C {
+        &self.cold[i as usize]
+    }
+
+    /// Both parts of entry `i`, mutably (its key and list tag must not change).
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    #[inline]
+    pub fn parts_mut(&mut self, i: u32) -> (&mut E, &mut C) {
+        (&mut self.hot[i as usize], &mut self.cold[i as usize])
+    }
+
+    /// Inserts `hot` (whose key must not be present and must hash to `hash`)
+    /// and `cold` on list `list`; returns its index, or `None` when full.
+    ///
+    /// # Panics
+    /// If `list >= L`. Debug builds also check the hash and that the key is absent.
+    pub fn insert_hashed(&mut self, hash: u64, hot: E, cold: C, list: usize) -> Option<u32> {
+        debug_assert_eq!(hash, self.hash_of(&hot.key()), "hash of another key");
+        debug_assert!(self.find(&hot.key()).is_none(), "duplicate key");
+        if self.is_full() {
+            return None;
+        }
+        let link = Link { prev: NIL, next: NIL };
+        let i = if self.free != NIL {
+            let i = self.free;
+            self.free = self.links[i as usize].next;
+            self.hot[i as usize] = hot;
+            self.cold[i as usize] = cold;
+            self.links[i as usize] = link;
+            i
+        } else {
+            if self.hot.len() == self.hot.capacity() {
+                self.grow();
+            }
+            self.hot.push(hot);
+            self.cold.push(cold);
+            self.links.push(link);
+            (self.hot.len() - 1) as u32
+        };
+        self.index_insert(hash, i);
+        self.link(i, list);
+        self.len += 1;
+        Some(i)
+    }
+
+    /// Moves entry `i` to list `list` (placed by its `seen_ns`); nothing when
+    /// it is on that list already.
+    #[inline]
+    pub fn set_list(&mut self, i: u32, list: usize) {
+        if usize::from(self.hot[i as usize].list()) != list {
+            self.unlink(i);
+            self.link(i, list);
+        }
+    }
+
+    /// Removes entry `i`, returning its parts.
+    ///
+    /// # Panics
+    /// If `i` is not a live entry.
+    pub fn remove(&mut self, i: u32) -> (E, C) {
+        let hot = self.hot[i as usize];
+        assert!(hot.list() != FREE, "remove of a free slot");
+        self.index_remove(self.hash_of(&hot.key()), i);
+        self.unlink(i);
+        self.hot[i as usize].set_list(FREE);
+        self.links[i as usize] = Link { prev: NIL, next: self.free };
+        self.free = i;
+        self.len -= 1;
+        (hot, self.cold[i as usize])
+    }
+
+    /// Appends to `out` every entry of `list` not seen for the list's timeout
+    /// at `now` (`now - seen_ns >= timeout`); they stay in the table (the
+    /// caller removes them). Entries seen since they were placed move to the
+    /// bucket of their `seen_ns`. See the module docs for the cost.
+    pub fn expired(&mut self, list: usize, now: u64, out: &mut Vec<u32>) {
+        let w = &self.wheels[list];
+        let Some(edge) = now.checked_sub(w.timeout) else {
+            return;
+        };
+        let target = edge >> w.shift;
+        if target < w.cursor || w.len == 0 {
+            self.wheels[list].cursor = self.wheels[list].cursor.max(target);
+            return;
+        }
+        let n = w.heads.len() as u64;
+        let first = target - (target - w.cursor).min(n - 1);
+        for b in first..=target {
+            let w = &self.wheels[list];
+            let (s, shift, timeout) = (w.slot(b), w.shift, w.timeout);
+            let mut i = w.heads[s];
+            while i != NIL {
+                let next = self.links[i as usize].next;
+                let seen = self.hot[i as usize].seen_ns();
+                if now.saturating_sub(seen) >= timeout {
+                    out.push(i);
+                } else if self.wheels[list].slot(seen >> shift) != s {
+                    self.unlink(i);
+                    self.link(i, list);
+                }
+                i = next;
+            }
+        }
+        let w = &mut self.wheels[list];
+        w.cursor = target;
+        w.floor = w.floor.max(target);
+    }
+
+    /// The entry of `list` to evict first (see the module docs), or `None`
+    /// when the list is empty.
+    pub fn oldest(&mut self, list: usize) -> Option<u32> {
+        if self.wheels[list].len == 0 {
+            return None;
+        }
+        let w = &self.wheels[list];
+        let start = w.cursor.max(w.floor);
+        // The lowest bucket an entry was moved to (a lower bound for `floor`).
+        let mut moved_to = u64::MAX;
+        // Every entry is in one of the wheel's slots; entries moved on the
+        // first turn are where they belong on the second.
+        for b in start..start + 2 * w.heads.len() as u64 {
+            let w = &self.wheels[list];
+            let s = w.slot(b);
+            let mut i = w.heads[s];
+            let (mut best, mut best_seen, mut compared) = (NIL, u64::MAX, 0);
+            while i != NIL && compared < EVICT_SCAN {
+                let next = self.links[i as usize].next;
+                let seen = self.hot[i as usize].seen_ns();
+                let want = self.wheels[list].bucket_of(seen);
+                if self.wheels[list].slot(want) != s {
+                    moved_to = moved_to.min(want);
+                    self.unlink(i);
+                    self.link(i, list);
+                } else {
+                    compared += 1;
+                    if seen < best_seen {
+                        (best, best_seen) = (i, seen);
+                    }
+                }
+                i = next;
+            }
+            if best != NIL {
+                self.wheels[list].floor = b.min(moved_to).max(start);
+                return Some(best);
+            }
+        }
+        unreachable!("a non-empty wheel without an entry")
+    }
+
+    /// Appends every entry of `list` to `out`, bucket by bucket from the
+    /// oldest (roughly least recently placed first).
+    pub fn entries(&self, list: usize, out: &mut Vec<u32>) {
+        let w = &self.wheels[list];
+        let start = w.cursor.max(w.floor);
+        for b in start..start + w.heads.len() as u64 {
+            let mut i = w.heads[w.slot(b)];
+            while i != NIL {
+                out.push(i);
+                i = self.links[i as usize].next;
+            }
+        }
+    }
+
+    /// Bytes the table holds now: hot and cold parts and links of the slab's
+    /// room, the index, the wheels. Excludes the allocator's own overhead.
+    pub fn memory_bytes(&self) -> usize {
+        self.hot.capacity() * size_of::<E>()
+            + self.cold.capacity() * size_of::<C>()
+            + self.links.capacity() * size_of::<Link>()
+            + self.index.len() * size_of::<u32>()
+            + self.wheels.iter().map(|w| w.heads.len() * size_of::<u32>()).sum::<usize>()
+    }
+
+    fn link(&mut self, i: u32, list: usize) {
+        let w = &mut self.wheels[list];
+        let s = w.slot(w.bucket_of(self.hot[i as usize].seen_ns()));
+        let head = w.heads[s];
+        w.heads[s] = i;
+        w.len += 1;
+        self.links[i as usize] = Link { prev: HEAD | s as u32, next: head };
+        if head != NIL {
+            self.links[head as usize].prev = i;
+        }
+        self.hot[i as usize].set_list(list as u8);
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let list = usize::from(self.hot[i as usize].list());
+        let Link { prev, next } = self.links[i as usize];
+        let w = &mut self.wheels[list];
+        w.len -= 1;
+        if prev & HEAD != 0 {
+            w.heads[(prev & !HEAD) as usize] = next;
+        } else {
+            self.links[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.links[next as usize].prev = prev;
+        }
+    }
+
+    fn index_insert(&mut self, hash: u64, i: u32) {
+        let mut pos = hash as usize & self.mask;
+        while self.index[pos] != 0 {
+            pos = (pos + 1) & self.mask;
+        }
+        self.index[pos] = Self::tag(hash) | (i + 1);
+    }
+
+    fn index_remove(&mut self, hash: u64, i: u32) {
+        let want = Self::tag(hash) | (i + 1);
+        let mut pos = hash as usize & self.mask;
+        while self.index[pos] != want {
+            debug_assert!(self.index[pos] != 0, "live entry missing from the index");
+            pos = (pos + 1) & self.mask;
+        }
+        // Backward shift: move each following slot of the cluster into the
+        // hole when its home position is not between the hole and it.
+        let mut hole = pos;
+        let mut j = pos;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.index[j];
+            if s == 0 {
+                break;
+            }
+            let k = (s & IDX_MASK) - 1;
+            let home = self.hash_of(&self.hot[k as usize].key()) as usize & self.mask;
+            if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(hole) & self.mask) {
+                self.index[hole] = s;
+                hole = j;
+            }
+        }
+        self.index[hole] = 0;
+    }
+
+    /// Doubles the slab's room (up to `limit`) and keeps the index at least twice it.
+    #[cold]
+    fn grow(&mut self) {
+        let cap = self.hot.capacity().max(1);
+        let target = cap.saturating_mul(2).min(self.limit);
+        if target <= self.hot.len() {
+            return;
+        }
+        let more = target - self.hot.len();
+        self.hot.reserve_exact(more);
+        self.cold.reserve_exact(more);
+        self.links.reserve_exact(more);
+        let slots = (self.hot.capacity() * 2).next_power_of_two();
+        if slots > self.index.len() {
+            self.index = vec![0; slots];
+            self.mask = slots - 1;
+            for i in 0..self.hot.len() as u32 {
+                if self.is_live(i) {
+                    let h = self.hash_of(&self.hot[i as usize].key());
+                    self.index_insert(h, i);
+                }
+            }
+        }
+    }
+}
+
+/// A per-table random seed (foldhash's per-process randomness, so runs differ).
+fn foldhash_seed() -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::RandomState::default().hash_one(0x5eed_u64) | 1
+}
+
+/// A 64-bit mix of `words` under `seed`: folded 128-bit multiplies (the
+/// construction of foldhash and wyhash), one per word.
+#[inline]
+pub fn mix_words(seed: u64, words: &[u64]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let fold = |a: u64, b: u64| {
+        let p = u128::from(a) * u128::from(b);
+        (p as u64) ^ ((p >> 64) as u64)
+    };
+    let mut h = seed;
+    for &w in words {
+        h = fold(h ^ w, K);
+    }
+    fold(h, seed ^ K)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    struct T {
+        key: u64,
+        seen: u64,
+        list: u8,
+    }
+
+    impl SlabEntry for T {
+        type Key = u64;
+        fn matches(&self, key: &u64) -> bool {
+            self.key == *key
+        }
+        fn key(&self) -> u64 {
+            self.key
+        }
+        fn hash_with(seed: u64, key: &u64) -> u64 {
+            mix_words(seed, &[*key])
+        }
+        fn seen_ns(&self) -> u64 {
+            self.seen
+        }
+        fn list(&self) -> u8 {
+            self.list
+        }
+        fn set_list(&mut self, list: u8) {
+            self.list = list;
+        }
+    }
+
+    const MS: u64 = 1 << 20;
+
+    fn ins(t: &mut WheelSlab<T, u32, 2>, key: u64, seen: u64, list: usize) -> u32 {
+        let h = t.hash_of(&key);
+        t.insert_hashed(h, T { key, seen, list: 0 }, key as u32, list).unwrap()
+    }
+
+    #[test]
+    fn keys_are_found_until_removed_and_freed_slots_are_reused() {
+        let mut t: WheelSlab<T, u32, 2> = WheelSlab::new(1000, 4, [30_000 * MS, 5_000 * MS]);
+        let idx: Vec<u32> = (0..1000u64).map(|k| ins(&mut t, k * 7919, k, 0)).collect();
+        assert!(t.is_full());
+        for k in 0..1000u64 {
+            assert_eq!(t.find(&(k * 7919)), Some(idx[k as usize]));
+        }
+        // Remove every third key: the rest stay findable (backward shift keeps clusters whole).
+        for k in (0..1000u64).step_by(3) {
+            let (e, c) = t.remove(idx[k as usize]);
+            assert_eq!((e.key, c), (k * 7919, (k * 7919) as u32));
+        }
+        for k in 0..1000u64 {
+            assert_eq!(t.find(&(k * 7919)).is_some(), k % 3 != 0, "key {k}");
+        }
+        let again = ins(&mut t, 1, 0, 1);
+        assert_eq!(again, idx[999], "the last freed slot is reused first");
+        assert_eq!(t.len(), 1000 - 334 + 1);
+        assert_eq!((t.list_len(0), t.list_len(1)), (666, 1));
+    }
+
+    #[test]
+    fn expiry_finds_every_timed_out_entry_and_keeps_the_others() {
+        let timeout = 100 * MS;
+        let mut t: WheelSlab<T, u32, 2> = WheelSlab::new(64, 64, [timeout, timeout]);
+        let mut x = 12345u64;
+        let mut seen = Vec::new();
+        for k in 0..64u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = 1_000 * MS + x % (300 * MS);
+            seen.push(s);
+            ins(&mut t, k, 1_000 * MS, 0);
+            // seen later than placed, as a packet does
+            let i = t.find(&k).unwrap();
+            t.get_mut(i).seen = s;
+        }
+        let mut now = 1_000 * MS;
+        while now < 1_500 * MS {
+            let mut out = Vec::new();
+            t.expired(0, now, &mut out);
+            for &i in &out {
+                assert!(now - t.get(i).seen >= timeout);
+                t.remove(i);
+            }
+            for k in 0..64u64 {
+                let live = t.find(&k).is_some();
+                assert_eq!(live, now - seen[k as usize].min(now) < timeout, "key {k} at {now}");
+            }
+            now += 7 * MS + 12345;
+        }
+    }
+
+    #[test]
+    fn the_eviction_candidate_is_the_least_recently_seen_entry() {
+        let mut t: WheelSlab<T, u32, 2> = WheelSlab::new(64, 64, [30_000 * MS, 30_000 * MS]);
+        for k in 0..10u64 {
+            ins(&mut t, k, 1_000 * MS + k, 0);
+        }
+        // 0 and 1 are seen again much later: 2 is now the oldest, then 3.
+        for k in [0u64, 1] {
+            let i = t.find(&k).unwrap();
+            t.get_mut(i).seen = 2_000 * MS + k;
+        }
+        let o = t.oldest(0).unwrap();
+        assert_eq!(t.get(o).key, 2);
+        t.remove(o);
+        let o = t.oldest(0).unwrap();
+        assert_eq!(t.get(o).key, 3);
+        assert_eq!(t.oldest(1), None);
+    }
+}
