@@ -81,6 +81,8 @@ pub struct Accounting {
     since_check: u32,
     /// The inventory snapshot in use (the tables hold it too).
     snapshot: Arc<Snapshot>,
+    /// Between [`Accounting::begin_batch`] and [`Accounting::end_batch`].
+    in_batch: bool,
 }
 
 impl Accounting {
@@ -99,6 +101,7 @@ impl Accounting {
             counters: FrameCounters::default(),
             since_check: 0,
             snapshot: Arc::default(),
+            in_batch: false,
         }
     }
 
@@ -155,6 +158,22 @@ impl Accounting {
     /// The flow clock now.
     pub fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// From now on IP packets that are not fragments are counted in the flow
+    /// table up to [`crate::flow_table::AHEAD`] packets later (their lookups
+    /// overlap: [`FlowTable::packet_ahead`]), until [`Accounting::end_batch`];
+    /// every other kind of frame, timeout check or flush counts them first.
+    /// Records and totals are as without (their order between the flow and
+    /// non-IP tables may differ).
+    pub fn begin_batch(&mut self) {
+        self.in_batch = true;
+    }
+
+    /// Counts the packets still in flight and goes back to counting each at once.
+    pub fn end_batch(&mut self, sink: &mut impl RecordSink) {
+        self.in_batch = false;
+        self.flows.drain(sink);
     }
 
     /// Counts one packet-queue slot.
@@ -252,6 +271,7 @@ impl Accounting {
         let now = self.clock.packet(ts_ns);
         let frame = FrameTime { ts_ns, wire_len };
         match s.fragment {
+            Fragment::None if self.in_batch => self.flows.packet_ahead(source, s, key, dir, frame, now, sink),
             Fragment::None => self.flows.packet_from(source, s, key, dir, frame, now, sink),
             Fragment::First => self.frags.first(source, s, key, dir, frame, now, &mut self.flows, sink),
             Fragment::Later => {

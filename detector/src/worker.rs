@@ -9,7 +9,8 @@
 //!   packet (their queues are left as they were, not closed) and the failure
 //!   is reported.
 //! - Loop: pop up to [`BATCH`] slots, count each in the [`Accounting`]
-//!   (parse, flow table, records), release the slots with one store, publish
+//!   (parse, flow table, records; the flow-table lookups of a batch overlap:
+//!   [`Accounting::begin_batch`]), release the slots with one store, publish
 //!   the records, write the stats page. When the queue is empty the worker
 //!   waits (`CJ_WAIT`), advances the flow clock and checks timeouts every
 //!   [`IDLE_CHECK`].
@@ -345,12 +346,15 @@ fn run(
             out.make_room();
         }
         out.in_batch = true;
+        acct.begin_batch();
         while n < batch {
             if consumer.pop_with(|slot| take(slot, inventory, &mut acct, &mut divert, &mut out)).is_none() {
                 break;
             }
             n += 1;
         }
+        // The batch's last packets are counted before its slots are released.
+        acct.end_batch(&mut out);
         out.in_batch = false;
         if n > 0 {
             let now = Instant::now();
@@ -404,11 +408,13 @@ fn run(
                 let mut n = 0;
                 let batch = out.batch_room();
                 out.in_batch = true;
+                acct.begin_batch();
                 while n < batch
                     && consumer.pop_with(|slot| take(slot, inventory, &mut acct, &mut divert, &mut out)).is_some()
                 {
                     n += 1;
                 }
+                acct.end_batch(&mut out);
                 out.in_batch = false;
                 if n == 0 {
                     if batch == 0 && out.make_room() {
