@@ -334,10 +334,9 @@ impl SlabEntry for Flow {
 
     #[inline]
     fn hash_with(seed: u64, k: &TableKey) -> u64 {
-        let w = |b: &[u8; 16], at: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[at..at + 8]);
-            u64::from_le_bytes(x)
+        let halves = |b: &[u8; 16]| {
+            let x = u128::from_le_bytes(*b);
+            [x as u64, (x >> 64) as u64]
         };
         let key = &k.key;
         let rest = u64::from(key.port_lo)
@@ -346,7 +345,8 @@ impl SlabEntry for Flow {
             | u64::from(key.ip_version) << 40
             | u64::from(k.source) << 48;
         let vlans = u64::from(key.vlan) | u64::from(key.vlan_inner) << 16;
-        mix_words(seed, &[w(&key.addr_lo, 0), w(&key.addr_lo, 8), w(&key.addr_hi, 0), w(&key.addr_hi, 8), rest, vlans])
+        let ([a0, a1], [b0, b1]) = (halves(&key.addr_lo), halves(&key.addr_hi));
+        mix_words(seed, &[a0, a1, b0, b1, rest, vlans])
     }
 
     #[inline]
