@@ -215,24 +215,29 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
         E::hash_with(self.seed, key)
     }
 
-    /// The index slot `hash` starts probing at (to prefetch it).
+    /// Reads the index slots of `hashes` and then, for each slot that names
+    /// an entry with its hash's tag, both cache lines of that entry's hot
+    /// part, discarding what it read: the loads of each pass do not depend
+    /// on each other, so their cache misses are in flight together and the
+    /// lookups that follow find their lines in cache (the DPDK bulk-lookup
+    /// technique). There is no prefetch instruction without `unsafe`; a load
+    /// whose value is unused is the safe stand-in.
     #[inline]
-    pub fn index_slot(&self, hash: u64) -> &u32 {
-        &self.index[hash as usize & self.mask]
-    }
-
-    /// Reads the index slot of `hash` and, when it names an entry with the
-    /// hash's tag, both cache lines of that entry's hot part, discarding what
-    /// it read: called some packets ahead of the lookup, it starts the cache
-    /// misses of several lookups at once (there is no prefetch instruction
-    /// without `unsafe`; a load whose value is unused is the safe stand-in).
-    #[inline]
-    pub fn touch(&self, hash: u64) {
-        let s = self.index[hash as usize & self.mask];
-        if s != 0 && s & !IDX_MASK == Self::tag(hash) {
-            let e = &self.hot[((s & IDX_MASK) - 1) as usize];
-            std::hint::black_box((e.list(), e.seen_ns()));
+    pub fn touch_all(&self, hashes: impl Iterator<Item = u64> + Clone) {
+        let mut slots = 0u32;
+        for h in hashes.clone() {
+            slots ^= self.index[h as usize & self.mask];
         }
+        std::hint::black_box(slots);
+        let mut lines = 0u64;
+        for h in hashes {
+            let s = self.index[h as usize & self.mask];
+            if s != 0 && s & !IDX_MASK == Self::tag(h) {
+                let e = &self.hot[((s & IDX_MASK) - 1) as usize];
+                lines ^= u64::from(e.list()) ^ e.seen_ns();
+            }
+        }
+        std::hint::black_box(lines);
     }
 
     #[inline]

@@ -621,10 +621,8 @@ pub struct FlowTable {
     pending: VecDeque<Pending>,
 }
 
-/// Packets [`FlowTable::packet_ahead`] keeps in flight: the lookup of a packet
-/// starts (its index slot is read) this many packets before it is counted,
-/// and its entry is read half as many before.
-pub const AHEAD: usize = 8;
+/// Packets [`FlowTable::packet_ahead`] looks up together.
+pub const AHEAD: usize = 16;
 
 /// A packet whose lookup is in flight.
 #[derive(Clone, Copy, Debug)]
@@ -729,32 +727,15 @@ impl FlowTable {
         self.packet_hashed(hash, &tk, s, dir, frame, now_ns, sink);
     }
 
-    /// The hash of a table key, to prefetch its index slot
-    /// ([`FlowTable::prefetch`]) and count its packet later
-    /// ([`FlowTable::packet_hashed`]) without hashing twice.
-    #[inline]
-    pub fn hash_of(&self, key: &TableKey) -> u64 {
-        self.slab.hash_of(key)
-    }
-
-    /// The index slot a lookup of `hash` reads first: a reference the caller
-    /// can prefetch (a read that is not used hides the memory latency of the
-    /// lookup behind other work).
-    #[inline]
-    pub fn index_slot(&self, hash: u64) -> &u32 {
-        self.slab.index_slot(hash)
-    }
-
     /// [`FlowTable::packet_from`], counted up to [`AHEAD`] packets later: the
-    /// DPDK bulk-lookup technique, one packet at a time. The packet's key is
-    /// hashed and its index slot read now; [`AHEAD`]` / 2` packets later its
-    /// entry is read; [`AHEAD`] packets later it is counted, when its cache
-    /// lines are (likely) there. The misses of several packets thus overlap
-    /// instead of following each other. Packets are counted in the order
-    /// given, and every other method of the table first counts those still
-    /// in flight ([`FlowTable::drain`]), so records and totals are those of
+    /// DPDK bulk-lookup technique. Packets are hashed as they come; once
+    /// [`AHEAD`] wait, their index slots are read in one pass, then their
+    /// entries in another ([`WheelSlab::touch_all`]), so the cache misses of
+    /// the group overlap, and then they are counted in the order given. Every
+    /// other method of the table first counts the packets waiting
+    /// ([`FlowTable::drain`]), so records and totals are those of
     /// [`FlowTable::packet_from`]; only [`FlowTable::stats`] and
-    /// [`FlowTable::len`] lag by the packets in flight until then, and a
+    /// [`FlowTable::len`] lag by the packets waiting until then, and a
     /// snapshot given by [`FlowTable::set_snapshot`] meanwhile attributes the
     /// flows those packets create.
     #[allow(clippy::too_many_arguments)]
@@ -771,31 +752,29 @@ impl FlowTable {
     ) {
         let tk = TableKey { key: *key, source };
         let hash = self.slab.hash_of(&tk);
-        std::hint::black_box(*self.slab.index_slot(hash));
-        let n = self.pending.len();
-        if n >= AHEAD / 2 {
-            self.slab.touch(self.pending[n - AHEAD / 2].hash);
-        }
-        if n >= AHEAD {
-            if let Some(p) = self.pending.pop_front() {
-                self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
-            }
-        }
         self.pending.push_back(Pending { hash, tk, s: *s, dir, frame, now_ns });
+        if self.pending.len() >= AHEAD {
+            self.drain(sink);
+        }
     }
 
-    /// Counts the packets [`FlowTable::packet_ahead`] still holds.
+    /// Counts the packets [`FlowTable::packet_ahead`] holds, after reading
+    /// their index slots and entries in two passes.
     #[inline]
     pub fn drain(&mut self, sink: &mut impl RecordSink) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.slab.touch_all(self.pending.iter().map(|p| p.hash));
         while let Some(p) = self.pending.pop_front() {
             self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
     }
 
-    /// [`FlowTable::packet_from`] with the key's [`FlowTable::hash_of`].
+    /// [`FlowTable::packet_from`] with the key's hash.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub fn packet_hashed(
+    fn packet_hashed(
         &mut self,
         hash: u64,
         tk: &TableKey,
