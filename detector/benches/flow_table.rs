@@ -3,7 +3,7 @@
 //! Each iteration feeds a fixed pseudo-random sequence of packets (both
 //! directions, a few TCP flags) drawn from N flows into a table that already
 //! holds all N, with timeouts far away: the steady state of a busy worker
-//! (hash lookup, counter update, LRU touch). No parsing, no queues.
+//! (hash lookup, counter update; no list is relinked per packet). No parsing, no queues.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use detector::flow_table::{FlowTable, FrameTime, TableConfig};

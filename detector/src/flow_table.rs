@@ -79,7 +79,6 @@
 //! Not guaranteed: that a flow is reported in one record (active timeouts,
 //! evictions and restarts split it; the app merges parts by key).
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -618,7 +617,7 @@ pub struct FlowTable {
     /// Entries found expired, reused by [`FlowTable::expire`] and [`FlowTable::flush`].
     scratch: Vec<u32>,
     /// Packets given to [`FlowTable::packet_ahead`] and not yet counted, oldest first.
-    pending: VecDeque<Pending>,
+    pending: Vec<Pending>,
 }
 
 /// Packets [`FlowTable::packet_ahead`] looks up together.
@@ -654,7 +653,7 @@ impl FlowTable {
             snap: Arc::default(),
             sweep: 0,
             scratch: Vec::new(),
-            pending: VecDeque::with_capacity(AHEAD),
+            pending: Vec::with_capacity(AHEAD),
         }
     }
 
@@ -752,7 +751,7 @@ impl FlowTable {
     ) {
         let tk = TableKey { key: *key, source };
         let hash = self.slab.hash_of(&tk);
-        self.pending.push_back(Pending { hash, tk, s: *s, dir, frame, now_ns });
+        self.pending.push(Pending { hash, tk, s: *s, dir, frame, now_ns });
         if self.pending.len() >= AHEAD {
             self.drain(sink);
         }
@@ -766,9 +765,13 @@ impl FlowTable {
             return;
         }
         self.slab.touch_all(self.pending.iter().map(|p| p.hash));
-        while let Some(p) = self.pending.pop_front() {
+        // Counted in place (no copy of the summaries); the Vec keeps its room.
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in &pending {
             self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
+        pending.clear();
+        self.pending = pending;
     }
 
     /// [`FlowTable::packet_from`] with the key's hash.
