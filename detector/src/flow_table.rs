@@ -322,8 +322,14 @@ impl SlabEntry for Flow {
     type Key = TableKey;
 
     #[inline]
-    fn matches(&self, key: &TableKey) -> bool {
-        self.key == key.key && self.source == key.source
+    fn matches(&self, k: &TableKey) -> bool {
+        // Field by field without branches: the addresses as two 128-bit words.
+        let (a, b) = (&self.key, &k.key);
+        let addr = |x: &[u8; 16]| u128::from_ne_bytes(*x);
+        (addr(&a.addr_lo) == addr(&b.addr_lo))
+            & (addr(&a.addr_hi) == addr(&b.addr_hi))
+            & ((a.port_lo, a.port_hi, a.proto, a.ip_version, a.vlan, a.vlan_inner, self.source)
+                == (b.port_lo, b.port_hi, b.proto, b.ip_version, b.vlan, b.vlan_inner, k.source))
     }
 
     #[inline]
