@@ -34,10 +34,12 @@
 //!   O(expired + moved + entries last seen in the bucket of `now - timeout`).
 //! - Eviction order ([`WheelSlab::oldest`]): after moving the entries seen
 //!   since they were placed, the oldest non-empty bucket holds the least
-//!   recently seen entries; of its first [`EVICT_SCAN`] entries the least
-//!   recently seen is returned. So the candidate is the least recently seen
-//!   entry of its list when that bucket holds at most [`EVICT_SCAN`] entries,
-//!   and otherwise one seen less than `G` after it. O(EVICT_SCAN + moved).
+//!   recently seen entries; of its first [`EVICT_SCAN`] entries (buckets keep
+//!   the order entries were placed in) the least recently seen is returned.
+//!   So the candidate is the least recently seen entry of its list when that
+//!   bucket holds at most [`EVICT_SCAN`] entries, and otherwise one seen less
+//!   than `G` after it (in a flood of one-packet flows, the oldest).
+//!   O(EVICT_SCAN + moved).
 //!
 //! Not guaranteed: any order among entries of different lists, or among
 //! entries of one bucket beyond the above.
@@ -50,6 +52,8 @@ const NIL: u32 = u32::MAX;
 pub const FREE: u8 = u8::MAX;
 /// `prev` of a bucket's first entry: this bit and the bucket's slot.
 const HEAD: u32 = 1 << 31;
+/// `next` of a bucket's last entry: this bit and the bucket's slot.
+const END: u32 = 1 << 31;
 /// Index slots: entry index + 1 in the low bits, hash tag above.
 const IDX_BITS: u32 = 27;
 const IDX_MASK: u32 = (1 << IDX_BITS) - 1;
@@ -60,7 +64,7 @@ const WHEEL_SLOTS_MAX: u64 = 4096;
 /// Narrowest bucket: 2^20 ns (about 1 ms).
 const MIN_SHIFT: u32 = 20;
 /// Entries of the oldest bucket an eviction compares at most.
-pub const EVICT_SCAN: usize = 16;
+pub const EVICT_SCAN: usize = 4;
 
 /// What the slab needs of an entry's hot part.
 pub trait SlabEntry: Copy {
@@ -87,12 +91,14 @@ struct Link {
     next: u32,
 }
 
-/// One timeout list: buckets of `1 << shift` ns, a ring of `heads`.
+/// One timeout list: buckets of `1 << shift` ns, a ring of lists (first
+/// entries in `heads`, last in `tails`), each in the order entries were placed.
 #[derive(Debug)]
 struct Wheel {
     timeout: u64,
     shift: u32,
     heads: Vec<u32>,
+    tails: Vec<u32>,
     /// Every entry is in a bucket at or after this one (absolute bucket number).
     cursor: u64,
     /// A lower bound of the oldest occupied bucket found by an eviction.
@@ -107,7 +113,8 @@ impl Wheel {
             shift += 1;
         }
         let n = ((timeout >> shift) + 3).next_power_of_two();
-        Self { timeout, shift, heads: vec![NIL; n as usize], cursor: 0, floor: 0, len: 0 }
+        let (heads, tails) = (vec![NIL; n as usize], vec![NIL; n as usize]);
+        Self { timeout, shift, heads, tails, cursor: 0, floor: 0, len: 0 }
     }
 
     #[inline]
@@ -387,7 +394,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             let (s, shift, timeout) = (w.slot(b), w.shift, w.timeout);
             let mut i = w.heads[s];
             while i != NIL {
-                let next = self.links[i as usize].next;
+                let next = after(self.links[i as usize].next);
                 let seen = self.hot[i as usize].seen_ns();
                 if now.saturating_sub(seen) >= timeout {
                     out.push(i);
@@ -421,7 +428,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             let mut i = w.heads[s];
             let (mut best, mut best_seen, mut compared) = (NIL, u64::MAX, 0);
             while i != NIL && compared < EVICT_SCAN {
-                let next = self.links[i as usize].next;
+                let next = after(self.links[i as usize].next);
                 let seen = self.hot[i as usize].seen_ns();
                 let want = self.wheels[list].bucket_of(seen);
                 if self.wheels[list].slot(want) != s {
@@ -453,7 +460,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             let mut i = w.heads[w.slot(b)];
             while i != NIL {
                 out.push(i);
-                i = self.links[i as usize].next;
+                i = after(self.links[i as usize].next);
             }
         }
     }
@@ -465,18 +472,22 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             + self.cold.capacity() * size_of::<C>()
             + self.links.capacity() * size_of::<Link>()
             + self.index.len() * size_of::<u32>()
-            + self.wheels.iter().map(|w| w.heads.len() * size_of::<u32>()).sum::<usize>()
+            + self.wheels.iter().map(|w| 2 * w.heads.len() * size_of::<u32>()).sum::<usize>()
     }
 
+    /// Appends entry `i` to the bucket of its `seen_ns` in wheel `list`.
     fn link(&mut self, i: u32, list: usize) {
         let w = &mut self.wheels[list];
         let s = w.slot(w.bucket_of(self.hot[i as usize].seen_ns()));
-        let head = w.heads[s];
-        w.heads[s] = i;
+        let tail = w.tails[s];
+        w.tails[s] = i;
         w.len += 1;
-        self.links[i as usize] = Link { prev: HEAD | s as u32, next: head };
-        if head != NIL {
-            self.links[head as usize].prev = i;
+        if tail == NIL {
+            w.heads[s] = i;
+            self.links[i as usize] = Link { prev: HEAD | s as u32, next: END | s as u32 };
+        } else {
+            self.links[tail as usize].next = i;
+            self.links[i as usize] = Link { prev: tail, next: END | s as u32 };
         }
         self.hot[i as usize].set_list(list as u8);
     }
@@ -487,11 +498,13 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
         let w = &mut self.wheels[list];
         w.len -= 1;
         if prev & HEAD != 0 {
-            w.heads[(prev & !HEAD) as usize] = next;
+            w.heads[(prev & !HEAD) as usize] = after(next);
         } else {
             self.links[prev as usize].next = next;
         }
-        if next != NIL {
+        if next & END != 0 {
+            w.tails[(next & !END) as usize] = if prev & HEAD != 0 { NIL } else { prev };
+        } else {
             self.links[next as usize].prev = prev;
         }
     }
@@ -554,6 +567,16 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
                 }
             }
         }
+    }
+}
+
+/// The entry after one whose `next` link is `next` ([`NIL`] at a bucket's end).
+#[inline]
+fn after(next: u32) -> u32 {
+    if next & END != 0 {
+        NIL
+    } else {
+        next
     }
 }
 
@@ -691,5 +714,20 @@ mod tests {
         let o = t.oldest(0).unwrap();
         assert_eq!(t.get(o).key, 3);
         assert_eq!(t.oldest(1), None);
+    }
+
+    #[test]
+    fn a_flood_of_entries_in_one_bucket_is_evicted_in_the_order_it_came() {
+        let mut t: WheelSlab<T, u32, 2> = WheelSlab::new(1000, 1000, [30_000 * MS, 30_000 * MS]);
+        // 1000 entries seen within one bucket's width, one nanosecond apart.
+        for k in 0..1000u64 {
+            ins(&mut t, k, 1_000 * MS + k, 0);
+        }
+        for k in 0..1000u64 {
+            let o = t.oldest(0).unwrap();
+            assert_eq!(t.get(o).key, k);
+            t.remove(o);
+        }
+        assert!(t.is_empty());
     }
 }

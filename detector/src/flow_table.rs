@@ -42,7 +42,7 @@
 //! - Full table: the least recently seen flow (of both lists) is emitted
 //!   with [`EndReason::LackOfResources`] and counted in
 //!   [`TableStats::evicted`]; the new flow then takes its place. Exactly the
-//!   least recently seen when at most [`crate::flow_slab::EVICT_SCAN`] (16)
+//!   least recently seen when at most [`crate::flow_slab::EVICT_SCAN`] (4)
 //!   flows were last seen in the oldest bucket of its timer wheel (about
 //!   1/4096 of the timeout wide, at least 2^20 ns), else one seen less than a
 //!   bucket's width after it ([`crate::flow_slab`]).
@@ -52,7 +52,7 @@
 //!   times, counters, clocks: two cache lines, 64-byte aligned), 16 cold
 //!   bytes (MACs, attribution) and 8 bytes of wheel links; the index adds 8
 //!   bytes per flow of room (a `u32` per slot, at least twice as many slots
-//!   as room) and the wheels 32 KiB: 160 bytes per flow of room, so a table
+//!   as room) and the wheels 64 KiB: 160 bytes per flow of room, so a table
 //!   grown to the default CJ_FLOW_TABLE_SIZE of 1 M flows takes about 168 MB
 //!   (10.5 MB reserved at start). Nothing is allocated per packet once the
 //!   table has grown.
