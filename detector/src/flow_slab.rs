@@ -142,6 +142,8 @@ pub struct WheelSlab<E: SlabEntry, C: Copy, const L: usize> {
     limit: usize,
     seed: u64,
     wheels: [Wheel; L],
+    /// Most slots in use before the last [`WheelSlab::clear`].
+    peak: usize,
 }
 
 impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
@@ -171,6 +173,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             limit,
             seed: foldhash_seed(),
             wheels: timeouts.map(Wheel::new),
+            peak: 0,
         }
     }
 
@@ -208,6 +211,29 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
     #[inline]
     pub fn slots(&self) -> u32 {
         self.hot.len() as u32
+    }
+
+    /// The most entries the table has held at once (slots are reused before
+    /// the slab grows, so its slot count is that peak), over clears too.
+    pub fn peak(&self) -> usize {
+        self.peak.max(self.hot.len())
+    }
+
+    /// Removes every entry at once, keeping the room (what removing each
+    /// would do, without an index probe per entry).
+    pub fn clear(&mut self) {
+        self.peak = self.peak();
+        self.hot.clear();
+        self.cold.clear();
+        self.links.clear();
+        self.index.fill(0);
+        self.free = NIL;
+        self.len = 0;
+        for w in &mut self.wheels {
+            w.heads.fill(NIL);
+            w.tails.fill(NIL);
+            w.len = 0;
+        }
     }
 
     /// Whether slot `i` (below [`Self::slots`]) holds a live entry.

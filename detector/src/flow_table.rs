@@ -690,7 +690,7 @@ impl FlowTable {
     /// growing, and the most flows it has held at once (slab slots are reused
     /// before the slab grows, so its slot count is that peak).
     pub fn memory(&self) -> (usize, usize, usize) {
-        (self.slab.memory_bytes(), self.slab.capacity(), self.slab.slots() as usize)
+        (self.slab.memory_bytes(), self.slab.capacity(), self.slab.peak())
     }
 
     /// No flow in the table.
@@ -980,11 +980,11 @@ impl FlowTable {
             found.clear();
             self.slab.entries(list, &mut found);
             for &i in &found {
-                let (f, cold) = self.slab.remove(i);
-                sink.emit(f.record(&cold, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
+                sink.emit(self.slab.get(i).record(self.slab.cold(i), EndReason::ForcedEnd, self.cfg.queue, &self.snap));
                 n += 1;
             }
         }
+        self.slab.clear();
         self.scratch = found;
         self.stats.records += n;
         self.stats.expired += n;
@@ -1443,6 +1443,27 @@ pub(crate) mod tests {
         assert_eq!(a, b);
         assert_eq!(at_once.stats(), ahead.stats());
         assert_eq!(a.iter().map(FlowRecord::packets).sum::<u64>(), 20_000);
+    }
+
+    #[test]
+    fn a_flushed_table_keeps_its_peak_and_counts_new_flows_from_scratch() {
+        let mut t = FlowTable::new(TableConfig { limit: 4, ..cfg() });
+        let mut out = Vec::new();
+        for p in 0..3u16 {
+            feed(&mut t, &udp(C, p, SV, 53), S, &mut out);
+        }
+        assert_eq!(t.flush(&mut out), 3);
+        assert_eq!((t.len(), t.memory().2), (0, 3), "empty, and the peak is still 3 flows");
+        // The same keys again are new flows; a full table still evicts.
+        for p in 0..5u16 {
+            feed(&mut t, &udp(C, p, SV, 53), 2 * S + u64::from(p), &mut out);
+        }
+        assert_eq!(t.stats().evicted, 1);
+        t.flush(&mut out);
+        assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), 8);
+        assert_eq!((out.len(), t.memory().2), (8, 4));
+        assert_eq!(out[3].end(), Some(EndReason::LackOfResources));
+        assert_eq!(out[3].port_a, 0, "the least recently seen of the new flows");
     }
 
     #[test]
