@@ -11,8 +11,10 @@
 //! Guarantees:
 //! - Entries are named by `u32` slab indices that stay valid until the entry
 //!   is removed; removed slots are reused before the slab grows. Each entry has
-//!   a hot part `E` (read and written per packet, laid out by its type) and a
-//!   cold part `C` (read when a flow starts or ends), in two arrays.
+//!   a hot part `E` (read and written per packet, laid out by its type), a
+//!   cold part `C` (read when a flow starts or ends) and its wheel links, in
+//!   three arrays. [`WheelSlab::touch_all`] reads the lines a group of
+//!   lookups will need in two passes, so that their cache misses overlap.
 //! - The index is an array of `u32` slots, a power of two at least twice the
 //!   slab's room (load at most 1/2), linear probing: a slot holds the entry's
 //!   index and 5 bits of its hash, so a probe reads an entry only when those
@@ -31,7 +33,9 @@
 //!   entry there is expired, or has been seen since and is moved to the bucket
 //!   of its `seen_ns` (a second chance; each move follows at least one
 //!   packet). So it finds **every** entry with `now - seen_ns >= timeout`, in
-//!   O(expired + moved + entries last seen in the bucket of `now - timeout`).
+//!   O(expired + moved + entries last seen in the bucket of `now - timeout`);
+//!   when the clock moved more than a turn of the wheel since the last call,
+//!   one pass over every entry of the list.
 //! - Eviction order ([`WheelSlab::oldest`]): after moving the entries seen
 //!   since they were placed, the oldest non-empty bucket holds the least
 //!   recently seen entries; of its first [`EVICT_SCAN`] entries (buckets keep
@@ -57,7 +61,7 @@ const END: u32 = 1 << 31;
 /// Index slots: entry index + 1 in the low bits, hash tag above.
 const IDX_BITS: u32 = 27;
 const IDX_MASK: u32 = (1 << IDX_BITS) - 1;
-/// Most entries a table can hold (indices + 1 must fit in [`IDX_BITS`]).
+/// Most entries a table can hold (an index slot keeps the entry index + 1 in 27 bits).
 pub const MAX_ENTRIES: usize = (1 << IDX_BITS) - 2;
 /// Most buckets of a wheel.
 const WHEEL_SLOTS_MAX: u64 = 4096;
