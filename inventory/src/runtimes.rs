@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | podman | `.../libpod-<64 hex>[.scope]` | `conmon -c <id> -n <name> ... --exit-command .../podman` | short id; the name `podman ps` shows (conmon's `-n`) |
 //! | CRI-O | `.../crio-<64 hex>[.scope]` | `conmon -c <id> -n <name>` (no podman exit command) | short id; conmon's `-n` (`k8s_<container>_<pod>_...`) |
-//! | containerd (`ctr`, CRI) | `/<namespace>/<id>` (cgroupfs), `.../cri-containerd-<id>.scope` (systemd), `/kubepods/.../<id>` | `containerd-shim-runc-v2 -namespace <ns> -id <id>` | the task id (`ctr task ls`; a pod's sandbox id under Kubernetes, short when 64 hex) |
+//! | containerd (`ctr`, CRI) | `/<namespace>/<id>` (cgroupfs), `.../cri-containerd-<id>.scope` (systemd), `/kubepods/.../<id>` | `containerd-shim-runc-v2 -namespace <ns> -id <id>` | the task id (`ctr task ls`; under Kubernetes the id of one of the pod's containers, short when 64 hex) |
 //! | LXC | `/lxc.payload.<name>` (`/lxc/<name>` before LXC 4) | `[lxc monitor] <lxcpath> <name>` | the name (`lxc-info -n`) as both |
 //! | Docker (when its API does not answer) | `.../docker-<64 hex>.scope`, `/docker/<64 hex>` | `containerd-shim-runc-v2 -namespace moby -id <id>` | short id |
 //!
