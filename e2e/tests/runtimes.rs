@@ -3,13 +3,15 @@
 //! real container of that runtime made from a local static busybox (no image
 //! can be pulled).
 //!
-//! Each test builds a private bridge with a peer: a named network namespace
-//! (`ip netns add`) whose veth is a port of the bridge. The container joins
-//! the same bridge the runtime's own way:
+//! Each test has a bridge of its own (podman's: its network's) with a peer:
+//! a named network namespace (`ip netns add`) whose veth is a port of the
+//! bridge. The container joins the same bridge the runtime's own way:
 //!
 //! - `podman_container_totals_equal_its_veth_counters`: an image made with
-//!   `podman import`, a podman network whose bridge is the test's
-//!   (`--interface-name`; CNI puts the netns under `/run/netns`);
+//!   `podman import`, a podman network whose bridge the peer joins
+//!   (CNI makes the bridge and puts the netns under `/run/netns`; the test
+//!   turns off the hairpin mode CNI sets on the port, see README "Container
+//!   attribution");
 //! - `lxc_container_totals_equal_its_veth_counters`: `lxc-create -t busybox`
 //!   with a veth on the bridge (`lxc.net.0.link`, `lxc.net.0.veth.pair`);
 //! - `containerd_container_totals_equal_its_veth_counters`: an OCI image
