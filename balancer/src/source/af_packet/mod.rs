@@ -48,7 +48,9 @@
 //!
 //! Not guaranteed: frames the NIC or driver dropped before the kernel saw them
 //! (see `ethtool -S`); frames merged by GRO/LRO arrive as one large frame (turn
-//! the offloads off, see the README).
+//! the offloads off, see the README). On a `SOCK_DGRAM` interface a VLAN tag
+//! the kernel reports is not put back (such interfaces carry none), and the
+//! framing of a type that can be read both ways is the table's, not probed.
 //!
 //! Unsafe code: the ring is memory shared with the kernel, and capturing
 //! takes system calls with C structs; all of that is in `sys` (with
