@@ -20,12 +20,15 @@ use e2e::{read_json, run_pipeline, Cluster};
 use sim::tunnel::{write_tunnel_pcap, TunnelTruth};
 use station::proto::proto_name;
 
+/// Rows by their key columns: (PACKETS, BYTES, FRAME_BYTES).
+type Rows = BTreeMap<Vec<String>, (u64, u64, u64)>;
+
 /// (src, dst, src port, dst port, protocol, tunnel, outer src, outer dst, tunnel id).
 type TunnelKey = (String, String, String, String, String, String, String, String, String);
 
 /// Rows of a flows.csv by every key column (whatever the header names), with
 /// (PACKETS, BYTES, FRAME_BYTES).
-fn rows_by_header(path: &Path) -> (String, BTreeMap<Vec<String>, (u64, u64, u64)>) {
+fn rows_by_header(path: &Path) -> (String, Rows) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default().to_string();
@@ -44,7 +47,7 @@ fn rows_by_header(path: &Path) -> (String, BTreeMap<Vec<String>, (u64, u64, u64)
     (header, rows)
 }
 
-fn tunnel_truth_rows(t: &TunnelTruth) -> BTreeMap<Vec<String>, (u64, u64, u64)> {
+fn tunnel_truth_rows(t: &TunnelTruth) -> Rows {
     let mut m = BTreeMap::new();
     for r in &t.decapsulated {
         let s = |a: Option<IpAddr>| a.map_or(String::new(), |a| a.to_string());
@@ -68,7 +71,7 @@ fn tunnel_truth_rows(t: &TunnelTruth) -> BTreeMap<Vec<String>, (u64, u64, u64)> 
     m
 }
 
-fn outer_truth_rows(t: &TunnelTruth) -> BTreeMap<Vec<String>, (u64, u64, u64)> {
+fn outer_truth_rows(t: &TunnelTruth) -> Rows {
     let mut m = BTreeMap::new();
     for r in &t.outer {
         let k = vec![
@@ -85,8 +88,6 @@ fn outer_truth_rows(t: &TunnelTruth) -> BTreeMap<Vec<String>, (u64, u64, u64)> {
     }
     m
 }
-
-type Rows = BTreeMap<Vec<String>, (u64, u64, u64)>;
 
 /// Runs the pipeline over `pcap` with these extra variables; returns flows.csv's
 /// header and rows, summary.json, and the (one) worker's stats page.
