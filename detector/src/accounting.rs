@@ -723,6 +723,16 @@ mod tests {
             (truth.tunnel_packets, truth.undecoded, 7, 0)
         );
 
+        // The divert path (a summary made first, then `frame`) counts the same records.
+        let mut acct = Accounting::new(crate::flow_table::tests::cfg()).with_decap(all);
+        let mut by_frame = Vec::new();
+        for (ts, f) in &frames {
+            let meta = station::slot::PacketMeta { ts_ns: *ts, wire_len: f.len() as u32, ..Default::default() };
+            acct.frame(&meta, f, &wire::summarize_wire(f, meta.wire_len), &mut by_frame);
+        }
+        acct.flush(&mut by_frame);
+        assert_eq!(by_frame, out);
+
         // Off: the outer flows, as before.
         let (out, acct) = run_slots(&frames, wire::tunnel::Decap::default());
         assert_eq!(sim::rows_of_records(&out), (truth.outer.clone(), 0));
