@@ -84,6 +84,7 @@ use wire::{ip_proto, Direction, FlowKey, Fragment, PacketSummary};
 
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
+use crate::tunnels::TunnelHandle;
 
 /// Slab entries reserved up front at most.
 pub const INITIAL_RESERVE: usize = 65_536;
@@ -154,6 +155,10 @@ pub struct TableKey {
     pub key: FlowKey,
     /// `PacketMeta::source`: the capture interface's index.
     pub source: u8,
+    /// The flow's tunnel (`CJ_DECAP`, [`crate::tunnels`]): part of the key,
+    /// so one inner flow in two tunnels is two flows. 3 bytes, so the entry
+    /// stays in 176.
+    pub tunnel: TunnelHandle,
 }
 
 /// A side's attribution packed in 16 bits: the snapshot entry index in the low
@@ -436,6 +441,9 @@ impl Flow {
             source: tk.source,
             _pad: [0; 2],
             ctr: [unpack(snap, self.ctr[a]), unpack(snap, self.ctr[b])],
+            // The handle; the worker resolves it into the tunnel fields (crate::tunnels).
+            tunnel_id: tk.tunnel.raw(),
+            ..FlowRecord::default()
         }
     }
 }
@@ -483,6 +491,8 @@ pub struct FlowTable {
     snap: Arc<Snapshot>,
     /// Next slab slot [`FlowTable::refresh`] looks at.
     sweep: u32,
+    /// The tunnel of the packets counted now ([`FlowTable::set_tunnel`]).
+    tunnel: TunnelHandle,
 }
 
 impl FlowTable {
@@ -494,7 +504,14 @@ impl FlowTable {
     /// An empty table reserving `min(cfg.limit, reserve)` entries.
     pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
         let limit = cfg.limit.max(1) as usize;
-        Self { slab: LruSlab::new(limit, reserve), cfg, stats: TableStats::default(), snap: Arc::default(), sweep: 0 }
+        Self {
+            slab: LruSlab::new(limit, reserve),
+            cfg,
+            stats: TableStats::default(),
+            snap: Arc::default(),
+            sweep: 0,
+            tunnel: TunnelHandle::NONE,
+        }
     }
 
     /// The inventory snapshot new flows are attributed with and records read
@@ -502,6 +519,15 @@ impl FlowTable {
     /// never reused).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.snap = snap;
+    }
+
+    /// The tunnel of the packets [`FlowTable::packet_from`] and
+    /// [`FlowTable::held_from`] count from now on (part of their key; the
+    /// accounting sets it for a decapsulated packet and back to
+    /// [`TunnelHandle::NONE`] after it).
+    #[inline]
+    pub fn set_tunnel(&mut self, tunnel: TunnelHandle) {
+        self.tunnel = tunnel;
     }
 
     /// The table's settings.
@@ -560,7 +586,7 @@ impl FlowTable {
         sink: &mut impl RecordSink,
     ) {
         let FrameTime { ts_ns, wire_len: frame_len } = frame;
-        let tk = TableKey { key: *key, source };
+        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let side = side_of(dir);
         let i = self.entry_for(&tk, s, side, ts_ns, now_ns, sink);
         let f = self.slab.get_mut(i);
@@ -589,7 +615,7 @@ impl FlowTable {
         if held.packets == 0 {
             return;
         }
-        let tk = TableKey { key: *key, source };
+        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let side = side_of(dir);
         let i = self.entry_for(&tk, s, side, held.first_ns, now_ns, sink);
         let f = self.slab.get_mut(i);

@@ -21,4 +21,5 @@ pub mod progress;
 pub mod record_sink;
 pub mod stats;
 pub mod tun;
+pub mod tunnels;
 pub mod worker;
