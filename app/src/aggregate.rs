@@ -62,6 +62,16 @@ pub struct Key {
     pub src_container: [u8; 32],
     /// Name of the destination's container.
     pub dst_container: [u8; 32],
+    /// Tunnel kind byte (`FlowRecord::tunnel_kind`; 0: not tunnelled).
+    pub tunnel: u8,
+    /// IP version of the outer addresses (0 when none).
+    pub outer_ip_version: u8,
+    /// Outer source address of the direction (the tunnel's end at the sender).
+    pub outer_src: [u8; 16],
+    /// Outer destination address of the direction.
+    pub outer_dst: [u8; 16],
+    /// VNI or GRE key (0 when none).
+    pub tunnel_id: u32,
     /// The overflow row ([`Key::OVERFLOW`]): everything that came once the
     /// table was full; printed as `other` in every key column.
     pub overflow: bool,
@@ -79,6 +89,11 @@ impl Key {
         proto: 0,
         src_container: [0; 32],
         dst_container: [0; 32],
+        tunnel: 0,
+        outer_ip_version: 0,
+        outer_src: [0; 16],
+        outer_dst: [0; 16],
+        tunnel_id: 0,
         overflow: true,
     };
 }
@@ -173,6 +188,7 @@ impl Aggregate {
             (&r.dir[0], &r.addr_a, &r.addr_b, r.port_a, r.port_b, 0),
             (&r.dir[1], &r.addr_b, &r.addr_a, r.port_b, r.port_a, 1),
         ];
+        let outer = [(&r.tunnel_addr_a, &r.tunnel_addr_b), (&r.tunnel_addr_b, &r.tunnel_addr_a)];
         for (d, src, dst, sport, dport, side) in sides {
             // A side without packets here still closes its directional flow when
             // it had packets in an earlier (refreshed) part.
@@ -186,6 +202,7 @@ impl Aggregate {
             if self.primitives.has(Primitive::DstContainer) {
                 key.dst_container = r.ctr[1 - side].name;
             }
+            self.tunnel_key(&mut key, r, outer[side]);
             let c = Counters {
                 packets: d.packets,
                 ip_bytes: d.ip_bytes,
@@ -202,6 +219,27 @@ impl Aggregate {
                 key
             };
             self.rows.entry(key).or_default().add(&c);
+        }
+    }
+
+    /// The tunnel fields of a direction's key (outer source and destination
+    /// of that direction), for the tunnel primitives chosen.
+    fn tunnel_key(&self, k: &mut Key, r: &FlowRecord, (src, dst): (&[u8; 16], &[u8; 16])) {
+        let p = self.primitives;
+        if p.has(Primitive::Tunnel) {
+            k.tunnel = r.tunnel_kind;
+        }
+        if p.has(Primitive::OuterSrcHost) || p.has(Primitive::OuterDstHost) {
+            k.outer_ip_version = r.tunnel_ip_version;
+        }
+        if p.has(Primitive::OuterSrcHost) {
+            k.outer_src = *src;
+        }
+        if p.has(Primitive::OuterDstHost) {
+            k.outer_dst = *dst;
+        }
+        if p.has(Primitive::TunnelId) && r.tunnel_flags & station::record::TUNNEL_HAS_ID != 0 {
+            k.tunnel_id = r.tunnel_id;
         }
     }
 

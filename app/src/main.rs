@@ -347,6 +347,11 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let cfg = StationConfig::load(config_file)?;
     shmq::files::set_group(cfg.group); // CJ_GROUP: group of the files this process creates
     let mut settings = settings::resolve(cfg.station_config.as_deref(), run_args)?;
+    if !cfg.decap.is_off() {
+        // Decapsulated flows: every table keys on the tunnel too (its columns
+        // appear only then, so pmacct comparisons of plain runs stay as they are).
+        settings.primitives = settings.primitives.with_tunnel();
+    }
     if settings.refresh_from_station {
         settings.refresh = Some(cfg.refresh);
     }

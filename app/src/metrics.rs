@@ -50,6 +50,9 @@
 //!   `cj_container_protocol_bytes_total` (frame bytes);
 //! - with flow divert on (`CJ_TUN=yes`): `cj_worker_{mirrored,diverted,tun_dropped}_{packets,bytes}_total{set,worker}`,
 //!   `cj_worker_divert_rules_generation`, `cj_worker_divert_verdicts_evicted_total`;
+//! - tunnel decapsulation (`CJ_DECAP`; 0 when off):
+//!   `cj_worker_{tunnel_packets,tunnel_undecoded,tunnel_endpoints_not_kept}_total{set,worker}`,
+//!   `cj_worker_tunnel_endpoints`;
 //!   per rule slot (`rule1`..`rule64`, `other`) from the pages `divert-<q>`:
 //!   `cj_divert_rule_{mirrored,diverted,tun_dropped}_{packets,bytes}_total{set,worker,rule}`
 //!   for each slot the listing `divert-rules` names or that counted something, and
@@ -370,6 +373,28 @@ const WORKER_FAMILIES: &[WorkerFamily] = &[
         "divert_verdicts_evicted",
         "cj_worker_divert_verdicts_evicted",
         "Divert verdicts of active flows that did not fit the verdict table (decided again).",
+        Kind::Counter,
+        None,
+    ),
+    (
+        "tunnel_packets",
+        "cj_worker_tunnel_packets",
+        "Tunnel packets counted as their inner flow (CJ_DECAP).",
+        Kind::Counter,
+        None,
+    ),
+    (
+        "tunnel_undecoded",
+        "cj_worker_tunnel_undecoded",
+        "Packets of an enabled tunnel counted as their outer flow: the inside was not usable IP (CJ_DECAP).",
+        Kind::Counter,
+        None,
+    ),
+    ("tunnel_endpoints", "cj_worker_tunnel_endpoints", "Outer endpoint pairs the worker keeps.", Kind::Gauge, None),
+    (
+        "tunnel_endpoints_not_kept",
+        "cj_worker_tunnel_endpoints_not_kept",
+        "Decapsulated packets counted without their outer addresses: the endpoint table was full.",
         Kind::Counter,
         None,
     ),

@@ -16,7 +16,8 @@
 //!
 //! [aggregate]
 //! primitives = ["src_host", "dst_host", "src_port", "dst_port", "proto"]   # (--aggregate)
-//! # supported: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container
+//! # supported: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container,
+//! #            tunnel, outer_src_host, outer_dst_host, tunnel_id (added by themselves when CJ_DECAP is set)
 //!
 //! [containers]
 //! flow_logs = false              # also write containers/<name>.csv|json: each container's 5-tuple rows
@@ -61,11 +62,19 @@ pub enum Primitive {
     SrcContainer,
     /// Name of the destination's container.
     DstContainer,
+    /// Tunnel kind of a decapsulated flow (`CJ_DECAP`): `vxlan`, `gre`, ...; empty when none.
+    Tunnel,
+    /// Outer (tunnel) source address of the direction.
+    OuterSrcHost,
+    /// Outer (tunnel) destination address of the direction.
+    OuterDstHost,
+    /// VNI (VXLAN, Geneve) or GRE key; 0 when none.
+    TunnelId,
 }
 
 impl Primitive {
     /// Every primitive, in the order the help and error messages list them.
-    pub const LISTED: [Primitive; 8] = [
+    pub const LISTED: [Primitive; 12] = [
         Primitive::SrcHost,
         Primitive::DstHost,
         Primitive::SrcPort,
@@ -74,11 +83,19 @@ impl Primitive {
         Primitive::Vlan,
         Primitive::SrcContainer,
         Primitive::DstContainer,
+        Primitive::Tunnel,
+        Primitive::OuterSrcHost,
+        Primitive::OuterDstHost,
+        Primitive::TunnelId,
     ];
 
+    /// The tunnel primitives, which `CJ_DECAP` adds to every table.
+    pub const TUNNEL: [Primitive; 4] =
+        [Primitive::Tunnel, Primitive::OuterSrcHost, Primitive::OuterDstHost, Primitive::TunnelId];
+
     /// Every primitive in output column order (pmacct's).
-    /// (pmacct has no container primitives: they come last.)
-    pub const COLUMN_ORDER: [Primitive; 8] = [
+    /// (pmacct has no container primitives: they come last, then the tunnel ones.)
+    pub const COLUMN_ORDER: [Primitive; 12] = [
         Primitive::Vlan,
         Primitive::SrcHost,
         Primitive::DstHost,
@@ -87,6 +104,10 @@ impl Primitive {
         Primitive::Proto,
         Primitive::SrcContainer,
         Primitive::DstContainer,
+        Primitive::Tunnel,
+        Primitive::OuterSrcHost,
+        Primitive::OuterDstHost,
+        Primitive::TunnelId,
     ];
 
     /// The configuration name (`src_host`, ...).
@@ -100,6 +121,10 @@ impl Primitive {
             Primitive::Proto => "proto",
             Primitive::SrcContainer => "src_container",
             Primitive::DstContainer => "dst_container",
+            Primitive::Tunnel => "tunnel",
+            Primitive::OuterSrcHost => "outer_src_host",
+            Primitive::OuterDstHost => "outer_dst_host",
+            Primitive::TunnelId => "tunnel_id",
         }
     }
 
@@ -114,6 +139,10 @@ impl Primitive {
             Primitive::Proto => "PROTOCOL",
             Primitive::SrcContainer => "SRC_CONTAINER",
             Primitive::DstContainer => "DST_CONTAINER",
+            Primitive::Tunnel => "TUNNEL",
+            Primitive::OuterSrcHost => "OUTER_SRC_IP",
+            Primitive::OuterDstHost => "OUTER_DST_IP",
+            Primitive::TunnelId => "TUNNEL_ID",
         }
     }
 
@@ -128,6 +157,10 @@ impl Primitive {
             Primitive::Proto => "ip_proto",
             Primitive::SrcContainer => "container_src",
             Primitive::DstContainer => "container_dst",
+            Primitive::Tunnel => "tunnel",
+            Primitive::OuterSrcHost => "outer_ip_src",
+            Primitive::OuterDstHost => "outer_ip_dst",
+            Primitive::TunnelId => "tunnel_id",
         }
     }
 
@@ -136,8 +169,8 @@ impl Primitive {
         Primitive::LISTED.into_iter().find(|p| p.name() == s)
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -148,7 +181,7 @@ pub fn valid_primitives() -> String {
 
 /// A set of primitives; iterates in output column order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Primitives(u8);
+pub struct Primitives(u16);
 
 impl Primitives {
     /// The default set (src_host, dst_host, src_port, dst_port, proto).
@@ -172,6 +205,12 @@ impl Primitives {
             }
         }
         Ok(set)
+    }
+
+    /// The set with the tunnel primitives ([`Primitive::TUNNEL`]) added: what
+    /// the app aggregates by when `CJ_DECAP` is set.
+    pub fn with_tunnel(self) -> Self {
+        Primitives(Primitive::TUNNEL.iter().fold(self.0, |set, p| set | p.bit()))
     }
 
     /// Whether `p` is in the set.
@@ -593,6 +632,17 @@ mod tests {
     }
 
     #[test]
+    fn decap_adds_the_tunnel_columns_after_the_others() {
+        let p = Primitives::default_set().with_tunnel();
+        assert_eq!(
+            p.to_string(),
+            "src_host,dst_host,src_port,dst_port,proto,tunnel,outer_src_host,outer_dst_host,tunnel_id"
+        );
+        assert_eq!(p.with_tunnel(), p);
+        assert!(!Primitives::default_set().has(Primitive::Tunnel));
+    }
+
+    #[test]
     fn primitives_are_columns_in_pmacct_order() {
         let s = from_toml("[aggregate]\nprimitives = [\"proto\", \"vlan\", \"dst_port\", \"src_host\"]\n").unwrap();
         assert_eq!(s.primitives.to_string(), "vlan,src_host,dst_port,proto");
@@ -604,7 +654,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown aggregation primitive \"src_mac\" in /etc/app.toml [aggregate] primitives; \
-             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container"
+             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container, \
+             tunnel, outer_src_host, outer_dst_host, tunnel_id"
         );
     }
 
@@ -615,7 +666,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown aggregation primitive \"peer_as\" in --aggregate; \
-             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container"
+             valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container, \
+             tunnel, outer_src_host, outer_dst_host, tunnel_id"
         );
     }
 

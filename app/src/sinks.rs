@@ -125,6 +125,10 @@ pub fn field(p: Primitive, k: &Key) -> String {
         Primitive::Proto => proto_name(k.proto).into_owned(),
         Primitive::SrcContainer => station::record::text_of(&k.src_container).to_owned(),
         Primitive::DstContainer => station::record::text_of(&k.dst_container).to_owned(),
+        Primitive::Tunnel => wire::tunnel::TunnelKind::from_u8(k.tunnel).map_or("", |t| t.name()).to_owned(),
+        Primitive::OuterSrcHost => format_addr(k.outer_ip_version, &k.outer_src),
+        Primitive::OuterDstHost => format_addr(k.outer_ip_version, &k.outer_dst),
+        Primitive::TunnelId => k.tunnel_id.to_string(),
     }
 }
 
@@ -172,7 +176,10 @@ pub fn json_row(primitives: Primitives, k: &Key, c: &Counters) -> String {
             | Primitive::DstHost
             | Primitive::Proto
             | Primitive::SrcContainer
-            | Primitive::DstContainer => {
+            | Primitive::DstContainer
+            | Primitive::Tunnel
+            | Primitive::OuterSrcHost
+            | Primitive::OuterDstHost => {
                 let _ = write!(s, ", \"{}\": {}", p.json_key(), serde_json::Value::String(v));
             }
             _ => {
@@ -385,6 +392,36 @@ mod tests {
         let line = json_text(&t);
         let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!(v["ip_proto"], "200");
+    }
+
+    #[test]
+    fn decapsulated_records_give_each_direction_its_outer_source_and_destination() {
+        let mut r = ip_record([10, 1, 0, 1], 40000, [10, 1, 0, 2], 80, 6, (3, 240), (2, 980), EndReason::EndOfFlow);
+        r.tunnel_kind = 1;
+        r.tunnel_ip_version = 4;
+        r.tunnel_addr_a = v4([192, 168, 10, 1]);
+        r.tunnel_addr_b = v4([192, 168, 10, 2]);
+        r.tunnel_id = 100;
+        r.tunnel_flags = station::record::TUNNEL_HAS_ID;
+        let plain = ip_record([10, 9, 0, 1], 1, [10, 9, 0, 2], 2, 17, (1, 30), (0, 0), EndReason::IdleTimeout);
+        let mut t = Aggregate::new(Primitives::default_set().with_tunnel());
+        t.add_ip(&r);
+        t.add_ip(&plain);
+        assert_eq!(
+            csv_text(&t),
+            "SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,TUNNEL,OUTER_SRC_IP,OUTER_DST_IP,TUNNEL_ID,\
+             PACKETS,BYTES,FRAME_BYTES,FLOWS,TIMESTAMP_START,TIMESTAMP_END\n\
+             10.1.0.2,10.1.0.1,80,40000,tcp,vxlan,192.168.10.2,192.168.10.1,100,2,980,1008,1,0.000000,0.000000\n\
+             10.1.0.1,10.1.0.2,40000,80,tcp,vxlan,192.168.10.1,192.168.10.2,100,3,240,282,1,0.000000,0.000000\n\
+             10.9.0.1,10.9.0.2,1,2,udp,,,,0,1,30,44,1,0.000000,0.000000\n"
+        );
+        let first: serde_json::Value = serde_json::from_str(json_text(&t).lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (&first["tunnel"], &first["outer_ip_src"], &first["tunnel_id"]),
+            (&"vxlan".into(), &"192.168.10.2".into(), &100.into())
+        );
+        // Without the tunnel primitives the columns and keys are as before.
+        assert!(!csv_text(&Aggregate::new(Primitives::default_set())).contains("TUNNEL"));
     }
 
     #[test]

@@ -290,6 +290,9 @@ impl Report<'_> {
                         | Primitive::Proto
                         | Primitive::SrcContainer
                         | Primitive::DstContainer
+                        | Primitive::Tunnel
+                        | Primitive::OuterSrcHost
+                        | Primitive::OuterDstHost
                 )
             })
             .chain([true; 4])

@@ -330,7 +330,8 @@ fn bad_settings_exit_2_with_one_line() {
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
         "cj-app: unknown aggregation primitive \"src_mac\" in --aggregate; \
-         valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container\n"
+         valid primitives: src_host, dst_host, src_port, dst_port, proto, vlan, src_container, dst_container, \
+         tunnel, outer_src_host, outer_dst_host, tunnel_id\n"
     );
     let o = run(app(shm.path(), 1, 1).arg("--bogus"));
     assert_eq!(o.status.code(), Some(2));

@@ -23,6 +23,16 @@
 //!   batch, and again before a frame whose capture index the snapshot does
 //!   not know: [`Accounting::knows_source`]); the frame's capture source
 //!   comes from its slot metadata.
+//! - Tunnels (`CJ_DECAP`, [`Accounting::with_decap`]): a packet of an enabled
+//!   tunnel with a usable inner IP packet (`wire::tunnel::summarize_decap`) is
+//!   counted as its **inner** flow instead of its outer one, keyed also by its
+//!   tunnel ([`crate::tunnels`]: kind, outer endpoints, VNI or key): it is
+//!   IPv4 or IPv6 by its inner packet, its IP bytes are the inner packet's,
+//!   its frame bytes the captured frame's, and its record carries the tunnel.
+//!   One that matched an enabled tunnel but whose inside is not usable is
+//!   counted as its outer flow and in `tunnel_undecoded`. Either way it is in
+//!   exactly one record. Flow divert (`crate::divert`) decides on the outer
+//!   packet, before this.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +47,8 @@ use crate::flow_table::{FlowTable, FrameTime, TableConfig, TableStats};
 use crate::fragments::{FragmentStats, FragmentTable};
 use crate::nonip_table::NonIpTable;
 use crate::record_sink::RecordSink;
+use crate::tunnels::{Resolve, TunnelHandle, TunnelStats, TunnelTable};
+use wire::tunnel::{Decap, Decapsulated};
 
 /// Packets between two timeout checks.
 pub const CHECK_EVERY: u32 = 4096;
@@ -83,6 +95,10 @@ pub struct Accounting {
     snapshot: Arc<Snapshot>,
     /// Between [`Accounting::begin_batch`] and [`Accounting::end_batch`].
     in_batch: bool,
+    /// CJ_DECAP: the tunnels decapsulated (off by default).
+    decap: Decap,
+    /// The outer endpoints of decapsulated flows.
+    tunnels: TunnelTable,
 }
 
 impl Accounting {
@@ -102,7 +118,26 @@ impl Accounting {
             since_check: 0,
             snapshot: Arc::default(),
             in_batch: false,
+            decap: Decap::default(),
+            tunnels: TunnelTable::default(),
         }
+    }
+
+    /// Decapsulates the tunnels `decap` (CJ_DECAP) names from now on.
+    pub fn with_decap(mut self, decap: Decap) -> Self {
+        self.decap = decap;
+        self
+    }
+
+    /// With this tunnel table instead of the default one (tests use small ones).
+    pub fn with_tunnel_table(mut self, tunnels: TunnelTable) -> Self {
+        self.tunnels = tunnels;
+        self
+    }
+
+    /// Decapsulation totals so far.
+    pub fn tunnel_stats(&self) -> TunnelStats {
+        self.tunnels.stats()
     }
 
     /// With this fragment table instead of the default one (tests use small ones).
@@ -180,11 +215,15 @@ impl Accounting {
     #[inline]
     pub fn slot(&mut self, slot: &[u8], sink: &mut impl RecordSink) {
         match read_packet(slot) {
+            Some((meta, frame)) if !self.decap.is_off() => {
+                let d = wire::tunnel::summarize_decap(frame, meta.wire_len, &self.decap);
+                self.decapsulated(&meta, &d, sink);
+            }
             Some((meta, frame)) => {
                 // A length taken from the frame (IPv4 total length 0 on TSO/BIG
                 // TCP packets, IPv6 jumbograms) counts what the slot cut off too.
                 let s = wire::summarize_wire(frame, meta.wire_len);
-                self.frame(&meta, &s, sink);
+                self.frame(&meta, frame, &s, sink);
             }
             None => {
                 self.counters.packets += 1;
@@ -197,15 +236,44 @@ impl Accounting {
         }
     }
 
-    /// Counts one frame of a slot already read and summarized
-    /// (`wire::summarize_wire`): what [`Accounting::slot`] does after parsing,
-    /// for a caller that needed the summary first (the divert verdict).
+    /// Counts one frame (`frame`, the slot's bytes) of a slot already read
+    /// and summarized (`wire::summarize_wire`, `s`): what
+    /// [`Accounting::slot`] does after parsing, for a caller that needed the
+    /// summary first (the divert verdict). A packet of an enabled tunnel is
+    /// parsed again for its inside.
     #[inline]
-    pub fn frame(&mut self, meta: &PacketMeta, s: &PacketSummary, sink: &mut impl RecordSink) {
+    pub fn frame(&mut self, meta: &PacketMeta, frame: &[u8], s: &PacketSummary, sink: &mut impl RecordSink) {
+        if self.decap.matches(s) {
+            let d = wire::tunnel::summarize_decap(frame, meta.wire_len, &self.decap);
+            return self.decapsulated(meta, &d, sink);
+        }
         if meta.flags & PKT_FLAG_TRUNCATED != 0 {
             self.counters.truncated += 1;
         }
         self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink);
+    }
+
+    /// Counts one frame as `wire::tunnel::summarize_decap` made it out.
+    fn decapsulated(&mut self, meta: &PacketMeta, d: &Decapsulated, sink: &mut impl RecordSink) {
+        if meta.flags & PKT_FLAG_TRUNCATED != 0 {
+            self.counters.truncated += 1;
+        }
+        match d {
+            Decapsulated::Plain(s) => self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink),
+            Decapsulated::Undecoded(s) => {
+                self.tunnels.undecoded();
+                self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink);
+            }
+            Decapsulated::Inner(s, t) => {
+                let (key, dir) = FlowKey::from_summary(s);
+                let handle = self.tunnels.intern(t, dir);
+                self.flows.set_tunnel(handle);
+                self.ip_count(meta.source, s, &key, dir, meta.ts_ns, meta.wire_len, sink);
+                // Timeouts and the fragment remainders they count are nobody's tunnel.
+                self.flows.set_tunnel(TunnelHandle::NONE);
+                self.tick(sink);
+            }
+        }
     }
 
     /// Counts one frame by its summary, timestamp and wire length.
@@ -260,6 +328,24 @@ impl Accounting {
         wire_len: u32,
         sink: &mut impl RecordSink,
     ) {
+        self.ip_count(source, s, key, dir, ts_ns, wire_len, sink);
+        self.tick(sink);
+    }
+
+    /// [`Accounting::ip_from`] without the timeout check.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn ip_count(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        ts_ns: u64,
+        wire_len: u32,
+        sink: &mut impl RecordSink,
+    ) {
+        let sink = &mut Resolve { tunnels: &self.tunnels, sink };
         let c = &mut self.counters;
         c.packets += 1;
         c.bytes += u64::from(wire_len);
@@ -279,7 +365,6 @@ impl Accounting {
                 self.frags.later(source, s, frame, now, &mut self.flows, sink);
             }
         }
-        self.tick(sink);
     }
 
     /// Counts one non-IP or malformed frame.
@@ -328,6 +413,7 @@ impl Accounting {
     fn expire_and_refresh(&mut self, refresh_budget: u32, sink: &mut impl RecordSink) -> u64 {
         self.since_check = 0;
         let now = self.clock.now();
+        let sink = &mut Resolve { tunnels: &self.tunnels, sink };
         self.frags.expire(now, &mut self.flows, sink);
         let ended = self.flows.expire(now, sink) + self.other.expire(now, sink);
         self.flows.refresh(now, refresh_budget, sink);
@@ -350,6 +436,7 @@ impl Accounting {
     /// after counting the later fragments still held ([`crate::fragments`]).
     pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
         let now = self.clock.now();
+        let sink = &mut Resolve { tunnels: &self.tunnels, sink };
         self.frags.flush(now, &mut self.flows, sink);
         self.flows.flush(sink) + self.other.flush(sink)
     }
@@ -593,6 +680,107 @@ mod tests {
         assert_eq!(got.len(), t.rows.len());
         assert_eq!(got, t.rows);
         assert!(out.iter().any(|r| r.flags & station::record::FLAG_FRAGMENTS != 0));
+    }
+
+    /// The records of `frames` counted through slots by an accounting that decapsulates `decap`.
+    fn run_slots(frames: &[(u64, Vec<u8>)], decap: wire::tunnel::Decap) -> (Vec<FlowRecord>, Accounting) {
+        use station::slot::{write_packet, PacketMeta};
+        let mut acct = Accounting::new(crate::flow_table::tests::cfg()).with_decap(decap);
+        let mut out = Vec::new();
+        let mut slot = vec![0u8; 2048];
+        for (ts, f) in frames {
+            let meta = PacketMeta { ts_ns: *ts, wire_len: f.len() as u32, ..Default::default() };
+            let used = write_packet(&mut slot, meta, f);
+            acct.slot(&slot[..used], &mut out);
+        }
+        acct.flush(&mut out);
+        (out, acct)
+    }
+
+    #[test]
+    fn tunnelled_packets_count_as_their_inner_flows_with_their_tunnels_when_decap_is_on() {
+        use sim::tunnel::{tunnel_capture, TunnelRow};
+        use std::net::IpAddr;
+        let (frames, truth) = tunnel_capture();
+        let all = wire::tunnel::Decap::parse("vxlan,geneve,gre,ipip").unwrap();
+        let (out, acct) = run_slots(&frames, all);
+        // Directed rows of the records with their tunnels, in the truth's shape.
+        let mut got: Vec<TunnelRow> = Vec::new();
+        for r in &out {
+            let outer = |a: &[u8; 16]| station::record::ip_from_bytes(r.tunnel_ip_version, a);
+            let id = if r.tunnel_flags & station::record::TUNNEL_HAS_ID != 0 { r.tunnel_id } else { 0 };
+            let name = r.tunnel().map_or("", wire::tunnel::TunnelKind::name);
+            let (a, b): (IpAddr, IpAddr) = (r.ip_a().unwrap(), r.ip_b().unwrap());
+            for (d, (src, dst, sp, dp, osrc, odst)) in [
+                (0, (a, b, r.port_a, r.port_b, outer(&r.tunnel_addr_a), outer(&r.tunnel_addr_b))),
+                (1, (b, a, r.port_b, r.port_a, outer(&r.tunnel_addr_b), outer(&r.tunnel_addr_a))),
+            ] {
+                if r.dir[d].packets == 0 {
+                    continue;
+                }
+                let row = sim::TruthRow {
+                    src,
+                    dst,
+                    src_port: sp,
+                    dst_port: dp,
+                    proto: r.proto,
+                    vlan: r.vlan,
+                    packets: r.dir[d].packets,
+                    ip_bytes: r.dir[d].ip_bytes,
+                    frame_bytes: r.dir[d].frame_bytes,
+                };
+                got.push(TunnelRow { tunnel: name, outer_src: osrc, outer_dst: odst, tunnel_id: id, row });
+            }
+        }
+        got.sort();
+        assert_eq!(got, truth.decapsulated);
+        let c = acct.counters();
+        assert_eq!((c.packets, c.bytes), (truth.frames, truth.frame_bytes), "the identity: every frame once");
+        assert_eq!(c.ipv4 + c.ipv6 + c.non_ip + c.malformed, c.packets);
+        let t = acct.tunnel_stats();
+        assert_eq!(
+            (t.decapsulated, t.undecoded, t.endpoints, t.not_kept),
+            (truth.tunnel_packets, truth.undecoded, 7, 0)
+        );
+
+        // The divert path (a summary made first, then `frame`) counts the same records.
+        let mut acct = Accounting::new(crate::flow_table::tests::cfg()).with_decap(all);
+        let mut by_frame = Vec::new();
+        for (ts, f) in &frames {
+            let meta = station::slot::PacketMeta { ts_ns: *ts, wire_len: f.len() as u32, ..Default::default() };
+            acct.frame(&meta, f, &wire::summarize_wire(f, meta.wire_len), &mut by_frame);
+        }
+        acct.flush(&mut by_frame);
+        assert_eq!(by_frame, out);
+
+        // Off: the outer flows, as before.
+        let (out, acct) = run_slots(&frames, wire::tunnel::Decap::default());
+        assert_eq!(sim::rows_of_records(&out), (truth.outer.clone(), 0));
+        assert!(out.iter().all(|r| r.tunnel_kind == 0 && r.tunnel_addr_a == [0; 16] && r.tunnel_id == 0));
+        assert_eq!(acct.tunnel_stats(), TunnelStats::default());
+
+        // A table of one endpoint pair: the others keep their kind, lose their outer
+        // addresses, and every packet is still counted in its inner flow.
+        let mut acct = Accounting::new(crate::flow_table::tests::cfg())
+            .with_decap(all)
+            .with_tunnel_table(TunnelTable::with_limit(1));
+        let mut out = Vec::new();
+        for (ts, f) in &frames {
+            let mut slot = vec![0u8; 2048];
+            let used = station::slot::write_packet(
+                &mut slot,
+                station::slot::PacketMeta { ts_ns: *ts, wire_len: f.len() as u32, ..Default::default() },
+                f,
+            );
+            acct.slot(&slot[..used], &mut out);
+        }
+        acct.flush(&mut out);
+        assert_eq!(out.iter().map(FlowRecord::packets).sum::<u64>(), truth.frames);
+        let not_kept = out.iter().filter(|r| r.tunnel_flags & station::record::TUNNEL_ENDPOINTS_NOT_KEPT != 0);
+        assert!(
+            not_kept.clone().count() > 0 && not_kept.clone().all(|r| r.tunnel_kind != 0 && r.tunnel_addr_a == [0; 16])
+        );
+        assert!(acct.tunnel_stats().not_kept > 0);
     }
 
     #[test]

@@ -819,7 +819,7 @@ impl Divert {
         // One parse serves the verdict and the accounting.
         let s = wire::summarize_wire(frame, meta.wire_len);
         if self.packet(&meta, frame, &s) != Some(Action::Divert) {
-            acct.frame(&meta, &s, sink);
+            acct.frame(&meta, frame, &s, sink);
         }
     }
 

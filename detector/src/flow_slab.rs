@@ -74,10 +74,19 @@ pub const EVICT_SCAN: usize = 4;
 pub trait SlabEntry: Copy {
     /// The lookup key.
     type Key: Copy + Eq + Hash;
-    /// The entry's key equals `key`.
+    /// The cold part stored beside the entry.
+    type Cold: Copy;
+    /// The entry's key equals `key`, as far as the hot part tells.
     fn matches(&self, key: &Self::Key) -> bool;
-    /// The entry's key.
-    fn key(&self) -> Self::Key;
+    /// The rest of the key that lives in the cold part equals `key`'s; asked
+    /// only when [`SlabEntry::matches`] is true, so that a key part rarely
+    /// used (a tunnel) costs no cold read to the entries that lack it.
+    #[inline]
+    fn matches_cold(&self, _cold: &Self::Cold, _key: &Self::Key) -> bool {
+        true
+    }
+    /// The entry's key (its cold part `cold`).
+    fn key(&self, cold: &Self::Cold) -> Self::Key;
     /// Hash of `key` under `seed` (a good 64-bit mix: the low bits place the
     /// entry, the top 5 bits are its tag).
     fn hash_with(seed: u64, key: &Self::Key) -> u64;
@@ -150,7 +159,7 @@ pub struct WheelSlab<E: SlabEntry, C: Copy, const L: usize> {
     peak: usize,
 }
 
-impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
+impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// Bytes of one entry: hot and cold parts and links (not the index).
     pub const ENTRY_BYTES: usize = size_of::<E>() + size_of::<C>() + size_of::<Link>();
 
@@ -294,7 +303,8 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             }
             if s & !IDX_MASK == tag {
                 let i = (s & IDX_MASK) - 1;
-                if self.hot[i as usize].matches(key) {
+                let e = &self.hot[i as usize];
+                if e.matches(key) && e.matches_cold(&self.cold[i as usize], key) {
                     return Some(i);
                 }
             }
@@ -349,8 +359,8 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// # Panics
     /// If `list >= L`. Debug builds also check the hash and that the key is absent.
     pub fn insert_hashed(&mut self, hash: u64, hot: E, cold: C, list: usize) -> Option<u32> {
-        debug_assert_eq!(hash, self.hash_of(&hot.key()), "hash of another key");
-        debug_assert!(self.find(&hot.key()).is_none(), "duplicate key");
+        debug_assert_eq!(hash, self.hash_of(&hot.key(&cold)), "hash of another key");
+        debug_assert!(self.find(&hot.key(&cold)).is_none(), "duplicate key");
         if self.is_full() {
             return None;
         }
@@ -394,7 +404,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
     pub fn remove(&mut self, i: u32) -> (E, C) {
         let hot = self.hot[i as usize];
         assert!(hot.list() != FREE, "remove of a free slot");
-        self.index_remove(self.hash_of(&hot.key()), i);
+        self.index_remove(self.hash_of(&hot.key(&self.cold[i as usize])), i);
         self.unlink(i);
         self.hot[i as usize].set_list(FREE);
         self.links[i as usize] = Link { prev: NIL, next: self.free };
@@ -565,7 +575,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
                 break;
             }
             let k = (s & IDX_MASK) - 1;
-            let home = self.hash_of(&self.hot[k as usize].key()) as usize & self.mask;
+            let home = self.hash_of(&self.hot[k as usize].key(&self.cold[k as usize])) as usize & self.mask;
             if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(hole) & self.mask) {
                 self.index[hole] = s;
                 hole = j;
@@ -592,7 +602,7 @@ impl<E: SlabEntry, C: Copy, const L: usize> WheelSlab<E, C, L> {
             self.mask = slots - 1;
             for i in 0..self.hot.len() as u32 {
                 if self.is_live(i) {
-                    let h = self.hash_of(&self.hot[i as usize].key());
+                    let h = self.hash_of(&self.hot[i as usize].key(&self.cold[i as usize]));
                     self.index_insert(h, i);
                 }
             }
@@ -645,10 +655,11 @@ mod tests {
 
     impl SlabEntry for T {
         type Key = u64;
+        type Cold = u32;
         fn matches(&self, key: &u64) -> bool {
             self.key == *key
         }
-        fn key(&self) -> u64 {
+        fn key(&self, _: &u32) -> u64 {
             self.key
         }
         fn hash_with(seed: u64, key: &u64) -> u64 {

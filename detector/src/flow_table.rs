@@ -48,12 +48,13 @@
 //!   bucket's width after it ([`crate::flow_slab`]).
 //! - Memory: entries live in a slab (see [`crate::flow_slab`]); `limit` entries at
 //!   most, `min(limit, 65536)` reserved up front, growth by doubling. One entry
-//!   is [`FLOW_ENTRY_BYTES`] (152) bytes: a 128-byte hot part (key, packet
-//!   times, counters, clocks: two cache lines, 64-byte aligned), 16 cold
-//!   bytes (MACs, attribution) and 8 bytes of wheel links; the index adds 8
-//!   bytes per flow of room (a `u32` per slot, at least twice as many slots
-//!   as room) and the wheels 64 KiB: 160 bytes per flow of room, so a table
-//!   grown to the default CJ_FLOW_TABLE_SIZE of 1 M flows takes about 168 MB
+//!   is [`FLOW_ENTRY_BYTES`] (156) bytes: a 128-byte hot part (key, packet
+//!   times, counters, clocks: two cache lines, 64-byte aligned), 20 cold
+//!   bytes (MACs, attribution, the key's tunnel) and 8 bytes of wheel links;
+//!   the index adds 8 bytes per flow of room (a `u32` per slot, at least
+//!   twice as many slots as room) and the wheels 64 KiB: 164 bytes per flow
+//!   of room, so a table grown to the default CJ_FLOW_TABLE_SIZE of 1 M
+//!   flows takes about 172 MB
 //!   (10.5 MB reserved at start). Nothing is allocated per packet once the
 //!   table has grown.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
@@ -93,6 +94,7 @@ use wire::{ip_proto, Direction, FlowKey, Fragment, PacketSummary};
 
 use crate::flow_slab::{mix_words, SlabEntry, WheelSlab};
 use crate::record_sink::RecordSink;
+use crate::tunnels::TunnelHandle;
 
 /// Slab entries reserved up front at most.
 pub const INITIAL_RESERVE: usize = 65_536;
@@ -163,6 +165,10 @@ pub struct TableKey {
     pub key: FlowKey,
     /// `PacketMeta::source`: the capture interface's index.
     pub source: u8,
+    /// The flow's tunnel (`CJ_DECAP`, [`crate::tunnels`]): part of the key,
+    /// so one inner flow in two tunnels is two flows. 3 bytes, so the entry
+    /// stays in 176.
+    pub tunnel: TunnelHandle,
 }
 
 /// A side's attribution packed in 16 bits: the snapshot entry index in the low
@@ -280,14 +286,15 @@ struct Flow {
 
 /// The cold part of a flow: read when the flow starts and when a record is
 /// written, and written when a side's MAC is first learnt from a frame it sent.
-/// (The decapsulation branch's 4-byte tunnel-endpoint id goes here: it is
-/// set when the flow is created and read for its records; the hot part has
-/// no spare byte.)
 #[derive(Clone, Copy, Debug)]
 struct Cold {
     mac: [[u8; 6]; 2],
     /// Containers by key side (see [`attribute`]).
     ctr: [Attribution; 2],
+    /// The key's tunnel (`CJ_DECAP`): here, not in the hot part, which has
+    /// no spare byte; the hot part's [`TUNNELLED`] bit says whether it is
+    /// set, so a lookup reads it only for tunnelled flows.
+    tunnel: TunnelHandle,
 }
 
 /// [`Flow`] state bit: FIN from key side 0 (side 1: `FIN_A << 1`).
@@ -309,6 +316,9 @@ const FRAGMENTS: u8 = 8;
 /// [`Flow`] bit: key side 0's MAC came from a frame it sent, not from a
 /// destination field (side 1: `MAC_FROM_SRC << 1`).
 const MAC_FROM_SRC: u8 = 16;
+/// [`Flow`] bit: the key has a tunnel ([`Cold::tunnel`] is not
+/// [`TunnelHandle::NONE`]).
+const TUNNELLED: u8 = 64;
 
 /// Bytes of one flow's entry: hot part, cold part and wheel links (the
 /// index adds 8 to 16 bytes per flow of room: see the module docs).
@@ -316,10 +326,11 @@ pub const FLOW_ENTRY_BYTES: usize = FlowSlab::ENTRY_BYTES;
 
 const _: () = assert!(size_of::<Flow>() == 128, "the hot part is two cache lines");
 const _: () = assert!(std::mem::offset_of!(Flow, first_ns) == 48 && std::mem::offset_of!(Flow, packets) == 64);
-const _: () = assert!(FLOW_ENTRY_BYTES <= 152, "the module docs promise 152 bytes per slab entry");
+const _: () = assert!(FLOW_ENTRY_BYTES <= 156, "the module docs promise 156 bytes per slab entry");
 
 impl SlabEntry for Flow {
     type Key = TableKey;
+    type Cold = Cold;
 
     #[inline]
     fn matches(&self, k: &TableKey) -> bool {
@@ -330,11 +341,17 @@ impl SlabEntry for Flow {
             & (addr(&a.addr_hi) == addr(&b.addr_hi))
             & ((a.port_lo, a.port_hi, a.proto, a.ip_version, a.vlan, a.vlan_inner, self.source)
                 == (b.port_lo, b.port_hi, b.proto, b.ip_version, b.vlan, b.vlan_inner, k.source))
+            & ((self.bits & TUNNELLED != 0) == (k.tunnel != TunnelHandle::NONE))
     }
 
     #[inline]
-    fn key(&self) -> TableKey {
-        TableKey { key: self.key, source: self.source }
+    fn matches_cold(&self, cold: &Cold, k: &TableKey) -> bool {
+        self.bits & TUNNELLED == 0 || cold.tunnel == k.tunnel
+    }
+
+    #[inline]
+    fn key(&self, cold: &Cold) -> TableKey {
+        TableKey { key: self.key, source: self.source, tunnel: cold.tunnel }
     }
 
     #[inline]
@@ -351,6 +368,8 @@ impl SlabEntry for Flow {
             | u64::from(k.source) << 48;
         let vlans = u64::from(key.vlan) | u64::from(key.vlan_inner) << 16;
         let ([a0, a1], [b0, b1]) = (halves(&key.addr_lo), halves(&key.addr_hi));
+        // The tunnel is left out: it lives in the cold part, and one inner flow in
+        // two tunnels is rare enough that sharing a probe sequence costs nothing.
         mix_words(seed, &[a0, a1, b0, b1, rest, vlans])
     }
 
@@ -401,7 +420,9 @@ impl Flow {
             source: tk.source,
             list,
             state: 0,
-            bits: (MAC_FROM_SRC << side) | if side == 1 { INITIATOR_HI } else { 0 },
+            bits: (MAC_FROM_SRC << side)
+                | if side == 1 { INITIATOR_HI } else { 0 }
+                | if tk.tunnel == TunnelHandle::NONE { 0 } else { TUNNELLED },
             tcp_flags: [0; 2],
             first_ns: ts_ns,
             last_ns: ts_ns,
@@ -411,7 +432,7 @@ impl Flow {
             seen_ns: now_ns,
             started_ns: now_ns,
         };
-        (flow, Cold { mac, ctr })
+        (flow, Cold { mac, ctr, tunnel: tk.tunnel })
     }
 
     #[inline]
@@ -573,6 +594,9 @@ impl Flow {
             source: self.source,
             _pad: [0; 2],
             ctr: [unpack(snap, cold.ctr[a]), unpack(snap, cold.ctr[b])],
+            // The handle; the worker resolves it into the tunnel fields (crate::tunnels).
+            tunnel_id: cold.tunnel.raw(),
+            ..FlowRecord::default()
         }
     }
 }
@@ -624,6 +648,8 @@ pub struct FlowTable {
     scratch: Vec<u32>,
     /// Packets given to [`FlowTable::packet_ahead`] and not yet counted, oldest first.
     pending: Vec<Pending>,
+    /// The tunnel of the packets counted now ([`FlowTable::set_tunnel`]).
+    tunnel: TunnelHandle,
 }
 
 /// Packets [`FlowTable::packet_ahead`] looks up together.
@@ -660,6 +686,7 @@ impl FlowTable {
             sweep: 0,
             scratch: Vec::new(),
             pending: Vec::with_capacity(AHEAD),
+            tunnel: TunnelHandle::NONE,
         }
     }
 
@@ -668,6 +695,15 @@ impl FlowTable {
     /// never reused).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.snap = snap;
+    }
+
+    /// The tunnel of the packets [`FlowTable::packet_from`] and
+    /// [`FlowTable::held_from`] count from now on (part of their key; the
+    /// accounting sets it for a decapsulated packet and back to
+    /// [`TunnelHandle::NONE`] after it).
+    #[inline]
+    pub fn set_tunnel(&mut self, tunnel: TunnelHandle) {
+        self.tunnel = tunnel;
     }
 
     /// The table's settings.
@@ -727,7 +763,7 @@ impl FlowTable {
         sink: &mut impl RecordSink,
     ) {
         self.drain(sink);
-        let tk = TableKey { key: *key, source };
+        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.slab.hash_of(&tk);
         self.packet_hashed(hash, &tk, s, dir, frame, now_ns, sink);
     }
@@ -755,7 +791,7 @@ impl FlowTable {
         now_ns: u64,
         sink: &mut impl RecordSink,
     ) {
-        let tk = TableKey { key: *key, source };
+        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.slab.hash_of(&tk);
         self.pending.push(Pending { hash, tk, s: *s, dir, frame, now_ns });
         if self.pending.len() >= AHEAD {
@@ -823,7 +859,7 @@ impl FlowTable {
         if held.packets == 0 {
             return;
         }
-        let tk = TableKey { key: *key, source };
+        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let side = side_of(dir);
         let hash = self.slab.hash_of(&tk);
         let i = self.entry_for(hash, &tk, s, side, held.first_ns, now_ns, sink);
@@ -1468,6 +1504,6 @@ pub(crate) mod tests {
 
     #[test]
     fn entry_size_is_what_the_docs_say() {
-        assert_eq!(FLOW_ENTRY_BYTES, 152);
+        assert_eq!(FLOW_ENTRY_BYTES, 156);
     }
 }

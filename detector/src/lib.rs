@@ -22,4 +22,5 @@ pub mod progress;
 pub mod record_sink;
 pub mod stats;
 pub mod tun;
+pub mod tunnels;
 pub mod worker;

@@ -113,8 +113,10 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
     let go = gate.open();
     if go {
         let cores: Vec<String> = specs.iter().map(|s| format!("{}->core {}", s.queue, s.core)).collect();
+        let decap =
+            if cfg.decap.is_off() { String::new() } else { format!("; decapsulating {} (CJ_DECAP)", cfg.decap) };
         let started = format!(
-            "{} workers started (queue->core: {}), cluster dir {}",
+            "{} workers started (queue->core: {}), cluster dir {}{decap}",
             specs.len(),
             cores.join(", "),
             cfg.cluster_dir().display()

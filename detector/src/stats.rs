@@ -23,8 +23,15 @@ use shmq::QueueStats;
 use station::naming::{worker_counter as wc, WORKER_COUNTERS};
 
 /// The counters of one worker's stats page, by index of [`WORKER_COUNTERS`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerSnapshot(pub [u64; WORKER_COUNTERS.len()]);
+
+impl Default for WorkerSnapshot {
+    /// Every counter 0 (a hand-written impl: `Default` is derived for arrays of at most 32).
+    fn default() -> Self {
+        Self([0; WORKER_COUNTERS.len()])
+    }
+}
 
 impl WorkerSnapshot {
     /// From a page read by name (`shmq::CounterPage::read`); unknown names are

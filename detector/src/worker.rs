@@ -92,6 +92,8 @@ pub struct WorkerSpec {
     pub record_spec: QueueSpec,
     /// Flow table settings.
     pub table: TableConfig,
+    /// CJ_DECAP: the tunnels whose packets count as their inner flow.
+    pub decap: wire::tunnel::Decap,
     /// CJ_WAIT.
     pub wait: WaitStrategy,
     /// Flow divert (CJ_TUN=yes): `tun<CJ_TUN_OFFSET + queue>`; None: off.
@@ -114,6 +116,7 @@ impl WorkerSpec {
             packet_spec: QueueSpec { slot_size: cfg.slot_size, capacity: cfg.queue_slots },
             record_spec: QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: cfg.record_queue_slots },
             table: TableConfig::from_station(cfg, queue),
+            decap: cfg.decap,
             wait: cfg.wait.strategy(),
             tun_device: cfg.tun.then(|| format!("tun{}", cfg.tun_offset + queue)),
             divert_rules: None,
@@ -323,7 +326,7 @@ fn run(
     // Published records are counted by the queue itself; the page may lag it after a crash.
     let seq = producer.position() + stats.base[wc::RECORDS_LOST];
     let mut out = RecordOut::new(producer, queue, seq, stop, spec.wait);
-    let mut acct = Accounting::new(spec.table);
+    let mut acct = Accounting::new(spec.table).with_decap(spec.decap);
     let mut waiter = Waiter::new(spec.wait);
     let mut last_idle_check: Option<Instant> = None;
     let mut corrupt_log = RateLimited::new();
@@ -509,6 +512,7 @@ impl StatsWriter {
         base[wc::ENDED] = 0;
         base[wc::HEARTBEAT_MS] = 0;
         base[wc::DIVERT_RULES_GENERATION] = 0;
+        base[wc::TUNNEL_ENDPOINTS] = 0;
         Self { page, base }
     }
 
@@ -548,6 +552,11 @@ impl StatsWriter {
         v[wc::FRAGMENTS_ATTRIBUTED] = fr.attributed;
         v[wc::FRAGMENTS_UNATTRIBUTED] = fr.unattributed;
         v[wc::FRAGMENT_IDS_EVICTED] = fr.evicted;
+        let tu = acct.tunnel_stats();
+        v[wc::TUNNEL_PACKETS] = tu.decapsulated;
+        v[wc::TUNNEL_UNDECODED] = tu.undecoded;
+        v[wc::TUNNEL_ENDPOINTS] = tu.endpoints;
+        v[wc::TUNNEL_ENDPOINTS_NOT_KEPT] = tu.not_kept;
         for (i, x) in v.iter().enumerate() {
             self.page.set(i, self.base[i] + x);
         }

@@ -1,10 +1,13 @@
 //! Fuzz target: any byte string through everything a station does with a
 //! frame. Guarantees checked: nothing panics, and the summary's invariants
-//! and the key/hash symmetry hold for every input.
+//! and the key/hash symmetry hold for every input; with every tunnel
+//! decapsulated (`CJ_DECAP`), a frame is its own summary unless its inside
+//! is a usable IP packet.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wire::{summarize, symmetric_5tuple_hash, zbalance_ip_hash, FlowKey, Fragment, PacketSummary, L3};
+use wire::tunnel::{summarize_decap, Decap, Decapsulated};
+use wire::{summarize, summarize_wire, symmetric_5tuple_hash, zbalance_ip_hash, FlowKey, Fragment, PacketSummary, L3};
 
 fuzz_target!(|frame: &[u8]| {
     let s = summarize(frame);
@@ -36,4 +39,21 @@ fuzz_target!(|frame: &[u8]| {
     }
     assert_eq!(zb, zbalance_ip_hash(&r));
     assert_eq!(h, symmetric_5tuple_hash(&r));
+
+    let all = Decap { vxlan: Some(4789), geneve: Some(6081), gre: true, ipip: true };
+    let wire_len = frame.len() as u32;
+    match summarize_decap(frame, wire_len, &all) {
+        Decapsulated::Plain(o) => {
+            assert_eq!(o, summarize_wire(frame, wire_len));
+            assert!(!all.matches(&o));
+        }
+        Decapsulated::Undecoded(o) => {
+            assert_eq!(o, summarize_wire(frame, wire_len));
+            assert!(all.matches(&o));
+        }
+        Decapsulated::Inner(i, t) => {
+            assert!(i.is_ip() && t.kind.is_some() && all.matches(&s));
+            assert_eq!((i.vlan, i.vlan_inner), (s.vlan, s.vlan_inner));
+        }
+    }
 });

@@ -17,8 +17,12 @@
 //! - named namespaces under `/run/netns/NAME` (a container named NAME, id NAME);
 //! - the Docker Engine API ([`docker`]): id, name, image, labels, addresses,
 //!   MACs and netns (`SandboxKey`, else `/proc/PID/ns/net`);
-//! - other runtimes (containerd, CRI-O, podman, LXC) from the cgroup path of
-//!   the processes in `/proc/*/ns/net` (id from the path, name = short id).
+//! - other runtimes (containerd, CRI-O, podman, LXC) from `/proc` ([`runtimes`]):
+//!   the cgroup path of each process in a netns of its own, and its runtime's
+//!   monitor (conmon, the containerd shim, LXC's monitor) for the name and for
+//!   paths that name no runtime. These come before named namespaces: a
+//!   runtime's netns file under `/run/netns` (podman with CNI, containerd's
+//!   CRI) is attributed to its container, not to the file's name.
 //!
 //! A netns is tied to its host veths by nsid: `RTM_GETNSID` on the netns file
 //! gives the nsid the host uses for it, and each host veth's
@@ -67,6 +71,7 @@ pub use arc_swap;
 pub mod capture;
 pub mod docker;
 pub mod netlink;
+pub mod runtimes;
 pub mod sources;
 
 use std::collections::HashMap;
@@ -332,40 +337,8 @@ fn read_link_name(dir: &Path) -> Vec<(String, PathBuf)> {
     v
 }
 
-/// The container runtime and id a cgroup path names, if any.
-pub fn runtime_of_cgroup(text: &str) -> Option<(&'static str, String)> {
-    for line in text.lines() {
-        let path = line.splitn(3, ':').nth(2).unwrap_or("");
-        for seg in path.split('/').rev() {
-            let seg = seg.trim_end_matches(".scope");
-            for (prefix, rt) in [
-                ("docker-", "docker"),
-                ("cri-containerd-", "containerd"),
-                ("crio-", "crio"),
-                ("libpod-", "podman"),
-                ("lxc.payload.", "lxc"),
-            ] {
-                if let Some(id) = seg.strip_prefix(prefix) {
-                    if !id.is_empty() && id != "conmon" {
-                        return Some((rt, id.to_owned()));
-                    }
-                }
-            }
-        }
-        // cgroup v1 style: /docker/<64 hex>
-        let parts: Vec<&str> = path.split('/').collect();
-        for w in parts.windows(2) {
-            if w[0] == "docker" && w[1].len() == 64 && w[1].bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Some(("docker", w[1].to_owned()));
-            }
-        }
-    }
-    None
-}
-
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
+pub use runtimes::runtime_of_cgroup;
+use runtimes::short_id;
 
 /// Asks the daemon at `sock` for its running containers; the first failure
 /// (and the first answer after failures) is said once, with `warned` as the state.
@@ -474,6 +447,35 @@ impl Scanner {
                 macs: c.macs,
             });
         }
+        // Other runtimes' processes, before named namespaces: a runtime that keeps its
+        // netns under /run/netns (podman with CNI, containerd's CRI, `ip netns` wiring for
+        // `ctr run --with-ns`) names its container, not the file.
+        if self.cfg.scan_proc {
+            let proc_root = Path::new("/proc");
+            for (pid, dir) in read_link_name(proc_root) {
+                if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(dir.join("ns/net")) else { continue };
+                if seen.contains(&meta.ino()) {
+                    continue;
+                }
+                let Some(found) = runtimes::identify(proc_root, &dir, meta.ino()) else { continue };
+                let Ok(f) = File::open(dir.join("ns/net")) else { continue };
+                seen.insert(meta.ino());
+                let nsid = self.nsid_of(&f);
+                out.push(Namespace {
+                    inode: meta.ino(),
+                    nsid,
+                    id: short_id(&found.id).to_owned(),
+                    name: short_id(&found.name).to_owned(),
+                    runtime: found.runtime,
+                    image: String::new(),
+                    ips: Vec::new(),
+                    macs: Vec::new(),
+                });
+            }
+        }
         // Named namespaces.
         for (name, path) in read_link_name(&self.cfg.netns_dir) {
             let Ok(f) = File::open(&path) else { continue };
@@ -492,34 +494,6 @@ impl Scanner {
                 ips: Vec::new(),
                 macs: Vec::new(),
             });
-        }
-        // Other runtimes' processes.
-        if self.cfg.scan_proc {
-            for (pid, dir) in read_link_name(Path::new("/proc")) {
-                if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                    continue;
-                }
-                let Ok(meta) = std::fs::metadata(dir.join("ns/net")) else { continue };
-                if seen.contains(&meta.ino()) {
-                    continue;
-                }
-                let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) else { continue };
-                let Some((runtime, id)) = runtime_of_cgroup(&cg) else { continue };
-                let Ok(f) = File::open(dir.join("ns/net")) else { continue };
-                seen.insert(meta.ino());
-                let nsid = self.nsid_of(&f);
-                let short = short_id(&id).to_owned();
-                out.push(Namespace {
-                    inode: meta.ino(),
-                    nsid,
-                    id: short.clone(),
-                    name: short,
-                    runtime,
-                    image: String::new(),
-                    ips: Vec::new(),
-                    macs: Vec::new(),
-                });
-            }
         }
         out
     }
@@ -945,23 +919,6 @@ pub fn snapshot_for_tests(entries: &[(Entry, Option<u8>)]) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgroup_paths_name_runtimes() {
-        let id = "a".repeat(64);
-        assert_eq!(runtime_of_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(("docker", id.clone())));
-        assert_eq!(runtime_of_cgroup(&format!("12:pids:/docker/{id}\n")), Some(("docker", id.clone())));
-        assert_eq!(
-            runtime_of_cgroup("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc123.scope\n"),
-            Some(("containerd", "abc123".into()))
-        );
-        assert_eq!(
-            runtime_of_cgroup("0::/machine.slice/libpod-ff00.scope/container\n"),
-            Some(("podman", "ff00".into()))
-        );
-        assert_eq!(runtime_of_cgroup("0::/lxc.payload.web/init.scope\n"), Some(("lxc", "web".into())));
-        assert_eq!(runtime_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"), None);
-    }
 
     #[test]
     fn a_scan_without_anything_is_empty_and_cheap() {

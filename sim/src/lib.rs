@@ -51,6 +51,8 @@
 //! memory.
 #![deny(unsafe_code)]
 
+pub mod tunnel;
+
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;

@@ -222,7 +222,13 @@ pub const HEARTBEAT_STALE_MS: u64 = 3000;
 /// later fragments), `fragments_attributed` (later fragments counted in
 /// their datagram's flow, with its ports), `fragments_unattributed` (later
 /// fragments counted under ports 0/0 because their first fragment never came
-/// within the timeout or their entry was evicted), `fragment_ids_evicted`.
+/// within the timeout or their entry was evicted), `fragment_ids_evicted`;
+/// then, after `unclean_restarts`, tunnel decapsulation's (all 0 unless
+/// CJ_DECAP is set): `tunnel_packets` (counted as their inner flow),
+/// `tunnel_undecoded` (of an enabled tunnel, counted as their outer flow:
+/// inside not usable), `tunnel_endpoints` (outer endpoint pairs the worker
+/// keeps), `tunnel_endpoints_not_kept` (decapsulated packets whose pair
+/// found that table full: counted without their outer addresses).
 pub const WORKER_COUNTERS: &[&str] = &[
     "packets",
     "bytes",
@@ -255,6 +261,10 @@ pub const WORKER_COUNTERS: &[&str] = &[
     "fragments_unattributed",
     "fragment_ids_evicted",
     "unclean_restarts",
+    "tunnel_packets",
+    "tunnel_undecoded",
+    "tunnel_endpoints",
+    "tunnel_endpoints_not_kept",
 ];
 
 /// Index of each worker counter in [`WORKER_COUNTERS`].
@@ -329,6 +339,16 @@ pub mod worker_counter {
     /// or its process died): the flows that one held are lost, and the app's
     /// identity counts their packets as `worker_crash_lost`.
     pub const UNCLEAN_RESTARTS: usize = 30;
+    /// CJ_DECAP: packets counted as their inner flow.
+    pub const TUNNEL_PACKETS: usize = 31;
+    /// CJ_DECAP: packets of an enabled tunnel counted as their outer flow
+    /// (the inside was cut, malformed, not IP, or the outer packet a fragment).
+    pub const TUNNEL_UNDECODED: usize = 32;
+    /// CJ_DECAP: outer endpoint pairs in the worker's tunnel table now.
+    pub const TUNNEL_ENDPOINTS: usize = 33;
+    /// CJ_DECAP: decapsulated packets whose endpoint pair found the table
+    /// full (their records keep the tunnel kind, not the outer addresses).
+    pub const TUNNEL_ENDPOINTS_NOT_KEPT: usize = 34;
 }
 
 /// Slot size of record queues: the queue's 8-byte length word plus one FlowRecord, rounded to 8.

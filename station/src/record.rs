@@ -11,7 +11,14 @@
 //! the container it belongs to ([`ContainerRef`]: id, name, host veth, netns,
 //! and how it was attributed), all zero when none.
 //!
-//! Layout version 2 (312 bytes): version 1 plus `source` and `ctr`. A
+//! Tunnels (`CJ_DECAP`): a record of a decapsulated flow counts the inner
+//! flow (addresses, ports, protocol, IP bytes of the inner packets; frame
+//! bytes of the captured frames) and carries the tunnel in the `tunnel_*`
+//! fields: its kind, the outer address at each side's end, and the VNI or GRE
+//! key ([`TUNNEL_HAS_ID`]). All zero for a flow that is not tunnelled.
+//!
+//! Layout version 3 (352 bytes): version 2 (312 bytes: version 1 plus
+//! `source` and `ctr`) plus the `tunnel_*` fields at the end. A
 //! producer stamps the version into every record ([`FlowRecord::stamp_layout`],
 //! the byte `_pad[0]`), and a consumer counts a record stamped with another
 //! version as invalid ([`FlowRecord::check_layout`]): a record queue spec
@@ -23,7 +30,7 @@
 use bytemuck::{Pod, Zeroable};
 
 /// Bumped whenever the layout of [`FlowRecord`] changes.
-pub const RECORD_LAYOUT_VERSION: u32 = 2;
+pub const RECORD_LAYOUT_VERSION: u32 = 3;
 
 /// Counters of one direction of a flow.
 #[repr(C)]
@@ -140,6 +147,13 @@ pub const FLAG_FRAGMENTS: u8 = 2;
 pub const FLAG_SEEN_A: u8 = 4;
 /// `flags` bit: side `b` sent packets in this record or in an earlier part.
 pub const FLAG_SEEN_B: u8 = 8;
+
+/// `tunnel_flags` bit: `tunnel_id` holds the VNI (VXLAN, Geneve) or GRE key.
+pub const TUNNEL_HAS_ID: u8 = 1;
+/// `tunnel_flags` bit: the worker's table of tunnel endpoints was full when
+/// the flow began, so the outer addresses and id are not kept (zero); the
+/// kind is.
+pub const TUNNEL_ENDPOINTS_NOT_KEPT: u8 = 2;
 
 /// How an end of a record was tied to its container (`ContainerRef::by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -305,12 +319,29 @@ pub struct FlowRecord {
     pub _pad: [u8; 2],
     /// The containers of side a (`ctr[0]`) and side b (`ctr[1]`).
     pub ctr: [ContainerRef; 2],
+    /// Tunnel (`CJ_DECAP`): the outer address at side a's end (the outer
+    /// source of a's packets), 16-byte form; zero when not tunnelled.
+    pub tunnel_addr_a: [u8; 16],
+    /// The outer address at side b's end.
+    pub tunnel_addr_b: [u8; 16],
+    /// VNI (VXLAN, Geneve) or GRE key when `tunnel_flags` has
+    /// [`TUNNEL_HAS_ID`]. Inside the detector, before the worker resolves it,
+    /// the flow table's handle of the tunnel (`detector::tunnels`).
+    pub tunnel_id: u32,
+    /// A `wire::tunnel::TunnelKind` as u8; 0: not tunnelled.
+    pub tunnel_kind: u8,
+    /// 4 or 6: the outer IP version; 0 when not tunnelled.
+    pub tunnel_ip_version: u8,
+    /// `TUNNEL_*` bits.
+    pub tunnel_flags: u8,
+    /// Explicit padding; always zero.
+    pub _pad_tunnel: u8,
 }
 
 /// Size of a [`FlowRecord`] in bytes (fixed by [`RECORD_LAYOUT_VERSION`]).
 pub const FLOW_RECORD_SIZE: usize = core::mem::size_of::<FlowRecord>();
 
-const _: () = assert!(FLOW_RECORD_SIZE == 312);
+const _: () = assert!(FLOW_RECORD_SIZE == 352);
 
 impl FlowRecord {
     /// The record's kind, if the byte is valid.
@@ -363,6 +394,11 @@ impl FlowRecord {
     /// Side a's address as `IpAddr` (None for non-IP records).
     pub fn ip_a(&self) -> Option<std::net::IpAddr> {
         ip_from_bytes(self.ip_version, &self.addr_a)
+    }
+
+    /// The tunnel's kind, `None` when the flow is not tunnelled.
+    pub fn tunnel(&self) -> Option<wire::tunnel::TunnelKind> {
+        wire::tunnel::TunnelKind::from_u8(self.tunnel_kind)
     }
 
     /// Side b's address as `IpAddr` (None for non-IP records).

@@ -26,9 +26,14 @@
 //! - **Symmetric hashes.** [`zbalance_ip_hash`] (PF_RING ZC's built-in IP hash)
 //!   and [`symmetric_5tuple_hash`] give the same value for both directions.
 //!
+//! - **Tunnels on request.** [`tunnel::summarize_decap`] gives the summary of
+//!   the inner packet of a VXLAN, Geneve, GRE or IP-in-IP packet, with the
+//!   outer endpoints, for the tunnels a [`tunnel::Decap`] (`CJ_DECAP`) names;
+//!   [`summarize`] never decapsulates.
+//!
 //! What is not guaranteed: checksums are never verified (a capture tool counts
-//! what is on the wire, corrupt or not), and tunnels (GRE, GTP, VXLAN, MPLS,
-//! PPPoE) are not decapsulated: their packets are keyed on the outer header.
+//! what is on the wire, corrupt or not), and other tunnels (GTP, MPLS, PPPoE)
+//! are not decapsulated: their packets are keyed on the outer header.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -47,6 +52,7 @@ pub mod null;
 pub mod sll;
 pub mod sll2;
 pub mod tcp;
+pub mod tunnel;
 pub mod udp;
 pub mod vlan;
 

@@ -126,14 +126,7 @@ impl PacketSummary {
 
 /// Parses a whole Ethernet frame into a summary. Never panics, any input.
 pub fn summarize(frame: &[u8]) -> PacketSummary {
-    let mut s = PacketSummary::default();
-    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
-        return s;
-    };
-    s.dst_mac = eth.dst_addr();
-    s.src_mac = eth.src_addr();
-    network(&mut s, eth.ethertype(), eth.payload());
-    s
+    summarize_l4(frame).0
 }
 
 /// [`summarize`] of `frame`, the captured part of an Ethernet frame of
@@ -141,11 +134,18 @@ pub fn summarize(frame: &[u8]) -> PacketSummary {
 /// bytes that were not captured too. Never panics, any input.
 pub fn summarize_wire(frame: &[u8], wire_len: u32) -> PacketSummary {
     let mut s = summarize(frame);
+    add_uncaptured(&mut s, frame.len(), wire_len);
+    s
+}
+
+/// A length taken from the frame (`ip_len_from_frame`) counts the bytes of
+/// the `wire_len`-byte frame that the `captured`-byte buffer does not hold.
+#[inline]
+pub(crate) fn add_uncaptured(s: &mut PacketSummary, captured: usize, wire_len: u32) {
     if s.ip_len_from_frame {
-        let captured = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let captured = u32::try_from(captured).unwrap_or(u32::MAX);
         s.ip_len = s.ip_len.saturating_add(wire_len.saturating_sub(captured));
     }
-    s
 }
 
 /// Parses a frame of any supported framing into a summary: for Ethernet
@@ -162,8 +162,24 @@ pub fn summarize_link(link: LinkType, frame: &[u8]) -> PacketSummary {
     }
 }
 
-/// Walks VLAN tags from `ethertype` and parses the network layer in `rest`.
-fn network(s: &mut PacketSummary, ethertype: u16, rest: &[u8]) {
+/// Parses a whole Ethernet frame into a summary and returns the transport
+/// bytes too (after the IP header and extensions, bounded by the IP length;
+/// empty for later fragments and non-IP frames): the hook the tunnel
+/// decapsulation ([`crate::tunnel`]) starts from. Never panics.
+pub(crate) fn summarize_l4(frame: &[u8]) -> (PacketSummary, &[u8]) {
+    let mut s = PacketSummary::default();
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+        return (s, &[]);
+    };
+    s.dst_mac = eth.dst_addr();
+    s.src_mac = eth.src_addr();
+    let l4 = network(&mut s, eth.ethertype(), eth.payload());
+    (s, l4)
+}
+
+/// Walks VLAN tags from `ethertype` and parses the network layer in `rest`;
+/// returns the transport bytes (see [`summarize_l4`]).
+pub(crate) fn network<'a>(s: &mut PacketSummary, ethertype: u16, rest: &'a [u8]) -> &'a [u8] {
     let mut ethertype = ethertype;
     let mut rest = rest;
     let mut tags = 0usize;
@@ -185,16 +201,19 @@ fn network(s: &mut PacketSummary, ethertype: u16, rest: &[u8]) {
     match ethertype {
         EtherType::IPV4 => parse_ipv4(s, rest),
         EtherType::IPV6 => parse_ipv6(s, rest),
-        _ => s.l3 = L3::NonIp,
+        _ => {
+            s.l3 = L3::NonIp;
+            &[]
+        }
     }
 }
 
-fn parse_ipv4(s: &mut PacketSummary, b: &[u8]) {
+fn parse_ipv4<'a>(s: &mut PacketSummary, b: &'a [u8]) -> &'a [u8] {
     let ip = match ipv4::Packet::new_checked(b) {
         Ok(ip) if ip.version() == 4 => ip,
         _ => {
             s.l3 = L3::Malformed;
-            return;
+            return &[];
         }
     };
     s.l3 = L3::Ipv4;
@@ -218,17 +237,20 @@ fn parse_ipv4(s: &mut PacketSummary, b: &[u8]) {
     if s.fragment != Fragment::None {
         s.frag_id = u32::from(ip.ident());
     }
-    if s.fragment != Fragment::Later {
-        transport(s, ip.payload());
+    if s.fragment == Fragment::Later {
+        return &[];
     }
+    let l4 = ip.payload();
+    transport(s, l4);
+    l4
 }
 
-fn parse_ipv6(s: &mut PacketSummary, b: &[u8]) {
+fn parse_ipv6<'a>(s: &mut PacketSummary, b: &'a [u8]) -> &'a [u8] {
     let ip = match ipv6::Packet::new_checked(b) {
         Ok(ip) if ip.version() == 6 => ip,
         _ => {
             s.l3 = L3::Malformed;
-            return;
+            return &[];
         }
     };
     s.l3 = L3::Ipv6;
@@ -247,6 +269,7 @@ fn parse_ipv6(s: &mut PacketSummary, b: &[u8]) {
     s.frag_id = upper.frag_id;
     // `upper.payload` is empty for later fragments and cut chains: ports stay 0.
     transport(s, upper.payload);
+    upper.payload
 }
 
 #[inline]

@@ -139,7 +139,7 @@ pub trait Source {
 /// As [`open`] for those conditions; [`SourceError::ZcHost`] for `zc:`.
 pub fn preflight(spec: &SourceSpec, config: &StationConfig) -> Result<(), SourceError> {
     match spec {
-        SourceSpec::Interfaces(ifaces) => Ok(af_packet::preflight(ifaces)?),
+        SourceSpec::Interfaces(ifaces) => Ok(af_packet::preflight(ifaces, !config.filter.trim().is_empty())?),
         #[cfg(not(feature = "pfring"))]
         SourceSpec::PfRing(dev) | SourceSpec::Zc(dev) => {
             let _ = config;

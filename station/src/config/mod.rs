@@ -231,6 +231,9 @@ pub struct StationConfig {
     /// CJ_REFRESH: each live flow's counts since its last export are exported
     /// at least this often, and the app writes its files this often.
     pub refresh: Duration,
+    /// CJ_DECAP: the tunnels whose packets the detector accounts as their
+    /// inner flow (`wire::tunnel`); off by default.
+    pub decap: wire::tunnel::Decap,
     /// CJ_STATION_CONFIG
     pub station_config: Option<PathBuf>,
     /// CJ_APP_MAX_ROWS: rows per app aggregate table before new keys fold
@@ -374,6 +377,7 @@ mod tests {
         assert_eq!(c.flow_active_timeout, Duration::from_secs(300));
         assert_eq!(c.flow_tcp_close_timeout, Duration::from_secs(5));
         assert_eq!(c.flow_table_size, 1 << 20);
+        assert!(c.decap.is_off());
         assert_eq!(c.station_config, None);
         assert_eq!(c.origin("CJ_CORECOUNT"), "default");
         assert_eq!(c.cluster_dir(), PathBuf::from("/dev/shm/conjure-98"));

@@ -201,6 +201,8 @@ impl Raw {
         let flow_tcp_close_timeout = self.get("CJ_FLOW_TCP_CLOSE_TIMEOUT").secs(0, 3600)?;
         let flow_table_size = self.get("CJ_FLOW_TABLE_SIZE").num32(1024, 1 << 26)?;
         let refresh = self.get("CJ_REFRESH").secs(1, 86_400)?;
+        let item = self.get("CJ_DECAP");
+        let decap = wire::tunnel::Decap::parse(&item.value).map_err(|e| item.err(e.to_string()))?;
         let sc = self.get("CJ_STATION_CONFIG").value;
         let station_config = (!sc.trim().is_empty()).then(|| PathBuf::from(sc.trim()));
         let app_max_rows = self.get("CJ_APP_MAX_ROWS").num(1, MAX_APP_ROWS)?;
@@ -249,6 +251,7 @@ impl Raw {
             flow_tcp_close_timeout,
             flow_table_size,
             refresh,
+            decap,
             station_config,
             app_max_rows,
             metrics_addr,
@@ -499,6 +502,19 @@ mod tests {
             load_env(&[("CJ_STATION_CONFIG", "/etc/station.toml")]).unwrap().station_config,
             Some(PathBuf::from("/etc/station.toml"))
         );
+    }
+
+    #[test]
+    fn decap_is_off_by_default_and_names_tunnels_with_ports() {
+        use wire::tunnel::Decap;
+        let c = load_env(&[("CJ_DECAP", "vxlan:8472,geneve,gre,ipip")]).unwrap();
+        assert_eq!(c.decap, Decap { vxlan: Some(8472), geneve: Some(6081), gre: true, ipip: true });
+        assert_eq!(c.origin("CJ_DECAP"), "environment");
+        assert_eq!(load_env(&[("CJ_DECAP", "vxlan")]).unwrap().decap.vxlan, Some(4789));
+        let e = err_env("CJ_DECAP", "vxlan,mpls");
+        assert!(e.starts_with(r#"CJ_DECAP="vxlan,mpls" (environment): expected empty (off) or a comma list"#), "{e}");
+        assert!(e.ends_with(r#"("mpls" is not one of them)"#) && !e.contains('\n'), "{e}");
+        assert!(err_env("CJ_DECAP", "vxlan:70000").contains(r#"("vxlan:70000" has no valid port)"#));
     }
 
     #[test]

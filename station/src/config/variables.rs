@@ -136,6 +136,13 @@ pub const VARIABLES: &[Variable] = &[
         "flows",
         "seconds between exports of what each live flow counted, and between the app's writes (1..=86400)",
     ),
+    var(
+        "CJ_DECAP",
+        "",
+        "flows",
+        "tunnels accounted as their inner flow (outer endpoints kept): comma list of vxlan[:PORT], \
+         geneve[:PORT], gre, ipip; empty: off",
+    ),
     var("CJ_RECORD_QUEUE_SLOTS", "65536", "application", "slots per record queue (power of two, 16..=16777216)"),
     var("CJ_STATION_CONFIG", "", "application", "path of the application's TOML configuration; empty: none"),
     var(

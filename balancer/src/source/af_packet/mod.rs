@@ -30,10 +30,27 @@
 //!   when it is back (an interface deleted and created again is bound again).
 //!   The source never ends by itself.
 //! - Nothing is allocated and no system call is made per frame.
+//! - Framing, from the interface's `ARPHRD_*` type (`/sys/class/net/IF/type`):
+//!   Ethernet (`ARPHRD_ETHER`) and loopback (`ARPHRD_LOOPBACK`, an Ethernet
+//!   header with zero MACs) are read with a `SOCK_RAW` socket and delivered
+//!   as captured, `wire_len` counting the 14-byte header. Interfaces without
+//!   an Ethernet header ([`COOKED`]: tun and WireGuard (`ARPHRD_NONE`),
+//!   `ARPHRD_RAWIP`, PPP, IPIP/SIT/GRE tunnels) are read with a `SOCK_DGRAM`
+//!   socket: the kernel hands the network layer and names its protocol, and
+//!   the frame is delivered in its Ethernet form (MACs zero, that protocol as
+//!   EtherType, the captured bytes), the form the pcap source gives a raw IP
+//!   capture; `wire_len` is the network-layer length (`tp_len`), so frame
+//!   bytes are what the interface carried and what its kernel counters count.
+//!   Any other type is the one-line [`AfPacketError::UnsupportedLink`];
+//!   `CJ_FILTER` on a `SOCK_DGRAM` interface is [`AfPacketError::FilterOnCooked`]
+//!   (the program is compiled for Ethernet frames). The start line names
+//!   each interface's framing.
 //!
 //! Not guaranteed: frames the NIC or driver dropped before the kernel saw them
 //! (see `ethtool -S`); frames merged by GRO/LRO arrive as one large frame (turn
-//! the offloads off, see the README).
+//! the offloads off, see the README). On a `SOCK_DGRAM` interface a VLAN tag
+//! the kernel reports is not put back (such interfaces carry none), and the
+//! framing of a type that can be read both ways is the table's, not probed.
 //!
 //! Unsafe code: the ring is memory shared with the kernel, and capturing
 //! takes system calls with C structs; all of that is in `sys` (with
@@ -111,15 +128,29 @@ pub enum AfPacketError {
         /// The name as given.
         name: String,
     },
-    /// The interface does not carry Ethernet frames.
+    /// The interface's framing is not one the station reads.
     #[error(
-        "CJ_IFACE: {name} is not an Ethernet interface (link type {link_type}); the station reads Ethernet frames"
+        "CJ_IFACE: {name} has link type {link_type} (ARPHRD_*, /sys/class/net/{name}/type), which the station does \
+         not read; it captures Ethernet, loopback and raw IP interfaces (tun, WireGuard, PPP, IP tunnels): capture \
+         it with tcpdump -w and read the file with pcap:FILE if tcpdump decodes it"
     )]
-    NotEthernet {
+    UnsupportedLink {
         /// The interface.
         name: String,
         /// `/sys/class/net/IF/type` (ARPHRD_*).
         link_type: u32,
+    },
+    /// `CJ_FILTER` on an interface read with `SOCK_DGRAM`, where the kernel
+    /// would run the Ethernet program over network-layer bytes.
+    #[error(
+        "CJ_IFACE={name}: CJ_FILTER cannot be used on this {framing} interface (the filter is compiled for Ethernet \
+         frames and the kernel would run it over the network layer); unset CJ_FILTER or capture an Ethernet interface"
+    )]
+    FilterOnCooked {
+        /// The interface.
+        name: String,
+        /// Its framing's name, e.g. `raw IP (ARPHRD_NONE)`.
+        framing: &'static str,
     },
     /// More interfaces than [`Frame::source`] can number.
     #[error("CJ_IFACE: {count} interfaces; one balancer captures at most 255")]
@@ -152,6 +183,63 @@ pub enum AfPacketError {
     },
 }
 
+/// An interface type the station reads: its `ARPHRD_*` number, its name in
+/// the start line and how its frames are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkKind {
+    /// `ARPHRD_*` (linux/if_arp.h).
+    pub arphrd: u16,
+    /// For the start line and errors.
+    pub name: &'static str,
+    /// `SOCK_RAW` and delivered as captured, or `SOCK_DGRAM` and delivered in Ethernet form.
+    framing: ring::Framing,
+}
+
+/// Ethernet-framed types: read with `SOCK_RAW`, delivered as captured.
+pub const ETHERNET_FRAMED: [LinkKind; 2] = [
+    LinkKind { arphrd: 1, name: "Ethernet (ARPHRD_ETHER)", framing: ring::Framing::Ethernet },
+    LinkKind {
+        arphrd: 772,
+        name: "loopback (ARPHRD_LOOPBACK, Ethernet header, MACs zero)",
+        framing: ring::Framing::Ethernet,
+    },
+];
+
+/// Types without an Ethernet header: read with `SOCK_DGRAM` (network layer
+/// and protocol from the kernel), delivered in Ethernet form.
+pub const COOKED: [LinkKind; 8] = [
+    LinkKind { arphrd: 0xfffe, name: "raw IP (ARPHRD_NONE: tun, WireGuard)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 519, name: "raw IP (ARPHRD_RAWIP)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 512, name: "PPP (ARPHRD_PPP)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 768, name: "IPIP tunnel (ARPHRD_TUNNEL)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 769, name: "IPv6 tunnel (ARPHRD_TUNNEL6)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 776, name: "SIT tunnel (ARPHRD_SIT)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 778, name: "GRE tunnel (ARPHRD_IPGRE)", framing: ring::Framing::Cooked },
+    LinkKind { arphrd: 823, name: "IPv6 GRE tunnel (ARPHRD_IP6GRE)", framing: ring::Framing::Cooked },
+];
+
+impl LinkKind {
+    /// The kind of `ARPHRD_*` number `arphrd`, `None` for a type the station does not read.
+    pub fn of(arphrd: u32) -> Option<LinkKind> {
+        ETHERNET_FRAMED.iter().chain(COOKED.iter()).find(|k| u32::from(k.arphrd) == arphrd).copied()
+    }
+
+    /// True when read with `SOCK_DGRAM` and delivered in Ethernet form.
+    pub fn is_cooked(self) -> bool {
+        self.framing == ring::Framing::Cooked
+    }
+
+    /// How the start line says it: `Ethernet (ARPHRD_ETHER)`, or for a cooked
+    /// type its name and how it is read.
+    fn describe(self) -> String {
+        if self.is_cooked() {
+            format!("{}, read as network layer (SOCK_DGRAM) in Ethernet form, MACs zero", self.name)
+        } else {
+            self.name.to_owned()
+        }
+    }
+}
+
 /// What the link looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
@@ -178,6 +266,7 @@ pub struct KernelStats {
 struct Ring {
     name: String,
     ifindex: i32,
+    kind: LinkKind,
     // Declared before `fd`: the mapping is released before the socket is closed.
     blocks: ring::BlockRing,
     fd: OwnedFd,
@@ -234,27 +323,31 @@ fn read_link(name: &str) -> (Link, String) {
     }
 }
 
-/// Checks that `name` exists, carries Ethernet frames and may be captured:
-/// its ifindex and a packet socket that receives nothing yet (protocol 0:
-/// nothing is queued on it before the ring exists; bind sets ETH_P_ALL).
-fn check_interface(name: &str) -> Result<(i32, OwnedFd), AfPacketError> {
+/// Checks that `name` exists, has a framing the station reads and may be
+/// captured: its ifindex, its [`LinkKind`] (Ethernet when its type cannot be
+/// read) and a packet socket of that framing that receives nothing yet
+/// (protocol 0: nothing is queued on it before the ring exists; bind sets
+/// ETH_P_ALL).
+fn check_interface(name: &str, filter: bool) -> Result<(i32, LinkKind, OwnedFd), AfPacketError> {
     let ifindex = sys::ifindex_of(name).ok_or_else(|| AfPacketError::NoInterface { name: name.to_owned() })?;
+    let mut kind = ETHERNET_FRAMED[0];
     if let Ok(t) = std::fs::read_to_string(format!("/sys/class/net/{name}/type")) {
         if let Ok(link_type) = t.trim().parse::<u32>() {
-            // ARPHRD_ETHER, and loopback (which carries zeroed Ethernet headers).
-            if link_type != 1 && link_type != 772 {
-                return Err(AfPacketError::NotEthernet { name: name.to_owned(), link_type });
-            }
+            kind = LinkKind::of(link_type)
+                .ok_or_else(|| AfPacketError::UnsupportedLink { name: name.to_owned(), link_type })?;
         }
     }
-    let fd = sys::packet_socket().map_err(|cause| {
+    if filter && kind.is_cooked() {
+        return Err(AfPacketError::FilterOnCooked { name: name.to_owned(), framing: kind.name });
+    }
+    let fd = sys::packet_socket(kind.is_cooked()).map_err(|cause| {
         if matches!(cause.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
             AfPacketError::Permission { name: name.to_owned(), cause }
         } else {
             AfPacketError::Setup { name: name.to_owned(), call: "socket(AF_PACKET)", cause, hint: "".into() }
         }
     })?;
-    Ok((ifindex, fd))
+    Ok((ifindex, kind, fd))
 }
 
 /// Everything [`AfPacketSource::open`] checks before it opens a ring, without
@@ -262,13 +355,14 @@ fn check_interface(name: &str) -> Result<(i32, OwnedFd), AfPacketError> {
 /// consumers, so a wrong name or a missing privilege is said at once.
 ///
 /// # Errors
-/// As [`AfPacketSource::open`] for a missing, non-Ethernet or forbidden interface.
-pub fn preflight(names: &[String]) -> Result<(), AfPacketError> {
+/// As [`AfPacketSource::open`] for a missing, unsupported or forbidden
+/// interface (and `CJ_FILTER`, when `filter`, on one read with `SOCK_DGRAM`).
+pub fn preflight(names: &[String], filter: bool) -> Result<(), AfPacketError> {
     if names.len() > 255 {
         return Err(AfPacketError::TooMany { count: names.len() });
     }
     for name in names {
-        check_interface(name)?;
+        check_interface(name, filter)?;
     }
     Ok(())
 }
@@ -276,7 +370,7 @@ pub fn preflight(names: &[String]) -> Result<(), AfPacketError> {
 impl Ring {
     /// Socket, TPACKET_V3 ring, mapping, binding and promiscuous mode for `name`.
     fn open(name: &str, params: &RingParams) -> Result<(Self, bool), AfPacketError> {
-        let (ifindex, fd) = check_interface(name)?;
+        let (ifindex, kind, fd) = check_interface(name, !params.filter.is_empty())?;
 
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         sys::set_packet_int(&fd, libc::PACKET_VERSION, version).map_err(|_| {
@@ -330,7 +424,8 @@ impl Ring {
         let ring = Ring {
             name: name.to_owned(),
             ifindex,
-            blocks: ring::BlockRing::new(map, params.block_count as usize),
+            kind,
+            blocks: ring::BlockRing::new(map, params.block_count as usize, kind.framing),
             fd,
             link: read_link(name).0,
             promisc: params.promisc,
@@ -444,8 +539,9 @@ impl AfPacketSource {
     /// Opens a ring on every interface of `names`, in order.
     ///
     /// # Errors
-    /// An interface does not exist or is not Ethernet, capture is not
-    /// permitted, or the kernel refuses the ring.
+    /// An interface does not exist or has a framing the station does not
+    /// read (or `CJ_FILTER` is set for one read with `SOCK_DGRAM`), capture
+    /// is not permitted, or the kernel refuses the ring.
     pub fn open(names: &[String], params: &RingParams) -> Result<Self, AfPacketError> {
         if names.len() > 255 {
             return Err(AfPacketError::TooMany { count: names.len() });
@@ -482,7 +578,8 @@ impl AfPacketSource {
             retired: KernelStats::default(),
             rings,
             pollfds,
-            scratch: vec![0u8; params.block_size as usize + 4].into_boxed_slice(),
+            // A frame is at most a block: room for a VLAN tag put back or an Ethernet header put in front.
+            scratch: vec![0u8; params.block_size as usize + wire::ethernet::HEADER_LEN].into_boxed_slice(),
             next_ring: 0,
             params: params.clone(),
             timestamps,
@@ -615,13 +712,18 @@ impl Source for AfPacketSource {
 
     fn describe(&self) -> String {
         let names: Vec<&str> = self.rings.iter().map(|r| r.name.as_str()).collect();
+        let framing = match self.rings.first() {
+            Some(first) if self.rings.iter().all(|r| r.kind == first.kind) => first.kind.describe(),
+            _ => self.rings.iter().map(|r| format!("{} {}", r.name, r.kind.describe())).collect::<Vec<_>>().join("; "),
+        };
         format!(
-            "{} (AF_PACKET TPACKET_V3, ring {} x {} KiB per interface, block timeout {} ms, {}; timestamps: {})",
+            "{} (AF_PACKET TPACKET_V3, ring {} x {} KiB per interface, block timeout {} ms, {}; framing: {}; timestamps: {})",
             names.join(","),
             self.params.block_count,
             self.params.block_size / 1024,
             self.params.block_timeout_ms,
             if self.params.promisc { "promiscuous" } else { "not promiscuous" },
+            framing,
             self.timestamps
         )
     }
@@ -651,6 +753,23 @@ mod tests {
             RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 10, promisc: true, filter: Vec::new() };
         let e = AfPacketSource::open(&["cjt-nosuch0".to_owned()], &params).unwrap_err();
         assert_eq!(e.to_string(), "CJ_IFACE: no interface named cjt-nosuch0 (ip link shows the names)");
+    }
+
+    #[test]
+    fn ethernet_loopback_and_raw_ip_types_are_read_and_others_refused() {
+        // linux/if_arp.h numbers, independent of the table.
+        for (arphrd, cooked) in [(1, false), (772, false), (65534, true), (519, true), (512, true), (768, true)] {
+            let kind = LinkKind::of(arphrd).unwrap_or_else(|| panic!("ARPHRD {arphrd} is read"));
+            assert_eq!(kind.is_cooked(), cooked, "{}", kind.name);
+        }
+        // ARPHRD_IEEE80211_RADIOTAP, ARPHRD_CAN, ARPHRD_INFINIBAND, ARPHRD_IEEE802154.
+        for arphrd in [803, 280, 32, 804] {
+            assert_eq!(LinkKind::of(arphrd), None, "ARPHRD {arphrd}");
+        }
+        let e = AfPacketError::UnsupportedLink { name: "can0".into(), link_type: 280 };
+        let line = e.to_string();
+        assert!(!line.contains('\n') && line.contains("can0 has link type 280"), "{line}");
+        assert!(line.contains("pcap:FILE"), "the error names the way out: {line}");
     }
 
     /// The test suite's skip rule (`e2e::skip`, which this crate cannot
@@ -707,5 +826,6 @@ mod tests {
         assert_eq!(seen, 10, "the five datagrams were captured, each going out and coming in");
         assert_eq!(src.stats().capture_dropped, 0);
         assert!(src.describe().starts_with("lo (AF_PACKET TPACKET_V3"));
+        assert!(src.describe().contains("framing: loopback (ARPHRD_LOOPBACK"), "{}", src.describe());
     }
 }

@@ -11,6 +11,13 @@
 //!   never read out of bounds).
 //! - A VLAN tag the kernel took out of a frame is put back (see the parent
 //!   module), in the caller's scratch buffer: no allocation per frame.
+//! - On a [`Framing::Cooked`] ring (a `SOCK_DGRAM` socket: the entry holds
+//!   the network layer) a frame is delivered in its Ethernet form, built in
+//!   the same scratch buffer: both MACs zero, the EtherType the kernel gave
+//!   in the entry's `sockaddr_ll`, then the captured bytes; its `wire_len`
+//!   stays the kernel's `tp_len` (the network-layer length), as a raw IP
+//!   capture file's does. An entry too short to hold its `sockaddr_ll` is
+//!   counted as an error, like an entry whose offsets leave the block.
 //!
 //! Not guaranteed: that the counts and offsets the kernel wrote are sensible;
 //! a block that lies is counted, not trusted.
@@ -47,6 +54,25 @@ pub(super) mod field {
     pub const VLAN_TPID: usize = 36;
     /// Size of `tpacket3_hdr`.
     pub const PKT_HDR_LEN: usize = 48;
+    /// `sockaddr_ll.sll_protocol` (u16, network byte order) of the
+    /// `sockaddr_ll` the kernel puts after the header, at
+    /// `TPACKET_ALIGN(sizeof(tpacket3_hdr))` = 48 from the entry.
+    pub const SLL_PROTOCOL: usize = 48 + 2;
+    /// End of that `sockaddr_ll` (20 bytes): where a frame may start at the earliest.
+    pub const SLL_END: usize = 48 + 20;
+}
+
+/// What an entry of the ring holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::source) enum Framing {
+    /// `SOCK_RAW` on an Ethernet-framed interface (`ARPHRD_ETHER`, and
+    /// `ARPHRD_LOOPBACK`, whose header has zero MACs): the frame as it is on
+    /// the interface, delivered as it is.
+    Ethernet,
+    /// `SOCK_DGRAM` on an interface without an Ethernet header (tun,
+    /// WireGuard, PPP, IP tunnels): the network layer, its protocol in the
+    /// entry's `sockaddr_ll`; delivered in Ethernet form.
+    Cooked,
 }
 
 /// `tp_status` bits (linux/if_packet.h).
@@ -78,6 +104,7 @@ impl Cursor {
 pub(super) struct BlockRing {
     map: sys::RingMap,
     block_count: usize,
+    framing: Framing,
     /// Next block to look at.
     next_block: usize,
     /// The block being walked (`next_block`), once its status said user.
@@ -85,9 +112,9 @@ pub(super) struct BlockRing {
 }
 
 impl BlockRing {
-    /// The ring over `map`, walked from its first block.
-    pub(super) fn new(map: sys::RingMap, block_count: usize) -> Self {
-        Self { map, block_count, next_block: 0, cursor: None }
+    /// The ring over `map`, walked from its first block; its entries are `framing`.
+    pub(super) fn new(map: sys::RingMap, block_count: usize, framing: Framing) -> Self {
+        Self { map, block_count, framing, next_block: 0, cursor: None }
     }
 
     /// Delivers up to `quota` frames from the current block, or from the next
@@ -103,7 +130,7 @@ impl BlockRing {
         let b = self.next_block;
         let Some(block) = self.map.user_block(b) else { return 0 };
         let mut cursor = self.cursor.unwrap_or_else(|| Cursor::start(block.bytes()));
-        let n = walk_block(block.bytes(), &mut cursor, quota, source, scratch, errors, sink);
+        let n = walk_block(block.bytes(), self.framing, &mut cursor, quota, source, scratch, errors, sink);
         if cursor.left == 0 {
             // Every loan of the block's bytes ended with the sink calls: give it back.
             block.release();
@@ -128,12 +155,14 @@ fn u16_at(h: &[u8], off: usize) -> u16 {
     u16::from_ne_bytes([h[off], h[off + 1]])
 }
 
-/// Delivers up to `quota` entries of `block` from `cursor` on, advancing it.
-/// An entry whose offsets leave the block ends the walk of the block: it and
-/// every entry the block still announced are counted in `errors`
-/// (`cursor.left` becomes 0), so none is skipped silently.
+/// Delivers up to `quota` entries of `block` (each holding `framing`) from
+/// `cursor` on, advancing it. An entry whose offsets leave the block ends the
+/// walk of the block: it and every entry the block still announced are
+/// counted in `errors` (`cursor.left` becomes 0), so none is skipped silently.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn walk_block(
     block: &[u8],
+    framing: Framing,
     cursor: &mut Cursor,
     quota: usize,
     source: u8,
@@ -161,24 +190,38 @@ pub(super) fn walk_block(
         let tpid = u16_at(h, field::VLAN_TPID);
         let start = off + mac;
         let data = start.checked_add(snaplen).and_then(|end| block.get(start..end));
-        let Some(data) = data.filter(|_| mac >= field::PKT_HDR_LEN) else {
+        let min_mac = if framing == Framing::Cooked { field::SLL_END } else { field::PKT_HDR_LEN };
+        let Some(data) = data.filter(|_| mac >= min_mac) else {
             // This entry and every one after it in the block are unreadable: count them all.
             *errors += u64::from(cursor.left);
             cursor.left = 0;
             break;
         };
         let ts_ns = u64::from(sec) * 1_000_000_000 + u64::from(nsec);
-        // Same rule as libpcap: a non-zero TCI or the VALID bit (older kernels do not set it).
-        let tagged = status & TP_STATUS_VLAN_VALID != 0 || tci != 0;
-        let tagged_frame = if tagged {
-            let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { wire::ethernet::EtherType::VLAN };
-            with_vlan_tag(data, tpid, tci as u16, scratch)
-        } else {
-            None
-        };
-        let frame = match tagged_frame {
-            Some(d) => Frame { ts_ns, wire_len: len.saturating_add(4), data: d, source },
-            None => Frame { ts_ns, wire_len: len, data, source },
+        let frame = match framing {
+            Framing::Cooked => {
+                // The sockaddr_ll lies between the header and the frame (mac >= SLL_END, checked above).
+                let protocol = block
+                    .get(off + field::SLL_PROTOCOL..off + field::SLL_PROTOCOL + 2)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                let n = ethernet_form(data, protocol, scratch);
+                Frame { ts_ns, wire_len: len, data: &scratch[..n], source }
+            }
+            Framing::Ethernet => {
+                // Same rule as libpcap: a non-zero TCI or the VALID bit (older kernels do not set it).
+                let tagged = status & TP_STATUS_VLAN_VALID != 0 || tci != 0;
+                let tagged_frame = if tagged {
+                    let tpid =
+                        if status & TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { wire::ethernet::EtherType::VLAN };
+                    with_vlan_tag(data, tpid, tci as u16, scratch)
+                } else {
+                    None
+                };
+                match tagged_frame {
+                    Some(d) => Frame { ts_ns, wire_len: len.saturating_add(4), data: d, source },
+                    None => Frame { ts_ns, wire_len: len, data, source },
+                }
+            }
         };
         sink(&frame);
         n += 1;
@@ -194,6 +237,20 @@ pub(super) fn walk_block(
         }
     }
     n
+}
+
+/// The Ethernet form of the network-layer bytes `data` whose protocol is
+/// `protocol` (`wire::link::write_ethernet_form`'s, as the pcap source
+/// delivers raw IP): both MACs zero, `protocol`, then as much of `data` as
+/// `scratch` holds. Returns the bytes written.
+fn ethernet_form(data: &[u8], protocol: u16, scratch: &mut [u8]) -> usize {
+    let mut header = [0u8; wire::ethernet::HEADER_LEN];
+    header[12..].copy_from_slice(&protocol.to_be_bytes());
+    let h = header.len().min(scratch.len());
+    scratch[..h].copy_from_slice(&header[..h]);
+    let n = data.len().min(scratch.len() - h);
+    scratch[h..h + n].copy_from_slice(&data[..n]);
+    h + n
 }
 
 /// `data` with a VLAN tag (`tpid`, `tci`) inserted after the two MAC
@@ -234,6 +291,10 @@ mod tests {
         assert_eq!(hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci), field::VLAN_TCI);
         assert_eq!(hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid), field::VLAN_TPID);
         assert_eq!(std::mem::size_of::<libc::tpacket3_hdr>(), field::PKT_HDR_LEN);
+        // The sockaddr_ll at TPACKET_ALIGN(sizeof(tpacket3_hdr)) (TPACKET_ALIGNMENT 16).
+        let sll_at = (std::mem::size_of::<libc::tpacket3_hdr>() + 15) & !15;
+        assert_eq!(sll_at + offset_of!(libc::sockaddr_ll, sll_protocol), field::SLL_PROTOCOL);
+        assert_eq!(sll_at + std::mem::size_of::<libc::sockaddr_ll>(), field::SLL_END);
     }
 
     #[test]
@@ -285,9 +346,19 @@ mod tests {
         }
 
         fn walk(&self, quota: usize, cursor: &mut Cursor, errors: &mut u64) -> Vec<(u64, u32, Vec<u8>)> {
-            let mut scratch = vec![0u8; self.bytes.len() + 4];
+            self.walk_framed(Framing::Ethernet, quota, cursor, errors)
+        }
+
+        fn walk_framed(
+            &self,
+            framing: Framing,
+            quota: usize,
+            cursor: &mut Cursor,
+            errors: &mut u64,
+        ) -> Vec<(u64, u32, Vec<u8>)> {
+            let mut scratch = vec![0u8; self.bytes.len() + 18];
             let mut got = Vec::new();
-            walk_block(&self.bytes, cursor, quota, 3, &mut scratch, errors, &mut |f| {
+            walk_block(&self.bytes, framing, cursor, quota, 3, &mut scratch, errors, &mut |f| {
                 assert_eq!(f.source, 3);
                 got.push((f.ts_ns, f.wire_len, f.data.to_vec()));
             });
@@ -326,6 +397,44 @@ mod tests {
         assert_eq!(&all[1].2[16..], &tagged[12..]);
         assert_eq!(all[2].1, 104);
         assert_eq!(&all[2].2[12..16], &[0x88, 0xa8, 0x00, 0xc8]);
+    }
+
+    #[test]
+    fn a_cooked_entry_is_delivered_in_ethernet_form_with_the_kernels_protocol_and_length() {
+        let v4: Vec<u8> = [0x45u8, 0, 0, 28].iter().copied().chain((0..24).map(|i| i as u8)).collect();
+        let v6: Vec<u8> = [0x60u8, 0, 0, 0].iter().copied().chain((0..36).map(|i| i as u8)).collect();
+        let mut block = FakeBlock::new(4096, &[(1, 2, 0, 0, 0, v4.clone()), (3, 4, 0, 0, 0, v6.clone())]);
+        // The sockaddr_ll's protocol, as the kernel writes it for a SOCK_DGRAM ring.
+        let second = 64 + ((82 + v4.len() + 15) & !15);
+        for (off, proto) in [(64, 0x0800u16), (second, 0x86dd)] {
+            block.bytes[off + field::SLL_PROTOCOL..off + field::SLL_PROTOCOL + 2].copy_from_slice(&proto.to_be_bytes());
+        }
+        let mut cursor = block.cursor();
+        let mut errors = 0;
+        let got = block.walk_framed(Framing::Cooked, 10, &mut cursor, &mut errors);
+        assert_eq!(errors, 0);
+        let mut want_v4 = vec![0u8; 12];
+        want_v4.extend_from_slice(&[0x08, 0x00]);
+        want_v4.extend_from_slice(&v4);
+        let mut want_v6 = vec![0u8; 12];
+        want_v6.extend_from_slice(&[0x86, 0xdd]);
+        want_v6.extend_from_slice(&v6);
+        // The wire length is the network layer's, as the kernel gave it (tp_len).
+        assert_eq!(got, vec![(1_000_000_002, 28, want_v4), (3_000_000_004, 40, want_v6)]);
+    }
+
+    #[test]
+    fn a_cooked_entry_without_room_for_its_sockaddr_ll_is_counted_not_read() {
+        let mut block = FakeBlock::new(4096, &[(1, 0, 0, 0, 0, vec![0x45; 20])]);
+        // tp_mac of 60: past the header but inside where the sockaddr_ll must be.
+        block.bytes[64 + field::MAC..64 + field::MAC + 2].copy_from_slice(&60u16.to_ne_bytes());
+        let mut cursor = block.cursor();
+        let mut errors = 0;
+        let got = block.walk_framed(Framing::Cooked, 10, &mut cursor, &mut errors);
+        assert_eq!((got.len(), cursor.left, errors), (0, 0, 1));
+        // The same entry on an Ethernet ring is readable (mac >= the header).
+        let mut cursor = block.cursor();
+        assert_eq!(block.walk(10, &mut cursor, &mut errors).len(), 1);
     }
 
     #[test]

@@ -65,14 +65,17 @@ unsafe impl SockOptOut for libc::c_int {}
 // SAFETY: `#[repr(C)]` struct of three integers; every bit pattern is valid.
 unsafe impl SockOptOut for TpacketStatsV3 {}
 
-/// A new `AF_PACKET` raw socket that receives nothing yet (protocol 0:
-/// nothing is queued on it before the ring exists; [`bind`] sets `ETH_P_ALL`).
+/// A new `AF_PACKET` socket that receives nothing yet (protocol 0: nothing
+/// is queued on it before the ring exists; [`bind`] sets `ETH_P_ALL`):
+/// `SOCK_RAW` (frames with their link-layer header) or, with `cooked`,
+/// `SOCK_DGRAM` (the network layer, its protocol in the entry's `sockaddr_ll`).
 ///
 /// # Errors
 /// The OS error of `socket(2)` (`EPERM`/`EACCES` without `CAP_NET_RAW`).
-pub(super) fn packet_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain system call with constant arguments.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+pub(super) fn packet_socket(cooked: bool) -> io::Result<OwnedFd> {
+    let kind = if cooked { libc::SOCK_DGRAM } else { libc::SOCK_RAW };
+    // SAFETY: plain system call with integer arguments.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, kind | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
