@@ -33,7 +33,9 @@
 //!   buffer. [`summarize_wire`] adds the bytes the capture or the queue slot
 //!   cut off (`wire_len - frame.len()`), so the count is the packet's size on
 //!   the wire. A total length between 1 and IHL*4 - 1, or 0 with nothing after
-//!   the header, stays `L3::Malformed`.
+//!   the header, stays `L3::Malformed`; [`summarize_wire`] also makes a
+//!   jumbogram malformed whose Jumbo Payload value claims more bytes than the
+//!   frame has on the wire.
 //!
 //! [`summarize_link`] does the same for the other framings of
 //! [`crate::link::LinkType`]: it equals `summarize` of the frame's Ethernet
@@ -134,8 +136,37 @@ pub fn summarize(frame: &[u8]) -> PacketSummary {
 /// bytes that were not captured too. Never panics, any input.
 pub fn summarize_wire(frame: &[u8], wire_len: u32) -> PacketSummary {
     let mut s = summarize(frame);
-    add_uncaptured(&mut s, frame.len(), wire_len);
+    frame_lengths(&mut s, frame, wire_len);
     s
+}
+
+/// [`add_uncaptured`] for the summary `s` of the Ethernet frame `frame`
+/// (`wire_len` bytes on the wire), then the one check a length taken from the
+/// frame still allows: an IPv6 jumbogram whose Jumbo Payload option claims
+/// more bytes than the frame has on the wire is malformed (RFC 2675: the
+/// option's value is the packet's length less its 40-byte header).
+#[inline]
+pub(crate) fn frame_lengths(s: &mut PacketSummary, frame: &[u8], wire_len: u32) {
+    let jumbo = s.ip_len_from_frame && s.l3 == L3::Ipv6;
+    // Before the uncaptured bytes are added, `ip_len` is the captured bytes
+    // from the IP header on: the header starts that far from the frame's end.
+    let at = frame.len().saturating_sub(s.ip_len as usize);
+    add_uncaptured(s, frame.len(), wire_len);
+    if jumbo {
+        let claim = ipv6::Packet::new_checked(&frame[at..]).ok().and_then(|ip| ip.jumbo_payload_len());
+        if claim.is_some_and(|c| u64::from(c) + 40 > u64::from(s.ip_len)) {
+            // As a header found unusable while parsing: the link layer kept, the rest zero.
+            *s = PacketSummary {
+                l3: L3::Malformed,
+                ethertype: s.ethertype,
+                src_mac: s.src_mac,
+                dst_mac: s.dst_mac,
+                vlan: s.vlan,
+                vlan_inner: s.vlan_inner,
+                ..PacketSummary::default()
+            };
+        }
+    }
 }
 
 /// A length taken from the frame (`ip_len_from_frame`) counts the bytes of

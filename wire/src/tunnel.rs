@@ -299,7 +299,7 @@ enum Inside<'a> {
 /// panics, never allocates.
 pub fn summarize_decap(frame: &[u8], wire_len: u32, decap: &Decap) -> Decapsulated {
     let (mut outer, l4) = summary::summarize_l4(frame);
-    add_uncaptured(&mut outer, frame.len(), wire_len);
+    summary::frame_lengths(&mut outer, frame, wire_len);
     if !decap.matches(&outer) {
         return Decapsulated::Plain(outer);
     }

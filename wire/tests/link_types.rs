@@ -200,6 +200,33 @@ fn ipv6_jumbogram_counts_the_frame() {
 }
 
 #[test]
+fn an_ipv6_jumbogram_claiming_more_than_its_frame_is_malformed() {
+    let f = jumbo_v6();
+    // The option says 70 000 bytes after the header; the frame had 80 of IP on the wire.
+    let bad = summarize_wire(&f, f.len() as u32);
+    assert_eq!(
+        bad,
+        PacketSummary {
+            l3: L3::Malformed,
+            ethertype: 0x86dd,
+            src_mac: bad.src_mac,
+            dst_mac: bad.dst_mac,
+            ..Default::default()
+        }
+    );
+    // One byte short of the claim on the wire: malformed; the claim exactly: counted.
+    assert_eq!(summarize_wire(&f, 14 + 40 + 70_000 - 1).l3, L3::Malformed);
+    let s = summarize_wire(&f, 14 + 40 + 70_000);
+    assert_eq!((s.l3, s.ip_len), (L3::Ipv6, 70_040));
+    // The decapsulating parser, with no tunnel enabled, decides the same.
+    let none = wire::tunnel::Decap::default();
+    match wire::tunnel::summarize_decap(&f, f.len() as u32, &none) {
+        wire::tunnel::Decapsulated::Plain(s) => assert_eq!(s.l3, L3::Malformed),
+        other => panic!("not plain: {other:?}"),
+    }
+}
+
+#[test]
 fn ipv6_payload_length_zero_without_a_jumbo_option_counts_40() {
     // Payload length 0, next header TCP: no jumbo option, as before (40 bytes).
     let mut f = TCP_V6_DATA;
