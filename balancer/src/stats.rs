@@ -72,7 +72,6 @@ impl BalancerStats {
                 page.set(i, 0);
             }
         }
-        page.set(c::ENDED, 0);
         let (received, received_bytes) = (page.get(c::RECEIVED), page.get(c::RECEIVED_BYTES));
         let base = [page.get(c::QUEUE_DROPPED), page.get(c::CAPTURE_DROPPED), page.get(c::SOURCE_ERRORS)];
         let how = if continued { Continued::From { received } } else { Continued::Fresh };
@@ -89,9 +88,12 @@ impl BalancerStats {
         Ok((stats, how))
     }
 
-    /// Marks the stream begun with this layout (after the resume record is
-    /// written: a balancer that dies before this starts a fresh stream).
+    /// Marks the stream begun (or going on) with this layout, and this
+    /// balancer running. Called after the resume record is written or
+    /// checked: a balancer that dies or refuses before this leaves the page
+    /// as it found it (a fresh stream, or the earlier balancer's end mark).
     pub fn begin(&self, sets: u32, queues_per_set: u32, hash_mode: u64) {
+        self.page.set(c::ENDED, 0);
         self.page.set(c::QUEUES_PER_SET, u64::from(queues_per_set));
         self.page.set(c::HASH_MODE, hash_mode);
         self.page.set(c::SETS, u64::from(sets));

@@ -6,7 +6,8 @@
 //! process's `health` says healthy, after it not healthy (its heartbeat stops).
 //! A balancer reading a capture file, killed (SIGKILL) or stopped (SIGTERM)
 //! mid-file, resumes after what each of its queues holds, in round-robin and
-//! IP-hash mode: flows.csv equals the truth with no named term. All three
+//! IP-hash mode: flows.csv equals the truth with no named term (restarted
+//! with another hash mode it refuses in one line). All three
 //! killed at once mid-stream and restarted: the truth less exactly the named
 //! `worker_crash_lost`.
 
@@ -242,6 +243,16 @@ fn an_offline_balancer_killed_or_stopped_mid_file_resumes_after_what_its_queues_
             let first = signal(first, sig);
             let held: u64 = packet_queues(&cluster.cluster_dir()).iter().map(|q| q.0).sum();
             assert!(held < truth.total_frames, "{what}: the first balancer published the whole file");
+
+            // Another configuration would mix two streams in these queues: one line, exit 2, nothing sent.
+            let other = if mode == "0" { "1" } else { "0" };
+            let refused = cluster.command("cj-balancer").env("ZBALANCE_HASH_MODE", other).output().expect("run");
+            let line = String::from_utf8_lossy(&refused.stderr);
+            assert_eq!(refused.status.code(), Some(2), "{what}: another hash mode on restart: {line}");
+            assert!(line.contains("cannot resume") && line.contains("ZBALANCE_HASH_MODE"), "{line}");
+            assert_eq!(line.lines().count(), 1, "{line}");
+            let after: u64 = packet_queues(&cluster.cluster_dir()).iter().map(|q| q.0).sum();
+            assert_eq!(after, held, "{what}: the refused balancer sent frames");
 
             let detector = spawn(cluster.command("cj-detector"));
             let app = app(&cluster, out.path());
