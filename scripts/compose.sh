@@ -18,7 +18,8 @@
 # Also read: CONJURE_DATA (the host directory mounted at /var/lib/conjure,
 # default /var/lib/conjure), PF_RING_ETC (default /etc/pf_ring),
 # COMPOSE_PROJECT_NAME (default conjure), CONJURE_OOM_SCORE_ADJ (default -500),
-# CONJURE_LOG_DRIVER (default journald). Uses `docker compose` (v2) when
+# CONJURE_LOG_DRIVER (default journald), CONJURE_HEALTH_INTERVAL (how often the
+# health checks run, default 30s: a compose duration such as 1s or 1m30s). Uses `docker compose` (v2) when
 # present, else `docker-compose` (v1).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -33,6 +34,8 @@ export CONJURE_DATA=${CONJURE_DATA:-/var/lib/conjure}
 export PF_RING_ETC=${PF_RING_ETC:-/etc/pf_ring}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-conjure}
 export CONJURE_ENV_FILE=${CONJURE_ENV_FILE:-/run/conjure/compose.env}
+export CONJURE_HEALTH_INTERVAL=${CONJURE_HEALTH_INTERVAL:-30s}
+[[ $CONJURE_HEALTH_INTERVAL =~ ^([0-9]+(ms|s|m|h))+$ ]] || cj_die 2 "CONJURE_HEALTH_INTERVAL=\"$CONJURE_HEALTH_INTERVAL\": expected a duration such as 30s, 1s or 1m30s"
 # A negative OOM score protects the station; lowering it needs CAP_SYS_RESOURCE, which
 # some sandboxes (nested VMs, rootless docker) do not have: then the containers get 0.
 export CONJURE_OOM_SCORE_ADJ=${CONJURE_OOM_SCORE_ADJ:--500}

@@ -7,6 +7,19 @@
 //! loss into the NIC, uncounted) or waited for (`OnFull::Wait`). Nothing is
 //! allocated per frame and no system call is made per frame: queues are
 //! published once per batch.
+//!
+//! For a resumable (offline) source the queue of each frame depends only on
+//! the frame and its place in the stream (round robin counts every frame the
+//! dispatcher is given, the IP hash reads the frame), so a restarted
+//! balancer that reads its source again from the start finds the same queue
+//! for every frame: it skips, per queue, the frames that queue already holds
+//! ([`Dispatcher::resume`]) and sends the rest. A resumable source's frame
+//! that meets a full queue while the balancer is stopping is not dropped but
+//! left unsent, with every later frame: the next balancer sends them.
+//!
+//! Not guaranteed: with more than one queue set, a stop (or a crash) between
+//! the publishes of two sets leaves a frame in one set's queue and not yet in
+//! the other's until the next balancer sends it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +43,13 @@ pub struct Dispatcher<'s> {
     stop: &'s AtomicBool,
     /// Copies dropped at full queues, all sets.
     pub queue_dropped: u64,
+    /// `held[s][i]`: frames of the stream still to be skipped for queue i of
+    /// set s (that queue holds them from an earlier balancer).
+    held: Vec<Vec<u64>>,
+    /// Frames are left unsent rather than dropped when a queue is full while stopping.
+    resumable: bool,
+    /// A frame was left unsent while stopping: so is every later one.
+    abandoned: bool,
     /// When a queue last made the balancer wait, for a rate-limited log line.
     last_wait_log: Option<Instant>,
 }
@@ -66,8 +86,32 @@ impl<'s> Dispatcher<'s> {
             wait,
             stop,
             queue_dropped: 0,
+            held: Vec::new(),
+            resumable: false,
+            abandoned: false,
             last_wait_log: None,
         }
+    }
+
+    /// A resumable source (a file, a generator): a frame that meets a full
+    /// queue while stopping is left unsent (for the next balancer) instead of
+    /// dropped.
+    pub fn set_resumable(&mut self) {
+        self.resumable = true;
+    }
+
+    /// Resuming a stream whose queues already hold its first `held[s][i]`
+    /// frames for queue i of set s: those are skipped, per queue, as the
+    /// source is read again from its start.
+    pub fn resume(&mut self, held: Vec<Vec<u64>>) {
+        debug_assert!(held.len() == self.sets.len() && held.iter().all(|h| h.len() == self.queues_per_set()));
+        self.held = held;
+    }
+
+    /// Frames still to be skipped (all queues): 0 once the resumed stream has
+    /// caught up with every queue.
+    pub fn held_remaining(&self) -> u64 {
+        self.held.iter().flatten().sum()
     }
 
     /// Queues per set.
@@ -75,9 +119,12 @@ impl<'s> Dispatcher<'s> {
         self.sets.first().map_or(0, Vec::len)
     }
 
-    /// Copies one frame into its queue(s) in every set.
+    /// Copies one frame into its queue(s) in every set. True when the frame
+    /// is now in the stream (some queue holds it, from an earlier balancer or
+    /// now, or counted it dropped); false when it was left unsent while
+    /// stopping.
     #[inline]
-    pub fn dispatch(&mut self, frame: &Frame<'_>) {
+    pub fn dispatch(&mut self, frame: &Frame<'_>) -> bool {
         let n = self.queues_per_set();
         let meta =
             PacketMeta { ts_ns: frame.ts_ns, wire_len: frame.wire_len, cap_len: 0, source: frame.source, flags: 0 };
@@ -85,37 +132,51 @@ impl<'s> Dispatcher<'s> {
             HashMode::RoundRobin => {
                 let q = self.next_rr;
                 self.next_rr = if q + 1 == n { 0 } else { q + 1 };
-                self.copy_into_sets(q, meta, frame.data);
+                self.copy_into_sets(q, meta, frame.data)
             }
             HashMode::IpHash => {
                 let summary = wire::summarize(frame.data);
                 let q = (wire::zbalance_ip_hash(&summary) as usize) % n;
-                self.copy_into_sets(q, meta, frame.data);
+                self.copy_into_sets(q, meta, frame.data)
             }
             HashMode::FanOut => {
+                let mut taken = false;
                 for q in 0..n {
-                    self.copy_into_sets(q, meta, frame.data);
+                    taken |= self.copy_into_sets(q, meta, frame.data);
                 }
+                taken
             }
         }
     }
 
+    /// Copies the frame into queue `q` of every set that does not hold it yet;
+    /// true when some set holds it (or counted it dropped) afterwards.
     #[inline]
-    fn copy_into_sets(&mut self, q: usize, meta: PacketMeta, data: &[u8]) {
+    fn copy_into_sets(&mut self, q: usize, meta: PacketMeta, data: &[u8]) -> bool {
+        let mut taken = false;
         for s in 0..self.sets.len() {
-            let pushed = self.sets[s][q].push_with(|slot| write_packet(slot, meta, data));
-            if pushed.is_err() {
-                self.on_full(s, q, meta, data);
+            if let Some(held) = self.held.get_mut(s).and_then(|h| h.get_mut(q)).filter(|h| **h > 0) {
+                *held -= 1;
+                taken = true;
+                continue;
             }
+            if self.abandoned {
+                continue;
+            }
+            let pushed = self.sets[s][q].push_with(|slot| write_packet(slot, meta, data));
+            taken |= pushed.is_ok() || self.on_full(s, q, meta, data);
         }
+        taken
     }
 
+    /// A full queue: drop (and count), or wait for room. True when the frame
+    /// went in or was counted dropped, false when it was left unsent.
     #[cold]
-    fn on_full(&mut self, s: usize, q: usize, meta: PacketMeta, data: &[u8]) {
+    fn on_full(&mut self, s: usize, q: usize, meta: PacketMeta, data: &[u8]) -> bool {
         if !self.wait_when_full {
             self.sets[s][q].count_dropped(1);
             self.queue_dropped += 1;
-            return;
+            return true;
         }
         // Make what is queued visible so the consumer can make room.
         self.sets[s][q].publish();
@@ -123,13 +184,18 @@ impl<'s> Dispatcher<'s> {
         let waiting_since = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
+                if self.resumable {
+                    // The next balancer reads the source again and sends it (and every later frame).
+                    self.abandoned = true;
+                    return false;
+                }
                 self.sets[s][q].count_dropped(1);
                 self.queue_dropped += 1;
-                return;
+                return true;
             }
             let pushed: Result<(), Full> = self.sets[s][q].push_with(|slot| write_packet(slot, meta, data));
             if pushed.is_ok() {
-                return;
+                return true;
             }
             if waiting_since.elapsed() > Duration::from_secs(5)
                 && self.last_wait_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5))
@@ -176,5 +242,75 @@ impl<'s> Dispatcher<'s> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shmq::{QueueFile, QueueSpec};
+    use station::slot::read_packet;
+
+    const DATA: [u8; 60] = [0; 60];
+
+    /// Frame `i` of a stream: its number in the timestamp.
+    fn frame(i: u64) -> Frame<'static> {
+        Frame { ts_ns: i, wire_len: 60, data: &DATA, source: 0 }
+    }
+
+    /// Queues 0 and 1 of set `s` in `dir`.
+    fn set(dir: &std::path::Path, s: u32) -> Vec<Producer> {
+        let spec = QueueSpec { slot_size: 256, capacity: 64 };
+        (0..2)
+            .map(|q| QueueFile::open_or_create(&dir.join(format!("pkt-{s}-{q}")), spec).unwrap().into_producer())
+            .collect()
+    }
+
+    /// The frame numbers queue `q` of set `s` holds, in order.
+    fn frames_in(dir: &std::path::Path, s: u32, q: u32) -> Vec<u64> {
+        let mut c = QueueFile::open_existing(&dir.join(format!("pkt-{s}-{q}"))).unwrap().into_consumer();
+        let mut out = Vec::new();
+        while let Some(ts) = c.pop_with(|slot| read_packet(slot).unwrap().0.ts_ns) {
+            out.push(ts);
+        }
+        out
+    }
+
+    #[test]
+    fn a_resumed_round_robin_stream_sends_each_queue_only_the_frames_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let wait = WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) };
+        // An earlier balancer died with frames 0..10 in set 0 (queue 0: 0, 2, .., 8;
+        // queue 1: 1, 3, .., 9) and, not yet published in set 1, all but 0, 2, 4 and 1.
+        let mut earlier =
+            Dispatcher::new(vec![set(dir.path(), 0)], vec![0, 1], HashMode::RoundRobin, true, wait, &stop);
+        for i in 0..10 {
+            earlier.dispatch(&frame(i));
+        }
+        earlier.publish();
+        drop(earlier);
+        let mut set1 = set(dir.path(), 1);
+        for (q, i) in [(0, 0), (0, 2), (0, 4), (1, 1)] {
+            set1[q].push_with(|slot| write_packet(slot, PacketMeta { ts_ns: i, ..Default::default() }, &DATA)).unwrap();
+        }
+        drop(set1);
+
+        // The restarted balancer reads the stream from frame 0 again.
+        let sets = vec![set(dir.path(), 0), set(dir.path(), 1)];
+        let mut resumed = Dispatcher::new(sets, vec![0, 1], HashMode::RoundRobin, true, wait, &stop);
+        resumed.resume(vec![vec![5, 5], vec![3, 1]]);
+        let taken = (0..14).filter(|&i| resumed.dispatch(&frame(i))).count();
+        resumed.publish();
+        assert_eq!(taken, 14, "every frame is in the stream once");
+        assert_eq!(resumed.held_remaining(), 0);
+        drop(resumed);
+        // Round robin's rule: frame i belongs to queue i % 2 of each set, in order, once.
+        for s in 0..2 {
+            for q in 0..2u32 {
+                let want: Vec<u64> = (0..14).filter(|i| i % 2 == u64::from(q)).collect();
+                assert_eq!(frames_in(dir.path(), s, q), want, "set {s} queue {q}");
+            }
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! a finite source every queue is published and closed, so consumers know the
 //! stream ended, and the process exits 0. On SIGINT/SIGTERM it publishes what
 //! it has and exits 0 without closing the queues: a restarted balancer goes on
-//! where this one stopped. The command line is station::cli's (the same
+//! where this one stopped, and for an offline source (`pcap:`, `sim:`) after
+//! the last frame each queue holds, after a SIGKILL too (`resume`). The command line is station::cli's (the same
 //! flags, refusals and exit codes as cj-detector and cj-app): 2 for usage,
 //! configuration and core-plan errors, 3 for the queues, 4 for the source or a
 //! file `generate` writes, 1 for other runtime failures.
@@ -15,6 +16,7 @@
 
 mod dispatch;
 mod filter;
+mod resume;
 mod source;
 mod stats;
 
@@ -87,6 +89,8 @@ enum BalancerError {
     Queue(#[from] shmq::QueueError),
     #[error("{0}")]
     Source(#[from] SourceError),
+    #[error("{0}")]
+    Resume(#[from] resume::ResumeError),
     #[error("cannot write {path}: {cause}")]
     Write { path: String, cause: std::io::Error },
     #[error("{0}")]
@@ -102,6 +106,8 @@ impl BalancerError {
             Self::Config(_) | Self::Cli(_) | Self::Usage(_) | Self::CorePlan(_) | Self::Pin(_) | Self::Filter(_) => {
                 cli::EXIT_USAGE
             }
+            Self::Resume(resume::ResumeError::Other { .. }) => cli::EXIT_USAGE,
+            Self::Resume(resume::ResumeError::Queue(_)) => cli::EXIT_QUEUES,
             Self::Signal(_) | Self::Unhealthy(_) => cli::EXIT_FAILURE,
             Self::Queue(_) => cli::EXIT_QUEUES,
             Self::Source(_) | Self::Write { .. } => cli::EXIT_IO,
@@ -264,15 +270,48 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     };
     let wait = config.wait.strategy();
     let hash_mode_number = config.hash_mode.number();
-    let (mut stats, continued) =
-        BalancerStats::open(&naming::balancer_stats_path(&dir), config.queue_sets, config.corecount, hash_mode_number)?;
-    if let stats::Continued::From { received } = continued {
-        station::cj_info!(
+    let (mut stats, continued) = BalancerStats::open(&naming::balancer_stats_path(&dir))?;
+    // Before the stream is marked begun: a balancer that dies in between leaves a fresh start.
+    let resumed = resume::prepare(
+        &dir,
+        &spec,
+        &config,
+        &sets,
+        &config.worker_queues(),
+        matches!(continued, stats::Continued::From { .. }),
+    )?;
+    stats.begin(config.queue_sets, config.corecount, hash_mode_number);
+    match (&resumed, continued) {
+        (resume::Resume::From { held, queue_dropped }, _) => {
+            let holds: Vec<String> = held
+                .iter()
+                .enumerate()
+                .flat_map(|(s, row)| {
+                    config.worker_queues().into_iter().zip(row).map(move |(q, n)| format!("pkt-{s}-{q}: {n}"))
+                })
+                .collect();
+            station::cj_info!(
+                "cj-balancer: resuming the unfinished stream of {}: its queues hold {}; reading the source again \
+                 from its start and sending each frame only to the queues that lack it",
+                source.describe(),
+                holds.join(", ")
+            );
+            source.unpaced_first(stats.received);
+            stats.resume(*queue_dropped);
+        }
+        (resume::Resume::Nothing, stats::Continued::From { received }) => station::cj_info!(
             "cj-balancer: an earlier balancer of this cluster stopped without ending the stream: \
              continuing its counters (received {received})"
-        );
+        ),
+        (resume::Resume::Nothing, stats::Continued::Fresh) => {}
     }
     let mut dispatcher = Dispatcher::new(sets, config.worker_queues(), config.hash_mode, wait_when_full, wait, &stop);
+    if !spec.is_live() {
+        dispatcher.set_resumable();
+    }
+    if let resume::Resume::From { held, .. } = resumed {
+        dispatcher.resume(held);
+    }
     let started_line = format!(
         "{} -> {} queue set(s) x {} queue(s) in {} (hash mode {}, {} when full){}",
         source.describe(),
@@ -303,9 +342,10 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
             if offline_filter.is_some_and(|f| !f.matches(frame.data, frame.wire_len)) {
                 return;
             }
-            *received += 1;
-            *bytes += u64::from(frame.wire_len);
-            dispatcher.dispatch(frame);
+            if dispatcher.dispatch(frame) {
+                *received += 1;
+                *bytes += u64::from(frame.wire_len);
+            }
         });
         dispatcher.publish();
         let src = source.stats();
@@ -341,6 +381,13 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         dispatcher.publish();
         stats.mark_stopped();
     }
+    if ended && dispatcher.held_remaining() > 0 {
+        station::cj_warn!(
+            "cj-balancer: the source ended with {} frame(s) its queues held from the earlier balancer not met again: \
+             the source is not the one the stream began with",
+            dispatcher.held_remaining()
+        );
+    }
     if src.errors > 0 {
         station::cj_warn!(
             "cj-balancer: {} unreadable capture record(s) skipped and counted (source_errors): \
@@ -353,9 +400,11 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     station::cj_info!(
         "cj-balancer: {} (received {} in {:.3}s, {}; dropped at queues {})",
         if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
-        stats.received - stats.received_at_start,
+        stats.received_total().saturating_sub(stats.received_at_start),
         secs,
-        station::rate::format_rate((stats.received - stats.received_at_start) as f64 / secs.max(1e-9)),
+        station::rate::format_rate(
+            stats.received_total().saturating_sub(stats.received_at_start) as f64 / secs.max(1e-9)
+        ),
         dispatcher.queue_dropped
     );
     outcome.map_err(BalancerError::from)

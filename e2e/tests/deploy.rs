@@ -25,7 +25,15 @@
 //!   (debootstrap) and the builder image (this machine's Rust toolchain) when
 //!   missing, `make container target=sim`, then `scripts/compose.sh up` runs the
 //!   three containers on a generated capture and the app's flows.csv equals the
-//!   generator's ground truth; `compose.sh down` at the end.
+//!   generator's ground truth; `compose.sh down` at the end;
+//! - `compose_services_stopped_and_started_mid_run_lose_nothing` (root, docker):
+//!   the stack on a paced generator with health checks every second
+//!   (`CONJURE_HEALTH_INTERVAL=1s`); balancer, detector and app each stopped
+//!   (`docker stop`) and started (`docker start`) mid-stream in turn: while
+//!   stopped, compose shows it exited and its `health` (run on the host) says
+//!   not running; after, compose shows it healthy; at the end flows.csv equals
+//!   the truth, the identity holds, nothing dropped. The two compose tests run
+//!   one at a time and build the images once.
 //!
 //! Tests that need root, docker or a tool are skipped by `e2e::skip`'s rule:
 //! a failure under CI (`CI` set), elsewhere a `SKIPPED` line listed in
@@ -700,22 +708,36 @@ impl Drop for Stack {
     }
 }
 
-#[test]
-fn compose_stack_processes_a_capture() {
+/// The compose tests run one at a time (one image build, one stack); the
+/// flag says the images are built.
+static COMPOSE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// Root, docker, debootstrap and docker-compose, then the images (once per
+/// test binary): `None` when a prerequisite is missing (skipped).
+fn compose_ready() -> Option<std::sync::MutexGuard<'static, bool>> {
     if !e2e::live::is_root() {
         skip("needs root (docker)");
-        return;
+        return None;
     }
     if e2e::peer_tool("docker", "docker.io").is_none()
         || e2e::peer_tool("debootstrap", "debootstrap").is_none()
         || e2e::peer_tool("docker-compose", "docker-compose").is_none()
         || !docker_ready()
     {
-        return;
+        return None;
     }
+    let mut built = COMPOSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*built {
+        build_images();
+        *built = true;
+    }
+    Some(built)
+}
+
+/// The base and builder images, then `make container target=sim` on them.
+fn build_images() {
     let root = repo();
     let started = Instant::now();
-
     // Base and builder images, made here (no registry), reused when present.
     let images = run_ok(Command::new(root.join("e2e/deploy/images.sh")).current_dir(&root));
     let mut names = images.lines();
@@ -755,22 +777,29 @@ fn compose_stack_processes_a_capture() {
         .output()
         .expect("docker run");
     assert!(!has_cc.status.success(), "conjure_sim contains a compiler: {}", String::from_utf8_lossy(&has_cc.stdout));
+}
 
-    // A generated capture and its ground truth, in the directory mounted at /var/lib/conjure.
-    let data = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/var/tmp").expect("data dir");
-    let spec: sim::SimSpec =
-        "flows=500,packets=50000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=21".parse().expect("spec");
-    let truth = sim::write_pcap(&spec, &data.path().join("capture.pcap"), false).expect("write capture");
-    let shm = PathBuf::from(format!("/dev/shm/station-deploy-compose.{}", std::process::id()));
-    std::fs::create_dir_all(&shm).expect("shm dir");
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    // Not in the data directory: there it would be the containers' /var/lib/conjure/conjure.conf.
-    let conf_dir = tempfile::tempdir().expect("conf dir");
-    let conf = write_conf(
-        conf_dir.path(),
-        "conjure.conf",
-        &[
-            "CJ_IFACE=pcap:/var/lib/conjure/capture.pcap".into(),
+/// A compose stack of the test, with its data directory (mounted at
+/// /var/lib/conjure) and conjure.conf; `down` first when dropped.
+struct ComposeRun {
+    stack: Stack,
+    data: tempfile::TempDir,
+    conf: PathBuf,
+    _conf_dir: tempfile::TempDir,
+}
+
+impl ComposeRun {
+    /// conjure.conf with CJ_IFACE=`iface` (and `extra` lines) for a
+    /// stack of `workers` workers on the images, on-reboot.sh run as the unit
+    /// does, and the stack's environment (`env` added); not started.
+    fn new(name: &str, iface: &str, workers: usize, extra: &[String], env: &[(&str, &str)]) -> Self {
+        let data = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/var/tmp").expect("data dir");
+        let shm = PathBuf::from(format!("/dev/shm/station-deploy-{name}.{}", std::process::id()));
+        std::fs::create_dir_all(&shm).expect("shm dir");
+        // Not in the data directory: there it would be the containers' /var/lib/conjure/conjure.conf.
+        let conf_dir = tempfile::tempdir().expect("conf dir");
+        let mut lines = vec![
+            format!("CJ_IFACE={iface}"),
             format!("CJ_SHM_DIR={}", shm.display()),
             format!("CJ_CORECOUNT={workers}"),
             "CJ_COREBASE=0".into(),
@@ -783,29 +812,83 @@ fn compose_stack_processes_a_capture() {
             // What on-reboot.sh must not do on the test machine: no tun devices, no hugepages.
             "CJ_TUN=no".into(),
             "CJ_HUGEPAGES=0".into(),
-        ],
-    );
-    // As conjure-docker.service does: on-reboot.sh first (here it creates the queue
-    // directory and makes the netns directories the detector mounts rslave shared mounts).
-    let setup = run_ok(clean(root.join("on-reboot.sh")).arg("--strict").env("CONJURE_CONF", &conf));
-    assert!(setup.contains("nothing left undone"), "on-reboot.sh:\n{setup}");
-    let project = format!("stationtest{}", std::process::id());
-    let stack = Stack {
-        env: vec![
+        ];
+        lines.extend_from_slice(extra);
+        let conf = write_conf(conf_dir.path(), "conjure.conf", &lines);
+        // As conjure-docker.service does: on-reboot.sh first (here it creates the queue
+        // directory and makes the netns directories the detector mounts rslave shared mounts).
+        let setup = run_ok(clean(repo().join("on-reboot.sh")).arg("--strict").env("CONJURE_CONF", &conf));
+        assert!(setup.contains("nothing left undone"), "on-reboot.sh:\n{setup}");
+        let mut vars = vec![
             ("CONJURE_CONF".into(), conf.display().to_string()),
             ("CONJURE_DATA".into(), data.path().display().to_string()),
             ("CONJURE_ENV_FILE".into(), data.path().join("compose.env").display().to_string()),
             ("PF_RING_ETC".into(), data.path().join("pf_ring").display().to_string()),
             // No journald on a test machine without systemd.
             ("CONJURE_LOG_DRIVER".into(), "json-file".into()),
-            ("COMPOSE_PROJECT_NAME".into(), project.clone()),
-        ],
-        shm: shm.clone(),
-    };
+            ("COMPOSE_PROJECT_NAME".into(), format!("stationtest{name}{}", std::process::id())),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self { stack: Stack { env: vars, shm }, data, conf, _conf_dir: conf_dir }
+    }
+
+    fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.stack.compose(&["logs", "--no-color"]).output().expect("logs").stdout)
+            .into_owned()
+    }
+
+    /// The container of each service, in start order.
+    fn containers(&self) -> Vec<(String, String)> {
+        ["app", "detector", "balancer"]
+            .iter()
+            .map(|s| {
+                let id = run_ok(&mut self.stack.compose(&["ps", "-q", s])).trim().to_string();
+                assert!(!id.is_empty(), "no {s} container:\n{}", self.logs());
+                (s.to_string(), id)
+            })
+            .collect()
+    }
+
+    /// Waits until every container has exited 0 with no automatic restart (a finite source ends the stream).
+    fn wait_exited(&self, ids: &[(String, String)]) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for (service, id) in ids {
+            loop {
+                let state = inspect(id, "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}");
+                let mut it = state.split_whitespace();
+                let (status, code, restarts) =
+                    (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+                assert_eq!(restarts, "0", "{service} failed and was restarted:\n{}", self.logs());
+                if status == "exited" {
+                    assert_eq!(code, "0", "{service} exited {code}:\n{}", self.logs());
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{service} still {status} after 180 s:\n{}", self.logs());
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+}
+
+/// `docker inspect --format FORMAT ID`, trimmed.
+fn inspect(id: &str, format: &str) -> String {
+    run_ok(Command::new("docker").args(["inspect", "--format", format, id])).trim().to_string()
+}
+
+#[test]
+fn compose_stack_processes_a_capture() {
+    let Some(_images) = compose_ready() else { return };
+    let started = Instant::now();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let run = ComposeRun::new("compose", "pcap:/var/lib/conjure/capture.pcap", workers, &[], &[]);
+    // A generated capture and its ground truth, in the directory mounted at /var/lib/conjure.
+    let spec: sim::SimSpec =
+        "flows=500,packets=50000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=21".parse().expect("spec");
+    let truth = sim::write_pcap(&spec, &run.data.path().join("capture.pcap"), false).expect("write capture");
 
     // conjure.conf's variables reach compose: the detector's cpuset is the core plan,
     // the image is CJ_IMAGE, and the containers' environment has CJ_IFACE.
-    let config = run_ok(&mut stack.compose(&["config"]));
+    let config = run_ok(&mut run.stack.compose(&["config"]));
     let plan = (0..workers).map(|c| c.to_string()).collect::<Vec<_>>().join(",");
     assert!(
         config.contains(&format!("cpuset: '{plan}'"))
@@ -814,42 +897,104 @@ fn compose_stack_processes_a_capture() {
         "no cpuset {plan} in:\n{config}"
     );
     assert!(config.contains("image: conjure_sim"), "{config}");
-    let env_file = std::fs::read_to_string(data.path().join("compose.env")).expect("compose.env");
+    let env_file = std::fs::read_to_string(run.data.path().join("compose.env")).expect("compose.env");
     assert!(env_file.lines().any(|l| l == "CJ_IFACE=pcap:/var/lib/conjure/capture.pcap"), "{env_file}");
 
-    run_ok(&mut stack.compose(&["up"]));
+    run_ok(&mut run.stack.compose(&["up"]));
     // The capture is finite: the balancer ends the stream, the detector flushes, the app writes and exits.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let ids: Vec<(String, String)> = ["app", "detector", "balancer"]
-        .iter()
-        .map(|s| (s.to_string(), run_ok(&mut stack.compose(&["ps", "-q", s])).trim().to_string()))
-        .collect();
-    let logs =
-        || String::from_utf8_lossy(&stack.compose(&["logs", "--no-color"]).output().expect("logs").stdout).into_owned();
-    for (service, id) in &ids {
-        assert!(!id.is_empty(), "no {service} container:\n{}", logs());
-        loop {
-            let state = run_ok(Command::new("docker").args([
-                "inspect",
-                "--format",
-                "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
-                id,
-            ]));
-            let mut it = state.split_whitespace();
-            let (status, code, restarts) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
-            assert_eq!(restarts, "0", "{service} failed and was restarted:\n{}", logs());
-            if status == "exited" {
-                assert_eq!(code, "0", "{service} exited {code}:\n{}", logs());
-                break;
-            }
-            assert!(Instant::now() < deadline, "{service} still {status} after 180 s:\n{}", logs());
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-    let got = read_flows_csv(&data.path().join("out/flows.csv"));
+    run.wait_exited(&run.containers());
+    let got = read_flows_csv(&run.data.path().join("out/flows.csv"));
     if let Some(d) = diff_rows(&got, &truth_rows(&truth)) {
-        panic!("the compose stack's flows.csv differs from the ground truth:\n{d}\n{}", logs());
+        panic!("the compose stack's flows.csv differs from the ground truth:\n{d}\n{}", run.logs());
     }
     eprintln!("compose stack matched the ground truth ({} rows) after {:?}", got.len(), started.elapsed());
-    drop(stack);
+}
+
+#[test]
+fn compose_services_stopped_and_started_mid_run_lose_nothing() {
+    let Some(_images) = compose_ready() else { return };
+    let started = Instant::now();
+    // A paced generator (60 s of stream at 1,000 frames a second), queues that
+    // hold all of it while a consumer is stopped, and health checks every second.
+    let sim_text = "flows=300,packets=60000,sizes=64:50/1000:50,v6=20,vlan=10,seed=23,rate=1000";
+    let spec: sim::SimSpec = sim_text.parse().expect("spec");
+    let truth = sim::truth(&spec);
+    let run = ComposeRun::new(
+        "restarts",
+        &format!("sim:{sim_text}"),
+        1,
+        &["CJ_QUEUE_SLOTS=65536".into()],
+        &[("CONJURE_HEALTH_INTERVAL", "1s")],
+    );
+    run_ok(&mut run.stack.compose(&["up"]));
+    eprintln!("compose up returned after {:?}", started.elapsed());
+    let ids = run.containers();
+    let health = |id: &str| inspect(id, "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}");
+    let wait_for = |service: &str, id: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = health(id);
+            if now == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{service}: still {now:?}, not {want:?}, after 60 s:\n{}", run.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The host's own `cj-<service> health` (heartbeats in the shared pages, across PID namespaces).
+    let host_health = |service: &str| {
+        clean(e2e::bin(&format!("cj-{service}")))
+            .args(["health", "--config"])
+            .arg(&run.conf)
+            .output()
+            .expect("health")
+            .status
+            .success()
+    };
+    let balancer_page = || {
+        let dir = std::fs::read_dir(&run.stack.shm).ok()?.filter_map(Result::ok).find(|e| e.path().is_dir())?.path();
+        let page = shmq::CounterPage::read(&station::naming::balancer_stats_path(&dir)).ok()?;
+        let get = |n: &str| page.iter().find(|(k, _)| k == n).map_or(0, |(_, v)| *v);
+        Some((get("received"), get("ended")))
+    };
+    for (service, id) in &ids {
+        wait_for(service, id, "running healthy");
+    }
+    eprintln!("stack healthy after {:?}", started.elapsed());
+    for (service, id) in [&ids[2], &ids[1], &ids[0]] {
+        let (received, ended) = balancer_page().unwrap_or_default();
+        assert!(
+            ended == 0 && received < truth.total_frames,
+            "the stream is no longer running before {service} is stopped (received {received}, ended {ended}): \
+             the machine is too slow for this test's 60 s stream\n{}",
+            run.logs()
+        );
+        run_ok(Command::new("docker").args(["stop", id]));
+        // Stopped (docker stop returns once it is): not running, so compose shows no health but its exit,
+        // and its heartbeat goes stale.
+        assert_eq!(inspect(id, "{{.State.Status}}"), "exited", "{service} after docker stop");
+        let ps = run_ok(&mut run.stack.compose(&["ps", service]));
+        assert!(ps.contains("Exit 0") && !ps.contains("healthy"), "compose ps does not show {service} stopped:\n{ps}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while host_health(service) {
+            assert!(Instant::now() < deadline, "cj-{service} health still says healthy 30 s after docker stop");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        run_ok(Command::new("docker").args(["start", id]));
+        wait_for(service, id, "running healthy");
+        let ps = run_ok(&mut run.stack.compose(&["ps", service]));
+        assert!(ps.contains("(healthy)"), "compose ps does not show {service} healthy again:\n{ps}");
+        assert!(host_health(service), "cj-{service} health says not healthy while compose says healthy");
+        eprintln!("{service} stopped and started again, healthy, after {:?}", started.elapsed());
+    }
+    run.wait_exited(&ids);
+    let got = read_flows_csv(&run.data.path().join("out/flows.csv"));
+    if let Some(d) = diff_rows(&got, &truth_rows(&truth)) {
+        panic!("after docker stop/start of each service flows.csv differs from the ground truth:\n{d}\n{}", run.logs());
+    }
+    let summary = e2e::read_json(&run.data.path().join("out/summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{}", run.logs());
+    assert_eq!(summary["identity"]["terms"]["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
+    assert_eq!(summary["identity"]["terms"]["queue_dropped"].as_u64(), Some(0), "{summary:#}");
+    eprintln!("compose restarts matched the ground truth ({} rows) after {:?}", got.len(), started.elapsed());
 }

@@ -4,12 +4,19 @@
 //! lost, nothing counted twice. A detector killed mid-stream loses only the
 //! flows of its table, named exactly in the identity. Before each kill the
 //! process's `health` says healthy, after it not healthy (its heartbeat stops).
+//! A balancer reading a capture file, killed (SIGKILL) or stopped (SIGTERM)
+//! mid-file, resumes after what each of its queues holds, in round-robin and
+//! IP-hash mode: flows.csv equals the truth with no named term (restarted
+//! with another hash mode it refuses in one line). All three
+//! killed at once mid-stream and restarted: the truth less exactly the named
+//! `worker_crash_lost`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{diff_rows, read_flows_csv, read_json, wait_all, Cluster};
+use nix::sys::signal::Signal;
 use sim::SimSpec;
 
 #[path = "support/truth.rs"]
@@ -182,4 +189,179 @@ fn a_detector_killed_mid_stream_loses_only_its_flows_and_the_identity_names_them
     }
     let sum = |m: &std::collections::BTreeMap<_, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
     assert_eq!(sum(&got) + crash_lost, sum(&want), "flows.csv + worker_crash_lost vs the truth's IP packets");
+}
+
+/// Sends `signal` to `child` and collects it.
+fn signal(child: Child, signal: Signal) -> std::process::Output {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).expect("signal a station binary");
+    child.wait_with_output().expect("collect a signalled station binary")
+}
+
+/// Counters of the packet queues of set 0 in `dir`: (enqueued, capacity) each.
+fn packet_queues(dir: &Path) -> Vec<(u64, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.starts_with("pkt-0-").then(|| e.path())
+        })
+        .filter_map(|p| shmq::QueueFile::read_stats(&p).ok().map(|(_, s)| (s.enqueued, s.capacity)))
+        .collect()
+}
+
+#[test]
+fn an_offline_balancer_killed_or_stopped_mid_file_resumes_after_what_its_queues_hold() {
+    // 20,000 frames over two 1,024-slot queues: the balancer, started alone,
+    // fills one queue and waits for a consumer there, with frames of its
+    // current batch pushed and not yet published in the other: the kill lands
+    // mid-file, and the two queues hold different parts of the stream.
+    let spec: SimSpec = "flows=300,packets=20000,sizes=64:50/1000:50,v6=20,vlan=10,seed=41".parse().expect("spec");
+    let dir = tempfile::tempdir().expect("capture dir");
+    let file = dir.path().join("capture.pcap");
+    let truth = sim::write_pcap(&spec, &file, false).expect("write capture");
+    let iface = format!("pcap:{}", file.display());
+    for mode in ["0", "1"] {
+        for sig in [Signal::SIGKILL, Signal::SIGTERM] {
+            let what = format!("ZBALANCE_HASH_MODE={mode}, {sig}");
+            let cluster = Cluster::new(&[
+                ("CJ_IFACE", iface.as_str()),
+                ("ZBALANCE_HASH_MODE", mode),
+                ("CJ_CORECOUNT", "2"),
+                ("CJ_QUEUE_SLOTS", "1024"),
+            ]);
+            let out = tempfile::tempdir().expect("out dir");
+            let first = spawn(cluster.command("cj-balancer"));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let queues = packet_queues(&cluster.cluster_dir());
+                if queues.iter().any(|(enqueued, capacity)| enqueued >= capacity) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{what}: no packet queue filled within 60 s: {queues:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let first = signal(first, sig);
+            let held: u64 = packet_queues(&cluster.cluster_dir()).iter().map(|q| q.0).sum();
+            assert!(held < truth.total_frames, "{what}: the first balancer published the whole file");
+
+            // Another configuration would mix two streams in these queues: one line, exit 2, nothing sent.
+            let other = if mode == "0" { "1" } else { "0" };
+            let refused = cluster.command("cj-balancer").env("ZBALANCE_HASH_MODE", other).output().expect("run");
+            let line = String::from_utf8_lossy(&refused.stderr);
+            assert_eq!(refused.status.code(), Some(2), "{what}: another hash mode on restart: {line}");
+            assert!(line.contains("cannot resume") && line.contains("ZBALANCE_HASH_MODE"), "{line}");
+            assert_eq!(line.lines().count(), 1, "{line}");
+            let after: u64 = packet_queues(&cluster.cluster_dir()).iter().map(|q| q.0).sum();
+            assert_eq!(after, held, "{what}: the refused balancer sent frames");
+
+            let detector = spawn(cluster.command("cj-detector"));
+            let app = app(&cluster, out.path());
+            let second = spawn(cluster.command("cj-balancer"));
+            let outs = wait_all(
+                vec![("cj-balancer", second), ("cj-detector", detector), ("cj-app", app)],
+                Duration::from_secs(180),
+            );
+            let stderr = |i: usize| String::from_utf8_lossy(&outs[i].stderr).into_owned();
+            let all = format!(
+                "{what}\n--- first balancer\n{}\n--- second balancer\n{}\n--- detector\n{}\n--- app\n{}",
+                String::from_utf8_lossy(&first.stderr),
+                stderr(0),
+                stderr(1),
+                stderr(2)
+            );
+            for o in &outs {
+                assert!(o.status.success(), "a process failed:\n{all}");
+            }
+            assert!(stderr(0).contains("resuming the unfinished stream"), "the second balancer did not resume:\n{all}");
+            let got = read_flows_csv(&out.path().join("flows.csv"));
+            if let Some(d) = diff_rows(&got, &truth_rows(&truth)) {
+                panic!("after the balancer's restart flows.csv differs from the truth:\n{d}\n{all}");
+            }
+            let summary = read_json(&out.path().join("summary.json"));
+            let terms = &summary["identity"]["terms"];
+            assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
+            assert_eq!(terms["received"].as_u64(), Some(truth.total_frames), "{summary:#}\n{all}");
+            assert_eq!(terms["queue_dropped"].as_u64(), Some(0), "{summary:#}\n{all}");
+            let enqueued: u64 = packet_queues(&cluster.cluster_dir()).iter().map(|q| q.0).sum();
+            assert_eq!(enqueued, truth.total_frames, "{what}: the queues took a frame twice or missed one\n{all}");
+        }
+    }
+}
+
+#[test]
+fn all_three_killed_mid_stream_and_restarted_lose_only_the_named_worker_flows() {
+    let (truth, cluster) = sim_cluster(&[("CJ_RECORD_QUEUE_SLOTS", "64")]);
+    let out = tempfile::tempdir().expect("out dir");
+    let detector = spawn(cluster.command("cj-detector"));
+    let first_app = app(&cluster, out.path());
+    let balancer = spawn(cluster.command("cj-balancer"));
+
+    // Mid-stream: the app has released record-queue slots (they are in its
+    // checkpoint only) and the worker has read 2,000 packets of 20,000.
+    let dir = cluster.cluster_dir();
+    let rec = station::naming::set_record_queue_path(&dir, 0, 0);
+    let released = || shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued);
+    let page = station::naming::set_worker_stats_path(&dir, 0, 0);
+    let packets = || {
+        shmq::CounterPage::read(&page)
+            .ok()
+            .and_then(|p| p.into_iter().find(|(n, _)| n == "packets").map(|(_, v)| v))
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while released() == 0 || packets() < 2000 {
+        assert!(Instant::now() < deadline, "no record released and 2,000 packets read within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for name in ["cj-balancer", "cj-detector", "cj-app"] {
+        wait_health(&cluster, name, true);
+    }
+    let firsts: Vec<std::process::Output> =
+        [balancer, detector, first_app].into_iter().map(|c| signal(c, Signal::SIGKILL)).collect();
+    let received_then = shmq::CounterPage::read(&station::naming::balancer_stats_path(&dir))
+        .expect("balancer page")
+        .into_iter()
+        .find(|(n, _)| n == "received")
+        .map_or(0, |(_, v)| v);
+    assert!(received_then < truth.total_frames, "the stream had ended before the kill");
+    for name in ["cj-balancer", "cj-detector", "cj-app"] {
+        wait_health(&cluster, name, false);
+    }
+
+    let detector = spawn(cluster.command("cj-detector"));
+    let app = app(&cluster, out.path());
+    let balancer = spawn(cluster.command("cj-balancer"));
+    let outs =
+        wait_all(vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", app)], Duration::from_secs(180));
+    let stderr = |i: usize| String::from_utf8_lossy(&outs[i].stderr).into_owned();
+    let first = |i: usize| String::from_utf8_lossy(&firsts[i].stderr).into_owned();
+    let all = format!(
+        "--- first balancer\n{}\n--- first detector\n{}\n--- first app\n{}\n--- balancer\n{}\n--- detector\n{}\n--- app\n{}",
+        first(0),
+        first(1),
+        first(2),
+        stderr(0),
+        stderr(1),
+        stderr(2)
+    );
+    for o in &outs {
+        assert!(o.status.success(), "a process failed:\n{all}");
+    }
+    assert!(stderr(0).contains("resuming the unfinished stream"), "the balancer did not resume:\n{all}");
+    assert!(stderr(2).contains("continuing from"), "the app did not continue its checkpoint:\n{all}");
+
+    let summary = read_json(&out.path().join("summary.json"));
+    let terms = &summary["identity"]["terms"];
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
+    assert_eq!(terms["received"].as_u64(), Some(truth.total_frames), "{summary:#}\n{all}");
+    assert_eq!(terms["queue_dropped"].as_u64(), Some(0), "{summary:#}\n{all}");
+    let crash_lost = terms["worker_crash_lost"].as_u64().expect("worker_crash_lost term");
+    let got = read_flows_csv(&out.path().join("flows.csv"));
+    let want = truth_rows(&truth);
+    for (k, g) in &got {
+        let w = want.get(k).unwrap_or_else(|| panic!("a row the truth does not have: {k:?}\n{all}"));
+        assert!(g.0 <= w.0 && g.1 <= w.1, "row {k:?} counts more than the truth: {g:?} > {w:?}\n{all}");
+    }
+    let sum = |m: &std::collections::BTreeMap<_, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
+    assert_eq!(sum(&got) + crash_lost, sum(&want), "flows.csv + worker_crash_lost vs the truth's IP packets\n{all}");
 }

@@ -126,6 +126,13 @@ pub trait Source {
     /// Counters of undeliverable frames.
     fn stats(&self) -> SourceStats;
 
+    /// A resumed stream reads its source again from the start: the first
+    /// `frames` frames (those the queues already hold) are not paced. Sources
+    /// without pacing ignore it.
+    fn unpaced_first(&mut self, frames: u64) {
+        let _ = frames;
+    }
+
     /// A short description for logs: `pcap:/x.pcap`, `sim:...`.
     fn describe(&self) -> String;
 }

@@ -3,7 +3,9 @@
 //! Guarantees: the same spec yields the same frames with the same timestamps,
 //! so its ground truth (`sim::truth`) is exact; with `rate=N` frames
 //! are released no faster than N per second of wall time (the timestamps stay
-//! the model's), with `rate=0` as fast as the balancer takes them.
+//! the model's), with `rate=0` as fast as the balancer takes them. A resumed
+//! stream re-reads the frames its queues hold unpaced
+//! ([`Source::unpaced_first`]).
 
 use std::time::Instant;
 
@@ -19,6 +21,8 @@ pub struct SimSource {
     rate_pps: u64,
     started: Option<Instant>,
     emitted: u64,
+    /// Frames released before the pacing starts (a resumed stream's re-read part).
+    unpaced: u64,
     buf: Box<[u8]>,
     ended: bool,
 }
@@ -32,6 +36,7 @@ impl SimSource {
             rate_pps: spec.rate_pps,
             started: None,
             emitted: 0,
+            unpaced: 0,
             buf: vec![0u8; 16 * 1024].into_boxed_slice(),
             ended: false,
         }
@@ -43,7 +48,7 @@ impl SimSource {
             return max;
         }
         let started = *self.started.get_or_insert_with(Instant::now);
-        let due = (started.elapsed().as_nanos() * u128::from(self.rate_pps) / 1_000_000_000) as u64;
+        let due = (started.elapsed().as_nanos() * u128::from(self.rate_pps) / 1_000_000_000) as u64 + self.unpaced;
         (due.saturating_sub(self.emitted) as usize).min(max)
     }
 }
@@ -85,6 +90,10 @@ impl Source for SimSource {
 
     fn stats(&self) -> SourceStats {
         SourceStats::default()
+    }
+
+    fn unpaced_first(&mut self, frames: u64) {
+        self.unpaced = frames;
     }
 
     fn describe(&self) -> String {
