@@ -21,7 +21,9 @@
 #   pfring_ver, DOCKER, MAKE    passed on
 #
 # Needs root and docker. Everything it starts is named station-check-<pid>-* and removed
-# at the end; the images stay (each rebuild's untagged stages are pruned by label).
+# at the end. The images stay, and so do the builder and PF_RING stages, tagged
+# station-build-cache:check-images[-pfring], the cache of the next run; the untagged
+# stages of earlier builds of docker/Dockerfile are pruned (by its label).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -50,6 +52,7 @@ cleanup() {
     [ -z "$ids" ] || "$DOCKER" rm -f $ids >/dev/null 2>&1 || true
     # The containers wrote as root into bind mounts: removed here, by the same root.
     rm -rf "$work" "${queues[@]}"
+    "$DOCKER" image prune -f --filter label=station.build=conjure >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -71,9 +74,20 @@ build() {
         tail -40 "$log" >&2
         fail "make container${target:+ target=$target} (log above)"
     }
-    # The stages the rebuild left untagged, and only those of docker/Dockerfile.
-    "$DOCKER" image prune -f --filter label=station.build=conjure >/dev/null
 }
+
+# Tags stage $1 of the build just made (every step cached: seconds) as $2, so that it stays
+# the cache of the next build while the prune at the end drops the stages older builds
+# left untagged (and only those of docker/Dockerfile). $3...: the build arguments.
+keep_stage() {
+    local stage=$1 tag=$2
+    shift 2
+    "$DOCKER" build -q -f docker/Dockerfile --target "$stage" "$@" -t "$tag" . >/dev/null \
+        || fail "docker build --target $stage"
+}
+build_args=(--build-arg "pfring_ver=$pfring_ver")
+[ -n "$base_image" ] && build_args+=(--build-arg "BASE_IMAGE=$base_image")
+[ -n "$builder_image" ] && build_args+=(--build-arg "BUILDER_IMAGE=$builder_image")
 
 # Runs `$2 $3...` in image $1 (entrypoint $2); its output.
 in_image() {
@@ -169,6 +183,7 @@ pipeline() {
 
 # ---- without PF_RING
 build sim
+keep_stage builder station-build-cache:check-images "${build_args[@]}"
 build det
 build app
 smoke conjure_sim cj-balancer cj-detector cj-app
@@ -188,6 +203,8 @@ else
     say "PF_RING user library from ntop (pfring_ver=$pfring_ver); where ntop cannot be reached give pfring_src=<PF_RING source tree>"
 fi
 build ""
+[ -n "$pfring_src" ] && build_args+=(--build-arg PFRING_SRC_IMAGE=station-pfring-src)
+keep_stage pfring station-build-cache:check-images-pfring "${build_args[@]}"
 build zbalance
 smoke conjure cj-balancer cj-detector cj-app
 smoke conjure_zbalance cj-balancer
