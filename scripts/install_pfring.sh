@@ -69,7 +69,8 @@ install_packages() {
     apt-get install -y --no-install-recommends ca-certificates wget gnupg "${headers[@]}"
     local tmp
     tmp=$(mktemp -d)
-    wget -q -O "$tmp/apt-ntop-stable.deb" "$deb"
+    wget -q -O "$tmp/apt-ntop-stable.deb" "$deb" \
+        || die "cannot fetch $deb (is packages.ntop.org reachable?); without it: PFRING_SRC=<a PF_RING source tree> builds one copied here (make container pfring_src=DIR for images)"
     apt-get install -y "$tmp/apt-ntop-stable.deb"
     rm -rf "$tmp"
     apt-get update

@@ -82,8 +82,10 @@ build() {
 keep_stage() {
     local stage=$1 tag=$2
     shift 2
-    "$DOCKER" build -q -f docker/Dockerfile --target "$stage" "$@" -t "$tag" . >/dev/null \
-        || fail "docker build --target $stage"
+    "$DOCKER" build -q -f docker/Dockerfile --target "$stage" "$@" -t "$tag" . >"$work/keep-$stage.log" 2>&1 || {
+        tail -40 "$work/keep-$stage.log" >&2
+        fail "docker build --target $stage (log above)"
+    }
 }
 build_args=(--build-arg "pfring_ver=$pfring_ver")
 [ -n "$base_image" ] && build_args+=(--build-arg "BASE_IMAGE=$base_image")
