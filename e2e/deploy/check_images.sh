@@ -74,7 +74,10 @@ build() {
         tail -40 "$log" >&2
         fail "make container${target:+ target=$target} (log above)"
     }
+    # Its id, at once: the checks below run this build even if another one retags the name.
+    ids[$image]=$("$DOCKER" image inspect -f '{{.Id}}' "$image")
 }
+declare -A ids
 
 # Tags stage $1 of the build just made (every step cached: seconds) as $2, so that it stays
 # the cache of the next build while the prune at the end drops the stages older builds
@@ -91,11 +94,11 @@ build_args=(--build-arg "pfring_ver=$pfring_ver")
 [ -n "$base_image" ] && build_args+=(--build-arg "BASE_IMAGE=$base_image")
 [ -n "$builder_image" ] && build_args+=(--build-arg "BUILDER_IMAGE=$builder_image")
 
-# Runs `$2 $3...` in image $1 (entrypoint $2); its output.
+# Runs `$2 $3...` in image $1 (as built above; entrypoint $2); its output.
 in_image() {
     local image=$1 entry=$2
     shift 2
-    "$DOCKER" run --rm --entrypoint "$entry" "$image" "$@"
+    "$DOCKER" run --rm --entrypoint "$entry" "${ids[$image]}" "$@"
 }
 
 # Each binary of the image starts; no compiler in it.
@@ -136,7 +139,7 @@ rows() {
 data="$work/data"
 mkdir -p "$data"
 generate() {
-    "$DOCKER" run --rm -v "$data:/data" --entrypoint cj-balancer conjure_sim \
+    "$DOCKER" run --rm -v "$data:/data" --entrypoint cj-balancer "${ids[conjure_sim]}" \
         generate "$SPEC" /data/capture.pcap --truth /data/truth.csv >/dev/null 2>&1 \
         || fail "cj-balancer generate in conjure_sim"
 }
@@ -161,9 +164,9 @@ pipeline() {
         -e CJ_IFACE="$iface" -e CJ_SHM_DIR=/queues -e CJ_CORECOUNT=1 -e CJ_COREBASE=0
         -e CJ_LOG_INTERVAL=0 -e CJ_WAIT=backoff -e CJ_QUEUE_SLOTS=4096
         -e CJ_RECORD_QUEUE_SLOTS=4096 -e CJ_FLOW_TABLE_SIZE=65536)
-    "$DOCKER" run -d --name "$TAG-$name-app" "${common[@]}" --entrypoint cj-app "$app" --out "/data/out-$name" >/dev/null
-    "$DOCKER" run -d --name "$TAG-$name-detector" "${common[@]}" --entrypoint cj-detector "$det" >/dev/null
-    "$DOCKER" run -d --name "$TAG-$name-balancer" "${common[@]}" --entrypoint cj-balancer "$bal" >/dev/null
+    "$DOCKER" run -d --name "$TAG-$name-app" "${common[@]}" --entrypoint cj-app "${ids[$app]}" --out "/data/out-$name" >/dev/null
+    "$DOCKER" run -d --name "$TAG-$name-detector" "${common[@]}" --entrypoint cj-detector "${ids[$det]}" >/dev/null
+    "$DOCKER" run -d --name "$TAG-$name-balancer" "${common[@]}" --entrypoint cj-balancer "${ids[$bal]}" >/dev/null
     local c state deadline=$((SECONDS + 300))
     for c in balancer detector app; do
         while :; do
