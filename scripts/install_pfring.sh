@@ -6,27 +6,36 @@
 #
 #   PFRING_VER=latest scripts/install_pfring.sh    ntop's packages (pfring, pfring-dkms) from ntop's apt repository
 #   PFRING_VER=8.8.0  scripts/install_pfring.sh    build that tag of ntop/PF_RING from source into PREFIX
+#   PFRING_SRC=/path/to/PF_RING scripts/install_pfring.sh
+#                                                   build from that local source tree (no download)
+#   scripts/install_pfring.sh --library             the user library only (any of the three ways above):
+#                                                   no kernel module, no kernel headers; for images
+#                                                   (docker/Dockerfile), whose module is the host's
 #   scripts/install_pfring.sh --check               install nothing: print both versions, fail if they differ
 #
 # Variables:
 #   PFRING_VER   latest (default) or a tag of ntop/PF_RING (8.8.0, 8.6.1, ...)
+#   PFRING_SRC   a PF_RING source tree (kernel/, userland/) to build from instead
 #   PFRING_ZC    1: also install the ZC drivers package (pfring-drivers-zc-dkms; packages only)
 #   PREFIX       where a source build installs the user library (default /usr/local)
 #   SRC_DIR      where a source build is checked out (default /usr/src/PF_RING-$PFRING_VER)
 #
-# Needs root. A source build needs git, gcc, make, bison, flex, libpcap-dev and
-# the headers of the running kernel (linux-headers-$(uname -r)); the script
-# installs them with apt-get when it can.
+# Needs root. A source build needs gcc, make, bison, flex, libpcap-dev, git (to
+# clone) and the headers of the running kernel (linux-headers-$(uname -r), not
+# with --library); the script installs them with apt-get when it can.
 # Afterwards: modprobe pf_ring (packages: systemctl restart pf_ring), and build
 # the station with `cargo build --release -p balancer --features pfring`
 # (PF_RING_DIR=$PREFIX when PREFIX is not /usr/local or /usr).
 set -euo pipefail
 
 PFRING_VER=${PFRING_VER:-latest}
+PFRING_SRC=${PFRING_SRC:-}
 PFRING_ZC=${PFRING_ZC:-0}
 PREFIX=${PREFIX:-/usr/local}
 SRC_DIR=${SRC_DIR:-/usr/src/PF_RING-$PFRING_VER}
 REPO_URL=${REPO_URL:-https://github.com/ntop/PF_RING.git}
+# --library: the user library only.
+LIBRARY_ONLY=0
 
 say() { echo "install_pfring: $*" >&2; }
 die() {
@@ -55,13 +64,22 @@ install_packages() {
     esac
     say "adding ntop's repository ($deb)"
     apt-get update
-    apt-get install -y --no-install-recommends ca-certificates wget gnupg "linux-headers-$(uname -r)"
+    local headers=("linux-headers-$(uname -r)")
+    [ "$LIBRARY_ONLY" = 1 ] && headers=()
+    apt-get install -y --no-install-recommends ca-certificates wget gnupg "${headers[@]}"
     local tmp
     tmp=$(mktemp -d)
-    wget -q -O "$tmp/apt-ntop-stable.deb" "$deb"
+    wget -q -O "$tmp/apt-ntop-stable.deb" "$deb" \
+        || die "cannot fetch $deb (is packages.ntop.org reachable?); without it: PFRING_SRC=<a PF_RING source tree> builds one copied here (make container pfring_src=DIR for images)"
     apt-get install -y "$tmp/apt-ntop-stable.deb"
     rm -rf "$tmp"
     apt-get update
+    if [ "$LIBRARY_ONLY" = 1 ]; then
+        # pfring holds the library, its headers and linux/pf_ring.h; pfring-dkms (the
+        # module) is only recommended by it.
+        apt-get install -y --no-install-recommends pfring
+        return
+    fi
     local pkgs=(pfring pfring-dkms)
     [ "$PFRING_ZC" = 1 ] && pkgs+=(pfring-drivers-zc-dkms)
     apt-get install -y "${pkgs[@]}"
@@ -70,31 +88,52 @@ install_packages() {
 }
 
 install_source() {
+    local src=$SRC_DIR
+    [ -n "$PFRING_SRC" ] && src=$PFRING_SRC
     if command -v apt-get >/dev/null; then
+        local pkgs=(gcc make bison flex libpcap-dev)
+        [ -z "$PFRING_SRC" ] && pkgs+=(git ca-certificates)
+        [ "$LIBRARY_ONLY" = 1 ] || pkgs+=("linux-headers-$(uname -r)")
         apt-get update
-        apt-get install -y --no-install-recommends git gcc make bison flex libpcap-dev "linux-headers-$(uname -r)"
+        apt-get install -y --no-install-recommends "${pkgs[@]}"
     fi
-    for tool in git gcc make bison flex; do
+    for tool in gcc make bison flex; do
         command -v "$tool" >/dev/null || die "a source build needs $tool"
     done
-    if [ ! -d "$SRC_DIR/.git" ]; then
+    if [ -n "$PFRING_SRC" ]; then
+        if [ ! -d "$src/userland/lib" ] || [ ! -f "$src/kernel/linux/pf_ring.h" ]; then
+            die "PFRING_SRC=$src is not a PF_RING source tree (it needs userland/lib and kernel/linux/pf_ring.h)"
+        fi
+        say "building from the local tree $src"
+    elif [ ! -d "$SRC_DIR/.git" ]; then
+        command -v git >/dev/null || die "a source build of a tag needs git (or set PFRING_SRC to a local tree)"
         say "cloning $REPO_URL tag $PFRING_VER into $SRC_DIR"
         git clone --depth 1 --branch "$PFRING_VER" "$REPO_URL" "$SRC_DIR" \
             || git clone --depth 1 --branch "v$PFRING_VER" "$REPO_URL" "$SRC_DIR" \
-            || die "no tag $PFRING_VER (nor v$PFRING_VER) in $REPO_URL"
+            || die "no tag $PFRING_VER (nor v$PFRING_VER) in $REPO_URL (without access to it: PFRING_SRC=<a local PF_RING tree>)"
     fi
-    say "building the kernel module"
-    make -C "$SRC_DIR/kernel"
-    make -C "$SRC_DIR/kernel" install
+    if [ "$LIBRARY_ONLY" = 0 ]; then
+        say "building the kernel module"
+        make -C "$src/kernel"
+        make -C "$src/kernel" install
+    fi
     say "building the user library into $PREFIX"
-    (cd "$SRC_DIR/userland/lib" && ./configure --prefix="$PREFIX" && make && make install)
+    # configure (userland/lib/configure runs userland's) writes every userland Makefile;
+    # the cleans drop objects a build elsewhere may have left in the tree.
+    (cd "$src/userland/lib" && ./configure --prefix="$PREFIX")
+    make -C "$src/userland/nbpf" clean
+    make -C "$src/userland/lib" clean
+    make -C "$src/userland/lib"
+    make -C "$src/userland/lib" install
     # pfring.h includes <linux/pf_ring.h>; the kernel install put it in /usr/include,
     # a prefix build gets its own copy so PF_RING_DIR alone is enough.
     mkdir -p "$PREFIX/include/linux"
-    cp "$SRC_DIR/kernel/linux/pf_ring.h" "$PREFIX/include/linux/"
+    cp "$src/kernel/linux/pf_ring.h" "$PREFIX/include/linux/"
     ldconfig
-    rmmod pf_ring 2>/dev/null || true
-    modprobe pf_ring
+    if [ "$LIBRARY_ONLY" = 0 ]; then
+        rmmod pf_ring 2>/dev/null || true
+        modprobe pf_ring
+    fi
 }
 
 # The user library's version, asked of the library itself when a compiler is
@@ -145,6 +184,12 @@ module_version() {
 check_versions() {
     local lib mod
     lib=$(library_version) || lib=""
+    if [ "$LIBRARY_ONLY" = 1 ]; then
+        echo "PF_RING user library: ${lib:-not found}"
+        [ -n "$lib" ] || die "no libpfring.so under $PREFIX/lib, /usr/local/lib or /usr/lib"
+        say "user library $lib installed without a kernel module: the host that runs it needs pf_ring.ko $lib (scripts/install_pfring.sh --check there)"
+        return
+    fi
     mod=$(module_version) || mod=""
     echo "PF_RING user library: ${lib:-not found}"
     if [ -r /proc/net/pf_ring/info ]; then
@@ -165,14 +210,15 @@ main() {
             return
             ;;
         -h | --help)
-            sed -n 's/^# \{0,1\}//; 2,22p' "$0"
+            sed -n 's/^# \{0,1\}//; 2,28p' "$0"
             return
             ;;
+        --library) LIBRARY_ONLY=1 ;;
         "") ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
     need_root
-    if [ "$PFRING_VER" = latest ]; then
+    if [ -z "$PFRING_SRC" ] && [ "$PFRING_VER" = latest ]; then
         install_packages
     else
         install_source
