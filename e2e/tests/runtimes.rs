@@ -62,7 +62,7 @@ use e2e::Cluster;
 #[path = "support/docker.rs"]
 mod docker_lab;
 
-use docker_lab::{busybox, echo, finish_pings, Counters};
+use docker_lab::{busybox, echo, finish_pings, until_quiet, Counters};
 
 /// One test at a time: a `containers` capture sees every container of the host.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -232,19 +232,7 @@ fn settle_container(c: &Found, net: &Net) {
         in_netns_of(c.pid, &["sysctl", "-qw", &format!("net.ipv6.conf.{conf}.disable_ipv6=1")]);
     }
     run(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", c.veth)]);
-    let read = || (Counters::read(&c.veth), Counters::read(&net.peer_veth));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = read();
-    let mut since = Instant::now();
-    while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = read();
-        if now != last {
-            eprintln!("not quiet yet: {last:?} -> {now:?}");
-            last = now;
-            since = Instant::now();
-        }
-    }
+    until_quiet(|| (Counters::read(&c.veth), Counters::read(&net.peer_veth)), Duration::from_secs(20));
 }
 
 /// One row of containers.csv or containers.json, by column.

@@ -269,20 +269,27 @@ impl DockerLab {
     }
 
     pub fn quiet(&self, which: &[usize]) -> Vec<Counters> {
-        let read = || which.iter().map(|&i| self.counters(i)).collect::<Vec<_>>();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut last = read();
-        let mut since = Instant::now();
-        while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = read();
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-        }
-        last
+        until_quiet(|| which.iter().map(|&i| self.counters(i)).collect::<Vec<_>>(), Duration::from_secs(15))
     }
+}
+
+/// Reads `read` every 100 ms until its value has not changed for two
+/// seconds, or `limit` has passed (a link that just came up may still send a
+/// frame or two); returns the last value. Changes are logged.
+pub fn until_quiet<T: PartialEq + std::fmt::Debug>(read: impl Fn() -> T, limit: Duration) -> T {
+    let deadline = Instant::now() + limit;
+    let mut last = read();
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read();
+        if now != last {
+            eprintln!("not quiet yet: {last:?} -> {now:?}");
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
 }
 
 impl Drop for DockerLab {
