@@ -128,6 +128,38 @@ impl Counters {
     }
 }
 
+/// A row with the leading part of its sort order inline: most comparisons
+/// end on these words without touching the row (they are equal only when
+/// bytes, VLAN, IP version, source and the first 13 bytes of the destination
+/// are; then the whole key decides).
+struct SortEntry<'a> {
+    /// IP bytes (sorted descending).
+    bytes: u64,
+    /// VLAN, IP version, `src[..13]`, big-endian: ordered as [`Key`]'s first fields.
+    head: u128,
+    /// `src[13..]`, `dst[..13]`.
+    next: u128,
+    row: (&'a Key, &'a Counters),
+}
+
+impl<'a> SortEntry<'a> {
+    fn new(k: &'a Key, c: &'a Counters) -> Self {
+        let mut head = [0u8; 16];
+        head[..2].copy_from_slice(&k.vlan.to_be_bytes());
+        head[2] = k.ip_version;
+        head[3..].copy_from_slice(&k.src[..13]);
+        let mut next = [0u8; 16];
+        next[..3].copy_from_slice(&k.src[13..]);
+        next[3..].copy_from_slice(&k.dst[..13]);
+        SortEntry { bytes: c.ip_bytes, head: u128::from_be_bytes(head), next: u128::from_be_bytes(next), row: (k, c) }
+    }
+
+    /// Bytes descending, then the key's order.
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        b.bytes.cmp(&a.bytes).then(a.head.cmp(&b.head)).then(a.next.cmp(&b.next)).then_with(|| a.row.0.cmp(b.row.0))
+    }
+}
+
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One aggregate table.
@@ -282,10 +314,28 @@ impl Aggregate {
     }
 
     /// All rows, sorted by IP bytes descending, then by key: deterministic.
-    pub fn sorted_rows(&self) -> Vec<(Key, Counters)> {
-        let mut v: Vec<(Key, Counters)> = self.rows.iter().map(|(k, c)| (*k, *c)).collect();
-        v.sort_unstable_by(|a, b| b.1.ip_bytes.cmp(&a.1.ip_bytes).then_with(|| a.0.cmp(&b.0)));
-        v
+    pub fn sorted(&self) -> Vec<(&Key, &Counters)> {
+        let mut v = self.sort_entries();
+        v.sort_unstable_by(SortEntry::order);
+        v.into_iter().map(|e| e.row).collect()
+    }
+
+    /// The first `n` rows of [`Aggregate::sorted`], without sorting the rest.
+    pub fn top(&self, n: usize) -> Vec<(&Key, &Counters)> {
+        let mut v = self.sort_entries();
+        if n < v.len() {
+            if n == 0 {
+                return Vec::new();
+            }
+            v.select_nth_unstable_by(n - 1, SortEntry::order);
+            v.truncate(n);
+        }
+        v.sort_unstable_by(SortEntry::order);
+        v.into_iter().map(|e| e.row).collect()
+    }
+
+    fn sort_entries(&self) -> Vec<SortEntry<'_>> {
+        self.rows.iter().map(|(k, c)| SortEntry::new(k, c)).collect()
     }
 
     /// Sum of every row.
@@ -562,8 +612,8 @@ pub(crate) mod tests {
         let ba = agg.get(&default_key(B, 80, A, 1234, 6)).unwrap();
         assert_eq!((ba.packets, ba.ip_bytes, ba.frame_bytes, ba.flows), (2, 1500, 1528, 1));
         // Sorted by bytes descending.
-        let rows = agg.sorted_rows();
-        assert_eq!(rows[0].0, default_key(B, 80, A, 1234, 6));
+        let rows = agg.sorted();
+        assert_eq!(*rows[0].0, default_key(B, 80, A, 1234, 6));
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl Report<'_> {
             return String::new();
         }
         let p = table.primitives();
-        let rows = table.sorted_rows();
+        let rows = table.top(top);
         let mut header: Vec<String> = p.iter().map(|x| x.csv_header().to_string()).collect();
         header.extend(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS"].map(String::from));
         let numeric: Vec<bool> = p
@@ -298,14 +298,14 @@ impl Report<'_> {
             .chain([true; 4])
             .collect();
         let mut lines = vec![header];
-        for (k, c) in rows.iter().take(top) {
+        for (k, c) in &rows {
             let mut cells: Vec<String> = p.iter().map(|x| sinks::field(x, k)).collect();
             cells.extend([c.packets, c.ip_bytes, c.frame_bytes, c.flows].map(|v| v.to_string()));
             lines.push(cells);
         }
         let widths: Vec<usize> =
             (0..lines[0].len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
-        let mut s = format!("top {} of {} rows by bytes:\n", top.min(rows.len()), rows.len());
+        let mut s = format!("top {} of {} rows by bytes:\n", rows.len(), table.len());
         for (li, l) in lines.iter().enumerate() {
             let cells: Vec<String> = l
                 .iter()
