@@ -31,8 +31,7 @@
 //! Not on a hot path per packet, but per record: no allocation except when a
 //! new row appears.
 
-use std::collections::HashMap;
-
+use indexmap::IndexMap;
 use station::record::{EndReason, FlowRecord, RecordKind};
 
 use crate::containers::Containers;
@@ -42,7 +41,7 @@ use crate::settings::{Primitive, Primitives};
 ///
 /// The derived order (VLAN, IP version, src, dst, ports, protocol) is the tie
 /// breaker when rows have equal bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     /// Outer VLAN id.
     pub vlan: u16,
@@ -160,8 +159,6 @@ impl<'a> SortEntry<'a> {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// One aggregate table.
 ///
 /// Bounded: once it holds `max_rows` rows (CJ_APP_MAX_ROWS), a direction
@@ -169,18 +166,34 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// ([`Key::OVERFLOW`]) instead, and counted in [`Aggregate::overflowed`]. Rows
 /// already present keep counting exactly, every total stays exact, and the
 /// table never holds more than `max_rows + 1` rows.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+///
+/// Rows live in insertion order ([`IndexMap`]: one vector of rows and an
+/// index of them), so a row has a stable position and the rows changed since
+/// the last [`Aggregate::take_changes`] are a list of positions: the
+/// checkpoint writes only those (checkpoint.rs).
+#[derive(Clone, Debug)]
 pub struct Aggregate {
     primitives: Primitives,
-    rows: FastMap<Key, Counters>,
+    rows: IndexMap<Key, Counters, foldhash::fast::RandomState>,
     max_rows: usize,
     overflowed: u64,
+    /// Positions of the rows changed since the last `take_changes`, each once.
+    changed: Vec<u32>,
+    /// Per position: in `changed`.
+    marked: Vec<bool>,
 }
 
 impl Aggregate {
     /// An empty table keyed by `primitives`, without a row limit.
     pub fn new(primitives: Primitives) -> Self {
-        Aggregate { primitives, rows: FastMap::default(), max_rows: usize::MAX, overflowed: 0 }
+        Aggregate {
+            primitives,
+            rows: IndexMap::default(),
+            max_rows: usize::MAX,
+            overflowed: 0,
+            changed: Vec::new(),
+            marked: Vec::new(),
+        }
     }
 
     /// Bounds the table to `max_rows` rows plus the overflow row.
@@ -250,8 +263,55 @@ impl Aggregate {
             } else {
                 key
             };
-            self.rows.entry(key).or_default().add(&c);
+            self.add_row(key, &c);
         }
+    }
+
+    /// Adds `c` to the row of `key` (created when absent) and marks it changed.
+    fn add_row(&mut self, key: Key, c: &Counters) {
+        let (i, row) = match self.rows.entry(key) {
+            indexmap::map::Entry::Occupied(o) => (o.index(), o.into_mut()),
+            indexmap::map::Entry::Vacant(v) => (v.index(), v.insert(Counters::default())),
+        };
+        row.add(c);
+        self.mark(i);
+    }
+
+    /// Marks the row at position `i` changed.
+    fn mark(&mut self, i: usize) {
+        if i >= self.marked.len() {
+            self.marked.resize(i + 1, false);
+        }
+        if !self.marked[i] {
+            self.marked[i] = true;
+            // Positions fit u32: a table's rows are bounded by memory far below 2^32.
+            self.changed.push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// The rows changed since the last call (each once, in the order they
+    /// first changed), and forgets them: what a checkpoint after the previous
+    /// one must add.
+    pub fn take_changes(&mut self) -> Vec<(&Key, &Counters)> {
+        for &i in &self.changed {
+            if let Some(m) = self.marked.get_mut(i as usize) {
+                *m = false;
+            }
+        }
+        let changed = std::mem::take(&mut self.changed);
+        changed.into_iter().filter_map(|i| self.rows.get_index(i as usize)).collect()
+    }
+
+    /// Forgets the changed rows (a full checkpoint holds every row).
+    pub fn clear_changes(&mut self) {
+        self.changed.clear();
+        self.marked.clear();
+    }
+
+    /// Sets the row of `key` to `c` (a checkpoint's row, replayed at load);
+    /// the row limit is the checkpoint's, already checked when it was counted.
+    fn put_row(&mut self, key: Key, c: Counters) {
+        self.rows.insert(key, c);
     }
 
     /// The tunnel fields of a direction's key (outer source and destination
@@ -308,7 +368,7 @@ impl Aggregate {
         self.rows.get(key)
     }
 
-    /// Every row, in no particular order (for queries that filter before sorting).
+    /// Every row, in the order they appeared (for queries that filter before sorting).
     pub fn rows(&self) -> impl Iterator<Item = (&Key, &Counters)> {
         self.rows.iter()
     }
@@ -346,6 +406,273 @@ impl Aggregate {
             t.add(c);
         }
         t
+    }
+}
+
+/// The checkpoint's form of a table: its settings and its rows as one byte
+/// string ([`RowBytes`]), so that encoding a row is a few copies, not a
+/// serde call per byte of its key.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AggregateWire {
+    primitives: Primitives,
+    max_rows: usize,
+    overflowed: u64,
+    rows: RowBytes,
+}
+
+impl serde::Serialize for Aggregate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut rows = RowBytes::default();
+        for (k, c) in &self.rows {
+            rows.push(self.primitives, k, c);
+        }
+        AggregateWire { primitives: self.primitives, max_rows: self.max_rows, overflowed: self.overflowed, rows }
+            .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Aggregate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = AggregateWire::deserialize(d)?;
+        let mut a = Aggregate::new(w.primitives).with_max_rows(w.max_rows);
+        a.overflowed = w.overflowed;
+        w.rows.replay(w.primitives, |k, c| a.put_row(k, c)).map_err(serde::de::Error::custom)?;
+        Ok(a)
+    }
+}
+
+/// The rows of a table changed since the previous checkpoint, with its overflow count.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TableChanges {
+    overflowed: u64,
+    rows: RowBytes,
+    /// Rows in `rows` (not saved: the bytes say it).
+    #[serde(skip)]
+    count: usize,
+}
+
+impl Aggregate {
+    /// The rows changed since the last call, encoded; forgets them.
+    fn changes(&mut self) -> TableChanges {
+        let p = self.primitives;
+        let overflowed = self.overflowed;
+        let mut rows = RowBytes::default();
+        let changed = self.take_changes();
+        let count = changed.len();
+        for (k, c) in changed {
+            rows.push(p, k, c);
+        }
+        TableChanges { overflowed, rows, count }
+    }
+
+    /// Replays changes saved by [`Aggregate::changes`]: each row as saved.
+    fn apply(&mut self, t: TableChanges) -> Result<(), String> {
+        self.overflowed = t.overflowed;
+        let p = self.primitives;
+        t.rows.replay(p, |k, c| self.put_row(k, c))
+    }
+}
+
+/// Rows encoded back to back, each the same size for a set of primitives:
+/// the key fields of the chosen primitives only (the others are zero in every
+/// key), the overflow flag, then the six counters, little-endian.
+#[derive(Debug, Default)]
+struct RowBytes(Vec<u8>);
+
+impl RowBytes {
+    /// Bytes of one row's key for `p`.
+    fn key_len(p: Primitives) -> usize {
+        use Primitive as P;
+        let mut n = 1; // overflow flag
+        for (prim, len) in [
+            (P::Vlan, 2),
+            (P::SrcHost, 16),
+            (P::DstHost, 16),
+            (P::SrcPort, 2),
+            (P::DstPort, 2),
+            (P::Proto, 1),
+            (P::SrcContainer, 32),
+            (P::DstContainer, 32),
+            (P::Tunnel, 1),
+            (P::OuterSrcHost, 16),
+            (P::OuterDstHost, 16),
+            (P::TunnelId, 4),
+        ] {
+            if p.has(prim) {
+                n += len;
+            }
+        }
+        if p.has(P::SrcHost) || p.has(P::DstHost) {
+            n += 1;
+        }
+        if p.has(P::OuterSrcHost) || p.has(P::OuterDstHost) {
+            n += 1;
+        }
+        n
+    }
+
+    fn push(&mut self, p: Primitives, k: &Key, c: &Counters) {
+        use Primitive as P;
+        let out = &mut self.0;
+        if p.has(P::Vlan) {
+            out.extend_from_slice(&k.vlan.to_le_bytes());
+        }
+        if p.has(P::SrcHost) || p.has(P::DstHost) {
+            out.push(k.ip_version);
+        }
+        if p.has(P::SrcHost) {
+            out.extend_from_slice(&k.src);
+        }
+        if p.has(P::DstHost) {
+            out.extend_from_slice(&k.dst);
+        }
+        if p.has(P::SrcPort) {
+            out.extend_from_slice(&k.src_port.to_le_bytes());
+        }
+        if p.has(P::DstPort) {
+            out.extend_from_slice(&k.dst_port.to_le_bytes());
+        }
+        if p.has(P::Proto) {
+            out.push(k.proto);
+        }
+        if p.has(P::SrcContainer) {
+            out.extend_from_slice(&k.src_container);
+        }
+        if p.has(P::DstContainer) {
+            out.extend_from_slice(&k.dst_container);
+        }
+        if p.has(P::Tunnel) {
+            out.push(k.tunnel);
+        }
+        if p.has(P::OuterSrcHost) || p.has(P::OuterDstHost) {
+            out.push(k.outer_ip_version);
+        }
+        if p.has(P::OuterSrcHost) {
+            out.extend_from_slice(&k.outer_src);
+        }
+        if p.has(P::OuterDstHost) {
+            out.extend_from_slice(&k.outer_dst);
+        }
+        if p.has(P::TunnelId) {
+            out.extend_from_slice(&k.tunnel_id.to_le_bytes());
+        }
+        out.push(u8::from(k.overflow));
+        for v in [c.packets, c.ip_bytes, c.frame_bytes, c.flows, c.first_ns, c.last_ns] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Decodes every row in order and hands it to `put`.
+    ///
+    /// # Errors
+    /// The bytes are not whole rows of `p`, or an overflow flag is neither 0 nor 1.
+    fn replay(&self, p: Primitives, mut put: impl FnMut(Key, Counters)) -> Result<(), String> {
+        use Primitive as P;
+        let size = Self::key_len(p) + 48;
+        if !self.0.len().is_multiple_of(size) {
+            return Err(format!("{} bytes of rows are not whole rows of {size} bytes", self.0.len()));
+        }
+        for row in self.0.chunks_exact(size) {
+            let mut r = Reader(row);
+            let mut k = Key::default();
+            if p.has(P::Vlan) {
+                k.vlan = u16::from_le_bytes(r.take());
+            }
+            if p.has(P::SrcHost) || p.has(P::DstHost) {
+                k.ip_version = r.byte();
+            }
+            if p.has(P::SrcHost) {
+                k.src = r.take();
+            }
+            if p.has(P::DstHost) {
+                k.dst = r.take();
+            }
+            if p.has(P::SrcPort) {
+                k.src_port = u16::from_le_bytes(r.take());
+            }
+            if p.has(P::DstPort) {
+                k.dst_port = u16::from_le_bytes(r.take());
+            }
+            if p.has(P::Proto) {
+                k.proto = r.byte();
+            }
+            if p.has(P::SrcContainer) {
+                k.src_container = r.take();
+            }
+            if p.has(P::DstContainer) {
+                k.dst_container = r.take();
+            }
+            if p.has(P::Tunnel) {
+                k.tunnel = r.byte();
+            }
+            if p.has(P::OuterSrcHost) || p.has(P::OuterDstHost) {
+                k.outer_ip_version = r.byte();
+            }
+            if p.has(P::OuterSrcHost) {
+                k.outer_src = r.take();
+            }
+            if p.has(P::OuterDstHost) {
+                k.outer_dst = r.take();
+            }
+            if p.has(P::TunnelId) {
+                k.tunnel_id = u32::from_le_bytes(r.take());
+            }
+            k.overflow = match r.byte() {
+                0 => false,
+                1 => true,
+                b => return Err(format!("a row's overflow flag is {b}")),
+            };
+            let mut v = [0u64; 6];
+            for x in &mut v {
+                *x = u64::from_le_bytes(r.take());
+            }
+            let [packets, ip_bytes, frame_bytes, flows, first_ns, last_ns] = v;
+            put(k, Counters { packets, ip_bytes, frame_bytes, flows, first_ns, last_ns });
+        }
+        Ok(())
+    }
+}
+
+/// Reads fixed-size fields off a row whose length was checked.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        // The row's length is the sum of its fields' (checked by `replay`): never short.
+        let n = N.min(self.0.len());
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        out
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+}
+
+impl serde::Serialize for RowBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RowBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RowBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string of rows")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<RowBytes, E> {
+                Ok(RowBytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<RowBytes, E> {
+                Ok(RowBytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
     }
 }
 
@@ -431,6 +758,21 @@ impl Totals {
     }
 }
 
+/// What a checkpoint adds to the previous one ([`Accounts::take_changes`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AccountsChanges<'a> {
+    per_queue: std::borrow::Cow<'a, [Totals]>,
+    containers: std::borrow::Cow<'a, Containers>,
+    tables: Vec<TableChanges>,
+}
+
+impl AccountsChanges<'_> {
+    /// Rows in it, every table.
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|t| t.count).sum()
+    }
+}
+
 /// Everything the app has accounted: one merged table, or one per queue in
 /// fan-out mode (where every worker sees every packet), plus per-queue totals.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -494,6 +836,50 @@ impl Accounts {
         if let Some(table) = self.tables.get_mut(ti) {
             table.add_ip(r);
         }
+    }
+
+    /// What changed since the previous call, for a checkpoint that adds to
+    /// the last one: the rows changed in every table (forgotten here), the
+    /// totals and the containers whole.
+    pub fn take_changes(&mut self) -> AccountsChanges<'_> {
+        let tables = self.tables.iter_mut().map(Aggregate::changes).collect();
+        AccountsChanges {
+            per_queue: std::borrow::Cow::Borrowed(&self.per_queue),
+            containers: std::borrow::Cow::Borrowed(&self.containers),
+            tables,
+        }
+    }
+
+    /// Forgets what changed (a checkpoint of everything was saved).
+    pub fn clear_changes(&mut self) {
+        self.tables.iter_mut().for_each(Aggregate::clear_changes);
+    }
+
+    /// Replays changes saved by [`Accounts::take_changes`].
+    ///
+    /// # Errors
+    /// They are of other queues or tables, or their rows are damaged.
+    pub fn apply_changes(&mut self, c: AccountsChanges<'_>) -> Result<(), String> {
+        if c.per_queue.len() != self.per_queue.len() || c.tables.len() != self.tables.len() {
+            return Err(format!(
+                "changes of {} queue(s) and {} table(s) for {} and {}",
+                c.per_queue.len(),
+                c.tables.len(),
+                self.per_queue.len(),
+                self.tables.len()
+            ));
+        }
+        self.per_queue = c.per_queue.into_owned();
+        self.containers = c.containers.into_owned();
+        for (t, changes) in self.tables.iter_mut().zip(c.tables) {
+            t.apply(changes)?;
+        }
+        Ok(())
+    }
+
+    /// Rows in every table.
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(Aggregate::len).sum()
     }
 
     /// Whether there is one table per queue.

@@ -9,10 +9,18 @@
 //!   and only then releases the slots. It saves when a queue has half of its
 //!   slots held, when the queues go quiet with records held (at most once a
 //!   second), at every refresh (CJ_REFRESH) and when stopped by a signal.
-//! - The file is replaced atomically (a temporary file of its own, written,
-//!   renamed), so a SIGKILL at any point leaves the previous
-//!   checkpoint or the new one, and slots not in the file were never released:
-//!   the queue still holds them for the next cj-app.
+//! - The file is a whole checkpoint followed by changes: the first save of a
+//!   run writes every row (a temporary file of its own, renamed over the old
+//!   one), each later save appends one frame with the rows changed since the
+//!   save before (and the totals, the containers and the read positions
+//!   whole), so a save costs what changed, not the whole table. When the
+//!   frames hold more rows than twice the table, the next save writes the
+//!   whole checkpoint again (so the file stays within about three times the
+//!   table's rows). A SIGKILL at any point leaves the previous checkpoint or
+//!   the new one: a frame cut short by the kill is ignored at load (its slots
+//!   were not released: the queue still holds them for the next cj-app), and
+//!   a frame that could not be appended whole is cut off again, the next save
+//!   writing the whole checkpoint.
 //! - A cj-app started with a checkpoint in its output directory loads it,
 //!   skips the records the queues still hold that the checkpoint has already
 //!   counted, and goes on: its files, totals and identity are those of one
@@ -34,20 +42,24 @@
 //! - IPFIX export is at least once across a crash: records read after the last
 //!   checkpoint are exported again by the restarted app (the collector sees
 //!   them twice); the files and totals are exact.
-//! - A checkpoint costs one pass over the accounts (encoding and writing every
-//!   row): with the default 65536-slot record queues at most once per 32768
-//!   records of a queue, plus once per refresh and at a signal.
+//! - A save costs the rows changed since the last one (encoding and
+//!   appending them), with the default 65536-slot record queues at most once
+//!   per 32768 records of a queue, plus once per refresh and at a signal; the
+//!   whole table is written at the first save of a run and when the frames
+//!   outgrow it (per-container flow logs, when kept, are written whole at every
+//!   save).
 //! - A power loss: the checkpoint is not fsynced, because the record queues
 //!   (in memory, under CJ_SHM_DIR) do not survive one either; a checkpoint
 //!   whose queues were re-created is refused, as above.
 
-use std::io::Read as _;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use station::record::RECORD_LAYOUT_VERSION;
 
-use crate::aggregate::Accounts;
+use crate::aggregate::{Accounts, AccountsChanges};
 use crate::intake::SavedQueue;
 use crate::settings::Primitives;
 
@@ -58,7 +70,8 @@ pub const FILE_NAME: &str = "checkpoint";
 const MODE: u32 = 0o600;
 
 /// The first bytes of the file: what it is, and the encoding's version.
-const MAGIC: &[u8; 16] = b"cj-app ckpt v1\n\0";
+/// (v2: length-prefixed frames, the first whole, the others changes.)
+const MAGIC: &[u8; 16] = b"cj-app ckpt v2\n\0";
 
 /// What must be the same for a checkpoint to continue in this run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,11 +92,20 @@ pub struct Fit {
     pub container_logs: bool,
 }
 
+/// The first frame: everything.
 #[derive(Serialize, Deserialize)]
 struct Body<A> {
     fit: Fit,
     intake: Vec<SavedQueue>,
     accounts: A,
+}
+
+/// Every later frame: what changed since the frame before.
+#[derive(Serialize, Deserialize)]
+struct Changes<'a> {
+    intake: Vec<SavedQueue>,
+    #[serde(borrow)]
+    accounts: AccountsChanges<'a>,
 }
 
 /// What a checkpoint holds.
@@ -136,18 +158,97 @@ pub fn path(out_dir: &Path) -> PathBuf {
     out_dir.join(FILE_NAME)
 }
 
-/// Saves `accounts` and `intake` atomically.
-///
-/// # Errors
-/// The file cannot be written (the caller decides whether to release anyway).
-pub fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts) -> Result<(), CheckpointError> {
-    let body = Body { fit: fit.clone(), intake, accounts };
+/// Saves checkpoints of one run: the first whole, the next ones as frames
+/// of changes appended to it (see the module doc).
+#[derive(Debug)]
+pub struct Saver {
+    path: PathBuf,
+    /// The file saved last, open at its end; None: the next save writes it whole.
+    file: Option<File>,
+    /// Its length.
+    len: u64,
+    /// Rows in it, every frame.
+    rows: usize,
+}
+
+/// Rows the frames may hold beyond twice the table before a whole save.
+const SLACK_ROWS: usize = 4096;
+
+impl Saver {
+    /// The saver of the checkpoint at `path`; its first save writes it whole.
+    pub fn new(path: &Path) -> Self {
+        Saver { path: path.to_path_buf(), file: None, len: 0, rows: 0 }
+    }
+
+    /// Saves `accounts` and `intake`: appends what changed since the last
+    /// save, or writes everything anew (the first save, after a failed one, or
+    /// when the frames outgrow the table).
+    ///
+    /// # Errors
+    /// The file cannot be written (the caller decides whether to release
+    /// anyway); the next save then writes everything.
+    pub fn save(&mut self, fit: &Fit, intake: Vec<SavedQueue>, accounts: &mut Accounts) -> Result<(), CheckpointError> {
+        let live = accounts.rows();
+        if let Some(mut file) = self.file.take() {
+            let changes = accounts.take_changes();
+            let rows = changes.rows();
+            if self.rows + rows <= 2 * live + SLACK_ROWS {
+                let frame = encode(&self.path, &Changes { intake, accounts: changes })?;
+                return match file.write_all(&frame) {
+                    Ok(()) => {
+                        self.len += frame.len() as u64;
+                        self.rows += rows;
+                        self.file = Some(file);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Cut the partial frame off (a load would ignore it anyway); the next save is whole.
+                        let _ = file.set_len(self.len);
+                        Err(CheckpointError::Write { path: self.path.clone(), cause: e.to_string() })
+                    }
+                };
+            }
+        }
+        accounts.clear_changes();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(encode(&self.path, &Body { fit: fit.clone(), intake, accounts: &*accounts })?);
+        let err = |e: crate::sinks::WriteError| CheckpointError::Write {
+            path: self.path.clone(),
+            cause: e.source.to_string(),
+        };
+        let mut f = crate::sinks::AtomicFile::create_with_mode(&self.path, MODE).map_err(err)?;
+        f.write_all(&bytes).map_err(|e| err(f.error(e)))?;
+        // Not fsynced: a power loss also loses the record queues (in memory), so a
+        // synced checkpoint could not be continued anyway; atomic for processes is what counts.
+        let file = f.commit_file(false).map_err(err)?;
+        self.file = Some(file);
+        self.len = bytes.len() as u64;
+        self.rows = live;
+        Ok(())
+    }
+}
+
+/// One frame: its length (u64, little-endian) and its bincode encoding.
+fn encode(path: &Path, body: &impl Serialize) -> Result<Vec<u8>, CheckpointError> {
     let err = |cause: String| CheckpointError::Write { path: path.to_path_buf(), cause };
-    let mut bytes = MAGIC.to_vec();
-    bincode::serialize_into(&mut bytes, &body).map_err(|e| err(e.to_string()))?;
-    // Not fsynced: a power loss also loses the record queues (in memory), so a
-    // synced checkpoint could not be continued anyway; atomic for processes is what counts.
-    shmq::files::write_atomic_unsynced(path, &bytes, MODE).map_err(|e| err(e.to_string()))
+    let mut bytes = vec![0u8; 8];
+    bincode::serialize_into(&mut bytes, body).map_err(|e| err(e.to_string()))?;
+    let len = (bytes.len() - 8) as u64;
+    bytes[..8].copy_from_slice(&len.to_le_bytes());
+    Ok(bytes)
+}
+
+/// The next frame of `rest`, or `None` when none is left whole (none at all,
+/// or one cut short).
+fn next_frame<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, body) = rest.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    if len > body.len() {
+        return None;
+    }
+    let (frame, tail) = body.split_at(len);
+    *rest = tail;
+    Some(frame)
 }
 
 /// Loads the checkpoint at `path`, or `None` when there is none.
@@ -172,13 +273,23 @@ pub fn load(path: &Path, fit: &Fit) -> Result<Option<Loaded>, CheckpointError> {
         return Err(unusable("not a cj-app checkpoint of this version (its first bytes differ)".into()));
     };
     use bincode::Options as _;
-    let body: Body<Accounts> = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(len)
-        .deserialize(encoded)
-        .map_err(|e| unusable(format!("damaged ({e})")))?;
+    let options = bincode::DefaultOptions::new().with_fixint_encoding().with_limit(len);
+    let mut rest = encoded;
+    let Some(first) = next_frame(&mut rest) else {
+        return Err(unusable("damaged (cut short in its first frame)".into()));
+    };
+    let body: Body<Accounts> = options.deserialize(first).map_err(|e| unusable(format!("damaged ({e})")))?;
     check_fit(path, &body.fit, fit)?;
-    Ok(Some(Loaded { intake: body.intake, accounts: body.accounts }))
+    let (mut intake, mut accounts) = (body.intake, body.accounts);
+    // Frames of changes, in order; one cut short by a kill while it was
+    // appended was never followed by a release of its slots: ignored.
+    while let Some(frame) = next_frame(&mut rest) {
+        let changes: Changes<'_> = options.deserialize(frame).map_err(|e| unusable(format!("damaged ({e})")))?;
+        accounts.apply_changes(changes.accounts).map_err(|e| unusable(format!("damaged ({e})")))?;
+        intake = changes.intake;
+    }
+    accounts.clear_changes();
+    Ok(Some(Loaded { intake, accounts }))
 }
 
 /// Removes the checkpoint (a run that read every queue to its end).
@@ -266,6 +377,116 @@ mod tests {
         r.dir[0].frame_bytes = 342;
         a.add(1, &r);
         a
+    }
+
+    /// One whole save, as the first of a run.
+    fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts) -> Result<(), CheckpointError> {
+        Saver::new(path).save(fit, intake, &mut accounts.clone())
+    }
+
+    /// `n` TCP flows from port 1000 + `from` on, `k` packets each way.
+    fn add_flows(a: &mut Accounts, from: u16, n: u16, k: u64) {
+        use crate::aggregate::tests::ip_record;
+        for i in from..from + n {
+            a.add(
+                usize::from(i % 2),
+                &ip_record(
+                    [10, 0, 0, 1],
+                    1000 + i,
+                    [10, 0, 0, 2],
+                    80,
+                    6,
+                    (k, 40 * k),
+                    (k, 60 * k),
+                    EndReason::EndOfFlow,
+                ),
+            );
+        }
+    }
+
+    /// Everything a restart must keep, as text: the flow table's CSV, the totals, the containers.
+    fn state(a: &Accounts) -> String {
+        format!(
+            "{}{:?}{:?}{:?}",
+            crate::sinks::csv_text(a.main_table()),
+            a.per_queue(),
+            a.rows_overflowed(),
+            a.containers().rows().collect::<Vec<_>>()
+        )
+    }
+
+    fn position(n: u64) -> Vec<SavedQueue> {
+        vec![SavedQueue { queue: 0, position: n, next_seq: Some(n), stats: Default::default() }]
+    }
+
+    #[test]
+    fn later_saves_append_only_the_changed_rows_and_load_as_one_whole_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = Fit { max_rows: 1_000_000, ..fit() };
+        let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
+        let mut saver = Saver::new(&p);
+        add_flows(&mut a, 0, 2000, 1);
+        saver.save(&fit, position(2000), &mut a).unwrap();
+        let whole = std::fs::metadata(&p).unwrap().len();
+        // Ten new flows and ten more packets of old ones: 40 rows changed of 4020.
+        add_flows(&mut a, 2000, 10, 1);
+        add_flows(&mut a, 0, 10, 3);
+        saver.save(&fit, position(2020), &mut a).unwrap();
+        let appended = std::fs::metadata(&p).unwrap().len() - whole;
+        assert!(appended * 20 < whole, "appended {appended} bytes to a whole save of {whole}");
+        let loaded = load(&p, &fit).unwrap().unwrap();
+        assert_eq!(loaded.intake, position(2020));
+        assert_eq!(state(&loaded.accounts), state(&a));
+        // The same as a whole save of the same accounts.
+        let q = dir.path().join("whole");
+        save(&q, &fit, position(2020), &a).unwrap();
+        assert_eq!(state(&load(&q, &fit).unwrap().unwrap().accounts), state(&a));
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_a_kill_is_ignored_and_the_save_before_it_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = Fit { max_rows: 1_000_000, ..fit() };
+        let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
+        let mut saver = Saver::new(&p);
+        add_flows(&mut a, 0, 100, 1);
+        saver.save(&fit, position(100), &mut a).unwrap();
+        add_flows(&mut a, 100, 100, 1);
+        saver.save(&fit, position(200), &mut a).unwrap();
+        let at_second = state(&a);
+        let second_len = std::fs::metadata(&p).unwrap().len();
+        add_flows(&mut a, 0, 50, 2);
+        saver.save(&fit, position(250), &mut a).unwrap();
+        let full = std::fs::read(&p).unwrap();
+        for cut in [second_len + 3, second_len + 8, second_len + 20, full.len() as u64 - 1] {
+            std::fs::write(&p, &full[..usize::try_from(cut).unwrap()]).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            let loaded = load(&p, &fit).unwrap().unwrap();
+            assert_eq!(loaded.intake, position(200), "cut at {cut}");
+            assert_eq!(state(&loaded.accounts), at_second, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn rows_changed_again_and_again_make_a_whole_save_before_the_file_outgrows_three_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = Fit { max_rows: 1_000_000, ..fit() };
+        let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
+        let mut saver = Saver::new(&p);
+        add_flows(&mut a, 0, 5000, 1);
+        saver.save(&fit, position(5000), &mut a).unwrap();
+        let whole = std::fs::metadata(&p).unwrap().len();
+        let mut largest = 0;
+        for round in 0..20 {
+            add_flows(&mut a, 0, 5000, 1);
+            saver.save(&fit, position(10_000 + round), &mut a).unwrap();
+            largest = largest.max(std::fs::metadata(&p).unwrap().len());
+        }
+        assert!(largest <= 3 * whole + 3 * 4096 * 90, "{largest} bytes for a table of {whole}");
+        assert_eq!(state(&load(&p, &fit).unwrap().unwrap().accounts), state(&a));
     }
 
     #[test]

@@ -175,8 +175,9 @@ struct Run {
     accounts: Accounts,
     /// `CJ_EXPORT`'s IPFIX exporter, fed every record the intake takes (None: off).
     exporter: Option<ipfix::Exporter>,
-    /// `<out dir>/checkpoint` and what it must fit.
+    /// `<out dir>/checkpoint`, its saver and what it must fit.
     checkpoint: PathBuf,
+    saver: checkpoint::Saver,
     fit: checkpoint::Fit,
     /// A failed checkpoint was warned about (once until one succeeds).
     checkpoint_warned: bool,
@@ -193,7 +194,7 @@ impl Run {
     /// them would stall the detector, and what is lost is only what a crash
     /// before the next good checkpoint would lose.
     fn checkpoint(&mut self) {
-        match checkpoint::save(&self.checkpoint, &self.fit, self.intake.saved(), &self.accounts) {
+        match self.saver.save(&self.fit, self.intake.saved(), &mut self.accounts) {
             Ok(()) => self.checkpoint_warned = false,
             Err(e) if !self.checkpoint_warned => {
                 self.checkpoint_warned = true;
@@ -448,6 +449,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         intake,
         accounts,
         exporter,
+        saver: checkpoint::Saver::new(&checkpoint_path),
         checkpoint: checkpoint_path,
         fit,
         checkpoint_warned: false,

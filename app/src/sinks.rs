@@ -392,6 +392,14 @@ impl AtomicFile {
     /// # Errors
     /// The directory or the temporary file cannot be created.
     pub fn create(path: &Path) -> Result<Self, WriteError> {
+        Self::create_with_mode(path, OUT_FILE_MODE)
+    }
+
+    /// As [`AtomicFile::create`] with another mode (the checkpoint's 0600).
+    ///
+    /// # Errors
+    /// As [`AtomicFile::create`].
+    pub fn create_with_mode(path: &Path, mode: u32) -> Result<Self, WriteError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
         let mut name = std::ffi::OsString::from(".");
@@ -402,13 +410,13 @@ impl AtomicFile {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(OUT_FILE_MODE)
+            .mode(mode)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(err)?;
         let mut this = AtomicFile { path: path.to_path_buf(), tmp, out: None };
         // The mode whatever the umask (created: removed on drop if this fails).
-        file.set_permissions(std::fs::Permissions::from_mode(OUT_FILE_MODE)).map_err(err)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(err)?;
         this.out = Some(BufWriter::with_capacity(CHUNK, file));
         Ok(this)
     }
@@ -418,22 +426,32 @@ impl AtomicFile {
     ///
     /// # Errors
     /// Any of these steps fails; the temporary file is removed.
-    pub fn commit(mut self) -> Result<(), WriteError> {
+    pub fn commit(self) -> Result<(), WriteError> {
+        self.commit_file(true).map(drop)
+    }
+
+    /// As [`AtomicFile::commit`], fsynced or not, and returns the file, open
+    /// for writing at its end (the checkpoint appends to it).
+    ///
+    /// # Errors
+    /// As [`AtomicFile::commit`].
+    pub fn commit_file(mut self, sync: bool) -> Result<File, WriteError> {
         let err = |source| WriteError { path: self.path.clone(), source };
         let Some(out) = self.out.take() else {
             return Err(err(io::Error::other("already committed")));
         };
         let file = out.into_inner().map_err(|e| err(e.into_error()))?;
-        file.sync_all().map_err(err)?;
-        drop(file);
+        if sync {
+            file.sync_all().map_err(err)?;
+        }
         std::fs::rename(&self.tmp, &self.path).map_err(err)?;
         // Renamed: nothing for drop to remove.
         self.tmp = PathBuf::new();
-        Ok(())
+        Ok(file)
     }
 
     /// The error for this file.
-    fn error(&self, source: io::Error) -> WriteError {
+    pub fn error(&self, source: io::Error) -> WriteError {
         WriteError { path: self.path.clone(), source }
     }
 }
