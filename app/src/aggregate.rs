@@ -41,7 +41,7 @@ use crate::settings::{Primitive, Primitives};
 ///
 /// The derived order (VLAN, IP version, src, dst, ports, protocol) is the tie
 /// breaker when rows have equal bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     /// Outer VLAN id.
     pub vlan: u16,
@@ -74,6 +74,39 @@ pub struct Key {
     /// The overflow row ([`Key::OVERFLOW`]): everything that came once the
     /// table was full; printed as `other` in every key column.
     pub overflow: bool,
+}
+
+impl std::hash::Hash for Key {
+    /// Whole words rather than field by field and byte by byte (a few hasher
+    /// calls per key); the container names and outer addresses only when set.
+    /// A function of the fields alone, so equal keys hash alike.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128(u128::from_ne_bytes(self.src));
+        h.write_u128(u128::from_ne_bytes(self.dst));
+        h.write_u64(
+            u64::from(self.vlan)
+                | u64::from(self.ip_version) << 16
+                | u64::from(self.src_port) << 24
+                | u64::from(self.dst_port) << 40
+                | u64::from(self.proto) << 56,
+        );
+        h.write_u64(
+            u64::from(self.tunnel_id)
+                | u64::from(self.tunnel) << 32
+                | u64::from(self.outer_ip_version) << 40
+                | u64::from(self.overflow) << 48,
+        );
+        for name in [&self.src_container, &self.dst_container] {
+            if *name != [0; 32] {
+                h.write(name);
+            }
+        }
+        for addr in [&self.outer_src, &self.outer_dst] {
+            if *addr != [0; 16] {
+                h.write_u128(u128::from_ne_bytes(*addr));
+            }
+        }
+    }
 }
 
 impl Key {
