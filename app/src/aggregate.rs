@@ -442,34 +442,75 @@ impl Aggregate {
     }
 }
 
-/// The checkpoint's form of a table: its settings and its rows as one byte
-/// string ([`RowBytes`]), so that encoding a row is a few copies, not a
-/// serde call per byte of its key.
+/// The checkpoint's form of a table: its settings and its rows, each row
+/// one byte string of [`RowBytes`]'s encoding (a few copies per row, not a
+/// serde call per byte of its key; streamed, never the whole table at once).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct AggregateWire {
+struct AggregateWire<R> {
     primitives: Primitives,
     max_rows: usize,
     overflowed: u64,
-    rows: RowBytes,
+    rows: R,
+}
+
+/// Serializes a table's rows as a sequence of byte strings.
+struct RowSeq<'a>(&'a Aggregate);
+
+impl serde::Serialize for RowSeq<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let mut seq = s.serialize_seq(Some(self.0.rows.len()))?;
+        let mut row = RowBytes::default();
+        for (k, c) in &self.0.rows {
+            row.0.clear();
+            row.push(self.0.primitives, k, c);
+            seq.serialize_element(&row)?;
+        }
+        seq.end()
+    }
+}
+
+/// Deserializes a sequence of rows into one [`RowBytes`] (rows back to back).
+struct RowList(RowBytes);
+
+impl<'de> serde::Deserialize<'de> for RowList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RowList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of rows")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RowList, A::Error> {
+                let mut all = Vec::new();
+                while let Some(row) = seq.next_element::<&'de [u8]>()? {
+                    all.extend_from_slice(row);
+                }
+                Ok(RowList(RowBytes(all)))
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 impl serde::Serialize for Aggregate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut rows = RowBytes::default();
-        for (k, c) in &self.rows {
-            rows.push(self.primitives, k, c);
+        AggregateWire {
+            primitives: self.primitives,
+            max_rows: self.max_rows,
+            overflowed: self.overflowed,
+            rows: RowSeq(self),
         }
-        AggregateWire { primitives: self.primitives, max_rows: self.max_rows, overflowed: self.overflowed, rows }
-            .serialize(s)
+        .serialize(s)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Aggregate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = AggregateWire::deserialize(d)?;
+        let w = AggregateWire::<RowList>::deserialize(d)?;
         let mut a = Aggregate::new(w.primitives).with_max_rows(w.max_rows);
         a.overflowed = w.overflowed;
-        w.rows.replay(w.primitives, |k, c| a.put_row(k, c)).map_err(serde::de::Error::custom)?;
+        w.rows.0.replay(w.primitives, |k, c| a.put_row(k, c)).map_err(serde::de::Error::custom)?;
         Ok(a)
     }
 }

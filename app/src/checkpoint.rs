@@ -210,21 +210,42 @@ impl Saver {
             }
         }
         accounts.clear_changes();
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend(encode(&self.path, &Body { fit: fit.clone(), intake, accounts: &*accounts })?);
-        let err = |e: crate::sinks::WriteError| CheckpointError::Write {
-            path: self.path.clone(),
-            cause: e.source.to_string(),
-        };
-        let mut f = crate::sinks::AtomicFile::create_with_mode(&self.path, MODE).map_err(err)?;
-        f.write_all(&bytes).map_err(|e| err(f.error(e)))?;
+        let write = |cause: String| CheckpointError::Write { path: self.path.clone(), cause };
+        let mut f =
+            crate::sinks::AtomicFile::create_with_mode(&self.path, MODE).map_err(|e| write(e.source.to_string()))?;
+        // Streamed (the table is never encoded whole in memory); the frame's
+        // length is written at its place once known, before the rename.
+        let mut body = Counted { out: &mut f, len: 0 };
+        body.out.write_all(MAGIC).and_then(|()| body.out.write_all(&[0; 8])).map_err(|e| write(e.to_string()))?;
+        bincode::serialize_into(&mut body, &Body { fit: fit.clone(), intake, accounts: &*accounts })
+            .map_err(|e| write(e.to_string()))?;
+        let len = body.len;
+        f.write_at(MAGIC.len() as u64, &len.to_le_bytes()).map_err(|e| write(e.to_string()))?;
         // Not fsynced: a power loss also loses the record queues (in memory), so a
         // synced checkpoint could not be continued anyway; atomic for processes is what counts.
-        let file = f.commit_file(false).map_err(err)?;
+        let file = f.commit_file(false).map_err(|e| write(e.source.to_string()))?;
         self.file = Some(file);
-        self.len = bytes.len() as u64;
+        self.len = MAGIC.len() as u64 + 8 + len;
         self.rows = live;
         Ok(())
+    }
+}
+
+/// A writer that counts what passes.
+struct Counted<'a, W> {
+    out: &'a mut W,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 

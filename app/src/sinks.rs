@@ -500,6 +500,18 @@ impl AtomicFile {
         Ok(file)
     }
 
+    /// Writes `bytes` at `offset` of what was written so far (a length
+    /// known only at the end), after handing on what is buffered.
+    ///
+    /// # Errors
+    /// The buffered bytes or these cannot be written.
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let out = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        out.flush()?;
+        out.get_ref().write_all_at(bytes, offset)
+    }
+
     /// The error for this file.
     pub fn error(&self, source: io::Error) -> WriteError {
         WriteError { path: self.path.clone(), source }
