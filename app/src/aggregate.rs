@@ -916,6 +916,7 @@ impl Accounts {
     /// the last one: the rows changed in every table (forgotten here), the
     /// totals and the containers whole.
     pub fn take_changes(&mut self) -> AccountsChanges<'_> {
+        self.containers.clear_changes();
         let tables = self.tables.iter_mut().map(Aggregate::changes).collect();
         AccountsChanges {
             per_queue: std::borrow::Cow::Borrowed(&self.per_queue),
@@ -926,6 +927,7 @@ impl Accounts {
 
     /// Forgets what changed (a checkpoint of everything was saved).
     pub fn clear_changes(&mut self) {
+        self.containers.clear_changes();
         self.tables.iter_mut().for_each(Aggregate::clear_changes);
     }
 

@@ -183,6 +183,13 @@ impl Containers {
         self.rows.values()
     }
 
+    /// Forgets the flow tables' changed rows (a checkpoint saves these tables whole).
+    pub fn clear_changes(&mut self) {
+        if let Some(logs) = self.logs.as_mut() {
+            logs.values_mut().for_each(Aggregate::clear_changes);
+        }
+    }
+
     /// The per-container flow tables, when kept.
     pub fn logs(&self) -> Option<&BTreeMap<(String, String), Aggregate>> {
         self.logs.as_ref()

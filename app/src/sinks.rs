@@ -233,36 +233,37 @@ fn json_is_text(p: Primitive) -> bool {
     )
 }
 
-/// Appends one CSV row with its newline.
-fn push_csv_row(out: &mut Vec<u8>, primitives: Primitives, k: &Key, c: &Counters) {
-    for p in primitives.iter() {
-        push_field(out, p, k);
-        out.push(b',');
+/// Appends one row with its newline to `csv` (a `flows.csv` row) and to
+/// `json` (a JSON line, pmacct's keys and separators), each when present:
+/// every field is formatted once (into `s`) for both.
+fn push_row(
+    mut csv: Option<&mut Vec<u8>>,
+    mut json: Option<&mut Vec<u8>>,
+    primitives: Primitives,
+    k: &Key,
+    c: &Counters,
+    s: &mut Vec<u8>,
+) {
+    if let Some(j) = json.as_deref_mut() {
+        j.extend_from_slice(b"{\"event_type\": \"purge\"");
     }
-    for v in [c.packets, c.ip_bytes, c.frame_bytes, c.flows] {
-        push_u64(out, v);
-        out.push(b',');
-    }
-    push_stamp(out, c.first_ns);
-    out.push(b',');
-    push_stamp(out, c.last_ns);
-    out.push(b'\n');
-}
-
-/// Appends one JSON line with its newline, pmacct's keys and separators.
-fn push_json_row(out: &mut Vec<u8>, primitives: Primitives, k: &Key, c: &Counters, scratch: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"event_type\": \"purge\"");
     for p in primitives.iter() {
-        out.extend_from_slice(b", \"");
-        out.extend_from_slice(p.json_key().as_bytes());
-        out.extend_from_slice(b"\": ");
-        if k.overflow || json_is_text(p) {
-            scratch.clear();
-            push_field(scratch, p, k);
-            // Fields are text (see `field`).
-            push_json_str(out, std::str::from_utf8(scratch).unwrap_or_default());
-        } else {
-            push_field(out, p, k);
+        s.clear();
+        push_field(s, p, k);
+        if let Some(o) = csv.as_deref_mut() {
+            o.extend_from_slice(s);
+            o.push(b',');
+        }
+        if let Some(j) = json.as_deref_mut() {
+            j.extend_from_slice(b", \"");
+            j.extend_from_slice(p.json_key().as_bytes());
+            j.extend_from_slice(b"\": ");
+            if k.overflow || json_is_text(p) {
+                // Fields are text (see `field`).
+                push_json_str(j, std::str::from_utf8(s).unwrap_or_default());
+            } else {
+                j.extend_from_slice(s);
+            }
         }
     }
     for (name, v) in [
@@ -271,14 +272,33 @@ fn push_json_row(out: &mut Vec<u8>, primitives: Primitives, k: &Key, c: &Counter
         (b", \"frame_bytes\": ", c.frame_bytes),
         (b", \"flows\": ", c.flows),
     ] {
-        out.extend_from_slice(name);
-        push_u64(out, v);
+        s.clear();
+        push_u64(s, v);
+        if let Some(o) = csv.as_deref_mut() {
+            o.extend_from_slice(s);
+            o.push(b',');
+        }
+        if let Some(j) = json.as_deref_mut() {
+            j.extend_from_slice(name);
+            j.extend_from_slice(s);
+        }
     }
-    out.extend_from_slice(b", \"timestamp_start\": \"");
-    push_stamp(out, c.first_ns);
-    out.extend_from_slice(b"\", \"timestamp_end\": \"");
-    push_stamp(out, c.last_ns);
-    out.extend_from_slice(b"\"}\n");
+    for (name, ns, csv_end, json_end) in [
+        (&b", \"timestamp_start\": \""[..], c.first_ns, b',', &b"\""[..]),
+        (b", \"timestamp_end\": \"", c.last_ns, b'\n', b"\"}\n"),
+    ] {
+        s.clear();
+        push_stamp(s, ns);
+        if let Some(o) = csv.as_deref_mut() {
+            o.extend_from_slice(s);
+            o.push(csv_end);
+        }
+        if let Some(j) = json.as_deref_mut() {
+            j.extend_from_slice(name);
+            j.extend_from_slice(s);
+            j.extend_from_slice(json_end);
+        }
+    }
 }
 
 /// The whole CSV file.
@@ -329,12 +349,7 @@ fn write_rows<C: io::Write, J: io::Write>(
     for rows in order.chunks(AHEAD) {
         warm(rows);
         for (k, c) in rows {
-            if csv.is_some() {
-                push_csv_row(&mut cbuf, p, k, c);
-            }
-            if json.is_some() {
-                push_json_row(&mut jbuf, p, k, c, &mut scratch);
-            }
+            push_row(csv.is_some().then_some(&mut cbuf), json.is_some().then_some(&mut jbuf), p, k, c, &mut scratch);
         }
         flush_if(&mut csv, &mut cbuf, CHUNK).map_err(|e| (Side::Csv, e))?;
         flush_if(&mut json, &mut jbuf, CHUNK).map_err(|e| (Side::Json, e))?;
@@ -675,6 +690,32 @@ mod tests {
 
     fn v4_16(a: [u8; 4]) -> [u8; 16] {
         v4(a)
+    }
+
+    #[test]
+    fn both_files_written_in_one_pass_equal_each_written_alone() {
+        let p = Primitives::parse_list(["vlan", "src_host", "dst_host", "src_port", "proto", "src_container"], "t")
+            .unwrap();
+        let mut t = Aggregate::new(p).with_max_rows(40);
+        for i in 0..50u8 {
+            let mut r =
+                ip_record([10, 0, 0, i], 7, [10, 0, 1, i], 9, 6 + i % 3, (2, 60), (1, 40), EndReason::IdleTimeout);
+            r.vlan = u16::from(i % 4);
+            r.ctr[0].name = station::record::fixed_text(if i % 2 == 0 { "web \"a\"" } else { "db" });
+            if i % 5 == 0 {
+                r.ip_version = 6;
+                r.addr_a = v6("2001:db8::1");
+            }
+            t.add_ip(&r);
+        }
+        assert!(t.overflowed() > 0);
+        let (mut csv, mut json) = (Vec::new(), Vec::new());
+        write_rows(&t, &t.sorted(), Some(&mut csv), Some(&mut json)).map_err(|(_, e)| e).unwrap();
+        assert_eq!(String::from_utf8(csv).unwrap(), csv_text(&t));
+        assert_eq!(String::from_utf8(json).unwrap(), json_text(&t));
+        for line in json_text(&t).lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
     }
 
     #[test]
