@@ -9,8 +9,8 @@
 //!   the header read with `pread` (magic, layout version, spec, file size equal
 //!   to the spec's, `head <= tail <= head + capacity`) before the file is
 //!   mapped: a hostile, huge or sparse file is refused without costing memory.
-//!   A writable (populated) queue larger than the machine's physical memory is
-//!   refused with the figure. Every refusal is a [`QueueError`] whose message
+//!   A writable queue (a producer populates it whole when it attaches) larger
+//!   than the machine's physical memory is refused with the figure. Every refusal is a [`QueueError`] whose message
 //!   names the file, the difference and the fix.
 //! - After a successful open, every slot address computed by [`Ring::slot`] lies
 //!   inside the mapping, whatever the (possibly corrupt) indices say.
@@ -82,7 +82,7 @@ impl Ring {
     /// Everything is checked before the file is mapped: the descriptor (type,
     /// owner, mode: [`files::open_checked`]), then the header as read with
     /// `pread` (magic, version, spec, file size, indices), then, for a writable
-    /// (populated) mapping, the size against physical memory.
+    /// mapping (a producer's is populated), the size against physical memory.
     fn open(path: &Path, wanted: Option<QueueSpec>, access: Access) -> Result<Ring, QueueError> {
         let (file, len) = files::open_checked(path, access)?;
         let p = || path.to_path_buf();
@@ -159,6 +159,12 @@ impl Ring {
             slot_size: spec.slot_size as usize,
             payload_size: spec.payload_size(),
         })
+    }
+
+    /// Every page resident and mapped writable in this process (the producer's
+    /// attach; see [`Mapping::populate`]).
+    pub(crate) fn populate(&self) {
+        self.map.populate();
     }
 
     pub(crate) fn header(&self) -> &Header {

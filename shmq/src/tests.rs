@@ -443,3 +443,53 @@ fn a_holding_consumer_gives_slots_back_only_when_it_releases() {
     assert_eq!(again.stats().dequeued, 1);
     p.push(&[4]).unwrap();
 }
+
+/// The kernel's `Rss` of this process's mappings of `path` (`/proc/self/smaps`), in KiB.
+fn mapped_rss_kib(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.display().to_string();
+    let mut mine = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's first line: range perms offset dev inode [path].
+            mine = line.ends_with(&format!(" {name}"));
+        } else if mine && first == "Rss:" {
+            kib += words.next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    kib
+}
+
+/// Bytes the file system allocated to the file (`st_blocks`), in KiB.
+fn allocated_kib(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() / 2
+}
+
+#[test]
+fn only_a_producer_makes_the_queue_resident_creating_and_consuming_cost_the_header_page() {
+    // On tmpfs, where queues live: st_blocks counts the pages the file holds.
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("conjure-1/pkt-0-0");
+    let s = spec(256, 4096); // 1 MiB of slots
+    let file_kib = s.file_size() / 1024;
+    let created = QueueFile::open_or_create(&path, s).unwrap();
+    assert!(allocated_kib(&path) <= 4, "creating wrote {} KiB of a {file_kib} KiB file", allocated_kib(&path));
+    let mut c = created.into_consumer();
+    assert!(mapped_rss_kib(&path) <= 8, "a consumer's mapping has {} KiB resident", mapped_rss_kib(&path));
+    assert_eq!(pop_vec(&mut c), None);
+    let mut p = QueueFile::open_existing(&path).unwrap().into_producer();
+    assert_eq!(allocated_kib(&path), file_kib, "the producer's attach allocates the whole file");
+    // The producer's mapping holds every page, the consumer's still only what it touched.
+    let mapped = mapped_rss_kib(&path);
+    assert!((file_kib..=file_kib + 8).contains(&mapped), "both mappings hold {mapped} KiB of {file_kib} KiB");
+    p.push(b"x").unwrap();
+    p.publish();
+    assert_eq!(pop_vec(&mut c), Some(b"x".to_vec()));
+}
