@@ -251,7 +251,11 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         let mut queues = Vec::new();
         for q in config.worker_queues() {
             let path = naming::packet_queue_path(&dir, set, q);
-            queues.push(QueueFile::open_or_create(&path, queue_spec)?.into_producer());
+            let file = QueueFile::open_or_create(&path, queue_spec)?;
+            // Live, the whole queue is made resident now, so that no page fault stalls the
+            // capture. An offline source can wait: its queues get their pages as they fill,
+            // and a short capture costs the pages it fills, not 16 MiB per queue.
+            queues.push(if spec.is_live() { file.into_producer() } else { file.into_producer_unpopulated() });
         }
         sets.push(queues);
     }

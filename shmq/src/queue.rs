@@ -342,9 +342,18 @@ impl QueueFile {
     /// Attaches as the producer: records this pid, counts the attach, clears
     /// `closed`, and continues at the stored producer index (anything a
     /// previous producer pushed but never published is gone; everything it
-    /// published stays queued).
+    /// published stays queued). Populates the whole file first: no push
+    /// takes a page fault.
     pub fn into_producer(self) -> Producer {
-        Producer::attach(self.ring)
+        Producer::attach(self.ring, true)
+    }
+
+    /// [`Self::into_producer`] without populating: a page is allocated when
+    /// a push first writes it (a page fault on the push). For a producer
+    /// whose pushes may wait, as one reading a file: a tiny input then costs
+    /// the pages it fills, not the whole ring.
+    pub fn into_producer_unpopulated(self) -> Producer {
+        Producer::attach(self.ring, false)
     }
 
     /// Attaches as the consumer, continuing at the stored consumer index.

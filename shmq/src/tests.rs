@@ -493,3 +493,24 @@ fn only_a_producer_makes_the_queue_resident_creating_and_consuming_cost_the_head
     p.publish();
     assert_eq!(pop_vec(&mut c), Some(b"x".to_vec()));
 }
+
+#[test]
+fn an_unpopulated_producer_allocates_only_the_pages_it_writes() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("conjure-1/pkt-0-0");
+    let s = spec(256, 4096); // 16 slots a page, 1 MiB of slots
+    let mut p = QueueFile::open_or_create(&path, s).unwrap().into_producer_unpopulated();
+    assert!(allocated_kib(&path) <= 4, "attaching allocated {} KiB", allocated_kib(&path));
+    for i in 0..32u32 {
+        p.push(&i.to_le_bytes()).unwrap();
+    }
+    p.publish();
+    // The header page and the two pages of slots 0..32.
+    assert_eq!(allocated_kib(&path), 12, "32 pushes of 256-byte slots");
+    let mut c = QueueFile::open_existing(&path).unwrap().into_consumer();
+    let got: Vec<u32> = std::iter::from_fn(|| c.pop_with(|m| u32::from_le_bytes(m.try_into().unwrap()))).collect();
+    assert_eq!(got, (0..32).collect::<Vec<_>>());
+}
