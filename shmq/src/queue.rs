@@ -151,6 +151,11 @@ impl Ring {
             what: format!("{len} bytes cannot be mapped on this machine"),
         })?;
         let map = Mapping::map(&file, map_len, access == Access::Write, path)?;
+        if access == Access::Write {
+            // Before a producer populates: where shared memory may use
+            // transparent huge pages on advice, the ring gets 2 MiB pages.
+            map.advise_huge_pages();
+        }
         Ok(Ring {
             map,
             path: p(),

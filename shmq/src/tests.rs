@@ -494,6 +494,38 @@ fn only_a_producer_makes_the_queue_resident_creating_and_consuming_cost_the_head
     assert_eq!(pop_vec(&mut c), Some(b"x".to_vec()));
 }
 
+/// The `VmFlags` of this process's mappings of `path` (`/proc/self/smaps`), one list per mapping.
+fn mapped_vm_flags(path: &Path) -> Vec<Vec<String>> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = format!(" {}", path.display());
+    let mut mine = false;
+    let mut out = Vec::new();
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if mine {
+                out.push(flags.split_whitespace().map(str::to_owned).collect());
+            }
+        } else if line.contains('-') && line.split_whitespace().count() >= 5 {
+            mine = line.ends_with(&name);
+        }
+    }
+    out
+}
+
+#[test]
+fn both_sides_mappings_of_a_queue_ask_for_transparent_huge_pages() {
+    // `hg` in VmFlags is the kernel's record of MADV_HUGEPAGE, whatever shmem_enabled says.
+    let (_d, path) = tmp();
+    let s = spec(256, 4096);
+    let p = QueueFile::open_or_create(&path, s).unwrap().into_producer();
+    let c = QueueFile::open_existing(&path).unwrap().into_consumer();
+    let flags = mapped_vm_flags(&path);
+    assert_eq!(flags.len(), 2, "the producer's and the consumer's mapping: {flags:?}");
+    assert!(flags.iter().all(|f| f.iter().any(|x| x == "hg")), "{flags:?}");
+    drop((p, c));
+    assert!(mapped_vm_flags(&path).is_empty(), "both sides unmapped");
+}
+
 #[test]
 fn an_unpopulated_producer_allocates_only_the_pages_it_writes() {
     let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
