@@ -26,9 +26,18 @@ use std::time::{Duration, Instant};
 
 use shmq::{Full, Producer, WaitStrategy, Waiter};
 use station::config::HashMode;
-use station::slot::{write_packet, PacketMeta};
+use station::slot::{write_packet, PacketMeta, PACKET_META_SIZE};
 
 use crate::source::Frame;
+
+/// What the dispatcher copied into queue slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyCount {
+    /// Frame bytes (not the slots' metadata).
+    pub bytes: u64,
+    /// Frames copied (a frame sent to several queues counts once per queue).
+    pub copies: u64,
+}
 
 /// Copies frames into the queue sets.
 pub struct Dispatcher<'s> {
@@ -43,6 +52,9 @@ pub struct Dispatcher<'s> {
     stop: &'s AtomicBool,
     /// Copies dropped at full queues, all sets.
     pub queue_dropped: u64,
+    /// Frame bytes copied into queue slots, all sets (each frame's first
+    /// `CJ_SLOT_SIZE - 24` bytes at most: the snap length), and the copies.
+    pub copied: CopyCount,
     /// `held[s][i]`: frames of the stream still to be skipped for queue i of
     /// set s (that queue holds them from an earlier balancer).
     held: Vec<Vec<u64>>,
@@ -86,6 +98,7 @@ impl<'s> Dispatcher<'s> {
             wait,
             stop,
             queue_dropped: 0,
+            copied: CopyCount::default(),
             held: Vec::new(),
             resumable: false,
             abandoned: false,
@@ -163,10 +176,24 @@ impl<'s> Dispatcher<'s> {
             if self.abandoned {
                 continue;
             }
-            let pushed = self.sets[s][q].push_with(|slot| write_packet(slot, meta, data));
+            let pushed = self.push(s, q, meta, data);
             taken |= pushed.is_ok() || self.on_full(s, q, meta, data);
         }
         taken
+    }
+
+    /// Writes the frame into the next slot of queue `q` of set `s`, counting
+    /// the frame bytes copied.
+    #[inline]
+    fn push(&mut self, s: usize, q: usize, meta: PacketMeta, data: &[u8]) -> Result<(), Full> {
+        let mut used = 0;
+        self.sets[s][q].push_with(|slot| {
+            used = write_packet(slot, meta, data);
+            used
+        })?;
+        self.copied.bytes += used.saturating_sub(PACKET_META_SIZE) as u64;
+        self.copied.copies += 1;
+        Ok(())
     }
 
     /// A full queue: drop (and count), or wait for room. True when the frame
@@ -193,8 +220,7 @@ impl<'s> Dispatcher<'s> {
                 self.queue_dropped += 1;
                 return true;
             }
-            let pushed: Result<(), Full> = self.sets[s][q].push_with(|slot| write_packet(slot, meta, data));
-            if pushed.is_ok() {
+            if self.push(s, q, meta, data).is_ok() {
                 return true;
             }
             if waiting_since.elapsed() > Duration::from_secs(5)
@@ -274,6 +300,31 @@ mod tests {
             out.push(ts);
         }
         out
+    }
+
+    #[test]
+    fn the_bytes_copied_are_each_frames_first_bytes_up_to_the_slots_frame_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let wait = WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) };
+        // Slots of 256 bytes: 232 of frame. Fan-out copies each frame into both queues.
+        let mut d = Dispatcher::new(vec![set(dir.path(), 0)], vec![0, 1], HashMode::FanOut, true, wait, &stop);
+        let big = [7u8; 1514];
+        let lens = [60usize, 232, 233, 1514];
+        for (i, &len) in lens.iter().enumerate() {
+            d.dispatch(&Frame { ts_ns: i as u64, wire_len: len as u32, data: &big[..len], source: 0 });
+        }
+        d.publish();
+        let want: u64 = lens.iter().map(|&l| l.min(256 - 24) as u64).sum::<u64>() * 2;
+        assert_eq!(d.copied, CopyCount { bytes: want, copies: 8 });
+        drop(d);
+        // What a consumer finds in the slots agrees.
+        let mut c = QueueFile::open_existing(&dir.path().join("pkt-0-1")).unwrap().into_consumer();
+        let mut found = 0u64;
+        while let Some(n) = c.pop_with(|slot| read_packet(slot).unwrap().1.len() as u64) {
+            found += n;
+        }
+        assert_eq!(found * 2, want);
     }
 
     #[test]

@@ -251,7 +251,11 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         let mut queues = Vec::new();
         for q in config.worker_queues() {
             let path = naming::packet_queue_path(&dir, set, q);
-            queues.push(QueueFile::open_or_create(&path, queue_spec)?.into_producer());
+            let file = QueueFile::open_or_create(&path, queue_spec)?;
+            // Live, the whole queue is made resident now, so that no page fault stalls the
+            // capture. An offline source can wait: its queues get their pages as they fill,
+            // and a short capture costs the pages it fills, not 16 MiB per queue.
+            queues.push(if spec.is_live() { file.into_producer() } else { file.into_producer_unpopulated() });
         }
         sets.push(queues);
     }
@@ -398,14 +402,19 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     station::cj_info!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
     let secs = started.elapsed().as_secs_f64();
     station::cj_info!(
-        "cj-balancer: {} (received {} in {:.3}s, {}; dropped at queues {})",
+        "cj-balancer: {} (received {} in {:.3}s, {}; dropped at queues {}; copied {} frame bytes in {} copies, \
+         at most {} of a frame (CJ_SLOT_SIZE {}))",
         if ended { "end of stream, queues closed" } else { "stopped by signal, queues left open" },
         stats.received_total().saturating_sub(stats.received_at_start),
         secs,
         station::rate::format_rate(
             stats.received_total().saturating_sub(stats.received_at_start) as f64 / secs.max(1e-9)
         ),
-        dispatcher.queue_dropped
+        dispatcher.queue_dropped,
+        dispatcher.copied.bytes,
+        dispatcher.copied.copies,
+        config.slot_size.saturating_sub(station::slot::SLOT_OVERHEAD),
+        config.slot_size
     );
     outcome.map_err(BalancerError::from)
 }

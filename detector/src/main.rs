@@ -11,9 +11,8 @@
 #![deny(unsafe_code)]
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use detector::cli::{self, Command};
@@ -23,7 +22,7 @@ use detector::worker::{self, StartGate, WorkerSpec, WorkerSummary};
 use station::config::StationConfig;
 use station::coreplan;
 
-/// How often main looks at the workers.
+/// How often the supervisor looks at the workers (it is woken at once when they end).
 const SUPERVISE_TICK: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
@@ -123,13 +122,34 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
         );
         station::cj_info!("cj-detector: {started}");
         notifier.ready(&started);
-        supervise(&specs, &handles, cfg.log_interval, &mut notifier);
+    }
+    // Main joins the workers the moment each ends, while a supervisor thread
+    // prints the stats lines and feeds the watchdog; it is woken (unparked) as
+    // soon as the last worker is joined, so the exit waits for no tick.
+    let done = AtomicBool::new(false);
+    let joined: Vec<_> = std::thread::scope(|scope| {
+        let supervisor = go.then(|| {
+            let (specs, done, notifier) = (&specs, &done, &mut notifier);
+            std::thread::Builder::new()
+                .name("cj-supervise".into())
+                .spawn_scoped(scope, move || supervise(specs, done, cfg.log_interval, notifier))
+        });
+        let joined = handles.into_iter().map(|(queue, h)| (queue, h.join())).collect();
+        done.store(true, Ordering::Release);
+        match &supervisor {
+            Some(Ok(s)) => s.thread().unpark(),
+            Some(Err(e)) => station::cj_warn!("cj-detector: no stats lines or watchdog: cannot start a thread: {e}"),
+            None => {}
+        }
+        joined
+    });
+    if go {
         notifier.stopping("workers flushing their flows");
     }
 
     let mut first_err = None;
-    for (queue, h) in handles {
-        match h.join() {
+    for (queue, joined) in joined {
+        match joined {
             Ok(Ok(summary)) => report(&summary),
             Ok(Err(e)) => {
                 // Stand-downs are a consequence, not the cause: report the cause.
@@ -181,21 +201,20 @@ fn report(s: &WorkerSummary) {
     );
 }
 
-/// Waits for every worker to finish, printing stats lines every `interval`
-/// (none when zero).
-fn supervise(
-    specs: &[WorkerSpec],
-    handles: &[(u32, JoinHandle<Result<WorkerSummary, DetectorError>>)],
-    interval: Duration,
-    notifier: &mut station::notify::Notifier,
-) {
+/// Until `done` (set by main once every worker is joined, with an unpark),
+/// prints stats lines every `interval` (none when zero) and feeds the
+/// watchdog while the workers make progress.
+fn supervise(specs: &[WorkerSpec], done: &AtomicBool, interval: Duration, notifier: &mut station::notify::Notifier) {
     let watchdog = notifier.watchdog_interval();
     let mut progress = detector::progress::Progress::new(specs.len());
     let mut prev: Vec<(Instant, WorkerSnapshot)> = vec![(Instant::now(), WorkerSnapshot::default()); specs.len()];
     let mut queues: Vec<Option<(shmq::QueueFile, shmq::QueueFile)>> = Vec::new();
     let mut next = Instant::now() + interval;
-    while !handles.iter().all(|(_, h)| h.is_finished()) {
-        std::thread::sleep(SUPERVISE_TICK);
+    loop {
+        std::thread::park_timeout(SUPERVISE_TICK);
+        if done.load(Ordering::Acquire) {
+            return;
+        }
         // The watchdog is fed only while every worker drains its queue (or has nothing to do).
         if let Some(w) = watchdog {
             if progress.all_within(specs, w) {

@@ -40,6 +40,10 @@
 //! - Nothing in shared memory is behind a Rust reference that a peer may write,
 //!   except atomics and slots owned by the ring protocol.
 //! - Push, publish, pop and release never allocate, lock or make system calls.
+//! - Memory: creating a queue writes its header page only (the file is
+//!   sparse); a producer makes the whole file resident when it attaches, so
+//!   no push takes a page fault; a consumer maps it without populating and
+//!   holds only the pages it has read.
 //!
 //! Callers must: attach at most one producer and one consumer per queue at a
 //! time (not enforced across processes); publish/release per batch (a push

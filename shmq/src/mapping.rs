@@ -12,12 +12,21 @@
 //!   `renameat2(RENAME_NOREPLACE)` gives the same guarantee.
 //! - Files are created with mode 0660, whatever the umask. The directory is
 //!   the caller's: [`crate::files::prepare_dir`] creates or checks it first.
-//! - Writable mappings are populated (`MAP_POPULATE`); callers map a file only
-//!   after its header and size were validated from `pread`, so a planted huge
-//!   or sparse file costs no memory.
+//! - Nothing is populated at map time: a mapping costs memory only for the
+//!   pages touched. [`Mapping::populate`] (called when a producer attaches,
+//!   and by nothing else) makes every page of the file resident and mapped
+//!   writable in this process up front (`MADV_POPULATE_WRITE`, or one touch
+//!   per page on kernels before 5.14). Callers map a file only after its
+//!   header and size were validated from `pread`, so a planted huge or sparse
+//!   file costs no memory. A new file is created sparse and only its header
+//!   page is written, so two processes racing to create the same queue pay
+//!   for one header page each, not for the whole queue.
 //!
 //! Not guaranteed: a file truncated by someone else while mapped makes accesses
 //! past its new end raise `SIGBUS`; nothing in this crate truncates a file.
+//! Populating is best effort, as `MAP_POPULATE` is: when the shared-memory
+//! file system or the machine is out of memory it stops early, and a later
+//! write to a page that could not be allocated raises `SIGBUS`.
 
 use std::fs::{self, File};
 use std::io;
@@ -54,16 +63,50 @@ impl Mapping {
             actual: 0,
         })?;
         let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
-        // Writable (producer/consumer) mappings are populated up front: the whole
-        // ring is resident from the start (predictable memory, and no page fault
-        // ever lands on the packet path). Read-only status mappings are not.
-        let flags = if writable { MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE } else { MapFlags::MAP_SHARED };
+        // Not populated here: only a producer needs the whole ring resident
+        // ([`Mapping::populate`]); a consumer reads pages the producer wrote.
+        let flags = MapFlags::MAP_SHARED;
         // SAFETY: we ask the kernel for a fresh address range (addr = None), so no
         // existing Rust object is aliased or replaced; the result is only used
         // through raw pointers and atomics bounded by `len`.
         let ptr = unsafe { mmap(None, nz, prot, flags, file, 0) }
             .map_err(|e| QueueError::io(path, "map", io::Error::from(e)))?;
         Ok(Mapping { ptr: ptr.cast::<u8>(), len })
+    }
+
+    /// Makes every page of the mapping resident and mapped writable in this
+    /// process, so that no later access to it takes a major page fault or
+    /// allocates: `MADV_POPULATE_WRITE` (Linux 5.14), else one atomic read per
+    /// page (on a shared-memory file a read fault allocates the page too).
+    /// Best effort: out of memory, it stops early (as `MAP_POPULATE` does).
+    pub(crate) fn populate(&self) {
+        // SAFETY: the range is exactly this live mapping (page-aligned base, its
+        // length); MADV_POPULATE_WRITE only faults pages in, it never changes
+        // their contents or the mapping.
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_POPULATE_WRITE) };
+        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return;
+        }
+        let page = page_size();
+        for off in (0..self.len).step_by(page) {
+            let at = self.ptr.as_ptr().wrapping_add(off);
+            // SAFETY: `off < len`, so `at` is inside the mapping, which lives as
+            // long as `self`; the byte is read atomically, as the peer may write it.
+            let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(at) };
+            byte.load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Advises transparent huge pages for the mapping (`MADV_HUGEPAGE`). Where
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is `advise` (or
+    /// `within_size`, `always`), shared-memory pages of it are then 2 MiB:
+    /// populating or first touching 16 MiB is 8 faults, not 4096, and the TLB
+    /// covers the ring. Elsewhere (`never`, the default) it changes nothing.
+    /// Best effort: a kernel without THP refuses it, and that is ignored.
+    pub(crate) fn advise_huge_pages(&self) {
+        // SAFETY: the range is exactly this live mapping; MADV_HUGEPAGE only
+        // sets a flag on it, never its contents or its addresses.
+        let _ = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_HUGEPAGE) };
     }
 
     /// Base address (page-aligned).
@@ -92,6 +135,13 @@ impl std::fmt::Debug for Mapping {
     }
 }
 
+/// The system's page size (4096 if it cannot be read).
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system value; it has no pointer arguments.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
 /// Whether [`create_atomically`] made the file or found it already there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Created {
@@ -111,7 +161,8 @@ impl Drop for TempGuard<'_> {
 }
 
 /// Creates `path` with `len` bytes, initialised by `init` through a shared
-/// writable mapping, so that other processes see it only when complete.
+/// writable mapping, so that other processes see it only when complete. The
+/// file is sparse: only the pages `init` writes cost memory.
 pub(crate) fn create_atomically(path: &Path, len: usize, init: impl FnOnce(&Mapping)) -> Result<Created, QueueError> {
     let tmp = files::temp_name(path);
     let file = match files::create_exclusive(&tmp, FILE_MODE) {

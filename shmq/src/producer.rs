@@ -9,7 +9,10 @@
 //!   releasing it (observed by an Acquire load of the consumer index) and the
 //!   producer publishing it.
 //! - The consumer index is reloaded only when the ring looks full.
-//! - Pushing never allocates, locks or makes a system call.
+//! - Pushing never allocates, locks or makes a system call. Attaching
+//!   populates the whole file in this process (its pages resident and mapped
+//!   writable), so no push takes a page fault either, unless the producer
+//!   attached with [`crate::QueueFile::into_producer_unpopulated`].
 //!
 //! Not guaranteed: messages pushed but not yet published when the process dies
 //! are lost (they were never sent); published ones are kept.
@@ -56,7 +59,12 @@ const _: fn() = || {
 };
 
 impl Producer {
-    pub(crate) fn attach(ring: Ring) -> Producer {
+    pub(crate) fn attach(ring: Ring, populate: bool) -> Producer {
+        if populate {
+            // The whole ring resident now: predictable memory, and no page fault
+            // (nor allocation) on the packet path later.
+            ring.populate();
+        }
         let h = ring.header();
         h.producer_pid.store(std::process::id(), Ordering::Relaxed);
         h.producer_attaches.fetch_add(1, Ordering::Relaxed);

@@ -9,8 +9,8 @@
 //!   the header read with `pread` (magic, layout version, spec, file size equal
 //!   to the spec's, `head <= tail <= head + capacity`) before the file is
 //!   mapped: a hostile, huge or sparse file is refused without costing memory.
-//!   A writable (populated) queue larger than the machine's physical memory is
-//!   refused with the figure. Every refusal is a [`QueueError`] whose message
+//!   A writable queue (a producer populates it whole when it attaches) larger
+//!   than the machine's physical memory is refused with the figure. Every refusal is a [`QueueError`] whose message
 //!   names the file, the difference and the fix.
 //! - After a successful open, every slot address computed by [`Ring::slot`] lies
 //!   inside the mapping, whatever the (possibly corrupt) indices say.
@@ -82,7 +82,7 @@ impl Ring {
     /// Everything is checked before the file is mapped: the descriptor (type,
     /// owner, mode: [`files::open_checked`]), then the header as read with
     /// `pread` (magic, version, spec, file size, indices), then, for a writable
-    /// (populated) mapping, the size against physical memory.
+    /// mapping (a producer's is populated), the size against physical memory.
     fn open(path: &Path, wanted: Option<QueueSpec>, access: Access) -> Result<Ring, QueueError> {
         let (file, len) = files::open_checked(path, access)?;
         let p = || path.to_path_buf();
@@ -151,6 +151,11 @@ impl Ring {
             what: format!("{len} bytes cannot be mapped on this machine"),
         })?;
         let map = Mapping::map(&file, map_len, access == Access::Write, path)?;
+        if access == Access::Write {
+            // Before a producer populates: where shared memory may use
+            // transparent huge pages on advice, the ring gets 2 MiB pages.
+            map.advise_huge_pages();
+        }
         Ok(Ring {
             map,
             path: p(),
@@ -159,6 +164,12 @@ impl Ring {
             slot_size: spec.slot_size as usize,
             payload_size: spec.payload_size(),
         })
+    }
+
+    /// Every page resident and mapped writable in this process (the producer's
+    /// attach; see [`Mapping::populate`]).
+    pub(crate) fn populate(&self) {
+        self.map.populate();
     }
 
     pub(crate) fn header(&self) -> &Header {
@@ -336,9 +347,18 @@ impl QueueFile {
     /// Attaches as the producer: records this pid, counts the attach, clears
     /// `closed`, and continues at the stored producer index (anything a
     /// previous producer pushed but never published is gone; everything it
-    /// published stays queued).
+    /// published stays queued). Populates the whole file first: no push
+    /// takes a page fault.
     pub fn into_producer(self) -> Producer {
-        Producer::attach(self.ring)
+        Producer::attach(self.ring, true)
+    }
+
+    /// [`Self::into_producer`] without populating: a page is allocated when
+    /// a push first writes it (a page fault on the push). For a producer
+    /// whose pushes may wait, as one reading a file: a tiny input then costs
+    /// the pages it fills, not the whole ring.
+    pub fn into_producer_unpopulated(self) -> Producer {
+        Producer::attach(self.ring, false)
     }
 
     /// Attaches as the consumer, continuing at the stored consumer index.

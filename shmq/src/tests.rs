@@ -443,3 +443,106 @@ fn a_holding_consumer_gives_slots_back_only_when_it_releases() {
     assert_eq!(again.stats().dequeued, 1);
     p.push(&[4]).unwrap();
 }
+
+/// The kernel's `Rss` of this process's mappings of `path` (`/proc/self/smaps`), in KiB.
+fn mapped_rss_kib(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.display().to_string();
+    let mut mine = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's first line: range perms offset dev inode [path].
+            mine = line.ends_with(&format!(" {name}"));
+        } else if mine && first == "Rss:" {
+            kib += words.next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    kib
+}
+
+/// Bytes the file system allocated to the file (`st_blocks`), in KiB.
+fn allocated_kib(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() / 2
+}
+
+#[test]
+fn only_a_producer_makes_the_queue_resident_creating_and_consuming_cost_the_header_page() {
+    // On tmpfs, where queues live: st_blocks counts the pages the file holds.
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("conjure-1/pkt-0-0");
+    let s = spec(256, 4096); // 1 MiB of slots
+    let file_kib = s.file_size() / 1024;
+    let created = QueueFile::open_or_create(&path, s).unwrap();
+    assert!(allocated_kib(&path) <= 4, "creating wrote {} KiB of a {file_kib} KiB file", allocated_kib(&path));
+    let mut c = created.into_consumer();
+    assert!(mapped_rss_kib(&path) <= 8, "a consumer's mapping has {} KiB resident", mapped_rss_kib(&path));
+    assert_eq!(pop_vec(&mut c), None);
+    let mut p = QueueFile::open_existing(&path).unwrap().into_producer();
+    assert_eq!(allocated_kib(&path), file_kib, "the producer's attach allocates the whole file");
+    // The producer's mapping holds every page, the consumer's still only what it touched.
+    let mapped = mapped_rss_kib(&path);
+    assert!((file_kib..=file_kib + 8).contains(&mapped), "both mappings hold {mapped} KiB of {file_kib} KiB");
+    p.push(b"x").unwrap();
+    p.publish();
+    assert_eq!(pop_vec(&mut c), Some(b"x".to_vec()));
+}
+
+/// The `VmFlags` of this process's mappings of `path` (`/proc/self/smaps`), one list per mapping.
+fn mapped_vm_flags(path: &Path) -> Vec<Vec<String>> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = format!(" {}", path.display());
+    let mut mine = false;
+    let mut out = Vec::new();
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if mine {
+                out.push(flags.split_whitespace().map(str::to_owned).collect());
+            }
+        } else if line.contains('-') && line.split_whitespace().count() >= 5 {
+            mine = line.ends_with(&name);
+        }
+    }
+    out
+}
+
+#[test]
+fn both_sides_mappings_of_a_queue_ask_for_transparent_huge_pages() {
+    // `hg` in VmFlags is the kernel's record of MADV_HUGEPAGE, whatever shmem_enabled says.
+    let (_d, path) = tmp();
+    let s = spec(256, 4096);
+    let p = QueueFile::open_or_create(&path, s).unwrap().into_producer();
+    let c = QueueFile::open_existing(&path).unwrap().into_consumer();
+    let flags = mapped_vm_flags(&path);
+    assert_eq!(flags.len(), 2, "the producer's and the consumer's mapping: {flags:?}");
+    assert!(flags.iter().all(|f| f.iter().any(|x| x == "hg")), "{flags:?}");
+    drop((p, c));
+    assert!(mapped_vm_flags(&path).is_empty(), "both sides unmapped");
+}
+
+#[test]
+fn an_unpopulated_producer_allocates_only_the_pages_it_writes() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("conjure-1/pkt-0-0");
+    let s = spec(256, 4096); // 16 slots a page, 1 MiB of slots
+    let mut p = QueueFile::open_or_create(&path, s).unwrap().into_producer_unpopulated();
+    assert!(allocated_kib(&path) <= 4, "attaching allocated {} KiB", allocated_kib(&path));
+    for i in 0..32u32 {
+        p.push(&i.to_le_bytes()).unwrap();
+    }
+    p.publish();
+    // The header page and the two pages of slots 0..32.
+    assert_eq!(allocated_kib(&path), 12, "32 pushes of 256-byte slots");
+    let mut c = QueueFile::open_existing(&path).unwrap().into_consumer();
+    let got: Vec<u32> = std::iter::from_fn(|| c.pop_with(|m| u32::from_le_bytes(m.try_into().unwrap()))).collect();
+    assert_eq!(got, (0..32).collect::<Vec<_>>());
+}

@@ -10,6 +10,28 @@ use bytemuck::{Pod, Zeroable};
 /// Size of [`PacketMeta`] in bytes.
 pub const PACKET_META_SIZE: usize = 16;
 
+/// Bytes of a packet-queue slot that are not frame: the queue's 8-byte length
+/// word and the [`PacketMeta`]. Frame room = `CJ_SLOT_SIZE` - this.
+pub const SLOT_OVERHEAD: u32 = 8 + PACKET_META_SIZE as u32;
+
+/// `CJ_SLOT_SIZE=auto` without flow divert: a snap length. Its 232 bytes of
+/// frame hold every header the detector reads (Ethernet with two VLAN tags,
+/// IPv6 with extension headers, TCP with options, and a VXLAN or Geneve
+/// tunnel's inner Ethernet, IP and transport headers), and the lengths it
+/// counts come from the headers and `wire_len`, so cutting the payload
+/// changes no count. An eighth of the 2048-byte slot: the default packet
+/// queue is 16 MiB instead of 128 MiB, and the balancer copies at most 232
+/// bytes of a frame.
+pub const SNAP_SLOT_SIZE: u32 = 256;
+
+/// `CJ_SLOT_SIZE=auto` with flow divert (`CJ_TUN=yes`): whole frames, as the
+/// divert writes the packets it selects to a tun device.
+pub const DIVERT_SLOT_SIZE: u32 = 2048;
+
+/// The smallest `CJ_SLOT_SIZE` accepted with flow divert: a frame of a
+/// 1500-byte IP packet with Ethernet and two VLAN tags (1522 bytes) fits.
+pub const DIVERT_MIN_SLOT_SIZE: u32 = (1522 + SLOT_OVERHEAD).div_ceil(8) * 8;
+
 /// `flags` bit: the frame was cut to fit the slot (`cap_len < wire_len`).
 pub const PKT_FLAG_TRUNCATED: u8 = 1;
 
@@ -30,6 +52,7 @@ pub struct PacketMeta {
 }
 
 const _: () = assert!(core::mem::size_of::<PacketMeta>() == PACKET_META_SIZE);
+const _: () = assert!(DIVERT_SLOT_SIZE >= DIVERT_MIN_SLOT_SIZE && DIVERT_MIN_SLOT_SIZE.is_multiple_of(8));
 
 /// Writes `meta` and as much of `frame` as fits into `slot`; returns the
 /// number of slot bytes used. Sets `cap_len` and the truncated flag.
@@ -59,6 +82,14 @@ pub fn read_packet(slot: &[u8]) -> Option<(PacketMeta, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slot_sizes_leave_the_frame_room_they_promise() {
+        assert_eq!(SNAP_SLOT_SIZE - SLOT_OVERHEAD, 232);
+        // 1552 - 24 = 1528 >= 1522 (14 + 2 x 4 + 1500); 1544 would leave 1520.
+        assert_eq!(DIVERT_MIN_SLOT_SIZE, 1552);
+        assert_eq!(DIVERT_SLOT_SIZE, 2048);
+    }
 
     #[test]
     fn write_then_read_truncates_to_slot() {

@@ -199,7 +199,8 @@ pub struct StationConfig {
     pub group: Option<u32>,
     /// CJ_QUEUE_SLOTS
     pub queue_slots: u32,
-    /// CJ_SLOT_SIZE
+    /// CJ_SLOT_SIZE in force (`auto` resolved: [`crate::slot::SNAP_SLOT_SIZE`],
+    /// or [`crate::slot::DIVERT_SLOT_SIZE`] with `CJ_TUN=yes`).
     pub slot_size: u32,
     /// CJ_RECORD_QUEUE_SLOTS
     pub record_queue_slots: u32,
@@ -368,7 +369,7 @@ mod tests {
         assert_eq!(c.log_interval, Duration::from_secs(5));
         assert_eq!(c.shm_dir, PathBuf::from("/dev/shm"));
         assert_eq!(c.queue_slots, 65536);
-        assert_eq!(c.slot_size, 2048);
+        assert_eq!(c.slot_size, 256);
         assert_eq!(c.record_queue_slots, 65536);
         assert_eq!(c.on_full, OnFull::Auto);
         assert_eq!(c.wait, WaitMode::Backoff);

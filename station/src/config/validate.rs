@@ -8,7 +8,9 @@
 //! Each value is checked on its own (range, power of two, choice) and against
 //! the variables read before it (`CJ_QUEUE_OFFSET + CJ_CORECOUNT <= 1024`,
 //! `CJ_QUEUE_SET < N_QUEUE_SETS`, active timeout at least the idle one, the
-//! AF_PACKET ring at most 16 GiB); the first bad one is the error. Every
+//! AF_PACKET ring at most 16 GiB); the first bad one is the error. One rule
+//! looks ahead: `CJ_SLOT_SIZE` is checked in its place, but `auto` is resolved
+//! and the size checked against flow divert once `CJ_TUN` is read. Every
 //! variable's value as given and its origin are kept for
 //! [`StationConfig::resolved`], also those only the scripts use.
 //!
@@ -165,12 +167,9 @@ impl Raw {
         }
         let group = parse_group(&self.get("CJ_GROUP"))?;
         let queue_slots = self.get("CJ_QUEUE_SLOTS").pow2(16, 1 << 24)?;
-        let item = self.get("CJ_SLOT_SIZE");
-        let slot_expected = "a multiple of 8 from 64 to 65536";
-        let slot_size = item.num_expected(64, 65_536, slot_expected)?;
-        if slot_size % 8 != 0 {
-            return Err(item.err(slot_expected));
-        }
+        // `auto` is resolved once CJ_TUN is read (below).
+        let slot_item = self.get("CJ_SLOT_SIZE");
+        let slot_given = parse_slot_size(&slot_item)?;
         let record_queue_slots = self.get("CJ_RECORD_QUEUE_SLOTS").pow2(16, 1 << 24)?;
         let on_full =
             self.get("CJ_ON_FULL").choice(&[("auto", OnFull::Auto), ("drop", OnFull::Drop), ("wait", OnFull::Wait)])?;
@@ -209,6 +208,7 @@ impl Raw {
         let metrics_addr = self.get("CJ_METRICS_ADDR").value.trim().to_owned();
         let export = self.get("CJ_EXPORT").value.trim().to_owned();
         let tun = self.get("CJ_TUN").choice(&[("yes", true), ("no", false)])?;
+        let slot_size = resolve_slot_size(&slot_item, slot_given, tun)?;
         let tun_offset = self.get("CJ_TUN_OFFSET").num32(0, 1_000_000)?;
         let dr = self.get("CJ_DIVERT_RULES").value;
         let divert_rules = (!dr.trim().is_empty()).then(|| PathBuf::from(dr.trim()));
@@ -236,7 +236,7 @@ impl Raw {
             shm_dir,
             group,
             queue_slots,
-            slot_size: slot_size as u32,
+            slot_size,
             record_queue_slots,
             on_full,
             wait,
@@ -262,6 +262,35 @@ impl Raw {
             origins: self.origins,
             values: self.values,
         })
+    }
+}
+
+/// CJ_SLOT_SIZE as given: `auto` (None) or a multiple of 8 in 64..=65536.
+fn parse_slot_size(item: &Item) -> Result<Option<u32>, ConfigError> {
+    if item.value.trim().eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    let expected = "auto or a multiple of 8 from 64 to 65536";
+    let n = item.num_expected(64, 65_536, expected)?;
+    if n % 8 != 0 {
+        return Err(item.err(expected));
+    }
+    Ok(Some(n as u32))
+}
+
+/// The slot size in force: `auto` is a snap length without flow divert and
+/// whole frames with it; an explicit size must hold whole frames with divert.
+fn resolve_slot_size(item: &Item, given: Option<u32>, tun: bool) -> Result<u32, ConfigError> {
+    use crate::slot::{DIVERT_MIN_SLOT_SIZE, DIVERT_SLOT_SIZE, SNAP_SLOT_SIZE};
+    match given {
+        None if tun => Ok(DIVERT_SLOT_SIZE),
+        None => Ok(SNAP_SLOT_SIZE),
+        Some(n) if tun && n < DIVERT_MIN_SLOT_SIZE => Err(item.err(format!(
+            "auto or a multiple of 8 from {DIVERT_MIN_SLOT_SIZE} to 65536 with CJ_TUN=yes: the divert writes \
+             whole frames to the tun device, and a slot of {n} bytes cuts frames at {} bytes",
+            n - crate::slot::SLOT_OVERHEAD
+        ))),
+        Some(n) => Ok(n),
     }
 }
 
@@ -397,8 +426,16 @@ mod tests {
                 "3",
                 r#"CJ_RECORD_QUEUE_SLOTS="3" (environment): expected a power of two from 16 to 16777216"#,
             ),
-            ("CJ_SLOT_SIZE", "100", r#"CJ_SLOT_SIZE="100" (environment): expected a multiple of 8 from 64 to 65536"#),
-            ("CJ_SLOT_SIZE", "56", r#"CJ_SLOT_SIZE="56" (environment): expected a multiple of 8 from 64 to 65536"#),
+            (
+                "CJ_SLOT_SIZE",
+                "100",
+                r#"CJ_SLOT_SIZE="100" (environment): expected auto or a multiple of 8 from 64 to 65536"#,
+            ),
+            (
+                "CJ_SLOT_SIZE",
+                "56",
+                r#"CJ_SLOT_SIZE="56" (environment): expected auto or a multiple of 8 from 64 to 65536"#,
+            ),
             ("CJ_ON_FULL", "block", r#"CJ_ON_FULL="block" (environment): expected auto, drop or wait"#),
             ("CJ_WAIT", "spin", r#"CJ_WAIT="spin" (environment): expected busy or backoff"#),
             (
@@ -440,6 +477,25 @@ mod tests {
         assert_eq!((c.queue_sets, c.queue_set), (3, 2));
         let c = load_env(&[("CJ_FLOW_IDLE_TIMEOUT", "10"), ("CJ_FLOW_ACTIVE_TIMEOUT", "10")]).unwrap();
         assert_eq!(c.flow_active_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn slot_size_auto_is_a_snap_length_without_divert_and_whole_frames_with_it() {
+        let slot = |vars: &[(&str, &str)]| load_env(vars).map(|c| c.slot_size);
+        assert_eq!(slot(&[]), Ok(256));
+        assert_eq!(slot(&[("CJ_SLOT_SIZE", "AUTO")]), Ok(256));
+        assert_eq!(slot(&[("CJ_TUN", "yes")]), Ok(2048));
+        assert_eq!(slot(&[("CJ_SLOT_SIZE", "512")]), Ok(512));
+        assert_eq!(slot(&[("CJ_SLOT_SIZE", "1552"), ("CJ_TUN", "yes")]), Ok(1552));
+        assert_eq!(slot(&[("CJ_SLOT_SIZE", "9216"), ("CJ_TUN", "yes")]), Ok(9216));
+        let e = load_env(&[("CJ_SLOT_SIZE", "256"), ("CJ_TUN", "yes")]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            r#"CJ_SLOT_SIZE="256" (environment): expected auto or a multiple of 8 from 1552 to 65536 with CJ_TUN=yes: the divert writes whole frames to the tun device, and a slot of 256 bytes cuts frames at 232 bytes"#
+        );
+        // The value as given is kept (`--print-config` shows `auto`), the size in force is resolved.
+        let c = load_env(&[]).unwrap();
+        assert_eq!(c.resolved().find(|(n, _, _)| *n == "CJ_SLOT_SIZE").map(|(_, v, _)| v), Some("auto"));
     }
 
     #[test]

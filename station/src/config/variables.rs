@@ -59,9 +59,10 @@ pub const VARIABLES: &[Variable] = &[
     var("CJ_QUEUE_SLOTS", "65536", "zbalance", "slots per packet queue (power of two, 16..=16777216)"),
     var(
         "CJ_SLOT_SIZE",
-        "2048",
+        "auto",
         "zbalance",
-        "bytes per packet slot (multiple of 8, 64..=65536); frame room = slot - 24",
+        "bytes per packet slot: auto (256: the first 232 bytes of each frame, headers only; 2048 with CJ_TUN=yes) \
+         or a multiple of 8, 64..=65536 (at least 1552 with CJ_TUN=yes); frame room = slot - 24",
     ),
     var(
         "CJ_ON_FULL",
