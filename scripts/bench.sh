@@ -203,6 +203,15 @@ bench_capture() { # name file packets max_frame
     local mc_s mc_gbps mc_frame mc_copied mc_ring
     mc_s=$(kv seconds); mc_gbps=$(kv gbps); mc_frame=$(kv frame_bytes); mc_copied=$(kv copied_bytes); mc_ring=$(kv ring_bytes)
     local bal_vs_copy; bal_vs_copy=$(ratio "$t_bal" "${mc_s:-x}")
+    # When the slot or a snap length cuts frames, also what copying every frame's
+    # bytes would cost (the same ring, slots wide enough for the largest frame).
+    local all_note=""
+    if [ -n "$mc_s" ] && [ "$mc_copied" != "$mc_frame" ]; then
+        local wide=$(( (8 + 16 + maxframe + 7) / 8 * 8 ))
+        [ "$wide" -lt "$DEF_SLOT" ] && wide=$DEF_SLOT
+        mc=$("$TOOLS" memcpy "$file" --slot-size "$wide" --slots "$DEF_SLOTS" 2>&1 || true)
+        all_note=" A memcpy of all the frames' bytes ($(kv copied_bytes) B, slots of $wide B): $(kv seconds) s ($(kv gbps) GB/s), ratio $(ratio "$t_bal" "$(kv seconds)")x."
+    fi
 
     # 3. End to end, and what its processes said about themselves.
     run_e2e "$name" "$file"
@@ -317,7 +326,7 @@ CONF
         peer_row "nfpcapd -r (nfdump)" "$w_nf" "$c_nf" "$OUT/$name-nfpcapd.usage" "not compared (nfdump files)"
         peer_row "argus -r" "$w_ar" "$c_ar" "$OUT/$name-argus.usage" "not compared (argus records)"
         echo
-        echo "- Balancer vs memcpy: the balancer's loop ${t_bal} s, one memcpy of the same frames ${mc_s:-n/a} s (${mc_gbps:-n/a} GB/s): ratio ${bal_vs_copy}x. Frames' bytes ${mc_frame:-n/a}, bytes copied (capped by the slot of ${DEF_SLOT} B$( [ "$SNAP" -gt 0 ] && echo " and the snap length of $SNAP B")) ${mc_copied:-n/a}, ring ${mc_ring:-n/a} B.$( [ -z "$mc_s" ] && echo " memcpy: $mc")"
+        echo "- Balancer vs memcpy: the balancer's loop ${t_bal} s, one memcpy of the same frames ${mc_s:-n/a} s (${mc_gbps:-n/a} GB/s): ratio ${bal_vs_copy}x. Frames' bytes ${mc_frame:-n/a}, bytes copied (capped by the slot of ${DEF_SLOT} B$( [ "$SNAP" -gt 0 ] && echo " and the snap length of $SNAP B")) ${mc_copied:-n/a}, ring ${mc_ring:-n/a} B.$( [ -z "$mc_s" ] && echo " memcpy: $mc")$all_note"
         echo "- Identity (app log): $identity"
         echo "- Flow table (detector log, end to end): ${t_bytes:-n/a} bytes, room for ${t_room:-n/a} flows: $b_room B per flow of room; peak ${peak:-n/a} flows: $b_peak B per peak flow."
         echo "- App cost (app log): ${app_cost:-n/a}"
