@@ -84,6 +84,10 @@ DEF_SLOT=$(conf CJ_SLOT_SIZE)
 # A snap length, where the station has one (a CJ_*SNAP* variable): what the balancer copies of a frame.
 SNAP=$(printf '%s\n' "$CONFIG" | sed -n "s/^CJ_[A-Z_]*SNAP[A-Z_]*='\([0-9]*\)'\$/\1/p" | head -1)
 SNAP=${SNAP:-0}
+if ! num "$DEF_SLOTS" || ! num "$DEF_SLOT"; then
+    echo "bench.sh: $BIN/cj-balancer --print-config gave no CJ_QUEUE_SLOTS / CJ_SLOT_SIZE: is $BIN a station build?" >&2
+    exit 2
+fi
 
 gen() { # name spec: the capture and its truth ($OUT/name.pcap, $OUT/name-truth.csv)
     local file="$OUT/$1.pcap" truth="$OUT/$1-truth.csv"
