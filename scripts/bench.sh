@@ -80,7 +80,7 @@ first() { grep -o -m1 -E "$1" "$2" 2>/dev/null | head -1 || true; }
 CONFIG=$("$BIN/cj-balancer" --print-config)
 conf() { printf '%s\n' "$CONFIG" | sed -n "s/^$1='\(.*\)'\$/\1/p" | head -1; }
 DEF_SLOTS=$(conf CJ_QUEUE_SLOTS)
-DEF_SLOT=$(conf CJ_SLOT_SIZE)
+DEF_SLOT=$(conf CJ_PLAN_SLOT_SIZE) # CJ_SLOT_SIZE as resolved (auto: 256)
 # A snap length, where the station has one (a CJ_*SNAP* variable): what the balancer copies of a frame.
 SNAP=$(printf '%s\n' "$CONFIG" | sed -n "s/^CJ_[A-Z_]*SNAP[A-Z_]*='\([0-9]*\)'\$/\1/p" | head -1)
 SNAP=${SNAP:-0}

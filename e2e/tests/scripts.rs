@@ -145,6 +145,7 @@ fn every_binary_prints_the_same_configuration() {
                 ("CJ_PLAN_BALANCER_CORE", ""),
                 ("CJ_PLAN_WORKER_CORES", "0"),
                 ("CJ_PLAN_WORKER_QUEUES", "0"),
+                ("CJ_PLAN_SLOT_SIZE", "256"),
                 ("CJ_PATH_CLUSTER_DIR", "/dev/shm/conjure-98"),
                 ("CJ_PATH_BALANCER_STATS", "/dev/shm/conjure-98/stats-balancer"),
                 ("CJ_PATH_WORKER_STATS", "/dev/shm/conjure-98/stats-worker-0"),

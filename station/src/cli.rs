@@ -311,6 +311,8 @@ pub fn shell_quote(s: &str) -> String {
 ///   the balancer is not pinned), `CJ_PLAN_WORKER_CORES` (worker i's core is the
 ///   i-th, comma separated: also the cpuset compose gives the detector),
 ///   `CJ_PLAN_WORKER_QUEUES`;
+/// - `CJ_PLAN_SLOT_SIZE`: the packet slot size in bytes as resolved (`CJ_SLOT_SIZE=auto`
+///   gives 256, or 2048 with divert), so scripts need not repeat the rule;
 /// - the file names ([`crate::naming`]): `CJ_PATH_CLUSTER_DIR`,
 ///   `CJ_PATH_BALANCER_STATS`, and for this detector's first worker
 ///   (CJ_QUEUE_SET, CJ_QUEUE_OFFSET) `CJ_PATH_WORKER_STATS` and
@@ -335,6 +337,7 @@ pub fn render(cfg: &StationConfig) -> String {
     line("CJ_PLAN_BALANCER_CORE", &cfg.balancer_core.map_or(String::new(), |c| c.to_string()));
     line("CJ_PLAN_WORKER_CORES", &csv(&plan));
     line("CJ_PLAN_WORKER_QUEUES", &csv(&cfg.worker_queues()));
+    line("CJ_PLAN_SLOT_SIZE", &cfg.slot_size.to_string());
     let dir = cfg.cluster_dir();
     let path = |p: PathBuf| p.display().to_string();
     line("CJ_PATH_CLUSTER_DIR", &path(dir.clone()));
@@ -350,6 +353,7 @@ pub const DERIVED_NAMES: &[&str] = &[
     "CJ_PLAN_BALANCER_CORE",
     "CJ_PLAN_WORKER_CORES",
     "CJ_PLAN_WORKER_QUEUES",
+    "CJ_PLAN_SLOT_SIZE",
     "CJ_PATH_CLUSTER_DIR",
     "CJ_PATH_BALANCER_STATS",
     "CJ_PATH_WORKER_STATS",
