@@ -28,9 +28,11 @@
 //!   mismatches cost no entry read). Removal shifts the following slots back
 //!   (no tombstones). Keys are hashed once per packet with a per-table random
 //!   seed ([`SlabEntry::hash_with`]).
-//! - [`WheelSlab::new`] allocates the chunks for `min(limit, initial)` entries
-//!   and an index for them; never more than `limit` entries (the last chunk is
-//!   cut to it). [`WheelSlab::memory_bytes`] counts every allocation of the
+//! - [`WheelSlab::new`] allocates an index for `min(limit, initial)` entries
+//!   and no chunk; the first insert of each chunk allocates it (filled with
+//!   that entry: a chunk's memory is written once, when it is allocated);
+//!   never more than `limit` live entries (the last chunk may have room
+//!   beyond). [`WheelSlab::memory_bytes`] counts every allocation of the
 //!   table (chunks, their list, index, wheels). Nothing is allocated by find /
 //!   insert / remove / expiry except a new chunk (every [`CHUNK`] inserts) and
 //!   a grown index (at each doubling).
@@ -162,20 +164,30 @@ impl Wheel {
     }
 }
 
-/// [`CHUNK`] entries (fewer in a last chunk cut to the limit): three arrays
-/// allocated once at their final size and never grown.
+/// [`CHUNK`] entries: three fixed-size arrays (so an offset below [`CHUNK`]
+/// needs no bounds check), allocated once, filled with the entry that made
+/// the slab allocate it; slots at or above the slab's `used` mean nothing.
 #[derive(Debug)]
 struct Chunk<E, C> {
-    hot: Vec<E>,
-    cold: Vec<C>,
-    links: Vec<Link>,
+    hot: Box<[E; CHUNK]>,
+    cold: Box<[C; CHUNK]>,
+    links: Box<[Link; CHUNK]>,
 }
 
-impl<E, C> Chunk<E, C> {
-    fn bytes(&self) -> usize {
-        self.hot.capacity() * size_of::<E>()
-            + self.cold.capacity() * size_of::<C>()
-            + self.links.capacity() * size_of::<Link>()
+impl<E: Copy, C: Copy> Chunk<E, C> {
+    /// Bytes of a chunk.
+    const BYTES: usize = CHUNK * (size_of::<E>() + size_of::<C>() + size_of::<Link>());
+
+    fn filled(hot: E, cold: C) -> Self {
+        Self { hot: boxed(hot), cold: boxed(cold), links: boxed(Link { prev: NIL, next: NIL }) }
+    }
+}
+
+/// A heap array of [`CHUNK`] copies of `v` (built on the heap, not the stack).
+fn boxed<T: Copy>(v: T) -> Box<[T; CHUNK]> {
+    match vec![v; CHUNK].into_boxed_slice().try_into() {
+        Ok(b) => b,
+        Err(_) => unreachable!("a Vec of CHUNK elements"),
     }
 }
 
@@ -191,8 +203,6 @@ pub struct WheelSlab<E: SlabEntry, C: Copy, const L: usize> {
     chunks: Vec<Chunk<E, C>>,
     /// Slots ever used (live or free), in chunk order.
     used: u32,
-    /// Entries the chunks hold.
-    room: usize,
     index: Vec<u32>,
     mask: usize,
     free: u32,
@@ -209,7 +219,8 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     pub const ENTRY_BYTES: usize = size_of::<E>() + size_of::<C>() + size_of::<Link>();
 
     /// A table of at most `limit` entries (clamped to [`MAX_ENTRIES`]), with
-    /// room for `min(limit, initial)` reserved now; list `l` expires entries
+    /// an index for `min(limit, initial)` allocated now (chunks come with the
+    /// entries); list `l` expires entries
     /// `timeouts[l]` ns after they were last seen.
     ///
     /// # Panics
@@ -220,10 +231,9 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         let limit = limit.min(MAX_ENTRIES);
         let reserve = limit.min(initial).max(1);
         let slots = Self::index_slots(reserve);
-        let mut slab = Self {
-            chunks: Vec::new(),
+        Self {
+            chunks: Vec::with_capacity(reserve.div_ceil(CHUNK)),
             used: 0,
-            room: 0,
             index: vec![0; slots],
             mask: slots - 1,
             free: NIL,
@@ -232,11 +242,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             seed: foldhash_seed(),
             wheels: timeouts.map(Wheel::new),
             peak: 0,
-        };
-        while slab.room < reserve {
-            slab.add_chunk();
         }
-        slab
     }
 
     /// Index slots for `n` live entries: a power of two, load at most 3/4.
@@ -244,16 +250,10 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(16)
     }
 
-    /// Allocates the next chunk (cut to the limit).
+    /// Allocates the next chunk, filled with `hot` and `cold`.
     #[cold]
-    fn add_chunk(&mut self) {
-        let n = CHUNK.min(self.limit - self.room);
-        self.chunks.push(Chunk {
-            hot: Vec::with_capacity(n),
-            cold: Vec::with_capacity(n),
-            links: Vec::with_capacity(n),
-        });
-        self.room += n;
+    fn add_chunk(&mut self, hot: E, cold: C) {
+        self.chunks.push(Chunk::filled(hot, cold));
     }
 
     #[inline]
@@ -308,7 +308,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
 
     /// Entries the slab has room for without allocating a chunk.
     pub fn capacity(&self) -> usize {
-        self.room
+        (self.chunks.len() * CHUNK).min(self.limit)
     }
 
     /// `len() == limit`: an insert would fail.
@@ -334,11 +334,6 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// would do, without an index probe per entry).
     pub fn clear(&mut self) {
         self.peak = self.peak();
-        for c in &mut self.chunks {
-            c.hot.clear();
-            c.cold.clear();
-            c.links.clear();
-        }
         self.used = 0;
         self.index.fill(0);
         self.free = NIL;
@@ -481,14 +476,13 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             (ch.hot[o], ch.cold[o], ch.links[o]) = (hot, cold, link);
             i
         } else {
-            if self.used as usize == self.room {
-                self.add_chunk();
-            }
             let i = self.used;
-            let ch = &mut self.chunks[at(i).0];
-            ch.hot.push(hot);
-            ch.cold.push(cold);
-            ch.links.push(link);
+            let (c, o) = at(i);
+            if c == self.chunks.len() {
+                self.add_chunk(hot, cold);
+            }
+            let ch = &mut self.chunks[c];
+            (ch.hot[o], ch.cold[o], ch.links[o]) = (hot, cold, link);
             self.used += 1;
             i
         };
@@ -630,7 +624,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// cold parts and links of the slab's room) and their list, the index,
     /// the wheels. Excludes the allocator's own overhead.
     pub fn memory_bytes(&self) -> usize {
-        self.chunks.iter().map(Chunk::bytes).sum::<usize>()
+        self.chunks.len() * Chunk::<E, C>::BYTES
             + self.chunks.capacity() * size_of::<Chunk<E, C>>()
             + self.index.len() * size_of::<u32>()
             + self.wheels.iter().map(|w| 2 * w.heads.len() * size_of::<u32>()).sum::<usize>()
@@ -825,7 +819,7 @@ mod tests {
         let idx: Vec<u32> = (1..n).map(|k| ins(&mut t, k * 7919, k, 0)).collect();
         assert!(t.is_full());
         assert!(std::ptr::eq(before, t.get(first)), "an entry moved when the slab grew");
-        assert_eq!(t.capacity(), n as usize, "the last chunk is cut to the limit");
+        assert_eq!(t.capacity(), n as usize, "room up to the limit");
         assert_eq!(t.find(&0), Some(first));
         for k in 1..n {
             assert_eq!(t.find(&(k * 7919)), Some(idx[k as usize - 1]), "key {k}");
@@ -834,8 +828,9 @@ mod tests {
         let entry = size_of::<T>() + size_of::<u32>() + size_of::<Link>();
         let index = 4 * (n as usize * 4 / 3).next_power_of_two();
         let wheels = 2 * 2 * 4 * 4096;
+        let chunks = 4 * CHUNK * entry;
         let m = t.memory_bytes();
-        assert!(m >= n as usize * entry + index + wheels && m <= n as usize * entry + index + wheels + 4096, "{m}");
+        assert!(m >= chunks + index + wheels && m <= chunks + index + wheels + 4096, "{m}");
         for k in (1..n).step_by(2) {
             t.remove(idx[k as usize - 1]);
         }

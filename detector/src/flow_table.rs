@@ -473,13 +473,22 @@ impl Flow {
             & (u64::from(self.frame_bytes[side]) + frame_bytes <= max)
     }
 
-    /// Counts one packet sent by key side `side` (it [`Flow::fits`]).
+    /// Counts one packet sent by key side `side`, unless one of the part's
+    /// 32-bit counters would overflow: then it changes nothing and returns
+    /// false (the caller ends the part and counts the packet in the next).
     #[inline]
-    fn add(&mut self, cold: &mut Cold, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32) {
+    #[must_use]
+    fn add(&mut self, cold: &mut Cold, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32) -> bool {
+        let (packets, o1) = self.packets[side].overflowing_add(1);
+        let (ip_bytes, o2) = self.ip_bytes[side].overflowing_add(s.ip_len);
+        let (frame_bytes, o3) = self.frame_bytes[side].overflowing_add(frame_len);
+        if o1 | o2 | o3 {
+            return false;
+        }
         let flags = if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 };
-        self.packets[side] += 1;
-        self.ip_bytes[side] += s.ip_len;
-        self.frame_bytes[side] += frame_len;
+        self.packets[side] = packets;
+        self.ip_bytes[side] = ip_bytes;
+        self.frame_bytes[side] = frame_bytes;
         self.tcp_flags[side] |= flags;
         self.first_ns = self.first_ns.min(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
@@ -502,6 +511,7 @@ impl Flow {
                 self.state |= RST;
             }
         }
+        true
     }
 
     /// Counts held later fragments sent by key side `side` (no TCP flags:
@@ -845,13 +855,20 @@ impl FlowTable {
         let FrameTime { ts_ns, wire_len: frame_len } = frame;
         let side = side_of(dir);
         let i = self.entry_for(hash, tk, s, side, ts_ns, now_ns, sink);
-        if !self.slab.get(i).fits(side, 1, u64::from(s.ip_len), u64::from(frame_len)) {
-            self.split(i, sink);
-        }
+        // One look-up of the entry for the whole update.
         let (f, cold) = self.slab.parts_mut(i);
-        f.add(cold, s, side, ts_ns, frame_len);
+        if !f.add(cold, s, side, ts_ns, frame_len) {
+            // A counter would pass 32 bits: the part so far first.
+            sink.emit(f.record(cold, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
+            f.export_part();
+            self.stats.records += 1;
+            let counted = f.add(cold, s, side, ts_ns, frame_len);
+            debug_assert!(counted, "one packet fits an empty part");
+        }
         let list = if f.closing() { CLOSING } else { OPEN };
-        self.slab.set_list(i, list);
+        if usize::from(f.list) != list {
+            self.slab.set_list(i, list);
+        }
     }
 
     /// Counts later fragments that were held back ([`crate::fragments`]) in
