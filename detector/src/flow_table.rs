@@ -58,8 +58,9 @@
 //!   1/4096 of the timeout wide, at least 2^20 ns), else one seen less than a
 //!   bucket's width after it ([`crate::flow_slab`]).
 //! - Memory: entries live in a slab of chunks of 4,096 (see
-//!   [`crate::flow_slab`]); `limit` entries at most, `min(limit, 65536)`
-//!   reserved up front, then a chunk at a time as flows arrive: growth never
+//!   [`crate::flow_slab`]); `limit` entries at most, an index for
+//!   `min(limit, 65536)` allocated up front, the chunks (464 KiB each) as
+//!   flows arrive: growth never
 //!   copies an entry, only the index is rebuilt when it doubles. One entry is
 //!   [`FLOW_ENTRY_BYTES`] (116) bytes: a 96-byte hot part (key with its
 //!   tunnel, packet times, 32-bit counters, attribution: exactly two cache
@@ -68,7 +69,7 @@
 //!   at most 3/4) and the wheels 64 KiB. [`FlowTable::memory`] counts every
 //!   allocation of the table; at 1,000,000 flows that is 124.9 bytes per
 //!   flow, and a table grown to the default CJ_FLOW_TABLE_SIZE of 1,048,576
-//!   flows takes about 130 MB (8 MB reserved at start). Nothing is allocated
+//!   flows takes about 130 MB (0.6 MB at start). Nothing is allocated
 //!   per packet but a chunk every 4,096 new flows and the index at each
 //!   doubling.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
@@ -110,7 +111,7 @@ use crate::flow_slab::{mix_words, SlabEntry, WheelSlab};
 use crate::record_sink::RecordSink;
 use crate::tunnels::TunnelHandle;
 
-/// Slab entries reserved up front at most.
+/// Entries the index is sized for up front at most.
 pub const INITIAL_RESERVE: usize = 65_536;
 
 /// List of open flows (idle timeout).
@@ -688,12 +689,12 @@ struct Pending {
 }
 
 impl FlowTable {
-    /// An empty table; reserves `min(cfg.limit, 65536)` entries.
+    /// An empty table with an index for `min(cfg.limit, 65536)` entries.
     pub fn new(cfg: TableConfig) -> Self {
         Self::with_reserve(cfg, INITIAL_RESERVE)
     }
 
-    /// An empty table reserving `min(cfg.limit, reserve)` entries.
+    /// An empty table with an index for `min(cfg.limit, reserve)` entries.
     pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
         let limit = cfg.limit.max(1) as usize;
         let mut timeouts = [0; 2];
