@@ -76,7 +76,7 @@ const IDX_MASK: u32 = (1 << IDX_BITS) - 1;
 /// Most entries a table can hold (an index slot keeps the entry index + 1 in 27 bits).
 pub const MAX_ENTRIES: usize = (1 << IDX_BITS) - 2;
 /// Entries of a chunk: `1 << CHUNK_BITS`.
-const CHUNK_BITS: u32 = 12;
+const CHUNK_BITS: u32 = 10;
 /// Entries of one chunk of the slab (the last one may be cut to the limit).
 pub const CHUNK: usize = 1 << CHUNK_BITS;
 /// Most buckets of a wheel.

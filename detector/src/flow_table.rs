@@ -57,9 +57,9 @@
 //!   flows were last seen in the oldest bucket of its timer wheel (about
 //!   1/4096 of the timeout wide, at least 2^20 ns), else one seen less than a
 //!   bucket's width after it ([`crate::flow_slab`]).
-//! - Memory: entries live in a slab of chunks of 4,096 (see
+//! - Memory: entries live in a slab of chunks of 1,024 (see
 //!   [`crate::flow_slab`]); `limit` entries at most, an index for
-//!   `min(limit, 65536)` allocated up front, the chunks (464 KiB each) as
+//!   `min(limit, 65536)` allocated up front, the chunks (116 KiB each) as
 //!   flows arrive: growth never
 //!   copies an entry, only the index is rebuilt when it doubles. One entry is
 //!   [`FLOW_ENTRY_BYTES`] (116) bytes: a 96-byte hot part (key with its
@@ -67,10 +67,10 @@
 //!   lines, 32-byte aligned), 12 cold bytes (the MACs) and 8 bytes of wheel
 //!   links; the index adds 4 to 10.7 bytes per flow (a `u32` per slot, load
 //!   at most 3/4) and the wheels 64 KiB. [`FlowTable::memory`] counts every
-//!   allocation of the table; at 1,000,000 flows that is 124.9 bytes per
+//!   allocation of the table; at 1,000,000 flows that is 124.5 bytes per
 //!   flow, and a table grown to the default CJ_FLOW_TABLE_SIZE of 1,048,576
 //!   flows takes about 130 MB (0.6 MB at start). Nothing is allocated
-//!   per packet but a chunk every 4,096 new flows and the index at each
+//!   per packet but a chunk every 1,024 new flows and the index at each
 //!   doubling.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
 //!   the accounting ([`crate::fragments`]) gives them their datagram's ports
@@ -674,6 +674,9 @@ pub struct FlowTable {
     tunnel: TunnelHandle,
 }
 
+/// Entries of the expiry scratch list kept between calls at most.
+const SCRATCH_KEPT: usize = 4096;
+
 /// Packets [`FlowTable::packet_ahead`] looks up together.
 pub const AHEAD: usize = 16;
 
@@ -1045,6 +1048,8 @@ impl FlowTable {
             }
         }
         self.scratch = found;
+        // A scratch list grown by a large expiry is not kept.
+        self.scratch.shrink_to(SCRATCH_KEPT);
         self.stats.records += n;
         self.stats.expired += n;
         n
