@@ -12,18 +12,30 @@
 //! - Entries are named by `u32` slab indices that stay valid until the entry
 //!   is removed; removed slots are reused before the slab grows. Each entry has
 //!   a hot part `E` (read and written per packet, laid out by its type), a
-//!   cold part `C` (read when a flow starts or ends) and its wheel links, in
-//!   three arrays. [`WheelSlab::touch_all`] reads the lines a group of
-//!   lookups will need in two passes, so that their cache misses overlap.
-//! - The index is an array of `u32` slots, a power of two at least twice the
-//!   slab's room (load at most 1/2), linear probing: a slot holds the entry's
-//!   index and 5 bits of its hash, so a probe reads an entry only when those
-//!   bits match (31 of 32 mismatches cost no entry read). Removal shifts the
-//!   following slots back (no tombstones). Keys are hashed once per packet
-//!   with a per-table random seed ([`SlabEntry::hash_with`]).
-//! - [`WheelSlab::new`] reserves `min(limit, initial)` entries; the slab and
-//!   the index grow by doubling, never past `limit`. Once grown, nothing is
-//!   allocated by find / insert / remove / expiry.
+//!   cold part `C` (read when a flow starts or ends) and its wheel links.
+//!   [`WheelSlab::touch_all`] reads the lines a group of lookups will need in
+//!   two passes, so that their cache misses overlap.
+//! - Growth never copies an entry: the slab is a list of chunks of
+//!   [`CHUNK`] entries (each chunk three arrays: hot parts, cold parts,
+//!   links), allocated one at a time as entries arrive, entry `i` at offset
+//!   `i % CHUNK` of chunk `i / CHUNK`. Only the index is rebuilt when it
+//!   grows (a pass over the slab that rehashes each live key into a new array
+//!   of `u32` slots).
+//! - The index is an array of `u32` slots, a power of two, doubled before an
+//!   insert would take its load above 3/4 (so 4 to 10.7 bytes per live entry
+//!   once grown), linear probing: a slot holds the entry's index and 5 bits of
+//!   its hash, so a probe reads an entry only when those bits match (31 of 32
+//!   mismatches cost no entry read). Removal shifts the following slots back
+//!   (no tombstones). Keys are hashed once per packet with a per-table random
+//!   seed ([`SlabEntry::hash_with`]).
+//! - [`WheelSlab::new`] allocates an index for `min(limit, initial)` entries
+//!   and no chunk; the first insert of each chunk allocates it (filled with
+//!   that entry: a chunk's memory is written once, when it is allocated);
+//!   never more than `limit` live entries (the last chunk may have room
+//!   beyond). [`WheelSlab::memory_bytes`] counts every allocation of the
+//!   table (chunks, their list, index, wheels). Nothing is allocated by find /
+//!   insert / remove / expiry except a new chunk (every [`CHUNK`] inserts) and
+//!   a grown index (at each doubling).
 //! - Timeouts without per-packet list work: a packet only writes its entry's
 //!   `seen_ns`. Each live entry is on one of `L` lists, each a timer wheel of
 //!   buckets `G` nanoseconds wide (`G` a power of two, at least 2^20 ns,
@@ -63,6 +75,10 @@ const IDX_BITS: u32 = 27;
 const IDX_MASK: u32 = (1 << IDX_BITS) - 1;
 /// Most entries a table can hold (an index slot keeps the entry index + 1 in 27 bits).
 pub const MAX_ENTRIES: usize = (1 << IDX_BITS) - 2;
+/// Entries of a chunk: `1 << CHUNK_BITS`.
+const CHUNK_BITS: u32 = 10;
+/// Entries of one chunk of the slab (the last one may be cut to the limit).
+pub const CHUNK: usize = 1 << CHUNK_BITS;
 /// Most buckets of a wheel.
 const WHEEL_SLOTS_MAX: u64 = 4096;
 /// Narrowest bucket: 2^20 ns (about 1 ms).
@@ -96,6 +112,12 @@ pub trait SlabEntry: Copy {
     fn list(&self) -> u8;
     /// Sets the list tag.
     fn set_list(&mut self, list: u8);
+    /// Reads a field of every cache line the lookup and update of the entry
+    /// use ([`WheelSlab::touch_all`]); the value is discarded.
+    #[inline]
+    fn touch(&self) -> u64 {
+        self.seen_ns() ^ u64::from(self.list())
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -142,12 +164,45 @@ impl Wheel {
     }
 }
 
+/// [`CHUNK`] entries: three fixed-size arrays (so an offset below [`CHUNK`]
+/// needs no bounds check), allocated once, filled with the entry that made
+/// the slab allocate it; slots at or above the slab's `used` mean nothing.
+#[derive(Debug)]
+struct Chunk<E, C> {
+    hot: Box<[E; CHUNK]>,
+    cold: Box<[C; CHUNK]>,
+    links: Box<[Link; CHUNK]>,
+}
+
+impl<E: Copy, C: Copy> Chunk<E, C> {
+    /// Bytes of a chunk.
+    const BYTES: usize = CHUNK * (size_of::<E>() + size_of::<C>() + size_of::<Link>());
+
+    fn filled(hot: E, cold: C) -> Self {
+        Self { hot: boxed(hot), cold: boxed(cold), links: boxed(Link { prev: NIL, next: NIL }) }
+    }
+}
+
+/// A heap array of [`CHUNK`] copies of `v` (built on the heap, not the stack).
+fn boxed<T: Copy>(v: T) -> Box<[T; CHUNK]> {
+    match vec![v; CHUNK].into_boxed_slice().try_into() {
+        Ok(b) => b,
+        Err(_) => unreachable!("a Vec of CHUNK elements"),
+    }
+}
+
+/// Chunk and offset of entry `i`.
+#[inline]
+fn at(i: u32) -> (usize, usize) {
+    ((i >> CHUNK_BITS) as usize, i as usize & (CHUNK - 1))
+}
+
 /// Slab + open-addressing index + `L` timer wheels. See the module docs.
 #[derive(Debug)]
 pub struct WheelSlab<E: SlabEntry, C: Copy, const L: usize> {
-    hot: Vec<E>,
-    cold: Vec<C>,
-    links: Vec<Link>,
+    chunks: Vec<Chunk<E, C>>,
+    /// Slots ever used (live or free), in chunk order.
+    used: u32,
     index: Vec<u32>,
     mask: usize,
     free: u32,
@@ -164,7 +219,8 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     pub const ENTRY_BYTES: usize = size_of::<E>() + size_of::<C>() + size_of::<Link>();
 
     /// A table of at most `limit` entries (clamped to [`MAX_ENTRIES`]), with
-    /// room for `min(limit, initial)` reserved now; list `l` expires entries
+    /// an index for `min(limit, initial)` allocated now (chunks come with the
+    /// entries); list `l` expires entries
     /// `timeouts[l]` ns after they were last seen.
     ///
     /// # Panics
@@ -174,11 +230,10 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         assert!(L > 0 && L < FREE as usize, "list count out of range");
         let limit = limit.min(MAX_ENTRIES);
         let reserve = limit.min(initial).max(1);
-        let slots = (reserve * 2).next_power_of_two().max(16);
+        let slots = Self::index_slots(reserve);
         Self {
-            hot: Vec::with_capacity(reserve),
-            cold: Vec::with_capacity(reserve),
-            links: Vec::with_capacity(reserve),
+            chunks: Vec::with_capacity(reserve.div_ceil(CHUNK)),
+            used: 0,
             index: vec![0; slots],
             mask: slots - 1,
             free: NIL,
@@ -188,6 +243,49 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             wheels: timeouts.map(Wheel::new),
             peak: 0,
         }
+    }
+
+    /// Index slots for `n` live entries: a power of two, load at most 3/4.
+    fn index_slots(n: usize) -> usize {
+        (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(16)
+    }
+
+    /// Allocates the next chunk, filled with `hot` and `cold`.
+    #[cold]
+    fn add_chunk(&mut self, hot: E, cold: C) {
+        self.chunks.push(Chunk::filled(hot, cold));
+    }
+
+    #[inline]
+    fn hot(&self, i: u32) -> &E {
+        let (c, o) = at(i);
+        &self.chunks[c].hot[o]
+    }
+
+    #[inline]
+    fn hot_mut(&mut self, i: u32) -> &mut E {
+        let (c, o) = at(i);
+        &mut self.chunks[c].hot[o]
+    }
+
+    #[inline]
+    fn lk(&self, i: u32) -> &Link {
+        let (c, o) = at(i);
+        &self.chunks[c].links[o]
+    }
+
+    #[inline]
+    fn lk_mut(&mut self, i: u32) -> &mut Link {
+        let (c, o) = at(i);
+        &mut self.chunks[c].links[o]
+    }
+
+    /// The key of live entry `i`.
+    #[inline]
+    fn key_of(&self, i: u32) -> E::Key {
+        let (c, o) = at(i);
+        let ch = &self.chunks[c];
+        ch.hot[o].key(&ch.cold[o])
     }
 
     /// Live entries.
@@ -208,9 +306,9 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         self.wheels[list].len
     }
 
-    /// Entries the slab has room for without growing.
+    /// Entries the slab has room for without allocating a chunk.
     pub fn capacity(&self) -> usize {
-        self.hot.capacity()
+        (self.chunks.len() * CHUNK).min(self.limit)
     }
 
     /// `len() == limit`: an insert would fail.
@@ -223,22 +321,20 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// [`Self::is_live`]; it never shrinks.
     #[inline]
     pub fn slots(&self) -> u32 {
-        self.hot.len() as u32
+        self.used
     }
 
     /// The most entries the table has held at once (slots are reused before
     /// the slab grows, so its slot count is that peak), over clears too.
     pub fn peak(&self) -> usize {
-        self.peak.max(self.hot.len())
+        self.peak.max(self.used as usize)
     }
 
     /// Removes every entry at once, keeping the room (what removing each
     /// would do, without an index probe per entry).
     pub fn clear(&mut self) {
         self.peak = self.peak();
-        self.hot.clear();
-        self.cold.clear();
-        self.links.clear();
+        self.used = 0;
         self.index.fill(0);
         self.free = NIL;
         self.len = 0;
@@ -252,7 +348,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// Whether slot `i` (below [`Self::slots`]) holds a live entry.
     #[inline]
     pub fn is_live(&self, i: u32) -> bool {
-        self.hot[i as usize].list() != FREE
+        self.hot(i).list() != FREE
     }
 
     /// The hash of `key`, for [`Self::find_hashed`] and [`Self::insert_hashed`].
@@ -279,8 +375,8 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         for h in hashes {
             let s = self.index[h as usize & self.mask];
             if s != 0 && s & !IDX_MASK == Self::tag(h) {
-                let e = &self.hot[((s & IDX_MASK) - 1) as usize];
-                lines ^= u64::from(e.list()) ^ e.seen_ns();
+                let e = self.hot((s & IDX_MASK) - 1);
+                lines ^= e.touch();
             }
         }
         std::hint::black_box(lines);
@@ -303,8 +399,9 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             }
             if s & !IDX_MASK == tag {
                 let i = (s & IDX_MASK) - 1;
-                let e = &self.hot[i as usize];
-                if e.matches(key) && e.matches_cold(&self.cold[i as usize], key) {
+                let (c, o) = at(i);
+                let ch = &self.chunks[c];
+                if ch.hot[o].matches(key) && ch.hot[o].matches_cold(&ch.cold[o], key) {
                     return Some(i);
                 }
             }
@@ -323,7 +420,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// If `i` is out of range.
     #[inline]
     pub fn get(&self, i: u32) -> &E {
-        &self.hot[i as usize]
+        self.hot(i)
     }
 
     /// Hot part of entry `i`, mutably (its key and list tag must not change).
@@ -332,7 +429,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// If `i` is out of range.
     #[inline]
     pub fn get_mut(&mut self, i: u32) -> &mut E {
-        &mut self.hot[i as usize]
+        self.hot_mut(i)
     }
 
     /// Cold part of entry `i`.
@@ -341,7 +438,8 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// If `i` is out of range.
     #[inline]
     pub fn cold(&self, i: u32) -> &C {
-        &self.cold[i as usize]
+        let (c, o) = at(i);
+        &self.chunks[c].cold[o]
     }
 
     /// Both parts of entry `i`, mutably (its key and list tag must not change).
@@ -350,7 +448,9 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// If `i` is out of range.
     #[inline]
     pub fn parts_mut(&mut self, i: u32) -> (&mut E, &mut C) {
-        (&mut self.hot[i as usize], &mut self.cold[i as usize])
+        let (c, o) = at(i);
+        let ch = &mut self.chunks[c];
+        (&mut ch.hot[o], &mut ch.cold[o])
     }
 
     /// Inserts `hot` (whose key must not be present and must hash to `hash`)
@@ -364,22 +464,27 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         if self.is_full() {
             return None;
         }
+        if (self.len + 1) * 4 > self.index.len() * 3 {
+            self.grow_index();
+        }
         let link = Link { prev: NIL, next: NIL };
         let i = if self.free != NIL {
             let i = self.free;
-            self.free = self.links[i as usize].next;
-            self.hot[i as usize] = hot;
-            self.cold[i as usize] = cold;
-            self.links[i as usize] = link;
+            self.free = self.lk(i).next;
+            let (c, o) = at(i);
+            let ch = &mut self.chunks[c];
+            (ch.hot[o], ch.cold[o], ch.links[o]) = (hot, cold, link);
             i
         } else {
-            if self.hot.len() == self.hot.capacity() {
-                self.grow();
+            let i = self.used;
+            let (c, o) = at(i);
+            if c == self.chunks.len() {
+                self.add_chunk(hot, cold);
             }
-            self.hot.push(hot);
-            self.cold.push(cold);
-            self.links.push(link);
-            (self.hot.len() - 1) as u32
+            let ch = &mut self.chunks[c];
+            (ch.hot[o], ch.cold[o], ch.links[o]) = (hot, cold, link);
+            self.used += 1;
+            i
         };
         self.index_insert(hash, i);
         self.link(i, list);
@@ -391,10 +496,18 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// it is on that list already.
     #[inline]
     pub fn set_list(&mut self, i: u32, list: usize) {
-        if usize::from(self.hot[i as usize].list()) != list {
+        if usize::from(self.hot(i).list()) != list {
             self.unlink(i);
             self.link(i, list);
         }
+    }
+
+    /// Moves live entry `i` to the bucket of its `seen_ns` on its list (after
+    /// its `seen_ns` went back).
+    pub fn relink(&mut self, i: u32) {
+        let list = usize::from(self.hot(i).list());
+        self.unlink(i);
+        self.link(i, list);
     }
 
     /// Removes entry `i`, returning its parts.
@@ -402,15 +515,15 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// # Panics
     /// If `i` is not a live entry.
     pub fn remove(&mut self, i: u32) -> (E, C) {
-        let hot = self.hot[i as usize];
+        let hot = *self.hot(i);
         assert!(hot.list() != FREE, "remove of a free slot");
-        self.index_remove(self.hash_of(&hot.key(&self.cold[i as usize])), i);
+        self.index_remove(self.hash_of(&self.key_of(i)), i);
         self.unlink(i);
-        self.hot[i as usize].set_list(FREE);
-        self.links[i as usize] = Link { prev: NIL, next: self.free };
+        self.hot_mut(i).set_list(FREE);
+        *self.lk_mut(i) = Link { prev: NIL, next: self.free };
         self.free = i;
         self.len -= 1;
-        (hot, self.cold[i as usize])
+        (hot, *self.cold(i))
     }
 
     /// Appends to `out` every entry of `list` not seen for the list's timeout
@@ -434,8 +547,8 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             let (s, shift, timeout) = (w.slot(b), w.shift, w.timeout);
             let mut i = w.heads[s];
             while i != NIL {
-                let next = after(self.links[i as usize].next);
-                let seen = self.hot[i as usize].seen_ns();
+                let next = after(self.lk(i).next);
+                let seen = self.hot(i).seen_ns();
                 if now.saturating_sub(seen) >= timeout {
                     out.push(i);
                 } else if self.wheels[list].slot(seen >> shift) != s {
@@ -468,8 +581,8 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             let mut i = w.heads[s];
             let (mut best, mut best_seen, mut compared) = (NIL, u64::MAX, 0);
             while i != NIL && compared < EVICT_SCAN {
-                let next = after(self.links[i as usize].next);
-                let seen = self.hot[i as usize].seen_ns();
+                let next = after(self.lk(i).next);
+                let seen = self.hot(i).seen_ns();
                 let want = self.wheels[list].bucket_of(seen);
                 if self.wheels[list].slot(want) != s {
                     moved_to = moved_to.min(want);
@@ -491,61 +604,63 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         unreachable!("a non-empty wheel without an entry")
     }
 
-    /// Appends every entry of `list` to `out`, bucket by bucket from the
-    /// oldest (roughly least recently placed first).
-    pub fn entries(&self, list: usize, out: &mut Vec<u32>) {
+    /// Calls `f` with every entry of `list`, bucket by bucket from the
+    /// oldest (roughly least recently placed first), without collecting them.
+    pub fn for_each(&self, list: usize, mut f: impl FnMut(&E, &C)) {
         let w = &self.wheels[list];
         let start = w.cursor.max(w.floor);
         for b in start..start + w.heads.len() as u64 {
             let mut i = w.heads[w.slot(b)];
             while i != NIL {
-                out.push(i);
-                i = after(self.links[i as usize].next);
+                let (c, o) = at(i);
+                let ch = &self.chunks[c];
+                f(&ch.hot[o], &ch.cold[o]);
+                i = after(ch.links[o].next);
             }
         }
     }
 
-    /// Bytes the table holds now: hot and cold parts and links of the slab's
-    /// room, the index, the wheels. Excludes the allocator's own overhead.
+    /// Bytes every allocation of the table holds now: the chunks (hot and
+    /// cold parts and links of the slab's room) and their list, the index,
+    /// the wheels. Excludes the allocator's own overhead.
     pub fn memory_bytes(&self) -> usize {
-        self.hot.capacity() * size_of::<E>()
-            + self.cold.capacity() * size_of::<C>()
-            + self.links.capacity() * size_of::<Link>()
+        self.chunks.len() * Chunk::<E, C>::BYTES
+            + self.chunks.capacity() * size_of::<Chunk<E, C>>()
             + self.index.len() * size_of::<u32>()
             + self.wheels.iter().map(|w| 2 * w.heads.len() * size_of::<u32>()).sum::<usize>()
     }
 
     /// Appends entry `i` to the bucket of its `seen_ns` in wheel `list`.
     fn link(&mut self, i: u32, list: usize) {
+        let seen = self.hot(i).seen_ns();
         let w = &mut self.wheels[list];
-        let s = w.slot(w.bucket_of(self.hot[i as usize].seen_ns()));
+        let s = w.slot(w.bucket_of(seen));
         let tail = w.tails[s];
         w.tails[s] = i;
         w.len += 1;
         if tail == NIL {
             w.heads[s] = i;
-            self.links[i as usize] = Link { prev: HEAD | s as u32, next: END | s as u32 };
+            *self.lk_mut(i) = Link { prev: HEAD | s as u32, next: END | s as u32 };
         } else {
-            self.links[tail as usize].next = i;
-            self.links[i as usize] = Link { prev: tail, next: END | s as u32 };
+            self.lk_mut(tail).next = i;
+            *self.lk_mut(i) = Link { prev: tail, next: END | s as u32 };
         }
-        self.hot[i as usize].set_list(list as u8);
+        self.hot_mut(i).set_list(list as u8);
     }
 
     fn unlink(&mut self, i: u32) {
-        let list = usize::from(self.hot[i as usize].list());
-        let Link { prev, next } = self.links[i as usize];
-        let w = &mut self.wheels[list];
-        w.len -= 1;
+        let list = usize::from(self.hot(i).list());
+        let Link { prev, next } = *self.lk(i);
+        self.wheels[list].len -= 1;
         if prev & HEAD != 0 {
-            w.heads[(prev & !HEAD) as usize] = after(next);
+            self.wheels[list].heads[(prev & !HEAD) as usize] = after(next);
         } else {
-            self.links[prev as usize].next = next;
+            self.lk_mut(prev).next = next;
         }
         if next & END != 0 {
-            w.tails[(next & !END) as usize] = if prev & HEAD != 0 { NIL } else { prev };
+            self.wheels[list].tails[(next & !END) as usize] = if prev & HEAD != 0 { NIL } else { prev };
         } else {
-            self.links[next as usize].prev = prev;
+            self.lk_mut(next).prev = prev;
         }
     }
 
@@ -575,7 +690,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
                 break;
             }
             let k = (s & IDX_MASK) - 1;
-            let home = self.hash_of(&self.hot[k as usize].key(&self.cold[k as usize])) as usize & self.mask;
+            let home = self.hash_of(&self.key_of(k)) as usize & self.mask;
             if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(hole) & self.mask) {
                 self.index[hole] = s;
                 hole = j;
@@ -584,27 +699,17 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         self.index[hole] = 0;
     }
 
-    /// Doubles the slab's room (up to `limit`) and keeps the index at least twice it.
+    /// Doubles the index and rehashes every live entry into it (the
+    /// entries themselves stay where they are).
     #[cold]
-    fn grow(&mut self) {
-        let cap = self.hot.capacity().max(1);
-        let target = cap.saturating_mul(2).min(self.limit);
-        if target <= self.hot.len() {
-            return;
-        }
-        let more = target - self.hot.len();
-        self.hot.reserve_exact(more);
-        self.cold.reserve_exact(more);
-        self.links.reserve_exact(more);
-        let slots = (self.hot.capacity() * 2).next_power_of_two();
-        if slots > self.index.len() {
-            self.index = vec![0; slots];
-            self.mask = slots - 1;
-            for i in 0..self.hot.len() as u32 {
-                if self.is_live(i) {
-                    let h = self.hash_of(&self.hot[i as usize].key(&self.cold[i as usize]));
-                    self.index_insert(h, i);
-                }
+    fn grow_index(&mut self) {
+        let slots = self.index.len() * 2;
+        self.index = vec![0; slots];
+        self.mask = slots - 1;
+        for i in 0..self.used {
+            if self.is_live(i) {
+                let h = self.hash_of(&self.key_of(i));
+                self.index_insert(h, i);
             }
         }
     }
@@ -703,6 +808,35 @@ mod tests {
         assert_eq!(again, idx[999], "the last freed slot is reused first");
         assert_eq!(t.len(), 1000 - 334 + 1);
         assert_eq!((t.list_len(0), t.list_len(1)), (666, 1));
+    }
+
+    #[test]
+    fn growing_past_many_chunks_keeps_every_entry_where_it_was_and_findable() {
+        let n = 3 * CHUNK as u64 + 17;
+        let mut t: WheelSlab<T, u32, 2> = WheelSlab::new(n as usize, 4, [30_000 * MS, 5_000 * MS]);
+        let first = ins(&mut t, 0, 0, 0);
+        let before: *const T = t.get(first);
+        let idx: Vec<u32> = (1..n).map(|k| ins(&mut t, k * 7919, k, 0)).collect();
+        assert!(t.is_full());
+        assert!(std::ptr::eq(before, t.get(first)), "an entry moved when the slab grew");
+        assert_eq!(t.capacity(), n as usize, "room up to the limit");
+        assert_eq!(t.find(&0), Some(first));
+        for k in 1..n {
+            assert_eq!(t.find(&(k * 7919)), Some(idx[k as usize - 1]), "key {k}");
+        }
+        // Memory: the chunks, the index (load at most 3/4) and the wheels, nothing else.
+        let entry = size_of::<T>() + size_of::<u32>() + size_of::<Link>();
+        let index = 4 * (n as usize * 4 / 3).next_power_of_two();
+        let wheels = 2 * 2 * 4 * 4096;
+        let chunks = 4 * CHUNK * entry;
+        let m = t.memory_bytes();
+        assert!(m >= chunks + index + wheels && m <= chunks + index + wheels + 4096, "{m}");
+        for k in (1..n).step_by(2) {
+            t.remove(idx[k as usize - 1]);
+        }
+        for k in 1..n {
+            assert_eq!(t.find(&(k * 7919)).is_some(), k % 2 == 0, "key {k}");
+        }
     }
 
     #[test]

@@ -14,24 +14,35 @@
 //!   source is `a`), and a SYN-ACK decides (its destination is `a`) unless a SYN
 //!   already did. Decisions by SYN or SYN-ACK set [`FLAG_INITIATOR_BY_SYN`].
 //!   A flow's later parts (after an active timeout) keep its initiator.
-//! - Time: every decision uses `now_ns`, the worker's flow clock (monotonic);
-//!   `first_ns`/`last_ns` of a record are the smallest and largest packet
-//!   timestamps of the part. Idle expiry: a flow not seen for `idle_ns` ends
-//!   with [`EndReason::IdleTimeout`]; a TCP flow that saw FIN from both sides or
+//! - Time: every decision compares `now_ns`, the worker's flow clock
+//!   (monotonic), with the packet timestamps a flow keeps (no clock value is
+//!   stored per flow): `first_ns`/`last_ns` of a record are the smallest and
+//!   largest packet timestamps of the part, and a flow was last seen at the
+//!   largest timestamp of its packets. Idle expiry: a flow whose last packet
+//!   is `idle_ns` or more behind the clock ends with
+//!   [`EndReason::IdleTimeout`]; a TCP flow that saw FIN from both sides or
 //!   an RST moves to the closing list and ends `close_ns` after its last packet
 //!   with [`EndReason::EndOfFlow`]. Expiry is checked lazily when a packet of
 //!   the flow arrives (so record boundaries depend only on the clock, not on
 //!   when [`FlowTable::expire`] runs) and by [`FlowTable::expire`], which
 //!   ends every flow past its timeout, oldest first, and costs O(expired)
 //!   plus the flows it moves in its timer wheels ([`crate::flow_slab`]): a
-//!   packet only writes its flow's `seen_ns`, no list is relinked per packet.
+//!   packet only writes its flow's `last_ns`, no list is relinked per packet.
+//!   (A packet whose timestamp is far behind the clock, e.g. from a second
+//!   capture source lagging by more than the idle timeout, therefore ends its
+//!   flow's part at once: more records, the same totals.)
 //! - Active timeout: when a packet arrives `active_ns` or more after the
-//!   current part started, the part so far is emitted
+//!   current part's first packet, the part so far is emitted
 //!   ([`EndReason::ActiveTimeout`]) and the entry restarts its counters; the
 //!   new part starts with this packet.
+//! - Counters are 32-bit per part and direction: a packet (or held
+//!   fragments) that would take its direction's packets, IP bytes or frame
+//!   bytes past `u32::MAX` first ends the part the same way (an
+//!   [`EndReason::ActiveTimeout`] record; at least 4 GiB of one direction),
+//!   so every packet and byte is still counted exactly once.
 //! - Refresh (`CJ_REFRESH`): [`FlowTable::refresh`], called by the worker with
 //!   a small budget every few thousand packets and a large one while idle,
-//!   exports each live flow's part once it is `refresh_ns` old, packets or not
+//!   exports each live flow's part once its first packet is `refresh_ns` old, packets or not
 //!   since (an interim [`EndReason::ActiveTimeout`] record of what it counted
 //!   since its last export), so downstream counts are current to within about
 //!   one interval. Every packet is still in exactly one record: the flow's
@@ -46,17 +57,21 @@
 //!   flows were last seen in the oldest bucket of its timer wheel (about
 //!   1/4096 of the timeout wide, at least 2^20 ns), else one seen less than a
 //!   bucket's width after it ([`crate::flow_slab`]).
-//! - Memory: entries live in a slab (see [`crate::flow_slab`]); `limit` entries at
-//!   most, `min(limit, 65536)` reserved up front, growth by doubling. One entry
-//!   is [`FLOW_ENTRY_BYTES`] (156) bytes: a 128-byte hot part (key, packet
-//!   times, counters, clocks: two cache lines, 64-byte aligned), 20 cold
-//!   bytes (MACs, attribution, the key's tunnel) and 8 bytes of wheel links;
-//!   the index adds 8 bytes per flow of room (a `u32` per slot, at least
-//!   twice as many slots as room) and the wheels 64 KiB: 164 bytes per flow
-//!   of room, so a table grown to the default CJ_FLOW_TABLE_SIZE of 1 M
-//!   flows takes about 172 MB
-//!   (10.5 MB reserved at start). Nothing is allocated per packet once the
-//!   table has grown.
+//! - Memory: entries live in a slab of chunks of 1,024 (see
+//!   [`crate::flow_slab`]); `limit` entries at most, an index for
+//!   `min(limit, 65536)` allocated up front, the chunks (116 KiB each) as
+//!   flows arrive: growth never
+//!   copies an entry, only the index is rebuilt when it doubles. One entry is
+//!   [`FLOW_ENTRY_BYTES`] (116) bytes: a 96-byte hot part (key with its
+//!   tunnel, packet times, 32-bit counters, attribution: exactly two cache
+//!   lines, 32-byte aligned), 12 cold bytes (the MACs) and 8 bytes of wheel
+//!   links; the index adds 4 to 10.7 bytes per flow (a `u32` per slot, load
+//!   at most 3/4) and the wheels 64 KiB. [`FlowTable::memory`] counts every
+//!   allocation of the table; at 1,000,000 flows that is 124.5 bytes per
+//!   flow, and a table grown to the default CJ_FLOW_TABLE_SIZE of 1,048,576
+//!   flows takes about 130 MB (0.6 MB at start). Nothing is allocated
+//!   per packet but a chunk every 1,024 new flows and the index at each
+//!   doubling.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
 //!   the accounting ([`crate::fragments`]) gives them their datagram's ports
 //!   before they reach the table (or ports 0 when it never learns them), and
@@ -96,7 +111,7 @@ use crate::flow_slab::{mix_words, SlabEntry, WheelSlab};
 use crate::record_sink::RecordSink;
 use crate::tunnels::TunnelHandle;
 
-/// Slab entries reserved up front at most.
+/// Entries the index is sized for up front at most.
 pub const INITIAL_RESERVE: usize = 65_536;
 
 /// List of open flows (idle timeout).
@@ -166,8 +181,8 @@ pub struct TableKey {
     /// `PacketMeta::source`: the capture interface's index.
     pub source: u8,
     /// The flow's tunnel (`CJ_DECAP`, [`crate::tunnels`]): part of the key,
-    /// so one inner flow in two tunnels is two flows. 3 bytes, so the entry
-    /// stays in 176.
+    /// so one inner flow in two tunnels is two flows. 3 bytes, kept in the
+    /// flow entry's hot part beside the attribution.
     pub tunnel: TunnelHandle,
 }
 
@@ -252,12 +267,15 @@ pub fn attribute(
 }
 
 /// The hot part of one flow (part) in the table: its key, the state a packet
-/// reads and writes, and the counters, in two cache lines (the entry is
-/// 64-byte aligned). Counters are by key side: index 0 counts packets sent by
-/// the key's `lo` side, 1 by its `hi` side. The first line holds what a
-/// lookup compares and the packet times, the second the counters and clocks.
+/// reads and writes, and the counters, in 96 bytes (32-byte aligned, so an
+/// entry spans exactly two cache lines). Counters are by key side: index 0
+/// counts packets sent by the key's `lo` side, 1 by its `hi` side; they are
+/// 32-bit, and a packet that would take one past `u32::MAX` first ends the
+/// part ([`Flow::fits`]). There is no clock field: the flow's last packet
+/// time `last_ns` orders its timeouts and eviction, its part's first packet
+/// time `first_ns` its active timeout and refresh.
 #[derive(Clone, Copy, Debug)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 struct Flow {
     key: FlowKey,
     /// `PacketMeta::source` of the table key.
@@ -273,28 +291,26 @@ struct Flow {
     bits: u8,
     /// TCP flags ORed, by key side.
     tcp_flags: [u8; 2],
+    /// Smallest packet timestamp of the part (`u64::MAX` while it has no packet).
     first_ns: u64,
+    /// Largest packet timestamp of the flow: of this part, or of an earlier
+    /// one while this part has no packet (kept across exports, so that it
+    /// still says when the flow was last seen).
     last_ns: u64,
-    packets: [u64; 2],
-    ip_bytes: [u64; 2],
-    frame_bytes: [u64; 2],
-    /// Clock when the flow was last seen (its timeouts and eviction order).
-    seen_ns: u64,
-    /// Clock when the current part started (active timeout).
-    started_ns: u64,
+    packets: [u32; 2],
+    ip_bytes: [u32; 2],
+    frame_bytes: [u32; 2],
+    /// Containers by key side (see [`attribute`]).
+    ctr: [Attribution; 2],
+    /// The key's tunnel (`CJ_DECAP`), part of the key.
+    tunnel: TunnelHandle,
 }
 
-/// The cold part of a flow: read when the flow starts and when a record is
-/// written, and written when a side's MAC is first learnt from a frame it sent.
+/// The cold part of a flow: read when a record is written, and written when
+/// a side's MAC is first learnt from a frame it sent.
 #[derive(Clone, Copy, Debug)]
 struct Cold {
     mac: [[u8; 6]; 2],
-    /// Containers by key side (see [`attribute`]).
-    ctr: [Attribution; 2],
-    /// The key's tunnel (`CJ_DECAP`): here, not in the hot part, which has
-    /// no spare byte; the hot part's [`TUNNELLED`] bit says whether it is
-    /// set, so a lookup reads it only for tunnelled flows.
-    tunnel: TunnelHandle,
 }
 
 /// [`Flow`] state bit: FIN from key side 0 (side 1: `FIN_A << 1`).
@@ -316,17 +332,13 @@ const FRAGMENTS: u8 = 8;
 /// [`Flow`] bit: key side 0's MAC came from a frame it sent, not from a
 /// destination field (side 1: `MAC_FROM_SRC << 1`).
 const MAC_FROM_SRC: u8 = 16;
-/// [`Flow`] bit: the key has a tunnel ([`Cold::tunnel`] is not
-/// [`TunnelHandle::NONE`]).
-const TUNNELLED: u8 = 64;
-
 /// Bytes of one flow's entry: hot part, cold part and wheel links (the
-/// index adds 8 to 16 bytes per flow of room: see the module docs).
+/// index adds 4 to 10.7 bytes per flow: see the module docs).
 pub const FLOW_ENTRY_BYTES: usize = FlowSlab::ENTRY_BYTES;
 
-const _: () = assert!(size_of::<Flow>() == 128, "the hot part is two cache lines");
+const _: () = assert!(size_of::<Flow>() == 96, "the hot part is 96 bytes: two cache lines at 32-byte alignment");
 const _: () = assert!(std::mem::offset_of!(Flow, first_ns) == 48 && std::mem::offset_of!(Flow, packets) == 64);
-const _: () = assert!(FLOW_ENTRY_BYTES <= 156, "the module docs promise 156 bytes per slab entry");
+const _: () = assert!(FLOW_ENTRY_BYTES <= 116, "the module docs promise 116 bytes per slab entry");
 
 impl SlabEntry for Flow {
     type Key = TableKey;
@@ -341,17 +353,12 @@ impl SlabEntry for Flow {
             & (addr(&a.addr_hi) == addr(&b.addr_hi))
             & ((a.port_lo, a.port_hi, a.proto, a.ip_version, a.vlan, a.vlan_inner, self.source)
                 == (b.port_lo, b.port_hi, b.proto, b.ip_version, b.vlan, b.vlan_inner, k.source))
-            & ((self.bits & TUNNELLED != 0) == (k.tunnel != TunnelHandle::NONE))
+            & (self.tunnel == k.tunnel)
     }
 
     #[inline]
-    fn matches_cold(&self, cold: &Cold, k: &TableKey) -> bool {
-        self.bits & TUNNELLED == 0 || cold.tunnel == k.tunnel
-    }
-
-    #[inline]
-    fn key(&self, cold: &Cold) -> TableKey {
-        TableKey { key: self.key, source: self.source, tunnel: cold.tunnel }
+    fn key(&self, _cold: &Cold) -> TableKey {
+        TableKey { key: self.key, source: self.source, tunnel: self.tunnel }
     }
 
     #[inline]
@@ -368,14 +375,14 @@ impl SlabEntry for Flow {
             | u64::from(k.source) << 48;
         let vlans = u64::from(key.vlan) | u64::from(key.vlan_inner) << 16;
         let ([a0, a1], [b0, b1]) = (halves(&key.addr_lo), halves(&key.addr_hi));
-        // The tunnel is left out: it lives in the cold part, and one inner flow in
-        // two tunnels is rare enough that sharing a probe sequence costs nothing.
+        // The tunnel is left out: one inner flow in two tunnels is rare enough
+        // that sharing a probe sequence costs nothing.
         mix_words(seed, &[a0, a1, b0, b1, rest, vlans])
     }
 
     #[inline]
     fn seen_ns(&self) -> u64 {
-        self.seen_ns
+        self.last_ns
     }
 
     #[inline]
@@ -387,21 +394,19 @@ impl SlabEntry for Flow {
     fn set_list(&mut self, list: u8) {
         self.list = list;
     }
+
+    #[inline]
+    fn touch(&self) -> u64 {
+        // The first byte of the key and the last counter: both cache lines.
+        u64::from(self.key.addr_lo[0]) ^ u64::from(self.frame_bytes[1])
+    }
 }
 
 /// The flow table's store: flows on the open and the closing list.
 type FlowSlab = WheelSlab<Flow, Cold, 2>;
 
 impl Flow {
-    fn new(
-        tk: &TableKey,
-        s: &PacketSummary,
-        side: usize,
-        ts_ns: u64,
-        now_ns: u64,
-        snap: &Snapshot,
-        list: u8,
-    ) -> (Self, Cold) {
+    fn new(tk: &TableKey, s: &PacketSummary, side: usize, ts_ns: u64, snap: &Snapshot, list: u8) -> (Self, Cold) {
         let (by_sender, by_receiver) = attribute(
             snap,
             tk.source,
@@ -420,19 +425,17 @@ impl Flow {
             source: tk.source,
             list,
             state: 0,
-            bits: (MAC_FROM_SRC << side)
-                | if side == 1 { INITIATOR_HI } else { 0 }
-                | if tk.tunnel == TunnelHandle::NONE { 0 } else { TUNNELLED },
+            bits: (MAC_FROM_SRC << side) | if side == 1 { INITIATOR_HI } else { 0 },
             tcp_flags: [0; 2],
             first_ns: ts_ns,
             last_ns: ts_ns,
             packets: [0; 2],
             ip_bytes: [0; 2],
             frame_bytes: [0; 2],
-            seen_ns: now_ns,
-            started_ns: now_ns,
+            ctr,
+            tunnel: tk.tunnel,
         };
-        (flow, Cold { mac, ctr, tunnel: tk.tunnel })
+        (flow, Cold { mac })
     }
 
     #[inline]
@@ -461,17 +464,35 @@ impl Flow {
         }
     }
 
-    /// Counts one packet sent by key side `side`.
+    /// Whether `packets` packets of `ip_bytes` IP and `frame_bytes` frame
+    /// bytes sent by key side `side` fit the part's 32-bit counters.
     #[inline]
-    fn add(&mut self, cold: &mut Cold, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32, now_ns: u64) {
+    fn fits(&self, side: usize, packets: u64, ip_bytes: u64, frame_bytes: u64) -> bool {
+        let max = u64::from(u32::MAX);
+        (u64::from(self.packets[side]) + packets <= max)
+            & (u64::from(self.ip_bytes[side]) + ip_bytes <= max)
+            & (u64::from(self.frame_bytes[side]) + frame_bytes <= max)
+    }
+
+    /// Counts one packet sent by key side `side`, unless one of the part's
+    /// 32-bit counters would overflow: then it changes nothing and returns
+    /// false (the caller ends the part and counts the packet in the next).
+    #[inline]
+    #[must_use]
+    fn add(&mut self, cold: &mut Cold, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32) -> bool {
+        let (packets, o1) = self.packets[side].overflowing_add(1);
+        let (ip_bytes, o2) = self.ip_bytes[side].overflowing_add(s.ip_len);
+        let (frame_bytes, o3) = self.frame_bytes[side].overflowing_add(frame_len);
+        if o1 | o2 | o3 {
+            return false;
+        }
         let flags = if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 };
-        self.packets[side] += 1;
-        self.ip_bytes[side] += u64::from(s.ip_len);
-        self.frame_bytes[side] += u64::from(frame_len);
+        self.packets[side] = packets;
+        self.ip_bytes[side] = ip_bytes;
+        self.frame_bytes[side] = frame_bytes;
         self.tcp_flags[side] |= flags;
         self.first_ns = self.first_ns.min(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
-        self.seen_ns = now_ns;
         self.learn_mac(cold, side, s.src_mac);
         if s.fragment == Fragment::Later {
             self.bits |= FRAGMENTS;
@@ -491,17 +512,20 @@ impl Flow {
                 self.state |= RST;
             }
         }
+        true
     }
 
     /// Counts held later fragments sent by key side `side` (no TCP flags:
-    /// fragments have none), `src_mac` the sender's MAC.
-    fn add_held(&mut self, cold: &mut Cold, held: &HeldCounts, side: usize, src_mac: [u8; 6], now_ns: u64) {
-        self.packets[side] += held.packets;
-        self.ip_bytes[side] += held.ip_bytes;
-        self.frame_bytes[side] += held.frame_bytes;
+    /// fragments have none), `src_mac` the sender's MAC. They fit an empty
+    /// part: the fragments held for one datagram are at most 8,192 of at
+    /// most 65,535 bytes each, below 2^29 bytes (the sums saturate beyond).
+    fn add_held(&mut self, cold: &mut Cold, held: &HeldCounts, side: usize, src_mac: [u8; 6]) {
+        let add = |c: &mut u32, v: u64| *c = c.saturating_add(u32::try_from(v).unwrap_or(u32::MAX));
+        add(&mut self.packets[side], held.packets);
+        add(&mut self.ip_bytes[side], held.ip_bytes);
+        add(&mut self.frame_bytes[side], held.frame_bytes);
         self.first_ns = self.first_ns.min(held.first_ns);
         self.last_ns = self.last_ns.max(held.last_ns);
-        self.seen_ns = now_ns;
         self.learn_mac(cold, side, src_mac);
         self.bits |= FRAGMENTS;
     }
@@ -510,17 +534,10 @@ impl Flow {
         self.state & RST != 0 || self.state & (FIN_A | FIN_B) == FIN_A | FIN_B
     }
 
-    /// Starts a new part of the same flow: counters and times restart, the
-    /// initiator, MACs and TCP state stay.
-    fn restart_part(&mut self, ts_ns: u64, now_ns: u64) {
-        self.export_part(now_ns);
-        self.first_ns = ts_ns;
-        self.last_ns = ts_ns;
-    }
-
     /// The part so far was exported: counters restart, with no packet yet
-    /// (first above last until one comes), the initiator, MACs and TCP state stay.
-    fn export_part(&mut self, now_ns: u64) {
+    /// (`first_ns` at its maximum until one comes; `last_ns` stays, the time
+    /// the flow was last seen), the initiator, MACs and TCP state stay.
+    fn export_part(&mut self) {
         for side in 0..2 {
             if self.packets[side] > 0 {
                 self.state |= EXPORTED_A << side;
@@ -531,20 +548,25 @@ impl Flow {
         self.frame_bytes = [0; 2];
         self.tcp_flags = [0; 2];
         self.first_ns = u64::MAX;
-        self.last_ns = 0;
-        self.started_ns = now_ns;
         self.bits &= !FRAGMENTS;
     }
 
     fn has_packets(&self) -> bool {
-        self.packets[0] + self.packets[1] > 0
+        (self.packets[0] | self.packets[1]) > 0
+    }
+
+    /// How long the part has been going at `now_ns`: since its first packet
+    /// (0 while it has none).
+    #[inline]
+    fn part_age(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_sub(self.first_ns)
     }
 
     fn counters(&self, side: usize) -> DirCounters {
         DirCounters {
-            packets: self.packets[side],
-            ip_bytes: self.ip_bytes[side],
-            frame_bytes: self.frame_bytes[side],
+            packets: u64::from(self.packets[side]),
+            ip_bytes: u64::from(self.ip_bytes[side]),
+            frame_bytes: u64::from(self.frame_bytes[side]),
             tcp_flags: self.tcp_flags[side],
             ..Default::default()
         }
@@ -570,7 +592,7 @@ impl Flow {
             flags |= FLAG_SEEN_B;
         }
         // A part without packets (all exported by refreshes) has no times: 0.
-        let (first_ns, last_ns) = if self.first_ns <= self.last_ns { (self.first_ns, self.last_ns) } else { (0, 0) };
+        let (first_ns, last_ns) = if self.has_packets() { (self.first_ns, self.last_ns) } else { (0, 0) };
         FlowRecord {
             seq: 0,
             first_ns,
@@ -593,9 +615,9 @@ impl Flow {
             flags,
             source: self.source,
             _pad: [0; 2],
-            ctr: [unpack(snap, cold.ctr[a]), unpack(snap, cold.ctr[b])],
+            ctr: [unpack(snap, self.ctr[a]), unpack(snap, self.ctr[b])],
             // The handle; the worker resolves it into the tunnel fields (crate::tunnels).
-            tunnel_id: cold.tunnel.raw(),
+            tunnel_id: self.tunnel.raw(),
             ..FlowRecord::default()
         }
     }
@@ -652,6 +674,9 @@ pub struct FlowTable {
     tunnel: TunnelHandle,
 }
 
+/// Entries of the expiry scratch list kept between calls at most.
+const SCRATCH_KEPT: usize = 4096;
+
 /// Packets [`FlowTable::packet_ahead`] looks up together.
 pub const AHEAD: usize = 16;
 
@@ -667,12 +692,12 @@ struct Pending {
 }
 
 impl FlowTable {
-    /// An empty table; reserves `min(cfg.limit, 65536)` entries.
+    /// An empty table with an index for `min(cfg.limit, 65536)` entries.
     pub fn new(cfg: TableConfig) -> Self {
         Self::with_reserve(cfg, INITIAL_RESERVE)
     }
 
-    /// An empty table reserving `min(cfg.limit, reserve)` entries.
+    /// An empty table with an index for `min(cfg.limit, reserve)` entries.
     pub fn with_reserve(cfg: TableConfig, reserve: usize) -> Self {
         let limit = cfg.limit.max(1) as usize;
         let mut timeouts = [0; 2];
@@ -721,12 +746,14 @@ impl FlowTable {
         self.slab.len()
     }
 
-    /// Bytes the table holds now (entries, index and wheels; see
-    /// [`WheelSlab::memory_bytes`]), the flows it has room for without
-    /// growing, and the most flows it has held at once (slab slots are reused
-    /// before the slab grows, so its slot count is that peak).
+    /// Bytes every allocation of the table holds now (entries, index and
+    /// wheels, see [`WheelSlab::memory_bytes`], and the table's own scratch
+    /// lists), the flows it has room for without allocating a chunk, and the
+    /// most flows it has held at once (slab slots are reused before the slab
+    /// grows, so its slot count is that peak).
     pub fn memory(&self) -> (usize, usize, usize) {
-        (self.slab.memory_bytes(), self.slab.capacity(), self.slab.peak())
+        let own = self.scratch.capacity() * size_of::<u32>() + self.pending.capacity() * size_of::<Pending>();
+        (self.slab.memory_bytes() + own, self.slab.capacity(), self.slab.peak())
     }
 
     /// No flow in the table.
@@ -832,10 +859,20 @@ impl FlowTable {
         let FrameTime { ts_ns, wire_len: frame_len } = frame;
         let side = side_of(dir);
         let i = self.entry_for(hash, tk, s, side, ts_ns, now_ns, sink);
+        // One look-up of the entry for the whole update.
         let (f, cold) = self.slab.parts_mut(i);
-        f.add(cold, s, side, ts_ns, frame_len, now_ns);
+        if !f.add(cold, s, side, ts_ns, frame_len) {
+            // A counter would pass 32 bits: the part so far first.
+            sink.emit(f.record(cold, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
+            f.export_part();
+            self.stats.records += 1;
+            let counted = f.add(cold, s, side, ts_ns, frame_len);
+            debug_assert!(counted, "one packet fits an empty part");
+        }
         let list = if f.closing() { CLOSING } else { OPEN };
-        self.slab.set_list(i, list);
+        if usize::from(f.list) != list {
+            self.slab.set_list(i, list);
+        }
     }
 
     /// Counts later fragments that were held back ([`crate::fragments`]) in
@@ -863,8 +900,11 @@ impl FlowTable {
         let side = side_of(dir);
         let hash = self.slab.hash_of(&tk);
         let i = self.entry_for(hash, &tk, s, side, held.first_ns, now_ns, sink);
+        if !self.slab.get(i).fits(side, held.packets, held.ip_bytes, held.frame_bytes) {
+            self.split(i, sink);
+        }
         let (f, cold) = self.slab.parts_mut(i);
-        f.add_held(cold, held, side, s.src_mac, now_ns);
+        f.add_held(cold, held, side, s.src_mac);
         let list = if f.closing() { CLOSING } else { OPEN };
         self.slab.set_list(i, list);
     }
@@ -894,21 +934,21 @@ impl FlowTable {
                 let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
                 let pure_syn =
                     s.proto == ip_proto::TCP && s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-                if now_ns.saturating_sub(f.seen_ns) >= timeout || (closing_list && pure_syn) {
+                if now_ns.saturating_sub(f.last_ns) >= timeout || (closing_list && pure_syn) {
                     // The old flow ended before this packet: report it, start anew.
                     let reason = if closing_list { EndReason::EndOfFlow } else { EndReason::IdleTimeout };
                     let list = f.list;
                     let (f, cold) = self.slab.parts_mut(i);
                     sink.emit(f.record(cold, reason, queue, &self.snap));
-                    (*f, *cold) = Flow::new(key, s, side, ts_ns, now_ns, &self.snap, list);
+                    (*f, *cold) = Flow::new(key, s, side, ts_ns, &self.snap, list);
+                    // Its last-seen time may have gone back (an older packet
+                    // timestamp): back into the bucket of that time.
+                    self.slab.relink(i);
                     self.stats.records += 1;
                     self.stats.expired += 1;
                     self.stats.new += 1;
-                } else if now_ns.saturating_sub(f.started_ns) >= self.cfg.active_ns {
-                    let (f, cold) = self.slab.parts_mut(i);
-                    sink.emit(f.record(cold, EndReason::ActiveTimeout, queue, &self.snap));
-                    f.restart_part(ts_ns, now_ns);
-                    self.stats.records += 1;
+                } else if f.part_age(now_ns) >= self.cfg.active_ns {
+                    self.split(i, sink);
                 }
                 i
             }
@@ -916,7 +956,7 @@ impl FlowTable {
                 if self.slab.is_full() {
                     self.evict_one(sink);
                 }
-                let (f, cold) = Flow::new(key, s, side, ts_ns, now_ns, &self.snap, OPEN as u8);
+                let (f, cold) = Flow::new(key, s, side, ts_ns, &self.snap, OPEN as u8);
                 self.stats.new += 1;
                 match self.slab.insert_hashed(hash, f, cold, OPEN) {
                     Some(i) => i,
@@ -926,13 +966,23 @@ impl FlowTable {
         }
     }
 
+    /// Emits the part of flow `i` so far ([`EndReason::ActiveTimeout`]: an
+    /// active timeout, or 32-bit counters that would overflow) and restarts
+    /// its counters; the flow goes on.
+    fn split(&mut self, i: u32, sink: &mut impl RecordSink) {
+        let (f, cold) = self.slab.parts_mut(i);
+        sink.emit(f.record(cold, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
+        f.export_part();
+        self.stats.records += 1;
+    }
+
     /// Emits and removes the flow to evict: the least recently seen of the
     /// two lists' candidates ([`WheelSlab::oldest`]).
     #[cold]
     fn evict_one(&mut self, sink: &mut impl RecordSink) {
         let victim = match (self.slab.oldest(OPEN), self.slab.oldest(CLOSING)) {
             (Some(o), Some(c)) => {
-                if self.slab.get(c).seen_ns <= self.slab.get(o).seen_ns {
+                if self.slab.get(c).last_ns <= self.slab.get(o).last_ns {
                     c
                 } else {
                     o
@@ -970,15 +1020,12 @@ impl FlowTable {
                 continue;
             }
             let f = self.slab.get(i);
-            if !f.has_packets() || now_ns.saturating_sub(f.started_ns) < self.cfg.refresh_ns {
+            if !f.has_packets() || f.part_age(now_ns) < self.cfg.refresh_ns {
                 continue;
             }
-            let (f, cold) = self.slab.parts_mut(i);
-            sink.emit(f.record(cold, EndReason::ActiveTimeout, self.cfg.queue, &self.snap));
-            f.export_part(now_ns);
+            self.split(i, sink);
             n += 1;
         }
-        self.stats.records += n;
         n
     }
 
@@ -993,7 +1040,7 @@ impl FlowTable {
             found.clear();
             self.slab.expired(list, now_ns, &mut found);
             // Oldest first, as their records would have come one by one.
-            found.sort_unstable_by_key(|&i| (self.slab.get(i).seen_ns, i));
+            found.sort_unstable_by_key(|&i| (self.slab.get(i).last_ns, i));
             for &i in &found {
                 let (f, cold) = self.slab.remove(i);
                 sink.emit(f.record(&cold, reason, self.cfg.queue, &self.snap));
@@ -1001,6 +1048,8 @@ impl FlowTable {
             }
         }
         self.scratch = found;
+        // A scratch list grown by a large expiry is not kept.
+        self.scratch.shrink_to(SCRATCH_KEPT);
         self.stats.records += n;
         self.stats.expired += n;
         n
@@ -1011,17 +1060,13 @@ impl FlowTable {
     pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
         self.drain(sink);
         let mut n = 0;
-        let mut found = std::mem::take(&mut self.scratch);
         for list in [OPEN, CLOSING] {
-            found.clear();
-            self.slab.entries(list, &mut found);
-            for &i in &found {
-                sink.emit(self.slab.get(i).record(self.slab.cold(i), EndReason::ForcedEnd, self.cfg.queue, &self.snap));
+            self.slab.for_each(list, |f, cold| {
+                sink.emit(f.record(cold, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
                 n += 1;
-            }
+            });
         }
         self.slab.clear();
-        self.scratch = found;
         self.stats.records += n;
         self.stats.expired += n;
         n
@@ -1503,7 +1548,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_counter_that_would_pass_32_bits_ends_the_part_first_and_every_byte_is_counted_once() {
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        // 1 GiB "packets" (the summary's lengths are only numbers): the IP and
+        // frame byte counters of a direction pass u32::MAX at the fourth.
+        let big = PacketSummary { ip_len: 1 << 30, ..udp(C, 5000, SV, 53) };
+        let (k, d) = key_of(&big);
+        let (k_back, d_back) = key_of(&udp(SV, 53, C, 5000));
+        for n in 0..9u64 {
+            let frame = FrameTime { ts_ns: S + n, wire_len: (1 << 30) + 14 };
+            t.packet(&big, &k, d, frame, S + n, &mut out);
+            let back = FrameTime { ts_ns: S + n, wire_len: 64 };
+            t.packet(&udp(SV, 53, C, 5000), &k_back, d_back, back, S + n, &mut out);
+        }
+        t.flush(&mut out);
+        let reasons: Vec<_> = out.iter().map(|r| r.end().unwrap()).collect();
+        assert_eq!(reasons, [EndReason::ActiveTimeout, EndReason::ActiveTimeout, EndReason::ForcedEnd]);
+        // Parts of 3 big packets each; the other direction goes on in the same parts.
+        let a: Vec<u64> = out.iter().map(|r| r.dir[0].packets).collect();
+        assert_eq!(a, [3, 3, 3]);
+        assert_eq!(out.iter().map(|r| r.dir[0].ip_bytes).sum::<u64>(), 9 << 30);
+        assert_eq!(out.iter().map(|r| r.dir[0].frame_bytes).sum::<u64>(), 9 * ((1 << 30) + 14));
+        assert_eq!(out.iter().map(|r| r.dir[1].packets).sum::<u64>(), 9);
+        assert!(out.iter().all(|r| r.addr_a == v4(C) && r.first_ns <= r.last_ns));
+        let st = t.stats();
+        assert_eq!((st.new, st.records), (1, 3));
+    }
+
+    #[test]
     fn entry_size_is_what_the_docs_say() {
-        assert_eq!(FLOW_ENTRY_BYTES, 156);
+        assert_eq!(FLOW_ENTRY_BYTES, 116);
     }
 }

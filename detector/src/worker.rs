@@ -199,9 +199,9 @@ pub struct WorkerSummary {
     /// From the first packet read to the last (zero when none was read):
     /// the time the packets took, without start-up and idle tail.
     pub packet_span: Duration,
-    /// Bytes of the flow table (slab and index) at the end.
+    /// Bytes of the flow table at the end: every allocation (entries, index, wheels).
     pub table_bytes: usize,
-    /// Flows the table had room for at the end (it grows by doubling).
+    /// Flows the table had room for at the end (it grows a chunk at a time).
     pub table_room: usize,
     /// Most flows the table held at once.
     pub peak_flows: usize,
@@ -451,6 +451,13 @@ fn run(
     out.finish(cause == EndCause::QueueEnded);
     stats.write(&acct, &out, &divert, true);
     let (table_bytes, table_room, peak_flows) = acct.flow_table_memory();
+    // What the flow state costs: every allocation of the table (entries,
+    // index, wheels) over the most flows it held at once.
+    if let Some(per_flow) = table_bytes.checked_div(peak_flows) {
+        station::cj_info!(
+            "(Core {queue}) flow state: {table_bytes} bytes for a peak of {peak_flows} flows, {per_flow} B per peak flow"
+        );
+    }
     Ok(WorkerSummary {
         queue,
         cause,

@@ -301,7 +301,7 @@ fn a_flood_of_one_packet_flows_keeps_every_process_within_the_stated_memory_boun
     let record_queue = 4096 + RECORD_SLOTS * u64::from(station::naming::RECORD_SLOT_SIZE);
     let bounds = [
         ("balancer", 8 * MB + WORKERS * packet_queue + 120 * FLOWS),
-        ("detector", 8 * MB + WORKERS * (packet_queue + record_queue + 190 * TABLE)),
+        ("detector", 8 * MB + WORKERS * (packet_queue + record_queue + 128 * TABLE)),
         ("app", 25 * MB + WORKERS * record_queue + 650 * ROWS),
     ];
     let mut lines = Vec::new();
