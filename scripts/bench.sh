@@ -30,7 +30,7 @@
 # table of issue 9's aims per capture. Lines parsed from the processes' logs
 # (a missing line is printed as n/a):
 #   balancer  "received N in Ss"          detector  "packets in Ss"
-#   detector  "flow table: B bytes, room for R flows" and "peak P flows" (summed over workers)
+#   detector  "flow state: B bytes for a peak of P flows" (summed over workers)
 #   app       "identity ..." / "IDENTITY BROKEN ..." (the first such line)
 #   app       "cost: N records, ..." and "X µs per record" (or "us per record")
 set -euo pipefail
@@ -222,17 +222,13 @@ bench_capture() { # name file packets max_frame
     local t_e2e=$E2E_WALL c_e2e=$E2E_CPU dir="$OUT/$name-e2e"
     local eq_e2e; eq_e2e=$(exact "$truth" "$dir/flows.csv" "$dir/exact.txt")
     local identity; identity=$(grep -m1 -E '^(identity|IDENTITY)' "$dir/app.log" || echo "n/a (no identity line in $dir/app.log)")
-    # Detector: "(Core N) flow table: B bytes, room for R flows, ... peak P flows", summed over workers.
-    local table; table=$(grep -E 'flow table: [0-9]+ bytes, room for [0-9]+ flows' "$dir/detector.log" 2>/dev/null |
-        sed -E 's/.*flow table: ([0-9]+) bytes, room for ([0-9]+) flows.*/\1 \2/' | awk '{ b += $1; r += $2 } END { if (r) print b, r }' || true)
-    local peak; peak=$(grep -oE 'peak [0-9]+ flows' "$dir/detector.log" 2>/dev/null | awk '{ p += $2 } END { if (NR) print p }' || true)
-    local t_bytes="" t_room="" b_room="n/a" b_peak="n/a"
+    # Detector: "(Core N) flow state: B bytes for a peak of P flows, ..." (worker.rs), summed over workers.
+    local table; table=$(grep -E 'flow state: [0-9]+ bytes for a peak of [0-9]+ flows' "$dir/detector.log" 2>/dev/null |
+        sed -E 's/.*flow state: ([0-9]+) bytes for a peak of ([0-9]+) flows.*/\1 \2/' | awk '{ b += $1; p += $2 } END { if (p) print b, p }' || true)
+    local t_bytes="" peak="" b_peak="n/a"
     if [ -n "$table" ]; then
-        read -r t_bytes t_room <<<"$table"
-        b_room=$(awk -v b="$t_bytes" -v r="$t_room" 'BEGIN { printf "%.0f", b / r }')
-        if [ -n "$peak" ] && [ "$peak" -gt 0 ]; then
-            b_peak=$(awk -v b="$t_bytes" -v p="$peak" 'BEGIN { printf "%.0f", b / p }')
-        fi
+        read -r t_bytes peak <<<"$table"
+        b_peak=$(awk -v b="$t_bytes" -v p="$peak" 'BEGIN { printf "%.0f", b / p }')
     fi
     # App: "cj-app: cost: N records, X s CPU (Y µs per record)".
     local app_us; app_us=$(first '[0-9.]+ (µs|us) per record' "$dir/app.log" | awk '{print $1}')
@@ -332,7 +328,7 @@ CONF
         echo
         echo "- Balancer vs memcpy: the balancer's loop ${t_bal} s, one memcpy of the same frames ${mc_s:-n/a} s (${mc_gbps:-n/a} GB/s): ratio ${bal_vs_copy}x. Frames' bytes ${mc_frame:-n/a}, bytes copied (capped by the slot of ${DEF_SLOT} B$( [ "$SNAP" -gt 0 ] && echo " and the snap length of $SNAP B")) ${mc_copied:-n/a}, ring ${mc_ring:-n/a} B.$( [ -z "$mc_s" ] && echo " memcpy: $mc")$all_note"
         echo "- Identity (app log): $identity"
-        echo "- Flow table (detector log, end to end): ${t_bytes:-n/a} bytes, room for ${t_room:-n/a} flows: $b_room B per flow of room; peak ${peak:-n/a} flows: $b_peak B per peak flow."
+        echo "- Flow state (detector log, end to end): ${t_bytes:-n/a} bytes for a peak of ${peak:-n/a} flows: $b_peak B per peak flow."
         echo "- App cost (app log): ${app_cost:-n/a}"
         echo "- Best peer (softflowd sized, nfpcapd): wall ${best_w:-n/a} s, CPU ${best_c:-n/a} s; station CPU per packet $ns_e2e ns, ${cpu_vs_best}x the best peer's (aim ≤ 0.2x); the best peer's wall / the station's ${speed_best}x (aim ≥ 5x), pmacctd's ${speed_pm}x (aim ≥ 10x)."
         echo
@@ -357,7 +353,7 @@ CONF
     AIM["pm|$name"]="${speed_pm}x: $(verdict "$speed_pm" ge 10)"
     case $eq_e2e in equal*) AIM["exact|$name"]="equal" ;; *) AIM["exact|$name"]="NOT equal" ;; esac
     case $identity in "identity holds"*) AIM["id|$name"]="holds" ;; *) AIM["id|$name"]="NOT holding" ;; esac
-    AIM["table|$name"]="$b_room B: $(verdict "$b_room" le 128) ($b_peak per peak flow)"
+    AIM["table|$name"]="$b_peak B: $(verdict "$b_peak" le 128)"
     AIM["app|$name"]=$( [ "$app_us" = n/a ] && echo "n/a (no cost line)" || echo "$app_us µs: $(verdict "$app_us" le 1)")
     AIM["rss|$name"]="$(mb_of "$dir/balancer.usage") / $(mb_of "$dir/detector.usage") / $(mb_of "$dir/app.usage") MB"
 }
@@ -420,7 +416,7 @@ aim_row() { # key label target
     aim_row cpu "station CPU per packet, and vs the best peer's (softflowd sized, nfpcapd)" "≤ 0.2x"
     aim_row wall "best peer's wall / station's wall" "≥ 5x"
     aim_row pm "pmacctd's wall / station's wall" "≥ 10x"
-    aim_row table "flow table bytes per flow of room (detector)" "≤ 128 B"
+    aim_row table "flow state bytes per peak flow, all of the table's allocations (detector)" "≤ 128 B"
     aim_row app "app CPU per record (app log)" "≤ 1 µs"
     aim_row rss "peak RSS at defaults: balancer / detector / app" "stated in the README"
     echo

@@ -178,17 +178,7 @@ fn report(s: &WorkerSummary) {
     } else {
         String::new()
     };
-    // Bytes per flow of room: the table's cost per flow once it is full (it is reserved and grown
-    // ahead of the flows, so bytes per peak flow would overstate small runs).
-    let per_flow =
-        s.table_bytes.checked_div(s.table_room).map_or(String::new(), |b| format!(", {b} B per flow of room"));
-    station::cj_info!(
-        "(Core {}) flow table: {} bytes, room for {} flows{per_flow}; peak {} flows",
-        s.queue,
-        s.table_bytes,
-        s.table_room,
-        s.peak_flows
-    );
+    // The flow state's bytes per peak flow are the worker's own line (worker.rs).
     station::cj_info!(
         "(Core {}) ended ({}): {} packets{rate}, {} records{lost}",
         s.queue,
