@@ -19,7 +19,7 @@
 //!   byte-identical files. A table is sorted once for its CSV and JSON files;
 //!   numbers and addresses are formatted without `fmt` (itoa, and by hand as
 //!   glibc's `inet_ntop` prints them, tested against std's `Display`).
-//! - Every file is streamed (through a 64 KiB buffer: a table is never held
+//! - Every file is streamed (through a 256 KiB buffer: a table is never held
 //!   whole as text) to a temporary file of this process's own in the
 //!   same directory (`.<name>.<pid>.<n>.tmp`, created exclusively, never
 //!   through a symbolic link), fsynced and renamed over the target, so a reader
@@ -407,7 +407,7 @@ pub fn json_text(table: &Aggregate) -> String {
 }
 
 /// Text is handed to the files in pieces of about this size.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// Rows read ahead of their formatting (see [`warm`]).
 const AHEAD: usize = 128;
