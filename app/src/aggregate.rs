@@ -164,31 +164,41 @@ impl Counters {
 /// end on these words without touching the row (they are equal only when
 /// bytes, VLAN, IP version, source and the first 13 bytes of the destination
 /// are; then the whole key decides).
+///
+/// The 40 leading bytes (IP bytes inverted, so that ascending is bytes
+/// descending; VLAN, IP version, `src`, `dst[..13]`, big-endian) are three
+/// words compared in turn, each only when the one before is equal: most
+/// comparisons end on the first (bytes and the first five bytes of the source).
 struct SortEntry<'a> {
-    /// IP bytes (sorted descending).
-    bytes: u64,
-    /// VLAN, IP version, `src[..13]`, big-endian: ordered as [`Key`]'s first fields.
-    head: u128,
-    /// `src[13..]`, `dst[..13]`.
-    next: u128,
+    /// `!ip_bytes`, VLAN, IP version, `src[..5]`.
+    w0: u128,
+    /// `src[5..]`, `dst[..5]`.
+    w1: u128,
+    /// `dst[5..13]`.
+    w2: u64,
     row: (&'a Key, &'a Counters),
 }
 
 impl<'a> SortEntry<'a> {
     fn new(k: &'a Key, c: &'a Counters) -> Self {
-        let mut head = [0u8; 16];
-        head[..2].copy_from_slice(&k.vlan.to_be_bytes());
-        head[2] = k.ip_version;
-        head[3..].copy_from_slice(&k.src[..13]);
-        let mut next = [0u8; 16];
-        next[..3].copy_from_slice(&k.src[13..]);
-        next[3..].copy_from_slice(&k.dst[..13]);
-        SortEntry { bytes: c.ip_bytes, head: u128::from_be_bytes(head), next: u128::from_be_bytes(next), row: (k, c) }
+        let mut lead = [0u8; 40];
+        lead[..8].copy_from_slice(&(!c.ip_bytes).to_be_bytes());
+        lead[8..10].copy_from_slice(&k.vlan.to_be_bytes());
+        lead[10] = k.ip_version;
+        lead[11..27].copy_from_slice(&k.src);
+        lead[27..].copy_from_slice(&k.dst[..13]);
+        let word = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 16];
+            b[..r.len()].copy_from_slice(&lead[r]);
+            b
+        };
+        let w2 = u64::from_be_bytes(lead[32..].try_into().unwrap_or_default());
+        SortEntry { w0: u128::from_be_bytes(word(0..16)), w1: u128::from_be_bytes(word(16..32)), w2, row: (k, c) }
     }
 
     /// Bytes descending, then the key's order.
     fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
-        b.bytes.cmp(&a.bytes).then(a.head.cmp(&b.head)).then(a.next.cmp(&b.next)).then_with(|| a.row.0.cmp(b.row.0))
+        a.w0.cmp(&b.w0).then_with(|| a.w1.cmp(&b.w1)).then_with(|| a.w2.cmp(&b.w2)).then_with(|| a.row.0.cmp(b.row.0))
     }
 }
 
@@ -1076,6 +1086,42 @@ pub(crate) mod tests {
         // Sorted by bytes descending.
         let rows = agg.sorted();
         assert_eq!(*rows[0].0, default_key(B, 80, A, 1234, 6));
+    }
+
+    #[test]
+    fn rows_sort_by_bytes_descending_then_by_the_whole_key_as_a_plain_sort_orders_them() {
+        // Many ties on bytes, keys that differ in every byte the inline words
+        // hold and past them (the last bytes of the destination, ports, VLAN).
+        let p = Primitives::parse_list(["vlan", "src_host", "dst_host", "src_port", "dst_port", "proto"], "t").unwrap();
+        let mut agg = Aggregate::new(p);
+        let mut x = 7u32;
+        for _ in 0..3000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let b = x.to_be_bytes();
+            let mut r = ip_record(
+                [10, b[0] & 3, 0, b[1] & 1],
+                u16::from(b[2] & 3),
+                [172, 16, b[3] & 1, b[0] >> 6],
+                80,
+                6 + (b[1] >> 7),
+                (1, 40 + u64::from(b[2] >> 6) * 10),
+                (1, 40),
+                EndReason::IdleTimeout,
+            );
+            r.vlan = u16::from(b[3] >> 7);
+            if b[1] & 0x40 != 0 {
+                r.ip_version = 6;
+                r.addr_a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, b[2] >> 7, 0, b[0] & 1];
+            }
+            agg.add_ip(&r);
+        }
+        let mut truth: Vec<(Key, Counters)> = agg.rows().map(|(k, c)| (*k, *c)).collect();
+        truth.sort_by(|a, b| b.1.ip_bytes.cmp(&a.1.ip_bytes).then(a.0.cmp(&b.0)));
+        let sorted: Vec<(Key, Counters)> = agg.sorted().into_iter().map(|(k, c)| (*k, *c)).collect();
+        assert!(truth.len() > 200, "{} rows", truth.len());
+        assert_eq!(sorted, truth);
+        let top: Vec<(Key, Counters)> = agg.top(50).into_iter().map(|(k, c)| (*k, *c)).collect();
+        assert_eq!(top, truth[..50]);
     }
 
     #[test]
