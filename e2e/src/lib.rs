@@ -112,6 +112,23 @@ impl Cluster {
         cmd
     }
 
+    /// [`Cluster::command`] run under `/usr/bin/time -v -o report` (read its
+    /// peak RSS with [`peak_rss`]), stdout and stderr piped. It runs in a
+    /// process group of its own, so [`wait_all`]'s kill at a deadline reaches
+    /// the station binary under `time`, not only `time`.
+    pub fn timed_command(&self, name: &str, report: &Path) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.arg("-v").arg("-o").arg(report).arg(bin(name));
+        scrub_station_env(&mut cmd);
+        cmd.env("CJ_SHM_DIR", self.shm.path());
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        cmd
+    }
+
     /// The cluster directory (`<shm>/conjure-98` unless CJ_CLUSTER_ID is set).
     pub fn cluster_dir(&self) -> PathBuf {
         let id = self.vars.iter().find(|(k, _)| k == "CJ_CLUSTER_ID").map_or("98", |(_, v)| v.as_str());
@@ -175,6 +192,13 @@ pub fn wait_all(children: Vec<(&str, Child)>, deadline: Duration) -> Vec<Output>
         if start.elapsed() > deadline {
             for (_, c) in children.iter_mut() {
                 if let Some(c) = c.as_mut() {
+                    // A child in a group of its own (Cluster::timed_command) takes
+                    // what runs under it along; for any other child killpg fails
+                    // harmlessly (no such group).
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(c.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                     let _ = c.kill();
                 }
             }
@@ -190,6 +214,17 @@ pub fn wait_all(children: Vec<(&str, Child)>, deadline: Duration) -> Vec<Output>
         std::thread::sleep(Duration::from_millis(20));
     }
     children.into_iter().map(|(_, c)| c.expect("child").wait_with_output().expect("collect output")).collect()
+}
+
+/// "Maximum resident set size (kbytes): N" of a `/usr/bin/time -v` report
+/// ([`Cluster::timed_command`]), in bytes: the process's peak RSS (`ru_maxrss`).
+pub fn peak_rss(report: &Path) -> u64 {
+    let text = std::fs::read_to_string(report).unwrap_or_else(|e| panic!("read {}: {e}", report.display()));
+    let kb = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .unwrap_or_else(|| panic!("no peak RSS in {text}"));
+    kb.trim().parse::<u64>().expect("kbytes") * 1024
 }
 
 /// Runs detector, app and balancer on `cluster` (the balancer's source is

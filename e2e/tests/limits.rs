@@ -219,30 +219,6 @@ fn an_output_file_system_enlarged_during_the_run_loses_nothing() {
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "a temporary file was left: {names:?}");
 }
 
-/// A station binary run under `/usr/bin/time -v -o report` (its peak RSS is
-/// `ru_maxrss`, the kernel's VmHWM at exit), with the cluster's environment.
-fn timed(cluster: &Cluster, name: &str, report: &Path) -> Command {
-    let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-v").arg("-o").arg(report).arg(e2e::bin(name));
-    e2e::scrub_station_env(&mut cmd);
-    cmd.env("CJ_SHM_DIR", cluster.shm.path());
-    for (k, v) in &cluster.vars {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd
-}
-
-/// "Maximum resident set size (kbytes): N" of a `/usr/bin/time -v` report, in bytes.
-fn peak_rss(report: &Path) -> u64 {
-    let text = std::fs::read_to_string(report).unwrap_or_else(|e| panic!("read {}: {e}", report.display()));
-    let kb = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .unwrap_or_else(|| panic!("no peak RSS in {text}"));
-    kb.trim().parse::<u64>().expect("kbytes") * 1024
-}
-
 const MB: u64 = 1 << 20;
 
 #[test]
@@ -275,11 +251,11 @@ fn a_flood_of_one_packet_flows_keeps_every_process_within_the_stated_memory_boun
     let out = tempfile::tempdir().expect("out");
     let reports = tempfile::tempdir().expect("reports");
     let report = |name: &str| reports.path().join(name);
-    let detector = timed(&cluster, "cj-detector", &report("detector")).spawn().expect("start detector");
-    let mut app_cmd = timed(&cluster, "cj-app", &report("app"));
+    let detector = cluster.timed_command("cj-detector", &report("detector")).spawn().expect("start detector");
+    let mut app_cmd = cluster.timed_command("cj-app", &report("app"));
     app_cmd.arg("--out").arg(out.path());
     let app = app_cmd.spawn().expect("start app");
-    let balancer = timed(&cluster, "cj-balancer", &report("balancer")).spawn().expect("start balancer");
+    let balancer = cluster.timed_command("cj-balancer", &report("balancer")).spawn().expect("start balancer");
     let started = Instant::now();
     let outs =
         wait_all(vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", app)], Duration::from_secs(120));
@@ -306,7 +282,7 @@ fn a_flood_of_one_packet_flows_keeps_every_process_within_the_stated_memory_boun
     ];
     let mut lines = Vec::new();
     for (name, bound) in bounds {
-        let peak = peak_rss(&report(name));
+        let peak = e2e::peak_rss(&report(name));
         lines.push(format!("cj-{name}: peak {} MB, bound {} MB", peak / MB, bound / MB));
         assert!(peak <= bound, "cj-{name} peaked at {peak} bytes, above the stated bound {bound}");
     }

@@ -27,30 +27,6 @@ const SLOT: u64 = 128;
 const RECORD_SLOTS: u64 = 1 << 18;
 const MB: u64 = 1 << 20;
 
-/// A station binary run under `/usr/bin/time -v -o report` (its peak RSS is
-/// `ru_maxrss`), with the cluster's environment.
-fn timed(cluster: &Cluster, name: &str, report: &Path) -> Command {
-    let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-v").arg("-o").arg(report).arg(e2e::bin(name));
-    e2e::scrub_station_env(&mut cmd);
-    cmd.env("CJ_SHM_DIR", cluster.shm.path());
-    for (k, v) in &cluster.vars {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd
-}
-
-/// "Maximum resident set size (kbytes): N" of a `/usr/bin/time -v` report, in bytes.
-fn peak_rss(report: &Path) -> u64 {
-    let text = std::fs::read_to_string(report).unwrap_or_else(|e| panic!("read {}: {e}", report.display()));
-    let kb = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .unwrap_or_else(|| panic!("no peak RSS in {text}"));
-    kb.trim().parse::<u64>().expect("kbytes") * 1024
-}
-
 /// (table bytes, peak flows, bytes per peak flow) of the worker's exit line
 /// "(Core 0) flow state: B bytes for a peak of N flows, P B per peak flow".
 fn flow_state(stderr: &str) -> (u64, u64, u64) {
@@ -103,7 +79,7 @@ fn a_million_concurrent_flows_are_counted_exactly_in_at_most_128_bytes_of_flow_s
     ]);
     let out = tempfile::tempdir().expect("out");
     let report = dir.path().join("detector.time");
-    let detector = timed(&cluster, "cj-detector", &report).spawn().expect("start detector");
+    let detector = cluster.timed_command("cj-detector", &report).spawn().expect("start detector");
     let mut app_cmd = cluster.command("cj-app");
     app_cmd.arg("--out").arg(out.path()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let app = app_cmd.spawn().expect("start app");
@@ -139,7 +115,7 @@ fn a_million_concurrent_flows_are_counted_exactly_in_at_most_128_bytes_of_flow_s
     let packet_queue = 4096 + QUEUE_SLOTS * SLOT;
     let record_queue = 4096 + RECORD_SLOTS * u64::from(station::naming::RECORD_SLOT_SIZE);
     let bound = 8 * MB + packet_queue + record_queue + 128 * peak;
-    let rss = peak_rss(&report);
+    let rss = e2e::peak_rss(&report);
     eprintln!(
         "cj-detector: {bytes} bytes of flow state for {peak} flows ({per_flow} B each), peak RSS {} MB, bound {} MB",
         rss / MB,

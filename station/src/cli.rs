@@ -524,6 +524,7 @@ mod tests {
                 "1",
                 "2,4,5,6",
                 "5,6,7,8",
+                "256",
                 "/tmp/s/conjure-7",
                 "/tmp/s/conjure-7/stats-balancer",
                 "/tmp/s/conjure-7/stats-worker-1-5",
