@@ -120,19 +120,21 @@ rss_line() {
 ns_per_packet() { num "$1" && awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.0f", c * 1e9 / n; else print "n/a" }' || echo "n/a"; }
 
 # The station end to end on $2, into $OUT/$1-e2e/: the three processes at once
-# with default-sized queues, as deployed on dedicated cores (balancer pinned to
-# core 0, one worker pinned to core 1 busy-polling, the app backing off on core
-# 0: it has little to do, and must not share the busy-polling worker's core).
+# with default-sized queues and make run's CJ_WAIT (backoff), the processes
+# pinned as on dedicated cores (balancer on core 0, one worker on core 1, the
+# app on core 0: it has little to do).
 # Sets E2E_WALL (seconds, the script's own clock around all three) and E2E_CPU
 # (CPU seconds summed over the three).
-run_e2e() {
-    local dir="$OUT/$1-e2e" file=$2 shm t0 t1
+run_e2e() { # name capture [flow directions: the app's row limit is raised to them, as the peers' tables are sized]
+    local dir="$OUT/$1-e2e" file=$2 rows=${3:-0} shm t0 t1
     rm -rf "$dir" && mkdir -p "$dir"
     shm=$(fresh_shm)
     t0=$(now)
     (
         export CJ_SHM_DIR=$shm CJ_IFACE=pcap:$file CJ_CORECOUNT=1 CJ_COREBASE=1 CJ_LOG_INTERVAL=0 CJ_BALANCER_CORE=0
-        CJ_WAIT=busy timed "$dir/detector.usage" "$BIN/cj-detector" 2>"$dir/detector.log" &
+        # Past CJ_APP_MAX_ROWS (default 1,000,000) rows fold into the overflow row: exact totals, not the truth's rows.
+        [ "$rows" -gt 1000000 ] && export CJ_APP_MAX_ROWS=$rows
+        timed "$dir/detector.usage" "$BIN/cj-detector" 2>"$dir/detector.log" &
         d=$!
         CJ_WAIT=backoff timed "$dir/app.usage" taskset -c 0 "$BIN/cj-app" --out "$dir" >"$dir/app.log" 2>&1 &
         a=$!
@@ -218,7 +220,7 @@ bench_capture() { # name file packets max_frame
     fi
 
     # 3. End to end, and what its processes said about themselves.
-    run_e2e "$name" "$file"
+    run_e2e "$name" "$file" "$directions"
     local t_e2e=$E2E_WALL c_e2e=$E2E_CPU dir="$OUT/$name-e2e"
     local eq_e2e; eq_e2e=$(exact "$truth" "$dir/flows.csv" "$dir/exact.txt")
     local identity; identity=$(grep -m1 -E '^(identity|IDENTITY)' "$dir/app.log" || echo "n/a (no identity line in $dir/app.log)")
@@ -320,7 +322,7 @@ CONF
         echo "| balancer alone (1 core, read+hash+copy; its packet loop, wall $t_bal_wall s; dropped ${dropped:-?}) | $t_bal | $(rate "$n" "$t_bal") | | | | | | |"
         echo "| memcpy of the same frames into a ring of the default queue (bench-tools memcpy, best of 3) | ${mc_s:-n/a} | $(rate "$n" "${mc_s:-0}") | | | | | | |"
         echo "| detector alone (1 worker busy-polling; first to last packet, wall $t_det_wall s) | $t_det | $(rate "$n" "$t_det") | | | | | | |"
-        echo "| **station end to end** (balancer + 1 worker busy-polling + app; started, capture read, files written) | $t_e2e | $(rate "$n" "$t_e2e") | $c_e2e (balancer $(cpu_of "$dir/balancer.usage"), detector $(cpu_of "$dir/detector.usage"), app $(cpu_of "$dir/app.usage")) | $ns_e2e | 1.00x | 1.00x | $(rss_line "$dir") | $eq_e2e |"
+        echo "| **station end to end** (balancer + 1 worker + app, CJ_WAIT=backoff; started, capture read, files written) | $t_e2e | $(rate "$n" "$t_e2e") | $c_e2e (balancer $(cpu_of "$dir/balancer.usage"), detector $(cpu_of "$dir/detector.usage"), app $(cpu_of "$dir/app.usage")) | $ns_e2e | 1.00x | 1.00x | $(rss_line "$dir") | $eq_e2e |"
         peer_row "pmacctd (ZeroMQ plugin pipe, print plugin; wall less its 2 s savefile sleep)" "$w_pm" "$c_pm" "$OUT/$name-pmacctd.usage" "$eq_pm"
         peer_row "softflowd -r, table sized for the flows (-m $sf_max)" "$w_sf" "$c_sf" "$OUT/$name-softflowd.usage" "not compared (NetFlow export)"
         peer_row "nfpcapd -r (nfdump)" "$w_nf" "$c_nf" "$OUT/$name-nfpcapd.usage" "not compared (nfdump files)"

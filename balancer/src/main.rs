@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use shmq::{QueueFile, QueueSpec, WaitStrategy};
 use station::cli::{self, Cli, Flag, Invocation, Mode, Parsed, UsageError};
-use station::config::{ConfigError, OnFull, StationConfig};
+use station::config::{ConfigError, OnFull, SourceSpec, StationConfig};
 use station::naming;
 
 use crate::dispatch::Dispatcher;
@@ -181,6 +181,17 @@ fn generate(inv: &Invocation) -> Result<(), BalancerError> {
 const HOLD_POLL: Duration = Duration::from_millis(10);
 /// How often a holding balancer repeats what it waits for.
 const HOLD_REMIND: Duration = Duration::from_secs(10);
+/// At most how many frames an offline source can push to one queue (None:
+/// live, or unknown): a pcap/pcapng file holds at most one frame per 16 bytes
+/// (a pcap record header; a pcapng packet block is longer), `sim:` its
+/// `packets`.
+fn offline_frame_bound(spec: &SourceSpec) -> Option<u64> {
+    match spec {
+        SourceSpec::Pcap(path) => std::fs::metadata(path).ok().map(|m| m.len() / 16 + 1),
+        SourceSpec::Sim(sim) => Some(sim.packets),
+        _ => None,
+    }
+}
 
 /// Holds a live capture until every packet queue has had a consumer attach
 /// (`consumer_attaches` in its header; a queue left by an earlier detector
@@ -246,16 +257,20 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     let filter = filter::Filter::compile(&config.filter)?;
     let dir = config.cluster_dir();
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
+    let bound = offline_frame_bound(&spec);
     let mut sets = Vec::new();
     for set in 0..config.queue_sets {
         let mut queues = Vec::new();
         for q in config.worker_queues() {
             let path = naming::packet_queue_path(&dir, set, q);
             let file = QueueFile::open_or_create(&path, queue_spec)?;
-            // Live, the whole queue is made resident now, so that no page fault stalls the
-            // capture. An offline source can wait: its queues get their pages as they fill,
-            // and a short capture costs the pages it fills, not 16 MiB per queue.
-            queues.push(if spec.is_live() { file.into_producer() } else { file.into_producer_unpopulated() });
+            // The queue is made resident now, so that no page fault lands on the packet path:
+            // live, all of it; offline, the slots the input can fill at most (a short capture
+            // costs the pages it fills, not 16 MiB per queue; a long one the whole ring).
+            queues.push(match bound {
+                Some(frames) => file.into_producer_for(frames),
+                None => file.into_producer(),
+            });
         }
         sets.push(queues);
     }

@@ -80,17 +80,29 @@ impl Mapping {
     /// page (on a shared-memory file a read fault allocates the page too).
     /// Best effort: out of memory, it stops early (as `MAP_POPULATE` does).
     pub(crate) fn populate(&self) {
-        // SAFETY: the range is exactly this live mapping (page-aligned base, its
-        // length); MADV_POPULATE_WRITE only faults pages in, it never changes
-        // their contents or the mapping.
-        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_POPULATE_WRITE) };
+        self.populate_range(0, self.len);
+    }
+
+    /// [`Self::populate`] for the pages that hold bytes `off..off + len` of the
+    /// mapping (clamped to it).
+    pub(crate) fn populate_range(&self, off: usize, len: usize) {
+        let page = page_size();
+        let start = off.min(self.len) / page * page;
+        let end = off.saturating_add(len).min(self.len);
+        if end <= start {
+            return;
+        }
+        let base = self.ptr.as_ptr().wrapping_add(start);
+        // SAFETY: `start..end` lies inside this live mapping and `start` is
+        // page-aligned; MADV_POPULATE_WRITE only faults pages in, it never
+        // changes their contents or the mapping.
+        let rc = unsafe { libc::madvise(base.cast(), end - start, libc::MADV_POPULATE_WRITE) };
         if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
             return;
         }
-        let page = page_size();
-        for off in (0..self.len).step_by(page) {
+        for off in (start..end).step_by(page) {
             let at = self.ptr.as_ptr().wrapping_add(off);
-            // SAFETY: `off < len`, so `at` is inside the mapping, which lives as
+            // SAFETY: `off < end <= len`, so `at` is inside the mapping, which lives as
             // long as `self`; the byte is read atomically, as the peer may write it.
             let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(at) };
             byte.load(std::sync::atomic::Ordering::Relaxed);

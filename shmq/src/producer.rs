@@ -11,8 +11,10 @@
 //! - The consumer index is reloaded only when the ring looks full.
 //! - Pushing never allocates, locks or makes a system call. Attaching
 //!   populates the whole file in this process (its pages resident and mapped
-//!   writable), so no push takes a page fault either, unless the producer
-//!   attached with [`crate::QueueFile::into_producer_unpopulated`].
+//!   writable), so no push takes a page fault either; one attached with
+//!   [`crate::QueueFile::into_producer_for`] populates the slots of as many
+//!   pushes as its bound, one attached with
+//!   [`crate::QueueFile::into_producer_unpopulated`] nothing.
 //!
 //! Not guaranteed: messages pushed but not yet published when the process dies
 //! are lost (they were never sent); published ones are kept.
@@ -59,11 +61,14 @@ const _: fn() = || {
 };
 
 impl Producer {
-    pub(crate) fn attach(ring: Ring, populate: bool) -> Producer {
-        if populate {
-            // The whole ring resident now: predictable memory, and no page fault
-            // (nor allocation) on the packet path later.
-            ring.populate();
+    /// Attaches, first making resident the slots of the next `populate` pushes
+    /// (`u64::MAX`: the whole ring; 0: none).
+    pub(crate) fn attach(ring: Ring, populate: u64) -> Producer {
+        if populate > 0 {
+            // Resident now: predictable memory, and no page fault (nor
+            // allocation) on the packet path later.
+            let from = ring.header().producer.0.tail.load(Ordering::Acquire);
+            ring.populate_slots(from, populate);
         }
         let h = ring.header();
         h.producer_pid.store(std::process::id(), Ordering::Relaxed);

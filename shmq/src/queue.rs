@@ -172,6 +172,22 @@ impl Ring {
         self.map.populate();
     }
 
+    /// The pages of the `n` slots from position `from` on (wrapping; the
+    /// whole ring when `n` reaches its capacity) resident and mapped writable
+    /// in this process, and the header's page.
+    pub(crate) fn populate_slots(&self, from: u64, n: u64) {
+        let capacity = self.mask + 1;
+        if n >= capacity {
+            return self.populate();
+        }
+        self.map.populate_range(0, HEADER_SIZE);
+        let idx = (from & self.mask) as usize;
+        let n = n as usize;
+        let first = n.min(capacity as usize - idx);
+        self.map.populate_range(HEADER_SIZE + idx * self.slot_size, first * self.slot_size);
+        self.map.populate_range(HEADER_SIZE, (n - first) * self.slot_size);
+    }
+
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: the mapping is page-aligned and exactly the file's size, which
         // `open` checked equals `spec.file_size()` >= HEADER_SIZE bytes; Header consists only of atomics, so a shared reference
@@ -350,7 +366,7 @@ impl QueueFile {
     /// published stays queued). Populates the whole file first: no push
     /// takes a page fault.
     pub fn into_producer(self) -> Producer {
-        Producer::attach(self.ring, true)
+        Producer::attach(self.ring, u64::MAX)
     }
 
     /// [`Self::into_producer`] without populating: a page is allocated when
@@ -358,7 +374,16 @@ impl QueueFile {
     /// whose pushes may wait, as one reading a file: a tiny input then costs
     /// the pages it fills, not the whole ring.
     pub fn into_producer_unpopulated(self) -> Producer {
-        Producer::attach(self.ring, false)
+        Producer::attach(self.ring, 0)
+    }
+
+    /// [`Self::into_producer`] for a producer that will push at most `bound`
+    /// messages, as one reading a file of known size: only the slots those
+    /// pushes write (from the stored producer index on, at most the whole ring)
+    /// are made resident now, so a short input costs the pages it can fill and
+    /// a long one takes no page fault on a push.
+    pub fn into_producer_for(self, bound: u64) -> Producer {
+        Producer::attach(self.ring, bound)
     }
 
     /// Attaches as the consumer, continuing at the stored consumer index.

@@ -546,3 +546,33 @@ fn an_unpopulated_producer_allocates_only_the_pages_it_writes() {
     let got: Vec<u32> = std::iter::from_fn(|| c.pop_with(|m| u32::from_le_bytes(m.try_into().unwrap()))).collect();
     assert_eq!(got, (0..32).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_producer_with_a_bound_makes_resident_the_slots_that_bound_can_fill_from_its_position() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("conjure-1/pkt-0-0");
+    let s = spec(256, 4096); // 16 slots a page, 256 pages of slots
+                             // 40 frames at most: the header page and the three pages of slots 0..40.
+    drop(QueueFile::open_or_create(&path, s).unwrap().into_producer_for(40));
+    assert_eq!(allocated_kib(&path), 16, "a bound of 40 256-byte slots");
+    // A producer that continues at position 4090 with a bound of 20 wraps: slots
+    // 4090..4096 (the last page) and 0..14 (resident already).
+    let mut p = QueueFile::open_existing(&path).unwrap().into_producer_unpopulated();
+    let mut c = QueueFile::open_existing(&path).unwrap().into_consumer();
+    for _ in 0..4090u32 {
+        p.push(&[0]).unwrap();
+        p.publish();
+        assert!(c.pop_with(|_| ()).is_some());
+    }
+    drop(p);
+    let before = allocated_kib(&path);
+    drop(QueueFile::open_existing(&path).unwrap().into_producer_for(20));
+    assert_eq!(allocated_kib(&path), before, "4090 pushes had allocated every page already");
+    // A bound past the capacity makes the whole file resident.
+    let whole = dir.path().join("conjure-1/pkt-0-1");
+    drop(QueueFile::open_or_create(&whole, s).unwrap().into_producer_for(u64::MAX / 2));
+    assert_eq!(allocated_kib(&whole), 4 + 1024, "the header page and 1 MiB of slots");
+}
