@@ -1,5 +1,8 @@
 //! `pcap:FILE`: classic pcap (micro- and nanosecond) and pcapng captures,
-//! read with the `pcap-parser` crate through a fixed-size buffer.
+//! read through a fixed-size buffer: pcapng with the `pcap-parser` crate,
+//! classic pcap records (a 16-byte header and the bytes; 24 in the
+//! "modified" format) parsed straight from the buffer, with the same outcomes
+//! for cut, oversized and unreadable records as the crate's reader.
 //!
 //! Guarantees: frames come out in file order with nanosecond timestamps
 //! (pcapng interface resolution and offset applied); a record cut short at the
@@ -35,11 +38,13 @@
 //! when cut); Ethernet frames count exactly.
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+use pcap_parser::{create_reader, parse_pcap_header, PcapBlockOwned, PcapError, PcapHeader};
 use wire::link::{write_ethernet_form, LinkType, PcapLinkField};
 
 use super::{Frame, Poll, Source, SourceError, SourceStats};
@@ -70,9 +75,48 @@ struct NgInterface {
     link: Link,
 }
 
+/// Classic pcap records read straight from a buffer of the file's bytes.
+struct Records {
+    file: File,
+    /// The file header, taken into account before the first frame.
+    header: Option<PcapHeader>,
+    buf: Box<[u8]>,
+    /// The bytes not yet parsed: `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// File offset of `buf[start]`.
+    offset: usize,
+    /// A read returned 0 bytes: no more will come.
+    exhausted: bool,
+    big_endian: bool,
+    /// 16, or 24 in the "modified" format.
+    header_len: usize,
+}
+
+impl Records {
+    /// Moves the unparsed bytes to the buffer's start and reads more after them.
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        let n = loop {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => break r?,
+            }
+        };
+        self.exhausted = n == 0;
+        self.end += n;
+        Ok(())
+    }
+}
+
 /// A capture file source.
 pub struct PcapSource {
-    reader: Box<dyn PcapReaderIterator + Send>,
+    /// pcapng (and classic pcap when not read directly).
+    reader: Option<Box<dyn PcapReaderIterator + Send>>,
+    /// Classic pcap, read directly.
+    records: Option<Records>,
     path: String,
     /// Legacy pcap: nanosecond timestamps.
     legacy_nanos: bool,
@@ -108,10 +152,34 @@ impl PcapSource {
                 detail: "the file is empty (0 bytes): there is no capture in it; check the capture was written".into(),
             });
         }
-        let reader = create_reader(BUFFER_SIZE, file)
-            .map_err(|e| SourceError::NotACapture { path: display.clone(), detail: open_error(&e, size) })?;
+        let (reader, records) = match classic_header(&file) {
+            Some((header, big_endian, header_len)) => {
+                let mut file = file;
+                let start = header.size();
+                file.seek(SeekFrom::Start(start as u64))
+                    .map_err(|cause| SourceError::Open { path: display.clone(), cause })?;
+                let records = Records {
+                    file,
+                    header: Some(header),
+                    buf: vec![0u8; BUFFER_SIZE].into_boxed_slice(),
+                    start: 0,
+                    end: 0,
+                    offset: start,
+                    exhausted: false,
+                    big_endian,
+                    header_len,
+                };
+                (None, Some(records))
+            }
+            None => {
+                let reader = create_reader(BUFFER_SIZE, file)
+                    .map_err(|e| SourceError::NotACapture { path: display.clone(), detail: open_error(&e, size) })?;
+                (Some(reader), None)
+            }
+        };
         Ok(Self {
             reader,
+            records,
             path: display,
             legacy_nanos: false,
             legacy_link: ETHERNET,
@@ -122,6 +190,26 @@ impl PcapSource {
             ended: false,
         })
     }
+}
+
+/// A classic pcap file's header (read at offset 0 without moving the file's
+/// offset), whether its records are big-endian, and their header length;
+/// None for anything else (pcapng, a short or unknown header, a file that
+/// cannot be read at an offset), which the crate's reader then opens.
+fn classic_header(file: &File) -> Option<(PcapHeader, bool, usize)> {
+    let mut head = [0u8; 24];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let (_, header) = parse_pcap_header(&head).ok()?;
+    let header_len = if header.is_modified_format() { 24 } else { 16 };
+    Some((header.clone(), header.is_bigendian(), header_len))
 }
 
 /// What `create_reader` said, in words.
@@ -156,7 +244,7 @@ fn block_error<I>(e: &PcapError<I>) -> &'static str {
 }
 
 /// The framing of a pcap file header's LinkType field.
-fn legacy_link(path: &str, raw: u32) -> Result<Link, SourceError> {
+fn legacy_link_of(path: &str, raw: u32) -> Result<Link, SourceError> {
     let field = PcapLinkField(raw);
     match field.link_type() {
         Some(kind) => Ok(Link { kind, fcs_len: field.fcs_len() }),
@@ -194,18 +282,100 @@ fn frame_bytes<'a>(link: Link, data: &'a [u8], caplen: u32, wire_len: u32, form:
     &form[..n]
 }
 
+impl PcapSource {
+    /// `poll_batch` for classic pcap read directly: the outcomes of the
+    /// crate's reader (a record cut at the end: counted, the end; one larger
+    /// than the buffer: corrupt; a read error: counted, the end).
+    fn poll_records(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        let Self { records, path, legacy_nanos, legacy_link, form, stats, delivered: total, ended, .. } = self;
+        let Some(r) = records.as_mut() else { return Ok(Poll::Ended) };
+        if let Some(header) = r.header.take() {
+            *legacy_link = legacy_link_of(path, header.network.0 as u32)?;
+            *legacy_nanos = header.is_nanosecond_precision();
+        }
+        let (link, nanos, header_len, big_endian) = (*legacy_link, *legacy_nanos, r.header_len, r.big_endian);
+        let mut delivered = 0usize;
+        while delivered < max {
+            let avail = &r.buf[r.start..r.end];
+            let mut need = header_len;
+            if let Some(h) = avail.get(..16) {
+                let word = |i: usize| {
+                    let b = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+                    if big_endian {
+                        u32::from_be_bytes(b)
+                    } else {
+                        u32::from_le_bytes(b)
+                    }
+                };
+                let caplen = word(8);
+                need = header_len + caplen as usize;
+                if let Some(data) = avail.get(header_len..need) {
+                    let frac = if nanos { u64::from(word(4)) } else { u64::from(word(4)) * 1000 };
+                    let wire_len = word(12).max(caplen);
+                    let frame = Frame {
+                        ts_ns: u64::from(word(0)) * 1_000_000_000 + frac,
+                        wire_len,
+                        data: frame_bytes(link, data, caplen, wire_len, form),
+                        source: 0,
+                    };
+                    sink(&frame);
+                    r.start += need;
+                    r.offset += need;
+                    delivered += 1;
+                    *total += 1;
+                    continue;
+                }
+            }
+            // Not a whole record in the buffer.
+            if r.exhausted {
+                if !avail.is_empty() {
+                    // A record cut off at the end of the file: the capture was
+                    // interrupted. Count it, deliver nothing of it, end.
+                    stats.errors += 1;
+                }
+                *ended = true;
+                break;
+            }
+            if avail.len() >= header_len && need >= BUFFER_SIZE {
+                stats.errors += 1;
+                *ended = true;
+                return Err(SourceError::Corrupt {
+                    path: path.clone(),
+                    offset: r.offset,
+                    detail: block_error::<&[u8]>(&PcapError::BufferTooSmall).to_string(),
+                    delivered: *total,
+                });
+            }
+            if r.refill().is_err() {
+                stats.errors += 1;
+                *ended = true;
+                break;
+            }
+        }
+        if delivered == 0 && *ended {
+            Ok(Poll::Ended)
+        } else {
+            Ok(Poll::Frames(delivered))
+        }
+    }
+}
+
 impl Source for PcapSource {
     fn poll_batch(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         if self.ended {
             return Ok(Poll::Ended);
         }
+        if self.records.is_some() {
+            return self.poll_records(max, sink);
+        }
+        let Some(reader) = self.reader.as_mut() else { return Ok(Poll::Ended) };
         let mut delivered = 0usize;
         while delivered < max {
-            let (consumed, outcome) = match self.reader.next() {
+            let (consumed, outcome) = match reader.next() {
                 Ok((offset, block)) => {
                     let outcome = match block {
                         PcapBlockOwned::LegacyHeader(header) => {
-                            self.legacy_link = legacy_link(&self.path, header.network.0 as u32)?;
+                            self.legacy_link = legacy_link_of(&self.path, header.network.0 as u32)?;
                             self.legacy_nanos = header.is_nanosecond_precision();
                             None
                         }
@@ -274,7 +444,7 @@ impl Source for PcapSource {
                     break;
                 }
                 Err(PcapError::Incomplete(_)) => {
-                    if self.reader.refill().is_err() {
+                    if reader.refill().is_err() {
                         self.stats.errors += 1;
                         self.ended = true;
                         break;
@@ -294,13 +464,13 @@ impl Source for PcapSource {
                     self.ended = true;
                     return Err(SourceError::Corrupt {
                         path: self.path.clone(),
-                        offset: self.reader.consumed(),
+                        offset: reader.consumed(),
                         detail,
                         delivered: self.delivered,
                     });
                 }
             };
-            self.reader.consume(consumed);
+            reader.consume(consumed);
             if outcome.is_some() {
                 delivered += 1;
                 self.delivered += 1;
@@ -421,6 +591,132 @@ mod tests {
                 return Ok(out);
             }
         }
+    }
+
+    /// What a reader made of a capture: (timestamp, bytes, wire length) of
+    /// each frame, records counted unreadable, and the error that stopped it.
+    type Outcome = (Vec<(u64, Vec<u8>, u32)>, u64, Option<String>);
+
+    /// The source's outcome on `bytes`.
+    fn source_outcome(bytes: &[u8]) -> Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pcap");
+        std::fs::write(&path, bytes).unwrap();
+        let mut src = PcapSource::open(&path).unwrap();
+        let mut frames = Vec::new();
+        loop {
+            match src.poll_batch(3, &mut |f| frames.push((f.ts_ns, f.data.to_vec(), f.wire_len))) {
+                Ok(Poll::Ended) => return (frames, src.stats().errors, None),
+                Ok(_) => {}
+                Err(e) => {
+                    let error = e.to_string().replace(&path.display().to_string(), "c");
+                    return (frames, src.stats().errors, Some(error));
+                }
+            }
+        }
+    }
+
+    /// The outcome of the `pcap-parser` crate's own streaming reader on an
+    /// Ethernet classic pcap: the peer the source's direct reading must equal.
+    fn crate_outcome(bytes: &[u8]) -> Outcome {
+        let mut reader = create_reader(BUFFER_SIZE, std::io::Cursor::new(bytes.to_vec())).unwrap();
+        let (mut frames, mut nanos) = (Vec::new(), false);
+        loop {
+            match reader.next() {
+                Ok((n, PcapBlockOwned::LegacyHeader(h))) => {
+                    nanos = h.is_nanosecond_precision();
+                    reader.consume(n);
+                }
+                Ok((n, PcapBlockOwned::Legacy(b))) => {
+                    let frac = if nanos { u64::from(b.ts_usec) } else { u64::from(b.ts_usec) * 1000 };
+                    let data = b.data.get(..b.caplen as usize).unwrap_or(b.data).to_vec();
+                    frames.push((u64::from(b.ts_sec) * 1_000_000_000 + frac, data, b.origlen.max(b.caplen)));
+                    reader.consume(n);
+                }
+                Ok(_) => panic!("a classic pcap has only its header and records"),
+                Err(PcapError::Eof) => return (frames, 0, None),
+                Err(PcapError::Incomplete(_)) => {
+                    if reader.refill().is_err() {
+                        return (frames, 1, None);
+                    }
+                }
+                Err(PcapError::UnexpectedEof) => return (frames, 1, None),
+                Err(e) => {
+                    let (delivered, detail) = (frames.len(), block_error(&e));
+                    let error = format!(
+                        "c: corrupt capture at byte {} ({detail}); {delivered} frames before it were delivered",
+                        reader.consumed()
+                    );
+                    return (frames, 1, Some(error));
+                }
+            }
+        }
+    }
+
+    /// `file` (a little-endian classic pcap with 16-byte record headers) in
+    /// another byte order, timestamp precision or record header length.
+    fn variant(file: &[u8], big_endian: bool, nanos: bool, modified: bool) -> Vec<u8> {
+        let magic: u32 = match (nanos, modified) {
+            (_, true) => 0xa1b2_cd34,
+            (true, false) => 0xa1b2_3c4d,
+            (false, false) => 0xa1b2_c3d4,
+        };
+        let swap = |b: &[u8]| -> Vec<u8> {
+            if big_endian {
+                b.iter().rev().copied().collect()
+            } else {
+                b.to_vec()
+            }
+        };
+        let mut out = swap(&magic.to_le_bytes());
+        for field in [4..6, 6..8, 8..12, 12..16, 16..20, 20..24] {
+            out.extend(swap(&file[field]));
+        }
+        let mut at = 24;
+        while at + 16 <= file.len() {
+            let caplen = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+            for w in 0..4 {
+                out.extend(swap(&file[at + 4 * w..at + 4 * w + 4]));
+            }
+            if modified {
+                out.extend_from_slice(&[0xee; 8]);
+            }
+            let end = (at + 16 + caplen).min(file.len());
+            out.extend_from_slice(&file[at + 16..end]);
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn classic_pcap_records_are_read_as_the_pcap_parser_crate_reads_them_whole_cut_or_oversized() {
+        let eth = |n: usize| -> Vec<u8> { (0..n).map(|i| i as u8).collect() };
+        let frames = [eth(60), eth(0), eth(200), eth(14)];
+        let mut file = pcap(1, &frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // The second record says 300 bytes on the wire, 0 captured.
+        let second = 24 + 16 + 60;
+        file[second + 12..second + 16].copy_from_slice(&300u32.to_le_bytes());
+        file[second + 4..second + 8].copy_from_slice(&999_999u32.to_le_bytes());
+        for (be, nanos, modified) in
+            [(false, false, false), (true, false, false), (false, true, false), (false, false, true)]
+        {
+            let whole = variant(&file, be, nanos, modified);
+            assert_eq!(crate_outcome(&whole).0.len(), 4, "the peer reads every frame");
+            // Cut at every length: whole records delivered, a cut one counted, the end.
+            for cut in 24..=whole.len() {
+                let bytes = &whole[..cut];
+                assert_eq!(source_outcome(bytes), crate_outcome(bytes), "{be} {nanos} {modified}, cut at {cut}");
+            }
+        }
+        // A record larger than the read buffer, in a file larger than it: corrupt at its offset.
+        let mut big = pcap(1, &[&eth(60)]);
+        big.extend_from_slice(&[0; 8]);
+        big.extend_from_slice(&(2u32 << 20).to_le_bytes());
+        big.extend_from_slice(&(2u32 << 20).to_le_bytes());
+        big.resize(3 << 19, 0);
+        let outcome = source_outcome(&big);
+        assert!(outcome.2.as_deref().is_some_and(|e| e.contains("at byte 100 (")), "{outcome:?}");
+        assert_eq!((outcome.0.len(), outcome.1, &outcome.2), (1, 1, &crate_outcome(&big).2));
     }
 
     fn ethernet_form(payload: &[u8], ethertype: u16) -> Vec<u8> {
