@@ -293,29 +293,30 @@ impl PcapSource {
             *legacy_link = legacy_link_of(path, header.network.0 as u32)?;
             *legacy_nanos = header.is_nanosecond_precision();
         }
-        let (link, nanos, header_len, big_endian) = (*legacy_link, *legacy_nanos, r.header_len, r.big_endian);
+        let (link, header_len, big_endian) = (*legacy_link, r.header_len, r.big_endian);
+        let frac_unit: u64 = if *legacy_nanos { 1 } else { 1000 };
         let mut delivered = 0usize;
         while delivered < max {
             let avail = &r.buf[r.start..r.end];
             let mut need = header_len;
-            if let Some(h) = avail.get(..16) {
+            if let Some(h) = avail.first_chunk::<16>() {
                 let word = |i: usize| {
-                    let b = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+                    let w = u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
                     if big_endian {
-                        u32::from_be_bytes(b)
+                        w.swap_bytes()
                     } else {
-                        u32::from_le_bytes(b)
+                        w
                     }
                 };
                 let caplen = word(8);
                 need = header_len + caplen as usize;
                 if let Some(data) = avail.get(header_len..need) {
-                    let frac = if nanos { u64::from(word(4)) } else { u64::from(word(4)) * 1000 };
                     let wire_len = word(12).max(caplen);
                     let frame = Frame {
-                        ts_ns: u64::from(word(0)) * 1_000_000_000 + frac,
+                        ts_ns: u64::from(word(0)) * 1_000_000_000 + u64::from(word(4)) * frac_unit,
                         wire_len,
-                        data: frame_bytes(link, data, caplen, wire_len, form),
+                        // Plain Ethernet: the record's bytes as they are (caplen <= wire_len, no FCS to cut).
+                        data: if link == ETHERNET { data } else { frame_bytes(link, data, caplen, wire_len, form) },
                         source: 0,
                     };
                     sink(&frame);
