@@ -161,45 +161,37 @@ impl Counters {
     }
 }
 
-/// A row with the leading part of its sort order inline: most comparisons
-/// end on these words without touching the row (they are equal only when
-/// bytes, VLAN, IP version, source and the first 13 bytes of the destination
-/// are; then the whole key decides).
+/// A row's position with the leading part of its sort order inline: most
+/// comparisons end on these words without touching the row (they are equal
+/// only when bytes, VLAN, IP version, source and the first 13 bytes of the
+/// destination are; then the whole key decides).
 ///
 /// The 40 leading bytes (IP bytes inverted, so that ascending is bytes
-/// descending; VLAN, IP version, `src`, `dst[..13]`, big-endian) are three
+/// descending; VLAN, IP version, `src`, `dst[..13]`, big-endian) are five
 /// words compared in turn, each only when the one before is equal: most
-/// comparisons end on the first (bytes and the first five bytes of the source).
-struct SortEntry<'a> {
-    /// `!ip_bytes`, VLAN, IP version, `src[..5]`.
-    w0: u128,
-    /// `src[5..]`, `dst[..5]`.
-    w1: u128,
-    /// `dst[5..13]`.
-    w2: u64,
-    row: (&'a Key, &'a Counters),
+/// comparisons end on the first two. 48 bytes with 8-byte alignment, so the
+/// sorted entries become the `(key, counters)` pairs in their own allocation.
+struct SortEntry {
+    /// `!ip_bytes`, VLAN, IP version, `src`, `dst[..13]`.
+    lead: [u64; 5],
+    /// Position of the row in the table.
+    row: u32,
 }
 
-impl<'a> SortEntry<'a> {
-    fn new(k: &'a Key, c: &'a Counters) -> Self {
-        let mut lead = [0u8; 40];
-        lead[..8].copy_from_slice(&(!c.ip_bytes).to_be_bytes());
-        lead[8..10].copy_from_slice(&k.vlan.to_be_bytes());
-        lead[10] = k.ip_version;
-        lead[11..27].copy_from_slice(&k.src);
-        lead[27..].copy_from_slice(&k.dst[..13]);
-        let word = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 16];
-            b[..r.len()].copy_from_slice(&lead[r]);
-            b
-        };
-        let w2 = u64::from_be_bytes(lead[32..].try_into().unwrap_or_default());
-        SortEntry { w0: u128::from_be_bytes(word(0..16)), w1: u128::from_be_bytes(word(16..32)), w2, row: (k, c) }
-    }
-
-    /// Bytes descending, then the key's order.
-    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
-        a.w0.cmp(&b.w0).then_with(|| a.w1.cmp(&b.w1)).then_with(|| a.w2.cmp(&b.w2)).then_with(|| a.row.0.cmp(b.row.0))
+impl SortEntry {
+    fn new(i: usize, k: &Key, c: &Counters) -> Self {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&(!c.ip_bytes).to_be_bytes());
+        b[8..10].copy_from_slice(&k.vlan.to_be_bytes());
+        b[10] = k.ip_version;
+        b[11..27].copy_from_slice(&k.src);
+        b[27..].copy_from_slice(&k.dst[..13]);
+        let mut lead = [0u64; 5];
+        for (w, chunk) in lead.iter_mut().zip(b.chunks_exact(8)) {
+            *w = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+        }
+        // Positions fit u32: a table's rows are bounded by memory far below 2^32.
+        SortEntry { lead, row: u32::try_from(i).unwrap_or(u32::MAX) }
     }
 }
 
@@ -459,8 +451,21 @@ impl Aggregate {
     /// All rows, sorted by IP bytes descending, then by key: deterministic.
     pub fn sorted(&self) -> Vec<(&Key, &Counters)> {
         let mut v = self.sort_entries();
-        v.sort_unstable_by(SortEntry::order);
-        v.into_iter().map(|e| e.row).collect()
+        v.sort_unstable_by(|a, b| self.order(a, b));
+        self.rows_of(v)
+    }
+
+    /// Bytes descending, then the key's order.
+    fn order(&self, a: &SortEntry, b: &SortEntry) -> std::cmp::Ordering {
+        a.lead.cmp(&b.lead).then_with(|| {
+            let key = |e: &SortEntry| self.rows.get_index(e.row as usize).map(|(k, _)| k);
+            key(a).cmp(&key(b))
+        })
+    }
+
+    /// The rows of sorted entries, in their order (in the entries' allocation).
+    fn rows_of(&self, v: Vec<SortEntry>) -> Vec<(&Key, &Counters)> {
+        v.into_iter().filter_map(|e| self.rows.get_index(e.row as usize)).collect()
     }
 
     /// The first `n` rows of [`Aggregate::sorted`], without sorting the rest.
@@ -470,15 +475,15 @@ impl Aggregate {
             if n == 0 {
                 return Vec::new();
             }
-            v.select_nth_unstable_by(n - 1, SortEntry::order);
+            v.select_nth_unstable_by(n - 1, |a, b| self.order(a, b));
             v.truncate(n);
         }
-        v.sort_unstable_by(SortEntry::order);
-        v.into_iter().map(|e| e.row).collect()
+        v.sort_unstable_by(|a, b| self.order(a, b));
+        self.rows_of(v)
     }
 
-    fn sort_entries(&self) -> Vec<SortEntry<'_>> {
-        self.rows.iter().map(|(k, c)| SortEntry::new(k, c)).collect()
+    fn sort_entries(&self) -> Vec<SortEntry> {
+        self.rows.iter().enumerate().map(|(i, (k, c))| SortEntry::new(i, k, c)).collect()
     }
 
     /// Sum of every row.
@@ -1184,6 +1189,15 @@ pub(crate) mod tests {
         let mut truth: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         truth.sort();
         assert_eq!(got, truth);
+    }
+
+    #[test]
+    fn a_rows_key_and_sort_entry_stay_the_sizes_the_readme_counts() {
+        // README "The app's memory": a 64-byte key (names and outer addresses
+        // as ids), 48-byte sort entries that become the sorted pairs in place.
+        assert_eq!(std::mem::size_of::<Key>(), 64);
+        assert_eq!(std::mem::size_of::<SortEntry>(), 48);
+        assert_eq!(std::mem::align_of::<SortEntry>(), std::mem::align_of::<(&Key, &Counters)>());
     }
 
     #[test]
