@@ -35,6 +35,7 @@ use indexmap::IndexMap;
 use station::record::{EndReason, FlowRecord, RecordKind};
 
 use crate::containers::Containers;
+use crate::interned::{Name, OuterAddr};
 use crate::settings::{Primitive, Primitives};
 
 /// The key of an aggregate row. Fields of primitives not chosen are zero.
@@ -57,18 +58,20 @@ pub struct Key {
     pub dst_port: u16,
     /// IP protocol.
     pub proto: u8,
-    /// Name of the source's container (NUL-padded; empty when none).
-    pub src_container: [u8; 32],
+    /// Name of the source's container (an id of its 32 NUL-padded bytes;
+    /// [`Name::NONE`] when none). Ordered by the name's bytes.
+    pub src_container: Name,
     /// Name of the destination's container.
-    pub dst_container: [u8; 32],
+    pub dst_container: Name,
     /// Tunnel kind byte (`FlowRecord::tunnel_kind`; 0: not tunnelled).
     pub tunnel: u8,
     /// IP version of the outer addresses (0 when none).
     pub outer_ip_version: u8,
-    /// Outer source address of the direction (the tunnel's end at the sender).
-    pub outer_src: [u8; 16],
+    /// Outer source address of the direction (the tunnel's end at the sender;
+    /// an id of its 16 bytes, ordered by them).
+    pub outer_src: OuterAddr,
     /// Outer destination address of the direction.
-    pub outer_dst: [u8; 16],
+    pub outer_dst: OuterAddr,
     /// VNI or GRE key (0 when none).
     pub tunnel_id: u32,
     /// The overflow row ([`Key::OVERFLOW`]): everything that came once the
@@ -78,7 +81,8 @@ pub struct Key {
 
 impl std::hash::Hash for Key {
     /// Whole words rather than field by field and byte by byte (a few hasher
-    /// calls per key); the container names and outer addresses only when set.
+    /// calls per key); the ids of container names and outer addresses only
+    /// when set (an id stands for one value: see interned.rs).
     /// A function of the fields alone, so equal keys hash alike.
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         h.write_u128(u128::from_ne_bytes(self.src));
@@ -96,15 +100,12 @@ impl std::hash::Hash for Key {
                 | u64::from(self.outer_ip_version) << 40
                 | u64::from(self.overflow) << 48,
         );
-        for name in [&self.src_container, &self.dst_container] {
-            if *name != [0; 32] {
-                h.write(name);
-            }
-        }
-        for addr in [&self.outer_src, &self.outer_dst] {
-            if *addr != [0; 16] {
-                h.write_u128(u128::from_ne_bytes(*addr));
-            }
+        let ids = u128::from(self.src_container.id())
+            | u128::from(self.dst_container.id()) << 32
+            | u128::from(self.outer_src.id()) << 64
+            | u128::from(self.outer_dst.id()) << 96;
+        if ids != 0 {
+            h.write_u128(ids);
         }
     }
 }
@@ -119,12 +120,12 @@ impl Key {
         src_port: 0,
         dst_port: 0,
         proto: 0,
-        src_container: [0; 32],
-        dst_container: [0; 32],
+        src_container: Name::NONE,
+        dst_container: Name::NONE,
         tunnel: 0,
         outer_ip_version: 0,
-        outer_src: [0; 16],
-        outer_dst: [0; 16],
+        outer_src: OuterAddr::NONE,
+        outer_dst: OuterAddr::NONE,
         tunnel_id: 0,
         overflow: true,
     };
@@ -160,45 +161,37 @@ impl Counters {
     }
 }
 
-/// A row with the leading part of its sort order inline: most comparisons
-/// end on these words without touching the row (they are equal only when
-/// bytes, VLAN, IP version, source and the first 13 bytes of the destination
-/// are; then the whole key decides).
+/// A row's position with the leading part of its sort order inline: most
+/// comparisons end on these words without touching the row (they are equal
+/// only when bytes, VLAN, IP version, source and the first 13 bytes of the
+/// destination are; then the whole key decides).
 ///
 /// The 40 leading bytes (IP bytes inverted, so that ascending is bytes
-/// descending; VLAN, IP version, `src`, `dst[..13]`, big-endian) are three
+/// descending; VLAN, IP version, `src`, `dst[..13]`, big-endian) are five
 /// words compared in turn, each only when the one before is equal: most
-/// comparisons end on the first (bytes and the first five bytes of the source).
-struct SortEntry<'a> {
-    /// `!ip_bytes`, VLAN, IP version, `src[..5]`.
-    w0: u128,
-    /// `src[5..]`, `dst[..5]`.
-    w1: u128,
-    /// `dst[5..13]`.
-    w2: u64,
-    row: (&'a Key, &'a Counters),
+/// comparisons end on the first two. 48 bytes with 8-byte alignment, so the
+/// sorted entries become the `(key, counters)` pairs in their own allocation.
+struct SortEntry {
+    /// `!ip_bytes`, VLAN, IP version, `src`, `dst[..13]`.
+    lead: [u64; 5],
+    /// Position of the row in the table.
+    row: u32,
 }
 
-impl<'a> SortEntry<'a> {
-    fn new(k: &'a Key, c: &'a Counters) -> Self {
-        let mut lead = [0u8; 40];
-        lead[..8].copy_from_slice(&(!c.ip_bytes).to_be_bytes());
-        lead[8..10].copy_from_slice(&k.vlan.to_be_bytes());
-        lead[10] = k.ip_version;
-        lead[11..27].copy_from_slice(&k.src);
-        lead[27..].copy_from_slice(&k.dst[..13]);
-        let word = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 16];
-            b[..r.len()].copy_from_slice(&lead[r]);
-            b
-        };
-        let w2 = u64::from_be_bytes(lead[32..].try_into().unwrap_or_default());
-        SortEntry { w0: u128::from_be_bytes(word(0..16)), w1: u128::from_be_bytes(word(16..32)), w2, row: (k, c) }
-    }
-
-    /// Bytes descending, then the key's order.
-    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
-        a.w0.cmp(&b.w0).then_with(|| a.w1.cmp(&b.w1)).then_with(|| a.w2.cmp(&b.w2)).then_with(|| a.row.0.cmp(b.row.0))
+impl SortEntry {
+    fn new(i: usize, k: &Key, c: &Counters) -> Self {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&(!c.ip_bytes).to_be_bytes());
+        b[8..10].copy_from_slice(&k.vlan.to_be_bytes());
+        b[10] = k.ip_version;
+        b[11..27].copy_from_slice(&k.src);
+        b[27..].copy_from_slice(&k.dst[..13]);
+        let mut lead = [0u64; 5];
+        for (w, chunk) in lead.iter_mut().zip(b.chunks_exact(8)) {
+            *w = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+        }
+        // Positions fit u32: a table's rows are bounded by memory far below 2^32.
+        SortEntry { lead, row: u32::try_from(i).unwrap_or(u32::MAX) }
     }
 }
 
@@ -284,13 +277,14 @@ impl Aggregate {
                 continue;
             }
             let mut key = self.key(r, src, dst, sport, dport);
-            if self.primitives.has(Primitive::SrcContainer) {
-                key.src_container = r.ctr[side].name;
+            // Names and outer addresses never seen are in no row: the key is
+            // new, and they are added to the process's tables only when its
+            // row is created (so a full table adds none).
+            let known = self.interned_key(&mut key, r, side, outer[side], false);
+            let full = self.rows.len() >= self.max_rows;
+            if !known && !full {
+                self.interned_key(&mut key, r, side, outer[side], true);
             }
-            if self.primitives.has(Primitive::DstContainer) {
-                key.dst_container = r.ctr[1 - side].name;
-            }
-            self.tunnel_key(&mut key, r, outer[side]);
             let c = Counters {
                 packets: d.packets,
                 ip_bytes: d.ip_bytes,
@@ -299,7 +293,7 @@ impl Aggregate {
                 first_ns: if d.packets > 0 { r.first_ns } else { 0 },
                 last_ns: if d.packets > 0 { r.last_ns } else { 0 },
             };
-            let key = if self.rows.len() >= self.max_rows && !self.rows.contains_key(&key) {
+            let key = if full && (!known || !self.rows.contains_key(&key)) {
                 // Full: only the overflow row may still be created (rows = max_rows + 1 at most).
                 self.overflowed += 1;
                 Key::OVERFLOW
@@ -357,25 +351,63 @@ impl Aggregate {
         self.rows.insert(key, c);
     }
 
-    /// The tunnel fields of a direction's key (outer source and destination
-    /// of that direction), for the tunnel primitives chosen.
-    fn tunnel_key(&self, k: &mut Key, r: &FlowRecord, (src, dst): (&[u8; 16], &[u8; 16])) {
+    /// The container names and tunnel fields of a direction's key (outer
+    /// source and destination of that direction), for the primitives chosen.
+    /// With `add`, names and addresses get ids when new; without, the
+    /// result is whether every one already had one (those that had not are
+    /// left none).
+    fn interned_key(
+        &self,
+        k: &mut Key,
+        r: &FlowRecord,
+        side: usize,
+        (src, dst): (&[u8; 16], &[u8; 16]),
+        add: bool,
+    ) -> bool {
         let p = self.primitives;
+        let mut known = true;
+        let mut name = |v: &[u8; 32]| {
+            if add {
+                Name::intern(v)
+            } else {
+                Name::find(v).unwrap_or_else(|| {
+                    known = false;
+                    Name::NONE
+                })
+            }
+        };
+        if p.has(Primitive::SrcContainer) {
+            k.src_container = name(&r.ctr[side].name);
+        }
+        if p.has(Primitive::DstContainer) {
+            k.dst_container = name(&r.ctr[1 - side].name);
+        }
+        let mut addr = |v: &[u8; 16]| {
+            if add {
+                OuterAddr::intern(v)
+            } else {
+                OuterAddr::find(v).unwrap_or_else(|| {
+                    known = false;
+                    OuterAddr::NONE
+                })
+            }
+        };
+        if p.has(Primitive::OuterSrcHost) {
+            k.outer_src = addr(src);
+        }
+        if p.has(Primitive::OuterDstHost) {
+            k.outer_dst = addr(dst);
+        }
         if p.has(Primitive::Tunnel) {
             k.tunnel = r.tunnel_kind;
         }
         if p.has(Primitive::OuterSrcHost) || p.has(Primitive::OuterDstHost) {
             k.outer_ip_version = r.tunnel_ip_version;
         }
-        if p.has(Primitive::OuterSrcHost) {
-            k.outer_src = *src;
-        }
-        if p.has(Primitive::OuterDstHost) {
-            k.outer_dst = *dst;
-        }
         if p.has(Primitive::TunnelId) && r.tunnel_flags & station::record::TUNNEL_HAS_ID != 0 {
             k.tunnel_id = r.tunnel_id;
         }
+        known
     }
 
     fn key(&self, r: &FlowRecord, src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16) -> Key {
@@ -419,8 +451,69 @@ impl Aggregate {
     /// All rows, sorted by IP bytes descending, then by key: deterministic.
     pub fn sorted(&self) -> Vec<(&Key, &Counters)> {
         let mut v = self.sort_entries();
-        v.sort_unstable_by(SortEntry::order);
-        v.into_iter().map(|e| e.row).collect()
+        self.radix_sort(&mut v, 0);
+        self.rows_of(v)
+    }
+
+    /// Sorts `v`, whose entries share their first `depth` bytes of the
+    /// order, in place: one byte at a time over the 40 inline bytes (counts,
+    /// then each entry swapped into its byte's bucket, American flag sort),
+    /// a comparison sort for small buckets and past the inline bytes. The same
+    /// order as [`Aggregate::order`], without its scattered tie-breaks on
+    /// most of the way.
+    fn radix_sort(&self, v: &mut [SortEntry], depth: usize) {
+        const SMALL: usize = 64;
+        if v.len() <= SMALL || depth >= 40 {
+            v.sort_unstable_by(|a, b| self.order(a, b));
+            return;
+        }
+        let byte = |e: &SortEntry| (e.lead[depth / 8] >> (56 - 8 * (depth % 8))) as u8 as usize;
+        let mut count = [0usize; 256];
+        for e in v.iter() {
+            count[byte(e)] += 1;
+        }
+        if count.contains(&v.len()) {
+            // One bucket: this byte is the same everywhere.
+            return self.radix_sort(v, depth + 1);
+        }
+        let mut start = [0usize; 256];
+        let mut next = [0usize; 256];
+        let mut at = 0;
+        for d in 0..256 {
+            start[d] = at;
+            next[d] = at;
+            at += count[d];
+        }
+        for d in 0..256 {
+            let end = start[d] + count[d];
+            while next[d] < end {
+                let b = byte(&v[next[d]]);
+                if b == d {
+                    next[d] += 1;
+                } else {
+                    v.swap(next[d], next[b]);
+                    next[b] += 1;
+                }
+            }
+        }
+        for d in 0..256 {
+            if count[d] > 1 {
+                self.radix_sort(&mut v[start[d]..start[d] + count[d]], depth + 1);
+            }
+        }
+    }
+
+    /// Bytes descending, then the key's order.
+    fn order(&self, a: &SortEntry, b: &SortEntry) -> std::cmp::Ordering {
+        a.lead.cmp(&b.lead).then_with(|| {
+            let key = |e: &SortEntry| self.rows.get_index(e.row as usize).map(|(k, _)| k);
+            key(a).cmp(&key(b))
+        })
+    }
+
+    /// The rows of sorted entries, in their order (in the entries' allocation).
+    fn rows_of(&self, v: Vec<SortEntry>) -> Vec<(&Key, &Counters)> {
+        v.into_iter().filter_map(|e| self.rows.get_index(e.row as usize)).collect()
     }
 
     /// The first `n` rows of [`Aggregate::sorted`], without sorting the rest.
@@ -430,15 +523,15 @@ impl Aggregate {
             if n == 0 {
                 return Vec::new();
             }
-            v.select_nth_unstable_by(n - 1, SortEntry::order);
+            v.select_nth_unstable_by(n - 1, |a, b| self.order(a, b));
             v.truncate(n);
         }
-        v.sort_unstable_by(SortEntry::order);
-        v.into_iter().map(|e| e.row).collect()
+        v.sort_unstable_by(|a, b| self.order(a, b));
+        self.rows_of(v)
     }
 
-    fn sort_entries(&self) -> Vec<SortEntry<'_>> {
-        self.rows.iter().map(|(k, c)| SortEntry::new(k, c)).collect()
+    fn sort_entries(&self) -> Vec<SortEntry> {
+        self.rows.iter().enumerate().map(|(i, (k, c))| SortEntry::new(i, k, c)).collect()
     }
 
     /// Sum of every row.
@@ -620,10 +713,10 @@ impl RowBytes {
             out.push(k.proto);
         }
         if p.has(P::SrcContainer) {
-            out.extend_from_slice(&k.src_container);
+            out.extend_from_slice(&k.src_container.bytes());
         }
         if p.has(P::DstContainer) {
-            out.extend_from_slice(&k.dst_container);
+            out.extend_from_slice(&k.dst_container.bytes());
         }
         if p.has(P::Tunnel) {
             out.push(k.tunnel);
@@ -632,10 +725,10 @@ impl RowBytes {
             out.push(k.outer_ip_version);
         }
         if p.has(P::OuterSrcHost) {
-            out.extend_from_slice(&k.outer_src);
+            out.extend_from_slice(&k.outer_src.bytes());
         }
         if p.has(P::OuterDstHost) {
-            out.extend_from_slice(&k.outer_dst);
+            out.extend_from_slice(&k.outer_dst.bytes());
         }
         if p.has(P::TunnelId) {
             out.extend_from_slice(&k.tunnel_id.to_le_bytes());
@@ -681,10 +774,10 @@ impl RowBytes {
                 k.proto = r.byte();
             }
             if p.has(P::SrcContainer) {
-                k.src_container = r.take();
+                k.src_container = Name::intern(&r.take());
             }
             if p.has(P::DstContainer) {
-                k.dst_container = r.take();
+                k.dst_container = Name::intern(&r.take());
             }
             if p.has(P::Tunnel) {
                 k.tunnel = r.byte();
@@ -693,10 +786,10 @@ impl RowBytes {
                 k.outer_ip_version = r.byte();
             }
             if p.has(P::OuterSrcHost) {
-                k.outer_src = r.take();
+                k.outer_src = OuterAddr::intern(&r.take());
             }
             if p.has(P::OuterDstHost) {
-                k.outer_dst = r.take();
+                k.outer_dst = OuterAddr::intern(&r.take());
             }
             if p.has(P::TunnelId) {
                 k.tunnel_id = u32::from_le_bytes(r.take());
@@ -1122,6 +1215,37 @@ pub(crate) mod tests {
         assert_eq!(sorted, truth);
         let top: Vec<(Key, Counters)> = agg.top(50).into_iter().map(|(k, c)| (*k, *c)).collect();
         assert_eq!(top, truth[..50]);
+    }
+
+    #[test]
+    fn rows_with_equal_bytes_sort_by_container_name_not_by_arrival() {
+        // Names arrive in reverse order, so their ids do too; the files must
+        // still list them by name.
+        let p = Primitives::parse_list(["src_container", "dst_container"], "t").unwrap();
+        let mut agg = Aggregate::new(p);
+        let names = ["zz-sort-test", "mm-sort-test", "aa-sort-test", ""];
+        for (i, n) in names.iter().enumerate() {
+            let mut r = ip_record(A, 1000 + i as u16, B, 80, 6, (1, 40), (0, 0), EndReason::IdleTimeout);
+            r.ctr[0].name[..n.len()].copy_from_slice(n.as_bytes());
+            agg.add_ip(&r);
+        }
+        let got: Vec<String> = agg
+            .sorted()
+            .into_iter()
+            .map(|(k, _)| station::record::text_of(&k.src_container.bytes()).to_string())
+            .collect();
+        let mut truth: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        truth.sort();
+        assert_eq!(got, truth);
+    }
+
+    #[test]
+    fn a_rows_key_and_sort_entry_stay_the_sizes_the_readme_counts() {
+        // README "The app's memory": a 64-byte key (names and outer addresses
+        // as ids), 48-byte sort entries that become the sorted pairs in place.
+        assert_eq!(std::mem::size_of::<Key>(), 64);
+        assert_eq!(std::mem::size_of::<SortEntry>(), 48);
+        assert_eq!(std::mem::align_of::<SortEntry>(), std::mem::align_of::<(&Key, &Counters)>());
     }
 
     #[test]

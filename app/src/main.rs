@@ -26,6 +26,7 @@ mod cost;
 mod divert_pages;
 mod identity;
 mod intake;
+mod interned;
 mod ipfix;
 mod metrics;
 mod query;

@@ -226,8 +226,8 @@ impl Filter {
         }
         if let Some(name) = &self.container {
             let text = station::record::text_of;
-            if !((p.has(Primitive::SrcContainer) && text(&k.src_container) == name)
-                || (p.has(Primitive::DstContainer) && text(&k.dst_container) == name))
+            if !((p.has(Primitive::SrcContainer) && text(&k.src_container.bytes()) == name)
+                || (p.has(Primitive::DstContainer) && text(&k.dst_container.bytes()) == name))
             {
                 return false;
             }
