@@ -73,6 +73,23 @@ pub enum Primitive {
 }
 
 impl Primitive {
+    /// Whether the primitive's value is text (an address, a protocol or
+    /// container name, a tunnel kind), which pmacct prints as a JSON string and
+    /// the printed summary aligns left; else a number.
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            Primitive::SrcHost
+                | Primitive::DstHost
+                | Primitive::Proto
+                | Primitive::SrcContainer
+                | Primitive::DstContainer
+                | Primitive::Tunnel
+                | Primitive::OuterSrcHost
+                | Primitive::OuterDstHost
+        )
+    }
+
     /// Every primitive, in the order the help and error messages list them.
     pub const LISTED: [Primitive; 12] = [
         Primitive::SrcHost,

@@ -221,21 +221,6 @@ fn push_field(out: &mut Vec<u8>, p: Primitive, k: &Key) {
     }
 }
 
-/// Whether pmacct prints a primitive as a JSON string (else a number).
-fn json_is_text(p: Primitive) -> bool {
-    matches!(
-        p,
-        Primitive::SrcHost
-            | Primitive::DstHost
-            | Primitive::Proto
-            | Primitive::SrcContainer
-            | Primitive::DstContainer
-            | Primitive::Tunnel
-            | Primitive::OuterSrcHost
-            | Primitive::OuterDstHost
-    )
-}
-
 /// Whether a primitive's text never needs JSON escaping: addresses, numbers
 /// and pmacct's protocol names (checked by a test), so its field can be
 /// formatted straight into the JSON line and copied from there to the CSV row.
@@ -258,7 +243,7 @@ impl RowShape {
             .iter()
             .map(|p| {
                 let mut open = format!(", \"{}\": ", p.json_key()).into_bytes();
-                let quoted = json_plain(p) && json_is_text(p);
+                let quoted = json_plain(p) && p.is_text();
                 if quoted {
                     open.push(b'"');
                 }
@@ -347,7 +332,7 @@ fn push_row(
             j.extend_from_slice(b", \"");
             j.extend_from_slice(p.json_key().as_bytes());
             j.extend_from_slice(b"\": ");
-            if k.overflow || json_is_text(p) {
+            if k.overflow || p.is_text() {
                 // Fields are text (see `field`).
                 push_json_str(j, std::str::from_utf8(s).unwrap_or_default());
             } else {

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::aggregate::{Accounts, Totals};
 use crate::identity::Identity;
 use crate::intake::IntakeStats;
-use crate::settings::{Primitive, Settings};
+use crate::settings::Settings;
 use crate::sinks::{self, WriteError};
 
 /// Everything a report is made of.
@@ -280,23 +280,7 @@ impl Report<'_> {
         let rows = table.top(top);
         let mut header: Vec<String> = p.iter().map(|x| x.csv_header().to_string()).collect();
         header.extend(["PACKETS", "BYTES", "FRAME_BYTES", "FLOWS"].map(String::from));
-        let numeric: Vec<bool> = p
-            .iter()
-            .map(|x| {
-                !matches!(
-                    x,
-                    Primitive::SrcHost
-                        | Primitive::DstHost
-                        | Primitive::Proto
-                        | Primitive::SrcContainer
-                        | Primitive::DstContainer
-                        | Primitive::Tunnel
-                        | Primitive::OuterSrcHost
-                        | Primitive::OuterDstHost
-                )
-            })
-            .chain([true; 4])
-            .collect();
+        let numeric: Vec<bool> = p.iter().map(|x| !x.is_text()).chain([true; 4]).collect();
         let mut lines = vec![header];
         for (k, c) in &rows {
             let mut cells: Vec<String> = p.iter().map(|x| sinks::field(x, k)).collect();
