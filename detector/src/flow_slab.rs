@@ -13,8 +13,10 @@
 //!   is removed; removed slots are reused before the slab grows. Each entry has
 //!   a hot part `E` (read and written per packet, laid out by its type), a
 //!   cold part `C` (read when a flow starts or ends) and its wheel links.
-//!   [`WheelSlab::touch_all`] reads the lines a group of lookups will need in
-//!   two passes, so that their cache misses overlap.
+//!   A caller that knows its keys a few lookups ahead prefetches what they
+//!   will read in two steps ([`WheelSlab::prefetch_index`], then, once that
+//!   line has come, [`WheelSlab::prefetch_entry`]), so that the cache misses
+//!   of several lookups overlap; a prefetch changes nothing but timing.
 //! - Growth never copies an entry: the slab is a list of chunks of
 //!   [`CHUNK`] entries (each chunk three arrays: hot parts, cold parts,
 //!   links), allocated one at a time as entries arrive, entry `i` at offset
@@ -85,6 +87,8 @@ const WHEEL_SLOTS_MAX: u64 = 4096;
 const MIN_SHIFT: u32 = 20;
 /// Entries of the oldest bucket an eviction compares at most.
 pub const EVICT_SCAN: usize = 4;
+/// Index slots [`WheelSlab::prefetch_entry`] looks at at most.
+pub const PREFETCH_PROBE: usize = 4;
 
 /// What the slab needs of an entry's hot part.
 pub trait SlabEntry: Copy {
@@ -112,12 +116,6 @@ pub trait SlabEntry: Copy {
     fn list(&self) -> u8;
     /// Sets the list tag.
     fn set_list(&mut self, list: u8);
-    /// Reads a field of every cache line the lookup and update of the entry
-    /// use ([`WheelSlab::touch_all`]); the value is discarded.
-    #[inline]
-    fn touch(&self) -> u64 {
-        self.seen_ns() ^ u64::from(self.list())
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -357,29 +355,44 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         E::hash_with(self.seed, key)
     }
 
-    /// Reads the index slots of `hashes` and then, for each slot that names
-    /// an entry with its hash's tag, both cache lines of that entry's hot
-    /// part, discarding what it read: the loads of each pass do not depend
-    /// on each other, so their cache misses are in flight together and the
-    /// lookups that follow find their lines in cache (the DPDK bulk-lookup
-    /// technique). There is no prefetch instruction without `unsafe`; a load
-    /// whose value is unused is the safe stand-in.
+    /// Starts loading the index line a lookup of `hash` reads first (see
+    /// [`crate::sys::prefetch`]); changes nothing but timing.
     #[inline]
-    pub fn touch_all(&self, hashes: impl Iterator<Item = u64> + Clone) {
-        let mut slots = 0u32;
-        for h in hashes.clone() {
-            slots ^= self.index[h as usize & self.mask];
-        }
-        std::hint::black_box(slots);
-        let mut lines = 0u64;
-        for h in hashes {
-            let s = self.index[h as usize & self.mask];
-            if s != 0 && s & !IDX_MASK == Self::tag(h) {
-                let e = self.hot((s & IDX_MASK) - 1);
-                lines ^= e.touch();
+    pub fn prefetch_index(&self, hash: u64) {
+        crate::sys::prefetch(&self.index[hash as usize & self.mask]);
+    }
+
+    /// Starts loading the hot part of the entries a lookup of `hash` would
+    /// compare its key with: those its probe sequence names with its tag, up
+    /// to the first empty slot or [`PREFETCH_PROBE`] slots. Reads the index
+    /// (best after [`Self::prefetch_index`] had time to bring its line);
+    /// changes nothing but timing.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        let tag = Self::tag(hash);
+        let mut pos = hash as usize & self.mask;
+        for _ in 0..PREFETCH_PROBE {
+            let s = self.index[pos];
+            if s == 0 {
+                return;
             }
+            if s & !IDX_MASK == tag {
+                let (c, o) = at((s & IDX_MASK) - 1);
+                if let Some(ch) = self.chunks.get(c) {
+                    // Every cache line of the hot part: its first byte and
+                    // each 64 bytes on, and its last byte.
+                    let hot: *const E = &ch.hot[o];
+                    let first = hot.cast::<u8>();
+                    let mut off = 0;
+                    while off < size_of::<E>() {
+                        crate::sys::prefetch(first.wrapping_add(off));
+                        off += 64;
+                    }
+                    crate::sys::prefetch(first.wrapping_add(size_of::<E>().saturating_sub(1)));
+                }
+            }
+            pos = (pos + 1) & self.mask;
         }
-        std::hint::black_box(lines);
     }
 
     #[inline]

@@ -95,6 +95,7 @@
 //! Not guaranteed: that a flow is reported in one record (active timeouts,
 //! evictions and restarts split it; the app merges parts by key).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -394,12 +395,6 @@ impl SlabEntry for Flow {
     fn set_list(&mut self, list: u8) {
         self.list = list;
     }
-
-    #[inline]
-    fn touch(&self) -> u64 {
-        // The first byte of the key and the last counter: both cache lines.
-        u64::from(self.key.addr_lo[0]) ^ u64::from(self.frame_bytes[1])
-    }
 }
 
 /// The flow table's store: flows on the open and the closing list.
@@ -669,7 +664,7 @@ pub struct FlowTable {
     /// Entries found expired, reused by [`FlowTable::expire`] and [`FlowTable::flush`].
     scratch: Vec<u32>,
     /// Packets given to [`FlowTable::packet_ahead`] and not yet counted, oldest first.
-    pending: Vec<Pending>,
+    pending: VecDeque<Pending>,
     /// The tunnel of the packets counted now ([`FlowTable::set_tunnel`]).
     tunnel: TunnelHandle,
 }
@@ -677,8 +672,13 @@ pub struct FlowTable {
 /// Entries of the expiry scratch list kept between calls at most.
 const SCRATCH_KEPT: usize = 4096;
 
-/// Packets [`FlowTable::packet_ahead`] looks up together.
-pub const AHEAD: usize = 16;
+/// Packets between the prefetch of a packet's index line and that of its
+/// entry ([`FlowTable::packet_ahead`]).
+pub const INDEX_AHEAD: usize = 4;
+/// Packets between the prefetch of a packet's entry and its count.
+pub const ENTRY_AHEAD: usize = 4;
+/// Packets [`FlowTable::packet_ahead`] holds back at most.
+pub const AHEAD: usize = INDEX_AHEAD + ENTRY_AHEAD;
 
 /// A packet whose lookup is in flight.
 #[derive(Clone, Copy, Debug)]
@@ -710,7 +710,7 @@ impl FlowTable {
             snap: Arc::default(),
             sweep: 0,
             scratch: Vec::new(),
-            pending: Vec::with_capacity(AHEAD),
+            pending: VecDeque::with_capacity(AHEAD + 1),
             tunnel: TunnelHandle::NONE,
         }
     }
@@ -795,17 +795,19 @@ impl FlowTable {
         self.packet_hashed(hash, &tk, s, dir, frame, now_ns, sink);
     }
 
-    /// [`FlowTable::packet_from`], counted up to [`AHEAD`] packets later: the
-    /// DPDK bulk-lookup technique. Packets are hashed as they come; once
-    /// [`AHEAD`] wait, their index slots are read in one pass, then their
-    /// entries in another ([`WheelSlab::touch_all`]), so the cache misses of
-    /// the group overlap, and then they are counted in the order given. Every
-    /// other method of the table first counts the packets waiting
-    /// ([`FlowTable::drain`]), so records and totals are those of
-    /// [`FlowTable::packet_from`]; only [`FlowTable::stats`] and
-    /// [`FlowTable::len`] lag by the packets waiting until then, and a
-    /// snapshot given by [`FlowTable::set_snapshot`] meanwhile attributes the
-    /// flows those packets create.
+    /// [`FlowTable::packet_from`], counted [`AHEAD`] packets later, in a
+    /// software pipeline (the DPDK bulk-lookup technique, one packet at a
+    /// time): a packet is hashed as it comes and its index line prefetched;
+    /// [`INDEX_AHEAD`] packets later (the line has come) its index slots are
+    /// read and the entries they name prefetched; [`ENTRY_AHEAD`] packets
+    /// later still it is counted, in the order given, so a packet counts
+    /// after every earlier one (of its flow too). The cache misses of about
+    /// [`AHEAD`] packets are in flight together. Every other method of the
+    /// table first counts the packets waiting ([`FlowTable::drain`]), so
+    /// records and totals are those of [`FlowTable::packet_from`]; only
+    /// [`FlowTable::stats`] and [`FlowTable::len`] lag by the packets waiting
+    /// until then, and a snapshot given by [`FlowTable::set_snapshot`]
+    /// meanwhile attributes the flows those packets create.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn packet_ahead(
@@ -820,22 +822,36 @@ impl FlowTable {
     ) {
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.slab.hash_of(&tk);
-        self.pending.push(Pending { hash, tk, s: *s, dir, frame, now_ns });
-        if self.pending.len() >= AHEAD {
-            self.drain(sink);
+        self.slab.prefetch_index(hash);
+        // Taken out (three words, no allocation) so that a waiting packet can
+        // be counted in place while the table is borrowed mutably.
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.push_back(Pending { hash, tk, s: *s, dir, frame, now_ns });
+        let n = pending.len();
+        if n > INDEX_AHEAD {
+            self.slab.prefetch_entry(pending[n - 1 - INDEX_AHEAD].hash);
         }
+        if n > AHEAD {
+            if let Some(p) = pending.front() {
+                self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
+            }
+            pending.pop_front();
+        }
+        self.pending = pending;
     }
 
-    /// Counts the packets [`FlowTable::packet_ahead`] holds, after reading
-    /// their index slots and entries in two passes.
+    /// Counts the packets [`FlowTable::packet_ahead`] holds, oldest first
+    /// (prefetching the entries of those whose entry was not yet).
     #[inline]
     pub fn drain(&mut self, sink: &mut impl RecordSink) {
         if self.pending.is_empty() {
             return;
         }
-        self.slab.touch_all(self.pending.iter().map(|p| p.hash));
-        // Counted in place (no copy of the summaries); the Vec keeps its room.
         let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.iter().skip(pending.len().saturating_sub(INDEX_AHEAD)) {
+            self.slab.prefetch_entry(p.hash);
+        }
+        // Counted in place (no copy of the summaries); the ring keeps its room.
         for p in &pending {
             self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
