@@ -95,7 +95,6 @@
 //! Not guaranteed: that a flow is reported in one record (active timeouts,
 //! evictions and restarts split it; the app merges parts by key).
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -401,13 +400,15 @@ impl SlabEntry for Flow {
 type FlowSlab = WheelSlab<Flow, Cold, 2>;
 
 impl Flow {
-    fn new(tk: &TableKey, s: &PacketSummary, side: usize, ts_ns: u64, snap: &Snapshot, list: u8) -> (Self, Cold) {
+    fn new(tk: &TableKey, s: &Facts, side: usize, ts_ns: u64, snap: &Snapshot, list: u8) -> (Self, Cold) {
+        let k = &tk.key;
+        let addr = [&k.addr_lo, &k.addr_hi];
         let (by_sender, by_receiver) = attribute(
             snap,
             tk.source,
             &s.src_mac,
             &s.dst_mac,
-            ip_of(s.ip_version, &s.src).zip(ip_of(s.ip_version, &s.dst)),
+            ip_of(k.ip_version, addr[side]).zip(ip_of(k.ip_version, addr[1 - side])),
         );
         let mut ctr = [0; 2];
         ctr[side] = by_sender;
@@ -474,14 +475,14 @@ impl Flow {
     /// false (the caller ends the part and counts the packet in the next).
     #[inline]
     #[must_use]
-    fn add(&mut self, cold: &mut Cold, s: &PacketSummary, side: usize, ts_ns: u64, frame_len: u32) -> bool {
+    fn add(&mut self, cold: &mut Cold, s: &Facts, side: usize, ts_ns: u64, frame_len: u32) -> bool {
         let (packets, o1) = self.packets[side].overflowing_add(1);
         let (ip_bytes, o2) = self.ip_bytes[side].overflowing_add(s.ip_len);
         let (frame_bytes, o3) = self.frame_bytes[side].overflowing_add(frame_len);
         if o1 | o2 | o3 {
             return false;
         }
-        let flags = if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 };
+        let flags = s.tcp_flags;
         self.packets[side] = packets;
         self.ip_bytes[side] = ip_bytes;
         self.frame_bytes[side] = frame_bytes;
@@ -489,7 +490,7 @@ impl Flow {
         self.first_ns = self.first_ns.min(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
         self.learn_mac(cold, side, s.src_mac);
-        if s.fragment == Fragment::Later {
+        if s.later {
             self.bits |= FRAGMENTS;
         }
         if flags != 0 {
@@ -652,6 +653,40 @@ pub struct FrameTime {
     pub wire_len: u32,
 }
 
+/// What counting a packet needs of its summary besides its key: 20 bytes
+/// where a [`PacketSummary`] is 68, so that a packet waiting in
+/// [`FlowTable::packet_ahead`]'s ring is copied with a few moves. The
+/// addresses are the key's ([`FlowKey::from_summary`] copies them).
+#[derive(Clone, Copy, Debug)]
+struct Facts {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    ip_len: u32,
+    /// TCP flags; 0 unless TCP.
+    tcp_flags: u8,
+    /// A later fragment.
+    later: bool,
+}
+
+impl Facts {
+    #[inline]
+    fn of(s: &PacketSummary) -> Self {
+        Facts {
+            src_mac: s.src_mac,
+            dst_mac: s.dst_mac,
+            ip_len: s.ip_len,
+            tcp_flags: if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 },
+            later: s.fragment == Fragment::Later,
+        }
+    }
+
+    /// A TCP SYN without ACK.
+    #[inline]
+    fn pure_syn(&self) -> bool {
+        self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+    }
+}
+
 /// A worker's flow table. See the module docs for what it guarantees.
 #[derive(Debug)]
 pub struct FlowTable {
@@ -663,8 +698,11 @@ pub struct FlowTable {
     sweep: u32,
     /// Entries found expired, reused by [`FlowTable::expire`] and [`FlowTable::flush`].
     scratch: Vec<u32>,
-    /// Packets given to [`FlowTable::packet_ahead`] and not yet counted, oldest first.
-    pending: VecDeque<Pending>,
+    /// Packets given to [`FlowTable::packet_ahead`] and not yet counted: a
+    /// ring, oldest at `head`, `waiting` of them.
+    pending: [Pending; RING],
+    head: usize,
+    waiting: usize,
     /// The tunnel of the packets counted now ([`FlowTable::set_tunnel`]).
     tunnel: TunnelHandle,
 }
@@ -679,16 +717,43 @@ pub const INDEX_AHEAD: usize = 4;
 pub const ENTRY_AHEAD: usize = 4;
 /// Packets [`FlowTable::packet_ahead`] holds back at most.
 pub const AHEAD: usize = INDEX_AHEAD + ENTRY_AHEAD;
+/// Slots of the ring of waiting packets (a power of two: the modulo is a mask).
+const RING: usize = (AHEAD + 1).next_power_of_two();
 
 /// A packet whose lookup is in flight.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     hash: u64,
     tk: TableKey,
-    s: PacketSummary,
+    s: Facts,
     dir: Direction,
     frame: FrameTime,
     now_ns: u64,
+}
+
+impl Pending {
+    /// A free slot of the ring.
+    const EMPTY: Self = Pending {
+        hash: 0,
+        tk: TableKey {
+            key: FlowKey {
+                addr_lo: [0; 16],
+                addr_hi: [0; 16],
+                port_lo: 0,
+                port_hi: 0,
+                proto: 0,
+                ip_version: 0,
+                vlan: 0,
+                vlan_inner: 0,
+            },
+            source: 0,
+            tunnel: TunnelHandle::NONE,
+        },
+        s: Facts { src_mac: [0; 6], dst_mac: [0; 6], ip_len: 0, tcp_flags: 0, later: false },
+        dir: Direction::LoToHi,
+        frame: FrameTime { ts_ns: 0, wire_len: 0 },
+        now_ns: 0,
+    };
 }
 
 impl FlowTable {
@@ -710,7 +775,9 @@ impl FlowTable {
             snap: Arc::default(),
             sweep: 0,
             scratch: Vec::new(),
-            pending: VecDeque::with_capacity(AHEAD + 1),
+            pending: [Pending::EMPTY; RING],
+            head: 0,
+            waiting: 0,
             tunnel: TunnelHandle::NONE,
         }
     }
@@ -752,7 +819,7 @@ impl FlowTable {
     /// most flows it has held at once (slab slots are reused before the slab
     /// grows, so its slot count is that peak).
     pub fn memory(&self) -> (usize, usize, usize) {
-        let own = self.scratch.capacity() * size_of::<u32>() + self.pending.capacity() * size_of::<Pending>();
+        let own = self.scratch.capacity() * size_of::<u32>();
         (self.slab.memory_bytes() + own, self.slab.capacity(), self.slab.peak())
     }
 
@@ -792,7 +859,7 @@ impl FlowTable {
         self.drain(sink);
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.slab.hash_of(&tk);
-        self.packet_hashed(hash, &tk, s, dir, frame, now_ns, sink);
+        self.packet_hashed(hash, &tk, &Facts::of(s), dir, frame, now_ns, sink);
     }
 
     /// [`FlowTable::packet_from`], counted [`AHEAD`] packets later, in a
@@ -823,40 +890,37 @@ impl FlowTable {
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.slab.hash_of(&tk);
         self.slab.prefetch_index(hash);
-        // Taken out (three words, no allocation) so that a waiting packet can
-        // be counted in place while the table is borrowed mutably.
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.push_back(Pending { hash, tk, s: *s, dir, frame, now_ns });
-        let n = pending.len();
-        if n > INDEX_AHEAD {
-            self.slab.prefetch_entry(pending[n - 1 - INDEX_AHEAD].hash);
+        let n = self.waiting;
+        self.pending[(self.head + n) % RING] = Pending { hash, tk, s: Facts::of(s), dir, frame, now_ns };
+        if n >= INDEX_AHEAD {
+            self.slab.prefetch_entry(self.pending[(self.head + n - INDEX_AHEAD) % RING].hash);
         }
-        if n > AHEAD {
-            if let Some(p) = pending.front() {
-                self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
-            }
-            pending.pop_front();
+        if n < AHEAD {
+            self.waiting = n + 1;
+        } else {
+            // A copy: the table is borrowed mutably while it is counted.
+            let p = self.pending[self.head];
+            self.head = (self.head + 1) % RING;
+            self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
-        self.pending = pending;
     }
 
     /// Counts the packets [`FlowTable::packet_ahead`] holds, oldest first
     /// (prefetching the entries of those whose entry was not yet).
     #[inline]
     pub fn drain(&mut self, sink: &mut impl RecordSink) {
-        if self.pending.is_empty() {
+        let n = self.waiting;
+        if n == 0 {
             return;
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        for p in pending.iter().skip(pending.len().saturating_sub(INDEX_AHEAD)) {
-            self.slab.prefetch_entry(p.hash);
+        for k in n.saturating_sub(INDEX_AHEAD)..n {
+            self.slab.prefetch_entry(self.pending[(self.head + k) % RING].hash);
         }
-        // Counted in place (no copy of the summaries); the ring keeps its room.
-        for p in &pending {
+        for k in 0..n {
+            let p = self.pending[(self.head + k) % RING];
             self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
-        pending.clear();
-        self.pending = pending;
+        self.waiting = 0;
     }
 
     /// [`FlowTable::packet_from`] with the key's hash.
@@ -866,7 +930,7 @@ impl FlowTable {
         &mut self,
         hash: u64,
         tk: &TableKey,
-        s: &PacketSummary,
+        s: &Facts,
         dir: Direction,
         frame: FrameTime,
         now_ns: u64,
@@ -915,7 +979,7 @@ impl FlowTable {
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let side = side_of(dir);
         let hash = self.slab.hash_of(&tk);
-        let i = self.entry_for(hash, &tk, s, side, held.first_ns, now_ns, sink);
+        let i = self.entry_for(hash, &tk, &Facts::of(s), side, held.first_ns, now_ns, sink);
         if !self.slab.get(i).fits(side, held.packets, held.ip_bytes, held.frame_bytes) {
             self.split(i, sink);
         }
@@ -936,7 +1000,7 @@ impl FlowTable {
         &mut self,
         hash: u64,
         key: &TableKey,
-        s: &PacketSummary,
+        s: &Facts,
         side: usize,
         ts_ns: u64,
         now_ns: u64,
@@ -948,9 +1012,7 @@ impl FlowTable {
                 let f = self.slab.get(i);
                 let closing_list = usize::from(f.list) == CLOSING;
                 let timeout = if closing_list { self.cfg.close_ns } else { self.cfg.idle_ns };
-                let pure_syn =
-                    s.proto == ip_proto::TCP && s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-                if now_ns.saturating_sub(f.last_ns) >= timeout || (closing_list && pure_syn) {
+                if now_ns.saturating_sub(f.last_ns) >= timeout || (closing_list && s.pure_syn()) {
                     // The old flow ended before this packet: report it, start anew.
                     let reason = if closing_list { EndReason::EndOfFlow } else { EndReason::IdleTimeout };
                     let list = f.list;
