@@ -401,7 +401,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     }
 
     /// The entry with `key`, whose [`Self::hash_of`] is `hash`.
-    #[inline]
+    #[inline(always)]
     pub fn find_hashed(&self, hash: u64, key: &E::Key) -> Option<u32> {
         let tag = Self::tag(hash);
         let mut pos = hash as usize & self.mask;

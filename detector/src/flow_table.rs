@@ -925,7 +925,7 @@ impl FlowTable {
 
     /// [`FlowTable::packet_from`] with the key's hash.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn packet_hashed(
         &mut self,
         hash: u64,
@@ -995,7 +995,7 @@ impl FlowTable {
     /// active timeout, creates the flow (evicting the least recently seen
     /// when full) when absent. The caller counts and sets its list.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn entry_for(
         &mut self,
         hash: u64,
