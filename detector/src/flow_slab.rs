@@ -89,6 +89,9 @@ const MIN_SHIFT: u32 = 20;
 pub const EVICT_SCAN: usize = 4;
 /// Index slots [`WheelSlab::prefetch_entry`] looks at at most.
 pub const PREFETCH_PROBE: usize = 4;
+/// Entries between the prefetch of an entry's new index slot and its write
+/// when the index grows.
+const REHASH_LAG: usize = 16;
 
 /// What the slab needs of an entry's hot part.
 pub trait SlabEntry: Copy {
@@ -713,17 +716,31 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     }
 
     /// Doubles the index and rehashes every live entry into it (the
-    /// entries themselves stay where they are).
+    /// entries themselves stay where they are). The entries are read in
+    /// slab order; each one's new slot is prefetched and written
+    /// [`REHASH_LAG`] entries later, so that the random writes into the new
+    /// index overlap (at 786,432 flows the new index is 8 MiB).
     #[cold]
     fn grow_index(&mut self) {
         let slots = self.index.len() * 2;
         self.index = vec![0; slots];
         self.mask = slots - 1;
+        let mut lag = [(0u64, 0u32); REHASH_LAG];
+        let mut n = 0;
         for i in 0..self.used {
             if self.is_live(i) {
                 let h = self.hash_of(&self.key_of(i));
-                self.index_insert(h, i);
+                self.prefetch_index(h);
+                let (old_h, old_i) = std::mem::replace(&mut lag[n % REHASH_LAG], (h, i));
+                if n >= REHASH_LAG {
+                    self.index_insert(old_h, old_i);
+                }
+                n += 1;
             }
+        }
+        for k in n.saturating_sub(REHASH_LAG)..n {
+            let (h, i) = lag[k % REHASH_LAG];
+            self.index_insert(h, i);
         }
     }
 }
