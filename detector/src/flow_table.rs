@@ -339,6 +339,7 @@ pub const FLOW_ENTRY_BYTES: usize = FlowSlab::ENTRY_BYTES;
 const _: () = assert!(size_of::<Flow>() == 96, "the hot part is 96 bytes: two cache lines at 32-byte alignment");
 const _: () = assert!(std::mem::offset_of!(Flow, first_ns) == 48 && std::mem::offset_of!(Flow, packets) == 64);
 const _: () = assert!(FLOW_ENTRY_BYTES <= 116, "the module docs promise 116 bytes per slab entry");
+const _: () = assert!(size_of::<Facts>() == 20);
 
 impl SlabEntry for Flow {
     type Key = TableKey;
@@ -653,10 +654,11 @@ pub struct FrameTime {
     pub wire_len: u32,
 }
 
-/// What counting a packet needs of its summary besides its key: 20 bytes
-/// where a [`PacketSummary`] is 68, so that a packet waiting in
-/// [`FlowTable::packet_ahead`]'s ring is copied with a few moves. The
-/// addresses are the key's ([`FlowKey::from_summary`] copies them).
+/// What counting a packet needs of its summary besides its key, in 20
+/// bytes instead of a whole [`PacketSummary`], so that a packet waiting in
+/// [`FlowTable::packet_ahead`]'s ring is copied with a few moves (a larger
+/// one was a `memcpy` call). The addresses are the key's
+/// ([`FlowKey::from_summary`] copies them).
 #[derive(Clone, Copy, Debug)]
 struct Facts {
     src_mac: [u8; 6],
