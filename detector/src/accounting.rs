@@ -569,13 +569,19 @@ mod tests {
     }
 
     /// Feeds steps, returns (records, per-direction truth of (packets, ip bytes, frame bytes)).
-    fn run(steps: &[Step], limit: u32, use_wire_key: bool) -> (Vec<FlowRecord>, Tally, Accounting) {
+    /// `batch`: as a worker does, between `begin_batch` and `end_batch`, this many steps at a
+    /// time (IP lookups pipelined); 0: one at a time.
+    fn run(steps: &[Step], limit: u32, use_wire_key: bool, batch: usize) -> (Vec<FlowRecord>, Tally, Accounting) {
         let cfg = TableConfig { idle_ns: 10 * S, active_ns: 25 * S, close_ns: 2 * S, refresh_ns: 0, limit, queue: 0 };
         let mut acct = Accounting::with_tables(FlowTable::with_reserve(cfg, 2), NonIpTable::new(cfg));
         let mut out = Vec::new();
         let mut truth: HashMap<Directed, (u64, u64, u64)> = HashMap::new();
         let mut ts = 1_700_000_000 * S;
         for (n, st) in steps.iter().enumerate() {
+            if batch > 0 && n % batch == 0 {
+                acct.end_batch(&mut out);
+                acct.begin_batch();
+            }
             ts += st.gap_ms * 1_000_000;
             let s = summary_of(st);
             let wire_len = u32::from(st.len) + 14;
@@ -593,6 +599,7 @@ mod tests {
                 acct.expire(&mut out);
             }
         }
+        acct.end_batch(&mut out);
         acct.flush(&mut out);
         (out, truth, acct)
     }
@@ -634,7 +641,7 @@ mod tests {
             steps in proptest::collection::vec(step(), 1..400),
             limit in 1u32..12,
         ) {
-            let (out, truth, acct) = run(&steps, limit, false);
+            let (out, truth, acct) = run(&steps, limit, false, 0);
             check_identity(&steps, &out, &truth, &acct);
         }
 
@@ -643,7 +650,17 @@ mod tests {
             steps in proptest::collection::vec(step(), 1..300),
             limit in 1u32..12,
         ) {
-            let (out, truth, acct) = run(&steps, limit, true);
+            let (out, truth, acct) = run(&steps, limit, true, 0);
+            check_identity(&steps, &out, &truth, &acct);
+        }
+
+        #[test]
+        fn identity_holds_when_lookups_are_pipelined_in_batches(
+            steps in proptest::collection::vec(step(), 1..400),
+            limit in 1u32..12,
+            batch in 1usize..40,
+        ) {
+            let (out, truth, acct) = run(&steps, limit, true, batch);
             check_identity(&steps, &out, &truth, &acct);
         }
     }
