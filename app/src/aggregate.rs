@@ -195,6 +195,24 @@ impl SortEntry {
     }
 }
 
+/// The first of the 40 inline bytes at or after `depth` in which the
+/// entries of `v` differ (None: from `depth` on they are all equal).
+fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
+    let first = v.first()?.lead;
+    let mut diff = [0u64; 5];
+    for e in v {
+        for (d, (w, f)) in diff.iter_mut().zip(e.lead.iter().zip(first.iter())) {
+            *d |= w ^ f;
+        }
+    }
+    // Bytes before `depth` are equal by the caller's word; mask them in the first word.
+    if depth >= 40 {
+        return None;
+    }
+    diff[depth / 8] &= u64::MAX >> (8 * (depth % 8));
+    (depth / 8..5).find(|&w| diff[w] != 0).map(|w| 8 * w + diff[w].leading_zeros() as usize / 8)
+}
+
 /// One aggregate table.
 ///
 /// Bounded: once it holds `max_rows` rows (CJ_APP_MAX_ROWS), a direction
@@ -460,21 +478,19 @@ impl Aggregate {
     /// then each entry swapped into its byte's bucket, American flag sort),
     /// a comparison sort for small buckets and past the inline bytes. The same
     /// order as [`Aggregate::order`], without its scattered tie-breaks on
-    /// most of the way.
+    /// most of the way. Bytes that are the same in every entry of `v` (the
+    /// high bytes of small counters, the zeros of an IPv4 address in its
+    /// 16-byte form) are found in one pass and skipped, not counted one by one.
     fn radix_sort(&self, v: &mut [SortEntry], depth: usize) {
         const SMALL: usize = 64;
-        if v.len() <= SMALL || depth >= 40 {
+        let Some(depth) = (v.len() > SMALL).then(|| first_difference(v, depth)).flatten() else {
             v.sort_unstable_by(|a, b| self.order(a, b));
             return;
-        }
+        };
         let byte = |e: &SortEntry| (e.lead[depth / 8] >> (56 - 8 * (depth % 8))) as u8 as usize;
         let mut count = [0usize; 256];
         for e in v.iter() {
             count[byte(e)] += 1;
-        }
-        if count.contains(&v.len()) {
-            // One bucket: this byte is the same everywhere.
-            return self.radix_sort(v, depth + 1);
         }
         let mut start = [0usize; 256];
         let mut next = [0usize; 256];
