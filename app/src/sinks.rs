@@ -151,6 +151,138 @@ fn push_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// A field's text of at most 48 bytes, composed in place, so that it is
+/// appended with one fixed-size copy and a cut of the length (a call into
+/// `memcpy` for a short variable length costs more than the copy).
+#[derive(Clone, Copy)]
+struct Short {
+    b: [u8; 48],
+    n: usize,
+}
+
+impl Short {
+    const EMPTY: Short = Short { b: [0; 48], n: 0 };
+
+    /// `bytes` when they fit (None: longer than 48 bytes).
+    fn of(bytes: &[u8]) -> Option<Short> {
+        let mut s = Short::EMPTY;
+        s.b.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        s.n = bytes.len();
+        Some(s)
+    }
+
+    /// Appends the text to `out`.
+    #[inline(always)]
+    fn put(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.b);
+        out.truncate(at + self.n);
+    }
+
+    /// Appends `v` in decimal.
+    #[inline(always)]
+    fn push_u64(&mut self, v: u64) {
+        self.push_digits(v, decimal_len(v));
+    }
+
+    /// Appends the last `n` decimal digits of `v` (leading zeros kept), two at a time.
+    #[inline(always)]
+    fn push_digits(&mut self, v: u64, n: usize) {
+        let Some(to) = self.b.get_mut(self.n..self.n + n) else {
+            return;
+        };
+        let (mut x, mut i) = (v, n);
+        while i >= 2 {
+            // x % 100 < 100: a pair of the table.
+            let r = (x % 100) as usize * 2;
+            x /= 100;
+            to[i - 2..i].copy_from_slice(&PAIRS[r..r + 2]);
+            i -= 2;
+        }
+        if i == 1 {
+            to[0] = b'0' + (x % 10) as u8;
+        }
+        self.n += n;
+    }
+
+    /// Appends a dotted quad.
+    #[inline(always)]
+    fn push_v4(&mut self, a: [u8; 4]) {
+        for (i, octet) in a.into_iter().enumerate() {
+            let (text, len) = OCTETS[usize::from(octet)];
+            // At most 3 + 4 * 4 bytes are touched: within the 48.
+            if let Some(to) = self.b.get_mut(self.n..self.n + 4) {
+                to.copy_from_slice(&text);
+            }
+            self.n += usize::from(len);
+            if i < 3 {
+                self.n += 1;
+            }
+        }
+    }
+
+    /// A time in ns since the epoch as [`push_stamp`] writes it.
+    #[inline(always)]
+    fn stamp(ns: u64) -> Short {
+        let mut s = Short::EMPTY;
+        s.push_u64(ns / 1_000_000_000);
+        s.b[s.n] = b'.';
+        s.n += 1;
+        s.push_digits(ns % 1_000_000_000 / 1000, 6);
+        s
+    }
+}
+
+/// "00", "01", ... "99".
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Each octet's decimal text (4 bytes, the dot after it included) and its length without the dot.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut t = [([0u8; 4], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        t[i] = if o >= 100 {
+            ([b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, b'.'], 3)
+        } else if o >= 10 {
+            ([b'0' + o / 10, b'0' + o % 10, b'.', 0], 2)
+        } else {
+            ([b'0' + o, b'.', 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Powers of ten up to 10^19.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Decimal digits of `v` (1 for 0).
+#[inline(always)]
+fn decimal_len(v: u64) -> usize {
+    // floor(log10(2^bits)) by 1233/4096, then one comparison.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    let t = (bits * 1233) >> 12;
+    (t + usize::from(v >= POW10[t.min(19)])).max(1)
+}
+
 /// A time in ns since the epoch as pmacct prints it with `timestamps_since_epoch`:
 /// seconds and microseconds (`1733440000.123456`).
 fn push_stamp(out: &mut Vec<u8>, ns: u64) {
@@ -233,8 +365,10 @@ fn json_plain(p: Primitive) -> bool {
 struct RowShape {
     /// Each primitive, its `, "<key>": ` (with the opening quote when the
     /// value is plain text), and whether the value is plain text (closing quote).
-    cols: Vec<(Primitive, Vec<u8>, bool)>,
+    cols: Vec<(Primitive, Short, bool)>,
     primitives: Primitives,
+    /// pmacct's name of each protocol number.
+    protos: Vec<Short>,
 }
 
 impl RowShape {
@@ -247,10 +381,12 @@ impl RowShape {
                 if quoted {
                     open.push(b'"');
                 }
-                (p, open, quoted)
+                // Keys are a few words of ASCII (settings.rs): they fit.
+                (p, Short::of(&open).unwrap_or(Short::EMPTY), quoted)
             })
             .collect();
-        RowShape { cols, primitives }
+        let protos = (0..=255u8).map(|p| Short::of(proto_name(p).as_bytes()).unwrap_or(Short::EMPTY)).collect();
+        RowShape { cols, primitives, protos }
     }
 }
 
@@ -265,8 +401,39 @@ fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, 
     }
     j.extend_from_slice(b"{\"event_type\": \"purge\"");
     for (p, open, quoted) in &shape.cols {
-        j.extend_from_slice(open);
-        if json_plain(*p) {
+        open.put(j);
+        let mut f = Short::EMPTY;
+        let short = match p {
+            Primitive::SrcHost | Primitive::DstHost if k.ip_version == 4 => {
+                let a = if *p == Primitive::SrcHost { &k.src } else { &k.dst };
+                f.push_v4([a[0], a[1], a[2], a[3]]);
+                true
+            }
+            Primitive::SrcPort => {
+                f.push_u64(u64::from(k.src_port));
+                true
+            }
+            Primitive::DstPort => {
+                f.push_u64(u64::from(k.dst_port));
+                true
+            }
+            Primitive::Vlan => {
+                f.push_u64(u64::from(k.vlan));
+                true
+            }
+            Primitive::Proto => {
+                f = shape.protos.get(usize::from(k.proto)).copied().unwrap_or(Short::EMPTY);
+                true
+            }
+            _ => false,
+        };
+        if short {
+            f.put(j);
+            f.put(csv);
+            if *quoted {
+                j.push(b'"');
+            }
+        } else if json_plain(*p) {
             let at = j.len();
             push_field(j, *p, k);
             csv.extend_from_slice(&j[at..]);
@@ -282,27 +449,30 @@ fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, 
         }
         csv.push(b',');
     }
-    for (name, v) in [
-        (&b", \"packets\": "[..], c.packets),
-        (b", \"bytes\": ", c.ip_bytes),
-        (b", \"frame_bytes\": ", c.frame_bytes),
-        (b", \"flows\": ", c.flows),
-    ] {
-        j.extend_from_slice(name);
-        let at = j.len();
-        push_u64(j, v);
-        csv.extend_from_slice(&j[at..]);
+    let num = |j: &mut Vec<u8>, csv: &mut Vec<u8>, v: u64| {
+        let mut f = Short::EMPTY;
+        f.push_u64(v);
+        f.put(j);
+        f.put(csv);
         csv.push(b',');
-    }
+    };
+    j.extend_from_slice(b", \"packets\": ");
+    num(j, csv, c.packets);
+    j.extend_from_slice(b", \"bytes\": ");
+    num(j, csv, c.ip_bytes);
+    j.extend_from_slice(b", \"frame_bytes\": ");
+    num(j, csv, c.frame_bytes);
+    j.extend_from_slice(b", \"flows\": ");
+    num(j, csv, c.flows);
     j.extend_from_slice(b", \"timestamp_start\": \"");
-    let at = j.len();
-    push_stamp(j, c.first_ns);
-    csv.extend_from_slice(&j[at..]);
+    let f = Short::stamp(c.first_ns);
+    f.put(j);
+    f.put(csv);
     csv.push(b',');
     j.extend_from_slice(b"\", \"timestamp_end\": \"");
-    let at = j.len();
-    push_stamp(j, c.last_ns);
-    csv.extend_from_slice(&j[at..]);
+    let f = Short::stamp(c.last_ns);
+    f.put(j);
+    f.put(csv);
     csv.push(b'\n');
     j.extend_from_slice(b"\"}\n");
 }
@@ -794,6 +964,40 @@ mod tests {
         assert_eq!(String::from_utf8(json).unwrap(), json_text(&t));
         for line in json_text(&t).lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+
+    #[test]
+    fn short_numbers_stamps_and_quads_read_as_itoa_and_std_print_them() {
+        // Every power of ten and its neighbours, the ends of u64, then random values of every width.
+        let mut values: Vec<u64> = vec![0, 1, 9, u64::MAX, u64::MAX - 1];
+        for p in POW10 {
+            values.extend([p - 1, p, p + 1]);
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for v in values {
+            let mut s = Short::EMPTY;
+            s.push_u64(v);
+            assert_eq!(&s.b[..s.n], itoa::Buffer::new().format(v).as_bytes(), "{v}");
+            let mut old = Vec::new();
+            push_stamp(&mut old, v);
+            let stamp = Short::stamp(v);
+            assert_eq!(&stamp.b[..stamp.n], &old[..], "{v}");
+            let a = (v as u32).to_be_bytes();
+            let mut q = Short::EMPTY;
+            q.push_v4(a);
+            assert_eq!(&q.b[..q.n], std::net::Ipv4Addr::from(a).to_string().as_bytes());
+        }
+        // Every column's JSON key text fits the fixed copies of a row.
+        for p in Primitive::LISTED {
+            let shape = RowShape::new(Primitives::parse_list([p.name()], "t").unwrap());
+            assert!(shape.cols.iter().all(|(_, open, _)| open.n > 4), "{p:?}");
         }
     }
 
