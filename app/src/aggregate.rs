@@ -256,6 +256,16 @@ impl Aggregate {
         self
     }
 
+    /// Makes room for `rows` rows in all (at most the row limit and the
+    /// overflow row), so that growing to them moves nothing: the index is
+    /// not rebuilt on the way, which reads every row's stored hash scattered
+    /// over the table. Only the index is written at once; the rows' own
+    /// memory is reserved and touched as rows come.
+    pub fn reserve_rows(&mut self, rows: usize) {
+        let want = rows.min(self.max_rows.saturating_add(1));
+        self.rows.reserve(want.saturating_sub(self.rows.len()));
+    }
+
     /// Directions folded into the overflow row because the table was full
     /// (one per direction of a record whose key was not a row).
     pub fn overflowed(&self) -> u64 {
@@ -1004,6 +1014,11 @@ impl Accounts {
         self.tables = self.tables.into_iter().map(|t| t.with_max_rows(max_rows)).collect();
         self.containers = self.containers.with_max_rows(max_rows);
         self
+    }
+
+    /// Makes room for `rows` rows in every table (see [`Aggregate::reserve_rows`]).
+    pub fn reserve_rows(&mut self, rows: usize) {
+        self.tables.iter_mut().for_each(|t| t.reserve_rows(rows));
     }
 
     /// Directions folded into overflow rows, every table (see [`Aggregate::overflowed`]).
