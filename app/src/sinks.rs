@@ -152,7 +152,7 @@ fn push_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 /// A field's text of at most 48 bytes, composed in place, so that it is
-/// appended with one fixed-size copy and a cut of the length (a call into
+/// copied into a row with one fixed-size copy (see [`Line`]; a call into
 /// `memcpy` for a short variable length costs more than the copy).
 #[derive(Clone, Copy)]
 struct Short {
@@ -169,14 +169,6 @@ impl Short {
         s.b.get_mut(..bytes.len())?.copy_from_slice(bytes);
         s.n = bytes.len();
         Some(s)
-    }
-
-    /// Appends the text to `out`.
-    #[inline(always)]
-    fn put(&self, out: &mut Vec<u8>) {
-        let at = out.len();
-        out.extend_from_slice(&self.b);
-        out.truncate(at + self.n);
     }
 
     /// Appends `v` in decimal.
@@ -390,18 +382,105 @@ impl RowShape {
     }
 }
 
+/// A row's text being composed on the stack: fields go in with fixed-size
+/// copies ([`Short`]), and the row reaches its file buffer in one copy.
+/// A row that does not fit (`ok` false) is written the plain way instead.
+struct Line<const N: usize> {
+    b: [u8; N],
+    n: usize,
+    ok: bool,
+}
+
+impl<const N: usize> Line<N> {
+    fn new() -> Self {
+        Line { b: [0; N], n: 0, ok: true }
+    }
+
+    fn clear(&mut self) {
+        self.n = 0;
+        self.ok = true;
+    }
+
+    #[inline(always)]
+    fn put(&mut self, f: &Short) {
+        match self.b.get_mut(self.n..self.n + 48) {
+            Some(to) => {
+                to.copy_from_slice(&f.b);
+                self.n += f.n;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    /// Constant text (a fixed-size copy).
+    #[inline(always)]
+    fn lit<const M: usize>(&mut self, t: &[u8; M]) {
+        match self.b.get_mut(self.n..self.n + M) {
+            Some(to) => {
+                to.copy_from_slice(t);
+                self.n += M;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, c: u8) {
+        match self.b.get_mut(self.n) {
+            Some(to) => {
+                *to = c;
+                self.n += 1;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    fn bytes(&mut self, t: &[u8]) {
+        match self.b.get_mut(self.n..self.n + t.len()) {
+            Some(to) => {
+                to.copy_from_slice(t);
+                self.n += t.len();
+            }
+            None => self.ok = false,
+        }
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.b[..self.n.min(N)]
+    }
+}
+
+/// What [`push_row_both`] reuses from row to row.
+struct Scratch {
+    /// A field formatted the plain way.
+    field: Vec<u8>,
+    /// Its JSON string form.
+    escaped: Vec<u8>,
+    json: Line<768>,
+    csv: Line<640>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch { field: Vec::with_capacity(64), escaped: Vec::with_capacity(64), json: Line::new(), csv: Line::new() }
+    }
+}
+
 /// Appends one row with its newline to both `csv` (a `flows.csv` row) and
-/// `json` (a JSON line): each field is formatted straight into the JSON line
-/// and copied from there to the CSV row, so a field costs one formatting and
-/// one copy. The same bytes as [`push_row`] (tested).
-fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, c: &Counters, s: &mut Vec<u8>) {
+/// `json` (a JSON line): each field is formatted once and copied into both
+/// lines, which are composed on the stack and appended in one copy each.
+/// The same bytes as [`push_row`] (tested).
+fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, c: &Counters, sc: &mut Scratch) {
     if k.overflow {
-        push_row(Some(csv), Some(j), shape.primitives, k, c, s);
+        push_row(Some(csv), Some(j), shape.primitives, k, c, &mut sc.field);
         return;
     }
-    j.extend_from_slice(b"{\"event_type\": \"purge\"");
+    let (jl, cl) = (&mut sc.json, &mut sc.csv);
+    jl.clear();
+    cl.clear();
+    jl.lit(b"{\"event_type\": \"purge\"");
     for (p, open, quoted) in &shape.cols {
-        open.put(j);
+        jl.put(open);
         let mut f = Short::EMPTY;
         let short = match p {
             Primitive::SrcHost | Primitive::DstHost if k.ip_version == 4 => {
@@ -428,53 +507,61 @@ fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, 
             _ => false,
         };
         if short {
-            f.put(j);
-            f.put(csv);
+            jl.put(&f);
+            cl.put(&f);
             if *quoted {
-                j.push(b'"');
-            }
-        } else if json_plain(*p) {
-            let at = j.len();
-            push_field(j, *p, k);
-            csv.extend_from_slice(&j[at..]);
-            if *quoted {
-                j.push(b'"');
+                jl.byte(b'"');
             }
         } else {
-            s.clear();
-            push_field(s, *p, k);
-            csv.extend_from_slice(s);
-            // Fields are text (see `field`).
-            push_json_str(j, std::str::from_utf8(s).unwrap_or_default());
+            sc.field.clear();
+            push_field(&mut sc.field, *p, k);
+            cl.bytes(&sc.field);
+            if json_plain(*p) {
+                jl.bytes(&sc.field);
+                if *quoted {
+                    jl.byte(b'"');
+                }
+            } else {
+                sc.escaped.clear();
+                // Fields are text (see `field`).
+                push_json_str(&mut sc.escaped, std::str::from_utf8(&sc.field).unwrap_or_default());
+                jl.bytes(&sc.escaped);
+            }
         }
-        csv.push(b',');
+        cl.byte(b',');
     }
-    let num = |j: &mut Vec<u8>, csv: &mut Vec<u8>, v: u64| {
+    let mut num = |jl: &mut Line<768>, v: u64| {
         let mut f = Short::EMPTY;
         f.push_u64(v);
-        f.put(j);
-        f.put(csv);
-        csv.push(b',');
+        jl.put(&f);
+        cl.put(&f);
+        cl.byte(b',');
     };
-    j.extend_from_slice(b", \"packets\": ");
-    num(j, csv, c.packets);
-    j.extend_from_slice(b", \"bytes\": ");
-    num(j, csv, c.ip_bytes);
-    j.extend_from_slice(b", \"frame_bytes\": ");
-    num(j, csv, c.frame_bytes);
-    j.extend_from_slice(b", \"flows\": ");
-    num(j, csv, c.flows);
-    j.extend_from_slice(b", \"timestamp_start\": \"");
+    jl.lit(b", \"packets\": ");
+    num(jl, c.packets);
+    jl.lit(b", \"bytes\": ");
+    num(jl, c.ip_bytes);
+    jl.lit(b", \"frame_bytes\": ");
+    num(jl, c.frame_bytes);
+    jl.lit(b", \"flows\": ");
+    num(jl, c.flows);
+    jl.lit(b", \"timestamp_start\": \"");
     let f = Short::stamp(c.first_ns);
-    f.put(j);
-    f.put(csv);
-    csv.push(b',');
-    j.extend_from_slice(b"\", \"timestamp_end\": \"");
+    jl.put(&f);
+    cl.put(&f);
+    cl.byte(b',');
+    jl.lit(b"\", \"timestamp_end\": \"");
     let f = Short::stamp(c.last_ns);
-    f.put(j);
-    f.put(csv);
-    csv.push(b'\n');
-    j.extend_from_slice(b"\"}\n");
+    jl.put(&f);
+    cl.put(&f);
+    cl.byte(b'\n');
+    jl.lit(b"\"}\n");
+    if jl.ok && cl.ok {
+        j.extend_from_slice(jl.text());
+        csv.extend_from_slice(cl.text());
+    } else {
+        push_row(Some(csv), Some(j), shape.primitives, k, c, &mut sc.field);
+    }
 }
 
 /// Appends one row with its newline to `csv` (a `flows.csv` row) and to
@@ -586,6 +673,7 @@ fn write_rows<C: io::Write, J: io::Write>(
     let p = table.primitives();
     let (mut cbuf, mut jbuf) = (Vec::with_capacity(CHUNK + 512), Vec::with_capacity(CHUNK + 1024));
     let mut scratch = Vec::with_capacity(64);
+    let mut both = Scratch::new();
     if csv.is_some() {
         cbuf.extend_from_slice(csv_header(p).as_bytes());
         cbuf.push(b'\n');
@@ -595,7 +683,7 @@ fn write_rows<C: io::Write, J: io::Write>(
         warm(rows);
         if csv.is_some() && json.is_some() {
             for (k, c) in rows {
-                push_row_both(&mut cbuf, &mut jbuf, &shape, k, c, &mut scratch);
+                push_row_both(&mut cbuf, &mut jbuf, &shape, k, c, &mut both);
             }
         } else {
             for (k, c) in rows {
@@ -998,6 +1086,56 @@ mod tests {
         for p in Primitive::LISTED {
             let shape = RowShape::new(Primitives::parse_list([p.name()], "t").unwrap());
             assert!(shape.cols.iter().all(|(_, open, _)| open.n > 4), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn rows_of_every_column_with_the_longest_fields_are_written_in_one_pass_as_each_file_alone() {
+        // Every primitive, IPv6 inner and outer addresses, 32-byte names of
+        // characters JSON escapes, counters and times of every width: rows
+        // that fill the stack lines or do not fit them at all.
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut t = Aggregate::new(p);
+        for i in 0..40u8 {
+            let mut r = ip_record(
+                [10, 0, 0, i],
+                u16::MAX - u16::from(i),
+                [10, 0, 1, i],
+                9,
+                i.wrapping_mul(37),
+                (u64::MAX >> i, u64::MAX >> (i / 2)),
+                (u64::from(i) << 40, 40),
+                EndReason::IdleTimeout,
+            );
+            r.vlan = 4095 - u16::from(i);
+            if i % 2 == 0 {
+                r.ip_version = 6;
+                r.addr_a = v6("2001:db8:1:2:3:4:5:6");
+                r.addr_b = v6("fe80::ffff:1:2:3");
+            }
+            let name: String =
+                (0..32).map(|n| char::from(if i % 3 == 0 { 1 + (n + i) % 31 } else { b'a' + n % 26 })).collect();
+            r.ctr[0].name = station::record::fixed_text(&name);
+            r.ctr[1].name =
+                if i % 3 == 0 { r.ctr[0].name } else { station::record::fixed_text("\"\\\"\\\"\\\"\\\"\\\"\\") };
+            r.tunnel_kind = 1 + i % 4;
+            r.tunnel_ip_version = 6;
+            r.tunnel_addr_a = v6("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff");
+            r.tunnel_addr_b = v6("2001:db8:1111:2222:3333:4444:5555:6666");
+            r.tunnel_id = u32::MAX - u32::from(i);
+            r.tunnel_flags = station::record::TUNNEL_HAS_ID;
+            (r.first_ns, r.last_ns) = (u64::MAX >> (i % 7), u64::MAX);
+            t.add_ip(&r);
+        }
+        let (mut csv, mut json) = (Vec::new(), Vec::new());
+        write_rows(&t, &t.sorted(), Some(&mut csv), Some(&mut json)).map_err(|(_, e)| e).unwrap();
+        assert_eq!(String::from_utf8(csv).unwrap(), csv_text(&t));
+        let both = String::from_utf8(json).unwrap();
+        assert_eq!(both, json_text(&t));
+        let longest = both.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest > 768 - 48, "some row does not fit the stack line: the longest has {longest} bytes");
+        for line in both.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
     }
 
