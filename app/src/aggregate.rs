@@ -544,6 +544,24 @@ impl Aggregate {
 
     /// The first `n` rows of [`Aggregate::sorted`], without sorting the rest.
     pub fn top(&self, n: usize) -> Vec<(&Key, &Counters)> {
+        /// Up to this many (the printed summary's ten), one pass keeps the best in order.
+        const FEW: usize = 64;
+        if n == 0 {
+            return Vec::new();
+        }
+        if n <= FEW {
+            let mut best: Vec<SortEntry> = Vec::with_capacity(n + 1);
+            for (i, (k, c)) in self.rows.iter().enumerate() {
+                let e = SortEntry::new(i, k, c);
+                if best.len() == n && best.last().is_some_and(|w| self.order(&e, w).is_ge()) {
+                    continue;
+                }
+                let at = best.partition_point(|b| self.order(b, &e).is_lt());
+                best.insert(at, e);
+                best.truncate(n);
+            }
+            return self.rows_of(best);
+        }
         let mut v = self.sort_entries();
         if n < v.len() {
             if n == 0 {
