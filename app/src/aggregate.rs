@@ -195,6 +195,24 @@ impl SortEntry {
     }
 }
 
+/// The first of the 40 inline bytes at or after `depth` in which the
+/// entries of `v` differ (None: from `depth` on they are all equal).
+fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
+    let first = v.first()?.lead;
+    let mut diff = [0u64; 5];
+    for e in v {
+        for (d, (w, f)) in diff.iter_mut().zip(e.lead.iter().zip(first.iter())) {
+            *d |= w ^ f;
+        }
+    }
+    // Bytes before `depth` are equal by the caller's word; mask them in the first word.
+    if depth >= 40 {
+        return None;
+    }
+    diff[depth / 8] &= u64::MAX >> (8 * (depth % 8));
+    (depth / 8..5).find(|&w| diff[w] != 0).map(|w| 8 * w + diff[w].leading_zeros() as usize / 8)
+}
+
 /// One aggregate table.
 ///
 /// Bounded: once it holds `max_rows` rows (CJ_APP_MAX_ROWS), a direction
@@ -236,6 +254,16 @@ impl Aggregate {
     pub fn with_max_rows(mut self, max_rows: usize) -> Self {
         self.max_rows = max_rows.max(1);
         self
+    }
+
+    /// Makes room for `rows` rows in all (at most the row limit and the
+    /// overflow row), so that growing to them moves nothing: the index is
+    /// not rebuilt on the way, which reads every row's stored hash scattered
+    /// over the table. Only the index is written at once; the rows' own
+    /// memory is reserved and touched as rows come.
+    pub fn reserve_rows(&mut self, rows: usize) {
+        let want = rows.min(self.max_rows.saturating_add(1));
+        self.rows.reserve(want.saturating_sub(self.rows.len()));
     }
 
     /// Directions folded into the overflow row because the table was full
@@ -460,21 +488,19 @@ impl Aggregate {
     /// then each entry swapped into its byte's bucket, American flag sort),
     /// a comparison sort for small buckets and past the inline bytes. The same
     /// order as [`Aggregate::order`], without its scattered tie-breaks on
-    /// most of the way.
+    /// most of the way. Bytes that are the same in every entry of `v` (the
+    /// high bytes of small counters, the zeros of an IPv4 address in its
+    /// 16-byte form) are found in one pass and skipped, not counted one by one.
     fn radix_sort(&self, v: &mut [SortEntry], depth: usize) {
         const SMALL: usize = 64;
-        if v.len() <= SMALL || depth >= 40 {
+        let Some(depth) = (v.len() > SMALL).then(|| first_difference(v, depth)).flatten() else {
             v.sort_unstable_by(|a, b| self.order(a, b));
             return;
-        }
+        };
         let byte = |e: &SortEntry| (e.lead[depth / 8] >> (56 - 8 * (depth % 8))) as u8 as usize;
         let mut count = [0usize; 256];
         for e in v.iter() {
             count[byte(e)] += 1;
-        }
-        if count.contains(&v.len()) {
-            // One bucket: this byte is the same everywhere.
-            return self.radix_sort(v, depth + 1);
         }
         let mut start = [0usize; 256];
         let mut next = [0usize; 256];
@@ -518,6 +544,24 @@ impl Aggregate {
 
     /// The first `n` rows of [`Aggregate::sorted`], without sorting the rest.
     pub fn top(&self, n: usize) -> Vec<(&Key, &Counters)> {
+        /// Up to this many (the printed summary's ten), one pass keeps the best in order.
+        const FEW: usize = 64;
+        if n == 0 {
+            return Vec::new();
+        }
+        if n <= FEW {
+            let mut best: Vec<SortEntry> = Vec::with_capacity(n + 1);
+            for (i, (k, c)) in self.rows.iter().enumerate() {
+                let e = SortEntry::new(i, k, c);
+                if best.len() == n && best.last().is_some_and(|w| self.order(&e, w).is_ge()) {
+                    continue;
+                }
+                let at = best.partition_point(|b| self.order(b, &e).is_lt());
+                best.insert(at, e);
+                best.truncate(n);
+            }
+            return self.rows_of(best);
+        }
         let mut v = self.sort_entries();
         if n < v.len() {
             if n == 0 {
@@ -650,119 +694,158 @@ impl Aggregate {
     }
 }
 
-/// Rows encoded back to back, each the same size for a set of primitives:
-/// the key fields of the chosen primitives only (the others are zero in every
-/// key), the overflow flag, then the six counters, little-endian.
+/// Rows encoded back to back: per row a flags byte, the key fields of the
+/// chosen primitives only (the others are zero in every key), then the
+/// counters, little-endian. Compact where values allow, each choice in the
+/// flags: an IPv4 address whose other 12 bytes are zero in 4 bytes (inner
+/// and outer apart), the four counters in 4 bytes each when all fit, the
+/// last packet time as 4 bytes after the first when the difference fits.
 #[derive(Debug, Default)]
 struct RowBytes(Vec<u8>);
 
-impl RowBytes {
-    /// Bytes of one row's key for `p`.
-    fn key_len(p: Primitives) -> usize {
-        use Primitive as P;
-        let mut n = 1; // overflow flag
-        for (prim, len) in [
-            (P::Vlan, 2),
-            (P::SrcHost, 16),
-            (P::DstHost, 16),
-            (P::SrcPort, 2),
-            (P::DstPort, 2),
-            (P::Proto, 1),
-            (P::SrcContainer, 32),
-            (P::DstContainer, 32),
-            (P::Tunnel, 1),
-            (P::OuterSrcHost, 16),
-            (P::OuterDstHost, 16),
-            (P::TunnelId, 4),
-        ] {
-            if p.has(prim) {
-                n += len;
-            }
-        }
-        if p.has(P::SrcHost) || p.has(P::DstHost) {
-            n += 1;
-        }
-        if p.has(P::OuterSrcHost) || p.has(P::OuterDstHost) {
-            n += 1;
-        }
-        n
-    }
+/// The row flags of [`RowBytes`].
+mod row_flag {
+    /// The overflow row.
+    pub const OVERFLOW: u8 = 1;
+    /// `src` and `dst` in 4 bytes each.
+    pub const SHORT_HOSTS: u8 = 2;
+    /// `outer_src` and `outer_dst` in 4 bytes each.
+    pub const SHORT_OUTER: u8 = 4;
+    /// Packets, IP bytes, frame bytes and flows in 4 bytes each.
+    pub const SHORT_COUNTERS: u8 = 8;
+    /// The last packet time as 4 bytes after the first.
+    pub const SHORT_SPAN: u8 = 16;
+    /// Every flag.
+    pub const ALL: u8 = 31;
+}
 
+/// An address of `version` that fits 4 bytes (IPv4, the rest zero).
+fn short_addr(version: u8, a: &[u8; 16]) -> bool {
+    version == 4 && a[4..] == [0; 12]
+}
+
+impl RowBytes {
     fn push(&mut self, p: Primitives, k: &Key, c: &Counters) {
+        use row_flag as F;
         use Primitive as P;
-        let out = &mut self.0;
+        let hosts = p.has(P::SrcHost) || p.has(P::DstHost);
+        let outer = p.has(P::OuterSrcHost) || p.has(P::OuterDstHost);
+        let short_hosts = short_addr(k.ip_version, &k.src) && short_addr(k.ip_version, &k.dst);
+        let (osrc, odst) = (k.outer_src.bytes(), k.outer_dst.bytes());
+        let short_outer = short_addr(k.outer_ip_version, &osrc) && short_addr(k.outer_ip_version, &odst);
+        let short_counters = [c.packets, c.ip_bytes, c.frame_bytes, c.flows].iter().all(|&v| v <= u64::from(u32::MAX));
+        let span = c.last_ns.wrapping_sub(c.first_ns);
+        let short_span = span <= u64::from(u32::MAX);
+        let flags = [
+            (k.overflow, F::OVERFLOW),
+            (short_hosts, F::SHORT_HOSTS),
+            (short_outer, F::SHORT_OUTER),
+            (short_counters, F::SHORT_COUNTERS),
+            (short_span, F::SHORT_SPAN),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit);
+        // Composed on the stack with fixed-size copies, appended in one copy.
+        let mut row = RowText { b: [0; 192], n: 0 };
+        row.put([flags]);
         if p.has(P::Vlan) {
-            out.extend_from_slice(&k.vlan.to_le_bytes());
+            row.put(k.vlan.to_le_bytes());
         }
-        if p.has(P::SrcHost) || p.has(P::DstHost) {
-            out.push(k.ip_version);
+        if hosts {
+            row.put([k.ip_version]);
         }
         if p.has(P::SrcHost) {
-            out.extend_from_slice(&k.src);
+            row.addr(&k.src, short_hosts);
         }
         if p.has(P::DstHost) {
-            out.extend_from_slice(&k.dst);
+            row.addr(&k.dst, short_hosts);
         }
         if p.has(P::SrcPort) {
-            out.extend_from_slice(&k.src_port.to_le_bytes());
+            row.put(k.src_port.to_le_bytes());
         }
         if p.has(P::DstPort) {
-            out.extend_from_slice(&k.dst_port.to_le_bytes());
+            row.put(k.dst_port.to_le_bytes());
         }
         if p.has(P::Proto) {
-            out.push(k.proto);
+            row.put([k.proto]);
         }
         if p.has(P::SrcContainer) {
-            out.extend_from_slice(&k.src_container.bytes());
+            row.put(k.src_container.bytes());
         }
         if p.has(P::DstContainer) {
-            out.extend_from_slice(&k.dst_container.bytes());
+            row.put(k.dst_container.bytes());
         }
         if p.has(P::Tunnel) {
-            out.push(k.tunnel);
+            row.put([k.tunnel]);
         }
-        if p.has(P::OuterSrcHost) || p.has(P::OuterDstHost) {
-            out.push(k.outer_ip_version);
+        if outer {
+            row.put([k.outer_ip_version]);
         }
         if p.has(P::OuterSrcHost) {
-            out.extend_from_slice(&k.outer_src.bytes());
+            row.addr(&osrc, short_outer);
         }
         if p.has(P::OuterDstHost) {
-            out.extend_from_slice(&k.outer_dst.bytes());
+            row.addr(&odst, short_outer);
         }
         if p.has(P::TunnelId) {
-            out.extend_from_slice(&k.tunnel_id.to_le_bytes());
+            row.put(k.tunnel_id.to_le_bytes());
         }
-        out.push(u8::from(k.overflow));
-        for v in [c.packets, c.ip_bytes, c.frame_bytes, c.flows, c.first_ns, c.last_ns] {
-            out.extend_from_slice(&v.to_le_bytes());
+        for v in [c.packets, c.ip_bytes, c.frame_bytes, c.flows] {
+            if short_counters {
+                // Checked above: fits.
+                row.put((v as u32).to_le_bytes());
+            } else {
+                row.put(v.to_le_bytes());
+            }
         }
+        row.put(c.first_ns.to_le_bytes());
+        if short_span {
+            // Checked above: fits.
+            row.put((span as u32).to_le_bytes());
+        } else {
+            row.put(c.last_ns.to_le_bytes());
+        }
+        self.0.extend_from_slice(&row.b[..row.n.min(row.b.len())]);
     }
 
     /// Decodes every row in order and hands it to `put`.
     ///
     /// # Errors
-    /// The bytes are not whole rows of `p`, or an overflow flag is neither 0 nor 1.
+    /// The bytes are not whole rows of `p`, or a row's flags are unknown.
     fn replay(&self, p: Primitives, mut put: impl FnMut(Key, Counters)) -> Result<(), String> {
+        use row_flag as F;
         use Primitive as P;
-        let size = Self::key_len(p) + 48;
-        if !self.0.len().is_multiple_of(size) {
-            return Err(format!("{} bytes of rows are not whole rows of {size} bytes", self.0.len()));
-        }
-        for row in self.0.chunks_exact(size) {
-            let mut r = Reader(row);
-            let mut k = Key::default();
+        let hosts = p.has(P::SrcHost) || p.has(P::DstHost);
+        let outer = p.has(P::OuterSrcHost) || p.has(P::OuterDstHost);
+        let mut r = Reader { rest: &self.0, short: false };
+        while !r.rest.is_empty() {
+            let flags = r.byte();
+            if flags & !F::ALL != 0 {
+                return Err(format!("a row's flags are {flags}"));
+            }
+            let addr = |r: &mut Reader<'_>, short: bool| {
+                if short {
+                    let mut a = [0u8; 16];
+                    a[..4].copy_from_slice(&r.take::<4>());
+                    a
+                } else {
+                    r.take::<16>()
+                }
+            };
+            let (short_hosts, short_outer) = (flags & F::SHORT_HOSTS != 0, flags & F::SHORT_OUTER != 0);
+            let mut k = Key { overflow: flags & F::OVERFLOW != 0, ..Key::default() };
             if p.has(P::Vlan) {
                 k.vlan = u16::from_le_bytes(r.take());
             }
-            if p.has(P::SrcHost) || p.has(P::DstHost) {
+            if hosts {
                 k.ip_version = r.byte();
             }
             if p.has(P::SrcHost) {
-                k.src = r.take();
+                k.src = addr(&mut r, short_hosts);
             }
             if p.has(P::DstHost) {
-                k.dst = r.take();
+                k.dst = addr(&mut r, short_hosts);
             }
             if p.has(P::SrcPort) {
                 k.src_port = u16::from_le_bytes(r.take());
@@ -782,44 +865,83 @@ impl RowBytes {
             if p.has(P::Tunnel) {
                 k.tunnel = r.byte();
             }
-            if p.has(P::OuterSrcHost) || p.has(P::OuterDstHost) {
+            if outer {
                 k.outer_ip_version = r.byte();
             }
             if p.has(P::OuterSrcHost) {
-                k.outer_src = OuterAddr::intern(&r.take());
+                k.outer_src = OuterAddr::intern(&addr(&mut r, short_outer));
             }
             if p.has(P::OuterDstHost) {
-                k.outer_dst = OuterAddr::intern(&r.take());
+                k.outer_dst = OuterAddr::intern(&addr(&mut r, short_outer));
             }
             if p.has(P::TunnelId) {
                 k.tunnel_id = u32::from_le_bytes(r.take());
             }
-            k.overflow = match r.byte() {
-                0 => false,
-                1 => true,
-                b => return Err(format!("a row's overflow flag is {b}")),
-            };
-            let mut v = [0u64; 6];
+            let mut v = [0u64; 4];
             for x in &mut v {
-                *x = u64::from_le_bytes(r.take());
+                *x = if flags & F::SHORT_COUNTERS != 0 {
+                    u64::from(u32::from_le_bytes(r.take()))
+                } else {
+                    u64::from_le_bytes(r.take())
+                };
             }
-            let [packets, ip_bytes, frame_bytes, flows, first_ns, last_ns] = v;
+            let first_ns = u64::from_le_bytes(r.take());
+            let last_ns = if flags & F::SHORT_SPAN != 0 {
+                first_ns.wrapping_add(u64::from(u32::from_le_bytes(r.take())))
+            } else {
+                u64::from_le_bytes(r.take())
+            };
+            if r.short {
+                return Err(format!("{} bytes of rows end inside a row", self.0.len()));
+            }
+            let [packets, ip_bytes, frame_bytes, flows] = v;
             put(k, Counters { packets, ip_bytes, frame_bytes, flows, first_ns, last_ns });
         }
         Ok(())
     }
 }
 
-/// Reads fixed-size fields off a row whose length was checked.
-struct Reader<'a>(&'a [u8]);
+/// One row of [`RowBytes`] being composed: at most 1 + 2 + 1 + 4 × 16 +
+/// 2 × 32 + 2 + 2 + 1 + 1 + 1 + 4 key bytes and 48 counter bytes (188).
+struct RowText {
+    b: [u8; 192],
+    n: usize,
+}
+
+impl RowText {
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, v: [u8; N]) {
+        // Within the 192 bytes: the fields of a row add up to at most 188.
+        if let Some(to) = self.b.get_mut(self.n..self.n + N) {
+            to.copy_from_slice(&v);
+            self.n += N;
+        }
+    }
+
+    #[inline(always)]
+    fn addr(&mut self, a: &[u8; 16], short: bool) {
+        if short {
+            self.put([a[0], a[1], a[2], a[3]]);
+        } else {
+            self.put(*a);
+        }
+    }
+}
+
+/// Reads fixed-size fields off rows; past the end it reads zeros and says so (`short`).
+struct Reader<'a> {
+    rest: &'a [u8],
+    /// A field was cut by the end of the bytes.
+    short: bool,
+}
 
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
-        // The row's length is the sum of its fields' (checked by `replay`): never short.
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
+        let n = N.min(self.rest.len());
+        self.short |= n < N;
+        out[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
         out
     }
 
@@ -988,6 +1110,11 @@ impl Accounts {
         self.tables = self.tables.into_iter().map(|t| t.with_max_rows(max_rows)).collect();
         self.containers = self.containers.with_max_rows(max_rows);
         self
+    }
+
+    /// Makes room for `rows` rows in every table (see [`Aggregate::reserve_rows`]).
+    pub fn reserve_rows(&mut self, rows: usize) {
+        self.tables.iter_mut().for_each(|t| t.reserve_rows(rows));
     }
 
     /// Directions folded into overflow rows, every table (see [`Aggregate::overflowed`]).
@@ -1246,6 +1373,80 @@ pub(crate) mod tests {
         assert_eq!(std::mem::size_of::<Key>(), 64);
         assert_eq!(std::mem::size_of::<SortEntry>(), 48);
         assert_eq!(std::mem::align_of::<SortEntry>(), std::mem::align_of::<(&Key, &Counters)>());
+    }
+
+    #[test]
+    fn compact_rows_replay_every_key_and_counter_exactly_and_cut_rows_are_refused() {
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut agg = Aggregate::new(p).with_max_rows(30);
+        for i in 0..40u64 {
+            let mut r = ip_record([10, 0, 0, i as u8], 1, [10, 0, 1, 2], 2, 6, (1, 1), (0, 0), EndReason::IdleTimeout);
+            // Counters and spans on both sides of 2^32, a last time before the first.
+            let big = if i % 2 == 0 { u64::from(u32::MAX) + i } else { u64::from(u32::MAX) - i };
+            r.dir[0] = station::record::DirCounters {
+                packets: big,
+                ip_bytes: big >> (i % 3),
+                frame_bytes: i,
+                ..Default::default()
+            };
+            (r.first_ns, r.last_ns) = match i % 3 {
+                0 => (1_700_000_000_000_000_000, 1_700_000_000_000_000_000 + big),
+                1 => (u64::MAX - 5, 3),
+                _ => (0, 0),
+            };
+            match i % 4 {
+                0 => r.addr_b[9] = 1, // IPv4 with bytes past the fourth: kept whole
+                1 => {
+                    r.ip_version = 6;
+                    r.addr_a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i as u8];
+                }
+                _ => {}
+            }
+            r.ctr[0].name = station::record::fixed_text(&format!("c{i}"));
+            r.tunnel_kind = 1;
+            r.tunnel_ip_version = if i % 3 == 0 { 6 } else { 4 };
+            r.tunnel_addr_a = v4([192, 168, 0, i as u8]);
+            r.tunnel_addr_b[15] = u8::from(i % 4 == 1);
+            r.tunnel_id = u32::MAX;
+            r.tunnel_flags = station::record::TUNNEL_HAS_ID;
+            agg.add_ip(&r);
+        }
+        assert!(agg.overflowed() > 0);
+        let mut bytes = RowBytes::default();
+        let rows: Vec<(Key, Counters)> = agg.rows().map(|(k, c)| (*k, *c)).collect();
+        for (k, c) in &rows {
+            bytes.push(p, k, c);
+        }
+        let mut back = Vec::new();
+        bytes.replay(p, |k, c| back.push((k, c))).unwrap();
+        assert_eq!(back, rows);
+        // The common row is compact: 1 + 35 key bytes of IPv4 hosts and outer
+        // addresses, names and the rest, 16 of counters, 12 of times.
+        let mut one = RowBytes::default();
+        let (k, c) = rows
+            .iter()
+            .find(|(k, c)| {
+                k.ip_version == 4
+                    && k.dst[9] == 0
+                    && c.first_ns == 0
+                    && k.outer_ip_version == 4
+                    && c.packets <= u64::from(u32::MAX)
+                    && c.ip_bytes <= u64::from(u32::MAX)
+                    && !k.overflow
+            })
+            .unwrap();
+        one.push(p, k, c);
+        assert_eq!(one.0.len(), 1 + 2 + 1 + 4 + 4 + 2 + 2 + 1 + 32 + 32 + 1 + 1 + 4 + 4 + 4 + 16 + 12);
+        for cut in 1..bytes.0.len() {
+            let part = RowBytes(bytes.0[..cut].to_vec());
+            // A cut on a row boundary is whole rows; elsewhere it is refused.
+            let _ = part.replay(p, |_, _| {});
+        }
+        let last = RowBytes(bytes.0[..bytes.0.len() - 1].to_vec());
+        assert!(last.replay(p, |_, _| {}).is_err());
+        let mut bad = RowBytes(one.0.clone());
+        bad.0[0] |= 0x80;
+        assert!(bad.replay(p, |_, _| {}).is_err());
     }
 
     #[test]

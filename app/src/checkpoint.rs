@@ -70,8 +70,9 @@ pub const FILE_NAME: &str = "checkpoint";
 const MODE: u32 = 0o600;
 
 /// The first bytes of the file: what it is, and the encoding's version.
-/// (v2: length-prefixed frames, the first whole, the others changes.)
-const MAGIC: &[u8; 16] = b"cj-app ckpt v2\n\0";
+/// (v2: length-prefixed frames, the first whole, the others changes;
+/// v3: compact rows, see aggregate.rs `RowBytes`.)
+const MAGIC: &[u8; 16] = b"cj-app ckpt v3\n\0";
 
 /// What must be the same for a checkpoint to continue in this run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -532,6 +533,18 @@ mod tests {
         save(&p, &fit(), Vec::new(), &accounts()).unwrap();
         let e = load(&p, &Fit { max_rows: 11, ..fit() }).unwrap_err();
         assert!(e.to_string().contains("CJ_APP_MAX_ROWS 10, this run has 11"), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_previous_format_is_refused_with_the_line_that_says_to_move_it_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        save(&p, &fit(), Vec::new(), &accounts()).unwrap();
+        let mut old = std::fs::read(&p).unwrap();
+        old[..MAGIC.len()].copy_from_slice(b"cj-app ckpt v2\n\0");
+        std::fs::write(&p, &old).unwrap();
+        let e = load(&p, &fit()).unwrap_err().to_string();
+        assert!(e.contains("not a cj-app checkpoint of this version") && e.contains("move it away"), "{e}");
     }
 
     #[test]

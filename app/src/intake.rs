@@ -309,7 +309,7 @@ impl Intake {
                     break;
                 };
                 n += 1;
-                src.take(slot, |r| sink(qi, r));
+                src.take(slot.as_ref(), |r| sink(qi, r));
             }
             if n > 0 {
                 if !self.hold {
@@ -338,7 +338,7 @@ impl Intake {
 }
 
 impl Source {
-    fn take(&mut self, slot: Option<FlowRecord>, sink: impl FnOnce(&FlowRecord)) {
+    fn take(&mut self, slot: Option<&FlowRecord>, sink: impl FnOnce(&FlowRecord)) {
         let Some(r) = slot else {
             self.stats.records_invalid += 1;
             return;
@@ -359,9 +359,9 @@ impl Source {
         }
         // A readable record carries the producer's sequence even when its other bytes are bad.
         self.check_seq(r.seq);
-        if valid(&r) {
+        if valid(r) {
             self.stats.records += 1;
-            sink(&r);
+            sink(r);
         } else {
             self.stats.records_invalid += 1;
         }

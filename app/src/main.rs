@@ -406,6 +406,10 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
                 .with_container_logs(settings.container_logs)
         }
     };
+    // Room for the rows of one whole record queue of new flows (two directions
+    // each): a table that grows to them does not rebuild its index on the way.
+    let mut accounts = accounts;
+    accounts.reserve_rows(2 * usize::try_from(cfg.record_queue_slots).unwrap_or(0));
     // The service threads ask the main loop, which alone owns the tables (see `control`).
     let (control, asker) = control::Control::new();
     let socket = query::listen(&cfg.cluster_dir(), cfg.queue_set)?;

@@ -151,6 +151,130 @@ fn push_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// A field's text of at most 48 bytes, composed in place, so that it is
+/// copied into a row with one fixed-size copy (see [`Line`]; a call into
+/// `memcpy` for a short variable length costs more than the copy).
+#[derive(Clone, Copy)]
+struct Short {
+    b: [u8; 48],
+    n: usize,
+}
+
+impl Short {
+    const EMPTY: Short = Short { b: [0; 48], n: 0 };
+
+    /// `bytes` when they fit (None: longer than 48 bytes).
+    fn of(bytes: &[u8]) -> Option<Short> {
+        let mut s = Short::EMPTY;
+        s.b.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        s.n = bytes.len();
+        Some(s)
+    }
+
+    /// Appends `v` in decimal.
+    #[inline(always)]
+    fn push_u64(&mut self, v: u64) {
+        self.push_digits(v, decimal_len(v));
+    }
+
+    /// Appends the last `n` decimal digits of `v` (leading zeros kept), two at a time.
+    #[inline(always)]
+    fn push_digits(&mut self, v: u64, n: usize) {
+        let Some(to) = self.b.get_mut(self.n..self.n + n) else {
+            return;
+        };
+        let (mut x, mut i) = (v, n);
+        while i >= 2 {
+            // x % 100 < 100: a pair of the table.
+            let r = (x % 100) as usize * 2;
+            x /= 100;
+            to[i - 2..i].copy_from_slice(&PAIRS[r..r + 2]);
+            i -= 2;
+        }
+        if i == 1 {
+            to[0] = b'0' + (x % 10) as u8;
+        }
+        self.n += n;
+    }
+
+    /// Appends a dotted quad.
+    #[inline(always)]
+    fn push_v4(&mut self, a: [u8; 4]) {
+        for (i, octet) in a.into_iter().enumerate() {
+            let (text, len) = OCTETS[usize::from(octet)];
+            // At most 3 + 4 * 4 bytes are touched: within the 48.
+            if let Some(to) = self.b.get_mut(self.n..self.n + 4) {
+                to.copy_from_slice(&text);
+            }
+            self.n += usize::from(len);
+            if i < 3 {
+                self.n += 1;
+            }
+        }
+    }
+
+    /// A time in ns since the epoch as [`push_stamp`] writes it.
+    #[inline(always)]
+    fn stamp(ns: u64) -> Short {
+        let mut s = Short::EMPTY;
+        s.push_u64(ns / 1_000_000_000);
+        s.b[s.n] = b'.';
+        s.n += 1;
+        s.push_digits(ns % 1_000_000_000 / 1000, 6);
+        s
+    }
+}
+
+/// "00", "01", ... "99".
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Each octet's decimal text (4 bytes, the dot after it included) and its length without the dot.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut t = [([0u8; 4], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        t[i] = if o >= 100 {
+            ([b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, b'.'], 3)
+        } else if o >= 10 {
+            ([b'0' + o / 10, b'0' + o % 10, b'.', 0], 2)
+        } else {
+            ([b'0' + o, b'.', 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Powers of ten up to 10^19.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Decimal digits of `v` (1 for 0).
+#[inline(always)]
+fn decimal_len(v: u64) -> usize {
+    // floor(log10(2^bits)) by 1233/4096, then one comparison.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    let t = (bits * 1233) >> 12;
+    (t + usize::from(v >= POW10[t.min(19)])).max(1)
+}
+
 /// A time in ns since the epoch as pmacct prints it with `timestamps_since_epoch`:
 /// seconds and microseconds (`1733440000.123456`).
 fn push_stamp(out: &mut Vec<u8>, ns: u64) {
@@ -233,8 +357,10 @@ fn json_plain(p: Primitive) -> bool {
 struct RowShape {
     /// Each primitive, its `, "<key>": ` (with the opening quote when the
     /// value is plain text), and whether the value is plain text (closing quote).
-    cols: Vec<(Primitive, Vec<u8>, bool)>,
+    cols: Vec<(Primitive, Short, bool)>,
     primitives: Primitives,
+    /// pmacct's name of each protocol number.
+    protos: Vec<Short>,
 }
 
 impl RowShape {
@@ -247,64 +373,195 @@ impl RowShape {
                 if quoted {
                     open.push(b'"');
                 }
-                (p, open, quoted)
+                // Keys are a few words of ASCII (settings.rs): they fit.
+                (p, Short::of(&open).unwrap_or(Short::EMPTY), quoted)
             })
             .collect();
-        RowShape { cols, primitives }
+        let protos = (0..=255u8).map(|p| Short::of(proto_name(p).as_bytes()).unwrap_or(Short::EMPTY)).collect();
+        RowShape { cols, primitives, protos }
+    }
+}
+
+/// A row's text being composed on the stack: fields go in with fixed-size
+/// copies ([`Short`]), and the row reaches its file buffer in one copy.
+/// A row that does not fit (`ok` false) is written the plain way instead.
+struct Line<const N: usize> {
+    b: [u8; N],
+    n: usize,
+    ok: bool,
+}
+
+impl<const N: usize> Line<N> {
+    fn new() -> Self {
+        Line { b: [0; N], n: 0, ok: true }
+    }
+
+    fn clear(&mut self) {
+        self.n = 0;
+        self.ok = true;
+    }
+
+    #[inline(always)]
+    fn put(&mut self, f: &Short) {
+        match self.b.get_mut(self.n..self.n + 48) {
+            Some(to) => {
+                to.copy_from_slice(&f.b);
+                self.n += f.n;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    /// Constant text (a fixed-size copy).
+    #[inline(always)]
+    fn lit<const M: usize>(&mut self, t: &[u8; M]) {
+        match self.b.get_mut(self.n..self.n + M) {
+            Some(to) => {
+                to.copy_from_slice(t);
+                self.n += M;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, c: u8) {
+        match self.b.get_mut(self.n) {
+            Some(to) => {
+                *to = c;
+                self.n += 1;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    fn bytes(&mut self, t: &[u8]) {
+        match self.b.get_mut(self.n..self.n + t.len()) {
+            Some(to) => {
+                to.copy_from_slice(t);
+                self.n += t.len();
+            }
+            None => self.ok = false,
+        }
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.b[..self.n.min(N)]
+    }
+}
+
+/// What [`push_row_both`] reuses from row to row.
+struct Scratch {
+    /// A field formatted the plain way.
+    field: Vec<u8>,
+    /// Its JSON string form.
+    escaped: Vec<u8>,
+    json: Line<768>,
+    csv: Line<640>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch { field: Vec::with_capacity(64), escaped: Vec::with_capacity(64), json: Line::new(), csv: Line::new() }
     }
 }
 
 /// Appends one row with its newline to both `csv` (a `flows.csv` row) and
-/// `json` (a JSON line): each field is formatted straight into the JSON line
-/// and copied from there to the CSV row, so a field costs one formatting and
-/// one copy. The same bytes as [`push_row`] (tested).
-fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, c: &Counters, s: &mut Vec<u8>) {
+/// `json` (a JSON line): each field is formatted once and copied into both
+/// lines, which are composed on the stack and appended in one copy each.
+/// The same bytes as [`push_row`] (tested).
+fn push_row_both(csv: &mut Vec<u8>, j: &mut Vec<u8>, shape: &RowShape, k: &Key, c: &Counters, sc: &mut Scratch) {
     if k.overflow {
-        push_row(Some(csv), Some(j), shape.primitives, k, c, s);
+        push_row(Some(csv), Some(j), shape.primitives, k, c, &mut sc.field);
         return;
     }
-    j.extend_from_slice(b"{\"event_type\": \"purge\"");
+    let (jl, cl) = (&mut sc.json, &mut sc.csv);
+    jl.clear();
+    cl.clear();
+    jl.lit(b"{\"event_type\": \"purge\"");
     for (p, open, quoted) in &shape.cols {
-        j.extend_from_slice(open);
-        if json_plain(*p) {
-            let at = j.len();
-            push_field(j, *p, k);
-            csv.extend_from_slice(&j[at..]);
+        jl.put(open);
+        let mut f = Short::EMPTY;
+        let short = match p {
+            Primitive::SrcHost | Primitive::DstHost if k.ip_version == 4 => {
+                let a = if *p == Primitive::SrcHost { &k.src } else { &k.dst };
+                f.push_v4([a[0], a[1], a[2], a[3]]);
+                true
+            }
+            Primitive::SrcPort => {
+                f.push_u64(u64::from(k.src_port));
+                true
+            }
+            Primitive::DstPort => {
+                f.push_u64(u64::from(k.dst_port));
+                true
+            }
+            Primitive::Vlan => {
+                f.push_u64(u64::from(k.vlan));
+                true
+            }
+            Primitive::Proto => {
+                f = shape.protos.get(usize::from(k.proto)).copied().unwrap_or(Short::EMPTY);
+                true
+            }
+            _ => false,
+        };
+        if short {
+            jl.put(&f);
+            cl.put(&f);
             if *quoted {
-                j.push(b'"');
+                jl.byte(b'"');
             }
         } else {
-            s.clear();
-            push_field(s, *p, k);
-            csv.extend_from_slice(s);
-            // Fields are text (see `field`).
-            push_json_str(j, std::str::from_utf8(s).unwrap_or_default());
+            sc.field.clear();
+            push_field(&mut sc.field, *p, k);
+            cl.bytes(&sc.field);
+            if json_plain(*p) {
+                jl.bytes(&sc.field);
+                if *quoted {
+                    jl.byte(b'"');
+                }
+            } else {
+                sc.escaped.clear();
+                // Fields are text (see `field`).
+                push_json_str(&mut sc.escaped, std::str::from_utf8(&sc.field).unwrap_or_default());
+                jl.bytes(&sc.escaped);
+            }
         }
-        csv.push(b',');
+        cl.byte(b',');
     }
-    for (name, v) in [
-        (&b", \"packets\": "[..], c.packets),
-        (b", \"bytes\": ", c.ip_bytes),
-        (b", \"frame_bytes\": ", c.frame_bytes),
-        (b", \"flows\": ", c.flows),
-    ] {
-        j.extend_from_slice(name);
-        let at = j.len();
-        push_u64(j, v);
-        csv.extend_from_slice(&j[at..]);
-        csv.push(b',');
+    let mut num = |jl: &mut Line<768>, v: u64| {
+        let mut f = Short::EMPTY;
+        f.push_u64(v);
+        jl.put(&f);
+        cl.put(&f);
+        cl.byte(b',');
+    };
+    jl.lit(b", \"packets\": ");
+    num(jl, c.packets);
+    jl.lit(b", \"bytes\": ");
+    num(jl, c.ip_bytes);
+    jl.lit(b", \"frame_bytes\": ");
+    num(jl, c.frame_bytes);
+    jl.lit(b", \"flows\": ");
+    num(jl, c.flows);
+    jl.lit(b", \"timestamp_start\": \"");
+    let f = Short::stamp(c.first_ns);
+    jl.put(&f);
+    cl.put(&f);
+    cl.byte(b',');
+    jl.lit(b"\", \"timestamp_end\": \"");
+    let f = Short::stamp(c.last_ns);
+    jl.put(&f);
+    cl.put(&f);
+    cl.byte(b'\n');
+    jl.lit(b"\"}\n");
+    if jl.ok && cl.ok {
+        j.extend_from_slice(jl.text());
+        csv.extend_from_slice(cl.text());
+    } else {
+        push_row(Some(csv), Some(j), shape.primitives, k, c, &mut sc.field);
     }
-    j.extend_from_slice(b", \"timestamp_start\": \"");
-    let at = j.len();
-    push_stamp(j, c.first_ns);
-    csv.extend_from_slice(&j[at..]);
-    csv.push(b',');
-    j.extend_from_slice(b"\", \"timestamp_end\": \"");
-    let at = j.len();
-    push_stamp(j, c.last_ns);
-    csv.extend_from_slice(&j[at..]);
-    csv.push(b'\n');
-    j.extend_from_slice(b"\"}\n");
 }
 
 /// Appends one row with its newline to `csv` (a `flows.csv` row) and to
@@ -416,6 +673,7 @@ fn write_rows<C: io::Write, J: io::Write>(
     let p = table.primitives();
     let (mut cbuf, mut jbuf) = (Vec::with_capacity(CHUNK + 512), Vec::with_capacity(CHUNK + 1024));
     let mut scratch = Vec::with_capacity(64);
+    let mut both = Scratch::new();
     if csv.is_some() {
         cbuf.extend_from_slice(csv_header(p).as_bytes());
         cbuf.push(b'\n');
@@ -425,7 +683,7 @@ fn write_rows<C: io::Write, J: io::Write>(
         warm(rows);
         if csv.is_some() && json.is_some() {
             for (k, c) in rows {
-                push_row_both(&mut cbuf, &mut jbuf, &shape, k, c, &mut scratch);
+                push_row_both(&mut cbuf, &mut jbuf, &shape, k, c, &mut both);
             }
         } else {
             for (k, c) in rows {
@@ -793,6 +1051,90 @@ mod tests {
         assert_eq!(String::from_utf8(csv).unwrap(), csv_text(&t));
         assert_eq!(String::from_utf8(json).unwrap(), json_text(&t));
         for line in json_text(&t).lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+
+    #[test]
+    fn short_numbers_stamps_and_quads_read_as_itoa_and_std_print_them() {
+        // Every power of ten and its neighbours, the ends of u64, then random values of every width.
+        let mut values: Vec<u64> = vec![0, 1, 9, u64::MAX, u64::MAX - 1];
+        for p in POW10 {
+            values.extend([p - 1, p, p + 1]);
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for v in values {
+            let mut s = Short::EMPTY;
+            s.push_u64(v);
+            assert_eq!(&s.b[..s.n], itoa::Buffer::new().format(v).as_bytes(), "{v}");
+            let mut old = Vec::new();
+            push_stamp(&mut old, v);
+            let stamp = Short::stamp(v);
+            assert_eq!(&stamp.b[..stamp.n], &old[..], "{v}");
+            let a = (v as u32).to_be_bytes();
+            let mut q = Short::EMPTY;
+            q.push_v4(a);
+            assert_eq!(&q.b[..q.n], std::net::Ipv4Addr::from(a).to_string().as_bytes());
+        }
+        // Every column's JSON key text fits the fixed copies of a row.
+        for p in Primitive::LISTED {
+            let shape = RowShape::new(Primitives::parse_list([p.name()], "t").unwrap());
+            assert!(shape.cols.iter().all(|(_, open, _)| open.n > 4), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn rows_of_every_column_with_the_longest_fields_are_written_in_one_pass_as_each_file_alone() {
+        // Every primitive, IPv6 inner and outer addresses, 32-byte names of
+        // characters JSON escapes, counters and times of every width: rows
+        // that fill the stack lines or do not fit them at all.
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut t = Aggregate::new(p);
+        for i in 0..40u8 {
+            let mut r = ip_record(
+                [10, 0, 0, i],
+                u16::MAX - u16::from(i),
+                [10, 0, 1, i],
+                9,
+                i.wrapping_mul(37),
+                (u64::MAX >> i, u64::MAX >> (i / 2)),
+                (u64::from(i) << 40, 40),
+                EndReason::IdleTimeout,
+            );
+            r.vlan = 4095 - u16::from(i);
+            if i % 2 == 0 {
+                r.ip_version = 6;
+                r.addr_a = v6("2001:db8:1:2:3:4:5:6");
+                r.addr_b = v6("fe80::ffff:1:2:3");
+            }
+            let name: String =
+                (0..32).map(|n| char::from(if i % 3 == 0 { 1 + (n + i) % 31 } else { b'a' + n % 26 })).collect();
+            r.ctr[0].name = station::record::fixed_text(&name);
+            r.ctr[1].name =
+                if i % 3 == 0 { r.ctr[0].name } else { station::record::fixed_text("\"\\\"\\\"\\\"\\\"\\\"\\") };
+            r.tunnel_kind = 1 + i % 4;
+            r.tunnel_ip_version = 6;
+            r.tunnel_addr_a = v6("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff");
+            r.tunnel_addr_b = v6("2001:db8:1111:2222:3333:4444:5555:6666");
+            r.tunnel_id = u32::MAX - u32::from(i);
+            r.tunnel_flags = station::record::TUNNEL_HAS_ID;
+            (r.first_ns, r.last_ns) = (u64::MAX >> (i % 7), u64::MAX);
+            t.add_ip(&r);
+        }
+        let (mut csv, mut json) = (Vec::new(), Vec::new());
+        write_rows(&t, &t.sorted(), Some(&mut csv), Some(&mut json)).map_err(|(_, e)| e).unwrap();
+        assert_eq!(String::from_utf8(csv).unwrap(), csv_text(&t));
+        let both = String::from_utf8(json).unwrap();
+        assert_eq!(both, json_text(&t));
+        let longest = both.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest > 768 - 48, "some row does not fit the stack line: the longest has {longest} bytes");
+        for line in both.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
     }
