@@ -127,7 +127,6 @@ impl PacketSummary {
 }
 
 /// Parses a whole Ethernet frame into a summary. Never panics, any input.
-#[inline]
 pub fn summarize(frame: &[u8]) -> PacketSummary {
     summarize_l4(frame).0
 }
@@ -204,7 +203,6 @@ pub fn summarize_link(link: LinkType, frame: &[u8]) -> PacketSummary {
 /// bytes too (after the IP header and extensions, bounded by the IP length;
 /// empty for later fragments and non-IP frames): the hook the tunnel
 /// decapsulation ([`crate::tunnel`]) starts from. Never panics.
-#[inline]
 pub(crate) fn summarize_l4(frame: &[u8]) -> (PacketSummary, &[u8]) {
     let mut s = PacketSummary::default();
     let l4 = summarize_into(&mut s, frame);
