@@ -147,6 +147,8 @@ impl<'s> Dispatcher<'s> {
                 self.next_rr = if q + 1 == n { 0 } else { q + 1 };
                 self.copy_into_sets(q, meta, frame.data)
             }
+            // One queue per set: every hash picks it, so the frame is not parsed.
+            HashMode::IpHash if n == 1 => self.copy_into_sets(0, meta, frame.data),
             HashMode::IpHash => {
                 let summary = wire::summarize(frame.data);
                 let q = (wire::zbalance_ip_hash(&summary) as usize) % n;
