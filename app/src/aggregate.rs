@@ -1248,7 +1248,13 @@ pub(crate) mod tests {
     }
 
     fn dir(packets: u64, ip_bytes: u64) -> DirCounters {
-        DirCounters { packets, ip_bytes, frame_bytes: ip_bytes + 14 * packets, ..Default::default() }
+        // Saturating: tests of the widest fields give counters near u64::MAX.
+        DirCounters {
+            packets,
+            ip_bytes,
+            frame_bytes: ip_bytes.saturating_add(packets.saturating_mul(14)),
+            ..Default::default()
+        }
     }
 
     /// A TCP record a(10.0.0.1:1234) -> b(10.0.0.2:80).
