@@ -34,6 +34,15 @@ fn tmp() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// [`tmp`] on tmpfs (`/dev/shm`, where queues live), for tests of what the
+/// file holds (`st_blocks` counts its pages there): without it they fail.
+fn shm_tmp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .expect("/dev/shm (tmpfs) is needed: these tests measure a queue's pages on it");
+    let path = dir.path().join("conjure-1/pkt-0-0");
+    (dir, path)
+}
+
 #[test]
 fn wraparound_keeps_order_and_content() {
     let (_d, path) = tmp();
@@ -472,11 +481,7 @@ fn allocated_kib(path: &Path) -> u64 {
 #[test]
 fn only_a_producer_makes_the_queue_resident_creating_and_consuming_cost_the_header_page() {
     // On tmpfs, where queues live: st_blocks counts the pages the file holds.
-    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
-        eprintln!("skipped: no /dev/shm");
-        return;
-    };
-    let path = dir.path().join("conjure-1/pkt-0-0");
+    let (_dir, path) = shm_tmp();
     let s = spec(256, 4096); // 1 MiB of slots
     let file_kib = s.file_size() / 1024;
     let created = QueueFile::open_or_create(&path, s).unwrap();
@@ -528,11 +533,7 @@ fn both_sides_mappings_of_a_queue_ask_for_transparent_huge_pages() {
 
 #[test]
 fn an_unpopulated_producer_allocates_only_the_pages_it_writes() {
-    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
-        eprintln!("skipped: no /dev/shm");
-        return;
-    };
-    let path = dir.path().join("conjure-1/pkt-0-0");
+    let (_dir, path) = shm_tmp();
     let s = spec(256, 4096); // 16 slots a page, 1 MiB of slots
     let mut p = QueueFile::open_or_create(&path, s).unwrap().into_producer_unpopulated();
     assert!(allocated_kib(&path) <= 4, "attaching allocated {} KiB", allocated_kib(&path));
@@ -549,11 +550,7 @@ fn an_unpopulated_producer_allocates_only_the_pages_it_writes() {
 
 #[test]
 fn a_producer_with_a_bound_makes_resident_the_slots_that_bound_can_fill_from_its_position() {
-    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
-        eprintln!("skipped: no /dev/shm");
-        return;
-    };
-    let path = dir.path().join("conjure-1/pkt-0-0");
+    let (_dir, path) = shm_tmp();
     let s = spec(256, 4096); // 16 slots a page, 256 pages of slots
                              // 40 frames at most: the header page and the three pages of slots 0..40.
     drop(QueueFile::open_or_create(&path, s).unwrap().into_producer_for(40));
@@ -572,7 +569,7 @@ fn a_producer_with_a_bound_makes_resident_the_slots_that_bound_can_fill_from_its
     drop(QueueFile::open_existing(&path).unwrap().into_producer_for(20));
     assert_eq!(allocated_kib(&path), before, "4090 pushes had allocated every page already");
     // A bound past the capacity makes the whole file resident.
-    let whole = dir.path().join("conjure-1/pkt-0-1");
+    let whole = path.with_file_name("pkt-0-1");
     drop(QueueFile::open_or_create(&whole, s).unwrap().into_producer_for(u64::MAX / 2));
     assert_eq!(allocated_kib(&whole), 4 + 1024, "the header page and 1 MiB of slots");
 }
