@@ -581,9 +581,6 @@ impl Aggregate {
         }
         let mut v = self.sort_entries();
         if n < v.len() {
-            if n == 0 {
-                return Vec::new();
-            }
             v.select_nth_unstable_by(n - 1, |a, b| self.order(a, b));
             v.truncate(n);
         }
@@ -1083,9 +1080,10 @@ pub struct AccountsChanges<'a> {
 }
 
 impl AccountsChanges<'_> {
-    /// Rows in it, every table.
+    /// Rows in it, every table: the changed rows of the flow tables and
+    /// every row of the per-container flow tables (carried whole).
     pub fn rows(&self) -> usize {
-        self.tables.iter().map(|t| t.count).sum()
+        self.tables.iter().map(|t| t.count).sum::<usize>() + self.containers.log_rows()
     }
 }
 
@@ -1200,9 +1198,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// Rows in every table.
+    /// Rows in every table, the per-container flow tables too.
     pub fn rows(&self) -> usize {
-        self.tables.iter().map(Aggregate::len).sum()
+        self.tables.iter().map(Aggregate::len).sum::<usize>() + self.containers.log_rows()
     }
 
     /// Whether there is one table per queue.
@@ -1437,8 +1435,11 @@ pub(crate) mod tests {
         assert!(agg.overflowed() > 0);
         let mut bytes = RowBytes::default();
         let rows: Vec<(Key, Counters)> = agg.rows().map(|(k, c)| (*k, *c)).collect();
+        // Where each row ends: the only cuts that are whole rows.
+        let mut ends = std::collections::BTreeSet::new();
         for (k, c) in &rows {
             bytes.push(p, k, c);
+            ends.insert(bytes.0.len());
         }
         let mut back = Vec::new();
         bytes.replay(p, |k, c| back.push((k, c))).unwrap();
@@ -1463,7 +1464,12 @@ pub(crate) mod tests {
         for cut in 1..bytes.0.len() {
             let part = RowBytes(bytes.0[..cut].to_vec());
             // A cut on a row boundary is whole rows; elsewhere it is refused.
-            let _ = part.replay(p, |_, _| {});
+            let mut n = 0;
+            let replayed = part.replay(p, |_, _| n += 1);
+            assert_eq!(replayed.is_ok(), ends.contains(&cut), "cut at {cut}");
+            if replayed.is_ok() {
+                assert_eq!(n, ends.range(..=cut).count(), "rows before the cut at {cut}");
+            }
         }
         let last = RowBytes(bytes.0[..bytes.0.len() - 1].to_vec());
         assert!(last.replay(p, |_, _| {}).is_err());

@@ -512,6 +512,40 @@ mod tests {
     }
 
     #[test]
+    fn container_flow_logs_carried_by_every_frame_count_towards_a_whole_save() {
+        use crate::aggregate::tests::ip_record;
+        use station::record::{fixed_text, AttributedBy};
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
+        let mut a =
+            Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000).with_container_logs(true);
+        let in_container = |i: u16| {
+            let mut r =
+                ip_record([10, 0, 0, 1], 1000 + i, [10, 0, 0, 2], 80, 6, (1, 40), (1, 60), EndReason::EndOfFlow);
+            r.ctr[0].by = AttributedBy::Interface as u8;
+            r.ctr[0].name = fixed_text("web");
+            r
+        };
+        for i in 0..3000 {
+            a.add(usize::from(i % 2), &in_container(i));
+        }
+        assert!(a.containers().log_rows() > 0);
+        let mut saver = Saver::new(&p);
+        saver.save(&fit, position(3000), &mut a).unwrap();
+        let whole = std::fs::metadata(&p).unwrap().len();
+        // One changed flow a save: each frame still carries the whole flow log.
+        let mut largest = 0;
+        for round in 0..20u16 {
+            a.add(0, &in_container(round));
+            saver.save(&fit, position(3001 + u64::from(round)), &mut a).unwrap();
+            largest = largest.max(std::fs::metadata(&p).unwrap().len());
+        }
+        assert!(largest <= 3 * whole + 3 * 4096 * 90, "{largest} bytes for a checkpoint of {whole}");
+        assert_eq!(state(&load(&p, &fit).unwrap().unwrap().accounts), state(&a));
+    }
+
+    #[test]
     fn a_saved_checkpoint_loads_back_the_same_accounts_and_positions() {
         let dir = tempfile::tempdir().unwrap();
         let p = path(dir.path());

@@ -190,6 +190,12 @@ impl Containers {
         }
     }
 
+    /// Rows in the per-container flow tables (0 when not kept): a
+    /// checkpoint frame carries them whole.
+    pub fn log_rows(&self) -> usize {
+        self.logs.as_ref().map_or(0, |l| l.values().map(Aggregate::len).sum())
+    }
+
     /// The per-container flow tables, when kept.
     pub fn logs(&self) -> Option<&BTreeMap<(String, String), Aggregate>> {
         self.logs.as_ref()
