@@ -15,13 +15,16 @@ pub const PACKET_META_SIZE: usize = 16;
 pub const SLOT_OVERHEAD: u32 = 8 + PACKET_META_SIZE as u32;
 
 /// `CJ_SLOT_SIZE=auto` without flow divert: a snap length. Its 232 bytes of
-/// frame hold every header the detector reads (Ethernet with two VLAN tags,
-/// IPv6 with extension headers, TCP with options, and a VXLAN or Geneve
-/// tunnel's inner Ethernet, IP and transport headers), and the lengths it
-/// counts come from the headers and `wire_len`, so cutting the payload
-/// changes no count. An eighth of the 2048-byte slot: the default packet
-/// queue is 16 MiB instead of 128 MiB, and the balancer copies at most 232
-/// bytes of a frame.
+/// frame hold the headers the detector reads in common traffic (Ethernet
+/// with two VLAN tags, IPv6 with a few extension headers, TCP with options,
+/// and a VXLAN or Geneve tunnel's inner Ethernet, IP and transport headers),
+/// and the lengths it counts come from the headers and `wire_len`, so cutting
+/// the payload changes no count. A longer header chain (long Geneve options,
+/// long IPv6 extension chains, a Jumbo Payload option past 232 bytes) is read
+/// as far as captured, as with any capture's snap length: a larger
+/// `CJ_SLOT_SIZE` reads it whole. An eighth of the 2048-byte slot: the
+/// default packet queue is 16 MiB instead of 128 MiB, and the balancer copies
+/// at most 232 bytes of a frame.
 pub const SNAP_SLOT_SIZE: u32 = 256;
 
 /// `CJ_SLOT_SIZE=auto` with flow divert (`CJ_TUN=yes`): whole frames, as the
