@@ -199,12 +199,6 @@ pub struct WorkerSummary {
     /// From the first packet read to the last (zero when none was read):
     /// the time the packets took, without start-up and idle tail.
     pub packet_span: Duration,
-    /// Bytes of the flow table at the end: every allocation (entries, index, wheels).
-    pub table_bytes: usize,
-    /// Flows the table had room for at the end (it grows a chunk at a time).
-    pub table_room: usize,
-    /// Most flows the table held at once.
-    pub peak_flows: usize,
 }
 
 /// Starts worker `spec` on its own thread `cj-worker-<queue>`.
@@ -450,7 +444,7 @@ fn run(
     // a restarted detector carries on where this one stopped.
     out.finish(cause == EndCause::QueueEnded);
     stats.write(&acct, &out, &divert, true);
-    let (table_bytes, table_room, peak_flows) = acct.flow_table_memory();
+    let (table_bytes, _room, peak_flows) = acct.flow_table_memory();
     // What the flow state costs: every allocation of the table (entries,
     // index, wheels) over the most flows it held at once.
     if let Some(per_flow) = table_bytes.checked_div(peak_flows) {
@@ -468,9 +462,6 @@ fn run(
             (Some(a), Some(b)) => b.duration_since(a),
             _ => Duration::ZERO,
         },
-        table_bytes,
-        table_room,
-        peak_flows,
     })
 }
 
