@@ -81,9 +81,6 @@ CONFIG=$("$BIN/cj-balancer" --print-config)
 conf() { printf '%s\n' "$CONFIG" | sed -n "s/^$1='\(.*\)'\$/\1/p" | head -1; }
 DEF_SLOTS=$(conf CJ_QUEUE_SLOTS)
 DEF_SLOT=$(conf CJ_PLAN_SLOT_SIZE) # CJ_SLOT_SIZE as resolved (auto: 256)
-# A snap length, where the station has one (a CJ_*SNAP* variable): what the balancer copies of a frame.
-SNAP=$(printf '%s\n' "$CONFIG" | sed -n "s/^CJ_[A-Z_]*SNAP[A-Z_]*='\([0-9]*\)'\$/\1/p" | head -1)
-SNAP=${SNAP:-0}
 if ! num "$DEF_SLOTS" || ! num "$DEF_SLOT"; then
     echo "bench.sh: $BIN/cj-balancer --print-config gave no CJ_QUEUE_SLOTS / CJ_SLOT_SIZE: is $BIN a station build?" >&2
     exit 2
@@ -204,7 +201,7 @@ bench_capture() { # name file packets max_frame
 
     # 2b. One memcpy of the same frames' bytes (as the balancer copies them) into
     #     a ring of the default queue's shape, in the same run: fastest of 3 passes.
-    local mc; mc=$("$TOOLS" memcpy "$file" --slot-size "$DEF_SLOT" --slots "$DEF_SLOTS" --snap "$SNAP" 2>&1 || true)
+    local mc; mc=$("$TOOLS" memcpy "$file" --slot-size "$DEF_SLOT" --slots "$DEF_SLOTS" 2>&1 || true)
     kv() { printf '%s\n' "$mc" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
     local mc_s mc_gbps mc_frame mc_copied mc_ring
     mc_s=$(kv seconds); mc_gbps=$(kv gbps); mc_frame=$(kv frame_bytes); mc_copied=$(kv copied_bytes); mc_ring=$(kv ring_bytes)
@@ -328,7 +325,7 @@ CONF
         peer_row "nfpcapd -r (nfdump)" "$w_nf" "$c_nf" "$OUT/$name-nfpcapd.usage" "not compared (nfdump files)"
         peer_row "argus -r" "$w_ar" "$c_ar" "$OUT/$name-argus.usage" "not compared (argus records)"
         echo
-        echo "- Balancer vs memcpy: the balancer's loop ${t_bal} s, one memcpy of the same frames ${mc_s:-n/a} s (${mc_gbps:-n/a} GB/s): ratio ${bal_vs_copy}x. Frames' bytes ${mc_frame:-n/a}, bytes copied (capped by the slot of ${DEF_SLOT} B$( [ "$SNAP" -gt 0 ] && echo " and the snap length of $SNAP B")) ${mc_copied:-n/a}, ring ${mc_ring:-n/a} B.$( [ -z "$mc_s" ] && echo " memcpy: $mc")$all_note"
+        echo "- Balancer vs memcpy: the balancer's loop ${t_bal} s, one memcpy of the same frames ${mc_s:-n/a} s (${mc_gbps:-n/a} GB/s): ratio ${bal_vs_copy}x. Frames' bytes ${mc_frame:-n/a}, bytes copied (capped by the slot of ${DEF_SLOT} B) ${mc_copied:-n/a}, ring ${mc_ring:-n/a} B.$( [ -z "$mc_s" ] && echo " memcpy: $mc")$all_note"
         echo "- Identity (app log): $identity"
         echo "- Flow state (detector log, end to end): ${t_bytes:-n/a} bytes for a peak of ${peak:-n/a} flows: $b_peak B per peak flow."
         echo "- App cost (app log): ${app_cost:-n/a}"
@@ -385,7 +382,7 @@ bench_fixed() {
 {
     echo "# make bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
-    echo "Default packet queue: $DEF_SLOTS slots of $DEF_SLOT B$( [ "$SNAP" -gt 0 ] && echo ", snap length $SNAP B"). CPU is user + system of each process (/usr/bin/time); wall is one run."
+    echo "Default packet queue: $DEF_SLOTS slots of $DEF_SLOT B. CPU is user + system of each process (/usr/bin/time); wall is one run."
     echo
 } | tee -a "$RESULTS"
 f64=$(gen small64 "flows=10000,packets=$N64,sizes=64:100,v6=0,seed=1")

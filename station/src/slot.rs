@@ -60,7 +60,7 @@ const _: () = assert!(DIVERT_SLOT_SIZE >= DIVERT_MIN_SLOT_SIZE && DIVERT_MIN_SLO
 /// Writes `meta` and as much of `frame` as fits into `slot`; returns the
 /// number of slot bytes used. Sets `cap_len` and the truncated flag.
 pub fn write_packet(slot: &mut [u8], mut meta: PacketMeta, frame: &[u8]) -> usize {
-    let room = slot.len().saturating_sub(PACKET_META_SIZE).min(u16::MAX as usize);
+    let room = frame_room(slot.len());
     let cap = frame.len().min(room);
     meta.cap_len = cap as u16;
     if cap < frame.len() {
@@ -72,6 +72,12 @@ pub fn write_packet(slot: &mut [u8], mut meta: PacketMeta, frame: &[u8]) -> usiz
     slot[..PACKET_META_SIZE].copy_from_slice(bytemuck::bytes_of(&meta));
     slot[PACKET_META_SIZE..PACKET_META_SIZE + cap].copy_from_slice(&frame[..cap]);
     PACKET_META_SIZE + cap
+}
+
+/// Bytes of a frame that a slot whose payload is `slot_payload` bytes (a
+/// queue slot less its length word) holds: what [`write_packet`] copies at most.
+pub fn frame_room(slot_payload: usize) -> usize {
+    slot_payload.saturating_sub(PACKET_META_SIZE).min(u16::MAX as usize)
 }
 
 /// Reads the metadata and the frame bytes from a slot; `None` when the slot

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-tools flows-equal TRUTH_CSV FLOWS_CSV
-//! bench-tools memcpy CAPTURE --slot-size BYTES --slots N [--snap BYTES] [--passes N]
+//! bench-tools memcpy CAPTURE --slot-size BYTES --slots N [--passes N]
 //! ```
 //!
 //! `flows-equal` reads both files with the harness's reader
@@ -16,8 +16,8 @@
 //! exits 1.
 //!
 //! `memcpy` reads a pcap file into memory and copies every frame's bytes, as
-//! the balancer copies them into a packet slot (capped by the slot's room and
-//! the snap length, at the frame's offset in the slot), into a ring of
+//! the balancer copies them into a packet slot (capped by the slot's frame
+//! room, `station::slot::frame_room`, at the frame's offset), into a ring of
 //! `--slots` slots of `--slot-size` bytes (the default packet queue's shape,
 //! from `cj-balancer --print-config`). One untimed pass first touches the ring
 //! and the file's bytes; then it reports the fastest of `--passes` timed
@@ -43,7 +43,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench-tools flows-equal TRUTH_CSV FLOWS_CSV\n       \
-                     bench-tools memcpy CAPTURE --slot-size BYTES --slots N [--snap BYTES] [--passes N]";
+                     bench-tools memcpy CAPTURE --slot-size BYTES --slots N [--passes N]";
 
 fn main() -> ExitCode {
     // The harness's readers panic on bad input (they serve tests); here a
@@ -109,12 +109,11 @@ struct CopyArgs {
     capture: String,
     slot_size: usize,
     slots: usize,
-    snap: usize,
     passes: usize,
 }
 
 fn parse_copy_args(args: &[String]) -> Result<CopyArgs, String> {
-    let mut a = CopyArgs { capture: String::new(), slot_size: 0, slots: 0, snap: 0, passes: 3 };
+    let mut a = CopyArgs { capture: String::new(), slot_size: 0, slots: 0, passes: 3 };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut num = |name: &str| -> Result<usize, String> {
@@ -124,7 +123,6 @@ fn parse_copy_args(args: &[String]) -> Result<CopyArgs, String> {
         match arg.as_str() {
             "--slot-size" => a.slot_size = num("--slot-size")?,
             "--slots" => a.slots = num("--slots")?,
-            "--snap" => a.snap = num("--snap")?,
             "--passes" => a.passes = num("--passes")?,
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s if a.capture.is_empty() => a.capture = s.to_string(),
@@ -158,12 +156,9 @@ fn memcpy(args: &[String]) -> Result<ExitCode, String> {
 
     let spec = shmq::QueueSpec { slot_size: a.slot_size as u32, capacity: a.slots as u32 };
     // Where the balancer puts a frame in a slot: after the queue's length word
-    // and the packet's metadata; at most the payload's room, and the snap length.
-    let offset = a.slot_size - spec.payload_size() + station::slot::PACKET_META_SIZE;
-    let mut room = spec.payload_size().saturating_sub(station::slot::PACKET_META_SIZE).min(usize::from(u16::MAX));
-    if a.snap > 0 {
-        room = room.min(a.snap);
-    }
+    // and the packet's metadata, at most the slot's frame room (a snap length).
+    let offset = station::slot::SLOT_OVERHEAD as usize;
+    let room = station::slot::frame_room(spec.payload_size());
     let frame_bytes: usize = frames.iter().map(|&(_, len)| len).sum();
     let copied_bytes: usize = frames.iter().map(|&(_, len)| len.min(room)).sum();
     let mut ring = vec![0u8; a.slot_size * a.slots];
