@@ -289,9 +289,10 @@ impl PcapSource {
     fn poll_records(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         let Self { records, path, legacy_nanos, legacy_link, form, stats, delivered: total, ended, .. } = self;
         let Some(r) = records.as_mut() else { return Ok(Poll::Ended) };
-        if let Some(header) = r.header.take() {
-            *legacy_link = legacy_link_of(path, header.network.0 as u32)?;
-            *legacy_nanos = header.is_nanosecond_precision();
+        if let Some(header) = &r.header {
+            // Taken only once resolved: an unsupported link type stays an error on every poll.
+            let (link, nanos) = (legacy_link_of(path, header.network.0 as u32)?, header.is_nanosecond_precision());
+            (*legacy_link, *legacy_nanos, r.header) = (link, nanos, None);
         }
         let (link, header_len, big_endian) = (*legacy_link, r.header_len, r.big_endian);
         let frac_unit: u64 = if *legacy_nanos { 1 } else { 1000 };
