@@ -382,32 +382,17 @@ pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
 /// `AlreadyExists`), written or synced, or the rename fails; the temporary
 /// file is removed in every case.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, contents, mode, true)
+    replace(path, contents, mode)
 }
 
-/// As [`write_atomic`] but without the fsync: the file is replaced atomically
-/// for every process (a crash of the writer leaves the old or the new
-/// contents), not across a power loss. For state that a power loss makes
-/// meaningless anyway (cj-app's checkpoint, which holds positions in queues
-/// that live in memory), written too often to sync each time.
-///
-/// # Errors
-/// As [`write_atomic`].
-pub fn write_atomic_unsynced(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, contents, mode, false)
-}
-
-fn replace(path: &Path, contents: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+fn replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let tmp = temp_name(path);
     let mut created = false;
     let result = create_exclusive(&tmp, mode)
         .and_then(|mut f| {
             created = true;
             f.write_all(contents)?;
-            if sync {
-                f.sync_all()?;
-            }
-            Ok(())
+            f.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() && created {
