@@ -31,10 +31,8 @@
 //! directory writable by other users lets them replace the finished files.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aggregate::{Aggregate, Counters, Key};
 use crate::settings::{Formats, Primitive, Primitives};
@@ -773,17 +771,15 @@ pub fn write_containers(
 /// Mode of every file the app writes.
 pub const OUT_FILE_MODE: u32 = 0o644;
 
-/// Temporary files of this process: `.<name>.<pid>.<n>.tmp`, n counting up.
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A file being replaced atomically: written through a buffer into a
-/// temporary file of this process's own beside it, then fsynced and renamed
-/// over it by [`AtomicFile::commit`]. Dropped without a commit, the
-/// temporary file is removed.
+/// A file being replaced atomically ([`shmq::files::AtomicFile`]: a
+/// temporary file of this process's own beside it, created exclusively and
+/// checked on its descriptor, renamed over the target by
+/// [`AtomicFile::commit`]), in a directory created when absent, its errors
+/// naming the file. Dropped without a commit, the temporary file is removed.
+#[derive(Debug)]
 pub struct AtomicFile {
     path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: shmq::files::AtomicFile,
 }
 
 impl AtomicFile {
@@ -804,23 +800,9 @@ impl AtomicFile {
     pub fn create_with_mode(path: &Path, mode: u32) -> Result<Self, WriteError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
-        let mut name = std::ffi::OsString::from(".");
-        name.push(path.file_name().unwrap_or_default());
-        name.push(format!(".{}.{}.tmp", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)));
-        let tmp = path.with_file_name(name);
-        let err = |source| WriteError { path: path.to_path_buf(), source };
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(err)?;
-        let mut this = AtomicFile { path: path.to_path_buf(), tmp, out: None };
-        // The mode whatever the umask (created: removed on drop if this fails).
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(err)?;
-        this.out = Some(BufWriter::with_capacity(CHUNK, file));
-        Ok(this)
+        let out = shmq::files::AtomicFile::create(path, mode)
+            .map_err(|source| WriteError { path: path.to_path_buf(), source })?;
+        Ok(AtomicFile { path: path.to_path_buf(), out })
     }
 
     /// Flushes, fsyncs and renames the temporary file over the target (a
@@ -837,19 +819,9 @@ impl AtomicFile {
     ///
     /// # Errors
     /// As [`AtomicFile::commit`].
-    pub fn commit_file(mut self, sync: bool) -> Result<File, WriteError> {
-        let err = |source| WriteError { path: self.path.clone(), source };
-        let Some(out) = self.out.take() else {
-            return Err(err(io::Error::other("already committed")));
-        };
-        let file = out.into_inner().map_err(|e| err(e.into_error()))?;
-        if sync {
-            file.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&self.tmp, &self.path).map_err(err)?;
-        // Renamed: nothing for drop to remove.
-        self.tmp = PathBuf::new();
-        Ok(file)
+    pub fn commit_file(self, sync: bool) -> Result<File, WriteError> {
+        let AtomicFile { path, out } = self;
+        out.commit(sync).map_err(|source| WriteError { path, source })
     }
 
     /// Writes `bytes` at `offset` of what was written so far (a length
@@ -858,10 +830,7 @@ impl AtomicFile {
     /// # Errors
     /// The buffered bytes or these cannot be written.
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt as _;
-        let out = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
-        out.flush()?;
-        out.get_ref().write_all_at(bytes, offset)
+        self.out.write_at(offset, bytes)
     }
 
     /// The error for this file.
@@ -872,28 +841,15 @@ impl AtomicFile {
 
 impl io::Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.as_mut().map_or(Err(io::ErrorKind::BrokenPipe.into()), |o| o.write(buf))
+        self.out.write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.as_mut().map_or(Err(io::ErrorKind::BrokenPipe.into()), |o| o.write_all(buf))
+        self.out.write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.as_mut().map_or(Ok(()), BufWriter::flush)
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            // Not committed: the temporary file goes (a buffered tail is dropped unwritten).
-            if let Some(out) = self.out.take() {
-                let (file, _) = out.into_parts();
-                drop(file);
-            }
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.out.flush()
     }
 }
 
