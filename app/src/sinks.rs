@@ -148,15 +148,15 @@ fn push_v6(out: &mut Vec<u8>, b: &[u8; 16]) {
 
 /// Appends an unsigned integer in decimal.
 fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let mut s = Short::EMPTY;
-    s.push_u64(v);
-    out.extend_from_slice(&s.b[..s.n]);
+    let start = out.len();
+    out.resize(start + decimal_len(v), b'0');
+    write_digits(&mut out[start..], v);
 }
 
-/// A field's text of at most 48 bytes, composed in place, so that it is
-/// copied into a row with one fixed-size copy (see [`Text`]; a call into
-/// `memcpy` for a short variable length costs more than the copy). Its
-/// decimal digits are the only integer formatting of the app's files.
+/// A constant field's text of at most 48 bytes (a column's JSON key, a
+/// protocol's name), copied into a row with one fixed-size copy (see
+/// [`Text`]; a call into `memcpy` for a short variable length costs more than
+/// the copy).
 #[derive(Clone, Copy)]
 struct Short {
     b: [u8; 48],
@@ -173,59 +173,22 @@ impl Short {
         s.n = bytes.len();
         Some(s)
     }
+}
 
-    /// Appends `v` in decimal.
-    #[inline(always)]
-    fn push_u64(&mut self, v: u64) {
-        self.push_digits(v, decimal_len(v));
+/// Writes `v`'s last `to.len()` decimal digits into `to` (leading zeros
+/// kept), two at a time from the end.
+#[inline(always)]
+fn write_digits(to: &mut [u8], v: u64) {
+    let (mut x, mut i) = (v, to.len());
+    while i >= 2 {
+        // x % 100 < 100: a pair of the table.
+        let r = (x % 100) as usize * 2;
+        x /= 100;
+        to[i - 2..i].copy_from_slice(&PAIRS[r..r + 2]);
+        i -= 2;
     }
-
-    /// Appends the last `n` decimal digits of `v` (leading zeros kept), two at a time.
-    #[inline(always)]
-    fn push_digits(&mut self, v: u64, n: usize) {
-        let Some(to) = self.b.get_mut(self.n..self.n + n) else {
-            return;
-        };
-        let (mut x, mut i) = (v, n);
-        while i >= 2 {
-            // x % 100 < 100: a pair of the table.
-            let r = (x % 100) as usize * 2;
-            x /= 100;
-            to[i - 2..i].copy_from_slice(&PAIRS[r..r + 2]);
-            i -= 2;
-        }
-        if i == 1 {
-            to[0] = b'0' + (x % 10) as u8;
-        }
-        self.n += n;
-    }
-
-    /// Appends a dotted quad.
-    #[inline(always)]
-    fn push_v4(&mut self, a: [u8; 4]) {
-        for (i, octet) in a.into_iter().enumerate() {
-            let (text, len) = OCTETS[usize::from(octet)];
-            // At most 3 + 4 * 4 bytes are touched: within the 48.
-            if let Some(to) = self.b.get_mut(self.n..self.n + 4) {
-                to.copy_from_slice(&text);
-            }
-            self.n += usize::from(len);
-            if i < 3 {
-                self.n += 1;
-            }
-        }
-    }
-
-    /// A time in ns since the epoch as pmacct prints it with
-    /// `timestamps_since_epoch`: seconds and microseconds (`1733440000.123456`).
-    #[inline(always)]
-    fn stamp(ns: u64) -> Short {
-        let mut s = Short::EMPTY;
-        s.push_u64(ns / 1_000_000_000);
-        s.b[s.n] = b'.';
-        s.n += 1;
-        s.push_digits(ns % 1_000_000_000 / 1000, 6);
-        s
+    if i == 1 {
+        to[0] = b'0' + (x % 10) as u8;
     }
 }
 
@@ -409,6 +372,63 @@ impl Text {
         }
     }
 
+    /// Appends `v` in decimal, formatted in place (the app's one integer formatter).
+    #[inline(always)]
+    fn num(&mut self, v: u64) {
+        self.digits(v, decimal_len(v));
+    }
+
+    /// Appends the last `n` decimal digits of `v` (leading zeros kept).
+    #[inline(always)]
+    fn digits(&mut self, v: u64, n: usize) {
+        match self.b.get_mut(self.n..self.n + n) {
+            Some(to) => {
+                write_digits(to, v);
+                self.n += n;
+            }
+            None => self.ok = false,
+        }
+    }
+
+    /// Appends a dotted quad: each octet's text and dot in one 4-byte copy.
+    #[inline(always)]
+    fn v4(&mut self, a: [u8; 4]) {
+        for (i, octet) in a.into_iter().enumerate() {
+            let (text, len) = OCTETS[usize::from(octet)];
+            match self.b.get_mut(self.n..self.n + 4) {
+                Some(to) => to.copy_from_slice(&text),
+                None => {
+                    self.ok = false;
+                    return;
+                }
+            }
+            self.n += usize::from(len) + usize::from(i < 3);
+        }
+    }
+
+    /// Appends a time in ns since the epoch as pmacct prints it with
+    /// `timestamps_since_epoch`: seconds and microseconds (`1733440000.123456`).
+    #[inline(always)]
+    fn stamp(&mut self, ns: u64) {
+        self.num(ns / 1_000_000_000);
+        self.byte(b'.');
+        self.digits(ns % 1_000_000_000 / 1000, 6);
+    }
+
+    /// Appends the text `from` got since its position `start` (at most 48
+    /// bytes: a number, a stamp or a dotted quad) with one fixed-size copy.
+    #[inline(always)]
+    fn again(&mut self, from: &Text, start: usize) {
+        let n = from.n - start;
+        match (self.b.get_mut(self.n..self.n + 48), from.b.get(start..start + 48)) {
+            (Some(to), Some(text)) if n <= 48 => {
+                to.copy_from_slice(text);
+                self.n += n;
+            }
+            _ => self.ok = false,
+        }
+    }
+
     /// Constant text (a fixed-size copy).
     #[inline(always)]
     fn lit<const M: usize>(&mut self, t: &[u8; M]) {
@@ -475,9 +495,9 @@ const OTHER: Short = {
 
 /// Appends one row with its newline to `csv` (a `flows.csv` row, when `CSV`)
 /// and to `json` (a JSON line with pmacct's keys and separators, when
-/// `JSON`): each field is formatted once, into the first file's buffer or a
-/// [`Short`], and copied to the other's. The one formatter of both files, for
-/// one of them or both at once.
+/// `JSON`): each field is formatted once, in place in the first file's text,
+/// and copied from there to the CSV's when both are written. The one
+/// formatter of both files, for one of them or both at once.
 #[inline(always)]
 fn compose<const CSV: bool, const JSON: bool>(
     csv: &mut Text,
@@ -500,45 +520,43 @@ fn compose<const CSV: bool, const JSON: bool>(
                 json.byte(b'"');
             }
         }
-        let mut f = Short::EMPTY;
-        let short = match p {
+        let first = if JSON { &mut *json } else { &mut *csv };
+        let start = first.n;
+        let in_place = match p {
             _ if k.overflow => {
-                f = OTHER;
+                first.put(&OTHER);
                 true
             }
             Primitive::SrcHost | Primitive::DstHost if k.ip_version == 4 => {
                 let a = if p == Primitive::SrcHost { &k.src } else { &k.dst };
-                f.push_v4([a[0], a[1], a[2], a[3]]);
+                first.v4([a[0], a[1], a[2], a[3]]);
                 true
             }
             Primitive::SrcPort => {
-                f.push_u64(u64::from(k.src_port));
+                first.num(u64::from(k.src_port));
                 true
             }
             Primitive::DstPort => {
-                f.push_u64(u64::from(k.dst_port));
+                first.num(u64::from(k.dst_port));
                 true
             }
             Primitive::Vlan => {
-                f.push_u64(u64::from(k.vlan));
+                first.num(u64::from(k.vlan));
                 true
             }
             Primitive::TunnelId => {
-                f.push_u64(u64::from(k.tunnel_id));
+                first.num(u64::from(k.tunnel_id));
                 true
             }
             Primitive::Proto => {
-                f = shape.protos.get(usize::from(k.proto)).copied().unwrap_or(Short::EMPTY);
+                first.put(shape.protos.get(usize::from(k.proto)).unwrap_or(&Short::EMPTY));
                 true
             }
             _ => false,
         };
-        if short {
-            if CSV {
-                csv.put(&f);
-            }
-            if JSON {
-                json.put(&f);
+        if in_place {
+            if CSV && JSON {
+                csv.again(json, start);
             }
         } else {
             sc.field.clear();
@@ -564,45 +582,30 @@ fn compose<const CSV: bool, const JSON: bool>(
             csv.byte(b',');
         }
     }
-    let mut num = |json: &mut Text, v: u64| {
-        let mut f = Short::EMPTY;
-        f.push_u64(v);
-        if JSON {
-            json.put(&f);
-        }
-        if CSV {
-            csv.put(&f);
-            csv.byte(b',');
-        }
-    };
-    if JSON {
-        json.lit(b", \"packets\": ");
+    // A counter or a stamp after its JSON text `$key`, then `$end` in each file.
+    macro_rules! value {
+        ($key:expr, $put:ident, $v:expr, $csv_end:expr) => {
+            if JSON {
+                json.lit($key);
+            }
+            let first = if JSON { &mut *json } else { &mut *csv };
+            let start = first.n;
+            first.$put($v);
+            if CSV {
+                if JSON {
+                    csv.again(json, start);
+                }
+                csv.byte($csv_end);
+            }
+        };
     }
-    num(json, c.packets);
+    value!(b", \"packets\": ", num, c.packets, b',');
+    value!(b", \"bytes\": ", num, c.ip_bytes, b',');
+    value!(b", \"frame_bytes\": ", num, c.frame_bytes, b',');
+    value!(b", \"flows\": ", num, c.flows, b',');
+    value!(b", \"timestamp_start\": \"", stamp, c.first_ns, b',');
+    value!(b"\", \"timestamp_end\": \"", stamp, c.last_ns, b'\n');
     if JSON {
-        json.lit(b", \"bytes\": ");
-    }
-    num(json, c.ip_bytes);
-    if JSON {
-        json.lit(b", \"frame_bytes\": ");
-    }
-    num(json, c.frame_bytes);
-    if JSON {
-        json.lit(b", \"flows\": ");
-    }
-    num(json, c.flows);
-    let (start, end) = (Short::stamp(c.first_ns), Short::stamp(c.last_ns));
-    if CSV {
-        csv.put(&start);
-        csv.byte(b',');
-        csv.put(&end);
-        csv.byte(b'\n');
-    }
-    if JSON {
-        json.lit(b", \"timestamp_start\": \"");
-        json.put(&start);
-        json.lit(b"\", \"timestamp_end\": \"");
-        json.put(&end);
         json.lit(b"\"}\n");
     }
 }
@@ -989,7 +992,7 @@ mod tests {
     }
 
     #[test]
-    fn short_numbers_stamps_and_quads_read_as_std_prints_them() {
+    fn numbers_stamps_and_quads_read_as_std_prints_them() {
         // Every power of ten and its neighbours, the ends of u64, then random values of every width.
         let mut values: Vec<u64> = vec![0, 1, 9, u64::MAX, u64::MAX - 1];
         for p in POW10 {
@@ -1003,20 +1006,26 @@ mod tests {
             values.push(x >> (x % 64));
         }
         for v in values {
-            let mut s = Short::EMPTY;
-            s.push_u64(v);
-            assert_eq!(&s.b[..s.n], v.to_string().as_bytes(), "{v}");
+            // In place, then copied again from there, as a row's fields are.
+            let (mut t, mut again) = (Text::new(true), Text::new(true));
+            t.n = 7;
+            t.num(v);
+            again.again(&t, 7);
+            assert_eq!(&t.b[7..t.n], v.to_string().as_bytes(), "{v}");
+            assert_eq!(&again.b[..again.n], v.to_string().as_bytes(), "{v}");
             let mut text = Vec::new();
             push_u64(&mut text, v);
             assert_eq!(text, v.to_string().as_bytes(), "{v}");
             // Against std's formatting of seconds and microseconds.
             let want = format!("{}.{:06}", v / 1_000_000_000, v % 1_000_000_000 / 1000);
-            let stamp = Short::stamp(v);
+            let mut stamp = Text::new(true);
+            stamp.stamp(v);
             assert_eq!(&stamp.b[..stamp.n], want.as_bytes(), "{v}");
             let a = (v as u32).to_be_bytes();
-            let mut q = Short::EMPTY;
-            q.push_v4(a);
+            let mut q = Text::new(true);
+            q.v4(a);
             assert_eq!(&q.b[..q.n], std::net::Ipv4Addr::from(a).to_string().as_bytes());
+            assert!(t.ok && again.ok && stamp.ok && q.ok);
         }
         // Every column's JSON key text fits the fixed copies of a row.
         for p in Primitive::LISTED {
@@ -1028,8 +1037,8 @@ mod tests {
     #[test]
     fn rows_of_every_column_with_the_longest_fields_are_written_in_one_pass_as_each_file_alone() {
         // Every primitive, IPv6 inner and outer addresses, 32-byte names of
-        // characters JSON escapes, counters and times of every width: rows
-        // that fill the stack lines or do not fit them at all.
+        // characters JSON escapes, counters and times of every width: the
+        // longest rows there are.
         let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
         let mut t = Aggregate::new(p);
         for i in 0..40u8 {
