@@ -20,9 +20,11 @@
 //!   numbers and addresses are formatted without `fmt`, by hand (integers as
 //!   std prints them, addresses as glibc's `inet_ntop`; tested against std's
 //!   `Display` and serde_json on random rows), by one formatter for both files.
-//! - Every file is streamed (rows composed straight into 256 KiB pieces, each
-//!   one write(2): a table is never held whole as text; blocks allocated
-//!   ahead, see [`shmq::files::AtomicFile`]) to a temporary file of this process's own in the
+//! - Every file is streamed (rows composed straight into 1 MiB block-aligned
+//!   pieces, each one write(2), direct to the disk where the file system
+//!   allows: a table is never held whole as text, and a large file does not
+//!   pass through the page cache; see [`shmq::files::AtomicFile`]) to a
+//!   temporary file of this process's own in the
 //!   same directory (`.<name>.<pid>.<n>.tmp`, created exclusively, never
 //!   through a symbolic link), fsynced and renamed over the target, so a reader
 //!   never sees a partial file and nothing planted in a shared `--out`
@@ -346,9 +348,11 @@ const ROW_ROOM: usize = 4096;
 /// write(2) is handed (no row is composed elsewhere and copied in), by
 /// fixed-size copies of [`Short`] fields where a call into `memcpy` for a
 /// short variable length would cost more than the copy. The buffer is
-/// [`CHUNK`] + [`ROW_ROOM`] bytes, zeroed once per file.
+/// [`CHUNK`] + [`ROW_ROOM`] bytes, zeroed once per file, block-aligned so that
+/// the file can take its pieces without a copy into the page cache
+/// ([`shmq::files::AtomicFile`]'s direct writes).
 struct Text {
-    b: Vec<u8>,
+    b: shmq::files::AlignedBuf,
     n: usize,
     /// False once a write ran past the buffer (the row is then not written).
     ok: bool,
@@ -357,19 +361,25 @@ struct Text {
 impl Text {
     /// A buffer for a file that is written (`on`), else an empty one.
     fn new(on: bool) -> Self {
-        Text { b: vec![0; if on { CHUNK + ROW_ROOM } else { 0 }], n: 0, ok: true }
+        Text { b: shmq::files::AlignedBuf::new(if on { CHUNK + ROW_ROOM } else { 0 }), n: 0, ok: true }
     }
 
     /// A field's text: 48 bytes are copied, `f.n` kept.
     #[inline(always)]
     fn put(&mut self, f: &Short) {
-        match self.b.get_mut(self.n..self.n + 48) {
+        match self.b.bytes_mut().get_mut(self.n..self.n + 48) {
             Some(to) => {
                 to.copy_from_slice(&f.b);
                 self.n += f.n;
             }
             None => self.ok = false,
         }
+    }
+
+    /// The text so far.
+    #[cfg(test)]
+    fn text(&self) -> &[u8] {
+        &self.b.bytes()[..self.n]
     }
 
     /// Appends `v` in decimal, formatted in place (the app's one integer formatter).
@@ -381,7 +391,7 @@ impl Text {
     /// Appends the last `n` decimal digits of `v` (leading zeros kept).
     #[inline(always)]
     fn digits(&mut self, v: u64, n: usize) {
-        match self.b.get_mut(self.n..self.n + n) {
+        match self.b.bytes_mut().get_mut(self.n..self.n + n) {
             Some(to) => {
                 write_digits(to, v);
                 self.n += n;
@@ -395,7 +405,7 @@ impl Text {
     fn v4(&mut self, a: [u8; 4]) {
         for (i, octet) in a.into_iter().enumerate() {
             let (text, len) = OCTETS[usize::from(octet)];
-            match self.b.get_mut(self.n..self.n + 4) {
+            match self.b.bytes_mut().get_mut(self.n..self.n + 4) {
                 Some(to) => to.copy_from_slice(&text),
                 None => {
                     self.ok = false;
@@ -420,7 +430,7 @@ impl Text {
     #[inline(always)]
     fn again(&mut self, from: &Text, start: usize) {
         let n = from.n - start;
-        match (self.b.get_mut(self.n..self.n + 48), from.b.get(start..start + 48)) {
+        match (self.b.bytes_mut().get_mut(self.n..self.n + 48), from.b.bytes().get(start..start + 48)) {
             (Some(to), Some(text)) if n <= 48 => {
                 to.copy_from_slice(text);
                 self.n += n;
@@ -432,7 +442,7 @@ impl Text {
     /// Constant text (a fixed-size copy).
     #[inline(always)]
     fn lit<const M: usize>(&mut self, t: &[u8; M]) {
-        match self.b.get_mut(self.n..self.n + M) {
+        match self.b.bytes_mut().get_mut(self.n..self.n + M) {
             Some(to) => {
                 to.copy_from_slice(t);
                 self.n += M;
@@ -443,7 +453,7 @@ impl Text {
 
     #[inline(always)]
     fn byte(&mut self, c: u8) {
-        match self.b.get_mut(self.n) {
+        match self.b.bytes_mut().get_mut(self.n) {
             Some(to) => {
                 *to = c;
                 self.n += 1;
@@ -453,7 +463,7 @@ impl Text {
     }
 
     fn bytes(&mut self, t: &[u8]) {
-        match self.b.get_mut(self.n..self.n + t.len()) {
+        match self.b.bytes_mut().get_mut(self.n..self.n + t.len()) {
             Some(to) => {
                 to.copy_from_slice(t);
                 self.n += t.len();
@@ -462,11 +472,16 @@ impl Text {
         }
     }
 
-    /// Hands the text to `w` once it holds at least `at` bytes (any, at 0).
+    /// Hands the text to `w` once it holds at least `at` bytes: whole
+    /// [`shmq::files::DIRECT_ALIGN`] blocks of it, the rest (less than a
+    /// block) moved to the start; with `at` 0, all of it.
     fn hand_on<W: io::Write>(&mut self, w: &mut W, at: usize) -> io::Result<()> {
         if self.n >= at.max(1) {
-            w.write_all(&self.b[..self.n])?;
-            self.n = 0;
+            let whole = if at == 0 { self.n } else { self.n - self.n % shmq::files::DIRECT_ALIGN };
+            let b = self.b.bytes_mut();
+            w.write_all(&b[..whole])?;
+            b.copy_within(whole..self.n, 0);
+            self.n -= whole;
         }
         Ok(())
     }
@@ -626,12 +641,11 @@ pub fn json_text(table: &Aggregate) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Text is handed to the files in pieces of about this size: one write(2)
-/// each, straight from the buffer the rows were composed in (a write of at
-/// least [`shmq::files::AtomicFile::BUFFER`] bypasses the file's own buffer).
-/// Large enough that a system call's fixed cost is lost in its copy, small
-/// enough that the piece is still in the CPU's cache when the kernel copies it.
-const CHUNK: usize = shmq::files::AtomicFile::BUFFER;
+/// Text is handed to the files in pieces of about this size, block-aligned:
+/// one write(2) each, straight from the buffer the rows were composed in (a
+/// piece this large bypasses the file's own buffer, and is written directly
+/// to the disk where it can: [`shmq::files::AtomicFile::DIRECT_MIN`]).
+const CHUNK: usize = shmq::files::AtomicFile::DIRECT_MIN;
 
 /// Rows read ahead of their formatting (see [`warm`]).
 const AHEAD: usize = 128;
@@ -1005,26 +1019,24 @@ mod tests {
             x ^= x << 17;
             values.push(x >> (x % 64));
         }
+        let (mut t, mut again, mut stamp, mut q) = (Text::new(true), Text::new(true), Text::new(true), Text::new(true));
         for v in values {
-            // In place, then copied again from there, as a row's fields are.
-            let (mut t, mut again) = (Text::new(true), Text::new(true));
-            t.n = 7;
+            // In place after some text, then copied again from there, as a row's fields are.
+            (t.n, again.n, stamp.n, q.n) = (7, 0, 0, 0);
             t.num(v);
             again.again(&t, 7);
-            assert_eq!(&t.b[7..t.n], v.to_string().as_bytes(), "{v}");
-            assert_eq!(&again.b[..again.n], v.to_string().as_bytes(), "{v}");
+            assert_eq!(&t.text()[7..], v.to_string().as_bytes(), "{v}");
+            assert_eq!(again.text(), v.to_string().as_bytes(), "{v}");
             let mut text = Vec::new();
             push_u64(&mut text, v);
             assert_eq!(text, v.to_string().as_bytes(), "{v}");
             // Against std's formatting of seconds and microseconds.
             let want = format!("{}.{:06}", v / 1_000_000_000, v % 1_000_000_000 / 1000);
-            let mut stamp = Text::new(true);
             stamp.stamp(v);
-            assert_eq!(&stamp.b[..stamp.n], want.as_bytes(), "{v}");
+            assert_eq!(stamp.text(), want.as_bytes(), "{v}");
             let a = (v as u32).to_be_bytes();
-            let mut q = Text::new(true);
             q.v4(a);
-            assert_eq!(&q.b[..q.n], std::net::Ipv4Addr::from(a).to_string().as_bytes());
+            assert_eq!(q.text(), std::net::Ipv4Addr::from(a).to_string().as_bytes());
             assert!(t.ok && again.ok && stamp.ok && q.ok);
         }
         // Every column's JSON key text fits the fixed copies of a row.

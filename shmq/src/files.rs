@@ -408,8 +408,15 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// replaced by the rename, its target untouched. A reader of `path` sees the
 /// old file or the whole new one.
 ///
+/// Pieces of at least [`AtomicFile::DIRECT_MIN`] whole blocks at block
+/// boundaries (from an [`AlignedBuf`]) are written directly (`O_DIRECT`) where
+/// the file system takes them, the rest through the page cache; the bytes of
+/// the file are the same either way. Large files get their blocks allocated
+/// ahead ([`AtomicFile::reserve`]).
+///
 /// Not guaranteed: the directory is trusted as a path (it must exist); without
-/// `sync` a power loss may leave an empty or partial file under `path`.
+/// `sync` a power loss may leave an empty or partial file under `path`; a file
+/// written directly is not in the page cache afterwards.
 #[derive(Debug)]
 pub struct AtomicFile {
     path: std::path::PathBuf,
@@ -424,12 +431,22 @@ pub struct AtomicFile {
     reserving: bool,
     /// An allocation failed: the writes allocate as they go.
     stopped: bool,
+    /// `O_DIRECT` is set on the descriptor now.
+    direct: bool,
+    /// A direct write or `O_DIRECT` was refused: never again.
+    no_direct: bool,
 }
 
 impl AtomicFile {
     /// Bytes buffered before a write(2); a larger write goes to the file directly.
     /// At 256 KiB a system call's fixed cost is a few hundredths of its copy's.
     pub const BUFFER: usize = 256 * 1024;
+
+    /// The smallest piece written directly (`O_DIRECT`, see
+    /// [`AtomicFile::write_direct`]): each direct write is one request the
+    /// disk completes before write(2) returns, and below 1 MiB the requests'
+    /// own cost shows (710 MB took twice the system time in 256 KiB writes).
+    pub const DIRECT_MIN: usize = 1 << 20;
 
     /// Creates the temporary file beside `path` (whose directory must exist)
     /// with `mode`, checked on the descriptor (see the type's docs).
@@ -449,6 +466,8 @@ impl AtomicFile {
             reserved: 0,
             reserving: false,
             stopped: false,
+            direct: false,
+            no_direct: false,
         };
         let meta = file.metadata()?;
         let me = euid();
@@ -505,6 +524,74 @@ impl AtomicFile {
         }
     }
 
+    /// Sets or clears `O_DIRECT` on the descriptor (`fcntl(F_SETFL)`).
+    fn set_direct(&mut self, on: bool) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        if self.direct == on {
+            return Ok(());
+        }
+        let out = self.out.as_ref().ok_or(io::ErrorKind::BrokenPipe)?;
+        let fd = out.get_ref().as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        let flags = if on { flags | OFlag::O_DIRECT } else { flags - OFlag::O_DIRECT };
+        fcntl(fd, FcntlArg::F_SETFL(flags))?;
+        self.direct = on;
+        Ok(())
+    }
+
+    /// Writes `buf` straight from its memory to the disk (`O_DIRECT`) when it
+    /// can: a piece of at least [`AtomicFile::DIRECT_MIN`] bytes, a whole
+    /// number of [`DIRECT_ALIGN`] blocks starting at such a boundary in memory
+    /// ([`AlignedBuf`]) and in the file, nothing buffered before it. Returns
+    /// how many bytes of `buf` it wrote (0: none); the caller writes the rest
+    /// through the page cache.
+    ///
+    /// Why: a buffered write copies every byte into a page-cache page that is
+    /// allocated, charged, written back and reclaimed; for a file of hundreds
+    /// of megabytes that the app does not read again, that costs more than the
+    /// formatting (measured on ext4 in a VM: 710 MB took 0.16-2.2 s of system
+    /// time buffered with an fsync, depending on whether the pages had to be
+    /// found first, and 0.08 s direct in 1 MiB writes). The file is then not
+    /// in the page cache: its first reader reads it from the disk.
+    fn write_direct(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let aligned = |v: usize| v.is_multiple_of(DIRECT_ALIGN);
+        let buffered = self.out.as_ref().is_none_or(|o| !o.buffer().is_empty());
+        if self.no_direct
+            || buffered
+            || buf.len() < Self::DIRECT_MIN
+            || !aligned(buf.len())
+            || !aligned(buf.as_ptr() as usize)
+            || !self.len.is_multiple_of(DIRECT_ALIGN as u64)
+        {
+            return Ok(0);
+        }
+        if self.set_direct(true).is_err() {
+            // A file system without direct I/O.
+            self.no_direct = true;
+            return Ok(0);
+        }
+        let out = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let mut done = 0;
+        // Whole blocks at block boundaries only: a short write that ends
+        // elsewhere leaves the rest to the page cache.
+        while done < buf.len() && aligned(done) {
+            match out.get_mut().write(&buf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A device whose blocks are larger than DIRECT_ALIGN, or a file
+                // system that takes the flag but not the write: nothing was
+                // written, and the page cache takes this and every later piece.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.no_direct = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
     /// Writes `bytes` at `offset` of what was written so far (a length known
     /// only at the end), after handing on what is buffered.
     ///
@@ -512,6 +599,7 @@ impl AtomicFile {
     /// The buffered bytes or these cannot be written.
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt as _;
+        self.set_direct(false)?;
         let out = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
         out.flush()?;
         out.get_ref().write_all_at(bytes, offset)
@@ -519,11 +607,13 @@ impl AtomicFile {
 
     /// Hands on what is buffered, gives back blocks allocated past the end,
     /// fsyncs when `sync`, and renames the temporary file over the target.
-    /// Returns the file, open for writing at its end (a caller may append).
+    /// Returns the file, open for ordinary (not direct) writing at its end (a
+    /// caller may append).
     ///
     /// # Errors
     /// Any of these steps fails; the temporary file is then removed.
     pub fn commit(mut self, sync: bool) -> io::Result<File> {
+        self.set_direct(false)?;
         let out = self.out.take().ok_or(io::ErrorKind::BrokenPipe)?;
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         if self.reserving {
@@ -537,11 +627,23 @@ impl AtomicFile {
         self.tmp = std::path::PathBuf::new();
         Ok(file)
     }
+
+    /// Whether `O_DIRECT` is set now (tests).
+    #[cfg(test)]
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct
+    }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.reserve(self.len + buf.len() as u64);
+        let direct = self.write_direct(buf)?;
+        if direct > 0 {
+            self.len += direct as u64;
+            return Ok(direct);
+        }
+        self.set_direct(false)?;
         let n = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write(buf)?;
         self.len += n as u64;
         Ok(n)
@@ -549,13 +651,59 @@ impl Write for AtomicFile {
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.reserve(self.len + buf.len() as u64);
-        self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write_all(buf)?;
-        self.len += buf.len() as u64;
+        let direct = self.write_direct(buf)?;
+        self.len += direct as u64;
+        if let Some(rest) = buf.get(direct..).filter(|r| !r.is_empty()) {
+            self.set_direct(false)?;
+            self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write_all(rest)?;
+            self.len += rest.len() as u64;
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.set_direct(false)?;
         self.out.as_mut().map_or(Ok(()), io::BufWriter::flush)
+    }
+}
+
+/// The alignment of direct writes, in memory and in the file: the largest
+/// logical block size of common disks (a larger one makes the first direct
+/// write fail with `EINVAL`, and the file is written through the page cache).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// One block of an [`AlignedBuf`].
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(4096))]
+struct Block([u8; DIRECT_ALIGN]);
+
+/// Zeroed bytes starting at a [`DIRECT_ALIGN`] boundary, a whole number of
+/// blocks long: pieces of it that are whole blocks can be written directly
+/// ([`AtomicFile`]).
+pub struct AlignedBuf {
+    blocks: Vec<Block>,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.blocks.len() * DIRECT_ALIGN)
+    }
+}
+
+impl AlignedBuf {
+    /// At least `len` zeroed bytes (rounded up to whole blocks).
+    pub fn new(len: usize) -> Self {
+        AlignedBuf { blocks: vec![Block([0; DIRECT_ALIGN]); len.div_ceil(DIRECT_ALIGN)] }
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.blocks)
+    }
+
+    /// The bytes, to write into.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.blocks)
     }
 }
 

@@ -447,3 +447,52 @@ fn a_streamed_file_refuses_a_link_planted_under_its_temporary_name() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
     assert!(!d.path().join("out").exists());
 }
+
+#[test]
+fn aligned_pieces_go_to_the_disk_directly_and_the_committed_file_appends_as_usual() {
+    use crate::files::{AlignedBuf, DIRECT_ALIGN};
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("flows.json");
+    // Whole blocks only: the last piece is written directly too.
+    let want = pattern(4 * AtomicFile::DIRECT_MIN + 2 * DIRECT_ALIGN);
+    let mut buf = AlignedBuf::new(AtomicFile::DIRECT_MIN + DIRECT_ALIGN);
+    let mut f = AtomicFile::create(&target, 0o644).unwrap();
+    let mut direct = false;
+    // Whole aligned pieces of two lengths from the smallest direct one, and
+    // after the first a length written at the front.
+    let mut rest = &want[..];
+    for blocks in [AtomicFile::DIRECT_MIN / DIRECT_ALIGN, AtomicFile::DIRECT_MIN / DIRECT_ALIGN + 1].iter().cycle() {
+        let n = (blocks * DIRECT_ALIGN).min(rest.len());
+        let (piece, tail) = rest.split_at(n);
+        buf.bytes_mut()[..n].copy_from_slice(piece);
+        f.write_all(&buf.bytes()[..n]).unwrap();
+        direct |= f.is_direct();
+        if rest.len() == want.len() {
+            f.write_at(3, b"LEN").unwrap();
+        }
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    // The file system of the temporary directory may not take direct writes
+    // (then every piece went through the page cache, as the fallback should).
+    let supports = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new().write(true).create(true).custom_flags(libc::O_DIRECT).open(d.path().join("probe"))
+    };
+    let _ = fs::remove_file(d.path().join("probe"));
+    assert_eq!(direct, supports.is_ok(), "direct writes used: {direct}");
+    // The committed file is open for ordinary writes, and takes an append.
+    let mut file = f.commit(true).unwrap();
+    let flags = nix::fcntl::fcntl(std::os::unix::io::AsRawFd::as_raw_fd(&file), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_eq!(flags & libc::O_DIRECT, 0, "O_DIRECT is still set on the committed file");
+    file.write_all(b"appended").unwrap();
+    drop(file);
+    let mut expect = want.clone();
+    expect[3..6].copy_from_slice(b"LEN");
+    expect.extend_from_slice(b"appended");
+    assert!(fs::read(&target).unwrap() == expect, "the file differs from what was written");
+    assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "a temporary file was left");
+}
