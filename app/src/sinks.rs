@@ -10,7 +10,7 @@
 //!   `0.000000` when unknown). Addresses as glibc's
 //!   `inet_ntop` prints them (IPv6 compressed per RFC 5952, `::a.b.c.d` and
 //!   `::ffff:a.b.c.d` forms), ports and VLAN in decimal, the protocol by pmacct's
-//!   name (see [`crate::protocols`]). BYTES = IP bytes.
+//!   name (see [`station::proto::proto_name`]). BYTES = IP bytes.
 //! - `flows.json` is JSON lines like pmacct's `print_output: json`: one object
 //!   per row, keys in pmacct's order (`event_type`, `vlan`, `ip_src`, `ip_dst`,
 //!   `port_src`, `port_dst`, `ip_proto` (always a string), `packets`, `bytes`)

@@ -412,7 +412,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// boundaries (from an [`AlignedBuf`]) are written directly (`O_DIRECT`) where
 /// the file system takes them, the rest through the page cache; the bytes of
 /// the file are the same either way. Large files get their blocks allocated
-/// ahead ([`AtomicFile::reserve`]).
+/// ahead (`fallocate`, see the source of `reserve`).
 ///
 /// Not guaranteed: the directory is trusted as a path (it must exist); without
 /// `sync` a power loss may leave an empty or partial file under `path`; a file
@@ -443,7 +443,7 @@ impl AtomicFile {
     pub const BUFFER: usize = 256 * 1024;
 
     /// The smallest piece written directly (`O_DIRECT`, see
-    /// [`AtomicFile::write_direct`]): each direct write is one request the
+    /// `write_direct` in the source): each direct write is one request the
     /// disk completes before write(2) returns, and below 1 MiB the requests'
     /// own cost shows (710 MB took twice the system time in 256 KiB writes).
     pub const DIRECT_MIN: usize = 1 << 20;
