@@ -549,7 +549,7 @@ impl AtomicFile {
     /// Why: a buffered write copies every byte into a page-cache page that is
     /// allocated, charged, written back and reclaimed; for a file of hundreds
     /// of megabytes that the app does not read again, that costs more than the
-    /// formatting (measured on ext4 in a VM: 710 MB took 0.16-2.2 s of system
+    /// formatting (measured on ext4 in a VM: 710 MB took 0.25-2.2 s of system
     /// time buffered with an fsync, depending on whether the pages had to be
     /// found first, and 0.08 s direct in 1 MiB writes). The file is then not
     /// in the page cache: its first reader reads it from the disk.
