@@ -31,11 +31,12 @@
 //!   be this process's user or root, and others still get nothing.
 //! - Every refusal is one [`QueueError::Unsafe`] line naming the path, the
 //!   owner's uid, the mode, what is wrong and the fix.
-//! - [`write_atomic`] writes a file through a temporary name of this process's
-//!   own (`.<name>.<pid>.<n>.tmp`, created with `O_CREAT | O_EXCL |
-//!   O_NOFOLLOW`), fsyncs it and renames it over the target: a file or symbolic
-//!   link planted under any name is refused or replaced, never written
-//!   through, and no temporary file is left behind on error.
+//! - [`write_atomic`] and the streaming [`AtomicFile`] write a file through a
+//!   temporary name of this process's own (`.<name>.<pid>.<n>.tmp`, created
+//!   with `O_CREAT | O_EXCL | O_NOFOLLOW` and checked on the descriptor),
+//!   fsync it and rename it over the target: a file or symbolic link planted
+//!   under any name is refused or replaced, never written through, and no
+//!   temporary file is left behind on error.
 //!
 //! Not guaranteed: a directory or file that exists already keeps its group
 //! ([`set_group`] applies to what this process creates: remove the cluster
@@ -363,6 +364,12 @@ pub(crate) fn physical_memory() -> Option<u64> {
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The `n` of the next temporary name (tests plant files under it).
+#[cfg(test)]
+pub(crate) fn next_temp_seq() -> u64 {
+    TMP_SEQ.load(Ordering::Relaxed)
+}
+
 /// `.<name>.<pid>.<n>.tmp` beside `path`: a name no other process uses.
 pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
     let mut name = OsString::from(".");
@@ -375,30 +382,341 @@ pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
 /// may write: the bytes go to a new temporary file of this process's own
 /// (`.<name>.<pid>.<n>.tmp`, `O_CREAT | O_EXCL | O_NOFOLLOW`, `mode`), which is
 /// fsynced and renamed over `path` (a rename replaces a symbolic link itself,
-/// never its target). The directory must exist.
+/// never its target). The directory must exist. [`AtomicFile`] streams.
 ///
 /// # Errors
 /// The temporary file cannot be created (a file or link of that name exists:
 /// `AlreadyExists`), written or synced, or the rename fails; the temporary
 /// file is removed in every case.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, contents, mode)
+    let mut f = AtomicFile::create(path, mode)?;
+    f.write_all(contents)?;
+    f.commit(true).map(drop)
 }
 
-fn replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = temp_name(path);
-    let mut created = false;
-    let result = create_exclusive(&tmp, mode)
-        .and_then(|mut f| {
-            created = true;
-            f.write_all(contents)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() && created {
-        let _ = std::fs::remove_file(&tmp);
+/// A file replaced atomically, its contents streamed: written through a
+/// buffer of [`AtomicFile::BUFFER`] bytes into a temporary file of this
+/// process's own beside `path`, then (optionally fsynced and) renamed over
+/// `path` by [`AtomicFile::commit`]. Dropped without a commit, the temporary
+/// file is removed, whatever was written.
+///
+/// Guarantees: the temporary name is `.<name>.<pid>.<n>.tmp`, created with
+/// `O_CREAT | O_EXCL | O_NOFOLLOW` and checked on the descriptor (a regular
+/// file of this process's effective user with exactly `mode`, whatever the
+/// umask) before a byte is written: a file or symbolic link planted under that
+/// name is refused, never written through; a link planted as `path` is
+/// replaced by the rename, its target untouched. A reader of `path` sees the
+/// old file or the whole new one.
+///
+/// Pieces of at least [`AtomicFile::DIRECT_MIN`] whole blocks at block
+/// boundaries (from an [`AlignedBuf`]) are written directly (`O_DIRECT`) where
+/// the file system takes them, the rest through the page cache; the bytes of
+/// the file are the same either way. Large files get their blocks allocated
+/// ahead (`fallocate`, see the source of `reserve`).
+///
+/// Not guaranteed: the directory is trusted as a path (it must exist); without
+/// `sync` a power loss may leave an empty or partial file under `path`; a file
+/// written directly is not in the page cache afterwards.
+#[derive(Debug)]
+pub struct AtomicFile {
+    path: std::path::PathBuf,
+    /// Empty once renamed (nothing for drop to remove).
+    tmp: std::path::PathBuf,
+    out: Option<io::BufWriter<File>>,
+    /// Bytes handed to the writer so far (written or buffered).
+    len: u64,
+    /// The file's blocks are allocated up to here (see [`AtomicFile::reserve`]).
+    reserved: u64,
+    /// An allocation was asked for (blocks past the end may be held).
+    reserving: bool,
+    /// An allocation failed: the writes allocate as they go.
+    stopped: bool,
+    /// `O_DIRECT` is set on the descriptor now.
+    direct: bool,
+    /// A direct write or `O_DIRECT` was refused: never again.
+    no_direct: bool,
+}
+
+impl AtomicFile {
+    /// Bytes buffered before a write(2); a larger write goes to the file directly.
+    /// At 256 KiB a system call's fixed cost is a few hundredths of its copy's.
+    pub const BUFFER: usize = 256 * 1024;
+
+    /// The smallest piece written directly (`O_DIRECT`, see
+    /// `write_direct` in the source): each direct write is one request the
+    /// disk completes before write(2) returns, and below 1 MiB the requests'
+    /// own cost shows (710 MB took twice the system time in 256 KiB writes).
+    pub const DIRECT_MIN: usize = 1 << 20;
+
+    /// Creates the temporary file beside `path` (whose directory must exist)
+    /// with `mode`, checked on the descriptor (see the type's docs).
+    ///
+    /// # Errors
+    /// The name exists (`AlreadyExists`), the file cannot be created, or the
+    /// descriptor is not what was created (`PermissionDenied`, naming the fix).
+    pub fn create(path: &Path, mode: u32) -> io::Result<Self> {
+        let tmp = temp_name(path);
+        let file = create_exclusive(&tmp, mode)?;
+        // From here on, drop removes the temporary file.
+        let mut this = AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            out: None,
+            len: 0,
+            reserved: 0,
+            reserving: false,
+            stopped: false,
+            direct: false,
+            no_direct: false,
+        };
+        let meta = file.metadata()?;
+        let me = euid();
+        if !meta.file_type().is_file() || meta.uid() != me || meta.mode() & 0o7777 != mode {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is {} of uid {} with mode {:o}, not the regular file of uid {me} with mode {mode:o} just \
+                     created: another process changed it (make the directory writable by its owner only)",
+                    this.tmp.display(),
+                    type_word(&meta),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
+        this.out = Some(io::BufWriter::with_capacity(Self::BUFFER, file));
+        Ok(this)
     }
-    result
+
+    /// Allocates the file's blocks ahead of bytes about to be written past
+    /// what is allocated: `fallocate(FALLOC_FL_KEEP_SIZE)` in steps that double
+    /// from 1 MiB up to 64 MiB, once the file is larger than one buffer.
+    ///
+    /// Why: on ext4 (and XFS) every page written into a hole takes a delayed
+    /// block reservation in write(2) and a block allocation at writeback; a
+    /// preallocated range skips both (measured on ext4 in 256 KiB writes and
+    /// an fsync: 72 MB took a quarter less system time, 355 MB a third). The steps keep
+    /// the calls few for any size and the overshoot below half the file;
+    /// [`AtomicFile::commit`] gives the blocks past the end back. Small files
+    /// never call it. An error (a file system without `fallocate`, or full) is
+    /// not reported here: allocation is then left to the writes, which report
+    /// a full disk themselves.
+    fn reserve(&mut self, upto: u64) {
+        const STEP_MIN: u64 = 1 << 20;
+        const STEP_MAX: u64 = 64 << 20;
+        if self.stopped || upto <= self.reserved || upto <= Self::BUFFER as u64 {
+            return;
+        }
+        let Some(out) = self.out.as_ref() else { return };
+        let step = self.reserved.clamp(STEP_MIN, STEP_MAX).max(upto - self.reserved);
+        let (Ok(offset), Ok(len)) = (i64::try_from(self.reserved), i64::try_from(step)) else { return };
+        self.reserving = true;
+        let reserved = nix::fcntl::fallocate(
+            out.get_ref().as_raw_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        );
+        // Failed (possibly after allocating part of the range): never again.
+        match reserved {
+            Ok(()) => self.reserved += step,
+            Err(_) => self.stopped = true,
+        }
+    }
+
+    /// Sets or clears `O_DIRECT` on the descriptor (`fcntl(F_SETFL)`).
+    fn set_direct(&mut self, on: bool) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        if self.direct == on {
+            return Ok(());
+        }
+        let out = self.out.as_ref().ok_or(io::ErrorKind::BrokenPipe)?;
+        let fd = out.get_ref().as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        let flags = if on { flags | OFlag::O_DIRECT } else { flags - OFlag::O_DIRECT };
+        fcntl(fd, FcntlArg::F_SETFL(flags))?;
+        self.direct = on;
+        Ok(())
+    }
+
+    /// Writes `buf` straight from its memory to the disk (`O_DIRECT`) when it
+    /// can: a piece of at least [`AtomicFile::DIRECT_MIN`] bytes, a whole
+    /// number of [`DIRECT_ALIGN`] blocks starting at such a boundary in memory
+    /// ([`AlignedBuf`]) and in the file, nothing buffered before it. Returns
+    /// how many bytes of `buf` it wrote (0: none); the caller writes the rest
+    /// through the page cache.
+    ///
+    /// Why: a buffered write copies every byte into a page-cache page that is
+    /// allocated, charged, written back and reclaimed; for a file of hundreds
+    /// of megabytes that the app does not read again, that costs more than the
+    /// formatting (measured on ext4 in a VM: 710 MB took 0.25-2.2 s of system
+    /// time buffered with an fsync, depending on whether the pages had to be
+    /// found first, and 0.08 s direct in 1 MiB writes). The file is then not
+    /// in the page cache: its first reader reads it from the disk.
+    fn write_direct(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let aligned = |v: usize| v.is_multiple_of(DIRECT_ALIGN);
+        let buffered = self.out.as_ref().is_none_or(|o| !o.buffer().is_empty());
+        if self.no_direct
+            || buffered
+            || buf.len() < Self::DIRECT_MIN
+            || !aligned(buf.len())
+            || !aligned(buf.as_ptr() as usize)
+            || !self.len.is_multiple_of(DIRECT_ALIGN as u64)
+        {
+            return Ok(0);
+        }
+        if self.set_direct(true).is_err() {
+            // A file system without direct I/O.
+            self.no_direct = true;
+            return Ok(0);
+        }
+        let out = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let mut done = 0;
+        // Whole blocks at block boundaries only: a short write that ends
+        // elsewhere leaves the rest to the page cache.
+        while done < buf.len() && aligned(done) {
+            match out.get_mut().write(&buf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A device whose blocks are larger than DIRECT_ALIGN, or a file
+                // system that takes the flag but not the write: nothing was
+                // written, and the page cache takes this and every later piece.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.no_direct = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Writes `bytes` at `offset` of what was written so far (a length known
+    /// only at the end), after handing on what is buffered.
+    ///
+    /// # Errors
+    /// The buffered bytes or these cannot be written.
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.set_direct(false)?;
+        let out = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        out.flush()?;
+        out.get_ref().write_all_at(bytes, offset)
+    }
+
+    /// Hands on what is buffered, gives back blocks allocated past the end,
+    /// fsyncs when `sync`, and renames the temporary file over the target.
+    /// Returns the file, open for ordinary (not direct) writing at its end (a
+    /// caller may append).
+    ///
+    /// # Errors
+    /// Any of these steps fails; the temporary file is then removed.
+    pub fn commit(mut self, sync: bool) -> io::Result<File> {
+        self.set_direct(false)?;
+        let out = self.out.take().ok_or(io::ErrorKind::BrokenPipe)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        if self.reserving {
+            // Frees the blocks allocated beyond the end (the size is unchanged).
+            file.set_len(self.len)?;
+        }
+        if sync {
+            file.sync_all()?;
+        }
+        std::fs::rename(&self.tmp, &self.path)?;
+        self.tmp = std::path::PathBuf::new();
+        Ok(file)
+    }
+
+    /// Whether `O_DIRECT` is set now (tests).
+    #[cfg(test)]
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.reserve(self.len + buf.len() as u64);
+        let direct = self.write_direct(buf)?;
+        if direct > 0 {
+            self.len += direct as u64;
+            return Ok(direct);
+        }
+        self.set_direct(false)?;
+        let n = self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.reserve(self.len + buf.len() as u64);
+        let direct = self.write_direct(buf)?;
+        self.len += direct as u64;
+        if let Some(rest) = buf.get(direct..).filter(|r| !r.is_empty()) {
+            self.set_direct(false)?;
+            self.out.as_mut().ok_or(io::ErrorKind::BrokenPipe)?.write_all(rest)?;
+            self.len += rest.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.set_direct(false)?;
+        self.out.as_mut().map_or(Ok(()), io::BufWriter::flush)
+    }
+}
+
+/// The alignment of direct writes, in memory and in the file: the largest
+/// logical block size of common disks (a larger one makes the first direct
+/// write fail with `EINVAL`, and the file is written through the page cache).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// One block of an [`AlignedBuf`].
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(4096))]
+struct Block([u8; DIRECT_ALIGN]);
+
+/// Zeroed bytes starting at a [`DIRECT_ALIGN`] boundary, a whole number of
+/// blocks long: pieces of it that are whole blocks can be written directly
+/// ([`AtomicFile`]).
+pub struct AlignedBuf {
+    blocks: Vec<Block>,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.blocks.len() * DIRECT_ALIGN)
+    }
+}
+
+impl AlignedBuf {
+    /// At least `len` zeroed bytes (rounded up to whole blocks).
+    pub fn new(len: usize) -> Self {
+        AlignedBuf { blocks: vec![Block([0; DIRECT_ALIGN]); len.div_ceil(DIRECT_ALIGN)] }
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.blocks)
+    }
+
+    /// The bytes, to write into.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.blocks)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            // Not committed: the buffered tail is dropped unwritten and the file removed.
+            if let Some(out) = self.out.take() {
+                drop(out.into_parts());
+            }
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Reads up to the first 8 bytes of `file` as a native-endian u64 (0-padded),

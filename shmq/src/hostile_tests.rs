@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::files::write_atomic;
+use crate::files::{write_atomic, AtomicFile};
 use crate::header::offsets;
 use crate::*;
 
@@ -383,4 +383,116 @@ fn atomic_writes_never_follow_a_planted_link_and_leave_no_temporary_file() {
     assert_eq!(names, [".sources.0.tmp", ".sources.tmp", "sources", "victim"]);
     // A failed write (no such directory) leaves nothing behind either.
     assert!(write_atomic(&d.path().join("missing/x"), b"x", 0o644).is_err());
+}
+
+/// `len` bytes of a pattern that repeats only every 251 bytes (a prime), so a
+/// piece written twice or dropped shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (i % 251 % 26) as u8).collect()
+}
+
+#[test]
+fn a_streamed_file_appears_whole_at_commit_with_its_mode_and_no_blocks_past_its_end() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("flows.csv");
+    // 5 MiB and a bit, in pieces of every size around the buffer's: the
+    // allocation ahead takes steps of 1, 1, 2 and 4 MiB, 8 in all.
+    let want = pattern(5 * 1024 * 1024 + 12_345);
+    let mut f = AtomicFile::create(&target, 0o600).unwrap();
+    let mut rest = &want[..];
+    for size in [1, AtomicFile::BUFFER - 1, AtomicFile::BUFFER + 1, 3 * AtomicFile::BUFFER, 7].iter().cycle() {
+        let (piece, tail) = rest.split_at((*size).min(rest.len()));
+        f.write_all(piece).unwrap();
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    assert!(!target.exists(), "visible before the commit");
+    drop(f.commit(true).unwrap());
+    assert!(fs::read(&target).unwrap() == want, "the file differs from what was written");
+    let meta = fs::symlink_metadata(&target).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    // The blocks allocated ahead beyond the end were given back (kernel's count of 512-byte blocks).
+    let allocated = meta.blocks() * 512;
+    assert!(allocated <= meta.len() + 64 * 1024, "{allocated} bytes allocated for a file of {}", meta.len());
+    assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "a temporary file was left");
+}
+
+#[test]
+fn a_streamed_file_dropped_without_commit_leaves_nothing() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let mut f = AtomicFile::create(&d.path().join("flows.json"), 0o644).unwrap();
+    f.write_all(&pattern(3 * AtomicFile::BUFFER)).unwrap();
+    drop(f);
+    assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_streamed_file_refuses_a_link_planted_under_its_temporary_name() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim");
+    fs::write(&victim, "keep").unwrap();
+    // Links under the next temporary names this process will use (other
+    // tests running meanwhile take a few of them).
+    let first = crate::files::next_temp_seq();
+    for n in first..first + 256 {
+        std::os::unix::fs::symlink(&victim, d.path().join(format!(".out.{}.{n}.tmp", std::process::id()))).unwrap();
+    }
+    let e = AtomicFile::create(&d.path().join("out"), 0o644).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(!d.path().join("out").exists());
+}
+
+#[test]
+fn aligned_pieces_go_to_the_disk_directly_and_the_committed_file_appends_as_usual() {
+    use crate::files::{AlignedBuf, DIRECT_ALIGN};
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("flows.json");
+    // Whole blocks only: the last piece is written directly too.
+    let want = pattern(4 * AtomicFile::DIRECT_MIN + 2 * DIRECT_ALIGN);
+    let mut buf = AlignedBuf::new(AtomicFile::DIRECT_MIN + DIRECT_ALIGN);
+    let mut f = AtomicFile::create(&target, 0o644).unwrap();
+    let mut direct = false;
+    // Whole aligned pieces of two lengths from the smallest direct one, and
+    // after the first a length written at the front.
+    let mut rest = &want[..];
+    for blocks in [AtomicFile::DIRECT_MIN / DIRECT_ALIGN, AtomicFile::DIRECT_MIN / DIRECT_ALIGN + 1].iter().cycle() {
+        let n = (blocks * DIRECT_ALIGN).min(rest.len());
+        let (piece, tail) = rest.split_at(n);
+        buf.bytes_mut()[..n].copy_from_slice(piece);
+        f.write_all(&buf.bytes()[..n]).unwrap();
+        direct |= f.is_direct();
+        if rest.len() == want.len() {
+            f.write_at(3, b"LEN").unwrap();
+        }
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    // The file system of the temporary directory may not take direct writes
+    // (then every piece went through the page cache, as the fallback should).
+    let supports = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new().write(true).create(true).custom_flags(libc::O_DIRECT).open(d.path().join("probe"))
+    };
+    let _ = fs::remove_file(d.path().join("probe"));
+    assert_eq!(direct, supports.is_ok(), "direct writes used: {direct}");
+    // The committed file is open for ordinary writes, and takes an append.
+    let mut file = f.commit(true).unwrap();
+    let flags = nix::fcntl::fcntl(std::os::unix::io::AsRawFd::as_raw_fd(&file), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_eq!(flags & libc::O_DIRECT, 0, "O_DIRECT is still set on the committed file");
+    file.write_all(b"appended").unwrap();
+    drop(file);
+    let mut expect = want.clone();
+    expect[3..6].copy_from_slice(b"LEN");
+    expect.extend_from_slice(b"appended");
+    assert!(fs::read(&target).unwrap() == expect, "the file differs from what was written");
+    assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "a temporary file was left");
 }
