@@ -212,8 +212,9 @@ fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
     (depth / 8..5).find(|&w| diff[w] != 0).map(|w| 8 * w + diff[w].leading_zeros() as usize / 8)
 }
 
-/// Rows per chunk of a [`RowTable`] (`1 << CHUNK_BITS`): 7 MiB of rows.
-const CHUNK_BITS: u32 = 16;
+/// Rows per chunk of a [`RowTable`] (`1 << CHUNK_BITS`): 14 MiB of rows,
+/// so that most of a chunk is whole 2 MiB pages wherever it starts.
+const CHUNK_BITS: u32 = 17;
 /// Rows per chunk of a [`RowTable`].
 const CHUNK: usize = 1 << CHUNK_BITS;
 /// The smallest index: 16 slots (two cache lines).
@@ -402,7 +403,7 @@ impl RowTable {
             // The first chunk grows by four (a small table stays small);
             // every later one is made whole at once.
             let want = if chunk == 0 { (rows.capacity() * 4).clamp(16, CHUNK) } else { CHUNK };
-            rows.reserve_exact(want - rows.len());
+            grow_chunk(rows, want);
         }
         rows.push((key, c));
         self.len += 1;
@@ -428,6 +429,7 @@ impl RowTable {
     /// An index of `1 << bits` slots holding the rows' slots (at most half full).
     fn resize_index(&mut self, bits: u32) {
         let old = std::mem::replace(&mut self.index, vec![0; 1 << bits]);
+        crate::sys::advise_huge_pages(&self.index);
         self.bits = bits;
         let mask = self.index.len() - 1;
         for v in old {
@@ -455,9 +457,8 @@ impl RowTable {
                 self.chunks.push(Vec::new());
             }
             let want = if chunk == 0 { rows.min(CHUNK) } else { CHUNK };
-            let have = &mut self.chunks[chunk];
-            if have.capacity() < want {
-                have.reserve_exact(want - have.len());
+            if self.chunks[chunk].capacity() < want {
+                grow_chunk(&mut self.chunks[chunk], want);
             }
         }
     }
@@ -466,6 +467,13 @@ impl RowTable {
     fn iter(&self) -> impl Iterator<Item = &Row> {
         self.chunks.iter().flatten()
     }
+}
+
+/// Makes room for `want` rows in `rows`, in 2 MiB pages where it is large
+/// ([`crate::sys::advise_huge_pages`]: the pages are touched as rows come).
+fn grow_chunk(rows: &mut Vec<Row>, want: usize) {
+    rows.reserve_exact(want.saturating_sub(rows.len()));
+    crate::sys::advise_huge_pages(rows.spare_capacity_mut());
 }
 
 /// One aggregate table.
@@ -492,6 +500,9 @@ pub struct Aggregate {
     marked: Vec<bool>,
     /// The directions of [`Aggregate::add_batch`]'s records, hashed ahead.
     pending: Vec<Pending>,
+    /// The changed rows encoded by the last [`Aggregate::changes`] (the
+    /// buffer is kept for the next).
+    encoded: RowBytes,
 }
 
 /// A direction of a record in [`Aggregate::add_batch`], its key hashed.
@@ -525,6 +536,7 @@ impl Aggregate {
             changed: Vec::new(),
             marked: Vec::new(),
             pending: Vec::new(),
+            encoded: RowBytes::default(),
         }
     }
 
@@ -708,7 +720,8 @@ impl Aggregate {
 
     /// The rows changed since the last call (each once, in the order they
     /// first changed), and forgets them: what a checkpoint after the previous
-    /// one must add.
+    /// one must add (the tests' view of what [`Aggregate::changes`] encodes).
+    #[cfg(test)]
     pub fn take_changes(&mut self) -> Vec<(&Key, &Counters)> {
         for &i in &self.changed {
             if let Some(m) = self.marked.get_mut(i as usize) {
@@ -1025,33 +1038,66 @@ impl<'de> serde::Deserialize<'de> for Aggregate {
 
 /// The rows of a table changed since the previous checkpoint, with its overflow count.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct TableChanges {
+pub struct TableChanges<'a> {
     overflowed: u64,
-    rows: RowBytes,
+    rows: EncodedRows<'a>,
     /// Rows in `rows` (not saved: the bytes say it).
     #[serde(skip)]
     count: usize,
 }
 
-impl Aggregate {
-    /// The rows changed since the last call, encoded; forgets them.
-    fn changes(&mut self) -> TableChanges {
-        let p = self.primitives;
-        let overflowed = self.overflowed;
-        let mut rows = RowBytes::default();
-        let changed = self.take_changes();
-        let count = changed.len();
-        for (k, c) in changed {
-            rows.push(p, k, c);
+/// Encoded rows: lent by the table (its buffer, kept from save to save so
+/// that a save neither allocates nor faults it in again) or read from a file.
+/// Saved as [`RowBytes`] is (one byte string).
+#[derive(Debug)]
+enum EncodedRows<'a> {
+    Lent(&'a RowBytes),
+    Read(RowBytes),
+}
+
+impl serde::Serialize for EncodedRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EncodedRows::Lent(r) => r.serialize(s),
+            EncodedRows::Read(r) => r.serialize(s),
         }
-        TableChanges { overflowed, rows, count }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EncodedRows<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RowBytes::deserialize(d).map(EncodedRows::Read)
+    }
+}
+
+impl Aggregate {
+    /// The rows changed since the last call, encoded (in the table's own
+    /// buffer); forgets them.
+    fn changes(&mut self) -> TableChanges<'_> {
+        let p = self.primitives;
+        self.encoded.0.clear();
+        let count = self.changed.len();
+        for &i in &self.changed {
+            if let Some(m) = self.marked.get_mut(i as usize) {
+                *m = false;
+            }
+            if let Some((k, c)) = self.rows.get(i as usize) {
+                self.encoded.push(p, k, c);
+            }
+        }
+        self.changed.clear();
+        TableChanges { overflowed: self.overflowed, rows: EncodedRows::Lent(&self.encoded), count }
     }
 
     /// Replays changes saved by [`Aggregate::changes`]: each row as saved.
-    fn apply(&mut self, t: TableChanges) -> Result<(), String> {
+    fn apply(&mut self, t: TableChanges<'_>) -> Result<(), String> {
         self.overflowed = t.overflowed;
         let p = self.primitives;
-        t.rows.replay(p, |k, c| self.put_row(k, c))
+        let rows = match &t.rows {
+            EncodedRows::Lent(r) => r,
+            EncodedRows::Read(r) => r,
+        };
+        rows.replay(p, |k, c| self.put_row(k, c))
     }
 }
 
@@ -1061,7 +1107,7 @@ impl Aggregate {
 /// flags: an IPv4 address whose other 12 bytes are zero in 4 bytes (inner
 /// and outer apart), the four counters in 4 bytes each when all fit, the
 /// last packet time as 4 bytes after the first when the difference fits.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct RowBytes(Vec<u8>);
 
 /// The row flags of [`RowBytes`].
@@ -1423,7 +1469,7 @@ impl Totals {
 pub struct AccountsChanges<'a> {
     per_queue: std::borrow::Cow<'a, [Totals]>,
     containers: std::borrow::Cow<'a, Containers>,
-    tables: Vec<TableChanges>,
+    tables: Vec<TableChanges<'a>>,
 }
 
 impl AccountsChanges<'_> {
@@ -1976,6 +2022,32 @@ pub(crate) mod tests {
         assert_eq!(acc.main_table().sum().packets, 1);
         assert_eq!(acc.main_totals().packets, 1);
         assert_eq!(acc.totals().packets, 3);
+    }
+
+    #[test]
+    fn rows_past_the_first_chunks_keep_their_positions_and_are_found_after_the_index_doubles() {
+        // Reserved for part of the rows, then grown past it: chunks made
+        // whole at once, the index doubled several times.
+        for reserve in [0, CHUNK + 7] {
+            let mut t = RowTable::default();
+            t.reserve(reserve);
+            let n = 2 * CHUNK + 3;
+            let key = |i: usize| Key { src: v4((i as u32).to_be_bytes()), dst_port: i as u16, ..Key::default() };
+            for i in 0..n {
+                let k = key(i);
+                let h = t.hash(&k);
+                let slot = t.find(h, &k).unwrap_err();
+                assert_eq!(t.insert(slot, h, k, Counters { packets: i as u64, ..Counters::default() }), i);
+            }
+            assert_eq!(t.len(), n);
+            assert_eq!(t.index.len(), (2 * n).next_power_of_two());
+            for i in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, n - 1] {
+                let k = key(i);
+                assert_eq!(t.find(t.hash(&k), &k), Ok(i));
+                assert_eq!(t.get(i).map(|(k, c)| (*k, c.packets)), Some((key(i), i as u64)));
+            }
+            assert!(t.iter().enumerate().all(|(i, (k, c))| *k == key(i) && c.packets == i as u64));
+        }
     }
 
     /// A direction's key as the model keeps it: values, not ids.
