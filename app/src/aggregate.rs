@@ -2050,6 +2050,92 @@ pub(crate) mod tests {
         }
     }
 
+    /// Record `i` of [`checkpoint_sample`].
+    fn checkpoint_record(i: u8) -> FlowRecord {
+        let mut r = ip_record(
+            [10, 0, i % 4, 1],
+            1000 + u16::from(i),
+            [192, 168, 0, i % 3],
+            443,
+            6,
+            (u64::from(i) + 1, 100 * u64::from(i) + 40),
+            (u64::from(i % 2), 1500),
+            EndReason::IdleTimeout,
+        );
+        r.first_ns = 1_700_000_000_000_000_000 + u64::from(i);
+        r.last_ns = r.first_ns + 5_000_000_000 * u64::from(i);
+        r.vlan = u16::from(i % 2) * 7;
+        if i % 3 == 1 {
+            r.ip_version = 6;
+            r.addr_a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, i];
+        }
+        if i % 4 == 2 {
+            r.ctr[0].name = station::record::fixed_text(&format!("golden-{i}"));
+            r.tunnel_kind = 1;
+            r.tunnel_ip_version = 4;
+            r.tunnel_addr_a = v4([172, 16, 0, i]);
+            r.tunnel_addr_b = v4([172, 16, 1, 1]);
+            r.tunnel_id = 4242;
+            r.tunnel_flags = station::record::TUNNEL_HAS_ID;
+        }
+        if i == 5 {
+            r.dir[0].packets = u64::from(u32::MAX) + 9;
+        }
+        r
+    }
+
+    /// Accounts and a frame of changes as a checkpoint encodes them (the
+    /// file's bincode options), from records of every kind of key.
+    fn checkpoint_sample() -> (Vec<u8>, Vec<u8>) {
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut acc = Accounts::new(p, &[3, 4], false).with_max_rows(9);
+        for i in 0..8 {
+            acc.add(usize::from(i % 2), &checkpoint_record(i));
+        }
+        let whole = bincode::serialize(&acc).unwrap();
+        acc.clear_changes();
+        for i in [3, 9, 10, 11, 0] {
+            acc.add(usize::from(i % 2), &checkpoint_record(i));
+        }
+        let changes = bincode::serialize(&acc.take_changes()).unwrap();
+        (whole, changes)
+    }
+
+    /// The checkpoint of [`checkpoint_sample`] as the IndexMap table before
+    /// this one wrote it (format v3; `WHOLE` and `CHANGES` lines in hex).
+    const GOLDEN_V3: &str = include_str!("aggregate-checkpoint-v3.hex");
+
+    #[test]
+    fn a_checkpoint_is_the_bytes_the_previous_table_wrote_and_its_bytes_load_back() {
+        let line = |tag: &str| -> Vec<u8> {
+            let hex = GOLDEN_V3.lines().find_map(|l| l.strip_prefix(tag)).unwrap().trim();
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+        };
+        let (whole, changes) = (line("WHOLE "), line("CHANGES "));
+        // What this table writes, the previous one wrote (so it reads this one's files).
+        let (w, c) = checkpoint_sample();
+        assert_eq!(w, whole);
+        assert_eq!(c, changes);
+        // And what the previous one wrote loads here as the same accounts.
+        use bincode::Options as _;
+        let options = bincode::DefaultOptions::new().with_fixint_encoding().with_limit(1 << 20);
+        let mut loaded: Accounts = options.deserialize(&whole).unwrap();
+        let frame: AccountsChanges<'_> = options.deserialize(&changes).unwrap();
+        loaded.apply_changes(frame).unwrap();
+        // The same as this table's own accounts after both (built here, not loaded).
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut built = Accounts::new(p, &[3, 4], false).with_max_rows(9);
+        for i in (0..8).chain([3, 9, 10, 11, 0]) {
+            built.add(usize::from(i % 2), &checkpoint_record(i));
+        }
+        let rows = |a: &Accounts| a.main_table().rows().map(|(k, c)| (*k, *c)).collect::<Vec<_>>();
+        assert_eq!(rows(&loaded), rows(&built));
+        assert_eq!(rows(&built).len(), 10, "nine rows and the overflow row");
+        assert!(built.main_table().overflowed() > 0);
+        assert_eq!(loaded.totals(), built.totals());
+        assert_eq!(bincode::serialize(&loaded).unwrap(), bincode::serialize(&built).unwrap());
+    }
+
     /// A direction's key as the model keeps it: values, not ids.
     type ModelKey = ([u8; 16], [u8; 16], u16, u16, [u8; 32], bool);
 
