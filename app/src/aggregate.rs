@@ -521,9 +521,10 @@ struct Pending {
 }
 
 /// Directions between the prefetch of a direction's row and its count in
-/// [`Aggregate::add_batch`] (its index line was prefetched when the batch
-/// was hashed).
+/// [`Aggregate::add_batch`].
 const ROW_AHEAD: usize = 8;
+/// Directions between the prefetch of a direction's index line and that of its row.
+const INDEX_AHEAD: usize = 8;
 
 impl Aggregate {
     /// An empty table keyed by `primitives`, without a row limit.
@@ -591,11 +592,12 @@ impl Aggregate {
     }
 
     /// [`Aggregate::add_ip`] for each of `records` in turn, with the same
-    /// rows in the same positions, the cache misses of many directions in
-    /// flight together: every direction is keyed and hashed first and its
-    /// index line prefetched, then each is counted in order, the row of the
-    /// one [`ROW_AHEAD`] directions on prefetched meanwhile (the DPDK bulk
-    /// lookup, as the detector's `FlowTable::packet_ahead`).
+    /// rows in the same positions, the cache misses of several directions in
+    /// flight together (the DPDK bulk lookup, in the detector's
+    /// `FlowTable::packet_ahead` way): every direction of the batch is keyed
+    /// and hashed first, then each is counted in order while the index line
+    /// of the one [`INDEX_AHEAD`] + [`ROW_AHEAD`] directions on is
+    /// prefetched, and the row its slot names for the one [`ROW_AHEAD`] on.
     pub fn add_batch(&mut self, records: &[FlowRecord]) {
         let mut pending = std::mem::take(&mut self.pending);
         pending.clear();
@@ -607,12 +609,17 @@ impl Aggregate {
                 // Only looked up here: ids are added when the row is made.
                 if let Some((key, c, known)) = self.direction(r, side, false) {
                     let hash = self.rows.hash(&key);
-                    self.rows.prefetch_index(hash);
                     pending.push(Pending { key, c, hash, record: i as u32, side: side as u8, known });
                 }
             }
         }
+        for p in pending.iter().take(INDEX_AHEAD + ROW_AHEAD) {
+            self.rows.prefetch_index(p.hash);
+        }
         for i in 0..pending.len() {
+            if let Some(ahead) = pending.get(i + INDEX_AHEAD + ROW_AHEAD) {
+                self.rows.prefetch_index(ahead.hash);
+            }
             if let Some(ahead) = pending.get(i + ROW_AHEAD) {
                 self.rows.prefetch_row(ahead.hash);
             }
