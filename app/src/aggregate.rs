@@ -28,8 +28,13 @@
 //!   near (the first to arrive win), and FLOWS of the overflow row counts
 //!   directions, not distinct keys.
 //!
+//! - Rows keep their insertion positions ([`RowTable`], the table of the app's
+//!   own); a batch of records ([`Aggregate::add_batch`]) makes the same rows
+//!   in the same positions as the same records one by one.
+//!
 //! Not on a hot path per packet, but per record: no allocation except when a
-//! new row appears.
+//! new row appears (a new chunk of rows, a doubled index) or a batch is the
+//! largest yet (its hashed directions).
 
 use station::record::{EndReason, FlowRecord, RecordKind};
 
