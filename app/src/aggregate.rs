@@ -218,7 +218,8 @@ fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
 }
 
 /// Rows per chunk of a [`RowTable`] (`1 << CHUNK_BITS`): 14 MiB of rows,
-/// so that most of a chunk is whole 2 MiB pages wherever it starts.
+/// as many as the index has room for at first (two per slot of the
+/// default record queue).
 const CHUNK_BITS: u32 = 17;
 /// Rows per chunk of a [`RowTable`].
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -434,7 +435,6 @@ impl RowTable {
     /// An index of `1 << bits` slots holding the rows' slots (at most half full).
     fn resize_index(&mut self, bits: u32) {
         let old = std::mem::replace(&mut self.index, vec![0; 1 << bits]);
-        crate::sys::advise_huge_pages(&self.index);
         self.bits = bits;
         let mask = self.index.len() - 1;
         for v in old {
@@ -474,11 +474,10 @@ impl RowTable {
     }
 }
 
-/// Makes room for `want` rows in `rows`, in 2 MiB pages where it is large
-/// ([`crate::sys::advise_huge_pages`]: the pages are touched as rows come).
+/// Makes room for `want` rows in `rows` (address space: its pages are
+/// touched as rows come).
 fn grow_chunk(rows: &mut Vec<Row>, want: usize) {
     rows.reserve_exact(want.saturating_sub(rows.len()));
-    crate::sys::advise_huge_pages(rows.spare_capacity_mut());
 }
 
 /// One aggregate table.

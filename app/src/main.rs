@@ -34,7 +34,6 @@ mod settings;
 mod sinks;
 mod status;
 mod summary;
-mod sys;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
