@@ -504,9 +504,6 @@ pub struct Aggregate {
     marked: Vec<bool>,
     /// The directions of [`Aggregate::add_batch`]'s records, hashed ahead.
     pending: Vec<Pending>,
-    /// The changed rows encoded by the last [`Aggregate::changes`] (the
-    /// buffer is kept for the next).
-    encoded: RowBytes,
 }
 
 /// A direction of a record in [`Aggregate::add_batch`], its key hashed.
@@ -541,7 +538,6 @@ impl Aggregate {
             changed: Vec::new(),
             marked: Vec::new(),
             pending: Vec::new(),
-            encoded: RowBytes::default(),
         }
     }
 
@@ -731,8 +727,7 @@ impl Aggregate {
 
     /// The rows changed since the last call (each once, in the order they
     /// first changed), and forgets them: what a checkpoint after the previous
-    /// one must add (the tests' view of what [`Aggregate::changes`] encodes).
-    #[cfg(test)]
+    /// one must add.
     pub fn take_changes(&mut self) -> Vec<(&Key, &Counters)> {
         for &i in &self.changed {
             if let Some(m) = self.marked.get_mut(i as usize) {
@@ -1049,66 +1044,33 @@ impl<'de> serde::Deserialize<'de> for Aggregate {
 
 /// The rows of a table changed since the previous checkpoint, with its overflow count.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct TableChanges<'a> {
+pub struct TableChanges {
     overflowed: u64,
-    rows: EncodedRows<'a>,
+    rows: RowBytes,
     /// Rows in `rows` (not saved: the bytes say it).
     #[serde(skip)]
     count: usize,
 }
 
-/// Encoded rows: lent by the table (its buffer, kept from save to save so
-/// that a save neither allocates nor faults it in again) or read from a file.
-/// Saved as [`RowBytes`] is (one byte string).
-#[derive(Debug)]
-enum EncodedRows<'a> {
-    Lent(&'a RowBytes),
-    Read(RowBytes),
-}
-
-impl serde::Serialize for EncodedRows<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            EncodedRows::Lent(r) => r.serialize(s),
-            EncodedRows::Read(r) => r.serialize(s),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for EncodedRows<'_> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        RowBytes::deserialize(d).map(EncodedRows::Read)
-    }
-}
-
 impl Aggregate {
-    /// The rows changed since the last call, encoded (in the table's own
-    /// buffer); forgets them.
-    fn changes(&mut self) -> TableChanges<'_> {
+    /// The rows changed since the last call, encoded; forgets them.
+    fn changes(&mut self) -> TableChanges {
         let p = self.primitives;
-        self.encoded.0.clear();
-        let count = self.changed.len();
-        for &i in &self.changed {
-            if let Some(m) = self.marked.get_mut(i as usize) {
-                *m = false;
-            }
-            if let Some((k, c)) = self.rows.get(i as usize) {
-                self.encoded.push(p, k, c);
-            }
+        let overflowed = self.overflowed;
+        let mut rows = RowBytes::default();
+        let changed = self.take_changes();
+        let count = changed.len();
+        for (k, c) in changed {
+            rows.push(p, k, c);
         }
-        self.changed.clear();
-        TableChanges { overflowed: self.overflowed, rows: EncodedRows::Lent(&self.encoded), count }
+        TableChanges { overflowed, rows, count }
     }
 
     /// Replays changes saved by [`Aggregate::changes`]: each row as saved.
-    fn apply(&mut self, t: TableChanges<'_>) -> Result<(), String> {
+    fn apply(&mut self, t: TableChanges) -> Result<(), String> {
         self.overflowed = t.overflowed;
         let p = self.primitives;
-        let rows = match &t.rows {
-            EncodedRows::Lent(r) => r,
-            EncodedRows::Read(r) => r,
-        };
-        rows.replay(p, |k, c| self.put_row(k, c))
+        t.rows.replay(p, |k, c| self.put_row(k, c))
     }
 }
 
@@ -1118,7 +1080,7 @@ impl Aggregate {
 /// flags: an IPv4 address whose other 12 bytes are zero in 4 bytes (inner
 /// and outer apart), the four counters in 4 bytes each when all fit, the
 /// last packet time as 4 bytes after the first when the difference fits.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct RowBytes(Vec<u8>);
 
 /// The row flags of [`RowBytes`].
@@ -1480,7 +1442,7 @@ impl Totals {
 pub struct AccountsChanges<'a> {
     per_queue: std::borrow::Cow<'a, [Totals]>,
     containers: std::borrow::Cow<'a, Containers>,
-    tables: Vec<TableChanges<'a>>,
+    tables: Vec<TableChanges>,
 }
 
 impl AccountsChanges<'_> {
