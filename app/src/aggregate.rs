@@ -28,10 +28,14 @@
 //!   near (the first to arrive win), and FLOWS of the overflow row counts
 //!   directions, not distinct keys.
 //!
+//! - Rows keep their insertion positions ([`RowTable`], the table of the app's
+//!   own); a batch of records ([`Aggregate::add_batch`]) makes the same rows
+//!   in the same positions as the same records one by one.
+//!
 //! Not on a hot path per packet, but per record: no allocation except when a
-//! new row appears.
+//! new row appears (a new chunk of rows, a doubled index) or a batch is the
+//! largest yet (its hashed directions).
 
-use indexmap::IndexMap;
 use station::record::{EndReason, FlowRecord, RecordKind};
 
 use crate::containers::Containers;
@@ -213,6 +217,269 @@ fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
     (depth / 8..5).find(|&w| diff[w] != 0).map(|w| 8 * w + diff[w].leading_zeros() as usize / 8)
 }
 
+/// Rows per chunk of a [`RowTable`] (`1 << CHUNK_BITS`): 14 MiB of rows,
+/// as many as the index has room for at first (two per slot of the
+/// default record queue).
+const CHUNK_BITS: u32 = 17;
+/// Rows per chunk of a [`RowTable`].
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// The smallest index: 16 slots (two cache lines).
+const MIN_INDEX_BITS: u32 = 4;
+/// Most rows a [`RowTable`] holds: positions + 1 fit a slot's 32 bits and
+/// the index (twice the rows at most) fits 2^32 slots, so its bits are at
+/// most the tag's 32. Far above CJ_APP_MAX_ROWS's largest value.
+const MAX_TABLE_ROWS: usize = 1 << 31;
+/// Index slots [`RowTable::prefetch_row`] looks at at most.
+const PREFETCH_PROBE: usize = 4;
+
+/// A row: its key and its counters.
+type Row = (Key, Counters);
+
+/// The rows of one aggregate table and their index.
+///
+/// This is the app's core, as the flow table is the detector's (every
+/// direction of every record goes through it once), so it is written here
+/// rather than taken from a crate, in the way of the detector's
+/// (detector/src/flow_slab.rs): a general map cannot be told that its rows
+/// must keep their insertion positions without a vector of its own beside
+/// them, nor be probed a batch ahead with tags that spare the row reads.
+///
+/// Guarantees:
+/// - Rows keep the position they were inserted at (0, 1, 2, ...) for the
+///   table's life: nothing is removed. They live in chunks of [`CHUNK`]
+///   rows, row `i` at offset `i % CHUNK` of chunk `i / CHUNK`, so growth
+///   never moves a row past the first chunk (which grows in place up to
+///   [`CHUNK`] rows, so a small table stays small).
+/// - The index is an array of 64-bit slots, a power of two, at most half
+///   full (doubled before an insert would pass half), eight slots to a
+///   cache line: a slot holds the top 32 bits of its key's hash (the tag)
+///   and the row's position + 1 (0: empty). A probe starts at the slot the
+///   top bits of the hash name and goes on linearly to the first empty slot;
+///   a row is read only when its tag matches (a false match is 1 in 2^32).
+///   Since the tag alone places a slot, doubling the index reads the old
+///   slots in order and neither a row nor a key hash.
+/// - Keys are hashed with a per-process random seed (foldhash), as the
+///   map before it did.
+/// - [`RowTable::prefetch_index`] and [`RowTable::prefetch_row`] change
+///   nothing but timing (see [`detector::sys::prefetch`]).
+///
+/// Not guaranteed: more than [`MAX_TABLE_ROWS`] rows (the caller bounds them).
+#[derive(Clone)]
+struct RowTable {
+    /// Rows in insertion order, [`CHUNK`] per chunk; chunks past the rows
+    /// may be reserved (empty, with room).
+    chunks: Vec<Vec<Row>>,
+    /// Rows.
+    len: usize,
+    /// Slots: tag << 32 | position + 1; 0 is empty.
+    index: Vec<u64>,
+    /// `index.len() == 1 << bits`.
+    bits: u32,
+    hasher: foldhash::fast::RandomState,
+    /// Test builds: bits of the hash kept, so that tests can force equal
+    /// tags and homes (every bit in normal use).
+    #[cfg(test)]
+    hash_mask: u64,
+}
+
+impl std::fmt::Debug for RowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowTable").field("len", &self.len).field("slots", &self.index.len()).finish()
+    }
+}
+
+impl Default for RowTable {
+    fn default() -> Self {
+        RowTable {
+            chunks: Vec::new(),
+            len: 0,
+            index: vec![0; 1 << MIN_INDEX_BITS],
+            bits: MIN_INDEX_BITS,
+            hasher: foldhash::fast::RandomState::default(),
+            #[cfg(test)]
+            hash_mask: u64::MAX,
+        }
+    }
+}
+
+impl RowTable {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The hash of `key` (its top 32 bits are the tag, and its top bits the home slot).
+    #[inline]
+    fn hash(&self, key: &Key) -> u64 {
+        use std::hash::BuildHasher as _;
+        let h = self.hasher.hash_one(key);
+        #[cfg(test)]
+        let h = h & self.hash_mask;
+        h
+    }
+
+    /// The first slot a probe for `hash` reads.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> (64 - self.bits)) as usize
+    }
+
+    /// Starts loading the index line a probe for `hash` reads first.
+    #[inline]
+    fn prefetch_index(&self, hash: u64) {
+        detector::sys::prefetch(self.index.as_ptr().wrapping_add(self.home(hash)));
+    }
+
+    /// Starts loading the row a probe for `hash` would compare first (the
+    /// first slot with its tag among the first [`PREFETCH_PROBE`]); reads the
+    /// index (best once [`RowTable::prefetch_index`] had time to bring it).
+    #[inline]
+    fn prefetch_row(&self, hash: u64) {
+        let tag = hash >> 32;
+        let mask = self.index.len() - 1;
+        let mut s = self.home(hash);
+        for _ in 0..PREFETCH_PROBE {
+            let v = self.index[s];
+            if v == 0 {
+                return;
+            }
+            if v >> 32 == tag {
+                if let Some(row) = self.get((v as u32 - 1) as usize) {
+                    // A row is 112 bytes: its first and its last byte's lines.
+                    let p: *const Row = row;
+                    detector::sys::prefetch(p);
+                    detector::sys::prefetch(p.cast::<u8>().wrapping_add(size_of::<Row>() - 1));
+                }
+                return;
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// The position of the row of `key` (whose hash is `hash`), or the empty
+    /// slot where it would go.
+    #[inline]
+    fn find(&self, hash: u64, key: &Key) -> Result<usize, usize> {
+        let tag = hash >> 32;
+        let mask = self.index.len() - 1;
+        let mut s = self.home(hash);
+        loop {
+            let v = self.index[s];
+            if v == 0 {
+                return Err(s);
+            }
+            if v >> 32 == tag {
+                let i = (v as u32 - 1) as usize;
+                if self.get(i).is_some_and(|(k, _)| k == key) {
+                    return Ok(i);
+                }
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// The row at position `i`.
+    #[inline]
+    fn get(&self, i: usize) -> Option<&Row> {
+        self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
+    }
+
+    /// The counters of the row at position `i`.
+    #[inline]
+    fn counters_mut(&mut self, i: usize) -> Option<&mut Counters> {
+        self.chunks.get_mut(i >> CHUNK_BITS)?.get_mut(i & (CHUNK - 1)).map(|(_, c)| c)
+    }
+
+    /// Adds the row `key` (not in the table; `slot` is what [`RowTable::find`]
+    /// gave for it, with no insert since) at the next position, returned.
+    fn insert(&mut self, slot: usize, hash: u64, key: Key, c: Counters) -> usize {
+        let pos = self.len;
+        let slot = if (pos + 1) * 2 > self.index.len() {
+            self.grow_index();
+            self.empty_slot(hash)
+        } else {
+            slot
+        };
+        self.index[slot] = (hash >> 32) << 32 | (pos as u64 + 1);
+        let chunk = pos >> CHUNK_BITS;
+        if chunk == self.chunks.len() {
+            self.chunks.push(Vec::new());
+        }
+        let rows = &mut self.chunks[chunk];
+        if rows.len() == rows.capacity() {
+            // The first chunk grows by four (a small table stays small);
+            // every later one is made whole at once.
+            let want = if chunk == 0 { (rows.capacity() * 4).clamp(16, CHUNK) } else { CHUNK };
+            grow_chunk(rows, want);
+        }
+        rows.push((key, c));
+        self.len += 1;
+        pos
+    }
+
+    /// The first empty slot of `hash`'s probe.
+    fn empty_slot(&self, hash: u64) -> usize {
+        let mask = self.index.len() - 1;
+        let mut s = self.home(hash);
+        while self.index[s] != 0 {
+            s = (s + 1) & mask;
+        }
+        s
+    }
+
+    /// Doubles the index: the old slots in order, each placed by its tag.
+    #[cold]
+    fn grow_index(&mut self) {
+        self.resize_index(self.bits + 1);
+    }
+
+    /// An index of `1 << bits` slots holding the rows' slots (at most half full).
+    fn resize_index(&mut self, bits: u32) {
+        let old = std::mem::replace(&mut self.index, vec![0; 1 << bits]);
+        self.bits = bits;
+        let mask = self.index.len() - 1;
+        for v in old {
+            if v != 0 {
+                let mut s = (v >> (64 - bits)) as usize;
+                while self.index[s] != 0 {
+                    s = (s + 1) & mask;
+                }
+                self.index[s] = v;
+            }
+        }
+    }
+
+    /// Makes room for `rows` rows in all: an index that holds them without
+    /// doubling, and the chunks' room (address space: pages are touched as
+    /// rows come).
+    fn reserve(&mut self, rows: usize) {
+        let rows = rows.min(MAX_TABLE_ROWS);
+        let bits = (rows.saturating_mul(2)).next_power_of_two().trailing_zeros().max(MIN_INDEX_BITS);
+        if bits > self.bits {
+            self.resize_index(bits);
+        }
+        for chunk in 0..rows.div_ceil(CHUNK) {
+            if chunk == self.chunks.len() {
+                self.chunks.push(Vec::new());
+            }
+            let want = if chunk == 0 { rows.min(CHUNK) } else { CHUNK };
+            if self.chunks[chunk].capacity() < want {
+                grow_chunk(&mut self.chunks[chunk], want);
+            }
+        }
+    }
+
+    /// Every row, in position order.
+    fn iter(&self) -> impl Iterator<Item = &Row> {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// Makes room for `want` rows in `rows` (address space: its pages are
+/// touched as rows come).
+fn grow_chunk(rows: &mut Vec<Row>, want: usize) {
+    rows.reserve_exact(want.saturating_sub(rows.len()));
+}
+
 /// One aggregate table.
 ///
 /// Bounded: once it holds `max_rows` rows (CJ_APP_MAX_ROWS), a direction
@@ -221,32 +488,56 @@ fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
 /// already present keep counting exactly, every total stays exact, and the
 /// table never holds more than `max_rows + 1` rows.
 ///
-/// Rows live in insertion order ([`IndexMap`]: one vector of rows and an
+/// Rows live in insertion order ([`RowTable`]: chunks of rows and an
 /// index of them), so a row has a stable position and the rows changed since
 /// the last [`Aggregate::take_changes`] are a list of positions: the
 /// checkpoint writes only those (checkpoint.rs).
 #[derive(Clone, Debug)]
 pub struct Aggregate {
     primitives: Primitives,
-    rows: IndexMap<Key, Counters, foldhash::fast::RandomState>,
+    rows: RowTable,
     max_rows: usize,
     overflowed: u64,
     /// Positions of the rows changed since the last `take_changes`, each once.
     changed: Vec<u32>,
     /// Per position: in `changed`.
     marked: Vec<bool>,
+    /// The directions of [`Aggregate::add_batch`]'s records, hashed ahead.
+    pending: Vec<Pending>,
 }
+
+/// A direction of a record in [`Aggregate::add_batch`], its key hashed.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    key: Key,
+    c: Counters,
+    hash: u64,
+    /// Which record of the batch, and which of its sides.
+    record: u32,
+    side: u8,
+    /// Every container name and outer address of the key had an id when
+    /// hashed (else they are looked up again when the direction is counted:
+    /// an earlier record of the batch may have added them).
+    known: bool,
+}
+
+/// Directions between the prefetch of a direction's row and its count in
+/// [`Aggregate::add_batch`].
+const ROW_AHEAD: usize = 8;
+/// Directions between the prefetch of a direction's index line and that of its row.
+const INDEX_AHEAD: usize = 8;
 
 impl Aggregate {
     /// An empty table keyed by `primitives`, without a row limit.
     pub fn new(primitives: Primitives) -> Self {
         Aggregate {
             primitives,
-            rows: IndexMap::default(),
+            rows: RowTable::default(),
             max_rows: usize::MAX,
             overflowed: 0,
             changed: Vec::new(),
             marked: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -258,12 +549,10 @@ impl Aggregate {
 
     /// Makes room for `rows` rows in all (at most the row limit and the
     /// overflow row), so that growing to them moves nothing: the index is
-    /// not rebuilt on the way, which reads every row's stored hash scattered
-    /// over the table. Only the index is written at once; the rows' own
-    /// memory is reserved and touched as rows come.
+    /// not doubled on the way. Only the index is written at once; the rows'
+    /// own memory is reserved and touched as rows come.
     pub fn reserve_rows(&mut self, rows: usize) {
-        let want = rows.min(self.max_rows.saturating_add(1));
-        self.rows.reserve(want.saturating_sub(self.rows.len()));
+        self.rows.reserve(rows.min(self.max_rows.saturating_add(1)));
     }
 
     /// Directions folded into the overflow row because the table was full
@@ -284,7 +573,7 @@ impl Aggregate {
 
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.len() == 0
     }
 
     /// Adds both directions of an IP record (anything else is ignored: see [`Totals`]).
@@ -292,82 +581,147 @@ impl Aggregate {
         if r.record_kind() != Some(RecordKind::Ip) {
             return;
         }
-        let closes = r.end() != Some(EndReason::ActiveTimeout);
-        let sides = [
-            (&r.dir[0], &r.addr_a, &r.addr_b, r.port_a, r.port_b, 0),
-            (&r.dir[1], &r.addr_b, &r.addr_a, r.port_b, r.port_a, 1),
-        ];
-        let outer = [(&r.tunnel_addr_a, &r.tunnel_addr_b), (&r.tunnel_addr_b, &r.tunnel_addr_a)];
-        for (d, src, dst, sport, dport, side) in sides {
-            // A side without packets here still closes its directional flow when
-            // it had packets in an earlier (refreshed) part.
-            if d.packets == 0 && !(closes && r.had_packets(side)) {
-                continue;
+        for side in 0..2 {
+            // Ids for new names and addresses only while a row can still be made.
+            let add = self.room();
+            if let Some((key, c, known)) = self.direction(r, side, add) {
+                let hash = self.rows.hash(&key);
+                self.count(key, hash, known, &c);
             }
-            let mut key = self.key(r, src, dst, sport, dport);
-            // Names and outer addresses never seen are in no row: the key is
-            // new, and they are added to the process's tables only when its
-            // row is created (so a full table adds none).
-            let known = self.interned_key(&mut key, r, side, outer[side], false);
-            let full = self.rows.len() >= self.max_rows;
-            if !known && !full {
-                self.interned_key(&mut key, r, side, outer[side], true);
-            }
-            let c = Counters {
-                packets: d.packets,
-                ip_bytes: d.ip_bytes,
-                frame_bytes: d.frame_bytes,
-                flows: u64::from(closes && r.had_packets(side)),
-                first_ns: if d.packets > 0 { r.first_ns } else { 0 },
-                last_ns: if d.packets > 0 { r.last_ns } else { 0 },
-            };
-            let key = if full && (!known || !self.rows.contains_key(&key)) {
-                // Full: only the overflow row may still be created (rows = max_rows + 1 at most).
-                self.overflowed += 1;
-                Key::OVERFLOW
-            } else {
-                key
-            };
-            self.add_row(key, &c);
         }
     }
 
-    /// Adds `c` to the row of `key` (created when absent) and marks it changed.
-    fn add_row(&mut self, key: Key, c: &Counters) {
-        if self.rows.len() == self.rows.capacity() {
-            self.grow();
+    /// [`Aggregate::add_ip`] for each of `records` in turn, with the same
+    /// rows in the same positions, the cache misses of several directions in
+    /// flight together (the DPDK bulk lookup, in the detector's
+    /// `FlowTable::packet_ahead` way): every direction of the batch is keyed
+    /// and hashed first, then each is counted in order while the index line
+    /// of the one [`INDEX_AHEAD`] + [`ROW_AHEAD`] directions on is
+    /// prefetched, and the row its slot names for the one [`ROW_AHEAD`] on.
+    pub fn add_batch(&mut self, records: &[FlowRecord]) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        for (i, r) in records.iter().enumerate() {
+            if r.record_kind() != Some(RecordKind::Ip) {
+                continue;
+            }
+            for side in 0..2 {
+                // Only looked up here: ids are added when the row is made.
+                if let Some((key, c, known)) = self.direction(r, side, false) {
+                    let hash = self.rows.hash(&key);
+                    pending.push(Pending { key, c, hash, record: i as u32, side: side as u8, known });
+                }
+            }
         }
-        let (i, row) = match self.rows.entry(key) {
-            indexmap::map::Entry::Occupied(o) => (o.index(), o.into_mut()),
-            indexmap::map::Entry::Vacant(v) => (v.index(), v.insert(Counters::default())),
+        for p in pending.iter().take(INDEX_AHEAD + ROW_AHEAD) {
+            self.rows.prefetch_index(p.hash);
+        }
+        for i in 0..pending.len() {
+            if let Some(ahead) = pending.get(i + INDEX_AHEAD + ROW_AHEAD) {
+                self.rows.prefetch_index(ahead.hash);
+            }
+            if let Some(ahead) = pending.get(i + ROW_AHEAD) {
+                self.rows.prefetch_row(ahead.hash);
+            }
+            let p = pending[i];
+            if p.known {
+                self.count(p.key, p.hash, true, &p.c);
+            } else if let Some((key, c, known)) =
+                self.direction(&records[p.record as usize], usize::from(p.side), self.room())
+            {
+                let hash = self.rows.hash(&key);
+                self.count(key, hash, known, &c);
+            }
+        }
+        self.pending = pending;
+    }
+
+    /// The key and counters of side `side`'s direction of IP record `r`, and
+    /// whether every container name and outer address in the key has an id
+    /// (with `add`, new ones get one); None when the direction makes no row.
+    #[inline]
+    fn direction(&self, r: &FlowRecord, side: usize, add: bool) -> Option<(Key, Counters, bool)> {
+        let closes = r.end() != Some(EndReason::ActiveTimeout);
+        let d = &r.dir[side];
+        // A side without packets here still closes its directional flow when
+        // it had packets in an earlier (refreshed) part.
+        if d.packets == 0 && !(closes && r.had_packets(side)) {
+            return None;
+        }
+        let (src, dst, sport, dport, outer) = if side == 0 {
+            (&r.addr_a, &r.addr_b, r.port_a, r.port_b, (&r.tunnel_addr_a, &r.tunnel_addr_b))
+        } else {
+            (&r.addr_b, &r.addr_a, r.port_b, r.port_a, (&r.tunnel_addr_b, &r.tunnel_addr_a))
         };
-        row.add(c);
+        let mut key = self.key(r, src, dst, sport, dport);
+        // Names and outer addresses never seen are in no row: the key is
+        // new, and they are added to the process's tables only when its
+        // row can be made (so a full table adds none).
+        let known = self.interned_key(&mut key, r, side, outer, add);
+        let c = Counters {
+            packets: d.packets,
+            ip_bytes: d.ip_bytes,
+            frame_bytes: d.frame_bytes,
+            flows: u64::from(closes && r.had_packets(side)),
+            first_ns: if d.packets > 0 { r.first_ns } else { 0 },
+            last_ns: if d.packets > 0 { r.last_ns } else { 0 },
+        };
+        Some((key, c, known))
+    }
+
+    /// Adds `c` to the row of `key` (hash `hash`), made when absent and the
+    /// table not full, else to the overflow row; marks the row changed.
+    /// `known`: every id of the key was found (else it is in no row).
+    #[inline]
+    fn count(&mut self, key: Key, hash: u64, known: bool, c: &Counters) {
+        if known {
+            match self.rows.find(hash, &key) {
+                Ok(i) => return self.add_at(i, c),
+                Err(slot) if self.room() => {
+                    let i = self.rows.insert(slot, hash, key, *c);
+                    return self.mark(i);
+                }
+                Err(_) => {}
+            }
+        }
+        // Full: only the overflow row may still be made (rows = max_rows + 1 at most).
+        self.overflowed += 1;
+        let hash = self.rows.hash(&Key::OVERFLOW);
+        match self.rows.find(hash, &Key::OVERFLOW) {
+            Ok(i) => self.add_at(i, c),
+            Err(slot) => {
+                let i = self.rows.insert(slot, hash, Key::OVERFLOW, *c);
+                self.mark(i);
+            }
+        }
+    }
+
+    /// Whether a row may still be made: fewer than the row limit (and than
+    /// [`MAX_TABLE_ROWS`] less the overflow row's place).
+    #[inline]
+    fn room(&self) -> bool {
+        self.rows.len() < self.max_rows.min(MAX_TABLE_ROWS - 1)
+    }
+
+    /// Adds `c` to the row at position `i` and marks it changed.
+    #[inline]
+    fn add_at(&mut self, i: usize, c: &Counters) {
+        if let Some(row) = self.rows.counters_mut(i) {
+            row.add(c);
+        }
         self.mark(i);
     }
 
-    /// Makes room for four times the rows (at most the row limit and the
-    /// overflow row) instead of the index's own doubling: each rebuild of
-    /// the index reads every row's stored hash scattered over the table, and
-    /// growing by four rebuilds half as often (a table that ends at 2M rows
-    /// rebuilds twice past the first reservation instead of four times).
-    #[cold]
-    fn grow(&mut self) {
-        let len = self.rows.len();
-        let want = len.saturating_mul(4).max(16).min(self.max_rows.saturating_add(1));
-        if want > len {
-            self.rows.reserve(want - len);
-        }
-    }
-
     /// Marks the row at position `i` changed.
+    #[inline]
     fn mark(&mut self, i: usize) {
         if i >= self.marked.len() {
             self.marked.resize(i + 1, false);
         }
         if !self.marked[i] {
             self.marked[i] = true;
-            // Positions fit u32: a table's rows are bounded by memory far below 2^32.
-            self.changed.push(u32::try_from(i).unwrap_or(u32::MAX));
+            // Positions fit u32: a table holds at most MAX_TABLE_ROWS rows.
+            self.changed.push(i as u32);
         }
     }
 
@@ -381,7 +735,7 @@ impl Aggregate {
             }
         }
         let changed = std::mem::take(&mut self.changed);
-        changed.into_iter().filter_map(|i| self.rows.get_index(i as usize)).collect()
+        changed.into_iter().filter_map(|i| self.get_index(i as usize)).collect()
     }
 
     /// Forgets the changed rows (a full checkpoint holds every row).
@@ -393,14 +747,29 @@ impl Aggregate {
     /// Sets the row of `key` to `c` (a checkpoint's row, replayed at load);
     /// the row limit is the checkpoint's, already checked when it was counted.
     fn put_row(&mut self, key: Key, c: Counters) {
-        self.rows.insert(key, c);
+        let hash = self.rows.hash(&key);
+        match self.rows.find(hash, &key) {
+            Ok(i) => {
+                if let Some(row) = self.rows.counters_mut(i) {
+                    *row = c;
+                }
+            }
+            Err(slot) => {
+                self.rows.insert(slot, hash, key, c);
+            }
+        }
+    }
+
+    /// The row at position `i`.
+    fn get_index(&self, i: usize) -> Option<(&Key, &Counters)> {
+        self.rows.get(i).map(|(k, c)| (k, c))
     }
 
     /// The container names and tunnel fields of a direction's key (outer
     /// source and destination of that direction), for the primitives chosen.
-    /// With `add`, names and addresses get ids when new; without, the
-    /// result is whether every one already had one (those that had not are
-    /// left none).
+    /// Each is looked up once; with `add`, one without an id gets one.
+    /// The result: whether every one has an id now (those that had not, without
+    /// `add`, are left none).
     fn interned_key(
         &self,
         k: &mut Key,
@@ -411,14 +780,12 @@ impl Aggregate {
     ) -> bool {
         let p = self.primitives;
         let mut known = true;
-        let mut name = |v: &[u8; 32]| {
-            if add {
-                Name::intern(v)
-            } else {
-                Name::find(v).unwrap_or_else(|| {
-                    known = false;
-                    Name::NONE
-                })
+        let mut name = |v: &[u8; 32]| match Name::find(v) {
+            Some(id) => id,
+            None if add => Name::intern(v),
+            None => {
+                known = false;
+                Name::NONE
             }
         };
         if p.has(Primitive::SrcContainer) {
@@ -427,14 +794,12 @@ impl Aggregate {
         if p.has(Primitive::DstContainer) {
             k.dst_container = name(&r.ctr[1 - side].name);
         }
-        let mut addr = |v: &[u8; 16]| {
-            if add {
-                OuterAddr::intern(v)
-            } else {
-                OuterAddr::find(v).unwrap_or_else(|| {
-                    known = false;
-                    OuterAddr::NONE
-                })
+        let mut addr = |v: &[u8; 16]| match OuterAddr::find(v) {
+            Some(id) => id,
+            None if add => OuterAddr::intern(v),
+            None => {
+                known = false;
+                OuterAddr::NONE
             }
         };
         if p.has(Primitive::OuterSrcHost) {
@@ -485,12 +850,13 @@ impl Aggregate {
     /// The counters of one row.
     #[cfg(test)]
     pub fn get(&self, key: &Key) -> Option<&Counters> {
-        self.rows.get(key)
+        let i = self.rows.find(self.rows.hash(key), key).ok()?;
+        self.rows.get(i).map(|(_, c)| c)
     }
 
     /// Every row, in the order they appeared (for queries that filter before sorting).
     pub fn rows(&self) -> impl Iterator<Item = (&Key, &Counters)> {
-        self.rows.iter()
+        self.rows.iter().map(|(k, c)| (k, c))
     }
 
     /// All rows, sorted by IP bytes descending, then by key: deterministic.
@@ -549,14 +915,14 @@ impl Aggregate {
     /// Bytes descending, then the key's order.
     fn order(&self, a: &SortEntry, b: &SortEntry) -> std::cmp::Ordering {
         a.lead.cmp(&b.lead).then_with(|| {
-            let key = |e: &SortEntry| self.rows.get_index(e.row as usize).map(|(k, _)| k);
+            let key = |e: &SortEntry| self.get_index(e.row as usize).map(|(k, _)| k);
             key(a).cmp(&key(b))
         })
     }
 
     /// The rows of sorted entries, in their order (in the entries' allocation).
     fn rows_of(&self, v: Vec<SortEntry>) -> Vec<(&Key, &Counters)> {
-        v.into_iter().filter_map(|e| self.rows.get_index(e.row as usize)).collect()
+        v.into_iter().filter_map(|e| self.get_index(e.row as usize)).collect()
     }
 
     /// The first `n` rows of [`Aggregate::sorted`], without sorting the rest.
@@ -568,7 +934,7 @@ impl Aggregate {
         }
         if n <= FEW {
             let mut best: Vec<SortEntry> = Vec::with_capacity(n + 1);
-            for (i, (k, c)) in self.rows.iter().enumerate() {
+            for (i, (k, c)) in self.rows().enumerate() {
                 let e = SortEntry::new(i, k, c);
                 if best.len() == n && best.last().is_some_and(|w| self.order(&e, w).is_ge()) {
                     continue;
@@ -589,14 +955,14 @@ impl Aggregate {
     }
 
     fn sort_entries(&self) -> Vec<SortEntry> {
-        self.rows.iter().enumerate().map(|(i, (k, c))| SortEntry::new(i, k, c)).collect()
+        self.rows().enumerate().map(|(i, (k, c))| SortEntry::new(i, k, c)).collect()
     }
 
     /// Sum of every row.
     #[cfg(test)]
     pub fn sum(&self) -> Counters {
         let mut t = Counters::default();
-        for c in self.rows.values() {
+        for (_, c) in self.rows() {
             t.add(c);
         }
         t
@@ -622,7 +988,7 @@ impl serde::Serialize for RowSeq<'_> {
         use serde::ser::SerializeSeq as _;
         let mut seq = s.serialize_seq(Some(self.0.rows.len()))?;
         let mut row = RowBytes::default();
-        for (k, c) in &self.0.rows {
+        for (k, c) in self.0.rows() {
             row.0.clear();
             row.push(self.0.primitives, k, c);
             seq.serialize_element(&row)?;
@@ -1143,17 +1509,27 @@ impl Accounts {
         &self.containers
     }
 
-    /// Adds a valid record read from the queue at index `qi` of the intake.
+    /// Adds a valid record read from the queue at index `qi` of the intake
+    /// (the tests' way: the app adds a batch at a time).
+    #[cfg(test)]
     pub fn add(&mut self, qi: usize, r: &FlowRecord) {
+        self.add_batch(qi, std::slice::from_ref(r));
+    }
+
+    /// Adds the valid records `records`, read in turn from the queue at
+    /// index `qi` of the intake: to its totals, the containers and the
+    /// table, whose lookups are batched ([`Aggregate::add_batch`]: the rows
+    /// of [`Aggregate::add_ip`] one record after another).
+    pub fn add_batch(&mut self, qi: usize, records: &[FlowRecord]) {
         if let Some(t) = self.per_queue.get_mut(qi) {
-            t.add(r);
+            records.iter().for_each(|r| t.add(r));
         }
         if !self.fan_out || qi == 0 {
-            self.containers.add(r);
+            records.iter().for_each(|r| self.containers.add(r));
         }
         let ti = if self.fan_out { qi } else { 0 };
         if let Some(table) = self.tables.get_mut(ti) {
-            table.add_ip(r);
+            table.add_batch(records);
         }
     }
 
@@ -1619,5 +1995,222 @@ pub(crate) mod tests {
         assert_eq!(acc.main_table().sum().packets, 1);
         assert_eq!(acc.main_totals().packets, 1);
         assert_eq!(acc.totals().packets, 3);
+    }
+
+    #[test]
+    fn rows_past_the_first_chunks_keep_their_positions_and_are_found_after_the_index_doubles() {
+        // Reserved for part of the rows, then grown past it: chunks made
+        // whole at once, the index doubled several times.
+        for reserve in [0, CHUNK + 7] {
+            let mut t = RowTable::default();
+            t.reserve(reserve);
+            let n = 2 * CHUNK + 3;
+            let key = |i: usize| Key { src: v4((i as u32).to_be_bytes()), dst_port: i as u16, ..Key::default() };
+            for i in 0..n {
+                let k = key(i);
+                let h = t.hash(&k);
+                let slot = t.find(h, &k).unwrap_err();
+                assert_eq!(t.insert(slot, h, k, Counters { packets: i as u64, ..Counters::default() }), i);
+            }
+            assert_eq!(t.len(), n);
+            assert_eq!(t.index.len(), (2 * n).next_power_of_two());
+            for i in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, n - 1] {
+                let k = key(i);
+                assert_eq!(t.find(t.hash(&k), &k), Ok(i));
+                assert_eq!(t.get(i).map(|(k, c)| (*k, c.packets)), Some((key(i), i as u64)));
+            }
+            assert!(t.iter().enumerate().all(|(i, (k, c))| *k == key(i) && c.packets == i as u64));
+        }
+    }
+
+    /// Record `i` of [`checkpoint_sample`].
+    fn checkpoint_record(i: u8) -> FlowRecord {
+        let mut r = ip_record(
+            [10, 0, i % 4, 1],
+            1000 + u16::from(i),
+            [192, 168, 0, i % 3],
+            443,
+            6,
+            (u64::from(i) + 1, 100 * u64::from(i) + 40),
+            (u64::from(i % 2), 1500),
+            EndReason::IdleTimeout,
+        );
+        r.first_ns = 1_700_000_000_000_000_000 + u64::from(i);
+        r.last_ns = r.first_ns + 5_000_000_000 * u64::from(i);
+        r.vlan = u16::from(i % 2) * 7;
+        if i % 3 == 1 {
+            r.ip_version = 6;
+            r.addr_a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, i];
+        }
+        if i % 4 == 2 {
+            r.ctr[0].name = station::record::fixed_text(&format!("golden-{i}"));
+            r.tunnel_kind = 1;
+            r.tunnel_ip_version = 4;
+            r.tunnel_addr_a = v4([172, 16, 0, i]);
+            r.tunnel_addr_b = v4([172, 16, 1, 1]);
+            r.tunnel_id = 4242;
+            r.tunnel_flags = station::record::TUNNEL_HAS_ID;
+        }
+        if i == 5 {
+            r.dir[0].packets = u64::from(u32::MAX) + 9;
+        }
+        r
+    }
+
+    /// Accounts and a frame of changes as a checkpoint encodes them (the
+    /// file's bincode options), from records of every kind of key.
+    fn checkpoint_sample() -> (Vec<u8>, Vec<u8>) {
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut acc = Accounts::new(p, &[3, 4], false).with_max_rows(9);
+        for i in 0..8 {
+            acc.add(usize::from(i % 2), &checkpoint_record(i));
+        }
+        let whole = bincode::serialize(&acc).unwrap();
+        acc.clear_changes();
+        for i in [3, 9, 10, 11, 0] {
+            acc.add(usize::from(i % 2), &checkpoint_record(i));
+        }
+        let changes = bincode::serialize(&acc.take_changes()).unwrap();
+        (whole, changes)
+    }
+
+    /// The checkpoint of [`checkpoint_sample`] as the IndexMap table before
+    /// this one wrote it (format v3; `WHOLE` and `CHANGES` lines in hex).
+    const GOLDEN_V3: &str = include_str!("aggregate-checkpoint-v3.hex");
+
+    #[test]
+    fn a_checkpoint_is_the_bytes_the_previous_table_wrote_and_its_bytes_load_back() {
+        let line = |tag: &str| -> Vec<u8> {
+            let hex = GOLDEN_V3.lines().find_map(|l| l.strip_prefix(tag)).unwrap().trim();
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+        };
+        let (whole, changes) = (line("WHOLE "), line("CHANGES "));
+        // What this table writes, the previous one wrote (so it reads this one's files).
+        let (w, c) = checkpoint_sample();
+        assert_eq!(w, whole);
+        assert_eq!(c, changes);
+        // And what the previous one wrote loads here as the same accounts.
+        use bincode::Options as _;
+        let options = bincode::DefaultOptions::new().with_fixint_encoding().with_limit(1 << 20);
+        let mut loaded: Accounts = options.deserialize(&whole).unwrap();
+        let frame: AccountsChanges<'_> = options.deserialize(&changes).unwrap();
+        loaded.apply_changes(frame).unwrap();
+        // The same as this table's own accounts after both (built here, not loaded).
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        let mut built = Accounts::new(p, &[3, 4], false).with_max_rows(9);
+        for i in (0..8).chain([3, 9, 10, 11, 0]) {
+            built.add(usize::from(i % 2), &checkpoint_record(i));
+        }
+        let rows = |a: &Accounts| a.main_table().rows().map(|(k, c)| (*k, *c)).collect::<Vec<_>>();
+        assert_eq!(rows(&loaded), rows(&built));
+        assert_eq!(rows(&built).len(), 10, "nine rows and the overflow row");
+        assert!(built.main_table().overflowed() > 0);
+        assert_eq!(loaded.totals(), built.totals());
+        assert_eq!(bincode::serialize(&loaded).unwrap(), bincode::serialize(&built).unwrap());
+    }
+
+    /// A direction's key as the model keeps it: values, not ids.
+    type ModelKey = ([u8; 16], [u8; 16], u16, u16, [u8; 32], bool);
+
+    fn model_key(k: &Key) -> ModelKey {
+        (k.src, k.dst, k.src_port, k.dst_port, k.src_container.bytes(), k.overflow)
+    }
+
+    /// One record of the model check: hosts, ports, both sides' packets
+    /// and bytes, and the source container's name (0: none).
+    type ModelRecord = (u8, u16, u8, u16, (u64, u64), (u64, u64), u16);
+
+    fn model_record(&(a, pa, b, pb, ab, ba, name): &ModelRecord) -> FlowRecord {
+        let mut r = ip_record([10, 0, 0, a], pa, [10, 0, 1, b], pb, 6, ab, ba, EndReason::IdleTimeout);
+        // Names from a wide range, so that most are new to the process when they come.
+        if name != 0 {
+            let text = format!("model-{name}-{}", u32::from(a) * 7 + u32::from(pb));
+            r.ctr[0].name = station::record::fixed_text(&text);
+            r.ctr[1].name = station::record::fixed_text(&format!("{text}-b"));
+        }
+        r
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// The table against a model (a BTreeMap of values and a list of
+        /// first arrivals): rows, positions, counters, the overflow row and
+        /// its count, and the changed rows, whether records come one by one
+        /// or in batches; hashes cut to a few bits or none force equal tags
+        /// and probes through long runs of slots, and the index grows from
+        /// its smallest size.
+        #[test]
+        fn the_table_keeps_the_rows_a_plain_map_would_in_arrival_order(
+            records in proptest::collection::vec(
+                (0..6u8, 0..4u16, 0..6u8, 0..3u16, (0..3u64, 0..2000u64), (0..3u64, 0..2000u64), 0..3000u16),
+                0..300,
+            ),
+            max_rows in 1..80usize,
+            mask in proptest::prop_oneof![
+                proptest::strategy::Just(u64::MAX),
+                proptest::strategy::Just(0xC000_0000_0000_0000u64),
+                proptest::strategy::Just(0u64),
+            ],
+            cuts in proptest::collection::vec(1..40usize, 1..20),
+            one_by_one in proptest::bool::ANY,
+            take_at in proptest::collection::btree_set(0..300usize, 0..6),
+        ) {
+            let p = Primitives::parse_list(["src_host", "dst_host", "src_port", "dst_port", "src_container"], "t").unwrap();
+            let mut agg = Aggregate::new(p).with_max_rows(max_rows);
+            agg.rows.hash_mask = mask;
+            let mut model: std::collections::BTreeMap<ModelKey, Counters> = Default::default();
+            let mut order: Vec<ModelKey> = Vec::new();
+            let mut overflowed = 0u64;
+            let mut changed: Vec<ModelKey> = Vec::new();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < records.len() {
+                let n = if one_by_one { 1 } else { (*cut.next().unwrap()).min(records.len() - at) };
+                let batch: Vec<FlowRecord> = records[at..at + n].iter().map(model_record).collect();
+                for (r, m) in batch.iter().zip(&records[at..at + n]) {
+                    for side in 0..2 {
+                        let d = r.dir[side];
+                        if d.packets == 0 {
+                            continue;
+                        }
+                        let (src, dst, sp, dp) = if side == 0 { (r.addr_a, r.addr_b, r.port_a, r.port_b) } else { (r.addr_b, r.addr_a, r.port_b, r.port_a) };
+                        let name = if m.6 == 0 { [0; 32] } else { r.ctr[side].name };
+                        let mut key: ModelKey = (src, dst, sp, dp, name, false);
+                        if !model.contains_key(&key) && model.len() >= max_rows {
+                            key = ([0; 16], [0; 16], 0, 0, [0; 32], true);
+                            overflowed += 1;
+                        }
+                        let c = Counters { packets: d.packets, ip_bytes: d.ip_bytes, frame_bytes: d.frame_bytes, flows: 1, first_ns: 0, last_ns: 0 };
+                        let row = model.entry(key).or_insert_with(|| { order.push(key); Counters::default() });
+                        row.add(&c);
+                        if !changed.contains(&key) {
+                            changed.push(key);
+                        }
+                    }
+                }
+                if one_by_one {
+                    agg.add_ip(&batch[0]);
+                } else {
+                    agg.add_batch(&batch);
+                }
+                at += n;
+                if take_at.contains(&at) {
+                    let got: Vec<ModelKey> = agg.take_changes().into_iter().map(|(k, _)| model_key(k)).collect();
+                    proptest::prop_assert_eq!(got, std::mem::take(&mut changed));
+                }
+            }
+            let rows: Vec<(ModelKey, Counters)> = agg.rows().map(|(k, c)| (model_key(k), *c)).collect();
+            let want: Vec<(ModelKey, Counters)> = order.iter().map(|k| (*k, model[k])).collect();
+            proptest::prop_assert_eq!(rows, want);
+            proptest::prop_assert_eq!(agg.overflowed(), overflowed);
+            proptest::prop_assert!(agg.len() <= max_rows + 1);
+            // Every row is found by its key, and a key of no row is not.
+            for (k, c) in agg.rows() {
+                proptest::prop_assert_eq!(agg.get(k), Some(c));
+            }
+            let absent = Key { src_port: 9, ..Key::default() };
+            proptest::prop_assert_eq!(agg.get(&absent), None);
+        }
     }
 }

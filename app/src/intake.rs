@@ -5,7 +5,9 @@
 //!   creating the queue file when the app starts first, so start order does not
 //!   matter; continues at the queue's stored consumer index after a restart.
 //! - Drains in batches of at most [`BATCH`] records per queue, round-robin over
-//!   the queues, releasing the slots after each batch (one release store).
+//!   the queues, releasing the slots after each batch (one release store);
+//!   [`Intake::poll_batch`] hands each batch's valid records at once, in the
+//!   order read, [`Intake::poll`] one by one.
 //! - Every slot is copied out ([`FlowRecord::read_from`]); a slot too short for a
 //!   record, or a record whose kind or end-reason byte is invalid, or an IP
 //!   record whose IP version is not 4 or 6, is counted in `records_invalid` and
@@ -150,6 +152,8 @@ pub struct Intake {
     waiter: Waiter,
     /// Release only in [`Intake::release_all`].
     hold: bool,
+    /// The valid records of the queue being read ([`Intake::poll_batch`]).
+    batch: Vec<FlowRecord>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -200,7 +204,7 @@ impl Intake {
                 s.stale = None;
             }
         }
-        Ok(Intake { sources, waiter: Waiter::new(cfg.wait.strategy()), hold: false })
+        Ok(Intake { sources, waiter: Waiter::new(cfg.wait.strategy()), hold: false, batch: Vec::with_capacity(BATCH) })
     }
 
     /// From now on slots are released only by [`Intake::release_all`].
@@ -295,21 +299,34 @@ impl Intake {
 
     /// Reads one round (at most [`BATCH`] records from each queue), handing
     /// each valid record to `sink` with the queue's index; waits a little when
-    /// there was nothing at all.
+    /// there was nothing at all (the tests' way: the app takes a batch at a time).
+    #[cfg(test)]
     pub fn poll(&mut self, mut sink: impl FnMut(usize, &FlowRecord)) -> Poll {
+        self.poll_batch(|qi, records| records.iter().for_each(|r| sink(qi, r)))
+    }
+
+    /// [`Intake::poll`] handing the valid records of each queue's batch at
+    /// once, in the order read (the same records in the same order as
+    /// `poll`, so a consumer that walks the slice sees what `poll` gives).
+    pub fn poll_batch(&mut self, mut sink: impl FnMut(usize, &[FlowRecord])) -> Poll {
         let mut read = 0;
         let mut live = 0;
+        let mut batch = std::mem::take(&mut self.batch);
         for (qi, src) in self.sources.iter_mut().enumerate() {
             if src.stats.ended {
                 continue;
             }
             let mut n = 0;
+            batch.clear();
             while n < BATCH {
                 let Some(slot) = src.consumer.pop_with(FlowRecord::read_from) else {
                     break;
                 };
                 n += 1;
-                src.take(slot.as_ref(), |r| sink(qi, r));
+                src.take(slot.as_ref(), |r| batch.push(*r));
+            }
+            if !batch.is_empty() {
+                sink(qi, &batch);
             }
             if n > 0 {
                 if !self.hold {
@@ -325,6 +342,7 @@ impl Intake {
                 live += 1;
             }
         }
+        self.batch = batch;
         if read > 0 {
             self.waiter.reset();
             Poll::Progress(read)

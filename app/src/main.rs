@@ -274,11 +274,13 @@ impl Run {
 
     fn poll(&mut self) -> Poll {
         let (accounts, exporter, read) = (&mut self.accounts, &mut self.exporter, &mut self.records_read);
-        self.intake.poll(|qi, r| {
-            *read += 1;
-            accounts.add(qi, r);
+        // A batch at a time: the aggregate table hashes and prefetches ahead;
+        // the exporter sees the same records in the same order.
+        self.intake.poll_batch(|qi, records| {
+            *read += records.len() as u64;
+            accounts.add_batch(qi, records);
             if let Some(e) = exporter.as_mut() {
-                e.add(qi, r);
+                records.iter().for_each(|r| e.add(qi, r));
             }
         })
     }
