@@ -261,7 +261,7 @@ type Row = (Key, Counters);
 /// - Keys are hashed with a per-process random seed (foldhash), as the
 ///   map before it did.
 /// - [`RowTable::prefetch_index`] and [`RowTable::prefetch_row`] change
-///   nothing but timing (see [`detector::sys::prefetch`]).
+///   nothing but timing (see [`station::prefetch::prefetch`]).
 ///
 /// Not guaranteed: more than [`MAX_TABLE_ROWS`] rows (the caller bounds them).
 #[derive(Clone)]
@@ -326,7 +326,7 @@ impl RowTable {
     /// Starts loading the index line a probe for `hash` reads first.
     #[inline]
     fn prefetch_index(&self, hash: u64) {
-        detector::sys::prefetch(self.index.as_ptr().wrapping_add(self.home(hash)));
+        station::prefetch::prefetch(self.index.as_ptr().wrapping_add(self.home(hash)));
     }
 
     /// Starts loading the row a probe for `hash` would compare first (the
@@ -346,8 +346,8 @@ impl RowTable {
                 if let Some(row) = self.get((v as u32 - 1) as usize) {
                     // A row is 112 bytes: its first and its last byte's lines.
                     let p: *const Row = row;
-                    detector::sys::prefetch(p);
-                    detector::sys::prefetch(p.cast::<u8>().wrapping_add(size_of::<Row>() - 1));
+                    station::prefetch::prefetch(p);
+                    station::prefetch::prefetch(p.cast::<u8>().wrapping_add(size_of::<Row>() - 1));
                 }
                 return;
             }

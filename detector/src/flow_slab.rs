@@ -359,10 +359,10 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     }
 
     /// Starts loading the index line a lookup of `hash` reads first (see
-    /// [`crate::sys::prefetch`]); changes nothing but timing.
+    /// [`station::prefetch::prefetch`]); changes nothing but timing.
     #[inline]
     pub fn prefetch_index(&self, hash: u64) {
-        crate::sys::prefetch(&self.index[hash as usize & self.mask]);
+        station::prefetch::prefetch(&self.index[hash as usize & self.mask]);
     }
 
     /// Starts loading the hot part of the entries a lookup of `hash` would
@@ -388,10 +388,10 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
                     let first = hot.cast::<u8>();
                     let mut off = 0;
                     while off < size_of::<E>() {
-                        crate::sys::prefetch(first.wrapping_add(off));
+                        station::prefetch::prefetch(first.wrapping_add(off));
                         off += 64;
                     }
-                    crate::sys::prefetch(first.wrapping_add(size_of::<E>().saturating_sub(1)));
+                    station::prefetch::prefetch(first.wrapping_add(size_of::<E>().saturating_sub(1)));
                 }
             }
             pos = (pos + 1) & self.mask;

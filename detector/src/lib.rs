@@ -2,7 +2,7 @@
 //! flow clock), the worker threads that run it on the shared-memory queues,
 //! and the pieces of the binary (command line, errors, stats lines).
 //!
-//! Guarantees: no unsafe code but a prefetch hint ([`sys`]); each worker owns its state (nothing shared,
+//! Guarantees: no unsafe code (its prefetch hint is `station::prefetch`); each worker owns its state (nothing shared,
 //! nothing locked on the hot path); every frame a worker reads ends in exactly
 //! one record or in a named loss counter (see [`accounting`] and [`worker`]).
 #![deny(unsafe_code)]
@@ -21,7 +21,6 @@ pub mod nonip_table;
 pub mod progress;
 pub mod record_sink;
 pub mod stats;
-pub mod sys;
 pub mod tun;
 pub mod tunnels;
 pub mod worker;

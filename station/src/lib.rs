@@ -2,7 +2,8 @@
 //! all need: the FlowRecord layout, packet slots, queue naming, protocol
 //! names, conjure.conf loading and validation ([`config`]), the `sim:SPEC`
 //! syntax that validation checks ([`simspec`]), the core plan, systemd
-//! notification and rate formatting.
+//! notification and rate formatting, and the prefetch hint ([`prefetch`]) the
+//! detector's and the app's tables use.
 //!
 //! The synthetic traffic generator and its ground truth are in the `sim`
 //! crate, so `rand`, `rand_chacha` and `pcap-file` are not linked into every
@@ -19,6 +20,7 @@ pub mod coreplan;
 pub mod health;
 pub mod log;
 pub mod notify;
+pub mod prefetch;
 pub mod proto;
 pub mod rate;
 pub mod simspec;

@@ -1,6 +1,7 @@
-//! The detector's one use of `unsafe`: a prefetch hint.
+//! A prefetch hint: the station's crate's one use of `unsafe`, shared by the
+//! detector's flow table and the app's row table.
 //!
-//! The per-packet path knows, a few packets ahead, which cache lines it will
+//! A per-packet (or per-record) path knows, a few packets ahead, which cache lines it will
 //! read (the next queue slots, a key's index slot, then its flow entry); a
 //! prefetch instruction starts those loads without waiting for them, so the
 //! misses of several packets are in flight together.
