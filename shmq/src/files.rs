@@ -389,7 +389,8 @@ pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
 /// `AlreadyExists`), written or synced, or the rename fails; the temporary
 /// file is removed in every case.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let mut f = AtomicFile::create(path, mode)?;
+    // Written whole: no buffer to copy through.
+    let mut f = AtomicFile::create_buffered(path, mode, 0)?;
     f.write_all(contents)?;
     f.commit(true).map(drop)
 }
@@ -401,10 +402,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// file is removed, whatever was written.
 ///
 /// Guarantees: the temporary name is `.<name>.<pid>.<n>.tmp`, created with
-/// `O_CREAT | O_EXCL | O_NOFOLLOW` and checked on the descriptor (a regular
-/// file of this process's effective user with exactly `mode`, whatever the
-/// umask) before a byte is written: a file or symbolic link planted under that
-/// name is refused, never written through; a link planted as `path` is
+/// `O_CREAT | O_EXCL | O_NOFOLLOW` with exactly `mode`, whatever the umask
+/// (set on the descriptor): the kernel creates a new regular file or fails,
+/// so a file or symbolic link planted under that name is refused, never
+/// written through (no check of the owner after the create: only this user or
+/// root could change it, and a file system that maps owners, such as NFS with
+/// root squashing, would be refused for nothing); a link planted as `path` is
 /// replaced by the rename, its target untouched. A reader of `path` sees the
 /// old file or the whole new one.
 ///
@@ -449,12 +452,18 @@ impl AtomicFile {
     pub const DIRECT_MIN: usize = 1 << 20;
 
     /// Creates the temporary file beside `path` (whose directory must exist)
-    /// with `mode`, checked on the descriptor (see the type's docs).
+    /// with `mode` (see the type's docs), written through a buffer of
+    /// [`AtomicFile::BUFFER`] bytes.
     ///
     /// # Errors
-    /// The name exists (`AlreadyExists`), the file cannot be created, or the
-    /// descriptor is not what was created (`PermissionDenied`, naming the fix).
+    /// The name exists (`AlreadyExists`) or the file cannot be created.
     pub fn create(path: &Path, mode: u32) -> io::Result<Self> {
+        Self::create_buffered(path, mode, Self::BUFFER)
+    }
+
+    /// As [`AtomicFile::create`], with a buffer of `capacity` bytes (0: every
+    /// write goes to the file as it comes, for a caller that writes whole).
+    fn create_buffered(path: &Path, mode: u32, capacity: usize) -> io::Result<Self> {
         let tmp = temp_name(path);
         let file = create_exclusive(&tmp, mode)?;
         // From here on, drop removes the temporary file.
@@ -469,22 +478,7 @@ impl AtomicFile {
             direct: false,
             no_direct: false,
         };
-        let meta = file.metadata()?;
-        let me = euid();
-        if !meta.file_type().is_file() || meta.uid() != me || meta.mode() & 0o7777 != mode {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} is {} of uid {} with mode {:o}, not the regular file of uid {me} with mode {mode:o} just \
-                     created: another process changed it (make the directory writable by its owner only)",
-                    this.tmp.display(),
-                    type_word(&meta),
-                    meta.uid(),
-                    meta.mode() & 0o7777
-                ),
-            ));
-        }
-        this.out = Some(io::BufWriter::with_capacity(Self::BUFFER, file));
+        this.out = Some(io::BufWriter::with_capacity(capacity, file));
         Ok(this)
     }
 
