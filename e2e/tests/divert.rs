@@ -87,11 +87,21 @@ impl TunDevices {
     /// Creates `count` tun devices for queues 0..count at a free offset,
     /// brought up when `up` (a device left down refuses every write: `EIO`).
     fn new(count: u32, up: bool) -> Self {
-        // Offsets from 900000 up, by pid: far from the tun0.. a station uses.
-        let mut offset = 900_000 + (std::process::id() % 20_000) * 4;
-        while (0..count).any(|q| Path::new(&format!("/sys/class/net/tun{}", offset + q)).exists()) {
-            offset += count;
-        }
+        // Offsets from 900000 up, far from the tun0.. a station uses: a block
+        // of 100 by pid, and within it the next free ones of this process
+        // (the tests run on parallel threads: each call takes its own numbers
+        // from the counter before looking, so two never pick the same).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base = 900_000 + (std::process::id() % 1_000) * 100;
+        let offset = (0..100)
+            .map(|_| base + NEXT.fetch_add(count, std::sync::atomic::Ordering::Relaxed) % 100)
+            .find(|&offset| {
+                offset + count <= base + 100
+                    && !(0..count).any(|q| Path::new(&format!("/sys/class/net/tun{}", offset + q)).exists())
+            })
+            .unwrap_or_else(|| {
+                panic!("no {count} free tun numbers in tun{base}..tun{}: delete leftover test devices", base + 99)
+            });
         let mut devs = TunDevices { offset, names: Vec::new() };
         for q in 0..count {
             let name = format!("tun{}", offset + q);
