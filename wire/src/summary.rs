@@ -212,6 +212,76 @@ pub(crate) fn summarize_l4(frame: &[u8]) -> (PacketSummary, &[u8]) {
 /// [`summarize_l4`] into `s`, which must be `PacketSummary::default()`.
 #[inline]
 fn summarize_into<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> &'a [u8] {
+    if let Some(l4) = common_frame(s, frame) {
+        return l4;
+    }
+    general(s, frame)
+}
+
+/// The common frames without the general parser's walk: untagged Ethernet
+/// with IPv4 without options, not a fragment, total length at least 20; or
+/// untagged Ethernet with IPv6 whose next header is TCP or UDP. Fills `s`
+/// (which must be `PacketSummary::default()`) and returns the transport
+/// bytes, exactly as [`general`] would (the unit test
+/// `the_common_frame_path_gives_the_general_parsers_summary` compares them
+/// on random and real frames); `None`, with `s` untouched, for any other
+/// frame. Every field is read from a fixed-size prefix, so no read is
+/// bounds-checked twice.
+#[inline(always)]
+fn common_frame<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> Option<&'a [u8]> {
+    const V4_L4: usize = 14 + ipv4::MIN_HEADER_LEN;
+    const V6_L4: usize = 14 + ipv6::HEADER_LEN;
+    let (h, _) = frame.split_first_chunk::<V4_L4>()?;
+    let ethertype = u16::from_be_bytes([h[12], h[13]]);
+    // IPv4: version 4 with IHL 5, neither MF nor an offset, total length >= 20.
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    if ethertype == EtherType::IPV4 && h[14] == 0x45 && (h[20] & 0x3f) | h[21] == 0 && total >= 20 {
+        let end = (14 + usize::from(total)).min(frame.len());
+        let l4 = frame.get(V4_L4..end)?;
+        s.dst_mac = head::<6>(&h[..6]);
+        s.src_mac = head::<6>(&h[6..12]);
+        s.ethertype = ethertype;
+        s.l3 = L3::Ipv4;
+        s.ip_version = 4;
+        s.src[..4].copy_from_slice(&h[26..30]);
+        s.dst[..4].copy_from_slice(&h[30..34]);
+        s.proto = h[23];
+        s.ip_len = u32::from(total);
+        transport(s, l4);
+        return Some(l4);
+    }
+    let (h, _) = frame.split_first_chunk::<V6_L4>()?;
+    let proto = h[20];
+    if ethertype == EtherType::IPV6 && h[14] >> 4 == 6 && (proto == ip_proto::TCP || proto == ip_proto::UDP) {
+        let plen = u16::from_be_bytes([h[18], h[19]]);
+        let end = (V6_L4 + usize::from(plen)).min(frame.len());
+        let l4 = frame.get(V6_L4..end)?;
+        s.dst_mac = head::<6>(&h[..6]);
+        s.src_mac = head::<6>(&h[6..12]);
+        s.ethertype = ethertype;
+        s.l3 = L3::Ipv6;
+        s.ip_version = 6;
+        s.src = head::<16>(&h[22..38]);
+        s.dst = head::<16>(&h[38..54]);
+        s.proto = proto;
+        s.ip_len = u32::from(plen) + ipv6::HEADER_LEN as u32;
+        transport(s, l4);
+        return Some(l4);
+    }
+    None
+}
+
+/// The first `N` bytes of `b`, which holds at least `N` (a fixed-size
+/// slice of a fixed-size array: the check folds away).
+#[inline(always)]
+fn head<const N: usize>(b: &[u8]) -> [u8; N] {
+    b.first_chunk::<N>().copied().unwrap_or([0; N])
+}
+
+/// The general parser behind [`summarize_into`]: any framing, tags, options,
+/// fragments and lengths.
+#[inline]
+fn general<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> &'a [u8] {
     let Ok(eth) = ethernet::Frame::new_checked(frame) else {
         return &[];
     };
@@ -320,5 +390,114 @@ fn transport(s: &mut PacketSummary, l4: &[u8]) {
     (s.src_port, s.dst_port) = ports::transport_ports(s.proto, l4);
     if s.proto == ip_proto::TCP {
         s.tcp_flags = tcp::peek_flags(l4).unwrap_or(0);
+    }
+}
+
+/// The golden frames of the integration tests, for the unit tests below.
+#[cfg(test)]
+#[path = "../tests/common/frames.rs"]
+#[rustfmt::skip]
+mod golden_frames;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    use super::golden_frames as frames;
+
+    /// The general parser's summary and transport bytes.
+    fn by_general(frame: &[u8]) -> (PacketSummary, &[u8]) {
+        let mut s = PacketSummary::default();
+        let l4 = general(&mut s, frame);
+        (s, l4)
+    }
+
+    /// What `summarize_l4` gives (the common frame path first), and whether that path took it.
+    fn by_common(frame: &[u8]) -> (PacketSummary, &[u8], bool) {
+        let mut s = PacketSummary::default();
+        match common_frame(&mut s, frame) {
+            Some(l4) => (s, l4, true),
+            None => {
+                assert_eq!(s, PacketSummary::default(), "a frame the common path refuses leaves the summary untouched");
+                let (s, l4) = summarize_l4(frame);
+                (s, l4, false)
+            }
+        }
+    }
+
+    /// A frame near the common shapes: untagged IPv4 or IPv6 with the fields
+    /// the common path tests drawn from their edge values, then cut.
+    fn near_common() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<bool>(),
+            prop_oneof![
+                Just(0x45u8),
+                Just(0x46),
+                Just(0x44),
+                Just(0x55),
+                Just(0x60),
+                Just(0x6f),
+                Just(0x40),
+                any::<u8>()
+            ],
+            prop_oneof![Just(0u16), 1u16..60, Just(20), Just(40), 60u16..2000, any::<u16>()],
+            prop_oneof![Just(0u8), Just(0x40), Just(0x20), Just(0x01), any::<u8>()],
+            prop_oneof![Just(6u8), Just(17), Just(1), Just(0), Just(44), Just(132), any::<u8>()],
+            prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x8100), any::<u16>()],
+            proptest::collection::vec(any::<u8>(), 0..140),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(v6, ver, len, frag, proto, ethertype, tail, cut)| {
+                let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+                f.extend_from_slice(&ethertype.to_be_bytes());
+                if v6 {
+                    f.extend_from_slice(&[ver, 0, 0, 0]);
+                    f.extend_from_slice(&len.to_be_bytes());
+                    f.extend_from_slice(&[proto, 64]);
+                    f.extend((0..32).map(|i| i as u8));
+                } else {
+                    f.extend_from_slice(&[ver, 0]);
+                    f.extend_from_slice(&len.to_be_bytes());
+                    f.extend_from_slice(&[0x12, 0x34, frag, if frag == 0x01 { 0 } else { 0x07 }, 64, proto, 0, 0]);
+                    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+                }
+                f.extend_from_slice(&tail);
+                let keep = cut.index(f.len() + 1);
+                f.truncate(keep.max(f.len() / 2));
+                f
+            })
+    }
+
+    #[test]
+    fn the_common_frame_path_gives_the_general_parsers_summary_on_every_golden_frame_and_cut() {
+        let mut taken = 0;
+        for (name, frame) in frames::ALL {
+            for cut in 0..=frame.len() {
+                let f = &frame[..cut];
+                let (s, l4, fast) = by_common(f);
+                assert_eq!((s, l4), by_general(f), "{name} cut to {cut} bytes");
+                taken += usize::from(fast);
+            }
+        }
+        assert!(taken > 100, "the common path took only {taken} of the golden frames and cuts");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 8192, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_common_frame_path_gives_the_general_parsers_summary(f in near_common()) {
+            let (s, l4, _) = by_common(&f);
+            prop_assert_eq!((s, l4), by_general(&f));
+        }
+
+        #[test]
+        fn the_common_frame_path_gives_the_general_parsers_summary_on_random_bytes(
+            f in proptest::collection::vec(any::<u8>(), 0..120)
+        ) {
+            let (s, l4, _) = by_common(&f);
+            prop_assert_eq!((s, l4), by_general(&f));
+        }
     }
 }
