@@ -218,57 +218,83 @@ fn summarize_into<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> &'a [u8] {
     general(s, frame)
 }
 
-/// The common frames without the general parser's walk: untagged Ethernet
-/// with IPv4 without options, not a fragment, total length at least 20; or
-/// untagged Ethernet with IPv6 whose next header is TCP or UDP. Fills `s`
-/// (which must be `PacketSummary::default()`) and returns the transport
-/// bytes, exactly as [`general`] would (the unit test
-/// `the_common_frame_path_gives_the_general_parsers_summary` compares them
-/// on random and real frames); `None`, with `s` untouched, for any other
-/// frame. Every field is read from a fixed-size prefix, so no read is
-/// bounds-checked twice.
+/// The common frames without the general parser's walk: Ethernet, untagged
+/// or with one 802.1Q tag (TPID 0x8100), carrying IPv4 without options, not
+/// a fragment, total length at least 20; or IPv6 whose next header is TCP or
+/// UDP. Fills `s` (which must be `PacketSummary::default()`) and returns the
+/// transport bytes, exactly as [`general`] would (the unit tests
+/// `the_common_frame_path_gives_the_general_parsers_summary*` compare them on
+/// golden frames, each of their cuts, and random frames); `None`, with `s`
+/// untouched, for any other frame.
 #[inline(always)]
 fn common_frame<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> Option<&'a [u8]> {
-    const V4_L4: usize = 14 + ipv4::MIN_HEADER_LEN;
-    const V6_L4: usize = 14 + ipv6::HEADER_LEN;
-    let (h, _) = frame.split_first_chunk::<V4_L4>()?;
-    let ethertype = u16::from_be_bytes([h[12], h[13]]);
-    // IPv4: version 4 with IHL 5, neither MF nor an offset, total length >= 20.
-    let total = u16::from_be_bytes([h[16], h[17]]);
-    if ethertype == EtherType::IPV4 && h[14] == 0x45 && (h[20] & 0x3f) | h[21] == 0 && total >= 20 {
-        let end = (14 + usize::from(total)).min(frame.len());
-        let l4 = frame.get(V4_L4..end)?;
-        s.dst_mac = head::<6>(&h[..6]);
-        s.src_mac = head::<6>(&h[6..12]);
-        s.ethertype = ethertype;
-        s.l3 = L3::Ipv4;
-        s.ip_version = 4;
-        s.src[..4].copy_from_slice(&h[26..30]);
-        s.dst[..4].copy_from_slice(&h[30..34]);
-        s.proto = h[23];
-        s.ip_len = u32::from(total);
-        transport(s, l4);
-        return Some(l4);
+    let (h, _) = frame.split_first_chunk::<14>()?;
+    if u16::from_be_bytes([h[12], h[13]]) == EtherType::VLAN {
+        common_at::<18>(s, frame)
+    } else {
+        common_at::<14>(s, frame)
     }
-    let (h, _) = frame.split_first_chunk::<V6_L4>()?;
-    let proto = h[20];
-    if ethertype == EtherType::IPV6 && h[14] >> 4 == 6 && (proto == ip_proto::TCP || proto == ip_proto::UDP) {
-        let plen = u16::from_be_bytes([h[18], h[19]]);
-        let end = (V6_L4 + usize::from(plen)).min(frame.len());
-        let l4 = frame.get(V6_L4..end)?;
-        s.dst_mac = head::<6>(&h[..6]);
-        s.src_mac = head::<6>(&h[6..12]);
-        s.ethertype = ethertype;
-        s.l3 = L3::Ipv6;
-        s.ip_version = 6;
-        s.src = head::<16>(&h[22..38]);
-        s.dst = head::<16>(&h[38..54]);
-        s.proto = proto;
-        s.ip_len = u32::from(plen) + ipv6::HEADER_LEN as u32;
-        transport(s, l4);
-        return Some(l4);
+}
+
+/// [`common_frame`] with the IP header `AT` bytes in: 14 untagged, 18 after
+/// one 802.1Q tag (a constant, so every offset is).
+#[inline(always)]
+fn common_at<'a, const AT: usize>(s: &mut PacketSummary, frame: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, ip) = frame.split_at_checked(AT)?;
+    let ethertype = u16::from_be_bytes([h[AT - 2], h[AT - 1]]);
+    let l4 = if ethertype == EtherType::IPV4 {
+        common_ipv4(s, ip)?
+    } else if ethertype == EtherType::IPV6 {
+        common_ipv6(s, ip)?
+    } else {
+        return None;
+    };
+    s.dst_mac = head::<6>(&h[..6]);
+    s.src_mac = head::<6>(&h[6..12]);
+    if AT == 18 {
+        s.vlan = u16::from_be_bytes([h[14], h[15]]) & 0x0fff;
     }
-    None
+    s.ethertype = ethertype;
+    transport(s, l4);
+    Some(l4)
+}
+
+/// [`common_frame`]'s IPv4 part: `ip` from the IP header on.
+#[inline(always)]
+fn common_ipv4<'a>(s: &mut PacketSummary, ip: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, _) = ip.split_first_chunk::<{ ipv4::MIN_HEADER_LEN }>()?;
+    // Version 4 with IHL 5, neither MF nor an offset, total length >= 20.
+    let total = u16::from_be_bytes([h[2], h[3]]);
+    if h[0] != 0x45 || (h[6] & 0x3f) | h[7] != 0 || usize::from(total) < ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let l4 = ip.get(ipv4::MIN_HEADER_LEN..usize::from(total).min(ip.len()))?;
+    s.l3 = L3::Ipv4;
+    s.ip_version = 4;
+    s.src[..4].copy_from_slice(&h[12..16]);
+    s.dst[..4].copy_from_slice(&h[16..20]);
+    s.proto = h[9];
+    s.ip_len = u32::from(total);
+    Some(l4)
+}
+
+/// [`common_frame`]'s IPv6 part: `ip` from the IP header on.
+#[inline(always)]
+fn common_ipv6<'a>(s: &mut PacketSummary, ip: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, _) = ip.split_first_chunk::<{ ipv6::HEADER_LEN }>()?;
+    let proto = h[6];
+    if h[0] >> 4 != 6 || (proto != ip_proto::TCP && proto != ip_proto::UDP) {
+        return None;
+    }
+    let plen = u16::from_be_bytes([h[4], h[5]]);
+    let l4 = ip.get(ipv6::HEADER_LEN..(ipv6::HEADER_LEN + usize::from(plen)).min(ip.len()))?;
+    s.l3 = L3::Ipv6;
+    s.ip_version = 6;
+    s.src = head::<16>(&h[8..24]);
+    s.dst = head::<16>(&h[24..40]);
+    s.proto = proto;
+    s.ip_len = u32::from(plen) + ipv6::HEADER_LEN as u32;
+    Some(l4)
 }
 
 /// The first `N` bytes of `b`, which holds at least `N` (a fixed-size
@@ -426,8 +452,9 @@ mod tests {
         }
     }
 
-    /// A frame near the common shapes: untagged IPv4 or IPv6 with the fields
-    /// the common path tests drawn from their edge values, then cut.
+    /// A frame near the common shapes: IPv4 or IPv6, untagged or with one
+    /// tag, with the fields the common path tests drawn from their edge
+    /// values, then cut.
     fn near_common() -> impl Strategy<Value = Vec<u8>> {
         (
             any::<bool>(),
@@ -447,9 +474,14 @@ mod tests {
             prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x8100), any::<u16>()],
             proptest::collection::vec(any::<u8>(), 0..140),
             any::<prop::sample::Index>(),
+            prop_oneof![Just(0u16), Just(0x8100), Just(0x88a8), Just(0x9100)],
         )
-            .prop_map(|(v6, ver, len, frag, proto, ethertype, tail, cut)| {
+            .prop_map(|(v6, ver, len, frag, proto, ethertype, tail, cut, tag)| {
                 let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+                if tag != 0 {
+                    f.extend_from_slice(&tag.to_be_bytes());
+                    f.extend_from_slice(&[0xe0 | (ver & 0x1f), ver]);
+                }
                 f.extend_from_slice(&ethertype.to_be_bytes());
                 if v6 {
                     f.extend_from_slice(&[ver, 0, 0, 0]);
