@@ -283,7 +283,7 @@ impl Accounting {
     }
 
     /// [`Accounting::summary`] of a frame captured on source `source`.
-    #[inline]
+    #[inline(always)]
     pub fn summary_from(
         &mut self,
         source: u8,
@@ -316,7 +316,7 @@ impl Accounting {
     }
 
     /// [`Accounting::ip`] of a frame captured on source `source`.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn ip_from(
         &mut self,
@@ -333,7 +333,7 @@ impl Accounting {
     }
 
     /// [`Accounting::ip_from`] without the timeout check.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn ip_count(
         &mut self,

@@ -370,6 +370,10 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// to the first empty slot or [`PREFETCH_PROBE`] slots. Reads the index
     /// (best after [`Self::prefetch_index`] had time to bring its line);
     /// changes nothing but timing.
+    /// Cache lines an entry's hot part can span: it starts at a multiple of
+    /// its alignment, so at most `64 - align` bytes into a line.
+    pub(crate) const HOT_LINES: usize = ((64 - align_of::<E>() % 64) % 64 + size_of::<E>()).saturating_sub(1) / 64 + 1;
+
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
         let tag = Self::tag(hash);
@@ -383,15 +387,13 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
                 let (c, o) = at((s & IDX_MASK) - 1);
                 if let Some(ch) = self.chunks.get(c) {
                     // Every cache line of the hot part: its first byte and
-                    // each 64 bytes on, and its last byte.
+                    // each 64 bytes on, as many as it can span at its
+                    // alignment (a 96-byte entry aligned to 32 spans 2).
                     let hot: *const E = &ch.hot[o];
                     let first = hot.cast::<u8>();
-                    let mut off = 0;
-                    while off < size_of::<E>() {
-                        station::prefetch::prefetch(first.wrapping_add(off));
-                        off += 64;
+                    for line in 0..Self::HOT_LINES {
+                        station::prefetch::prefetch(first.wrapping_add(line * 64));
                     }
-                    station::prefetch::prefetch(first.wrapping_add(size_of::<E>().saturating_sub(1)));
                 }
             }
             pos = (pos + 1) & self.mask;

@@ -340,6 +340,7 @@ const _: () = assert!(size_of::<Flow>() == 96, "the hot part is 96 bytes: two ca
 const _: () = assert!(std::mem::offset_of!(Flow, first_ns) == 48 && std::mem::offset_of!(Flow, packets) == 64);
 const _: () = assert!(FLOW_ENTRY_BYTES <= 116, "the module docs promise 116 bytes per slab entry");
 const _: () = assert!(size_of::<Facts>() == 20);
+const _: () = assert!(FlowSlab::HOT_LINES == 2, "a flow's entry is prefetched as its two cache lines");
 
 impl SlabEntry for Flow {
     type Key = TableKey;

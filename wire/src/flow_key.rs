@@ -59,7 +59,10 @@ pub struct FlowKey {
 impl FlowKey {
     /// The canonical key of an IP packet and the packet's direction in it.
     pub fn from_summary(s: &PacketSummary) -> (FlowKey, Direction) {
-        let src_is_lo = (s.src, s.src_port) <= (s.dst, s.dst_port);
+        // Byte arrays compare as their big-endian numbers: two 128-bit
+        // compares instead of a byte-wise `memcmp`.
+        let addr = u128::from_be_bytes;
+        let src_is_lo = (addr(s.src), s.src_port) <= (addr(s.dst), s.dst_port);
         let (addr_lo, port_lo, addr_hi, port_hi, dir) = if src_is_lo {
             (s.src, s.src_port, s.dst, s.dst_port, Direction::LoToHi)
         } else {

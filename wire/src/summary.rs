@@ -41,6 +41,12 @@
 //! [`crate::link::LinkType`]: it equals `summarize` of the frame's Ethernet
 //! form (MACs zero), so keys and counts do not depend on the framing.
 //!
+//! The common frames (Ethernet, untagged or with one 802.1Q tag, carrying
+//! IPv4 without options and not fragmented, or IPv6 straight to TCP or UDP)
+//! are read at fixed offsets before the general walk; the unit tests compare
+//! that path's summary and transport bytes with the general parser's on the
+//! golden frames, every cut of them, and random frames near those shapes.
+//!
 //! Not guaranteed: [`summarize_wire`] assumes `wire_len` counts the frame's
 //! bytes as given; a trailer the buffer does not hold (an FCS that was
 //! stripped, or the difference between a non-Ethernet header and its 14-byte
@@ -212,6 +218,102 @@ pub(crate) fn summarize_l4(frame: &[u8]) -> (PacketSummary, &[u8]) {
 /// [`summarize_l4`] into `s`, which must be `PacketSummary::default()`.
 #[inline]
 fn summarize_into<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> &'a [u8] {
+    if let Some(l4) = common_frame(s, frame) {
+        return l4;
+    }
+    general(s, frame)
+}
+
+/// The common frames without the general parser's walk: Ethernet, untagged
+/// or with one 802.1Q tag (TPID 0x8100), carrying IPv4 without options, not
+/// a fragment, total length at least 20; or IPv6 whose next header is TCP or
+/// UDP. Fills `s` (which must be `PacketSummary::default()`) and returns the
+/// transport bytes, exactly as [`general`] would (the unit tests
+/// `the_common_frame_path_gives_the_general_parsers_summary*` compare them on
+/// golden frames, each of their cuts, and random frames); `None`, with `s`
+/// untouched, for any other frame.
+#[inline(always)]
+fn common_frame<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, _) = frame.split_first_chunk::<14>()?;
+    if u16::from_be_bytes([h[12], h[13]]) == EtherType::VLAN {
+        common_at::<18>(s, frame)
+    } else {
+        common_at::<14>(s, frame)
+    }
+}
+
+/// [`common_frame`] with the IP header `AT` bytes in: 14 untagged, 18 after
+/// one 802.1Q tag (a constant, so every offset is).
+#[inline(always)]
+fn common_at<'a, const AT: usize>(s: &mut PacketSummary, frame: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, ip) = frame.split_at_checked(AT)?;
+    let ethertype = u16::from_be_bytes([h[AT - 2], h[AT - 1]]);
+    let l4 = if ethertype == EtherType::IPV4 {
+        common_ipv4(s, ip)?
+    } else if ethertype == EtherType::IPV6 {
+        common_ipv6(s, ip)?
+    } else {
+        return None;
+    };
+    s.dst_mac = head::<6>(&h[..6]);
+    s.src_mac = head::<6>(&h[6..12]);
+    if AT == 18 {
+        s.vlan = u16::from_be_bytes([h[14], h[15]]) & 0x0fff;
+    }
+    s.ethertype = ethertype;
+    transport(s, l4);
+    Some(l4)
+}
+
+/// [`common_frame`]'s IPv4 part: `ip` from the IP header on.
+#[inline(always)]
+fn common_ipv4<'a>(s: &mut PacketSummary, ip: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, _) = ip.split_first_chunk::<{ ipv4::MIN_HEADER_LEN }>()?;
+    // Version 4 with IHL 5, neither MF nor an offset, total length >= 20.
+    let total = u16::from_be_bytes([h[2], h[3]]);
+    if h[0] != 0x45 || (h[6] & 0x3f) | h[7] != 0 || usize::from(total) < ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let l4 = ip.get(ipv4::MIN_HEADER_LEN..usize::from(total).min(ip.len()))?;
+    s.l3 = L3::Ipv4;
+    s.ip_version = 4;
+    s.src[..4].copy_from_slice(&h[12..16]);
+    s.dst[..4].copy_from_slice(&h[16..20]);
+    s.proto = h[9];
+    s.ip_len = u32::from(total);
+    Some(l4)
+}
+
+/// [`common_frame`]'s IPv6 part: `ip` from the IP header on.
+#[inline(always)]
+fn common_ipv6<'a>(s: &mut PacketSummary, ip: &'a [u8]) -> Option<&'a [u8]> {
+    let (h, _) = ip.split_first_chunk::<{ ipv6::HEADER_LEN }>()?;
+    let proto = h[6];
+    if h[0] >> 4 != 6 || (proto != ip_proto::TCP && proto != ip_proto::UDP) {
+        return None;
+    }
+    let plen = u16::from_be_bytes([h[4], h[5]]);
+    let l4 = ip.get(ipv6::HEADER_LEN..(ipv6::HEADER_LEN + usize::from(plen)).min(ip.len()))?;
+    s.l3 = L3::Ipv6;
+    s.ip_version = 6;
+    s.src = head::<16>(&h[8..24]);
+    s.dst = head::<16>(&h[24..40]);
+    s.proto = proto;
+    s.ip_len = u32::from(plen) + ipv6::HEADER_LEN as u32;
+    Some(l4)
+}
+
+/// The first `N` bytes of `b`, which holds at least `N` (a fixed-size
+/// slice of a fixed-size array: the check folds away).
+#[inline(always)]
+fn head<const N: usize>(b: &[u8]) -> [u8; N] {
+    b.first_chunk::<N>().copied().unwrap_or([0; N])
+}
+
+/// The general parser behind [`summarize_into`]: any framing, tags, options,
+/// fragments and lengths.
+#[inline]
+fn general<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> &'a [u8] {
     let Ok(eth) = ethernet::Frame::new_checked(frame) else {
         return &[];
     };
@@ -320,5 +422,120 @@ fn transport(s: &mut PacketSummary, l4: &[u8]) {
     (s.src_port, s.dst_port) = ports::transport_ports(s.proto, l4);
     if s.proto == ip_proto::TCP {
         s.tcp_flags = tcp::peek_flags(l4).unwrap_or(0);
+    }
+}
+
+/// The golden frames of the integration tests, for the unit tests below.
+#[cfg(test)]
+#[path = "../tests/common/frames.rs"]
+#[rustfmt::skip]
+mod golden_frames;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    use super::golden_frames as frames;
+
+    /// The general parser's summary and transport bytes.
+    fn by_general(frame: &[u8]) -> (PacketSummary, &[u8]) {
+        let mut s = PacketSummary::default();
+        let l4 = general(&mut s, frame);
+        (s, l4)
+    }
+
+    /// What `summarize_l4` gives (the common frame path first), and whether that path took it.
+    fn by_common(frame: &[u8]) -> (PacketSummary, &[u8], bool) {
+        let mut s = PacketSummary::default();
+        match common_frame(&mut s, frame) {
+            Some(l4) => (s, l4, true),
+            None => {
+                assert_eq!(s, PacketSummary::default(), "a frame the common path refuses leaves the summary untouched");
+                let (s, l4) = summarize_l4(frame);
+                (s, l4, false)
+            }
+        }
+    }
+
+    /// A frame near the common shapes: IPv4 or IPv6, untagged or with one
+    /// tag, with the fields the common path tests drawn from their edge
+    /// values, then cut.
+    fn near_common() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<bool>(),
+            prop_oneof![
+                Just(0x45u8),
+                Just(0x46),
+                Just(0x44),
+                Just(0x55),
+                Just(0x60),
+                Just(0x6f),
+                Just(0x40),
+                any::<u8>()
+            ],
+            prop_oneof![Just(0u16), 1u16..60, Just(20), Just(40), 60u16..2000, any::<u16>()],
+            prop_oneof![Just(0u8), Just(0x40), Just(0x20), Just(0x01), any::<u8>()],
+            prop_oneof![Just(6u8), Just(17), Just(1), Just(0), Just(44), Just(132), any::<u8>()],
+            prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x8100), any::<u16>()],
+            proptest::collection::vec(any::<u8>(), 0..140),
+            any::<prop::sample::Index>(),
+            prop_oneof![Just(0u16), Just(0x8100), Just(0x88a8), Just(0x9100)],
+        )
+            .prop_map(|(v6, ver, len, frag, proto, ethertype, tail, cut, tag)| {
+                let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+                if tag != 0 {
+                    f.extend_from_slice(&tag.to_be_bytes());
+                    f.extend_from_slice(&[0xe0 | (ver & 0x1f), ver]);
+                }
+                f.extend_from_slice(&ethertype.to_be_bytes());
+                if v6 {
+                    f.extend_from_slice(&[ver, 0, 0, 0]);
+                    f.extend_from_slice(&len.to_be_bytes());
+                    f.extend_from_slice(&[proto, 64]);
+                    f.extend((0..32).map(|i| i as u8));
+                } else {
+                    f.extend_from_slice(&[ver, 0]);
+                    f.extend_from_slice(&len.to_be_bytes());
+                    f.extend_from_slice(&[0x12, 0x34, frag, if frag == 0x01 { 0 } else { 0x07 }, 64, proto, 0, 0]);
+                    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+                }
+                f.extend_from_slice(&tail);
+                let keep = cut.index(f.len() + 1);
+                f.truncate(keep.max(f.len() / 2));
+                f
+            })
+    }
+
+    #[test]
+    fn the_common_frame_path_gives_the_general_parsers_summary_on_every_golden_frame_and_cut() {
+        let mut taken = 0;
+        for (name, frame) in frames::ALL {
+            for cut in 0..=frame.len() {
+                let f = &frame[..cut];
+                let (s, l4, fast) = by_common(f);
+                assert_eq!((s, l4), by_general(f), "{name} cut to {cut} bytes");
+                taken += usize::from(fast);
+            }
+        }
+        assert!(taken > 100, "the common path took only {taken} of the golden frames and cuts");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 8192, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_common_frame_path_gives_the_general_parsers_summary(f in near_common()) {
+            let (s, l4, _) = by_common(&f);
+            prop_assert_eq!((s, l4), by_general(&f));
+        }
+
+        #[test]
+        fn the_common_frame_path_gives_the_general_parsers_summary_on_random_bytes(
+            f in proptest::collection::vec(any::<u8>(), 0..120)
+        ) {
+            let (s, l4, _) = by_common(&f);
+            prop_assert_eq!((s, l4), by_general(&f));
+        }
     }
 }
