@@ -194,27 +194,6 @@ fn write_digits(to: &mut [u8], v: u64) {
     }
 }
 
-/// [`write_digits`] into two texts at once (the shorter one's length): each
-/// pair of digits is made once and stored into both.
-#[inline(always)]
-fn write_digits2(a: &mut [u8], b: &mut [u8], v: u64) {
-    let (mut x, mut i) = (v, a.len().min(b.len()));
-    while i >= 2 {
-        // x % 100 < 100: a pair of the table.
-        let r = (x % 100) as usize * 2;
-        x /= 100;
-        let pair = [PAIRS[r], PAIRS[r + 1]];
-        a[i - 2..i].copy_from_slice(&pair);
-        b[i - 2..i].copy_from_slice(&pair);
-        i -= 2;
-    }
-    if i == 1 {
-        let d = b'0' + (x % 10) as u8;
-        a[0] = d;
-        b[0] = d;
-    }
-}
-
 /// "00", "01", ... "99".
 const PAIRS: [u8; 200] = {
     let mut t = [0u8; 200];
@@ -321,7 +300,7 @@ fn push_field(out: &mut Vec<u8>, p: Primitive, k: &Key) {
 
 /// Whether a primitive's text never needs JSON escaping: addresses, numbers
 /// and pmacct's protocol names (checked by a test), so its field can be
-/// formatted straight into the JSON line and the CSV row alike.
+/// formatted straight into the JSON line and copied from there to the CSV row.
 fn json_plain(p: Primitive) -> bool {
     !matches!(p, Primitive::SrcContainer | Primitive::DstContainer | Primitive::Tunnel)
 }
@@ -446,6 +425,20 @@ impl Text {
         self.digits(ns % 1_000_000_000 / 1000, 6);
     }
 
+    /// Appends the text `from` got since its position `start` (at most 48
+    /// bytes: a number, a stamp or a dotted quad) with one fixed-size copy.
+    #[inline(always)]
+    fn again(&mut self, from: &Text, start: usize) {
+        let n = from.n - start;
+        match (self.b.bytes_mut().get_mut(self.n..self.n + 48), from.b.bytes().get(start..start + 48)) {
+            (Some(to), Some(text)) if n <= 48 => {
+                to.copy_from_slice(text);
+                self.n += n;
+            }
+            _ => self.ok = false,
+        }
+    }
+
     /// Constant text (a fixed-size copy).
     #[inline(always)]
     fn lit<const M: usize>(&mut self, t: &[u8; M]) {
@@ -494,86 +487,6 @@ impl Text {
     }
 }
 
-/// The texts a field goes into: the CSV's (`CSV`), the JSON's (`JSON`) or
-/// both. Each piece of a field (a pair of digits, an octet with its dot, a
-/// constant text) is made once and stored into every text at once: a field is
-/// never read back from one text to be copied into the other. Such a copy loads
-/// bytes just stored in small pieces, a load the CPU cannot serve from its
-/// store buffer and waits for (over half of the write phase's samples at 1M
-/// rows, BENCHMARKS.md).
-struct Both<'a, const CSV: bool, const JSON: bool> {
-    csv: &'a mut Text,
-    json: &'a mut Text,
-}
-
-impl<const CSV: bool, const JSON: bool> Both<'_, CSV, JSON> {
-    /// A constant field's text ([`Text::put`]).
-    #[inline(always)]
-    fn put(&mut self, f: &Short) {
-        if CSV {
-            self.csv.put(f);
-        }
-        if JSON {
-            self.json.put(f);
-        }
-    }
-
-    /// `v` in decimal ([`Text::num`]).
-    #[inline(always)]
-    fn num(&mut self, v: u64) {
-        if CSV && JSON {
-            self.digits(v, decimal_len(v));
-        } else if CSV {
-            self.csv.num(v);
-        } else if JSON {
-            self.json.num(v);
-        }
-    }
-
-    /// The last `n` decimal digits of `v` into both texts ([`Text::digits`]).
-    #[inline(always)]
-    fn digits(&mut self, v: u64, n: usize) {
-        let (c, j) = (self.csv.n, self.json.n);
-        match (self.csv.b.bytes_mut().get_mut(c..c + n), self.json.b.bytes_mut().get_mut(j..j + n)) {
-            (Some(a), Some(b)) => {
-                write_digits2(a, b, v);
-                self.csv.n += n;
-                self.json.n += n;
-            }
-            (a, b) => {
-                self.csv.ok &= a.is_some();
-                self.json.ok &= b.is_some();
-            }
-        }
-    }
-
-    /// A dotted quad ([`Text::v4`]).
-    #[inline(always)]
-    fn v4(&mut self, a: [u8; 4]) {
-        if CSV {
-            self.csv.v4(a);
-        }
-        if JSON {
-            self.json.v4(a);
-        }
-    }
-
-    /// A time in ns since the epoch ([`Text::stamp`]).
-    #[inline(always)]
-    fn stamp(&mut self, ns: u64) {
-        if CSV && JSON {
-            self.num(ns / 1_000_000_000);
-            self.csv.byte(b'.');
-            self.json.byte(b'.');
-            self.digits(ns % 1_000_000_000 / 1000, 6);
-        } else if CSV {
-            self.csv.stamp(ns);
-        } else if JSON {
-            self.json.stamp(ns);
-        }
-    }
-}
-
 /// What [`compose`] reuses from row to row.
 struct Scratch {
     /// A field formatted into a vector ([`push_field`]).
@@ -597,8 +510,8 @@ const OTHER: Short = {
 
 /// Appends one row with its newline to `csv` (a `flows.csv` row, when `CSV`)
 /// and to `json` (a JSON line with pmacct's keys and separators, when
-/// `JSON`): each field is formatted once, in place, its pieces stored into
-/// both files' texts when both are written ([`Both`]). The one
+/// `JSON`): each field is formatted once, in place in the first file's text,
+/// and copied from there to the CSV's when both are written. The one
 /// formatter of both files, for one of them or both at once.
 #[inline(always)]
 fn compose<const CSV: bool, const JSON: bool>(
@@ -622,40 +535,45 @@ fn compose<const CSV: bool, const JSON: bool>(
                 json.byte(b'"');
             }
         }
-        let mut out = Both::<CSV, JSON> { csv: &mut *csv, json: &mut *json };
+        let first = if JSON { &mut *json } else { &mut *csv };
+        let start = first.n;
         let in_place = match p {
             _ if k.overflow => {
-                out.put(&OTHER);
+                first.put(&OTHER);
                 true
             }
             Primitive::SrcHost | Primitive::DstHost if k.ip_version == 4 => {
                 let a = if p == Primitive::SrcHost { &k.src } else { &k.dst };
-                out.v4([a[0], a[1], a[2], a[3]]);
+                first.v4([a[0], a[1], a[2], a[3]]);
                 true
             }
             Primitive::SrcPort => {
-                out.num(u64::from(k.src_port));
+                first.num(u64::from(k.src_port));
                 true
             }
             Primitive::DstPort => {
-                out.num(u64::from(k.dst_port));
+                first.num(u64::from(k.dst_port));
                 true
             }
             Primitive::Vlan => {
-                out.num(u64::from(k.vlan));
+                first.num(u64::from(k.vlan));
                 true
             }
             Primitive::TunnelId => {
-                out.num(u64::from(k.tunnel_id));
+                first.num(u64::from(k.tunnel_id));
                 true
             }
             Primitive::Proto => {
-                out.put(shape.protos.get(usize::from(k.proto)).unwrap_or(&Short::EMPTY));
+                first.put(shape.protos.get(usize::from(k.proto)).unwrap_or(&Short::EMPTY));
                 true
             }
             _ => false,
         };
-        if !in_place {
+        if in_place {
+            if CSV && JSON {
+                csv.again(json, start);
+            }
+        } else {
             sc.field.clear();
             push_field(&mut sc.field, p, k);
             if CSV {
@@ -685,8 +603,13 @@ fn compose<const CSV: bool, const JSON: bool>(
             if JSON {
                 json.lit($key);
             }
-            Both::<CSV, JSON> { csv: &mut *csv, json: &mut *json }.$put($v);
+            let first = if JSON { &mut *json } else { &mut *csv };
+            let start = first.n;
+            first.$put($v);
             if CSV {
+                if JSON {
+                    csv.again(json, start);
+                }
                 csv.byte($csv_end);
             }
         };
@@ -1098,13 +1021,11 @@ mod tests {
         }
         let (mut t, mut again, mut stamp, mut q) = (Text::new(true), Text::new(true), Text::new(true), Text::new(true));
         for v in values {
-            // Into one text alone, and into two at once at other positions, as a row's fields are.
+            // In place after some text, then copied again from there, as a row's fields are.
             (t.n, again.n, stamp.n, q.n) = (7, 0, 0, 0);
             t.num(v);
+            again.again(&t, 7);
             assert_eq!(&t.text()[7..], v.to_string().as_bytes(), "{v}");
-            t.n = 3;
-            Both::<true, true> { csv: &mut again, json: &mut t }.num(v);
-            assert_eq!(&t.text()[3..], v.to_string().as_bytes(), "{v}");
             assert_eq!(again.text(), v.to_string().as_bytes(), "{v}");
             let mut text = Vec::new();
             push_u64(&mut text, v);
@@ -1113,10 +1034,6 @@ mod tests {
             let want = format!("{}.{:06}", v / 1_000_000_000, v % 1_000_000_000 / 1000);
             stamp.stamp(v);
             assert_eq!(stamp.text(), want.as_bytes(), "{v}");
-            (again.n, t.n) = (0, 5);
-            Both::<true, true> { csv: &mut again, json: &mut t }.stamp(v);
-            assert_eq!(again.text(), want.as_bytes(), "{v}");
-            assert_eq!(&t.text()[5..], want.as_bytes(), "{v}");
             let a = (v as u32).to_be_bytes();
             q.v4(a);
             assert_eq!(q.text(), std::net::Ipv4Addr::from(a).to_string().as_bytes());
