@@ -339,7 +339,7 @@ impl Intake {
                     break;
                 };
                 n += 1;
-                if src.accept(whole.then(|| &batch[kept])) {
+                if src.accept(batch.get(kept).filter(|_| whole)) {
                     kept += 1;
                 }
             }
