@@ -490,7 +490,7 @@ fn grow_chunk(rows: &mut Vec<Row>, want: usize) {
 ///
 /// Rows live in insertion order ([`RowTable`]: chunks of rows and an
 /// index of them), so a row has a stable position and the rows changed since
-/// the last [`Aggregate::take_changes`] are a list of positions: the
+/// the last [`Aggregate::drain_changes`] are a list of positions: the
 /// checkpoint writes only those (checkpoint.rs).
 #[derive(Clone, Debug)]
 pub struct Aggregate {
@@ -498,7 +498,7 @@ pub struct Aggregate {
     rows: RowTable,
     max_rows: usize,
     overflowed: u64,
-    /// Positions of the rows changed since the last `take_changes`, each once.
+    /// Positions of the rows changed since the last `drain_changes`, each once.
     changed: Vec<u32>,
     /// Per position: in `changed`.
     marked: Vec<bool>,
@@ -725,17 +725,30 @@ impl Aggregate {
         }
     }
 
-    /// The rows changed since the last call (each once, in the order they
-    /// first changed), and forgets them: what a checkpoint after the previous
-    /// one must add.
-    pub fn take_changes(&mut self) -> Vec<(&Key, &Counters)> {
-        for &i in &self.changed {
+    /// Hands `each` the rows changed since the last call (each once, in the
+    /// order they first changed), and forgets them: what a checkpoint after
+    /// the previous one must add. The list of positions keeps its room for
+    /// the next checkpoint's.
+    fn drain_changes(&mut self, mut each: impl FnMut(&Key, &Counters)) {
+        let mut changed = std::mem::take(&mut self.changed);
+        for &i in &changed {
             if let Some(m) = self.marked.get_mut(i as usize) {
                 *m = false;
             }
+            if let Some((k, c)) = self.get_index(i as usize) {
+                each(k, c);
+            }
         }
-        let changed = std::mem::take(&mut self.changed);
-        changed.into_iter().filter_map(|i| self.get_index(i as usize)).collect()
+        changed.clear();
+        self.changed = changed;
+    }
+
+    /// [`Aggregate::drain_changes`] as a list.
+    #[cfg(test)]
+    pub fn take_changes(&mut self) -> Vec<(Key, Counters)> {
+        let mut rows = Vec::new();
+        self.drain_changes(|k, c| rows.push((*k, *c)));
+        rows
     }
 
     /// Forgets the changed rows (a full checkpoint holds every row).
@@ -1054,15 +1067,18 @@ pub struct TableChanges {
 
 impl Aggregate {
     /// The rows changed since the last call, encoded; forgets them.
+    ///
+    /// Each row is encoded as it is met ([`Aggregate::drain_changes`]: no list
+    /// of them is built), into bytes sized once for the rows' usual length.
     fn changes(&mut self) -> TableChanges {
         let p = self.primitives;
         let overflowed = self.overflowed;
-        let mut rows = RowBytes::default();
-        let changed = self.take_changes();
-        let count = changed.len();
-        for (k, c) in changed {
+        let mut rows = RowBytes(Vec::with_capacity(self.changed.len() * ROW_BYTES_USUAL));
+        let mut count = 0;
+        self.drain_changes(|k, c| {
             rows.push(p, k, c);
-        }
+            count += 1;
+        });
         TableChanges { overflowed, rows, count }
     }
 
@@ -1082,6 +1098,11 @@ impl Aggregate {
 /// last packet time as 4 bytes after the first when the difference fits.
 #[derive(Debug, Default)]
 struct RowBytes(Vec<u8>);
+
+/// Bytes a row of [`RowBytes`] usually takes (the default primitives with
+/// IPv4 hosts, short counters and a short span: 43), rounded up: the room
+/// reserved per changed row (longer rows only make the vector grow).
+const ROW_BYTES_USUAL: usize = 48;
 
 /// The row flags of [`RowBytes`].
 mod row_flag {
@@ -2196,7 +2217,7 @@ pub(crate) mod tests {
                 }
                 at += n;
                 if take_at.contains(&at) {
-                    let got: Vec<ModelKey> = agg.take_changes().into_iter().map(|(k, _)| model_key(k)).collect();
+                    let got: Vec<ModelKey> = agg.take_changes().iter().map(|(k, _)| model_key(k)).collect();
                     proptest::prop_assert_eq!(got, std::mem::take(&mut changed));
                 }
             }

@@ -194,10 +194,9 @@ impl Saver {
             let changes = accounts.take_changes();
             let rows = changes.rows();
             if self.rows + rows <= 2 * live + SLACK_ROWS {
-                let frame = encode(&self.path, &Changes { intake, accounts: changes })?;
-                return match file.write_all(&frame) {
-                    Ok(()) => {
-                        self.len += frame.len() as u64;
+                return match append_frame(&mut file, &Changes { intake, accounts: changes }) {
+                    Ok(len) => {
+                        self.len += len;
                         self.rows += rows;
                         self.file = Some(file);
                         Ok(())
@@ -250,15 +249,24 @@ impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
     }
 }
 
-/// One frame: its length (u64, little-endian) and its bincode encoding.
-fn encode(path: &Path, body: &impl Serialize) -> Result<Vec<u8>, CheckpointError> {
-    let err = |cause: String| CheckpointError::Write { path: path.to_path_buf(), cause };
-    let mut bytes = vec![0u8; 8];
-    bincode::serialize_into(&mut bytes, body).map_err(|e| err(e.to_string()))?;
-    let len = (bytes.len() - 8) as u64;
-    bytes[..8].copy_from_slice(&len.to_le_bytes());
-    Ok(bytes)
+/// Appends one frame to `file`: its length (u64, little-endian) and its
+/// bincode encoding, streamed (the length is bincode's size of it, so the
+/// frame is never encoded whole in memory: its rows, already encoded, pass
+/// to the file in one write); returns the bytes appended.
+///
+/// # Errors
+/// A write fails (part of the frame may be in the file).
+fn append_frame(file: &mut File, body: &impl Serialize) -> std::io::Result<u64> {
+    let len = bincode::serialized_size(body).map_err(std::io::Error::other)?;
+    let mut out = std::io::BufWriter::with_capacity(FRAME_BUFFER, file);
+    out.write_all(&len.to_le_bytes())?;
+    bincode::serialize_into(&mut out, body).map_err(std::io::Error::other)?;
+    out.flush()?;
+    Ok(8 + len)
 }
+
+/// The buffer of a frame's small fields ([`append_frame`]).
+const FRAME_BUFFER: usize = 64 * 1024;
 
 /// The next frame of `rest`, or `None` when none is left whole (none at all,
 /// or one cut short).
@@ -439,6 +447,22 @@ mod tests {
 
     fn position(n: u64) -> Vec<SavedQueue> {
         vec![SavedQueue { queue: 0, position: n, next_seq: Some(n), stats: Default::default() }]
+    }
+
+    #[test]
+    fn a_streamed_frame_is_its_length_then_the_bincode_encoding_of_the_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false);
+        add_flows(&mut a, 0, 300, 2);
+        let mut twin = a.clone();
+        let mut file = File::create(dir.path().join("f")).unwrap();
+        let n = append_frame(&mut file, &Changes { intake: position(300), accounts: a.take_changes() }).unwrap();
+        // Against bincode's own encoding of the same changes, whole in memory.
+        let body = bincode::serialize(&Changes { intake: position(300), accounts: twin.take_changes() }).unwrap();
+        let mut want = (body.len() as u64).to_le_bytes().to_vec();
+        want.extend(body);
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), want);
+        assert_eq!(n, want.len() as u64);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   the queues, releasing the slots after each batch (one release store);
 //!   [`Intake::poll_batch`] hands each batch's valid records at once, in the
 //!   order read, [`Intake::poll`] one by one.
-//! - Every slot is copied out ([`FlowRecord::read_from`]); a slot too short for a
+//! - Every slot is copied out once, into the batch handed on (no reference
+//!   into the shared slot outlives its pop); a slot too short for a
 //!   record, or a record whose kind or end-reason byte is invalid, or an IP
 //!   record whose IP version is not 4 or 6, is counted in `records_invalid` and
 //!   skipped; nothing read from shared memory can make it panic.
@@ -40,7 +41,7 @@ use std::path::PathBuf;
 use shmq::{Consumer, QueueFile, QueueSpec, QueueState, Waiter};
 use station::config::StationConfig;
 use station::naming;
-use station::record::{FlowRecord, RecordKind, RECORD_LAYOUT_VERSION};
+use station::record::{FlowRecord, RecordKind, FLOW_RECORD_SIZE, RECORD_LAYOUT_VERSION};
 
 /// Records read from one queue before its slots are released and the next queue is served.
 pub const BATCH: usize = 256;
@@ -152,7 +153,8 @@ pub struct Intake {
     waiter: Waiter,
     /// Release only in [`Intake::release_all`].
     hold: bool,
-    /// The valid records of the queue being read ([`Intake::poll_batch`]).
+    /// The records of the queue being read ([`Intake::poll_batch`]): [`BATCH`]
+    /// places, the valid ones first.
     batch: Vec<FlowRecord>,
 }
 
@@ -204,7 +206,12 @@ impl Intake {
                 s.stale = None;
             }
         }
-        Ok(Intake { sources, waiter: Waiter::new(cfg.wait.strategy()), hold: false, batch: Vec::with_capacity(BATCH) })
+        Ok(Intake {
+            sources,
+            waiter: Waiter::new(cfg.wait.strategy()),
+            hold: false,
+            batch: vec![bytemuck::Zeroable::zeroed(); BATCH],
+        })
     }
 
     /// From now on slots are released only by [`Intake::release_all`].
@@ -316,17 +323,28 @@ impl Intake {
             if src.stats.ended {
                 continue;
             }
-            let mut n = 0;
-            batch.clear();
+            let (mut n, mut kept) = (0, 0);
             while n < BATCH {
-                let Some(slot) = src.consumer.pop_with(FlowRecord::read_from) else {
+                // Copied once, from the slot straight into the batch's next place,
+                // and checked there: a record that is not kept is overwritten by the next.
+                let Some(whole) =
+                    src.consumer.pop_with(|bytes| match (bytes.get(..FLOW_RECORD_SIZE), batch.get_mut(kept)) {
+                        (Some(from), Some(to)) => {
+                            bytemuck::bytes_of_mut(to).copy_from_slice(from);
+                            true
+                        }
+                        _ => false,
+                    })
+                else {
                     break;
                 };
                 n += 1;
-                src.take(slot.as_ref(), |r| batch.push(*r));
+                if src.accept(batch.get(kept).filter(|_| whole)) {
+                    kept += 1;
+                }
             }
-            if !batch.is_empty() {
-                sink(qi, &batch);
+            if kept > 0 {
+                sink(qi, &batch[..kept]);
             }
             if n > 0 {
                 if !self.hold {
@@ -356,10 +374,12 @@ impl Intake {
 }
 
 impl Source {
-    fn take(&mut self, slot: Option<&FlowRecord>, sink: impl FnOnce(&FlowRecord)) {
+    /// Counts and checks a slot's record (`None`: the slot was too short);
+    /// true when it is valid and handed on.
+    fn accept(&mut self, slot: Option<&FlowRecord>) -> bool {
         let Some(r) = slot else {
             self.stats.records_invalid += 1;
-            return;
+            return false;
         };
         if let Err(version) = r.check_layout() {
             // Another layout: not even the sequence number can be trusted.
@@ -373,15 +393,16 @@ impl Source {
                     self.path.display()
                 );
             }
-            return;
+            return false;
         }
         // A readable record carries the producer's sequence even when its other bytes are bad.
         self.check_seq(r.seq);
         if valid(r) {
             self.stats.records += 1;
-            sink(r);
+            true
         } else {
             self.stats.records_invalid += 1;
+            false
         }
     }
 
