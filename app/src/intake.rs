@@ -7,7 +7,7 @@
 //! - Drains in batches of at most [`BATCH`] records per queue, round-robin over
 //!   the queues, releasing the slots after each batch (one release store);
 //!   [`Intake::poll_batch`] hands each batch's valid records at once, in the
-//!   order read, [`Intake::poll`] one by one.
+//!   order read.
 //! - Every slot is copied out once, into the batch handed on (no reference
 //!   into the shared slot outlives its pop); a slot too short for a
 //!   record, or a record whose kind or end-reason byte is invalid, or an IP
@@ -22,7 +22,7 @@
 //!   counted in `records_gap` (records skipped over in `records_missing`) and
 //!   warned about once per queue; a sequence restarting at 0 is a producer
 //!   restart, logged, not counted.
-//! - [`Intake::poll`] waits with the CJ_WAIT strategy only when every queue was
+//! - [`Intake::poll_batch`] waits with the CJ_WAIT strategy only when every queue was
 //!   empty in a whole round.
 //! - Holding ([`Intake::hold_releases`], cj-app's checkpoint): slots are
 //!   released only by [`Intake::release_all`], after the caller has saved what
@@ -136,7 +136,7 @@ pub enum RestoreError {
     },
 }
 
-/// What one call of [`Intake::poll`] did.
+/// What one call of [`Intake::poll_batch`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Poll {
     /// Read this many slots.
@@ -294,7 +294,7 @@ impl Intake {
         Ok(skipped)
     }
 
-    /// The queue numbers, in intake order (the index is what `poll` reports).
+    /// The queue numbers, in intake order (the index is what `poll_batch` reports).
     pub fn queues(&self) -> Vec<u32> {
         self.sources.iter().map(|s| s.queue).collect()
     }
@@ -304,17 +304,17 @@ impl Intake {
         self.sources.iter().map(|s| s.stats).collect()
     }
 
-    /// Reads one round (at most [`BATCH`] records from each queue), handing
-    /// each valid record to `sink` with the queue's index; waits a little when
-    /// there was nothing at all (the tests' way: the app takes a batch at a time).
+    /// [`Intake::poll_batch`] handing the records one by one (the tests'
+    /// way: the app takes a batch at a time).
     #[cfg(test)]
     pub fn poll(&mut self, mut sink: impl FnMut(usize, &FlowRecord)) -> Poll {
         self.poll_batch(|qi, records| records.iter().for_each(|r| sink(qi, r)))
     }
 
-    /// [`Intake::poll`] handing the valid records of each queue's batch at
-    /// once, in the order read (the same records in the same order as
-    /// `poll`, so a consumer that walks the slice sees what `poll` gives).
+    /// Reads one round (at most [`BATCH`] records from each queue), handing
+    /// the valid records of each queue's batch at once to `sink`, in the
+    /// order read, with the queue's index; waits a little when there was
+    /// nothing at all.
     pub fn poll_batch(&mut self, mut sink: impl FnMut(usize, &[FlowRecord])) -> Poll {
         let mut read = 0;
         let mut live = 0;
