@@ -248,14 +248,19 @@ type Row = (Key, Counters);
 /// - Rows keep the position they were inserted at (0, 1, 2, ...) for the
 ///   table's life: nothing is removed. They live in chunks of [`CHUNK`]
 ///   rows, row `i` at offset `i % CHUNK` of chunk `i / CHUNK`, so growth
-///   never moves a row past the first chunk (which grows in place up to
-///   [`CHUNK`] rows, so a small table stays small).
+///   never moves a row past the first chunk. The first chunk grows fourfold
+///   up to [`CHUNK`] rows, each time to new memory (its rows are moved, as
+///   a `Vec`'s are), so a small table stays small; every later chunk is
+///   reserved whole and never moves.
 /// - The index is an array of 64-bit slots, a power of two, at most half
 ///   full (doubled before an insert would pass half), eight slots to a
 ///   cache line: a slot holds the top 32 bits of its key's hash (the tag)
 ///   and the row's position + 1 (0: empty). A probe starts at the slot the
 ///   top bits of the hash name and goes on linearly to the first empty slot;
-///   a row is read only when its tag matches (a false match is 1 in 2^32).
+///   a row is read only when its tag matches. The home is the tag's top
+///   `bits` bits, so only a slot of a key with the same home can match
+///   falsely: 1 in 2^(32 - bits) of those (a slot of another home has
+///   another tag).
 ///   Since the tag alone places a slot, doubling the index reads the old
 ///   slots in order and neither a row nor a key hash.
 /// - Keys are hashed with a per-process random seed (foldhash), as the
@@ -504,6 +509,9 @@ pub struct Aggregate {
     marked: Vec<bool>,
     /// The directions of [`Aggregate::add_batch`]'s records, hashed ahead.
     pending: Vec<Pending>,
+    /// Position of the overflow row once looked up or made (rows never
+    /// move), so that a full table finds it without a hash or a probe.
+    overflow_at: Option<u32>,
 }
 
 /// A direction of a record in [`Aggregate::add_batch`], its key hashed.
@@ -538,6 +546,7 @@ impl Aggregate {
             changed: Vec::new(),
             marked: Vec::new(),
             pending: Vec::new(),
+            overflow_at: None,
         }
     }
 
@@ -584,9 +593,14 @@ impl Aggregate {
         for side in 0..2 {
             // Ids for new names and addresses only while a row can still be made.
             let add = self.room();
-            if let Some((key, c, known)) = self.direction(r, side, add) {
-                let hash = self.rows.hash(&key);
-                self.count(key, hash, known, &c);
+            match self.direction(r, side, add) {
+                Some((key, c, true)) => {
+                    let hash = self.rows.hash(&key);
+                    self.count(key, hash, &c);
+                }
+                // A name or address without an id (only when full): in no row.
+                Some((_, c, false)) => self.overflow(&c),
+                None => {}
             }
         }
     }
@@ -608,7 +622,8 @@ impl Aggregate {
             for side in 0..2 {
                 // Only looked up here: ids are added when the row is made.
                 if let Some((key, c, known)) = self.direction(r, side, false) {
-                    let hash = self.rows.hash(&key);
+                    // A key not known is hashed (if at all) when counted.
+                    let hash = if known { self.rows.hash(&key) } else { 0 };
                     pending.push(Pending { key, c, hash, record: i as u32, side: side as u8, known });
                 }
             }
@@ -625,12 +640,16 @@ impl Aggregate {
             }
             let p = pending[i];
             if p.known {
-                self.count(p.key, p.hash, true, &p.c);
-            } else if let Some((key, c, known)) =
-                self.direction(&records[p.record as usize], usize::from(p.side), self.room())
+                self.count(p.key, p.hash, &p.c);
+            } else if !self.room() {
+                // Full: a key with a name or address never interned is in no row.
+                self.overflow(&p.c);
+            } else if let Some((key, c, known)) = self.direction(&records[p.record as usize], usize::from(p.side), true)
             {
+                // With room every id is made: `known`.
+                debug_assert!(known);
                 let hash = self.rows.hash(&key);
-                self.count(key, hash, known, &c);
+                self.count(key, hash, &c);
             }
         }
         self.pending = pending;
@@ -669,31 +688,42 @@ impl Aggregate {
         Some((key, c, known))
     }
 
-    /// Adds `c` to the row of `key` (hash `hash`), made when absent and the
-    /// table not full, else to the overflow row; marks the row changed.
-    /// `known`: every id of the key was found (else it is in no row).
+    /// Adds `c` to the row of `key` (hash `hash`; every id of the key
+    /// found), made when absent and the table not full, else to the overflow
+    /// row; marks the row changed.
     #[inline]
-    fn count(&mut self, key: Key, hash: u64, known: bool, c: &Counters) {
-        if known {
-            match self.rows.find(hash, &key) {
-                Ok(i) => return self.add_at(i, c),
-                Err(slot) if self.room() => {
-                    let i = self.rows.insert(slot, hash, key, *c);
-                    return self.mark(i);
-                }
-                Err(_) => {}
-            }
-        }
-        // Full: only the overflow row may still be made (rows = max_rows + 1 at most).
-        self.overflowed += 1;
-        let hash = self.rows.hash(&Key::OVERFLOW);
-        match self.rows.find(hash, &Key::OVERFLOW) {
+    fn count(&mut self, key: Key, hash: u64, c: &Counters) {
+        match self.rows.find(hash, &key) {
             Ok(i) => self.add_at(i, c),
+            Err(slot) if self.room() => {
+                let i = self.rows.insert(slot, hash, key, *c);
+                self.mark(i);
+            }
+            Err(_) => self.overflow(c),
+        }
+    }
+
+    /// Adds `c` to the overflow row (made when absent: rows = max_rows + 1
+    /// at most), counts it in [`Aggregate::overflowed`] and marks the row changed.
+    fn overflow(&mut self, c: &Counters) {
+        self.overflowed += 1;
+        if let Some(i) = self.overflow_at {
+            return self.add_at(i as usize, c);
+        }
+        let hash = self.rows.hash(&Key::OVERFLOW);
+        let i = match self.rows.find(hash, &Key::OVERFLOW) {
+            Ok(i) => {
+                self.add_at(i, c);
+                i
+            }
             Err(slot) => {
                 let i = self.rows.insert(slot, hash, Key::OVERFLOW, *c);
                 self.mark(i);
+                i
             }
-        }
+        };
+        // Positions fit u32: a table holds at most MAX_TABLE_ROWS rows.
+        self.overflow_at = Some(i as u32);
     }
 
     /// Whether a row may still be made: fewer than the row limit (and than
@@ -793,13 +823,15 @@ impl Aggregate {
     ) -> bool {
         let p = self.primitives;
         let mut known = true;
-        let mut name = |v: &[u8; 32]| match Name::find(v) {
-            Some(id) => id,
-            None if add => Name::intern(v),
-            None => {
+        // With `add` only intern (it finds first): one lookup per value.
+        let mut name = |v: &[u8; 32]| {
+            if add {
+                return Name::intern(v);
+            }
+            Name::find(v).unwrap_or_else(|| {
                 known = false;
                 Name::NONE
-            }
+            })
         };
         if p.has(Primitive::SrcContainer) {
             k.src_container = name(&r.ctr[side].name);
@@ -807,13 +839,14 @@ impl Aggregate {
         if p.has(Primitive::DstContainer) {
             k.dst_container = name(&r.ctr[1 - side].name);
         }
-        let mut addr = |v: &[u8; 16]| match OuterAddr::find(v) {
-            Some(id) => id,
-            None if add => OuterAddr::intern(v),
-            None => {
+        let mut addr = |v: &[u8; 16]| {
+            if add {
+                return OuterAddr::intern(v);
+            }
+            OuterAddr::find(v).unwrap_or_else(|| {
                 known = false;
                 OuterAddr::NONE
-            }
+            })
         };
         if p.has(Primitive::OuterSrcHost) {
             k.outer_src = addr(src);
@@ -2000,6 +2033,46 @@ pub(crate) mod tests {
         for line in crate::sinks::json_text(&agg).lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
+    }
+
+    /// An IP record from A to B on `port` (one direction) whose source
+    /// container is `name`.
+    fn named_record(port: u16, name: &str) -> FlowRecord {
+        let mut r = ip_record(A, port, B, 80, 6, (2, 100), (0, 0), EndReason::IdleTimeout);
+        r.ctr[0].name = station::record::fixed_text(name);
+        r
+    }
+
+    #[test]
+    fn a_name_new_in_a_batch_is_interned_by_its_first_record_and_its_second_counts_in_the_same_row() {
+        let p = Primitives::parse_list(["src_host", "dst_host", "src_port", "src_container"], "t").unwrap();
+        let name = "batch-only-new-name-twice";
+        let r = named_record(1000, name);
+        assert_eq!(Name::find(&r.ctr[0].name), None, "the name is new to the process");
+        let mut agg = Aggregate::new(p);
+        agg.add_batch(&[r, r]);
+        assert_eq!(agg.len(), 1, "one row for both records");
+        assert_eq!(agg.overflowed(), 0);
+        let id = Name::find(&r.ctr[0].name).expect("the first record interned the name");
+        let (k, c) = agg.get_index(0).unwrap();
+        assert_eq!(k.src_container, id);
+        assert_eq!((c.packets, c.ip_bytes, c.flows), (4, 200, 2));
+    }
+
+    #[test]
+    fn a_full_table_interns_no_name_that_is_new_in_the_batch_and_folds_it_into_the_overflow_row() {
+        let p = Primitives::parse_list(["src_host", "dst_host", "src_port", "src_container"], "t").unwrap();
+        let first = named_record(1000, "batch-full-first-new-name");
+        let second = named_record(1001, "batch-full-second-new-name");
+        assert_eq!(Name::find(&second.ctr[0].name), None, "the name is new to the process");
+        let mut agg = Aggregate::new(p).with_max_rows(1);
+        agg.add_batch(&[first, second]);
+        assert_eq!(agg.len(), 2, "the first record's row and the overflow row");
+        assert_eq!(agg.overflowed(), 1);
+        assert!(Name::find(&first.ctr[0].name).is_some(), "the first record's row has its name");
+        assert_eq!(Name::find(&second.ctr[0].name), None, "a full table adds no name");
+        let other = agg.get(&Key::OVERFLOW).unwrap();
+        assert_eq!((other.packets, other.flows), (2, 1));
     }
 
     #[test]
