@@ -666,38 +666,50 @@ impl Write for AtomicFile {
 /// write fail with `EINVAL`, and the file is written through the page cache).
 pub const DIRECT_ALIGN: usize = 4096;
 
-/// One block of an [`AlignedBuf`].
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C, align(4096))]
-struct Block([u8; DIRECT_ALIGN]);
-
 /// Zeroed bytes starting at a [`DIRECT_ALIGN`] boundary, a whole number of
 /// blocks long: pieces of it that are whole blocks can be written directly
 /// ([`AtomicFile`]).
+///
+/// The bytes are a zeroed vector's (`calloc`: a large one is fresh pages the
+/// kernel zeroes as they are first touched, never filled by the process), a
+/// block longer than asked, used from its first block boundary.
 pub struct AlignedBuf {
-    blocks: Vec<Block>,
+    bytes: Vec<u8>,
+    /// Where the aligned bytes start in `bytes`.
+    start: usize,
+    /// Aligned bytes (whole blocks).
+    len: usize,
 }
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AlignedBuf({} bytes)", self.blocks.len() * DIRECT_ALIGN)
+        write!(f, "AlignedBuf({} bytes)", self.len)
     }
 }
 
 impl AlignedBuf {
     /// At least `len` zeroed bytes (rounded up to whole blocks).
     pub fn new(len: usize) -> Self {
-        AlignedBuf { blocks: vec![Block([0; DIRECT_ALIGN]); len.div_ceil(DIRECT_ALIGN)] }
+        let len = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        if len == 0 {
+            return AlignedBuf { bytes: Vec::new(), start: 0, len: 0 };
+        }
+        let bytes = vec![0u8; len + DIRECT_ALIGN];
+        // At most DIRECT_ALIGN - 1 for bytes; should the address not tell,
+        // the start stays unaligned and the writes go through the page cache
+        // (AtomicFile checks the address), with the same bytes in the file.
+        let start = bytes.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        AlignedBuf { bytes, start, len }
     }
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.blocks)
+        &self.bytes[self.start..self.start + self.len]
     }
 
     /// The bytes, to write into.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        bytemuck::cast_slice_mut(&mut self.blocks)
+        &mut self.bytes[self.start..self.start + self.len]
     }
 }
 
