@@ -71,25 +71,16 @@ fn push_addr(out: &mut Vec<u8>, ip_version: u8, b: &[u8; 16]) {
     }
 }
 
-/// Dotted quad, composed in place and appended in one copy.
+/// Dotted quad, composed in place from [`OCTETS`] (as [`Text::v4`] is) and
+/// appended in one copy.
 fn push_v4(out: &mut Vec<u8>, a: [u8; 4]) {
-    let mut text = [0u8; 15];
+    // Three octets and their dots take at most 12 bytes; the last copy 4 more.
+    let mut text = [0u8; 16];
     let mut n = 0;
     for (i, octet) in a.into_iter().enumerate() {
-        if i > 0 {
-            text[n] = b'.';
-            n += 1;
-        }
-        if octet >= 100 {
-            text[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            text[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        text[n] = b'0' + octet % 10;
-        n += 1;
+        let (t, len) = OCTETS[usize::from(octet)];
+        text[n..n + 4].copy_from_slice(&t);
+        n += usize::from(len) + usize::from(i < 3);
     }
     out.extend_from_slice(&text[..n]);
 }
@@ -318,8 +309,14 @@ struct Column {
 /// A table's columns and what their fields are made of.
 struct RowShape {
     cols: Vec<Column>,
-    /// pmacct's name of each protocol number.
-    protos: Vec<Short>,
+    /// pmacct's name of each protocol number ([`proto_names`]).
+    protos: &'static [Short; 256],
+}
+
+/// pmacct's name of each protocol number as a [`Short`], built once per process.
+fn proto_names() -> &'static [Short; 256] {
+    static NAMES: std::sync::OnceLock<[Short; 256]> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| std::array::from_fn(|p| Short::of(proto_name(p as u8).as_bytes()).unwrap_or(Short::EMPTY)))
 }
 
 impl RowShape {
@@ -333,8 +330,7 @@ impl RowShape {
                 quoted: json_plain(p) && p.is_text(),
             })
             .collect();
-        let protos = (0..=255u8).map(|p| Short::of(proto_name(p).as_bytes()).unwrap_or(Short::EMPTY)).collect();
-        RowShape { cols, protos }
+        RowShape { cols, protos: proto_names() }
     }
 }
 
@@ -344,12 +340,18 @@ impl RowShape {
 /// tests) plus the 48 bytes a field's fixed-size copy touches.
 const ROW_ROOM: usize = 4096;
 
+/// Bytes a table's buffer starts with per row, before it grows (a row with
+/// IPv4 addresses takes about 80 in CSV, 250 as JSON).
+const ROW_USUAL: usize = 128;
+
 /// One file's text being composed: rows go straight into the buffer that
 /// write(2) is handed (no row is composed elsewhere and copied in), by
 /// fixed-size copies of [`Short`] fields where a call into `memcpy` for a
 /// short variable length would cost more than the copy. The buffer is
-/// [`CHUNK`] + [`ROW_ROOM`] bytes, zeroed once per file, block-aligned so that
-/// the file can take its pieces without a copy into the page cache
+/// sized for the table's rows (a small table's file takes a few pages) and
+/// grows before a row could pass its end, up to [`CHUNK`] + [`ROW_ROOM`]
+/// bytes (zeroed memory, see [`shmq::files::AlignedBuf`]), block-aligned so
+/// that the file can take its pieces without a copy into the page cache
 /// ([`shmq::files::AtomicFile`]'s direct writes).
 struct Text {
     b: shmq::files::AlignedBuf,
@@ -359,9 +361,28 @@ struct Text {
 }
 
 impl Text {
-    /// A buffer for a file that is written (`on`), else an empty one.
-    fn new(on: bool) -> Self {
-        Text { b: shmq::files::AlignedBuf::new(if on { CHUNK + ROW_ROOM } else { 0 }), n: 0, ok: true }
+    /// A buffer for a file of `rows` rows that is written (`on`), else an empty one.
+    fn new(on: bool, rows: usize) -> Self {
+        let len = if on { rows.saturating_mul(ROW_USUAL).min(CHUNK) + ROW_ROOM } else { 0 };
+        Text { b: shmq::files::AlignedBuf::new(len), n: 0, ok: true }
+    }
+
+    /// Makes room for a row: [`ROW_ROOM`] bytes after the text (the buffer
+    /// grown fourfold, to at most [`CHUNK`] + [`ROW_ROOM`], its text kept).
+    #[inline(always)]
+    fn room_for_row(&mut self) {
+        let len = self.b.bytes().len();
+        if self.n + ROW_ROOM > len {
+            self.grow(len);
+        }
+    }
+
+    #[cold]
+    fn grow(&mut self, len: usize) {
+        let want = (len * 4).min(CHUNK + ROW_ROOM).max(self.n + ROW_ROOM);
+        let mut b = shmq::files::AlignedBuf::new(want);
+        b.bytes_mut()[..self.n].copy_from_slice(&self.b.bytes()[..self.n]);
+        self.b = b;
     }
 
     /// A field's text: 48 bytes are copied, `f.n` kept.
@@ -682,7 +703,7 @@ fn write_rows_to<const CSV: bool, const JSON: bool, C: io::Write, J: io::Write>(
     json: &mut J,
 ) -> Result<(), (Side, io::Error)> {
     let p = table.primitives();
-    let (mut ct, mut jt) = (Text::new(CSV), Text::new(JSON));
+    let (mut ct, mut jt) = (Text::new(CSV, order.len()), Text::new(JSON, order.len()));
     if CSV {
         ct.bytes(csv_header(p).as_bytes());
         ct.byte(b'\n');
@@ -692,6 +713,12 @@ fn write_rows_to<const CSV: bool, const JSON: bool, C: io::Write, J: io::Write>(
     for rows in order.chunks(AHEAD) {
         warm(rows);
         for (k, c) in rows {
+            if CSV {
+                ct.room_for_row();
+            }
+            if JSON {
+                jt.room_for_row();
+            }
             compose::<CSV, JSON>(&mut ct, &mut jt, &shape, k, c, &mut sc);
             if !(ct.ok && jt.ok) {
                 // Unreachable while ROW_ROOM holds the longest row (tested): a row
@@ -1006,6 +1033,23 @@ mod tests {
     }
 
     #[test]
+    fn a_small_tables_buffer_takes_a_few_pages_and_grows_with_its_text_before_a_row_could_pass_its_end() {
+        let mut t = Text::new(true, 3);
+        assert!(t.b.bytes().len() <= 2 * ROW_ROOM, "{} bytes for 3 rows", t.b.bytes().len());
+        let mut want = Vec::new();
+        for i in 0..20_000u64 {
+            t.room_for_row();
+            assert!(t.b.bytes().len() - t.n >= ROW_ROOM, "room for a row after {} bytes", t.n);
+            t.num(i * 7919);
+            t.byte(b',');
+            want.extend_from_slice(format!("{},", i * 7919).as_bytes());
+        }
+        assert!(t.ok);
+        assert_eq!(t.text(), &want[..]);
+        assert!(t.b.bytes().len() <= CHUNK + ROW_ROOM + shmq::files::DIRECT_ALIGN);
+    }
+
+    #[test]
     fn numbers_stamps_and_quads_read_as_std_prints_them() {
         // Every power of ten and its neighbours, the ends of u64, then random values of every width.
         let mut values: Vec<u64> = vec![0, 1, 9, u64::MAX, u64::MAX - 1];
@@ -1019,7 +1063,8 @@ mod tests {
             x ^= x << 17;
             values.push(x >> (x % 64));
         }
-        let (mut t, mut again, mut stamp, mut q) = (Text::new(true), Text::new(true), Text::new(true), Text::new(true));
+        let (mut t, mut again, mut stamp, mut q) =
+            (Text::new(true, 1 << 20), Text::new(true, 1 << 20), Text::new(true, 1 << 20), Text::new(true, 1 << 20));
         for v in values {
             // In place after some text, then copied again from there, as a row's fields are.
             (t.n, again.n, stamp.n, q.n) = (7, 0, 0, 0);
