@@ -693,6 +693,21 @@ impl Facts {
 /// A worker's flow table. See the module docs for what it guarantees.
 #[derive(Debug)]
 pub struct FlowTable {
+    /// The flows and what counting reads and writes.
+    core: Core,
+    /// Packets given to [`FlowTable::packet_ahead`] and not yet counted: a
+    /// ring, oldest at `head`, `waiting` of them. Apart from `core`, so that
+    /// a packet is counted where it waits, not copied out first.
+    pending: [Pending; RING],
+    head: usize,
+    waiting: usize,
+    /// The tunnel of the packets counted now ([`FlowTable::set_tunnel`]).
+    tunnel: TunnelHandle,
+}
+
+/// The table's state without the ring of waiting packets.
+#[derive(Debug)]
+struct Core {
     slab: FlowSlab,
     cfg: TableConfig,
     stats: TableStats,
@@ -701,13 +716,6 @@ pub struct FlowTable {
     sweep: u32,
     /// Entries found expired, reused by [`FlowTable::expire`] and [`FlowTable::flush`].
     scratch: Vec<u32>,
-    /// Packets given to [`FlowTable::packet_ahead`] and not yet counted: a
-    /// ring, oldest at `head`, `waiting` of them.
-    pending: [Pending; RING],
-    head: usize,
-    waiting: usize,
-    /// The tunnel of the packets counted now ([`FlowTable::set_tunnel`]).
-    tunnel: TunnelHandle,
 }
 
 /// Entries of the expiry scratch list kept between calls at most.
@@ -772,12 +780,14 @@ impl FlowTable {
         timeouts[OPEN] = cfg.idle_ns;
         timeouts[CLOSING] = cfg.close_ns;
         Self {
-            slab: FlowSlab::new(limit, reserve, timeouts),
-            cfg,
-            stats: TableStats::default(),
-            snap: Arc::default(),
-            sweep: 0,
-            scratch: Vec::new(),
+            core: Core {
+                slab: FlowSlab::new(limit, reserve, timeouts),
+                cfg,
+                stats: TableStats::default(),
+                snap: Arc::default(),
+                sweep: 0,
+                scratch: Vec::new(),
+            },
             pending: [Pending::EMPTY; RING],
             head: 0,
             waiting: 0,
@@ -789,7 +799,7 @@ impl FlowTable {
     /// their containers from (a newer one of the same inventory: entries are
     /// never reused).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
-        self.snap = snap;
+        self.core.snap = snap;
     }
 
     /// The tunnel of the packets [`FlowTable::packet_from`] and
@@ -803,17 +813,17 @@ impl FlowTable {
 
     /// The table's settings.
     pub fn config(&self) -> &TableConfig {
-        &self.cfg
+        &self.core.cfg
     }
 
     /// Totals so far.
     pub fn stats(&self) -> TableStats {
-        TableStats { active: self.slab.len() as u64, ..self.stats }
+        TableStats { active: self.core.slab.len() as u64, ..self.core.stats }
     }
 
     /// Flows in the table.
     pub fn len(&self) -> usize {
-        self.slab.len()
+        self.core.slab.len()
     }
 
     /// Bytes every allocation of the table holds now (entries, index and
@@ -822,13 +832,13 @@ impl FlowTable {
     /// most flows it has held at once (slab slots are reused before the slab
     /// grows, so its slot count is that peak).
     pub fn memory(&self) -> (usize, usize, usize) {
-        let own = self.scratch.capacity() * size_of::<u32>();
-        (self.slab.memory_bytes() + own, self.slab.capacity(), self.slab.peak())
+        let own = self.core.scratch.capacity() * size_of::<u32>();
+        (self.core.slab.memory_bytes() + own, self.core.slab.capacity(), self.core.slab.peak())
     }
 
     /// No flow in the table.
     pub fn is_empty(&self) -> bool {
-        self.slab.is_empty()
+        self.core.slab.is_empty()
     }
 
     /// Counts one IP packet: `s` is its summary, `key`/`dir` its canonical key
@@ -861,8 +871,8 @@ impl FlowTable {
     ) {
         self.drain(sink);
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
-        let hash = self.slab.hash_of(&tk);
-        self.packet_hashed(hash, &tk, &Facts::of(s), dir, frame, now_ns, sink);
+        let hash = self.core.slab.hash_of(&tk);
+        self.core.packet_hashed(hash, &tk, &Facts::of(s), dir, frame, now_ns, sink);
     }
 
     /// [`FlowTable::packet_from`], counted [`AHEAD`] packets later, in a
@@ -890,21 +900,27 @@ impl FlowTable {
         now_ns: u64,
         sink: &mut impl RecordSink,
     ) {
-        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
-        let hash = self.slab.hash_of(&tk);
-        self.slab.prefetch_index(hash);
         let n = self.waiting;
-        self.pending[(self.head + n) % RING] = Pending { hash, tk, s: Facts::of(s), dir, frame, now_ns };
+        // Written field by field into its slot, not built beside it and copied.
+        let slot = &mut self.pending[(self.head + n) % RING];
+        slot.tk = TableKey { key: *key, source, tunnel: self.tunnel };
+        let hash = self.core.slab.hash_of(&slot.tk);
+        slot.hash = hash;
+        slot.s = Facts::of(s);
+        slot.dir = dir;
+        slot.frame = frame;
+        slot.now_ns = now_ns;
+        self.core.slab.prefetch_index(hash);
         if n >= INDEX_AHEAD {
-            self.slab.prefetch_entry(self.pending[(self.head + n - INDEX_AHEAD) % RING].hash);
+            self.core.slab.prefetch_entry(self.pending[(self.head + n - INDEX_AHEAD) % RING].hash);
         }
         if n < AHEAD {
             self.waiting = n + 1;
         } else {
-            // A copy: the table is borrowed mutably while it is counted.
-            let p = self.pending[self.head];
+            // Counted where it waits: the ring is not the part borrowed mutably.
+            let p = &self.pending[self.head];
             self.head = (self.head + 1) % RING;
-            self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
+            self.core.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
     }
 
@@ -917,15 +933,125 @@ impl FlowTable {
             return;
         }
         for k in n.saturating_sub(INDEX_AHEAD)..n {
-            self.slab.prefetch_entry(self.pending[(self.head + k) % RING].hash);
+            self.core.slab.prefetch_entry(self.pending[(self.head + k) % RING].hash);
         }
         for k in 0..n {
-            let p = self.pending[(self.head + k) % RING];
-            self.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
+            let p = &self.pending[(self.head + k) % RING];
+            self.core.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
         self.waiting = 0;
     }
 
+    /// Counts later fragments that were held back ([`crate::fragments`]) in
+    /// the flow of `s` (a summary of one of them with the ports it is counted
+    /// under), `key`/`dir` its key and direction: `held` is what they add in
+    /// that direction, as if each had been given to [`FlowTable::packet_from`]
+    /// (the part they land in gets [`FLAG_FRAGMENTS`]). Nothing when
+    /// `held.packets` is 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn held_from(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        held: &HeldCounts,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        self.drain(sink);
+        if held.packets == 0 {
+            return;
+        }
+        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
+        let side = side_of(dir);
+        let hash = self.core.slab.hash_of(&tk);
+        let i = self.core.entry_for(hash, &tk, &Facts::of(s), side, held.first_ns, now_ns, sink);
+        if !self.core.slab.get(i).fits(side, held.packets, held.ip_bytes, held.frame_bytes) {
+            self.core.split(i, sink);
+        }
+        let (f, cold) = self.core.slab.parts_mut(i);
+        f.add_held(cold, held, side, s.src_mac);
+        let list = if f.closing() { CLOSING } else { OPEN };
+        self.core.slab.set_list(i, list);
+    }
+
+    /// Exports what live flows counted since their last export, when that
+    /// part started `refresh_ns` or more before `now_ns` ([`EndReason::ActiveTimeout`]
+    /// records, as a NetFlow/IPFIX exporter's interim export): looks at the
+    /// next `budget` slots of the slab, round robin, so that a call costs
+    /// O(budget) and every flow is looked at once every `slots / budget`
+    /// calls. A part without packets is not exported; the flow goes on with
+    /// its key, initiator, MACs, TCP state and attribution. Returns the
+    /// records emitted. No-op when `refresh_ns` is 0.
+    pub fn refresh(&mut self, now_ns: u64, budget: u32, sink: &mut impl RecordSink) -> u64 {
+        self.drain(sink);
+        let slots = self.core.slab.slots();
+        if self.core.cfg.refresh_ns == 0 || slots == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        for _ in 0..budget.min(slots) {
+            let i = self.core.sweep % slots;
+            self.core.sweep = (i + 1) % slots;
+            if !self.core.slab.is_live(i) {
+                continue;
+            }
+            let f = self.core.slab.get(i);
+            if !f.has_packets() || f.part_age(now_ns) < self.core.cfg.refresh_ns {
+                continue;
+            }
+            self.core.split(i, sink);
+            n += 1;
+        }
+        n
+    }
+
+    /// Ends every flow whose timeout has passed at `now_ns`; O(expired) (see
+    /// [`crate::flow_slab`] for the flows it moves on the way). Returns the
+    /// number of flows ended.
+    pub fn expire(&mut self, now_ns: u64, sink: &mut impl RecordSink) -> u64 {
+        self.drain(sink);
+        let mut n = 0;
+        let mut found = std::mem::take(&mut self.core.scratch);
+        for (list, reason) in [(CLOSING, EndReason::EndOfFlow), (OPEN, EndReason::IdleTimeout)] {
+            found.clear();
+            self.core.slab.expired(list, now_ns, &mut found);
+            // Oldest first, as their records would have come one by one.
+            found.sort_unstable_by_key(|&i| (self.core.slab.get(i).last_ns, i));
+            for &i in &found {
+                let (f, cold) = self.core.slab.remove(i);
+                sink.emit(f.record(&cold, reason, self.core.cfg.queue, &self.core.snap));
+                n += 1;
+            }
+        }
+        self.core.scratch = found;
+        // A scratch list grown by a large expiry is not kept.
+        self.core.scratch.shrink_to(SCRATCH_KEPT);
+        self.core.stats.records += n;
+        self.core.stats.expired += n;
+        n
+    }
+
+    /// Ends every flow ([`EndReason::ForcedEnd`]), roughly oldest first; the
+    /// table is empty afterwards. Returns the number of flows ended.
+    pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
+        self.drain(sink);
+        let mut n = 0;
+        for list in [OPEN, CLOSING] {
+            self.core.slab.for_each(list, |f, cold| {
+                sink.emit(f.record(cold, EndReason::ForcedEnd, self.core.cfg.queue, &self.core.snap));
+                n += 1;
+            });
+        }
+        self.core.slab.clear();
+        self.core.stats.records += n;
+        self.core.stats.expired += n;
+        n
+    }
+}
+
+impl Core {
     /// [`FlowTable::packet_from`] with the key's hash.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -956,40 +1082,6 @@ impl FlowTable {
         if usize::from(f.list) != list {
             self.slab.set_list(i, list);
         }
-    }
-
-    /// Counts later fragments that were held back ([`crate::fragments`]) in
-    /// the flow of `s` (a summary of one of them with the ports it is counted
-    /// under), `key`/`dir` its key and direction: `held` is what they add in
-    /// that direction, as if each had been given to [`FlowTable::packet_from`]
-    /// (the part they land in gets [`FLAG_FRAGMENTS`]). Nothing when
-    /// `held.packets` is 0.
-    #[allow(clippy::too_many_arguments)]
-    pub fn held_from(
-        &mut self,
-        source: u8,
-        s: &PacketSummary,
-        key: &FlowKey,
-        dir: Direction,
-        held: &HeldCounts,
-        now_ns: u64,
-        sink: &mut impl RecordSink,
-    ) {
-        self.drain(sink);
-        if held.packets == 0 {
-            return;
-        }
-        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
-        let side = side_of(dir);
-        let hash = self.slab.hash_of(&tk);
-        let i = self.entry_for(hash, &tk, &Facts::of(s), side, held.first_ns, now_ns, sink);
-        if !self.slab.get(i).fits(side, held.packets, held.ip_bytes, held.frame_bytes) {
-            self.split(i, sink);
-        }
-        let (f, cold) = self.slab.parts_mut(i);
-        f.add_held(cold, held, side, s.src_mac);
-        let list = if f.closing() { CLOSING } else { OPEN };
-        self.slab.set_list(i, list);
     }
 
     /// The entry of `key` that a packet (summary `s`, sent by key side `side`,
@@ -1077,80 +1169,6 @@ impl FlowTable {
         sink.emit(f.record(&cold, EndReason::LackOfResources, self.cfg.queue, &self.snap));
         self.stats.records += 1;
         self.stats.evicted += 1;
-    }
-
-    /// Exports what live flows counted since their last export, when that
-    /// part started `refresh_ns` or more before `now_ns` ([`EndReason::ActiveTimeout`]
-    /// records, as a NetFlow/IPFIX exporter's interim export): looks at the
-    /// next `budget` slots of the slab, round robin, so that a call costs
-    /// O(budget) and every flow is looked at once every `slots / budget`
-    /// calls. A part without packets is not exported; the flow goes on with
-    /// its key, initiator, MACs, TCP state and attribution. Returns the
-    /// records emitted. No-op when `refresh_ns` is 0.
-    pub fn refresh(&mut self, now_ns: u64, budget: u32, sink: &mut impl RecordSink) -> u64 {
-        self.drain(sink);
-        let slots = self.slab.slots();
-        if self.cfg.refresh_ns == 0 || slots == 0 {
-            return 0;
-        }
-        let mut n = 0;
-        for _ in 0..budget.min(slots) {
-            let i = self.sweep % slots;
-            self.sweep = (i + 1) % slots;
-            if !self.slab.is_live(i) {
-                continue;
-            }
-            let f = self.slab.get(i);
-            if !f.has_packets() || f.part_age(now_ns) < self.cfg.refresh_ns {
-                continue;
-            }
-            self.split(i, sink);
-            n += 1;
-        }
-        n
-    }
-
-    /// Ends every flow whose timeout has passed at `now_ns`; O(expired) (see
-    /// [`crate::flow_slab`] for the flows it moves on the way). Returns the
-    /// number of flows ended.
-    pub fn expire(&mut self, now_ns: u64, sink: &mut impl RecordSink) -> u64 {
-        self.drain(sink);
-        let mut n = 0;
-        let mut found = std::mem::take(&mut self.scratch);
-        for (list, reason) in [(CLOSING, EndReason::EndOfFlow), (OPEN, EndReason::IdleTimeout)] {
-            found.clear();
-            self.slab.expired(list, now_ns, &mut found);
-            // Oldest first, as their records would have come one by one.
-            found.sort_unstable_by_key(|&i| (self.slab.get(i).last_ns, i));
-            for &i in &found {
-                let (f, cold) = self.slab.remove(i);
-                sink.emit(f.record(&cold, reason, self.cfg.queue, &self.snap));
-                n += 1;
-            }
-        }
-        self.scratch = found;
-        // A scratch list grown by a large expiry is not kept.
-        self.scratch.shrink_to(SCRATCH_KEPT);
-        self.stats.records += n;
-        self.stats.expired += n;
-        n
-    }
-
-    /// Ends every flow ([`EndReason::ForcedEnd`]), roughly oldest first; the
-    /// table is empty afterwards. Returns the number of flows ended.
-    pub fn flush(&mut self, sink: &mut impl RecordSink) -> u64 {
-        self.drain(sink);
-        let mut n = 0;
-        for list in [OPEN, CLOSING] {
-            self.slab.for_each(list, |f, cold| {
-                sink.emit(f.record(cold, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
-                n += 1;
-            });
-        }
-        self.slab.clear();
-        self.stats.records += n;
-        self.stats.expired += n;
-        n
     }
 }
 
