@@ -71,7 +71,7 @@ fn push_addr(out: &mut Vec<u8>, ip_version: u8, b: &[u8; 16]) {
     }
 }
 
-/// Dotted quad, composed in place from [`OCTETS`] (as [`Text::v4`] is) and
+/// Dotted quad, composed in place from [`OCTETS`] (as [`Row::v4`] is) and
 /// appended in one copy.
 fn push_v4(out: &mut Vec<u8>, a: [u8; 4]) {
     // Three octets and their dots take at most 12 bytes; the last copy 4 more.
@@ -345,26 +345,23 @@ const ROW_ROOM: usize = 4096;
 const ROW_USUAL: usize = 128;
 
 /// One file's text being composed: rows go straight into the buffer that
-/// write(2) is handed (no row is composed elsewhere and copied in), by
-/// fixed-size copies of [`Short`] fields where a call into `memcpy` for a
-/// short variable length would cost more than the copy. The buffer is
-/// sized for the table's rows (a small table's file takes a few pages) and
-/// grows before a row could pass its end, up to [`CHUNK`] + [`ROW_ROOM`]
-/// bytes (zeroed memory, see [`shmq::files::AlignedBuf`]), block-aligned so
-/// that the file can take its pieces without a copy into the page cache
-/// ([`shmq::files::AtomicFile`]'s direct writes).
+/// write(2) is handed (no row is composed elsewhere and copied in), each
+/// through a [`Row`] cursor over the [`ROW_ROOM`] bytes after the text. The
+/// buffer is sized for the table's rows (a small table's file takes a few
+/// pages) and grows before a row could pass its end, up to [`CHUNK`] +
+/// [`ROW_ROOM`] bytes (zeroed memory, see [`shmq::files::AlignedBuf`]),
+/// block-aligned so that the file can take its pieces without a copy into
+/// the page cache ([`shmq::files::AtomicFile`]'s direct writes).
 struct Text {
     b: shmq::files::AlignedBuf,
     n: usize,
-    /// False once a write ran past the buffer (the row is then not written).
-    ok: bool,
 }
 
 impl Text {
     /// A buffer for a file of `rows` rows that is written (`on`), else an empty one.
     fn new(on: bool, rows: usize) -> Self {
         let len = if on { rows.saturating_mul(ROW_USUAL).min(CHUNK) + ROW_ROOM } else { 0 };
-        Text { b: shmq::files::AlignedBuf::new(len), n: 0, ok: true }
+        Text { b: shmq::files::AlignedBuf::new(len), n: 0 }
     }
 
     /// Makes room for a row: [`ROW_ROOM`] bytes after the text (the buffer
@@ -385,112 +382,24 @@ impl Text {
         self.b = b;
     }
 
-    /// A field's text: 48 bytes are copied, `f.n` kept.
+    /// The [`ROW_ROOM`] bytes after the text, to compose a row in (None
+    /// before [`Text::room_for_row`]); [`Text::keep`] adds what it wrote.
     #[inline(always)]
-    fn put(&mut self, f: &Short) {
-        match self.b.bytes_mut().get_mut(self.n..self.n + 48) {
-            Some(to) => {
-                to.copy_from_slice(&f.b);
-                self.n += f.n;
-            }
-            None => self.ok = false,
-        }
+    fn row(&mut self) -> Option<Row<'_>> {
+        let room = self.b.bytes_mut().get_mut(self.n..self.n + ROW_ROOM)?;
+        Some(Row { b: room.try_into().ok()?, n: 0, ok: true })
+    }
+
+    /// Keeps the `n` bytes a [`Row`] of [`Text::row`] wrote.
+    #[inline(always)]
+    fn keep(&mut self, n: usize) {
+        self.n += n;
     }
 
     /// The text so far.
     #[cfg(test)]
     fn text(&self) -> &[u8] {
         &self.b.bytes()[..self.n]
-    }
-
-    /// Appends `v` in decimal, formatted in place (the app's one integer formatter).
-    #[inline(always)]
-    fn num(&mut self, v: u64) {
-        self.digits(v, decimal_len(v));
-    }
-
-    /// Appends the last `n` decimal digits of `v` (leading zeros kept).
-    #[inline(always)]
-    fn digits(&mut self, v: u64, n: usize) {
-        match self.b.bytes_mut().get_mut(self.n..self.n + n) {
-            Some(to) => {
-                write_digits(to, v);
-                self.n += n;
-            }
-            None => self.ok = false,
-        }
-    }
-
-    /// Appends a dotted quad: each octet's text and dot in one 4-byte copy.
-    #[inline(always)]
-    fn v4(&mut self, a: [u8; 4]) {
-        for (i, octet) in a.into_iter().enumerate() {
-            let (text, len) = OCTETS[usize::from(octet)];
-            match self.b.bytes_mut().get_mut(self.n..self.n + 4) {
-                Some(to) => to.copy_from_slice(&text),
-                None => {
-                    self.ok = false;
-                    return;
-                }
-            }
-            self.n += usize::from(len) + usize::from(i < 3);
-        }
-    }
-
-    /// Appends a time in ns since the epoch as pmacct prints it with
-    /// `timestamps_since_epoch`: seconds and microseconds (`1733440000.123456`).
-    #[inline(always)]
-    fn stamp(&mut self, ns: u64) {
-        self.num(ns / 1_000_000_000);
-        self.byte(b'.');
-        self.digits(ns % 1_000_000_000 / 1000, 6);
-    }
-
-    /// Appends the text `from` got since its position `start` (at most 48
-    /// bytes: a number, a stamp or a dotted quad) with one fixed-size copy.
-    #[inline(always)]
-    fn again(&mut self, from: &Text, start: usize) {
-        let n = from.n - start;
-        match (self.b.bytes_mut().get_mut(self.n..self.n + 48), from.b.bytes().get(start..start + 48)) {
-            (Some(to), Some(text)) if n <= 48 => {
-                to.copy_from_slice(text);
-                self.n += n;
-            }
-            _ => self.ok = false,
-        }
-    }
-
-    /// Constant text (a fixed-size copy).
-    #[inline(always)]
-    fn lit<const M: usize>(&mut self, t: &[u8; M]) {
-        match self.b.bytes_mut().get_mut(self.n..self.n + M) {
-            Some(to) => {
-                to.copy_from_slice(t);
-                self.n += M;
-            }
-            None => self.ok = false,
-        }
-    }
-
-    #[inline(always)]
-    fn byte(&mut self, c: u8) {
-        match self.b.bytes_mut().get_mut(self.n) {
-            Some(to) => {
-                *to = c;
-                self.n += 1;
-            }
-            None => self.ok = false,
-        }
-    }
-
-    fn bytes(&mut self, t: &[u8]) {
-        match self.b.bytes_mut().get_mut(self.n..self.n + t.len()) {
-            Some(to) => {
-                to.copy_from_slice(t);
-                self.n += t.len();
-            }
-            None => self.ok = false,
-        }
     }
 
     /// Hands the text to `w` once it holds at least `at` bytes: whole
@@ -506,6 +415,181 @@ impl Text {
         }
         Ok(())
     }
+}
+
+/// A row being composed into a fixed-size room (a [`Text`]'s, or a spare
+/// one for a file that is not written), by fixed-size copies of [`Short`]
+/// fields where a call into `memcpy` for a short variable length would cost
+/// more than the copy. The room's length is a constant and the cursor a
+/// local, so each write is one comparison with a constant (a cursor in a
+/// [`Text`], which each byte stored might alias, was reloaded and checked
+/// against the buffer's bounds again at every field: a third of a row's
+/// instructions).
+struct Row<'a> {
+    b: &'a mut [u8; ROW_ROOM],
+    n: usize,
+    /// False once a write would have run past the room (nothing is written
+    /// from then on; the caller reports the row as an error).
+    ok: bool,
+}
+
+impl<'a> Row<'a> {
+    /// A row at the start of `b`.
+    #[cfg(test)]
+    fn new(b: &'a mut [u8; ROW_ROOM]) -> Self {
+        Row { b, n: 0, ok: true }
+    }
+
+    /// The row's `M` bytes at the cursor when they fit in the room.
+    #[inline(always)]
+    fn at<const M: usize>(&mut self) -> Option<&mut [u8; M]> {
+        if self.n <= ROW_ROOM - M {
+            // Checked just above: n + M <= ROW_ROOM.
+            return (&mut self.b[self.n..self.n + M]).try_into().ok();
+        }
+        self.ok = false;
+        None
+    }
+
+    /// The text so far.
+    #[cfg(test)]
+    fn text(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+
+    /// A field's text: 48 bytes are copied, `f.n` kept.
+    #[inline(always)]
+    fn put(&mut self, f: &Short) {
+        if let Some(to) = self.at::<48>() {
+            *to = f.b;
+            self.n += f.n;
+        }
+    }
+
+    /// Appends `v` in decimal, formatted in place (the app's one integer
+    /// formatter for the flow files): eight digits at a time ([`digits8`]),
+    /// the first group without its leading zeros.
+    #[inline(always)]
+    fn num(&mut self, v: u64) {
+        const E8: u64 = 100_000_000;
+        let Some(to) = self.at::<24>() else { return };
+        // The groups of eight digits below the first (at most two: u64 < 10^20).
+        let (lead, groups, rest) = if v < E8 {
+            (v, 0, 0)
+        } else if v < E8 * E8 {
+            (v / E8, 1, v % E8)
+        } else {
+            (v / (E8 * E8), 2, v % (E8 * E8))
+        };
+        // lead < 10^8 (u64::MAX / 10^16 < 1845), rest < 10^16.
+        let d = digits8(lead as u32);
+        // Leading zero digits are the low zero bytes of `d` (at most 7: one digit for 0).
+        let skip = (d.trailing_zeros() / 8).min(7) as usize;
+        to[..8].copy_from_slice(&((d | ASCII_ZEROS) >> (8 * skip)).to_le_bytes());
+        let mut n = 8 - skip;
+        if groups == 2 {
+            to[n..n + 8].copy_from_slice(&(digits8((rest / E8) as u32) | ASCII_ZEROS).to_le_bytes());
+            n += 8;
+        }
+        if groups >= 1 {
+            to[n..n + 8].copy_from_slice(&(digits8((rest % E8) as u32) | ASCII_ZEROS).to_le_bytes());
+            n += 8;
+        }
+        self.n += n;
+    }
+
+    /// Appends a dotted quad: each octet's text and dot in one 4-byte copy.
+    #[inline(always)]
+    fn v4(&mut self, a: [u8; 4]) {
+        let Some(to) = self.at::<16>() else { return };
+        let mut n = 0;
+        for (i, octet) in a.into_iter().enumerate() {
+            let (text, len) = OCTETS[usize::from(octet)];
+            to[n..n + 4].copy_from_slice(&text);
+            n += usize::from(len) + usize::from(i < 3);
+        }
+        self.n += n;
+    }
+
+    /// Appends a time in ns since the epoch as pmacct prints it with
+    /// `timestamps_since_epoch`: seconds and microseconds (`1733440000.123456`).
+    #[inline(always)]
+    fn stamp(&mut self, ns: u64) {
+        self.num(ns / 1_000_000_000);
+        let Some(to) = self.at::<8>() else { return };
+        // The microseconds (< 10^6) as eight digits, the first two (zeros) shifted out.
+        let micros = digits8((ns % 1_000_000_000 / 1000) as u32) | ASCII_ZEROS;
+        *to = ((micros >> 16) << 8 | u64::from(b'.')).to_le_bytes();
+        self.n += 7;
+    }
+
+    /// Appends the text `from` got since its position `start` (at most 48
+    /// bytes: a number, a stamp or a dotted quad) with one fixed-size copy.
+    #[inline(always)]
+    fn again(&mut self, from: &Row, start: usize) {
+        let n = from.n.wrapping_sub(start);
+        match from.b.get(start..start + 48) {
+            Some(text) if n <= 48 => {
+                if let Some(to) = self.at::<48>() {
+                    to.copy_from_slice(text);
+                    self.n += n;
+                }
+            }
+            _ => self.ok = false,
+        }
+    }
+
+    /// Constant text (a fixed-size copy).
+    #[inline(always)]
+    fn lit<const M: usize>(&mut self, t: &[u8; M]) {
+        if let Some(to) = self.at::<M>() {
+            *to = *t;
+            self.n += M;
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, c: u8) {
+        if let Some(to) = self.at::<1>() {
+            to[0] = c;
+            self.n += 1;
+        }
+    }
+
+    fn bytes(&mut self, t: &[u8]) {
+        match self.b.get_mut(self.n..self.n + t.len()) {
+            Some(to) => {
+                to.copy_from_slice(t);
+                self.n += t.len();
+            }
+            None => self.ok = false,
+        }
+    }
+}
+
+/// `'0'` in every byte of a word.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// The eight decimal digits of `v` < 10^8 (leading zeros kept), one a byte
+/// as numbers 0 to 9, the first digit in the lowest byte: stored
+/// little-endian after `| ASCII_ZEROS`, the text. Split in lanes of one
+/// word (4 + 4 digits, then 2 + 2 in each, then 1 + 1), each division by a
+/// multiplication that is exact in its lane's range: about 15 instructions
+/// where two digits at a time took 11 per pair. Hand-written because it is
+/// the formatter of every number of the flow files (checked against std's
+/// `Display` by the tests).
+#[inline(always)]
+fn digits8(v: u32) -> u64 {
+    let v = u64::from(v);
+    // Lanes of 32 bits: the first four digits low, the last four high.
+    let x = (v / 10_000) | ((v % 10_000) << 32);
+    // n * 10486 >> 20 = n / 100 for n < 43,699 (each lane < 10^4; no carry between lanes).
+    let hundreds = ((x * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    // Lanes of 16 bits: each 32-bit lane's first two digits low, last two high.
+    let x = ((x - hundreds * 100) << 16) | hundreds;
+    // n * 103 >> 10 = n / 10 for n < 179 (each lane < 100).
+    let tens = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
+    ((x - tens * 10) << 8) | tens
 }
 
 /// What [`compose`] reuses from row to row.
@@ -535,9 +619,9 @@ const OTHER: Short = {
 /// and copied from there to the CSV's when both are written. The one
 /// formatter of both files, for one of them or both at once.
 #[inline(always)]
-fn compose<const CSV: bool, const JSON: bool>(
-    csv: &mut Text,
-    json: &mut Text,
+fn compose<'a, const CSV: bool, const JSON: bool>(
+    csv: &mut Row<'a>,
+    json: &mut Row<'a>,
     shape: &RowShape,
     k: &Key,
     c: &Counters,
@@ -704,9 +788,20 @@ fn write_rows_to<const CSV: bool, const JSON: bool, C: io::Write, J: io::Write>(
 ) -> Result<(), (Side, io::Error)> {
     let p = table.primitives();
     let (mut ct, mut jt) = (Text::new(CSV, order.len()), Text::new(JSON, order.len()));
+    // Rooms for a file that is not written (compose never touches them).
+    let (mut spare_csv, mut spare_json) = ([0u8; ROW_ROOM], [0u8; ROW_ROOM]);
+    // A row that does not fit is an error, never a cut or a panic.
+    let too_long = |side| (side, io::Error::other(format!("a row longer than {ROW_ROOM} bytes (a bug: report it)")));
     if CSV {
-        ct.bytes(csv_header(p).as_bytes());
-        ct.byte(b'\n');
+        ct.room_for_row();
+        let mut r = ct.row().ok_or_else(|| too_long(Side::Csv))?;
+        r.bytes(csv_header(p).as_bytes());
+        r.byte(b'\n');
+        let (n, ok) = (r.n, r.ok);
+        if !ok {
+            return Err(too_long(Side::Csv));
+        }
+        ct.keep(n);
     }
     let shape = RowShape::new(p);
     let mut sc = Scratch { field: Vec::with_capacity(64), escaped: Vec::with_capacity(64) };
@@ -719,13 +814,29 @@ fn write_rows_to<const CSV: bool, const JSON: bool, C: io::Write, J: io::Write>(
             if JSON {
                 jt.room_for_row();
             }
-            compose::<CSV, JSON>(&mut ct, &mut jt, &shape, k, c, &mut sc);
-            if !(ct.ok && jt.ok) {
-                // Unreachable while ROW_ROOM holds the longest row (tested): a row
-                // that does not fit is an error, never a cut or a panic.
-                let side = if ct.ok { Side::Json } else { Side::Csv };
-                return Err((side, io::Error::other(format!("a row longer than {ROW_ROOM} bytes (a bug: report it)"))));
-            }
+            let (cn, jn) = {
+                let mut cr = if CSV {
+                    ct.row().ok_or_else(|| too_long(Side::Csv))?
+                } else {
+                    Row { b: &mut spare_csv, n: 0, ok: true }
+                };
+                let mut jr = if JSON {
+                    jt.row().ok_or_else(|| too_long(Side::Json))?
+                } else {
+                    Row { b: &mut spare_json, n: 0, ok: true }
+                };
+                compose::<CSV, JSON>(&mut cr, &mut jr, &shape, k, c, &mut sc);
+                // Unreachable while ROW_ROOM holds the longest row (tested).
+                if !cr.ok {
+                    return Err(too_long(Side::Csv));
+                }
+                if !jr.ok {
+                    return Err(too_long(Side::Json));
+                }
+                (cr.n, jr.n)
+            };
+            ct.keep(cn);
+            jt.keep(jn);
             ct.hand_on(csv, CHUNK).map_err(|e| (Side::Csv, e))?;
             jt.hand_on(json, CHUNK).map_err(|e| (Side::Json, e))?;
         }
@@ -1040,11 +1151,14 @@ mod tests {
         for i in 0..20_000u64 {
             t.room_for_row();
             assert!(t.b.bytes().len() - t.n >= ROW_ROOM, "room for a row after {} bytes", t.n);
-            t.num(i * 7919);
-            t.byte(b',');
+            let mut r = t.row().unwrap();
+            r.num(i * 7919);
+            r.byte(b',');
+            assert!(r.ok);
+            let n = r.n;
+            t.keep(n);
             want.extend_from_slice(format!("{},", i * 7919).as_bytes());
         }
-        assert!(t.ok);
         assert_eq!(t.text(), &want[..]);
         assert!(t.b.bytes().len() <= CHUNK + ROW_ROOM + shmq::files::DIRECT_ALIGN);
     }
@@ -1063,8 +1177,9 @@ mod tests {
             x ^= x << 17;
             values.push(x >> (x % 64));
         }
-        let (mut t, mut again, mut stamp, mut q) =
-            (Text::new(true, 1 << 20), Text::new(true, 1 << 20), Text::new(true, 1 << 20), Text::new(true, 1 << 20));
+        let mut rooms = [[0u8; ROW_ROOM]; 4];
+        let [a, b, c, d] = &mut rooms;
+        let (mut t, mut again, mut stamp, mut q) = (Row::new(a), Row::new(b), Row::new(c), Row::new(d));
         for v in values {
             // In place after some text, then copied again from there, as a row's fields are.
             (t.n, again.n, stamp.n, q.n) = (7, 0, 0, 0);
@@ -1083,6 +1198,13 @@ mod tests {
             q.v4(a);
             assert_eq!(q.text(), std::net::Ipv4Addr::from(a).to_string().as_bytes());
             assert!(t.ok && again.ok && stamp.ok && q.ok);
+        }
+        // Every number below 10^8 (the first group of digits, which drops its
+        // leading zeros) and each width's ends.
+        for v in (0..100_000_000u64).step_by(97).chain([99_999_999, 10_000_000, 9_999_999]) {
+            t.n = 0;
+            t.num(v);
+            assert_eq!(t.text(), v.to_string().as_bytes(), "{v}");
         }
         // Every column's JSON key text fits the fixed copies of a row.
         for p in Primitive::LISTED {
