@@ -387,7 +387,7 @@ impl Text {
     #[inline(always)]
     fn row(&mut self) -> Option<Row<'_>> {
         let room = self.b.bytes_mut().get_mut(self.n..self.n + ROW_ROOM)?;
-        Some(Row { b: room.try_into().ok()?, n: 0, ok: true })
+        Some(Row::at_start(room.try_into().ok()?))
     }
 
     /// Keeps the `n` bytes a [`Row`] of [`Text::row`] wrote.
@@ -433,10 +433,25 @@ struct Row<'a> {
     ok: bool,
 }
 
+/// The seconds of a column's last stamp and their text (at most 11 digits,
+/// its length in the last byte), kept from row to row: the stamps of a
+/// table mostly fall in a few seconds (an offline capture's span; the
+/// purges of a refresh interval), so most are formatted once.
+#[derive(Clone, Copy)]
+struct Seconds {
+    secs: u64,
+    text: [u8; 16],
+}
+
+impl Seconds {
+    /// None yet (u64::MAX ns are 18,446,744,073 s: never a stamp's seconds).
+    const NONE: Seconds = Seconds { secs: u64::MAX, text: [0; 16] };
+}
+
 impl<'a> Row<'a> {
     /// A row at the start of `b`.
-    #[cfg(test)]
-    fn new(b: &'a mut [u8; ROW_ROOM]) -> Self {
+    #[inline(always)]
+    fn at_start(b: &'a mut [u8; ROW_ROOM]) -> Self {
         Row { b, n: 0, ok: true }
     }
 
@@ -512,10 +527,27 @@ impl<'a> Row<'a> {
     }
 
     /// Appends a time in ns since the epoch as pmacct prints it with
-    /// `timestamps_since_epoch`: seconds and microseconds (`1733440000.123456`).
+    /// `timestamps_since_epoch`: seconds and microseconds (`1733440000.123456`);
+    /// the seconds' text copied from `seen` when they are its seconds, else
+    /// formatted and kept there.
     #[inline(always)]
-    fn stamp(&mut self, ns: u64) {
-        self.num(ns / 1_000_000_000);
+    fn stamp(&mut self, ns: u64, seen: &mut Seconds) {
+        let secs = ns / 1_000_000_000;
+        if secs == seen.secs {
+            if let Some(to) = self.at::<16>() {
+                *to = seen.text;
+                self.n += usize::from(seen.text[15]);
+            }
+        } else {
+            let start = self.n;
+            self.num(secs);
+            if let Some(text) = self.b.get(start..start + 16) {
+                seen.text.copy_from_slice(text);
+                // At most 11 digits: the last byte is free for the length.
+                seen.text[15] = (self.n - start) as u8;
+                seen.secs = secs;
+            }
+        }
         let Some(to) = self.at::<8>() else { return };
         // The microseconds (< 10^6) as eight digits, the first two (zeros) shifted out.
         let micros = digits8((ns % 1_000_000_000 / 1000) as u32) | ASCII_ZEROS;
@@ -598,6 +630,9 @@ struct Scratch {
     field: Vec<u8>,
     /// Its JSON string form.
     escaped: Vec<u8>,
+    /// The last seconds of the first and last packet stamps.
+    first: Seconds,
+    last: Seconds,
 }
 
 /// Every key column of the overflow row, as a field.
@@ -704,13 +739,13 @@ fn compose<'a, const CSV: bool, const JSON: bool>(
     }
     // A counter or a stamp after its JSON text `$key`, then `$end` in each file.
     macro_rules! value {
-        ($key:expr, $put:ident, $v:expr, $csv_end:expr) => {
+        ($key:expr, $first:ident => $put:expr, $csv_end:expr) => {
             if JSON {
                 json.lit($key);
             }
-            let first = if JSON { &mut *json } else { &mut *csv };
-            let start = first.n;
-            first.$put($v);
+            let $first = if JSON { &mut *json } else { &mut *csv };
+            let start = $first.n;
+            $put;
             if CSV {
                 if JSON {
                     csv.again(json, start);
@@ -719,12 +754,12 @@ fn compose<'a, const CSV: bool, const JSON: bool>(
             }
         };
     }
-    value!(b", \"packets\": ", num, c.packets, b',');
-    value!(b", \"bytes\": ", num, c.ip_bytes, b',');
-    value!(b", \"frame_bytes\": ", num, c.frame_bytes, b',');
-    value!(b", \"flows\": ", num, c.flows, b',');
-    value!(b", \"timestamp_start\": \"", stamp, c.first_ns, b',');
-    value!(b"\", \"timestamp_end\": \"", stamp, c.last_ns, b'\n');
+    value!(b", \"packets\": ", f => f.num(c.packets), b',');
+    value!(b", \"bytes\": ", f => f.num(c.ip_bytes), b',');
+    value!(b", \"frame_bytes\": ", f => f.num(c.frame_bytes), b',');
+    value!(b", \"flows\": ", f => f.num(c.flows), b',');
+    value!(b", \"timestamp_start\": \"", f => f.stamp(c.first_ns, &mut sc.first), b',');
+    value!(b"\", \"timestamp_end\": \"", f => f.stamp(c.last_ns, &mut sc.last), b'\n');
     if JSON {
         json.lit(b"\"}\n");
     }
@@ -804,7 +839,12 @@ fn write_rows_to<const CSV: bool, const JSON: bool, C: io::Write, J: io::Write>(
         ct.keep(n);
     }
     let shape = RowShape::new(p);
-    let mut sc = Scratch { field: Vec::with_capacity(64), escaped: Vec::with_capacity(64) };
+    let mut sc = Scratch {
+        field: Vec::with_capacity(64),
+        escaped: Vec::with_capacity(64),
+        first: Seconds::NONE,
+        last: Seconds::NONE,
+    };
     for rows in order.chunks(AHEAD) {
         warm(rows);
         for (k, c) in rows {
@@ -815,16 +855,10 @@ fn write_rows_to<const CSV: bool, const JSON: bool, C: io::Write, J: io::Write>(
                 jt.room_for_row();
             }
             let (cn, jn) = {
-                let mut cr = if CSV {
-                    ct.row().ok_or_else(|| too_long(Side::Csv))?
-                } else {
-                    Row { b: &mut spare_csv, n: 0, ok: true }
-                };
-                let mut jr = if JSON {
-                    jt.row().ok_or_else(|| too_long(Side::Json))?
-                } else {
-                    Row { b: &mut spare_json, n: 0, ok: true }
-                };
+                let mut cr =
+                    if CSV { ct.row().ok_or_else(|| too_long(Side::Csv))? } else { Row::at_start(&mut spare_csv) };
+                let mut jr =
+                    if JSON { jt.row().ok_or_else(|| too_long(Side::Json))? } else { Row::at_start(&mut spare_json) };
                 compose::<CSV, JSON>(&mut cr, &mut jr, &shape, k, c, &mut sc);
                 // Unreachable while ROW_ROOM holds the longest row (tested).
                 if !cr.ok {
@@ -1179,7 +1213,9 @@ mod tests {
         }
         let mut rooms = [[0u8; ROW_ROOM]; 4];
         let [a, b, c, d] = &mut rooms;
-        let (mut t, mut again, mut stamp, mut q) = (Row::new(a), Row::new(b), Row::new(c), Row::new(d));
+        let (mut t, mut again, mut stamp, mut q) =
+            (Row::at_start(a), Row::at_start(b), Row::at_start(c), Row::at_start(d));
+        let mut seen = Seconds::NONE;
         for v in values {
             // In place after some text, then copied again from there, as a row's fields are.
             (t.n, again.n, stamp.n, q.n) = (7, 0, 0, 0);
@@ -1192,7 +1228,7 @@ mod tests {
             assert_eq!(text, v.to_string().as_bytes(), "{v}");
             // Against std's formatting of seconds and microseconds.
             let want = format!("{}.{:06}", v / 1_000_000_000, v % 1_000_000_000 / 1000);
-            stamp.stamp(v);
+            stamp.stamp(v, &mut seen);
             assert_eq!(stamp.text(), want.as_bytes(), "{v}");
             let a = (v as u32).to_be_bytes();
             q.v4(a);
@@ -1211,6 +1247,38 @@ mod tests {
             let shape = RowShape::new(Primitives::parse_list([p.name()], "t").unwrap());
             assert!(shape.cols.iter().all(|c| c.key.n > 4), "{p:?}");
         }
+    }
+
+    #[test]
+    fn stamps_in_the_same_second_as_the_one_before_or_not_read_as_std_prints_them() {
+        let mut room = [0u8; ROW_ROOM];
+        let mut r = Row::at_start(&mut room);
+        let mut seen = Seconds::NONE;
+        let mut want = String::new();
+        // Repeats, neighbours across a second, seconds whose text changes length, u64's end.
+        for ns in [
+            0,
+            0,
+            999,
+            999_999_999,
+            1_000_000_000,
+            1_999_999_999,
+            9_999_999_999,
+            10_000_000_000,
+            1_767_225_600_055_233_000,
+            1_767_225_600_257_913_000,
+            1_767_225_601_000_000_000,
+            1_767_225_600_999_999_999,
+            u64::MAX,
+            u64::MAX - 1,
+            5,
+        ] {
+            r.stamp(ns, &mut seen);
+            r.byte(b',');
+            want.push_str(&format!("{}.{:06},", ns / 1_000_000_000, ns % 1_000_000_000 / 1000));
+        }
+        assert!(r.ok);
+        assert_eq!(std::str::from_utf8(r.text()).unwrap(), want);
     }
 
     #[test]
