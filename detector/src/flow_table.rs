@@ -346,7 +346,7 @@ impl SlabEntry for Flow {
     type Key = TableKey;
     type Cold = Cold;
 
-    #[inline]
+    #[inline(always)]
     fn matches(&self, k: &TableKey) -> bool {
         // Field by field without branches: the addresses as two 128-bit words.
         let (a, b) = (&self.key, &k.key);
@@ -892,7 +892,7 @@ impl FlowTable {
     /// until then, and a snapshot given by [`FlowTable::set_snapshot`]
     /// meanwhile attributes the flows those packets create.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn packet_ahead(
         &mut self,
         source: u8,
@@ -927,6 +927,22 @@ impl FlowTable {
             self.head = (self.head + 1) % RING;
             self.core.packet_hashed(p.hash, p.hint, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
+    }
+
+    /// [`FlowTable::packet_ahead`] of an IP packet that is no fragment, its
+    /// canonical key and direction made from `s` ([`FlowKey::from_summary`])
+    /// right into the ring slot that holds it.
+    #[inline]
+    pub fn summary_ahead(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        frame: FrameTime,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        let (key, dir) = FlowKey::from_summary(s);
+        self.packet_ahead(source, s, &key, dir, frame, now_ns, sink);
     }
 
     /// Counts the packets [`FlowTable::packet_ahead`] holds, oldest first
