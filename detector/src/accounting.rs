@@ -222,7 +222,8 @@ impl Accounting {
             Some((meta, frame)) => {
                 // A length taken from the frame (IPv4 total length 0 on TSO/BIG
                 // TCP packets, IPv6 jumbograms) counts what the slot cut off too.
-                let s = wire::summarize_wire(frame, meta.wire_len);
+                let mut s = PacketSummary::default();
+                wire::summarize_wire_into(&mut s, frame, meta.wire_len);
                 // Decapsulation is off (the arm above): no tunnel to look for.
                 self.outer(&meta, &s, sink);
             }

@@ -60,7 +60,7 @@ pub use error::{Error, Result};
 pub use flow_key::{Direction, FlowKey};
 pub use hash::{symmetric_5tuple_hash, zbalance_ip_hash};
 pub use ports::{carries_ports, transport_ports};
-pub use summary::{summarize, summarize_link, summarize_wire, Fragment, PacketSummary, L3};
+pub use summary::{summarize, summarize_link, summarize_wire, summarize_wire_into, Fragment, PacketSummary, L3};
 
 /// Reads a big-endian `u16` at `at`. Callers guarantee `at + 2 <= b.len()`.
 #[inline(always)]
