@@ -222,8 +222,10 @@ impl Accounting {
             Some((meta, frame)) => {
                 // A length taken from the frame (IPv4 total length 0 on TSO/BIG
                 // TCP packets, IPv6 jumbograms) counts what the slot cut off too.
-                let s = wire::summarize_wire(frame, meta.wire_len);
-                self.frame(&meta, frame, &s, sink);
+                let mut s = PacketSummary::default();
+                wire::summarize_wire_into(&mut s, frame, meta.wire_len);
+                // Decapsulation is off (the arm above): no tunnel to look for.
+                self.outer(&meta, &s, sink);
             }
             None => {
                 self.counters.packets += 1;
@@ -247,6 +249,12 @@ impl Accounting {
             let d = wire::tunnel::summarize_decap(frame, meta.wire_len, &self.decap);
             return self.decapsulated(meta, &d, sink);
         }
+        self.outer(meta, s, sink);
+    }
+
+    /// Counts one frame as its outer packet (not decapsulated).
+    #[inline]
+    fn outer(&mut self, meta: &PacketMeta, s: &PacketSummary, sink: &mut impl RecordSink) {
         if meta.flags & PKT_FLAG_TRUNCATED != 0 {
             self.counters.truncated += 1;
         }
@@ -293,6 +301,13 @@ impl Accounting {
         sink: &mut impl RecordSink,
     ) {
         match s.l3 {
+            // The common case: its key is made where the flow table keeps it.
+            L3::Ipv4 | L3::Ipv6 if self.in_batch && s.fragment == Fragment::None => {
+                let now = self.count_ip(s, ts_ns, wire_len);
+                let frame = FrameTime { ts_ns, wire_len };
+                self.flows.summary_ahead(source, s, frame, now, &mut Resolve { tunnels: &self.tunnels, sink });
+                self.tick(sink);
+            }
             L3::Ipv4 | L3::Ipv6 => {
                 let (key, dir) = FlowKey::from_summary(s);
                 self.ip_from(source, s, &key, dir, ts_ns, wire_len, sink);
@@ -345,16 +360,8 @@ impl Accounting {
         wire_len: u32,
         sink: &mut impl RecordSink,
     ) {
+        let now = self.count_ip(s, ts_ns, wire_len);
         let sink = &mut Resolve { tunnels: &self.tunnels, sink };
-        let c = &mut self.counters;
-        c.packets += 1;
-        c.bytes += u64::from(wire_len);
-        if s.ip_version == 6 {
-            c.ipv6 += 1;
-        } else {
-            c.ipv4 += 1;
-        }
-        let now = self.clock.packet(ts_ns);
         let frame = FrameTime { ts_ns, wire_len };
         match s.fragment {
             Fragment::None if self.in_batch => self.flows.packet_ahead(source, s, key, dir, frame, now, sink),
@@ -365,6 +372,21 @@ impl Accounting {
                 self.frags.later(source, s, frame, now, &mut self.flows, sink);
             }
         }
+    }
+
+    /// Counts an IP frame in the frame totals and advances the flow clock to
+    /// its timestamp: the clock now.
+    #[inline(always)]
+    fn count_ip(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32) -> u64 {
+        let c = &mut self.counters;
+        c.packets += 1;
+        c.bytes += u64::from(wire_len);
+        if s.ip_version == 6 {
+            c.ipv6 += 1;
+        } else {
+            c.ipv4 += 1;
+        }
+        self.clock.packet(ts_ns)
     }
 
     /// Counts one non-IP or malformed frame.

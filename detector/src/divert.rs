@@ -812,6 +812,13 @@ impl Divert {
         if self.on.is_none() {
             return acct.slot(slot, sink);
         }
+        self.slot_on(slot, acct, sink);
+    }
+
+    /// [`Divert::slot`] with divert on. Out of line: inlined, its frame and
+    /// saved registers were paid by every slot, divert on or off.
+    #[inline(never)]
+    fn slot_on(&mut self, slot: &[u8], acct: &mut Accounting, sink: &mut impl RecordSink) {
         let Some((meta, frame)) = read_packet(slot) else {
             // A corrupt slot: the accounting counts it as malformed.
             return acct.slot(slot, sink);

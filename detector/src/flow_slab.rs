@@ -365,23 +365,27 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
         station::prefetch::prefetch(&self.index[hash as usize & self.mask]);
     }
 
+    /// Cache lines an entry's hot part can span: it starts at a multiple of
+    /// its alignment, so at most `64 - align` bytes into a line.
+    pub(crate) const HOT_LINES: usize = ((64 - align_of::<E>() % 64) % 64 + size_of::<E>()).saturating_sub(1) / 64 + 1;
+
     /// Starts loading the hot part of the entries a lookup of `hash` would
     /// compare its key with: those its probe sequence names with its tag, up
     /// to the first empty slot or [`PREFETCH_PROBE`] slots. Reads the index
     /// (best after [`Self::prefetch_index`] had time to bring its line);
     /// changes nothing but timing.
-    /// Cache lines an entry's hot part can span: it starts at a multiple of
-    /// its alignment, so at most `64 - align` bytes into a line.
-    pub(crate) const HOT_LINES: usize = ((64 - align_of::<E>() % 64) % 64 + size_of::<E>()).saturating_sub(1) / 64 + 1;
-
-    #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
+    ///
+    /// Returns a hint for [`Self::find_hinted`]: the first entry so named
+    /// plus one, 0 when none.
+    #[inline(always)]
+    pub fn prefetch_entry(&self, hash: u64) -> u32 {
         let tag = Self::tag(hash);
         let mut pos = hash as usize & self.mask;
+        let mut hint = 0;
         for _ in 0..PREFETCH_PROBE {
             let s = self.index[pos];
             if s == 0 {
-                return;
+                break;
             }
             if s & !IDX_MASK == tag {
                 let (c, o) = at((s & IDX_MASK) - 1);
@@ -395,9 +399,13 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
                         station::prefetch::prefetch(first.wrapping_add(line * 64));
                     }
                 }
+                if hint == 0 {
+                    hint = s & IDX_MASK;
+                }
             }
             pos = (pos + 1) & self.mask;
         }
+        hint
     }
 
     #[inline]
@@ -425,6 +433,26 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
             }
             pos = (pos + 1) & self.mask;
         }
+    }
+
+    /// [`Self::find_hashed`], first trying the entry `hint` names (from
+    /// [`Self::prefetch_entry`], made any time before: entries may have come
+    /// and gone since). A live entry with `key` is the one (a key is in the
+    /// slab at most once), so a right hint skips the second index probe;
+    /// any other hint (0, a free slot, another key) falls back to the probe.
+    #[inline(always)]
+    pub fn find_hinted(&self, hash: u64, hint: u32, key: &E::Key) -> Option<u32> {
+        if hint != 0 {
+            let i = hint - 1;
+            let (c, o) = at(i);
+            if let Some(ch) = self.chunks.get(c) {
+                let e = &ch.hot[o];
+                if e.list() != FREE && e.matches(key) && e.matches_cold(&ch.cold[o], key) {
+                    return Some(i);
+                }
+            }
+        }
+        self.find_hashed(hash, key)
     }
 
     /// The entry with `key`.
@@ -818,6 +846,29 @@ mod tests {
     fn ins(t: &mut WheelSlab<T, u32, 2>, key: u64, seen: u64, list: usize) -> u32 {
         let h = t.hash_of(&key);
         t.insert_hashed(h, T { key, seen, list: 0 }, key as u32, list).unwrap()
+    }
+
+    #[test]
+    fn a_stale_hint_finds_what_the_probe_finds() {
+        let mut t: WheelSlab<T, u32, 2> = WheelSlab::new(1000, 4, [30_000 * MS, 5_000 * MS]);
+        let h = t.hash_of(&11);
+        assert_eq!(t.prefetch_entry(h), 0, "nothing named yet");
+        let a = ins(&mut t, 11, 1, 0);
+        let hint = t.prefetch_entry(h);
+        assert_eq!(hint, a + 1);
+        assert_eq!(t.find_hinted(h, hint, &11), Some(a));
+        // The entry gone: the hint names a free slot, then one reused by another key.
+        let _ = t.remove(a);
+        assert_eq!(t.find_hinted(h, hint, &11), None);
+        let b = ins(&mut t, 22, 2, 0);
+        assert_eq!(t.find_hinted(h, hint, &11), None);
+        assert_eq!(t.find_hinted(t.hash_of(&22), hint, &22), Some(b));
+        // The key back in another slot: found through the probe, from any hint.
+        let _ = ins(&mut t, 33, 3, 0);
+        let c = ins(&mut t, 11, 4, 0);
+        for hint in [0, hint, b + 1, c + 1, 1 << 20] {
+            assert_eq!(t.find_hinted(h, hint, &11), Some(c), "hint {hint}");
+        }
     }
 
     #[test]

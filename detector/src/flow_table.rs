@@ -346,7 +346,7 @@ impl SlabEntry for Flow {
     type Key = TableKey;
     type Cold = Cold;
 
-    #[inline]
+    #[inline(always)]
     fn matches(&self, k: &TableKey) -> bool {
         // Field by field without branches: the addresses as two 128-bit words.
         let (a, b) = (&self.key, &k.key);
@@ -735,6 +735,8 @@ const RING: usize = (AHEAD + 1).next_power_of_two();
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     hash: u64,
+    /// [`WheelSlab::prefetch_entry`]'s hint once its entry was prefetched, else 0.
+    hint: u32,
     tk: TableKey,
     s: Facts,
     dir: Direction,
@@ -746,6 +748,7 @@ impl Pending {
     /// A free slot of the ring.
     const EMPTY: Self = Pending {
         hash: 0,
+        hint: 0,
         tk: TableKey {
             key: FlowKey {
                 addr_lo: [0; 16],
@@ -872,7 +875,7 @@ impl FlowTable {
         self.drain(sink);
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.core.slab.hash_of(&tk);
-        self.core.packet_hashed(hash, &tk, &Facts::of(s), dir, frame, now_ns, sink);
+        self.core.packet_hashed(hash, 0, &tk, &Facts::of(s), dir, frame, now_ns, sink);
     }
 
     /// [`FlowTable::packet_from`], counted [`AHEAD`] packets later, in a
@@ -889,7 +892,7 @@ impl FlowTable {
     /// until then, and a snapshot given by [`FlowTable::set_snapshot`]
     /// meanwhile attributes the flows those packets create.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn packet_ahead(
         &mut self,
         source: u8,
@@ -906,13 +909,15 @@ impl FlowTable {
         slot.tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let hash = self.core.slab.hash_of(&slot.tk);
         slot.hash = hash;
+        slot.hint = 0;
         slot.s = Facts::of(s);
         slot.dir = dir;
         slot.frame = frame;
         slot.now_ns = now_ns;
         self.core.slab.prefetch_index(hash);
         if n >= INDEX_AHEAD {
-            self.core.slab.prefetch_entry(self.pending[(self.head + n - INDEX_AHEAD) % RING].hash);
+            let p = &mut self.pending[(self.head + n - INDEX_AHEAD) % RING];
+            p.hint = self.core.slab.prefetch_entry(p.hash);
         }
         if n < AHEAD {
             self.waiting = n + 1;
@@ -920,8 +925,24 @@ impl FlowTable {
             // Counted where it waits: the ring is not the part borrowed mutably.
             let p = &self.pending[self.head];
             self.head = (self.head + 1) % RING;
-            self.core.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
+            self.core.packet_hashed(p.hash, p.hint, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
+    }
+
+    /// [`FlowTable::packet_ahead`] of an IP packet that is no fragment, its
+    /// canonical key and direction made from `s` ([`FlowKey::from_summary`])
+    /// right into the ring slot that holds it.
+    #[inline]
+    pub fn summary_ahead(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        frame: FrameTime,
+        now_ns: u64,
+        sink: &mut impl RecordSink,
+    ) {
+        let (key, dir) = FlowKey::from_summary(s);
+        self.packet_ahead(source, s, &key, dir, frame, now_ns, sink);
     }
 
     /// Counts the packets [`FlowTable::packet_ahead`] holds, oldest first
@@ -933,11 +954,12 @@ impl FlowTable {
             return;
         }
         for k in n.saturating_sub(INDEX_AHEAD)..n {
-            self.core.slab.prefetch_entry(self.pending[(self.head + k) % RING].hash);
+            let p = &mut self.pending[(self.head + k) % RING];
+            p.hint = self.core.slab.prefetch_entry(p.hash);
         }
         for k in 0..n {
             let p = &self.pending[(self.head + k) % RING];
-            self.core.packet_hashed(p.hash, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
+            self.core.packet_hashed(p.hash, p.hint, &p.tk, &p.s, p.dir, p.frame, p.now_ns, sink);
         }
         self.waiting = 0;
     }
@@ -966,7 +988,7 @@ impl FlowTable {
         let tk = TableKey { key: *key, source, tunnel: self.tunnel };
         let side = side_of(dir);
         let hash = self.core.slab.hash_of(&tk);
-        let i = self.core.entry_for(hash, &tk, &Facts::of(s), side, held.first_ns, now_ns, sink);
+        let i = self.core.entry_for(hash, 0, &tk, &Facts::of(s), side, held.first_ns, now_ns, sink);
         if !self.core.slab.get(i).fits(side, held.packets, held.ip_bytes, held.frame_bytes) {
             self.core.split(i, sink);
         }
@@ -1058,6 +1080,7 @@ impl Core {
     fn packet_hashed(
         &mut self,
         hash: u64,
+        hint: u32,
         tk: &TableKey,
         s: &Facts,
         dir: Direction,
@@ -1067,7 +1090,7 @@ impl Core {
     ) {
         let FrameTime { ts_ns, wire_len: frame_len } = frame;
         let side = side_of(dir);
-        let i = self.entry_for(hash, tk, s, side, ts_ns, now_ns, sink);
+        let i = self.entry_for(hash, hint, tk, s, side, ts_ns, now_ns, sink);
         // One look-up of the entry for the whole update.
         let (f, cold) = self.slab.parts_mut(i);
         if !f.add(cold, s, side, ts_ns, frame_len) {
@@ -1094,6 +1117,7 @@ impl Core {
     fn entry_for(
         &mut self,
         hash: u64,
+        hint: u32,
         key: &TableKey,
         s: &Facts,
         side: usize,
@@ -1102,7 +1126,7 @@ impl Core {
         sink: &mut impl RecordSink,
     ) -> u32 {
         let queue = self.cfg.queue;
-        match self.slab.find_hashed(hash, key) {
+        match self.slab.find_hinted(hash, hint, key) {
             Some(i) => {
                 let f = self.slab.get(i);
                 let closing_list = usize::from(f.list) == CLOSING;

@@ -20,7 +20,8 @@
 //!   [`summarize_link`] does the same for Linux cooked (SLL, SLL2), raw IP
 //!   and null/loop framings ([`link`]), with the same key and counts as the
 //!   Ethernet form of the frame; [`summarize_wire`] counts a length taken
-//!   from the frame (TSO, jumbograms) on the wire, not only as captured.
+//!   from the frame (TSO, jumbograms) on the wire, not only as captured
+//!   ([`summarize_wire_into`]: the same, written in the caller's place).
 //! - **Direction-free flow keys.** [`FlowKey::from_summary`] gives the same key
 //!   for both directions of a flow and says which direction the packet went.
 //! - **Symmetric hashes.** [`zbalance_ip_hash`] (PF_RING ZC's built-in IP hash)
@@ -60,7 +61,7 @@ pub use error::{Error, Result};
 pub use flow_key::{Direction, FlowKey};
 pub use hash::{symmetric_5tuple_hash, zbalance_ip_hash};
 pub use ports::{carries_ports, transport_ports};
-pub use summary::{summarize, summarize_link, summarize_wire, Fragment, PacketSummary, L3};
+pub use summary::{summarize, summarize_link, summarize_wire, summarize_wire_into, Fragment, PacketSummary, L3};
 
 /// Reads a big-endian `u16` at `at`. Callers guarantee `at + 2 <= b.len()`.
 #[inline(always)]
