@@ -120,6 +120,19 @@ fn units_pass_systemd_analyze_verify() {
     ] {
         assert!(names.iter().any(|n| n == want), "sysconfig/{want} is missing (have {names:?})");
     }
+    // conjure-docker.service requires docker.service: verify says so when Docker
+    // is not installed, which is this machine's gap, not the unit's.
+    let docker_unit = [
+        "/lib/systemd/system/docker.service",
+        "/usr/lib/systemd/system/docker.service",
+        "/etc/systemd/system/docker.service",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    if !docker_unit {
+        skip("conjure-docker.service not verified: docker.service is not installed (apt-get install docker.io)");
+        units.retain(|u| !u.ends_with("conjure-docker.service"));
+    }
     let out = Command::new(analyze).arg("verify").args(&units).current_dir(dir.path()).output().expect("run");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Messages about units outside ours (the host's own unit files) are not ours to fix.

@@ -747,6 +747,8 @@ impl Drop for AfPacketSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_skip::skip;
+
     #[test]
     fn an_unknown_interface_is_one_line_naming_it() {
         let params =
@@ -770,26 +772,6 @@ mod tests {
         let line = e.to_string();
         assert!(!line.contains('\n') && line.contains("can0 has link type 280"), "{line}");
         assert!(line.contains("pcap:FILE"), "the error names the way out: {line}");
-    }
-
-    /// The test suite's skip rule (`e2e::skip`, which this crate cannot
-    /// use): under CI (`CI` set) the test fails with `reason`; elsewhere
-    /// `SKIPPED: <test>: <reason>` on stderr and the same line appended to the
-    /// workspace's `target/skipped-tests.txt`, which `make test` prints at the end.
-    fn skip(reason: &str) {
-        use std::io::Write as _;
-        let test = format!("balancer::{}", std::thread::current().name().unwrap_or("?"));
-        assert!(std::env::var_os("CI").is_none(), "{test}: under CI this test must run, but {reason}");
-        let line = format!("{test}: {reason}");
-        eprintln!("SKIPPED: {line}");
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/skipped-tests.txt");
-        let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-            f.write_all(format!("{line}\n").as_bytes())
-        });
-        if let Err(e) = written {
-            eprintln!("cannot list the skip in {}: {e}", path.display());
-        }
     }
 
     /// Root only: captures its own UDP datagrams on the loopback interface.
