@@ -428,8 +428,9 @@ impl Text {
 struct Row<'a> {
     b: &'a mut [u8; ROW_ROOM],
     n: usize,
-    /// False once a write would have run past the room (nothing is written
-    /// from then on; the caller reports the row as an error).
+    /// False once a write would have run past the room: the row is invalid
+    /// from then on (later writes that fit may still land in the room; the
+    /// caller discards the row and reports an error).
     ok: bool,
 }
 

@@ -319,7 +319,7 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     }
 
     /// Slots ever used (live or free): indices below this are valid for
-    /// [`Self::is_live`]; it never shrinks.
+    /// [`Self::is_live`]; it shrinks only at [`Self::clear`] (to 0).
     #[inline]
     pub fn slots(&self) -> u32 {
         self.used
@@ -439,10 +439,12 @@ impl<E: SlabEntry<Cold = C>, C: Copy, const L: usize> WheelSlab<E, C, L> {
     /// [`Self::prefetch_entry`], made any time before: entries may have come
     /// and gone since). A live entry with `key` is the one (a key is in the
     /// slab at most once), so a right hint skips the second index probe;
-    /// any other hint (0, a free slot, another key) falls back to the probe.
+    /// any other hint (0, a free slot, another key, a slot at or past
+    /// [`Self::slots`]: never used, or emptied by [`Self::clear`], whose
+    /// contents mean nothing) falls back to the probe.
     #[inline(always)]
     pub fn find_hinted(&self, hash: u64, hint: u32, key: &E::Key) -> Option<u32> {
-        if hint != 0 {
+        if hint != 0 && hint <= self.used {
             let i = hint - 1;
             let (c, o) = at(i);
             if let Some(ch) = self.chunks.get(c) {
@@ -869,6 +871,18 @@ mod tests {
         for hint in [0, hint, b + 1, c + 1, 1 << 20] {
             assert_eq!(t.find_hinted(h, hint, &11), Some(c), "hint {hint}");
         }
+        // A slot never used holds a copy of the entry that allocated its chunk
+        // (not marked free): a hint naming it is not believed.
+        let mut u: WheelSlab<T, u32, 2> = WheelSlab::new(1000, 4, [30_000 * MS, 5_000 * MS]);
+        let h = u.hash_of(&11);
+        let a = ins(&mut u, 11, 1, 0);
+        assert_eq!(a, 0);
+        assert_eq!(u.find_hinted(h, 2, &11), Some(0), "the copy in slot 1 is not the entry");
+        // After clear no slot is used: a hint from before names nothing.
+        let hint = u.prefetch_entry(h);
+        u.clear();
+        assert_eq!(u.find(&11), None);
+        assert_eq!(u.find_hinted(h, hint, &11), None, "a hint from before clear");
     }
 
     #[test]
