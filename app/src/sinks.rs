@@ -1082,6 +1082,16 @@ mod tests {
     use station::record::EndReason;
     use std::net::Ipv6Addr;
 
+    /// xorshift64 from `seed`: random inputs reproducible without a dependency.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     fn v6(s: &str) -> [u8; 16] {
         s.parse::<Ipv6Addr>().unwrap().octets()
     }
@@ -1115,14 +1125,7 @@ mod tests {
     #[test]
     fn addresses_print_as_std_display_prints_random_ones() {
         use std::net::Ipv4Addr;
-        // xorshift64: reproducible without a dependency.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut checked_v6 = 0;
         for _ in 0..200_000 {
             let v4 = (next() as u32).to_be_bytes();
@@ -1336,14 +1339,7 @@ mod tests {
     #[test]
     fn random_rows_of_every_column_read_as_std_and_serde_json_print_their_fields() {
         use std::net::{Ipv4Addr, Ipv6Addr};
-        // xorshift64: reproducible without a dependency.
-        let mut x = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x853c_49e6_748f_ea9bu64);
         // Addresses whose first word is not zero: std's Display and glibc agree on them.
         let addr = |v6: bool, next: &mut dyn FnMut() -> u64| -> [u8; 16] {
             let mut b = [0u8; 16];
