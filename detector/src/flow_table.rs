@@ -929,22 +929,6 @@ impl FlowTable {
         }
     }
 
-    /// [`FlowTable::packet_ahead`] of an IP packet that is no fragment, its
-    /// canonical key and direction made from `s` ([`FlowKey::from_summary`])
-    /// right into the ring slot that holds it.
-    #[inline]
-    pub fn summary_ahead(
-        &mut self,
-        source: u8,
-        s: &PacketSummary,
-        frame: FrameTime,
-        now_ns: u64,
-        sink: &mut impl RecordSink,
-    ) {
-        let (key, dir) = FlowKey::from_summary(s);
-        self.packet_ahead(source, s, &key, dir, frame, now_ns, sink);
-    }
-
     /// Counts the packets [`FlowTable::packet_ahead`] holds, oldest first
     /// (prefetching the entries of those whose entry was not yet).
     #[inline]
