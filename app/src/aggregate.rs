@@ -587,26 +587,11 @@ impl Aggregate {
 
     /// Adds both directions of an IP record (anything else is ignored: see [`Totals`]).
     pub fn add_ip(&mut self, r: &FlowRecord) {
-        if r.record_kind() != Some(RecordKind::Ip) {
-            return;
-        }
-        for side in 0..2 {
-            // Ids for new names and addresses only while a row can still be made.
-            let add = self.room();
-            match self.direction(r, side, add) {
-                Some((key, c, true)) => {
-                    let hash = self.rows.hash(&key);
-                    self.count(key, hash, &c);
-                }
-                // A name or address without an id (only when full): in no row.
-                Some((_, c, false)) => self.overflow(&c),
-                None => {}
-            }
-        }
+        self.add_batch(std::slice::from_ref(r));
     }
 
-    /// [`Aggregate::add_ip`] for each of `records` in turn, with the same
-    /// rows in the same positions, the cache misses of several directions in
+    /// Adds each of `records` in turn (as [`Aggregate::add_ip`] one by
+    /// one would: the same rows in the same positions), the cache misses of several directions in
     /// flight together (the DPDK bulk lookup, in the detector's
     /// `FlowTable::packet_ahead` way): every direction of the batch is keyed
     /// and hashed first, then each is counted in order while the index line
@@ -641,15 +626,19 @@ impl Aggregate {
             let p = pending[i];
             if p.known {
                 self.count(p.key, p.hash, &p.c);
-            } else if !self.room() {
-                // Full: a key with a name or address never interned is in no row.
-                self.overflow(&p.c);
-            } else if let Some((key, c, known)) = self.direction(&records[p.record as usize], usize::from(p.side), true)
+            } else if let Some((key, c, known)) =
+                // Keyed again: a name new to this batch may have been given
+                // its id (and a row) by an earlier direction of it. With room
+                // every id is made; a full table makes none.
+                self.direction(&records[p.record as usize], usize::from(p.side), self.room())
             {
-                // With room every id is made: `known`.
-                debug_assert!(known);
-                let hash = self.rows.hash(&key);
-                self.count(key, hash, &c);
+                if known {
+                    let hash = self.rows.hash(&key);
+                    self.count(key, hash, &c);
+                } else {
+                    // Full, and a name or address never interned: in no row.
+                    self.overflow(&c);
+                }
             }
         }
         self.pending = pending;
