@@ -250,18 +250,26 @@ impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
 }
 
 /// Appends one frame to `file`: its length (u64, little-endian) and its
-/// bincode encoding, streamed (the length is bincode's size of it, so the
-/// frame is never encoded whole in memory: its rows, already encoded, pass
-/// to the file in one write); returns the bytes appended.
+/// bincode encoding, streamed in one pass (its rows, already encoded, pass to
+/// the file in one write); the length is written at its place once known, as
+/// [`Saver::save`] does for a whole checkpoint. Until then it reads
+/// `u64::MAX`: a frame cut off there is one no load takes ([`next_frame`]).
+/// Returns the bytes appended.
 ///
 /// # Errors
 /// A write fails (part of the frame may be in the file).
 fn append_frame(file: &mut File, body: &impl Serialize) -> std::io::Result<u64> {
-    let len = bincode::serialized_size(body).map_err(std::io::Error::other)?;
-    let mut out = std::io::BufWriter::with_capacity(FRAME_BUFFER, file);
-    out.write_all(&len.to_le_bytes())?;
-    bincode::serialize_into(&mut out, body).map_err(std::io::Error::other)?;
+    use std::io::Seek as _;
+    use std::os::unix::fs::FileExt as _;
+    let at = file.stream_position()?;
+    let mut out = std::io::BufWriter::with_capacity(FRAME_BUFFER, &mut *file);
+    out.write_all(&u64::MAX.to_le_bytes())?;
+    let mut counted = Counted { out: &mut out, len: 0 };
+    bincode::serialize_into(&mut counted, body).map_err(std::io::Error::other)?;
+    let len = counted.len;
     out.flush()?;
+    drop(out);
+    file.write_all_at(&len.to_le_bytes(), at)?;
     Ok(8 + len)
 }
 
