@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use shmq::{Consumer, QueueFile, QueueSpec, QueueState, Waiter};
 use station::config::StationConfig;
 use station::naming;
-use station::record::{FlowRecord, RecordKind, FLOW_RECORD_SIZE, RECORD_LAYOUT_VERSION};
+use station::record::{FlowRecord, RecordKind, RECORD_LAYOUT_VERSION};
 
 /// Records read from one queue before its slots are released and the next queue is served.
 pub const BATCH: usize = 256;
@@ -210,7 +210,7 @@ impl Intake {
             sources,
             waiter: Waiter::new(cfg.wait.strategy()),
             hold: false,
-            batch: vec![bytemuck::Zeroable::zeroed(); BATCH],
+            batch: vec![FlowRecord::default(); BATCH],
         })
     }
 
@@ -328,13 +328,7 @@ impl Intake {
                 // Copied once, from the slot straight into the batch's next place,
                 // and checked there: a record that is not kept is overwritten by the next.
                 let Some(whole) =
-                    src.consumer.pop_with(|bytes| match (bytes.get(..FLOW_RECORD_SIZE), batch.get_mut(kept)) {
-                        (Some(from), Some(to)) => {
-                            bytemuck::bytes_of_mut(to).copy_from_slice(from);
-                            true
-                        }
-                        _ => false,
-                    })
+                    src.consumer.pop_with(|bytes| batch.get_mut(kept).is_some_and(|to| to.read_into(bytes)))
                 else {
                     break;
                 };

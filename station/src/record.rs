@@ -417,6 +417,14 @@ impl FlowRecord {
         let src = bytes.get(..FLOW_RECORD_SIZE)?;
         Some(bytemuck::pod_read_unaligned(src))
     }
+
+    /// [`FlowRecord::read_from`] into `self` (one copy, in place); false,
+    /// `self` unchanged, when the slot is too short.
+    pub fn read_into(&mut self, bytes: &[u8]) -> bool {
+        let Some(src) = bytes.get(..FLOW_RECORD_SIZE) else { return false };
+        bytemuck::bytes_of_mut(self).copy_from_slice(src);
+        true
+    }
 }
 
 /// Builds an `IpAddr` from the record's 16-byte form.
