@@ -33,7 +33,7 @@
 //!   owner's uid, the mode, what is wrong and the fix.
 //! - [`write_atomic`] and the streaming [`AtomicFile`] write a file through a
 //!   temporary name of this process's own (`.<name>.<pid>.<n>.tmp`, created
-//!   with `O_CREAT | O_EXCL | O_NOFOLLOW` and checked on the descriptor),
+//!   with `O_CREAT | O_EXCL | O_NOFOLLOW`),
 //!   fsync it and rename it over the target: a file or symbolic link planted
 //!   under any name is refused or replaced, never written through, and no
 //!   temporary file is left behind on error.
