@@ -23,9 +23,9 @@
 //! - Every file is streamed (rows composed straight into 1 MiB block-aligned
 //!   pieces, each one write(2), direct to the disk where the file system
 //!   allows: a table is never held whole as text, and a large file does not
-//!   pass through the page cache; see [`shmq::files::AtomicFile`]; the flow
-//!   files' pieces are written by a thread of their own while the next are
-//!   composed, at most two per file waiting) to a
+//!   pass through the page cache; see [`shmq::files::AtomicFile`]; the
+//!   pieces of a table of 32,768 rows or more are written by a thread of
+//!   their own while the next are composed, at most one per file waiting) to a
 //!   temporary file of this process's own in the
 //!   same directory (`.<name>.<pid>.<n>.tmp`, created exclusively, never
 //!   through a symbolic link), fsynced and renamed over the target, so a reader
@@ -392,7 +392,13 @@ impl<W: io::Write> Pieces for W {
 /// write(2) at once, besides the one being composed: while one piece goes
 /// to the disk (a direct write returns when the disk has it: 1 MiB took
 /// about 0.6 ms here), the next is composed.
-const BEHIND: usize = 2;
+const BEHIND: usize = 1;
+
+/// Rows of a table whose files are written by [`write_rows_behind`]'s
+/// thread, at least: about 8 MiB of files (a file's first pieces cost it
+/// new buffers, a few hundred page faults, as much time as a few direct
+/// writes; each piece after that saves a write's wait).
+const BEHIND_ROWS: usize = 8 * CHUNK / (2 * ROW_USUAL);
 
 /// A piece on its way to the writer thread: the file, the buffer, its length.
 type Piece = (Side, shmq::files::AlignedBuf, usize);
@@ -1135,7 +1141,12 @@ fn write_table_files(table: &Aggregate, formats: Formats, csv: &Path, json: &Pat
     let order = table.sorted();
     let mut csv_file = if formats.csv { Some(AtomicFile::create(csv)?) } else { None };
     let mut json_file = if formats.json { Some(AtomicFile::create(json)?) } else { None };
-    if let Err((side, e)) = write_rows_behind(table, &order, csv_file.as_mut(), json_file.as_mut()) {
+    let written = if order.len() >= BEHIND_ROWS {
+        write_rows_behind(table, &order, csv_file.as_mut(), json_file.as_mut())
+    } else {
+        write_rows(table, &order, csv_file.as_mut(), json_file.as_mut())
+    };
+    if let Err((side, e)) = written {
         let path = if side == Side::Csv { csv } else { json };
         return Err(WriteError { path: path.to_path_buf(), source: e });
     }
