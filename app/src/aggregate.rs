@@ -229,6 +229,10 @@ const MIN_INDEX_BITS: u32 = 4;
 /// the index (twice the rows at most) fits 2^32 slots, so its bits are at
 /// most the tag's 32. Far above CJ_APP_MAX_ROWS's largest value.
 const MAX_TABLE_ROWS: usize = 1 << 31;
+/// A reserved index ([`RowTable::reserve`]) is made once the rows are a
+/// 1/`INDEX_JUMP` of its slots (four per 4 KiB page of it, so nearly every
+/// page holds a row); until then the index doubles as rows come.
+const INDEX_JUMP: usize = 128;
 /// Index slots [`RowTable::prefetch_row`] looks at at most.
 const PREFETCH_PROBE: usize = 4;
 
@@ -280,6 +284,9 @@ struct RowTable {
     index: Vec<u64>,
     /// `index.len() == 1 << bits`.
     bits: u32,
+    /// The bits of the index [`RowTable::reserve`] asked for (made at
+    /// [`INDEX_JUMP`]; [`MIN_INDEX_BITS`]: none).
+    reserved_bits: u32,
     hasher: foldhash::fast::RandomState,
     /// Test builds: bits of the hash kept, so that tests can force equal
     /// tags and homes (every bit in normal use).
@@ -298,8 +305,9 @@ impl Default for RowTable {
         RowTable {
             chunks: Vec::new(),
             len: 0,
-            index: vec![0; 1 << MIN_INDEX_BITS],
+            index: empty_index(MIN_INDEX_BITS),
             bits: MIN_INDEX_BITS,
+            reserved_bits: MIN_INDEX_BITS,
             hasher: foldhash::fast::RandomState::default(),
             #[cfg(test)]
             hash_mask: u64::MAX,
@@ -431,15 +439,21 @@ impl RowTable {
         s
     }
 
-    /// Doubles the index: the old slots in order, each placed by its tag.
+    /// Doubles the index, or makes the reserved one once the rows are a
+    /// 1/[`INDEX_JUMP`] of it: the old slots in order, each placed by its tag.
     #[cold]
     fn grow_index(&mut self) {
-        self.resize_index(self.bits + 1);
+        let bits = if self.reserved_bits > self.bits + 1 && self.len * INDEX_JUMP >= 1 << self.reserved_bits {
+            self.reserved_bits
+        } else {
+            self.bits + 1
+        };
+        self.resize_index(bits);
     }
 
     /// An index of `1 << bits` slots holding the rows' slots (at most half full).
     fn resize_index(&mut self, bits: u32) {
-        let old = std::mem::replace(&mut self.index, vec![0; 1 << bits]);
+        let old = std::mem::replace(&mut self.index, empty_index(bits));
         self.bits = bits;
         let mask = self.index.len() - 1;
         for v in old {
@@ -454,12 +468,15 @@ impl RowTable {
     }
 
     /// Makes room for `rows` rows in all: an index that holds them without
-    /// doubling, and the chunks' room (address space: pages are touched as
-    /// rows come).
+    /// doubling past a 1/[`INDEX_JUMP`] of its slots (made then, or now when
+    /// the rows are already that many: a table of a few rows keeps a small
+    /// index, and every page of a reserved one holds rows), and the chunks'
+    /// room (address space: pages are touched as rows come).
     fn reserve(&mut self, rows: usize) {
         let rows = rows.min(MAX_TABLE_ROWS);
         let bits = (rows.saturating_mul(2)).next_power_of_two().trailing_zeros().max(MIN_INDEX_BITS);
-        if bits > self.bits {
+        self.reserved_bits = self.reserved_bits.max(bits);
+        if bits > self.bits && self.len * INDEX_JUMP >= 1 << bits {
             self.resize_index(bits);
         }
         for chunk in 0..rows.div_ceil(CHUNK) {
@@ -477,6 +494,29 @@ impl RowTable {
     fn iter(&self) -> impl Iterator<Item = &Row> {
         self.chunks.iter().flatten()
     }
+}
+
+/// An index of `1 << bits` empty slots, every page of it written once.
+///
+/// A large zeroed vector is fresh pages (`calloc`), and the index's first
+/// touch of a page is a read (a probe), which maps the shared zero page;
+/// the insert after it faults again to get a page of its own. Written here,
+/// each page faults once (a 2 MiB index at 20,000 rows: 1,008 faults before,
+/// 512 after). Its pages are soon used anyway: an index is made for at
+/// least a 1/[`INDEX_JUMP`] of its slots' rows (four to a page).
+fn empty_index(bits: u32) -> Vec<u64> {
+    /// Slots per 4 KiB page.
+    const PAGE_SLOTS: usize = 4096 / size_of::<u64>();
+    let mut index = vec![0u64; 1 << bits];
+    // black_box: the compiler cannot tell these stores of 0 are to zeroes.
+    let slots = std::hint::black_box(&mut index[..]);
+    for s in slots.iter_mut().step_by(PAGE_SLOTS) {
+        *s = 0;
+    }
+    if let Some(s) = slots.last_mut() {
+        *s = 0;
+    }
+    index
 }
 
 /// Makes room for `want` rows in `rows` (address space: its pages are
@@ -558,8 +598,9 @@ impl Aggregate {
 
     /// Makes room for `rows` rows in all (at most the row limit and the
     /// overflow row), so that growing to them moves nothing: the index is
-    /// not doubled on the way. Only the index is written at once; the rows'
-    /// own memory is reserved and touched as rows come.
+    /// not doubled on the way past a 1/128 of its size, where it is made
+    /// whole (see [`RowTable::reserve`]); the rows' own memory is reserved
+    /// and touched as rows come.
     pub fn reserve_rows(&mut self, rows: usize) {
         self.rows.reserve(rows.min(self.max_rows.saturating_add(1)));
     }
@@ -2104,6 +2145,39 @@ pub(crate) mod tests {
             }
             assert!(t.iter().enumerate().all(|(i, (k, c))| *k == key(i) && c.packets == i as u64));
         }
+    }
+
+    #[test]
+    fn a_reserved_index_is_made_once_the_rows_are_a_128th_of_it_and_every_row_is_found() {
+        let key = |i: usize| Key { src: v4((i as u32).to_be_bytes()), ..Key::default() };
+        let fill = |t: &mut RowTable, n: usize| {
+            for i in t.len()..n {
+                let k = key(i);
+                let h = t.hash(&k);
+                let slot = t.find(h, &k).unwrap_err();
+                assert_eq!(t.insert(slot, h, k, Counters::default()), i);
+            }
+        };
+        // Room for 2^16 rows: an index of 2^17 slots, made at 1,024 rows.
+        let (rows, slots) = (1 << 16, 1 << 17);
+        let jump = slots / INDEX_JUMP;
+        let mut t = RowTable::default();
+        t.reserve(rows);
+        assert_eq!(t.index.len(), 1 << MIN_INDEX_BITS, "no rows: the smallest index");
+        fill(&mut t, jump);
+        assert_eq!(t.index.len(), 2 * jump, "doubled as rows came");
+        fill(&mut t, jump + 1);
+        assert_eq!(t.index.len(), slots, "the reserved index");
+        assert!((0..=jump).all(|i| t.find(t.hash(&key(i)), &key(i)) == Ok(i)));
+        // A table already that full gets the reserved index at once; a
+        // reservation it is not a 128th of waits.
+        let mut u = RowTable::default();
+        fill(&mut u, jump + 1);
+        u.reserve(2 * rows);
+        assert_eq!(u.index.len(), 4 * jump);
+        u.reserve(rows);
+        assert_eq!(u.index.len(), slots);
+        assert!((0..=jump).all(|i| u.find(u.hash(&key(i)), &key(i)) == Ok(i)));
     }
 
     /// Record `i` of [`checkpoint_sample`].

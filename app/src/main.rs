@@ -409,7 +409,8 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         }
     };
     // Room for the rows of one whole record queue of new flows (two directions
-    // each): a table that grows to them does not rebuild its index on the way.
+    // each): a table that grows to them rebuilds its index only while small
+    // (the reserved one is made at 1/128 of its rows: aggregate.rs).
     let mut accounts = accounts;
     accounts.reserve_rows(2 * usize::try_from(cfg.record_queue_slots).unwrap_or(0));
     // The service threads ask the main loop, which alone owns the tables (see `control`).

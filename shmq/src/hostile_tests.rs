@@ -397,12 +397,15 @@ fn a_streamed_file_appears_whole_at_commit_with_its_mode_and_no_blocks_past_its_
     use std::os::unix::fs::MetadataExt;
     let d = tempfile::tempdir().unwrap();
     let target = d.path().join("flows.csv");
-    // 5 MiB and a bit, in pieces of every size around the buffer's: the
-    // allocation ahead takes steps of 1, 1, 2 and 4 MiB, 8 in all.
+    // 5 MiB and a bit, in pieces of every size around the buffer's and
+    // around the unbuffered one's (after an empty buffer and after a
+    // buffered piece): the allocation ahead takes steps of 1, 1, 2 and 4
+    // MiB, 8 in all.
     let want = pattern(5 * 1024 * 1024 + 12_345);
     let mut f = AtomicFile::create(&target, 0o600).unwrap();
     let mut rest = &want[..];
-    for size in [1, AtomicFile::BUFFER - 1, AtomicFile::BUFFER + 1, 3 * AtomicFile::BUFFER, 7].iter().cycle() {
+    let (buffer, unbuffered) = (AtomicFile::BUFFER, AtomicFile::UNBUFFERED_MIN);
+    for size in [1, buffer - 1, buffer + 1, unbuffered, 3 * buffer, 7, unbuffered, unbuffered - 1].iter().cycle() {
         let (piece, tail) = rest.split_at((*size).min(rest.len()));
         f.write_all(piece).unwrap();
         rest = tail;
