@@ -30,6 +30,10 @@ use station::slot::{write_packet, PacketMeta, PACKET_META_SIZE};
 
 use crate::source::Frame;
 
+/// A balancer waiting for room in a full queue (`OnFull::Wait`) resumes once
+/// a `RESUME_AT`th of its slots is free.
+const RESUME_AT: u64 = 8;
+
 /// What the dispatcher copied into queue slots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyCount {
@@ -198,7 +202,7 @@ impl<'s> Dispatcher<'s> {
         Ok(())
     }
 
-    /// A full queue: drop (and count), or wait for room. True when the frame
+    /// A full queue: drop (and count), or wait for room (a [`RESUME_AT`]th of it). True when the frame
     /// went in or was counted dropped, false when it was left unsent.
     #[cold]
     fn on_full(&mut self, s: usize, q: usize, meta: PacketMeta, data: &[u8]) -> bool {
@@ -222,7 +226,13 @@ impl<'s> Dispatcher<'s> {
                 self.queue_dropped += 1;
                 return true;
             }
-            if self.push(s, q, meta, data).is_ok() {
+            // Resumes once an eighth of the queue is free, not at its first
+            // free slot: a worker slower than the balancer (many flows) then
+            // frees that much between two waits, so the balancer sleeps
+            // through it instead of waking for every batch it releases
+            // (flows1m: 0.25-0.35 s of balancer CPU -> 0.14-0.16 s).
+            let room = self.sets[s][q].free_slots();
+            if room as u64 * RESUME_AT >= self.sets[s][q].capacity() && self.push(s, q, meta, data).is_ok() {
                 return true;
             }
             if waiting_since.elapsed() > Duration::from_secs(5)

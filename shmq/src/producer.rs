@@ -174,6 +174,11 @@ impl Producer {
         self.dropped = self.dropped.wrapping_add(n);
     }
 
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
     /// Free slots now (reloads the consumer index).
     pub fn free_slots(&mut self) -> usize {
         self.cached_head = self.ring.header().consumer.0.head.load(Ordering::Acquire);
