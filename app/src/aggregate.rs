@@ -167,17 +167,20 @@ impl Counters {
 
 /// A row's position with the leading part of its sort order inline: most
 /// comparisons end on these words without touching the row (they are equal
-/// only when bytes, VLAN, IP version, source and the first 13 bytes of the
-/// destination are; then the whole key decides).
+/// only when the order's bytes they hold are; then the whole key decides).
 ///
-/// The 40 leading bytes (IP bytes inverted, so that ascending is bytes
-/// descending; VLAN, IP version, `src`, `dst[..13]`, big-endian) are five
-/// words compared in turn, each only when the one before is equal: most
-/// comparisons end on the first two. 48 bytes with 8-byte alignment, so the
-/// sorted entries become the `(key, counters)` pairs in their own allocation.
-struct SortEntry {
-    /// `!ip_bytes`, VLAN, IP version, `src`, `dst[..13]`.
-    lead: [u64; 5],
+/// Two forms, both 8-byte aligned, so the sorted entries become the
+/// `(key, counters)` pairs in their own allocation. The whole lead (`N` =
+/// 5, 48 bytes): the first 40 bytes of the order (IP bytes inverted, so
+/// that ascending is bytes descending; VLAN, IP version, `src`,
+/// `dst[..13]`, big-endian), five words compared in turn, each only when the
+/// one before is equal: most comparisons end on the first two. Packed (`N`
+/// = 1 or 2, 16 or 24 bytes, [`Packing`]): only the bytes of the first 48
+/// ([`order_parts`], ports and protocol too) that differ somewhere in the
+/// table, so a sort's passes move a third or half of the memory.
+struct SortEntry<const N: usize = 5> {
+    /// The order's leading bytes, whole or packed.
+    lead: [u64; N],
     /// Position of the row in the table.
     row: u32,
 }
@@ -194,27 +197,152 @@ impl SortEntry {
         for (w, chunk) in lead.iter_mut().zip(b.chunks_exact(8)) {
             *w = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
         }
-        // Positions fit u32: a table's rows are bounded by memory far below 2^32.
-        SortEntry { lead, row: u32::try_from(i).unwrap_or(u32::MAX) }
+        SortEntry { lead, row: position(i) }
     }
 }
 
-/// The first of the 40 inline bytes at or after `depth` in which the
+/// A row's position as a sort entry holds it. Positions fit u32: a table's
+/// rows are bounded by memory far below 2^32.
+fn position(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+/// The first 48 bytes of a row's order as seven numbers, each the bytes of
+/// its field in turn, most significant first: `!ip_bytes` (8 bytes, so
+/// that ascending is bytes descending), VLAN and IP version (3), `src` (8
+/// and 8), `dst` (8 and 8), source and destination ports and protocol (5):
+/// the fields of [`Key`]'s derived order before the container names.
+fn order_parts(k: &Key, c: &Counters) -> [u64; 7] {
+    let half = |a: &[u8; 16], i: usize| u64::from_be_bytes(a[8 * i..8 * i + 8].try_into().unwrap_or_default());
+    [
+        !c.ip_bytes,
+        u64::from(k.vlan) << 8 | u64::from(k.ip_version),
+        half(&k.src, 0),
+        half(&k.src, 1),
+        half(&k.dst, 0),
+        half(&k.dst, 1),
+        u64::from(k.src_port) << 24 | u64::from(k.dst_port) << 8 | u64::from(k.proto),
+    ]
+}
+
+/// Where the bytes of [`order_parts`] that differ among a table's rows go
+/// in a packed lead: per part that has any, the span from its first such
+/// byte to its last (the bytes between, equal in every row, come along),
+/// spans in the parts' order, so that packed leads compare as the 48 bytes
+/// do. Bytes equal in every row decide nothing, so leaving them out keeps
+/// the order; equal packed leads mean equal first 48 bytes, and the whole
+/// key decides as with the whole lead.
+///
+/// Guarantees: every byte that differs between two rows is in a span.
+/// Not guaranteed: the fewest bytes (a span keeps the equal bytes inside it).
+#[derive(Debug, Default)]
+struct Packing {
+    /// Per span and lead word it lands in (a span across the middle of a
+    /// two-word lead is two): its part, the mask of its bits there, how far
+    /// to rotate them left into place (they do not wrap). Those of the first
+    /// lead word first.
+    spans: [(usize, u64, u32); 8],
+    /// Spans of the first lead word.
+    first: usize,
+    /// Spans in use.
+    len: usize,
+    /// Bytes of all spans.
+    bytes: usize,
+}
+
+impl Packing {
+    /// One pass over the rows: each one's parts XOR the first row's, ORed.
+    fn of(agg: &Aggregate) -> Packing {
+        let Some((k, c)) = agg.rows().next() else {
+            return Packing::default();
+        };
+        let first = order_parts(k, c);
+        let mut diff = [0u64; 7];
+        for chunk in &agg.rows.chunks {
+            for (k, c) in chunk {
+                for (d, (p, f)) in diff.iter_mut().zip(order_parts(k, c).iter().zip(first.iter())) {
+                    *d |= p ^ f;
+                }
+            }
+        }
+        let mut p = Packing::default();
+        // Spans and their widths in bits, from the most significant.
+        let spans = (0..7).filter(|&i| diff[i] != 0).map(|i| {
+            let (high, low) = (diff[i].leading_zeros() / 8, diff[i].trailing_zeros() / 8);
+            (i, 8 * low, 8 * (8 - high - low))
+        });
+        let bits: u32 = spans.clone().map(|s| s.2).sum();
+        p.bytes = bits as usize / 8;
+        if p.bytes > 16 {
+            return p;
+        }
+        // Lead words: the last holds the least significant bits.
+        let last = if p.bytes <= 8 { 0 } else { 1 };
+        let mut top = bits;
+        for (i, shift, width) in spans {
+            let low = top - width;
+            top = low;
+            // `width` bits from bit `from` of the part to bit `to` of a lead word.
+            let span = |from: u32, width: u32, to: u32| (i, (u64::MAX >> (64 - width)) << from, (64 + to - from) % 64);
+            if low < 64 && low + width > 64 {
+                // Across the two words: the span's high bits end the first, its low bits start the second.
+                let high = low + width - 64;
+                p.spans[p.len] = span(shift + width - high, high, 0);
+                p.spans[p.len + 1] = span(shift, width - high, low);
+                p.first = p.len + 1;
+                p.len += 2;
+            } else {
+                p.spans[p.len] = span(shift, width, low % 64);
+                p.len += 1;
+                if low >= 64 || last == 0 {
+                    p.first = p.len;
+                }
+            }
+        }
+        p
+    }
+
+    /// The packed lead of a row's parts (`N` words hold the spans: `bytes` <= 8 * `N`),
+    /// right-aligned: the bytes above the spans are zero in every row.
+    fn pack<const N: usize>(&self, parts: &[u64; 7]) -> [u64; N] {
+        let (mut first, mut last) = (0u64, 0u64);
+        for &(i, mask, rotate) in &self.spans[..self.first] {
+            first |= (parts[i] & mask).rotate_left(rotate);
+        }
+        for &(i, mask, rotate) in &self.spans[self.first..self.len] {
+            last |= (parts[i] & mask).rotate_left(rotate);
+        }
+        let mut lead = [0u64; N];
+        lead[0] = first;
+        lead[N - 1] |= last;
+        lead
+    }
+}
+
+/// Buckets of the radix sort up to this many entries are sorted by comparisons.
+const SMALL_BUCKET: usize = 64;
+
+/// Byte `depth` of an entry's lead (below `8 * N`).
+fn lead_byte<const N: usize>(e: &SortEntry<N>, depth: usize) -> usize {
+    (e.lead[depth / 8] >> (56 - 8 * (depth % 8))) as u8 as usize
+}
+
+/// The first of the `8 * N` inline bytes at or after `depth` in which the
 /// entries of `v` differ (None: from `depth` on they are all equal).
-fn first_difference(v: &[SortEntry], depth: usize) -> Option<usize> {
+fn first_difference<const N: usize>(v: &[SortEntry<N>], depth: usize) -> Option<usize> {
     let first = v.first()?.lead;
-    let mut diff = [0u64; 5];
+    let mut diff = [0u64; N];
     for e in v {
         for (d, (w, f)) in diff.iter_mut().zip(e.lead.iter().zip(first.iter())) {
             *d |= w ^ f;
         }
     }
     // Bytes before `depth` are equal by the caller's word; mask them in the first word.
-    if depth >= 40 {
+    if depth >= 8 * N {
         return None;
     }
     diff[depth / 8] &= u64::MAX >> (8 * (depth % 8));
-    (depth / 8..5).find(|&w| diff[w] != 0).map(|w| 8 * w + diff[w].leading_zeros() as usize / 8)
+    (depth / 8..N).find(|&w| diff[w] != 0).map(|w| 8 * w + diff[w].leading_zeros() as usize / 8)
 }
 
 /// Rows per chunk of a [`RowTable`] (`1 << CHUNK_BITS`): 14 MiB of rows,
@@ -936,31 +1064,80 @@ impl Aggregate {
     }
 
     /// All rows, sorted by IP bytes descending, then by key: deterministic.
+    ///
+    /// When the bytes of the order's first 48 ([`order_parts`]) that differ
+    /// among the rows are at most 16 ([`Packing`]: IPv4 tables, or IPv6 ones
+    /// whose addresses share most bytes), the sort's entries hold only those
+    /// (16 or 24 bytes), else the first 40 whole (48 bytes). One more pass
+    /// over the rows finds them; the sort then moves a third or half of the
+    /// memory, and rows equal in their first 40 bytes but not in their ports
+    /// are ordered without reading their keys.
     pub fn sorted(&self) -> Vec<(&Key, &Counters)> {
-        let mut v = self.sort_entries();
-        self.radix_sort(&mut v, 0);
+        let packing = Packing::of(self);
+        if packing.bytes <= 8 {
+            self.sorted_packed::<1>(&packing)
+        } else if packing.bytes <= 16 {
+            self.sorted_packed::<2>(&packing)
+        } else {
+            let mut v = self.sort_entries();
+            self.radix_sort(&mut v, 0);
+            self.rows_of(v)
+        }
+    }
+
+    /// [`Aggregate::sorted`] with leads of `N` words packed by `packing`.
+    fn sorted_packed<const N: usize>(&self, packing: &Packing) -> Vec<(&Key, &Counters)> {
+        let mut v: Vec<SortEntry<N>> = Vec::with_capacity(self.len());
+        // The first byte of the lead that differs (none when every row's
+        // first 48 bytes are the same), counted as the entries are made: the
+        // sort's first pass over them places them at once.
+        let depth = 8 * N - packing.bytes;
+        let counted = packing.bytes > 0;
+        // That byte is the first word's (a lead of two words holds more than eight).
+        let shift = 8 * (packing.bytes.max(1) - 1);
+        let mut count = [0usize; 256];
+        // Chunk by chunk, not through `rows()`: a slice's loop for each.
+        for chunk in &self.rows.chunks {
+            let at = v.len();
+            v.extend(chunk.iter().enumerate().map(|(i, (k, c))| {
+                let lead = packing.pack(&order_parts(k, c));
+                count[(lead[0] >> shift) as u8 as usize] += 1;
+                SortEntry { lead, row: position(at + i) }
+            }));
+        }
+        if counted && v.len() > SMALL_BUCKET {
+            self.distribute(&mut v, depth, &count);
+        } else {
+            v.sort_unstable_by(|a, b| self.order(a, b));
+        }
         self.rows_of(v)
     }
 
     /// Sorts `v`, whose entries share their first `depth` bytes of the
-    /// order, in place: one byte at a time over the 40 inline bytes (counts,
-    /// then each entry swapped into its byte's bucket, American flag sort),
-    /// a comparison sort for small buckets and past the inline bytes. The same
-    /// order as [`Aggregate::order`], without its scattered tie-breaks on
-    /// most of the way. Bytes that are the same in every entry of `v` (the
-    /// high bytes of small counters, the zeros of an IPv4 address in its
-    /// 16-byte form) are found in one pass and skipped, not counted one by one.
-    fn radix_sort(&self, v: &mut [SortEntry], depth: usize) {
-        const SMALL: usize = 64;
-        let Some(depth) = (v.len() > SMALL).then(|| first_difference(v, depth)).flatten() else {
+    /// order, in place: one byte at a time over the `8 * N` inline bytes
+    /// (counts, then each entry swapped into its byte's bucket, American flag
+    /// sort), a comparison sort for small buckets and past the inline bytes.
+    /// The same order as [`Aggregate::order`], without its scattered
+    /// tie-breaks on most of the way. Bytes that are the same in every entry
+    /// of `v` (the high bytes of small counters, the zeros of an IPv4 address
+    /// in its 16-byte form) are found in one pass and skipped, not counted
+    /// one by one.
+    fn radix_sort<const N: usize>(&self, v: &mut [SortEntry<N>], depth: usize) {
+        let Some(depth) = (v.len() > SMALL_BUCKET).then(|| first_difference(v, depth)).flatten() else {
             v.sort_unstable_by(|a, b| self.order(a, b));
             return;
         };
-        let byte = |e: &SortEntry| (e.lead[depth / 8] >> (56 - 8 * (depth % 8))) as u8 as usize;
         let mut count = [0usize; 256];
         for e in v.iter() {
-            count[byte(e)] += 1;
+            count[lead_byte(e, depth)] += 1;
         }
+        self.distribute(v, depth, &count);
+    }
+
+    /// Moves the entries of `v` to the buckets of their byte at `depth`
+    /// (`count`: how many have each), then sorts each bucket from the byte after.
+    fn distribute<const N: usize>(&self, v: &mut [SortEntry<N>], depth: usize, count: &[usize; 256]) {
+        let byte = |e: &SortEntry<N>| lead_byte(e, depth);
         let mut start = [0usize; 256];
         let mut next = [0usize; 256];
         let mut at = 0;
@@ -988,16 +1165,17 @@ impl Aggregate {
         }
     }
 
-    /// Bytes descending, then the key's order.
-    fn order(&self, a: &SortEntry, b: &SortEntry) -> std::cmp::Ordering {
+    /// Bytes descending, then the key's order: the leads, then (when they
+    /// are equal, and so are the bytes they hold) the whole keys.
+    fn order<const N: usize>(&self, a: &SortEntry<N>, b: &SortEntry<N>) -> std::cmp::Ordering {
         a.lead.cmp(&b.lead).then_with(|| {
-            let key = |e: &SortEntry| self.get_index(e.row as usize).map(|(k, _)| k);
+            let key = |e: &SortEntry<N>| self.get_index(e.row as usize).map(|(k, _)| k);
             key(a).cmp(&key(b))
         })
     }
 
     /// The rows of sorted entries, in their order (in the entries' allocation).
-    fn rows_of(&self, v: Vec<SortEntry>) -> Vec<(&Key, &Counters)> {
+    fn rows_of<const N: usize>(&self, v: Vec<SortEntry<N>>) -> Vec<(&Key, &Counters)> {
         v.into_iter().filter_map(|e| self.get_index(e.row as usize)).collect()
     }
 
@@ -1847,13 +2025,119 @@ pub(crate) mod tests {
         assert_eq!(got, truth);
     }
 
+    /// How far apart the rows of [`random_table`] are: the random bits of
+    /// IPv4 addresses (in 10/8), ports and byte counts; `v6` records in 4
+    /// IPv6 instead, the last 12 bytes of each address random under `addr`'s
+    /// low byte; VLANs 0-3 when `vlan`.
+    #[derive(Clone, Copy, Debug)]
+    struct Spread {
+        addr: u32,
+        port: u16,
+        bytes: u64,
+        v6: u8,
+        vlan: bool,
+    }
+
+    /// A table of `n` random records (two directions each), with source
+    /// container names from three (rows equal in the first 48 bytes of the
+    /// order but not in the whole key).
+    fn random_table(seed: u64, n: usize, s: Spread) -> Aggregate {
+        let p = Primitives::parse_list(
+            ["vlan", "src_host", "dst_host", "src_port", "dst_port", "proto", "src_container"],
+            "t",
+        )
+        .unwrap();
+        let mut agg = Aggregate::new(p);
+        let mut x = seed | 1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..n {
+            let (r1, r2, r3) = (next(), next(), next());
+            let a = (0x0a00_0000 | (r1 as u32 & s.addr)).to_be_bytes();
+            let b = (0x0a00_0000 | ((r1 >> 32) as u32 & s.addr)).to_be_bytes();
+            let mut r = ip_record(
+                a,
+                r2 as u16 & s.port,
+                b,
+                (r2 >> 16) as u16 & s.port,
+                if r2 >> 63 == 0 { 6 } else { 17 },
+                (1, 40 + (r3 & s.bytes)),
+                (1, 40 + (r3 >> 32 & s.bytes)),
+                EndReason::IdleTimeout,
+            );
+            if (r2 >> 32) as u8 % 4 < s.v6 {
+                r.ip_version = 6;
+                for (i, addr) in [&mut r.addr_a, &mut r.addr_b].into_iter().enumerate() {
+                    let mut v6 = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                    for (j, byte) in v6[4..].iter_mut().enumerate() {
+                        *byte = (next() as u8 & s.addr as u8) ^ (i + j) as u8;
+                    }
+                    *addr = v6;
+                }
+            }
+            if s.vlan {
+                r.vlan = (r2 >> 40) as u16 & 3;
+            }
+            r.ctr[0].name = station::record::fixed_text(["", "b-sort", "a-sort"][(r3 >> 60) as usize % 3]);
+            agg.add_ip(&r);
+        }
+        agg
+    }
+
+    /// The rows by bytes descending, then by key, from `sort_by` of the rows themselves.
+    fn plainly_sorted(agg: &Aggregate) -> Vec<(Key, Counters)> {
+        let mut rows: Vec<(Key, Counters)> = agg.rows().map(|(k, c)| (*k, *c)).collect();
+        rows.sort_by(|a, b| b.1.ip_bytes.cmp(&a.1.ip_bytes).then(a.0.cmp(&b.0)));
+        rows
+    }
+
+    #[test]
+    fn the_sort_orders_rows_as_a_plain_sort_whether_one_word_two_or_the_whole_lead_holds_them() {
+        let one = Spread { addr: 0x3f, port: 0x7, bytes: 0x7, v6: 0, vlan: false };
+        let two = Spread { addr: 0xffff, port: 0xffff, bytes: 0xfff, v6: 0, vlan: false };
+        let whole = Spread { addr: 0xff, port: 0xff, bytes: 0xff, v6: 4, vlan: true };
+        let mixed = Spread { addr: 0x0f, port: 0x3, bytes: 0x3, v6: 1, vlan: true };
+        for (s, packed, tied) in
+            [(one, 1..=8, true), (two, 9..=16, false), (whole, 17..=48, false), (mixed, 17..=48, true)]
+        {
+            let agg = random_table(0x5eed, 20_000, s);
+            let width = Packing::of(&agg).bytes;
+            assert!(packed.contains(&width), "{s:?}: {width} bytes vary");
+            let truth = plainly_sorted(&agg);
+            // Ties in the first 48 bytes (same addresses, ports and bytes, another container).
+            let ties = truth
+                .windows(2)
+                .filter(|w| {
+                    w[0].1.ip_bytes == w[1].1.ip_bytes && order_parts(&w[0].0, &w[0].1) == order_parts(&w[1].0, &w[1].1)
+                })
+                .count();
+            assert!(ties > 0 || !tied, "{s:?}: no ties");
+            let sorted: Vec<(Key, Counters)> = agg.sorted().into_iter().map(|(k, c)| (*k, *c)).collect();
+            assert_eq!(sorted, truth, "{s:?}");
+            let top: Vec<(Key, Counters)> = agg.top(100).into_iter().map(|(k, c)| (*k, *c)).collect();
+            assert_eq!(top, truth[..100], "{s:?}");
+        }
+        // One row, and none.
+        assert_eq!(random_table(1, 1, one).sorted().len(), 2);
+        assert!(Aggregate::new(Primitives::default_set()).sorted().is_empty());
+    }
+
     #[test]
     fn a_rows_key_and_sort_entry_stay_the_sizes_the_readme_counts() {
         // README "The app's memory": a 64-byte key (names and outer addresses
         // as ids), 48-byte sort entries that become the sorted pairs in place.
         assert_eq!(std::mem::size_of::<Key>(), 64);
+        // Packed entries (one or two words of lead) become the pairs in place too.
         assert_eq!(std::mem::size_of::<SortEntry>(), 48);
-        assert_eq!(std::mem::align_of::<SortEntry>(), std::mem::align_of::<(&Key, &Counters)>());
+        assert_eq!(std::mem::size_of::<SortEntry<2>>(), 24);
+        assert_eq!(std::mem::size_of::<SortEntry<1>>(), 16);
+        for align in [std::mem::align_of::<SortEntry>(), std::mem::align_of::<SortEntry<1>>()] {
+            assert_eq!(align, std::mem::align_of::<(&Key, &Counters)>());
+        }
     }
 
     #[test]
@@ -2368,6 +2652,25 @@ pub(crate) mod tests {
             }
             let absent = Key { src_port: 9, ..Key::default() };
             proptest::prop_assert_eq!(agg.get(&absent), None);
+        }
+
+        /// The sort against `sort_by` of the rows on random tables: few or
+        /// many bytes of the order differing (packed in one word, two, or
+        /// the whole lead), IPv6, VLANs, ties on bytes and on the first 48
+        /// bytes of the order.
+        #[test]
+        fn the_sort_orders_random_tables_as_a_plain_sort(
+            seed in proptest::num::u64::ANY,
+            n in 0..600usize,
+            addr in proptest::prop_oneof![proptest::strategy::Just(0u32), proptest::strategy::Just(0x3), proptest::strategy::Just(0xff), proptest::strategy::Just(0xffff), proptest::strategy::Just(u32::MAX)],
+            port in proptest::prop_oneof![proptest::strategy::Just(0u16), proptest::strategy::Just(0x3), proptest::strategy::Just(u16::MAX)],
+            bytes in proptest::prop_oneof![proptest::strategy::Just(0u64), proptest::strategy::Just(0x3), proptest::strategy::Just(u64::from(u32::MAX))],
+            v6 in 0..5u8,
+            vlan in proptest::bool::ANY,
+        ) {
+            let agg = random_table(seed, n, Spread { addr, port, bytes, v6, vlan });
+            let sorted: Vec<(Key, Counters)> = agg.sorted().into_iter().map(|(k, c)| (*k, *c)).collect();
+            proptest::prop_assert_eq!(sorted, plainly_sorted(&agg));
         }
     }
 }
