@@ -1093,8 +1093,9 @@ impl Aggregate {
         // sort's first pass over them places them at once.
         let depth = 8 * N - packing.bytes;
         let counted = packing.bytes > 0;
-        // That byte is the first word's (a lead of two words holds more than eight).
-        let shift = 8 * (packing.bytes.max(1) - 1);
+        // That byte is the first word's (a lead of two words holds more than
+        // eight): its shift is the same for a lead of `bytes` and of `bytes - 8`.
+        let shift = 8 * ((packing.bytes.max(1) - 1) % 8);
         let mut count = [0usize; 256];
         // Chunk by chunk, not through `rows()`: a slice's loop for each.
         for chunk in &self.rows.chunks {
