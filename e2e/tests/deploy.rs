@@ -122,10 +122,13 @@ fn units_pass_systemd_analyze_verify() {
     }
     // conjure-docker.service requires docker.service: verify says so when Docker
     // is not installed, which is this machine's gap, not the unit's.
+    // systemd's system unit search path (systemd.unit(5)).
     let docker_unit = [
-        "/lib/systemd/system/docker.service",
-        "/usr/lib/systemd/system/docker.service",
         "/etc/systemd/system/docker.service",
+        "/run/systemd/system/docker.service",
+        "/usr/local/lib/systemd/system/docker.service",
+        "/usr/lib/systemd/system/docker.service",
+        "/lib/systemd/system/docker.service",
     ]
     .iter()
     .any(|p| Path::new(p).exists());

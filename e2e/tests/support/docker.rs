@@ -127,6 +127,10 @@ pub fn finish_pings(exchanges: Vec<(&str, Traffic)>) {
 /// Docker for the tests: the CLI (installed with apt-get when missing) and a
 /// daemon (started when none answers; left running for other tests).
 pub fn docker_available() -> bool {
+    // A daemon that answers (local, or DOCKER_HOST's) is all the tests need.
+    if have("docker") && try_run(&["docker", "info"]) {
+        return true;
+    }
     if !(have("docker") && have("dockerd")) && have("apt-get") {
         try_run(&["apt-get", "install", "-y", "-q", "docker.io"]);
     }
