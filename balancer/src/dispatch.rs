@@ -340,6 +340,47 @@ mod tests {
     }
 
     #[test]
+    fn a_balancer_waiting_for_a_full_queue_resumes_once_an_eighth_of_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let wait = WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) };
+        let mut q0 = set(dir.path(), 0);
+        q0.truncate(1);
+        let mut d = Dispatcher::new(vec![q0], vec![0], HashMode::RoundRobin, true, wait, &stop);
+        // 64 slots: full after frames 0..64.
+        assert!((0..64).all(|i| d.dispatch(&frame(i))));
+        let mut c = QueueFile::open_existing(&dir.path().join("pkt-0-0")).unwrap().into_consumer();
+        let mut take = |n: usize| {
+            for _ in 0..n {
+                while c.pop_with(|_| ()).is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            c.release();
+        };
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| d.dispatch(&frame(64)));
+            take(7);
+            // 7 free slots of 64: still waiting (a broken rule would have
+            // pushed within a few of its 1 ms waits).
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!waiting.is_finished(), "resumed with 7 of 64 slots free");
+            take(1);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !waiting.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let resumed = waiting.is_finished();
+            // Ends the wait should the rule be broken the other way.
+            stop.store(true, Ordering::Relaxed);
+            assert!(waiting.join().unwrap() && resumed, "not resumed with 8 of 64 slots free");
+        });
+        d.publish();
+        drop(d);
+        assert_eq!(frames_in(dir.path(), 0, 0), (8..65).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_resumed_round_robin_stream_sends_each_queue_only_the_frames_it_lacks() {
         let dir = tempfile::tempdir().unwrap();
         let stop = AtomicBool::new(false);

@@ -19,8 +19,6 @@ mod filter;
 mod resume;
 mod source;
 mod stats;
-#[cfg(test)]
-mod test_skip;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -106,26 +106,6 @@ fn cpus_allowed_list(pid: u32, tid: &str) -> String {
     status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_string()).unwrap()
 }
 
-/// The test suite's skip rule (`e2e::skip`, which this crate cannot use):
-/// under CI (`CI` set) the test fails with `reason`; elsewhere
-/// `SKIPPED: <test>: <reason>` on stderr and the same line appended to the
-/// workspace's `target/skipped-tests.txt`, which `make test` prints at the end.
-fn skip(reason: &str) {
-    use std::io::Write as _;
-    let test = format!("detector::binary::{}", std::thread::current().name().unwrap_or("?"));
-    assert!(std::env::var_os("CI").is_none(), "{test}: under CI this test must run, but {reason}");
-    let line = format!("{test}: {reason}");
-    eprintln!("SKIPPED: {line}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/skipped-tests.txt");
-    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        f.write_all(format!("{line}\n").as_bytes())
-    });
-    if let Err(e) = written {
-        eprintln!("cannot list the skip in {}: {e}", path.display());
-    }
-}
-
 /// Variables of a core plan, as (name, value).
 type PlanVars = Vec<(&'static str, String)>;
 
@@ -136,7 +116,7 @@ fn two_allowed_cores() -> Option<([u32; 2], PlanVars)> {
     let allowed = station::coreplan::allowed_cpus();
     let pair = allowed.windows(2).find(|w| w[1] - w[0] <= 2);
     let Some(&[a, b]) = pair else {
-        skip(&format!(
+        e2e::skip(&format!(
             "needs two cores of the allowed CPU set at most 2 apart (one core plan for two workers), have {}",
             station::coreplan::format_cpu_list(&allowed)
         ));

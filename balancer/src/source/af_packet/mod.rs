@@ -747,7 +747,7 @@ impl Drop for AfPacketSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_skip::skip;
+    use e2e::skip;
 
     #[test]
     fn an_unknown_interface_is_one_line_naming_it() {
