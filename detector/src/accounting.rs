@@ -303,20 +303,11 @@ impl Accounting {
         match s.l3 {
             // The common case straight to the flow table's look-ahead (as
             // ip_from would, without its fragment and batch checks again):
-            // 16 instructions a packet fewer than the way below.
+            // about 13 instructions a packet fewer than the way below (callgrind,
+            // the whole detector on 400,000 frames of 10k flows: 573.9).
             L3::Ipv4 | L3::Ipv6 if self.in_batch && s.fragment == Fragment::None => {
-                let now = self.count_ip(s, ts_ns, wire_len);
                 let (key, dir) = FlowKey::from_summary(s);
-                let frame = FrameTime { ts_ns, wire_len };
-                self.flows.packet_ahead(
-                    source,
-                    s,
-                    &key,
-                    dir,
-                    frame,
-                    now,
-                    &mut Resolve { tunnels: &self.tunnels, sink },
-                );
+                self.ip_ahead(source, s, &key, dir, ts_ns, wire_len, sink);
                 self.tick(sink);
             }
             L3::Ipv4 | L3::Ipv6 => {
@@ -371,11 +362,13 @@ impl Accounting {
         wire_len: u32,
         sink: &mut impl RecordSink,
     ) {
+        if self.in_batch && s.fragment == Fragment::None {
+            return self.ip_ahead(source, s, key, dir, ts_ns, wire_len, sink);
+        }
         let now = self.count_ip(s, ts_ns, wire_len);
         let sink = &mut Resolve { tunnels: &self.tunnels, sink };
         let frame = FrameTime { ts_ns, wire_len };
         match s.fragment {
-            Fragment::None if self.in_batch => self.flows.packet_ahead(source, s, key, dir, frame, now, sink),
             Fragment::None => self.flows.packet_from(source, s, key, dir, frame, now, sink),
             Fragment::First => self.frags.first(source, s, key, dir, frame, now, &mut self.flows, sink),
             Fragment::Later => {
@@ -383,6 +376,26 @@ impl Accounting {
                 self.frags.later(source, s, frame, now, &mut self.flows, sink);
             }
         }
+    }
+
+    /// An unfragmented IP frame of a batch: counted, then to the flow
+    /// table's look-ahead (the common case, also taken straight from
+    /// [`Accounting::summary_from`] without [`Accounting::ip_count`]'s checks).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn ip_ahead(
+        &mut self,
+        source: u8,
+        s: &PacketSummary,
+        key: &FlowKey,
+        dir: Direction,
+        ts_ns: u64,
+        wire_len: u32,
+        sink: &mut impl RecordSink,
+    ) {
+        let now = self.count_ip(s, ts_ns, wire_len);
+        let frame = FrameTime { ts_ns, wire_len };
+        self.flows.packet_ahead(source, s, key, dir, frame, now, &mut Resolve { tunnels: &self.tunnels, sink });
     }
 
     /// Counts an IP frame in the frame totals and advances the flow clock to
