@@ -1605,6 +1605,14 @@ mod tests {
         let (mut csv, mut json) = (Vec::new(), Vec::new());
         write_rows_behind(&t, &order, Some(&mut csv), Some(&mut json)).map_err(|(_, e)| e).unwrap();
         assert!(json.len() > 3 * CHUNK, "{} bytes of JSON", json.len());
+        // Every row once, none lost or doubled at a piece's edge: the header
+        // and a line per row, each JSON line an object.
+        let lines = |b: &[u8]| b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count();
+        assert_eq!((lines(&csv), lines(&json)), (order.len() + 1, order.len()));
+        assert!(json
+            .split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .all(|l| serde_json::from_slice::<serde_json::Value>(l).is_ok_and(|v| v.is_object())));
         assert_eq!(String::from_utf8(csv).unwrap(), csv_text(&t));
         assert_eq!(String::from_utf8(json).unwrap(), json_text(&t));
         // One file alone, either one.
