@@ -1093,17 +1093,16 @@ impl Aggregate {
         // sort's first pass over them places them at once.
         let depth = 8 * N - packing.bytes;
         let counted = packing.bytes > 0;
-        // That byte is the first word's (a lead of two words holds more than
-        // eight): its shift is the same for a lead of `bytes` and of `bytes - 8`.
-        let shift = 8 * ((packing.bytes.max(1) - 1) % 8);
+        // Within the lead when nothing differs (the counts are then unused).
+        let counted_byte = depth.min(8 * N - 1);
         let mut count = [0usize; 256];
         // Chunk by chunk, not through `rows()`: a slice's loop for each.
         for chunk in &self.rows.chunks {
             let at = v.len();
             v.extend(chunk.iter().enumerate().map(|(i, (k, c))| {
-                let lead = packing.pack(&order_parts(k, c));
-                count[(lead[0] >> shift) as u8 as usize] += 1;
-                SortEntry { lead, row: position(at + i) }
+                let e = SortEntry { lead: packing.pack(&order_parts(k, c)), row: position(at + i) };
+                count[lead_byte(&e, counted_byte)] += 1;
+                e
             }));
         }
         if counted && v.len() > SMALL_BUCKET {

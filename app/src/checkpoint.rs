@@ -521,6 +521,20 @@ mod tests {
             assert_eq!(loaded.intake, position(200), "cut at {cut}");
             assert_eq!(state(&loaded.accounts), at_second, "cut at {cut}");
         }
+        // Killed after the last frame's body, before its length replaced the
+        // u64::MAX written first: that frame is not taken either.
+        let mut unfinished = full.clone();
+        let at = usize::try_from(second_len).unwrap();
+        unfinished[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&p, &unfinished).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let loaded = load(&p, &fit).unwrap().unwrap();
+        assert_eq!(loaded.intake, position(200));
+        assert_eq!(state(&loaded.accounts), at_second);
+        // The file as written loads the last save.
+        std::fs::write(&p, &full).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert_eq!(load(&p, &fit).unwrap().unwrap().intake, position(250));
     }
 
     #[test]

@@ -457,6 +457,13 @@ mod tests {
         assert_eq!(FlowRecord::read_from(&bytes), Some(r));
         assert_eq!(FlowRecord::read_from(&bytes[..10]), None);
         assert_eq!(r.ip_a(), Some("10.0.0.1".parse().unwrap()));
+        // In place, over another record: the same; a short slot leaves it as it was.
+        let mut into = FlowRecord { seq: 99, port_a: 1, ..Default::default() };
+        let before = into;
+        assert!(!into.read_into(&bytes[..FLOW_RECORD_SIZE - 1]));
+        assert_eq!(into, before);
+        assert!(into.read_into(&bytes));
+        assert_eq!(into, r);
     }
 
     #[test]
