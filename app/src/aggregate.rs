@@ -2737,36 +2737,38 @@ pub(crate) mod tests {
         r
     }
 
+    /// Accounts and a frame of changes as a checkpoint encodes them (the
+    /// file's bincode options), from records of every kind of key.
+    fn checkpoint_sample() -> (Vec<u8>, Vec<u8>) {
+        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
+        checkpoint_sample_of(p, checkpoint_record)
+    }
+
     /// [`checkpoint_sample`] for a table of the default primitives.
     fn checkpoint_sample_five() -> (Vec<u8>, Vec<u8>) {
-        let mut acc = Accounts::new(Primitives::default_set(), &[3, 4], false).with_max_rows(9);
+        checkpoint_sample_of(Primitives::default_set(), checkpoint_record_five)
+    }
+
+    /// A table of `p` (at most 9 rows) saved whole after records 0-7 of
+    /// `record`, and the frame of what records 3, 9, 10, 11 and 0 changed.
+    fn checkpoint_sample_of(p: Primitives, record: fn(u8) -> FlowRecord) -> (Vec<u8>, Vec<u8>) {
+        let mut acc = Accounts::new(p, &[3, 4], false).with_max_rows(9);
         for i in 0..8 {
-            acc.add(usize::from(i % 2), &checkpoint_record_five(i));
+            acc.add(usize::from(i % 2), &record(i));
         }
         let whole = bincode::serialize(&acc).unwrap();
         acc.clear_changes();
         for i in [3, 9, 10, 11, 0] {
-            acc.add(usize::from(i % 2), &checkpoint_record_five(i));
+            acc.add(usize::from(i % 2), &record(i));
         }
         let changes = bincode::serialize(&acc.take_changes()).unwrap();
         (whole, changes)
     }
 
-    /// Accounts and a frame of changes as a checkpoint encodes them (the
-    /// file's bincode options), from records of every kind of key.
-    fn checkpoint_sample() -> (Vec<u8>, Vec<u8>) {
-        let p = Primitives::parse_list(Primitive::LISTED.map(Primitive::name), "t").unwrap();
-        let mut acc = Accounts::new(p, &[3, 4], false).with_max_rows(9);
-        for i in 0..8 {
-            acc.add(usize::from(i % 2), &checkpoint_record(i));
-        }
-        let whole = bincode::serialize(&acc).unwrap();
-        acc.clear_changes();
-        for i in [3, 9, 10, 11, 0] {
-            acc.add(usize::from(i % 2), &checkpoint_record(i));
-        }
-        let changes = bincode::serialize(&acc.take_changes()).unwrap();
-        (whole, changes)
+    /// The bytes of the line of [`GOLDEN_V3`] tagged `tag`.
+    fn golden(tag: &str) -> Vec<u8> {
+        let hex = GOLDEN_V3.lines().find_map(|l| l.strip_prefix(tag)).unwrap().trim();
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
     }
 
     /// The checkpoint of [`checkpoint_sample`] as the IndexMap table before
@@ -2775,11 +2777,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_checkpoint_is_the_bytes_the_previous_table_wrote_and_its_bytes_load_back() {
-        let line = |tag: &str| -> Vec<u8> {
-            let hex = GOLDEN_V3.lines().find_map(|l| l.strip_prefix(tag)).unwrap().trim();
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
-        };
-        let (whole, changes) = (line("WHOLE "), line("CHANGES "));
+        let (whole, changes) = (golden("WHOLE "), golden("CHANGES "));
         // What this table writes, the previous one wrote (so it reads this one's files).
         let (w, c) = checkpoint_sample();
         assert_eq!(w, whole);
@@ -2806,13 +2804,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_checkpoint_of_the_default_primitives_is_the_bytes_the_encoder_before_the_fixed_layout_wrote() {
-        let line = |tag: &str| -> Vec<u8> {
-            let hex = GOLDEN_V3.lines().find_map(|l| l.strip_prefix(tag)).unwrap().trim();
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
-        };
         let (w, c) = checkpoint_sample_five();
-        assert_eq!(w, line("WHOLE5 "));
-        assert_eq!(c, line("CHANGES5 "));
+        assert_eq!(w, golden("WHOLE5 "));
+        assert_eq!(c, golden("CHANGES5 "));
         // Rows in the fixed layout and rows that fall back to the general one.
         let mut acc = Accounts::new(Primitives::default_set(), &[3, 4], false).with_max_rows(9);
         for i in (0..8).chain([3, 9, 10, 11, 0]) {
