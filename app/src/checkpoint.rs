@@ -217,15 +217,8 @@ impl Saver {
         // length is written at its place once known, before the rename.
         let mut body = Counted { out: &mut f, len: 0 };
         body.out.write_all(MAGIC).and_then(|()| body.out.write_all(&[0; 8])).map_err(|e| write(e.to_string()))?;
-        // bincode writes each row as two small pieces (its length, its
-        // bytes): gathered here first, each is a copy into a buffer instead
-        // of a call through the file's own accounting (per row, that cost
-        // as much as encoding the row).
-        let mut gathered = std::io::BufWriter::with_capacity(FRAME_BUFFER, &mut body);
-        bincode::serialize_into(&mut gathered, &Body { fit: fit.clone(), intake, accounts: &*accounts })
+        bincode::serialize_into(&mut body, &Body { fit: fit.clone(), intake, accounts: &*accounts })
             .map_err(|e| write(e.to_string()))?;
-        gathered.flush().map_err(|e| write(e.to_string()))?;
-        drop(gathered);
         let len = body.len;
         f.write_at(MAGIC.len() as u64, &len.to_le_bytes()).map_err(|e| write(e.to_string()))?;
         // Not fsynced: a power loss also loses the record queues (in memory), so a
@@ -249,6 +242,12 @@ impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
         let n = self.out.write(buf)?;
         self.len += n as u64;
         Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(buf)?;
+        self.len += buf.len() as u64;
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -280,8 +279,7 @@ fn append_frame(file: &mut File, body: &impl Serialize) -> std::io::Result<u64> 
     Ok(8 + len)
 }
 
-/// The buffer of a frame's small fields ([`append_frame`]) and of a whole
-/// checkpoint's rows ([`Saver::save`]).
+/// The buffer of a frame's small fields ([`append_frame`]).
 const FRAME_BUFFER: usize = 64 * 1024;
 
 /// The next frame of `rest`, or `None` when none is left whole (none at all,

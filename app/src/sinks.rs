@@ -340,9 +340,9 @@ const ROW_USUAL: usize = 128;
 ///
 /// The pages of the room ahead of the text are written (a byte each, past
 /// the text) before a row is composed there, [`TOUCH_AHEAD`] bytes at a
-/// time: a JSON row copies fields from the CSV row's room 48 bytes at a
+/// time: a CSV row copies fields from the JSON row's room 48 bytes at a
 /// time, past what that row wrote, and such a read of a fresh page mapped
-/// the zero page, which the CSV row's write then faulted on again (167 of
+/// the zero page, which the JSON row's write then faulted on again (167 of
 /// the 680 faults of a 20,000-row table's files).
 struct Text {
     b: shmq::files::AlignedBuf,

@@ -640,8 +640,30 @@ impl AtomicFile {
     }
 }
 
+impl AtomicFile {
+    /// Copies `buf` into the buffer when it fits there (and no direct write
+    /// is on): nothing to reserve or write directly until the buffer is
+    /// full, so a serializer's small writes (a whole checkpoint's rows, two
+    /// each) cost a copy each, not this file's accounting. False: not taken.
+    #[inline]
+    fn buffered(&mut self, buf: &[u8]) -> io::Result<bool> {
+        match self.out.as_mut() {
+            Some(out) if !self.direct && buf.len() <= out.capacity() - out.buffer().len() => {
+                // Fits: a copy, no write(2).
+                out.write_all(buf)?;
+                self.len += buf.len() as u64;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.buffered(buf)? {
+            return Ok(buf.len());
+        }
         self.reserve(self.len + buf.len() as u64);
         let direct = self.write_direct(buf)?;
         if direct > 0 {
@@ -655,6 +677,9 @@ impl Write for AtomicFile {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.len() < Self::UNBUFFERED_MIN && self.buffered(buf)? {
+            return Ok(());
+        }
         self.reserve(self.len + buf.len() as u64);
         let direct = self.write_direct(buf)?;
         self.len += direct as u64;

@@ -452,6 +452,43 @@ fn a_streamed_file_refuses_a_link_planted_under_its_temporary_name() {
 }
 
 #[test]
+fn small_writes_between_large_and_direct_ones_land_in_order() {
+    use crate::files::{AlignedBuf, DIRECT_ALIGN};
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("checkpoint");
+    let want = pattern(3 * AtomicFile::DIRECT_MIN + 5 * DIRECT_ALIGN + 777);
+    let mut f = AtomicFile::create(&target, 0o600).unwrap();
+    let mut buf = AlignedBuf::new(AtomicFile::DIRECT_MIN);
+    let mut rest = &want[..];
+    // Pieces of every kind in turn: tiny (copied into the buffer), one past
+    // the buffer's room, one of UNBUFFERED_MIN, a whole direct piece from an
+    // aligned buffer, through write_all and write alike.
+    let sizes = [1, 7, 8, AtomicFile::BUFFER + 3, 40, AtomicFile::UNBUFFERED_MIN, 5, AtomicFile::DIRECT_MIN, 9];
+    for (i, &size) in sizes.iter().cycle().enumerate() {
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        if size == AtomicFile::DIRECT_MIN {
+            buf.bytes_mut()[..piece.len()].copy_from_slice(piece);
+            f.write_all(&buf.bytes()[..piece.len()]).unwrap();
+        } else if i % 2 == 0 {
+            f.write_all(piece).unwrap();
+        } else {
+            let mut p = piece;
+            while !p.is_empty() {
+                let n = f.write(p).unwrap();
+                p = &p[n..];
+            }
+        }
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    f.commit(true).unwrap();
+    assert!(fs::read(&target).unwrap() == want, "the file differs from what was written");
+}
+
+#[test]
 fn aligned_pieces_go_to_the_disk_directly_and_the_committed_file_appends_as_usual() {
     use crate::files::{AlignedBuf, DIRECT_ALIGN};
     use std::io::Write;
