@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 mod aggregate;
+mod ahead;
 mod checkpoint;
 mod containers;
 mod control;
@@ -184,6 +185,8 @@ struct Run {
     checkpoint_warned: bool,
     /// When the last checkpoint was saved.
     last_checkpoint: Instant,
+    /// Makes the rows' memory ready while idle.
+    ahead: ahead::Ahead,
     /// Valid records this process read (not those a checkpoint counted before it started).
     records_read: u64,
 }
@@ -413,6 +416,13 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     // (the reserved one is made at 1/128 of its rows: aggregate.rs).
     let mut accounts = accounts;
     accounts.reserve_rows(2 * usize::try_from(cfg.record_queue_slots).unwrap_or(0));
+    // While idle, the memory of the rows the workers' flows will become is made ready (ahead.rs).
+    let worker_pages = intake
+        .queues()
+        .iter()
+        .map(|&q| station::naming::set_worker_stats_path(&cfg.cluster_dir(), cfg.queue_set, q))
+        .collect();
+    let ahead = ahead::Ahead::new(worker_pages, settings.primitives);
     // The service threads ask the main loop, which alone owns the tables (see `control`).
     let (control, asker) = control::Control::new();
     let socket = query::listen(&cfg.cluster_dir(), cfg.queue_set)?;
@@ -463,6 +473,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         checkpoint_warned: false,
         last_checkpoint: Instant::now(),
         records_read: 0,
+        ahead,
     };
 
     let started = Instant::now();
@@ -501,6 +512,9 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             run.checkpoint();
         }
         let now = Instant::now();
+        if polled == Poll::Idle {
+            run.ahead.step(&mut run.accounts, now);
+        }
         if let Some(e) = run.exporter.as_mut() {
             e.tick(now);
         }
