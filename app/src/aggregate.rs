@@ -623,35 +623,42 @@ impl RowTable {
         }
     }
 
-    /// Makes the memory of `rows` rows in all ready, at most `pages` pages
-    /// of it per call: room reserved for them ([`RowTable::reserve`]), an
-    /// index that holds them without doubling (made at once, not at a
-    /// 1/[`INDEX_JUMP`] of its slots), and a row written in every page of
-    /// the room past the rows (overwritten when a row comes there). Returns
-    /// the pages written; 0 once the memory of `rows` rows is ready.
+    /// Makes the memory of `rows` rows in all ready, a step at a time: the
+    /// index grown to hold them without doubling on the way (one doubling a
+    /// call), then room reserved for them ([`RowTable::reserve`]) and a row
+    /// written in every page of it past the rows (overwritten when a row
+    /// comes there), at most `pages` pages a call. Returns the pages written
+    /// (a doubling counts the new index's); 0 once the memory of `rows` rows
+    /// is ready.
     ///
     /// Why: a burst of new rows (a worker emitting every flow of its table
     /// at once: the end of a capture, a stop) otherwise pays, row by row, for
     /// the first touch of their pages (the kernel zeroing them) and for the
     /// index's doublings, while the records queue up and the worker waits:
     /// at 2,000,000 rows, 224 MB of rows and a 32 MiB index. Made ready while
-    /// the app waits for records, that work is off their path.
+    /// the app waits for records, that work is off their path. A call takes
+    /// at most as long as a doubling the table's own growth would make at
+    /// that size, or the writes of `pages` pages.
     ///
     /// The memory is the table's own: what `rows` rows take, within the
-    /// caller's bound. Written pages of a first chunk smaller than [`CHUNK`]
-    /// rows are left behind when it grows (it moves); later chunks never move.
+    /// caller's bound. The first chunk moves when it grows past its room (as
+    /// a vector does); later chunks never move.
     fn prepare(&mut self, rows: usize, pages: usize) -> usize {
         /// Rows a page step covers: every page of the room gets a write.
         const STEP: usize = PAGE_BYTES / size_of::<Row>();
+        const _: () = assert!(STEP > 0, "a row larger than a page: step by rows");
         let rows = rows.min(MAX_TABLE_ROWS);
-        if rows <= self.len.max(self.prepared) || pages == 0 {
+        if pages == 0 {
+            return 0;
+        }
+        if index_bits(rows) > self.bits {
+            self.resize_index(self.bits + 1);
+            return (self.index.len() * size_of::<u64>()).div_ceil(PAGE_BYTES);
+        }
+        if rows <= self.len.max(self.prepared) {
             return 0;
         }
         self.reserve(rows);
-        let bits = index_bits(rows);
-        if bits > self.bits {
-            self.resize_index(bits);
-        }
         let mut at = self.prepared.max(self.len);
         let mut written = 0;
         while at < rows && written < pages {
@@ -806,8 +813,9 @@ impl Aggregate {
     }
 
     /// Makes the memory of `coming` more rows ready (at most the row limit
-    /// and the overflow row in all), at most `pages` pages of it per call;
-    /// returns the pages written (0: ready). See [`RowTable::prepare`].
+    /// and the overflow row in all), a step of at most `pages` pages of rows
+    /// or one doubling of the index a call; returns the pages written (0:
+    /// ready). See [`RowTable::prepare`].
     pub fn prepare_rows(&mut self, coming: usize, pages: usize) -> usize {
         let rows = self.rows.len().saturating_add(coming).min(self.max_rows.saturating_add(1));
         self.rows.prepare(rows, pages)
@@ -1924,15 +1932,20 @@ impl Accounts {
 
     /// Makes the memory of the rows coming from each queue ready (`coming`,
     /// in intake order: into that queue's table in fan-out mode, else all
-    /// into the one table), at most `pages` pages per call; returns the
-    /// pages written (0: ready). See [`Aggregate::prepare_rows`].
+    /// into the one table), a step of about `pages` pages a call (or one
+    /// doubling of an index); returns the pages written (0: ready). See
+    /// [`Aggregate::prepare_rows`].
     pub fn prepare_rows(&mut self, coming: &[usize], pages: usize) -> usize {
         if self.fan_out {
-            let mut left = pages;
+            let mut written = 0;
             for (t, &n) in self.tables.iter_mut().zip(coming) {
-                left -= t.prepare_rows(n, left);
+                if written >= pages {
+                    break;
+                }
+                // A doubling of an index may pass what is left: the step ends there.
+                written += t.prepare_rows(n, pages - written);
             }
-            pages - left
+            written
         } else {
             let all = coming.iter().fold(0usize, |a, &n| a.saturating_add(n));
             self.tables.first_mut().map_or(0, |t| t.prepare_rows(all, pages))
@@ -2783,12 +2796,17 @@ pub(crate) mod tests {
     #[test]
     fn rows_made_ready_ahead_land_in_that_memory_without_a_page_fault_or_an_index_doubling() {
         let key = |i: usize| Key { src: v4((i as u32).to_be_bytes()), dst_port: i as u16, ..Key::default() };
-        // Past the first chunk, into a third: 28 MiB of rows, an index of 2^19 slots (4 MiB).
+        // Past the first chunk, into a third: 28 MiB of rows, an index of 2^20 slots (8 MiB).
         let n = 2 * CHUNK + 5;
         let mut t = RowTable::default();
         let (mut calls, mut pages) = (0, 0);
         loop {
+            let slots = t.index.len();
             let written = t.prepare(n, 256);
+            if t.index.len() != slots {
+                assert_eq!(t.index.len(), 2 * slots, "one doubling a call");
+                continue;
+            }
             assert!(written <= 256, "at most the pages asked for in a call");
             if written == 0 {
                 break;
@@ -2800,7 +2818,7 @@ pub(crate) mod tests {
         assert!(pages >= room_pages && calls >= room_pages / 256, "{pages} pages in {calls} calls");
         assert_eq!(t.prepare(n, 256), 0, "ready: nothing more to do");
         let index = t.index.len();
-        assert_eq!(index, (2 * n).next_power_of_two(), "the index for every row, made at once");
+        assert_eq!(index, (2 * n).next_power_of_two(), "the index for every row, made before them");
         let rooms: Vec<_> = t.chunks.iter().map(|c| (c.as_ptr(), c.capacity())).collect();
         let before = thread_faults();
         for i in 0..n {
