@@ -322,6 +322,23 @@ impl Packing {
 /// Buckets of the radix sort up to this many entries are sorted by comparisons.
 const SMALL_BUCKET: usize = 64;
 
+/// Entries from which a sort's first buckets are sorted on two threads
+/// ([`Aggregate::distribute`]): below this a thread costs more than half the work.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// Whether a sort may sort its first buckets on a second thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Threads {
+    One,
+    Two,
+}
+
+/// Whether this process may run on two CPUs or more (its affinity mask:
+/// an app pinned to one core gains nothing from a second thread).
+fn two_cpus() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
 /// Byte `depth` of an entry's lead (below `8 * N`).
 fn lead_byte<const N: usize>(e: &SortEntry<N>, depth: usize) -> usize {
     (e.lead[depth / 8] >> (56 - 8 * (depth % 8))) as u8 as usize
@@ -1168,7 +1185,7 @@ impl Aggregate {
             self.sorted_packed::<2>(&packing)
         } else {
             let mut v = self.sort_entries();
-            self.radix_sort(&mut v, 0);
+            self.radix_sort(&mut v, 0, Threads::Two);
             self.rows_of(v)
         }
     }
@@ -1194,7 +1211,7 @@ impl Aggregate {
             }));
         }
         if counted && v.len() > SMALL_BUCKET {
-            self.distribute(&mut v, depth, &count);
+            self.distribute(&mut v, depth, &count, Threads::Two);
         } else {
             v.sort_unstable_by(|a, b| self.order(a, b));
         }
@@ -1210,7 +1227,7 @@ impl Aggregate {
     /// of `v` (the high bytes of small counters, the zeros of an IPv4 address
     /// in its 16-byte form) are found in one pass and skipped, not counted
     /// one by one.
-    fn radix_sort<const N: usize>(&self, v: &mut [SortEntry<N>], depth: usize) {
+    fn radix_sort<const N: usize>(&self, v: &mut [SortEntry<N>], depth: usize, threads: Threads) {
         let Some(depth) = (v.len() > SMALL_BUCKET).then(|| first_difference(v, depth)).flatten() else {
             v.sort_unstable_by(|a, b| self.order(a, b));
             return;
@@ -1219,12 +1236,16 @@ impl Aggregate {
         for e in v.iter() {
             count[lead_byte(e, depth)] += 1;
         }
-        self.distribute(v, depth, &count);
+        self.distribute(v, depth, &count, threads);
     }
 
     /// Moves the entries of `v` to the buckets of their byte at `depth`
-    /// (`count`: how many have each), then sorts each bucket from the byte after.
-    fn distribute<const N: usize>(&self, v: &mut [SortEntry<N>], depth: usize, count: &[usize; 256]) {
+    /// (`count`: how many have each), then sorts each bucket from the byte
+    /// after: with [`Threads::Two`], at least [`PARALLEL_MIN`] entries and
+    /// two CPUs to run on, the buckets of about half the entries on a thread
+    /// of their own (`cj-app-sort`) while this one sorts the others (the
+    /// order is the same: the buckets are disjoint and each is sorted alone).
+    fn distribute<const N: usize>(&self, v: &mut [SortEntry<N>], depth: usize, count: &[usize; 256], threads: Threads) {
         let byte = |e: &SortEntry<N>| lead_byte(e, depth);
         let mut start = [0usize; 256];
         let mut next = [0usize; 256];
@@ -1246,11 +1267,36 @@ impl Aggregate {
                 }
             }
         }
-        for d in 0..256 {
-            if count[d] > 1 {
-                self.radix_sort(&mut v[start[d]..start[d] + count[d]], depth + 1);
+        let sort_buckets = |v: &mut [SortEntry<N>], buckets: std::ops::Range<usize>, from: usize| {
+            for d in buckets {
+                if count[d] > 1 {
+                    self.radix_sort(&mut v[start[d] - from..start[d] - from + count[d]], depth + 1, Threads::One);
+                }
             }
-        }
+        };
+        // The first bucket whose start passes half the entries: the others' thread takes those before it.
+        let half = (threads == Threads::Two && v.len() >= PARALLEL_MIN && two_cpus())
+            .then(|| (1..256).find(|&d| start[d] >= v.len() / 2))
+            .flatten();
+        let Some(split) = half else {
+            return sort_buckets(v, 0..256, 0);
+        };
+        let (low, high) = v.split_at_mut(start[split]);
+        // Taken by whichever thread gets to it: the other one, or this one when no thread could be made.
+        let low = std::sync::Mutex::new(Some(low));
+        let take = || low.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        std::thread::scope(|s| {
+            let other = std::thread::Builder::new()
+                .name("cj-app-sort".into())
+                .spawn_scoped(s, || take().map(|low| sort_buckets(low, 0..split, 0)));
+            sort_buckets(high, split..256, start[split]);
+            if let Ok(other) = other {
+                other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+            if let Some(low) = take() {
+                sort_buckets(low, 0..split, 0);
+            }
+        });
     }
 
     /// Bytes descending, then the key's order: the leads, then (when they
@@ -2316,6 +2362,21 @@ pub(crate) mod tests {
         // One row, and none.
         assert_eq!(random_table(1, 1, one).sorted().len(), 2);
         assert!(Aggregate::new(Primitives::default_set()).sorted().is_empty());
+    }
+
+    #[test]
+    fn a_sort_large_enough_for_two_threads_orders_rows_as_a_plain_sort() {
+        // Past PARALLEL_MIN: the first buckets are split between two threads
+        // where the process may run on two CPUs (this machine and CI have two),
+        // with packed leads and whole ones.
+        let two = Spread { addr: 0xffff, port: 0xffff, bytes: 0xfff, v6: 0, vlan: false };
+        let whole = Spread { addr: 0xff, port: 0xff, bytes: 0xff, v6: 4, vlan: true };
+        for s in [two, whole] {
+            let agg = random_table(0x7ead, PARALLEL_MIN + 4_000, s);
+            assert!(agg.len() >= PARALLEL_MIN, "{} rows", agg.len());
+            let sorted: Vec<(Key, Counters)> = agg.sorted().into_iter().map(|(k, c)| (*k, *c)).collect();
+            assert_eq!(sorted, plainly_sorted(&agg), "{s:?}");
+        }
     }
 
     #[test]
