@@ -149,6 +149,27 @@ mod tests {
     }
 
     #[test]
+    fn in_fan_out_mode_each_queues_table_is_made_ready_for_its_own_workers_flows() {
+        let dir = tempfile::tempdir().unwrap();
+        let pages: Vec<PathBuf> = [(3, 30_000), (5, 1_000)]
+            .iter()
+            .map(|&(q, flows)| {
+                let path = set_worker_stats_path(dir.path(), 0, q);
+                let page = shmq::CounterPage::open_or_create(&path, WORKER_COUNTERS).unwrap();
+                page.set(WORKER_COUNTERS.iter().position(|&n| n == FLOWS_ACTIVE).unwrap(), flows);
+                path
+            })
+            .collect();
+        let mut acc = Accounts::new(Primitives::default_set(), &[3, 5], true).with_max_rows(1_000_000);
+        let mut a = Ahead::new(pages, Primitives::default_set());
+        assert!(until_ready(&mut a, &mut acc, Instant::now()) > 0);
+        let room: Vec<usize> = acc.queue_tables().iter().map(|(_, t)| t.room_for_rows()).collect();
+        // Each at least its own two rows a flow; the second no more than its first chunk's worth.
+        assert!(room[0] >= 60_000 && room[1] >= 2_000, "{room:?}");
+        assert!(room[1] < 60_000, "the second queue's table made ready for the first's flows: {room:?}");
+    }
+
+    #[test]
     fn without_ports_or_a_readable_page_nothing_is_made_ready() {
         let dir = tempfile::tempdir().unwrap();
         let (_page, path) = worker_page(dir.path(), 50_000);
