@@ -251,6 +251,7 @@ impl Run {
             export: self.exporter.as_ref().map(ipfix::Exporter::stats),
             divert: divert_pages::summary(&self.cfg.cluster_dir(), self.cfg.queue_set),
             capture_filter: (!self.cfg.filter.is_empty()).then(|| self.cfg.filter.clone()),
+            top_rows: None,
         };
         let files = match report.write_tables() {
             Ok(tables) => report.write_summary(tables)?,

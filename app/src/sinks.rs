@@ -1087,6 +1087,7 @@ pub fn write_containers(
                 formats,
                 &base.with_extension("csv"),
                 &base.with_extension("json"),
+                (0, &mut None),
             )?);
         }
     }
@@ -1202,12 +1203,22 @@ fn stream_atomic(path: &Path, fill: impl FnOnce(&mut AtomicFile) -> io::Result<(
 
 /// Writes `table` as CSV to `csv` and JSON lines to `json`, as `formats` say,
 /// each streamed into its temporary file, both in one pass over the rows
-/// sorted once.
-fn write_table_files(table: &Aggregate, formats: Formats, csv: &Path, json: &Path) -> Result<Vec<PathBuf>, WriteError> {
+/// sorted once; the first `top` rows of that order are copied into `kept`
+/// (left as it is when no file is written: nothing was sorted).
+fn write_table_files(
+    table: &Aggregate,
+    formats: Formats,
+    csv: &Path,
+    json: &Path,
+    (top, kept): (usize, &mut Option<Vec<(Key, Counters)>>),
+) -> Result<Vec<PathBuf>, WriteError> {
     if !formats.csv && !formats.json {
         return Ok(Vec::new());
     }
     let order = table.sorted();
+    if top > 0 {
+        *kept = Some(order.iter().take(top).map(|&(k, c)| (*k, *c)).collect());
+    }
     let mut csv_file = if formats.csv { Some(AtomicFile::create(csv)?) } else { None };
     let mut json_file = if formats.json { Some(AtomicFile::create(json)?) } else { None };
     let written = if order.len() >= BEHIND_ROWS {
@@ -1230,12 +1241,19 @@ fn write_table_files(table: &Aggregate, formats: Formats, csv: &Path, json: &Pat
 }
 
 /// Writes `flows.csv` / `flows.json` of `table` into `dir` as `formats` say;
-/// returns the paths written.
+/// returns the paths written. With `top` > 0 and a file written, the first
+/// `top` rows of the files' order are copied into `kept` (the printed
+/// summary's top table: [`Aggregate::top`] without another pass over the rows).
 ///
 /// # Errors
 /// As [`write_atomic`].
-pub fn write_table(dir: &Path, table: &Aggregate, formats: Formats) -> Result<Vec<PathBuf>, WriteError> {
-    write_table_files(table, formats, &dir.join("flows.csv"), &dir.join("flows.json"))
+pub fn write_table(
+    dir: &Path,
+    table: &Aggregate,
+    formats: Formats,
+    kept: (usize, &mut Option<Vec<(Key, Counters)>>),
+) -> Result<Vec<PathBuf>, WriteError> {
+    write_table_files(table, formats, &dir.join("flows.csv"), &dir.join("flows.json"), kept)
 }
 
 #[cfg(test)]
