@@ -1267,20 +1267,29 @@ impl Aggregate {
                 }
             }
         }
-        let sort_buckets = |v: &mut [SortEntry<N>], buckets: std::ops::Range<usize>, from: usize| {
-            for d in buckets {
-                if count[d] > 1 {
-                    self.radix_sort(&mut v[start[d] - from..start[d] - from + count[d]], depth + 1, Threads::One);
+        let sort_buckets =
+            |v: &mut [SortEntry<N>], buckets: std::ops::Range<usize>, from: usize, big: Option<usize>| {
+                for d in buckets {
+                    if count[d] > 1 {
+                        let threads = if big == Some(d) { Threads::Two } else { Threads::One };
+                        self.radix_sort(&mut v[start[d] - from..start[d] - from + count[d]], depth + 1, threads);
+                    }
                 }
-            }
-        };
-        // The first bucket whose start passes half the entries: the others' thread takes those before it.
-        let half = (threads == Threads::Two && v.len() >= PARALLEL_MIN && two_cpus())
-            .then(|| (1..256).find(|&d| start[d] >= v.len() / 2))
-            .flatten();
-        let Some(split) = half else {
-            return sort_buckets(v, 0..256, 0);
-        };
+            };
+        if threads == Threads::One || v.len() < PARALLEL_MIN || !two_cpus() {
+            return sort_buckets(v, 0..256, 0, None);
+        }
+        // A bucket of more than half the entries (small flows' bytes, all
+        // alike) is split at its own next byte; the others are sorted here.
+        let big = (0..256).max_by_key(|&d| count[d]).unwrap_or(0);
+        if count[big] * 2 > v.len() {
+            return sort_buckets(v, 0..256, 0, Some(big));
+        }
+        // Else at the bucket boundary nearest half the entries: the other
+        // thread takes the buckets before it.
+        let split = (1..256).min_by_key(|&d| start[d].abs_diff(v.len() / 2)).unwrap_or(1);
+        #[cfg(test)]
+        tests::SORT_SPLITS.with(|n| n.set(n.get() + 1));
         let (low, high) = v.split_at_mut(start[split]);
         // Taken by whichever thread gets to it: the other one, or this one when no thread could be made.
         let low = std::sync::Mutex::new(Some(low));
@@ -1288,13 +1297,13 @@ impl Aggregate {
         std::thread::scope(|s| {
             let other = std::thread::Builder::new()
                 .name("cj-app-sort".into())
-                .spawn_scoped(s, || take().map(|low| sort_buckets(low, 0..split, 0)));
-            sort_buckets(high, split..256, start[split]);
+                .spawn_scoped(s, || take().map(|low| sort_buckets(low, 0..split, 0, None)));
+            sort_buckets(high, split..256, start[split], None);
             if let Ok(other) = other {
                 other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             }
             if let Some(low) = take() {
-                sort_buckets(low, 0..split, 0);
+                sort_buckets(low, 0..split, 0, None);
             }
         });
     }
@@ -2364,6 +2373,11 @@ pub(crate) mod tests {
         assert!(Aggregate::new(Primitives::default_set()).sorted().is_empty());
     }
 
+    thread_local! {
+        /// Sorts of this thread that split their buckets between two threads.
+        pub(super) static SORT_SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     #[test]
     fn a_sort_large_enough_for_two_threads_orders_rows_as_a_plain_sort() {
         // Past PARALLEL_MIN: the first buckets are split between two threads
@@ -2374,8 +2388,12 @@ pub(crate) mod tests {
         for s in [two, whole] {
             let agg = random_table(0x7ead, PARALLEL_MIN + 4_000, s);
             assert!(agg.len() >= PARALLEL_MIN, "{} rows", agg.len());
+            let splits = SORT_SPLITS.with(std::cell::Cell::get);
             let sorted: Vec<(Key, Counters)> = agg.sorted().into_iter().map(|(k, c)| (*k, *c)).collect();
             assert_eq!(sorted, plainly_sorted(&agg), "{s:?}");
+            // The whole leads' bytes fall mostly in one bucket: split at a byte further on.
+            let split = SORT_SPLITS.with(std::cell::Cell::get) > splits;
+            assert!(split || !two_cpus(), "{s:?}: sorted on one thread with two CPUs to run on");
         }
     }
 
