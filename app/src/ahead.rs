@@ -18,7 +18,8 @@
 //!   make at that size: 32 MiB at 2,000,000 rows).
 //! - Rows to come: two (its directions) per flow in the tables of the
 //!   workers whose record queues this app reads (`flows_active` of their
-//!   stats pages, read at most every [`HINT_EVERY`]), within the row limit
+//!   stats pages, read at most every [`HINT_EVERY`] through a view kept
+//!   mapped, opened again every [`REOPEN_EVERY`]), within the row limit
 //!   (CJ_APP_MAX_ROWS) of each table in all.
 //! - Only with the hosts and ports among the primitives: a flow's directions
 //!   are then rows of their own (unless the same key was a row before), so the
@@ -44,6 +45,11 @@ pub const STEP_PAGES: usize = 1024;
 /// How often the workers' stats pages are read while idle.
 pub const HINT_EVERY: Duration = Duration::from_millis(20);
 
+/// How long a worker's stats page stays mapped before it is opened again (a
+/// worker's page made anew, after the cluster directory was cleared, is then
+/// followed).
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
 /// The counter of a worker's stats page that holds the flows in its table.
 const FLOWS_ACTIVE: &str = "flows_active";
 
@@ -52,6 +58,9 @@ const FLOWS_ACTIVE: &str = "flows_active";
 pub struct Ahead {
     /// The stats page of each record queue's worker, in intake order; empty: off.
     pages: Vec<PathBuf>,
+    /// Each page's view, the index of its `flows_active` and when it was
+    /// opened (None: not opened, or not readable at the last try).
+    views: Vec<Option<(shmq::CounterView, usize, Instant)>>,
     /// Rows to come per queue, from the last reading of the pages.
     coming: Vec<usize>,
     /// When the pages are read next.
@@ -68,7 +77,13 @@ impl Ahead {
             .iter()
             .all(|&p| primitives.has(p));
         let pages = if per_flow { pages } else { Vec::new() };
-        Ahead { coming: vec![0; pages.len()], pages, next_hint: None, ready: true }
+        Ahead {
+            coming: vec![0; pages.len()],
+            views: pages.iter().map(|_| None).collect(),
+            pages,
+            next_hint: None,
+            ready: true,
+        }
     }
 
     /// After a poll that read nothing: reads the pages when due, then makes
@@ -80,7 +95,8 @@ impl Ahead {
         }
         if self.next_hint.is_none_or(|at| now >= at) {
             self.next_hint = Some(now + HINT_EVERY);
-            let coming: Vec<usize> = self.pages.iter().map(|p| flows_active(p).saturating_mul(2)).collect();
+            let coming: Vec<usize> =
+                (0..self.pages.len()).map(|i| self.flows_active(i, now).saturating_mul(2)).collect();
             if coming != self.coming {
                 self.coming = coming;
                 self.ready = false;
@@ -95,13 +111,17 @@ impl Ahead {
     }
 }
 
-/// The flows in the table of the worker whose stats page is `page` (0 when
-/// the page is missing or unreadable).
-fn flows_active(page: &std::path::Path) -> usize {
-    shmq::CounterPage::read(page)
-        .ok()
-        .and_then(|c| c.into_iter().find(|(name, _)| name == FLOWS_ACTIVE))
-        .map_or(0, |(_, v)| usize::try_from(v).unwrap_or(usize::MAX))
+impl Ahead {
+    /// The flows in the table of page `i`'s worker (0 when its page is
+    /// missing, unreadable or has no such counter), through a view kept
+    /// mapped for [`REOPEN_EVERY`].
+    fn flows_active(&mut self, i: usize, now: Instant) -> usize {
+        let (Some(view), Some(page)) = (self.views.get_mut(i), self.pages.get(i)) else { return 0 };
+        if view.as_ref().is_none_or(|(_, _, opened)| now.saturating_duration_since(*opened) >= REOPEN_EVERY) {
+            *view = shmq::CounterView::open(page).ok().and_then(|v| v.index_of(FLOWS_ACTIVE).map(|at| (v, at, now)));
+        }
+        view.as_ref().and_then(|(v, at, _)| v.get(*at)).map_or(0, |flows| usize::try_from(flows).unwrap_or(usize::MAX))
+    }
 }
 
 #[cfg(test)]

@@ -279,9 +279,77 @@ impl CounterPage {
     }
 }
 
+/// A counter page another process writes, opened once for reading: checked
+/// as [`CounterPage::read`] checks it, mapped read-only, then each reading one
+/// atomic load, for a reader that polls a counter often (cj-app reads its
+/// workers' `flows_active` every 20 ms while idle: an open, a map and an
+/// unmap for each reading cost it more than its own idle waiting did).
+///
+/// Guarantees: nothing can be written through it (the mapping is read-only
+/// and it has no setter); a counter past the page's count reads as `None`.
+///
+/// Not guaranteed: a page whose file is later replaced (unlinked and made
+/// again) is still the old file's: a reader that must follow a new file
+/// opens a view again.
+pub struct CounterView {
+    map: Mapping,
+    names: Vec<String>,
+}
+
+impl fmt::Debug for CounterView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CounterView").field("names", &self.names.len()).finish()
+    }
+}
+
+impl CounterView {
+    /// Opens the page at `path` for reading (see [`CounterPage::read`]).
+    ///
+    /// # Errors
+    /// As [`CounterPage::read`].
+    pub fn open(path: &Path) -> Result<CounterView, QueueError> {
+        let (map, names) = open_page(path, Access::Read)?;
+        Ok(CounterView { map, names })
+    }
+
+    /// The index of the counter named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Reads counter `index` (None past the page's count).
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<u64> {
+        if index >= self.names.len() {
+            return None;
+        }
+        // SAFETY: index < count and the size was checked at open, so the value is
+        // inside the mapping, 8-byte aligned, and only ever accessed atomically (a
+        // Relaxed atomic load from a read-only mapping is allowed).
+        let v = unsafe { atomic_at::<AtomicU64>(&self.map, values_offset(self.names.len()) + 8 * index) };
+        Some(v.load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_reads_each_counter_as_the_writer_sets_it_and_nothing_past_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("page");
+        let page = CounterPage::open_or_create(&path, &["a", "flows_active", "c"]).unwrap();
+        let view = CounterView::open(&path).unwrap();
+        let i = view.index_of("flows_active").unwrap();
+        assert_eq!((i, view.index_of("missing")), (1, None));
+        assert_eq!(view.get(i), Some(0));
+        // Written after the view was opened: one mapping, every reading current.
+        page.set(1, 1_000_000);
+        page.add(2, 7);
+        assert_eq!((view.get(0), view.get(1), view.get(2), view.get(3)), (Some(0), Some(1_000_000), Some(7), None));
+        assert!(CounterView::open(&dir.path().join("none")).is_err());
+    }
 
     #[test]
     fn counters_roundtrip_and_reopen() {

@@ -64,7 +64,7 @@ mod spec;
 mod wait;
 
 pub use consumer::{Consumer, QueueState};
-pub use counters::{CounterPage, COUNTER_LAYOUT_VERSION, COUNTER_MAGIC, COUNTER_NAME_LEN, MAX_COUNTERS};
+pub use counters::{CounterPage, CounterView, COUNTER_LAYOUT_VERSION, COUNTER_MAGIC, COUNTER_NAME_LEN, MAX_COUNTERS};
 pub use error::{QueueError, SpecError};
 pub use files::{prepare_dir, DIR_MODE, FILE_MODE};
 pub use header::{HEADER_SIZE, QUEUE_LAYOUT_VERSION, QUEUE_MAGIC};
