@@ -2923,7 +2923,7 @@ pub(crate) mod tests {
         let mut plain = Aggregate::new(Primitives::default_set()).with_max_rows(1000);
         while ready.prepare_rows(usize::MAX, 1 << 20) > 0 {}
         assert_eq!(ready.rows.index.len(), (2 * 1001usize).next_power_of_two(), "the limit's index, not more");
-        let room: usize = ready.rows.chunks.iter().map(Vec::capacity).sum();
+        let room = ready.room_for_rows();
         assert!(room < 4 * 1001, "room for {room} rows made ready under a limit of 1,000");
         for i in 0..1500u16 {
             let r = ip_record(

@@ -261,27 +261,19 @@ impl CounterPage {
     /// owner is not checked, so a non-root member of the station's group may read.
     ///
     /// # Errors
-    /// Missing file, not a regular file, open to others, or not a counter page.
+    /// As [`CounterView::open`].
     pub fn read(path: &Path) -> Result<Vec<(String, u64)>, QueueError> {
-        let (map, names) = open_page(path, Access::Read)?;
-        let base = values_offset(names.len());
-        Ok(names
-            .into_iter()
-            .enumerate()
-            .map(|(i, name)| {
-                // SAFETY: i < count and the size was checked, so the value is inside
-                // the mapping, 8-byte aligned, and only ever accessed atomically
-                // (a Relaxed atomic load from a read-only mapping is allowed).
-                let v = unsafe { atomic_at::<AtomicU64>(&map, base + 8 * i) };
-                (name, v.load(Ordering::Relaxed))
-            })
-            .collect())
+        let view = CounterView::open(path)?;
+        let values: Vec<u64> = (0..view.names.len()).filter_map(|i| view.get(i)).collect();
+        Ok(view.names.into_iter().zip(values).collect())
     }
 }
 
-/// A counter page another process writes, opened once for reading: checked
-/// as [`CounterPage::read`] checks it, mapped read-only, then each reading one
-/// atomic load, for a reader that polls a counter often (cj-app reads its
+/// A counter page another process writes, opened once for reading (never
+/// following a symbolic link, never blocking; the owner is not checked, so a
+/// non-root member of the station's group may read), mapped read-only, then
+/// each reading one atomic load ([`CounterPage::read`] reads every counter
+/// once through one), for a reader that polls a counter often (cj-app reads its
 /// workers' `flows_active` every 20 ms while idle: an open, a map and an
 /// unmap for each reading cost it more than its own idle waiting did).
 ///
@@ -303,10 +295,10 @@ impl fmt::Debug for CounterView {
 }
 
 impl CounterView {
-    /// Opens the page at `path` for reading (see [`CounterPage::read`]).
+    /// Opens the page at `path` for reading.
     ///
     /// # Errors
-    /// As [`CounterPage::read`].
+    /// Missing file, not a regular file, open to others, or not a counter page.
     pub fn open(path: &Path) -> Result<CounterView, QueueError> {
         let (map, names) = open_page(path, Access::Read)?;
         Ok(CounterView { map, names })
