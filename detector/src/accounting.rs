@@ -760,6 +760,37 @@ mod tests {
         (out, acct)
     }
 
+    /// An IPv4 header of `proto` from `src` to `dst` with `id` and the
+    /// flags-and-offset field `frag`, then `payload` (checksum 0: not checked).
+    fn ipv4_packet(proto: u8, src: [u8; 4], dst: [u8; 4], id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&frag.to_be_bytes());
+        p.extend_from_slice(&[64, proto, 0, 0]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn a_fragment_remainder_ended_while_a_tunnelled_packet_is_counted_is_in_no_tunnel() {
+        // The same inner later fragment (UDP, id 5, offset 800) carried twice in
+        // IPIP, 40 s apart: the second finds the first's entry past its 30 s and
+        // ends it while the tunnel of the packet in hand is set.
+        let inner = ipv4_packet(17, [10, 0, 0, 1], [10, 0, 0, 2], 5, 100, &[0u8; 32]);
+        let outer = ipv4_packet(4, [10, 9, 0, 7], [10, 9, 0, 8], 1, 0x4000, &inner);
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        frame.extend_from_slice(&outer);
+        let frames = [(1000 * 1_000_000_000, frame.clone()), (1040 * 1_000_000_000, frame)];
+        let (out, acct) = run_slots(&frames, wire::tunnel::Decap::parse("ipip").unwrap());
+        let rows: Vec<_> = out.iter().filter(|r| r.packets() > 0).map(|r| (r.tunnel_kind, r.packets())).collect();
+        assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 2, "{out:?}");
+        assert!(rows.iter().all(|&(kind, _)| kind == 0), "remainders are in no tunnel: {out:?}");
+        assert_eq!(acct.fragment_stats().unattributed, 2);
+    }
+
     #[test]
     fn tunnelled_packets_count_as_their_inner_flows_with_their_tunnels_when_decap_is_on() {
         use sim::tunnel::{tunnel_capture, TunnelRow};

@@ -814,6 +814,11 @@ impl FlowTable {
         self.tunnel = tunnel;
     }
 
+    /// The tunnel packets are counted in now ([`FlowTable::set_tunnel`]).
+    pub fn tunnel(&self) -> TunnelHandle {
+        self.tunnel
+    }
+
     /// The table's settings.
     pub fn config(&self) -> &TableConfig {
         &self.core.cfg

@@ -5,8 +5,13 @@
 //! carries no transport header, so its summary has ports 0. The table
 //! remembers, per datagram, the ports of its first fragment (offset 0, more
 //! fragments), keyed by [`FragKey`]: source and destination address,
-//! protocol, IP version, both VLAN ids and the identification (16 bits for
-//! IPv4, the 32 bits of the IPv6 Fragment header). The capture source is not
+//! IP version, both VLAN ids, the identification (16 bits for IPv4, the 32
+//! bits of the IPv6 Fragment header) and, for IPv4 only, the protocol (RFC
+//! 791's datagram key; RFC 8200 keys an IPv6 datagram by its addresses and
+//! id: its later fragments' protocol is the Fragment header's next header,
+//! which is not the first fragment's upper layer when an extension header,
+//! AH or Destination Options, follows the Fragment header, so a later
+//! fragment takes its first fragment's protocol with its ports). The capture source is not
 //! in the key: a datagram's ports are the same wherever it is seen, and each
 //! fragment is still counted in the flow of its own capture point (a pcapng
 //! whose fragments alternate between two interfaces gives each its rows).
@@ -55,7 +60,9 @@
 //!   the timeout takes the ports of its newest first fragment.
 //! - Attribution of held fragments of two capture points at once: when a
 //!   later fragment comes from another capture source than the fragments
-//!   held for its datagram, those are counted as the remainder at once.
+//!   held for its datagram (or, IPv6, with another Fragment header next
+//!   header: an id reused by another datagram), those are counted as the
+//!   remainder at once.
 //! - Where a held fragment is counted when its first fragment starts a new
 //!   flow part (a restart after idle time): in the part that first fragment
 //!   is in.
@@ -66,6 +73,7 @@ use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
 use crate::flow_table::{FlowTable, FrameTime, HeldCounts};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
+use crate::tunnels::TunnelHandle;
 
 /// How long a datagram's entry lives after its last fragment, on the flow
 /// clock: 30 s, Linux's default `net.ipv4.ipfrag_time`.
@@ -91,7 +99,7 @@ pub struct FragKey {
     pub vlan: u16,
     /// Inner VLAN id.
     pub vlan_inner: u16,
-    /// IP protocol (IPv6: the Fragment header's next header).
+    /// IP protocol for IPv4; 0 for IPv6 (RFC 8200 keys a datagram without it).
     pub proto: u8,
     /// 4 or 6.
     pub ip_version: u8,
@@ -107,7 +115,7 @@ impl FragKey {
             id: s.frag_id,
             vlan: s.vlan,
             vlan_inner: s.vlan_inner,
-            proto: s.proto,
+            proto: if s.ip_version == 6 { 0 } else { s.proto },
             ip_version: s.ip_version,
         }
     }
@@ -128,6 +136,10 @@ struct Datagram {
     /// Ports of the first fragment (source, destination), when it came.
     src_port: u16,
     dst_port: u16,
+    /// Protocol of the first fragment (its upper layer), when it came.
+    proto: u8,
+    /// Protocol of the held fragments (their own summary's, for a remainder's flow).
+    held_proto: u8,
     /// The first fragment came.
     known: bool,
 }
@@ -202,7 +214,7 @@ impl FragmentTable {
         let i = self.entry(FragKey::of(s), now_ns, flows, sink);
         let d = self.slab.get_mut(i);
         d.known = true;
-        (d.src_port, d.dst_port) = (s.src_port, s.dst_port);
+        (d.src_port, d.dst_port, d.proto) = (s.src_port, s.dst_port, s.proto);
         d.seen_ns = now_ns;
         let held = std::mem::take(&mut d.held);
         let held_source = d.held_source;
@@ -234,20 +246,21 @@ impl FragmentTable {
         let d = self.slab.get_mut(i);
         d.seen_ns = now_ns;
         if d.known {
-            let with_ports = PacketSummary { src_port: d.src_port, dst_port: d.dst_port, ..*s };
+            let with_ports = PacketSummary { proto: d.proto, src_port: d.src_port, dst_port: d.dst_port, ..*s };
             self.slab.touch(i, ALL);
             self.stats.attributed += 1;
             let (key, dir) = FlowKey::from_summary(&with_ports);
             flows.packet_from(source, &with_ports, &key, dir, frame, now_ns, sink);
         } else {
-            if d.held.packets > 0 && d.held_source != source {
-                // Held fragments of another capture point: the remainder (see the docs).
+            if d.held.packets > 0 && (d.held_source != source || d.held_proto != s.proto) {
+                // Held fragments of another capture point, or (IPv6, whose key has
+                // no protocol) of another next header: the remainder (see the docs).
                 let (fk, d) = (*self.slab.key(i), *self.slab.get(i));
                 self.remainder(&fk, &d, now_ns, flows, sink);
                 self.slab.get_mut(i).held = HeldCounts::default();
             }
             let d = self.slab.get_mut(i);
-            d.held_source = source;
+            (d.held_source, d.held_proto) = (source, s.proto);
             let h = &mut d.held;
             if h.packets == 0 {
                 h.first_ns = frame.ts_ns;
@@ -288,6 +301,8 @@ impl FragmentTable {
             dst_mac: [0; 6],
             src_port: 0,
             dst_port: 0,
+            proto: 0,
+            held_proto: 0,
             known: false,
         };
         match self.slab.insert_hashed(hash, fk, fresh, ALL) {
@@ -302,7 +317,9 @@ impl FragmentTable {
         self.remainder(&fk, &d, now_ns, flows, sink);
     }
 
-    /// Counts the held fragments of `d` under ports 0/0.
+    /// Counts the held fragments of `d` under ports 0/0, in no tunnel (a
+    /// remainder may be ended while another datagram's decapsulated packet
+    /// is counted: it is not that packet's tunnel's).
     fn remainder(
         &mut self,
         fk: &FragKey,
@@ -326,13 +343,16 @@ impl FragmentTable {
             ip_version: fk.ip_version,
             src: fk.src,
             dst: fk.dst,
-            proto: fk.proto,
+            proto: d.held_proto,
             fragment: Fragment::Later,
             frag_id: fk.id,
             ..PacketSummary::default()
         };
         let (key, dir) = FlowKey::from_summary(&s);
+        let tunnel = flows.tunnel();
+        flows.set_tunnel(TunnelHandle::NONE);
         flows.held_from(d.held_source, &s, &key, dir, &d.held, now_ns, sink);
+        flows.set_tunnel(tunnel);
     }
 
     /// Ends the entries not touched for the timeout at `now_ns` (held
@@ -521,6 +541,61 @@ mod tests {
         assert!(out.iter().all(|r| r.ip_version == 6 && r.flags & FLAG_FRAGMENTS != 0));
         let st = a.fragment_stats();
         assert_eq!((st.seen, st.attributed, st.unattributed), (5, 2, 1));
+    }
+
+    /// An IPv6 frame 2001:db8::1 -> ::2 whose Fragment header is followed by a
+    /// Destination Options header (RFC 8200's order): the first fragment
+    /// (`offset8` 0) carries the options and UDP 40000 -> 9999; a later one
+    /// only the Fragment header, whose next header is Destination Options (60).
+    fn ipv6_fragment_with_options(offset8: u16, more: bool) -> Vec<u8> {
+        let mut part = Vec::new();
+        if offset8 == 0 {
+            part.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // Destination Options (8 bytes) -> UDP
+            part.extend_from_slice(&[0x9c, 0x40, 0x27, 0x0f, 0x04, 0xb8, 0, 0]);
+            // UDP 40000 -> 9999
+        }
+        part.resize(600, b'x');
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((8 + part.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        f.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(&[60, 0]);
+        f.extend_from_slice(&((offset8 << 3) | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&0xabc2u32.to_be_bytes());
+        f.extend_from_slice(&part);
+        f
+    }
+
+    #[test]
+    fn ipv6_later_fragments_join_their_datagram_when_an_extension_header_follows_the_fragment_header() {
+        // In order, and a later fragment before its first: one UDP flow each time.
+        for order in [[0u16, 75], [75, 0]] {
+            let mut a = acct();
+            let mut out = Vec::new();
+            for (i, offset8) in order.into_iter().enumerate() {
+                let f = ipv6_fragment_with_options(offset8, offset8 == 0);
+                let s = wire::summarize(&f);
+                assert_eq!(s.proto, if offset8 == 0 { 17 } else { 60 }, "the parser's view of each fragment");
+                a.summary(&s, S + i as u64, f.len() as u32, &mut out);
+            }
+            a.flush(&mut out);
+            let rows: Vec<_> =
+                out.iter().filter(|r| r.packets() > 0).map(|r| (r.proto, r.port_a, r.port_b, r.packets())).collect();
+            assert_eq!(rows, vec![(17, 40000, 9999, 2)], "one datagram, one flow ({order:?}): {out:?}");
+            let st = a.fragment_stats();
+            assert_eq!((st.attributed, st.unattributed), (1, 0));
+        }
+        // A later fragment whose first never comes keeps its own protocol in the remainder.
+        let mut a = acct();
+        let mut out = Vec::new();
+        let f = ipv6_fragment_with_options(75, false);
+        a.summary(&wire::summarize(&f), S, f.len() as u32, &mut out);
+        a.flush(&mut out);
+        let rows: Vec<_> = out.iter().map(|r| (r.proto, r.port_a, r.port_b, r.packets())).collect();
+        assert_eq!(rows, vec![(60, 0, 0, 1)]);
     }
 
     #[test]
