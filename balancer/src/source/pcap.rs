@@ -5,10 +5,12 @@
 //! for cut, oversized and unreadable records as the crate's reader.
 //!
 //! Guarantees: frames come out in file order with nanosecond timestamps
-//! (pcapng interface resolution and offset applied); a record cut short at the
+//! (pcapng interface resolution, a power of ten or of two, and offset
+//! applied); a record cut short at the
 //! end of the file is counted in `errors` and ends the stream; a corrupt block
 //! in the middle stops the source with [`SourceError::Corrupt`] after every
-//! frame before it was delivered. Memory is the read buffer, whatever the file size.
+//! frame before it was delivered (in pcapng also a packet of an interface the
+//! section did not declare, and a timestamp resolution too fine for a u64). Memory is the read buffer, whatever the file size.
 //!
 //! Link types (`wire::link`): Ethernet (1), Linux SLL (113) and SLL2 (276),
 //! raw IP (101, 228, 229) and null/loop (0, 108), per interface in pcapng (one
@@ -375,69 +377,86 @@ impl Source for PcapSource {
         while delivered < max {
             let (consumed, outcome) = match reader.next() {
                 Ok((offset, block)) => {
-                    let outcome = match block {
-                        PcapBlockOwned::LegacyHeader(header) => {
-                            self.legacy_link = legacy_link_of(&self.path, header.network.0 as u32)?;
-                            self.legacy_nanos = header.is_nanosecond_precision();
-                            None
-                        }
-                        PcapBlockOwned::Legacy(b) => {
-                            let frac =
-                                if self.legacy_nanos { u64::from(b.ts_usec) } else { u64::from(b.ts_usec) * 1000 };
-                            let wire_len = b.origlen.max(b.caplen);
-                            let frame = Frame {
-                                ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + frac,
-                                wire_len,
-                                data: frame_bytes(self.legacy_link, b.data, b.caplen, wire_len, &mut self.form),
-                                source: 0,
-                            };
-                            sink(&frame);
-                            Some(())
-                        }
-                        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
-                            self.ng_interfaces.clear();
-                            None
-                        }
-                        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            let link = ng_link(&self.path, idb.linktype.0, self.ng_interfaces.len())?;
-                            self.ng_interfaces.push(NgInterface {
-                                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
-                                offset_sec: idb.ts_offset(),
-                                link,
-                            });
-                            None
-                        }
-                        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                            let iface = self.ng_interfaces.get(epb.if_id as usize).copied().unwrap_or(NgInterface {
-                                units_per_sec: 1_000_000,
-                                offset_sec: 0,
-                                link: ETHERNET,
-                            });
-                            let ts_units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            let wire_len = epb.origlen.max(epb.caplen);
-                            let frame = Frame {
-                                ts_ns: ts_to_ns(ts_units, iface.units_per_sec, iface.offset_sec),
-                                wire_len,
-                                data: frame_bytes(iface.link, epb.data, epb.caplen, wire_len, &mut self.form),
-                                source: epb.if_id.min(255) as u8,
-                            };
-                            sink(&frame);
-                            Some(())
-                        }
-                        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                            let link = self.ng_interfaces.first().map_or(ETHERNET, |i| i.link);
-                            let wire_len = spb.origlen.max(spb.data.len() as u32);
-                            let caplen = spb.origlen.min(spb.data.len() as u32);
-                            let frame = Frame {
-                                ts_ns: 0,
-                                wire_len,
-                                data: frame_bytes(link, spb.data, caplen, wire_len, &mut self.form),
-                                source: 0,
-                            };
-                            sink(&frame);
-                            Some(())
-                        }
-                        PcapBlockOwned::NG(_) => None,
+                    // Ok(Some(())): a frame delivered; Ok(None): a block without
+                    // one; Err: what makes the block corrupt.
+                    let outcome: Result<Option<()>, String> = 'block: {
+                        Ok(match block {
+                            PcapBlockOwned::LegacyHeader(header) => {
+                                self.legacy_link = legacy_link_of(&self.path, header.network.0 as u32)?;
+                                self.legacy_nanos = header.is_nanosecond_precision();
+                                None
+                            }
+                            PcapBlockOwned::Legacy(b) => {
+                                let frac =
+                                    if self.legacy_nanos { u64::from(b.ts_usec) } else { u64::from(b.ts_usec) * 1000 };
+                                let wire_len = b.origlen.max(b.caplen);
+                                let frame = Frame {
+                                    ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + frac,
+                                    wire_len,
+                                    data: frame_bytes(self.legacy_link, b.data, b.caplen, wire_len, &mut self.form),
+                                    source: 0,
+                                };
+                                sink(&frame);
+                                Some(())
+                            }
+                            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                                self.ng_interfaces.clear();
+                                None
+                            }
+                            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                                let link = ng_link(&self.path, idb.linktype.0, self.ng_interfaces.len())?;
+                                let Some(units_per_sec) = units_per_sec(idb.if_tsresol) else {
+                                    break 'block Err(format!(
+                                    "interface {} has a timestamp resolution (if_tsresol {:#04x}) finer than a u64 can count",
+                                    self.ng_interfaces.len(),
+                                    idb.if_tsresol
+                                ));
+                                };
+                                self.ng_interfaces.push(NgInterface {
+                                    units_per_sec,
+                                    offset_sec: idb.ts_offset(),
+                                    link,
+                                });
+                                None
+                            }
+                            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                                let Some(&iface) = self.ng_interfaces.get(epb.if_id as usize) else {
+                                    break 'block Err(format!(
+                                        "a packet names interface {} but the section declares {}",
+                                        epb.if_id,
+                                        self.ng_interfaces.len()
+                                    ));
+                                };
+                                let ts_units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                let wire_len = epb.origlen.max(epb.caplen);
+                                let frame = Frame {
+                                    ts_ns: ts_to_ns(ts_units, iface.units_per_sec, iface.offset_sec),
+                                    wire_len,
+                                    data: frame_bytes(iface.link, epb.data, epb.caplen, wire_len, &mut self.form),
+                                    source: epb.if_id.min(255) as u8,
+                                };
+                                sink(&frame);
+                                Some(())
+                            }
+                            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                                let Some(link) = self.ng_interfaces.first().map(|i| i.link) else {
+                                    break 'block Err(
+                                        "a simple packet block comes before any interface is declared".into()
+                                    );
+                                };
+                                let wire_len = spb.origlen.max(spb.data.len() as u32);
+                                let caplen = spb.origlen.min(spb.data.len() as u32);
+                                let frame = Frame {
+                                    ts_ns: 0,
+                                    wire_len,
+                                    data: frame_bytes(link, spb.data, caplen, wire_len, &mut self.form),
+                                    source: 0,
+                                };
+                                sink(&frame);
+                                Some(())
+                            }
+                            PcapBlockOwned::NG(_) => None,
+                        })
                     };
                     (offset, outcome)
                 }
@@ -472,6 +491,19 @@ impl Source for PcapSource {
                     });
                 }
             };
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(detail) => {
+                    self.stats.errors += 1;
+                    self.ended = true;
+                    return Err(SourceError::Corrupt {
+                        path: self.path.clone(),
+                        offset: reader.consumed(),
+                        detail,
+                        delivered: self.delivered,
+                    });
+                }
+            };
             reader.consume(consumed);
             if outcome.is_some() {
                 delivered += 1;
@@ -495,6 +527,20 @@ impl Source for PcapSource {
 
     fn describe(&self) -> String {
         format!("pcap:{}", self.path)
+    }
+}
+
+/// Timestamp units per second of a pcapng interface's `if_tsresol` (6,
+/// microseconds, when the option is absent): bit 7 clear, a power of ten;
+/// set, a power of two. None when it is too fine for a u64. (pcap-parser
+/// 0.17's `ts_resolution` checks the byte before masking bit 7 and so
+/// refuses every power of two.)
+fn units_per_sec(tsresol: u8) -> Option<u64> {
+    let e = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(e)
+    } else {
+        1u64.checked_shl(e)
     }
 }
 
@@ -783,6 +829,76 @@ mod tests {
             vec![(eth.clone(), 46, 0), (eth.clone(), 32, 1), (eth, 48, 2)],
             "each frame in the framing of its interface"
         );
+    }
+
+    /// An IDB of Ethernet with an `if_tsresol` option.
+    fn ng_idb_with_tsresol(tsresol: u8) -> Vec<u8> {
+        let mut idb = 1u16.to_le_bytes().to_vec();
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&0u32.to_le_bytes());
+        idb.extend_from_slice(&9u16.to_le_bytes()); // if_tsresol
+        idb.extend_from_slice(&1u16.to_le_bytes());
+        idb.extend_from_slice(&[tsresol, 0, 0, 0]);
+        idb.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
+        ng_block(1, &idb)
+    }
+
+    /// An EPB of interface `if_id` at `units` timestamp units.
+    fn ng_epb(if_id: u32, units: u64, d: &[u8]) -> Vec<u8> {
+        let mut epb = if_id.to_le_bytes().to_vec();
+        epb.extend_from_slice(&((units >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(units as u32).to_le_bytes());
+        epb.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        epb.extend_from_slice(d);
+        ng_block(6, &epb)
+    }
+
+    #[test]
+    fn pcapng_timestamps_follow_the_interfaces_resolution_in_powers_of_ten_and_of_two() {
+        let eth = ethernet_form(&IP, 0x0800);
+        // (if_tsresol, units per second): 10^-9, 2^-10 (bit 7 set), 2^-20, 10^-3.
+        for (tsresol, per_sec) in [(9u8, 1_000_000_000u64), (0x8a, 1024), (0x94, 1 << 20), (3, 1000)] {
+            let mut f = pcapng(&[], &[]);
+            f.extend(ng_idb_with_tsresol(tsresol));
+            f.extend(ng_epb(0, 1000 * per_sec, &eth));
+            f.extend(ng_epb(0, 1100 * per_sec + per_sec / 2, &eth));
+            let (frames, errors, error) = source_outcome(&f);
+            let ts: Vec<u64> = frames.iter().map(|f| f.0).collect();
+            assert_eq!(ts, vec![1_000_000_000_000, 1_100_500_000_000], "if_tsresol {tsresol:#04x}");
+            assert_eq!((errors, error), (0, None));
+        }
+        // Too fine for a u64 (10^20, 2^64): a one-line error before any frame of it.
+        for tsresol in [20u8, 0xc0] {
+            let mut f = pcapng(&[], &[]);
+            f.extend(ng_idb_with_tsresol(tsresol));
+            f.extend(ng_epb(0, 1, &eth));
+            let (frames, _, error) = source_outcome(&f);
+            assert!(frames.is_empty());
+            let error = error.expect("refused");
+            assert!(error.contains("corrupt capture") && error.contains("if_tsresol"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_pcapng_packet_of_an_undeclared_interface_is_a_corrupt_block_not_an_ethernet_frame() {
+        let eth = ethernet_form(&IP, 0x0800);
+        // Interface 0 is raw IP; the second packet names interface 1, which no IDB declared.
+        let mut f = pcapng(&[101], &[(0, &IP)]);
+        f.extend(ng_epb(1, 0, &IP));
+        let (frames, errors, error) = source_outcome(&f);
+        assert_eq!(frames.iter().map(|f| f.1.clone()).collect::<Vec<_>>(), vec![eth], "the frame before it");
+        assert_eq!(errors, 1);
+        let error = error.expect("refused");
+        assert!(error.contains("corrupt capture") && error.contains("interface 1"), "{error}");
+        // A simple packet block before any interface is declared: the same.
+        let mut f = pcapng(&[], &[]);
+        let mut spb = (IP.len() as u32).to_le_bytes().to_vec();
+        spb.extend_from_slice(&IP);
+        f.extend(ng_block(3, &spb));
+        let (frames, _, error) = source_outcome(&f);
+        assert!(frames.is_empty());
+        assert!(error.expect("refused").contains("before any interface"));
     }
 
     #[test]
