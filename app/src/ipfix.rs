@@ -8,10 +8,11 @@
 //! milliseconds since the exporter started, UNIX seconds, a sequence number
 //! that counts export packets, the source id `CJ_CLUSTER_ID`), its template
 //! FlowSet id is 0, and the elements keep their IANA numbers (the v9 field
-//! types 1..=80 are the same numbers; flowStartMilliseconds(152),
-//! flowEndMilliseconds(153) and flowEndReason(136) are IPFIX numbers that
-//! nfdump and pmacct also read in v9, so times stay absolute instead of
-//! relative to a sysUptime that a days-old capture would overflow).
+//! types 1..=80 are the same numbers; flowStartMilliseconds(152) and
+//! flowEndMilliseconds(153) are IPFIX numbers that nfdump and pmacct also
+//! read in v9, so times stay absolute instead of relative to a sysUptime
+//! that a days-old capture would overflow; flowEndReason(136) goes out too,
+//! but nfdump 1.7 does not read it in v9, only in IPFIX).
 //!
 //! Each [`FlowRecord`] of kind IP becomes up to two IPFIX data records, one per
 //! direction that has packets, the sending side as source (side a→b from
@@ -68,16 +69,31 @@
 //!   in the packet (RFC 3954 section 5.1). The observation domain / source id
 //!   is `CJ_CLUSTER_ID`; export time is wall clock.
 //! - Sockets are non-blocking and connected: a send that fails (would block,
-//!   the collector's port refused) drops that message, counts its data
-//!   records in `records_dropped` and warns at most once a minute per
-//!   collector; it never stops or slows the app. `summary.json` (`export`) and
-//!   the stats line show the counts.
+//!   no route) drops that message, counts its data records in
+//!   `records_dropped` and warns at most once a minute per collector; it
+//!   never stops or slows the app. A refusal (ECONNREFUSED) is the ICMP port
+//!   unreachable of an earlier message, reported on a later send that did
+//!   not go out: the last data message sent to that collector is counted
+//!   lost (moved from `records_exported` to `records_dropped`), and the
+//!   message in hand is sent again after the templates (the collector may
+//!   have restarted). `summary.json` (`export`) and the stats line show the
+//!   counts.
+//! - Every set is padded to 4 bytes (RFC 3954 section 5.3; RFC 7011 section
+//!   3.3.1 allows it).
+//! - The app sends its pending records before each checkpoint, so a record a
+//!   checkpoint counts has been sent: after a crash the restarted app goes on
+//!   after it (a record sent and not yet checkpointed is sent again: at least
+//!   once).
 //! - In fan-out mode (`ZBALANCE_HASH_MODE=2`, every queue sees every packet)
 //!   only the first queue's records are exported, as for the container table.
 //!
 //! Not guaranteed: delivery. UDP has no acknowledgement: a collector whose
 //! receive buffer overflows loses messages without the app knowing (the
-//! sequence numbers let the collector see the gap). Non-IP and malformed
+//! sequence numbers let the collector see the gap), and the messages are
+//! not paced (a flow table ending at once, e.g. at the end of a capture, goes
+//! out as fast as the socket takes it: give the collector a receive buffer
+//! for it, `nfcapd -B`). While a collector is down, a refusal may stand for
+//! several lost messages: `records_dropped` is then a lower bound. Non-IP and malformed
 //! records are not exported (no IPFIX template here fits them); their frames
 //! stay in `flows.csv`'s totals and `summary.json`.
 
@@ -395,7 +411,9 @@ impl DataMessage {
     /// [`MAX_MESSAGE`].
     pub fn push(&mut self, d: &DirRecord) -> bool {
         let new_set = self.open.is_none_or(|(_, t)| t != d.template());
-        let need = d.len() + if new_set { SET_HEADER_LEN } else { 0 };
+        // With the padding the set may take when it is closed (at most 3 bytes; a
+        // new set closes the open one, whose padding is then counted too).
+        let need = d.len() + if new_set { SET_HEADER_LEN + 3 } else { 0 } + 3;
         if HEADER_LEN_V9.max(HEADER_LEN) + self.buf.len() + need > MAX_MESSAGE {
             return false;
         }
@@ -412,6 +430,9 @@ impl DataMessage {
 
     fn close_set(&mut self) {
         if let Some((at, _)) = self.open.take() {
+            // Padded to 4 bytes (RFC 3954 section 5.3 asks for it; RFC 7011
+            // section 3.3.1 allows it: 1 to 3 bytes, shorter than any record).
+            self.buf.resize(at + (self.buf.len() - at).next_multiple_of(4), 0);
             let len = (self.buf.len() - at) as u16;
             self.buf[at + 2..at + 4].copy_from_slice(&len.to_be_bytes());
         }
@@ -449,6 +470,9 @@ struct Collector {
     socket: UdpSocket,
     /// When templates are due (now after a failed send).
     templates_at: Instant,
+    /// Data records of the last data message sent to it (counted exported
+    /// until a refusal says it was lost).
+    last_sent: u32,
     last_warning: Option<Instant>,
 }
 
@@ -542,6 +566,7 @@ impl Exporter {
                 packets: 0,
                 socket,
                 templates_at: Instant::now(),
+                last_sent: 0,
                 last_warning: None,
             });
         }
@@ -611,17 +636,22 @@ impl Exporter {
             if now >= self.collectors[i].templates_at {
                 self.send_templates(i, now);
             }
-            let mut h = self.header(now, n as u16);
-            let c = &mut self.collectors[i];
-            if c.protocol == Protocol::NetflowV9 {
-                h.seq = c.packets;
-                c.packets = c.packets.wrapping_add(1);
+            let mut sent = self.send(i, &body, n as u16, now);
+            if sent.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+                // The refusal is the ICMP port unreachable of an earlier message
+                // (the socket reports it once, on this send, which did not go
+                // out): the collector was down, and may be back. Templates
+                // first, then this message again.
+                self.refused(i);
+                self.send_templates(i, now);
+                sent = self.send(i, &body, n as u16, now);
             }
-            let msg = frame(c.protocol, &body, h);
-            match c.socket.send(&msg) {
+            let c = &mut self.collectors[i];
+            match sent {
                 Ok(_) => {
                     self.stats.messages += 1;
                     self.stats.records_exported += u64::from(n);
+                    c.last_sent = n;
                 }
                 Err(e) => {
                     self.stats.send_errors += 1;
@@ -632,6 +662,29 @@ impl Exporter {
             }
         }
         self.seq = self.seq.wrapping_add(n);
+    }
+
+    /// Counts a refusal of collector `i` (ECONNREFUSED: an earlier message met
+    /// a closed port): the last data message sent to it is taken as the one
+    /// lost, its records moved from exported to dropped. One refusal may stand
+    /// for several messages, so this is a lower bound of what was lost.
+    fn refused(&mut self, i: usize) {
+        let lost = u64::from(std::mem::take(&mut self.collectors[i].last_sent));
+        self.stats.send_errors += 1;
+        self.stats.records_exported -= lost;
+        self.stats.records_dropped += lost;
+    }
+
+    /// Sends a message of `body` (`count` records) to collector `i` (its v9
+    /// sequence number moves on whether or not the send goes out).
+    fn send(&mut self, i: usize, body: &[u8], count: u16, now: Instant) -> io::Result<usize> {
+        let mut h = self.header(now, count);
+        let c = &mut self.collectors[i];
+        if c.protocol == Protocol::NetflowV9 {
+            h.seq = c.packets;
+            c.packets = c.packets.wrapping_add(1);
+        }
+        c.socket.send(&frame(c.protocol, body, h))
     }
 
     /// A header for a message of `count` records sent now (the v9 sequence is the collector's).
@@ -646,14 +699,15 @@ impl Exporter {
     }
 
     fn send_templates(&mut self, i: usize, now: Instant) {
-        let mut h = self.header(now, 2);
-        let c = &mut self.collectors[i];
-        if c.protocol == Protocol::NetflowV9 {
-            h.seq = c.packets;
-            c.packets = c.packets.wrapping_add(1);
+        let body = template_body(self.collectors[i].protocol);
+        let mut sent = self.send(i, &body, 2, now);
+        if sent.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+            // An earlier message's refusal, reported on this send, which did not go out (see `flush`).
+            self.refused(i);
+            sent = self.send(i, &body, 2, now);
         }
-        let msg = frame(c.protocol, &template_body(c.protocol), h);
-        match c.socket.send(&msg) {
+        let c = &mut self.collectors[i];
+        match sent {
             Ok(_) => {
                 self.stats.messages += 1;
                 c.templates_at = now + TEMPLATE_INTERVAL;
@@ -710,9 +764,12 @@ mod tests {
             let (id, len) = (be16(m, at), be16(m, at + 2) as usize);
             let rl = if id == TEMPLATE_V6 { RECORD_LEN_V6 } else { RECORD_LEN_V4 };
             let al = if id == TEMPLATE_V6 { 16 } else { 4 };
-            assert_eq!((len - SET_HEADER_LEN) % rl, 0, "set length");
+            // As a collector reads a set: whole records, then 0 to 3 bytes of zero padding.
+            assert_eq!(len % 4, 0, "a set is padded to 4 bytes");
+            let padding = (len - SET_HEADER_LEN) % rl;
+            assert!(padding < 4 && m[at + len - padding..at + len].iter().all(|&b| b == 0), "set length");
             let mut r = at + SET_HEADER_LEN;
-            while r < at + len {
+            while r + rl <= at + len {
                 let p = r + 2 * al;
                 out.push((
                     id,
@@ -868,6 +925,7 @@ mod tests {
                 packets: 0,
                 socket: open(addr).unwrap(),
                 templates_at: Instant::now(),
+                last_sent: 0,
                 last_warning: None,
             }],
             domain: 4,
@@ -937,6 +995,52 @@ mod tests {
         assert_eq!(s.records, 10);
         assert!(s.records_dropped > 0 && s.send_errors > 0, "{s:?}");
         assert_eq!(s.records_exported + s.records_dropped, 10);
+    }
+
+    #[test]
+    fn a_collector_back_after_a_refusal_gets_the_templates_and_the_message_in_hand() {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = rx.local_addr().unwrap();
+        let mut e = Exporter {
+            collectors: vec![Collector {
+                url: format!("ipfix://{addr}"),
+                protocol: Protocol::Ipfix,
+                packets: 0,
+                socket: open(addr).unwrap(),
+                templates_at: Instant::now(),
+                last_sent: 0,
+                last_warning: None,
+            }],
+            domain: 4,
+            fan_out: false,
+            started: Instant::now(),
+            pending: DataMessage::default(),
+            pending_since: None,
+            seq: 0,
+            stats: ExportStats::default(),
+        };
+        e.tick(Instant::now());
+        drop(rx); // the collector goes down
+        e.add(0, &record(false, 1, 0));
+        e.flush(); // into a closed port: the ICMP port unreachable comes back to the socket
+                   // Until the kernel holds the refusal (poll says POLLERR without taking it; up to 5 s).
+        let mut fds = [PollFd::new(e.collectors[0].socket.as_fd(), PollFlags::empty())];
+        let ready = poll(&mut fds, PollTimeout::from(5000u16)).unwrap();
+        assert!(ready == 1 && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR)));
+        let rx = UdpSocket::bind(addr).unwrap(); // the collector is back
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        e.add(0, &record(false, 2, 0));
+        e.flush();
+        let mut buf = [0u8; 2048];
+        let n = rx.recv(&mut buf).expect("a message");
+        assert_eq!(be16(&buf[..n], 16), TEMPLATE_SET_ID, "templates first: {:?}", e.stats());
+        let n = rx.recv(&mut buf).expect("the message in hand");
+        let (_, recs) = decode(&buf[..n]);
+        assert_eq!(recs.iter().map(|r| r.6).collect::<Vec<_>>(), vec![2], "the second record, not lost");
+        let s = e.stats();
+        assert_eq!((s.records, s.records_exported, s.records_dropped), (2, 1, 1), "the first counted lost: {s:?}");
     }
 
     #[test]

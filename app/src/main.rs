@@ -198,6 +198,12 @@ impl Run {
     /// them would stall the detector, and what is lost is only what a crash
     /// before the next good checkpoint would lose.
     fn checkpoint(&mut self) {
+        // The records a checkpoint counts are sent first: after a crash the
+        // restarted app skips them, so a record still pending here would
+        // never reach a collector (the export is at least once across a crash).
+        if let Some(e) = self.exporter.as_mut() {
+            e.flush();
+        }
         match self.saver.save(&self.fit, self.intake.saved(), &mut self.accounts) {
             Ok(()) => self.checkpoint_warned = false,
             Err(e) if !self.checkpoint_warned => {

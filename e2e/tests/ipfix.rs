@@ -215,6 +215,91 @@ fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth_over_ipfix_
     assert!(v9_log.contains("Sequence Errors: 0"), "nfcapd saw a NetFlow v9 sequence gap:\n{v9_log}");
 }
 
+/// The restarts test's paced stream: 20,000 frames at 5,000 a second, 200 flows.
+const PACED: &str = "flows=200,packets=20000,sizes=64:50/1000:50,v6=20,vlan=10,seed=31,rate=5000";
+
+#[test]
+fn an_app_killed_after_a_checkpoint_had_sent_every_record_the_checkpoint_counts() {
+    let (Some(nfcapd), Some(nfdump)) = (e2e::peer_tool("nfcapd", "nfdump"), e2e::peer_tool("nfdump", "nfdump")) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let flows_dir = work.path().join("nfcapd");
+    std::fs::create_dir(&flows_dir).expect("mkdir");
+    let (collector, port) = Nfcapd::start(&nfcapd, &flows_dir);
+    let spec: SimSpec = PACED.parse().expect("spec");
+    let iface = format!("sim:{PACED}");
+    let export = format!("ipfix://127.0.0.1:{port}");
+    // A 64-slot record queue: the app checkpoints every 32 records, and is
+    // killed just after its first checkpoint, when records it has read (and
+    // counted in that checkpoint) may still wait for the exporter's next message.
+    let cluster = Cluster::new(&[
+        ("CJ_IFACE", &iface),
+        ("ZBALANCE_HASH_MODE", "1"),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_REFRESH", "1"),
+        ("CJ_QUEUE_SLOTS", "32768"),
+        ("CJ_RECORD_QUEUE_SLOTS", "64"),
+        ("CJ_EXPORT", &export),
+    ]);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let spawn = |name: &str, args: &[&std::ffi::OsStr]| {
+        let mut cmd = cluster.command(name);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().expect("start a station binary")
+    };
+    let app_args = [std::ffi::OsStr::new("--out"), out.as_os_str()];
+    let detector = spawn("cj-detector", &[]);
+    let mut first = spawn("cj-app", &app_args);
+    let balancer = spawn("cj-balancer", &[]);
+    let rec = station::naming::set_record_queue_path(&cluster.cluster_dir(), 0, 0);
+    let released = || shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while released() == 0 {
+        assert!(Instant::now() < deadline, "cj-app released no record-queue slot within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().expect("SIGKILL the first cj-app");
+    let first = first.wait_with_output().expect("first cj-app");
+    let second = spawn("cj-app", &app_args);
+    let outs = wait_all(
+        vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", second)],
+        Duration::from_secs(180),
+    );
+    let all = format!(
+        "--- first app\n{}\n--- second app\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        String::from_utf8_lossy(&outs[2].stderr)
+    );
+    for o in &outs {
+        assert!(o.status.success(), "a process failed:\n{all}");
+    }
+    assert!(
+        String::from_utf8_lossy(&outs[2].stderr).contains("continuing from"),
+        "the second cj-app did not continue the checkpoint:\n{all}"
+    );
+    wait_until_read(port);
+    let log = collector.stop();
+
+    // At least once: every direction's packets and bytes reached the collector
+    // (a record read after the checkpoint and sent before the kill is sent
+    // again by the second app, so the collector may hold more, never less).
+    let want = truth_rows(&sim::truth(&spec));
+    assert!(diff_rows(&read_flows_csv(&out.join("flows.csv")), &want).is_none(), "flows.csv differs from the truth");
+    let (got, _) = nfdump_rows(&nfdump, &flows_dir);
+    let short: Vec<_> = want
+        .iter()
+        .filter(|(k, w)| got.get(*k).is_none_or(|g| g.0 < w.0 || g.1 < w.1))
+        .map(|(k, w)| format!("{k:?}: truth {w:?}, collector {:?}", got.get(k)))
+        .collect();
+    assert!(
+        short.is_empty(),
+        "records lost from the export across the crash:\n{}\nnfcapd said:\n{log}\n{all}",
+        short.join("\n")
+    );
+}
+
 #[test]
 fn an_export_destination_that_is_neither_ipfix_nor_netflow_v9_is_refused_with_the_accepted_forms() {
     let cluster = Cluster::new(&[("CJ_EXPORT", "netflow://127.0.0.1:2055")]);
