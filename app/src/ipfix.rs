@@ -913,14 +913,11 @@ mod tests {
         assert_eq!(m.records(), 0, "take empties the message");
     }
 
-    #[test]
-    fn a_collector_receives_templates_then_delta_records_whose_sums_are_the_totals() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let (url, addr) = (format!("ipfix://{}", rx.local_addr().unwrap()), rx.local_addr().unwrap());
-        let mut e = Exporter {
+    /// An exporter of IPFIX to `addr` only, observation domain 4, templates not yet sent.
+    fn ipfix_exporter_to(addr: SocketAddr) -> Exporter {
+        Exporter {
             collectors: vec![Collector {
-                url,
+                url: format!("ipfix://{addr}"),
                 protocol: Protocol::Ipfix,
                 packets: 0,
                 socket: open(addr).unwrap(),
@@ -935,7 +932,14 @@ mod tests {
             pending_since: None,
             seq: 0,
             stats: ExportStats::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_collector_receives_templates_then_delta_records_whose_sums_are_the_totals() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut e = ipfix_exporter_to(rx.local_addr().unwrap());
         e.tick(Instant::now());
         // An interim part and the flow's end: 3+2 then 4+1 packets; 100 more v4 flows fill a few messages.
         let mut interim = record(false, 3, 2);
@@ -1003,24 +1007,7 @@ mod tests {
         use std::os::fd::AsFd;
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = rx.local_addr().unwrap();
-        let mut e = Exporter {
-            collectors: vec![Collector {
-                url: format!("ipfix://{addr}"),
-                protocol: Protocol::Ipfix,
-                packets: 0,
-                socket: open(addr).unwrap(),
-                templates_at: Instant::now(),
-                last_sent: 0,
-                last_warning: None,
-            }],
-            domain: 4,
-            fan_out: false,
-            started: Instant::now(),
-            pending: DataMessage::default(),
-            pending_since: None,
-            seq: 0,
-            stats: ExportStats::default(),
-        };
+        let mut e = ipfix_exporter_to(addr);
         e.tick(Instant::now());
         drop(rx); // the collector goes down
         e.add(0, &record(false, 1, 0));

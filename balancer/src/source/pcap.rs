@@ -479,17 +479,8 @@ impl Source for PcapSource {
                     self.ended = true;
                     break;
                 }
-                Err(e) => {
-                    let detail = block_error(&e).to_string();
-                    self.stats.errors += 1;
-                    self.ended = true;
-                    return Err(SourceError::Corrupt {
-                        path: self.path.clone(),
-                        offset: reader.consumed(),
-                        detail,
-                        delivered: self.delivered,
-                    });
-                }
+                // A corrupt block: the one error below.
+                Err(e) => (0, Err(block_error(&e).to_string())),
             };
             let outcome = match outcome {
                 Ok(outcome) => outcome,
