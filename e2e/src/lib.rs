@@ -134,6 +134,13 @@ impl Cluster {
         let id = self.vars.iter().find(|(k, _)| k == "CJ_CLUSTER_ID").map_or("98", |(_, v)| v.as_str());
         self.shm.path().join(format!("conjure-{id}"))
     }
+
+    /// Record-queue slots the app has released on set 0's queue 0 so far (0
+    /// while the queue does not exist): each release follows a checkpoint.
+    pub fn records_released(&self) -> u64 {
+        let rec = station::naming::set_record_queue_path(&self.cluster_dir(), 0, 0);
+        shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued)
+    }
 }
 
 /// Outputs of the three processes of one run.

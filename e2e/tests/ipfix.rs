@@ -253,10 +253,8 @@ fn an_app_killed_after_a_checkpoint_had_sent_every_record_the_checkpoint_counts(
     let detector = spawn("cj-detector", &[]);
     let mut first = spawn("cj-app", &app_args);
     let balancer = spawn("cj-balancer", &[]);
-    let rec = station::naming::set_record_queue_path(&cluster.cluster_dir(), 0, 0);
-    let released = || shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while released() == 0 {
+    while cluster.records_released() == 0 {
         assert!(Instant::now() < deadline, "cj-app released no record-queue slot within 60 s");
         std::thread::sleep(Duration::from_millis(5));
     }

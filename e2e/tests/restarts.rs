@@ -86,10 +86,8 @@ fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth(
 
     // Kill it once it has released record-queue slots: they are in its
     // checkpoint and nowhere else (the queue will not give them again).
-    let rec = station::naming::set_record_queue_path(&cluster.cluster_dir(), 0, 0);
-    let released = || shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while released() == 0 {
+    while cluster.records_released() == 0 {
         assert!(Instant::now() < deadline, "cj-app released no record-queue slot within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -299,8 +297,6 @@ fn all_three_killed_mid_stream_and_restarted_lose_only_the_named_worker_flows() 
     // Mid-stream: the app has released record-queue slots (they are in its
     // checkpoint only) and the worker has read 2,000 packets of 20,000.
     let dir = cluster.cluster_dir();
-    let rec = station::naming::set_record_queue_path(&dir, 0, 0);
-    let released = || shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.dequeued);
     let page = station::naming::set_worker_stats_path(&dir, 0, 0);
     let packets = || {
         shmq::CounterPage::read(&page)
@@ -309,7 +305,7 @@ fn all_three_killed_mid_stream_and_restarted_lose_only_the_named_worker_flows() 
             .unwrap_or(0)
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while released() == 0 || packets() < 2000 {
+    while cluster.records_released() == 0 || packets() < 2000 {
         assert!(Instant::now() < deadline, "no record released and 2,000 packets read within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
