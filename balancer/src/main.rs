@@ -185,6 +185,23 @@ const HOLD_REMIND: Duration = Duration::from_secs(10);
 /// live, or unknown): a pcap/pcapng file holds at most one frame per 16 bytes
 /// (a pcap record header; a pcapng packet block is longer), `sim:` its
 /// `packets`.
+/// Counts and dispatches one frame the source delivered (not when the
+/// balancer's own filter, for an offline source, rejects it).
+fn deliver(
+    frame: &source::Frame<'_>,
+    offline_filter: Option<&filter::Filter>,
+    dispatcher: &mut Dispatcher,
+    stats: &mut BalancerStats,
+) {
+    if offline_filter.is_some_and(|f| !f.matches(frame.data, frame.wire_len)) {
+        return;
+    }
+    if dispatcher.dispatch(frame) {
+        stats.received += 1;
+        stats.received_bytes += u64::from(frame.wire_len);
+    }
+}
+
 fn offline_frame_bound(spec: &SourceSpec) -> Option<u64> {
     match spec {
         SourceSpec::Pcap(path) => std::fs::metadata(path).ok().map(|m| m.len() / 16 + 1),
@@ -356,16 +373,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     while !stop.load(Ordering::Relaxed) {
         // Each pass polled the source and published to the queues: progress for the watchdog.
         notifier.alive();
-        let (received, bytes) = (&mut stats.received, &mut stats.received_bytes);
-        let polled = source.poll_batch(BATCH, &mut |frame| {
-            if offline_filter.is_some_and(|f| !f.matches(frame.data, frame.wire_len)) {
-                return;
-            }
-            if dispatcher.dispatch(frame) {
-                *received += 1;
-                *bytes += u64::from(frame.wire_len);
-            }
-        });
+        let polled = source.poll_batch(BATCH, &mut |frame| deliver(frame, offline_filter, &mut dispatcher, &mut stats));
         dispatcher.publish();
         let src = source.stats();
         stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);
@@ -390,6 +398,11 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         }
     }
     notifier.stopping(if ended { "end of stream: closing the queues" } else { "stopping: publishing what is queued" });
+    if !ended {
+        // What the source had taken in before the signal (an AF_PACKET ring's
+        // blocks) goes to the queues too, and its last drops are counted.
+        source.finish(&mut |frame| deliver(frame, offline_filter, &mut dispatcher, &mut stats));
+    }
     let src = source.stats();
     stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);
     if ended {

@@ -235,6 +235,10 @@ impl Source for ContainersSource {
         self.afp.stats()
     }
 
+    fn finish(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) {
+        self.afp.finish(sink);
+    }
+
     fn describe(&self) -> String {
         let names: Vec<&str> = self.assigned.keys().map(String::as_str).collect();
         format!(

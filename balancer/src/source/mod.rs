@@ -135,6 +135,14 @@ pub trait Source {
 
     /// A short description for logs: `pcap:/x.pcap`, `sim:...`.
     fn describe(&self) -> String;
+
+    /// Called once when the balancer stops on a signal, before its last
+    /// counts: the source takes nothing new in, delivers to `sink` what it had
+    /// already taken (frames waiting in its buffers) and brings
+    /// [`Source::stats`] up to date. Sources that buffer nothing do nothing.
+    fn finish(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) {
+        let _ = sink;
+    }
 }
 
 /// Checks what can be checked of a live source without capturing (names,

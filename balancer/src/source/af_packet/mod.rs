@@ -22,12 +22,23 @@
 //! - Frames the kernel could not put in a ring (`PACKET_STATISTICS` `tp_drops`)
 //!   are [`SourceStats::capture_dropped`]; the kernel's counters are read and
 //!   accumulated at least every 100 ms while busy, on every idle round, and
-//!   when the source is dropped. A ring entry whose offsets point outside its
+//!   when the source is dropped. When capture stops ([`Source::finish`], the
+//!   balancer stopped by a signal; an interface the `containers` source lets
+//!   go) the socket is bound to no protocol, the ring is read until the
+//!   kernel has retired the block it was filling (the block timeout and 20 ms
+//!   more), and a frame the kernel counted into the ring that never came out
+//!   of it is counted in `capture_dropped` too: received + dropped equals the
+//!   kernel's count.
+//! - On a loopback interface the kernel hands every frame over twice (going
+//!   out and coming in): the outgoing copy is not taken
+//!   (`PACKET_IGNORE_OUTGOING`, Linux 4.20; before, a warning says frames count
+//!   twice), as libpcap does. A ring entry whose offsets point outside its
 //!   block is counted in [`SourceStats::errors`] and the rest of that block is
 //!   skipped (never read out of bounds).
 //! - An interface that goes down, loses its carrier or disappears does not
 //!   stop the source: one line is logged per transition and capture goes on
-//!   when it is back (an interface deleted and created again is bound again).
+//!   when it is back (an interface deleted and created again is bound again,
+//!   also when that happened between two looks at the link, a second apart).
 //!   The source never ends by itself.
 //! - Nothing is allocated and no system call is made per frame.
 //! - Framing, from the interface's `ARPHRD_*` type (`/sys/class/net/IF/type`):
@@ -195,11 +206,14 @@ pub struct LinkKind {
     framing: ring::Framing,
 }
 
+/// `ARPHRD_LOOPBACK`.
+const LOOPBACK_ARPHRD: u16 = 772;
+
 /// Ethernet-framed types: read with `SOCK_RAW`, delivered as captured.
 pub const ETHERNET_FRAMED: [LinkKind; 2] = [
     LinkKind { arphrd: 1, name: "Ethernet (ARPHRD_ETHER)", framing: ring::Framing::Ethernet },
     LinkKind {
-        arphrd: 772,
+        arphrd: LOOPBACK_ARPHRD,
         name: "loopback (ARPHRD_LOOPBACK, Ethernet header, MACs zero)",
         framing: ring::Framing::Ethernet,
     },
@@ -260,6 +274,9 @@ pub struct KernelStats {
     pub drops: u64,
     /// Times the ring froze (every block owned by user space).
     pub freeze_q_cnt: u64,
+    /// Frames the kernel put in the ring that were never read out of it
+    /// (counted when capture stops: see [`AfPacketSource::settle`]).
+    pub left: u64,
 }
 
 /// One interface: socket, ring, walk position, link state and counters.
@@ -273,6 +290,8 @@ struct Ring {
     link: Link,
     promisc: bool,
     kernel: KernelStats,
+    /// Frames read out of the ring and handed to the sink.
+    delivered: u64,
 }
 
 impl std::fmt::Debug for Ring {
@@ -421,6 +440,16 @@ impl Ring {
                 hint: "; the kernel refused CJ_FILTER's program".into(),
             })?;
         }
+        if kind.arphrd == LOOPBACK_ARPHRD {
+            // Loopback hands every frame to packet sockets twice, going out and
+            // coming in: keep the one coming in, as libpcap does on `lo`.
+            if let Err(e) = sys::set_packet_int(&fd, sys::PACKET_IGNORE_OUTGOING, 1) {
+                station::cj_warn!(
+                    "cj-balancer: warning: {name}: setsockopt(PACKET_IGNORE_OUTGOING) failed ({e}; Linux 4.20 or \
+                     later has it): every frame on this loopback interface is counted twice"
+                );
+            }
+        }
         let ring = Ring {
             name: name.to_owned(),
             ifindex,
@@ -430,6 +459,7 @@ impl Ring {
             link: read_link(name).0,
             promisc: params.promisc,
             kernel: KernelStats::default(),
+            delivered: 0,
         };
         ring.bind().map_err(|cause| AfPacketError::Setup {
             name: name.to_owned(),
@@ -496,17 +526,22 @@ impl Ring {
     /// Looks at `operstate`; binds again to an interface that was deleted and created anew.
     fn check_link(&mut self) {
         let (link, word) = read_link(&self.name);
-        if link == Link::Gone || self.link != Link::Gone {
+        // A device of that name with another index was deleted and created
+        // anew, perhaps between two looks (never seen gone): the socket was
+        // unhooked from the old one and must be bound to it.
+        let index = sys::ifindex_of(&self.name);
+        let recreated = link != Link::Gone && index.is_some_and(|i| i != self.ifindex);
+        if link == Link::Gone || (self.link != Link::Gone && !recreated) {
             self.set_link(link, &format!("operstate {word}"));
             return;
         }
-        // It was gone and a device of that name exists again: it has a new index.
-        let Some(index) = sys::ifindex_of(&self.name) else { return };
+        let Some(index) = index else { return };
         self.ifindex = index;
         match self.bind() {
             Ok(()) => {
                 station::cj_info!("cj-balancer: {} is back (ifindex {index}); socket bound again", self.name);
-                self.set_link(link, &format!("operstate {word}"));
+                // Said once: a link that never looked gone is "back", not "up again".
+                self.link = link;
             }
             Err(e) => station::cj_warn!("cj-balancer: {} is back but cannot be bound again: {e}", self.name),
         }
@@ -617,13 +652,12 @@ impl AfPacketSource {
     /// counters stay in [`Source::stats`]. False when it was not captured.
     pub fn remove(&mut self, name: &str, sink: &mut dyn FnMut(&Frame<'_>)) -> bool {
         let Some(i) = self.rings.iter().position(|r| r.name == name) else { return false };
-        let source = self.sources[i];
-        while self.rings[i].blocks.take(usize::MAX, source, &mut self.scratch, &mut self.errors, sink) > 0 {}
-        let mut ring = self.rings.remove(i);
-        ring.read_kernel_stats();
+        self.settle(i..i + 1, sink);
+        let ring = self.rings.remove(i);
         self.retired.packets += ring.kernel.packets;
         self.retired.drops += ring.kernel.drops;
         self.retired.freeze_q_cnt += ring.kernel.freeze_q_cnt;
+        self.retired.left += ring.kernel.left;
         station::cj_info!(
             "cj-balancer: {} no longer captured: kernel counted {} frames, dropped {} (ring full)",
             ring.name,
@@ -638,6 +672,41 @@ impl AfPacketSource {
         true
     }
 
+    /// Stops rings `which` taking frames (each socket bound to no protocol),
+    /// then delivers what they hold until none has had a frame for the block
+    /// timeout and 20 ms more (the kernel retires the block it was filling
+    /// once the timeout passes), reads the kernel's counters a last time, and
+    /// counts the frames the kernel put in a ring that never came out of it
+    /// ([`KernelStats::left`], part of `capture_dropped`).
+    fn settle(&mut self, which: std::ops::Range<usize>, sink: &mut dyn FnMut(&Frame<'_>)) {
+        for r in &self.rings[which.clone()] {
+            // Fails only for an interface that is gone, whose hook the kernel already took away.
+            let _ = sys::bind(&r.fd, r.ifindex, 0);
+        }
+        let quiet = Duration::from_millis(u64::from(self.params.block_timeout_ms) + 20);
+        let mut last = Instant::now();
+        while last.elapsed() < quiet {
+            let mut n = 0;
+            for i in which.clone() {
+                let taken =
+                    self.rings[i].blocks.take(usize::MAX, self.sources[i], &mut self.scratch, &mut self.errors, sink);
+                self.rings[i].delivered += taken as u64;
+                n += taken;
+            }
+            if n > 0 {
+                last = Instant::now();
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for r in &mut self.rings[which] {
+            r.read_kernel_stats();
+            // tp_packets counts the dropped frames too.
+            let into_ring = r.kernel.packets.saturating_sub(r.kernel.drops);
+            r.kernel.left = into_ring.saturating_sub(r.delivered);
+        }
+    }
+
     /// One round over the rings, a block (or what is left of the quota) each, round robin.
     fn drain(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> usize {
         let count = self.rings.len();
@@ -648,6 +717,7 @@ impl AfPacketSource {
             self.next_ring = if i + 1 == count { 0 } else { i + 1 };
             let n =
                 self.rings[i].blocks.take(max - delivered, self.sources[i], &mut self.scratch, &mut self.errors, sink);
+            self.rings[i].delivered += n as u64;
             if n == 0 {
                 empty_turns += 1;
             } else {
@@ -705,9 +775,15 @@ impl Source for AfPacketSource {
 
     fn stats(&self) -> SourceStats {
         SourceStats {
-            capture_dropped: self.retired.drops + self.rings.iter().map(|r| r.kernel.drops).sum::<u64>(),
+            capture_dropped: self.retired.drops
+                + self.retired.left
+                + self.rings.iter().map(|r| r.kernel.drops + r.kernel.left).sum::<u64>(),
             errors: self.errors,
         }
+    }
+
+    fn finish(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) {
+        self.settle(0..self.rings.len(), sink);
     }
 
     fn describe(&self) -> String {
@@ -734,11 +810,13 @@ impl Drop for AfPacketSource {
         self.read_kernel_stats();
         for r in &self.rings {
             station::cj_info!(
-                "cj-balancer: {}: kernel counted {} frames, dropped {} (ring full), ring froze {} times",
+                "cj-balancer: {}: kernel counted {} frames, dropped {} (ring full), ring froze {} times, {} left in \
+                 the ring unread",
                 r.name,
                 r.kernel.packets,
                 r.kernel.drops,
-                r.kernel.freeze_q_cnt
+                r.kernel.freeze_q_cnt,
+                r.kernel.left
             );
         }
     }
@@ -792,9 +870,12 @@ mod tests {
             tx.send_to(payload, rx.local_addr().expect("addr")).expect("send");
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        // Loopback shows every datagram twice: outgoing and incoming.
+        // Each datagram once (loopback hands it to packet sockets going out
+        // and coming in; the outgoing copy is ignored, as libpcap does): the
+        // polling goes on for a while after the fifth, to see no sixth.
         let mut seen = 0;
-        while seen < 10 && Instant::now() < deadline {
+        let mut quiet_until = deadline;
+        while Instant::now() < deadline.min(quiet_until) {
             src.poll_batch(64, &mut |f| {
                 if f.data.windows(payload.len()).any(|w| w == payload) {
                     // 14 Ethernet + 20 IPv4 + 8 UDP.
@@ -804,10 +885,97 @@ mod tests {
                 }
             })
             .expect("poll");
+            if seen >= 5 && quiet_until == deadline {
+                quiet_until = Instant::now() + Duration::from_millis(200);
+            }
         }
-        assert_eq!(seen, 10, "the five datagrams were captured, each going out and coming in");
+        assert_eq!(seen, 5, "the five datagrams were captured once each (lo's rx_packets and tcpdump -i lo: 5)");
         assert_eq!(src.stats().capture_dropped, 0);
         assert!(src.describe().starts_with("lo (AF_PACKET TPACKET_V3"));
         assert!(src.describe().contains("framing: loopback (ARPHRD_LOOPBACK"), "{}", src.describe());
+    }
+
+    /// Polls `src` for `d`, counting the frames that carry `payload`.
+    fn frames_with(src: &mut AfPacketSource, payload: &[u8], d: Duration) -> usize {
+        let mut seen = 0;
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            src.poll_batch(64, &mut |f| seen += usize::from(f.data.windows(payload.len()).any(|w| w == payload)))
+                .expect("poll");
+        }
+        seen
+    }
+
+    #[test]
+    fn frames_in_the_block_the_kernel_is_filling_are_delivered_when_capture_stops() {
+        if !sys::is_root() {
+            skip("needs root (CAP_NET_RAW) to open an AF_PACKET ring");
+            return;
+        }
+        // A block timeout of 1.5 s: the five datagrams wait in the open block.
+        let params = RingParams {
+            block_size: 1 << 16,
+            block_count: 4,
+            block_timeout_ms: 1500,
+            promisc: false,
+            filter: Vec::new(),
+        };
+        let mut src = AfPacketSource::open(&["lo".to_owned()], &params).expect("ring on lo");
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let payload = b"cj-af-packet-finish-payload";
+        for _ in 0..5 {
+            tx.send_to(payload, rx.local_addr().expect("addr")).expect("send");
+        }
+        // The block is not retired yet (unless this thread stalled for 1.5 s:
+        // then some come here, and the stop delivers the rest).
+        let before = frames_with(&mut src, payload, Duration::from_millis(100));
+        let mut seen = 0;
+        src.finish(&mut |f| seen += usize::from(f.data.windows(payload.len()).any(|w| w == payload)));
+        assert_eq!(before + seen, 5, "every frame the kernel put in the ring, at the latest at the stop");
+        assert_eq!(src.stats().capture_dropped, 0, "nothing left in the ring");
+    }
+
+    #[test]
+    fn an_interface_deleted_and_created_again_between_two_looks_is_captured_again() {
+        if !sys::is_root() {
+            skip("needs root (network namespaces, veth, AF_PACKET)");
+            return;
+        }
+        use std::process::Command;
+        let ip =
+            |args: &[&str]| assert!(Command::new("ip").args(args).status().is_ok_and(|s| s.success()), "ip {args:?}");
+        let (ns, host, peer) = ("cjt-recreate", "cjtrc0", "cjtrc1");
+        struct Cleanup(&'static str, &'static str);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["link", "del", self.1]).status();
+                let _ = Command::new("ip").args(["netns", "del", self.0]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        ip(&["netns", "add", ns]);
+        let _cleanup = Cleanup(ns, host);
+        let make = || {
+            ip(&["link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns]);
+            ip(&["link", "set", host, "up"]);
+            ip(&["-n", ns, "link", "set", peer, "up"]);
+            ip(&["addr", "add", "10.211.0.1/24", "dev", host]);
+            ip(&["neigh", "replace", "10.211.0.2", "lladdr", "02:00:00:00:02:11", "dev", host]);
+        };
+        make();
+        let params =
+            RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 5, promisc: false, filter: Vec::new() };
+        let mut src = AfPacketSource::open(&[host.to_owned()], &params).expect("ring on the veth");
+        // Deleted and made again at once: the source looks at the link once a second, and never sees it gone.
+        ip(&["link", "del", host]);
+        make();
+        let payload = b"cj-af-packet-recreated-veth-payload";
+        frames_with(&mut src, payload, Duration::from_millis(2500));
+        let tx = std::net::UdpSocket::bind("10.211.0.1:0").expect("bind on the new veth");
+        for _ in 0..5 {
+            tx.send_to(payload, "10.211.0.2:9").expect("send");
+        }
+        assert_eq!(frames_with(&mut src, payload, Duration::from_secs(1)), 5, "the new veth's five datagrams");
     }
 }
