@@ -27,6 +27,11 @@
 //!   the demo (`PF_RING_ERROR_END_OF_DEMO_MODE`) stops the source with
 //!   [`PfRingError::DemoEnded`].
 //!
+//! Not guaranteed: frames still in the PF_RING ring when the balancer stops
+//! on a signal are not read out (no [`Source::finish`] here, unlike
+//! AF_PACKET's: it could not be tested here, without PF_RING's kernel module),
+//! nor counted as dropped.
+//!
 //! The pcap device needs no kernel module (libpfring reads the file through
 //! libpcap), which is how the binding is tested on machines without PF_RING's
 //! kernel side. It reports no capture statistics (libpfring gives none for
