@@ -21,6 +21,7 @@
 mod aggregate;
 mod ahead;
 mod checkpoint;
+mod conn;
 mod containers;
 mod control;
 mod cost;

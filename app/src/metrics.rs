@@ -59,6 +59,8 @@
 //!   `cj_divert_rule_info{set,rule,line,text}` (1 per listed rule);
 //! - `cj_metrics_unreadable_files`: files of the cluster directory this scrape
 //!   could not read (each is missing from the families above).
+//! - `cj_app_connections_refused_total{endpoint=metrics|query}`: connections
+//!   of `/metrics` or the query socket closed unserved, over the 8 at once.
 //!
 //! Guarantees:
 //! - Off unless `CJ_METRICS_ADDR` is set. `PORT`, `127.0.0.1:PORT`, `[::1]:PORT`
@@ -70,7 +72,11 @@
 //!   the main loop answers its question between two polls of the record
 //!   queues, so a scrape costs the intake one small copy (identity terms and
 //!   container totals), and a slow or stuck client costs nothing but its own
-//!   connection (5 s to send its request; one connection at a time).
+//!   connection: each connection is served on a thread of its own, at most 8
+//!   at once (more are closed at once and counted in
+//!   `cj_app_connections_refused_total{endpoint="metrics"}`), and a client
+//!   has 5 s in all to send its request head, however it trickles, and 10 s
+//!   in all to take the answer ([`crate::conn`]).
 //! - A counter's value is the page's or header's own: no deltas, no resets
 //!   by the exporter (a restarted balancer continues its counters, see DESIGN).
 //!
@@ -97,6 +103,7 @@ use station::config::{ConfigError, StationConfig};
 use station::naming::HEARTBEAT_STALE_MS;
 
 use crate::aggregate::Totals;
+use crate::conn;
 use crate::containers::ContainerTotals;
 use crate::control::Asker;
 use crate::divert_pages::{self, ListedRule};
@@ -180,16 +187,10 @@ pub fn start(addr: SocketAddr, dir: PathBuf, asker: Asker) -> Result<Endpoint, M
     std::thread::Builder::new()
         .name("cj-metrics".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => {
-                        // A client that goes away mid-answer is its own problem.
-                        let _ = handle(stream, &dir, &asker);
-                    }
-                    // Out of descriptors and the like: do not spin.
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
+            conn::serve_each(conn::Endpoint::Metrics, listener.incoming(), move |stream| {
+                // A client that goes away or runs out of time is its own problem.
+                let _ = handle(stream, &dir, &asker);
+            })
         })
         .map_err(MetricsError::Thread)?;
     Ok(Endpoint { addr: bound })
@@ -198,25 +199,26 @@ pub fn start(addr: SocketAddr, dir: PathBuf, asker: Asker) -> Result<Endpoint, M
 /// Longest request head read.
 const MAX_HEAD: usize = 8192;
 
-/// Reads the request head (bounded, 5 s) and answers it.
-fn handle(mut stream: TcpStream, dir: &Path, asker: &Asker) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+/// Time to write an answer, whole.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads the request head (at most [`MAX_HEAD`] bytes, all within
+/// [`conn::REQUEST_DEADLINE`]) and answers it (within [`ANSWER_DEADLINE`]).
+fn handle(stream: TcpStream, dir: &Path, asker: &Asker) -> std::io::Result<()> {
+    let mut request = conn::Timed::new(&stream, conn::REQUEST_DEADLINE);
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
+    let answer = |status: &str, content_type: &str, body: &str| {
+        respond(&mut conn::Timed::new(&stream, ANSWER_DEADLINE), status, content_type, body)
+    };
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf)?;
+        let n = request.read(&mut buf)?;
         if n == 0 {
             break;
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_HEAD {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request head too large\n",
-            );
+            return answer("431 Request Header Fields Too Large", "text/plain", "request head too large\n");
         }
     }
     let text = String::from_utf8_lossy(&head);
@@ -226,14 +228,14 @@ fn handle(mut stream: TcpStream, dir: &Path, asker: &Asker) -> std::io::Result<(
     match (method, path) {
         ("GET", "/metrics") => {
             let body = scrape(dir, asker);
-            respond(&mut stream, "200 OK", prometheus_client::encoding::prometheus_text::CONTENT_TYPE, &body)
+            answer("200 OK", prometheus_client::encoding::prometheus_text::CONTENT_TYPE, &body)
         }
-        (_, "/metrics") => respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET /metrics\n"),
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "cj-app serves GET /metrics only\n"),
+        (_, "/metrics") => answer("405 Method Not Allowed", "text/plain", "only GET /metrics\n"),
+        _ => answer("404 Not Found", "text/plain", "cj-app serves GET /metrics only\n"),
     }
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+fn respond(stream: &mut impl Write, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -503,6 +505,15 @@ impl Snapshot {
             Vec::new(),
             unreadable,
         );
+        for endpoint in [conn::Endpoint::Metrics, conn::Endpoint::Query] {
+            s.push(
+                "cj_app_connections_refused",
+                "Connections of /metrics or the query socket closed unserved: the endpoint was serving its 8 at once.",
+                Kind::Counter,
+                vec![("endpoint", endpoint.name().to_owned())],
+                conn::refused(endpoint),
+            );
+        }
         s
     }
 
@@ -963,5 +974,57 @@ mod tests {
         assert!(text.contains("cj_metrics_unreadable_files 1\n"), "{text}");
         assert!(!text.contains("worker=\"0\",rule=\"rule2\""), "{text}");
         assert!(!text.contains("cj_divert_rule_info"), "{text}");
+    }
+
+    #[test]
+    fn a_trickling_client_does_not_stall_other_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_control, asker) = crate::control::Control::new();
+        let ep = start("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf(), asker).unwrap();
+        let addr = ep.addr;
+        let slow = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            for b in b"GET /other HTTP/1.1\r\nX: abcdefghij" {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = std::time::Instant::now();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /other HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        let waited = t0.elapsed();
+        let slow_still_sending = !slow.is_finished();
+        slow.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+        // Answered in milliseconds beside the trickling client (which would take 14 s).
+        assert!(slow_still_sending, "answered only after the trickling client ended ({waited:?})");
+        assert!(waited < Duration::from_secs(6), "a well-behaved client waited {waited:?} behind a trickling one");
+    }
+
+    #[test]
+    fn a_trickling_client_is_cut_off_at_the_request_deadline_though_it_keeps_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_control, asker) = crate::control::Control::new();
+        let ep = start("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf(), asker).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut s = TcpStream::connect(ep.addr).unwrap();
+        // One byte every 200 ms for 30 s: never 5 s of silence, never a whole head.
+        let mut cut = None;
+        for _ in 0..150 {
+            if s.write_all(b"x").is_err() {
+                cut = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cut = cut.expect("the trickling client was never cut off");
+        assert!(cut >= conn::REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
+        assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
     }
 }

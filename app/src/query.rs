@@ -37,8 +37,14 @@
 //!   it (a stale one of an app that died), and one that answers means another
 //!   app runs there, which is refused. The app removes its socket when it
 //!   ends, if it is still its own.
-//! - A client must send its request within 5 s and may send at most 64 KiB;
-//!   connections are served one at a time.
+//! - A client must send its whole request within 5 s of being accepted,
+//!   however it trickles, and may send at most 64 KiB; the answer must be
+//!   taken within 30 s in all. Each connection is served on a thread of its
+//!   own, at most 8 at once (more are closed at once, unread, and counted in
+//!   `cj_app_connections_refused_total{endpoint="query"}`), so a slow or stuck
+//!   client costs nothing but its own connection ([`crate::conn`]). The
+//!   connection threads only read the request, hand it to the main loop
+//!   ([`crate::control`]) and write its answer.
 //!
 //! Not guaranteed: an answer with every row of a table of a million rows is
 //! large (hundreds of MB of JSON): use `top`.
@@ -56,6 +62,7 @@ use serde::{Deserialize, Serialize};
 use station::proto::proto_name;
 
 use crate::aggregate::{Accounts, Aggregate, Counters, Key};
+use crate::conn;
 use crate::control::{Asker, ASK_TIMEOUT};
 use crate::settings::{Primitive, Primitives, SettingsError};
 use crate::sinks;
@@ -68,6 +75,9 @@ pub const SOCKET_MODE: u32 = 0o660;
 
 /// Largest request line.
 const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Time to write an answer, whole (a client reading slowly is cut off then).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The socket of the app reading queue set `set` in `cluster_dir`.
 pub fn socket_path(cluster_dir: &Path, set: u32) -> PathBuf {
@@ -499,24 +509,21 @@ pub fn serve(socket: &Socket, asker: Asker) -> Result<(), QueryError> {
     std::thread::Builder::new()
         .name("cj-query".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => {
-                        let _ = handle(stream, &asker);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
+            conn::serve_each(conn::Endpoint::Query, listener.incoming(), move |stream| {
+                // A client that goes away or runs out of time is its own problem.
+                let _ = handle(stream, &asker);
+            })
         })
         .map(|_| ())
         .map_err(|source| QueryError::Io { path, op: "start the query thread for", source })
 }
 
+/// Reads one request line (at most [`MAX_REQUEST`] bytes, all within
+/// [`conn::REQUEST_DEADLINE`]), has the main loop answer it and writes the
+/// answer (within [`ANSWER_DEADLINE`]).
 fn handle(stream: UnixStream, asker: &Asker) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    BufReader::new(conn::Timed::new(&stream, conn::REQUEST_DEADLINE).take(MAX_REQUEST)).read_line(&mut line)?;
     if line.trim().is_empty() {
         // A probe (another app checking for a live socket), or a client that gave up.
         return Ok(());
@@ -532,7 +539,7 @@ fn handle(stream: UnixStream, asker: &Asker) -> std::io::Result<()> {
     };
     let mut text = serde_json::to_string(&response).unwrap_or_default();
     text.push('\n');
-    let mut w = &stream;
+    let mut w = conn::Timed::new(&stream, ANSWER_DEADLINE);
     w.write_all(text.as_bytes())?;
     w.flush()
 }
@@ -796,5 +803,62 @@ mod tests {
         let e = listen(&dir, 3).unwrap_err().to_string();
         assert!(e.contains("app-3.sock: a symbolic link"), "{e}");
         assert!(Path::new("/etc/passwd").exists());
+    }
+
+    #[test]
+    fn a_trickling_query_client_does_not_stall_other_clients() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("conjure-1");
+        let s = listen(&dir, 0).unwrap();
+        let (_control, asker) = crate::control::Control::new();
+        serve(&s, asker).unwrap();
+        let path = s.path().to_path_buf();
+        let p = path.clone();
+        let slow = std::thread::spawn(move || {
+            let mut c = UnixStream::connect(&p).unwrap();
+            for _ in 0..40 {
+                if c.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = std::time::Instant::now();
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.write_all(b"not json\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        let waited = t0.elapsed();
+        let slow_still_connected = !slow.is_finished();
+        slow.join().unwrap();
+        assert!(answer.contains("not a query request"), "{answer:?}");
+        // Answered in milliseconds, while the trickling client is still connected (it is cut off at 5 s).
+        assert!(slow_still_connected, "answered only after the trickling client was gone ({waited:?})");
+        assert!(waited < Duration::from_secs(6), "a query waited {waited:?} behind a client trickling its request");
+    }
+
+    #[test]
+    fn a_trickling_query_client_is_cut_off_at_the_request_deadline_though_it_keeps_sending() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("conjure-1");
+        let s = listen(&dir, 0).unwrap();
+        let (_control, asker) = crate::control::Control::new();
+        serve(&s, asker).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut c = UnixStream::connect(s.path()).unwrap();
+        // One space every 200 ms for 30 s: never 5 s of silence, never a whole line.
+        let mut cut = None;
+        for _ in 0..150 {
+            if c.write_all(b" ").is_err() {
+                cut = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cut = cut.expect("the trickling client was never cut off");
+        assert!(cut >= conn::REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
+        assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
     }
 }
