@@ -254,7 +254,7 @@ pub struct AppView {
     pub totals: Totals,
     /// Rows of the main table.
     pub rows: usize,
-    /// Directions folded into overflow rows.
+    /// Record directions added to overflow rows, every table (each active-timeout part of a flow again).
     pub rows_overflowed: u64,
     /// Invalid records skipped, all queues.
     pub records_invalid: u64,
@@ -722,7 +722,8 @@ impl Snapshot {
             ("cj_app_records_missing", "Records missing from the record sequences.", app.records_missing),
             (
                 "cj_app_rows_overflowed",
-                "Flow directions folded into the overflow row `other` (CJ_APP_MAX_ROWS reached).",
+                "Record directions added to an overflow row `other` (CJ_APP_MAX_ROWS reached), every table: each \
+                 record counts, so a flow cut by the active timeout counts once per part.",
                 app.rows_overflowed,
             ),
         ] {

@@ -181,7 +181,7 @@ pub struct Response {
     /// Rows of the table asked.
     #[serde(default)]
     pub table_rows: usize,
-    /// Directions folded into overflow rows (every table).
+    /// Record directions added to overflow rows, every table (each active-timeout part of a flow again).
     #[serde(default)]
     pub rows_overflowed: u64,
     /// The app's totals (summary.json's `totals`).
