@@ -81,10 +81,12 @@ impl SlotCounters {
 /// listing `divert-rules`) is not a page.
 pub fn page_name(name: &str) -> Option<(u32, u32)> {
     let rest = name.strip_prefix("divert-")?;
-    match rest.split_once('-') {
-        Some((s, q)) => Some((s.parse().ok()?, q.parse().ok()?)),
-        None => Some((0, rest.parse().ok()?)),
-    }
+    let (set, q) = match rest.split_once('-') {
+        Some((s, q)) => (s.parse().ok()?, q.parse().ok()?),
+        None => (0, rest.parse().ok()?),
+    };
+    // Only the name the station gives that page (not `divert-0-3` or `divert-03` for `divert-3`).
+    (station::naming::set_divert_page_path(Path::new(""), set, q).as_os_str() == name).then_some((set, q))
 }
 
 /// The divert pages in `dir` as (set, queue, path), sorted; empty when the
@@ -266,6 +268,8 @@ pub(crate) mod tests {
         assert_eq!(page_name("divert-rules"), None);
         assert_eq!(page_name("divert-rules-1"), None);
         assert_eq!(page_name("stats-worker-1"), None);
+        assert_eq!(page_name("divert-0-3"), None);
+        assert_eq!(page_name("divert-03"), None);
     }
 
     #[test]

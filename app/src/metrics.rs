@@ -58,7 +58,8 @@
 //!   for each slot the listing `divert-rules` names or that counted something, and
 //!   `cj_divert_rule_info{set,rule,line,text}` (1 per listed rule);
 //! - `cj_metrics_unreadable_files`: files of the cluster directory this scrape
-//!   could not read (each is missing from the families above).
+//!   could not read or did not trust (owned by neither the station's user nor
+//!   root); each is missing from the families above.
 //! - `cj_app_connections_refused_total{endpoint=metrics|query}`: connections
 //!   of `/metrics` or the query socket closed unserved, over the 8 at once.
 //!
@@ -79,6 +80,12 @@
 //!   in all to take the answer ([`crate::conn`]).
 //! - A counter's value is the page's or header's own: no deltas, no resets
 //!   by the exporter (a restarted balancer continues its counters, see DESIGN).
+//! - Each series comes once per scrape, from the file of the station's own
+//!   name (`rec-3`, never a copy planted as `rec-0-3` or `rec-03`), and only
+//!   from a file owned by the station's user (cj-app's) or root: a member of
+//!   the station's group, who may create files in the cluster directory,
+//!   cannot add a series or change a value (a foreign file is counted in
+//!   `cj_metrics_unreadable_files`). A repeated (family, labels) is dropped.
 //!
 //! Not guaranteed: one scrape is not one instant (the pages are read one
 //! after the other while the pipeline runs); the app's families are absent
@@ -298,6 +305,19 @@ struct Family {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     families: Vec<Family>,
+    /// (family, labels) of every sample so far: a second one is dropped.
+    seen: std::collections::HashSet<(&'static str, Vec<(&'static str, String)>)>,
+}
+
+/// Whether the file at `path` (not followed) belongs to the station: owned by
+/// this process's user (cj-app runs as the station's user) or by root. A
+/// member of the station's group can create files in the cluster directory,
+/// but not under another user's name, and (the directory being sticky,
+/// `shmq::prepare_dir`) cannot replace the station's files after this check.
+fn station_owned(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == me || m.uid() == 0)
 }
 
 /// Worker page counters: (page name, family, help, kind, extra label).
@@ -437,6 +457,21 @@ const BALANCER_FAMILIES: &[(&str, &str, &str, Kind)] = &[
 ];
 
 impl Snapshot {
+    /// Adds one sample unless its family already has one with these labels
+    /// (each series once per scrape, whatever the directory holds).
+    fn sample(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: Vec<(&'static str, String)>,
+        v: Value,
+    ) {
+        if self.seen.insert((name, labels.clone())) {
+            self.family(name, help, kind).samples.push((labels, v));
+        }
+    }
+
     fn family(&mut self, name: &'static str, help: &'static str, kind: Kind) -> &mut Family {
         let i = match self.families.iter().position(|f| f.name == name) {
             Some(i) => i,
@@ -456,11 +491,11 @@ impl Snapshot {
         labels: Vec<(&'static str, String)>,
         v: u64,
     ) {
-        self.family(name, help, kind).samples.push((labels, Value::Int(v)));
+        self.sample(name, help, kind, labels, Value::Int(v));
     }
 
     fn push_f(&mut self, name: &'static str, help: &'static str, labels: Vec<(&'static str, String)>, v: f64) {
-        self.family(name, help, Kind::Gauge).samples.push((labels, Value::Float(v)));
+        self.sample(name, help, Kind::Gauge, labels, Value::Float(v));
     }
 
     /// Reads every queue header and stats page under `dir` and adds `app`'s
@@ -477,6 +512,10 @@ impl Snapshot {
         entries.sort();
         let mut unreadable = 0u64;
         for (entry, path) in &entries {
+            if !matches!(entry, Entry::Divert(..) | Entry::App(_)) && !station_owned(path) {
+                unreadable += 1;
+                continue;
+            }
             match *entry {
                 Entry::Packet(set, q) | Entry::Record(set, q) => match QueueFile::read_stats(path) {
                     Ok((_, stats)) => s.add_queue(matches!(entry, Entry::Packet(..)), set, q, &stats),
@@ -500,7 +539,8 @@ impl Snapshot {
         }
         s.push(
             "cj_metrics_unreadable_files",
-            "Files of the cluster directory this scrape could not read (cj-app status says why).",
+            "Files of the cluster directory this scrape could not read (cj-app status says why) or that are owned \
+             by neither the station's user nor root.",
             Kind::Gauge,
             Vec::new(),
             unreadable,
@@ -628,17 +668,18 @@ impl Snapshot {
             std::collections::BTreeMap::new();
         for (set, q, path) in divert_pages::pages(dir) {
             let listed = listings.entry(set).or_insert_with(|| {
-                match divert_pages::read_listing(&station::naming::set_divert_rules_path(dir, set)) {
-                    Ok(text) => divert_pages::parse_listing(&text).1,
-                    Err(_) => {
+                let listing = station::naming::set_divert_rules_path(dir, set);
+                match divert_pages::read_listing(&listing) {
+                    Ok(text) if station_owned(&listing) => divert_pages::parse_listing(&text).1,
+                    _ => {
                         unreadable += 1;
                         Default::default()
                     }
                 }
             });
             let page = match CounterPage::read(&path) {
-                Ok(page) => page,
-                Err(_) => {
+                Ok(page) if station_owned(&path) => page,
+                _ => {
                     unreadable += 1;
                     continue;
                 }
@@ -1027,5 +1068,54 @@ mod tests {
         let cut = cut.expect("the trickling client was never cut off");
         assert!(cut >= conn::REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
         assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
+    }
+
+    #[test]
+    fn planted_copies_under_other_names_add_no_series_and_foreign_files_are_counted_unreadable() {
+        use station::naming::{set_record_queue_path, set_worker_stats_path, RECORD_SLOT_SIZE, WORKER_COUNTERS};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let page = CounterPage::open_or_create(&set_worker_stats_path(d, 0, 0), WORKER_COUNTERS).unwrap();
+        page.set(WORKER_COUNTERS.iter().position(|&n| n == "packets").unwrap(), 7);
+        let spec = shmq::QueueSpec { slot_size: RECORD_SLOT_SIZE, capacity: 16 };
+        drop(QueueFile::open_or_create(&set_record_queue_path(d, 0, 0), spec).unwrap());
+        crate::divert_pages::tests::page(d, "divert-0", &[(0, 0, 3)]);
+        std::fs::write(d.join("divert-rules"), "# generation 1 of /r\nrule1 line 1 mirror port 53\n").unwrap();
+        // What a member of the station's group can do in the cluster directory: copy a file under another name.
+        for (from, to) in [
+            ("stats-worker-0", "stats-worker-0-0"),
+            ("stats-worker-0", "stats-worker-00"),
+            ("rec-0", "rec-0-0"),
+            ("rec-0", "rec-+0"),
+            ("divert-0", "divert-0-0"),
+        ] {
+            std::fs::copy(d.join(from), d.join(to)).unwrap();
+        }
+        let text = Snapshot::read(d, None, 0).encode();
+        for once in [
+            "cj_worker_packets_total{set=\"0\",worker=\"0\"} 7\n",
+            "cj_record_queue_capacity{set=\"0\",queue=\"0\"} 16\n",
+            "cj_divert_rule_mirrored_packets_total{set=\"0\",worker=\"0\",rule=\"rule1\"} 3\n",
+        ] {
+            assert_eq!(text.matches(once).count(), 1, "{once}\n{text}");
+        }
+        assert!(text.contains("cj_metrics_unreadable_files 0\n"), "{text}");
+        // A page of a user that is neither the station's nor root: not read, counted.
+        if nix::unistd::geteuid().is_root() {
+            let foreign = set_worker_stats_path(d, 0, 1);
+            let page = CounterPage::open_or_create(&foreign, WORKER_COUNTERS).unwrap();
+            page.set(WORKER_COUNTERS.iter().position(|&n| n == "packets").unwrap(), 9);
+            std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+            let text = Snapshot::read(d, None, 0).encode();
+            assert!(!text.contains("worker=\"1\""), "{text}");
+            assert!(text.contains("cj_metrics_unreadable_files 1\n"), "{text}");
+        } else {
+            eprintln!("not root: the foreign-owner part needs chown");
+        }
+        // However the samples come, a series is there once.
+        let mut s = Snapshot::default();
+        s.push("cj_x", "x", Kind::Gauge, vec![("a", "1".into())], 1);
+        s.push("cj_x", "x", Kind::Gauge, vec![("a", "1".into())], 2);
+        assert_eq!(s.encode().matches("cj_x{").count(), 1);
     }
 }

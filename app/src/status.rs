@@ -3,7 +3,9 @@
 //! Guarantees: reads only, through read-only mappings (`QueueFile::read_stats`,
 //! `CounterPage::read`); never attaches as producer or consumer, never
 //! creates or changes a file, so it is safe beside a running pipeline. Lists
-//! every `pkt-<set>-<q>` and `rec-<q>` file in the cluster directory (sorted by
+//! every `pkt-<set>-<q>` and `rec-<q>` file in the cluster directory, under the
+//! names the station gives them (`rec-0-3` or `rec-03` is not `rec-3`, and is
+//! ignored, as any other file), (sorted by
 //! set and queue number) with enqueued, dequeued, dropped, fill (count and % of
 //! capacity), closed, and the producer and consumer pids (as each saw its own
 //! pid: in another PID namespace, a container's, the number means nothing
@@ -57,7 +59,26 @@ fn set_and_queue(rest: &str) -> Option<(u32, u32)> {
 }
 
 /// What a cluster-directory file name is (`None`: nothing these readers read).
+/// Only the name the station itself gives that file counts: `rec-0-3`,
+/// `stats-worker-03` or `rec-+3` would parse as queue 3 of set 0, but are not
+/// `rec-3`, so they are nobody's file (a copy planted under such a name would
+/// otherwise show as a second series with the same labels).
 pub(crate) fn classify(name: &str) -> Option<Entry> {
+    let entry = parse_name(name)?;
+    let dir = Path::new("");
+    let canonical = match entry {
+        Entry::Packet(s, q) => station::naming::packet_queue_path(dir, s, q),
+        Entry::Record(s, q) => station::naming::set_record_queue_path(dir, s, q),
+        Entry::Balancer => station::naming::balancer_stats_path(dir),
+        Entry::Worker(s, q) => station::naming::set_worker_stats_path(dir, s, q),
+        Entry::Divert(s, q) => station::naming::set_divert_page_path(dir, s, q),
+        Entry::App(s) => station::naming::app_stats_path(dir, s),
+    };
+    (canonical.as_os_str() == name).then_some(entry)
+}
+
+/// What `name` parses as, canonical or not.
+fn parse_name(name: &str) -> Option<Entry> {
     if name == "stats-balancer" {
         return Some(Entry::Balancer);
     }
@@ -275,6 +296,12 @@ mod tests {
         assert_eq!(classify("pkt-3"), None);
         assert_eq!(classify("app.sock"), None);
         assert_eq!(classify(".rec-1.tmp"), None);
+        // Only the station's own names: the same (set, queue) written otherwise is nobody's file.
+        for other in
+            ["rec-0-3", "stats-worker-0-2", "divert-0-3", "stats-app-0", "rec-03", "rec-+3", "pkt-01-2", "pkt-1-+2"]
+        {
+            assert_eq!(classify(other), None, "{other}");
+        }
         let mut v = vec![Entry::Record(0, 10), Entry::Packet(0, 10), Entry::Packet(0, 2), Entry::Record(0, 2)];
         v.sort();
         assert_eq!(v, vec![Entry::Packet(0, 2), Entry::Packet(0, 10), Entry::Record(0, 2), Entry::Record(0, 10)]);
