@@ -14,7 +14,7 @@
 #      (empty: 1024 when CJ_IFACE is zc:..., else none)
 #   4. turns off GRO, LRO, GSO and TSO on the capture interfaces
 #   5. sets them up and promiscuous
-#   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER, mode 2770
+#   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER, mode 3770 (sticky: group members cannot replace the station's files)
 #   7. creates tun<CJ_TUN_OFFSET+CJ_QUEUE_OFFSET+i> for i below CJ_CORECOUNT when CJ_TUN=yes
 #      (flow divert; off by default)
 #   8. makes /run/netns and /var/run/docker/netns shared mounts when they are private
@@ -253,10 +253,10 @@ else
     else
         change chown "$OWNER" "$QDIR" || true
     fi
-    if [ -d "$QDIR" ] && [ "$(stat -c %a "$QDIR")" = 2770 ]; then
-        ok "$QDIR has mode 2770"
+    if [ -d "$QDIR" ] && [ "$(stat -c %a "$QDIR")" = 3770 ]; then
+        ok "$QDIR has mode 3770"
     else
-        change chmod 2770 "$QDIR" || true
+        change chmod 3770 "$QDIR" || true
     fi
 fi
 

@@ -46,8 +46,18 @@
 //!   connection threads only read the request, hand it to the main loop
 //!   ([`crate::control`]) and write its answer.
 //!
+//! - The client (`cj-app query`) trusts only an app of the station's user:
+//!   the socket must be owned by, and the process answering on it
+//!   (`SO_PEERCRED`) run as, root, the cluster directory's owner or the
+//!   client's own user; anything else is refused with one line, so a member
+//!   of the station's group cannot answer in the app's place (the directory
+//!   is sticky, [`shmq::prepare_dir`], so it cannot remove the app's socket
+//!   either). It reads at most 1 GiB of answer, and says so past that.
+//!
 //! Not guaranteed: an answer with every row of a table of a million rows is
-//! large (hundreds of MB of JSON): use `top`.
+//! large (hundreds of MB of JSON): use `top`. An app run as a user that is
+//! neither root nor the cluster directory's owner answers only that user
+//! and root.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -417,7 +427,26 @@ pub enum QueryError {
     /// The app refused the query.
     #[error("{0}")]
     Refused(String),
+    /// What answers on the socket is not the station's.
+    #[error("refusing {}: {what}, not the station's user (uid {station}) or root; a member of the station's group may have put it there: stop that, remove it as root and restart cj-app", path.display())]
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// What was found.
+        what: String,
+        /// The station's user (the cluster directory's owner).
+        station: u32,
+    },
+    /// The answer is longer than the client reads.
+    #[error("cj-app at {} answered more than {} MiB; ask for fewer rows (--top N)", path.display(), MAX_ANSWER >> 20)]
+    TooLarge {
+        /// The socket.
+        path: PathBuf,
+    },
 }
+
+/// Longest answer the client reads.
+const MAX_ANSWER: u64 = 1 << 30;
 
 /// The app's listening socket; removed on drop if it is still this one.
 #[derive(Debug)]
@@ -612,18 +641,38 @@ pub fn from_invocation(inv: &station::cli::Invocation) -> Result<QueryArgs, Sett
 /// No app answers, the answer is not the protocol's, or the app refused the query.
 pub fn client(cluster_dir: &Path, set: u32, args: &QueryArgs) -> Result<String, QueryError> {
     let path = socket_path(cluster_dir, set);
-    let stream = UnixStream::connect(&path).map_err(|source| QueryError::Connect { path: path.clone(), source })?;
     let io = |op: &'static str| {
         let path = path.clone();
         move |source| QueryError::Io { path, op, source }
     };
+    // The station's user: the cluster directory's owner (the station made it; root's when on-reboot.sh did).
+    let station = std::fs::symlink_metadata(cluster_dir)
+        .map_err(|source| QueryError::Connect { path: path.clone(), source })?
+        .uid();
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == station || uid == 0 || uid == me;
+    let untrusted = |what: String| QueryError::Untrusted { path: path.clone(), what, station };
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if !m.file_type().is_socket() => return Err(untrusted("not a socket".to_owned())),
+        Ok(m) if !trusted(m.uid()) => return Err(untrusted(format!("a socket owned by uid {}", m.uid()))),
+        _ => {}
+    }
+    let stream = UnixStream::connect(&path).map_err(|source| QueryError::Connect { path: path.clone(), source })?;
+    // Whoever made the name, the process answering must run as the station's user.
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| io("read the peer credentials of")(e.into()))?;
+    if !trusted(peer.uid()) {
+        return Err(untrusted(format!("answered by pid {} of uid {}", peer.pid(), peer.uid())));
+    }
     stream.set_read_timeout(Some(ASK_TIMEOUT + Duration::from_secs(20))).map_err(io("set a timeout on"))?;
     stream.set_write_timeout(Some(Duration::from_secs(5))).map_err(io("set a timeout on"))?;
     let mut line = serde_json::to_string(&args.request).unwrap_or_default();
     line.push('\n');
     (&stream).write_all(line.as_bytes()).map_err(io("send the query to"))?;
-    let mut answer = String::new();
-    (&stream).read_to_string(&mut answer).map_err(io("read the answer from"))?;
+    let answer = read_answer(&stream, MAX_ANSWER).map_err(|e| match e {
+        Some(source) => QueryError::Io { path: path.clone(), op: "read the answer from", source },
+        None => QueryError::TooLarge { path: path.clone() },
+    })?;
     let response: Response = serde_json::from_str(answer.trim())
         .map_err(|e| QueryError::Protocol { path: path.clone(), reason: e.to_string() })?;
     if !response.ok {
@@ -635,6 +684,16 @@ pub fn client(cluster_dir: &Path, set: u32, args: &QueryArgs) -> Result<String, 
         return Ok(s);
     }
     Ok(table_text(&response, args.request.by))
+}
+
+/// Reads the whole answer, at most `max` bytes (`Err(None)`: more came).
+fn read_answer(stream: impl Read, max: u64) -> Result<String, Option<std::io::Error>> {
+    let mut answer = String::new();
+    stream.take(max + 1).read_to_string(&mut answer).map_err(Some)?;
+    if answer.len() as u64 > max {
+        return Err(None);
+    }
+    Ok(answer)
 }
 
 /// The answer as an aligned table, then the sums and totals.
@@ -860,5 +919,26 @@ mod tests {
         let cut = cut.expect("the trickling client was never cut off");
         assert!(cut >= conn::REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
         assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
+    }
+
+    #[test]
+    fn the_client_refuses_a_socket_of_another_user_and_an_answer_too_large() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("conjure-1");
+        let s = listen(&dir, 0).unwrap();
+        let (_control, asker) = crate::control::Control::new();
+        serve(&s, asker).unwrap();
+        let args = QueryArgs { request: Request { version: PROTOCOL_VERSION, ..Request::default() }, json: true };
+        if nix::unistd::geteuid().is_root() {
+            // As a member of the station's group would leave it: a socket of its own under app.sock.
+            std::os::unix::fs::chown(s.path(), Some(65534), None).unwrap();
+            let e = client(&dir, 0, &args).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("refusing {}: a socket owned by uid 65534, ", s.path().display())), "{e}");
+            assert!(e.ends_with("remove it as root and restart cj-app"), "{e}");
+        } else {
+            eprintln!("not root: the foreign-owner part needs chown");
+        }
+        assert_eq!(read_answer(&b"12345"[..], 5).unwrap(), "12345");
+        assert!(matches!(read_answer(&b"123456"[..], 5), Err(None)));
     }
 }

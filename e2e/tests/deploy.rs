@@ -540,7 +540,7 @@ fn on_reboot_sets_up_a_test_host() {
         "would run: ip link set dev vcap0 promisc on",
         &format!("would run: mkdir -p {}", qdir.display()),
         "would run: chown nobody:nogroup",
-        "would run: chmod 2770",
+        "would run: chmod 3770",
         "would run: ip tuntap add mode tun name tun3",
         "would run: ip tuntap add mode tun name tun4",
     ] {
@@ -570,7 +570,7 @@ fn on_reboot_sets_up_a_test_host() {
             .and_then(|g| g.trim().parse::<u32>().ok())
             .expect("gid");
         assert_eq!((m.uid(), m.gid()), (nobody, nogroup), "owner of {}", qdir.display());
-        assert_eq!(m.permissions().mode() & 0o7777, 0o2770, "mode of {}", qdir.display());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o3770, "mode of {}", qdir.display());
     }
     let tuns = in_ns(&ns.0, &["ip", "tuntap", "show"]);
     assert!(

@@ -247,7 +247,7 @@ fn cj_group_lets_its_members_run_status_without_root_and_others_still_get_nothin
         let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
         (m.uid(), m.gid(), m.mode() & 0o7777)
     };
-    assert_eq!(meta(&dir), (0, reader.gid, 0o2770), "cluster directory: root, CJ_GROUP, set-group-ID 2770");
+    assert_eq!(meta(&dir), (0, reader.gid, 0o3770), "cluster directory: root, CJ_GROUP, set-group-ID and sticky 3770");
     for name in ["pkt-0-0", "rec-0", "stats-balancer", "stats-worker-0"] {
         assert_eq!(meta(&dir.join(name)), (0, reader.gid, 0o660), "{name}: root, CJ_GROUP, 0660");
     }

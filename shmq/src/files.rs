@@ -21,10 +21,12 @@
 //!   the queue directory this process creates, and the queue files and counter
 //!   pages it creates, are given that group on the descriptor (`fchown`) before
 //!   they are visible under their names, with the same modes 0660 and 0770
-//!   plus set-group-ID on the directory (2770, as `on-reboot.sh` makes it), so
-//!   that everything else created there (the query socket, `sources`,
-//!   `inventory`) gets the group too, and the group's members may run
-//!   `cj-app status` and `cj-app query` without root.
+//!   plus set-group-ID and the sticky bit on the directory (3770, as
+//!   `on-reboot.sh` makes it), so that everything else created there (the
+//!   query socket, `sources`, `inventory`) gets the group too, and the group's
+//!   members may run `cj-app status` and `cj-app query` without root, but
+//!   cannot remove or rename what the station's user made there (without the
+//!   sticky bit a member could unlink `app.sock` and bind its own).
 //!   With a group set, an existing directory or file whose group grants any
 //!   permission must have that group, this process's effective group or root's
 //!   group 0: one that lets another group in is refused. The owner must still
@@ -257,8 +259,10 @@ pub fn prepare_dir(dir: &Path) -> Result<(), QueueError> {
         apply_group(&fd, dir)?;
         // The umask may have narrowed the mode; set it on the descriptor (fchmod).
         // With a readers' group, set-group-ID too, so that what any process
-        // creates in it (the query socket, `sources`, `inventory`) has the group.
-        let mode = if group().is_some() { DIR_MODE | 0o2000 } else { DIR_MODE };
+        // creates in it (the query socket, `sources`, `inventory`) has the group,
+        // and sticky, so that the group's members (who may create there) cannot
+        // unlink or rename the station's files (`app.sock` replaced by theirs).
+        let mode = if group().is_some() { DIR_MODE | 0o3000 } else { DIR_MODE };
         fd.set_permissions(Permissions::from_mode(mode)).map_err(|e| QueueError::io(dir, "chmod", e))?;
     }
     let meta = fd.metadata().map_err(|e| QueueError::io(dir, "stat", e))?;

@@ -192,7 +192,7 @@ pub const VARIABLES: &[Variable] = &[
         "CJ_SHM_OWNER",
         "root:root",
         "deployment",
-        "owner:group of the queue directory on-reboot.sh creates (mode 2770)",
+        "owner:group of the queue directory on-reboot.sh creates (mode 3770)",
     ),
     var("CJ_IMAGE", "conjure", "deployment", "image the compose stack runs (make container tags it)"),
 ];
