@@ -620,8 +620,8 @@ impl Snapshot {
         beat: u64,
         now_ms: u64,
     ) {
-        let age = now_ms.saturating_sub(beat);
-        let running = beat != 0 && age <= HEARTBEAT_STALE_MS;
+        let age = station::health::beat_age_ms(beat, now_ms);
+        let running = age.is_some_and(|a| a <= HEARTBEAT_STALE_MS);
         self.push(
             prefix_running,
             "1 while the process beats (heartbeat younger than 3 s), as cj-app status judges it.",
@@ -629,7 +629,7 @@ impl Snapshot {
             labels.clone(),
             u64::from(running),
         );
-        if beat != 0 {
+        if let Some(age) = age {
             self.push_f(prefix_age, "Seconds since the process's last heartbeat.", labels, age as f64 / 1000.0);
         }
     }

@@ -9,7 +9,10 @@
 //! Guarantees:
 //! - [`liveness`] is `Running` exactly when the page's heartbeat is at most
 //!   [`HEARTBEAT_STALE_MS`] old; a page whose process ended or was stopped
-//!   says so (`ended` 1 or 2), a page with no heartbeat is `Unknown`.
+//!   says so (`ended` 1 or 2), a page with no heartbeat is `Unknown`, and one
+//!   whose heartbeat is ahead of the clock by more than that (a page from
+//!   before a reboot: the monotonic clock started again) is `FromAnotherBoot`,
+//!   not running.
 //! - [`check`] reads the pages of one role read-only (`CounterPage::read`:
 //!   no attach, no file created) and is healthy only when every page of it is
 //!   `Running`: the detector's with all its workers, a killed or hung process
@@ -50,6 +53,10 @@ pub enum Liveness {
     },
     /// The page has no heartbeat (an older build, or never started).
     Unknown,
+    /// Its heartbeat is ahead of this boot's monotonic clock: a page left from
+    /// before a reboot (in a `CJ_SHM_DIR` that survives one), or not written
+    /// by a station process.
+    FromAnotherBoot,
 }
 
 impl Liveness {
@@ -68,8 +75,23 @@ impl fmt::Display for Liveness {
             Liveness::Stopped { age_ms } => write!(f, "stopped (last beat {:.1}s ago)", s(age_ms)),
             Liveness::NotRunning { age_ms } => write!(f, "not running (last beat {:.1}s ago)", s(age_ms)),
             Liveness::Unknown => write!(f, "unknown (no heartbeat on this page)"),
+            Liveness::FromAnotherBoot => {
+                write!(f, "not running (its last beat is ahead of this boot's clock: a page from before a reboot)")
+            }
         }
     }
+}
+
+/// Milliseconds since a heartbeat stamped `beat_ms` (`CLOCK_MONOTONIC`, as
+/// [`naming::heartbeat_ms`]), at `now_ms`: None for no beat (0) and for a beat
+/// more than [`HEARTBEAT_STALE_MS`] ahead of now (the clock restarted at a
+/// reboot since the page was written, or something else wrote it): neither is
+/// a process that runs.
+pub fn beat_age_ms(beat_ms: u64, now_ms: u64) -> Option<u64> {
+    if beat_ms == 0 || beat_ms > now_ms.saturating_add(HEARTBEAT_STALE_MS) {
+        return None;
+    }
+    Some(now_ms.saturating_sub(beat_ms))
 }
 
 /// The liveness of the process behind a stats page (its counters by name), at `now_ms`.
@@ -79,7 +101,7 @@ pub fn liveness(counters: &[(String, u64)], now_ms: u64) -> Liveness {
     if beat == 0 {
         return Liveness::Unknown;
     }
-    let age_ms = now_ms.saturating_sub(beat);
+    let Some(age_ms) = beat_age_ms(beat, now_ms) else { return Liveness::FromAnotherBoot };
     if age_ms <= HEARTBEAT_STALE_MS {
         return Liveness::Running { age_ms };
     }
@@ -164,6 +186,21 @@ mod tests {
         assert_eq!(liveness(&page(10_000, 2), 20_000), Liveness::Stopped { age_ms: 10_000 });
         assert_eq!(liveness(&page(0, 0), 20_000), Liveness::Unknown);
         assert_eq!(liveness(&page(10_000, 0), 20_000).to_string(), "not running (last beat 10.0s ago)");
+    }
+
+    #[test]
+    fn a_heartbeat_ahead_of_this_boots_clock_is_not_a_running_process() {
+        // A page left from before a reboot: its beat is ten days ahead of the monotonic clock now.
+        let ten_days = 10 * 86_400_000;
+        for ended in [0, 1, 2] {
+            let l = liveness(&page(ten_days, ended), 60_000);
+            assert_eq!(l, Liveness::FromAnotherBoot);
+            assert!(!l.is_running());
+        }
+        assert_eq!(beat_age_ms(ten_days, 60_000), None);
+        // Two processes' clocks read a few milliseconds apart still beat.
+        assert_eq!(liveness(&page(10_050, 0), 10_000), Liveness::Running { age_ms: 0 });
+        assert_eq!(beat_age_ms(0, 60_000), None);
     }
 
     #[test]
