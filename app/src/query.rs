@@ -319,22 +319,35 @@ pub fn answer(acc: &Accounts, req: &Request, ended: bool) -> Response {
         }
     }
 
-    // Matching rows (merged by key when a container has several tables).
-    let mut found: HashMap<Key, Counters> = HashMap::new();
+    // Matching rows: borrowed from the one table (its keys are unique), merged
+    // by key only when a container has several tables. The answer runs on the
+    // main loop, between two intakes: no copy of the table, and for `--top N`
+    // only the N first are sorted (a selection puts them first in O(rows)).
+    let merged: HashMap<Key, Counters>;
     let mut table_rows = 0;
-    for t in &tables {
-        table_rows += t.len();
-        for (k, c) in t.rows() {
-            if filter.matches(primitives, k) {
-                let e = found.entry(*k).or_default();
-                e.packets += c.packets;
-                e.ip_bytes += c.ip_bytes;
-                e.frame_bytes += c.frame_bytes;
-                e.flows += c.flows;
-            }
+    let mut rows: Vec<(&Key, &Counters)> = match tables.as_slice() {
+        [one] => {
+            table_rows = one.len();
+            one.rows().filter(|(k, _)| filter.matches(primitives, k)).collect()
         }
-    }
-    let mut rows: Vec<(Key, Counters)> = found.into_iter().collect();
+        _ => {
+            let mut found: HashMap<Key, Counters> = HashMap::new();
+            for t in &tables {
+                table_rows += t.len();
+                for (k, c) in t.rows() {
+                    if filter.matches(primitives, k) {
+                        let e = found.entry(*k).or_default();
+                        e.packets += c.packets;
+                        e.ip_bytes += c.ip_bytes;
+                        e.frame_bytes += c.frame_bytes;
+                        e.flows += c.flows;
+                    }
+                }
+            }
+            merged = found;
+            merged.iter().collect()
+        }
+    };
     let mut matched = Matched { rows: rows.len(), ..Matched::default() };
     for (_, c) in &rows {
         matched.packets += c.packets;
@@ -342,13 +355,21 @@ pub fn answer(acc: &Accounts, req: &Request, ended: bool) -> Response {
         matched.frame_bytes += c.frame_bytes;
         matched.flows += c.flows;
     }
-    match req.by {
-        By::Bytes => rows.sort_unstable_by(|a, b| b.1.ip_bytes.cmp(&a.1.ip_bytes).then_with(|| a.0.cmp(&b.0))),
-        By::Packets => rows.sort_unstable_by(|a, b| b.1.packets.cmp(&a.1.packets).then_with(|| a.0.cmp(&b.0))),
-    }
-    if let Some(top) = req.top.filter(|&n| n > 0) {
+    // Largest first, then by key: a total order (keys are unique), so the
+    // selection and the sort give the rows a full sort would, in its order.
+    let by = req.by;
+    let order = |a: &(&Key, &Counters), b: &(&Key, &Counters)| {
+        let (x, y) = match by {
+            By::Bytes => (a.1.ip_bytes, b.1.ip_bytes),
+            By::Packets => (a.1.packets, b.1.packets),
+        };
+        y.cmp(&x).then_with(|| a.0.cmp(b.0))
+    };
+    if let Some(top) = req.top.filter(|&n| n > 0 && n < rows.len()) {
+        rows.select_nth_unstable_by(top - 1, order);
         rows.truncate(top);
     }
+    rows.sort_unstable_by(order);
     let rows = rows
         .iter()
         .map(|(k, c)| Row {
@@ -815,6 +836,29 @@ mod tests {
         let text = table_text(&top, By::Packets);
         assert!(text.starts_with("SRC_IP    DST_IP    SRC_PORT  DST_PORT  PROTOCOL  PACKETS  BYTES"), "{text}");
         assert!(text.contains("1 of 3 matching row(s), by packets"), "{text}");
+    }
+
+    #[test]
+    fn top_n_is_the_first_n_rows_of_the_full_answer_whatever_n_and_ties() {
+        // 300 flows whose bytes and packets repeat (ties broken by the key).
+        let mut acc = Accounts::new(Primitives::default_set(), &[0], false);
+        for i in 0..300u16 {
+            let (pk, by) = (u64::from(i % 7) + 1, u64::from(i % 11) * 100 + 60);
+            let host = [10, 0, (i / 200) as u8, (i % 200) as u8];
+            acc.add(0, &ip_record(host, 1000 + i, [10, 9, 9, 9], 443, 6, (pk, by), (0, 0), EndReason::EndOfFlow));
+        }
+        for by in [By::Bytes, By::Packets] {
+            let all = answer(&acc, &Request { version: 1, by, ..Request::default() }, false);
+            assert_eq!(all.rows.len(), 300);
+            // The full answer is in order: larger first, then the key.
+            let value = |r: &Row| if by == By::Bytes { r.bytes } else { r.packets };
+            assert!(all.rows.windows(2).all(|w| value(&w[0]) >= value(&w[1])), "sorted by {by:?}");
+            for n in [1, 2, 7, 50, 299, 300, 301] {
+                let top = answer(&acc, &Request { version: 1, by, top: Some(n), ..Request::default() }, false);
+                assert_eq!(top.rows, all.rows[..n.min(300)], "--top {n} by {by:?}");
+                assert_eq!(top.matched, all.matched);
+            }
+        }
     }
 
     #[test]
