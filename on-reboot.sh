@@ -3,8 +3,9 @@
 # conjure-setup.service run it before the station starts). Reads conjure.conf
 # (CONJURE_CONF, default sysconfig/conjure.conf, which sources
 # /var/lib/conjure/conjure.conf; the environment wins) through a station binary's
-# --print-config, or, before any is installed, by sourcing it and checking the
-# variables it reads itself (the same ranges; e2e/tests/scripts.rs compares the
+# --print-config, or, before any is installed, with conjure_env.sh's cj_read_conf (a
+# subset of the binary's format: nothing in the file is run or expanded) and checking
+# the variables it reads itself (the same ranges; e2e/tests/scripts.rs compares the
 # two), and, in this order:
 #
 #   1. finds the capture interfaces: those CJ_IFACE names, or, when CJ_IFACE and
@@ -41,7 +42,7 @@ for arg in "$@"; do
         --dry-run | -n) DRY=1 ;;
         --strict) STRICT=1 ;;
         -h | --help)
-            sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+            sed '1d;/^set -euo pipefail/,$d' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) cj_die 2 "unknown option $arg (on-reboot.sh [--dry-run] [--strict])" ;;

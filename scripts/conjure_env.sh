@@ -39,8 +39,9 @@ cj_die() {
 # variable (NAME='value'), where each came from (CJ_ORIGIN_NAME), the core plan
 # (CJ_PLAN_*) and the file names (CJ_PATH_*). A bad value stops the script with the
 # binary's one line (exit 2). With no binary there, a script that must run before
-# anything is installed (on-reboot.sh) passes `sh`: the file is then sourced as sh
-# (the environment still wins) and the script checks the variables it reads itself;
+# anything is installed (on-reboot.sh) passes `sh`: the file is then read by
+# cj_read_conf (a subset of the binary's format; nothing in it is run or expanded;
+# the environment still wins) and the script checks the variables it reads itself;
 # e2e/tests/scripts.rs checks that both ways agree.
 cj_load_conf() {
     if [ ! -f "$CONJURE_CONF" ] || [ ! -r "$CONJURE_CONF" ]; then
@@ -65,7 +66,7 @@ cj_load_conf() {
     eval "$printed"
 }
 
-# Sources CONJURE_CONF as sh, the environment winning: the fallback of cj_load_conf.
+# Reads CONJURE_CONF here, the environment winning: the fallback of cj_load_conf.
 cj_source_conf() {
     local name
     local -A from_env=()
@@ -74,15 +75,116 @@ cj_source_conf() {
             CJ_* | ZBALANCE_HASH_MODE | N_QUEUE_SETS | PFRING_VER | PF_DRIVER) from_env[$name]=${!name} ;;
         esac
     done
-    # The file is the subset of sh the station's parser accepts; what the parser would
-    # refuse is left to the binary, which names the file and line. A failed command in
-    # it must not stop this script before the binary can say so.
-    # shellcheck disable=SC1090
-    . "$CONJURE_CONF" >/dev/null 2>&1 || true
+    cj_read_conf "$CONJURE_CONF" ""
     for name in "${!from_env[@]}"; do
         printf -v "$name" '%s' "${from_env[$name]}"
         export "${name?}"
     done
+}
+
+# Reads a conjure.conf without sh (it runs as root before anything is installed, and
+# nothing in the file may run): cj_read_conf FILE INCLUDERS. Each file is read once
+# and must be a strict subset of what the station's parser accepts
+# (station/src/config/file.rs): blank lines, # comments, `true`, `:`, `[export] NAME=VALUE
+# ...` with VALUE unquoted (letters, digits and _ . / : , + = @ % -), 'single' or
+# "double" quoted, and the includes `. FILE`, `source FILE`, `[ -f FILE ] && . FILE`
+# (-r, -e; `test -f FILE && . FILE`), each included file read the same way. Nowhere
+# (comments aside) a $, backquote, backslash, ; | < > ( ) or &: anything else stops the
+# script with one line naming the file and line (exit 2). Sets the station's names
+# (CJ_*, ZBALANCE_HASH_MODE, N_QUEUE_SETS, PFRING_VER, PF_DRIVER) and ignores others.
+cj_read_conf() {
+    local _cj_file=$1 _cj_from=$2 _cj_text _cj_line _cj_n=0 _cj_rest _cj_w _cj_t _cj_f _cj_real
+    local -a _cj_lines
+    # A word: unquoted safe characters and quoted strings without expansions.
+    local _cj_word="([A-Za-z0-9_./:,+=@%-]|'[^'\$\`\\;|<>()&]*'|\"[^\"\$\`\\;|<>()&]*\")+"
+    local _cj_end='([[:blank:]]+(#.*)?)?$'
+    _cj_real=$(readlink -f -- "$_cj_file" || printf '%s' "$_cj_file")
+    if [[ "$_cj_from" == *"|$_cj_real|"* ]]; then
+        cj_die 2 "$_cj_file: included again from a file it includes: remove the loop"
+    fi
+    # As the parser: at most 8 files open at once (the first and 7 nested includes).
+    if [ "$(printf '%s' "$_cj_from" | tr -cd '|' | wc -c)" -ge 16 ]; then
+        cj_die 2 "$_cj_file: includes nested more than 8 deep: flatten them"
+    fi
+    if [ ! -f "$_cj_file" ] || [ ! -r "$_cj_file" ]; then
+        cj_die 2 "$_cj_file: expected a readable regular file (an include of a conjure.conf)"
+    fi
+    _cj_text=$(cat -- "$_cj_file") || cj_die 2 "$_cj_file: could not be read"
+    mapfile -t _cj_lines <<<"$_cj_text"
+    for _cj_line in "${_cj_lines[@]}"; do
+        _cj_n=$((_cj_n + 1))
+        _cj_line=${_cj_line%$'\r'}
+        _cj_rest=${_cj_line#"${_cj_line%%[![:blank:]]*}"}
+        # Blank, comment, or a no-op.
+        if [[ -z $_cj_rest || $_cj_rest == "#"* || $_cj_rest =~ ^(true|:)$_cj_end ]]; then
+            continue
+        fi
+        # Includes.
+        if [[ $_cj_rest =~ ^(\.|source)[[:blank:]]+($_cj_word)$_cj_end ]]; then
+            _cj_f=$(cj_unquote "${BASH_REMATCH[2]}")
+            cj_read_conf "$_cj_f" "$_cj_from|$_cj_real|"
+            continue
+        fi
+        if [[ $_cj_rest =~ ^(\[[[:blank:]]+(-[fre])[[:blank:]]+($_cj_word)[[:blank:]]+\]|test[[:blank:]]+(-[fre])[[:blank:]]+($_cj_word))[[:blank:]]+\&\&[[:blank:]]+(\.|source)[[:blank:]]+($_cj_word)$_cj_end ]]; then
+            _cj_t=${BASH_REMATCH[2]:-${BASH_REMATCH[5]}}
+            _cj_w=${BASH_REMATCH[3]:-${BASH_REMATCH[6]}}
+            _cj_f=$(cj_unquote "${BASH_REMATCH[9]}")
+            if [ "$(cj_unquote "$_cj_w")" != "$_cj_f" ]; then
+                cj_die 2 "$_cj_file:$_cj_n: \"$_cj_rest\": expected \"[ -f FILE ] && . FILE\" testing the file it includes"
+            fi
+            if test "$_cj_t" "$_cj_f"; then
+                cj_read_conf "$_cj_f" "$_cj_from|$_cj_real|"
+            fi
+            continue
+        fi
+        # Assignments.
+        if [[ $_cj_rest =~ ^export[[:blank:]]+ ]]; then
+            _cj_rest=${_cj_rest#"${BASH_REMATCH[0]}"}
+        fi
+        local -a _cj_set=()
+        while [[ $_cj_rest =~ ^([A-Za-z_][A-Za-z0-9_]*)=(($_cj_word)?)([[:blank:]]+|$) ]]; do
+            _cj_set+=("${BASH_REMATCH[1]}" "$(cj_unquote "${BASH_REMATCH[2]}")")
+            _cj_rest=${_cj_rest#"${BASH_REMATCH[0]}"}
+            [[ -z $_cj_rest || $_cj_rest == "#"* ]] && break
+        done
+        if [ "${#_cj_set[@]}" = 0 ] || [[ -n $_cj_rest && $_cj_rest != "#"* ]]; then
+            cj_die 2 "$_cj_file:$_cj_n: \"${_cj_line#"${_cj_line%%[![:blank:]]*}"}\": expected NAME=VALUE with a literal value, a # comment, \". FILE\" or \"[ -f FILE ] && . FILE\": write the value without \$, backquotes, backslashes, ; | < > ( ) or & (nothing in conjure.conf is expanded or run)"
+        fi
+        for ((_cj_t = 0; _cj_t < ${#_cj_set[@]}; _cj_t += 2)); do
+            case ${_cj_set[_cj_t]} in
+                CJ_* | ZBALANCE_HASH_MODE | N_QUEUE_SETS | PFRING_VER | PF_DRIVER)
+                    printf -v "${_cj_set[_cj_t]}" '%s' "${_cj_set[_cj_t + 1]}"
+                    ;;
+            esac
+        done
+    done
+}
+
+# A word of cj_read_conf with its quotes removed (it has no backslash or expansion).
+cj_unquote() {
+    local w=$1 out="" q
+    while [ -n "$w" ]; do
+        case $w in
+            \'*)
+                w=${w#\'}
+                q=${w%%\'*}
+                out+=$q
+                w=${w#"$q"\'}
+                ;;
+            \"*)
+                w=${w#\"}
+                q=${w%%\"*}
+                out+=$q
+                w=${w#"$q"\"}
+                ;;
+            *)
+                q=${w%%[\'\"]*}
+                out+=$q
+                w=${w#"$q"}
+                ;;
+        esac
+    done
+    printf '%s' "$out"
 }
 
 # Path of a station binary, or status 1 when there is none: CJ_BIN_DIR, then

@@ -15,7 +15,11 @@
 //!   heartbeat, unhealthy on one 10 s old, on the page `station::naming` names;
 //! - `on_reboot_agrees_with_and_without_a_binary`: `on-reboot.sh --dry-run` prints
 //!   the same steps either way, and refuses the same bad values (exit 2, one line
-//!   naming the variable and value).
+//!   naming the variable and value);
+//! - `without_a_binary_conjure_conf_is_read_and_never_run`: a `$(...)`, backquote or
+//!   `;` in conjure.conf (or in a file it includes) stops `on-reboot.sh --dry-run`
+//!   with one line naming the file and line, with and without a binary, and the
+//!   command in it never runs (its marker file is not created).
 //!
 //! Inputs: `sysconfig/conjure.conf` as shipped, and a file that includes it and
 //! sets non-default values (a quote in one), with an environment override on top.
@@ -73,7 +77,7 @@ fn inputs() -> Inputs {
     let text = format!(
         ". {}\nCJ_CLUSTER_ID=12\nCJ_COREBASE=2\nCJ_CORECOUNT=5\nCJ_SKIP_CORE=3\nCJ_QUEUE_OFFSET=4\n\
          N_QUEUE_SETS=2\nCJ_QUEUE_SET=1\nCJ_SHM_DIR=/tmp/cj-scripts-shm\nCJ_TUN=yes\nCJ_TUN_OFFSET=100\n\
-         CJ_IMAGE=station-test\nCJ_IP4_ADDR=\"it's 10.0.0.1\" # a quote and a space\nCJ_HUGEPAGES=0\n\
+         export CJ_IMAGE='station-test' ZBALANCE_HASH_MODE=0 # two at once\n:\nCJ_IP4_ADDR=\"it's 10.0.0.1\" # a quote and a space\nCJ_HUGEPAGES=0\n\
          CJ_HUGEPAGES_MOUNT=/mnt/cj-huge\nCJ_IFACE=sim:packets=10\n",
         repo().join("sysconfig/conjure.conf").display()
     );
@@ -376,6 +380,54 @@ fn on_reboot_agrees_with_and_without_a_binary() {
                 lines.len() == 1 && lines[0].contains(&must) && lines[0].contains("expected"),
                 "{bad:?} {how}: {stderr}"
             );
+        }
+    }
+}
+
+#[test]
+fn without_a_binary_conjure_conf_is_read_and_never_run() {
+    assert_no_binary_on_bare_path();
+    let bare = bare_checkout();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = repo().join("sysconfig/conjure.conf");
+    let marker = dir.path().join("ran");
+    let m = marker.display();
+    let include = dir.path().join("include.conf");
+    for (i, bad) in [
+        format!("CJ_FILTER=\"`touch {m}`\""),
+        format!("CJ_FILTER=\"$(touch {m})\""),
+        format!("CJ_FILTER=$(touch {m})"),
+        format!("CJ_FILTER=x; touch {m}"),
+        format!("CJ_FILTER=x && touch {m}"),
+        format!("CJ_FILTER=x touch {m}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        // Directly, and in a file the conf includes as /var/lib/conjure/conjure.conf is.
+        let main = dir.path().join(format!("bad{i}.conf"));
+        std::fs::write(&main, format!(". {}\nCJ_IFACE=sim:packets=10\n{bad}\n", shipped.display())).expect("write");
+        let via = dir.path().join(format!("via{i}.conf"));
+        std::fs::write(&include, format!("# an override file\n{bad}\n")).expect("write");
+        std::fs::write(
+            &via,
+            format!(". {}\n[ -f {} ] && . {}\n", shipped.display(), include.display(), include.display()),
+        )
+        .expect("write");
+        for (conf, at) in [(&main, format!("{}:3", main.display())), (&via, format!("{}:2", include.display()))] {
+            for (how, out) in [
+                ("without a binary", on_reboot(bare.path(), conf, &[], false)),
+                ("with one", on_reboot(&repo(), conf, &[], true)),
+            ] {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{bad} {how}: {stderr}");
+                let lines: Vec<&str> = stderr.lines().collect();
+                assert!(
+                    lines.len() == 1 && lines[0].contains(&at) && lines[0].contains("expected"),
+                    "{bad} {how}: {stderr}"
+                );
+                assert!(!marker.exists(), "{bad} {how}: the command in conjure.conf ran");
+            }
         }
     }
 }
