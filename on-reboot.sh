@@ -15,7 +15,9 @@
 #      (empty: 1024 when CJ_IFACE is zc:..., else none)
 #   4. turns off GRO, LRO, GSO and TSO on the capture interfaces
 #   5. sets them up and promiscuous
-#   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER, mode 3770 (sticky: group members cannot replace the station's files)
+#   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER
+#      (its group CJ_GROUP when that is set), mode 3770 (sticky: group members cannot
+#      replace the station's files); a symbolic link or file under that name is refused
 #   7. creates tun<CJ_TUN_OFFSET+CJ_QUEUE_OFFSET+i> for i below CJ_CORECOUNT when CJ_TUN=yes
 #      (flow divert; off by default)
 #   8. makes /run/netns and /var/run/docker/netns shared mounts when they are private
@@ -113,6 +115,21 @@ if ! [[ $OWNER =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; 
 fi
 if ! id -u "${OWNER%%:*}" >/dev/null 2>&1 || ! getent group "${OWNER#*:}" >/dev/null 2>&1; then
     cj_die 2 "CJ_SHM_OWNER=\"$OWNER\" ($CONJURE_CONF or environment): expected an existing user and group (id, getent group)"
+fi
+want_uid=$(id -u "${OWNER%%:*}")
+want_gid=$(getent group "${OWNER#*:}" | cut -d: -f3)
+# CJ_GROUP (a name or gid): the binaries give what they create that group, and keep an
+# existing directory's group: the queue directory gets it, not CJ_SHM_OWNER's group.
+DIR_OWNER=$OWNER
+if [ -n "${CJ_GROUP:-}" ]; then
+    if ! group_gid=$(getent group "$CJ_GROUP" | cut -d: -f3) || [ -z "$group_gid" ]; then
+        cj_die 2 "CJ_GROUP=\"$CJ_GROUP\" ($CONJURE_CONF or environment): expected an existing group (getent group)"
+    fi
+    if [ "$want_gid" != 0 ] && [ "$want_gid" != "$group_gid" ]; then
+        cj_die 2 "CJ_SHM_OWNER=\"$OWNER\" ($CONJURE_CONF or environment): expected the group of CJ_GROUP=\"$CJ_GROUP\" (or root), which the queue directory gets: set CJ_SHM_OWNER=${OWNER%%:*}:$CJ_GROUP"
+    fi
+    want_gid=$group_gid
+    DIR_OWNER=${OWNER%%:*}:$group_gid
 fi
 if [ "$(id -u)" != 0 ] && [ "$DRY" = 0 ]; then
     cj_die 2 "needs root (or run with --dry-run to see the steps)"
@@ -238,23 +255,29 @@ for dev in "${LIVE[@]}"; do
 done
 
 # ---- 6. queue directory ----
+# Anyone may create names in CJ_SHM_DIR (/dev/shm): a symbolic link or a file planted
+# under the queue directory's name is refused, never followed (chown -h; mkdir
+# without -p). An existing directory must be owned by root or the CJ_SHM_OWNER user
+# (as the binaries require): then only they can rename it in a sticky CJ_SHM_DIR.
 QDIR=$SHM/conjure-$CJ_CLUSTER_ID
 if [ ! -d "$SHM" ]; then
     could_not "create $QDIR: CJ_SHM_DIR=$SHM does not exist (a tmpfs or hugetlbfs mount)"
+elif [ -L "$QDIR" ] || { [ -e "$QDIR" ] && [ "$(stat -c %F -- "$QDIR")" != directory ]; }; then
+    could_not "create $QDIR: a $(stat -c %F -- "$QDIR") is there, not a directory (planted by someone else?): remove it (rm $QDIR) and run again"
+elif [ -d "$QDIR" ] && ! [[ " 0 $want_uid " == *" $(stat -c %u -- "$QDIR") "* ]]; then
+    could_not "set up $QDIR: it is owned by uid $(stat -c %u -- "$QDIR"), neither root nor $OWNER's user (made by someone else?): remove it (rm -r $QDIR) and run again"
 else
     if [ -d "$QDIR" ]; then
         ok "$QDIR exists"
     else
-        change mkdir -p "$QDIR" || true
+        change mkdir "$QDIR" || true
     fi
-    want_uid=$(id -u "${OWNER%%:*}")
-    want_gid=$(getent group "${OWNER#*:}" | cut -d: -f3)
-    if [ -d "$QDIR" ] && [ "$(stat -c %u:%g "$QDIR")" = "$want_uid:$want_gid" ]; then
-        ok "$QDIR is owned by $OWNER"
+    if [ -d "$QDIR" ] && [ "$(stat -c %u:%g -- "$QDIR")" = "$want_uid:$want_gid" ]; then
+        ok "$QDIR is owned by $DIR_OWNER"
     else
-        change chown "$OWNER" "$QDIR" || true
+        change chown -h "$DIR_OWNER" "$QDIR" || true
     fi
-    if [ -d "$QDIR" ] && [ "$(stat -c %a "$QDIR")" = 3770 ]; then
+    if [ -d "$QDIR" ] && [ ! -L "$QDIR" ] && [ "$(stat -c %a -- "$QDIR")" = 3770 ]; then
         ok "$QDIR has mode 3770"
     else
         change chmod 3770 "$QDIR" || true

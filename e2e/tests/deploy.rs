@@ -18,6 +18,14 @@
 //!   creates the queue directory (owner and mode) and `tun<CJ_QUEUE_OFFSET+i>`; a
 //!   second run changes nothing (state snapshots compared). Hugepages are not
 //!   reserved there (`CJ_HUGEPAGES=0`);
+//! - `on_reboot_refuses_a_link_file_or_foreign_directory_planted_as_the_queue_directory`
+//!   (root): a symbolic link (to a directory, to a file), a file, or a directory of
+//!   another user under the queue directory's name is refused (`--strict`: exit 1),
+//!   and neither it nor what a link points to changes owner or mode;
+//! - `on_reboot_gives_the_queue_directory_cj_group` (root): with `CJ_GROUP` the
+//!   directory has that group and mode 3770 (the binaries keep an existing
+//!   directory's group), a second run changes nothing, and a `CJ_SHM_OWNER` group
+//!   other than `CJ_GROUP` or root is refused in one line (exit 2);
 //! - `on_reboot_reserves_hugepages` (root, opt-in with `CJ_TEST_HUGEPAGES=1`, since
 //!   hugepages belong to the whole machine): 2 pages reserved and hugetlbfs mounted
 //!   on a test directory, a second run changes nothing, then both are given back;
@@ -538,8 +546,8 @@ fn on_reboot_sets_up_a_test_host() {
     for step in [
         "would run: ethtool -K vcap0",
         "would run: ip link set dev vcap0 promisc on",
-        &format!("would run: mkdir -p {}", qdir.display()),
-        "would run: chown nobody:nogroup",
+        &format!("would run: mkdir {}", qdir.display()),
+        "would run: chown -h nobody:nogroup",
         "would run: chmod 3770",
         "would run: ip tuntap add mode tun name tun3",
         "would run: ip tuntap add mode tun name tun4",
@@ -595,6 +603,117 @@ fn on_reboot_sets_up_a_test_host() {
         hugepages_before,
         "hugepages must be as before the test"
     );
+}
+
+/// A conjure.conf under which on-reboot.sh acts on nothing but the queue directory
+/// `shm`/conjure-77: no interface, hugepages, tun device or mount.
+fn queue_dir_conf(dir: &Path, shm: &Path, extra: &[&str]) -> PathBuf {
+    let mut lines = vec![
+        "CJ_IFACE=pcap:/nonexistent.pcap".to_owned(),
+        format!("CJ_SHM_DIR={}", shm.display()),
+        "CJ_CLUSTER_ID=77".into(),
+        "CJ_TUN=no".into(),
+        "CJ_HUGEPAGES=0".into(),
+    ];
+    lines.extend(extra.iter().map(|l| l.to_string()));
+    write_conf(dir, "conjure.conf", &lines)
+}
+
+/// on-reboot.sh on this host (no namespace: `queue_dir_conf` leaves it alone).
+fn on_reboot_here(conf: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = clean(repo().join("on-reboot.sh"));
+    cmd.args(args).env("CONJURE_CONF", conf).env("CONJURE_NETNS_DIRS", "");
+    cmd.output().expect("run on-reboot.sh")
+}
+
+fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.permissions().mode() & 0o7777)
+}
+
+fn gid_of(group: &str) -> u32 {
+    run_ok(Command::new("getent").args(["group", group]))
+        .split(':')
+        .nth(2)
+        .and_then(|g| g.trim().parse().ok())
+        .expect("gid")
+}
+
+#[test]
+fn on_reboot_refuses_a_link_file_or_foreign_directory_planted_as_the_queue_directory() {
+    if !e2e::live::is_root() {
+        skip("needs root (chown)");
+        return;
+    }
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    let conf = queue_dir_conf(dir.path(), shm.path(), &["CJ_SHM_OWNER=nobody:nogroup"]);
+    let qdir = shm.path().join("conjure-77");
+    let victim_dir = dir.path().join("victim-dir");
+    let victim_file = dir.path().join("victim-file");
+    std::fs::create_dir(&victim_dir).expect("mkdir");
+    std::fs::write(&victim_file, "x").expect("write");
+    for v in [&victim_dir, &victim_file] {
+        std::fs::set_permissions(v, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let nobody = gid_of("nogroup");
+    for what in ["a link to a directory", "a link to a file", "a file", "a directory of another user"] {
+        let _ = std::fs::remove_file(&qdir).or_else(|_| std::fs::remove_dir(&qdir));
+        match what {
+            "a link to a directory" => symlink(&victim_dir, &qdir).expect("symlink"),
+            "a link to a file" => symlink(&victim_file, &qdir).expect("symlink"),
+            "a file" => std::fs::write(&qdir, "x").expect("write"),
+            _ => {
+                std::fs::create_dir(&qdir).expect("mkdir");
+                std::fs::set_permissions(&qdir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+                chown(&qdir, Some(1), Some(1)).expect("chown");
+            }
+        }
+        let before = [owner_and_mode(&qdir), owner_and_mode(&victim_dir), owner_and_mode(&victim_file)];
+        let out = on_reboot_here(&conf, &["--strict"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("could not: create {}", qdir.display()))
+                || stderr.contains(&format!("could not: set up {}", qdir.display())),
+            "{what}: {stderr}"
+        );
+        let after = [owner_and_mode(&qdir), owner_and_mode(&victim_dir), owner_and_mode(&victim_file)];
+        assert_eq!(after, before, "{what}: on-reboot.sh changed the planted name or what it points to");
+        assert_ne!(after[1].1, nobody, "{what}");
+    }
+}
+
+#[test]
+fn on_reboot_gives_the_queue_directory_cj_group() {
+    if !e2e::live::is_root() {
+        skip("needs root (chown)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    let qdir = shm.path().join("conjure-77");
+    // CJ_SHM_OWNER as shipped (root:root): the directory still gets CJ_GROUP, which the
+    // binaries keep on an existing directory.
+    let conf = queue_dir_conf(dir.path(), shm.path(), &["CJ_GROUP=nogroup"]);
+    let out = on_reboot_here(&conf, &["--strict"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(owner_and_mode(&qdir), (0, gid_of("nogroup"), 0o3770), "{}", String::from_utf8_lossy(&out.stdout));
+    let again = on_reboot_here(&conf, &["--strict"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("changed 0 thing(s)"), "second run changed something");
+    // A CJ_SHM_OWNER group that is neither CJ_GROUP nor root: one line, exit 2, nothing done.
+    std::fs::remove_dir(&qdir).expect("rmdir");
+    let conf = queue_dir_conf(dir.path(), shm.path(), &["CJ_GROUP=nogroup", "CJ_SHM_OWNER=root:daemon"]);
+    let out = on_reboot_here(&conf, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains("CJ_SHM_OWNER=\"root:daemon\"") && stderr.contains("CJ_GROUP"),
+        "{stderr}"
+    );
+    assert!(!qdir.exists(), "the queue directory was made despite the refusal");
 }
 
 /// Gives back what `on_reboot_reserves_hugepages` took, also when it fails.
