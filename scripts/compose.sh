@@ -15,6 +15,11 @@
 #   compose.sh up | down | config | ps | logs [...] | <any docker compose command>
 #   compose.sh env    print the env file and the compose variables, run nothing
 #
+# down, stop and ps read no configuration (neither a binary nor conjure.conf is
+# needed): they run compose with the project name and both compose files, so a
+# typo in /var/lib/conjure/conjure.conf, or no host binary, cannot keep
+# conjure-docker.service's ExecStop from stopping balancer, detector and app in order.
+#
 # Also read: CONJURE_DATA (the host directory mounted at /var/lib/conjure,
 # default /var/lib/conjure), PF_RING_ETC (default /etc/pf_ring),
 # COMPOSE_PROJECT_NAME (default conjure), CONJURE_OOM_SCORE_ADJ (default -500),
@@ -25,6 +30,35 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=conjure_env.sh
 . "$(dirname "$(readlink -f "$0")")/conjure_env.sh"
+
+# Sets `compose` to docker compose (v2), else docker-compose (v1).
+find_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        compose=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1; then
+        compose=(docker-compose)
+    else
+        cj_die 3 "neither docker compose (the compose plugin) nor docker-compose is installed (apt-get install docker-compose)"
+    fi
+}
+
+case ${1:-up} in
+    down | stop | ps)
+        # The containers are found by project name; the tun file only adds a device to
+        # the detector, so both files stop a stack started with or without it, in the
+        # order of depends_on. The env file is what `up` wrote (compose refuses a missing
+        # one, and /dev/null: an empty one is made when it is gone).
+        export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-conjure}
+        export CONJURE_ENV_FILE=${CONJURE_ENV_FILE:-/run/conjure/compose.env}
+        if [ ! -f "$CONJURE_ENV_FILE" ]; then
+            mkdir -p "$(dirname "$CONJURE_ENV_FILE")"
+            (umask 077 && : >>"$CONJURE_ENV_FILE")
+        fi
+        find_compose
+        exec "${compose[@]}" -f "$CONJURE_REPO/docker/docker-compose.yaml" -f "$CONJURE_REPO/docker/docker-compose.tun.yaml" "$@"
+        ;;
+esac
+
 cj_load_conf any
 
 export CJ_DETECTOR_CPUS=$CJ_PLAN_WORKER_CORES
@@ -78,13 +112,7 @@ for name in $CJ_VARIABLES; do
 done
 mv "$tmp" "$CONJURE_ENV_FILE"
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
-    cj_die 3 "neither docker compose (the compose plugin) nor docker-compose is installed (apt-get install docker-compose)"
-fi
+find_compose
 files=(-f "$CONJURE_REPO/docker/docker-compose.yaml")
 # CJ_TUN is yes or no: the binary refused anything else.
 if [ "$CJ_TUN" = yes ]; then
@@ -95,10 +123,6 @@ case ${1:-up} in
     up)
         shift || true
         exec "${compose[@]}" "${files[@]}" up -d --remove-orphans "$@"
-        ;;
-    down)
-        shift
-        exec "${compose[@]}" "${files[@]}" down "$@"
         ;;
     *) exec "${compose[@]}" "${files[@]}" "$@" ;;
 esac

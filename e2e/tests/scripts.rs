@@ -19,7 +19,11 @@
 //! - `without_a_binary_conjure_conf_is_read_and_never_run`: a `$(...)`, backquote or
 //!   `;` in conjure.conf (or in a file it includes) stops `on-reboot.sh --dry-run`
 //!   with one line naming the file and line, with and without a binary, and the
-//!   command in it never runs (its marker file is not created).
+//!   command in it never runs (its marker file is not created);
+//! - `compose_down_stop_and_ps_run_without_reading_the_configuration`: with a broken
+//!   conjure.conf (and with no binary at all) `compose.sh down`, `stop` and `ps`
+//!   still run docker compose (a fake `docker` first in PATH records its
+//!   arguments) with the project name and both compose files.
 //!
 //! Inputs: `sysconfig/conjure.conf` as shipped, and a file that includes it and
 //! sets non-default values (a quote in one), with an environment override on top.
@@ -428,6 +432,63 @@ fn without_a_binary_conjure_conf_is_read_and_never_run() {
                 );
                 assert!(!marker.exists(), "{bad} {how}: the command in conjure.conf ran");
             }
+        }
+    }
+}
+
+#[test]
+fn compose_down_stop_and_ps_run_without_reading_the_configuration() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("bin");
+    std::fs::create_dir(&fake).expect("mkdir");
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        fake.join("docker"),
+        format!("#!/bin/sh\necho \"COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME $*\" >>{}\n", calls.display()),
+    )
+    .expect("write");
+    std::fs::set_permissions(fake.join("docker"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A typo in the override file: any binary refuses it, exit 2.
+    let broken = dir.path().join("broken.conf");
+    std::fs::write(&broken, format!(". {}\nCJ_CORECOUNT=four\n", repo().join("sysconfig/conjure.conf").display()))
+        .expect("write");
+    // And a checkout with no binary anywhere.
+    let bare = bare_checkout();
+    for rel in ["scripts/compose.sh", "docker/docker-compose.yaml", "docker/docker-compose.tun.yaml"] {
+        let to = bare.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(repo().join(rel), &to).unwrap_or_else(|e| panic!("copy {rel}: {e}"));
+    }
+    let env_file = dir.path().join("run/compose.env");
+    for (how, root, path) in [
+        ("a broken conjure.conf", repo(), format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default())),
+        ("no binary", bare.path().to_path_buf(), format!("{}:{BARE_PATH}", fake.display())),
+    ] {
+        for (args, project) in
+            [(&["down", "--timeout", "30"][..], "conjure"), (&["stop"], "stationx"), (&["ps"], "conjure")]
+        {
+            let _ = std::fs::remove_file(&calls);
+            let mut cmd = clean(root.join("scripts/compose.sh"), &[]);
+            cmd.env("PATH", &path)
+                .env("CONJURE_CONF", &broken)
+                .env("CJ_BIN_DIR", bin_dir())
+                .env("CONJURE_ENV_FILE", &env_file)
+                .env_remove("COMPOSE_PROJECT_NAME")
+                .args(args);
+            if project != "conjure" {
+                cmd.env("COMPOSE_PROJECT_NAME", project);
+            }
+            let out = output(&mut cmd);
+            assert!(out.status.success(), "{how} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let want = format!(
+                "COMPOSE_PROJECT_NAME={project} compose version\nCOMPOSE_PROJECT_NAME={project} compose -f {} -f {} {}\n",
+                root.join("docker/docker-compose.yaml").display(),
+                root.join("docker/docker-compose.tun.yaml").display(),
+                args.join(" ")
+            );
+            let got = std::fs::read_to_string(&calls).unwrap_or_default();
+            assert_eq!(got, want, "{how} {args:?}: docker was not run as expected");
         }
     }
 }
