@@ -14,7 +14,7 @@
 #   3. reserves CJ_HUGEPAGES 2 MiB hugepages and mounts hugetlbfs at CJ_HUGEPAGES_MOUNT
 #      (empty: 1024 when CJ_IFACE is zc:..., else none)
 #   4. turns off GRO, LRO, GSO and TSO on the capture interfaces
-#   5. sets them up and promiscuous
+#   5. sets them up and promiscuous (AF_PACKET interfaces only with CJ_AFP_PROMISC=yes)
 #   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER
 #      (its group CJ_GROUP when that is set), mode 3770 (sticky: group members cannot
 #      replace the station's files); a symbolic link or file under that name is refused
@@ -109,6 +109,12 @@ for v in CJ_HUGEPAGES_MOUNT:"$HUGEMNT" CJ_SHM_DIR:"$SHM"; do
         *) cj_die 2 "${v%%:*}=\"${v#*:}\" ($CONJURE_CONF or environment): expected an absolute path" ;;
     esac
 done
+# As /proc/mounts writes it (/dev/hugepages/ is /dev/hugepages): else every run mounts again.
+HUGEMNT=$(realpath -m -- "$HUGEMNT")
+case ${CJ_AFP_PROMISC:-yes} in
+    yes | no) ;;
+    *) cj_die 2 "CJ_AFP_PROMISC=\"$CJ_AFP_PROMISC\" ($CONJURE_CONF or environment): expected yes or no" ;;
+esac
 OWNER=${CJ_SHM_OWNER:-root:root}
 if ! [[ $OWNER =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; then
     cj_die 2 "CJ_SHM_OWNER=\"$OWNER\" ($CONJURE_CONF or environment): expected user:group"
@@ -138,10 +144,25 @@ fi
 
 # ---- 1. capture interfaces ----
 IFACES=()
+# AF_PACKET (IF, IF1,IF2) honours CJ_AFP_PROMISC; PF_RING and ZC sources are made promiscuous.
+PROMISC=yes
+# zc:CLUSTER@QUEUE (numbers) is a ZC cluster queue; zc:IF@N and pfring:IF@N are RSS queue N of IF.
+ZC_QUEUE=0
+[[ $IFACE =~ ^zc:[0-9]+@[0-9]+$ ]] && ZC_QUEUE=1
 case $IFACE in
-    pcap:* | sim:* | containers*) ok "CJ_IFACE=$IFACE is not a network interface: no capture interface to set up" ;;
-    zc:*@*) ok "CJ_IFACE=$IFACE is a ZC cluster queue: its owner sets up the NIC" ;;
-    zc:* | pfring:*) IFACES=("${IFACE#*:}") ;;
+    pcap:* | sim:* | containers* | pfring:pcap:*) ok "CJ_IFACE=$IFACE is not a network interface: no capture interface to set up" ;;
+    zc:*)
+        if [ "$ZC_QUEUE" = 1 ]; then
+            ok "CJ_IFACE=$IFACE is a ZC cluster queue: its owner sets up the NIC"
+        else
+            dev=${IFACE#zc:}
+            IFACES=("${dev%@*}")
+        fi
+        ;;
+    pfring:*)
+        dev=${IFACE#pfring:}
+        IFACES=("${dev%@*}")
+        ;;
     "")
         drivers=${PF_DRIVER:-i40e ixgbe ice}
         for dev in /sys/class/net/*; do
@@ -160,7 +181,10 @@ case $IFACE in
             ok "CJ_IFACE is empty: found ${IFACES[*]} (driver $PF_DRIVER)"
         fi
         ;;
-    *) IFS=, read -r -a IFACES <<<"$IFACE" ;;
+    *)
+        IFS=, read -r -a IFACES <<<"$IFACE"
+        PROMISC=${CJ_AFP_PROMISC:-yes}
+        ;;
 esac
 LIVE=()
 for dev in "${IFACES[@]}"; do
@@ -172,10 +196,11 @@ for dev in "${IFACES[@]}"; do
 done
 
 # ---- 2. PF_RING ZC driver ----
-case $IFACE in
-    zc:*@*) ;;
-    zc:*)
+case $ZC_QUEUE:$IFACE in
+    1:*) ;;
+    0:zc:*)
         dev=${IFACE#zc:}
+        dev=${dev%@*}
         if grep -qs 'Polling Mode:.*ZC' "/proc/net/pf_ring/dev/$dev/info"; then
             ok "$dev runs the PF_RING ZC driver"
         elif ! have pf_ringcfg; then
@@ -247,7 +272,9 @@ for dev in "${LIVE[@]}"; do
     else
         change ip link set dev "$dev" up || true
     fi
-    if [[ ,$flags, == *,PROMISC,* ]]; then
+    if [ "$PROMISC" = no ]; then
+        ok "$dev: promiscuous mode left as it is (CJ_AFP_PROMISC=no)"
+    elif [[ ,$flags, == *,PROMISC,* ]]; then
         ok "$dev is promiscuous"
     else
         change ip link set dev "$dev" promisc on || true

@@ -28,7 +28,8 @@
 //!   other than `CJ_GROUP` or root is refused in one line (exit 2);
 //! - `on_reboot_reserves_hugepages` (root, opt-in with `CJ_TEST_HUGEPAGES=1`, since
 //!   hugepages belong to the whole machine): 2 pages reserved and hugetlbfs mounted
-//!   on a test directory, a second run changes nothing, then both are given back;
+//!   on a test directory (named with a trailing slash), a second run changes nothing,
+//!   then both are given back;
 //! - `compose_stack_processes_a_capture` (root, docker): builds the base image
 //!   (debootstrap) and the builder image (this machine's Rust toolchain) when
 //!   missing, `make container target=sim`, then `scripts/compose.sh up` runs the
@@ -755,7 +756,8 @@ fn on_reboot_reserves_hugepages() {
             format!("CJ_SHM_DIR={}", shm.path().display()),
             "CJ_TUN=no".into(),
             format!("CJ_HUGEPAGES={want}"),
-            format!("CJ_HUGEPAGES_MOUNT={}", guard.mount.display()),
+            // A trailing slash: /proc/mounts has none, and a second run must still find the mount.
+            format!("CJ_HUGEPAGES_MOUNT={}/", guard.mount.display()),
         ],
     );
     let run = || {

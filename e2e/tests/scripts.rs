@@ -23,7 +23,11 @@
 //! - `compose_down_stop_and_ps_run_without_reading_the_configuration`: with a broken
 //!   conjure.conf (and with no binary at all) `compose.sh down`, `stop` and `ps`
 //!   still run docker compose (a fake `docker` first in PATH records its
-//!   arguments) with the project name and both compose files.
+//!   arguments) with the project name and both compose files;
+//! - `on_reboot_plans_follow_the_capture_source`: the `--dry-run` plan (with and
+//!   without a binary) for `lo` as AF_PACKET (`CJ_AFP_PROMISC` yes and no), PF_RING
+//!   and ZC RSS queues of `lo` (`pfring:lo@2`, `zc:lo@0`), a ZC cluster queue
+//!   (`zc:5@0`) and `pfring:pcap:FILE`: which device is set up and made promiscuous.
 //!
 //! Inputs: `sysconfig/conjure.conf` as shipped, and a file that includes it and
 //! sets non-default values (a quote in one), with an environment override on top.
@@ -362,6 +366,7 @@ fn on_reboot_agrees_with_and_without_a_binary() {
         &["CJ_CORECOUNT=four"],
         &["CJ_CLUSTER_ID=5000"],
         &["CJ_TUN_OFFSET=2000000"],
+        &["CJ_AFP_PROMISC=on"],
         &["CJ_CORECOUNT=30", "CJ_QUEUE_OFFSET=1000"],
     ] {
         let conf = dir.path().join("bad.conf");
@@ -489,6 +494,43 @@ fn compose_down_stop_and_ps_run_without_reading_the_configuration() {
             );
             let got = std::fs::read_to_string(&calls).unwrap_or_default();
             assert_eq!(got, want, "{how} {args:?}: docker was not run as expected");
+        }
+    }
+}
+
+#[test]
+fn on_reboot_plans_follow_the_capture_source() {
+    assert_no_binary_on_bare_path();
+    let bare = bare_checkout();
+    let conf = repo().join("sysconfig/conjure.conf");
+    let promisc = "would run: ip link set dev lo promisc on";
+    let kept = "ok: lo: promiscuous mode left as it is (CJ_AFP_PROMISC=no)";
+    let up = "ok: lo is up";
+    let missing = "no such interface";
+    let cluster = "is a ZC cluster queue";
+    let not_if = "is not a network interface";
+    // (CJ_IFACE, CJ_AFP_PROMISC, in the plan, not in the plan)
+    for (iface, afp, has, lacks) in [
+        ("lo", "yes", &[up, promisc][..], &[kept, missing][..]),
+        ("lo", "no", &[up, kept], &[promisc, missing]),
+        // CJ_AFP_PROMISC is AF_PACKET's: PF_RING and ZC sources are made promiscuous anyway.
+        ("pfring:lo@2", "no", &[up, promisc], &[kept, missing]),
+        ("zc:lo@0", "no", &[up, promisc, "configure the ZC driver for lo:"], &[kept, missing, cluster]),
+        ("zc:5@0", "yes", &[cluster], &[up, promisc, missing, "ZC driver for 5"]),
+        ("pfring:pcap:/nonexistent.pcap", "yes", &[not_if], &[up, promisc, missing]),
+    ] {
+        let env = [("CJ_IFACE", iface), ("CJ_AFP_PROMISC", afp), ("CJ_HUGEPAGES", "0")];
+        let with = on_reboot(&repo(), &conf, &env, true);
+        let without = on_reboot(bare.path(), &conf, &env, false);
+        let text = format!("{}{}", String::from_utf8_lossy(&with.stdout), String::from_utf8_lossy(&with.stderr));
+        let text2 = format!("{}{}", String::from_utf8_lossy(&without.stdout), String::from_utf8_lossy(&without.stderr));
+        assert_eq!(text, text2, "{iface} CJ_AFP_PROMISC={afp}: with and without a binary");
+        assert!(with.status.success(), "{iface}: {text}");
+        for line in has {
+            assert!(text.contains(line), "{iface} CJ_AFP_PROMISC={afp}: no `{line}` in the plan:\n{text}");
+        }
+        for line in lacks {
+            assert!(!text.contains(line), "{iface} CJ_AFP_PROMISC={afp}: `{line}` in the plan:\n{text}");
         }
     }
 }
