@@ -109,8 +109,21 @@ for v in CJ_HUGEPAGES_MOUNT:"$HUGEMNT" CJ_SHM_DIR:"$SHM"; do
         *) cj_die 2 "${v%%:*}=\"${v#*:}\" ($CONJURE_CONF or environment): expected an absolute path" ;;
     esac
 done
+# Below /dev, /mnt or /run only (never over /etc or /usr: hugetlbfs is mounted over it as root,
+# and compose bind-mounts it read-write into every container); without . or .. (the binary's rule).
+case /$HUGEMNT/ in
+    */./* | */../*) HUGEMNT=/ ;;
+esac
+case $HUGEMNT in
+    /dev/*[!/]* | /mnt/*[!/]* | /run/*[!/]*) ;;
+    *) cj_die 2 "CJ_HUGEPAGES_MOUNT=\"${CJ_HUGEPAGES_MOUNT:-}\" ($CONJURE_CONF or environment): expected an absolute path under /dev, /mnt or /run, without . or .." ;;
+esac
 # As /proc/mounts writes it (/dev/hugepages/ is /dev/hugepages): else every run mounts again.
 HUGEMNT=$(realpath -m -- "$HUGEMNT")
+case $HUGEMNT in
+    /dev/?* | /mnt/?* | /run/?*) ;;
+    *) cj_die 2 "CJ_HUGEPAGES_MOUNT=\"${CJ_HUGEPAGES_MOUNT:-}\" ($CONJURE_CONF or environment): expected a path under /dev, /mnt or /run; it resolves to $HUGEMNT (a symbolic link)" ;;
+esac
 case ${CJ_AFP_PROMISC:-yes} in
     yes | no) ;;
     *) cj_die 2 "CJ_AFP_PROMISC=\"$CJ_AFP_PROMISC\" ($CONJURE_CONF or environment): expected yes or no" ;;

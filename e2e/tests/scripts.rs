@@ -362,6 +362,8 @@ fn on_reboot_agrees_with_and_without_a_binary() {
         &["CJ_HUGEPAGES=lots"],
         &["CJ_HUGEPAGES=1048577"],
         &["CJ_HUGEPAGES_MOUNT=relative/path"],
+        &["CJ_HUGEPAGES_MOUNT=/etc"],
+        &["CJ_HUGEPAGES_MOUNT=/dev/../etc"],
         &["CJ_SHM_OWNER=root"],
         &["CJ_CORECOUNT=four"],
         &["CJ_CLUSTER_ID=5000"],

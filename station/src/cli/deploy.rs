@@ -4,7 +4,8 @@
 //! Guarantees: [`check`] accepts exactly what `on-reboot.sh`'s own checks
 //! accept (e2e/tests/scripts.rs runs both on the same inputs): `CJ_HUGEPAGES`
 //! empty (1024 for a `zc:` source, else none) or a whole number from 0 to
-//! 1048576; `CJ_HUGEPAGES_MOUNT` empty (`/dev/hugepages`) or an absolute path;
+//! 1048576; `CJ_HUGEPAGES_MOUNT` empty (`/dev/hugepages`) or an absolute path
+//! below `/dev`, `/mnt` or `/run` without `.` or `..` components;
 //! `CJ_SHM_OWNER` empty (`root:root`) or `user:group` of the characters a user
 //! or group name may hold. A refusal is a [`ConfigError`] naming the variable,
 //! the value, its origin and what is expected.
@@ -38,8 +39,12 @@ pub fn check(cfg: &StationConfig) -> Result<(), ConfigError> {
         ));
     }
     let mount = value("CJ_HUGEPAGES_MOUNT");
-    if !mount.is_empty() && !mount.starts_with('/') {
-        return Err(refuse(cfg, "CJ_HUGEPAGES_MOUNT", "an absolute path (empty: /dev/hugepages)"));
+    if !mount.is_empty() && !hugepage_mount_ok(mount) {
+        return Err(refuse(
+            cfg,
+            "CJ_HUGEPAGES_MOUNT",
+            "an absolute path under /dev, /mnt or /run, without . or .. (empty: /dev/hugepages)",
+        ));
     }
     let owner = value("CJ_SHM_OWNER");
     if !owner.is_empty() && !owner.split_once(':').is_some_and(|(u, g)| is_name(u) && is_name(g)) {
@@ -56,6 +61,16 @@ fn refuse(cfg: &StationConfig, var: &str, expected: &str) -> ConfigError {
         origin: cfg.origin(var).to_owned(),
         expected: expected.to_owned(),
     }
+}
+
+/// A hugetlbfs mount point as on-reboot.sh accepts it: below `/dev`, `/mnt`
+/// or `/run`, never a directory the system lives in (`/etc`, `/usr`, ...):
+/// on-reboot.sh mounts hugetlbfs over it as root and compose bind-mounts it
+/// read-write into every container.
+fn hugepage_mount_ok(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    let parts: Vec<&str> = rest.split('/').filter(|c| !c.is_empty()).collect();
+    parts.len() >= 2 && matches!(parts[0], "dev" | "mnt" | "run") && parts.iter().all(|c| *c != "." && *c != "..")
 }
 
 /// A user or group name as on-reboot.sh accepts it: `[A-Za-z0-9_][A-Za-z0-9_.-]*`.
@@ -78,7 +93,7 @@ mod tests {
     fn deployment_variables_are_checked_with_the_scripts_ranges() {
         for (var, good) in [
             ("CJ_HUGEPAGES", &["", "0", "1024", "1048576"][..]),
-            ("CJ_HUGEPAGES_MOUNT", &["", "/dev/hugepages", "/mnt/huge"]),
+            ("CJ_HUGEPAGES_MOUNT", &["", "/dev/hugepages", "/mnt/huge", "/mnt/huge/", "/run/cj/huge"]),
             ("CJ_SHM_OWNER", &["", "root:root", "conjure:conjure", "_a.b-c:9"]),
         ] {
             for v in good {
@@ -87,7 +102,10 @@ mod tests {
         }
         for (var, bad) in [
             ("CJ_HUGEPAGES", &["lots", "-1", "1048577", "1e3", " 5", "0x10"][..]),
-            ("CJ_HUGEPAGES_MOUNT", &["relative/path", "hugepages"]),
+            (
+                "CJ_HUGEPAGES_MOUNT",
+                &["relative/path", "hugepages", "/etc", "/dev", "/mnt/", "/usr/lib/x", "/dev/../etc", "/mnt/./x"],
+            ),
             ("CJ_SHM_OWNER", &["root", ":root", "root:", "a b:c", "-x:y", "a:b:c"]),
         ] {
             for v in bad {

@@ -187,7 +187,7 @@ pub const VARIABLES: &[Variable] = &[
         "deployment",
         "2 MiB hugepages on-reboot.sh reserves; empty: 1024 when CJ_IFACE is zc:..., else none; 0: none",
     ),
-    var("CJ_HUGEPAGES_MOUNT", "/dev/hugepages", "deployment", "hugetlbfs mount point on-reboot.sh makes (absolute)"),
+    var("CJ_HUGEPAGES_MOUNT", "/dev/hugepages", "deployment", "hugetlbfs mount point on-reboot.sh makes (under /dev, /mnt or /run)"),
     var(
         "CJ_SHM_OWNER",
         "root:root",
