@@ -198,9 +198,27 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+
+    /// Sends `byte` every 200 ms for up to 30 s (never 5 s of silence, never a
+    /// whole request) and asserts the endpoint cut the connection off at its
+    /// request deadline: not before it, and well before 20 s.
+    pub(crate) fn assert_cut_off_while_trickling(mut w: impl Write, byte: &[u8]) {
+        let t0 = Instant::now();
+        let mut cut = None;
+        for _ in 0..150 {
+            if w.write_all(byte).is_err() {
+                cut = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cut = cut.expect("the trickling client was never cut off");
+        assert!(cut >= REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
+        assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
+    }
 
     #[test]
     fn a_timed_read_fails_once_the_deadline_passed_however_the_bytes_trickle() {

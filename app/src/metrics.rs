@@ -1054,20 +1054,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_control, asker) = crate::control::Control::new();
         let ep = start("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf(), asker).unwrap();
-        let t0 = std::time::Instant::now();
-        let mut s = TcpStream::connect(ep.addr).unwrap();
-        // One byte every 200 ms for 30 s: never 5 s of silence, never a whole head.
-        let mut cut = None;
-        for _ in 0..150 {
-            if s.write_all(b"x").is_err() {
-                cut = Some(t0.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let cut = cut.expect("the trickling client was never cut off");
-        assert!(cut >= conn::REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
-        assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
+        conn::tests::assert_cut_off_while_trickling(TcpStream::connect(ep.addr).unwrap(), b"x");
     }
 
     #[test]

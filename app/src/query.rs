@@ -949,20 +949,7 @@ mod tests {
         let s = listen(&dir, 0).unwrap();
         let (_control, asker) = crate::control::Control::new();
         serve(&s, asker).unwrap();
-        let t0 = std::time::Instant::now();
-        let mut c = UnixStream::connect(s.path()).unwrap();
-        // One space every 200 ms for 30 s: never 5 s of silence, never a whole line.
-        let mut cut = None;
-        for _ in 0..150 {
-            if c.write_all(b" ").is_err() {
-                cut = Some(t0.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let cut = cut.expect("the trickling client was never cut off");
-        assert!(cut >= conn::REQUEST_DEADLINE, "cut off before its deadline: {cut:?}");
-        assert!(cut < Duration::from_secs(20), "cut off only after {cut:?}");
+        conn::tests::assert_cut_off_while_trickling(UnixStream::connect(s.path()).unwrap(), b" ");
     }
 
     #[test]
