@@ -89,6 +89,12 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// A conjure.conf for a test: the repository's defaults, then `lines`.
+/// A directory for a test's hugetlbfs mount point: under /run, as
+/// `CJ_HUGEPAGES_MOUNT` must be (below /dev, /mnt or /run).
+fn hugepage_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/run").expect("a directory under /run")
+}
+
 fn write_conf(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let path = dir.join(name);
     let mut text = format!(". {}\n", repo().join("sysconfig/conjure.conf").display());
@@ -515,7 +521,8 @@ fn on_reboot_sets_up_a_test_host() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
-    let hugemnt = dir.path().join("hugepages");
+    let huge = hugepage_dir();
+    let hugemnt = huge.path().join("hugepages");
     let conf = write_conf(
         dir.path(),
         "conjure.conf",
@@ -746,7 +753,8 @@ fn on_reboot_reserves_hugepages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
     let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").expect("nr_hugepages");
-    let guard = Hugepages { before: before.clone(), mount: dir.path().join("hugepages") };
+    let huge = hugepage_dir();
+    let guard = Hugepages { before: before.clone(), mount: huge.path().join("hugepages") };
     let want = before.trim().parse::<u64>().expect("number") + 2;
     let conf = write_conf(
         dir.path(),
@@ -921,6 +929,7 @@ fn build_images() {
 struct ComposeRun {
     stack: Stack,
     data: tempfile::TempDir,
+    _huge: tempfile::TempDir,
     conf: PathBuf,
     _conf_dir: tempfile::TempDir,
 }
@@ -931,6 +940,7 @@ impl ComposeRun {
     /// does, and the stack's environment (`env` added); not started.
     fn new(name: &str, iface: &str, workers: usize, extra: &[String], env: &[(&str, &str)]) -> Self {
         let data = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/var/tmp").expect("data dir");
+        let huge = hugepage_dir();
         let shm = PathBuf::from(format!("/dev/shm/station-deploy-{name}.{}", std::process::id()));
         std::fs::create_dir_all(&shm).expect("shm dir");
         // Not in the data directory: there it would be the containers' /var/lib/conjure/conjure.conf.
@@ -945,7 +955,7 @@ impl ComposeRun {
             "CJ_RECORD_QUEUE_SLOTS=4096".into(),
             "CJ_FLOW_TABLE_SIZE=65536".into(),
             "CJ_IMAGE=conjure_sim".into(),
-            format!("CJ_HUGEPAGES_MOUNT={}", data.path().join("hugepages").display()),
+            format!("CJ_HUGEPAGES_MOUNT={}", huge.path().join("hugepages").display()),
             // What on-reboot.sh must not do on the test machine: no tun devices, no hugepages.
             "CJ_TUN=no".into(),
             "CJ_HUGEPAGES=0".into(),
@@ -966,7 +976,7 @@ impl ComposeRun {
             ("COMPOSE_PROJECT_NAME".into(), format!("stationtest{name}{}", std::process::id())),
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self { stack: Stack { env: vars, shm }, data, conf, _conf_dir: conf_dir }
+        Self { stack: Stack { env: vars, shm }, data, _huge: huge, conf, _conf_dir: conf_dir }
     }
 
     fn logs(&self) -> String {
