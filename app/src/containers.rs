@@ -224,7 +224,7 @@ pub fn csv_text(c: &Containers) -> String {
             t.ip_bytes_out,
             t.flows,
             t.non_ip_frames,
-            t.veths.join(";"),
+            csv_cell(&t.veths.join(";")),
             netns.join(";"),
             protos.join(";")
         );
@@ -329,5 +329,25 @@ mod tests {
         assert_eq!(first["name"], "a");
         assert_eq!(first["by_protocol"]["arp"]["packets_out"], 1);
         assert_eq!(log_file_name("web/1", "abc"), "web_1-abc");
+    }
+
+    #[test]
+    fn a_veth_name_with_a_comma_keeps_the_containers_csv_row_at_its_13_cells() {
+        let mut c = Containers::new(false);
+        let mut r = ip_record([10, 0, 0, 1], 1, [10, 0, 0, 2], 2, 17, (1, 100), (1, 100), EndReason::IdleTimeout);
+        r.ctr[0] = ContainerRef { veth: fixed_text("veth,1"), ..ctr("web", AttributedBy::Interface) };
+        c.add(&r);
+        let text = csv_text(&c);
+        let row = text.lines().nth(1).expect("a row");
+        let (mut cells, mut quoted) = (1, false);
+        for ch in row.chars() {
+            match ch {
+                '"' => quoted = !quoted,
+                ',' if !quoted => cells += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(cells, 13, "{row}");
+        assert!(row.contains("\"veth,1\""), "{row}");
     }
 }

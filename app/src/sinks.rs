@@ -274,6 +274,23 @@ fn push_field(out: &mut Vec<u8>, p: Primitive, k: &Key) {
     }
 }
 
+/// Whether a CSV cell must be quoted (RFC 4180: it holds a comma, a quote or a line break).
+fn needs_csv_quotes(field: &[u8]) -> bool {
+    field.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+}
+
+/// Appends `field` as a quoted CSV cell, its quotes doubled.
+fn push_csv_quoted(out: &mut Vec<u8>, field: &[u8]) {
+    out.push(b'"');
+    for &b in field {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
 /// Whether a primitive's text never needs JSON escaping: addresses, numbers
 /// and pmacct's protocol names (checked by a test), so its field can be
 /// formatted straight into the JSON line and copied from there to the CSV row.
@@ -877,7 +894,15 @@ fn compose<'a, const CSV: bool, const JSON: bool>(
             sc.field.clear();
             push_field(&mut sc.field, p, k);
             if CSV {
-                csv.bytes(&sc.field);
+                if needs_csv_quotes(&sc.field) {
+                    // A container name may hold a comma, a quote or a newline (a
+                    // named netns, an interface name): quoted as RFC 4180 says.
+                    sc.escaped.clear();
+                    push_csv_quoted(&mut sc.escaped, &sc.field);
+                    csv.bytes(&sc.escaped);
+                } else {
+                    csv.bytes(&sc.field);
+                }
             }
             if JSON {
                 if json_plain(p) {
@@ -1496,6 +1521,63 @@ mod tests {
         }
     }
 
+    /// The cells of one RFC 4180 record (quoted cells unquoted, `""` a quote).
+    fn rfc4180_cells(line: &str) -> Vec<String> {
+        let (mut cells, mut cell, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    cell.push('"');
+                }
+                ('"', _) => quoted = !quoted,
+                (',', false) => cells.push(std::mem::take(&mut cell)),
+                (c, _) => cell.push(c),
+            }
+        }
+        cells.push(cell);
+        cells
+    }
+
+    #[test]
+    fn container_names_with_commas_quotes_or_line_breaks_are_quoted_cells_in_flows_csv() {
+        let p = Primitives::parse_list(["src_container", "dst_container", "proto"], "t").unwrap();
+        let mut t = Aggregate::new(p);
+        let names = ["web,1", "say \"hi\"", "two\nlines", "plain"];
+        for (i, name) in names.iter().enumerate() {
+            let mut r =
+                ip_record([10, 0, 0, i as u8], 1000, [10, 0, 1, 1], 80, 6, (1, 100), (1, 60), EndReason::EndOfFlow);
+            r.ctr[0].name = station::record::fixed_text(name);
+            r.ctr[1].name = station::record::fixed_text("db");
+            t.add_ip(&r);
+        }
+        let text = csv_text(&t);
+        // Records, not lines: a quoted line break stays inside its cell.
+        let mut records = Vec::new();
+        let mut pending = String::new();
+        for line in text.split_inclusive('\n') {
+            pending.push_str(line);
+            if pending.matches('"').count().is_multiple_of(2) {
+                records.push(rfc4180_cells(pending.trim_end_matches('\n')));
+                pending.clear();
+            }
+        }
+        let header = &records[0];
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name} in {text}"));
+        let (src, dst) = (col("SRC_CONTAINER"), col("DST_CONTAINER"));
+        let mut seen: Vec<String> = Vec::new();
+        for r in &records[1..] {
+            assert_eq!(r.len(), header.len(), "{r:?} in\n{text}");
+            if r[dst] == "db" {
+                seen.push(r[src].clone());
+            }
+        }
+        seen.sort();
+        let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        want.sort();
+        assert_eq!(seen, want, "{text}");
+    }
+
     #[test]
     fn random_rows_of_every_column_read_as_std_and_serde_json_print_their_fields() {
         use std::net::{Ipv4Addr, Ipv6Addr};
@@ -1611,7 +1693,9 @@ mod tests {
                 };
                 let value = if number { text.clone() } else { quote(&text) };
                 line.push_str(&format!(", \"{key}\": {value}"));
-                cells.push(text);
+                // RFC 4180: a cell with a comma, a quote or a line break is quoted, its quotes doubled.
+                let special = text.contains([',', '"', '\n', '\r']);
+                cells.push(if special { format!("\"{}\"", text.replace('"', "\"\"")) } else { text });
             }
             let stamp = |ns: u64| format!("{}.{:06}", ns / 1_000_000_000, ns % 1_000_000_000 / 1000);
             for (key, v) in
