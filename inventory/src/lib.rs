@@ -563,7 +563,7 @@ impl Scanner {
             let base = |veth: &str| ContainerRef {
                 netns: ns.inode,
                 nsid: ns.nsid.unwrap_or(-1),
-                id: fixed_text(&ns.id),
+                id: record_id(&ns.id),
                 name: fixed_text(&ns.name),
                 veth: fixed_text(veth),
                 ..Default::default()
@@ -916,6 +916,24 @@ pub fn snapshot_for_tests(entries: &[(Entry, Option<u8>)]) -> Snapshot {
     snap
 }
 
+/// A runtime's id as the 16 bytes a record holds: itself when it fits;
+/// longer, its first 7 bytes, `~` and 8 hex digits of a hash (FNV-1a, 32
+/// bits) of the whole id, so that ids sharing their first 16 bytes (named
+/// namespaces `site-a-frontend-1` and `site-a-frontend-2`, LXC names, ctr
+/// task ids) stay two containers in the app's tables, which key rows by name
+/// and id. Docker's ids are cut to 12 hex digits before this.
+pub fn record_id(id: &str) -> [u8; 16] {
+    if id.len() <= 16 {
+        return fixed_text(id);
+    }
+    let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let mut keep = 7;
+    while !id.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    fixed_text(&format!("{}~{hash:08x}", &id[..keep]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1000,5 +1018,19 @@ mod tests {
         assert_eq!(s.entry(1).name_str(), "c1");
         assert_eq!(s.entry(9), ContainerRef::default());
         assert_eq!(s.by_veth_name("veth1"), 1);
+    }
+
+    #[test]
+    fn ids_longer_than_a_record_holds_stay_apart() {
+        let text = |b: [u8; 16]| station::record::text_of(&b).to_owned();
+        let (a, b) = ("rv3-abcdefghijklmnopqrstuvwxyz-long-1", "rv3-abcdefghijklmnopqrstuvwxyz-long-2");
+        assert_ne!(record_id(a), record_id(b), "two named namespaces sharing their first 16 bytes");
+        assert_eq!(record_id(a), record_id(a), "the same id, the same bytes (stable)");
+        assert!(text(record_id(a)).starts_with("rv3-abc~") && text(record_id(a)).len() == 16, "{}", text(record_id(a)));
+        // What fits is kept as it is: Docker's 12-digit ids, short names.
+        assert_eq!(text(record_id("0123456789ab")), "0123456789ab");
+        assert_eq!(text(record_id("exactly16bytes!!")), "exactly16bytes!!");
+        // A multi-byte character at the cut is not split.
+        assert!(text(record_id("ééééééééééééé")).starts_with("ééé~"));
     }
 }
