@@ -112,7 +112,7 @@ pub enum RestoreError {
     },
     /// The queue holds fewer records than the checkpoint read: a new queue.
     #[error(
-        "{path}: the checkpoint read {saved} records of it, the queue has only ever had {published}:          the queue was re-created (a reboot, or its directory was cleared) since the checkpoint"
+        "{path}: the checkpoint read {saved} records of it, the queue has only ever had {published}: the queue was re-created (a reboot, or its directory was cleared) since the checkpoint"
     )]
     Recreated {
         /// The queue file.
@@ -124,7 +124,7 @@ pub enum RestoreError {
     },
     /// Released past the checkpoint: another consumer read it since.
     #[error(
-        "{path}: records up to {released} were released by a consumer, the checkpoint read only {saved}:          another cj-app read this queue since the checkpoint"
+        "{path}: records up to {released} were released by a consumer, the checkpoint read only {saved}: another cj-app read this queue since the checkpoint"
     )]
     ReadPast {
         /// The queue file.

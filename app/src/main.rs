@@ -555,8 +555,13 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     }
     let (_, text) = run.report_and_write(complete, drained, true)?;
     if complete {
-        // Every queue read to its end and the files written: the next run starts from zero.
-        run.intake.release_all();
+        // Every queue read to its end and the files written: the next run starts
+        // from zero. The final positions are saved before the slots are given
+        // back, and only then is the checkpoint removed: killed in between, a
+        // restarted cj-app finds a checkpoint that agrees with the queues and
+        // writes the same files again (released first, the checkpoint lagged
+        // the queues and every restart refused it).
+        run.checkpoint();
         checkpoint::remove(&run.checkpoint)?;
     } else {
         // Stopped mid-stream: a restarted cj-app continues from here.
