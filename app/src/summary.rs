@@ -379,6 +379,11 @@ pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
             _ => OutDirError::Create { path: path.clone(), source },
         })?,
     }
+    // What a killed cj-app left mid-write (its temporary copies) goes first.
+    let stale = shmq::files::remove_stale_temps(dir);
+    if stale > 0 {
+        station::cj_info!("cj-app: removed {stale} temporary file(s) a killed process left in {}", dir.display());
+    }
     // Created exclusively under a name of this process's own: a file or link
     // planted in a shared directory is never written (or truncated) through.
     // A leftover of that name (a dead process with our pid) is removed once

@@ -382,6 +382,44 @@ pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
+/// The pid in a temporary name of [`temp_name`]'s form (`.<name>.<pid>.<n>.tmp`).
+fn temp_pid(name: &str) -> Option<i32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut fields = inner.rsplitn(3, '.');
+    let (n, pid, file) = (fields.next()?, fields.next()?, fields.next()?);
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    (digits(n) && digits(pid) && !file.is_empty()).then(|| pid.parse().ok()).flatten()
+}
+
+/// Removes the temporary files (`.<name>.<pid>.<n>.tmp`, [`temp_name`]) that
+/// a killed process left in `dir`: regular files owned by this process's
+/// user whose pid no longer runs. A process killed while it wrote a file
+/// leaves its temporary copy behind, and nothing else ever removes it (a
+/// copy of flows.json can be hundreds of MB). Files of other users, links,
+/// and the files of a process that runs are left alone. Returns how many
+/// were removed. Not for a directory that a process of another PID
+/// namespace writes in too (its pid means nothing here).
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let me = nix::unistd::geteuid().as_raw();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_pid) else { continue };
+        // symlink_metadata: a link is not followed (and not removed).
+        let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+        if !m.file_type().is_file() || m.uid() != me || pid <= 0 {
+            continue;
+        }
+        let gone =
+            matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+        if gone && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Replaces `path` with `contents` atomically and safely in a directory others
 /// may write: the bytes go to a new temporary file of this process's own
 /// (`.<name>.<pid>.<n>.tmp`, `O_CREAT | O_EXCL | O_NOFOLLOW`, `mode`), which is
@@ -777,4 +815,41 @@ pub(crate) fn first_word(file: &File) -> u64 {
     let mut b = [0u8; 8];
     let _ = file.read_at(&mut b, 0);
     u64::from_ne_bytes(b)
+}
+
+#[cfg(test)]
+mod stale_temp_tests {
+    use super::*;
+
+    #[test]
+    fn temporary_files_of_dead_processes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A pid above any pid_max (2^22): no process has it.
+        let dead = ".flows.json.99999999.3.tmp";
+        let live = format!(".flows.csv.{}.0.tmp", std::process::id());
+        for name in [dead, live.as_str(), "flows.csv", ".notes.tmp", ".flows.json.x.3.tmp"] {
+            std::fs::write(d.join(name), b"x").unwrap();
+        }
+        let target = d.join("kept-target");
+        std::fs::write(&target, b"t").unwrap();
+        std::os::unix::fs::symlink(&target, d.join(".summary.json.99999998.1.tmp")).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            // Another user's leftover: not this process's to remove.
+            let foreign = d.join(".flows.csv.99999997.2.tmp");
+            std::fs::write(&foreign, b"x").unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+        }
+        assert_eq!(remove_stale_temps(d), 1);
+        let mut left: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert!(!left.contains(&dead.to_owned()), "{left:?}");
+        for kept in [live.as_str(), "flows.csv", ".notes.tmp", ".flows.json.x.3.tmp", ".summary.json.99999998.1.tmp"] {
+            assert!(left.contains(&kept.to_owned()), "{kept} was removed: {left:?}");
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"t");
+        assert_eq!(temp_pid(".flows.json.123.4.tmp"), Some(123));
+        assert_eq!(temp_pid(".123.4.tmp"), None);
+    }
 }
