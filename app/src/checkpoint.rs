@@ -25,8 +25,10 @@
 //!   skips the records the queues still hold that the checkpoint has already
 //!   counted, and goes on: its files, totals and identity are those of one
 //!   uninterrupted run.
-//! - A run that reads every queue to its end writes its files and then removes
-//!   the checkpoint: the next run starts from zero.
+//! - A run that reads every queue to its end writes its files, saves its final
+//!   positions, gives the slots back and then removes the checkpoint: the
+//!   next run starts from zero (killed before the removal, the next start
+//!   agrees with the queues and writes the same files again).
 //! - A checkpoint that does not fit this run (other queues, queue set,
 //!   aggregation primitives, fan-out, row limit, container logs or record
 //!   layout; a queue re-created or read by someone else since; a damaged or
@@ -48,6 +50,10 @@
 //!   whole table is written at the first save of a run and when the frames
 //!   outgrow it (per-container flow logs, when kept, are written whole at every
 //!   save).
+//! - Damage inside a frame's bytes: there is no checksum, so a flipped bit in
+//!   a row's counters loads as another count (a review flipped every bit of a
+//!   one-flow checkpoint: 86 of 394 loaded); damage that breaks the frames'
+//!   structure, and a cut first frame, are refused.
 //! - A power loss: the checkpoint is not fsynced, because the record queues
 //!   (in memory, under CJ_SHM_DIR) do not survive one either; a checkpoint
 //!   whose queues were re-created is refused, as above.
