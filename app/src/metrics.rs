@@ -315,9 +315,7 @@ pub struct Snapshot {
 /// but not under another user's name, and (the directory being sticky,
 /// `shmq::prepare_dir`) cannot replace the station's files after this check.
 fn station_owned(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid().as_raw();
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == me || m.uid() == 0)
+    std::fs::symlink_metadata(path).is_ok_and(|m| shmq::files::owned_by_us_or_root(&m))
 }
 
 /// Worker page counters: (page name, family, help, kind, extra label).

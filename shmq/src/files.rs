@@ -79,6 +79,11 @@ fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Whether a file's owner is one the station trusts: this process's user or root.
+pub fn owned_by_us_or_root(meta: &Metadata) -> bool {
+    meta.uid() == euid() || meta.uid() == 0
+}
+
 /// No readers' group: [`GROUP`] holds a gid below 2^32 or this.
 const NO_GROUP: u64 = u64::MAX;
 
@@ -181,7 +186,7 @@ fn refuse_by_name(path: &Path, want_dir: bool) -> Option<QueueError> {
 /// Checks the owner and mode of the queue directory open as `meta`.
 fn check_dir_meta(dir: &Path, meta: &Metadata) -> Result<(), QueueError> {
     let me = euid();
-    if meta.uid() != me && meta.uid() != 0 {
+    if !owned_by_us_or_root(meta) {
         return Err(refuse(
             dir,
             meta,
@@ -300,7 +305,7 @@ pub fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueErr
         return Err(refuse(path, &meta, format!("{}, not a regular file", type_word(&meta)), "remove it".into()));
     }
     let me = euid();
-    if access == Access::Write && meta.uid() != me && meta.uid() != 0 {
+    if access == Access::Write && !owned_by_us_or_root(&meta) {
         return Err(refuse(
             path,
             &meta,
@@ -401,7 +406,7 @@ fn temp_pid(name: &str) -> Option<i32> {
 /// namespace writes in too (its pid means nothing here).
 pub fn remove_stale_temps(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let me = nix::unistd::geteuid().as_raw();
+    let me = euid();
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
