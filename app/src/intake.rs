@@ -34,7 +34,9 @@
 //!   (left by a finished run), they are stale: the app waits for a producer to
 //!   attach again instead of ending at once, so it may start before the
 //!   detector. When only some are (an app restarted mid-run), those count as
-//!   ended.
+//!   ended. Until a producer attaches, [`Intake::awaiting_new_run`] says so:
+//!   cj-app then neither writes its files nor saves a checkpoint, so the
+//!   files of the finished run are not replaced by an empty table.
 
 use std::path::PathBuf;
 
@@ -180,8 +182,9 @@ impl Intake {
             let mut consumer = file.into_consumer();
             // A fresh queue starts at seq 0; after an app restart, continue from what comes.
             let next_seq = (consumer.stats().dequeued == 0).then_some(0);
-            let stale = (consumer.state() == QueueState::Ended && consumer.stats().dequeued > 0)
-                .then(|| consumer.stats().producer_attaches);
+            // The attach count before the state (Consumer::state_after).
+            let attaches = consumer.producer_attaches();
+            let stale = (consumer.state() == QueueState::Ended && consumer.stats().dequeued > 0).then_some(attaches);
             sources.push(Source {
                 queue: q,
                 path,
@@ -294,6 +297,13 @@ impl Intake {
         Ok(skipped)
     }
 
+    /// Whether every queue is still as a finished earlier run left it (closed
+    /// and drained at attach, no producer attached since): nothing of a new
+    /// run has come, and the output directory still holds that run's files.
+    pub fn awaiting_new_run(&self) -> bool {
+        self.sources.iter().all(|s| s.stale.is_some_and(|a| s.consumer.producer_attaches() == a))
+    }
+
     /// The queue numbers, in intake order (the index is what `poll_batch` reports).
     pub fn queues(&self) -> Vec<u32> {
         self.sources.iter().map(|s| s.queue).collect()
@@ -346,8 +356,10 @@ impl Intake {
                 }
                 read += n;
                 live += 1;
-            } else if src.consumer.state() == QueueState::Ended
-                && src.stale.is_none_or(|a| src.consumer.stats().producer_attaches != a)
+            } else if match src.stale {
+                Some(seen) => src.consumer.state_after(seen),
+                None => src.consumer.state(),
+            } == QueueState::Ended
             {
                 src.stats.ended = true;
             } else {

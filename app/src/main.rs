@@ -407,7 +407,8 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         None => {
             let read_before: Vec<u32> =
                 intake.saved().iter().filter(|q| q.next_seq.is_none()).map(|q| q.queue).collect();
-            if !read_before.is_empty() {
+            // Queues a finished run left drained are not a loss: the next run starts them again.
+            if !read_before.is_empty() && !intake.awaiting_new_run() {
                 station::cj_warn!(
                     "cj-app: warning: record queue(s) {read_before:?} were read by an earlier cj-app, and {} holds no \
                      checkpoint of it: what it read is not in these totals (the identity will say so)",
@@ -527,7 +528,10 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             e.tick(now);
         }
         if let (Some(at), Some(every)) = (next_refresh, run.settings.refresh) {
-            if now >= at {
+            // Waiting for a new run on the queues of a finished one: its files stay as they are.
+            if now >= at && run.intake.awaiting_new_run() {
+                next_refresh = Some(next_deadline(at, every, now));
+            } else if now >= at {
                 if let Err(e) = run.report_and_write(false, false, false) {
                     // Once per refresh interval; the accounts stay in memory and the next refresh writes them.
                     station::cj_warn!(
@@ -549,6 +553,18 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             }
         }
     };
+    if !complete && run.intake.awaiting_new_run() {
+        // Stopped before a new run's detector attached: nothing was read, and
+        // the output directory holds the finished run's files. Writing now would
+        // replace them with an empty table, and a checkpoint would make the next
+        // cj-app end at once with one.
+        station::cj_info!(
+            "cj-app: stopped before a detector attached to the drained queues of a finished run: nothing read; {} left as it is",
+            run.settings.out_dir.display()
+        );
+        beat.renew(&run.accounts, 2);
+        return Ok(());
+    }
     notifier.stopping("writing the output files");
     if let Some(e) = run.exporter.as_mut() {
         e.flush();

@@ -24,7 +24,9 @@
 //!   record in `records_lost` and its packets in `lost_packets` (their `seq`
 //!   numbers are then gaps), and logs one line saying the app is not draining.
 //! - End: when the packet queue has ended (closed by the producer and all
-//!   read) or the stop flag is set (SIGINT/SIGTERM; the worker first processes
+//!   read; a queue found closed and drained at start, left by a finished run
+//!   whose worker ended, ends only when a producer has attached again and
+//!   closed it: the detector starts before the balancer) or the stop flag is set (SIGINT/SIGTERM; the worker first processes
 //!   what was already queued, at most one ring's worth), every flow is flushed
 //!   as a record ([`station::record::EndReason::ForcedEnd`]), the records are
 //!   published, the final totals are written to the stats page, and `ended` is
@@ -315,6 +317,19 @@ fn run(
     }
     let Opened { mut consumer, producer, page, mut divert } = opened?;
     let queue = spec.queue;
+    // The packet queue as a finished run left it: closed, drained, and its
+    // worker ended (not killed). This run's balancer has not attached yet (the
+    // detector starts first): wait for it instead of ending at once on the
+    // last run's close, which lost the whole run. The count before the state
+    // (Consumer::state_after).
+    let attaches = consumer.producer_attaches();
+    let stale = (page.get(wc::ENDED) == 1 && consumer.state() == QueueState::Ended).then_some(attaches);
+    if stale.is_some() {
+        station::cj_info!(
+            "(Core {queue}) packet queue {} was closed and drained by an earlier run; waiting for the balancer to attach",
+            spec.packet_queue_path().display()
+        );
+    }
 
     let stats = StatsWriter::new(page, queue);
     // Published records are counted by the queue itself; the page may lag it after a crash.
@@ -372,7 +387,11 @@ fn run(
                 corrupt_log.count = corrupt;
             }
         } else {
-            match consumer.state() {
+            let state = match stale {
+                Some(seen) => consumer.state_after(seen),
+                None => consumer.state(),
+            };
+            match state {
                 QueueState::Ended => break EndCause::QueueEnded,
                 QueueState::Ready => {}
                 QueueState::Empty => {

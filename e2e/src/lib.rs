@@ -249,6 +249,24 @@ pub fn run_pipeline(cluster: &Cluster, out: &Path) -> Run {
     Run { balancer, detector, app }
 }
 
+/// The lines `child` writes to its (piped) stderr, gathered by a thread as
+/// they come: a test waits for a line with a deadline, then reads them all.
+///
+/// # Panics
+/// When the child's stderr was not piped or was taken.
+pub fn stderr_lines(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().expect("a piped stderr");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("stderr lines").push(line);
+        }
+    });
+    lines
+}
+
 /// Key of a row of the default aggregate: src, dst, src port, dst port, protocol name.
 pub type RowKey = (IpAddr, IpAddr, u16, u16, String);
 

@@ -361,3 +361,94 @@ fn all_three_killed_mid_stream_and_restarted_lose_only_the_named_worker_flows() 
     let sum = |m: &std::collections::BTreeMap<_, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
     assert_eq!(sum(&got) + crash_lost, sum(&want), "flows.csv + worker_crash_lost vs the truth's IP packets\n{all}");
 }
+
+#[test]
+fn an_app_started_again_on_a_finished_run_leaves_its_files_until_a_new_run_comes() {
+    // A finished run (every queue closed and drained), then cj-app again on the
+    // same output directory, with a refresh every second: it waits for a
+    // detector that never comes and is stopped. The first run's files are the
+    // truth's and must stay so (before, the refresh and the stop wrote an empty
+    // table over them, and the checkpoint saved at the stop made the next
+    // cj-app end at once with that empty table).
+    let spec: SimSpec = "flows=50,packets=2000,seed=32".parse().expect("spec");
+    let truth = sim::truth(&spec);
+    let iface = format!("sim:{spec}");
+    let cluster = Cluster::new(&[("CJ_IFACE", iface.as_str()), ("CJ_CORECOUNT", "1"), ("CJ_REFRESH", "1")]);
+    let out = tempfile::tempdir().expect("out dir");
+    e2e::run_pipeline(&cluster, out.path()).assert_success();
+    let flows = out.path().join("flows.csv");
+    if let Some(d) = diff_rows(&read_flows_csv(&flows), &truth_rows(&truth)) {
+        panic!("the first run's flows.csv differs from the truth:\n{d}");
+    }
+    let files =
+        ["flows.csv", "summary.json"].map(|f| (f, std::fs::read(out.path().join(f)).expect("first run's file")));
+
+    let mut again = app(&cluster, out.path());
+    let lines = e2e::stderr_lines(&mut again);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines.lock().expect("lines").iter().any(|l| l.contains("closed and drained by an earlier run")) {
+        assert!(Instant::now() < deadline, "cj-app did not say within 30 s that it waits for a new run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Three refresh intervals waiting.
+    std::thread::sleep(Duration::from_millis(3500));
+    let stopped = signal(again, Signal::SIGTERM);
+    let said = lines.lock().expect("lines").join("\n");
+    assert!(stopped.status.success(), "cj-app stopped while waiting: {:?}\n{said}", stopped.status);
+    for (name, before) in &files {
+        let now = std::fs::read(out.path().join(name)).expect("file after the waiting cj-app");
+        assert!(
+            &now == before,
+            "{name} was rewritten by a cj-app that read nothing:\n{}\n{said}",
+            String::from_utf8_lossy(&now)
+        );
+    }
+    assert!(!out.path().join("checkpoint").exists(), "a cj-app that read nothing left a checkpoint:\n{said}");
+
+    // The next run on the same queues and directory is a whole run of its own.
+    e2e::run_pipeline(&cluster, out.path()).assert_success();
+    if let Some(d) = diff_rows(&read_flows_csv(&flows), &truth_rows(&truth)) {
+        panic!("the run after the waiting cj-app differs from the truth:\n{d}");
+    }
+}
+
+#[test]
+fn a_run_on_the_queues_of_a_finished_one_waits_for_its_balancer_and_matches_the_truth() {
+    // The detector starts before the balancer (the units' and compose's
+    // order). On the packet queue a finished run left closed and drained it
+    // ended at once, and the whole second run was lost (identity broken).
+    let spec: SimSpec = "flows=50,packets=2000,seed=33".parse().expect("spec");
+    let truth = sim::truth(&spec);
+    let iface = format!("sim:{spec}");
+    let cluster = Cluster::new(&[("CJ_IFACE", iface.as_str()), ("CJ_CORECOUNT", "1")]);
+    let first = tempfile::tempdir().expect("out dir");
+    e2e::run_pipeline(&cluster, first.path()).assert_success();
+
+    let queue = cluster.cluster_dir().join("pkt-0-0");
+    let attaches = || shmq::QueueFile::read_stats(&queue).expect("packet queue stats").1.consumer_attaches;
+    let before = attaches();
+    let out = tempfile::tempdir().expect("out dir");
+    let detector = spawn(cluster.command("cj-detector"));
+    let second = app(&cluster, out.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while attaches() == before {
+        assert!(Instant::now() < deadline, "the second detector did not attach to its packet queue within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for a detector that takes the last run's close for its own to end.
+    std::thread::sleep(Duration::from_millis(500));
+    let balancer = spawn(cluster.command("cj-balancer"));
+    let outs = wait_all(
+        vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", second)],
+        Duration::from_secs(180),
+    );
+    let all: String = outs.iter().map(|o| format!("{}\n", String::from_utf8_lossy(&o.stderr))).collect();
+    for o in &outs {
+        assert!(o.status.success(), "a process of the second run failed:\n{all}");
+    }
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &truth_rows(&truth)) {
+        panic!("the second run's flows.csv differs from the truth:\n{d}\n{all}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
+}

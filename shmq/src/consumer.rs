@@ -184,6 +184,28 @@ impl Consumer {
         }
     }
 
+    /// How many times a producer has attached to the queue (an Acquire load:
+    /// a count that includes an attach shows that attach's reopening of the
+    /// queue to [`Self::state`] read after it).
+    pub fn producer_attaches(&self) -> u32 {
+        self.ring.header().producer_attaches.load(Ordering::Acquire)
+    }
+
+    /// As [`Self::state`], except that the queue reads Empty, not Ended, while
+    /// no producer has attached since the count `seen` (taken with
+    /// [`Self::producer_attaches`] when the queue was found closed and drained
+    /// by an earlier run): such a queue is waiting for the next run's producer,
+    /// whose own close alone ends it.
+    pub fn state_after(&mut self, seen: u32) -> QueueState {
+        // The count first: a new attach seen here has reopened the queue
+        // before `state` looks at `closed` (Producer::attach's order).
+        let attaches = self.producer_attaches();
+        match self.state() {
+            QueueState::Ended if attaches == seen => QueueState::Empty,
+            s => s,
+        }
+    }
+
     /// The queue's counters (`dequeued` counts released messages only).
     pub fn stats(&self) -> QueueStats {
         self.ring.stats()

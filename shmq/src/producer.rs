@@ -72,8 +72,10 @@ impl Producer {
         }
         let h = ring.header();
         h.producer_pid.store(std::process::id(), Ordering::Relaxed);
-        h.producer_attaches.fetch_add(1, Ordering::Relaxed);
+        // Reopened before the attach is counted (Release): a consumer that sees
+        // the new count (Consumer::state_after) also sees the queue open.
         h.closed.store(0, Ordering::Release);
+        h.producer_attaches.fetch_add(1, Ordering::Release);
         let tail = h.producer.0.tail.load(Ordering::Acquire);
         let enqueued = h.producer.0.enqueued.load(Ordering::Relaxed);
         let dropped = h.producer.0.dropped.load(Ordering::Relaxed);

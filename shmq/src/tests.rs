@@ -588,3 +588,29 @@ fn a_producer_with_a_bound_makes_resident_the_slots_that_bound_can_fill_from_its
     drop(QueueFile::open_or_create(&whole, s).unwrap().into_producer_for(u64::MAX / 2));
     assert_eq!(allocated_kib(&whole), 4 + 1024, "the header page and 1 MiB of slots");
 }
+
+#[test]
+fn a_queue_a_finished_run_left_ends_again_only_after_a_new_producer_closes_it() {
+    let (_d, path) = tmp();
+    let s = spec(64, 8);
+    let (mut p, mut c) = pair(&path, s);
+    p.push(b"last run").unwrap();
+    p.close();
+    assert_eq!(pop_vec(&mut c).as_deref(), Some(&b"last run"[..]));
+    assert_eq!(c.state(), QueueState::Ended);
+    drop((p, c));
+
+    // The next run's consumer starts first and finds it closed and drained.
+    let mut c = QueueFile::open_or_create(&path, s).unwrap().into_consumer();
+    let seen = c.producer_attaches();
+    assert_eq!(c.state(), QueueState::Ended, "the plain state is the last run's end");
+    assert_eq!(c.state_after(seen), QueueState::Empty, "waiting for the next run's producer");
+    let mut p = QueueFile::open_or_create(&path, s).unwrap().into_producer();
+    assert_eq!(c.state_after(seen), QueueState::Empty, "attached and open: nothing yet");
+    p.push(b"this run").unwrap();
+    p.publish();
+    assert_eq!(c.state_after(seen), QueueState::Ready);
+    assert_eq!(pop_vec(&mut c).as_deref(), Some(&b"this run"[..]));
+    p.close();
+    assert_eq!(c.state_after(seen), QueueState::Ended, "the new producer's close ends it");
+}
