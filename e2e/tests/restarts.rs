@@ -9,7 +9,10 @@
 //! IP-hash mode: flows.csv equals the truth with no named term (restarted
 //! with another hash mode it refuses in one line). All three
 //! killed at once mid-stream and restarted: the truth less exactly the named
-//! `worker_crash_lost`.
+//! `worker_crash_lost`. A second run on the queues of a finished one, its
+//! detector started well before its balancer, equals the truth; a cj-app
+//! started on a finished run's directory and stopped before any new run
+//! leaves that run's files byte for byte.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
