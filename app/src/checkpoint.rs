@@ -469,6 +469,133 @@ mod tests {
         vec![SavedQueue { queue: 0, position: n, next_seq: Some(n), stats: Default::default() }]
     }
 
+    /// A v3 checkpoint (the format before the checksums) as the v3 saver
+    /// wrote it, built here in memory: the magic, then per save a u64 length
+    /// (little-endian) and the bincode encoding, the first save whole, each
+    /// later one the changes since the save before.
+    struct V3(Vec<u8>);
+
+    const MAGIC_V3: &[u8; 16] = b"cj-app ckpt v3\n\0";
+
+    impl V3 {
+        fn frame(&mut self, body: Vec<u8>) {
+            self.0.extend((body.len() as u64).to_le_bytes());
+            self.0.extend(body);
+        }
+
+        /// The first save of a run.
+        fn whole(fit: &Fit, intake: Vec<SavedQueue>, accounts: &mut Accounts) -> V3 {
+            accounts.clear_changes();
+            let mut v3 = V3(MAGIC_V3.to_vec());
+            v3.frame(bincode::serialize(&Body { fit: fit.clone(), intake, accounts: &*accounts }).unwrap());
+            v3
+        }
+
+        /// A later save.
+        fn changes(&mut self, intake: Vec<SavedQueue>, accounts: &mut Accounts) {
+            self.frame(bincode::serialize(&Changes { intake, accounts: accounts.take_changes() }).unwrap());
+        }
+    }
+
+    /// Flows in and out of a container (per-container flow logs kept), and
+    /// plain ones: `n` flows from port 1000 + `from` on, `k` packets each way.
+    fn add_mixed(a: &mut Accounts, from: u16, n: u16, k: u64) {
+        use crate::aggregate::tests::ip_record;
+        use station::record::{fixed_text, AttributedBy};
+        for i in from..from + n {
+            let mut r = ip_record(
+                [10, 0, 0, 1],
+                1000 + i,
+                [10, 0, 0, 2],
+                80,
+                6,
+                (k, 40 * k),
+                (k, 60 * k),
+                EndReason::EndOfFlow,
+            );
+            if i % 3 == 0 {
+                r.ctr[0].by = AttributedBy::Interface as u8;
+                r.ctr[0].name = fixed_text(if i % 2 == 0 { "web" } else { "db" });
+            }
+            a.add(usize::from(i % 2), &r);
+        }
+    }
+
+    #[test]
+    fn the_test_v3_encoder_writes_the_bytes_the_v3_saver_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
+        let mut a =
+            Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000).with_container_logs(true);
+        add_mixed(&mut a, 0, 20, 1);
+        let mut b = a.clone();
+        let mut saver = Saver::new(&p);
+        saver.save(&fit, position(20), &mut a).unwrap();
+        let mut v3 = V3::whole(&fit, position(20), &mut b);
+        for (round, n) in [(1u16, 5u16), (2, 7)] {
+            add_mixed(&mut a, 10 * round, n, 2);
+            add_mixed(&mut b, 10 * round, n, 2);
+            saver.save(&fit, position(20 + u64::from(round)), &mut a).unwrap();
+            v3.changes(position(20 + u64::from(round)), &mut b);
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), v3.0);
+    }
+
+    /// What a save left: the file's length after it, the positions and the state saved.
+    struct Saved {
+        len: usize,
+        intake: Vec<SavedQueue>,
+        state: String,
+    }
+
+    /// A checkpoint of three saves at `p` (a whole one and two frames of
+    /// changes; flows in and out of containers, container flow logs): the
+    /// file's bytes, and what each save left.
+    fn three_saves(p: &Path, fit: &Fit) -> (Vec<u8>, Vec<Saved>) {
+        let mut a =
+            Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000).with_container_logs(true);
+        let mut saver = Saver::new(p);
+        let mut saves = Vec::new();
+        for (round, (from, n)) in [(0, 6), (4, 4), (2, 3)].into_iter().enumerate() {
+            add_mixed(&mut a, from, n, round as u64 + 1);
+            let intake = position(100 + round as u64);
+            saver.save(fit, intake.clone(), &mut a).unwrap();
+            let len = std::fs::metadata(p).unwrap().len() as usize;
+            saves.push(Saved { len, intake, state: state(&a) });
+        }
+        (std::fs::read(p).unwrap(), saves)
+    }
+
+    /// Writes `bytes` as the checkpoint at `p` (mode 0600, as saved).
+    fn put(p: &Path, bytes: &[u8]) {
+        std::fs::write(p, bytes).unwrap();
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_cut_at_any_byte_loads_the_saves_it_holds_whole_or_is_refused_in_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
+        let (full, saves) = three_saves(&p, &fit);
+        for cut in 0..=full.len() {
+            put(&p, &full[..cut]);
+            // The last save wholly before the cut; none: the cut is in the first frame.
+            let want = saves.iter().rev().find(|s| s.len <= cut);
+            match (load(&p, &fit), want) {
+                (Err(_), None) => {}
+                (Ok(Some(l)), Some(w)) => {
+                    assert_eq!(l.intake, w.intake, "cut at {cut} of {}", full.len());
+                    assert_eq!(state(&l.accounts), w.state, "cut at {cut} of {}", full.len());
+                }
+                (Err(e), Some(w)) => panic!("cut at {cut}, after a save that ends at {}: refused ({e})", w.len),
+                (Ok(_), None) => panic!("cut at {cut}, inside the first frame (ends at {}): loaded", saves[0].len),
+                (Ok(None), Some(_)) => panic!("cut at {cut}: no checkpoint found"),
+            }
+        }
+    }
+
     #[test]
     fn a_streamed_frame_is_its_length_then_the_bincode_encoding_of_the_changes() {
         let dir = tempfile::tempdir().unwrap();
