@@ -223,7 +223,13 @@ case $ZC_QUEUE:$IFACE in
             drv=${drv%_zc}
             if [ -z "$drv" ]; then
                 could_not "configure the ZC driver for $dev: its driver is unknown (set PF_DRIVER)"
+            elif [[ $IFACE == *@* ]]; then
+                # zc:IF@N reads RSS queue N: one RSS queue would leave no queue N. The
+                # driver's own count (one per core) is kept; the queue must be below it.
+                change pf_ringcfg --configure-driver "$drv" || true
+                ok "$IFACE reads RSS queue ${IFACE##*@} of $dev: the driver's RSS queue count (one per core unless set) must exceed it"
             else
+                # zc:IF is RSS queue 0: with one queue it sees all of the traffic.
                 change pf_ringcfg --configure-driver "$drv" --rss-queues 1 || true
             fi
         fi

@@ -536,3 +536,42 @@ fn on_reboot_plans_follow_the_capture_source() {
         }
     }
 }
+
+#[test]
+fn on_reboot_keeps_the_rss_queues_a_zc_queue_of_an_interface_reads() {
+    // `zc:IF@N` reads RSS queue N: configuring the driver with one RSS queue
+    // (as for `zc:IF`, queue 0) left no queue N to read.
+    assert_no_binary_on_bare_path();
+    let bare = bare_checkout();
+    let conf = repo().join("sysconfig/conjure.conf");
+    // A pf_ringcfg on the PATH (a dry run only looks for it).
+    let tools = tempfile::tempdir().expect("tempdir");
+    let fake = tools.path().join("pf_ringcfg");
+    std::fs::write(&fake, "#!/bin/sh\nexit 1\n").expect("fake pf_ringcfg");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    for (iface, has, lacks) in [
+        ("zc:lo", "would run: pf_ringcfg --configure-driver ixgbe --rss-queues 1\n", "reads RSS queue"),
+        ("zc:lo@2", "would run: pf_ringcfg --configure-driver ixgbe\n", "--rss-queues"),
+    ] {
+        let env = [("CJ_IFACE", iface), ("CJ_HUGEPAGES", "0"), ("PF_DRIVER", "ixgbe")];
+        let mut texts = Vec::new();
+        for (root, path) in [
+            (repo(), format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default())),
+            (bare.path().to_path_buf(), format!("{}:{BARE_PATH}", tools.path().display())),
+        ] {
+            let mut cmd = clean(root.join("on-reboot.sh"), &env);
+            cmd.arg("--dry-run").env("CONJURE_CONF", &conf).env("CONJURE_NETNS_DIRS", "").env("PATH", path);
+            if root == repo() {
+                cmd.env("CJ_BIN_DIR", bin_dir());
+            }
+            let out = output(&mut cmd);
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{iface}: {text}");
+            texts.push(text);
+        }
+        assert_eq!(texts[0], texts[1], "{iface}: with and without a binary");
+        let text = &texts[0];
+        assert!(text.contains(has), "{iface}: no `{has}` in the plan:\n{text}");
+        assert!(!text.contains(lacks), "{iface}: `{lacks}` in the plan:\n{text}");
+    }
+}
