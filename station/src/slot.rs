@@ -4,6 +4,16 @@
 //! Guarantees: `PacketMeta` is `#[repr(C)]` plain old data; `cap_len` never
 //! exceeds the bytes that follow it in the slot; `wire_len` is the frame's
 //! length on the wire even when the slot holds fewer bytes (snap length).
+//! `flags` bits 1-2 carry the frame's direction on its capture interface
+//! ([`LinkDir`]), both clear when the source does not know it: a slot
+//! written before those bits existed reads as "unknown", and a reader that
+//! predates them ignores them, so the queue layout
+//! (`shmq::QUEUE_LAYOUT_VERSION`, which versions the queue's header and slot
+//! framing, not this metadata) did not change with them.
+//!
+//! Not guaranteed: that every source knows the direction. AF_PACKET does
+//! (the kernel's `sll_pkttype`); pcap files, `sim:` and PF_RING leave it
+//! unknown.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -37,6 +47,46 @@ pub const DIVERT_MIN_SLOT_SIZE: u32 = (1522 + SLOT_OVERHEAD).div_ceil(8) * 8;
 
 /// `flags` bit: the frame was cut to fit the slot (`cap_len < wire_len`).
 pub const PKT_FLAG_TRUNCATED: u8 = 1;
+/// `flags` bits of the frame's direction on its capture interface ([`LinkDir`]).
+pub const PKT_FLAG_DIR_MASK: u8 = 0b110;
+/// `flags` bit: the capture interface received the frame ([`LinkDir::Inbound`]).
+pub const PKT_FLAG_INBOUND: u8 = 0b010;
+/// `flags` bit: the capturing host sent the frame on the interface ([`LinkDir::Outbound`]).
+pub const PKT_FLAG_OUTBOUND: u8 = 0b100;
+
+/// A frame's direction on the interface it was captured on, as the capture
+/// layer reports it; the two bits mean what pcapng's `epb_flags` bits 0-1 do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum LinkDir {
+    /// The source does not say (pcap files, `sim:`, PF_RING), or both bits
+    /// are set (never written).
+    #[default]
+    Unknown = 0,
+    /// The interface received it (AF_PACKET: `PACKET_HOST`,
+    /// `PACKET_BROADCAST`, `PACKET_MULTICAST`, `PACKET_OTHERHOST`).
+    Inbound = PKT_FLAG_INBOUND,
+    /// The capturing host sent it on the interface (AF_PACKET: `PACKET_OUTGOING`).
+    Outbound = PKT_FLAG_OUTBOUND,
+}
+
+impl LinkDir {
+    /// Its `flags` bits.
+    #[inline]
+    pub const fn flags(self) -> u8 {
+        self as u8
+    }
+
+    /// The direction `flags` carry.
+    #[inline]
+    pub const fn of_flags(flags: u8) -> Self {
+        match flags & PKT_FLAG_DIR_MASK {
+            PKT_FLAG_INBOUND => LinkDir::Inbound,
+            PKT_FLAG_OUTBOUND => LinkDir::Outbound,
+            _ => LinkDir::Unknown,
+        }
+    }
+}
 
 /// Metadata in front of every frame in a packet queue slot.
 #[repr(C)]
@@ -54,7 +104,16 @@ pub struct PacketMeta {
     pub flags: u8,
 }
 
+impl PacketMeta {
+    /// The frame's direction on its capture interface (`flags` bits 1-2).
+    #[inline]
+    pub const fn dir(&self) -> LinkDir {
+        LinkDir::of_flags(self.flags)
+    }
+}
+
 const _: () = assert!(core::mem::size_of::<PacketMeta>() == PACKET_META_SIZE);
+const _: () = assert!(PKT_FLAG_DIR_MASK & PKT_FLAG_TRUNCATED == 0);
 const _: () = assert!(DIVERT_SLOT_SIZE >= DIVERT_MIN_SLOT_SIZE && DIVERT_MIN_SLOT_SIZE.is_multiple_of(8));
 
 /// Writes `meta` and as much of `frame` as fits into `slot`; returns the
@@ -111,6 +170,27 @@ mod tests {
         assert_eq!(meta.wire_len, 100);
         assert_eq!(meta.flags & PKT_FLAG_TRUNCATED, PKT_FLAG_TRUNCATED);
         assert_eq!(bytes, &frame[..24]);
+    }
+
+    #[test]
+    fn the_direction_rides_in_the_flags_beside_the_truncated_bit() {
+        for dir in [LinkDir::Unknown, LinkDir::Inbound, LinkDir::Outbound] {
+            let mut slot = [0u8; 40];
+            let meta = PacketMeta { wire_len: 100, flags: dir.flags(), ..Default::default() };
+            write_packet(&mut slot, meta, &[7u8; 100]);
+            let (read, _) = read_packet(&slot).unwrap();
+            assert_eq!((read.dir(), read.flags & PKT_FLAG_TRUNCATED), (dir, PKT_FLAG_TRUNCATED));
+        }
+        // pcapng's epb_flags bits 0-1 (01 inbound, 10 outbound), one place up.
+        assert_eq!((LinkDir::Inbound.flags() >> 1, LinkDir::Outbound.flags() >> 1), (0b01, 0b10));
+    }
+
+    #[test]
+    fn a_slot_without_direction_bits_or_with_both_reads_as_unknown() {
+        // As written before the bits existed: only the truncated bit.
+        assert_eq!(PacketMeta { flags: PKT_FLAG_TRUNCATED, ..Default::default() }.dir(), LinkDir::Unknown);
+        assert_eq!(LinkDir::of_flags(PKT_FLAG_INBOUND | PKT_FLAG_OUTBOUND), LinkDir::Unknown);
+        assert_eq!(LinkDir::of_flags(!PKT_FLAG_OUTBOUND), LinkDir::Inbound);
     }
 
     #[test]
