@@ -143,8 +143,13 @@ impl<'s> Dispatcher<'s> {
     #[inline]
     pub fn dispatch(&mut self, frame: &Frame<'_>) -> bool {
         let n = self.queues_per_set();
-        let meta =
-            PacketMeta { ts_ns: frame.ts_ns, wire_len: frame.wire_len, cap_len: 0, source: frame.source, flags: 0 };
+        let meta = PacketMeta {
+            ts_ns: frame.ts_ns,
+            wire_len: frame.wire_len,
+            cap_len: 0,
+            source: frame.source,
+            flags: frame.dir.flags(),
+        };
         match self.mode {
             HashMode::RoundRobin => {
                 let q = self.next_rr;
@@ -287,13 +292,13 @@ impl<'s> Dispatcher<'s> {
 mod tests {
     use super::*;
     use shmq::{QueueFile, QueueSpec};
-    use station::slot::read_packet;
+    use station::slot::{read_packet, LinkDir, PKT_FLAG_TRUNCATED};
 
     const DATA: [u8; 60] = [0; 60];
 
     /// Frame `i` of a stream: its number in the timestamp.
     fn frame(i: u64) -> Frame<'static> {
-        Frame { ts_ns: i, wire_len: 60, data: &DATA, source: 0 }
+        Frame { ts_ns: i, wire_len: 60, data: &DATA, source: 0, dir: LinkDir::Unknown }
     }
 
     /// Queues 0 and 1 of set `s` in `dir`.
@@ -324,7 +329,13 @@ mod tests {
         let big = [7u8; 1514];
         let lens = [60usize, 232, 233, 1514];
         for (i, &len) in lens.iter().enumerate() {
-            d.dispatch(&Frame { ts_ns: i as u64, wire_len: len as u32, data: &big[..len], source: 0 });
+            d.dispatch(&Frame {
+                ts_ns: i as u64,
+                wire_len: len as u32,
+                data: &big[..len],
+                source: 0,
+                dir: LinkDir::Unknown,
+            });
         }
         d.publish();
         let want: u64 = lens.iter().map(|&l| l.min(256 - 24) as u64).sum::<u64>() * 2;
@@ -337,6 +348,28 @@ mod tests {
             found += n;
         }
         assert_eq!(found * 2, want);
+    }
+
+    #[test]
+    fn each_frames_direction_reaches_its_slot_beside_the_truncated_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let wait = WaitStrategy::Backoff { max_sleep: Duration::from_millis(1) };
+        let mut d = Dispatcher::new(vec![set(dir.path(), 0)], vec![0, 1], HashMode::RoundRobin, true, wait, &stop);
+        let big = [7u8; 1514];
+        // Round robin over two queues: frames 0 and 2 in queue 0; 1514 bytes are cut to 232.
+        let sent = [(60, LinkDir::Inbound), (60, LinkDir::Unknown), (1514, LinkDir::Outbound)];
+        for (i, &(len, way)) in sent.iter().enumerate() {
+            d.dispatch(&Frame { ts_ns: i as u64, wire_len: len as u32, data: &big[..len], source: 2, dir: way });
+        }
+        d.publish();
+        drop(d);
+        let mut c = QueueFile::open_existing(&dir.path().join("pkt-0-0")).unwrap().into_consumer();
+        let mut got = Vec::new();
+        while let Some(m) = c.pop_with(|slot| read_packet(slot).unwrap().0) {
+            got.push((m.source, m.dir(), m.flags & PKT_FLAG_TRUNCATED));
+        }
+        assert_eq!(got, vec![(2, LinkDir::Inbound, 0), (2, LinkDir::Outbound, PKT_FLAG_TRUNCATED)]);
     }
 
     #[test]

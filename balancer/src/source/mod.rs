@@ -16,6 +16,7 @@ pub mod sim;
 pub mod zc_host;
 
 use station::config::{SourceSpec, StationConfig};
+pub use station::slot::LinkDir;
 
 /// One frame as the source delivers it; borrowed from the source's buffer.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +29,9 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
     /// Index of the interface within a multi-interface source.
     pub source: u8,
+    /// Its direction on that interface, when the source knows it (AF_PACKET
+    /// does; pcap files, `sim:` and PF_RING say [`LinkDir::Unknown`]).
+    pub dir: LinkDir,
 }
 
 /// What one poll produced.

@@ -32,7 +32,10 @@
 //! is wrong with it.
 //!
 //! Not guaranteed: the pcapng `if_fcslen` and `epb_flags` FCS options are not
-//! read (pcapng frames are taken as captured without an FCS). A length taken
+//! read (pcapng frames are taken as captured without an FCS), nor
+//! `epb_flags`' direction bits or a Linux cooked header's packet type: every
+//! frame's direction is [`LinkDir::Unknown`] (offline captures are not
+//! attributed to containers, the one use of it). A length taken
 //! from the frame (`wire::summarize_wire`: IPv4 total length 0, IPv6
 //! jumbograms) of a non-Ethernet frame that was cut (snap length, queue slot)
 //! or carries a Linux cooked header is off by the difference between the
@@ -49,7 +52,7 @@ use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{create_reader, parse_pcap_header, PcapBlockOwned, PcapError, PcapHeader};
 use wire::link::{write_ethernet_form, LinkType, PcapLinkField};
 
-use super::{Frame, Poll, Source, SourceError, SourceStats};
+use super::{Frame, LinkDir, Poll, Source, SourceError, SourceStats};
 
 /// Read buffer: large enough for any frame, small enough to stay in cache-friendly territory.
 const BUFFER_SIZE: usize = 1 << 20;
@@ -321,6 +324,7 @@ impl PcapSource {
                         // Plain Ethernet: the record's bytes as they are (caplen <= wire_len, no FCS to cut).
                         data: if link == ETHERNET { data } else { frame_bytes(link, data, caplen, wire_len, form) },
                         source: 0,
+                        dir: LinkDir::Unknown,
                     };
                     sink(&frame);
                     r.start += need;
@@ -395,6 +399,7 @@ impl Source for PcapSource {
                                     wire_len,
                                     data: frame_bytes(self.legacy_link, b.data, b.caplen, wire_len, &mut self.form),
                                     source: 0,
+                                    dir: LinkDir::Unknown,
                                 };
                                 sink(&frame);
                                 Some(())
@@ -434,6 +439,7 @@ impl Source for PcapSource {
                                     wire_len,
                                     data: frame_bytes(iface.link, epb.data, epb.caplen, wire_len, &mut self.form),
                                     source: epb.if_id.min(255) as u8,
+                                    dir: LinkDir::Unknown,
                                 };
                                 sink(&frame);
                                 Some(())
@@ -451,6 +457,7 @@ impl Source for PcapSource {
                                     wire_len,
                                     data: frame_bytes(link, spb.data, caplen, wire_len, &mut self.form),
                                     source: 0,
+                                    dir: LinkDir::Unknown,
                                 };
                                 sink(&frame);
                                 Some(())

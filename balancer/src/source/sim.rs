@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use ::sim::{SimSpec, SimTraffic};
 
-use super::{Frame, Poll, Source, SourceError, SourceStats};
+use super::{Frame, LinkDir, Poll, Source, SourceError, SourceStats};
 
 /// A synthetic source.
 #[derive(Debug)]
@@ -66,7 +66,8 @@ impl Source for SimSource {
         while n < allowed {
             match self.traffic.next_frame(&mut self.buf) {
                 Some((ts_ns, len)) => {
-                    let frame = Frame { ts_ns, wire_len: len as u32, data: &self.buf[..len], source: 0 };
+                    let frame =
+                        Frame { ts_ns, wire_len: len as u32, data: &self.buf[..len], source: 0, dir: LinkDir::Unknown };
                     sink(&frame);
                     n += 1;
                 }

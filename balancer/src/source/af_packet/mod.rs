@@ -29,10 +29,16 @@
 //!   more), and a frame the kernel counted into the ring that never came out
 //!   of it is counted in `capture_dropped` too: received + dropped equals the
 //!   kernel's count.
+//! - Every frame carries its direction on its interface, as the kernel
+//!   says it in the ring entry (`sll_pkttype`): [`super::LinkDir::Outbound`]
+//!   for a frame the host sent on it (`PACKET_OUTGOING`; on a container's
+//!   host veth, a frame into the container), [`super::LinkDir::Inbound`] for
+//!   one it received (from the container). One byte read per frame, no
+//!   system call. See `ring` for the values.
 //! - On a loopback interface the kernel hands every frame over twice (going
 //!   out and coming in): the outgoing copy is not taken
 //!   (`PACKET_IGNORE_OUTGOING`, Linux 4.20; before, a warning says frames count
-//!   twice), as libpcap does. A ring entry whose offsets point outside its
+//!   twice), as libpcap does; every frame of `lo` is then inbound. A ring entry whose offsets point outside its
 //!   block is counted in [`SourceStats::errors`] and the rest of that block is
 //!   skipped (never read out of bounds).
 //! - An interface that goes down, loses its carrier or disappears does not
@@ -825,6 +831,7 @@ impl Drop for AfPacketSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::LinkDir;
     use e2e::skip;
 
     #[test]
@@ -977,5 +984,80 @@ mod tests {
             tx.send_to(payload, "10.211.0.2:9").expect("send");
         }
         assert_eq!(frames_with(&mut src, payload, Duration::from_secs(1)), 5, "the new veth's five datagrams");
+    }
+
+    #[test]
+    fn frames_the_host_sends_on_a_veth_are_outbound_and_those_it_receives_inbound_as_its_counters_say() {
+        if !sys::is_root() {
+            skip("needs root (network namespaces, veth, AF_PACKET)");
+            return;
+        }
+        use std::process::Command;
+        let ip =
+            |args: &[&str]| assert!(Command::new("ip").args(args).status().is_ok_and(|s| s.success()), "ip {args:?}");
+        let sysctl = |args: &[&str]| {
+            assert!(Command::new("sysctl").arg("-qw").args(args).status().is_ok_and(|s| s.success()), "{args:?}")
+        };
+        let (ns, host, peer) = ("cjt-direction", "cjtdr0", "cjtdr1");
+        struct Cleanup(&'static str, &'static str);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["link", "del", self.1]).status();
+                let _ = Command::new("ip").args(["netns", "del", self.0]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        ip(&["netns", "add", ns]);
+        let _cleanup = Cleanup(ns, host);
+        ip(&["link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns]);
+        // No IPv6 (ND, MLD): only the test's frames cross the pair.
+        sysctl(&[&format!("net.ipv6.conf.{host}.disable_ipv6=1")]);
+        ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("net.ipv6.conf.{peer}.disable_ipv6=1")]);
+        ip(&["addr", "add", "10.212.0.1/24", "dev", host]);
+        ip(&["-n", ns, "addr", "add", "10.212.0.2/24", "dev", peer]);
+        ip(&["-n", ns, "link", "set", peer, "up"]);
+        ip(&["link", "set", host, "up"]);
+        let params =
+            RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 5, promisc: false, filter: Vec::new() };
+        let mut src = AfPacketSource::open(&[host.to_owned()], &params).expect("ring on the veth");
+        let counter = |what: &str| -> u64 {
+            let path = format!("/sys/class/net/{host}/statistics/{what}");
+            std::fs::read_to_string(&path).expect("counter").trim().parse().expect("number")
+        };
+        // Whatever came with the link going up is not the test's.
+        frames_with(&mut src, b"-", Duration::from_millis(300));
+        let (rx0, tx0) = (counter("rx_packets"), counter("tx_packets"));
+        // Out of the host: the datagrams (and its ARP); back in: the peer's ARP
+        // traffic and an ICMP port unreachable per datagram (rate-limited).
+        let tx = std::net::UdpSocket::bind("10.212.0.1:0").expect("bind on the veth");
+        for _ in 0..5 {
+            tx.send_to(b"cj-af-packet-direction-payload", "10.212.0.2:9").expect("send");
+        }
+        let (mut outbound, mut inbound, mut unknown) = (0u64, 0u64, 0u64);
+        let (mut udp_out, mut icmp_in) = (0u64, 0u64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            src.poll_batch(64, &mut |f| {
+                // IPv4 protocol byte of an untagged frame.
+                let proto = (f.data.len() > 23 && f.data[12..14] == [8, 0]).then(|| f.data[23]);
+                match f.dir {
+                    LinkDir::Outbound => outbound += 1,
+                    LinkDir::Inbound => inbound += 1,
+                    LinkDir::Unknown => unknown += 1,
+                }
+                udp_out += u64::from(proto == Some(17) && f.dir == LinkDir::Outbound);
+                icmp_in += u64::from(proto == Some(1) && f.dir == LinkDir::Inbound);
+            })
+            .expect("poll");
+            let (rx, tx) = (counter("rx_packets") - rx0, counter("tx_packets") - tx0);
+            let done = (inbound, outbound) == (rx, tx) && udp_out == 5 && icmp_in > 0;
+            if done || Instant::now() >= deadline {
+                // The kernel's counters of the host end: tx what it sent, rx what it received.
+                assert_eq!((outbound, inbound, unknown), (tx, rx, 0), "captured (out, in, unknown) vs kernel (tx, rx)");
+                assert_eq!(udp_out, 5, "the five datagrams went out");
+                assert!(icmp_in > 0, "an ICMP port unreachable came in");
+                break;
+            }
+        }
     }
 }

@@ -18,12 +18,21 @@
 //!   stays the kernel's `tp_len` (the network-layer length), as a raw IP
 //!   capture file's does. An entry too short to hold its `sockaddr_ll` is
 //!   counted as an error, like an entry whose offsets leave the block.
+//! - Every frame carries its direction on the interface from the entry's
+//!   `sockaddr_ll.sll_pkttype` (one byte read per frame): `PACKET_OUTGOING`
+//!   is [`LinkDir::Outbound`] (the host sent it on the interface);
+//!   `PACKET_HOST`, `PACKET_BROADCAST`, `PACKET_MULTICAST` and
+//!   `PACKET_OTHERHOST` are [`LinkDir::Inbound`] (the interface received
+//!   it); any other value (`PACKET_LOOPBACK`, which the kernel does not hand
+//!   to a ring; `PACKET_USER`/`PACKET_KERNEL` of netlink monitors, which the
+//!   station does not read), and an entry whose frame starts before the end
+//!   of its `sockaddr_ll`, is [`LinkDir::Unknown`].
 //!
 //! Not guaranteed: that the counts and offsets the kernel wrote are sensible;
 //! a block that lies is counted, not trusted.
 
 use super::sys;
-use crate::source::Frame;
+use crate::source::{Frame, LinkDir};
 
 /// Ring layout offsets (bytes) of the kernel's `if_packet.h` structures, as in
 /// smoltcp's `mod field`; a test checks them against the `libc` definitions.
@@ -58,6 +67,9 @@ pub(super) mod field {
     /// `sockaddr_ll` the kernel puts after the header, at
     /// `TPACKET_ALIGN(sizeof(tpacket3_hdr))` = 48 from the entry.
     pub const SLL_PROTOCOL: usize = 48 + 2;
+    /// `sockaddr_ll.sll_pkttype` (u8) of that `sockaddr_ll`: the frame's
+    /// direction (`PACKET_OUTGOING`, or how it was received).
+    pub const SLL_PKTTYPE: usize = 48 + 10;
     /// End of that `sockaddr_ll` (20 bytes): where a frame may start at the earliest.
     pub const SLL_END: usize = 48 + 20;
 }
@@ -143,6 +155,18 @@ impl BlockRing {
     }
 }
 
+/// A frame's direction from its `sll_pkttype` (see the module docs).
+#[inline]
+fn link_dir(pkttype: u8) -> LinkDir {
+    match pkttype {
+        libc::PACKET_OUTGOING => LinkDir::Outbound,
+        libc::PACKET_HOST | libc::PACKET_BROADCAST | libc::PACKET_MULTICAST | libc::PACKET_OTHERHOST => {
+            LinkDir::Inbound
+        }
+        _ => LinkDir::Unknown,
+    }
+}
+
 /// The native-endian u32 at `off` of a header slice.
 #[inline]
 fn u32_at(h: &[u8], off: usize) -> u32 {
@@ -198,6 +222,12 @@ pub(super) fn walk_block(
             break;
         };
         let ts_ns = u64::from(sec) * 1_000_000_000 + u64::from(nsec);
+        // The sockaddr_ll lies between the header and the frame when mac >= SLL_END (the kernel's
+        // layout always; a smaller tp_mac on an Ethernet ring would make these bytes the frame's).
+        let dir = match block.get(off + field::SLL_PKTTYPE) {
+            Some(&t) if mac >= field::SLL_END => link_dir(t),
+            _ => LinkDir::Unknown,
+        };
         let frame = match framing {
             Framing::Cooked => {
                 // The sockaddr_ll lies between the header and the frame (mac >= SLL_END, checked above).
@@ -205,7 +235,7 @@ pub(super) fn walk_block(
                     .get(off + field::SLL_PROTOCOL..off + field::SLL_PROTOCOL + 2)
                     .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
                 let n = ethernet_form(data, protocol, scratch);
-                Frame { ts_ns, wire_len: len, data: &scratch[..n], source }
+                Frame { ts_ns, wire_len: len, data: &scratch[..n], source, dir }
             }
             Framing::Ethernet => {
                 // Same rule as libpcap: a non-zero TCI or the VALID bit (older kernels do not set it).
@@ -218,8 +248,8 @@ pub(super) fn walk_block(
                     None
                 };
                 match tagged_frame {
-                    Some(d) => Frame { ts_ns, wire_len: len.saturating_add(4), data: d, source },
-                    None => Frame { ts_ns, wire_len: len, data, source },
+                    Some(d) => Frame { ts_ns, wire_len: len.saturating_add(4), data: d, source, dir },
+                    None => Frame { ts_ns, wire_len: len, data, source, dir },
                 }
             }
         };
@@ -294,6 +324,7 @@ mod tests {
         // The sockaddr_ll at TPACKET_ALIGN(sizeof(tpacket3_hdr)) (TPACKET_ALIGNMENT 16).
         let sll_at = (std::mem::size_of::<libc::tpacket3_hdr>() + 15) & !15;
         assert_eq!(sll_at + offset_of!(libc::sockaddr_ll, sll_protocol), field::SLL_PROTOCOL);
+        assert_eq!(sll_at + offset_of!(libc::sockaddr_ll, sll_pkttype), field::SLL_PKTTYPE);
         assert_eq!(sll_at + std::mem::size_of::<libc::sockaddr_ll>(), field::SLL_END);
     }
 
@@ -435,6 +466,46 @@ mod tests {
         // The same entry on an Ethernet ring is readable (mac >= the header).
         let mut cursor = block.cursor();
         assert_eq!(block.walk(10, &mut cursor, &mut errors).len(), 1);
+    }
+
+    #[test]
+    fn each_frame_carries_its_direction_from_the_entrys_pkttype() {
+        // linux/if_packet.h numbers, independent of the libc constants the code uses.
+        let kinds: Vec<(u8, LinkDir)> = vec![
+            (0, LinkDir::Inbound),
+            (1, LinkDir::Inbound),
+            (2, LinkDir::Inbound),
+            (3, LinkDir::Inbound),
+            (4, LinkDir::Outbound),
+            (5, LinkDir::Unknown),
+            (7, LinkDir::Unknown),
+        ];
+        let entries: Vec<Entry> = kinds.iter().map(|_| (1, 0, 0, 0, 0, vec![0x45; 40])).collect();
+        let mut block = FakeBlock::new(4096, &entries);
+        let step = (82 + 40 + 15) & !15;
+        for (i, (pkttype, _)) in kinds.iter().enumerate() {
+            block.bytes[64 + i * step + field::SLL_PKTTYPE] = *pkttype;
+        }
+        for framing in [Framing::Ethernet, Framing::Cooked] {
+            let mut cursor = block.cursor();
+            let (mut errors, mut got) = (0, Vec::new());
+            let mut scratch = vec![0u8; 4096];
+            walk_block(&block.bytes, framing, &mut cursor, 64, 0, &mut scratch, &mut errors, &mut |f| got.push(f.dir));
+            let want: Vec<LinkDir> = kinds.iter().map(|k| k.1).collect();
+            assert_eq!((got, errors), (want, 0), "{framing:?}");
+        }
+        // A frame that starts inside where the sockaddr_ll would be (readable on an
+        // Ethernet ring) has no pkttype to read: unknown, not its own bytes taken for one.
+        let mut block = FakeBlock::new(4096, &[(1, 0, 0, 0, 0, vec![0x45; 40])]);
+        block.bytes[64 + field::MAC..64 + field::MAC + 2].copy_from_slice(&50u16.to_ne_bytes());
+        block.bytes[64 + field::SLL_PKTTYPE] = 4;
+        let mut cursor = block.cursor();
+        let (mut errors, mut got) = (0, Vec::new());
+        let mut scratch = vec![0u8; 4096];
+        walk_block(&block.bytes, Framing::Ethernet, &mut cursor, 8, 0, &mut scratch, &mut errors, &mut |f| {
+            got.push(f.dir)
+        });
+        assert_eq!((got, errors), (vec![LinkDir::Unknown], 0));
     }
 
     #[test]

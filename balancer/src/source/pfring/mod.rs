@@ -30,7 +30,12 @@
 //! Not guaranteed: frames still in the PF_RING ring when the balancer stops
 //! on a signal are not read out (no [`Source::finish`] here, unlike
 //! AF_PACKET's: it could not be tested here, without PF_RING's kernel module),
-//! nor counted as dropped.
+//! nor counted as dropped. A frame's direction on the interface is not
+//! carried ([`LinkDir::Unknown`]): PF_RING's extended header has one
+//! (`rx_direction`, 1 received, 0 transmitted), left unread because no
+//! machine of this project's tests has the kernel module to check it
+//! against; so `pfring:VETH` on a container's veth attributes by the MAC
+//! guess of `detector::flow_table::attribute`, not by the kernel's direction.
 //!
 //! The pcap device needs no kernel module (libpfring reads the file through
 //! libpcap), which is how the binding is tested on machines without PF_RING's
@@ -52,7 +57,7 @@ use pfring_sys as ffi;
 pub use diagnose::{diagnose_open, error_name, Host};
 pub use sys::library_version;
 
-use super::{Frame, Poll, Source, SourceError, SourceStats};
+use super::{Frame, LinkDir, Poll, Source, SourceError, SourceStats};
 use diagnose::version_string;
 
 /// Capture length asked of PF_RING (the dispatcher keeps what fits a slot).
@@ -328,7 +333,13 @@ impl Source for PfRingSource {
                 sys::Received::Frame(hdr, data) => {
                     let ts_ns = timestamp_ns(&hdr, 0);
                     let ts_ns = if ts_ns == 0 { *fallback.get_or_insert_with(now_ns) } else { ts_ns };
-                    sink(&Frame { ts_ns, wire_len: hdr.len.max(data.len() as u32), data, source: 0 });
+                    sink(&Frame {
+                        ts_ns,
+                        wire_len: hdr.len.max(data.len() as u32),
+                        data,
+                        source: 0,
+                        dir: LinkDir::Unknown,
+                    });
                     n += 1;
                     continue;
                 }
