@@ -22,7 +22,7 @@
 //!   given to [`Accounting::set_snapshot`] (the worker loads it once per
 //!   batch, and again before a frame whose capture index the snapshot does
 //!   not know: [`Accounting::knows_source`]); the frame's capture source
-//!   comes from its slot metadata.
+//!   and its direction there come from its slot metadata ([`Capture::of`]).
 //! - Tunnels (`CJ_DECAP`, [`Accounting::with_decap`]): a packet of an enabled
 //!   tunnel with a usable inner IP packet (`wire::tunnel::summarize_decap`) is
 //!   counted as its **inner** flow instead of its outer one, keyed also by its
@@ -43,7 +43,7 @@ use station::slot::{read_packet, PacketMeta, PKT_FLAG_TRUNCATED};
 use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
 
 use crate::clock::FlowClock;
-use crate::flow_table::{FlowTable, FrameTime, TableConfig, TableStats};
+use crate::flow_table::{Capture, FlowTable, FrameTime, TableConfig, TableStats};
 use crate::fragments::{FragmentStats, FragmentTable};
 use crate::nonip_table::NonIpTable;
 use crate::record_sink::RecordSink;
@@ -258,7 +258,7 @@ impl Accounting {
         if meta.flags & PKT_FLAG_TRUNCATED != 0 {
             self.counters.truncated += 1;
         }
-        self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink);
+        self.summary_from(Capture::of(meta), s, meta.ts_ns, meta.wire_len, sink);
     }
 
     /// Counts one frame as `wire::tunnel::summarize_decap` made it out.
@@ -267,16 +267,16 @@ impl Accounting {
             self.counters.truncated += 1;
         }
         match d {
-            Decapsulated::Plain(s) => self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink),
+            Decapsulated::Plain(s) => self.summary_from(Capture::of(meta), s, meta.ts_ns, meta.wire_len, sink),
             Decapsulated::Undecoded(s) => {
                 self.tunnels.undecoded();
-                self.summary_from(meta.source, s, meta.ts_ns, meta.wire_len, sink);
+                self.summary_from(Capture::of(meta), s, meta.ts_ns, meta.wire_len, sink);
             }
             Decapsulated::Inner(s, t) => {
                 let (key, dir) = FlowKey::from_summary(s);
                 let handle = self.tunnels.intern(t, dir);
                 self.flows.set_tunnel(handle);
-                self.ip_count(meta.source, s, &key, dir, meta.ts_ns, meta.wire_len, sink);
+                self.ip_count(Capture::of(meta), s, &key, dir, meta.ts_ns, meta.wire_len, sink);
                 // Timeouts and the fragment remainders they count are nobody's tunnel.
                 self.flows.set_tunnel(TunnelHandle::NONE);
                 self.tick(sink);
@@ -287,14 +287,14 @@ impl Accounting {
     /// Counts one frame by its summary, timestamp and wire length.
     #[inline]
     pub fn summary(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32, sink: &mut impl RecordSink) {
-        self.summary_from(0, s, ts_ns, wire_len, sink);
+        self.summary_from(Capture::on(0), s, ts_ns, wire_len, sink);
     }
 
-    /// [`Accounting::summary`] of a frame captured on source `source`.
+    /// [`Accounting::summary`] of a frame captured at `at`.
     #[inline(always)]
     pub fn summary_from(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         ts_ns: u64,
         wire_len: u32,
@@ -307,14 +307,14 @@ impl Accounting {
             // the whole detector on 400,000 frames of 10k flows: 573.9).
             L3::Ipv4 | L3::Ipv6 if self.in_batch && s.fragment == Fragment::None => {
                 let (key, dir) = FlowKey::from_summary(s);
-                self.ip_ahead(source, s, &key, dir, ts_ns, wire_len, sink);
+                self.ip_ahead(at, s, &key, dir, ts_ns, wire_len, sink);
                 self.tick(sink);
             }
             L3::Ipv4 | L3::Ipv6 => {
                 let (key, dir) = FlowKey::from_summary(s);
-                self.ip_from(source, s, &key, dir, ts_ns, wire_len, sink);
+                self.ip_from(at, s, &key, dir, ts_ns, wire_len, sink);
             }
-            L3::NonIp | L3::Malformed => self.non_ip_from(source, s, ts_ns, wire_len, sink),
+            L3::NonIp | L3::Malformed => self.non_ip_from(at, s, ts_ns, wire_len, sink),
         }
     }
 
@@ -329,15 +329,15 @@ impl Accounting {
         wire_len: u32,
         sink: &mut impl RecordSink,
     ) {
-        self.ip_from(0, s, key, dir, ts_ns, wire_len, sink);
+        self.ip_from(Capture::on(0), s, key, dir, ts_ns, wire_len, sink);
     }
 
-    /// [`Accounting::ip`] of a frame captured on source `source`.
+    /// [`Accounting::ip`] of a frame captured at `at`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn ip_from(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -345,7 +345,7 @@ impl Accounting {
         wire_len: u32,
         sink: &mut impl RecordSink,
     ) {
-        self.ip_count(source, s, key, dir, ts_ns, wire_len, sink);
+        self.ip_count(at, s, key, dir, ts_ns, wire_len, sink);
         self.tick(sink);
     }
 
@@ -354,7 +354,7 @@ impl Accounting {
     #[allow(clippy::too_many_arguments)]
     fn ip_count(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -363,17 +363,17 @@ impl Accounting {
         sink: &mut impl RecordSink,
     ) {
         if self.in_batch && s.fragment == Fragment::None {
-            return self.ip_ahead(source, s, key, dir, ts_ns, wire_len, sink);
+            return self.ip_ahead(at, s, key, dir, ts_ns, wire_len, sink);
         }
         let now = self.count_ip(s, ts_ns, wire_len);
         let sink = &mut Resolve { tunnels: &self.tunnels, sink };
         let frame = FrameTime { ts_ns, wire_len };
         match s.fragment {
-            Fragment::None => self.flows.packet_from(source, s, key, dir, frame, now, sink),
-            Fragment::First => self.frags.first(source, s, key, dir, frame, now, &mut self.flows, sink),
+            Fragment::None => self.flows.packet_from(at, s, key, dir, frame, now, sink),
+            Fragment::First => self.frags.first(at, s, key, dir, frame, now, &mut self.flows, sink),
             Fragment::Later => {
                 self.counters.fragments += 1;
-                self.frags.later(source, s, frame, now, &mut self.flows, sink);
+                self.frags.later(at, s, frame, now, &mut self.flows, sink);
             }
         }
     }
@@ -385,7 +385,7 @@ impl Accounting {
     #[allow(clippy::too_many_arguments)]
     fn ip_ahead(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -395,7 +395,7 @@ impl Accounting {
     ) {
         let now = self.count_ip(s, ts_ns, wire_len);
         let frame = FrameTime { ts_ns, wire_len };
-        self.flows.packet_ahead(source, s, key, dir, frame, now, &mut Resolve { tunnels: &self.tunnels, sink });
+        self.flows.packet_ahead(at, s, key, dir, frame, now, &mut Resolve { tunnels: &self.tunnels, sink });
     }
 
     /// Counts an IP frame in the frame totals and advances the flow clock to
@@ -416,14 +416,14 @@ impl Accounting {
     /// Counts one non-IP or malformed frame.
     #[inline]
     pub fn non_ip(&mut self, s: &PacketSummary, ts_ns: u64, wire_len: u32, sink: &mut impl RecordSink) {
-        self.non_ip_from(0, s, ts_ns, wire_len, sink);
+        self.non_ip_from(Capture::on(0), s, ts_ns, wire_len, sink);
     }
 
-    /// [`Accounting::non_ip`] of a frame captured on source `source`.
+    /// [`Accounting::non_ip`] of a frame captured at `at`.
     #[inline]
     pub fn non_ip_from(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         ts_ns: u64,
         wire_len: u32,
@@ -438,7 +438,7 @@ impl Accounting {
             c.malformed += 1;
         }
         let now = self.clock.packet(ts_ns);
-        self.other.frame_from(source, s, ts_ns, wire_len, now, sink);
+        self.other.frame_from(at, s, ts_ns, wire_len, now, sink);
         self.tick(sink);
     }
 
@@ -914,5 +914,71 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].packets(), 2);
         assert_eq!(out[0].kind, station::record::RecordKind::Malformed as u8);
+    }
+
+    #[test]
+    fn the_direction_in_a_slots_flags_says_which_side_of_a_flow_and_of_an_arp_frame_is_the_veths_container() {
+        use station::slot::{write_packet, LinkDir, PacketMeta};
+        // Captured on the client's veth (source 1); the client sends from 10.0.0.77
+        // and MAC 02:00:00:00:00:4d, neither of which the inventory holds.
+        let (x_mac, sv_mac) = ([2, 0, 0, 0, 0, 77], [2, 0, 0, 0, 0, 0xee]);
+        let udp = |from: ([u8; 6], [u8; 4], u16), to: ([u8; 6], [u8; 4], u16)| {
+            let mut f = Vec::new();
+            f.extend_from_slice(&to.0);
+            f.extend_from_slice(&from.0);
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0]);
+            f.extend_from_slice(&from.1);
+            f.extend_from_slice(&to.1);
+            f.extend_from_slice(&from.2.to_be_bytes());
+            f.extend_from_slice(&to.2.to_be_bytes());
+            f.extend_from_slice(&[0, 8, 0, 0]);
+            f
+        };
+        let (x, sv) = ((x_mac, [10, 0, 0, 77], 5000), (sv_mac, [10, 0, 0, 1], 53));
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&x_mac);
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.extend_from_slice(&[0u8; 28]);
+        let frames = [
+            (udp(x, sv), LinkDir::Inbound),
+            (udp(x, sv), LinkDir::Inbound),
+            (udp(sv, x), LinkDir::Outbound),
+            (arp, LinkDir::Inbound),
+        ];
+        let run = |with_dir: bool| {
+            let mut acct = Accounting::new(crate::flow_table::tests::cfg());
+            acct.set_snapshot(crate::flow_table::tests::two_containers());
+            let mut out = Vec::new();
+            let mut slot = [0u8; 256];
+            for (i, (f, dir)) in frames.iter().enumerate() {
+                let flags = if with_dir { dir.flags() } else { 0 };
+                let meta = PacketMeta {
+                    ts_ns: S + i as u64,
+                    wire_len: f.len() as u32,
+                    source: 1,
+                    flags,
+                    ..Default::default()
+                };
+                let used = write_packet(&mut slot, meta, f);
+                acct.slot(&slot[..used], &mut out);
+            }
+            acct.flush(&mut out);
+            // Per record: (what the client sent, what it received), as the app adds up a veth's container.
+            let mut client = Vec::new();
+            for r in &out {
+                let side = (0..2).find(|&i| r.ctr[i].attributed_by() == station::record::AttributedBy::Interface);
+                let side = side.unwrap_or_else(|| panic!("no end by interface: {r:?}"));
+                assert_eq!(r.ctr[side].name_str(), "client");
+                client.push((r.kind, r.dir[side].packets, r.dir[1 - side].packets));
+            }
+            client.sort_unstable();
+            client
+        };
+        let (ip, non_ip) = (station::record::RecordKind::Ip as u8, station::record::RecordKind::NonIp as u8);
+        // The kernel's direction: the client sent the two datagrams and the ARP request, and received the reply.
+        assert_eq!(run(true), vec![(ip, 2, 1), (non_ip, 1, 0)]);
+        // Without it (a source that does not say), the guess by MAC takes the unknown sender for
+        // someone else and the client for the receiver: in and out swap.
+        assert_eq!(run(false), vec![(ip, 1, 2), (non_ip, 0, 1)]);
     }
 }

@@ -99,6 +99,7 @@ use wire::tcp::flags as tcp_flags;
 use wire::{ip_proto, FlowKey, PacketSummary};
 
 use crate::accounting::Accounting;
+use crate::flow_table::Capture;
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 use crate::tun::{Tun, TunError, WriteFailure};
@@ -836,7 +837,7 @@ impl Divert {
         if !s.is_ip() {
             return None;
         }
-        let (slot, act) = on.verdict(s, meta.source, meta.ts_ns, &mut self.counters)?;
+        let (slot, act) = on.verdict(s, Capture::of(meta), meta.ts_ns, &mut self.counters)?;
         let c = &mut self.counters;
         let bytes = u64::from(meta.wire_len);
         match act {
@@ -866,9 +867,9 @@ impl On {
     /// The flow's verdict: remembered, or decided now by the rules in force.
     #[inline]
     /// The flow's verdict and the per-rule slot of the rule that decided it.
-    fn verdict(&mut self, s: &PacketSummary, source: u8, ts_ns: u64, c: &mut DivertCounters) -> Option<(u8, Action)> {
+    fn verdict(&mut self, s: &PacketSummary, at: Capture, ts_ns: u64, c: &mut DivertCounters) -> Option<(u8, Action)> {
         let (key, _) = FlowKey::from_summary(s);
-        let vk: VerdictKey = (key, source);
+        let vk: VerdictKey = (key, at.source);
         let tcp = s.proto == ip_proto::TCP;
         let syn_only = tcp && s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         let ends = tcp && s.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0;
@@ -887,7 +888,7 @@ impl On {
             self.verdicts.remove(i);
         }
         let snap = self.snapshot.as_deref();
-        let decided = self.set.decide_rule(s, || containers_of(snap, source, s));
+        let decided = self.set.decide_rule(s, || containers_of(snap, at, s));
         let slot = decided.map_or(0, |(i, _)| i.min(SLOTS - 1) as u8);
         let decided = decided.map(|(_, a)| (slot, a));
         if self.verdicts.is_full() {
@@ -971,11 +972,11 @@ pub fn rule_page(spec: &WorkerSpec) -> Result<Option<CounterPage>, (PathBuf, Que
 }
 
 /// Both ends' containers of the packet's flow, as the flow table attributes them.
-fn containers_of(snap: Option<&Snapshot>, source: u8, s: &PacketSummary) -> [ContainerRef; 2] {
+fn containers_of(snap: Option<&Snapshot>, at: Capture, s: &PacketSummary) -> [ContainerRef; 2] {
     let Some(snap) = snap else { return Default::default() };
     let ips =
         station::record::ip_from_bytes(s.ip_version, &s.src).zip(station::record::ip_from_bytes(s.ip_version, &s.dst));
-    let (a, b) = crate::flow_table::attribute(snap, source, &s.src_mac, &s.dst_mac, ips);
+    let (a, b) = crate::flow_table::attribute(snap, at, &s.src_mac, &s.dst_mac, ips);
     [crate::flow_table::unpack(snap, a), crate::flow_table::unpack(snap, b)]
 }
 

@@ -85,12 +85,16 @@
 //! - Attribution (DESIGN.md "Container attribution"): when a flow is created
 //!   (a new entry, or a restart after idle time or a new SYN) each side is tied
 //!   to a container of the current inventory [`Snapshot`]: the capture
-//!   interface's container when the capture is on a container veth (the side
-//!   whose MAC or address is that container's; see [`attribute`]), then by MAC,
-//!   then by IP address. Later parts of the flow keep it; records carry it
-//!   ([`station::record::ContainerRef`]) even after the container stopped
+//!   interface's container when the capture is on a container veth (which
+//!   side is the container: by the frame's direction on the veth when the
+//!   source knows it, else by MAC or address; see [`attribute`]), then by
+//!   MAC, then by IP address. Later parts of the flow keep it; records carry
+//!   it ([`station::record::ContainerRef`]) even after the container stopped
 //!   (snapshot entries are never reused). Attribution reads hash maps of the
-//!   snapshot: no lock, no allocation.
+//!   snapshot: no lock, no allocation. A frame's direction ([`Capture::dir`])
+//!   is read only there: it is not part of the key, and the packets of a flow
+//!   are counted by the side that sent them (by address), whatever their
+//!   direction on the interface.
 //!
 //! Not guaranteed: that a flow is reported in one record (active timeouts,
 //! evictions and restarts split it; the app merges parts by key).
@@ -103,6 +107,7 @@ use station::record::{
     AttributedBy, ContainerRef, DirCounters, EndReason, FlowRecord, RecordKind, FLAG_FRAGMENTS, FLAG_INITIATOR_BY_SYN,
     FLAG_SEEN_A, FLAG_SEEN_B,
 };
+use station::slot::{LinkDir, PacketMeta};
 use wire::ethernet::EtherType;
 use wire::tcp::flags as tcp_flags;
 use wire::{ip_proto, Direction, FlowKey, Fragment, PacketSummary};
@@ -186,6 +191,31 @@ pub struct TableKey {
     pub tunnel: TunnelHandle,
 }
 
+/// Where a frame was captured: the capture source's index
+/// (`PacketMeta::source`, part of the table key) and the frame's direction
+/// on that interface (`PacketMeta::dir`), which only [`attribute`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Capture {
+    /// `PacketMeta::source`: the capture interface's index.
+    pub source: u8,
+    /// The frame's direction on that interface ([`LinkDir::Unknown`] when the source does not say).
+    pub dir: LinkDir,
+}
+
+impl Capture {
+    /// Source `source`, direction unknown (offline sources, tests).
+    #[inline]
+    pub const fn on(source: u8) -> Self {
+        Self { source, dir: LinkDir::Unknown }
+    }
+
+    /// Where the frame of a slot with metadata `meta` was captured.
+    #[inline]
+    pub const fn of(meta: &PacketMeta) -> Self {
+        Self { source: meta.source, dir: meta.dir() }
+    }
+}
+
 /// A side's attribution packed in 16 bits: the snapshot entry index in the low
 /// 14 bits, the [`AttributedBy`] in the top 2.
 pub type Attribution = u16;
@@ -217,12 +247,24 @@ fn ip_of(version: u8, b: &[u8; 16]) -> Option<IpAddr> {
     station::record::ip_from_bytes(version, b)
 }
 
-/// Attributes the sender (`src`) and receiver (`dst`) of a frame captured on
-/// source `source`: (sender, receiver). `ips` are (src, dst) addresses when IP.
+/// Attributes the sender (`src`) and receiver (`dst`) of a frame captured at
+/// `at`: (sender, receiver). `ips` are (src, dst) addresses when IP.
+///
+/// Each side goes to the container whose MAC it has, else whose address. When
+/// `at.source` is a container's veth, one side is that container instead
+/// ([`AttributedBy::Interface`]): the veth is captured on the host (the
+/// inventory maps the host end's name), so a frame the host end received
+/// ([`LinkDir::Inbound`]) came from the container (the sender), and one the
+/// host sent on it ([`LinkDir::Outbound`]) goes into the container (the
+/// receiver). When the source does not know the direction, the side whose MAC
+/// or address is the container's; else, when the sender is someone else or
+/// unknown while the container's own MACs are known, the receiver; else the
+/// sender: a guess that is wrong for a container sending from a MAC and an
+/// address the inventory does not hold.
 #[inline]
 pub fn attribute(
     snap: &Snapshot,
-    source: u8,
+    at: Capture,
     src_mac: &[u8; 6],
     dst_mac: &[u8; 6],
     ips: Option<(IpAddr, IpAddr)>,
@@ -247,20 +289,28 @@ pub fn attribute(
     };
     let mut src = by_addr(src_mac, sip);
     let mut dst = by_addr(dst_mac, dip);
-    let veth = snap.by_source(source);
+    let veth = snap.by_source(at.source);
     if veth != inventory::NONE {
-        // Which side of the frame is the container behind the capturing veth:
-        // the side whose MAC or address is its own; else, when the sender is
-        // known to be someone else or unknown while the container's own MACs
-        // are known (a frame from the gateway), the receiver; else the sender.
+        // Which side of the frame is the container behind the capturing veth.
         let tied = pack(veth, AttributedBy::Interface);
-        let knows_own = snap.entries.get(usize::from(veth)).is_some_and(|e| !e.macs.is_empty());
-        if src & 0x3fff == veth {
-            src = tied;
-        } else if dst & 0x3fff == veth || src != 0 || knows_own {
-            dst = tied;
-        } else {
-            src = tied;
+        match at.dir {
+            // The kernel's word: received on the host end, so sent by the container.
+            LinkDir::Inbound => src = tied,
+            // Sent by the host on its end: into the container.
+            LinkDir::Outbound => dst = tied,
+            // The side whose MAC or address is its own; else, when the sender is
+            // known to be someone else or unknown while the container's own MACs
+            // are known (a frame from the gateway), the receiver; else the sender.
+            LinkDir::Unknown => {
+                let knows_own = snap.entries.get(usize::from(veth)).is_some_and(|e| !e.macs.is_empty());
+                if src & 0x3fff == veth {
+                    src = tied;
+                } else if dst & 0x3fff == veth || src != 0 || knows_own {
+                    dst = tied;
+                } else {
+                    src = tied;
+                }
+            }
         }
     }
     (src, dst)
@@ -407,7 +457,7 @@ impl Flow {
         let addr = [&k.addr_lo, &k.addr_hi];
         let (by_sender, by_receiver) = attribute(
             snap,
-            tk.source,
+            Capture { source: tk.source, dir: s.dir },
             &s.src_mac,
             &s.dst_mac,
             ip_of(k.ip_version, addr[side]).zip(ip_of(k.ip_version, addr[1 - side])),
@@ -669,17 +719,20 @@ struct Facts {
     tcp_flags: u8,
     /// A later fragment.
     later: bool,
+    /// The frame's direction on its capture interface (for [`attribute`]).
+    dir: LinkDir,
 }
 
 impl Facts {
     #[inline]
-    fn of(s: &PacketSummary) -> Self {
+    fn of(s: &PacketSummary, dir: LinkDir) -> Self {
         Facts {
             src_mac: s.src_mac,
             dst_mac: s.dst_mac,
             ip_len: s.ip_len,
             tcp_flags: if s.proto == ip_proto::TCP { s.tcp_flags } else { 0 },
             later: s.fragment == Fragment::Later,
+            dir,
         }
     }
 
@@ -763,7 +816,7 @@ impl Pending {
             source: 0,
             tunnel: TunnelHandle::NONE,
         },
-        s: Facts { src_mac: [0; 6], dst_mac: [0; 6], ip_len: 0, tcp_flags: 0, later: false },
+        s: Facts { src_mac: [0; 6], dst_mac: [0; 6], ip_len: 0, tcp_flags: 0, later: false, dir: LinkDir::Unknown },
         dir: Direction::LoToHi,
         frame: FrameTime { ts_ns: 0, wire_len: 0 },
         now_ns: 0,
@@ -861,15 +914,15 @@ impl FlowTable {
         now_ns: u64,
         sink: &mut impl RecordSink,
     ) {
-        self.packet_from(0, s, key, dir, frame, now_ns, sink);
+        self.packet_from(Capture::on(0), s, key, dir, frame, now_ns, sink);
     }
 
-    /// [`FlowTable::packet`] for a frame captured on source `source`.
+    /// [`FlowTable::packet`] for a frame captured at `at`.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn packet_from(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -878,9 +931,9 @@ impl FlowTable {
         sink: &mut impl RecordSink,
     ) {
         self.drain(sink);
-        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
+        let tk = TableKey { key: *key, source: at.source, tunnel: self.tunnel };
         let hash = self.core.slab.hash_of(&tk);
-        self.core.packet_hashed(hash, 0, &tk, &Facts::of(s), dir, frame, now_ns, sink);
+        self.core.packet_hashed(hash, 0, &tk, &Facts::of(s, at.dir), dir, frame, now_ns, sink);
     }
 
     /// [`FlowTable::packet_from`], counted [`AHEAD`] packets later, in a
@@ -900,7 +953,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn packet_ahead(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -911,11 +964,11 @@ impl FlowTable {
         let n = self.waiting;
         // Written field by field into its slot, not built beside it and copied.
         let slot = &mut self.pending[(self.head + n) % RING];
-        slot.tk = TableKey { key: *key, source, tunnel: self.tunnel };
+        slot.tk = TableKey { key: *key, source: at.source, tunnel: self.tunnel };
         let hash = self.core.slab.hash_of(&slot.tk);
         slot.hash = hash;
         slot.hint = 0;
-        slot.s = Facts::of(s);
+        slot.s = Facts::of(s, at.dir);
         slot.dir = dir;
         slot.frame = frame;
         slot.now_ns = now_ns;
@@ -962,7 +1015,7 @@ impl FlowTable {
     #[allow(clippy::too_many_arguments)]
     pub fn held_from(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -974,10 +1027,10 @@ impl FlowTable {
         if held.packets == 0 {
             return;
         }
-        let tk = TableKey { key: *key, source, tunnel: self.tunnel };
+        let tk = TableKey { key: *key, source: at.source, tunnel: self.tunnel };
         let side = side_of(dir);
         let hash = self.core.slab.hash_of(&tk);
-        let i = self.core.entry_for(hash, 0, &tk, &Facts::of(s), side, held.first_ns, now_ns, sink);
+        let i = self.core.entry_for(hash, 0, &tk, &Facts::of(s, at.dir), side, held.first_ns, now_ns, sink);
         if !self.core.slab.get(i).fits(side, held.packets, held.ip_bytes, held.frame_bytes) {
             self.core.split(i, sink);
         }
@@ -1537,13 +1590,17 @@ pub(crate) mod tests {
     }
 
     fn feed_on(t: &mut FlowTable, source: u8, s: &PacketSummary, ts: u64, out: &mut Vec<FlowRecord>) {
+        feed_at(t, Capture::on(source), s, ts, out);
+    }
+
+    fn feed_at(t: &mut FlowTable, at: Capture, s: &PacketSummary, ts: u64, out: &mut Vec<FlowRecord>) {
         let (k, d) = key_of(s);
-        t.packet_from(source, s, &k, d, FrameTime { ts_ns: ts, wire_len: s.ip_len + 14 }, ts, out);
+        t.packet_from(at, s, &k, d, FrameTime { ts_ns: ts, wire_len: s.ip_len + 14 }, ts, out);
     }
 
     /// Client C behind veth `vc` (capture source 1, MAC as the helpers make it);
     /// server SV known by address only (another MAC).
-    fn two_containers() -> Arc<Snapshot> {
+    pub(crate) fn two_containers() -> Arc<Snapshot> {
         use inventory::Entry;
         use station::record::fixed_text;
         let e = |name: &str, mac: [u8; 6], ip: [u8; 4], veth: &str| Entry {
@@ -1602,6 +1659,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn on_a_veth_the_frames_direction_says_which_side_is_the_container_whatever_its_addresses() {
+        // The client (veth vc, source 1) sends from an address and a MAC the inventory does not hold.
+        const X: [u8; 4] = [10, 0, 0, 77];
+        let on = |dir| Capture { source: 1, dir };
+        let mut t = FlowTable::new(cfg());
+        t.set_snapshot(two_containers());
+        let mut out = Vec::new();
+        // Received on the host end: the container sent it.
+        feed_at(&mut t, on(LinkDir::Inbound), &udp(X, 5000, SV, 53), S, &mut out);
+        feed_at(&mut t, on(LinkDir::Outbound), &udp(SV, 53, X, 5000), S + 1, &mut out);
+        // Sent by the host on its end: into the container, whatever the frame's
+        // addresses say (here the client's own, as a looped-back copy would have).
+        feed_at(&mut t, on(LinkDir::Outbound), &udp(C, 6000, SV, 7), S + 2, &mut out);
+        // Through the look-ahead, which holds the packet back before counting it.
+        let s = udp(X, 7000, SV, 53);
+        let (k, d) = key_of(&s);
+        t.packet_ahead(on(LinkDir::Inbound), &s, &k, d, FrameTime { ts_ns: S + 3, wire_len: 114 }, S + 3, &mut out);
+        // Direction unknown (a source that does not say): the guess by MAC, which
+        // takes the unknown sender for someone else and the client for the receiver.
+        feed_at(&mut t, on(LinkDir::Unknown), &udp(X, 8000, SV, 53), S + 4, &mut out);
+        t.flush(&mut out);
+        let row = |port: u16| out.iter().find(|r| r.port_a == port).unwrap_or_else(|| panic!("{port}: {out:?}"));
+        let who = |r: &FlowRecord, side: usize| (r.ctr[side].name_str().to_owned(), r.ctr[side].attributed_by());
+        let client = ("client".to_owned(), AttributedBy::Interface);
+        let server = ("server".to_owned(), AttributedBy::Ip);
+        // Side a sent the first packet: X, the client.
+        let sent = row(5000);
+        assert_eq!((who(sent, 0), who(sent, 1)), (client.clone(), server.clone()));
+        assert_eq!((sent.dir[0].packets, sent.dir[1].packets), (1, 1));
+        // The client's own address went in: the receiver (side b) is the client.
+        assert_eq!(who(row(6000), 1), client);
+        assert_eq!(who(row(7000), 0), client);
+        assert_eq!((who(row(8000), 0), who(row(8000), 1)), (("".to_owned(), AttributedBy::None), client));
+    }
+
+    #[test]
     fn counting_packets_ahead_gives_the_records_of_counting_each_at_once() {
         // A small table (evictions), short timeouts (idle, close, active
         // restarts), both directions, TCP flags: two tables fed the same packets.
@@ -1622,7 +1715,7 @@ pub(crate) mod tests {
             let (k, d) = key_of(&s);
             let frame = FrameTime { ts_ns: ts, wire_len: 74 };
             at_once.packet(&s, &k, d, frame, ts, &mut a);
-            ahead.packet_ahead(0, &s, &k, d, frame, ts, &mut b);
+            ahead.packet_ahead(Capture::on(0), &s, &k, d, frame, ts, &mut b);
             if n % 1000 == 999 {
                 at_once.expire(ts, &mut a);
                 ahead.expire(ts, &mut b);

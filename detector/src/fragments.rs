@@ -60,9 +60,9 @@
 //!   the timeout takes the ports of its newest first fragment.
 //! - Attribution of held fragments of two capture points at once: when a
 //!   later fragment comes from another capture source than the fragments
-//!   held for its datagram (or, IPv6, with another Fragment header next
-//!   header: an id reused by another datagram), those are counted as the
-//!   remainder at once.
+//!   held for its datagram, or in the other direction on it (or, IPv6, with
+//!   another Fragment header next header: an id reused by another
+//!   datagram), those are counted as the remainder at once.
 //! - Where a held fragment is counted when its first fragment starts a new
 //!   flow part (a restart after idle time): in the part that first fragment
 //!   is in.
@@ -70,7 +70,7 @@
 use wire::ethernet::EtherType;
 use wire::{Direction, FlowKey, Fragment, PacketSummary, L3};
 
-use crate::flow_table::{FlowTable, FrameTime, HeldCounts};
+use crate::flow_table::{Capture, FlowTable, FrameTime, HeldCounts};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 use crate::tunnels::TunnelHandle;
@@ -126,8 +126,8 @@ impl FragKey {
 struct Datagram {
     /// Later fragments waiting for the first one (source to destination).
     held: HeldCounts,
-    /// Capture source of the held fragments.
-    held_source: u8,
+    /// Where the held fragments were captured (source and direction).
+    held_at: Capture,
     /// Flow clock when a fragment last touched the entry.
     seen_ns: u64,
     /// MACs of the last held fragment (for a remainder's flow).
@@ -200,7 +200,7 @@ impl FragmentTable {
     #[allow(clippy::too_many_arguments)]
     pub fn first(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         key: &FlowKey,
         dir: Direction,
@@ -210,21 +210,21 @@ impl FragmentTable {
         sink: &mut impl RecordSink,
     ) {
         self.stats.seen += 1;
-        flows.packet_from(source, s, key, dir, frame, now_ns, sink);
+        flows.packet_from(at, s, key, dir, frame, now_ns, sink);
         let i = self.entry(FragKey::of(s), now_ns, flows, sink);
         let d = self.slab.get_mut(i);
         d.known = true;
         (d.src_port, d.dst_port, d.proto) = (s.src_port, s.dst_port, s.proto);
         d.seen_ns = now_ns;
         let held = std::mem::take(&mut d.held);
-        let held_source = d.held_source;
+        let held_at = d.held_at;
         self.slab.touch(i, ALL);
         if held.packets > 0 {
             self.stats.held -= held.packets;
             self.stats.attributed += held.packets;
             // As later fragments: no TCP flags of the first one's, and the part gets FLAG_FRAGMENTS.
             let later = PacketSummary { tcp_flags: 0, fragment: Fragment::Later, ..*s };
-            flows.held_from(held_source, &later, key, dir, &held, now_ns, sink);
+            flows.held_from(held_at, &later, key, dir, &held, now_ns, sink);
         }
     }
 
@@ -234,7 +234,7 @@ impl FragmentTable {
     #[allow(clippy::too_many_arguments)]
     pub fn later(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         frame: FrameTime,
         now_ns: u64,
@@ -250,9 +250,9 @@ impl FragmentTable {
             self.slab.touch(i, ALL);
             self.stats.attributed += 1;
             let (key, dir) = FlowKey::from_summary(&with_ports);
-            flows.packet_from(source, &with_ports, &key, dir, frame, now_ns, sink);
+            flows.packet_from(at, &with_ports, &key, dir, frame, now_ns, sink);
         } else {
-            if d.held.packets > 0 && (d.held_source != source || d.held_proto != s.proto) {
+            if d.held.packets > 0 && (d.held_at != at || d.held_proto != s.proto) {
                 // Held fragments of another capture point, or (IPv6, whose key has
                 // no protocol) of another next header: the remainder (see the docs).
                 let (fk, d) = (*self.slab.key(i), *self.slab.get(i));
@@ -260,7 +260,7 @@ impl FragmentTable {
                 self.slab.get_mut(i).held = HeldCounts::default();
             }
             let d = self.slab.get_mut(i);
-            (d.held_source, d.held_proto) = (source, s.proto);
+            (d.held_at, d.held_proto) = (at, s.proto);
             let h = &mut d.held;
             if h.packets == 0 {
                 h.first_ns = frame.ts_ns;
@@ -295,7 +295,7 @@ impl FragmentTable {
         }
         let fresh = Datagram {
             held: HeldCounts::default(),
-            held_source: 0,
+            held_at: Capture::on(0),
             seen_ns: now_ns,
             src_mac: [0; 6],
             dst_mac: [0; 6],
@@ -351,7 +351,7 @@ impl FragmentTable {
         let (key, dir) = FlowKey::from_summary(&s);
         let tunnel = flows.tunnel();
         flows.set_tunnel(TunnelHandle::NONE);
-        flows.held_from(d.held_source, &s, &key, dir, &d.held, now_ns, sink);
+        flows.held_from(d.held_at, &s, &key, dir, &d.held, now_ns, sink);
         flows.set_tunnel(tunnel);
     }
 

@@ -16,7 +16,8 @@
 //!   [`EndReason::ForcedEnd`] on [`NonIpTable::flush`].
 //! - Entries are per capture point (the key includes the capture source) and
 //!   both sides are attributed to containers when the entry is created, like
-//!   flows (by capture interface, else by MAC; see
+//!   flows (by capture interface, the container's side by the first frame's
+//!   direction on it when the source knows it, else by MAC; see
 //!   [`crate::flow_table::attribute`]), so per-container frame totals include
 //!   ARP and the like.
 //! - A packet-queue slot that cannot be read (corrupt metadata) is counted by
@@ -29,7 +30,7 @@ use inventory::Snapshot;
 use station::record::{DirCounters, EndReason, FlowRecord, RecordKind};
 use wire::{PacketSummary, L3};
 
-use crate::flow_table::{attribute, unpack, Attribution, TableConfig};
+use crate::flow_table::{attribute, unpack, Attribution, Capture, TableConfig};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 
@@ -105,13 +106,13 @@ impl NonIpTable {
     /// Counts one frame whose summary is [`L3::NonIp`] or [`L3::Malformed`]
     /// (any other kind is counted as malformed).
     pub fn frame(&mut self, s: &PacketSummary, ts_ns: u64, frame_len: u32, now_ns: u64, sink: &mut impl RecordSink) {
-        self.frame_from(0, s, ts_ns, frame_len, now_ns, sink);
+        self.frame_from(Capture::on(0), s, ts_ns, frame_len, now_ns, sink);
     }
 
-    /// [`NonIpTable::frame`] for a frame captured on source `source`.
+    /// [`NonIpTable::frame`] for a frame captured at `at`.
     pub fn frame_from(
         &mut self,
-        source: u8,
+        at: Capture,
         s: &PacketSummary,
         ts_ns: u64,
         frame_len: u32,
@@ -122,19 +123,19 @@ impl NonIpTable {
             L3::NonIp => RecordKind::NonIp,
             _ => RecordKind::Malformed,
         };
-        let k = (kind, s.ethertype, s.vlan, s.vlan_inner, source);
+        let k = (kind, s.ethertype, s.vlan, s.vlan_inner, at);
         self.count(k, s.src_mac, s.dst_mac, ts_ns, frame_len, now_ns, sink);
     }
 
     /// Counts one unreadable packet-queue slot as a malformed frame of 0 bytes.
     pub fn corrupt_slot(&mut self, now_ns: u64, sink: &mut impl RecordSink) {
-        self.count((RecordKind::Malformed, 0, 0, 0, 0), [0; 6], [0; 6], now_ns, 0, now_ns, sink);
+        self.count((RecordKind::Malformed, 0, 0, 0, Capture::on(0)), [0; 6], [0; 6], now_ns, 0, now_ns, sink);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn count(
         &mut self,
-        (kind, ethertype, vlan, vlan_inner, source): (RecordKind, u16, u16, u16, u8),
+        (kind, ethertype, vlan, vlan_inner, at): (RecordKind, u16, u16, u16, Capture),
         src: [u8; 6],
         dst: [u8; 6],
         ts_ns: u64,
@@ -144,10 +145,10 @@ impl NonIpTable {
     ) {
         let side = usize::from(src > dst);
         let (mac_lo, mac_hi) = if side == 0 { (src, dst) } else { (dst, src) };
-        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner, source };
+        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner, source: at.source };
         let snap = &self.snap;
         let attributed = || {
-            let (by_src, by_dst) = attribute(snap, source, &src, &dst, None);
+            let (by_src, by_dst) = attribute(snap, at, &src, &dst, None);
             if side == 0 {
                 [by_src, by_dst]
             } else {
