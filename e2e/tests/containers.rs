@@ -26,6 +26,21 @@
 //! bridge: flows carry both containers (by MAC), OUT totals equal the veths'
 //! rx counters, IN at most their tx (floods are addressed to no container).
 //!
+//! `a_container_sending_from_a_mac_and_an_address_the_inventory_does_not_hold_is_counted_each_way`:
+//! two namespaces on a bridge, their host veths captured as above; behind
+//! the first one's eth0, a macvlan (its own MAC and address) in a network
+//! namespace no inventory can find (bind-mounted outside `/run/netns`, no
+//! process in it), as a bridge or a VM inside a container would send. The
+//! inventory lists neither that MAC nor that address (checked). Bounded UDP
+//! bursts (each direction unlike the other in packets and bytes) run from
+//! that address to the second namespace and from the second namespace to it,
+//! and an echo exchange from the first namespace's own address; then
+//! both namespaces' PACKETS_IN/OUT and FRAME_BYTES_IN/OUT equal their host
+//! veths' kernel counters (rx = out of the container, tx = into it), read
+//! when the capture has ended. Direction on a container's veth comes from the
+//! kernel (`PACKET_OUTGOING`), not from MACs: before it did, IN and OUT of
+//! the first namespace were swapped for the hidden address's exchanges.
+//!
 //! `namespace_disappearing_mid_run_keeps_attribution`: with no Docker daemon
 //! (`DOCKER_HOST` names no socket: one warning), a namespace deleted during
 //! the run keeps its rows; the station goes on.
@@ -38,7 +53,8 @@
 //! attributed frame for frame; it is then stopped while its flows are in the
 //! table and keeps its rows.
 //!
-//! Needs root (namespaces, veths, bridge, AF_PACKET), and Docker for the
+//! Needs root (namespaces, veths, bridge, AF_PACKET), `unshare` and
+//! `nsenter` (util-linux) for the hidden namespace, and Docker for the
 //! Docker test; without them a test is skipped by `e2e::skip`'s rule: a
 //! failure under CI (`CI` set), elsewhere listed in `target/skipped-tests.txt`. The tests run one at a time (a `containers` capture sees
 //! every container). Every namespace, veth, bridge, iptables rule, container,
@@ -57,7 +73,7 @@ use e2e::{read_json, Cluster};
 #[path = "support/docker.rs"]
 mod docker_lab;
 
-use docker_lab::{busybox, docker_available, echo, finish_pings, Counters, DockerLab, Traffic};
+use docker_lab::{bursts, busybox, docker_available, echo, finish_pings, Counters, DockerLab, Traffic};
 
 /// The tests of this file one at a time: with `CJ_IFACE=containers` one test
 /// would capture another's containers.
@@ -402,6 +418,127 @@ fn bridge_capture_attributes_by_mac_and_ip() {
         let want = format!("{},{},{},{},", lab.hosts[i].2, lab.hosts[j].2, lab.hosts[i].0, lab.hosts[j].0);
         assert!(flows.lines().any(|l| l.starts_with(&want)), "no row {want}: {flows}");
     }
+}
+
+/// A network namespace that no inventory finds: its file is a bind mount in
+/// a private temporary directory (not under `/run/netns`) and no process
+/// stays in it. It holds `cjmv0`, a macvlan (bridge mode) on the eth0 of a
+/// lab namespace, with its own random MAC and the address `addr`: frames
+/// from a MAC and an address the inventory does not hold, on that
+/// namespace's veth. Dropping it unmounts the file; the namespace and the
+/// macvlan go once no thread is in it.
+#[derive(Debug)]
+struct Hidden {
+    /// The bind-mounted netns file.
+    file: String,
+    /// The macvlan's address.
+    addr: String,
+    /// Its MAC, as `ip link` shows it.
+    mac: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Hidden {
+    fn new(lab: &Lab, host: usize, addr: String) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("netns").to_string_lossy().into_owned();
+        std::fs::File::create(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        run(&["unshare", &format!("--net={file}"), "true"]);
+        let mut hidden = Hidden { file, addr, mac: String::new(), _dir: dir };
+        // Made in the hidden namespace at once: never one of the lab namespace's interfaces.
+        let ns = &lab.hosts[host].0;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            "link",
+            "eth0",
+            "name",
+            "cjmv0",
+            "netns",
+            &hidden.file,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ]);
+        hidden.in_ns(&["sysctl", "-qw", "net.ipv6.conf.cjmv0.disable_ipv6=1"]);
+        hidden.in_ns(&["ip", "addr", "add", &format!("{}/24", hidden.addr), "dev", "cjmv0"]);
+        hidden.in_ns(&["ip", "link", "set", "cjmv0", "up"]);
+        let link = hidden.in_ns(&["ip", "-br", "link", "show", "cjmv0"]);
+        hidden.mac = link.split_whitespace().nth(2).unwrap_or_else(|| panic!("cjmv0's MAC in {link:?}")).to_owned();
+        hidden
+    }
+
+    fn in_ns(&self, args: &[&str]) -> String {
+        let net = format!("--net={}", self.file);
+        let mut all = vec!["nsenter", net.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+}
+
+impl Drop for Hidden {
+    fn drop(&mut self) {
+        try_run(&["umount", &self.file]);
+    }
+}
+
+#[test]
+fn a_container_sending_from_a_mac_and_an_address_the_inventory_does_not_hold_is_counted_each_way() {
+    if !is_root()
+        || e2e::peer_tool("unshare", "util-linux").is_none()
+        || e2e::peer_tool("nsenter", "util-linux").is_none()
+    {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(2);
+    let hidden = Hidden::new(&lab, 0, format!("10.{}.0.50", lab.subnet));
+    lab.quiet();
+    let source = capture_source(&lab);
+    let cluster = Cluster::live(&[("CJ_IFACE", &source), ("CJ_CORECOUNT", "1")]);
+    let station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
+    let (ns0, veth0) = (&lab.hosts[0].0, &lab.hosts[0].1);
+    wait_until(&format!("the detector's inventory to map {veth0} to {ns0}"), || {
+        inventory_text(&cluster)
+            .lines()
+            .any(|l| l.starts_with("source ") && l.ends_with(&format!(": {veth0} -> {ns0}")))
+    });
+    // What the test is about: the inventory holds neither the hidden MAC nor its address.
+    let inv = inventory_text(&cluster);
+    let holds = |l: &str| {
+        l.split_whitespace().any(|w| {
+            w.strip_prefix("macs=").is_some_and(|m| m.split(',').any(|m| m == hidden.mac))
+                || w.strip_prefix("ips=").is_some_and(|a| a.split(',').any(|a| a == hidden.addr))
+        })
+    };
+    assert!(!inv.lines().any(holds), "the inventory holds {} or {}:\n{inv}", hidden.mac, hidden.addr);
+    let before = lab.counters();
+    let path = |i: usize| format!("/run/netns/{}", lab.hosts[i].0);
+    // Bursts, not echoes: an echo's two directions are alike in packets and
+    // bytes, and would hide IN and OUT swapped.
+    finish_pings(vec![
+        ("hidden->1", bursts(&hidden.file, &path(1), &lab.hosts[1].2, 10, 3, 400, 20)),
+        ("1->hidden", bursts(&path(1), &hidden.file, &hidden.addr, 8, 2, 300, 30)),
+        ("0->1", lab.ping(0, 1, 10, 100)),
+    ]);
+    let read = || -> BTreeMap<String, Counters> {
+        lab.counters().iter().map(|(k, v)| (k.clone(), v.minus(before[k]))).collect()
+    };
+    let frames: u64 = read().values().map(|d| d.rx_packets + d.tx_packets).sum();
+    station.wait_received(frames);
+    // The counters as the capture ends (a late ARP probe would be in both).
+    let mut deltas = BTreeMap::new();
+    let Stopped { out, .. } = station.stop_then(|| deltas = read());
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    check_against_kernel(&rows, &lab, &deltas, false);
+    eprintln!(
+        "hidden MAC {} and address {} behind {ns0}: {frames} frames, totals equal the veth counters",
+        hidden.mac, hidden.addr
+    );
 }
 
 #[test]

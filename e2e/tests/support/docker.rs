@@ -1,13 +1,13 @@
 //! Docker and echo helpers of the live tests, shared by `tests/containers.rs`
 //! and `tests/divert.rs` (included with `#[path]`): a host interface's kernel
-//! counters, bounded UDP echo exchanges between network namespaces (threads
+//! counters, bounded UDP echo exchanges and bursts between network namespaces (threads
 //! that `setns` into them: no tool needed), and [`DockerLab`], a Docker
 //! network, an image imported from a static busybox (no registry) and named
 //! containers.
 //!
 //! Guaranteed: every container, network and image a [`DockerLab`] makes is
 //! removed when it is dropped, also when the test fails; each echo exchange
-//! is bounded in count and time (a lost reply waits 1 s at most).
+//! and burst is bounded in count and time (a lost reply waits 1 s at most).
 //! Not guaranteed: a dockerd that [`docker_available`] started is left
 //! running for other tests; Docker and busybox are installed with apt-get
 //! when missing, and without them the caller skips by `e2e::skip`'s rule.
@@ -96,6 +96,58 @@ pub fn echo(from: &str, to: &str, to_ip: &str, count: u32, size: usize) -> Traff
         answered
     });
     Traffic { server, client, count }
+}
+
+/// `rounds` rounds from the netns file `from` to a responder at `to_ip` in the
+/// netns file `to`: `burst` UDP datagrams of `size` payload bytes, answered by
+/// one datagram of `reply` bytes once the responder has the whole burst. Unlike
+/// [`echo`], the two directions differ in packets and in bytes, so a count that
+/// swaps them shows. Bounded in count and time, with room for a loaded machine:
+/// a lost answer waits 5 s at most, the responder gives up after 10 s without
+/// a datagram. `Traffic::count` is `rounds` (the answers).
+pub fn bursts(from: &str, to: &str, to_ip: &str, rounds: u32, burst: u32, size: usize, reply: usize) -> Traffic {
+    static PORT: AtomicU32 = AtomicU32::new(0);
+    let port = 8000 + (PORT.fetch_add(1, Ordering::Relaxed) % 1000) as u16;
+    let to_addr: std::net::SocketAddr = format!("{to_ip}:{port}").parse().expect("address");
+    let burst = burst.max(1);
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let r2 = std::sync::Arc::clone(&ready);
+    let server = in_netns(to, move || {
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind responder");
+        sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        r2.wait();
+        let answer = vec![0xa5u8; reply];
+        let mut buf = vec![0u8; 65536];
+        let (mut got, mut answered) = (0, 0);
+        while answered < rounds {
+            let Ok((_, peer)) = sock.recv_from(&mut buf) else { break };
+            got += 1;
+            if got % burst == 0 {
+                sock.send_to(&answer, peer).expect("answer");
+                answered += 1;
+            }
+        }
+        answered
+    });
+    let client = in_netns(from, move || {
+        ready.wait();
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind client");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let payload = vec![0x5au8; size];
+        let mut buf = vec![0u8; 65536];
+        let mut answered = 0;
+        for _ in 0..rounds {
+            for _ in 0..burst {
+                sock.send_to(&payload, to_addr).expect("send");
+            }
+            if sock.recv_from(&mut buf).is_ok() {
+                answered += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        answered
+    });
+    Traffic { server, client, count: rounds }
 }
 
 /// Runs `f` on a thread that joined the netns of the file `path` (setns affects only that thread).
