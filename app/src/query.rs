@@ -666,12 +666,9 @@ pub fn client(cluster_dir: &Path, set: u32, args: &QueryArgs) -> Result<String, 
         let path = path.clone();
         move |source| QueryError::Io { path, op, source }
     };
-    // The station's user: the cluster directory's owner (the station made it; root's when on-reboot.sh did).
-    let station = std::fs::symlink_metadata(cluster_dir)
-        .map_err(|source| QueryError::Connect { path: path.clone(), source })?
-        .uid();
-    let me = nix::unistd::geteuid().as_raw();
-    let trusted = |uid: u32| uid == station || uid == 0 || uid == me;
+    let trust =
+        crate::status::Trust::of(cluster_dir).map_err(|source| QueryError::Connect { path: path.clone(), source })?;
+    let (station, trusted) = (trust.station, |uid: u32| trust.trusts(uid));
     let untrusted = |what: String| QueryError::Untrusted { path: path.clone(), what, station };
     match std::fs::symlink_metadata(&path) {
         Ok(m) if !m.file_type().is_socket() => return Err(untrusted("not a socket".to_owned())),

@@ -18,11 +18,56 @@
 //! most [`crate::divert_pages::MAX_LISTING`] bytes) and, per worker, the counters of its page
 //! `divert-<q>` for each rule slot that counted something.
 //! A file that cannot be read is shown with the reason, not fatal.
+//! A file of the station's names whose owner is neither root, the cluster
+//! directory's owner (the station's user) nor the user running `status` is
+//! not read ([`Trust`]): a member of the station's group may create names in
+//! the directory, and its page would otherwise be shown to root as a worker's.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use shmq::{CounterPage, QueueFile, QueueStats};
+
+/// Whose files in a cluster directory are the station's: root's, the
+/// directory owner's (the station's user: the station made it, or root when
+/// `on-reboot.sh` did) and the reader's own. `cj-app status` reads no other
+/// file, and `cj-app query` trusts no other socket or peer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Trust {
+    /// The cluster directory's owner.
+    pub station: u32,
+    me: u32,
+}
+
+impl Trust {
+    /// The rule for `dir`.
+    ///
+    /// # Errors
+    /// The directory cannot be looked at.
+    pub fn of(dir: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let station = std::fs::symlink_metadata(dir)?.uid();
+        Ok(Trust { station, me: nix::unistd::geteuid().as_raw() })
+    }
+
+    /// Whether a file or peer of `uid` is the station's.
+    pub fn trusts(self, uid: u32) -> bool {
+        uid == self.station || uid == 0 || uid == self.me
+    }
+
+    /// `None` when `path` is a file of a trusted owner, else why it is not read.
+    fn refuses(self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !self.trusts(m.uid()) => Some(format!(
+                "not read: owned by uid {}, neither root, the station's user (uid {}) nor you: not the station's file",
+                m.uid(),
+                self.station
+            )),
+            _ => None,
+        }
+    }
+}
 
 /// Why there is nothing to show.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +196,7 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
         return Err(NoQueues { dir: dir.to_path_buf() });
     }
     entries.sort();
+    let trust = Trust::of(dir).map_err(|_| NoQueues { dir: dir.to_path_buf() })?;
 
     let mut out = format!("cluster {}\n", dir.display());
     let mut rows = vec![["queue", "enqueued", "dequeued", "dropped", "fill", "closed", "producer", "consumer"]
@@ -159,6 +205,10 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
     let mut problems = Vec::new();
     for (kind, name) in &entries {
         if matches!(kind, Entry::Packet(..) | Entry::Record(..)) {
+            if let Some(why) = trust.refuses(&dir.join(name)) {
+                problems.push(format!("{name}: {why}"));
+                continue;
+            }
             match QueueFile::read_stats(&dir.join(name)) {
                 Ok((_, stats)) => rows.push(queue_cells(name, &stats)),
                 Err(e) => problems.push(format!("{name}: unreadable: {e}")),
@@ -195,6 +245,10 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
             Entry::Worker(set, q) => format!("worker {q} (set {set})"),
             _ => continue,
         };
+        if let Some(why) = trust.refuses(&dir.join(name)) {
+            let _ = writeln!(out, "{label}: {why}");
+            continue;
+        }
         match CounterPage::read(&dir.join(name)) {
             Ok(counters) => {
                 let kv: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -214,7 +268,7 @@ pub fn report(dir: &Path) -> Result<String, NoQueues> {
             }
         }
     }
-    divert_section(dir, &entries, &mut out);
+    divert_section(dir, trust, &entries, &mut out);
     Ok(out)
 }
 
@@ -237,14 +291,14 @@ fn divert_lines(counters: &[(String, u64)]) -> Vec<String> {
         .collect()
 }
 
-fn divert_section(dir: &Path, entries: &[(Entry, String)], out: &mut String) {
+fn divert_section(dir: &Path, trust: Trust, entries: &[(Entry, String)], out: &mut String) {
     let mut listed = std::collections::BTreeSet::new();
     for (kind, name) in entries {
         let Entry::Divert(set, q) = *kind else { continue };
         if listed.insert(set) {
             let path = station::naming::set_divert_rules_path(dir, set);
             let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            match crate::divert_pages::read_listing(&path) {
+            match trust.refuses(&path).map_or_else(|| crate::divert_pages::read_listing(&path), Err) {
                 Ok(text) => {
                     let _ = writeln!(out, "divert rules ({file}):");
                     for l in text.lines() {
@@ -257,6 +311,10 @@ fn divert_section(dir: &Path, entries: &[(Entry, String)], out: &mut String) {
             }
         }
         let label = if set == 0 { format!("worker {q} divert") } else { format!("worker {q} (set {set}) divert") };
+        if let Some(why) = trust.refuses(&dir.join(name)) {
+            let _ = writeln!(out, "{label}: {why}");
+            continue;
+        }
         match CounterPage::read(&dir.join(name)) {
             Ok(counters) => {
                 let lines = divert_lines(&counters);
@@ -326,6 +384,34 @@ mod tests {
                     other: mirrored 1 pkts 0 B, diverted 0 pkts 0 B, tun dropped 0 pkts 0 B\n\
                     worker 1 divert: nothing mirrored or diverted\n";
         assert!(text.ends_with(want), "{text}");
+    }
+
+    #[test]
+    fn pages_and_queues_of_a_foreign_owner_are_not_read() {
+        // A member of the station's group can create names in the cluster
+        // directory: its copy of a worker's page must not be shown as one.
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let names = station::naming::WORKER_COUNTERS;
+        let own = CounterPage::open_or_create(&dir.path().join("stats-worker-0"), names).unwrap();
+        own.set(0, 11);
+        let forged = CounterPage::open_or_create(&dir.path().join("stats-worker-1"), names).unwrap();
+        forged.set(0, 999_999);
+        let spec = shmq::QueueSpec { slot_size: 64, capacity: 8 };
+        drop(QueueFile::open_or_create(&dir.path().join("rec-1"), spec).unwrap());
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        for name in ["stats-worker-1", "rec-1"] {
+            nix::unistd::chown(&dir.path().join(name), nobody, None).unwrap();
+        }
+        let text = report(dir.path()).unwrap();
+        assert!(text.contains(&format!("worker 0: {}=11 ", names[0])), "{text}");
+        assert!(!text.contains("999999"), "the forged page was read:\n{text}");
+        let refused = "not read: owned by uid 65534, neither root, the station's user (uid 0) nor you";
+        assert!(text.contains(&format!("worker 1: {refused}")), "{text}");
+        assert!(text.contains(&format!("rec-1: {refused}")), "{text}");
     }
 
     #[test]
