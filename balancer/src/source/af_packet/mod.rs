@@ -449,7 +449,7 @@ impl Ring {
         if kind.arphrd == LOOPBACK_ARPHRD {
             // Loopback hands every frame to packet sockets twice, going out and
             // coming in: keep the one coming in, as libpcap does on `lo`.
-            if let Err(e) = sys::set_packet_int(&fd, sys::PACKET_IGNORE_OUTGOING, 1) {
+            if let Err(e) = sys::set_packet_int(&fd, libc::PACKET_IGNORE_OUTGOING, 1) {
                 station::cj_warn!(
                     "cj-balancer: warning: {name}: setsockopt(PACKET_IGNORE_OUTGOING) failed ({e}; Linux 4.20 or \
                      later has it): every frame on this loopback interface is counted twice"

@@ -116,10 +116,6 @@ fn get_opt<T: SockOptOut>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int) ->
     }
 }
 
-/// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h, Linux 4.20): the socket gets
-/// no frame the host sends, only those it receives.
-pub(super) const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-
 /// `setsockopt(SOL_PACKET, opt, value)` for an integer option.
 ///
 /// # Errors
