@@ -433,7 +433,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         .collect();
     let ahead = ahead::Ahead::new(worker_pages, settings.primitives);
     // The service threads ask the main loop, which alone owns the tables (see `control`).
-    let (control, asker) = control::Control::new();
+    let (mut control, asker) = control::Control::new();
     let socket = query::listen(&cfg.cluster_dir(), cfg.queue_set)?;
     query::serve(&socket, asker.clone())?;
     let endpoint = match metrics_addr {
@@ -489,11 +489,13 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let mut next_refresh = run.settings.refresh.map(|d| started + d);
     let log_interval = (!run.cfg.log_interval.is_zero()).then_some(run.cfg.log_interval);
     let mut next_log = log_interval.map(|d| started + d);
+    let mut busy = false;
     let (complete, drained) = loop {
         // Each pass drained the record queues (or found them empty): progress for the watchdog.
         notifier.alive();
         beat.renew(&run.accounts, 0);
-        control.answer_pending(|ask| run.answer(ask));
+        // Queries take at most a tenth of the loop while records come (control::Budget).
+        control.answer_pending(busy, |ask| run.answer(ask));
         if stop.load(Ordering::Relaxed) {
             station::cj_info!("cj-app: stopping: draining what is queued");
             notifier.stopping("draining what is queued");
@@ -507,6 +509,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             break (ended, true);
         }
         let polled = run.poll();
+        busy = matches!(polled, Poll::Progress(_));
         if polled == Poll::AllEnded {
             break (true, true);
         }
