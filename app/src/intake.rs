@@ -7,7 +7,8 @@
 //! - Drains in batches of at most [`BATCH`] records per queue, round-robin over
 //!   the queues, releasing the slots after each batch (one release store);
 //!   [`Intake::poll_batch`] hands each batch's valid records at once, in the
-//!   order read.
+//!   order read, and reads at most a given number per queue (cj-app's paced
+//!   export takes only what it has room for).
 //! - Every slot is copied out once, into the batch handed on (no reference
 //!   into the shared slot outlives its pop); a slot too short for a
 //!   record, or a record whose kind or end-reason byte is invalid, or an IP
@@ -318,14 +319,20 @@ impl Intake {
     /// way: the app takes a batch at a time).
     #[cfg(test)]
     pub fn poll(&mut self, mut sink: impl FnMut(usize, &FlowRecord)) -> Poll {
-        self.poll_batch(|qi, records| records.iter().for_each(|r| sink(qi, r)))
+        self.poll_batch(BATCH, |qi, records| records.iter().for_each(|r| sink(qi, r)))
     }
 
-    /// Reads one round (at most [`BATCH`] records from each queue), handing
-    /// the valid records of each queue's batch at once to `sink`, in the
-    /// order read, with the queue's index; waits a little when there was
-    /// nothing at all.
-    pub fn poll_batch(&mut self, mut sink: impl FnMut(usize, &[FlowRecord])) -> Poll {
+    /// Reads one round (at most `limit` and at most [`BATCH`] records from
+    /// each queue: cj-app's paced export takes no more than it has room for),
+    /// handing the valid records of each queue's batch at once to `sink`, in
+    /// the order read, with the queue's index; waits a little when there was
+    /// nothing at all. A `limit` of 0 reads nothing and reports
+    /// [`Poll::Idle`] without waiting.
+    pub fn poll_batch(&mut self, limit: usize, mut sink: impl FnMut(usize, &[FlowRecord])) -> Poll {
+        let limit = limit.min(BATCH);
+        if limit == 0 {
+            return Poll::Idle;
+        }
         let mut read = 0;
         let mut live = 0;
         let mut batch = std::mem::take(&mut self.batch);
@@ -334,7 +341,7 @@ impl Intake {
                 continue;
             }
             let (mut n, mut kept) = (0, 0);
-            while n < BATCH {
+            while n < limit {
                 // Copied once, from the slot straight into the batch's next place,
                 // and checked there: a record that is not kept is overwritten by the next.
                 let Some(whole) =
@@ -550,6 +557,34 @@ mod tests {
         // One ahead of everything the queue ever had: the queue was re-created.
         let ahead = [SavedQueue { position: 99, ..saved[0] }];
         assert!(matches!(third.restore(&ahead).unwrap_err(), RestoreError::Recreated { published: 15, .. }));
+    }
+
+    #[test]
+    fn a_limited_poll_reads_at_most_the_limit_from_each_queue_and_zero_reads_nothing() {
+        let shm = tempfile::tempdir().unwrap();
+        let cfg = StationConfig {
+            shm_dir: shm.path().to_path_buf(),
+            record_queue_slots: 64,
+            corecount: 2,
+            ..StationConfig::default()
+        };
+        let mut intake = Intake::attach(&cfg).unwrap();
+        let spec = QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: 64 };
+        for q in 0..2 {
+            let path = naming::set_record_queue_path(&cfg.cluster_dir(), 0, q);
+            let mut p = QueueFile::open_or_create(&path, spec).unwrap().into_producer();
+            for seq in 0..10 {
+                p.push(record(seq).as_bytes()).unwrap();
+            }
+            p.publish();
+        }
+        let mut got = [0usize; 2];
+        assert_eq!(intake.poll_batch(0, |qi, r| got[qi] += r.len()), Poll::Idle);
+        assert_eq!(got, [0, 0]);
+        assert_eq!(intake.poll_batch(3, |qi, r| got[qi] += r.len()), Poll::Progress(6));
+        assert_eq!(got, [3, 3]);
+        assert_eq!(intake.poll_batch(100, |qi, r| got[qi] += r.len()), Poll::Progress(14));
+        assert_eq!(got, [10, 10]);
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl Run {
         let (accounts, exporter, read) = (&mut self.accounts, &mut self.exporter, &mut self.records_read);
         // A batch at a time: the aggregate table hashes and prefetches ahead;
         // the exporter sees the same records in the same order.
-        self.intake.poll_batch(|qi, records| {
+        self.intake.poll_batch(intake::BATCH, |qi, records| {
             *read += records.len() as u64;
             accounts.add_batch(qi, records);
             if let Some(e) = exporter.as_mut() {
