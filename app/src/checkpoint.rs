@@ -9,6 +9,9 @@
 //!   and only then releases the slots. It saves when a queue has half of its
 //!   slots held, when the queues go quiet with records held (at most once a
 //!   second), at every refresh (CJ_REFRESH) and when stopped by a signal.
+//!   With a paced export (`CJ_EXPORT_RATE`) also once a second while records
+//!   are held, and each save waits until the export has sent the records it
+//!   counts (ipfix.rs), taking no records meanwhile.
 //! - The file is a whole checkpoint followed by changes: the first save of a
 //!   run writes every row (a temporary file of its own, renamed over the old
 //!   one), each later save appends one frame with the rows changed since the

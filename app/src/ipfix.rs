@@ -50,6 +50,27 @@
 //! (about a hundred lines, tested below against hand-decoded bytes), smaller
 //! than any of those dependencies.
 //!
+//! Pacing (`CJ_EXPORT_RATE=R`: at most R data records a second to each
+//! collector, 100..=1000000; 0 or empty: unpaced, the default). Records, not
+//! messages: a collector's capacity is quoted in flows a second, the station
+//! counts records (`records_exported`, the stats line), and a message holds
+//! 12 to 16 of them depending on the IPv4/IPv6 mix, so a rate of messages
+//! would tell the operator less. A flow direction with packets is one data
+//! record: a flow seen both ways is two.
+//!
+//! How: a token bucket in the exporter, driven by the main loop's
+//! [`Exporter::tick`], not a sender thread. The main loop owns the exporter
+//! as it owns the tables; a thread would add a channel and its bound, a
+//! second owner of the sequence numbers and a handshake before every
+//! checkpoint for what the loop learns here from [`Exporter::all_sent`]. A
+//! sealed message waits in a queue until the bucket holds as many tokens as
+//! it has records; the bucket earns R a second and holds at most
+//! [`BURST_TIME`] of them (at least a full message), so after the loop was
+//! busy (a refresh writing the files) the export catches up with at most
+//! 10 ms worth at once: R is a ceiling, not a promise. While the loop waits
+//! for the export it sleeps at most 5 ms at a time and serves queries,
+//! `/metrics`, the heartbeat and the watchdog between the sleeps.
+//!
 //! Guarantees:
 //! - Off when `CJ_EXPORT` is empty. A value that is not a comma-separated list
 //!   of `ipfix://HOST:PORT` (HOST a name, an IPv4 address or `[IPv6]`, PORT
@@ -59,9 +80,25 @@
 //!   and again before the next data after a send to it failed (a collector
 //!   that was down or restarted learns them at once, not 30 s later).
 //! - Every message is at most [`MAX_MESSAGE`] bytes (under a 1500-byte path
-//!   MTU with IPv6 and UDP headers). Pending data records are sent once a
-//!   message is full, when the oldest has waited [`FLUSH_INTERVAL`], and at
-//!   the end of the run (before the final files are written).
+//!   MTU with IPv6 and UDP headers). Pending data records are sealed into a
+//!   message once it is full, when the oldest has waited [`FLUSH_INTERVAL`],
+//!   before each checkpoint and at the end of the run; unpaced, a sealed
+//!   message is sent at once.
+//! - Paced: a collector gets at most R data records in any second plus one
+//!   burst ([`BURST_TIME`] at R, at least a full message), in the order they
+//!   were read. The records held, sealed and being filled, are at most
+//!   `max(R / 10, 64, 2 x exported queues)` ([`HELD_TIME`], [`MIN_HELD`]),
+//!   each costing at most 144 bytes with its share of the message (a
+//!   message of one IPv6 record; 85 to 110 in full messages, kept at their
+//!   length): at most 14.4 MB at a million a second, 14.4 KB at 1,000. The
+//!   main loop takes records only while the export has room
+//!   for them ([`Exporter::intake_room`]), so pacing drops nothing: the rest
+//!   waits in the record queues, whose backpressure reaches the detector (it
+//!   waits) and, once the packet queues are full, the balancer (an offline
+//!   source waits; a live one drops, counted in `queue_dropped` and the
+//!   identity). `intake_held_ms` counts the time the app held records back.
+//!   Templates are not paced (one message per collector every 30 s and after
+//!   a failed send).
 //! - IPFIX: the header's sequence number is the number of data records sent
 //!   before the message in this observation domain (RFC 7011 section 3.1).
 //!   NetFlow v9: it counts the export packets (templates included) sent to
@@ -83,20 +120,35 @@
 //! - The app sends its pending records before each checkpoint, so a record a
 //!   checkpoint counts has been sent: after a crash the restarted app goes on
 //!   after it (a record sent and not yet checkpointed is sent again: at least
-//!   once).
+//!   once). Paced, the checkpoint waits until the export has sent what it
+//!   holds (at most its bound at R: 0.1 s, or 64 / R s at low rates), taking
+//!   no records meanwhile; and while records are held the app checkpoints at
+//!   least once a second, so a detector stopping behind a full record queue
+//!   sees room well within its patience (5 s).
+//! - At the end of the run (every queue ended, or a stop after draining what
+//!   the record queues hold) the records still held go out at R before the
+//!   final files, which count them, are written; the main loop's services
+//!   go on meanwhile. A second SIGINT/SIGTERM exits at once (status 1,
+//!   `main.rs`), without the files: the last checkpoint stands.
 //! - In fan-out mode (`ZBALANCE_HASH_MODE=2`, every queue sees every packet)
 //!   only the first queue's records are exported, as for the container table.
 //!
 //! Not guaranteed: delivery. UDP has no acknowledgement: a collector whose
 //! receive buffer overflows loses messages without the app knowing (the
-//! sequence numbers let the collector see the gap), and the messages are
-//! not paced (a flow table ending at once, e.g. at the end of a capture, goes
-//! out as fast as the socket takes it: give the collector a receive buffer
-//! for it, `nfcapd -B`). While a collector is down, a refusal may stand for
-//! several lost messages: `records_dropped` is then a lower bound. Non-IP and malformed
-//! records are not exported (no IPFIX template here fits them); their frames
-//! stay in `flows.csv`'s totals and `summary.json`.
+//! sequence numbers let the collector see the gap). Unpaced, a flow table
+//! ending at once (the end of a capture, a flush) goes out as fast as the
+//! socket takes it: give the collector a receive buffer for it (`nfcapd
+//! -B`) or pace the export. Paced at a rate the collector does not keep up
+//! with, or with a collector descheduled longer than its buffer holds at R,
+//! it still loses. How long a paced stop takes: what is left to send, over
+//! R (README, "IPFIX and NetFlow v9 export"); a stop timeout shorter than
+//! that kills the app before its files are written. While a collector is
+//! down, a refusal may stand for several lost messages: `records_dropped`
+//! is then a lower bound. Non-IP and malformed records are not exported (no
+//! IPFIX template here fits them); their frames stay in `flows.csv`'s totals
+//! and `summary.json`.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,6 +181,19 @@ pub const MAX_MESSAGE: usize = 1400;
 pub const TEMPLATE_INTERVAL: Duration = Duration::from_secs(30);
 /// Pending data records wait at most this long.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Paced: the data records held (sealed messages waiting for their turn and
+/// the message being filled) are at most this much time at the rate (and at
+/// least [`MIN_HELD`] and two per exported queue): the wait of a checkpoint for
+/// them to go out.
+pub const HELD_TIME: Duration = Duration::from_millis(100);
+/// Paced: the least number of data records held (four full IPv4 messages).
+pub const MIN_HELD: usize = 64;
+/// Paced: the largest burst, as time at the rate (at least one full message):
+/// after the main loop was busy (a refresh writing the files), the export
+/// does not catch up with more than this at once.
+pub const BURST_TIME: Duration = Duration::from_millis(10);
+/// Most data records one message holds (IPv4 ones).
+pub const MAX_MESSAGE_RECORDS: usize = (MAX_MESSAGE - HEADER_LEN_V9 - SET_HEADER_LEN - 3) / RECORD_LEN_V4;
 /// Warnings about one collector come at most this often.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// IPFIX message header length.
@@ -458,6 +523,12 @@ pub struct ExportStats {
     pub messages: u64,
     /// Failed sends.
     pub send_errors: u64,
+    /// `CJ_EXPORT_RATE`: data records per second to each collector (0: unpaced).
+    pub rate: u32,
+    /// Milliseconds the app took no records because the paced export held
+    /// as many as it may, or a checkpoint waited for it to send them (the
+    /// record queues held the rest back).
+    pub intake_held_ms: u64,
 }
 
 /// One collector.
@@ -502,6 +573,74 @@ pub struct Exporter {
     /// Data records sent so far in this observation domain (mod 2^32).
     seq: u32,
     stats: ExportStats,
+    /// `CJ_EXPORT_RATE` (None: unpaced, a sealed message goes out at once).
+    pace: Option<Pace>,
+}
+
+/// A paced export's token bucket and the sealed messages waiting for it.
+/// Tokens are counted in billionths of a data record, so that a rate times
+/// nanoseconds is exact.
+#[derive(Debug)]
+struct Pace {
+    /// Data records per second.
+    rate: u32,
+    /// Billionths of data records that may go out now.
+    tokens: u64,
+    /// Most tokens ([`BURST_TIME`] at the rate, at least a full message).
+    burst: u64,
+    /// When the tokens were counted.
+    at: Instant,
+    /// Sealed message bodies and their data records, oldest first.
+    queue: VecDeque<(Vec<u8>, u32)>,
+    /// Data records in `queue`.
+    queued: usize,
+    /// Most data records held, queued and pending together (see [`HELD_TIME`]).
+    bound: usize,
+}
+
+/// Billionths of a data record in one.
+const NANO: u64 = 1_000_000_000;
+
+impl Pace {
+    /// The pace of `rate` data records a second, for an intake of `queues`
+    /// exported queues, its bucket full at `now`.
+    fn new(rate: u32, queues: usize, now: Instant) -> Pace {
+        let per_ms = |d: Duration| u64::from(rate) * d.as_millis() as u64 / 1000;
+        let burst = per_ms(BURST_TIME).max(MAX_MESSAGE_RECORDS as u64) * NANO;
+        let bound = (per_ms(HELD_TIME) as usize).max(MIN_HELD).max(2 * queues);
+        Pace { rate, tokens: burst, burst, at: now, queue: VecDeque::new(), queued: 0, bound }
+    }
+
+    /// The tokens at `now` (those earned since they were counted added).
+    fn tokens_at(&self, now: Instant) -> u64 {
+        // Capped before multiplying: a bucket fills within BURST_TIME, or a message's time.
+        let ns = now.saturating_duration_since(self.at).min(Duration::from_secs(1)).as_nanos() as u64;
+        (self.tokens + u64::from(self.rate) * ns).min(self.burst)
+    }
+
+    /// Sealed messages whose turn has come by `now`, oldest first, taken off the queue.
+    fn due(&mut self, now: Instant) -> Vec<(Vec<u8>, u32)> {
+        self.tokens = self.tokens_at(now);
+        self.at = now;
+        let mut due = Vec::new();
+        while let Some(&(_, n)) = self.queue.front() {
+            let cost = u64::from(n) * NANO;
+            if cost > self.tokens {
+                break;
+            }
+            self.tokens -= cost;
+            self.queued -= n as usize;
+            due.extend(self.queue.pop_front());
+        }
+        due
+    }
+
+    /// How long from `now` until the oldest sealed message may go (`None`: none is sealed).
+    fn next_in(&self, now: Instant) -> Option<Duration> {
+        let &(_, n) = self.queue.front()?;
+        let missing = (u64::from(n) * NANO).saturating_sub(self.tokens_at(now));
+        Some(Duration::from_nanos(missing.div_ceil(u64::from(self.rate))))
+    }
 }
 
 /// The collectors of `CJ_EXPORT`; empty when off.
@@ -578,8 +717,14 @@ impl Exporter {
             pending: DataMessage::default(),
             pending_since: None,
             seq: 0,
-            stats: ExportStats::default(),
+            stats: ExportStats { rate: cfg.export_rate.unwrap_or(0), ..ExportStats::default() },
+            pace: None,
         };
+        if let Some(rate) = cfg.export_rate {
+            // Fan-out: only the first queue's records are exported.
+            let queues = if fan_out { 1 } else { cfg.worker_queues().len() };
+            e.pace = Some(Pace::new(rate, queues, Instant::now()));
+        }
         e.tick(Instant::now());
         Ok(Some(e))
     }
@@ -587,7 +732,11 @@ impl Exporter {
     /// The collectors, for the start line.
     pub fn describe(&self) -> String {
         let urls: Vec<&str> = self.collectors.iter().map(|c| c.url.as_str()).collect();
-        format!("exporting flows to {} (observation domain / source id {})", urls.join(", "), self.domain)
+        let pace = self.pace.as_ref().map_or_else(
+            || ", unpaced".to_owned(),
+            |p| format!(", paced at {} data records/s, holding at most {}", p.rate, p.bound),
+        );
+        format!("exporting flows to {} (observation domain / source id {}{pace})", urls.join(", "), self.domain)
     }
 
     /// Counters so far.
@@ -595,7 +744,8 @@ impl Exporter {
         self.stats
     }
 
-    /// Adds the record `r` of intake queue `qi`.
+    /// Adds the record `r` of intake queue `qi`. A message that fills is
+    /// sealed ([`Exporter::seal`]).
     pub fn add(&mut self, qi: usize, r: &FlowRecord) {
         if self.fan_out && qi != 0 {
             return;
@@ -603,7 +753,7 @@ impl Exporter {
         for d in DirRecord::of(r) {
             self.stats.records += 1;
             if !self.pending.push(&d) {
-                self.flush();
+                self.seal();
                 // An empty message always has room for one record.
                 let _ = self.pending.push(&d);
             }
@@ -611,32 +761,91 @@ impl Exporter {
         }
     }
 
-    /// Sends templates that are due and pending records that waited long enough.
+    /// Sends templates that are due, seals pending records that waited
+    /// [`FLUSH_INTERVAL`], and, paced, sends the sealed messages the rate
+    /// allows by now.
     pub fn tick(&mut self, now: Instant) {
         if self.pending_since.is_some_and(|t| now.duration_since(t) >= FLUSH_INTERVAL) {
-            self.flush();
+            self.seal();
         }
         for i in 0..self.collectors.len() {
             if now >= self.collectors[i].templates_at {
                 self.send_templates(i, now);
             }
         }
+        let Some(p) = self.pace.as_mut() else { return };
+        for (body, n) in p.due(now) {
+            self.send_data(&body, n);
+        }
     }
 
-    /// Sends the pending records now (at the end of a run, and when a message is full).
-    pub fn flush(&mut self) {
+    /// Ends the message being filled: unpaced, it is sent now; paced, it
+    /// waits its turn behind the sealed ones ([`Exporter::tick`] sends it).
+    /// Called when a message is full, after [`FLUSH_INTERVAL`], before each
+    /// checkpoint and at the end of the run.
+    pub fn seal(&mut self) {
         self.pending_since = None;
         let n = self.pending.records();
         if n == 0 {
             return;
         }
-        let body = self.pending.take();
+        let mut body = self.pending.take();
+        match self.pace.as_mut() {
+            None => self.send_data(&body, n),
+            Some(p) => {
+                // Held at its length, not MAX_MESSAGE (the bound's bytes: module doc).
+                body.shrink_to_fit();
+                p.queued += n as usize;
+                p.queue.push_back((body, n));
+            }
+        }
+    }
+
+    /// Whether every data record added has been sent (or counted dropped):
+    /// none pending, none waiting for the pace. Always true after
+    /// [`Exporter::seal`] when unpaced.
+    pub fn all_sent(&self) -> bool {
+        self.pending.records() == 0 && self.pace.as_ref().is_none_or(|p| p.queue.is_empty())
+    }
+
+    /// Data records added and not yet sent (pending and, paced, sealed).
+    pub fn unsent(&self) -> usize {
+        self.pending.records() as usize + self.pace.as_ref().map_or(0, |p| p.queued)
+    }
+
+    /// How many records (flow records, each up to two data records) each of
+    /// `queues` intake queues may hand on now without the paced export
+    /// holding more than its bound; `None`: no limit (unpaced).
+    pub fn intake_room(&self, queues: usize) -> Option<usize> {
+        let p = self.pace.as_ref()?;
+        let room = p.bound.saturating_sub(self.unsent());
+        Some(room / (2 * if self.fan_out { 1 } else { queues.max(1) }))
+    }
+
+    /// Paced: how long until the oldest sealed message may go (zero when it
+    /// may now); `None` when unpaced or none is sealed.
+    pub fn next_send_in(&self, now: Instant) -> Option<Duration> {
+        self.pace.as_ref()?.next_in(now)
+    }
+
+    /// The paced rate, data records per second (None: unpaced).
+    pub fn rate(&self) -> Option<u32> {
+        self.pace.as_ref().map(|p| p.rate)
+    }
+
+    /// Counts time the app took no records because of the paced export.
+    pub fn count_intake_held(&mut self, d: Duration) {
+        self.stats.intake_held_ms += d.as_millis() as u64;
+    }
+
+    /// Sends the sealed message `body` of `n` data records to every collector.
+    fn send_data(&mut self, body: &[u8], n: u32) {
         let now = Instant::now();
         for i in 0..self.collectors.len() {
             if now >= self.collectors[i].templates_at {
                 self.send_templates(i, now);
             }
-            let mut sent = self.send(i, &body, n as u16, now);
+            let mut sent = self.send(i, body, n as u16, now);
             if sent.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
                 // The refusal is the ICMP port unreachable of an earlier message
                 // (the socket reports it once, on this send, which did not go
@@ -644,7 +853,7 @@ impl Exporter {
                 // first, then this message again.
                 self.refused(i);
                 self.send_templates(i, now);
-                sent = self.send(i, &body, n as u16, now);
+                sent = self.send(i, body, n as u16, now);
             }
             let c = &mut self.collectors[i];
             match sent {
@@ -702,7 +911,7 @@ impl Exporter {
         let body = template_body(self.collectors[i].protocol);
         let mut sent = self.send(i, &body, 2, now);
         if sent.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
-            // An earlier message's refusal, reported on this send, which did not go out (see `flush`).
+            // An earlier message's refusal, reported on this send, which did not go out (see `send_data`).
             self.refused(i);
             sent = self.send(i, &body, 2, now);
         }
@@ -714,7 +923,7 @@ impl Exporter {
             }
             Err(e) => {
                 self.stats.send_errors += 1;
-                // Tried again at the first tick or flush a second from now.
+                // Tried again at the first tick or send a second from now.
                 c.templates_at = now + TEMPLATE_INTERVAL.min(FLUSH_INTERVAL);
                 c.warn(now, "sending templates", &e);
             }
@@ -911,6 +1120,12 @@ mod tests {
         let (_, recs) = decode(&bytes);
         assert_eq!(recs.len(), n);
         assert_eq!(m.records(), 0, "take empties the message");
+        let mut full = DataMessage::default();
+        let mut k = 0;
+        while full.push(&v4) {
+            k += 1;
+        }
+        assert_eq!(k, MAX_MESSAGE_RECORDS, "IPv4 records in a full message");
     }
 
     /// An exporter of IPFIX to `addr` only, observation domain 4, templates not yet sent.
@@ -932,6 +1147,7 @@ mod tests {
             pending_since: None,
             seq: 0,
             stats: ExportStats::default(),
+            pace: None,
         }
     }
 
@@ -951,7 +1167,7 @@ mod tests {
             r.port_a = 1000 + i;
             e.add(0, &r);
         }
-        e.flush();
+        e.seal();
         let mut buf = [0u8; 2048];
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(be16(&buf, 16), TEMPLATE_SET_ID, "templates come first");
@@ -980,6 +1196,85 @@ mod tests {
         assert_eq!((s.records, s.records_exported, s.records_dropped), (204, 204, 0));
     }
 
+    /// Data records in the data messages `rx` holds now (templates skipped).
+    fn received(rx: &UdpSocket) -> Vec<Decoded> {
+        rx.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while let Ok(n) = rx.recv(&mut buf) {
+            if be16(&buf, 16) != TEMPLATE_SET_ID {
+                got.extend(decode(&buf[..n]).1);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_paced_export_sends_what_the_rate_allows_and_in_the_end_every_record() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let t0 = Instant::now();
+        let mut e = ipfix_exporter_to(rx.local_addr().unwrap());
+        // 1,000 a second: a burst of one full message (16 records; 10 ms would be 10), at most 100 held.
+        e.pace = Some(Pace::new(1000, 1, t0));
+        e.tick(t0);
+        assert_eq!(e.intake_room(1), Some(50), "100 data records: 50 records of two directions");
+        for i in 0..100u16 {
+            let mut r = record(false, 1, 0);
+            r.port_a = 1000 + i;
+            e.add(0, &r);
+        }
+        assert_eq!((e.intake_room(1), e.unsent()), (Some(0), 100), "the bound is reached");
+        e.seal(); // the last 4 wait their turn too
+        assert_eq!(e.stats().records_exported, 0, "nothing is sent before a tick");
+        e.tick(t0);
+        assert_eq!(e.stats().records_exported, 16, "the full bucket: one message");
+        assert_eq!(e.next_send_in(t0), Some(Duration::from_millis(16)));
+        e.tick(t0 + Duration::from_millis(15));
+        assert_eq!(e.stats().records_exported, 16, "15 ms earn 15 records: not a message of 16");
+        assert_eq!(e.next_send_in(t0 + Duration::from_millis(15)), Some(Duration::from_millis(1)));
+        e.tick(t0 + Duration::from_millis(16));
+        assert_eq!(e.stats().records_exported, 32);
+        // A second with no tick earns one burst, not a second's worth.
+        let mut t = t0 + Duration::from_millis(1016);
+        e.tick(t);
+        assert_eq!((e.stats().records_exported, e.unsent(), e.intake_room(1)), (48, 52, Some(24)));
+        let mut ticks = 0;
+        while !e.all_sent() {
+            t += Duration::from_millis(16);
+            e.tick(t);
+            ticks += 1;
+        }
+        assert_eq!(ticks, 4, "three more full messages, then the last 4 records");
+        assert_eq!(e.next_send_in(t), None);
+        let s = e.stats();
+        assert_eq!((s.records, s.records_exported, s.records_dropped), (100, 100, 0));
+        let got = received(&rx);
+        assert_eq!(got.len(), 100, "the collector has every record");
+        let mut ports: Vec<u16> = got.iter().map(|r| r.3).collect();
+        ports.dedup();
+        assert_eq!(ports, (1000..1100).collect::<Vec<_>>(), "once each, in order");
+    }
+
+    #[test]
+    fn a_paced_export_holds_a_tenth_of_a_second_at_its_rate_and_at_least_two_per_queue() {
+        let t = Instant::now();
+        assert_eq!(Pace::new(100, 1, t).bound, MIN_HELD);
+        assert_eq!(Pace::new(1000, 8, t).bound, 100);
+        assert_eq!(Pace::new(1000, 200, t).bound, 400);
+        assert_eq!(Pace::new(1_000_000, 1, t).bound, 100_000);
+        // The burst: 10 ms at the rate, at least one full message.
+        assert_eq!(Pace::new(100, 1, t).burst, MAX_MESSAGE_RECORDS as u64 * NANO);
+        assert_eq!(Pace::new(1_000_000, 1, t).burst, 10_000 * NANO);
+        // An unpaced exporter has no bound, and a sealed message is sent at once.
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut e = ipfix_exporter_to(rx.local_addr().unwrap());
+        e.add(0, &record(false, 1, 1));
+        assert_eq!((e.intake_room(1), e.rate(), e.all_sent()), (None, None, false));
+        e.seal();
+        assert!(e.all_sent());
+        assert_eq!(e.stats().records_exported, 2);
+    }
+
     #[test]
     fn a_send_that_fails_is_counted_and_never_fatal() {
         // A port nothing listens on: the connected socket sees ECONNREFUSED on a later send.
@@ -992,7 +1287,7 @@ mod tests {
         let mut e = Exporter::from_config(&cfg, false).unwrap().unwrap();
         for _ in 0..5 {
             e.add(0, &record(false, 1, 1));
-            e.flush();
+            e.seal();
             std::thread::sleep(Duration::from_millis(20));
         }
         let s = e.stats();
@@ -1011,15 +1306,15 @@ mod tests {
         e.tick(Instant::now());
         drop(rx); // the collector goes down
         e.add(0, &record(false, 1, 0));
-        e.flush(); // into a closed port: the ICMP port unreachable comes back to the socket
-                   // Until the kernel holds the refusal (poll says POLLERR without taking it; up to 5 s).
+        e.seal(); // into a closed port: the ICMP port unreachable comes back to the socket
+                  // Until the kernel holds the refusal (poll says POLLERR without taking it; up to 5 s).
         let mut fds = [PollFd::new(e.collectors[0].socket.as_fd(), PollFlags::empty())];
         let ready = poll(&mut fds, PollTimeout::from(5000u16)).unwrap();
         assert!(ready == 1 && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR)));
         let rx = UdpSocket::bind(addr).unwrap(); // the collector is back
         rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         e.add(0, &record(false, 2, 0));
-        e.flush();
+        e.seal();
         let mut buf = [0u8; 2048];
         let n = rx.recv(&mut buf).expect("a message");
         assert_eq!(be16(&buf[..n], 16), TEMPLATE_SET_ID, "templates first: {:?}", e.stats());

@@ -5,7 +5,10 @@
 //! Guarantees: the run mode stops when every record queue has ended and is
 //! drained, or on SIGINT/SIGTERM after draining what is already queued (a second
 //! signal exits at once with status 1); either way it writes the files, prints
-//! the summary and exits 0. A refresh that cannot write (a full disk) says so
+//! the summary and exits 0. With a paced export (`CJ_EXPORT_RATE`) the
+//! records are taken only as fast as the export sends them, so draining and
+//! the export's last records take their time at that rate (see `ipfix`);
+//! queries, metrics, the heartbeat and the watchdog are served meanwhile. A refresh that cannot write (a full disk) says so
 //! once, keeps every count in memory and writes them at the next refresh;
 //! the final write that cannot write the flow tables still writes
 //! `summary.json` marked `complete: false` with the reason and exits 0, and
@@ -41,7 +44,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use station::config::{ConfigError, HashMode, StationConfig};
 
@@ -190,7 +193,16 @@ struct Run {
     ahead: ahead::Ahead,
     /// Valid records this process read (not those a checkpoint counted before it started).
     records_read: u64,
+    /// The record queues read.
+    queue_count: usize,
+    /// A checkpoint was asked for and waits for the paced export to send
+    /// the records it counts; meanwhile no records are taken.
+    checkpoint_due: bool,
 }
+
+/// Longest sleep of the main loop while it waits for the paced export: it
+/// answers queries and renews its heartbeat at least this often.
+const EXPORT_WAIT: Duration = Duration::from_millis(5);
 
 impl Run {
     /// Saves the accounts with the intake's positions, then releases the
@@ -198,12 +210,16 @@ impl Run {
     /// be written is warned about and the slots are released anyway: holding
     /// them would stall the detector, and what is lost is only what a crash
     /// before the next good checkpoint would lose.
+    ///
+    /// Only when the export has sent every record read: see
+    /// [`Run::request_checkpoint`].
     fn checkpoint(&mut self) {
         // The records a checkpoint counts are sent first: after a crash the
         // restarted app skips them, so a record still pending here would
         // never reach a collector (the export is at least once across a crash).
         if let Some(e) = self.exporter.as_mut() {
-            e.flush();
+            e.seal();
+            debug_assert!(e.all_sent(), "a checkpoint before the paced export sent what it counts");
         }
         match self.saver.save(&self.fit, self.intake.saved(), &mut self.accounts) {
             Ok(()) => self.checkpoint_warned = false,
@@ -222,6 +238,45 @@ impl Run {
 }
 
 impl Run {
+    /// Asks for a checkpoint. The export's pending records are sealed, and
+    /// the checkpoint is saved once every record it counts has been sent:
+    /// now when unpaced; paced, when the export has sent what it holds (at
+    /// most its bound at `CJ_EXPORT_RATE`, about 0.1 s), and until then the
+    /// main loop takes no records ([`Run::checkpoint_if_sent`], [`Run::take`]).
+    fn request_checkpoint(&mut self) {
+        if let Some(e) = self.exporter.as_mut() {
+            e.seal();
+        }
+        self.checkpoint_due = true;
+        self.checkpoint_if_sent();
+    }
+
+    /// Saves the checkpoint asked for once the export has sent every record read.
+    fn checkpoint_if_sent(&mut self) {
+        if self.checkpoint_due && self.exporter.as_ref().is_none_or(ipfix::Exporter::all_sent) {
+            self.checkpoint_due = false;
+            self.checkpoint();
+        }
+    }
+
+    /// Takes the next round of records, at most as many as the paced export
+    /// has room for. When it has none, or (not `stopping`) a checkpoint waits
+    /// for it, waits instead until its next send (at most [`EXPORT_WAIT`]) and
+    /// returns `None`: the record queues hold the records back meanwhile.
+    fn take(&mut self, stopping: bool) -> Option<Poll> {
+        let room = self.exporter.as_ref().and_then(|e| e.intake_room(self.queue_count));
+        let held = room == Some(0) || (self.checkpoint_due && !stopping);
+        match self.exporter.as_mut() {
+            Some(e) if held => {
+                let t = Instant::now();
+                std::thread::sleep(e.next_send_in(t).unwrap_or(EXPORT_WAIT).min(EXPORT_WAIT));
+                e.count_intake_held(t.elapsed());
+                None
+            }
+            _ => Some(self.poll(room.unwrap_or(intake::BATCH))),
+        }
+    }
+
     /// Writes every output file and returns the paths and the printed summary.
     ///
     /// `ended`: every record queue ended and was drained; `drained`: the app
@@ -283,16 +338,27 @@ impl Run {
         Ok((files, text))
     }
 
-    fn poll(&mut self) -> Poll {
+    /// Reads a round of at most `limit` records per queue.
+    fn poll(&mut self, limit: usize) -> Poll {
         let (accounts, exporter, read) = (&mut self.accounts, &mut self.exporter, &mut self.records_read);
         // A batch at a time: the aggregate table hashes and prefetches ahead;
         // the exporter sees the same records in the same order.
-        self.intake.poll_batch(intake::BATCH, |qi, records| {
+        self.intake.poll_batch(limit, |qi, records| {
             *read += records.len() as u64;
             accounts.add_batch(qi, records);
             if let Some(e) = exporter.as_mut() {
                 records.iter().for_each(|r| e.add(qi, r));
             }
+        })
+    }
+
+    /// For the stop line: how the export's rest goes out when paced.
+    fn export_pace_note(&self) -> String {
+        self.exporter.as_ref().and_then(|e| e.rate()).map_or(String::new(), |rate| {
+            format!(
+                " (the export is paced: what is queued goes out at {rate} data records/s; a second signal exits at \
+                 once, without the files)"
+            )
         })
     }
 
@@ -316,7 +382,10 @@ impl Run {
             stats.len()
         ) + &self.exporter.as_ref().map_or(String::new(), |e| {
             let s = e.stats();
-            format!(" exported {} export_dropped {}", s.records_exported, s.records_dropped)
+            let paced = e.rate().map_or(String::new(), |_| {
+                format!(" export_unsent {} export_held_s {:.1}", e.unsent(), s.intake_held_ms as f64 / 1000.0)
+            });
+            format!(" exported {} export_dropped {}{paced}", s.records_exported, s.records_dropped)
         })
     }
 }
@@ -386,6 +455,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     }
 
     let mut intake = Intake::attach(&cfg)?;
+    let intake_queue_count = intake.queues().len();
     let fan_out = cfg.hash_mode == HashMode::FanOut;
     let max_rows = usize::try_from(cfg.app_max_rows).unwrap_or(usize::MAX);
     // Slots are released only once they are in a checkpoint (checkpoint.rs).
@@ -482,6 +552,8 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         checkpoint_warned: false,
         last_checkpoint: Instant::now(),
         records_read: 0,
+        queue_count: intake_queue_count,
+        checkpoint_due: false,
         ahead,
     };
 
@@ -490,45 +562,53 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let log_interval = (!run.cfg.log_interval.is_zero()).then_some(run.cfg.log_interval);
     let mut next_log = log_interval.map(|d| started + d);
     let mut busy = false;
+    let mut stopping = false;
     let (complete, drained) = loop {
-        // Each pass drained the record queues (or found them empty): progress for the watchdog.
+        // Each pass drained the record queues (or found them empty), or waited
+        // for the paced export: progress for the watchdog.
         notifier.alive();
         beat.renew(&run.accounts, 0);
         // Queries take at most a tenth of the loop while records come (control::Budget).
         control.answer_pending(busy, |ask| run.answer(ask));
-        if stop.load(Ordering::Relaxed) {
-            station::cj_info!("cj-app: stopping: draining what is queued");
+        if !stopping && stop.load(Ordering::Relaxed) {
+            // Drains what is queued, then writes the files. Paced, the queued
+            // records go out at CJ_EXPORT_RATE (taken only as they are sent).
+            stopping = true;
+            station::cj_info!("cj-app: stopping: draining what is queued{}", run.export_pace_note());
             notifier.stopping("draining what is queued");
-            let ended = loop {
-                match run.poll() {
-                    Poll::Progress(_) => {}
-                    Poll::Idle => break false,
-                    Poll::AllEnded => break true,
-                }
-            };
-            break (ended, true);
         }
-        let polled = run.poll();
-        busy = matches!(polled, Poll::Progress(_));
-        if polled == Poll::AllEnded {
-            break (true, true);
+        if let Some(e) = run.exporter.as_mut() {
+            e.tick(Instant::now());
+        }
+        if !stopping {
+            run.checkpoint_if_sent();
+        }
+        let polled = run.take(stopping);
+        busy = matches!(polled, Some(Poll::Progress(_)));
+        match polled {
+            Some(Poll::AllEnded) => break (true, true),
+            Some(Poll::Idle) if stopping => break (false, true),
+            _ if stopping => continue,
+            _ => {}
         }
         // Half a queue held, or the queues went quiet with records held: save
         // and release (when quiet, at most once a second), so that held slots
-        // do not linger as fill while nothing comes.
-        if run.intake.should_release()
-            || (polled == Poll::Idle
-                && run.intake.holding()
-                && run.last_checkpoint.elapsed() >= std::time::Duration::from_secs(1))
+        // do not linger as fill while nothing comes. Paced, also once a second
+        // while records are held: the intake goes at the export's pace, and a
+        // detector stopping behind a full queue must see room well within its
+        // patience (detector: SHUTDOWN_WAIT, 5 s).
+        let paced = run.exporter.as_ref().is_some_and(|e| e.rate().is_some());
+        if !run.checkpoint_due
+            && (run.intake.should_release()
+                || ((polled == Some(Poll::Idle) || paced)
+                    && run.intake.holding()
+                    && run.last_checkpoint.elapsed() >= Duration::from_secs(1)))
         {
-            run.checkpoint();
+            run.request_checkpoint();
         }
         let now = Instant::now();
-        if polled == Poll::Idle {
+        if polled == Some(Poll::Idle) {
             run.ahead.step(&mut run.accounts, now);
-        }
-        if let Some(e) = run.exporter.as_mut() {
-            e.tick(now);
         }
         if let (Some(at), Some(every)) = (next_refresh, run.settings.refresh) {
             // Waiting for a new run on the queues of a finished one: its files stay as they are.
@@ -542,7 +622,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
                         every.as_secs()
                     );
                 }
-                run.checkpoint();
+                run.request_checkpoint();
                 beat.identity(run.identity(false, false).status);
                 next_refresh = Some(next_deadline(at, every, now));
             }
@@ -568,10 +648,8 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         beat.renew(&run.accounts, 2);
         return Ok(());
     }
+    send_the_rest(&mut run, &mut beat, &mut notifier, &mut control, &stop);
     notifier.stopping("writing the output files");
-    if let Some(e) = run.exporter.as_mut() {
-        e.flush();
-    }
     let (_, text) = run.report_and_write(complete, drained, true)?;
     if complete {
         // Every queue read to its end and the files written: the next run starts
@@ -596,6 +674,56 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         return Err(AppError::IdentityBroken(id.line));
     }
     Ok(())
+}
+
+/// Sends what the export still holds before the final files (which count
+/// it) and the final checkpoint: unpaced at once; paced at `CJ_EXPORT_RATE`,
+/// the main loop's services (queries, metrics, heartbeat, watchdog) served
+/// meanwhile. A signal stops nothing here: the first one is already what
+/// brought the app here or is taken as one, a second exits at once (status
+/// 1, see `run_mode`'s handlers): no files, and the last checkpoint stands.
+fn send_the_rest(
+    run: &mut Run,
+    beat: &mut Beat,
+    notifier: &mut station::notify::Notifier,
+    control: &mut control::Control,
+    stop: &AtomicBool,
+) {
+    let Some(e) = run.exporter.as_mut() else { return };
+    e.seal();
+    if e.all_sent() {
+        return;
+    }
+    let (unsent, rate) = (e.unsent(), e.rate().unwrap_or(u32::MAX));
+    let secs = unsent as f64 / f64::from(rate);
+    let line = format!(
+        "sending the export's last {unsent} data records at {rate}/s (about {secs:.1} s) before writing the files; \
+         a second SIGINT or SIGTERM exits at once without them"
+    );
+    if secs >= 1.0 {
+        station::cj_info!("cj-app: {line}");
+    }
+    notifier.stopping(&line);
+    let mut told = stop.load(Ordering::Relaxed);
+    loop {
+        notifier.alive();
+        beat.renew(&run.accounts, 0);
+        // No record is taken any more: the intake is idle for the query budget.
+        control.answer_pending(false, |ask| run.answer(ask));
+        if !told && stop.load(Ordering::Relaxed) {
+            told = true;
+            station::cj_info!(
+                "cj-app: stopping: still sending the export's last records; a second signal exits at once"
+            );
+        }
+        let Some(e) = run.exporter.as_mut() else { return };
+        let now = Instant::now();
+        e.tick(now);
+        if e.all_sent() {
+            return;
+        }
+        std::thread::sleep(e.next_send_in(now).unwrap_or(EXPORT_WAIT).min(EXPORT_WAIT));
+    }
 }
 
 /// The line cj-app prints at exit (stderr) with its own cost; `scripts/bench.sh` reads it:

@@ -33,6 +33,15 @@ fn a_core_beyond_the_machine() {
 }
 
 #[test]
+fn an_export_rate_below_what_pacing_takes() {
+    one_line_error(
+        "cj-app",
+        &[("CJ_EXPORT_RATE", "50")],
+        &["CJ_EXPORT_RATE=\"50\"", "from 100 to 1000000", "0 or empty for no pacing"],
+    );
+}
+
+#[test]
 fn an_unknown_hash_mode() {
     one_line_error(
         "cj-balancer",

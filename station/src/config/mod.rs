@@ -59,6 +59,7 @@ use std::time::Duration;
 
 pub use file::{parse_conf_text, read_bounded, ConfFileError, MAX_CONFIG_FILE_BYTES, MAX_INCLUDE_DEPTH};
 pub use source::SourceSpec;
+pub use validate::EXPORT_RATE_RANGE;
 pub use variables::{Variable, VARIABLES};
 
 use variables::is_known;
@@ -246,6 +247,10 @@ pub struct StationConfig {
     /// CJ_EXPORT, raw (empty: no flow export); checked by cj-app, the one
     /// process that exports.
     pub export: String,
+    /// CJ_EXPORT_RATE: the most data records per second the export sends
+    /// each collector (`None`: unpaced, the value 0 or empty); see
+    /// [`EXPORT_RATE_RANGE`].
+    pub export_rate: Option<u32>,
     /// CJ_TUN: flow divert to tun devices on.
     pub tun: bool,
     /// CJ_TUN_OFFSET: the worker of queue q writes to `tun<tun_offset + q>`.

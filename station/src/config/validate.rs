@@ -32,6 +32,14 @@ const MAX_AFP_RING_BYTES: u64 = 16 << 30;
 /// Largest CJ_APP_MAX_ROWS.
 const MAX_APP_ROWS: u64 = 1_000_000_000;
 
+/// CJ_EXPORT_RATE's range when it paces (0 or empty: unpaced), in data
+/// records per second. Below 100 a paced checkpoint could wait seconds for a
+/// handful of records (cj-app's export holds a tenth of a second of them, at
+/// least 64); above a million the backlog's memory (a tenth of a second, about
+/// 9 MB there) stops being small, and a collector that takes that much needs
+/// no pacing.
+pub const EXPORT_RATE_RANGE: std::ops::RangeInclusive<u32> = 100..=1_000_000;
+
 /// Highest core number accepted in core variables.
 const MAX_CORE: u64 = 4095;
 
@@ -207,6 +215,7 @@ impl Raw {
         let app_max_rows = self.get("CJ_APP_MAX_ROWS").num(1, MAX_APP_ROWS)?;
         let metrics_addr = self.get("CJ_METRICS_ADDR").value.trim().to_owned();
         let export = self.get("CJ_EXPORT").value.trim().to_owned();
+        let export_rate = parse_export_rate(&self.get("CJ_EXPORT_RATE"))?;
         let tun = self.get("CJ_TUN").choice(&[("yes", true), ("no", false)])?;
         let slot_size = resolve_slot_size(&slot_item, slot_given, tun)?;
         let tun_offset = self.get("CJ_TUN_OFFSET").num32(0, 1_000_000)?;
@@ -256,6 +265,7 @@ impl Raw {
             app_max_rows,
             metrics_addr,
             export,
+            export_rate,
             tun,
             tun_offset,
             divert_rules,
@@ -263,6 +273,20 @@ impl Raw {
             values: self.values,
         })
     }
+}
+
+/// CJ_EXPORT_RATE: `None` (unpaced) for 0 or empty, else data records per
+/// second in [`EXPORT_RATE_RANGE`].
+fn parse_export_rate(item: &Item) -> Result<Option<u32>, ConfigError> {
+    let t = item.value.trim();
+    if t.is_empty() || t == "0" {
+        return Ok(None);
+    }
+    let (lo, hi) = (*EXPORT_RATE_RANGE.start(), *EXPORT_RATE_RANGE.end());
+    let expected = format!(
+        "data records per second from {lo} to {hi} (what the CJ_EXPORT collectors take), or 0 or empty for no pacing"
+    );
+    item.num_expected(u64::from(lo), u64::from(hi), &expected).map(|n| Some(n as u32))
 }
 
 /// CJ_SLOT_SIZE as given: `auto` (None) or a multiple of 8 in 64..=65536.
@@ -571,6 +595,23 @@ mod tests {
         assert!(e.starts_with(r#"CJ_DECAP="vxlan,mpls" (environment): expected empty (off) or a comma list"#), "{e}");
         assert!(e.ends_with(r#"("mpls" is not one of them)"#) && !e.contains('\n'), "{e}");
         assert!(err_env("CJ_DECAP", "vxlan:70000").contains(r#"("vxlan:70000" has no valid port)"#));
+    }
+
+    #[test]
+    fn the_export_rate_is_unpaced_by_default_and_paces_from_100_to_a_million_records_a_second() {
+        assert_eq!(StationConfig::default().export_rate, None);
+        assert_eq!(load_env(&[("CJ_EXPORT_RATE", "")]).unwrap().export_rate, None);
+        assert_eq!(load_env(&[("CJ_EXPORT_RATE", "0")]).unwrap().export_rate, None);
+        assert_eq!(load_env(&[("CJ_EXPORT_RATE", " 100 ")]).unwrap().export_rate, Some(100));
+        assert_eq!(load_env(&[("CJ_EXPORT_RATE", "1000000")]).unwrap().export_rate, Some(1_000_000));
+        let want = |v: &str| {
+            format!(
+                r#"CJ_EXPORT_RATE="{v}" (environment): expected data records per second from 100 to 1000000 (what the CJ_EXPORT collectors take), or 0 or empty for no pacing"#
+            )
+        };
+        for v in ["99", "1000001", "5k", "-1", "1.5"] {
+            assert_eq!(err_env("CJ_EXPORT_RATE", v), want(v));
+        }
     }
 
     #[test]

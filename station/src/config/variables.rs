@@ -165,6 +165,13 @@ pub const VARIABLES: &[Variable] = &[
         "flow collectors cj-app sends every flow record to: ipfix://HOST:PORT or netflow9://HOST:PORT, comma-separated; empty: off",
     ),
     var(
+        "CJ_EXPORT_RATE",
+        "0",
+        "application",
+        "most data records per second cj-app sends each CJ_EXPORT collector (100..=1000000; one per flow direction): \
+         what the collector takes; 0 or empty: unpaced",
+    ),
+    var(
         "CJ_SHM_DIR",
         "/dev/shm",
         "paths",
