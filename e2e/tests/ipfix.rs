@@ -8,7 +8,10 @@
 //! same flows. And pmacct's collector, `nfacctd` (print plugin, the station's
 //! default aggregate), fed IPFIX by one run and NetFlow v9 by another
 //! instance in the same run, writes CSV rows equal to the truth. A collector
-//! restarted mid-run gets the templates again and decodes what follows. Also: a destination that is neither `ipfix://HOST:PORT` nor
+//! restarted mid-run gets the templates again and decodes what follows. An
+//! export paced with `CJ_EXPORT_RATE` brings 12,000 records of flows that end
+//! together to an nfcapd with its default receive buffer whole (unpaced,
+//! about 45% of them were lost there). Also: a destination that is neither `ipfix://HOST:PORT` nor
 //! `netflow9://HOST:PORT` is refused at start with one line naming the
 //! accepted forms.
 
@@ -41,11 +44,23 @@ impl Nfcapd {
     }
 
     fn start_on(nfcapd: &Path, dir: &Path, port: u16) -> Nfcapd {
-        // nfdump 1.7: -w DIR (older releases: -l DIR); -B: room for a whole offline run's burst.
+        // -B: room for a whole offline run's burst of an unpaced export.
+        Self::start_with(nfcapd, dir, port, &["-B", "8388608"])
+    }
+
+    /// nfcapd with the kernel's default receive buffer (net.core.rmem_default, 208 KiB).
+    fn start_default_buffer(nfcapd: &Path, dir: &Path) -> (Nfcapd, u16) {
+        let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port").port();
+        (Self::start_with(nfcapd, dir, port, &[]), port)
+    }
+
+    fn start_with(nfcapd: &Path, dir: &Path, port: u16, args: &[&str]) -> Nfcapd {
+        // nfdump 1.7: -w DIR (older releases: -l DIR).
         let child = Command::new(nfcapd)
             .arg("-w")
             .arg(dir)
-            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-B", "8388608"])
+            .args(["-b", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -215,11 +230,76 @@ fn nfdump_reads_every_exported_flow_per_direction_equal_to_the_truth_over_ipfix_
     assert!(v9_log.contains("Sequence Errors: 0"), "nfcapd saw a NetFlow v9 sequence gap:\n{v9_log}");
 }
 
+/// Flows that all end at once: 6,000 IPv4 flows in 30,000 frames 1 µs apart
+/// (30 ms of stream: none times out), so every flow ends at the stream's end
+/// and the app takes about 12,000 data records (one per direction) in one go.
+/// Unpaced, nfcapd with its default buffer kept about 6,000 of them (45% lost).
+const BURST: &str = "flows=6000,packets=30000,sizes=64:50/1000:50,v6=0,vlan=0,seed=5";
+
+/// The pace for [`BURST`]: 1,000 data records a second. nfcapd's default
+/// receive buffer (net.core.rmem_default, 212,992 bytes) holds 92 datagrams
+/// of 1,400 bytes on loopback, 1,472 IPv4 records: about 1.5 s of this
+/// traffic, so the collector may be descheduled over a second without a
+/// loss. The run takes about 12 s.
+const BURST_RATE: &str = "1000";
+
+#[test]
+fn a_paced_export_of_flows_ending_together_reaches_a_collector_with_the_default_buffer_whole() {
+    let (Some(nfcapd), Some(nfdump)) = (e2e::peer_tool("nfcapd", "nfdump"), e2e::peer_tool("nfdump", "nfdump")) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let flows_dir = work.path().join("nfcapd");
+    std::fs::create_dir(&flows_dir).expect("mkdir");
+    let (collector, port) = Nfcapd::start_default_buffer(&nfcapd, &flows_dir);
+    let spec: SimSpec = BURST.parse().expect("spec");
+    let want = truth_rows(&sim::truth(&spec));
+    assert!(want.len() >= 11_000, "the burst has {} directions, fewer than the test means", want.len());
+    let iface = format!("sim:{BURST}");
+    let export = format!("ipfix://127.0.0.1:{port}");
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_EXPORT", &export), ("CJ_EXPORT_RATE", BURST_RATE)]);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let run = run_pipeline(&cluster, &out);
+    run.assert_success();
+    let app_log = String::from_utf8_lossy(&run.app.stderr);
+    assert!(app_log.contains(&format!("paced at {BURST_RATE} data records/s")), "{app_log}");
+    wait_until_read(port);
+    let log = collector.stop();
+
+    let (got, records) = nfdump_rows(&nfdump, &flows_dir);
+    if let Some(d) = diff_rows(&got, &want) {
+        panic!("nfdump's flows differ from the truth:\n{d}\nnfcapd said:\n{log}\ncj-app said:\n{app_log}");
+    }
+    assert!(diff_rows(&read_flows_csv(&out.join("flows.csv")), &want).is_none(), "flows.csv differs from the truth");
+    let summary = read_json(&out.join("summary.json"));
+    let export = &summary["export"];
+    assert_eq!(export["records"].as_u64(), Some(records as u64), "summary.json export: {export:#}");
+    assert_eq!(export["records_exported"].as_u64(), Some(records as u64), "summary.json export: {export:#}");
+    assert_eq!(export["records_dropped"].as_u64(), Some(0), "summary.json export: {export:#}");
+    assert_eq!(export["rate"].as_u64(), Some(1000), "summary.json export: {export:#}");
+    assert!(log.contains("Sequence Errors: 0"), "nfcapd saw a sequence gap:\n{log}");
+}
+
 /// The restarts test's paced stream: 20,000 frames at 5,000 a second, 200 flows.
 const PACED: &str = "flows=200,packets=20000,sizes=64:50/1000:50,v6=20,vlan=10,seed=31,rate=5000";
 
 #[test]
 fn an_app_killed_after_a_checkpoint_had_sent_every_record_the_checkpoint_counts() {
+    killed_after_a_checkpoint(None);
+}
+
+/// Paced, a checkpoint waits until the export has sent what it counts: the
+/// records read ahead and still waiting for their turn are not in it.
+#[test]
+fn a_paced_app_killed_after_a_checkpoint_had_sent_every_record_the_checkpoint_counts() {
+    killed_after_a_checkpoint(Some("1000"));
+}
+
+/// The first cj-app (exporting at `rate`, unpaced when None) is killed just
+/// after its first checkpoint; the second continues it: the collector has at
+/// least every record of the truth.
+fn killed_after_a_checkpoint(rate: Option<&str>) {
     let (Some(nfcapd), Some(nfdump)) = (e2e::peer_tool("nfcapd", "nfdump"), e2e::peer_tool("nfdump", "nfdump")) else {
         return;
     };
@@ -232,7 +312,8 @@ fn an_app_killed_after_a_checkpoint_had_sent_every_record_the_checkpoint_counts(
     let export = format!("ipfix://127.0.0.1:{port}");
     // A 64-slot record queue: the app checkpoints every 32 records, and is
     // killed just after its first checkpoint, when records it has read (and
-    // counted in that checkpoint) may still wait for the exporter's next message.
+    // counted in that checkpoint) may still wait for the exporter's next message
+    // (paced: for their turn behind the records read ahead).
     let cluster = Cluster::new(&[
         ("CJ_IFACE", &iface),
         ("ZBALANCE_HASH_MODE", "1"),
@@ -241,6 +322,7 @@ fn an_app_killed_after_a_checkpoint_had_sent_every_record_the_checkpoint_counts(
         ("CJ_QUEUE_SLOTS", "32768"),
         ("CJ_RECORD_QUEUE_SLOTS", "64"),
         ("CJ_EXPORT", &export),
+        ("CJ_EXPORT_RATE", rate.unwrap_or("0")),
     ]);
     let out = work.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
