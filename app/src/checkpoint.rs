@@ -613,23 +613,24 @@ mod tests {
         Saver::new(path).save(fit, intake, &mut accounts.clone())
     }
 
+    /// The TCP flow from port 1000 + `i` to port 80, `k` packets each way.
+    fn flow_record(i: u16, k: u64) -> station::record::FlowRecord {
+        crate::aggregate::tests::ip_record(
+            [10, 0, 0, 1],
+            1000 + i,
+            [10, 0, 0, 2],
+            80,
+            6,
+            (k, 40 * k),
+            (k, 60 * k),
+            EndReason::EndOfFlow,
+        )
+    }
+
     /// `n` TCP flows from port 1000 + `from` on, `k` packets each way.
     fn add_flows(a: &mut Accounts, from: u16, n: u16, k: u64) {
-        use crate::aggregate::tests::ip_record;
         for i in from..from + n {
-            a.add(
-                usize::from(i % 2),
-                &ip_record(
-                    [10, 0, 0, 1],
-                    1000 + i,
-                    [10, 0, 0, 2],
-                    80,
-                    6,
-                    (k, 40 * k),
-                    (k, 60 * k),
-                    EndReason::EndOfFlow,
-                ),
-            );
+            a.add(usize::from(i % 2), &flow_record(i, k));
         }
     }
 
@@ -677,19 +678,9 @@ mod tests {
     /// Flows in and out of a container (per-container flow logs kept), and
     /// plain ones: `n` flows from port 1000 + `from` on, `k` packets each way.
     fn add_mixed(a: &mut Accounts, from: u16, n: u16, k: u64) {
-        use crate::aggregate::tests::ip_record;
         use station::record::{fixed_text, AttributedBy};
         for i in from..from + n {
-            let mut r = ip_record(
-                [10, 0, 0, 1],
-                1000 + i,
-                [10, 0, 0, 2],
-                80,
-                6,
-                (k, 40 * k),
-                (k, 60 * k),
-                EndReason::EndOfFlow,
-            );
+            let mut r = flow_record(i, k);
             if i % 3 == 0 {
                 r.ctr[0].by = AttributedBy::Interface as u8;
                 r.ctr[0].name = fixed_text(if i % 2 == 0 { "web" } else { "db" });

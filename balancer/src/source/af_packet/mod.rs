@@ -903,6 +903,30 @@ mod tests {
     }
 
     /// Polls `src` for `d`, counting the frames that carry `payload`.
+    /// `ip ARGS`, which must succeed.
+    fn ip(args: &[&str]) {
+        assert!(std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success()), "ip {args:?}");
+    }
+
+    /// A test's network namespace (made afresh) and its host-side link, both
+    /// deleted when dropped.
+    struct TestNetns(&'static str, &'static str);
+
+    impl TestNetns {
+        fn add(ns: &'static str, host: &'static str) -> Self {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+            ip(&["netns", "add", ns]);
+            TestNetns(ns, host)
+        }
+    }
+
+    impl Drop for TestNetns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", self.1]).status();
+            let _ = std::process::Command::new("ip").args(["netns", "del", self.0]).status();
+        }
+    }
+
     fn frames_with(src: &mut AfPacketSource, payload: &[u8], d: Duration) -> usize {
         let mut seen = 0;
         let deadline = Instant::now() + d;
@@ -949,20 +973,8 @@ mod tests {
             skip("needs root (network namespaces, veth, AF_PACKET)");
             return;
         }
-        use std::process::Command;
-        let ip =
-            |args: &[&str]| assert!(Command::new("ip").args(args).status().is_ok_and(|s| s.success()), "ip {args:?}");
         let (ns, host, peer) = ("cjt-recreate", "cjtrc0", "cjtrc1");
-        struct Cleanup(&'static str, &'static str);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = Command::new("ip").args(["link", "del", self.1]).status();
-                let _ = Command::new("ip").args(["netns", "del", self.0]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        ip(&["netns", "add", ns]);
-        let _cleanup = Cleanup(ns, host);
+        let _cleanup = TestNetns::add(ns, host);
         let make = || {
             ip(&["link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns]);
             ip(&["link", "set", host, "up"]);
@@ -993,22 +1005,11 @@ mod tests {
             return;
         }
         use std::process::Command;
-        let ip =
-            |args: &[&str]| assert!(Command::new("ip").args(args).status().is_ok_and(|s| s.success()), "ip {args:?}");
         let sysctl = |args: &[&str]| {
             assert!(Command::new("sysctl").arg("-qw").args(args).status().is_ok_and(|s| s.success()), "{args:?}")
         };
         let (ns, host, peer) = ("cjt-direction", "cjtdr0", "cjtdr1");
-        struct Cleanup(&'static str, &'static str);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = Command::new("ip").args(["link", "del", self.1]).status();
-                let _ = Command::new("ip").args(["netns", "del", self.0]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        ip(&["netns", "add", ns]);
-        let _cleanup = Cleanup(ns, host);
+        let _cleanup = TestNetns::add(ns, host);
         ip(&["link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns]);
         // No IPv6 (ND, MLD): only the test's frames cross the pair.
         sysctl(&[&format!("net.ipv6.conf.{host}.disable_ipv6=1")]);
