@@ -424,6 +424,7 @@ impl Run {
                     records_invalid: stats.iter().map(|s| s.records_invalid).sum(),
                     records_missing: stats.iter().map(|s| s.records_missing).sum(),
                     containers: self.accounts.containers().rows().cloned().collect(),
+                    export: self.exporter.as_ref().map(ipfix::Exporter::stats),
                 };
                 let _ = reply.try_send(view);
             }

@@ -42,7 +42,10 @@
 //!   `cj_app_bytes_total` (IP bytes), `cj_app_frame_bytes_total`,
 //!   `cj_app_non_ip_frames_total`, `cj_app_malformed_frames_total`,
 //!   `cj_app_records_invalid_total`, `cj_app_records_missing_total`, `cj_app_rows`,
-//!   `cj_app_rows_overflowed_total`;
+//!   `cj_app_rows_overflowed_total`; with `CJ_EXPORT`: `cj_app_export_records_total`,
+//!   `cj_app_export_records_sent_total`, `cj_app_export_records_dropped_total`,
+//!   `cj_app_export_messages_total`, `cj_app_export_send_errors_total`,
+//!   `cj_app_export_intake_held_seconds_total`, `cj_app_export_rate`;
 //! - `cj_container_packets_total{container,id,direction=in|out}`,
 //!   `cj_container_bytes_total` (frame bytes), `cj_container_ip_bytes_total`,
 //!   `cj_container_flows_total{container,id}`,
@@ -269,6 +272,8 @@ pub struct AppView {
     pub records_missing: u64,
     /// Per-container totals.
     pub containers: Vec<ContainerTotals>,
+    /// The IPFIX / NetFlow v9 export's counters (`CJ_EXPORT`), when on.
+    pub export: Option<crate::ipfix::ExportStats>,
 }
 
 /// One scrape: reads the cluster directory, asks the app, encodes.
@@ -769,6 +774,40 @@ impl Snapshot {
             self.push(name, help, Kind::Counter, Vec::new(), v);
         }
         self.push("cj_app_rows", "Rows of the main aggregate table.", Kind::Gauge, Vec::new(), app.rows as u64);
+        if let Some(e) = &app.export {
+            for (name, help, v) in [
+                ("cj_app_export_records", "Data records the export built (one per direction with packets).", e.records),
+                (
+                    "cj_app_export_records_sent",
+                    "Data records sent, per collector (a record sent to two collectors counts twice).",
+                    e.records_exported,
+                ),
+                (
+                    "cj_app_export_records_dropped",
+                    "Data records in messages whose send failed, per collector (a lower bound: one refusal the \
+                     kernel reports may stand for several messages).",
+                    e.records_dropped,
+                ),
+                ("cj_app_export_messages", "Export messages sent, templates included.", e.messages),
+                ("cj_app_export_send_errors", "Export sends that failed.", e.send_errors),
+            ] {
+                self.push(name, help, Kind::Counter, Vec::new(), v);
+            }
+            self.push(
+                "cj_app_export_intake_held_seconds",
+                "Whole seconds the app took no records because the paced export held as many as it may (CJ_EXPORT_RATE).",
+                Kind::Counter,
+                Vec::new(),
+                e.intake_held_ms / 1000,
+            );
+            self.push(
+                "cj_app_export_rate",
+                "CJ_EXPORT_RATE: data records per second to each collector (0: unpaced).",
+                Kind::Gauge,
+                Vec::new(),
+                u64::from(e.rate),
+            );
+        }
         for c in &app.containers {
             let base = || vec![("container", c.name.clone()), ("id", c.id.clone())];
             let dir = |d: &str| {
@@ -949,6 +988,12 @@ mod tests {
             records_invalid: 0,
             records_missing: 0,
             containers: vec![c],
+            export: Some(crate::ipfix::ExportStats {
+                records: 12,
+                records_exported: 24,
+                records_dropped: 3,
+                ..Default::default()
+            }),
         }
     }
 
@@ -960,6 +1005,8 @@ mod tests {
         assert!(text.contains("cj_identity_status{status=\"holds\"} 1\n"), "{text}");
         assert!(text.contains("cj_identity_status{status=\"broken\"} 0\n"), "{text}");
         assert!(text.contains("# TYPE cj_app_rows gauge\ncj_app_rows 2\n"), "{text}");
+        assert!(text.contains("cj_app_export_records_sent_total 24\n"), "{text}");
+        assert!(text.contains("cj_app_export_records_dropped_total 3\n"), "{text}");
         assert!(
             text.contains("cj_container_packets_total{container=\"web \\\"1\\\"\\n\",id=\"abc\",direction=\"in\"} 4\n"),
             "{text}"
