@@ -58,50 +58,18 @@ impl Counters {
 }
 
 /// `count` UDP datagrams of `size` payload bytes from the netns file `from`
-/// to an echo responder at `to_ip` in the netns file `to`, each answered
-/// before the next is sent (bounded in count and time: a lost reply waits 1 s at most).
+/// to a responder at `to_ip` in the netns file `to`, each answered by one of
+/// half that size before the next is sent: [`bursts`] of one (bounded in count
+/// and time). The answers are smaller so that a count that swaps a
+/// container's in and out shows in its bytes.
 pub fn echo(from: &str, to: &str, to_ip: &str, count: u32, size: usize) -> Traffic {
-    static PORT: AtomicU32 = AtomicU32::new(0);
-    let port = 7000 + (PORT.fetch_add(1, Ordering::Relaxed) % 1000) as u16;
-    let to_addr: std::net::SocketAddr = format!("{to_ip}:{port}").parse().expect("address");
-    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let r2 = std::sync::Arc::clone(&ready);
-    let server = in_netns(to, move || {
-        let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind echo");
-        sock.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
-        r2.wait();
-        let mut buf = vec![0u8; 65536];
-        let mut echoed = 0;
-        while echoed < count {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else { break };
-            sock.send_to(&buf[..n], peer).expect("echo");
-            echoed += 1;
-        }
-        echoed
-    });
-    let client = in_netns(from, move || {
-        ready.wait();
-        let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind client");
-        sock.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
-        let payload = vec![0x5au8; size];
-        let mut buf = vec![0u8; 65536];
-        let mut answered = 0;
-        for _ in 0..count {
-            sock.send_to(&payload, to_addr).expect("send");
-            if sock.recv_from(&mut buf).is_ok() {
-                answered += 1;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        answered
-    });
-    Traffic { server, client, count }
+    bursts(from, to, to_ip, count, 1, size, size / 2 + 1)
 }
 
 /// `rounds` rounds from the netns file `from` to a responder at `to_ip` in the
 /// netns file `to`: `burst` UDP datagrams of `size` payload bytes, answered by
 /// one datagram of `reply` bytes once the responder has the whole burst. Unlike
-/// [`echo`], the two directions differ in packets and in bytes, so a count that
+/// an [`echo`], the two directions differ in packets and in bytes, so a count that
 /// swaps them shows. Bounded in count and time, with room for a loaded machine:
 /// a lost answer waits 5 s at most, the responder gives up after 10 s without
 /// a datagram. `Traffic::count` is `rounds` (the answers).
