@@ -12,7 +12,9 @@
 //! which include FILE only when it exists. Relative include paths are relative
 //! to the current directory, as in `sh`. Nothing is expanded: `$`, backquotes,
 //! `$(...)`, pipes, redirections and other commands are errors naming the file
-//! and line. The no-op commands `true` and `:` are accepted. Includes nest at most [`MAX_INCLUDE_DEPTH`] deep and a file that
+//! and line, and so is an unquoted `~` where sh would expand it to a home
+//! directory (a word's start, after an assignment's `=`, after an unquoted
+//! `:` in its value): `sh` and the station would read two different paths. The no-op commands `true` and `:` are accepted. Includes nest at most [`MAX_INCLUDE_DEPTH`] deep and a file that
 //! includes itself (directly or not) is an error.
 //!
 //! Every file (the `--config` file and each include) is opened with
@@ -332,6 +334,10 @@ struct Word {
 /// would expand or run.
 fn tokenize(line: &str) -> Result<Vec<Word>, &'static str> {
     const EXPANSION: &str = "$ and backquotes are not expanded here";
+    // sh expands an unquoted ~ at a word's start, after an assignment's = and
+    // after an unquoted : in its value; here it would stay a literal ~.
+    const TILDE: &str =
+        "a ~ that sh would expand to a home directory is not expanded here: write the whole path, or quote the ~";
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -354,6 +360,8 @@ fn tokenize(line: &str) -> Result<Vec<Word>, &'static str> {
         // Whether everything so far in this word was unquoted (for NAME=).
         let mut plain = true;
         let mut assign = None;
+        // Where sh would expand an unquoted ~ (the byte length of `text` there).
+        let mut tilde_at = Some(0);
         while let Some(&c) = chars.peek() {
             match c {
                 ' ' | '\t' | '&' => break,
@@ -402,13 +410,18 @@ fn tokenize(line: &str) -> Result<Vec<Word>, &'static str> {
                     chars.next();
                     if is_name(&text) {
                         assign = Some(text.len());
+                        tilde_at = Some(text.len() + 1);
                     }
                     plain = false;
                     text.push('=');
                 }
+                '~' if tilde_at == Some(text.len()) => return Err(TILDE),
                 _ => {
                     chars.next();
                     text.push(c);
+                    if c == ':' && assign.is_some() {
+                        tilde_at = Some(text.len());
+                    }
                 }
             }
         }
@@ -506,6 +519,18 @@ mod tests {
                 r#"N_QUEUE_SET="2" ({F}:1): expected a variable the station knows; did you mean N_QUEUE_SETS?"#,
             ),
             (
+                "CJ_SHM_DIR=~/queues\n",
+                r#"CJ_SHM_DIR="~/queues" ({F}:1): expected a literal value (a ~ that sh would expand to a home directory is not expanded here: write the whole path, or quote the ~)"#,
+            ),
+            (
+                "CJ_STATION_CONFIG=/etc/a:~/b\n",
+                r#"CJ_STATION_CONFIG="/etc/a:~/b" ({F}:1): expected a literal value (a ~ that sh would expand to a home directory is not expanded here: write the whole path, or quote the ~)"#,
+            ),
+            (
+                ". ~/more.conf\n",
+                r#"{F}:1: ". ~/more.conf": expected NAME=VALUE, a # comment, ". FILE" or "[ -f FILE ] && . FILE" (nothing is expanded or run); a ~ that sh would expand to a home directory is not expanded here: write the whole path, or quote the ~"#,
+            ),
+            (
                 "CJ_CORECOUNT=2 make\n",
                 r#"{F}:1: "CJ_CORECOUNT=2 make": expected NAME=VALUE, a # comment, ". FILE" or "[ -f FILE ] && . FILE" (nothing is expanded or run)"#,
             ),
@@ -515,6 +540,17 @@ mod tests {
             let got = StationConfig::load_from(&[], Some(&p)).unwrap_err().to_string();
             assert_eq!(got, want.replace("{F}", &p.display().to_string()), "case {i}");
         }
+    }
+
+    #[test]
+    fn a_tilde_sh_would_not_expand_is_a_literal_as_in_sh() {
+        let d = tempfile::tempdir().unwrap();
+        // Quoted, or inside a word: sh keeps the ~ too.
+        let p = write(d.path(), "t.conf", "CJ_SHM_DIR='~'/q\nCJ_STATION_CONFIG=/etc/a~b\n");
+        let e = StationConfig::load_from(&[], Some(&p)).unwrap_err().to_string();
+        assert!(e.starts_with(r#"CJ_SHM_DIR="~/q""#), "the quoted ~ is kept, and the path is then not absolute: {e}");
+        let p = write(d.path(), "u.conf", "CJ_SHM_DIR=/run/a~b\n");
+        assert_eq!(StationConfig::load_from(&[], Some(&p)).unwrap().shm_dir, PathBuf::from("/run/a~b"));
     }
 
     #[test]
