@@ -50,7 +50,7 @@
 //!   index ([`Snapshot::entry`]) for the process's life, so a flow attributed
 //!   under an old snapshot still reads its container from any newer one,
 //!   after the container stopped. At most [`MAX_ENTRIES`] entries are kept;
-//!   beyond that new containers are not attributed (one warning).
+//!   beyond that new containers are not attributed (a warning at once, then hourly).
 //! - Failures of one source never stop the others: no Docker daemon, or no
 //!   CAP_NET_ADMIN to look inside a netns, costs one warning line each and
 //!   what that source would have added.
@@ -297,15 +297,21 @@ struct Namespace {
     macs: Vec<[u8; 6]>,
 }
 
-/// Warnings said once each.
+/// Warnings said once each (`full`: first, then at most once per
+/// [`FULL_REMIND`] while containers are refused).
 #[derive(Debug, Default)]
 struct Warned {
     docker: bool,
     dump: bool,
-    full: bool,
+    full: Option<std::time::Instant>,
     netlink: bool,
     sources: bool,
 }
+
+/// How often the warning that the inventory is full is said again while new
+/// containers are refused: a single line at the start would have scrolled
+/// out of any log by the time an operator looks.
+const FULL_REMIND: Duration = Duration::from_secs(3600);
 
 /// The Docker daemon's last answer, shared by the thread that asks it and
 /// the scanner (None: not answered yet).
@@ -516,9 +522,13 @@ impl Scanner {
             return i;
         }
         if self.entries.len() > MAX_ENTRIES {
-            if !self.warned.full {
-                self.warned.full = true;
-                self.warn(&format!("{MAX_ENTRIES} container entries seen; newer containers are not attributed"));
+            if self.warned.full.is_none_or(|t| t.elapsed() >= FULL_REMIND) {
+                self.warned.full = Some(std::time::Instant::now());
+                self.warn(&format!(
+                    "{MAX_ENTRIES} container entries seen (each container start makes one); newer containers are \
+                     not attributed, and with CJ_IFACE=containers not captured: restart cj-detector to begin \
+                     afresh (its flows are flushed, nothing counted is lost); said again hourly while it lasts"
+                ));
             }
             return NONE;
         }
