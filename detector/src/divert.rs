@@ -21,12 +21,18 @@
 //! - Reload ([`start`], [`Reloader`]): the thread `cj-divert-rules` reads the
 //!   file every [`RELOAD_POLL`] and compares its bytes with the last ones
 //!   read (so an edit in place, a rename over it and a symlink swap are all
-//!   seen, whatever the file system's timestamp resolution); a changed file
-//!   that parses is published whole with `arc-swap` under the next
-//!   generation, one line says so, and every worker takes it at its next
-//!   batch: within one poll plus one batch, atomically, no worker stopped. A
-//!   file that does not parse, cannot be read or is gone keeps the rules in
-//!   force and logs one line (once per distinct problem) naming file and line.
+//!   seen, whatever the file system's timestamp resolution); changed bytes
+//!   are taken only when the next poll reads the same bytes again, so a file
+//!   caught while it is written in place (a shell's `>` truncates it first,
+//!   an editor may write it in pieces) is neither published half done (an
+//!   emptied file was published as zero rules, and the flows that began in
+//!   that poll kept "pass" for their life) nor refused for a cut line. A
+//!   changed file that parses is published whole with `arc-swap` under the
+//!   next generation, one line says so, and every worker takes it at its
+//!   next batch: within two polls plus one batch, atomically, no worker
+//!   stopped. A file that does not parse, cannot be read or is gone keeps
+//!   the rules in force and logs one line (once per distinct problem) naming
+//!   file and line.
 //! - Verdicts ([`Divert`]): a flow (canonical 5-tuple, VLANs, capture
 //!   source) is decided once, by the rule set in force when its first packet
 //!   is seen, and keeps that verdict until it ends, whatever rules come later.
@@ -76,6 +82,9 @@
 //!   with ports 0 (the verdict is taken before the fragment table gives them
 //!   their datagram's ports), so a `port` rule does not match them.
 //! - Non-IP and malformed frames are never mirrored or diverted.
+//! - A writer that stops for longer than a poll part way through a file
+//!   written in place: what it wrote so far has read the same twice and is
+//!   taken (or refused). Replace the file by renaming a finished one over it.
 //! - Per-rule counters: slot n of the page is the n-th rule of the rule set
 //!   that *decided* the flow, whatever its generation; after a reload that
 //!   reorders rules, flows decided earlier go on counting in their old slot.
@@ -449,8 +458,11 @@ impl std::fmt::Debug for SharedRules {
 pub struct Reloader {
     path: PathBuf,
     cell: SharedRules,
-    /// The bytes last read (parsed or not): unchanged bytes are not parsed again.
+    /// The bytes last taken (parsed or not): unchanged bytes are not parsed again.
     last: Option<Vec<u8>>,
+    /// Changed bytes read once and not taken yet: taken when the next read
+    /// gives the same (a file being written in place is not read half done).
+    pending: Option<Vec<u8>>,
     /// The problem last logged (logged once until it changes).
     last_problem: Option<String>,
     /// Where each published rule set is listed (`divert-rules`), if anywhere.
@@ -460,7 +472,7 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader of `path` into `cell`; `loaded` are the bytes `cell`'s rules came from.
     pub fn new(path: &Path, cell: SharedRules, loaded: Option<Vec<u8>>) -> Self {
-        Self { path: path.to_path_buf(), cell, last: loaded, last_problem: None, listing: None }
+        Self { path: path.to_path_buf(), cell, last: loaded, pending: None, last_problem: None, listing: None }
     }
 
     /// Lists every rule set it publishes in `file` (see [`write_listing`]).
@@ -470,6 +482,10 @@ impl Reloader {
     }
 
     /// Looks at the file once; returns the line to log when something happened.
+    /// Changed bytes are taken (parsed, then published or refused) only when
+    /// two polls in a row read them: a file caught while written in place (a
+    /// shell's `>` truncates first, an editor may write in pieces) is neither
+    /// published half done nor refused for a cut line.
     pub fn poll(&mut self) -> Option<String> {
         let cur = self.cell.current();
         let keeping = format!("keeping the {} rule(s) of generation {}", cur.rules.len(), cur.generation);
@@ -479,12 +495,20 @@ impl Reloader {
                 let line = format!("CJ_DIVERT_RULES: {e}; {keeping}");
                 // A file that comes back with the same bytes is taken again.
                 self.last = None;
+                self.pending = None;
                 return self.problem(line);
             }
         };
         if self.last.as_deref() == Some(&bytes[..]) {
+            self.pending = None;
             return None;
         }
+        if self.pending.as_deref() != Some(&bytes[..]) {
+            // Changed since the last poll: maybe still being written.
+            self.pending = Some(bytes);
+            return None;
+        }
+        self.pending = None;
         let parsed = RuleSet::parse(&String::from_utf8_lossy(&bytes), &self.path);
         self.last = Some(bytes);
         match parsed {
@@ -1375,6 +1399,7 @@ mod tests {
         assert_eq!(r.poll(), None, "unchanged");
         // Same length, same second: the bytes decide, not the timestamps.
         std::fs::write(&path, "divert port 54\n").unwrap();
+        assert_eq!(r.poll(), None, "changed: taken when the next poll reads the same");
         let line = r.poll().expect("reloaded");
         assert!(line.contains("1 rule(s), generation 2"), "{line}");
         assert_eq!(cell.current().rules[0].selectors, vec![Selector::Port(54)]);
@@ -1384,6 +1409,7 @@ mod tests {
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(b"mirror proto udp\nmirror port http\n").unwrap();
         drop(f);
+        assert_eq!(r.poll(), None);
         let line = r.poll().expect("an error line");
         assert_eq!(
             line,
@@ -1402,8 +1428,39 @@ mod tests {
         let tmp = dir.path().join("rules.new");
         std::fs::write(&tmp, "mirror proto icmp\ndivert net 10.0.0.0/8\n").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(r.poll(), None);
         assert!(r.poll().expect("reloaded").contains("2 rule(s), generation 3"));
         assert_eq!(cell.current().rules.len(), 2);
+    }
+
+    #[test]
+    fn a_rules_file_caught_half_written_in_place_is_not_published_until_it_reads_the_same_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules");
+        std::fs::write(&path, "divert port 53\n").unwrap();
+        let cell = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53\n").unwrap() });
+        let mut r = Reloader::new(&path, cell.clone(), Some(b"divert port 53\n".to_vec()));
+        // `cat new > rules` (or an editor writing in place): truncated, nothing written yet.
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(r.poll(), None, "an emptied file is not taken at its first read");
+        // Written part way, cut inside a line.
+        std::fs::write(&path, "mirror proto udp\ndivert net 10.").unwrap();
+        assert_eq!(r.poll(), None, "a file still changing is neither taken nor refused");
+        let cur = cell.current();
+        assert_eq!((cur.generation, cur.rules.len()), (1, 1), "the rules in force are kept meanwhile");
+        // Done: taken once two reads one poll apart agree.
+        std::fs::write(&path, "mirror proto udp\ndivert net 10.0.0.0/8\n").unwrap();
+        assert_eq!(r.poll(), None, "first read of the finished file");
+        let line = r.poll().expect("taken at the second read");
+        assert!(line.contains("2 rule(s), generation 2"), "{line}");
+        assert_eq!(cell.current().rules.len(), 2);
+        assert_eq!(r.poll(), None, "unchanged since");
+        // A malformed file is refused the same way: once it is stable, once.
+        std::fs::write(&path, "mirror prot udp\n").unwrap();
+        assert_eq!(r.poll(), None);
+        assert!(r.poll().expect("refused").contains("unknown selector \"prot\""));
+        assert_eq!(r.poll(), None, "logged once");
+        assert_eq!(cell.current().generation, 2);
     }
 
     #[test]
