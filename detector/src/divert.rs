@@ -54,7 +54,13 @@
 //!   counted in `tun_dropped_*` and never retried: the worker never waits.
 //!   (Writes go into the kernel's input path: a device that is down refuses
 //!   each with `EIO`, which is logged rate-limited with the command that
-//!   brings it up; the kernel counts them in the device's `rx_dropped`.)
+//!   brings it up; the kernel counts them in the device's `rx_dropped`.) A
+//!   device deleted while attached refuses each with `EBADFD`, logged with
+//!   the command that creates it again; once a device of that name exists
+//!   again the worker attaches to it (tried at most every 100 ms, at a
+//!   refused write) and writes that packet and the next ones to it. Before,
+//!   the worker kept its dead descriptor: every later packet was refused
+//!   until the detector restarted.
 //! - Off (`CJ_TUN=no`, the default): [`Divert::off`] opens nothing,
 //!   allocates nothing, and costs the worker one predictable branch per slot.
 //! - No allocation per packet once the verdict table has grown.
@@ -122,6 +128,8 @@ pub const MAX_RULES_BYTES: u64 = 1 << 20;
 const INITIAL_VERDICTS: usize = 4096;
 /// Least time between two log lines about refused tun writes.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Least time between two attempts to attach again to a deleted tun device.
+const REATTACH_EVERY: Duration = Duration::from_millis(100);
 /// Shortest id prefix a `container` selector matches by.
 const MIN_ID_PREFIX: usize = 4;
 
@@ -735,6 +743,8 @@ struct On {
     error_log: Option<Instant>,
     errors_unlogged: u64,
     last_errno: i32,
+    /// When the worker last tried to attach again to its deleted device.
+    reattach_tried: Option<Instant>,
 }
 
 /// A worker's flow divert: off, or its tun device, rules and verdicts.
@@ -799,6 +809,7 @@ impl Divert {
                 error_log: None,
                 errors_unlogged: 0,
                 last_errno: 0,
+                reattach_tried: None,
             })),
             counters,
         }
@@ -928,10 +939,30 @@ impl On {
         decided
     }
 
-    /// Writes one IP packet; false when the device did not take it.
+    /// Writes one IP packet; false when the device did not take it. A
+    /// device deleted since it was attached (`EBADFD`) is attached again
+    /// once it exists again (tried at most every [`REATTACH_EVERY`]), and
+    /// the packet written to it.
     #[inline]
     fn write(&mut self, ip: &[u8]) -> bool {
-        let r = match &mut self.out {
+        let mut r = self.send(ip);
+        if r == Err(WriteFailure::Error(libc::EBADFD)) && self.reattach() {
+            r = self.send(ip);
+        }
+        match r {
+            Ok(()) => true,
+            Err(WriteFailure::Full) => false,
+            Err(WriteFailure::Error(errno)) => {
+                self.refused(errno);
+                false
+            }
+        }
+    }
+
+    /// One write to the device (or, in tests, to memory).
+    #[inline]
+    fn send(&mut self, ip: &[u8]) -> Result<(), WriteFailure> {
+        match &mut self.out {
             Out::Tun(t) => t.write(ip),
             #[cfg(test)]
             Out::Memory(v, fail) => match fail.take() {
@@ -941,14 +972,34 @@ impl On {
                     Ok(())
                 }
             },
-        };
-        match r {
-            Ok(()) => true,
-            Err(WriteFailure::Full) => false,
-            Err(WriteFailure::Error(errno)) => {
-                self.refused(errno);
-                false
+        }
+    }
+
+    /// The device this worker attached to was deleted (its descriptor says
+    /// `EBADFD` for good): attaches to the device of that name if one exists
+    /// again. True when it did.
+    #[cold]
+    fn reattach(&mut self) -> bool {
+        if !matches!(self.out, Out::Tun(_)) {
+            return false;
+        }
+        let now = Instant::now();
+        if self.reattach_tried.is_some_and(|t| now.duration_since(t) < REATTACH_EVERY) {
+            return false;
+        }
+        self.reattach_tried = Some(now);
+        match Tun::open(&self.device) {
+            Ok(tun) => {
+                self.out = Out::Tun(tun);
+                station::cj_info!(
+                    "(Core {}) tun device {} was deleted and exists again: attached to it again (what it \
+                     refused meanwhile is in tun_dropped)",
+                    self.queue,
+                    self.device
+                );
+                true
             }
+            Err(_) => false,
         }
     }
 
@@ -963,6 +1014,12 @@ impl On {
         self.error_log = Some(now);
         let hint = if self.last_errno == libc::EIO {
             format!(" (the device is down: `ip link set {} up`)", self.device)
+        } else if self.last_errno == libc::EBADFD {
+            format!(
+                " (the device was deleted: create it again with `ip tuntap add dev {0} mode tun && ip link set {0} up`; \
+                 the worker attaches to it again)",
+                self.device
+            )
         } else {
             String::new()
         };

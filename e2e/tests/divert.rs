@@ -27,6 +27,11 @@
 //!   count and to the per-rule pages' sum, and the identity holds
 //!   (received = accounted + diverted + counted drops): the worker never
 //!   waits for the device;
+//! - a tun device deleted between two replays and created again before a
+//!   third: the second replay's diverted packets are all counted in
+//!   `tun_dropped` (`EBADFD`), and the device created again (read by its new
+//!   ifindex) gets exactly the third replay's selected packets, per flow
+//!   against the generator's truth; the identity holds;
 //! - with real Docker containers (three on a network of their own, captured
 //!   with `CJ_IFACE=containers`, UDP echo traffic between every two), the
 //!   rule `divert container <the second one's name>`: the tun device gets
@@ -691,6 +696,109 @@ fn a_tun_device_that_refuses_writes_counts_drops_and_the_worker_keeps_up() {
         c.received,
         c.capture_dropped,
         c.queue_dropped,
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_tun_device_deleted_mid_run_counts_the_refused_packets_and_gets_them_again_once_created_again() {
+    if !live_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let spec = |seed: u32| format!("flows=40,packets=3000,sizes=64:50/576:30/1400:20,v6=25,vlan=15,seed={seed}");
+    let (_da, pcap_a, truth_a) = capture(&spec(71));
+    let (_db, pcap_b, truth_b) = capture(&spec(72));
+    let (_dc, pcap_c, truth_c) = capture(&spec(73));
+    let udp = |t: &Truth| rows_where(t, |r| r.proto == 17);
+    let count = |rows: &BTreeMap<RowKey, (u64, u64)>| rows.values().map(|v| v.0).sum::<u64>();
+    let (udp_a, udp_b, udp_c) = (udp(&truth_a), udp(&truth_b), udp(&truth_c));
+    assert!(count(&udp_a) > 0 && count(&udp_b) > 0 && count(&udp_c) > 0, "each capture has UDP flows");
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join("divert.rules");
+    std::fs::write(&rules, "divert proto udp\n").expect("write rules");
+    let rules_path = rules.display().to_string();
+
+    let host = TestHost::new("cjx");
+    let tuns = TunDevices::new(1, true);
+    let name = tuns.names[0].clone();
+    let offset = tuns.offset.to_string();
+    let cluster = Cluster::live(&[
+        ("CJ_IFACE", &host.host),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_TUN", "yes"),
+        ("CJ_TUN_OFFSET", &offset),
+        ("CJ_DIVERT_RULES", &rules_path),
+    ]);
+    let stats = pages(&cluster, 1, false);
+    let read_by_workers = || page_sum(&stats, "packets") + page_sum(&stats, "diverted_packets");
+    let replay = |pcap: &Path| {
+        let before = host.tx_packets();
+        for out in wait_all(
+            vec![("tcpreplay", host.replay(pcap, &["--pps", PPS, "--preload-pcap"]))],
+            Duration::from_secs(120),
+        ) {
+            assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        host.tx_packets() - before
+    };
+    let first = TunReader::start(vec![TunDevices::ifindex(&name)]);
+    let station = Station::start(&cluster, &[]);
+
+    // A: the device is there.
+    let sent_a = replay(&pcap_a);
+    wait_until("the worker read capture A", || read_by_workers() >= sent_a);
+    // B: the device is deleted; every write is refused (EBADFD) and counted.
+    run(&["ip", "link", "del", &name]);
+    let sent_b = replay(&pcap_b);
+    wait_until("the worker read capture B", || read_by_workers() >= sent_a + sent_b);
+    assert_eq!(
+        page_sum(&stats, "tun_dropped_packets"),
+        count(&udp_b),
+        "B's UDP packets, refused by the deleted device"
+    );
+    // C: the device exists again (a new one of the same name, a new ifindex).
+    run(&["ip", "tuntap", "add", "dev", &name, "mode", "tun"]);
+    run(&["sysctl", "-qw", &format!("net.ipv6.conf.{name}.disable_ipv6=1")]);
+    run(&["sysctl", "-qw", &format!("net.ipv4.conf.{name}.forwarding=0")]);
+    run(&["ip", "link", "set", &name, "up"]);
+    let second = TunReader::start(vec![TunDevices::ifindex(&name)]);
+    // The worker tries to attach again at most every 100 ms: more than that has passed
+    // since its last try (in B) before C's first write (a lower bound; nothing is timed).
+    std::thread::sleep(Duration::from_millis(300));
+    let rx_before = tuns.rx_packets();
+    let sent_c = replay(&pcap_c);
+    assert_eq!((sent_a, sent_b, sent_c), (truth_a.total_frames, truth_b.total_frames, truth_c.total_frames));
+    wait_until("the worker read capture C", || read_by_workers() >= sent_a + sent_b + sent_c);
+    let Stopped { detector, out, .. } = station.stop();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.packets() < tuns.rx_packets() - rx_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (seen_a, seen_c) = (first.finish(), second.finish());
+    if let Some(d) = diff_rows(&seen_a.rows, &udp_a) {
+        panic!("the first device's packets differ from A's UDP flows:\n{d}");
+    }
+    assert_eq!(tuns.rx_packets() - rx_before, count(&udp_c), "the device created again took C's UDP packets");
+    if let Some(d) = diff_rows(&seen_c.rows, &udp_c) {
+        panic!("the device created again got other packets than C's UDP flows:\n{d}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    let id = &summary["identity"];
+    assert_eq!(id["status"].as_str(), Some("holds"), "{id:#}");
+    assert_eq!(id["terms"]["diverted"].as_u64(), Some(count(&udp_a) + count(&udp_b) + count(&udp_c)), "{id:#}");
+    assert_eq!(id["terms"]["tun_dropped"].as_u64(), Some(count(&udp_b)), "only B's were refused: {id:#}");
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    assert!(
+        derr.lines().any(|l| l.contains("refused") && l.contains("(the device was deleted: create it again")),
+        "{derr}"
+    );
+    assert!(derr.contains(&format!("tun device {name} was deleted and exists again")), "{derr}");
+    eprintln!(
+        "divert, device deleted mid-run: {} of B's packets refused and counted, {} of C's on the new device, in {:.1?}",
+        count(&udp_b),
+        count(&udp_c),
         started.elapsed()
     );
 }
