@@ -43,6 +43,15 @@
 //!   it is full the least recently seen verdict goes, and if its flow was not
 //!   idle that is counted (`divert_verdicts_evicted`): such a flow is decided
 //!   again, by the rules then in force, at its next packet.
+//! - Fragments: a later IP fragment (IPv4 or IPv6, no ports) takes the
+//!   verdict its datagram's first fragment got (kept per worker by the
+//!   fragment table's key, addresses, VLANs, identification and for IPv4 the
+//!   protocol, plus the capture source; 30 s after the datagram's last
+//!   fragment, at most 65,536 datagrams, least recent evicted), so the whole
+//!   datagram is mirrored or diverted, or none of it. Before, later fragments
+//!   were decided by themselves with ports 0: with a `port` rule the tun
+//!   device got only first fragments, and a diverted datagram's later
+//!   fragments were accounted as a remainder row with ports 0.
 //! - Actions: `mirror` writes the packet's IP bytes to the tun device and
 //!   the packet is accounted as usual; `divert` writes them and the packet
 //!   is *not* accounted in a flow: it is counted in `diverted_packets`, a
@@ -84,9 +93,11 @@
 //!   it is the same flow); a TCP connection that closes and is reopened on
 //!   the same 5-tuple without a SYN seen, within the idle timeout, keeps the
 //!   old verdict.
-//! - Later IP fragments carry no ports of their own: here they are decided
-//!   with ports 0 (the verdict is taken before the fragment table gives them
-//!   their datagram's ports), so a `port` rule does not match them.
+//! - Later IP fragments carry no ports of their own. One whose datagram's
+//!   first fragment was not seen within [`FRAGMENT_TIMEOUT_NS`] (it came
+//!   first, went to another worker, or the datagram's entry was evicted from
+//!   the [`FRAGMENT_TABLE_LIMIT`] kept) is decided as a flow of its own with
+//!   ports 0, so a `port` rule does not match it.
 //! - Non-IP and malformed frames are never mirrored or diverted.
 //! - A writer that stops for longer than a poll part way through a file
 //!   written in place: what it wrote so far has read the same twice and is
@@ -115,6 +126,7 @@ use wire::{ip_proto, FlowKey, PacketSummary};
 
 use crate::accounting::Accounting;
 use crate::flow_table::Capture;
+use crate::fragments::{FragKey, FRAGMENT_TABLE_LIMIT, FRAGMENT_TIMEOUT_NS};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 use crate::tun::{Tun, TunError, WriteFailure};
@@ -664,6 +676,20 @@ fn action(code: u8) -> Option<Action> {
 /// The flow-table key of a verdict: canonical flow key and capture source.
 type VerdictKey = (FlowKey, u8);
 
+/// A fragmented datagram (as the fragment table keys it) and its capture source.
+type DatagramKey = (FragKey, u8);
+
+/// The verdict a datagram's first fragment got, for its later fragments.
+#[derive(Clone, Copy, Debug)]
+struct DatagramVerdict {
+    action: u8,
+    slot: u8,
+    last_ns: u64,
+}
+
+/// Datagram verdicts reserved at start (the table grows to [`FRAGMENT_TABLE_LIMIT`]).
+const INITIAL_DATAGRAMS: usize = 256;
+
 /// Where written packets go.
 #[derive(Debug)]
 enum Out {
@@ -738,6 +764,8 @@ struct On {
     snapshot: Option<Arc<Snapshot>>,
     snapshot_generation: u64,
     verdicts: LruSlab<VerdictKey, Verdict, 1>,
+    /// First fragments' verdicts, which their later fragments (no ports) take.
+    datagrams: LruSlab<DatagramKey, DatagramVerdict, 1>,
     per_rule: PerRule,
     idle_ns: u64,
     error_log: Option<Instant>,
@@ -804,6 +832,7 @@ impl Divert {
                 snapshot: None,
                 snapshot_generation: 0,
                 verdicts: LruSlab::new(limit, INITIAL_VERDICTS.min(limit)),
+                datagrams: LruSlab::new(FRAGMENT_TABLE_LIMIT as usize, INITIAL_DATAGRAMS),
                 per_rule: PerRule::new(None),
                 idle_ns,
                 error_log: None,
@@ -899,10 +928,71 @@ impl Divert {
 }
 
 impl On {
+    /// The verdict of the packet's flow and the per-rule slot of the rule
+    /// that decided it. A later fragment (no ports) takes the verdict its
+    /// datagram's first fragment got, when that was seen within
+    /// [`FRAGMENT_TIMEOUT_NS`]; alone, it is decided as a flow of its own.
+    #[inline]
+    fn verdict(&mut self, s: &PacketSummary, at: Capture, ts_ns: u64, c: &mut DivertCounters) -> Option<(u8, Action)> {
+        match s.fragment {
+            wire::Fragment::None => self.flow_verdict(s, at, ts_ns, c),
+            wire::Fragment::Later => match self.datagram_verdict(s, at, ts_ns) {
+                Some(v) => v,
+                None => self.flow_verdict(s, at, ts_ns, c),
+            },
+            wire::Fragment::First => {
+                let v = self.flow_verdict(s, at, ts_ns, c);
+                self.remember_datagram(s, at, ts_ns, v);
+                v
+            }
+        }
+    }
+
+    /// The verdict of a later fragment's datagram, if its first fragment was seen.
+    #[cold]
+    fn datagram_verdict(&mut self, s: &PacketSummary, at: Capture, ts_ns: u64) -> Option<Option<(u8, Action)>> {
+        let key: DatagramKey = (FragKey::of(s), at.source);
+        let i = self.datagrams.find(&key)?;
+        let v = self.datagrams.get_mut(i);
+        if ts_ns.saturating_sub(v.last_ns) > FRAGMENT_TIMEOUT_NS {
+            self.datagrams.remove(i);
+            return None;
+        }
+        v.last_ns = v.last_ns.max(ts_ns);
+        let (a, slot) = (v.action, v.slot);
+        self.datagrams.touch(i, 0);
+        Some(action(a).map(|a| (slot, a)))
+    }
+
+    /// Keeps a first fragment's verdict for the later fragments of its datagram.
+    #[cold]
+    fn remember_datagram(&mut self, s: &PacketSummary, at: Capture, ts_ns: u64, v: Option<(u8, Action)>) {
+        let key: DatagramKey = (FragKey::of(s), at.source);
+        let verdict =
+            DatagramVerdict { action: code(v.map(|(_, a)| a)), slot: v.map_or(0, |(s, _)| s), last_ns: ts_ns };
+        let hash = self.datagrams.hash_of(&key);
+        if let Some(i) = self.datagrams.find_hashed(hash, &key) {
+            *self.datagrams.get_mut(i) = verdict;
+            self.datagrams.touch(i, 0);
+            return;
+        }
+        if self.datagrams.is_full() {
+            if let Some(o) = self.datagrams.oldest(0) {
+                self.datagrams.remove(o);
+            }
+        }
+        self.datagrams.insert_hashed(hash, key, verdict, 0);
+    }
+
     /// The flow's verdict: remembered, or decided now by the rules in force.
     #[inline]
-    /// The flow's verdict and the per-rule slot of the rule that decided it.
-    fn verdict(&mut self, s: &PacketSummary, at: Capture, ts_ns: u64, c: &mut DivertCounters) -> Option<(u8, Action)> {
+    fn flow_verdict(
+        &mut self,
+        s: &PacketSummary,
+        at: Capture,
+        ts_ns: u64,
+        c: &mut DivertCounters,
+    ) -> Option<(u8, Action)> {
         let (key, _) = FlowKey::from_summary(s);
         let vk: VerdictKey = (key, at.source);
         let tcp = s.proto == ip_proto::TCP;
@@ -1347,6 +1437,46 @@ mod tests {
         let before = d.counters().diverted_packets;
         d.slot(&slot_of(&old_web, 42 * S), &mut acct, &mut sink);
         assert_eq!(d.counters().diverted_packets, before + 1, "the reopened port-80 flow follows rules 2");
+    }
+
+    /// `f` (untagged IPv4) made a fragment of datagram `id`: the first (MF) or a later one.
+    fn fragment(mut f: Vec<u8>, id: u16, first: bool) -> Vec<u8> {
+        f[18..20].copy_from_slice(&id.to_be_bytes());
+        f[20..22].copy_from_slice(&(if first { 0x2000u16 } else { 13 }).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn later_fragments_follow_the_verdict_of_their_datagrams_first_fragment() {
+        let rules = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53\nmirror port 80\n").unwrap() });
+        let mut d = memory_divert(&rules, 1024);
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        let dns = |first| fragment(frame(&[], [10, 0, 0, 2], 53, [10, 0, 0, 1], 5000, 17, 0, 100), 7, first);
+        let web = |first| fragment(frame(&[], [10, 0, 0, 2], 80, [10, 0, 0, 1], 5000, 17, 0, 100), 8, first);
+        assert_eq!(wire::summarize(&dns(false)).fragment, wire::Fragment::Later);
+        assert_eq!((wire::summarize(&dns(false)).src_port, wire::summarize(&dns(true)).src_port), (0, 53));
+        for (i, f) in [dns(true), dns(false), web(true), web(false), web(false)].iter().enumerate() {
+            d.slot(&slot_of(f, i as u64 * S), &mut acct, &mut sink);
+        }
+        let c = *d.counters();
+        assert_eq!(
+            (c.diverted_packets, c.mirrored_packets),
+            (2, 3),
+            "the DNS datagram's later fragment is diverted with its first, the web one's mirrored"
+        );
+        assert_eq!(acct.counters().packets, 3, "only the mirrored datagram is accounted");
+        assert_eq!(written(&d).len(), 5);
+        // A later fragment whose first was never seen is decided alone (ports 0: neither rule).
+        d.slot(
+            &slot_of(&fragment(frame(&[], [10, 0, 0, 2], 53, [10, 0, 0, 1], 5000, 17, 0, 100), 9, false), 9 * S),
+            &mut acct,
+            &mut sink,
+        );
+        assert_eq!((d.counters().diverted_packets, d.counters().mirrored_packets), (2, 3));
+        // A datagram id seen again after the fragment timeout is another datagram.
+        d.slot(&slot_of(&dns(false), 100 * S), &mut acct, &mut sink);
+        assert_eq!(d.counters().diverted_packets, 2, "the old verdict has expired");
     }
 
     #[test]

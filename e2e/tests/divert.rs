@@ -27,6 +27,11 @@
 //!   count and to the per-rule pages' sum, and the identity holds
 //!   (received = accounted + diverted + counted drops): the worker never
 //!   waits for the device;
+//! - a `port` rule over a capture where a quarter of the UDP packets are
+//!   fragmented datagrams: the tun devices get every frame of the selected
+//!   flows, later fragments (no ports) included, in packets and IP bytes of
+//!   the generator's truth, and flows.csv is the truth without those flows
+//!   (no remainder row of a diverted datagram);
 //! - a tun device deleted between two replays and created again before a
 //!   third: the second replay's diverted packets are all counted in
 //!   `tun_dropped` (`EBADFD`), and the device created again (read by its new
@@ -439,6 +444,79 @@ fn divert_and_mirror_rules_write_exactly_the_selected_flows_to_the_tun_devices()
         count(&mirrored),
         tuns.names[0],
         tuns.names[1],
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_port_rule_diverts_whole_fragmented_datagrams_and_flows_csv_keeps_no_remainder_of_them() {
+    if !live_ready() {
+        return;
+    }
+    let started = Instant::now();
+    // One UDP packet in four is a fragmented datagram (two frames: the first carries the ports).
+    let (_dir, pcap, truth) =
+        capture("flows=120,packets=12000,sizes=200:30/1000:40/1400:30,v6=0,vlan=15,frag=25,seed=81");
+    let udp_port = busiest_port(&truth, 17, 0);
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join("divert.rules");
+    std::fs::write(&rules, format!("divert proto udp port {udp_port}\n")).expect("write rules");
+    let rules_path = rules.display().to_string();
+    let is_diverted = |r: &TruthRow| r.proto == 17 && (r.src_port == udp_port || r.dst_port == udp_port);
+    let diverted = rows_where(&truth, is_diverted);
+    let count = |rows: &BTreeMap<RowKey, (u64, u64)>| rows.values().map(|v| v.0).sum::<u64>();
+    let ip_bytes = |rows: &BTreeMap<RowKey, (u64, u64)>| rows.values().map(|v| v.1).sum::<u64>();
+
+    let host = TestHost::new("cjf");
+    let tuns = TunDevices::new(2, true);
+    let offset = tuns.offset.to_string();
+    let cluster = Cluster::live(&[
+        ("CJ_IFACE", &host.host),
+        ("CJ_CORECOUNT", "2"),
+        ("CJ_TUN", "yes"),
+        ("CJ_TUN_OFFSET", &offset),
+        ("CJ_DIVERT_RULES", &rules_path),
+    ]);
+    let stats = pages(&cluster, 2, false);
+    let reader = TunReader::start(tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect());
+    let rx_before = tuns.rx_packets();
+    let station = Station::start(&cluster, &[]);
+    let before = host.tx_packets();
+    for out in
+        wait_all(vec![("tcpreplay", host.replay(&pcap, &["--pps", PPS, "--preload-pcap"]))], Duration::from_secs(120))
+    {
+        assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sent = host.tx_packets() - before;
+    assert_eq!(sent, truth.total_frames);
+    let c = station.wait_for("received == sent", |c| c.received >= sent);
+    assert_eq!((c.received, c.capture_dropped, c.queue_dropped), (sent, 0, 0), "{c:?}");
+    let fragments = page_sum(&stats, "fragments_seen");
+    let Stopped { out, .. } = station.stop();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.packets() < tuns.rx_packets() - rx_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = reader.finish();
+    let later: u64 = seen.rows.iter().filter(|(k, _)| k.2 == 0 && k.3 == 0).map(|(_, v)| v.0).sum();
+    assert_eq!(
+        (tuns.rx_packets() - rx_before, seen.packets, seen.rows.values().map(|v| v.1).sum::<u64>()),
+        (count(&diverted), count(&diverted), ip_bytes(&diverted)),
+        "the tun devices got every frame of the diverted flows, later fragments included (packets, IP bytes)"
+    );
+    let rest = rows_where(&truth, |_| true).into_iter().filter(|(k, _)| !diverted.contains_key(k)).collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &rest) {
+        panic!("flows.csv differs from the truth without the diverted flows:\n{d}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    let id = &summary["identity"];
+    assert_eq!(id["status"].as_str(), Some("holds"), "{id:#}");
+    assert_eq!(id["terms"]["diverted"].as_u64(), Some(count(&diverted)), "{id:#}");
+    assert!(fragments > 0 && later > 0, "the capture has later fragments of the rule's flows ({fragments}, {later})");
+    eprintln!(
+        "divert with fragments: {} frames of port {udp_port} diverted ({later} later fragments), in {:.1?}",
+        count(&diverted),
         started.elapsed()
     );
 }
