@@ -1479,6 +1479,49 @@ mod tests {
         assert_eq!(d.counters().diverted_packets, 2, "the old verdict has expired");
     }
 
+    /// An IPv6 fragment (Fragment header, then UDP 53 -> 5000 in the first) of datagram `id`.
+    fn fragment6(id: u32, first: bool) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+        let body: Vec<u8> = if first {
+            let mut u = vec![0, 53, 0x13, 0x88, 0, 108, 0, 0];
+            u.resize(8 + 96, 0);
+            u
+        } else {
+            vec![0; 40]
+        };
+        let plen = (8 + body.len()) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let off_flags: u16 = if first { 1 } else { 13 << 3 };
+        f.extend_from_slice(&[17, 0]);
+        f.extend_from_slice(&off_flags.to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&body);
+        f
+    }
+
+    #[test]
+    fn later_ipv6_fragments_follow_their_first_fragment_too() {
+        let rules = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53").unwrap() });
+        let mut d = memory_divert(&rules, 1024);
+        let mut acct = accounting();
+        let mut sink: Vec<station::record::FlowRecord> = Vec::new();
+        let (first, later) = (wire::summarize(&fragment6(7, true)), wire::summarize(&fragment6(7, false)));
+        assert_eq!(
+            (first.fragment, first.src_port, later.fragment, later.src_port),
+            (wire::Fragment::First, 53, wire::Fragment::Later, 0)
+        );
+        for (i, f) in [fragment6(7, true), fragment6(7, false), fragment6(8, false)].iter().enumerate() {
+            d.slot(&slot_of(f, i as u64 * S), &mut acct, &mut sink);
+        }
+        assert_eq!(d.counters().diverted_packets, 2, "datagram 7 whole; datagram 8's first was never seen");
+        assert_eq!(acct.counters().packets, 1);
+        assert_eq!(written(&d).iter().map(Vec::len).collect::<Vec<_>>(), vec![40 + 8 + 104, 40 + 8 + 40]);
+    }
+
     #[test]
     fn a_full_verdict_table_evicts_the_least_recent_and_counts_active_ones() {
         let rules = SharedRules::new(RuleSet { generation: 1, ..parse("divert port 53").unwrap() });
