@@ -51,6 +51,16 @@ fn an_unknown_hash_mode() {
 }
 
 #[test]
+fn capturing_the_tun_device_a_worker_writes_to_is_refused() {
+    // The check is by name: no device is needed, and nothing is captured.
+    one_line_error(
+        "cj-balancer",
+        &[("CJ_IFACE", "eth0,tun999998"), ("CJ_TUN", "yes"), ("CJ_TUN_OFFSET", "999997"), ("CJ_CORECOUNT", "2")],
+        &["CJ_IFACE", "tun999998", "without end", "set CJ_TUN_OFFSET past them"],
+    );
+}
+
+#[test]
 fn a_missing_capture_file() {
     one_line_error(
         "cj-balancer",

@@ -74,6 +74,7 @@ impl StationConfig {
                 };
             }
             check_ifname(name).map_err(|e| err(format!("pfring:IF with {e}")))?;
+            self.not_a_divert_device(&[name]).map_err(err)?;
             return Ok(SourceSpec::PfRing(name.to_owned()));
         }
         if let Some(name) = s.strip_prefix("zc:") {
@@ -104,7 +105,31 @@ impl StationConfig {
             }
             names.push(name.to_owned());
         }
+        self.not_a_divert_device(&names).map_err(err)?;
         Ok(SourceSpec::Interfaces(names))
+    }
+
+    /// With flow divert on, none of `names` may be a tun device a worker
+    /// writes to (`tun<CJ_TUN_OFFSET + queue>`): every packet mirrored or
+    /// diverted to it would be captured again, written again, and so on
+    /// without end (one UDP packet sent out such a device came back as 302
+    /// frames in 4 s, until the station was stopped).
+    fn not_a_divert_device<S: AsRef<str>>(&self, names: &[S]) -> Result<(), String> {
+        if !self.tun {
+            return Ok(());
+        }
+        let devices: Vec<String> =
+            self.worker_queues().iter().map(|q| format!("tun{}", u64::from(self.tun_offset) + u64::from(*q))).collect();
+        let Some(name) = names.iter().map(AsRef::as_ref).find(|n| devices.iter().any(|d| d == n)) else {
+            return Ok(());
+        };
+        Err(format!(
+            "interfaces other than the tun devices flow divert writes to (CJ_TUN=yes: {}..{}, tun<CJ_TUN_OFFSET + \
+             queue>): capturing {name} would capture every packet mirrored or diverted to it again, without end; \
+             set CJ_TUN_OFFSET past them",
+            devices[0],
+            devices[devices.len() - 1]
+        ))
     }
 }
 
@@ -169,5 +194,28 @@ mod tests {
         assert!(e("zc:").contains("zc:IF"));
         let c = StationConfig::load_from(&env(&[("CJ_IFACE", "")]), None).unwrap();
         assert!(c.source().unwrap_err().to_string().contains("(environment)"));
+    }
+
+    #[test]
+    fn capturing_a_tun_device_the_workers_write_to_is_refused() {
+        // Queues 2 and 3 write to tun7 and tun8: capturing either would capture every packet they
+        // mirror or divert again, and write it again, without end.
+        let cfg = |iface: &str, tun: bool| StationConfig {
+            iface: iface.to_owned(),
+            tun,
+            tun_offset: 5,
+            queue_offset: 2,
+            corecount: 2,
+            ..StationConfig::default()
+        };
+        for iface in ["tun8", "eth0,tun7", "pfring:tun7"] {
+            let e = cfg(iface, true).source().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("CJ_IFACE=\"{iface}\" (default): expected interfaces other than")), "{e}");
+            assert!(e.contains("set CJ_TUN_OFFSET past them"), "{e}");
+            assert!(!e.contains('\n'));
+        }
+        assert!(cfg("tun6,tun9", true).source().is_ok(), "no worker writes to these");
+        assert!(cfg("tun7", false).source().is_ok(), "flow divert off");
+        assert!(cfg("containers", true).source().is_ok());
     }
 }
