@@ -32,6 +32,10 @@
 //!   flows, later fragments (no ports) included, in packets and IP bytes of
 //!   the generator's truth, and flows.csv is the truth without those flows
 //!   (no remainder row of a diverted datagram);
+//! - 3,000 flows through one worker whose tables hold 1,024: verdicts of
+//!   active flows are evicted (`divert_verdicts_evicted`) and decided again
+//!   by the same rules, and the tun device still gets exactly the selected
+//!   flows; flows.csv is the truth without them;
 //! - a tun device deleted between two replays and created again before a
 //!   third: the second replay's diverted packets are all counted in
 //!   `tun_dropped` (`EBADFD`), and the device created again (read by its new
@@ -518,6 +522,69 @@ fn a_port_rule_diverts_whole_fragmented_datagrams_and_flows_csv_keeps_no_remaind
         "divert with fragments: {} frames of port {udp_port} diverted ({later} later fragments), in {:.1?}",
         count(&diverted),
         started.elapsed()
+    );
+}
+
+#[test]
+fn verdicts_evicted_from_a_full_table_are_decided_again_and_the_tun_device_still_gets_exactly_the_selected_flows() {
+    if !live_ready() {
+        return;
+    }
+    // 3,000 flows through one worker whose tables hold 1,024: verdicts of active flows are evicted.
+    let (_dir, pcap, truth) = capture("flows=3000,packets=24000,sizes=64:60/576:40,v6=20,vlan=10,seed=91");
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join("divert.rules");
+    std::fs::write(&rules, "divert proto udp net 10.0.0.0/8\n").expect("write rules");
+    let rules_path = rules.display().to_string();
+    let diverted = rows_where(&truth, |r| r.proto == 17 && (in_ten_slash_eight(&r.src) || in_ten_slash_eight(&r.dst)));
+    let count = |rows: &BTreeMap<RowKey, (u64, u64)>| rows.values().map(|v| v.0).sum::<u64>();
+
+    let host = TestHost::new("cje");
+    let tuns = TunDevices::new(1, true);
+    let offset = tuns.offset.to_string();
+    let cluster = Cluster::live(&[
+        ("CJ_IFACE", &host.host),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_FLOW_TABLE_SIZE", "1024"),
+        ("CJ_TUN", "yes"),
+        ("CJ_TUN_OFFSET", &offset),
+        ("CJ_DIVERT_RULES", &rules_path),
+    ]);
+    let stats = pages(&cluster, 1, false);
+    let reader = TunReader::start(vec![TunDevices::ifindex(&tuns.names[0])]);
+    let rx_before = tuns.rx_packets();
+    let station = Station::start(&cluster, &[]);
+    let before = host.tx_packets();
+    for out in
+        wait_all(vec![("tcpreplay", host.replay(&pcap, &["--pps", PPS, "--preload-pcap"]))], Duration::from_secs(120))
+    {
+        assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sent = host.tx_packets() - before;
+    assert_eq!(sent, truth.total_frames);
+    let c = station.wait_for("received == sent", |c| c.received >= sent);
+    assert_eq!((c.received, c.capture_dropped, c.queue_dropped), (sent, 0, 0), "{c:?}");
+    let evicted = page_sum(&stats, "divert_verdicts_evicted");
+    let Stopped { out, .. } = station.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.packets() < tuns.rx_packets() - rx_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = reader.finish();
+    assert!(evicted > 0, "the verdict table was full with active flows");
+    if let Some(d) = diff_rows(&seen.rows, &diverted) {
+        panic!("after {evicted} evictions the tun device's packets differ from the selected flows:\n{d}");
+    }
+    let rest = rows_where(&truth, |_| true).into_iter().filter(|(k, _)| !diverted.contains_key(k)).collect();
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &rest) {
+        panic!("flows.csv differs from the truth without the diverted flows:\n{d}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["identity"]["status"].as_str(), Some("holds"), "{summary:#}");
+    assert_eq!(summary["identity"]["terms"]["diverted"].as_u64(), Some(count(&diverted)), "{summary:#}");
+    eprintln!(
+        "divert with a full verdict table: {evicted} verdicts of active flows evicted, {} diverted",
+        count(&diverted)
     );
 }
 
