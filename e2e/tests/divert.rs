@@ -482,30 +482,11 @@ fn a_port_rule_diverts_whole_fragmented_datagrams_and_flows_csv_keeps_no_remaind
         ("CJ_DIVERT_RULES", &rules_path),
     ]);
     let stats = pages(&cluster, 2, false);
-    let reader = TunReader::start(tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect());
-    let rx_before = tuns.rx_packets();
-    let station = Station::start(&cluster, &[]);
-    let before = host.tx_packets();
-    for out in
-        wait_all(vec![("tcpreplay", host.replay(&pcap, &["--pps", PPS, "--preload-pcap"]))], Duration::from_secs(120))
-    {
-        assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let sent = host.tx_packets() - before;
-    assert_eq!(sent, truth.total_frames);
-    let c = station.wait_for("received == sent", |c| c.received >= sent);
-    assert_eq!((c.received, c.capture_dropped, c.queue_dropped), (sent, 0, 0), "{c:?}");
-    let fragments = page_sum(&stats, "fragments_seen");
-    let Stopped { out, .. } = station.stop();
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reader.packets() < tuns.rx_packets() - rx_before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let seen = reader.finish();
+    let (Stopped { out, .. }, seen, tun_rx, fragments) =
+        replay_through_tuns(&host, &tuns, &cluster, &pcap, truth.total_frames, || page_sum(&stats, "fragments_seen"));
     let later: u64 = seen.rows.iter().filter(|(k, _)| k.2 == 0 && k.3 == 0).map(|(_, v)| v.0).sum();
     assert_eq!(
-        (tuns.rx_packets() - rx_before, seen.packets, seen.rows.values().map(|v| v.1).sum::<u64>()),
+        (tun_rx, seen.packets, seen.rows.values().map(|v| v.1).sum::<u64>()),
         (count(&diverted), count(&diverted), ip_bytes(&diverted)),
         "the tun devices got every frame of the diverted flows, later fragments included (packets, IP bytes)"
     );
@@ -551,26 +532,10 @@ fn verdicts_evicted_from_a_full_table_are_decided_again_and_the_tun_device_still
         ("CJ_DIVERT_RULES", &rules_path),
     ]);
     let stats = pages(&cluster, 1, false);
-    let reader = TunReader::start(vec![TunDevices::ifindex(&tuns.names[0])]);
-    let rx_before = tuns.rx_packets();
-    let station = Station::start(&cluster, &[]);
-    let before = host.tx_packets();
-    for out in
-        wait_all(vec![("tcpreplay", host.replay(&pcap, &["--pps", PPS, "--preload-pcap"]))], Duration::from_secs(120))
-    {
-        assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let sent = host.tx_packets() - before;
-    assert_eq!(sent, truth.total_frames);
-    let c = station.wait_for("received == sent", |c| c.received >= sent);
-    assert_eq!((c.received, c.capture_dropped, c.queue_dropped), (sent, 0, 0), "{c:?}");
-    let evicted = page_sum(&stats, "divert_verdicts_evicted");
-    let Stopped { out, .. } = station.stop();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reader.packets() < tuns.rx_packets() - rx_before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let seen = reader.finish();
+    let (Stopped { out, .. }, seen, _, evicted) =
+        replay_through_tuns(&host, &tuns, &cluster, &pcap, truth.total_frames, || {
+            page_sum(&stats, "divert_verdicts_evicted")
+        });
     assert!(evicted > 0, "the verdict table was full with active flows");
     if let Some(d) = diff_rows(&seen.rows, &diverted) {
         panic!("after {evicted} evictions the tun device's packets differ from the selected flows:\n{d}");
@@ -586,6 +551,43 @@ fn verdicts_evicted_from_a_full_table_are_decided_again_and_the_tun_device_still
         "divert with a full verdict table: {evicted} verdicts of active flows evicted, {} diverted",
         count(&diverted)
     );
+}
+
+/// Replays `pcap` (its `frames` frames) on `host` into a station on `cluster`
+/// whose tun devices are `tuns`; once the station received every frame,
+/// reads `at_end` and stops it, then takes what the devices got (waiting up
+/// to 10 s for the reader to see as many packets as their counters say
+/// came). Returns the stopped station, what the reader saw, the devices'
+/// `rx_packets` over the run, and `at_end`'s value.
+fn replay_through_tuns(
+    host: &TestHost,
+    tuns: &TunDevices,
+    cluster: &Cluster,
+    pcap: &Path,
+    frames: u64,
+    at_end: impl FnOnce() -> u64,
+) -> (Stopped, Seen, u64, u64) {
+    let reader = TunReader::start(tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect());
+    let rx_before = tuns.rx_packets();
+    let station = Station::start(cluster, &[]);
+    let before = host.tx_packets();
+    for out in
+        wait_all(vec![("tcpreplay", host.replay(pcap, &["--pps", PPS, "--preload-pcap"]))], Duration::from_secs(120))
+    {
+        assert!(out.status.success(), "tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sent = host.tx_packets() - before;
+    assert_eq!(sent, frames);
+    let c = station.wait_for("received == sent", |c| c.received >= sent);
+    assert_eq!((c.received, c.capture_dropped, c.queue_dropped), (sent, 0, 0), "{c:?}");
+    let value = at_end();
+    let stopped = station.stop();
+    let tun_rx = tuns.rx_packets() - rx_before;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.packets() < tun_rx && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (stopped, reader.finish(), tun_rx, value)
 }
 
 /// Root, `ip`, `tcpreplay` and `/dev/net/tun`, or the test is skipped (by `e2e::skip`'s rule).
