@@ -342,15 +342,8 @@ fn divert_and_mirror_rules_write_exactly_the_selected_flows_to_the_tun_devices()
 
     let host = TestHost::new("cjd");
     let tuns = TunDevices::new(2, true);
-    let offset = tuns.offset.to_string();
     let rules_path = rules.display().to_string();
-    let cluster = Cluster::live(&[
-        ("CJ_IFACE", &host.host),
-        ("CJ_CORECOUNT", "2"),
-        ("CJ_TUN", "yes"),
-        ("CJ_TUN_OFFSET", &offset),
-        ("CJ_DIVERT_RULES", &rules_path),
-    ]);
+    let cluster = divert_cluster(&host, &tuns, 2, &rules_path, &[]);
     let ifindexes: Vec<usize> = tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect();
     let reader = TunReader::start(ifindexes);
     let rx_before = tuns.rx_packets();
@@ -473,14 +466,7 @@ fn a_port_rule_diverts_whole_fragmented_datagrams_and_flows_csv_keeps_no_remaind
 
     let host = TestHost::new("cjf");
     let tuns = TunDevices::new(2, true);
-    let offset = tuns.offset.to_string();
-    let cluster = Cluster::live(&[
-        ("CJ_IFACE", &host.host),
-        ("CJ_CORECOUNT", "2"),
-        ("CJ_TUN", "yes"),
-        ("CJ_TUN_OFFSET", &offset),
-        ("CJ_DIVERT_RULES", &rules_path),
-    ]);
+    let cluster = divert_cluster(&host, &tuns, 2, &rules_path, &[]);
     let stats = pages(&cluster, 2, false);
     let (Stopped { out, .. }, seen, tun_rx, fragments) =
         replay_through_tuns(&host, &tuns, &cluster, &pcap, truth.total_frames, || page_sum(&stats, "fragments_seen"));
@@ -522,15 +508,7 @@ fn verdicts_evicted_from_a_full_table_are_decided_again_and_the_tun_device_still
 
     let host = TestHost::new("cje");
     let tuns = TunDevices::new(1, true);
-    let offset = tuns.offset.to_string();
-    let cluster = Cluster::live(&[
-        ("CJ_IFACE", &host.host),
-        ("CJ_CORECOUNT", "1"),
-        ("CJ_FLOW_TABLE_SIZE", "1024"),
-        ("CJ_TUN", "yes"),
-        ("CJ_TUN_OFFSET", &offset),
-        ("CJ_DIVERT_RULES", &rules_path),
-    ]);
+    let cluster = divert_cluster(&host, &tuns, 1, &rules_path, &[("CJ_FLOW_TABLE_SIZE", "1024")]);
     let stats = pages(&cluster, 1, false);
     let (Stopped { out, .. }, seen, _, evicted) =
         replay_through_tuns(&host, &tuns, &cluster, &pcap, truth.total_frames, || {
@@ -588,6 +566,21 @@ fn replay_through_tuns(
         std::thread::sleep(Duration::from_millis(50));
     }
     (stopped, reader.finish(), tun_rx, value)
+}
+
+/// A live station on `host` with `workers` workers, flow divert on to
+/// `tuns`, the rules file `rules`, and `extra` variables.
+fn divert_cluster(host: &TestHost, tuns: &TunDevices, workers: u32, rules: &str, extra: &[(&str, &str)]) -> Cluster {
+    let (workers, offset) = (workers.to_string(), tuns.offset.to_string());
+    let mut vars = vec![
+        ("CJ_IFACE", host.host.as_str()),
+        ("CJ_CORECOUNT", workers.as_str()),
+        ("CJ_TUN", "yes"),
+        ("CJ_TUN_OFFSET", offset.as_str()),
+        ("CJ_DIVERT_RULES", rules),
+    ];
+    vars.extend_from_slice(extra);
+    Cluster::live(&vars)
 }
 
 /// Root, `ip`, `tcpreplay` and `/dev/net/tun`, or the test is skipped (by `e2e::skip`'s rule).
@@ -673,14 +666,7 @@ fn a_replaced_rules_file_applies_to_new_flows_and_a_malformed_one_keeps_the_rule
 
     let host = TestHost::new("cjr");
     let tuns = TunDevices::new(2, true);
-    let offset = tuns.offset.to_string();
-    let cluster = Cluster::live(&[
-        ("CJ_IFACE", &host.host),
-        ("CJ_CORECOUNT", "2"),
-        ("CJ_TUN", "yes"),
-        ("CJ_TUN_OFFSET", &offset),
-        ("CJ_DIVERT_RULES", &rules_path),
-    ]);
+    let cluster = divert_cluster(&host, &tuns, 2, &rules_path, &[]);
     let (stats, divert_pages) = (pages(&cluster, 2, false), pages(&cluster, 2, true));
     let reader = TunReader::start(tuns.names.iter().map(|n| TunDevices::ifindex(n)).collect());
     let rx_before = tuns.rx_packets();
@@ -797,14 +783,7 @@ fn a_tun_device_that_refuses_writes_counts_drops_and_the_worker_keeps_up() {
     let host = TestHost::new("cjo");
     // Left down: the kernel refuses every write (EIO) and counts it in rx_dropped.
     let tuns = TunDevices::new(2, false);
-    let offset = tuns.offset.to_string();
-    let cluster = Cluster::live(&[
-        ("CJ_IFACE", &host.host),
-        ("CJ_CORECOUNT", "2"),
-        ("CJ_TUN", "yes"),
-        ("CJ_TUN_OFFSET", &offset),
-        ("CJ_DIVERT_RULES", &rules_path),
-    ]);
+    let cluster = divert_cluster(&host, &tuns, 2, &rules_path, &[]);
     let divert_pages = pages(&cluster, 2, true);
     let dropped_before = tuns.stat("rx_dropped");
     let station = Station::start(&cluster, &[]);
@@ -869,14 +848,7 @@ fn a_tun_device_deleted_mid_run_counts_the_refused_packets_and_gets_them_again_o
     let host = TestHost::new("cjx");
     let tuns = TunDevices::new(1, true);
     let name = tuns.names[0].clone();
-    let offset = tuns.offset.to_string();
-    let cluster = Cluster::live(&[
-        ("CJ_IFACE", &host.host),
-        ("CJ_CORECOUNT", "1"),
-        ("CJ_TUN", "yes"),
-        ("CJ_TUN_OFFSET", &offset),
-        ("CJ_DIVERT_RULES", &rules_path),
-    ]);
+    let cluster = divert_cluster(&host, &tuns, 1, &rules_path, &[]);
     let stats = pages(&cluster, 1, false);
     let read_by_workers = || page_sum(&stats, "packets") + page_sum(&stats, "diverted_packets");
     let replay = |pcap: &Path| {
