@@ -4,18 +4,36 @@
 //! still running, checked against independent readings: every queue and
 //! page counter equals `cj-app status` (which reads the shared memory itself),
 //! and every identity term and app total equals the `summary.json` the app
-//! writes when it is then stopped.
+//! writes when it is then stopped; the export's message count equals the
+//! datagrams a socket of the test's received, before and after the stop.
 
 #[path = "support/paced.rs"]
 mod paced;
 
-use paced::{paced_cluster, parse_status, scrape, value, wait_for, Paced};
+use paced::{paced_cluster_with, parse_status, scrape, value, wait_for, Paced};
 
 const SPEC: &str = "flows=60,packets=60000,sizes=64:40/576:30/1500:30,v6=20,nonip=2,seed=11,rate=5000";
 
 #[test]
 fn scraped_counters_parse_and_equal_cj_app_status_and_summary_json() {
-    let cluster = paced_cluster(SPEC);
+    // The export goes to a socket of the test's, which counts the messages it gets.
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the test's collector");
+    let export = format!("ipfix://{}", collector.local_addr().expect("its address"));
+    collector.set_read_timeout(Some(std::time::Duration::from_millis(200))).expect("timeout");
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = {
+        let (received, done) = (std::sync::Arc::clone(&received), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if collector.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let cluster = paced_cluster_with(SPEC, &[("CJ_EXPORT", &export)]);
     let mut run = Paced::start(&cluster);
     let addr = run.metrics_addr();
     assert!(addr.starts_with("127.0.0.1:"), "loopback by default: {addr}");
@@ -56,8 +74,18 @@ fn scraped_counters_parse_and_equal_cj_app_status_and_summary_json() {
         let fill: u64 = (0..2).map(|q| value(&s, "cj_record_queue_fill", &[("queue", &q.to_string())])).sum();
         fill == 0 && value(&s, "cj_app_records_total", &[]) == records
     });
+    // Every export message the app counts has reached the test's socket (the
+    // exporter sends what it holds within a second), and none was lost.
+    wait_for("the export's messages to equal what the test's collector got", || {
+        let (_, s) = scrape(&addr);
+        let got = received.load(std::sync::atomic::Ordering::Relaxed);
+        value(&s, "cj_app_export_messages_total", &[]) == got && got > 0
+    });
     let status = parse_status(&run.cj_app(&["status"]));
     let (text, s) = scrape(&addr);
+    assert_eq!(value(&s, "cj_app_export_records_dropped_total", &[]), 0, "{text}");
+    assert_eq!(value(&s, "cj_app_export_send_errors_total", &[]), 0, "{text}");
+    assert!(value(&s, "cj_app_export_records_sent_total", &[]) > 0, "{text}");
 
     // Against cj-app status: every queue header and page counter.
     for q in 0..2u32 {
@@ -158,6 +186,14 @@ fn scraped_counters_parse_and_equal_cj_app_status_and_summary_json() {
     assert_eq!(Some(value(&s, "cj_app_rows", &[])), summary["rows"].as_u64());
     assert_eq!(Some(value(&s, "cj_app_rows_overflowed_total", &[])), summary["rows_overflowed"].as_u64());
     assert!(totals["non_ip_frames"].as_u64() > Some(0), "the spec has non-IP frames: {summary:#}");
+    // The app's last messages went out as it stopped: the collector got every one it counts.
+    let sent = summary["export"]["messages"].as_u64().expect("export.messages");
+    wait_for("the test's collector to get every message summary.json counts", || {
+        received.load(std::sync::atomic::Ordering::Relaxed) == sent
+    });
+    assert_eq!(summary["export"]["records_dropped"].as_u64(), Some(0), "{summary:#}");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    counter.join().expect("the test's collector");
 }
 
 #[test]

@@ -268,13 +268,21 @@ pub fn query_rows(answer: &serde_json::Value) -> BTreeMap<Vec<String>, [u64; 4]>
 /// loopback port, flows reported every second (so the app has rows while
 /// the source runs).
 pub fn paced_cluster(spec: &str) -> Cluster {
-    Cluster::new(&[
-        ("CJ_IFACE", &format!("sim:{spec}")),
+    paced_cluster_with(spec, &[])
+}
+
+/// [`paced_cluster`] with `extra` variables.
+pub fn paced_cluster_with(spec: &str, extra: &[(&str, &str)]) -> Cluster {
+    let iface = format!("sim:{spec}");
+    let mut vars = vec![
+        ("CJ_IFACE", iface.as_str()),
         ("CJ_METRICS_ADDR", "0"),
         ("CJ_FLOW_IDLE_TIMEOUT", "1"),
         ("CJ_FLOW_ACTIVE_TIMEOUT", "1"),
         ("CJ_QUEUE_SLOTS", "65536"),
         ("CJ_CORECOUNT", "2"),
         ("CJ_COREBASE", "0"),
-    ])
+    ];
+    vars.extend_from_slice(extra);
+    Cluster::new(&vars)
 }
