@@ -41,7 +41,8 @@
 //!     before are the checkpoint. A kill never leaves this (the header comes
 //!     after the body); a file cut from outside does, and if the frame's
 //!     slots had been released the queue's released position is past the
-//!     checkpoint's, which the intake refuses (`RestoreError::ReadPast`);
+//!     checkpoint's, which the intake refuses naming the cut and its byte
+//!     ([`Loaded::cut_at`], `RestoreError::CutCheckpoint`);
 //!   - the body fails its CRC: refused as damaged, naming the frame.
 //!
 //!   The first frame must be whole: it is renamed into place only once
@@ -171,6 +172,12 @@ pub struct Loaded {
     pub intake: Vec<SavedQueue>,
     /// The accounts.
     pub accounts: Accounts,
+    /// The byte at which the file ends inside a frame's body whose header is
+    /// whole: a file cut from outside (a kill never leaves this shape: the
+    /// header is written after the body), which may have lost saves whose
+    /// records were released. None when the file ends where a save ends or
+    /// where a kill left it.
+    pub cut_at: Option<u64>,
 }
 
 /// A checkpoint that cannot be read or used, or written.
@@ -420,27 +427,38 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// The next frame's body of `rest` (format `v4`, else v3), or `None` when
-/// none is left whole: none at all, or one cut short (the rule in the module
-/// doc).
+/// What the rest of a checkpoint file holds next ([`next_frame`]).
+enum Next<'a> {
+    /// A whole frame's body.
+    Frame(&'a [u8]),
+    /// No frame left whole: the file ends, or ends within a header, or at a
+    /// header never written (a kill's shapes, and the end of every file).
+    End,
+    /// A right header whose body the file does not hold whole: only a cut
+    /// from outside leaves this (the header is written after the body).
+    CutBody,
+}
+
+/// The next frame's body of `rest` (format `v4`, else v3), or why none is
+/// left whole: none at all, or one cut short (the rule in the module doc).
 ///
 /// # Errors
 /// A v4 frame whose header or body fails its checksum.
-fn next_frame<'a>(rest: &mut &'a [u8], v4: bool) -> Result<Option<&'a [u8]>, Damage> {
+fn next_frame<'a>(rest: &mut &'a [u8], v4: bool) -> Result<Next<'a>, Damage> {
     if !v4 {
-        // v3: a length and the body, nothing to check them by.
-        let Some((len, body)) = rest.split_first_chunk::<8>() else { return Ok(None) };
+        // v3: a length and the body, nothing to check them by (a kill could leave either).
+        let Some((len, body)) = rest.split_first_chunk::<8>() else { return Ok(Next::End) };
         let Some(len) = usize::try_from(u64::from_le_bytes(*len)).ok().filter(|&n| n <= body.len()) else {
-            return Ok(None);
+            return Ok(Next::End);
         };
         let (frame, tail) = body.split_at(len);
         *rest = tail;
-        return Ok(Some(frame));
+        return Ok(Next::Frame(frame));
     }
     // The file ends, or ends within a header, or at a header never written: cut short.
-    let Some((h, body)) = rest.split_first_chunk::<HEADER>() else { return Ok(None) };
+    let Some((h, body)) = rest.split_first_chunk::<HEADER>() else { return Ok(Next::End) };
     if *h == UNFINISHED {
-        return Ok(None);
+        return Ok(Next::End);
     }
     let [l0, l1, l2, l3, l4, l5, l6, l7, c0, c1, c2, c3, o0, o1, o2, o3] = *h;
     if crc32fast::hash(&h[..12]) != u32::from_le_bytes([o0, o1, o2, o3]) {
@@ -448,13 +466,13 @@ fn next_frame<'a>(rest: &mut &'a [u8], v4: bool) -> Result<Option<&'a [u8]>, Dam
     }
     // A header that is right, its body not all there: cut short (see the module doc).
     let len = u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
-    let Some(len) = usize::try_from(len).ok().filter(|&n| n <= body.len()) else { return Ok(None) };
+    let Some(len) = usize::try_from(len).ok().filter(|&n| n <= body.len()) else { return Ok(Next::CutBody) };
     let (frame, tail) = body.split_at(len);
     if crc32fast::hash(frame) != u32::from_le_bytes([c0, c1, c2, c3]) {
         return Err(Damage::Body);
     }
     *rest = tail;
-    Ok(Some(frame))
+    Ok(Next::Frame(frame))
 }
 
 /// Loads the checkpoint at `path`, or `None` when there is none.
@@ -499,10 +517,19 @@ fn decode(path: &Path, bytes: &[u8], fit: &Fit) -> Result<Loaded, CheckpointErro
     let options = bincode::DefaultOptions::new().with_fixint_encoding().with_limit(bytes.len() as u64);
     // Frame `n` (from 1) of the rest, or a refusal naming it and its place.
     let (total, mut n) = (bytes.len(), 0);
+    let mut cut_at = None;
     let mut next = || {
         n += 1;
         let at = total - rest.len();
-        next_frame(&mut rest, v4).map_err(|d| format!("damaged (frame {n}, at byte {at}, {d})"))
+        match next_frame(&mut rest, v4) {
+            Ok(Next::Frame(frame)) => Ok(Some(frame)),
+            Ok(Next::End) => Ok(None),
+            Ok(Next::CutBody) => {
+                cut_at = Some(at as u64);
+                Ok(None)
+            }
+            Err(d) => Err(format!("damaged (frame {n}, at byte {at}, {d})")),
+        }
     };
     let Some(first) = next().map_err(unusable)? else {
         return Err(unusable("damaged (cut short in its first frame)".into()));
@@ -518,7 +545,7 @@ fn decode(path: &Path, bytes: &[u8], fit: &Fit) -> Result<Loaded, CheckpointErro
         intake = changes.intake;
     }
     accounts.clear_changes();
-    Ok(Loaded { intake, accounts })
+    Ok(Loaded { intake, accounts, cut_at })
 }
 
 /// Removes the checkpoint (a run that read every queue to its end).
@@ -928,6 +955,10 @@ mod tests {
             let loaded = load(&p, &fit).unwrap().unwrap();
             assert_eq!(loaded.intake, position(200), "cut at {cut}");
             assert_eq!(state(&loaded.accounts), at_second, "cut at {cut}");
+            // A right header with its body cut is a cut from outside, and says where;
+            // a file ending in a header is what a kill leaves too.
+            let cut_body = cut >= second_len + HEADER as u64;
+            assert_eq!(loaded.cut_at, cut_body.then_some(second_len), "cut at {cut}");
         }
         // Killed after the last frame's body, before its header replaced the
         // bytes that held its place: that frame is not taken either.
@@ -939,10 +970,12 @@ mod tests {
         let loaded = load(&p, &fit).unwrap().unwrap();
         assert_eq!(loaded.intake, position(200));
         assert_eq!(state(&loaded.accounts), at_second);
+        assert_eq!(loaded.cut_at, None, "a kill's shape is not a cut");
         // The file as written loads the last save.
         std::fs::write(&p, &full).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        assert_eq!(load(&p, &fit).unwrap().unwrap().intake, position(250));
+        let loaded = load(&p, &fit).unwrap().unwrap();
+        assert_eq!((loaded.intake, loaded.cut_at), (position(250), None));
     }
 
     #[test]

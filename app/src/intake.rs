@@ -125,9 +125,10 @@ pub enum RestoreError {
         /// Records the queue has had.
         published: u64,
     },
-    /// Released past the checkpoint: another consumer read it since.
+    /// Released past the checkpoint: another consumer read it since, or the
+    /// checkpoint is an older copy of the file.
     #[error(
-        "{path}: records up to {released} were released by a consumer, the checkpoint read only {saved}: another cj-app read this queue since the checkpoint"
+        "{path}: records up to {released} were released by a consumer, the checkpoint read only {saved}: another cj-app read this queue since the checkpoint, or the checkpoint file is an older copy"
     )]
     ReadPast {
         /// The queue file.
@@ -136,6 +137,21 @@ pub enum RestoreError {
         saved: u64,
         /// Released by some consumer.
         released: u64,
+    },
+    /// Released past the checkpoint, whose file was cut inside a frame: it
+    /// lost the saves that had released them.
+    #[error(
+        "{path}: records up to {released} were released, the checkpoint holds saves up to {saved} only: its file ends inside a frame (at byte {cut_at}), cut from outside or copied while written (a kill never leaves this), and lost the later saves"
+    )]
+    CutCheckpoint {
+        /// The queue file.
+        path: String,
+        /// Records read at the last save the file holds whole.
+        saved: u64,
+        /// Released by some consumer.
+        released: u64,
+        /// Where the checkpoint file's cut frame starts.
+        cut_at: u64,
     },
 }
 
@@ -263,9 +279,12 @@ impl Intake {
     /// holds (popped but not released when the app stopped) are skipped.
     /// Returns how many were skipped.
     ///
+    /// `cut_at`: the checkpoint file was cut there ([`crate::checkpoint::Loaded::cut_at`]),
+    /// which names the cause when a queue was read past the saved position.
+    ///
     /// # Errors
     /// Other queues, a queue re-created since, or one read past the saved position.
-    pub fn restore(&mut self, saved: &[SavedQueue]) -> Result<u64, RestoreError> {
+    pub fn restore(&mut self, saved: &[SavedQueue], cut_at: Option<u64>) -> Result<u64, RestoreError> {
         let now = self.queues();
         if saved.iter().map(|s| s.queue).ne(now.iter().copied()) {
             return Err(RestoreError::Queues { saved: saved.iter().map(|s| s.queue).collect(), now });
@@ -278,7 +297,11 @@ impl Intake {
                 return Err(RestoreError::Recreated { path, saved: sv.position, published });
             }
             if released > sv.position {
-                return Err(RestoreError::ReadPast { path, saved: sv.position, released });
+                let saved = sv.position;
+                return Err(match cut_at {
+                    Some(cut_at) => RestoreError::CutCheckpoint { path, saved, released, cut_at },
+                    None => RestoreError::ReadPast { path, saved, released },
+                });
             }
         }
         let mut skipped = 0;
@@ -542,7 +565,7 @@ mod tests {
         // Second app: the queue still holds all 15; the 10 saved ones are skipped, not counted again.
         let mut second = Intake::attach(&cfg).unwrap();
         second.hold_releases();
-        assert_eq!(second.restore(&saved).unwrap(), 10);
+        assert_eq!(second.restore(&saved, None).unwrap(), 10);
         let mut got = Vec::new();
         while second.poll(|_, r| got.push(r.seq)) != Poll::AllEnded {}
         assert_eq!(got, (10..15).collect::<Vec<_>>());
@@ -552,11 +575,14 @@ mod tests {
         drop(second);
         // A checkpoint behind what was released since (another app read on) is refused.
         let mut third = Intake::attach(&cfg).unwrap();
-        let e = third.restore(&saved).unwrap_err();
+        let e = third.restore(&saved, None).unwrap_err();
         assert!(matches!(e, RestoreError::ReadPast { saved: 10, released: 15, .. }), "{e}");
+        // The same from a checkpoint file cut inside a frame: the cut is named as the cause.
+        let e = third.restore(&saved, Some(4096)).unwrap_err();
+        assert!(matches!(e, RestoreError::CutCheckpoint { saved: 10, released: 15, cut_at: 4096, .. }), "{e}");
         // One ahead of everything the queue ever had: the queue was re-created.
         let ahead = [SavedQueue { position: 99, ..saved[0] }];
-        assert!(matches!(third.restore(&ahead).unwrap_err(), RestoreError::Recreated { published: 15, .. }));
+        assert!(matches!(third.restore(&ahead, None).unwrap_err(), RestoreError::Recreated { published: 15, .. }));
     }
 
     #[test]

@@ -465,7 +465,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let checkpoint_path = checkpoint::path(&settings.out_dir);
     let accounts = match checkpoint::load(&checkpoint_path, &fit)? {
         Some(loaded) => {
-            let skipped = intake.restore(&loaded.intake)?;
+            let skipped = intake.restore(&loaded.intake, loaded.cut_at)?;
             station::cj_info!(
                 "cj-app: continuing from {}: {} record(s) counted before this start, {} of them still queued and \
                  skipped",
