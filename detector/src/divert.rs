@@ -32,7 +32,9 @@
 //!   next batch: within two polls plus one batch, atomically, no worker
 //!   stopped. A file that does not parse, cannot be read or is gone keeps
 //!   the rules in force and logs one line (once per distinct problem) naming
-//!   file and line.
+//!   file and line. The first read at start follows the same rule (two reads
+//!   a poll apart that agree; a file that changes at every read for 5 s
+//!   stops the start with one line), so divert adds one poll to the start.
 //! - Verdicts ([`Divert`]): a flow (canonical 5-tuple, VLANs, capture
 //!   source) is decided once, by the rule set in force when its first packet
 //!   is seen, and keeps that verdict until it ends, whatever rules come later.
@@ -575,6 +577,41 @@ pub fn write_listing(file: &Path, set: &RuleSet, source: &Path) -> Result<(), St
     shmq::files::write_atomic(file, set.listing(source).as_bytes(), shmq::FILE_MODE).map_err(|e| fail(&e))
 }
 
+/// Reads at start before the detector gives up on a rules file that keeps changing.
+const START_READS: usize = 25;
+
+/// The rules file's bytes at start, by the reloader's rule: taken once two
+/// reads in a row (`pause` apart) agree, so a file caught while it is
+/// written in place (emptied by a shell's `>`, or half written) is neither
+/// taken as the first rule set (flows that start then would keep that
+/// set's verdicts for life) nor refused for a cut line. `read` reads the
+/// file, `pause` waits between reads (one [`RELOAD_POLL`]).
+///
+/// # Errors
+/// A read fails, or [`START_READS`] reads found the file different each time.
+fn read_settled(
+    path: &Path,
+    mut read: impl FnMut() -> Result<Vec<u8>, RulesError>,
+    mut pause: impl FnMut(),
+) -> Result<Vec<u8>, RulesError> {
+    let mut last = read()?;
+    for _ in 1..START_READS {
+        pause();
+        let now = read()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(RulesError::File {
+        file: path.to_path_buf(),
+        what: format!(
+            "changed between every two of {START_READS} reads {} ms apart: write it elsewhere and rename it into place",
+            RELOAD_POLL.as_millis()
+        ),
+    })
+}
+
 /// Loads the rules for `cfg` and starts their reloader: `None` when
 /// `CJ_TUN=no`. With `CJ_TUN=yes` and no `CJ_DIVERT_RULES`, an empty rule
 /// set that never changes.
@@ -594,7 +631,7 @@ pub fn start(cfg: &StationConfig) -> Result<Option<SharedRules>, RulesError> {
         station::cj_warn!("cj-detector: flow divert on ({first}...) but CJ_DIVERT_RULES is empty: nothing is diverted");
         return Ok(Some(SharedRules::new(RuleSet::default())));
     };
-    let bytes = read_rules_file(path)?;
+    let bytes = read_settled(path, || read_rules_file(path), || std::thread::sleep(RELOAD_POLL))?;
     let mut set = RuleSet::parse(&String::from_utf8_lossy(&bytes), path)?;
     set.generation = 1;
     let n = set.rules.len();
@@ -1691,6 +1728,36 @@ mod tests {
         assert!(r.poll().expect("refused").contains("unknown selector \"prot\""));
         assert_eq!(r.poll(), None, "logged once");
         assert_eq!(cell.current().generation, 2);
+    }
+
+    #[test]
+    fn a_rules_file_caught_half_written_at_start_is_taken_only_once_two_reads_agree() {
+        let path = Path::new("rules.conf");
+        let finished = b"mirror proto udp\ndivert net 10.0.0.0/8\n".to_vec();
+        // Emptied by `>`, then half written, then finished: what the reads of the file saw.
+        let mut seen =
+            vec![Vec::new(), b"mirror proto udp\ndivert net 10.".to_vec(), finished.clone(), finished.clone()]
+                .into_iter();
+        let mut pauses = 0;
+        let got = read_settled(path, || Ok(seen.next().unwrap_or_default()), || pauses += 1).unwrap();
+        assert_eq!((got, pauses), (finished, 3), "taken at the first two reads that agree, a pause apart");
+        // Settled at once: one pause (the start's one poll).
+        let mut pauses = 0;
+        assert_eq!(read_settled(path, || Ok(b"divert port 53\n".to_vec()), || pauses += 1).unwrap().len(), 15);
+        assert_eq!(pauses, 1);
+        // A file that never settles stops the start with one line naming it.
+        let mut n = 0u8;
+        let e = read_settled(
+            path,
+            || {
+                n += 1;
+                Ok(vec![n])
+            },
+            || {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("rules.conf: changed between every two of 25 reads") && !e.contains('\n'), "{e}");
     }
 
     #[test]
