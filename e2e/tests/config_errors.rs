@@ -42,6 +42,15 @@ fn an_export_rate_below_what_pacing_takes() {
 }
 
 #[test]
+fn an_export_behind_that_is_neither_wait_nor_drop() {
+    one_line_error(
+        "cj-app",
+        &[("CJ_EXPORT_BEHIND", "skip")],
+        &["CJ_EXPORT_BEHIND=\"skip\"", "expected wait (", "or drop ("],
+    );
+}
+
+#[test]
 fn an_unknown_hash_mode() {
     one_line_error(
         "cj-balancer",

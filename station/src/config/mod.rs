@@ -134,6 +134,29 @@ pub enum OnFull {
     Wait,
 }
 
+/// CJ_EXPORT_BEHIND: what a paced export (CJ_EXPORT_RATE) does when it holds
+/// as many records as it may and more come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportBehind {
+    /// cj-app takes records only as fast as it sends them: the record queues
+    /// hold the rest back, and their backpressure reaches the detector and
+    /// the balancer (the default).
+    Wait,
+    /// cj-app takes records at full speed (its tables and files stay exact)
+    /// and drops the export of those that do not fit, counted.
+    Drop,
+}
+
+impl ExportBehind {
+    /// The value as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportBehind::Wait => "wait",
+            ExportBehind::Drop => "drop",
+        }
+    }
+}
+
 /// CJ_WAIT: how consumers and a waiting producer wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitMode {
@@ -251,6 +274,10 @@ pub struct StationConfig {
     /// each collector (`None`: unpaced, the value 0 or empty); see
     /// [`EXPORT_RATE_RANGE`].
     pub export_rate: Option<u32>,
+    /// CJ_EXPORT_BEHIND: a paced export that holds its bound either holds
+    /// the intake back (`Wait`, the default) or drops the export of what does
+    /// not fit, counted (`Drop`); no effect unpaced.
+    pub export_behind: ExportBehind,
     /// CJ_TUN: flow divert to tun devices on.
     pub tun: bool,
     /// CJ_TUN_OFFSET: the worker of queue q writes to `tun<tun_offset + q>`.

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, HashMode, Layer, OnFull, StationConfig, WaitMode, VARIABLES};
+use super::{ConfigError, ExportBehind, HashMode, Layer, OnFull, StationConfig, WaitMode, VARIABLES};
 
 /// Largest AF_PACKET ring per interface (CJ_AFP_BLOCK_SIZE x CJ_AFP_BLOCK_COUNT).
 const MAX_AFP_RING_BYTES: u64 = 16 << 30;
@@ -216,6 +216,7 @@ impl Raw {
         let metrics_addr = self.get("CJ_METRICS_ADDR").value.trim().to_owned();
         let export = self.get("CJ_EXPORT").value.trim().to_owned();
         let export_rate = parse_export_rate(&self.get("CJ_EXPORT_RATE"))?;
+        let export_behind = parse_export_behind(&self.get("CJ_EXPORT_BEHIND"))?;
         let tun = self.get("CJ_TUN").choice(&[("yes", true), ("no", false)])?;
         let slot_size = resolve_slot_size(&slot_item, slot_given, tun)?;
         let tun_offset = self.get("CJ_TUN_OFFSET").num32(0, 1_000_000)?;
@@ -266,6 +267,7 @@ impl Raw {
             metrics_addr,
             export,
             export_rate,
+            export_behind,
             tun,
             tun_offset,
             divert_rules,
@@ -287,6 +289,17 @@ fn parse_export_rate(item: &Item) -> Result<Option<u32>, ConfigError> {
         "data records per second from {lo} to {hi} (what the CJ_EXPORT collectors take), or 0 or empty for no pacing"
     );
     item.num_expected(u64::from(lo), u64::from(hi), &expected).map(|n| Some(n as u32))
+}
+
+/// CJ_EXPORT_BEHIND: `wait` or `drop` (any case, spaces around ignored).
+fn parse_export_behind(item: &Item) -> Result<ExportBehind, ConfigError> {
+    let t = item.value.trim();
+    [ExportBehind::Wait, ExportBehind::Drop].into_iter().find(|b| b.name().eq_ignore_ascii_case(t)).ok_or_else(|| {
+        item.err(
+            "wait (a paced export holds the intake back to CJ_EXPORT_RATE) or drop (the app keeps taking records \
+             and drops, counted, the export of those that do not fit)",
+        )
+    })
 }
 
 /// CJ_SLOT_SIZE as given: `auto` (None) or a multiple of 8 in 64..=65536.
@@ -595,6 +608,25 @@ mod tests {
         assert!(e.starts_with(r#"CJ_DECAP="vxlan,mpls" (environment): expected empty (off) or a comma list"#), "{e}");
         assert!(e.ends_with(r#"("mpls" is not one of them)"#) && !e.contains('\n'), "{e}");
         assert!(err_env("CJ_DECAP", "vxlan:70000").contains(r#"("vxlan:70000" has no valid port)"#));
+    }
+
+    #[test]
+    fn a_paced_export_waits_when_behind_by_default_and_drops_only_when_told() {
+        use super::super::ExportBehind;
+        assert_eq!(StationConfig::default().export_behind, ExportBehind::Wait);
+        assert_eq!(load_env(&[("CJ_EXPORT_BEHIND", "drop")]).unwrap().export_behind, ExportBehind::Drop);
+        assert_eq!(load_env(&[("CJ_EXPORT_BEHIND", " DROP ")]).unwrap().export_behind, ExportBehind::Drop);
+        assert_eq!(load_env(&[("CJ_EXPORT_BEHIND", "wait")]).unwrap().export_behind, ExportBehind::Wait);
+        for v in ["", "skip", "dropped", "0"] {
+            let e = err_env("CJ_EXPORT_BEHIND", v);
+            assert!(
+                e.starts_with(&format!(
+                    r#"CJ_EXPORT_BEHIND="{v}" (environment): expected wait (a paced export holds the intake back"#
+                )),
+                "{e}"
+            );
+            assert!(e.contains("or drop (the app keeps taking records") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

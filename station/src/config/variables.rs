@@ -172,6 +172,13 @@ pub const VARIABLES: &[Variable] = &[
          what the collector takes; 0 or empty: unpaced",
     ),
     var(
+        "CJ_EXPORT_BEHIND",
+        "wait",
+        "application",
+        "what a paced export does with more records than CJ_EXPORT_RATE sends: wait (the app takes records only as \
+         fast as it sends them) or drop (the app keeps taking them and drops the export of those that do not fit, counted)",
+    ),
+    var(
         "CJ_SHM_DIR",
         "/dev/shm",
         "paths",
