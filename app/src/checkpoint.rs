@@ -11,7 +11,10 @@
 //!   second), at every refresh (CJ_REFRESH) and when stopped by a signal.
 //!   With a paced export (`CJ_EXPORT_RATE`) also once a second while records
 //!   are held, and each save waits until the export has sent the records it
-//!   counts (ipfix.rs), taking no records meanwhile.
+//!   counts (ipfix.rs), taking no records meanwhile. With
+//!   `CJ_EXPORT_BEHIND=drop` as unpaced: the save waits for the export the
+//!   same way but the app takes records meanwhile, their export counted
+//!   dropped behind, until a queue has three quarters of its slots held.
 //! - The file is a whole checkpoint followed by changes: the first save of a
 //!   run writes every row (a temporary file of its own, renamed over the old
 //!   one), each later save appends one frame with the rows changed since the

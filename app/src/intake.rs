@@ -249,6 +249,13 @@ impl Intake {
         self.sources.iter().any(|s| s.consumer.unreleased() >= s.consumer.capacity() / 2)
     }
 
+    /// Whether some queue has three quarters of its slots popped and not
+    /// released: the intake should wait for the checkpoint that releases
+    /// them rather than leave the producer no room.
+    pub fn must_release(&self) -> bool {
+        self.sources.iter().any(|s| s.consumer.unreleased() >= s.consumer.capacity() - s.consumer.capacity() / 4)
+    }
+
     /// Whether some queue has records popped and not released.
     pub fn holding(&self) -> bool {
         self.sources.iter().any(|s| s.consumer.unreleased() > 0)

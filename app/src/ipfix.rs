@@ -58,6 +58,17 @@
 //! would tell the operator less. A flow direction with packets is one data
 //! record: a flow seen both ways is two.
 //!
+//! Behind (`CJ_EXPORT_BEHIND`, paced only): `wait` (the default) holds the
+//! intake back, so the export is whole and a long burst slows the station
+//! (below); `drop` never holds it: the app takes records at full speed (its
+//! tables and files stay exact) and a data record that finds the export
+//! holding its bound is not exported, counted per collector in
+//! `records_dropped_behind` (a counter of its own: `records_dropped` means a
+//! send failed or a collector refused, this means the collector was never
+//! sent the record, by design). The newest records are the ones dropped
+//! (those held go out in order at R), so a collector sees R a second of
+//! the stream with gaps, never a reordering.
+//!
 //! How: a token bucket in the exporter, driven by the main loop's
 //! [`Exporter::tick`], not a sender thread. The main loop owns the exporter
 //! as it owns the tables; a thread would add a channel and its bound, a
@@ -99,6 +110,16 @@
 //!   identity). `intake_held_ms` counts the time the app held records back.
 //!   Templates are not paced (one message per collector every 30 s and after
 //!   a failed send).
+//! - Paced with `CJ_EXPORT_BEHIND=drop`: the export never limits the
+//!   intake and holds at most the same bound; the intake waits only for a
+//!   checkpoint, and only once a record queue has three quarters of its
+//!   slots held (below). Every
+//!   data record built is sent, counted in `records_dropped` (a failed
+//!   send), counted in `records_dropped_behind` (not sent: the export held
+//!   its bound, or a checkpoint waited, below), or still held: per
+//!   collector, `records` = `records_exported` + `records_dropped` +
+//!   `records_dropped_behind` + held. Dropping behind warns at most once a
+//!   minute.
 //! - IPFIX: the header's sequence number is the number of data records sent
 //!   before the message in this observation domain (RFC 7011 section 3.1).
 //!   NetFlow v9: it counts the export packets (templates included) sent to
@@ -124,11 +145,23 @@
 //!   holds (at most its bound at R: 0.1 s, or 64 / R s at low rates), taking
 //!   no records meanwhile; and while records are held the app checkpoints at
 //!   least once a second, so a detector stopping behind a full record queue
-//!   sees room well within its patience (5 s).
+//!   sees room well within its patience (5 s). With `CJ_EXPORT_BEHIND=drop`
+//!   the checkpoint waits the same way for what the export holds, but the
+//!   app keeps taking records meanwhile: into its tables, their export
+//!   counted dropped behind (the checkpoint counts them, so they may not
+//!   wait in the export); only once a record queue has three quarters of
+//!   its slots held (they are released by the save) does the app wait for
+//!   the checkpoint, counted in `intake_held_ms` (`main.rs`). So a record a
+//!   checkpoint counts was sent or counted, and the export stays at least
+//!   once across a crash. The app checkpoints as when unpaced (no
+//!   once-a-second checkpoint: the intake keeps up).
 //! - At the end of the run (every queue ended, or a stop after draining what
 //!   the record queues hold) the records still held go out at R before the
 //!   final files, which count them, are written; the main loop's services
-//!   go on meanwhile. A second SIGINT/SIGTERM exits at once (status 1,
+//!   go on meanwhile. With `CJ_EXPORT_BEHIND=drop` the record queues are
+//!   drained at full speed and what is held is at most the bound: a stop
+//!   takes at most the bound over R (0.1 s; 64 / R s at low rates) longer
+//!   than an unpaced one. A second SIGINT/SIGTERM exits at once (status 1,
 //!   `main.rs`), without the files: the last checkpoint stands.
 //! - In fan-out mode (`ZBALANCE_HASH_MODE=2`, every queue sees every packet)
 //!   only the first queue's records are exported, as for the container table.
@@ -142,7 +175,14 @@
 //! with, or with a collector descheduled longer than its buffer holds at R,
 //! it still loses. How long a paced stop takes: what is left to send, over
 //! R (README, "IPFIX and NetFlow v9 export"); a stop timeout shorter than
-//! that kills the app before its files are written. While a collector is
+//! that kills the app before its files are written. With
+//! `CJ_EXPORT_BEHIND=drop`, which records reach the collector: a burst's
+//! first ones, and R a second of what follows; while a checkpoint waits for
+//! the held ones (at most the bound over R: 0.1 s, 64 / R s at low rates),
+//! records taken are dropped even if the rate would have had room for them
+//! later. Whether the intake waits: a record queue that gets a quarter of
+//! its slots within such a wait (with the default 65,536 slots, 16,384
+//! records in 0.1 s) holds the detector back until the save. While a collector is
 //! down, a refusal may stand for several lost messages: `records_dropped`
 //! is then a lower bound. Non-IP and malformed records are not exported (no
 //! IPFIX template here fits them); their frames stay in `flows.csv`'s totals
@@ -154,7 +194,7 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use station::config::{ConfigError, StationConfig};
+use station::config::{ConfigError, ExportBehind, StationConfig};
 use station::record::{FlowRecord, RecordKind};
 
 /// The variable.
@@ -519,12 +559,19 @@ pub struct ExportStats {
     pub records_exported: u64,
     /// Data records in messages whose send failed, per collector.
     pub records_dropped: u64,
+    /// Data records not exported because the paced export held as many as it
+    /// may (`CJ_EXPORT_BEHIND=drop`), per collector (one not exported to two
+    /// collectors counts twice): never built into a message, never sent.
+    pub records_dropped_behind: u64,
     /// Messages sent (templates included).
     pub messages: u64,
     /// Failed sends.
     pub send_errors: u64,
     /// `CJ_EXPORT_RATE`: data records per second to each collector (0: unpaced).
     pub rate: u32,
+    /// `CJ_EXPORT_BEHIND`: `wait` or `drop` (what a paced export does when
+    /// it holds as many records as it may).
+    pub behind: &'static str,
     /// Milliseconds the app took no records because the paced export held
     /// as many as it may, or a checkpoint waited for it to send them (the
     /// record queues held the rest back).
@@ -575,6 +622,8 @@ pub struct Exporter {
     stats: ExportStats,
     /// `CJ_EXPORT_RATE` (None: unpaced, a sealed message goes out at once).
     pace: Option<Pace>,
+    /// When the export last warned that it dropped records for being behind.
+    last_behind_warning: Option<Instant>,
 }
 
 /// A paced export's token bucket and the sealed messages waiting for it.
@@ -596,6 +645,10 @@ struct Pace {
     queued: usize,
     /// Most data records held, queued and pending together (see [`HELD_TIME`]).
     bound: usize,
+    /// `CJ_EXPORT_BEHIND=drop`: a data record that finds `bound` held is not
+    /// exported (counted in `records_dropped_behind`) instead of the intake
+    /// waiting for room.
+    drop: bool,
 }
 
 /// Billionths of a data record in one.
@@ -608,7 +661,7 @@ impl Pace {
         let per_ms = |d: Duration| u64::from(rate) * d.as_millis() as u64 / 1000;
         let burst = per_ms(BURST_TIME).max(MAX_MESSAGE_RECORDS as u64) * NANO;
         let bound = (per_ms(HELD_TIME) as usize).max(MIN_HELD).max(2 * queues);
-        Pace { rate, tokens: burst, burst, at: now, queue: VecDeque::new(), queued: 0, bound }
+        Pace { rate, tokens: burst, burst, at: now, queue: VecDeque::new(), queued: 0, bound, drop: false }
     }
 
     /// The tokens at `now` (those earned since they were counted added).
@@ -717,13 +770,20 @@ impl Exporter {
             pending: DataMessage::default(),
             pending_since: None,
             seq: 0,
-            stats: ExportStats { rate: cfg.export_rate.unwrap_or(0), ..ExportStats::default() },
+            stats: ExportStats {
+                rate: cfg.export_rate.unwrap_or(0),
+                behind: cfg.export_behind.name(),
+                ..ExportStats::default()
+            },
             pace: None,
+            last_behind_warning: None,
         };
         if let Some(rate) = cfg.export_rate {
             // Fan-out: only the first queue's records are exported.
             let queues = if fan_out { 1 } else { cfg.worker_queues().len() };
-            e.pace = Some(Pace::new(rate, queues, Instant::now()));
+            let mut pace = Pace::new(rate, queues, Instant::now());
+            pace.drop = cfg.export_behind == ExportBehind::Drop;
+            e.pace = Some(pace);
         }
         e.tick(Instant::now());
         Ok(Some(e))
@@ -734,7 +794,10 @@ impl Exporter {
         let urls: Vec<&str> = self.collectors.iter().map(|c| c.url.as_str()).collect();
         let pace = self.pace.as_ref().map_or_else(
             || ", unpaced".to_owned(),
-            |p| format!(", paced at {} data records/s, holding at most {}", p.rate, p.bound),
+            |p| {
+                let behind = if p.drop { "; behind, the rest is not exported (counted)" } else { "" };
+                format!(", paced at {} data records/s, holding at most {}{behind}", p.rate, p.bound)
+            },
         );
         format!("exporting flows to {} (observation domain / source id {}{pace})", urls.join(", "), self.domain)
     }
@@ -745,13 +808,19 @@ impl Exporter {
     }
 
     /// Adds the record `r` of intake queue `qi`. A message that fills is
-    /// sealed ([`Exporter::seal`]).
+    /// sealed ([`Exporter::seal`]). Paced with `CJ_EXPORT_BEHIND=drop`, a
+    /// data record that finds the export holding its bound is not exported:
+    /// counted in `records_dropped_behind` for every collector.
     pub fn add(&mut self, qi: usize, r: &FlowRecord) {
         if self.fan_out && qi != 0 {
             return;
         }
         for d in DirRecord::of(r) {
             self.stats.records += 1;
+            if self.pace.as_ref().is_some_and(|p| p.drop && self.unsent() >= p.bound) {
+                self.count_behind(1);
+                continue;
+            }
             if !self.pending.push(&d) {
                 self.seal();
                 // An empty message always has room for one record.
@@ -801,6 +870,51 @@ impl Exporter {
         }
     }
 
+    /// Takes the record `r` of intake queue `qi` without exporting it: its data
+    /// records are counted built and dropped behind, for every collector.
+    /// For the records the app takes while a checkpoint waits for the export
+    /// to send what it holds, with `CJ_EXPORT_BEHIND=drop` (the checkpoint
+    /// counts them, so they may not wait in the export).
+    pub fn add_dropped_behind(&mut self, qi: usize, r: &FlowRecord) {
+        if self.fan_out && qi != 0 {
+            return;
+        }
+        let n = DirRecord::of(r).count() as u64;
+        self.stats.records += n;
+        self.count_behind(n);
+    }
+
+    /// Counts `n` data records not exported to any collector for being
+    /// behind, and warns at most once a minute.
+    fn count_behind(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.stats.records_dropped_behind += n * self.collectors.len() as u64;
+        let now = Instant::now();
+        if self.last_behind_warning.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
+            self.last_behind_warning = Some(now);
+            station::cj_warn!(
+                "cj-app: warning: flow export behind CJ_EXPORT_RATE={}: {} data record(s) not exported so far \
+                 (CJ_EXPORT_BEHIND=drop; counted in export.records_dropped_behind); raise CJ_EXPORT_RATE if the \
+                 collectors take more (this warning repeats at most once a minute)",
+                self.stats.rate,
+                self.stats.records_dropped_behind
+            );
+        }
+    }
+
+    /// Paced with `CJ_EXPORT_BEHIND=drop`: the export never holds the intake
+    /// back; what does not fit is dropped, counted.
+    pub fn drops_behind(&self) -> bool {
+        self.pace.as_ref().is_some_and(|p| p.drop)
+    }
+
+    /// Paced with `CJ_EXPORT_BEHIND=wait`: the intake goes at the export's pace.
+    pub fn holds_intake(&self) -> bool {
+        self.pace.as_ref().is_some_and(|p| !p.drop)
+    }
+
     /// Whether every data record added has been sent (or counted dropped):
     /// none pending, none waiting for the pace. Always true after
     /// [`Exporter::seal`] when unpaced.
@@ -815,9 +929,10 @@ impl Exporter {
 
     /// How many records (flow records, each up to two data records) each of
     /// `queues` intake queues may hand on now without the paced export
-    /// holding more than its bound; `None`: no limit (unpaced).
+    /// holding more than its bound; `None`: no limit (unpaced, or
+    /// `CJ_EXPORT_BEHIND=drop`, where what does not fit is not exported).
     pub fn intake_room(&self, queues: usize) -> Option<usize> {
-        let p = self.pace.as_ref()?;
+        let p = self.pace.as_ref().filter(|p| !p.drop)?;
         let room = p.bound.saturating_sub(self.unsent());
         Some(room / (2 * if self.fan_out { 1 } else { queues.max(1) }))
     }
@@ -1148,6 +1263,7 @@ mod tests {
             seq: 0,
             stats: ExportStats::default(),
             pace: None,
+            last_behind_warning: None,
         }
     }
 
@@ -1273,6 +1389,95 @@ mod tests {
         e.seal();
         assert!(e.all_sent());
         assert_eq!(e.stats().records_exported, 2);
+    }
+
+    /// [`ipfix_exporter_to`] with a second IPFIX collector at `also`.
+    fn ipfix_exporter_to_both(addr: SocketAddr, also: SocketAddr) -> Exporter {
+        let mut e = ipfix_exporter_to(addr);
+        e.collectors.push(Collector {
+            url: format!("ipfix://{also}"),
+            protocol: Protocol::Ipfix,
+            packets: 0,
+            socket: open(also).unwrap(),
+            templates_at: Instant::now(),
+            last_sent: 0,
+            last_warning: None,
+        });
+        e
+    }
+
+    #[test]
+    fn a_paced_export_that_drops_behind_sends_what_it_holds_and_counts_the_rest_for_every_collector() {
+        let (rx1, rx2) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        let t0 = Instant::now();
+        let mut e = ipfix_exporter_to_both(rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
+        let mut pace = Pace::new(1000, 1, t0); // holds at most 100
+        pace.drop = true;
+        e.pace = Some(pace);
+        e.tick(t0);
+        assert_eq!(e.intake_room(1), None, "the intake is never held back");
+        assert!(e.drops_behind() && !e.holds_intake());
+        // 300 one-direction records at once: the first 100 are held, the other 200 are not exported.
+        for i in 0..300u16 {
+            let mut r = record(false, 1, 0);
+            r.port_a = 1000 + i;
+            e.add(0, &r);
+        }
+        let s = e.stats();
+        assert_eq!((s.records, e.unsent(), s.records_dropped_behind), (300, 100, 400), "200 each for two collectors");
+        // Taken while a checkpoint waits: built, not exported, counted for both collectors.
+        e.add_dropped_behind(0, &record(false, 3, 2));
+        assert_eq!((e.stats().records, e.stats().records_dropped_behind, e.unsent()), (302, 404, 100));
+        e.seal();
+        let mut t = t0;
+        while !e.all_sent() {
+            t += Duration::from_millis(16);
+            e.tick(t);
+        }
+        let s = e.stats();
+        assert_eq!((s.records_exported, s.records_dropped, s.records_dropped_behind), (200, 0, 404));
+        assert_eq!(s.records * 2, s.records_exported + s.records_dropped + s.records_dropped_behind);
+        for rx in [&rx1, &rx2] {
+            let ports: Vec<u16> = received(rx).iter().map(|r| r.3).collect();
+            assert_eq!(ports, (1000..1100).collect::<Vec<_>>(), "the first 100, once each, in order");
+        }
+        // With room again a record is held, not dropped.
+        e.add(0, &record(false, 1, 1));
+        assert_eq!((e.unsent(), e.stats().records_dropped_behind), (2, 404));
+    }
+
+    #[test]
+    fn a_paced_export_that_waits_when_behind_never_drops_what_it_is_given() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let t0 = Instant::now();
+        let mut e = ipfix_exporter_to(rx.local_addr().unwrap());
+        e.pace = Some(Pace::new(1000, 1, t0));
+        assert!(e.holds_intake() && !e.drops_behind());
+        assert_eq!(e.intake_room(1), Some(50));
+        // The intake keeps within the room; what it is given beyond it is held all the same.
+        for _ in 0..300 {
+            e.add(0, &record(false, 1, 0));
+        }
+        assert_eq!((e.unsent(), e.stats().records_dropped_behind, e.intake_room(1)), (300, 0, Some(0)));
+    }
+
+    #[test]
+    fn the_setting_reaches_the_exporter_waiting_by_default() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let export = format!("ipfix://{}", rx.local_addr().unwrap());
+        let exporter = |behind: Option<&str>| {
+            let mut vars = vec![("CJ_EXPORT".to_owned(), export.clone()), ("CJ_EXPORT_RATE".into(), "1000".into())];
+            vars.extend(behind.map(|b| ("CJ_EXPORT_BEHIND".to_owned(), b.to_owned())));
+            let cfg = StationConfig::load_from(&vars, None).unwrap();
+            Exporter::from_config(&cfg, false).unwrap().unwrap()
+        };
+        let e = exporter(None);
+        assert!(e.holds_intake() && !e.drops_behind(), "{}", e.describe());
+        assert_eq!(e.stats().behind, "wait");
+        let e = exporter(Some("drop"));
+        assert!(e.drops_behind() && !e.holds_intake());
+        assert_eq!((e.stats().behind, e.intake_room(4)), ("drop", None));
+        assert!(e.describe().contains("the rest is not exported (counted)"), "{}", e.describe());
     }
 
     #[test]

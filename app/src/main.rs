@@ -8,6 +8,9 @@
 //! the summary and exits 0. With a paced export (`CJ_EXPORT_RATE`) the
 //! records are taken only as fast as the export sends them, so draining and
 //! the export's last records take their time at that rate (see `ipfix`);
+//! with `CJ_EXPORT_BEHIND=drop` they are taken at full speed and the export
+//! of those that do not fit is dropped, counted, so a stop drains at full
+//! speed and sends at most the export's bound at that rate;
 //! queries, metrics, the heartbeat and the watchdog are served meanwhile. A refresh that cannot write (a full disk) says so
 //! once, keeps every count in memory and writes them at the next refresh;
 //! the final write that cannot write the flow tables still writes
@@ -263,9 +266,19 @@ impl Run {
     /// has room for. When it has none, or (not `stopping`) a checkpoint waits
     /// for it, waits instead until its next send (at most [`EXPORT_WAIT`]) and
     /// returns `None`: the record queues hold the records back meanwhile.
+    ///
+    /// With `CJ_EXPORT_BEHIND=drop` the export has no room limit, and a
+    /// round taken while a checkpoint waits goes into the tables with its
+    /// export counted dropped behind (the checkpoint counts those records, so
+    /// they may not wait in the export after it). The slots read meanwhile
+    /// are held until the save: once a record queue has three quarters of
+    /// its slots held, the intake waits for the checkpoint after all (a
+    /// queue filling within a bound's time at R), counted in `intake_held_ms`.
     fn take(&mut self, stopping: bool) -> Option<Poll> {
         let room = self.exporter.as_ref().and_then(|e| e.intake_room(self.queue_count));
-        let held = room == Some(0) || (self.checkpoint_due && !stopping);
+        let drops = self.exporter.as_ref().is_some_and(ipfix::Exporter::drops_behind);
+        let checkpoint_waits = self.checkpoint_due && !stopping;
+        let held = room == Some(0) || (checkpoint_waits && (!drops || self.intake.must_release()));
         match self.exporter.as_mut() {
             Some(e) if held => {
                 let t = Instant::now();
@@ -273,7 +286,7 @@ impl Run {
                 e.count_intake_held(t.elapsed());
                 None
             }
-            _ => Some(self.poll(room.unwrap_or(intake::BATCH))),
+            _ => Some(self.poll(room.unwrap_or(intake::BATCH), !checkpoint_waits)),
         }
     }
 
@@ -338,28 +351,39 @@ impl Run {
         Ok((files, text))
     }
 
-    /// Reads a round of at most `limit` records per queue.
-    fn poll(&mut self, limit: usize) -> Poll {
+    /// Reads a round of at most `limit` records per queue; `export`: false
+    /// when their export is to be counted dropped behind instead (see
+    /// [`Run::take`]).
+    fn poll(&mut self, limit: usize, export: bool) -> Poll {
         let (accounts, exporter, read) = (&mut self.accounts, &mut self.exporter, &mut self.records_read);
         // A batch at a time: the aggregate table hashes and prefetches ahead;
         // the exporter sees the same records in the same order.
         self.intake.poll_batch(limit, |qi, records| {
             *read += records.len() as u64;
             accounts.add_batch(qi, records);
-            if let Some(e) = exporter.as_mut() {
-                records.iter().for_each(|r| e.add(qi, r));
+            match exporter.as_mut() {
+                Some(e) if export => records.iter().for_each(|r| e.add(qi, r)),
+                Some(e) => records.iter().for_each(|r| e.add_dropped_behind(qi, r)),
+                None => {}
             }
         })
     }
 
     /// For the stop line: how the export's rest goes out when paced.
     fn export_pace_note(&self) -> String {
-        self.exporter.as_ref().and_then(|e| e.rate()).map_or(String::new(), |rate| {
-            format!(
+        let Some(e) = self.exporter.as_ref() else { return String::new() };
+        match e.rate() {
+            Some(rate) if e.drops_behind() => format!(
+                " (the export is paced with CJ_EXPORT_BEHIND=drop: the record queues are drained at full speed, the \
+                 export of what does not fit is dropped and counted, and what it holds goes out at {rate} data \
+                 records/s; a second signal exits at once, without the files)"
+            ),
+            Some(rate) => format!(
                 " (the export is paced: what is queued goes out at {rate} data records/s; a second signal exits at \
                  once, without the files)"
-            )
-        })
+            ),
+            None => String::new(),
+        }
     }
 
     fn log_line(&self, started: Instant) -> String {
@@ -383,7 +407,12 @@ impl Run {
         ) + &self.exporter.as_ref().map_or(String::new(), |e| {
             let s = e.stats();
             let paced = e.rate().map_or(String::new(), |_| {
-                format!(" export_unsent {} export_held_s {:.1}", e.unsent(), s.intake_held_ms as f64 / 1000.0)
+                format!(
+                    " export_unsent {} export_held_s {:.1} export_dropped_behind {}",
+                    e.unsent(),
+                    s.intake_held_ms as f64 / 1000.0,
+                    s.records_dropped_behind
+                )
             });
             format!(" exported {} export_dropped {}{paced}", s.records_exported, s.records_dropped)
         })
@@ -598,7 +627,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         // while records are held: the intake goes at the export's pace, and a
         // detector stopping behind a full queue must see room well within its
         // patience (detector: SHUTDOWN_WAIT, 5 s).
-        let paced = run.exporter.as_ref().is_some_and(|e| e.rate().is_some());
+        let paced = run.exporter.as_ref().is_some_and(ipfix::Exporter::holds_intake);
         if !run.checkpoint_due
             && (run.intake.should_release()
                 || ((polled == Some(Poll::Idle) || paced)

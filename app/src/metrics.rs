@@ -44,6 +44,7 @@
 //!   `cj_app_records_invalid_total`, `cj_app_records_missing_total`, `cj_app_rows`,
 //!   `cj_app_rows_overflowed_total`; with `CJ_EXPORT`: `cj_app_export_records_total`,
 //!   `cj_app_export_records_sent_total`, `cj_app_export_records_dropped_total`,
+//!   `cj_app_export_records_dropped_behind_total`,
 //!   `cj_app_export_messages_total`, `cj_app_export_send_errors_total`,
 //!   `cj_app_export_intake_held_seconds_total`, `cj_app_export_rate`;
 //! - `cj_container_packets_total{container,id,direction=in|out}`,
@@ -788,6 +789,12 @@ impl Snapshot {
                      kernel reports may stand for several messages).",
                     e.records_dropped,
                 ),
+                (
+                    "cj_app_export_records_dropped_behind",
+                    "Data records not exported because the paced export held as many as it may \
+                     (CJ_EXPORT_BEHIND=drop), per collector; not sent, unlike records_dropped.",
+                    e.records_dropped_behind,
+                ),
                 ("cj_app_export_messages", "Export messages sent, templates included.", e.messages),
                 ("cj_app_export_send_errors", "Export sends that failed.", e.send_errors),
             ] {
@@ -992,6 +999,7 @@ mod tests {
                 records: 12,
                 records_exported: 24,
                 records_dropped: 3,
+                records_dropped_behind: 5,
                 ..Default::default()
             }),
         }
@@ -1007,6 +1015,7 @@ mod tests {
         assert!(text.contains("# TYPE cj_app_rows gauge\ncj_app_rows 2\n"), "{text}");
         assert!(text.contains("cj_app_export_records_sent_total 24\n"), "{text}");
         assert!(text.contains("cj_app_export_records_dropped_total 3\n"), "{text}");
+        assert!(text.contains("cj_app_export_records_dropped_behind_total 5\n"), "{text}");
         assert!(
             text.contains("cj_container_packets_total{container=\"web \\\"1\\\"\\n\",id=\"abc\",direction=\"in\"} 4\n"),
             "{text}"
