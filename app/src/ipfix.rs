@@ -60,14 +60,14 @@
 //!
 //! Behind (`CJ_EXPORT_BEHIND`, paced only): `wait` (the default) holds the
 //! intake back, so the export is whole and a long burst slows the station
-//! (below); `drop` never holds it: the app takes records at full speed (its
-//! tables and files stay exact) and a data record that finds the export
-//! holding its bound is not exported, counted per collector in
-//! `records_dropped_behind` (a counter of its own: `records_dropped` means a
-//! send failed or a collector refused, this means the collector was never
-//! sent the record, by design). The newest records are the ones dropped
-//! (those held go out in order at R), so a collector sees R a second of
-//! the stream with gaps, never a reordering.
+//! (below); with `drop` the export never limits it: the app takes records
+//! at full speed (its tables and files stay exact) and a data record that
+//! finds the export holding its bound is not exported, counted per
+//! collector in `records_dropped_behind` (a counter of its own:
+//! `records_dropped` means a send failed or a collector refused, this means
+//! the collector was never sent the record, by design). The newest records
+//! are the ones dropped (those held go out in order at R), so a collector
+//! sees at most R a second of the stream, with gaps, never reordered.
 //!
 //! How: a token bucket in the exporter, driven by the main loop's
 //! [`Exporter::tick`], not a sender thread. The main loop owns the exporter
@@ -102,8 +102,9 @@
 //!   each costing at most 144 bytes with its share of the message (a
 //!   message of one IPv6 record; 85 to 110 in full messages, kept at their
 //!   length): at most 14.4 MB at a million a second, 14.4 KB at 1,000. The
-//!   main loop takes records only while the export has room
-//!   for them ([`Exporter::intake_room`]), so pacing drops nothing: the rest
+//!   main loop takes records only while the export has room for them
+//!   ([`Exporter::intake_room`]; `CJ_EXPORT_BEHIND=wait`, the default, for
+//!   this whole paragraph), so pacing drops nothing: the rest
 //!   waits in the record queues, whose backpressure reaches the detector (it
 //!   waits) and, once the packet queues are full, the balancer (an offline
 //!   source waits; a live one drops, counted in `queue_dropped` and the
