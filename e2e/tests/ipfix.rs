@@ -11,7 +11,11 @@
 //! restarted mid-run gets the templates again and decodes what follows. An
 //! export paced with `CJ_EXPORT_RATE` brings 12,000 records of flows that end
 //! together to an nfcapd with its default receive buffer whole (unpaced,
-//! about 45% of them were lost there). Also: a destination that is neither `ipfix://HOST:PORT` nor
+//! about 45% of them were lost there). With `CJ_EXPORT_BEHIND=drop` and a
+//! rate far below such a burst, the app never holds the station back, its
+//! flows.csv equals the truth, and what a socket of the test's receives
+//! plus what the app counts dropped behind is every data record of the
+//! truth. Also: a destination that is neither `ipfix://HOST:PORT` nor
 //! `netflow9://HOST:PORT` is refused at start with one line naming the
 //! accepted forms.
 
@@ -285,6 +289,150 @@ fn a_paced_export_of_flows_ending_together_reaches_a_collector_with_the_default_
     assert_eq!(export["records_dropped"].as_u64(), Some(0), "summary.json export: {export:#}");
     assert_eq!(export["rate"].as_u64(), Some(1000), "summary.json export: {export:#}");
     assert!(log.contains("Sequence Errors: 0"), "nfcapd saw a sequence gap:\n{log}");
+}
+
+/// Flows that all end at once for an export that cannot keep up: 1,000
+/// flows (IPv4 and IPv6) in 5,000 frames, about 2,000 data records taken
+/// together, against [`BEHIND_RATE`].
+const BEHIND: &str = "flows=1000,packets=5000,sizes=64:50/1000:50,v6=20,vlan=0,seed=7";
+
+/// The lowest pace: the export holds at most 64 data records, so nearly all
+/// of [`BEHIND`]'s are more than it holds (waiting, the app would take them
+/// at this rate: about 20 s).
+const BEHIND_RATE: &str = "100";
+
+/// One data record as the test decodes it: (src, dst, sport, dport, protocol) and (packets, octets).
+type Received = (RowKey, (u64, u64));
+
+/// The data records of one IPFIX message (templates 256 and 257 as
+/// `ipfix.rs` documents them: addresses, ports, protocol, then the
+/// 8-byte packet and octet deltas), decoded by the test on its own.
+fn ipfix_data_records(m: &[u8]) -> Vec<Received> {
+    let be16 = |at: usize| u16::from_be_bytes([m[at], m[at + 1]]);
+    let be64 = |at: usize| u64::from_be_bytes(m[at..at + 8].try_into().expect("8 bytes"));
+    assert!(m.len() >= 16 && be16(0) == 10 && usize::from(be16(2)) == m.len(), "not an IPFIX message: {m:?}");
+    let mut out = Vec::new();
+    let mut at = 16;
+    while at + 4 <= m.len() {
+        let (id, len) = (be16(at), usize::from(be16(at + 2)));
+        assert!(len >= 4 && at + len <= m.len(), "a set overruns its message: {m:?}");
+        let (alen, rlen) = match id {
+            256 => (4, 82),
+            257 => (16, 106),
+            _ => {
+                at += len;
+                continue;
+            }
+        };
+        let mut r = at + 4;
+        while r + rlen <= at + len {
+            let addr = |o: usize| -> std::net::IpAddr {
+                if alen == 4 {
+                    <[u8; 4]>::try_from(&m[o..o + 4]).expect("4 bytes").into()
+                } else {
+                    <[u8; 16]>::try_from(&m[o..o + 16]).expect("16 bytes").into()
+                }
+            };
+            let p = r + 2 * alen;
+            let key = (addr(r), addr(r + alen), be16(p), be16(p + 2), station::proto::proto_name(m[p + 4]).to_string());
+            out.push((key, (be64(p + 5), be64(p + 13))));
+            r += rlen;
+        }
+        at += len;
+    }
+    out
+}
+
+#[test]
+fn a_paced_export_that_drops_behind_never_holds_the_station_and_counts_every_record_it_does_not_send() {
+    let (got, e, app_log) = dropping_behind(&[]);
+    let behind = e["records_dropped_behind"].as_u64().unwrap_or(0);
+    assert!(behind > 0, "the burst is more than the export holds, yet none was dropped: {e:#}");
+    // What the export holds (at least 64 data records) is sent, not dropped.
+    assert!(got >= 64, "the collector got {got} data records: {e:#}");
+    // The app never held the record queues back for the export.
+    assert_eq!(e["intake_held_ms"].as_u64(), Some(0), "{e:#}\n{app_log}");
+}
+
+/// Record queues of 1,024 slots: the app asks for a checkpoint once it holds
+/// 512 records of the burst, while the export holds records, and reads on
+/// while the checkpoint waits for them (their export counted dropped behind).
+#[test]
+fn a_paced_export_that_drops_behind_counts_what_the_app_takes_while_a_checkpoint_waits() {
+    let (_, e, _) = dropping_behind(&[("CJ_RECORD_QUEUE_SLOTS", "1024")]);
+    assert!(e["records_dropped_behind"].as_u64() > Some(0), "{e:#}");
+}
+
+/// Runs [`BEHIND`] offline with the export paced at [`BEHIND_RATE`] and
+/// `CJ_EXPORT_BEHIND=drop` (and `extra`) to a socket of the test's, and checks
+/// what holds whatever the timing: flows.csv is the truth, each data record
+/// received is a direction of the truth (once), and those received plus
+/// those the app counts dropped behind are every data record of the truth.
+/// Returns the data records received, `summary.json`'s export and the app's log.
+fn dropping_behind(extra: &[(&str, &str)]) -> (usize, serde_json::Value, String) {
+    // The collector is a socket of the test's, read by a thread as datagrams come.
+    let collector = UdpSocket::bind("127.0.0.1:0").expect("bind the test's collector");
+    let export = format!("ipfix://{}", collector.local_addr().expect("its address"));
+    collector.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let (mut buf, mut got) = (vec![0u8; 65536], Vec::new());
+            loop {
+                match collector.recv(&mut buf) {
+                    Ok(n) => got.extend(ipfix_data_records(&buf[..n])),
+                    Err(_) if done.load(std::sync::atomic::Ordering::Relaxed) => return got,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let spec: SimSpec = BEHIND.parse().expect("spec");
+    let truth = sim::truth(&spec);
+    let want = truth_rows(&truth);
+    // Each truth row is one direction of one flow, and none times out: one data record each.
+    let should = truth.rows.len() as u64;
+    assert!(should >= 1_500, "the burst has {should} directions, fewer than the test means");
+    let iface = format!("sim:{BEHIND}");
+    let mut vars = vec![
+        ("CJ_IFACE", iface.as_str()),
+        ("CJ_EXPORT", &export),
+        ("CJ_EXPORT_RATE", BEHIND_RATE),
+        ("CJ_EXPORT_BEHIND", "drop"),
+    ];
+    vars.extend_from_slice(extra);
+    let cluster = Cluster::new(&vars);
+    let out = tempfile::tempdir().expect("out dir");
+    let run = run_pipeline(&cluster, out.path());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = reader.join().expect("the test's collector");
+    run.assert_success();
+    let app_log = String::from_utf8_lossy(&run.app.stderr).into_owned();
+
+    // The tables are exact, the export's drops notwithstanding.
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &want) {
+        panic!("flows.csv differs from the truth:\n{d}\ncj-app said:\n{app_log}");
+    }
+    // What arrived is the truth's, each direction at most once.
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, counts) in &got {
+        assert_eq!(want.get(key), Some(counts), "a data record that is not a direction of the truth: {key:?}");
+        assert!(seen.insert(key.clone()), "{key:?} arrived twice");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    let e = summary["export"].clone();
+    let behind = e["records_dropped_behind"].as_u64().unwrap_or_else(|| panic!("no records_dropped_behind: {e:#}"));
+    // Received + counted dropped behind = every data record the truth has.
+    assert_eq!(got.len() as u64 + behind, should, "received {} + dropped behind {behind}: {e:#}", got.len());
+    assert_eq!(e["records"].as_u64(), Some(should), "{e:#}");
+    assert_eq!(e["records_exported"].as_u64(), Some(got.len() as u64), "{e:#}");
+    assert_eq!(e["records_dropped"].as_u64(), Some(0), "{e:#}");
+    assert_eq!(e["behind"], "drop", "{e:#}");
+    if behind > 0 {
+        assert!(app_log.contains("not exported so far"), "no warning about the records not exported:\n{app_log}");
+    }
+    (got.len(), e, app_log)
 }
 
 /// The restarts test's paced stream: 20,000 frames at 5,000 a second, 200 flows.
