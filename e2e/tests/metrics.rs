@@ -84,6 +84,8 @@ fn scraped_counters_parse_and_equal_cj_app_status_and_summary_json() {
     let status = parse_status(&run.cj_app(&["status"]));
     let (text, s) = scrape(&addr);
     assert_eq!(value(&s, "cj_app_export_records_dropped_total", &[]), 0, "{text}");
+    // Unpaced, nothing is ever dropped for being behind; the family is there all the same.
+    assert_eq!(value(&s, "cj_app_export_records_dropped_behind_total", &[]), 0, "{text}");
     assert_eq!(value(&s, "cj_app_export_send_errors_total", &[]), 0, "{text}");
     assert!(value(&s, "cj_app_export_records_sent_total", &[]) > 0, "{text}");
 
