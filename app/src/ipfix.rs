@@ -117,9 +117,9 @@
 //!   slots held (below). Every
 //!   data record built is sent, counted in `records_dropped` (a failed
 //!   send), counted in `records_dropped_behind` (not sent: the export held
-//!   its bound, or a checkpoint waited, below), or still held: per
-//!   collector, `records` = `records_exported` + `records_dropped` +
-//!   `records_dropped_behind` + held. Dropping behind warns at most once a
+//!   its bound, or a checkpoint waited, below), or still held: with C
+//!   collectors, C x `records` = `records_exported` + `records_dropped` +
+//!   `records_dropped_behind` + C x held. Dropping behind warns at most once a
 //!   minute.
 //! - IPFIX: the header's sequence number is the number of data records sent
 //!   before the message in this observation domain (RFC 7011 section 3.1).
