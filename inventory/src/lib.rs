@@ -46,11 +46,17 @@
 //!   ([`Snapshot::knows_source`]) loads the newest one. A released index is
 //!   reused only after every [`Readers`] member has emptied its queue under a
 //!   snapshot that no longer knows it (see [`capture`]). No timed hold.
-//! - Container entries are append-only across snapshots: an entry keeps its
-//!   index ([`Snapshot::entry`]) for the process's life, so a flow attributed
-//!   under an old snapshot still reads its container from any newer one,
-//!   after the container stopped. At most [`MAX_ENTRIES`] entries are kept;
-//!   beyond that new containers are not attributed (a warning at once, then hourly).
+//! - Container entries keep their index ([`Snapshot::entry`]) while any flow
+//!   may hold it, so a flow attributed under an old snapshot still reads its
+//!   container from any newer one, after the container stopped. A stopped
+//!   container's index is given to another container only once every
+//!   [`Readers`] member has reported, under a snapshot that no longer
+//!   attributes it, that none of its flows holds it (see [`entries`]); free
+//!   indices are reused before new ones. At most [`MAX_ENTRIES`] entries are
+//!   held at once (running containers and stopped ones still held); beyond
+//!   that new containers are not attributed until one is freed (a warning at
+//!   once, then hourly). Each snapshot says how many are held, retiring and
+//!   reclaimed so far.
 //! - Failures of one source never stop the others: no Docker daemon, or no
 //!   CAP_NET_ADMIN to look inside a netns, costs one warning line each and
 //!   what that source would have added.
@@ -63,13 +69,17 @@
 //! (milliseconds): frames before that are not seen. A veth deleted and created
 //! again under the same name between two scans keeps its index (the balancer
 //! binds the name again), so frames of the old one still queued then may be
-//! attributed to the new one.
+//! attributed to the new one. A stopped container's entry stays held while a
+//! flow of it is in a worker's table (until the flow's idle timeout, eviction,
+//! or the detector's end): on a host that starts many short-lived containers
+//! at once the limit counts those too.
 #![deny(unsafe_code)]
 
 pub use arc_swap;
 
 pub mod capture;
 pub mod docker;
+pub mod entries;
 pub mod netlink;
 pub mod runtimes;
 pub mod sources;
@@ -92,7 +102,7 @@ pub const RESCAN_EVERY: Duration = Duration::from_secs(5);
 pub const SOURCES_POLL: Duration = Duration::from_millis(10);
 /// How soon the inventory looks again while a veth waits for a capture index.
 pub const RECHECK: Duration = Duration::from_millis(20);
-/// Most container entries kept (indices fit 14 bits).
+/// Most container entries held at once (indices fit 14 bits).
 pub const MAX_ENTRIES: usize = 16_383;
 /// Entry index meaning "no container".
 pub const NONE: u16 = 0;
@@ -124,8 +134,9 @@ pub struct Entry {
 pub struct Snapshot {
     /// Bumped on every publication.
     pub generation: u64,
-    /// Every entry ever seen; index 0 is "none". Entries of stopped
-    /// containers stay (see the module docs); `live` says which are current.
+    /// The entries by index; index 0 is "none". Entries of stopped
+    /// containers stay while a flow may hold them (see [`entries`]); `live`
+    /// says which are current; a freed index holds an empty entry.
     pub entries: Vec<Entry>,
     /// `live[i]`: entry i belongs to a running container now.
     pub live: Vec<bool>,
@@ -136,6 +147,13 @@ pub struct Snapshot {
     /// The readers that report how far they have drained (shared by every
     /// snapshot of one inventory).
     pub readers: Arc<Readers>,
+    /// Entries held when this snapshot was built: live, or stopped and not yet
+    /// freed ([`entries::Entries::held`]).
+    pub entries_held: usize,
+    /// Of those, stopped ones waiting for the readers to let go.
+    pub entries_retiring: usize,
+    /// Entries freed for reuse so far.
+    pub entries_reclaimed: u64,
     by_source: Vec<u16>,
     by_mac: FastMap<[u8; 6], u16>,
     by_ip: FastMap<IpAddr, u16>,
@@ -190,26 +208,44 @@ impl Snapshot {
 /// The readers of an inventory's snapshots that consume packet queues (the
 /// detector's workers): each reports the newest snapshot generation under
 /// which it found its queue empty, so a released capture index is given to
-/// another veth only once no frame of the old one is left unread.
+/// another veth only once no frame of the old one is left unread; and which
+/// container entries its flows hold, so a stopped container's entry is
+/// given to another only once no flow holds it ([`entries`]).
 #[derive(Debug, Default)]
 pub struct Readers {
     /// How many must have joined before any is taken as caught up.
     expected: usize,
-    joined: Mutex<Vec<Weak<AtomicU64>>>,
+    joined: Mutex<Vec<Weak<Mark>>>,
+}
+
+/// What one reader reports.
+#[derive(Debug, Default)]
+struct Mark {
+    drained: AtomicU64,
+    held: entries::HeldReport,
 }
 
 /// One reader's report (see [`Readers`]); dropping it takes the reader out.
 #[derive(Debug)]
-pub struct ReaderMark(Arc<AtomicU64>);
+pub struct ReaderMark(Arc<Mark>);
 
 impl ReaderMark {
     /// Call after finding the queue empty, with the generation of the snapshot
     /// loaded before looking (one relaxed load; a store only on a change).
     #[inline]
     pub fn drained_under(&self, generation: u64) {
-        if self.0.load(Ordering::Relaxed) != generation {
-            self.0.store(generation, Ordering::Release);
+        if self.0.drained.load(Ordering::Relaxed) != generation {
+            self.0.drained.store(generation, Ordering::Release);
         }
+    }
+
+    /// Reports which entries the reader's flows hold (the union of `parts`,
+    /// one per table), `generation` being that of the snapshot it attributes
+    /// new flows with now. Writes only the words changed since the last
+    /// report (none: at most one store, of a new generation).
+    #[inline]
+    pub fn report_held(&self, generation: u64, parts: &mut [&mut entries::Holdings]) {
+        self.0.held.publish(generation, parts);
     }
 }
 
@@ -221,7 +257,7 @@ impl Readers {
 
     /// A new reader, drained under no generation yet.
     pub fn join(&self) -> ReaderMark {
-        let mark = Arc::new(AtomicU64::new(0));
+        let mark = Arc::new(Mark::default());
         if let Ok(mut v) = self.joined.lock() {
             v.push(Arc::downgrade(&mark));
         }
@@ -233,7 +269,19 @@ impl Readers {
     pub fn caught_up(&self, generation: u64) -> bool {
         let Ok(v) = self.joined.lock() else { return false };
         v.len() >= self.expected
-            && v.iter().all(|w| w.upgrade().is_none_or(|m| m.load(Ordering::Acquire) >= generation))
+            && v.iter().all(|w| w.upgrade().is_none_or(|m| m.drained.load(Ordering::Acquire) >= generation))
+    }
+
+    /// For each (entry, generation) of `candidates`: true when every expected
+    /// reader has joined and each one still running has reported, under that
+    /// generation or a newer one, that it holds no flow of the entry.
+    pub fn unheld(&self, candidates: &[(u16, u64)]) -> Vec<bool> {
+        let Ok(v) = self.joined.lock() else { return vec![false; candidates.len()] };
+        if v.len() < self.expected {
+            return vec![false; candidates.len()];
+        }
+        let running: Vec<Arc<Mark>> = v.iter().filter_map(Weak::upgrade).collect();
+        candidates.iter().map(|&(i, since)| running.iter().all(|m| m.held.holds_none_of(i, since))).collect()
     }
 }
 
@@ -257,8 +305,11 @@ pub enum SourceMap {
 pub struct InventoryConfig {
     /// What capture indices mean.
     pub sources: SourceMap,
-    /// How many [`Readers`] must join before a released capture index may be reused.
+    /// How many [`Readers`] must join before a released capture index or a
+    /// stopped container's entry may be reused.
     pub readers: usize,
+    /// Most container entries held at once ([`MAX_ENTRIES`]; smaller only in tests).
+    pub max_entries: usize,
     /// The Docker socket (None: Docker not asked).
     pub docker_socket: Option<PathBuf>,
     /// Where named namespaces live (`/run/netns`).
@@ -275,6 +326,7 @@ impl InventoryConfig {
         Self {
             sources: SourceMap::Static(Vec::new()),
             readers: 0,
+            max_entries: MAX_ENTRIES,
             docker_socket: Some(docker::socket_path()),
             netns_dir: PathBuf::from("/run/netns"),
             scan_proc: true,
@@ -317,15 +369,14 @@ const FULL_REMIND: Duration = Duration::from_secs(3600);
 /// the scanner (None: not answered yet).
 type DockerView = Arc<std::sync::Mutex<Option<Vec<docker::DockerContainer>>>>;
 
-/// The scanner's state between scans (entries are append-only).
+/// The scanner's state between scans.
 #[derive(Debug)]
 pub struct Scanner {
     cfg: InventoryConfig,
     /// Set by [`Inventory::start`]: Docker's list comes from its thread, not from a request per scan.
     docker_view: Option<DockerView>,
     nl: Option<netlink::Rtnl>,
-    entries: Vec<Entry>,
-    index: FastMap<(u64, String, String), u16>,
+    entries: entries::Entries,
     generation: u64,
     warned: Warned,
     /// Set by [`Inventory::start`] for `containers`: this inventory assigns capture indices.
@@ -374,13 +425,10 @@ fn ask_docker(sock: &Path, warned: &mut bool, log_prefix: &str) -> Option<Vec<do
 impl Scanner {
     /// A scanner with no entries yet.
     pub fn new(cfg: InventoryConfig) -> Self {
-        let mut entries = vec![Entry::default()];
-        entries[0].runtime = "";
         Self {
             docker_view: None,
             nl: None,
-            entries,
-            index: FastMap::default(),
+            entries: entries::Entries::new(cfg.max_entries),
             generation: 0,
             warned: Warned::default(),
             assigner: None,
@@ -505,36 +553,17 @@ impl Scanner {
     }
 
     fn intern(&mut self, e: Entry) -> u16 {
-        let key = (e.reference.netns, e.reference.veth_str().to_owned(), e.reference.id_str().to_owned());
-        if let Some(&i) = self.index.get(&key) {
-            let old = &mut self.entries[usize::from(i)];
-            // A container first seen by its cgroup (name = id) gets its runtime's name when
-            // the runtime reports it; records built later (even of older flows) carry it.
-            let named = |r: &ContainerRef| r.name_str() != r.id_str();
-            if named(&e.reference) || !named(&old.reference) {
-                old.reference.name = e.reference.name;
-                old.runtime = e.runtime;
-                old.image = e.image;
-            }
-            old.macs = e.macs;
-            old.ips = e.ips;
-            old.veth_ifindex = e.veth_ifindex;
-            return i;
+        let i = self.entries.intern(e);
+        if i == NONE && self.warned.full.is_none_or(|t| t.elapsed() >= FULL_REMIND) {
+            self.warned.full = Some(std::time::Instant::now());
+            self.warn(&format!(
+                "{} container entries held at once (running containers, and stopped ones whose flows are still \
+                 in the workers' tables); newer containers are not attributed, and with CJ_IFACE=containers not \
+                 captured, until flows of stopped ones end: restart cj-detector to begin afresh (its flows are \
+                 flushed, nothing counted is lost); said again hourly while it lasts",
+                self.entries.limit()
+            ));
         }
-        if self.entries.len() > MAX_ENTRIES {
-            if self.warned.full.is_none_or(|t| t.elapsed() >= FULL_REMIND) {
-                self.warned.full = Some(std::time::Instant::now());
-                self.warn(&format!(
-                    "{MAX_ENTRIES} container entries seen (each container start makes one); newer containers are \
-                     not attributed, and with CJ_IFACE=containers not captured: restart cj-detector to begin \
-                     afresh (its flows are flushed, nothing counted is lost); said again hourly while it lasts"
-                ));
-            }
-            return NONE;
-        }
-        let i = self.entries.len() as u16;
-        self.entries.push(e);
-        self.index.insert(key, i);
         i
     }
 
@@ -543,7 +572,7 @@ impl Scanner {
         let own_inode = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
         let links = self.rtnl().and_then(|n| n.links(None).ok()).unwrap_or_default();
         let namespaces = self.namespaces(own_inode);
-        let mut live = Vec::new();
+        let mut found: Vec<Entry> = Vec::new();
         for ns in namespaces {
             // The netns's own view of its interfaces and addresses (needs CAP_NET_ADMIN over it).
             let (inner_links, inner_addrs) = match ns.nsid {
@@ -597,7 +626,7 @@ impl Scanner {
                     macs,
                     ips,
                 };
-                live.push(self.intern(e));
+                found.push(e);
                 continue;
             }
             for v in veths {
@@ -620,21 +649,37 @@ impl Scanner {
                     macs,
                     ips,
                 };
-                live.push(self.intern(e));
+                found.push(e);
             }
         }
+        self.build(found, &links)
+    }
+
+    /// A scan that finds exactly the container interfaces `found` and no host
+    /// link: the life of entries and snapshots without a host to scan (tests).
+    pub fn scan_found(&mut self, found: Vec<Entry>) -> Snapshot {
+        self.build(found, &[])
+    }
+
+    /// The next snapshot, of the container interfaces a scan found and the host's links.
+    fn build(&mut self, found: Vec<Entry>, links: &[netlink::LinkInfoRow]) -> Snapshot {
+        // Entries no reader holds any more are free before this scan's new containers want one.
+        self.entries.reclaim(&self.readers);
+        let live: Vec<u16> = found.into_iter().map(|e| self.intern(e)).collect();
+        let refused = live.contains(&NONE);
         self.generation += 1;
+        let all = self.entries.all();
         let mut snap = Snapshot {
             generation: self.generation,
-            entries: self.entries.clone(),
-            live: vec![false; self.entries.len()],
+            entries: all.to_vec(),
+            live: vec![false; all.len()],
             links: links.iter().map(|l| (l.index, l.name.clone(), l.kind.clone())).collect(),
             ..Default::default()
         };
         for &i in &live {
             if i != NONE {
                 snap.live[usize::from(i)] = true;
-                let e = &self.entries[usize::from(i)];
+                let e = &all[usize::from(i)];
                 for m in &e.macs {
                     snap.by_mac.insert(*m, i);
                 }
@@ -643,7 +688,23 @@ impl Scanner {
                 }
             }
         }
-        self.map_sources(&mut snap, &links);
+        self.update = capture::Update::default();
+        self.map_sources(&mut snap, links);
+        // What this snapshot can attribute a new flow to: the live entries (by
+        // MAC, address, veth) and those a capture index still names (a released
+        // veth's, until the balancer lets go of it). The others start retiring.
+        let mut attributable = snap.live.clone();
+        for &e in &snap.by_source {
+            if let Some(a) = attributable.get_mut(usize::from(e)).filter(|_| e != NONE && e != UNKNOWN) {
+                *a = true;
+            }
+        }
+        self.entries.retire(&attributable, snap.generation);
+        snap.entries_held = self.entries.held();
+        snap.entries_retiring = self.entries.retiring();
+        snap.entries_reclaimed = self.entries.reclaimed();
+        // A container refused for lack of entries is looked at again soon while some retire.
+        self.update.recheck |= refused && self.entries.retiring() > 0;
         snap
     }
 
