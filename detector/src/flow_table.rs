@@ -90,7 +90,9 @@
 //!   source knows it, else by MAC or address; see [`attribute`]), then by
 //!   MAC, then by IP address. Later parts of the flow keep it; records carry
 //!   it ([`station::record::ContainerRef`]) even after the container stopped
-//!   (snapshot entries are never reused). Attribution reads hash maps of the
+//!   (the table counts the flows holding each entry, [`FlowTable::holdings`],
+//!   and the inventory reuses an entry only once no worker holds it).
+//!   Attribution reads hash maps of the
 //!   snapshot: no lock, no allocation. A frame's direction ([`Capture::dir`])
 //!   is read only there: it is not part of the key, and the packets of a flow
 //!   are counted by the side that sent them (by address), whatever their
@@ -102,6 +104,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use inventory::entries::Holdings;
 use inventory::Snapshot;
 use station::record::{
     AttributedBy, ContainerRef, DirCounters, EndReason, FlowRecord, RecordKind, FLAG_FRAGMENTS, FLAG_INITIATOR_BY_SYN,
@@ -230,13 +233,33 @@ pub fn pack(entry: u16, by: AttributedBy) -> Attribution {
     }
 }
 
+/// The entry index of a packed attribution ([`inventory::NONE`] for none).
+#[inline]
+pub fn entry_of(a: Attribution) -> u16 {
+    a & 0x3fff
+}
+
+/// Counts a flow's two sides' entries as held (a flow that enters a table).
+#[inline]
+pub(crate) fn hold(held: &mut Holdings, ctr: [Attribution; 2]) {
+    held.hold(entry_of(ctr[0]));
+    held.hold(entry_of(ctr[1]));
+}
+
+/// Counts a flow's two sides' entries as let go (a flow that leaves a table).
+#[inline]
+pub(crate) fn release(held: &mut Holdings, ctr: [Attribution; 2]) {
+    held.release(entry_of(ctr[0]));
+    held.release(entry_of(ctr[1]));
+}
+
 /// The record form of a packed attribution.
 #[inline]
 pub fn unpack(snap: &Snapshot, a: Attribution) -> ContainerRef {
     if a == 0 {
         return ContainerRef::default();
     }
-    let mut r = snap.entry(a & 0x3fff);
+    let mut r = snap.entry(entry_of(a));
     r.by = (a >> 14) as u8;
     r
 }
@@ -765,6 +788,9 @@ struct Core {
     cfg: TableConfig,
     stats: TableStats,
     snap: Arc<Snapshot>,
+    /// Flow sides per inventory entry: held from a flow's creation until it
+    /// leaves the table (see [`FlowTable::holdings`]).
+    held: Holdings,
     /// Next slab slot [`FlowTable::refresh`] looks at.
     sweep: u32,
     /// Entries found expired, reused by [`FlowTable::expire`] and [`FlowTable::flush`].
@@ -841,6 +867,7 @@ impl FlowTable {
                 cfg,
                 stats: TableStats::default(),
                 snap: Arc::default(),
+                held: Holdings::default(),
                 sweep: 0,
                 scratch: Vec::new(),
             },
@@ -852,10 +879,24 @@ impl FlowTable {
     }
 
     /// The inventory snapshot new flows are attributed with and records read
-    /// their containers from (a newer one of the same inventory: entries are
-    /// never reused).
+    /// their containers from (a newer one of the same inventory: an entry a
+    /// flow holds is not reused while the flow is in the table, see
+    /// [`FlowTable::holdings`]).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.core.snap = snap;
+    }
+
+    /// How many flow sides hold each inventory entry: counted when a flow is
+    /// created (or restarted) and when it leaves the table (expiry, eviction,
+    /// restart, flush), never per packet. The worker reports it to the
+    /// inventory ([`inventory::ReaderMark::report_held`]).
+    pub fn holdings(&self) -> &Holdings {
+        &self.core.held
+    }
+
+    /// [`FlowTable::holdings`], for a report (which notes what it published).
+    pub fn holdings_mut(&mut self) -> &mut Holdings {
+        &mut self.core.held
     }
 
     /// The tunnel of the packets [`FlowTable::packet_from`] and
@@ -1085,6 +1126,7 @@ impl FlowTable {
             found.sort_unstable_by_key(|&i| (self.core.slab.get(i).last_ns, i));
             for &i in &found {
                 let (f, cold) = self.core.slab.remove(i);
+                release(&mut self.core.held, f.ctr);
                 sink.emit(f.record(&cold, reason, self.core.cfg.queue, &self.core.snap));
                 n += 1;
             }
@@ -1104,6 +1146,7 @@ impl FlowTable {
         let mut n = 0;
         for list in [OPEN, CLOSING] {
             self.core.slab.for_each(list, |f, cold| {
+                release(&mut self.core.held, f.ctr);
                 sink.emit(f.record(cold, EndReason::ForcedEnd, self.core.cfg.queue, &self.core.snap));
                 n += 1;
             });
@@ -1179,7 +1222,10 @@ impl Core {
                     let list = f.list;
                     let (f, cold) = self.slab.parts_mut(i);
                     sink.emit(f.record(cold, reason, queue, &self.snap));
+                    let old = f.ctr;
                     (*f, *cold) = Flow::new(key, s, side, ts_ns, &self.snap, list);
+                    release(&mut self.held, old);
+                    hold(&mut self.held, f.ctr);
                     // Its last-seen time may have gone back (an older packet
                     // timestamp): back into the bucket of that time.
                     self.slab.relink(i);
@@ -1196,6 +1242,7 @@ impl Core {
                     self.evict_one(sink);
                 }
                 let (f, cold) = Flow::new(key, s, side, ts_ns, &self.snap, OPEN as u8);
+                hold(&mut self.held, f.ctr);
                 self.stats.new += 1;
                 match self.slab.insert_hashed(hash, f, cold, OPEN) {
                     Some(i) => i,
@@ -1232,6 +1279,7 @@ impl Core {
             (None, None) => return,
         };
         let (f, cold) = self.slab.remove(victim);
+        release(&mut self.held, f.ctr);
         sink.emit(f.record(&cold, EndReason::LackOfResources, self.cfg.queue, &self.snap));
         self.stats.records += 1;
         self.stats.evicted += 1;

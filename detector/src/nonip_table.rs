@@ -26,11 +26,12 @@
 
 use std::sync::Arc;
 
+use inventory::entries::Holdings;
 use inventory::Snapshot;
 use station::record::{DirCounters, EndReason, FlowRecord, RecordKind};
 use wire::{PacketSummary, L3};
 
-use crate::flow_table::{attribute, unpack, Attribution, Capture, TableConfig};
+use crate::flow_table::{attribute, hold, release, unpack, Attribution, Capture, TableConfig};
 use crate::lru_slab::LruSlab;
 use crate::record_sink::RecordSink;
 
@@ -70,12 +71,32 @@ pub struct NonIpTable {
     records: u64,
     evicted: u64,
     snap: Arc<Snapshot>,
+    /// Entry sides per inventory entry (see [`crate::flow_table::FlowTable::holdings`]).
+    held: Holdings,
 }
 
 impl NonIpTable {
     /// An empty table with the flow table's timeouts (its size is fixed).
     pub fn new(cfg: TableConfig) -> Self {
-        Self { slab: LruSlab::new(NON_IP_TABLE_SIZE, 256), cfg, records: 0, evicted: 0, snap: Arc::default() }
+        Self {
+            slab: LruSlab::new(NON_IP_TABLE_SIZE, 256),
+            cfg,
+            records: 0,
+            evicted: 0,
+            snap: Arc::default(),
+            held: Holdings::default(),
+        }
+    }
+
+    /// How many entry sides hold each inventory entry (see
+    /// [`crate::flow_table::FlowTable::holdings`]).
+    pub fn holdings(&self) -> &Holdings {
+        &self.held
+    }
+
+    /// [`NonIpTable::holdings`], for a report.
+    pub fn holdings_mut(&mut self) -> &mut Holdings {
+        &mut self.held
     }
 
     /// The inventory snapshot (see [`crate::flow_table::FlowTable::set_snapshot`]).
@@ -171,7 +192,9 @@ impl NonIpTable {
                 let e = self.slab.get_mut(i);
                 if now_ns.saturating_sub(e.seen_ns) >= self.cfg.idle_ns {
                     sink.emit(record(&key, e, EndReason::IdleTimeout, queue, snap));
+                    release(&mut self.held, e.ctr);
                     *e = Entry { ctr: attributed(), ..fresh };
+                    hold(&mut self.held, e.ctr);
                     self.records += 1;
                 } else if now_ns.saturating_sub(e.started_ns) >= self.cfg.active_ns {
                     sink.emit(record(&key, e, EndReason::ActiveTimeout, queue, snap));
@@ -184,12 +207,15 @@ impl NonIpTable {
                 if self.slab.is_full() {
                     if let Some(v) = self.slab.oldest(0) {
                         let (k, e) = self.slab.remove(v);
+                        release(&mut self.held, e.ctr);
                         sink.emit(record(&k, &e, EndReason::LackOfResources, queue, snap));
                         self.records += 1;
                         self.evicted += 1;
                     }
                 }
-                match self.slab.insert_hashed(hash, key, Entry { ctr: attributed(), ..fresh }, 0) {
+                let ctr = attributed();
+                hold(&mut self.held, ctr);
+                match self.slab.insert_hashed(hash, key, Entry { ctr, ..fresh }, 0) {
                     Some(i) => i,
                     None => unreachable!("insert after eviction"),
                 }
@@ -211,6 +237,7 @@ impl NonIpTable {
                 break;
             }
             let (k, e) = self.slab.remove(i);
+            release(&mut self.held, e.ctr);
             sink.emit(record(&k, &e, EndReason::IdleTimeout, self.cfg.queue, &self.snap));
             n += 1;
         }
@@ -223,6 +250,7 @@ impl NonIpTable {
         let mut n = 0;
         while let Some(i) = self.slab.oldest(0) {
             let (k, e) = self.slab.remove(i);
+            release(&mut self.held, e.ctr);
             sink.emit(record(&k, &e, EndReason::ForcedEnd, self.cfg.queue, &self.snap));
             n += 1;
         }

@@ -378,6 +378,10 @@ fn run(
             last_idle_check = None;
             out.publish();
             stats.write(&acct, &out, &divert, false);
+            // Which container entries the flows hold (per flow changes only: most batches store nothing).
+            if let Some(m) = &mark {
+                acct.report_held(m);
+            }
             let corrupt = acct.counters().corrupt_slots;
             if corrupt > corrupt_log.count && corrupt_log.ready() {
                 station::cj_warn!(
@@ -409,6 +413,10 @@ fn run(
                         acct.idle(now, &mut out);
                         out.publish();
                         stats.write(&acct, &out, &divert, false);
+                    }
+                    // After expiry: the entries of flows that ended are let go.
+                    if let Some(m) = &mark {
+                        acct.report_held(m);
                     }
                     waiter.wait();
                 }
