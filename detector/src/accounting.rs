@@ -184,12 +184,6 @@ impl Accounting {
         mark.report_held(generation, &mut [self.flows.holdings_mut(), self.other.holdings_mut()]);
     }
 
-    /// Entries some flow or non-IP entry of the tables holds now.
-    pub fn entries_held(&self) -> usize {
-        let (f, o) = (self.flows.holdings(), self.other.holdings());
-        (0..=inventory::MAX_ENTRIES as u16).filter(|&i| f.count(i) > 0 || o.count(i) > 0).count()
-    }
-
     /// The flow table's bytes, room and peak flows ([`FlowTable::memory`]).
     pub fn flow_table_memory(&self) -> (usize, usize, usize) {
         self.flows.memory()

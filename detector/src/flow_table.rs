@@ -1829,6 +1829,133 @@ pub(crate) mod tests {
         assert_eq!((st.new, st.records), (1, 3));
     }
 
+    /// A container interface: its own netns and veth `v<name>`, one MAC, one address.
+    fn container(name: &str, mac: [u8; 6], ip: [u8; 4]) -> inventory::Entry {
+        use station::record::fixed_text;
+        inventory::Entry {
+            reference: ContainerRef {
+                netns: 4_026_532_000 + u64::from(ip[3]),
+                id: fixed_text(name),
+                name: fixed_text(name),
+                veth: fixed_text(&format!("v{name}")),
+                ..Default::default()
+            },
+            macs: vec![mac],
+            ips: vec![IpAddr::from(ip)],
+            ..Default::default()
+        }
+    }
+
+    /// An inventory that scans nothing of this host (see `Scanner::scan_found`),
+    /// waiting for `readers` readers, holding at most `max_entries` entries.
+    fn inventory_of(readers: usize, max_entries: usize) -> inventory::Scanner {
+        let mut c = inventory::InventoryConfig::new("test");
+        c.docker_socket = None;
+        c.netns_dir = "/nonexistent".into();
+        c.scan_proc = false;
+        c.sources = inventory::SourceMap::Static(Vec::new());
+        c.readers = readers;
+        c.max_entries = max_entries;
+        inventory::Scanner::new(c)
+    }
+
+    #[test]
+    fn a_flow_reads_its_own_container_after_it_stopped_and_its_entry_is_reused_only_once_the_flow_left() {
+        const LATE: [u8; 4] = [10, 0, 0, 0x33];
+        const LATER: [u8; 4] = [10, 0, 0, 0x44];
+        let client = container("client", [2, 0, 0, 0, 0, C[3]], C);
+        let server = container("server", [2, 0, 0, 0, 0, 0xee], SV);
+        let late = container("late", [2, 0, 0, 0, 0, LATE[3]], LATE);
+        let later = container("later", [2, 0, 0, 0, 0, LATER[3]], LATER);
+        // One worker; room for three entries held at once.
+        let mut inv = inventory_of(1, 3);
+        let mut t = FlowTable::new(cfg());
+        let mut out = Vec::new();
+        let s1 = Arc::new(inv.scan_found(vec![client.clone(), server.clone()]));
+        let mark = s1.readers.join();
+        // What the worker does after each batch and idle check.
+        let report = |t: &mut FlowTable| {
+            let g = t.core.snap.generation;
+            mark.report_held(g, &mut [t.holdings_mut()]);
+        };
+        let ci = s1.by_ip(&IpAddr::from(C));
+        assert_ne!(ci, inventory::NONE);
+        t.set_snapshot(Arc::clone(&s1));
+        feed(&mut t, &udp(C, 5000, SV, 53), S, &mut out);
+        report(&mut t);
+        assert_eq!(t.holdings().count(ci), 1);
+        // The client stops; the worker takes the snapshot without it.
+        t.set_snapshot(Arc::new(inv.scan_found(vec![server.clone()])));
+        report(&mut t);
+        // Two new containers: the first takes a fresh index (the client's flow holds its
+        // entry), the second finds three entries held and is not attributed.
+        let s3 = Arc::new(inv.scan_found(vec![server.clone(), late.clone(), later.clone()]));
+        let li = s3.by_ip(&IpAddr::from(LATE));
+        assert!(li != inventory::NONE && li != ci, "late took {li}, the client's flow holds {ci}");
+        assert_eq!(s3.by_ip(&IpAddr::from(LATER)), inventory::NONE);
+        assert_eq!(s3.entry(ci).name_str(), "client");
+        assert_eq!((s3.entries_held, s3.entries_retiring, s3.entries_reclaimed), (3, 1, 0));
+        t.set_snapshot(s3);
+        report(&mut t);
+        // The flow ends under the newest snapshot: it reads its own container.
+        assert_eq!(t.expire(S + 31 * S, &mut out), 1);
+        assert_eq!((out[0].ctr[0].name_str(), out[0].ctr[1].name_str()), ("client", "server"));
+        assert_eq!(t.holdings().count(ci), 0);
+        report(&mut t);
+        // No flow holds the client's entry now: the next scan frees it and the later container takes it.
+        let s4 = Arc::new(inv.scan_found(vec![server.clone(), late.clone(), later.clone()]));
+        assert_eq!(s4.by_ip(&IpAddr::from(LATER)), ci);
+        assert_eq!((s4.by_ip(&IpAddr::from(LATE)), s4.entry(ci).name_str()), (li, "later"));
+        assert_eq!((s4.entries_held, s4.entries_retiring, s4.entries_reclaimed), (3, 0, 1));
+        t.set_snapshot(s4);
+        feed(&mut t, &udp(LATER, 1, SV, 53), 40 * S, &mut out);
+        feed(&mut t, &udp(LATE, 2, SV, 53), 40 * S, &mut out);
+        t.flush(&mut out);
+        let names: Vec<(&str, &str)> = out[1..].iter().map(|r| (r.ctr[0].name_str(), r.ctr[1].name_str())).collect();
+        assert_eq!(names, [("later", "server"), ("late", "server")]);
+        assert_eq!(t.holdings().entries_held(), 0);
+    }
+
+    #[test]
+    fn the_flows_held_per_entry_return_to_zero_however_the_flows_leave() {
+        const X: [u8; 4] = [10, 0, 0, 50];
+        // Client entry 1 (by MAC), server entry 2 (by address); room for two flows.
+        let mut t = FlowTable::new(TableConfig { limit: 2, ..cfg() });
+        t.set_snapshot(two_containers());
+        let mut out = Vec::new();
+        let held = |t: &FlowTable| (t.holdings().count(1), t.holdings().count(2));
+        feed(&mut t, &udp(C, 1, SV, 53), S, &mut out);
+        feed(&mut t, &udp(C, 2, SV, 53), S + 1, &mut out);
+        assert_eq!(held(&t), (2, 2), "two flows, each holding both");
+        // A third flow (an unknown host to the server) evicts the oldest.
+        feed(&mut t, &udp(X, 3, SV, 53), S + 2, &mut out);
+        assert_eq!(out.last().unwrap().end(), Some(EndReason::LackOfResources));
+        assert_eq!(held(&t), (1, 2));
+        // The second flow restarts after its idle timeout under a snapshot that
+        // attributes nothing (the same entries, no MAC, address or veth of them):
+        // its old sides are let go, the new part holds nothing.
+        let stopped: Vec<(inventory::Entry, Option<u8>)> = two_containers().entries[1..]
+            .iter()
+            .map(|e| (inventory::Entry { macs: Vec::new(), ips: Vec::new(), ..e.clone() }, None))
+            .collect();
+        t.set_snapshot(Arc::new(inventory::snapshot_for_tests(&stopped)));
+        feed(&mut t, &udp(C, 2, SV, 53), 40 * S, &mut out);
+        assert_eq!(out.last().unwrap().end(), Some(EndReason::IdleTimeout));
+        assert_eq!(held(&t), (0, 1));
+        // Expiry ends the unknown host's flow.
+        assert_eq!(t.expire(40 * S, &mut out), 1);
+        assert_eq!(held(&t), (0, 0));
+        // A new flow, ended by the flush at the end.
+        t.set_snapshot(two_containers());
+        feed(&mut t, &udp(C, 4, SV, 53), 41 * S, &mut out);
+        assert_eq!(held(&t), (1, 1));
+        t.flush(&mut out);
+        assert_eq!((held(&t), t.holdings().entries_held()), ((0, 0), 0));
+        // Every record names the containers its flow held.
+        let named = out.iter().filter(|r| r.ctr[1].name_str() == "server").count();
+        assert_eq!(named, 4, "{out:?}");
+    }
+
     #[test]
     fn entry_size_is_what_the_docs_say() {
         assert_eq!(FLOW_ENTRY_BYTES, 116);

@@ -346,6 +346,37 @@ mod tests {
     }
 
     #[test]
+    fn the_entries_held_by_non_ip_frames_return_to_zero_however_they_leave() {
+        // Client entry 1 (MAC ..:09), server entry 2 (MAC ..:ee).
+        let mut t = NonIpTable::new(TableConfig { active_ns: 10 * S, ..cfg() });
+        t.set_snapshot(crate::flow_table::tests::two_containers());
+        let mut out = Vec::new();
+        let held = |t: &NonIpTable| (t.holdings().count(1), t.holdings().count(2));
+        t.frame(&arp(9, 0xee), S, 60, S, &mut out);
+        t.frame(&arp(9, 0x77), S, 60, S, &mut out);
+        assert_eq!(held(&t), (2, 1));
+        // An active timeout keeps the attribution; an idle restart holds it anew.
+        t.frame(&arp(9, 0xee), 12 * S, 60, 12 * S, &mut out);
+        assert_eq!(held(&t), (2, 1));
+        t.frame(&arp(9, 0xee), 50 * S, 60, 50 * S, &mut out);
+        assert_eq!((out.len(), held(&t)), (2, (2, 1)));
+        // Expiry, then eviction (a full table of frames of nobody's), then the flush.
+        assert_eq!(t.expire(50 * S, &mut out), 1);
+        assert_eq!(held(&t), (1, 1));
+        for i in 0..NON_IP_TABLE_SIZE as u16 {
+            let mut s = arp(1, 2);
+            s.ethertype = i;
+            t.frame(&s, 51 * S, 60, 51 * S, &mut out);
+        }
+        assert_eq!(out.last().unwrap().end(), Some(EndReason::LackOfResources));
+        assert_eq!(held(&t), (0, 0));
+        t.frame(&arp(0xee, 9), 52 * S, 60, 52 * S, &mut out);
+        assert_eq!(held(&t), (1, 1));
+        t.flush(&mut out);
+        assert_eq!((held(&t), t.holdings().entries_held()), ((0, 0), 0));
+    }
+
+    #[test]
     fn full_non_ip_table_evicts() {
         let mut t = NonIpTable::new(cfg());
         let mut out = Vec::new();
