@@ -27,7 +27,18 @@
 //! and a reused index is ordered for it by those delays only.
 //! - The inventory is published as text in `<cluster dir>/inventory` within
 //!   [`PUBLISH_POLL`] of each change (for operators and tests; nothing reads
-//!   it to decide anything).
+//!   it to decide anything): one line per live container interface and per
+//!   capture source, then `entries held H retiring R reclaimed N` (container
+//!   entries held now, of which stopped ones waiting for the workers' flows to
+//!   let go, and entries freed for reuse so far: `inventory::entries`), then
+//!   `generation G`.
+//! - The workers report which container entries their flows hold (after each
+//!   batch and idle look), so a stopped container's entry is reused only
+//!   once none does.
+//! - Test knob, not for operators: [`TEST_MAX_ENTRIES_VAR`] set to a number
+//!   below 16,383 makes the inventory hold at most that many entries at once
+//!   (one warning line says so), so an end-to-end test can go past the limit
+//!   with a handful of namespaces.
 //! - Offline sources (`pcap:`, `sim:`) have nothing to do with this host's
 //!   containers: no inventory, records carry no containers.
 
@@ -35,6 +46,25 @@ use inventory::{Inventory, InventoryConfig, Snapshot, SourceMap};
 use station::config::{SourceSpec, StationConfig};
 
 use crate::worker::SharedSnapshot;
+
+/// The test knob that lowers the most container entries held at once (see the module docs).
+pub const TEST_MAX_ENTRIES_VAR: &str = "CJ_TEST_MAX_CONTAINER_ENTRIES";
+
+/// The value of [`TEST_MAX_ENTRIES_VAR`], when set and valid (an invalid one is said and ignored).
+fn test_max_entries() -> Option<usize> {
+    let v = std::env::var(TEST_MAX_ENTRIES_VAR).ok()?;
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=inventory::MAX_ENTRIES).contains(&n) => Some(n),
+        _ => {
+            station::cj_warn!(
+                "cj-detector: warning: {TEST_MAX_ENTRIES_VAR}={v:?} ignored: set it to a number from 1 to {} \
+                 (a test knob), or unset it",
+                inventory::MAX_ENTRIES
+            );
+            None
+        }
+    }
+}
 
 /// How often the published view (`<cluster dir>/inventory`) is compared with the snapshot.
 pub const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -98,6 +128,12 @@ pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
     icfg.sources = source_map(cfg)?;
     // One reader per worker (one per planned core).
     icfg.readers = cfg.corecount as usize;
+    if let Some(n) = test_max_entries() {
+        icfg.max_entries = n;
+        station::cj_warn!(
+            "cj-detector: inventory: test knob {TEST_MAX_ENTRIES_VAR}={n}: at most {n} container entries held at once"
+        );
+    }
     let inv = Inventory::start(icfg);
     let snap = inv.snapshot();
     station::cj_info!(
@@ -114,7 +150,14 @@ pub fn start(cfg: &StationConfig) -> Option<SharedSnapshot> {
         loop {
             let snap = watched.load_full();
             if snap.generation != published {
-                let text = format!("{}generation {}\n", describe_snapshot(&snap), snap.generation);
+                let text = format!(
+                    "{}entries held {} retiring {} reclaimed {}\ngeneration {}\n",
+                    describe_snapshot(&snap),
+                    snap.entries_held,
+                    snap.entries_retiring,
+                    snap.entries_reclaimed,
+                    snap.generation
+                );
                 let written = shmq::prepare_dir(&dir)
                     .map_err(std::io::Error::other)
                     .and_then(|()| shmq::files::write_atomic(&dir.join("inventory"), text.as_bytes(), 0o644));
