@@ -1060,6 +1060,42 @@ mod tests {
     }
 
     #[test]
+    fn a_released_veths_entry_is_not_reused_while_its_capture_index_still_names_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Scanner::new(quiet_config(SourceMap::Containers(d.path().to_owned())));
+        // No reader expected: an entry is free as soon as no snapshot attributes it.
+        s.assigner = Some(capture::Assigner::resume(None, None));
+        let client = Entry {
+            reference: ContainerRef {
+                netns: 4_026_532_001,
+                id: fixed_text("client"),
+                name: fixed_text("client"),
+                veth: fixed_text("vc"),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let snap = s.scan_found(vec![client]);
+        let (i, entry) = (snap.sources[0].0, snap.by_veth_name("vc"));
+        assert_ne!(entry, NONE);
+        // The container is gone, but the balancer still captures its veth: the
+        // index names the entry, which is not retiring.
+        sources::write_sources(d.path(), &[(i, "vc".to_owned())]).unwrap();
+        for _ in 0..2 {
+            let snap = s.scan_found(vec![]);
+            assert_eq!((snap.by_source(i), snap.entry(entry).name_str()), (entry, "client"));
+            assert_eq!((snap.entries_held, snap.entries_retiring, snap.entries_reclaimed), (1, 0, 0));
+        }
+        // The balancer let go: unknown index, the entry retires, then is freed.
+        sources::write_sources(d.path(), &[]).unwrap();
+        let snap = s.scan_found(vec![]);
+        assert_eq!((snap.entries_held, snap.entries_retiring, snap.entries_reclaimed), (1, 1, 0));
+        let snap = s.scan_found(vec![]);
+        assert_eq!((snap.entries_held, snap.entries_retiring, snap.entries_reclaimed), (0, 0, 1));
+        assert_eq!(snap.entry(entry), ContainerRef::default());
+    }
+
+    #[test]
     fn readers_are_caught_up_once_all_joined_and_drained() {
         let r = Readers::new(2);
         assert!(!r.caught_up(1), "nobody joined yet");
