@@ -45,6 +45,19 @@
 //! (`DOCKER_HOST` names no socket: one warning), a namespace deleted during
 //! the run keeps its rows; the station goes on.
 //!
+//! `late_containers_are_attributed_once_stopped_ones_entries_are_freed`: the
+//! detector's inventory holds at most as many container entries as the host's
+//! other containers plus two (its test knob `CJ_TEST_MAX_CONTAINER_ENTRIES`),
+//! flows end after 1 s idle, and `CJ_IFACE=containers`. Four rounds of two
+//! named namespaces: each round waits until the inventory has freed the last
+//! round's two entries (their flows ended, the worker said so), adds its two,
+//! waits until the balancer captures both veths under their names, runs
+//! bounded UDP echoes between them, and deletes them. Every namespace, the
+//! six that came after the limit was reached too, has PACKETS_IN/OUT and
+//! FRAME_BYTES_IN/OUT equal to its host veth's kernel counters; the
+//! inventory reclaimed at least six entries and never said it was full.
+//! Before entries were reclaimed, the third namespace was never captured.
+//!
 //! `docker_containers_totals_equal_their_veth_counters`: Docker (started when
 //! no daemon answers), an image imported from a static busybox (no registry),
 //! a network of its own, three named containers, `CJ_IFACE=containers`:
@@ -98,6 +111,8 @@ struct Lab {
     /// (netns name, host veth, address)
     hosts: Vec<(String, String, String)>,
     subnet: u32,
+    /// What names this lab's hosts: (process, lab number, hosts made so far).
+    naming: (u32, u32, usize),
 }
 
 impl Lab {
@@ -106,7 +121,7 @@ impl Lab {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id() % 10_000;
         let subnet = (std::process::id() * 7 + k) % 200 + 20;
-        let mut lab = Lab { bridge: format!("cjb{pid}k{k}"), hosts: Vec::new(), subnet };
+        let mut lab = Lab { bridge: format!("cjb{pid}k{k}"), hosts: Vec::new(), subnet, naming: (pid, k, n) };
         run(&["ip", "link", "add", &lab.bridge, "type", "bridge"]);
         run(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", lab.bridge)]);
         run(&["ip", "link", "set", &lab.bridge, "up"]);
@@ -121,7 +136,22 @@ impl Lab {
         lab
     }
 
+    /// One more host on the bridge, mid-run, its links down (silent: no
+    /// counter moves) until [`Lab::up`]; returns its position in `hosts`.
+    fn add_down(&mut self) -> usize {
+        let (pid, k, made) = self.naming;
+        self.naming.2 += 1;
+        self.create_host(made, pid, k);
+        self.hosts.len() - 1
+    }
+
     fn add_host(&mut self, i: usize, pid: u32, k: u32) {
+        self.create_host(i, pid, k);
+        self.up(self.hosts.len() - 1);
+    }
+
+    /// Host `i`'s namespace, veth and address, links down.
+    fn create_host(&mut self, i: usize, pid: u32, k: u32) {
         let ns = format!("cjc-{pid}-{k}-{i}");
         let veth = format!("cjv{pid}k{k}n{i}");
         let addr = format!("10.{}.0.{}", self.subnet, i + 1);
@@ -135,8 +165,13 @@ impl Lab {
         run(&["ip", "link", "set", &veth, "master", &self.bridge]);
         run(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-        run(&["ip", "link", "set", &veth, "up"]);
+    }
+
+    /// Brings host `i`'s links up and waits until its veth is.
+    fn up(&self, i: usize) {
+        let (ns, veth, _) = &self.hosts[i];
+        run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        run(&["ip", "link", "set", veth, "up"]);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::fs::read_to_string(format!("/sys/class/net/{veth}/operstate")).unwrap_or_default().trim() != "up" {
             assert!(Instant::now() < deadline, "{veth} did not come up");
@@ -582,6 +617,98 @@ fn namespace_disappearing_mid_run_keeps_attribution() {
     let derr = String::from_utf8_lossy(&detector.stderr);
     assert!(!derr.contains("panicked"), "{derr}");
     assert_eq!(derr.matches("Docker Engine API at /nonexistent/docker.sock not reachable").count(), 1, "{derr}");
+}
+
+/// The `entries held H retiring R reclaimed N` line of the published inventory.
+fn inventory_entries(cluster: &Cluster) -> Option<(u64, u64, u64)> {
+    let text = inventory_text(cluster);
+    let line = text.lines().find_map(|l| l.strip_prefix("entries held "))?;
+    let f: Vec<&str> = line.split(' ').collect();
+    match f.as_slice() {
+        [h, "retiring", r, "reclaimed", n] => Some((h.parse().ok()?, r.parse().ok()?, n.parse().ok()?)),
+        _ => None,
+    }
+}
+
+#[test]
+fn late_containers_are_attributed_once_stopped_ones_entries_are_freed() {
+    if !is_root() || !balancer_has_containers_source() {
+        return;
+    }
+    let _serial = serial();
+    let started = Instant::now();
+    let mut lab = Lab::new(0);
+    // The host's other containers take entries too: room for those and two of the test's.
+    let probe = Cluster::live(&[("CJ_IFACE", "containers")]);
+    let listed = probe.command("cj-detector").arg("--inventory").output().expect("cj-detector --inventory");
+    let others = String::from_utf8_lossy(&listed.stdout).lines().filter(|l| l.starts_with("container ")).count();
+    let limit = (others + 2).to_string();
+    let cluster = Cluster::live(&[
+        ("CJ_IFACE", "containers"),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_FLOW_IDLE_TIMEOUT", "1"),
+        ("CJ_TEST_MAX_CONTAINER_ENTRIES", &limit),
+    ]);
+    let station = Station::start(&cluster, &["--aggregate", "src_container,dst_container,proto"]);
+    let mut deltas: BTreeMap<String, Counters> = BTreeMap::new();
+    let mut veths: BTreeMap<String, String> = BTreeMap::new();
+    let mut frames = 0;
+    const ROUNDS: u64 = 4;
+    for round in 0..ROUNDS {
+        // The last round's two entries are free: their flows ended and the worker said so.
+        wait_until(&format!("the inventory to have reclaimed {} entries", 2 * round), || {
+            inventory_entries(&cluster).is_some_and(|(_, _, reclaimed)| reclaimed >= 2 * round)
+        });
+        // Links down until captured: every frame the veth counts is then captured.
+        let (a, b) = (lab.add_down(), lab.add_down());
+        // Captured, under its own name: the detector's inventory gave it an entry.
+        for i in [a, b] {
+            let (ns, veth, _) = lab.hosts[i].clone();
+            wait_until(&format!("the balancer to capture {veth} as {ns}'s"), || {
+                inventory_sources(&cluster).lines().any(|l| l.split_once(' ').is_some_and(|(_, n)| n == veth))
+                    && inventory_text(&cluster).lines().any(|l| l.ends_with(&format!(": {veth} -> {ns}")))
+            });
+        }
+        let before = lab.counters();
+        lab.up(a);
+        lab.up(b);
+        lab.quiet();
+        let n = 10 + 5 * round as u32;
+        finish_pings(vec![("a->b", lab.ping(a, b, n, 100 + 200 * round as usize))]);
+        for (ns, now) in lab.counters() {
+            let d = now.minus(before[&ns]);
+            frames += d.rx_packets + d.tx_packets;
+            veths.insert(ns.clone(), lab.hosts.iter().find(|h| h.0 == ns).map(|h| h.1.clone()).unwrap_or_default());
+            deltas.insert(ns, d);
+        }
+        station.wait_received(frames);
+        lab.delete_host(b);
+        lab.delete_host(a);
+    }
+    let last = inventory_entries(&cluster);
+    let Stopped { detector, out, .. } = station.stop();
+    let derr = String::from_utf8_lossy(&detector.stderr);
+    let rows = read_containers_csv(&out.path().join("containers.csv"));
+    assert_eq!(deltas.len() as u64, 2 * ROUNDS);
+    for (ns, d) in &deltas {
+        let row = rows.get(ns).unwrap_or_else(|| panic!("no row for {ns} in containers.csv: {rows:?}\n{derr}"));
+        assert_eq!(
+            (row.0, row.1, row.2, row.3),
+            (d.tx_packets, d.rx_packets, d.tx_bytes, d.rx_bytes),
+            "{ns}: containers.csv (in pkts, out pkts, in bytes, out bytes) vs kernel {d:?}"
+        );
+        assert!(row.0 > 0 && row.1 > 0, "{ns} had traffic both ways: {row:?}");
+        assert_eq!(row.4, veths[ns], "{ns}'s veth");
+    }
+    let (_, _, reclaimed) = last.expect("the inventory's entries line");
+    assert!(reclaimed >= 2 * (ROUNDS - 1), "reclaimed {reclaimed} entries");
+    assert!(derr.contains("test knob CJ_TEST_MAX_CONTAINER_ENTRIES="), "{derr}");
+    assert!(!derr.contains("newer containers are not attributed"), "the limit was never reached: {derr}");
+    eprintln!(
+        "entries: {} namespaces through {limit} entries ({others} other containers), {reclaimed} reclaimed, in {:.1?}",
+        2 * ROUNDS,
+        started.elapsed()
+    );
 }
 
 #[test]
