@@ -49,14 +49,15 @@
 //! detector's inventory holds at most as many container entries as the host's
 //! other containers plus two (its test knob `CJ_TEST_MAX_CONTAINER_ENTRIES`),
 //! flows end after 1 s idle, and `CJ_IFACE=containers`. Four rounds of two
-//! named namespaces: each round waits until the inventory has freed the last
-//! round's two entries (their flows ended, the worker said so), adds its two,
-//! waits until the balancer captures both veths under their names, runs
+//! named namespaces: each round adds its two with their links down, waits
+//! until the balancer captures both veths under their names (past the first
+//! round, only possible once the inventory has freed the last round's two
+//! entries: their flows ended and the worker said so), brings them up, runs
 //! bounded UDP echoes between them, and deletes them. Every namespace, the
 //! six that came after the limit was reached too, has PACKETS_IN/OUT and
 //! FRAME_BYTES_IN/OUT equal to its host veth's kernel counters; the
-//! inventory reclaimed at least six entries and never said it was full.
-//! Before entries were reclaimed, the third namespace was never captured.
+//! inventory reclaimed at least six entries. With entries never reclaimed,
+//! the third namespace is never captured.
 //!
 //! `docker_containers_totals_equal_their_veth_counters`: Docker (started when
 //! no daemon answers), an image imported from a static busybox (no registry),
@@ -655,13 +656,11 @@ fn late_containers_are_attributed_once_stopped_ones_entries_are_freed() {
     let mut frames = 0;
     const ROUNDS: u64 = 4;
     for round in 0..ROUNDS {
-        // The last round's two entries are free: their flows ended and the worker said so.
-        wait_until(&format!("the inventory to have reclaimed {} entries", 2 * round), || {
-            inventory_entries(&cluster).is_some_and(|(_, _, reclaimed)| reclaimed >= 2 * round)
-        });
         // Links down until captured: every frame the veth counts is then captured.
         let (a, b) = (lab.add_down(), lab.add_down());
-        // Captured, under its own name: the detector's inventory gave it an entry.
+        // Captured, under its own name: the detector's inventory gave it an entry,
+        // which after the first round it can only once the last round's two are
+        // free (their flows ended after 1 s idle and the worker said so).
         for i in [a, b] {
             let (ns, veth, _) = lab.hosts[i].clone();
             wait_until(&format!("the balancer to capture {veth} as {ns}'s"), || {
@@ -703,7 +702,8 @@ fn late_containers_are_attributed_once_stopped_ones_entries_are_freed() {
     let (_, _, reclaimed) = last.expect("the inventory's entries line");
     assert!(reclaimed >= 2 * (ROUNDS - 1), "reclaimed {reclaimed} entries");
     assert!(derr.contains("test knob CJ_TEST_MAX_CONTAINER_ENTRIES="), "{derr}");
-    assert!(!derr.contains("newer containers are not attributed"), "the limit was never reached: {derr}");
+    // (A round's namespaces may come before the last round's flows ended: then
+    // they wait, uncaptured, with their links down, and the inventory says it is full.)
     eprintln!(
         "entries: {} namespaces through {limit} entries ({others} other containers), {reclaimed} reclaimed, in {:.1?}",
         2 * ROUNDS,
