@@ -66,10 +66,11 @@
 //!   tunnel, packet times, 32-bit counters, attribution: exactly two cache
 //!   lines, 32-byte aligned), 12 cold bytes (the MACs) and 8 bytes of wheel
 //!   links; the index adds 4 to 10.7 bytes per flow (a `u32` per slot, load
-//!   at most 3/4) and the wheels 64 KiB. [`FlowTable::memory`] counts every
-//!   allocation of the table; at 1,000,000 flows that is 124.5 bytes per
+//!   at most 3/4), the wheels 64 KiB and the flows per inventory entry
+//!   ([`FlowTable::holdings`]) 66 KiB. [`FlowTable::memory`] counts every
+//!   allocation of the table; at 1,000,000 flows that is 124.6 bytes per
 //!   flow, and a table grown to the default CJ_FLOW_TABLE_SIZE of 1,048,576
-//!   flows takes about 130 MB (0.6 MB at start). Nothing is allocated
+//!   flows takes about 130 MB (0.7 MB at start). Nothing is allocated
 //!   per packet but a chunk every 1,024 new flows and the index at each
 //!   doubling.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:
@@ -929,12 +930,12 @@ impl FlowTable {
     }
 
     /// Bytes every allocation of the table holds now (entries, index and
-    /// wheels, see [`WheelSlab::memory_bytes`], and the table's own scratch
-    /// lists), the flows it has room for without allocating a chunk, and the
+    /// wheels, see [`WheelSlab::memory_bytes`], the table's own scratch
+    /// lists and its flows per inventory entry, [`Holdings::memory_bytes`]), the flows it has room for without allocating a chunk, and the
     /// most flows it has held at once (slab slots are reused before the slab
     /// grows, so its slot count is that peak).
     pub fn memory(&self) -> (usize, usize, usize) {
-        let own = self.core.scratch.capacity() * size_of::<u32>();
+        let own = self.core.scratch.capacity() * size_of::<u32>() + self.core.held.memory_bytes();
         (self.core.slab.memory_bytes() + own, self.core.slab.capacity(), self.core.slab.peak())
     }
 
@@ -1682,7 +1683,8 @@ pub(crate) mod tests {
         feed_on(&mut t, 0, &udp(C, 5000, SV, 53), S + 2, &mut out);
         // Into the client on its veth, first packet from the server: the receiver is the veth's.
         feed_on(&mut t, 1, &udp(SV, 80, C, 6000), S + 3, &mut out);
-        // A newer snapshot (the same inventory: entries keep their indices) changes nothing for existing flows.
+        // A newer snapshot (the same inventory: an entry keeps its index while a flow holds it) changes nothing
+        // for existing flows.
         let mut newer = (*two_containers()).clone();
         newer.generation = 9;
         newer.live.iter_mut().for_each(|l| *l = false);

@@ -119,6 +119,11 @@ impl Holdings {
         self.counts[usize::from(entry) & MAX_ENTRIES]
     }
 
+    /// Bytes the counts take (allocated once, at the table's start).
+    pub fn memory_bytes(&self) -> usize {
+        self.counts.len() * size_of::<u32>() + HELD_WORDS * size_of::<u64>()
+    }
+
     /// How many entries some flow side holds now.
     pub fn entries_held(&self) -> usize {
         self.bits.iter().map(|w| w.count_ones() as usize).sum()
