@@ -66,11 +66,12 @@
 //!   tunnel, packet times, 32-bit counters, attribution: exactly two cache
 //!   lines, 32-byte aligned), 12 cold bytes (the MACs) and 8 bytes of wheel
 //!   links; the index adds 4 to 10.7 bytes per flow (a `u32` per slot, load
-//!   at most 3/4), the wheels 64 KiB and the flows per inventory entry
-//!   ([`FlowTable::holdings`]) 66 KiB. [`FlowTable::memory`] counts every
-//!   allocation of the table; at 1,000,000 flows that is 124.6 bytes per
-//!   flow, and a table grown to the default CJ_FLOW_TABLE_SIZE of 1,048,576
-//!   flows takes about 130 MB (0.7 MB at start). Nothing is allocated
+//!   at most 3/4), the wheels 64 KiB and, once a flow is attributed to a
+//!   container, the flows per inventory entry ([`FlowTable::holdings`]) 66
+//!   KiB. [`FlowTable::memory`] counts every allocation of the table; at
+//!   1,000,000 flows that is 124.5 bytes per flow, and a table grown to the
+//!   default CJ_FLOW_TABLE_SIZE of 1,048,576 flows takes about 130 MB (0.6
+//!   MB at start). Nothing is allocated
 //!   per packet but a chunk every 1,024 new flows and the index at each
 //!   doubling.
 //! - Later fragments set [`FLAG_FRAGMENTS`] on the part that counts them:

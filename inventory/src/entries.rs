@@ -55,11 +55,16 @@ pub const HELD_WORDS: usize = (MAX_ENTRIES + 1).div_ceil(64);
 /// flow gets or gives up an entry (per flow, not per packet); published by
 /// [`crate::ReaderMark::report_held`], which writes only the words that
 /// changed since its last report.
-#[derive(Debug)]
+///
+/// The counts (66 KiB) are allocated at the first entry held: a table that
+/// never attributes a flow to a container (an offline run, a host without
+/// containers) keeps none.
+#[derive(Debug, Default)]
 pub struct Holdings {
-    counts: Box<[u32]>,
-    /// Bit i: `counts[i] > 0`.
-    bits: Box<[u64; HELD_WORDS]>,
+    /// One count per entry index; empty until the first entry is held.
+    counts: Vec<u32>,
+    /// Bit i: `counts[i] > 0` (empty while `counts` is).
+    bits: Vec<u64>,
     /// Bit w: word w of `bits` changed since the last report.
     dirty: [u64; DIRTY_WORDS],
 }
@@ -67,22 +72,15 @@ pub struct Holdings {
 /// Words of [`Holdings`]' set of changed words.
 const DIRTY_WORDS: usize = HELD_WORDS.div_ceil(64);
 
-impl Default for Holdings {
-    fn default() -> Self {
-        Self {
-            counts: vec![0; MAX_ENTRIES + 1].into_boxed_slice(),
-            bits: Box::new([0; HELD_WORDS]),
-            dirty: [0; DIRTY_WORDS],
-        }
-    }
-}
-
 impl Holdings {
     /// One more flow side holds entry `entry` ([`NONE`]: nothing).
     #[inline]
     pub fn hold(&mut self, entry: u16) {
         if entry == NONE {
             return;
+        }
+        if self.counts.is_empty() {
+            self.allocate();
         }
         let i = usize::from(entry) & MAX_ENTRIES;
         self.counts[i] += 1;
@@ -98,14 +96,21 @@ impl Holdings {
             return;
         }
         let i = usize::from(entry) & MAX_ENTRIES;
-        debug_assert!(self.counts[i] > 0, "entry {i} released more often than held");
-        if self.counts[i] == 0 {
+        debug_assert!(self.count(entry) > 0, "entry {i} released more often than held");
+        if self.count(entry) == 0 {
             return;
         }
         self.counts[i] -= 1;
         if self.counts[i] == 0 {
             self.flip(i);
         }
+    }
+
+    /// The counts and bits, at the first entry held.
+    #[cold]
+    fn allocate(&mut self) {
+        self.counts = vec![0; MAX_ENTRIES + 1];
+        self.bits = vec![0; HELD_WORDS];
     }
 
     #[inline]
@@ -116,12 +121,12 @@ impl Holdings {
 
     /// Flow sides that hold entry `entry` now.
     pub fn count(&self, entry: u16) -> u32 {
-        self.counts[usize::from(entry) & MAX_ENTRIES]
+        self.counts.get(usize::from(entry) & MAX_ENTRIES).copied().unwrap_or(0)
     }
 
-    /// Bytes the counts take (allocated once, at the table's start).
+    /// Bytes the counts take (none until the first entry is held).
     pub fn memory_bytes(&self) -> usize {
-        self.counts.len() * size_of::<u32>() + HELD_WORDS * size_of::<u64>()
+        self.counts.capacity() * size_of::<u32>() + self.bits.capacity() * size_of::<u64>()
     }
 
     /// How many entries some flow side holds now.
@@ -136,7 +141,7 @@ impl Holdings {
 
     /// Word `w` of the set of held entries.
     pub(crate) fn word(&self, w: usize) -> u64 {
-        self.bits[w]
+        self.bits.get(w).copied().unwrap_or(0)
     }
 }
 
@@ -488,5 +493,21 @@ mod tests {
         a.report_held(2, &mut [&mut h, &mut other]);
         assert!(holds_none(3, 2) && holds_none(700, 2));
         assert_eq!(h.entries_held() + other.entries_held(), 0);
+    }
+
+    #[test]
+    fn holdings_take_no_memory_until_a_container_entry_is_held() {
+        let readers = Readers::new(1);
+        let a = readers.join();
+        let mut h = Holdings::default();
+        h.hold(NONE);
+        h.release(NONE);
+        a.report_held(1, &mut [&mut h]);
+        assert_eq!((h.memory_bytes(), h.count(5), h.entries_held()), (0, 0, 0), "an offline table keeps no counts");
+        assert!(readers.unheld(&[(5, 1)])[0]);
+        h.hold(5);
+        assert_eq!(h.memory_bytes(), (MAX_ENTRIES + 1) * 4 + HELD_WORDS * 8);
+        a.report_held(1, &mut [&mut h]);
+        assert!(!readers.unheld(&[(5, 1)])[0]);
     }
 }
