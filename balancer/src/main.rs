@@ -400,8 +400,22 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     notifier.stopping(if ended { "end of stream: closing the queues" } else { "stopping: publishing what is queued" });
     if !ended {
         // What the source had taken in before the signal (an AF_PACKET ring's
-        // blocks) goes to the queues too, and its last drops are counted.
-        source.finish(&mut |frame| deliver(frame, offline_filter, &mut dispatcher, &mut stats));
+        // blocks) goes to the queues too, and its last drops are counted. As
+        // in the loop, each batch is published and then counted on the page
+        // (with the heartbeat), so that a balancer killed meanwhile leaves
+        // its page and its queues agreeing as a kill in the loop does.
+        let src = source.stats();
+        let mut in_batch = 0;
+        source.finish(&mut |frame| {
+            deliver(frame, offline_filter, &mut dispatcher, &mut stats);
+            in_batch += 1;
+            if in_batch == BATCH {
+                in_batch = 0;
+                dispatcher.publish();
+                stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);
+            }
+        });
+        dispatcher.publish();
     }
     let src = source.stats();
     stats.store(dispatcher.queue_dropped, src.capture_dropped, src.errors);

@@ -394,6 +394,48 @@ fn a_balancer_restarted_mid_run_continues_its_counters_and_the_identity_holds() 
 }
 
 #[test]
+fn a_balancer_stopped_while_frames_keep_coming_stops_and_accounts_every_frame_it_took() {
+    if !can_build_hosts() {
+        return;
+    }
+    let started = Instant::now();
+    let cap = capture("flows=50,packets=2000,sizes=64:50/576:30/1514:20,v6=20,vlan=10,seed=61");
+    let host = TestHost::new("cjt");
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let station = Station::start(&cluster, &[]);
+    // Frames keep coming for 50 s (50 loops of 2,000 frames at 2,000 a second, a gap of
+    // 0.5 ms between two): the balancer must stop on its signal while they do. Before,
+    // its stop bound the socket to protocol 0, which the kernel takes as "keep the
+    // protocol": the ring kept filling, and it waited for 30 ms without a frame, which
+    // came only once the replay ended.
+    let mut replay = host.replay(&cap.path, &["--pps", "2000", "--loop", "50"]);
+    let flowing = station.wait_for("frames flowing", |c| c.received >= 2 * cap.truth.total_frames);
+    let mut replaying_at_exit = false;
+    let Stopped { out, .. } = station.stop_then(|| {
+        replaying_at_exit = matches!(replay.try_wait(), Ok(None));
+        let _ = replay.kill();
+        let _ = replay.wait();
+    });
+    assert!(
+        replaying_at_exit,
+        "the balancer stopped only once frames stopped coming ({:.1?} after the start; {flowing:?})",
+        started.elapsed()
+    );
+    // Every frame it took is accounted, and each is a frame of the capture.
+    let summary = read_json(&out.path().join("summary.json"));
+    let received = summary["identity"]["terms"]["received"].as_u64().expect("received");
+    assert!(received >= flowing.received, "received {received} < {} seen before the stop", flowing.received);
+    check_identity(&cluster, &summary, received, 0);
+    let got = read_flows_csv(&out.path().join("flows.csv"));
+    let truth = truth_rows(&cap.truth);
+    for (k, &(p, b)) in &got {
+        let &(tp, tb) = truth.get(k).unwrap_or_else(|| panic!("flows.csv has a row the capture lacks: {k:?}"));
+        assert!(p <= 50 * tp && b <= 50 * tb, "{k:?}: {p} packets {b} bytes, more than 50 loops of {tp}/{tb}");
+    }
+    eprintln!("stop while frames come: {received} frames taken and accounted, in {:.1?}", started.elapsed());
+}
+
+#[test]
 fn a_detector_stopped_and_restarted_mid_run_loses_nothing() {
     if !can_build_hosts() {
         return;

@@ -24,11 +24,15 @@
 //!   accumulated at least every 100 ms while busy, on every idle round, and
 //!   when the source is dropped. When capture stops ([`Source::finish`], the
 //!   balancer stopped by a signal; an interface the `containers` source lets
-//!   go) the socket is bound to no protocol, the ring is read until the
-//!   kernel has retired the block it was filling (the block timeout and 20 ms
-//!   more), and a frame the kernel counted into the ring that never came out
-//!   of it is counted in `capture_dropped` too: received + dropped equals the
-//!   kernel's count.
+//!   go) the socket's filter is replaced by one that takes no frame (the
+//!   kernel neither rings nor counts a frame a socket filter refuses), the
+//!   ring is read until the kernel has retired the block it was filling (the
+//!   block timeout and 20 ms more), and a frame the kernel counted into the
+//!   ring that never came out of it is counted in `capture_dropped` too:
+//!   received + dropped equals the kernel's count. So a stop takes that long
+//!   whatever traffic still comes (binding the socket to protocol 0 instead,
+//!   as before, is "keep the protocol" to the kernel: the ring kept filling
+//!   and a balancer on a busy link never stopped).
 //! - Every frame carries its direction on its interface, as the kernel
 //!   says it in the ring entry (`sll_pkttype`): [`super::LinkDir::Outbound`]
 //!   for a frame the host sent on it (`PACKET_OUTGOING`; on a container's
@@ -554,6 +558,10 @@ impl Ring {
     }
 }
 
+/// A classic BPF program that takes no frame (`ret #0`): attached when
+/// capture stops ([`AfPacketSource::settle`]).
+const TAKE_NONE: [crate::filter::Insn; 1] = [crate::filter::Insn { code: 0x06, jt: 0, jf: 0, k: 0 }];
+
 impl AfPacketSource {
     /// Opens `names` with the ring variables (`CJ_AFP_*`) of this process's
     /// configuration: the environment and its `--config FILE`, as the balancer read them.
@@ -678,16 +686,25 @@ impl AfPacketSource {
         true
     }
 
-    /// Stops rings `which` taking frames (each socket bound to no protocol),
-    /// then delivers what they hold until none has had a frame for the block
+    /// Stops rings `which` taking frames (each socket's filter replaced by
+    /// [`TAKE_NONE`]), then delivers what they hold until none has had a frame for the block
     /// timeout and 20 ms more (the kernel retires the block it was filling
     /// once the timeout passes), reads the kernel's counters a last time, and
     /// counts the frames the kernel put in a ring that never came out of it
     /// ([`KernelStats::left`], part of `capture_dropped`).
     fn settle(&mut self, which: std::ops::Range<usize>, sink: &mut dyn FnMut(&Frame<'_>)) {
         for r in &self.rings[which.clone()] {
-            // Fails only for an interface that is gone, whose hook the kernel already took away.
-            let _ = sys::bind(&r.fd, r.ifindex, 0);
+            // A filter that refuses every frame: from here the kernel puts none in
+            // the ring and counts none in tp_packets. (A bind to protocol 0 keeps
+            // the socket's protocol: frames kept coming.)
+            if let Err(e) = sys::attach_filter(&r.fd, &TAKE_NONE) {
+                station::cj_warn!(
+                    "cj-balancer: warning: {}: setsockopt(SO_ATTACH_FILTER) to stop capture failed ({e}): frames \
+                     keep arriving until the ring has been quiet for {} ms",
+                    r.name,
+                    self.params.block_timeout_ms + 20
+                );
+            }
         }
         let quiet = Duration::from_millis(u64::from(self.params.block_timeout_ms) + 20);
         let mut last = Instant::now();
