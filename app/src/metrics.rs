@@ -111,7 +111,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use shmq::{CounterPage, QueueFile, QueueStats};
 use station::config::{ConfigError, StationConfig};
-use station::naming::HEARTBEAT_STALE_MS;
 
 use crate::aggregate::Totals;
 use crate::conn;
@@ -621,14 +620,15 @@ impl Snapshot {
         prefix_running: &'static str,
         prefix_age: &'static str,
         labels: Vec<(&'static str, String)>,
-        beat: u64,
+        page: &[(String, u64)],
         now_ms: u64,
     ) {
+        let beat = page.iter().find(|(k, _)| k == "heartbeat_ms").map_or(0, |(_, v)| *v);
         let age = station::health::beat_age_ms(beat, now_ms);
-        let running = age.is_some_and(|a| a <= HEARTBEAT_STALE_MS);
+        let running = station::health::liveness(page, now_ms).is_running();
         self.push(
             prefix_running,
-            "1 while the process beats (heartbeat younger than 3 s), as cj-app status judges it.",
+            "1 while the process beats (heartbeat younger than 3 s) and has not marked its end, as cj-app status judges it.",
             Kind::Gauge,
             labels.clone(),
             u64::from(running),
@@ -644,8 +644,7 @@ impl Snapshot {
                 self.push(name, help, kind, Vec::new(), *v);
             }
         }
-        let beat = page.iter().find(|(k, _)| k == "heartbeat_ms").map_or(0, |(_, v)| *v);
-        self.liveness("cj_balancer_running", "cj_balancer_heartbeat_age_seconds", Vec::new(), beat, now_ms);
+        self.liveness("cj_balancer_running", "cj_balancer_heartbeat_age_seconds", Vec::new(), page, now_ms);
     }
 
     fn add_worker(&mut self, set: u32, q: u32, page: &[(String, u64)], now_ms: u64) {
@@ -659,8 +658,7 @@ impl Snapshot {
                 self.push(name, help, kind, l, *v);
             }
         }
-        let beat = page.iter().find(|(k, _)| k == "heartbeat_ms").map_or(0, |(_, v)| *v);
-        self.liveness("cj_worker_running", "cj_worker_heartbeat_age_seconds", labels(), beat, now_ms);
+        self.liveness("cj_worker_running", "cj_worker_heartbeat_age_seconds", labels(), page, now_ms);
     }
 
     /// The per-rule divert pages (`crate::divert_pages`): each worker's slots
@@ -1028,6 +1026,19 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(types.len(), unique.len(), "{text}");
+    }
+
+    #[test]
+    fn a_process_that_marked_its_end_is_not_running_however_fresh_its_last_beat() {
+        let page = |ended: u64| vec![("ended".to_owned(), ended), ("heartbeat_ms".to_owned(), 10_000)];
+        for (ended, running) in [(0, 1), (1, 0), (2, 0)] {
+            let mut s = Snapshot::read(Path::new("/nonexistent"), None, 0);
+            s.add_balancer(&page(ended), 10_100);
+            s.add_worker(0, 0, &page(ended), 10_100);
+            let text = s.encode();
+            assert!(text.contains(&format!("cj_balancer_running {running}\n")), "ended={ended}: {text}");
+            assert!(text.contains(&format!("cj_worker_running{{set=\"0\",worker=\"0\"}} {running}\n")), "{text}");
+        }
     }
 
     #[test]

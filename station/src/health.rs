@@ -8,8 +8,10 @@
 //!
 //! Guarantees:
 //! - [`liveness`] is `Running` exactly when the page's heartbeat is at most
-//!   [`HEARTBEAT_STALE_MS`] old; a page whose process ended or was stopped
-//!   says so (`ended` 1 or 2), a page with no heartbeat is `Unknown`, and one
+//!   [`HEARTBEAT_STALE_MS`] old and it has no end mark; a page whose process
+//!   ended or was stopped says so (`ended` 1 or 2, written as it finishes,
+//!   cleared by the next process before its first beat) from that moment,
+//!   however fresh its last beat, a page with no heartbeat is `Unknown`, and one
 //!   whose heartbeat is ahead of the clock by more than that (a page from
 //!   before a reboot: the monotonic clock started again) is `FromAnotherBoot`,
 //!   not running.
@@ -102,12 +104,13 @@ pub fn liveness(counters: &[(String, u64)], now_ms: u64) -> Liveness {
         return Liveness::Unknown;
     }
     let Some(age_ms) = beat_age_ms(beat, now_ms) else { return Liveness::FromAnotherBoot };
-    if age_ms <= HEARTBEAT_STALE_MS {
-        return Liveness::Running { age_ms };
-    }
+    // The end mark first: a process writes it as it finishes (a new one clears
+    // it before its first beat), so a page that has it is done even while its
+    // last beat is fresh.
     match get("ended").unwrap_or(0) {
         1 => Liveness::Ended { age_ms },
         2 => Liveness::Stopped { age_ms },
+        _ if age_ms <= HEARTBEAT_STALE_MS => Liveness::Running { age_ms },
         _ => Liveness::NotRunning { age_ms },
     }
 }
@@ -184,6 +187,9 @@ mod tests {
         assert_eq!(liveness(&page(10_000, 0), 20_000), Liveness::NotRunning { age_ms: 10_000 });
         assert_eq!(liveness(&page(10_000, 1), 20_000), Liveness::Ended { age_ms: 10_000 });
         assert_eq!(liveness(&page(10_000, 2), 20_000), Liveness::Stopped { age_ms: 10_000 });
+        // Marked as it finished, a moment ago: done, not running (before, "running" for 3 s).
+        assert_eq!(liveness(&page(10_000, 2), 10_100), Liveness::Stopped { age_ms: 100 });
+        assert_eq!(liveness(&page(10_000, 1), 10_100), Liveness::Ended { age_ms: 100 });
         assert_eq!(liveness(&page(0, 0), 20_000), Liveness::Unknown);
         assert_eq!(liveness(&page(10_000, 0), 20_000).to_string(), "not running (last beat 10.0s ago)");
     }
