@@ -568,7 +568,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     .map_err(AppError::StatsPage)?;
     let mut beat = Beat { page, last: None };
     beat.renew(&accounts, 0);
-    let mut notifier = station::notify::Notifier::from_env("cj-app");
+    let mut notifier = station::notify::Notifier::from_env("cj-app").with_own_watchdog(cfg.watchdog);
     notifier.ready(&started_line);
     let mut run = Run {
         cfg,

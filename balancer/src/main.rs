@@ -291,7 +291,7 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
         }
         sets.push(queues);
     }
-    let mut notifier = station::notify::Notifier::from_env("cj-balancer");
+    let mut notifier = station::notify::Notifier::from_env("cj-balancer").with_own_watchdog(config.watchdog);
     if spec.is_live() && !hold_until_consumers_attach(&sets, &stop, &mut notifier) {
         station::cj_warn!("cj-balancer: stopped by signal before any consumer attached; nothing was captured");
         return Ok(());

@@ -108,7 +108,7 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
             }
         }
     }
-    let mut notifier = station::notify::Notifier::from_env("cj-detector");
+    let mut notifier = station::notify::Notifier::from_env("cj-detector").with_own_watchdog(cfg.watchdog);
     let go = gate.open();
     if go {
         let cores: Vec<String> = specs.iter().map(|s| format!("{}->core {}", s.queue, s.core)).collect();

@@ -7,7 +7,9 @@
 //! A balancer reading a capture file, killed (SIGKILL) or stopped (SIGTERM)
 //! mid-file, resumes after what each of its queues holds, in round-robin and
 //! IP-hash mode: flows.csv equals the truth with no named term (restarted
-//! with another hash mode it refuses in one line). All three
+//! with another hash mode it refuses in one line); one whose loop stops making
+//! progress (waiting on a full queue) with `CJ_WATCHDOG_SEC` set is ended by
+//! its own watchdog (exit 70) and, started again, resumes exactly. All three
 //! killed at once mid-stream and restarted: the truth less exactly the named
 //! `worker_crash_lost`. A second run on the queues of a finished one, its
 //! detector started well before its balancer, equals the truth; a cj-app
@@ -287,6 +289,44 @@ fn an_offline_balancer_killed_or_stopped_mid_file_resumes_after_what_its_queues_
             assert_eq!(enqueued, truth.total_frames, "{what}: the queues took a frame twice or missed one\n{all}");
         }
     }
+}
+
+#[test]
+fn a_balancer_whose_loop_makes_no_progress_is_ended_by_its_own_watchdog_and_resumes_exactly() {
+    // Outside systemd, CJ_WATCHDOG_SEC ends a process whose loop stopped feeding
+    // it (exit 70, for the container's restart policy). A balancer started alone
+    // on a file fills its 1,024-slot queue and waits there for a consumer: its
+    // loop makes no progress, as a hung one would not.
+    let spec: SimSpec = "flows=300,packets=20000,sizes=64:50/1000:50,v6=20,seed=43".parse().expect("spec");
+    let dir = tempfile::tempdir().expect("capture dir");
+    let file = dir.path().join("capture.pcap");
+    let truth = sim::write_pcap(&spec, &file, false).expect("write capture");
+    let iface = format!("pcap:{}", file.display());
+    let cluster = Cluster::new(&[("CJ_IFACE", iface.as_str()), ("CJ_QUEUE_SLOTS", "1024")]);
+    let out = tempfile::tempdir().expect("out dir");
+    let mut first = cluster.command("cj-balancer");
+    first.env("CJ_WATCHDOG_SEC", "2");
+    let first = wait_all(vec![("cj-balancer", spawn(first))], Duration::from_secs(60)).remove(0);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(station::notify::WATCHDOG_EXIT), "ended by its watchdog: {err}");
+    assert!(err.contains("cj-balancer: no progress for 2 s (CJ_WATCHDOG_SEC)"), "{err}");
+    let held: u64 = packet_queues(&cluster.cluster_dir()).iter().map(|q| q.0).sum();
+    assert!(held > 0 && held < truth.total_frames, "the first balancer stopped mid-file: {held}");
+    // Started again (as `restart: on-failure` does) with its consumers: the run equals the truth.
+    let detector = spawn(cluster.command("cj-detector"));
+    let app = app(&cluster, out.path());
+    let second = spawn(cluster.command("cj-balancer"));
+    let outs =
+        wait_all(vec![("cj-balancer", second), ("cj-detector", detector), ("cj-app", app)], Duration::from_secs(180));
+    let all: String = outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned() + "\n---\n").collect();
+    assert!(outs.iter().all(|o| o.status.success()), "a process failed:\n{all}");
+    assert!(all.contains("resuming the unfinished stream"), "the second balancer did not resume:\n{all}");
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &truth_rows(&truth)) {
+        panic!("after the watchdog's exit and a restart flows.csv differs from the truth:\n{d}\n{all}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
+    assert_eq!(summary["identity"]["terms"]["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
 }
 
 #[test]

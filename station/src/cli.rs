@@ -62,6 +62,7 @@ Exit codes (the same for cj-balancer, cj-detector and cj-app):
   2  usage or configuration (bad argument, bad CJ_* value, core plan): nothing started
   3  shared memory: a queue, counter page or the queue directory
   4  the capture source or an output file
+  70 no progress for CJ_WATCHDOG_SEC (outside systemd): ended for its restart policy
 ";
 
 /// The common options, as every `--help` text lists them.

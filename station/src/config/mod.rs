@@ -216,6 +216,9 @@ pub struct StationConfig {
     pub queue_set: u32,
     /// CJ_LOG_INTERVAL (zero: no stats lines)
     pub log_interval: Duration,
+    /// CJ_WATCHDOG_SEC: outside systemd, a process whose loop makes no
+    /// progress this long exits (`station::notify`); None: off.
+    pub watchdog: Option<Duration>,
     /// CJ_SHM_DIR
     pub shm_dir: PathBuf,
     /// CJ_GROUP, resolved to a gid (None: empty); hand it to
@@ -398,6 +401,7 @@ mod tests {
         assert_eq!(c.hash_mode, HashMode::IpHash);
         assert_eq!(c.queue_sets, 1);
         assert_eq!(c.queue_set, 0);
+        assert_eq!(c.watchdog, None);
         assert_eq!(c.log_interval, Duration::from_secs(5));
         assert_eq!(c.shm_dir, PathBuf::from("/dev/shm"));
         assert_eq!(c.queue_slots, 65536);

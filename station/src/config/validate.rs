@@ -168,6 +168,7 @@ impl Raw {
             &format!("a queue set below N_QUEUE_SETS={queue_sets}: a whole number from 0 to {}", queue_sets - 1),
         )? as u32;
         let log_interval = self.get("CJ_LOG_INTERVAL").secs(0, 86_400)?;
+        let watchdog = Some(self.get("CJ_WATCHDOG_SEC").secs(0, 3600)?).filter(|d| !d.is_zero());
         let item = self.get("CJ_SHM_DIR");
         let shm_dir = PathBuf::from(item.value.trim());
         if !shm_dir.is_absolute() {
@@ -243,6 +244,7 @@ impl Raw {
             queue_sets,
             queue_set,
             log_interval,
+            watchdog,
             shm_dir,
             group,
             queue_slots,

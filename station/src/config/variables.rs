@@ -104,6 +104,13 @@ pub const VARIABLES: &[Variable] = &[
     var("CJ_WAIT", "backoff", "detector", "how consumers wait: busy | backoff"),
     var("CJ_LOG_INTERVAL", "5", "detector", "seconds between stats lines; 0: none"),
     var(
+        "CJ_WATCHDOG_SEC",
+        "0",
+        "detector",
+        "outside systemd (containers): a process whose loop makes no progress for this many seconds (1..=3600) exits \
+         with status 70 for its restart policy to start it again, as a unit's WatchdogSec= does; 0: off",
+    ),
+    var(
         "CJ_TUN",
         "no",
         "detector",
