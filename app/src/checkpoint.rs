@@ -4,9 +4,10 @@
 //!
 //! Guarantees:
 //! - cj-app holds the record-queue slots it has read until they are in a
-//!   checkpoint: it saves `<out dir>/checkpoint` (the accounts, and per queue
-//!   the read position, the expected sequence number and the intake counters)
-//!   and only then releases the slots. It saves when a queue has half of its
+//!   checkpoint: it saves `<out dir>/checkpoint` (the accounts, per queue
+//!   the read position, the expected sequence number and the intake
+//!   counters, and the export's counters, ipfix.rs) and only then releases
+//!   the slots. It saves when a queue has half of its
 //!   slots held, when the queues go quiet with records held (at most once a
 //!   second), at every refresh (CJ_REFRESH) and when stopped by a signal.
 //!   With a paced export (`CJ_EXPORT_RATE`) also once a second while records
@@ -61,6 +62,10 @@
 //! - A v3 checkpoint (the format before, frames without checksums) loads as
 //!   it did (an upgraded cj-app continues its totals); the run's first save
 //!   writes the whole checkpoint as v4.
+//! - The export's counters are the last field of every frame: a checkpoint
+//!   saved before they were kept (v3, or v4 before then) ends each frame
+//!   where they would begin, loads as it did, and continues the export's
+//!   counters from zero.
 //! - A cj-app started with a checkpoint in its output directory loads it,
 //!   skips the records the queues still hold that the checkpoint has already
 //!   counted, and goes on: its files, totals and identity are those of one
@@ -115,6 +120,7 @@ use station::record::RECORD_LAYOUT_VERSION;
 
 use crate::aggregate::{Accounts, AccountsChanges};
 use crate::intake::SavedQueue;
+use crate::ipfix::SavedExport;
 use crate::settings::Primitives;
 
 /// The file name, in the output directory.
@@ -158,11 +164,34 @@ struct Body<A> {
     fit: Fit,
     intake: Vec<SavedQueue>,
     accounts: A,
+    /// The export's counters (None: no export). Last, so that a body saved
+    /// before it was kept ([`OldBody`]) is one this body's decoding finds cut
+    /// short, never one it misreads.
+    export: Option<SavedExport>,
 }
 
 /// Every later frame: what changed since the frame before.
 #[derive(Serialize, Deserialize)]
 struct Changes<'a> {
+    intake: Vec<SavedQueue>,
+    #[serde(borrow)]
+    accounts: AccountsChanges<'a>,
+    /// The export's counters, whole (None: no export).
+    export: Option<SavedExport>,
+}
+
+/// A first frame saved before the export's counters were kept (v3, and v4
+/// until then): read, never written.
+#[derive(Serialize, Deserialize)]
+struct OldBody<A> {
+    fit: Fit,
+    intake: Vec<SavedQueue>,
+    accounts: A,
+}
+
+/// A later frame saved before the export's counters were kept.
+#[derive(Serialize, Deserialize)]
+struct OldChanges<'a> {
     intake: Vec<SavedQueue>,
     #[serde(borrow)]
     accounts: AccountsChanges<'a>,
@@ -175,6 +204,9 @@ pub struct Loaded {
     pub intake: Vec<SavedQueue>,
     /// The accounts.
     pub accounts: Accounts,
+    /// The export's counters at the save (None: no export then, or saved
+    /// before they were kept).
+    pub export: Option<SavedExport>,
     /// The byte at which the file ends inside a frame's body whose header is
     /// whole: a file cut from outside (a kill never leaves this shape: the
     /// header is written after the body), which may have lost saves whose
@@ -246,20 +278,26 @@ impl Saver {
         Saver { path: path.to_path_buf(), file: None, len: 0, rows: 0 }
     }
 
-    /// Saves `accounts` and `intake`: appends what changed since the last
-    /// save, or writes everything anew (the first save, after a failed one, or
-    /// when the frames outgrow the table).
+    /// Saves `accounts`, `intake` and the export's counters: appends what
+    /// changed since the last save, or writes everything anew (the first
+    /// save, after a failed one, or when the frames outgrow the table).
     ///
     /// # Errors
     /// The file cannot be written (the caller decides whether to release
     /// anyway); the next save then writes everything.
-    pub fn save(&mut self, fit: &Fit, intake: Vec<SavedQueue>, accounts: &mut Accounts) -> Result<(), CheckpointError> {
+    pub fn save(
+        &mut self,
+        fit: &Fit,
+        intake: Vec<SavedQueue>,
+        export: Option<SavedExport>,
+        accounts: &mut Accounts,
+    ) -> Result<(), CheckpointError> {
         let live = accounts.rows();
         if let Some(mut file) = self.file.take() {
             let changes = accounts.take_changes();
             let rows = changes.rows();
             if self.rows + rows <= 2 * live + SLACK_ROWS {
-                return match append_frame(&mut file, &Changes { intake, accounts: changes }) {
+                return match append_frame(&mut file, &Changes { intake, accounts: changes, export }) {
                     Ok(len) => {
                         self.len += len;
                         self.rows += rows;
@@ -286,7 +324,7 @@ impl Saver {
         start[..MAGIC.len()].copy_from_slice(MAGIC);
         start[MAGIC.len()..].copy_from_slice(&UNFINISHED);
         let mut body = Summed::new(&mut f, shmq::files::AtomicFile::BUFFER, &start);
-        bincode::serialize_into(&mut body, &Body { fit: fit.clone(), intake, accounts: &*accounts })
+        bincode::serialize_into(&mut body, &Body { fit: fit.clone(), intake, accounts: &*accounts, export })
             .map_err(|e| write(e.to_string()))?;
         let (len, crc) = body.finish().map_err(|e| write(e.to_string()))?;
         f.write_at(MAGIC.len() as u64, &header(len, crc)).map_err(|e| write(e.to_string()))?;
@@ -537,18 +575,27 @@ fn decode(path: &Path, bytes: &[u8], fit: &Fit) -> Result<Loaded, CheckpointErro
     let Some(first) = next().map_err(unusable)? else {
         return Err(unusable("damaged (cut short in its first frame)".into()));
     };
-    let body: Body<Accounts> = options.deserialize(first).map_err(|e| unusable(format!("damaged ({e})")))?;
+    // A frame saved before the export's counters were kept ends where they
+    // would begin: decoded as such only when the current form does not fit.
+    let body: Body<Accounts> = options.deserialize(first).or_else(|e| {
+        let old: OldBody<Accounts> = options.deserialize(first).map_err(|_| unusable(format!("damaged ({e})")))?;
+        Ok(Body { fit: old.fit, intake: old.intake, accounts: old.accounts, export: None })
+    })?;
     check_fit(path, &body.fit, fit)?;
-    let (mut intake, mut accounts) = (body.intake, body.accounts);
+    let (mut intake, mut accounts, mut export) = (body.intake, body.accounts, body.export);
     // Frames of changes, in order; one cut short by a kill while it was
     // appended was never followed by a release of its slots: ignored.
     while let Some(frame) = next().map_err(unusable)? {
-        let changes: Changes<'_> = options.deserialize(frame).map_err(|e| unusable(format!("damaged ({e})")))?;
+        let changes: Changes<'_> = options.deserialize(frame).or_else(|e| {
+            let old: OldChanges<'_> = options.deserialize(frame).map_err(|_| unusable(format!("damaged ({e})")))?;
+            Ok(Changes { intake: old.intake, accounts: old.accounts, export: None })
+        })?;
         accounts.apply_changes(changes.accounts).map_err(|e| unusable(format!("damaged ({e})")))?;
         intake = changes.intake;
+        export = changes.export;
     }
     accounts.clear_changes();
-    Ok(Loaded { intake, accounts, cut_at })
+    Ok(Loaded { intake, accounts, export, cut_at })
 }
 
 /// Removes the checkpoint (a run that read every queue to its end).
@@ -640,7 +687,7 @@ mod tests {
 
     /// One whole save, as the first of a run.
     fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts) -> Result<(), CheckpointError> {
-        Saver::new(path).save(fit, intake, &mut accounts.clone())
+        Saver::new(path).save(fit, intake, None, &mut accounts.clone())
     }
 
     /// The TCP flow from port 1000 + `i` to port 80, `k` packets each way.
@@ -695,13 +742,13 @@ mod tests {
         fn whole(fit: &Fit, intake: Vec<SavedQueue>, accounts: &mut Accounts) -> V3 {
             accounts.clear_changes();
             let mut v3 = V3(MAGIC_V3.to_vec());
-            v3.frame(bincode::serialize(&Body { fit: fit.clone(), intake, accounts: &*accounts }).unwrap());
+            v3.frame(bincode::serialize(&OldBody { fit: fit.clone(), intake, accounts: &*accounts }).unwrap());
             v3
         }
 
         /// A later save.
         fn changes(&mut self, intake: Vec<SavedQueue>, accounts: &mut Accounts) {
-            self.frame(bincode::serialize(&Changes { intake, accounts: accounts.take_changes() }).unwrap());
+            self.frame(bincode::serialize(&OldChanges { intake, accounts: accounts.take_changes() }).unwrap());
         }
     }
 
@@ -752,15 +799,55 @@ mod tests {
         // The run's first save writes the loaded accounts whole, as v4, and they load back.
         put(&p, &v3.0);
         let mut saver = Saver::new(&p);
-        saver.save(&fit, loaded.intake.clone(), &mut loaded.accounts).unwrap();
+        saver.save(&fit, loaded.intake.clone(), None, &mut loaded.accounts).unwrap();
         add_mixed(&mut loaded.accounts, 40, 3, 1);
         add_mixed(&mut a, 40, 3, 1);
-        saver.save(&fit, position(23), &mut loaded.accounts).unwrap();
+        saver.save(&fit, position(23), None, &mut loaded.accounts).unwrap();
         let file = std::fs::read(&p).unwrap();
         assert_eq!(&file[..MAGIC.len()], MAGIC, "the next save writes v4");
         let again = load(&p, &fit).unwrap().unwrap();
         assert_eq!(again.intake, position(23));
         assert_eq!(state(&again.accounts), state(&a));
+    }
+
+    #[test]
+    fn the_export_counters_are_kept_and_a_checkpoint_saved_before_they_were_loads_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let fit = fit();
+        let mut a = accounts();
+        let mut saver = Saver::new(&p);
+        let first = SavedExport {
+            records: 10,
+            records_exported: 6,
+            records_dropped_behind: 4,
+            messages: 3,
+            ..Default::default()
+        };
+        saver.save(&fit, position(10), Some(first), &mut a).unwrap();
+        assert_eq!(load(&p, &fit).unwrap().unwrap().export, Some(first));
+        // A frame of changes carries them whole.
+        add_flows(&mut a, 0, 3, 1);
+        let second = SavedExport { records: 30, records_dropped_behind: 24, intake_held_ms: 7, ..first };
+        saver.save(&fit, position(20), Some(second), &mut a).unwrap();
+        let loaded = load(&p, &fit).unwrap().unwrap();
+        assert_eq!((loaded.intake, loaded.export), (position(20), Some(second)));
+        assert_eq!(state(&loaded.accounts), state(&a));
+        // v4 as saved before the counters were kept: each frame ends after the accounts.
+        let mut a = accounts();
+        a.clear_changes();
+        let whole = bincode::serialize(&OldBody { fit: fit.clone(), intake: position(5), accounts: &a }).unwrap();
+        add_flows(&mut a, 0, 2, 1);
+        let changes = bincode::serialize(&OldChanges { intake: position(6), accounts: a.take_changes() }).unwrap();
+        let mut old = MAGIC.to_vec();
+        for body in [whole, changes] {
+            old.extend(header(body.len() as u64, crc32fast::hash(&body)));
+            old.extend(body);
+        }
+        put(&p, &old);
+        let loaded = load(&p, &fit).unwrap().unwrap();
+        assert_eq!((loaded.intake, loaded.export), (position(6), None));
+        assert_eq!(state(&loaded.accounts), state(&a));
     }
 
     #[test]
@@ -787,7 +874,7 @@ mod tests {
         for (round, (from, n)) in [(0, 6), (4, 4), (2, 3)].into_iter().enumerate() {
             add_mixed(&mut a, from, n, round as u64 + 1);
             let intake = position(100 + round as u64);
-            saver.save(fit, intake.clone(), &mut a).unwrap();
+            saver.save(fit, intake.clone(), None, &mut a).unwrap();
             let len = std::fs::metadata(p).unwrap().len() as usize;
             saves.push(Saved { len, intake, state: state(&a) });
         }
@@ -897,10 +984,12 @@ mod tests {
         add_flows(&mut a, 0, 1000, 2);
         let mut twin = a.clone();
         let mut file = File::create(dir.path().join("f")).unwrap();
-        let n = append_frame(&mut file, &Changes { intake: position(300), accounts: a.take_changes() }).unwrap();
+        let n = append_frame(&mut file, &Changes { intake: position(300), accounts: a.take_changes(), export: None })
+            .unwrap();
         // Against bincode's own encoding of the same changes, whole in memory,
         // and the header spelled out: length, the body's CRC, the CRC of those 12 bytes.
-        let body = bincode::serialize(&Changes { intake: position(300), accounts: twin.take_changes() }).unwrap();
+        let body = bincode::serialize(&Changes { intake: position(300), accounts: twin.take_changes(), export: None })
+            .unwrap();
         assert!(body.len() > FRAME_BUFFER);
         let mut want = (body.len() as u64).to_le_bytes().to_vec();
         want.extend(crc32fast::hash(&body).to_le_bytes());
@@ -918,12 +1007,12 @@ mod tests {
         let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
         let mut saver = Saver::new(&p);
         add_flows(&mut a, 0, 2000, 1);
-        saver.save(&fit, position(2000), &mut a).unwrap();
+        saver.save(&fit, position(2000), None, &mut a).unwrap();
         let whole = std::fs::metadata(&p).unwrap().len();
         // Ten new flows and ten more packets of old ones: 40 rows changed of 4020.
         add_flows(&mut a, 2000, 10, 1);
         add_flows(&mut a, 0, 10, 3);
-        saver.save(&fit, position(2020), &mut a).unwrap();
+        saver.save(&fit, position(2020), None, &mut a).unwrap();
         let appended = std::fs::metadata(&p).unwrap().len() - whole;
         assert!(appended * 20 < whole, "appended {appended} bytes to a whole save of {whole}");
         let loaded = load(&p, &fit).unwrap().unwrap();
@@ -943,13 +1032,13 @@ mod tests {
         let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
         let mut saver = Saver::new(&p);
         add_flows(&mut a, 0, 100, 1);
-        saver.save(&fit, position(100), &mut a).unwrap();
+        saver.save(&fit, position(100), None, &mut a).unwrap();
         add_flows(&mut a, 100, 100, 1);
-        saver.save(&fit, position(200), &mut a).unwrap();
+        saver.save(&fit, position(200), None, &mut a).unwrap();
         let at_second = state(&a);
         let second_len = std::fs::metadata(&p).unwrap().len();
         add_flows(&mut a, 0, 50, 2);
-        saver.save(&fit, position(250), &mut a).unwrap();
+        saver.save(&fit, position(250), None, &mut a).unwrap();
         let full = std::fs::read(&p).unwrap();
         // In the header, the header whole and no body, in the body, one byte short.
         for cut in [second_len + 3, second_len + 8, second_len + 16, second_len + 20, full.len() as u64 - 1] {
@@ -989,12 +1078,12 @@ mod tests {
         let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
         let mut saver = Saver::new(&p);
         add_flows(&mut a, 0, 5000, 1);
-        saver.save(&fit, position(5000), &mut a).unwrap();
+        saver.save(&fit, position(5000), None, &mut a).unwrap();
         let whole = std::fs::metadata(&p).unwrap().len();
         let mut largest = 0;
         for round in 0..20 {
             add_flows(&mut a, 0, 5000, 1);
-            saver.save(&fit, position(10_000 + round), &mut a).unwrap();
+            saver.save(&fit, position(10_000 + round), None, &mut a).unwrap();
             largest = largest.max(std::fs::metadata(&p).unwrap().len());
         }
         assert!(largest <= 3 * whole + 3 * 4096 * 90, "{largest} bytes for a table of {whole}");
@@ -1022,13 +1111,13 @@ mod tests {
         }
         assert!(a.containers().log_rows() > 0);
         let mut saver = Saver::new(&p);
-        saver.save(&fit, position(3000), &mut a).unwrap();
+        saver.save(&fit, position(3000), None, &mut a).unwrap();
         let whole = std::fs::metadata(&p).unwrap().len();
         // One changed flow a save: each frame still carries the whole flow log.
         let mut largest = 0;
         for round in 0..20u16 {
             a.add(0, &in_container(round));
-            saver.save(&fit, position(3001 + u64::from(round)), &mut a).unwrap();
+            saver.save(&fit, position(3001 + u64::from(round)), None, &mut a).unwrap();
             largest = largest.max(std::fs::metadata(&p).unwrap().len());
         }
         assert!(largest <= 3 * whole + 3 * 4096 * 90, "{largest} bytes for a checkpoint of {whole}");

@@ -154,7 +154,11 @@
 //!   its slots held (they are released by the save) does the app wait for
 //!   the checkpoint, counted in `intake_held_ms` (`main.rs`). So a record a
 //!   checkpoint counts was sent or counted, and the export stays at least
-//!   once across a crash. The app checkpoints as when unpaced (no
+//!   once across a crash. The counters are in the checkpoint
+//!   ([`SavedExport`]): an app started again from it continues them, so
+//!   what a stopped or killed app counted dropped behind stays counted (a
+//!   record read after the checkpoint is built and counted again, as it is
+//!   exported again). The app checkpoints as when unpaced (no
 //!   once-a-second checkpoint: the intake keeps up).
 //! - At the end of the run (every queue ended, or a stop after draining what
 //!   the record queues hold) the records still held go out at R before the
@@ -194,7 +198,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use station::config::{ConfigError, ExportBehind, StationConfig};
 use station::record::{FlowRecord, RecordKind};
 
@@ -579,6 +583,28 @@ pub struct ExportStats {
     pub intake_held_ms: u64,
 }
 
+/// The export's counters a checkpoint keeps (checkpoint.rs), so that a
+/// restarted app continues them as it continues its totals: a record a
+/// checkpoint counts whose export was dropped behind is never exported by
+/// the next app, and must stay counted in the run's `records_dropped_behind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedExport {
+    /// [`ExportStats::records`].
+    pub records: u64,
+    /// [`ExportStats::records_exported`].
+    pub records_exported: u64,
+    /// [`ExportStats::records_dropped`].
+    pub records_dropped: u64,
+    /// [`ExportStats::records_dropped_behind`].
+    pub records_dropped_behind: u64,
+    /// [`ExportStats::messages`].
+    pub messages: u64,
+    /// [`ExportStats::send_errors`].
+    pub send_errors: u64,
+    /// [`ExportStats::intake_held_ms`].
+    pub intake_held_ms: u64,
+}
+
 /// One collector.
 #[derive(Debug)]
 struct Collector {
@@ -806,6 +832,34 @@ impl Exporter {
     /// Counters so far.
     pub fn stats(&self) -> ExportStats {
         self.stats
+    }
+
+    /// The counters a checkpoint keeps. Saved only once every record read
+    /// was sent or counted (`main.rs`), so none is held.
+    pub fn saved(&self) -> SavedExport {
+        let s = &self.stats;
+        SavedExport {
+            records: s.records,
+            records_exported: s.records_exported,
+            records_dropped: s.records_dropped,
+            records_dropped_behind: s.records_dropped_behind,
+            messages: s.messages,
+            send_errors: s.send_errors,
+            intake_held_ms: s.intake_held_ms,
+        }
+    }
+
+    /// Continues the counters of the checkpoint the app continues (added to
+    /// this run's so far: the templates sent at start).
+    pub fn continue_from(&mut self, saved: &SavedExport) {
+        let s = &mut self.stats;
+        s.records += saved.records;
+        s.records_exported += saved.records_exported;
+        s.records_dropped += saved.records_dropped;
+        s.records_dropped_behind += saved.records_dropped_behind;
+        s.messages += saved.messages;
+        s.send_errors += saved.send_errors;
+        s.intake_held_ms += saved.intake_held_ms;
     }
 
     /// Adds the record `r` of intake queue `qi`. A message that fills is
@@ -1445,6 +1499,38 @@ mod tests {
         // With room again a record is held, not dropped.
         e.add(0, &record(false, 1, 1));
         assert_eq!((e.unsent(), e.stats().records_dropped_behind), (2, 404));
+    }
+
+    #[test]
+    fn a_restarted_export_continues_the_counters_its_checkpoint_kept() {
+        let (rx1, rx2) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        let t0 = Instant::now();
+        let mut e = ipfix_exporter_to_both(rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
+        let mut pace = Pace::new(1000, 1, t0); // holds at most 100
+        pace.drop = true;
+        e.pace = Some(pace);
+        for _ in 0..150 {
+            e.add(0, &record(false, 1, 0));
+        }
+        e.seal();
+        let mut t = t0;
+        while !e.all_sent() {
+            t += Duration::from_millis(16);
+            e.tick(t);
+        }
+        let saved = e.saved();
+        assert_eq!((saved.records, saved.records_exported, saved.records_dropped_behind), (150, 200, 100));
+        // The next app: its own templates, then what it builds, on top of the saved counters.
+        let mut next = ipfix_exporter_to_both(rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
+        next.tick(Instant::now());
+        let own = next.stats().messages;
+        next.continue_from(&saved);
+        next.add(0, &record(false, 1, 0));
+        next.seal();
+        let s = next.stats();
+        assert_eq!((s.records, s.records_exported, s.records_dropped_behind), (151, 202, 100));
+        assert_eq!(s.messages, saved.messages + own + 2);
+        assert_eq!(2 * s.records, s.records_exported + s.records_dropped + s.records_dropped_behind);
     }
 
     #[test]

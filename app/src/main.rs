@@ -224,7 +224,8 @@ impl Run {
             e.seal();
             debug_assert!(e.all_sent(), "a checkpoint before the paced export sent what it counts");
         }
-        match self.saver.save(&self.fit, self.intake.saved(), &mut self.accounts) {
+        let export = self.exporter.as_ref().map(ipfix::Exporter::saved);
+        match self.saver.save(&self.fit, self.intake.saved(), export, &mut self.accounts) {
             Ok(()) => self.checkpoint_warned = false,
             Err(e) if !self.checkpoint_warned => {
                 self.checkpoint_warned = true;
@@ -475,7 +476,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     }
     summary::check_out_dir(&settings.out_dir)?;
     let metrics_addr = metrics::listen_addr(&cfg)?;
-    let exporter = ipfix::Exporter::from_config(&cfg, cfg.hash_mode == HashMode::FanOut)?;
+    let mut exporter = ipfix::Exporter::from_config(&cfg, cfg.hash_mode == HashMode::FanOut)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -502,6 +503,11 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
                 loaded.intake.iter().map(|q| q.stats.records).sum::<u64>(),
                 skipped
             );
+            // The export's counters go on too: a record the checkpoint counts
+            // whose export was dropped behind stays counted (ipfix.rs).
+            if let (Some(e), Some(saved)) = (exporter.as_mut(), loaded.export.as_ref()) {
+                e.continue_from(saved);
+            }
             loaded.accounts
         }
         None => {

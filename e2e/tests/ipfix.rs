@@ -15,7 +15,8 @@
 //! rate far below such a burst, the app never holds the station back, its
 //! flows.csv equals the truth, and what a socket of the test's receives
 //! plus what the app counts dropped behind is every data record of the
-//! truth. Also: a destination that is neither `ipfix://HOST:PORT` nor
+//! truth, also when the app is stopped mid-run and started again from its
+//! checkpoint (the counters go on). Also: a destination that is neither `ipfix://HOST:PORT` nor
 //! `netflow9://HOST:PORT` is refused at start with one line naming the
 //! accepted forms.
 
@@ -363,14 +364,10 @@ fn a_paced_export_that_drops_behind_counts_what_the_app_takes_while_a_checkpoint
     assert!(e["records_dropped_behind"].as_u64() > Some(0), "{e:#}");
 }
 
-/// Runs [`BEHIND`] offline with the export paced at [`BEHIND_RATE`] and
-/// `CJ_EXPORT_BEHIND=drop` (and `extra`) to a socket of the test's, and checks
-/// what holds whatever the timing: flows.csv is the truth, each data record
-/// received is a direction of the truth (once), and those received plus
-/// those the app counts dropped behind are every data record of the truth.
-/// Returns the data records received, `summary.json`'s export and the app's log.
-fn dropping_behind(extra: &[(&str, &str)]) -> (usize, serde_json::Value, String) {
-    // The collector is a socket of the test's, read by a thread as datagrams come.
+/// A collector that is a socket of the test's, read by a thread as datagrams
+/// come: its `ipfix://` address, and what ends it and returns the data
+/// records it received (once the last datagram has had 200 ms to arrive).
+fn test_collector() -> (String, impl FnOnce() -> Vec<Received>) {
     let collector = UdpSocket::bind("127.0.0.1:0").expect("bind the test's collector");
     let export = format!("ipfix://{}", collector.local_addr().expect("its address"));
     collector.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
@@ -388,6 +385,100 @@ fn dropping_behind(extra: &[(&str, &str)]) -> (usize, serde_json::Value, String)
             }
         })
     };
+    (export, move || {
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("the test's collector")
+    })
+}
+
+/// An app stopped (SIGTERM) mid-run after it had dropped records behind and
+/// checkpointed them, then started again: its checkpoint counts those
+/// records, so the second app never exports them; the run's summary.json
+/// must still count them (received + dropped behind = every data record of
+/// the truth), or they were dropped silently.
+#[test]
+fn a_paced_export_that_drops_behind_keeps_counting_what_it_dropped_across_a_restart() {
+    let (export, collected) = test_collector();
+    let spec: SimSpec = BEHIND.parse().expect("spec");
+    let want = truth_rows(&sim::truth(&spec));
+    let should = want.len() as u64;
+    let iface = format!("sim:{BEHIND}");
+    // A 64-slot record queue: the first app checkpoints every 32 records and
+    // reads at most 64 past its last checkpoint, so a stop finds most of the
+    // burst still to come.
+    let cluster = Cluster::new(&[
+        ("CJ_IFACE", &iface),
+        ("ZBALANCE_HASH_MODE", "1"),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_QUEUE_SLOTS", "32768"),
+        ("CJ_RECORD_QUEUE_SLOTS", "64"),
+        ("CJ_EXPORT", &export),
+        ("CJ_EXPORT_RATE", BEHIND_RATE),
+        ("CJ_EXPORT_BEHIND", "drop"),
+    ]);
+    let out = tempfile::tempdir().expect("out dir");
+    let spawn = |name: &str, args: &[&std::ffi::OsStr]| {
+        let mut cmd = cluster.command(name);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().expect("start a station binary")
+    };
+    let app_args = [std::ffi::OsStr::new("--out"), out.path().as_os_str()];
+    let detector = spawn("cj-detector", &[]);
+    let first = spawn("cj-app", &app_args);
+    let balancer = spawn("cj-balancer", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.records_released() == 0 {
+        assert!(Instant::now() < deadline, "cj-app released no record-queue slot within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = nix::unistd::Pid::from_raw(first.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM the first cj-app");
+    let first = first.wait_with_output().expect("first cj-app");
+    let first_log = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(first.status.success(), "the first cj-app failed:\n{first_log}");
+    let before = read_json(&out.path().join("summary.json"))["export"].clone();
+    let dropped_before = before["records_dropped_behind"].as_u64().unwrap_or(0);
+    assert!(dropped_before > 0, "the first cj-app dropped nothing behind, so this run shows nothing: {before:#}");
+    let second = spawn("cj-app", &app_args);
+    let outs = wait_all(
+        vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", second)],
+        Duration::from_secs(180),
+    );
+    let got = collected();
+    let all = format!("--- first app\n{first_log}\n--- second app\n{}", String::from_utf8_lossy(&outs[2].stderr));
+    for o in &outs {
+        assert!(o.status.success(), "a process failed:\n{all}");
+    }
+    assert!(all.contains("continuing from"), "the second cj-app did not continue the checkpoint:\n{all}");
+    if let Some(d) = diff_rows(&read_flows_csv(&out.path().join("flows.csv")), &want) {
+        panic!("flows.csv differs from the truth:\n{d}\n{all}");
+    }
+    // A graceful stop sends what the export holds before its checkpoint: nothing arrives twice.
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, counts) in &got {
+        assert_eq!(want.get(key), Some(counts), "a data record that is not a direction of the truth: {key:?}");
+        assert!(seen.insert(key.clone()), "{key:?} arrived twice");
+    }
+    let e = read_json(&out.path().join("summary.json"))["export"].clone();
+    let behind = e["records_dropped_behind"].as_u64().unwrap_or(0);
+    assert_eq!(
+        got.len() as u64 + behind,
+        should,
+        "received {} + dropped behind {behind} (the first app had counted {dropped_before}): {e:#}",
+        got.len()
+    );
+    assert_eq!(e["records"].as_u64(), Some(should), "{e:#}");
+    assert_eq!(e["records_exported"].as_u64(), Some(got.len() as u64), "{e:#}");
+}
+
+/// Runs [`BEHIND`] offline with the export paced at [`BEHIND_RATE`] and
+/// `CJ_EXPORT_BEHIND=drop` (and `extra`) to a socket of the test's, and checks
+/// what holds whatever the timing: flows.csv is the truth, each data record
+/// received is a direction of the truth (once), and those received plus
+/// those the app counts dropped behind are every data record of the truth.
+/// Returns the data records received, `summary.json`'s export and the app's log.
+fn dropping_behind(extra: &[(&str, &str)]) -> (usize, serde_json::Value, String) {
+    let (export, collected) = test_collector();
     let spec: SimSpec = BEHIND.parse().expect("spec");
     let truth = sim::truth(&spec);
     let want = truth_rows(&truth);
@@ -405,8 +496,7 @@ fn dropping_behind(extra: &[(&str, &str)]) -> (usize, serde_json::Value, String)
     let cluster = Cluster::new(&vars);
     let out = tempfile::tempdir().expect("out dir");
     let run = run_pipeline(&cluster, out.path());
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let got = reader.join().expect("the test's collector");
+    let got = collected();
     run.assert_success();
     let app_log = String::from_utf8_lossy(&run.app.stderr).into_owned();
 
