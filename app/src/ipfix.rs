@@ -950,11 +950,13 @@ impl Exporter {
         if self.last_behind_warning.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
             self.last_behind_warning = Some(now);
             station::cj_warn!(
-                "cj-app: warning: flow export behind CJ_EXPORT_RATE={}: {} data record(s) not exported so far \
-                 (CJ_EXPORT_BEHIND=drop; counted in export.records_dropped_behind); raise CJ_EXPORT_RATE if the \
-                 collectors take more (this warning repeats at most once a minute)",
+                "cj-app: warning: flow export behind CJ_EXPORT_RATE={}: {} data record(s) not exported so far to \
+                 each of {} collector(s) (CJ_EXPORT_BEHIND=drop; counted in export.records_dropped_behind, once \
+                 per collector); raise CJ_EXPORT_RATE if the collectors take more (this warning repeats at most \
+                 once a minute)",
                 self.stats.rate,
-                self.stats.records_dropped_behind
+                self.stats.records_dropped_behind / (self.collectors.len().max(1) as u64),
+                self.collectors.len()
             );
         }
     }
