@@ -555,9 +555,27 @@ impl DataMessage {
     }
 }
 
-/// Export counters (summed over the collectors), for `summary.json` and the stats line.
+/// Export counters and settings (summed over the collectors), for
+/// `summary.json` and the stats line (the counters flattened into it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ExportStats {
+    /// The counters, which a checkpoint keeps.
+    #[serde(flatten)]
+    pub counters: SavedExport,
+    /// `CJ_EXPORT_RATE`: data records per second to each collector (0: unpaced).
+    pub rate: u32,
+    /// `CJ_EXPORT_BEHIND`: `wait` or `drop` (what a paced export does when
+    /// it holds as many records as it may).
+    pub behind: &'static str,
+}
+
+/// The export's counters, summed over the collectors; a checkpoint keeps them
+/// (checkpoint.rs), so that a restarted app continues them as it continues
+/// its totals: a record a checkpoint counts whose export was dropped behind
+/// is never exported by the next app, and must stay counted in the run's
+/// `records_dropped_behind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedExport {
     /// Data records built (one per direction with packets).
     pub records: u64,
     /// Data records sent, per collector (a record sent to two counts twice).
@@ -572,37 +590,23 @@ pub struct ExportStats {
     pub messages: u64,
     /// Failed sends.
     pub send_errors: u64,
-    /// `CJ_EXPORT_RATE`: data records per second to each collector (0: unpaced).
-    pub rate: u32,
-    /// `CJ_EXPORT_BEHIND`: `wait` or `drop` (what a paced export does when
-    /// it holds as many records as it may).
-    pub behind: &'static str,
     /// Milliseconds the app took no records because the paced export held
     /// as many as it may, or a checkpoint waited for it to send them (the
     /// record queues held the rest back).
     pub intake_held_ms: u64,
 }
 
-/// The export's counters a checkpoint keeps (checkpoint.rs), so that a
-/// restarted app continues them as it continues its totals: a record a
-/// checkpoint counts whose export was dropped behind is never exported by
-/// the next app, and must stay counted in the run's `records_dropped_behind`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedExport {
-    /// [`ExportStats::records`].
-    pub records: u64,
-    /// [`ExportStats::records_exported`].
-    pub records_exported: u64,
-    /// [`ExportStats::records_dropped`].
-    pub records_dropped: u64,
-    /// [`ExportStats::records_dropped_behind`].
-    pub records_dropped_behind: u64,
-    /// [`ExportStats::messages`].
-    pub messages: u64,
-    /// [`ExportStats::send_errors`].
-    pub send_errors: u64,
-    /// [`ExportStats::intake_held_ms`].
-    pub intake_held_ms: u64,
+impl SavedExport {
+    /// Adds `other`'s counts to these.
+    fn add(&mut self, other: &SavedExport) {
+        self.records += other.records;
+        self.records_exported += other.records_exported;
+        self.records_dropped += other.records_dropped;
+        self.records_dropped_behind += other.records_dropped_behind;
+        self.messages += other.messages;
+        self.send_errors += other.send_errors;
+        self.intake_held_ms += other.intake_held_ms;
+    }
 }
 
 /// One collector.
@@ -837,29 +841,13 @@ impl Exporter {
     /// The counters a checkpoint keeps. Saved only once every record read
     /// was sent or counted (`main.rs`), so none is held.
     pub fn saved(&self) -> SavedExport {
-        let s = &self.stats;
-        SavedExport {
-            records: s.records,
-            records_exported: s.records_exported,
-            records_dropped: s.records_dropped,
-            records_dropped_behind: s.records_dropped_behind,
-            messages: s.messages,
-            send_errors: s.send_errors,
-            intake_held_ms: s.intake_held_ms,
-        }
+        self.stats.counters
     }
 
     /// Continues the counters of the checkpoint the app continues (added to
     /// this run's so far: the templates sent at start).
     pub fn continue_from(&mut self, saved: &SavedExport) {
-        let s = &mut self.stats;
-        s.records += saved.records;
-        s.records_exported += saved.records_exported;
-        s.records_dropped += saved.records_dropped;
-        s.records_dropped_behind += saved.records_dropped_behind;
-        s.messages += saved.messages;
-        s.send_errors += saved.send_errors;
-        s.intake_held_ms += saved.intake_held_ms;
+        self.stats.counters.add(saved);
     }
 
     /// Adds the record `r` of intake queue `qi`. A message that fills is
@@ -871,7 +859,7 @@ impl Exporter {
             return;
         }
         for d in DirRecord::of(r) {
-            self.stats.records += 1;
+            self.stats.counters.records += 1;
             if self.pace.as_ref().is_some_and(|p| p.drop && self.unsent() >= p.bound) {
                 self.count_behind(1);
                 continue;
@@ -935,7 +923,7 @@ impl Exporter {
             return;
         }
         let n = DirRecord::of(r).count() as u64;
-        self.stats.records += n;
+        self.stats.counters.records += n;
         self.count_behind(n);
     }
 
@@ -945,7 +933,7 @@ impl Exporter {
         if n == 0 {
             return;
         }
-        self.stats.records_dropped_behind += n * self.collectors.len() as u64;
+        self.stats.counters.records_dropped_behind += n * self.collectors.len() as u64;
         let now = Instant::now();
         if self.last_behind_warning.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
             self.last_behind_warning = Some(now);
@@ -955,7 +943,7 @@ impl Exporter {
                  per collector); raise CJ_EXPORT_RATE if the collectors take more (this warning repeats at most \
                  once a minute)",
                 self.stats.rate,
-                self.stats.records_dropped_behind / (self.collectors.len().max(1) as u64),
+                self.stats.counters.records_dropped_behind / (self.collectors.len().max(1) as u64),
                 self.collectors.len()
             );
         }
@@ -1007,7 +995,7 @@ impl Exporter {
 
     /// Counts time the app took no records because of the paced export.
     pub fn count_intake_held(&mut self, d: Duration) {
-        self.stats.intake_held_ms += d.as_millis() as u64;
+        self.stats.counters.intake_held_ms += d.as_millis() as u64;
     }
 
     /// Sends the sealed message `body` of `n` data records to every collector.
@@ -1030,13 +1018,13 @@ impl Exporter {
             let c = &mut self.collectors[i];
             match sent {
                 Ok(_) => {
-                    self.stats.messages += 1;
-                    self.stats.records_exported += u64::from(n);
+                    self.stats.counters.messages += 1;
+                    self.stats.counters.records_exported += u64::from(n);
                     c.last_sent = n;
                 }
                 Err(e) => {
-                    self.stats.send_errors += 1;
-                    self.stats.records_dropped += u64::from(n);
+                    self.stats.counters.send_errors += 1;
+                    self.stats.counters.records_dropped += u64::from(n);
                     c.templates_at = now;
                     c.warn(now, "sending data", &e);
                 }
@@ -1051,9 +1039,9 @@ impl Exporter {
     /// for several messages, so this is a lower bound of what was lost.
     fn refused(&mut self, i: usize) {
         let lost = u64::from(std::mem::take(&mut self.collectors[i].last_sent));
-        self.stats.send_errors += 1;
-        self.stats.records_exported -= lost;
-        self.stats.records_dropped += lost;
+        self.stats.counters.send_errors += 1;
+        self.stats.counters.records_exported -= lost;
+        self.stats.counters.records_dropped += lost;
     }
 
     /// Sends a message of `body` (`count` records) to collector `i` (its v9
@@ -1090,11 +1078,11 @@ impl Exporter {
         let c = &mut self.collectors[i];
         match sent {
             Ok(_) => {
-                self.stats.messages += 1;
+                self.stats.counters.messages += 1;
                 c.templates_at = now + TEMPLATE_INTERVAL;
             }
             Err(e) => {
-                self.stats.send_errors += 1;
+                self.stats.counters.send_errors += 1;
                 // Tried again at the first tick or send a second from now.
                 c.templates_at = now + TEMPLATE_INTERVAL.min(FLUSH_INTERVAL);
                 c.warn(now, "sending templates", &e);
@@ -1366,7 +1354,7 @@ mod tests {
         assert_eq!(fwd, (7, 700));
         assert_eq!(rev, (3, 3000));
         let s = e.stats();
-        assert_eq!((s.records, s.records_exported, s.records_dropped), (204, 204, 0));
+        assert_eq!((s.counters.records, s.counters.records_exported, s.counters.records_dropped), (204, 204, 0));
     }
 
     /// Data records in the data messages `rx` holds now (templates skipped).
@@ -1398,19 +1386,19 @@ mod tests {
         }
         assert_eq!((e.intake_room(1), e.unsent()), (Some(0), 100), "the bound is reached");
         e.seal(); // the last 4 wait their turn too
-        assert_eq!(e.stats().records_exported, 0, "nothing is sent before a tick");
+        assert_eq!(e.stats().counters.records_exported, 0, "nothing is sent before a tick");
         e.tick(t0);
-        assert_eq!(e.stats().records_exported, 16, "the full bucket: one message");
+        assert_eq!(e.stats().counters.records_exported, 16, "the full bucket: one message");
         assert_eq!(e.next_send_in(t0), Some(Duration::from_millis(16)));
         e.tick(t0 + Duration::from_millis(15));
-        assert_eq!(e.stats().records_exported, 16, "15 ms earn 15 records: not a message of 16");
+        assert_eq!(e.stats().counters.records_exported, 16, "15 ms earn 15 records: not a message of 16");
         assert_eq!(e.next_send_in(t0 + Duration::from_millis(15)), Some(Duration::from_millis(1)));
         e.tick(t0 + Duration::from_millis(16));
-        assert_eq!(e.stats().records_exported, 32);
+        assert_eq!(e.stats().counters.records_exported, 32);
         // A second with no tick earns one burst, not a second's worth.
         let mut t = t0 + Duration::from_millis(1016);
         e.tick(t);
-        assert_eq!((e.stats().records_exported, e.unsent(), e.intake_room(1)), (48, 52, Some(24)));
+        assert_eq!((e.stats().counters.records_exported, e.unsent(), e.intake_room(1)), (48, 52, Some(24)));
         let mut ticks = 0;
         while !e.all_sent() {
             t += Duration::from_millis(16);
@@ -1420,7 +1408,7 @@ mod tests {
         assert_eq!(ticks, 4, "three more full messages, then the last 4 records");
         assert_eq!(e.next_send_in(t), None);
         let s = e.stats();
-        assert_eq!((s.records, s.records_exported, s.records_dropped), (100, 100, 0));
+        assert_eq!((s.counters.records, s.counters.records_exported, s.counters.records_dropped), (100, 100, 0));
         let got = received(&rx);
         assert_eq!(got.len(), 100, "the collector has every record");
         let mut ports: Vec<u16> = got.iter().map(|r| r.3).collect();
@@ -1445,7 +1433,7 @@ mod tests {
         assert_eq!((e.intake_room(1), e.rate(), e.all_sent()), (None, None, false));
         e.seal();
         assert!(e.all_sent());
-        assert_eq!(e.stats().records_exported, 2);
+        assert_eq!(e.stats().counters.records_exported, 2);
     }
 
     /// [`ipfix_exporter_to`] with a second IPFIX collector at `also`.
@@ -1481,10 +1469,17 @@ mod tests {
             e.add(0, &r);
         }
         let s = e.stats();
-        assert_eq!((s.records, e.unsent(), s.records_dropped_behind), (300, 100, 400), "200 each for two collectors");
+        assert_eq!(
+            (s.counters.records, e.unsent(), s.counters.records_dropped_behind),
+            (300, 100, 400),
+            "200 each for two collectors"
+        );
         // Taken while a checkpoint waits: built, not exported, counted for both collectors.
         e.add_dropped_behind(0, &record(false, 3, 2));
-        assert_eq!((e.stats().records, e.stats().records_dropped_behind, e.unsent()), (302, 404, 100));
+        assert_eq!(
+            (e.stats().counters.records, e.stats().counters.records_dropped_behind, e.unsent()),
+            (302, 404, 100)
+        );
         e.seal();
         let mut t = t0;
         while !e.all_sent() {
@@ -1492,15 +1487,21 @@ mod tests {
             e.tick(t);
         }
         let s = e.stats();
-        assert_eq!((s.records_exported, s.records_dropped, s.records_dropped_behind), (200, 0, 404));
-        assert_eq!(s.records * 2, s.records_exported + s.records_dropped + s.records_dropped_behind);
+        assert_eq!(
+            (s.counters.records_exported, s.counters.records_dropped, s.counters.records_dropped_behind),
+            (200, 0, 404)
+        );
+        assert_eq!(
+            s.counters.records * 2,
+            s.counters.records_exported + s.counters.records_dropped + s.counters.records_dropped_behind
+        );
         for rx in [&rx1, &rx2] {
             let ports: Vec<u16> = received(rx).iter().map(|r| r.3).collect();
             assert_eq!(ports, (1000..1100).collect::<Vec<_>>(), "the first 100, once each, in order");
         }
         // With room again a record is held, not dropped.
         e.add(0, &record(false, 1, 1));
-        assert_eq!((e.unsent(), e.stats().records_dropped_behind), (2, 404));
+        assert_eq!((e.unsent(), e.stats().counters.records_dropped_behind), (2, 404));
     }
 
     #[test]
@@ -1525,14 +1526,20 @@ mod tests {
         // The next app: its own templates, then what it builds, on top of the saved counters.
         let mut next = ipfix_exporter_to_both(rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
         next.tick(Instant::now());
-        let own = next.stats().messages;
+        let own = next.stats().counters.messages;
         next.continue_from(&saved);
         next.add(0, &record(false, 1, 0));
         next.seal();
         let s = next.stats();
-        assert_eq!((s.records, s.records_exported, s.records_dropped_behind), (151, 202, 100));
-        assert_eq!(s.messages, saved.messages + own + 2);
-        assert_eq!(2 * s.records, s.records_exported + s.records_dropped + s.records_dropped_behind);
+        assert_eq!(
+            (s.counters.records, s.counters.records_exported, s.counters.records_dropped_behind),
+            (151, 202, 100)
+        );
+        assert_eq!(s.counters.messages, saved.messages + own + 2);
+        assert_eq!(
+            2 * s.counters.records,
+            s.counters.records_exported + s.counters.records_dropped + s.counters.records_dropped_behind
+        );
     }
 
     #[test]
@@ -1547,7 +1554,7 @@ mod tests {
         for _ in 0..300 {
             e.add(0, &record(false, 1, 0));
         }
-        assert_eq!((e.unsent(), e.stats().records_dropped_behind, e.intake_room(1)), (300, 0, Some(0)));
+        assert_eq!((e.unsent(), e.stats().counters.records_dropped_behind, e.intake_room(1)), (300, 0, Some(0)));
     }
 
     #[test]
@@ -1585,9 +1592,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let s = e.stats();
-        assert_eq!(s.records, 10);
-        assert!(s.records_dropped > 0 && s.send_errors > 0, "{s:?}");
-        assert_eq!(s.records_exported + s.records_dropped, 10);
+        assert_eq!(s.counters.records, 10);
+        assert!(s.counters.records_dropped > 0 && s.counters.send_errors > 0, "{s:?}");
+        assert_eq!(s.counters.records_exported + s.counters.records_dropped, 10);
     }
 
     #[test]
@@ -1616,7 +1623,11 @@ mod tests {
         let (_, recs) = decode(&buf[..n]);
         assert_eq!(recs.iter().map(|r| r.6).collect::<Vec<_>>(), vec![2], "the second record, not lost");
         let s = e.stats();
-        assert_eq!((s.records, s.records_exported, s.records_dropped), (2, 1, 1), "the first counted lost: {s:?}");
+        assert_eq!(
+            (s.counters.records, s.counters.records_exported, s.counters.records_dropped),
+            (2, 1, 1),
+            "the first counted lost: {s:?}"
+        );
     }
 
     #[test]

@@ -411,11 +411,11 @@ impl Run {
                 format!(
                     " export_unsent {} export_held_s {:.1} export_dropped_behind {}",
                     e.unsent(),
-                    s.intake_held_ms as f64 / 1000.0,
-                    s.records_dropped_behind
+                    s.counters.intake_held_ms as f64 / 1000.0,
+                    s.counters.records_dropped_behind
                 )
             });
-            format!(" exported {} export_dropped {}{paced}", s.records_exported, s.records_dropped)
+            format!(" exported {} export_dropped {}{paced}", s.counters.records_exported, s.counters.records_dropped)
         })
     }
 }

@@ -775,26 +775,30 @@ impl Snapshot {
         self.push("cj_app_rows", "Rows of the main aggregate table.", Kind::Gauge, Vec::new(), app.rows as u64);
         if let Some(e) = &app.export {
             for (name, help, v) in [
-                ("cj_app_export_records", "Data records the export built (one per direction with packets).", e.records),
+                (
+                    "cj_app_export_records",
+                    "Data records the export built (one per direction with packets).",
+                    e.counters.records,
+                ),
                 (
                     "cj_app_export_records_sent",
                     "Data records sent, per collector (a record sent to two collectors counts twice).",
-                    e.records_exported,
+                    e.counters.records_exported,
                 ),
                 (
                     "cj_app_export_records_dropped",
                     "Data records in messages whose send failed, per collector (a lower bound: one refusal the \
                      kernel reports may stand for several messages).",
-                    e.records_dropped,
+                    e.counters.records_dropped,
                 ),
                 (
                     "cj_app_export_records_dropped_behind",
                     "Data records not exported because the paced export held as many as it may \
                      (CJ_EXPORT_BEHIND=drop), per collector; not sent, unlike records_dropped.",
-                    e.records_dropped_behind,
+                    e.counters.records_dropped_behind,
                 ),
-                ("cj_app_export_messages", "Export messages sent, templates included.", e.messages),
-                ("cj_app_export_send_errors", "Export sends that failed.", e.send_errors),
+                ("cj_app_export_messages", "Export messages sent, templates included.", e.counters.messages),
+                ("cj_app_export_send_errors", "Export sends that failed.", e.counters.send_errors),
             ] {
                 self.push(name, help, Kind::Counter, Vec::new(), v);
             }
@@ -803,7 +807,7 @@ impl Snapshot {
                 "Whole seconds the app took no records because the paced export held as many as it may (CJ_EXPORT_RATE).",
                 Kind::Counter,
                 Vec::new(),
-                e.intake_held_ms / 1000,
+                e.counters.intake_held_ms / 1000,
             );
             self.push(
                 "cj_app_export_rate",
@@ -994,10 +998,13 @@ mod tests {
             records_missing: 0,
             containers: vec![c],
             export: Some(crate::ipfix::ExportStats {
-                records: 12,
-                records_exported: 24,
-                records_dropped: 3,
-                records_dropped_behind: 5,
+                counters: crate::ipfix::SavedExport {
+                    records: 12,
+                    records_exported: 24,
+                    records_dropped: 3,
+                    records_dropped_behind: 5,
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
         }
