@@ -1959,6 +1959,121 @@ pub(crate) mod tests {
         assert_eq!(named, 4, "{out:?}");
     }
 
+    /// Random traffic of containers that start and stop (each start a new
+    /// container at an address of its own), through a small table and an
+    /// inventory that holds few entries, a worker that lags behind the
+    /// inventory's snapshots by up to two, reporting after each step: every
+    /// record names, by MAC or address, the container of that address, and
+    /// the counts equal the flows' attributions.
+    #[test]
+    fn random_container_churn_never_names_another_container() {
+        fn addr(n: u32) -> [u8; 4] {
+            [10, 1 + (n / 200) as u8, 0, (n % 200 + 20) as u8]
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut inv = inventory_of(1, 6);
+        let mut t = FlowTable::new(TableConfig { limit: 12, ..cfg() });
+        let mut out = Vec::new();
+        // Incarnations: (number, live); traffic comes from live and stopped ones.
+        let mut made = 0u32;
+        let mut live: Vec<u32> = Vec::new();
+        let mut stopped: Vec<u32> = Vec::new();
+        let mut snaps: Vec<Arc<Snapshot>> = vec![Arc::new(inv.scan_found(Vec::new()))];
+        let mark = snaps[0].readers.join();
+        let mut now = S;
+        for step in 0..20_000u64 {
+            match rnd(10) {
+                0 => {
+                    // A container starts or stops; the inventory scans.
+                    if live.len() < 5 && (live.is_empty() || rnd(2) == 0) {
+                        live.push(made);
+                        made += 1;
+                    } else {
+                        let k = rnd(live.len() as u64) as usize;
+                        stopped.push(live.remove(k));
+                        if stopped.len() > 6 {
+                            stopped.remove(0);
+                        }
+                    }
+                    let found = live
+                        .iter()
+                        .map(|&n| {
+                            let a = addr(n);
+                            let mut e = container(&format!("c{n}"), [2, 0, 0, a[1], a[2], a[3]], a);
+                            e.reference.netns = 4_026_540_000 + u64::from(n);
+                            e
+                        })
+                        .collect();
+                    snaps.push(Arc::new(inv.scan_found(found)));
+                }
+                1 => now += rnd(40) * S,
+                2 => {
+                    t.expire(now, &mut out);
+                }
+                _ => {
+                    let pool: Vec<u32> = live.iter().chain(stopped.iter()).copied().collect();
+                    if pool.len() < 2 {
+                        continue;
+                    }
+                    let (a, b) = (pool[rnd(pool.len() as u64) as usize], pool[rnd(pool.len() as u64) as usize]);
+                    let mut s = udp(addr(a), 1000 + rnd(3) as u16, addr(b), 53);
+                    s.src_mac = [2, 0, 0, addr(a)[1], addr(a)[2], addr(a)[3]];
+                    s.dst_mac = [2, 0, 0, addr(b)[1], addr(b)[2], addr(b)[3]];
+                    let (k, d) = key_of(&s);
+                    let at = Capture::on(0);
+                    let frame = FrameTime { ts_ns: now, wire_len: 114 };
+                    if rnd(2) == 0 {
+                        t.packet_ahead(at, &s, &k, d, frame, now, &mut out);
+                    } else {
+                        t.packet_from(at, &s, &k, d, frame, now, &mut out);
+                    }
+                }
+            }
+            if step % 997 == 0 {
+                t.flush(&mut out);
+            }
+            // The worker: a snapshot up to two behind the newest, then its report.
+            let lag = rnd(3) as usize;
+            let snap = Arc::clone(&snaps[snaps.len().saturating_sub(1 + lag)]);
+            if snap.generation > t.core.snap.generation {
+                t.drain(&mut out);
+                t.set_snapshot(snap);
+            }
+            t.drain(&mut out);
+            let g = t.core.snap.generation;
+            mark.report_held(g, &mut [t.holdings_mut()]);
+            for r in out.drain(..) {
+                for (side, ip) in [(0, r.addr_a), (1, r.addr_b)] {
+                    let c = r.ctr[side];
+                    if c.is_some() {
+                        let n = c.name_str().trim_start_matches('c').parse::<u32>().expect("a container's name");
+                        assert_eq!(v4(addr(n)), ip, "step {step}: {} names {} for {ip:?}", side, c.name_str());
+                    }
+                }
+            }
+            let mut counts = std::collections::BTreeMap::<u16, u32>::new();
+            for list in [OPEN, CLOSING] {
+                t.core.slab.for_each(list, |f, _| {
+                    for a in f.ctr {
+                        if entry_of(a) != inventory::NONE {
+                            *counts.entry(entry_of(a)).or_default() += 1;
+                        }
+                    }
+                });
+            }
+            for e in 1..=8u16 {
+                assert_eq!(t.holdings().count(e), counts.get(&e).copied().unwrap_or(0), "step {step}: entry {e}");
+            }
+        }
+        assert!(inv.scan_found(Vec::new()).entries_reclaimed > 10);
+    }
+
     #[test]
     fn entry_size_is_what_the_docs_say() {
         assert_eq!(FLOW_ENTRY_BYTES, 116);
