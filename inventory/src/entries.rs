@@ -318,6 +318,17 @@ impl Entries {
         }
     }
 
+    /// True when [`Entries::reclaim`] would free an entry now: a look at the
+    /// readers' reports, no change (what the inventory polls, instead of
+    /// scanning the host, while a container waits for an entry).
+    pub fn reclaimable(&self, readers: &Readers) -> bool {
+        if self.retiring.is_empty() {
+            return false;
+        }
+        let candidates: Vec<(u16, u64)> = self.retiring.iter().map(|(i, g)| (*i, *g)).collect();
+        readers.unheld(&candidates).into_iter().any(|free| free)
+    }
+
     /// Frees every retiring entry that no reader holds any more (see the
     /// module docs); returns how many. Call before interning a scan's entries.
     pub fn reclaim(&mut self, readers: &Readers) -> usize {

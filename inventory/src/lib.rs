@@ -100,7 +100,9 @@ use station::record::{fixed_text, ContainerRef};
 pub const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How often the balancer's source list file is looked at.
 pub const SOURCES_POLL: Duration = Duration::from_millis(10);
-/// How soon the inventory looks again while a veth waits for a capture index.
+/// How soon the inventory looks again while a veth waits for a capture index
+/// (a scan), or a container for an entry (a look at the readers' reports; a
+/// scan only once one would be freed: [`Scanner::waits_for_entries`]).
 pub const RECHECK: Duration = Duration::from_millis(20);
 /// Most container entries held at once (indices fit 14 bits).
 pub const MAX_ENTRIES: usize = 16_383;
@@ -377,6 +379,8 @@ pub struct Scanner {
     docker_view: Option<DockerView>,
     nl: Option<netlink::Rtnl>,
     entries: entries::Entries,
+    /// The last scan found a container it could give no entry (the limit reached).
+    refused: bool,
     generation: u64,
     warned: Warned,
     /// Set by [`Inventory::start`] for `containers`: this inventory assigns capture indices.
@@ -429,6 +433,7 @@ impl Scanner {
             docker_view: None,
             nl: None,
             entries: entries::Entries::new(cfg.max_entries),
+            refused: false,
             generation: 0,
             warned: Warned::default(),
             assigner: None,
@@ -703,9 +708,25 @@ impl Scanner {
         snap.entries_held = self.entries.held();
         snap.entries_retiring = self.entries.retiring();
         snap.entries_reclaimed = self.entries.reclaimed();
-        // A container refused for lack of entries is looked at again soon while some retire.
-        self.update.recheck |= refused && self.entries.retiring() > 0;
+        // A container refused for lack of entries waits for a retiring one: the inventory
+        // looks at the readers' reports every RECHECK and scans again once one would be
+        // freed (Scanner::waits_for_entries), not at every RECHECK: an entry is let go only
+        // when its last flow ends (its idle timeout at the soonest, or never).
+        self.refused = refused;
         snap
+    }
+
+    /// The last scan refused a container for lack of entries while some retire:
+    /// one is given as soon as the readers let go of a retiring one
+    /// ([`Scanner::entries_reclaimable`]).
+    pub fn waits_for_entries(&self) -> bool {
+        self.refused && self.entries.retiring() > 0
+    }
+
+    /// True when a scan now would free a retiring entry (a look at the
+    /// readers' reports: no scan, no change).
+    pub fn entries_reclaimable(&self) -> bool {
+        self.entries.reclaimable(&self.readers)
     }
 
     /// Fills the snapshot's capture sources (see [`SourceMap`]).
@@ -899,26 +920,45 @@ impl Inventory {
         }
         drop(tx);
         let publish = Arc::clone(&shared);
-        let _ = std::thread::Builder::new().name("cj-inventory".into()).spawn(move || loop {
-            let wait = if scanner.update.recheck { RECHECK } else { RESCAN_EVERY };
-            match rx.recv_timeout(wait) {
-                Ok(w) => {
-                    // Let a burst of events settle (a container start is several link changes).
-                    if w != Wake::Sources {
-                        std::thread::sleep(Duration::from_millis(5));
+        let _ = std::thread::Builder::new().name("cj-inventory".into()).spawn(move || {
+            let mut scanned = std::time::Instant::now();
+            loop {
+                let waits = scanner.waits_for_entries();
+                let wait = if scanner.update.recheck || waits { RECHECK } else { RESCAN_EVERY };
+                let woken = match rx.recv_timeout(wait) {
+                    Ok(w) => {
+                        // Let a burst of events settle (a container start is several link changes).
+                        if w != Wake::Sources {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        while rx.try_recv().is_ok() {}
+                        true
                     }
-                    while rx.try_recv().is_ok() {}
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(wait);
+                        false
+                    }
+                };
+                // Waiting only for a container entry: the host is scanned again once a
+                // reader let go of a retiring one (or at the periodic rescan), not every RECHECK.
+                if !woken
+                    && waits
+                    && !scanner.update.recheck
+                    && scanned.elapsed() < RESCAN_EVERY
+                    && !scanner.entries_reclaimable()
+                {
+                    continue;
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
-            }
-            let snap = scanner.scan();
-            let list = capture::CaptureList { generation: snap.generation, sources: snap.sources.clone() };
-            publish.store(Arc::new(snap));
-            if let Some(w) = writer.as_mut() {
-                w.dirty |= scanner.update.list_changed;
-                if w.dirty {
-                    w.write(&list);
+                scanned = std::time::Instant::now();
+                let snap = scanner.scan();
+                let list = capture::CaptureList { generation: snap.generation, sources: snap.sources.clone() };
+                publish.store(Arc::new(snap));
+                if let Some(w) = writer.as_mut() {
+                    w.dirty |= scanner.update.list_changed;
+                    if w.dirty {
+                        w.write(&list);
+                    }
                 }
             }
         });
@@ -1093,6 +1133,51 @@ mod tests {
         let snap = s.scan_found(vec![]);
         assert_eq!((snap.entries_held, snap.entries_retiring, snap.entries_reclaimed), (0, 0, 1));
         assert_eq!(snap.entry(entry), ContainerRef::default());
+    }
+
+    #[test]
+    fn a_container_refused_at_the_limit_does_not_rescan_the_host_while_a_flow_holds_the_stopped_entry() {
+        let named = |name: &str, netns: u64| Entry {
+            reference: ContainerRef {
+                netns,
+                id: fixed_text(name),
+                name: fixed_text(name),
+                veth: fixed_text(&format!("v{name}")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut cfg = quiet_config(SourceMap::Static(Vec::new()));
+        cfg.readers = 1;
+        cfg.max_entries = 1;
+        let mut s = Scanner::new(cfg);
+        let snap = s.scan_found(vec![named("a", 1)]);
+        let a = snap.by_veth_name("va");
+        let reader = snap.readers.join();
+        let mut held = entries::Holdings::default();
+        held.hold(a);
+        reader.report_held(snap.generation, &mut [&mut held]);
+        // "a" stops while a flow holds its entry; "b" finds the one entry held.
+        let snap = s.scan_found(vec![]);
+        reader.report_held(snap.generation, &mut [&mut held]);
+        let snap = s.scan_found(vec![named("b", 2)]);
+        assert_eq!((snap.by_veth_name("vb"), snap.entries_retiring), (NONE, 1));
+        reader.report_held(snap.generation, &mut [&mut held]);
+        // Nothing a scan of the host finds can change that until the flow ends (its idle
+        // timeout, or never): no full rescan every RECHECK meanwhile, only a look at the reports.
+        for _ in 0..3 {
+            let snap = s.scan_found(vec![named("b", 2)]);
+            reader.report_held(snap.generation, &mut [&mut held]);
+            assert!(!s.update.recheck, "a full rescan every {RECHECK:?} while the flow lasts");
+            assert!(s.waits_for_entries() && !s.entries_reclaimable());
+        }
+        // The flow ends: the look at the reports says a scan would free the entry, and it does.
+        held.release(a);
+        reader.report_held(snap.generation + 3, &mut [&mut held]);
+        assert!(s.entries_reclaimable());
+        let snap = s.scan_found(vec![named("b", 2)]);
+        assert_eq!((snap.by_veth_name("vb"), snap.entries_reclaimed), (a, 1));
+        assert!(!s.waits_for_entries() && !s.entries_reclaimable());
     }
 
     #[test]
