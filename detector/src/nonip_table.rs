@@ -144,19 +144,22 @@ impl NonIpTable {
             L3::NonIp => RecordKind::NonIp,
             _ => RecordKind::Malformed,
         };
-        let k = (kind, s.ethertype, s.vlan, s.vlan_inner, at);
+        let k = (kind, s.ethertype, s.vlan, s.vlan_inner, Some(at));
         self.count(k, s.src_mac, s.dst_mac, ts_ns, frame_len, now_ns, sink);
     }
 
-    /// Counts one unreadable packet-queue slot as a malformed frame of 0 bytes.
+    /// Counts one unreadable packet-queue slot as a malformed frame of 0 bytes,
+    /// of no capture interface and so of no container (its slot says nothing
+    /// that can be trusted; before, it was taken as capture index 0's, which
+    /// with `CJ_IFACE=containers` is a container's veth).
     pub fn corrupt_slot(&mut self, now_ns: u64, sink: &mut impl RecordSink) {
-        self.count((RecordKind::Malformed, 0, 0, 0, Capture::on(0)), [0; 6], [0; 6], now_ns, 0, now_ns, sink);
+        self.count((RecordKind::Malformed, 0, 0, 0, None), [0; 6], [0; 6], now_ns, 0, now_ns, sink);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn count(
         &mut self,
-        (kind, ethertype, vlan, vlan_inner, at): (RecordKind, u16, u16, u16, Capture),
+        (kind, ethertype, vlan, vlan_inner, at): (RecordKind, u16, u16, u16, Option<Capture>),
         src: [u8; 6],
         dst: [u8; 6],
         ts_ns: u64,
@@ -166,9 +169,11 @@ impl NonIpTable {
     ) {
         let side = usize::from(src > dst);
         let (mac_lo, mac_hi) = if side == 0 { (src, dst) } else { (dst, src) };
-        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner, source: at.source };
+        let source = at.map_or(0, |at| at.source);
+        let key = NonIpKey { kind: kind as u8, mac_lo, mac_hi, ethertype, vlan, vlan_inner, source };
         let snap = &self.snap;
         let attributed = || {
+            let Some(at) = at else { return [0, 0] };
             let (by_src, by_dst) = attribute(snap, at, &src, &dst, None);
             if side == 0 {
                 [by_src, by_dst]
@@ -343,6 +348,27 @@ mod tests {
         assert_eq!(t.expire(14 * S + 30 * S, &mut out), 1);
         assert_eq!(out[1].end(), Some(EndReason::IdleTimeout));
         assert_eq!(out[1].packets(), 5);
+    }
+
+    #[test]
+    fn an_unreadable_slot_is_no_containers_though_capture_index_0_is_a_containers_veth() {
+        let veth0 = inventory::Entry {
+            reference: station::record::ContainerRef {
+                name: station::record::fixed_text("on-index-0"),
+                ..Default::default()
+            },
+            macs: vec![[2, 0, 0, 0, 0, 0x10]],
+            ..Default::default()
+        };
+        let mut t = NonIpTable::new(cfg());
+        t.set_snapshot(Arc::new(inventory::snapshot_for_tests(&[(veth0, Some(0))])));
+        let mut out = Vec::new();
+        t.corrupt_slot(S, &mut out);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        let names: Vec<&str> = out[0].ctr.iter().map(|c| c.name_str()).collect();
+        assert_eq!(names, ["", ""], "the slot said nothing about where it was captured");
+        assert_eq!((t.holdings().count(1), t.holdings().memory_bytes()), (0, 0));
     }
 
     #[test]
