@@ -22,7 +22,7 @@
 //!   ARP and the like.
 //! - A packet-queue slot that cannot be read (corrupt metadata) is counted by
 //!   [`NonIpTable::corrupt_slot`] as one malformed frame with zero MACs,
-//!   EtherType 0 and 0 frame bytes.
+//!   EtherType 0 and 0 frame bytes, of no container.
 
 use std::sync::Arc;
 
