@@ -24,7 +24,9 @@
 # default /var/lib/conjure), PF_RING_ETC (default /etc/pf_ring),
 # COMPOSE_PROJECT_NAME (default conjure), CONJURE_OOM_SCORE_ADJ (default -500),
 # CONJURE_LOG_DRIVER (default journald), CONJURE_HEALTH_INTERVAL (how often the
-# health checks run, default 30s: a compose duration such as 1s or 1m30s). Uses `docker compose` (v2) when
+# health checks run, default 30s: a compose duration such as 1s or 1m30s),
+# CONJURE_WATCHDOG_SEC (the containers' CJ_WATCHDOG_SEC, default 30: a process
+# whose loop makes no progress that long exits and is restarted; 0: off). Uses `docker compose` (v2) when
 # present, else `docker-compose` (v1).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -70,6 +72,10 @@ export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-conjure}
 export CONJURE_ENV_FILE=${CONJURE_ENV_FILE:-/run/conjure/compose.env}
 export CONJURE_HEALTH_INTERVAL=${CONJURE_HEALTH_INTERVAL:-30s}
 [[ $CONJURE_HEALTH_INTERVAL =~ ^([0-9]+(ms|s|m|h))+$ ]] || cj_die 2 "CONJURE_HEALTH_INTERVAL=\"$CONJURE_HEALTH_INTERVAL\": expected a duration such as 30s, 1s or 1m30s"
+export CONJURE_WATCHDOG_SEC=${CONJURE_WATCHDOG_SEC:-30}
+if ! [[ $CONJURE_WATCHDOG_SEC =~ ^[0-9]{1,4}$ ]] || ((10#$CONJURE_WATCHDOG_SEC > 3600)); then
+    cj_die 2 "CONJURE_WATCHDOG_SEC=\"$CONJURE_WATCHDOG_SEC\": expected whole seconds from 0 (off) to 3600"
+fi
 # A negative OOM score protects the station; lowering it needs CAP_SYS_RESOURCE, which
 # some sandboxes (nested VMs, rootless docker) do not have: then the containers get 0.
 export CONJURE_OOM_SCORE_ADJ=${CONJURE_OOM_SCORE_ADJ:--500}
