@@ -631,6 +631,56 @@ fn inventory_entries(cluster: &Cluster) -> Option<(u64, u64, u64)> {
     }
 }
 
+/// Waits until the balancer captures host `i`'s veth as its container's.
+fn wait_captured(cluster: &Cluster, lab: &Lab, i: usize) {
+    let (ns, veth, _) = lab.hosts[i].clone();
+    wait_until(&format!("the balancer to capture {veth} as {ns}'s"), || {
+        inventory_sources(cluster).lines().any(|l| l.split_once(' ').is_some_and(|(_, n)| n == veth))
+            && inventory_text(cluster).lines().any(|l| l.ends_with(&format!(": {veth} -> {ns}")))
+    });
+}
+
+#[test]
+fn many_container_veths_let_go_at_once_leave_the_others_captured_without_a_gap() {
+    if !is_root() || !balancer_has_containers_source() {
+        return;
+    }
+    let _serial = serial();
+    let started = Instant::now();
+    // Links down until captured: every frame their veths count is then captured.
+    let mut lab = Lab::new(0);
+    let (a, b) = (lab.add_down(), lab.add_down());
+    let idle: Vec<usize> = (0..24).map(|_| lab.add_down()).collect();
+    // A ring of 32 blocks retired every 10 ms: 320 ms of frames. Before, the balancer let
+    // go of each veth in turn, reading no other ring meanwhile (a 30 ms settle and a close
+    // of 20 to 300 ms each): 24 at once stopped all capture for over a second.
+    let cluster = Cluster::live(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1"), ("CJ_AFP_BLOCK_COUNT", "32")]);
+    let station = Station::start(&cluster, &[]);
+    for i in 0..lab.hosts.len() {
+        wait_captured(&cluster, &lab, i);
+    }
+    let before = lab.counters();
+    lab.up(a);
+    lab.up(b);
+    lab.quiet();
+    let talk = lab.ping(a, b, 1500, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    for &i in idle.iter().rev() {
+        lab.delete_host(i);
+    }
+    finish_pings(vec![("0->1 while 24 veths go", talk)]);
+    let deltas: BTreeMap<String, Counters> =
+        lab.counters().into_iter().map(|(ns, c)| (ns.clone(), c.minus(before[&ns]))).collect();
+    let frames: u64 = deltas.values().map(|d| d.rx_packets + d.tx_packets).sum();
+    let c = station.wait_for("every frame received or dropped", |c| c.received + c.capture_dropped >= frames);
+    assert_eq!((c.received, c.capture_dropped), (frames, 0), "no frame lost at the rings while the veths went");
+    let Stopped { balancer, out, .. } = station.stop();
+    let berr = String::from_utf8_lossy(&balancer.stderr);
+    assert_eq!(berr.matches(" no longer captured: ").count(), 24, "{berr}");
+    check_against_kernel(&read_containers_csv(&out.path().join("containers.csv")), &lab, &deltas, false);
+    eprintln!("24 veths let go at once beside a busy pair, every frame captured, in {:.1?}", started.elapsed());
+}
+
 #[test]
 fn late_containers_are_attributed_once_stopped_ones_entries_are_freed() {
     if !is_root() || !balancer_has_containers_source() {
@@ -662,11 +712,7 @@ fn late_containers_are_attributed_once_stopped_ones_entries_are_freed() {
         // which after the first round it can only once the last round's two are
         // free (their flows ended after 1 s idle and the worker said so).
         for i in [a, b] {
-            let (ns, veth, _) = lab.hosts[i].clone();
-            wait_until(&format!("the balancer to capture {veth} as {ns}'s"), || {
-                inventory_sources(&cluster).lines().any(|l| l.split_once(' ').is_some_and(|(_, n)| n == veth))
-                    && inventory_text(&cluster).lines().any(|l| l.ends_with(&format!(": {veth} -> {ns}")))
-            });
+            wait_captured(&cluster, &lab, i);
         }
         let before = lab.counters();
         lab.up(a);

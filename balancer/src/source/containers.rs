@@ -170,8 +170,10 @@ impl ContainersSource {
             .filter(|(v, i)| want.get(v.as_str()) != Some(*i))
             .map(|(v, i)| (v.clone(), *i))
             .collect();
+        // One settle for all of them, the other rings read meanwhile.
+        let names: Vec<&str> = gone.iter().map(|(v, _)| v.as_str()).collect();
+        self.afp.remove_all(&names, sink);
         for (v, i) in gone {
-            self.afp.remove(&v, sink);
             self.assigned.remove(&v);
             self.closing.push((i, v));
         }

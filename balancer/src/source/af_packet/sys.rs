@@ -306,6 +306,12 @@ impl RingMap {
     }
 }
 
+// SAFETY: a RingMap owns its mapping alone (nothing else holds its address:
+// a `UserBlock` borrows the map, so it cannot move while one lives), and
+// munmap may be called from any thread; so it may move to another thread
+// (the balancer closes rings it no longer reads on a thread of their own).
+unsafe impl Send for RingMap {}
+
 impl Drop for RingMap {
     fn drop(&mut self) {
         // SAFETY: `base` and the length are exactly what mmap returned; no `UserBlock` borrows the
