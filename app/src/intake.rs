@@ -78,6 +78,8 @@ struct Source {
     queue: u32,
     path: PathBuf,
     consumer: Consumer,
+    /// This app's claim on the queue's consumer end.
+    _claim: shmq::EndLock,
     next_seq: Option<u64>,
     warned: bool,
     /// A record of another layout version was warned about.
@@ -196,6 +198,9 @@ impl Intake {
             let path = naming::set_record_queue_path(&dir, cfg.queue_set, q);
             let file =
                 QueueFile::open_or_create(&path, spec).map_err(|source| IntakeError { path: path.clone(), source })?;
+            // Held while the app runs: a second cj-app on these queues is refused (it would corrupt them).
+            let claim =
+                file.lock_end(shmq::End::Consumer).map_err(|source| IntakeError { path: path.clone(), source })?;
             let mut consumer = file.into_consumer();
             // A fresh queue starts at seq 0; after an app restart, continue from what comes.
             let next_seq = (consumer.stats().dequeued == 0).then_some(0);
@@ -206,6 +211,7 @@ impl Intake {
                 queue: q,
                 path,
                 consumer,
+                _claim: claim,
                 next_seq,
                 warned: false,
                 warned_layout: false,

@@ -276,11 +276,15 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     let queue_spec = QueueSpec { slot_size: config.slot_size, capacity: config.queue_slots };
     let bound = offline_frame_bound(&spec);
     let mut sets = Vec::new();
+    // This balancer's claims on every packet queue's producer end, held while it runs:
+    // a second balancer on the same cluster is refused (it would corrupt the queues).
+    let mut _claims = Vec::new();
     for set in 0..config.queue_sets {
         let mut queues = Vec::new();
         for q in config.worker_queues() {
             let path = naming::packet_queue_path(&dir, set, q);
             let file = QueueFile::open_or_create(&path, queue_spec)?;
+            _claims.push(file.lock_end(shmq::End::Producer)?);
             // The queue is made resident now, so that no page fault lands on the packet path:
             // live, all of it; offline, the slots the input can fill at most (a short capture
             // costs the pages it fills, not 16 MiB per queue; a long one the whole ring).

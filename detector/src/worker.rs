@@ -242,6 +242,10 @@ struct Opened {
     producer: Producer,
     page: CounterPage,
     divert: Divert,
+    /// This worker's claims on the packet queue's consumer end and the record
+    /// queue's producer end, held while it runs (a second detector on the
+    /// same queues is refused: it would corrupt them).
+    claims: [shmq::EndLock; 2],
 }
 
 fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
@@ -250,13 +254,23 @@ fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
         return Err(DetectorError::Pin { queue, core: spec.core });
     }
     let path = spec.packet_queue_path();
-    let consumer = QueueFile::open_or_create(&path, spec.packet_spec)
-        .map_err(|source| DetectorError::PacketQueue { queue, path, source })?
-        .into_consumer();
+    let file = QueueFile::open_or_create(&path, spec.packet_spec).map_err(|source| DetectorError::PacketQueue {
+        queue,
+        path: path.clone(),
+        source,
+    })?;
+    let packets =
+        file.lock_end(shmq::End::Consumer).map_err(|source| DetectorError::PacketQueue { queue, path, source })?;
+    let consumer = file.into_consumer();
     let path = spec.record_queue_path();
-    let producer = QueueFile::open_or_create(&path, spec.record_spec)
-        .map_err(|source| DetectorError::RecordQueue { queue, path, source })?
-        .into_producer();
+    let file = QueueFile::open_or_create(&path, spec.record_spec).map_err(|source| DetectorError::RecordQueue {
+        queue,
+        path: path.clone(),
+        source,
+    })?;
+    let records =
+        file.lock_end(shmq::End::Producer).map_err(|source| DetectorError::RecordQueue { queue, path, source })?;
+    let producer = file.into_producer();
     let path = spec.stats_path();
     let page = CounterPage::open_or_create(&path, WORKER_COUNTERS).map_err(|source| DetectorError::StatsPage {
         queue,
@@ -266,7 +280,7 @@ fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
     let rule_page =
         crate::divert::rule_page(spec).map_err(|(path, source)| DetectorError::StatsPage { queue, path, source })?;
     let divert = Divert::open(spec, rule_page).map_err(|source| DetectorError::Tun { queue, source })?;
-    Ok(Opened { consumer, producer, page, divert })
+    Ok(Opened { consumer, producer, page, divert, claims: [packets, records] })
 }
 
 /// Gives the accounting the inventory's current snapshot when it changed: one
@@ -315,7 +329,7 @@ fn run(
     if !gate.pass(opened.is_ok()) {
         return Err(opened.err().unwrap_or(DetectorError::Aborted { queue: spec.queue }));
     }
-    let Opened { mut consumer, producer, page, mut divert } = opened?;
+    let Opened { mut consumer, producer, page, mut divert, claims: _claims } = opened?;
     let queue = spec.queue;
     // The packet queue as a finished run left it: closed, drained, and its
     // worker ended (not killed). This run's balancer has not attached yet (the

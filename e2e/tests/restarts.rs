@@ -9,7 +9,9 @@
 //! IP-hash mode: flows.csv equals the truth with no named term (restarted
 //! with another hash mode it refuses in one line); one whose loop stops making
 //! progress (waiting on a full queue) with `CJ_WATCHDOG_SEC` set is ended by
-//! its own watchdog (exit 70) and, started again, resumes exactly. All three
+//! its own watchdog (exit 70) and, started again, resumes exactly. A second
+//! balancer, detector or app on queues another one holds is refused in one
+//! line (exit 3). All three
 //! killed at once mid-stream and restarted: the truth less exactly the named
 //! `worker_crash_lost`. A second run on the queues of a finished one, its
 //! detector started well before its balancer, equals the truth; a cj-app
@@ -327,6 +329,40 @@ fn a_balancer_whose_loop_makes_no_progress_is_ended_by_its_own_watchdog_and_resu
     let summary = read_json(&out.path().join("summary.json"));
     assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
     assert_eq!(summary["identity"]["terms"]["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
+}
+
+#[test]
+fn a_second_balancer_detector_or_app_on_the_same_queues_is_refused_in_one_line() {
+    // One producer and one consumer per queue: a second of either corrupted the
+    // queue before ("consumer index past producer index", garbage read as packets).
+    // A stream paced over 60 s, so that the first three are all running when the seconds come.
+    let cluster = Cluster::new(&[("CJ_IFACE", "sim:flows=50,packets=120000,sizes=64:100,seed=47,rate=2000")]);
+    let out = tempfile::tempdir().expect("out dir");
+    let second_out = tempfile::tempdir().expect("out dir");
+    let first =
+        [spawn(cluster.command("cj-balancer")), spawn(cluster.command("cj-detector")), app(&cluster, out.path())];
+    let page = |name: &str| cluster.cluster_dir().join(name);
+    for p in ["stats-balancer", "stats-worker-0", "stats-app"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !page(p).exists() {
+            assert!(Instant::now() < deadline, "{p} never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for (name, args) in [
+        ("cj-balancer", vec![]),
+        ("cj-detector", vec![]),
+        ("cj-app", vec!["--out".to_owned(), second_out.path().display().to_string()]),
+    ] {
+        let o = cluster.command(name).args(&args).output().expect("run a second one");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "a second {name}: {err}");
+        assert!(err.contains("two would corrupt it: stop that one first"), "a second {name}: {err}");
+        assert_eq!(err.lines().filter(|l| l.contains("corrupt")).count(), 1, "{err}");
+    }
+    for child in first {
+        let _ = signal(child, Signal::SIGKILL);
+    }
 }
 
 #[test]

@@ -166,6 +166,21 @@ pub enum QueueError {
         actual: u64,
     },
 
+    /// Another process holds this end of the queue ([`crate::QueueFile::lock_end`]).
+    #[error(
+        "{}: another process (pid {pid} attached last) is its {end} now, and two would corrupt it: stop that one \
+         first, or give this one another CJ_CLUSTER_ID or CJ_SHM_DIR",
+        path.display()
+    )]
+    EndTaken {
+        /// The queue file.
+        path: PathBuf,
+        /// `producer` or `consumer`.
+        end: &'static str,
+        /// The pid the header names for that end (0: none).
+        pid: u32,
+    },
+
     /// The header holds impossible values.
     #[error("{} is corrupt: {what}; stop every process using it and remove the stale file", path.display())]
     Corrupt {

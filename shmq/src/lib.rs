@@ -46,7 +46,9 @@
 //!   holds only the pages it has read.
 //!
 //! Callers must: attach at most one producer and one consumer per queue at a
-//! time (not enforced across processes); publish/release per batch (a push
+//! time (across processes, [`QueueFile::lock_end`] claims an end: the station's
+//! binaries take it before attaching, so a second one is refused in one line);
+//! publish/release per batch (a push
 //! that finds the queue full publishes, a pop that finds it empty releases, so
 //! waiting after `Full`/`None` never deadlocks); never truncate a mapped file.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -69,7 +71,7 @@ pub use error::{QueueError, SpecError};
 pub use files::{prepare_dir, DIR_MODE, FILE_MODE};
 pub use header::{HEADER_SIZE, QUEUE_LAYOUT_VERSION, QUEUE_MAGIC};
 pub use producer::{Full, Producer};
-pub use queue::{QueueFile, QueueStats};
+pub use queue::{End, EndLock, QueueFile, QueueStats};
 pub use spec::QueueSpec;
 pub use wait::{ParseWaitStrategyError, WaitStrategy, Waiter};
 

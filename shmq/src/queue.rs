@@ -25,6 +25,7 @@
 //! balancer thread and one worker); [`QueueStats`] shows the last pids.
 
 use std::fmt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
@@ -274,6 +275,22 @@ pub struct QueueFile {
     ring: Ring,
 }
 
+/// An end of a queue ([`QueueFile::lock_end`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The one process that pushes.
+    Producer = 0,
+    /// The one process that pops.
+    Consumer = 1,
+}
+
+/// This process's claim on one end of a queue, held while it lives
+/// ([`QueueFile::lock_end`]).
+#[derive(Debug)]
+pub struct EndLock {
+    _file: std::fs::File,
+}
+
 impl QueueFile {
     /// Opens the queue at `path`, creating it (and its directory) if absent.
     ///
@@ -343,6 +360,42 @@ impl QueueFile {
     pub fn read_stats(path: &Path) -> Result<(QueueSpec, QueueStats), QueueError> {
         let ring = Ring::open(path, None, Access::Read)?;
         Ok((ring.spec(), ring.stats()))
+    }
+
+    /// Claims one end of this queue for this process, until the returned
+    /// lock is dropped (or the process ends, however it ends): an open file
+    /// description of the queue file with an OFD write lock on that end's
+    /// byte of the header (0: producer, 1: consumer), so the two ends never
+    /// contend and a process may hold both. Call it before attaching that
+    /// end: a queue has one producer and one consumer (module docs), and a
+    /// second process attached as either end corrupts it.
+    ///
+    /// # Errors
+    /// [`QueueError::EndTaken`] when another open file description holds it
+    /// (another process is that end now); the file fails its checks or the
+    /// lock cannot be asked for.
+    pub fn lock_end(&self, end: End) -> Result<EndLock, QueueError> {
+        let path = self.path();
+        let (file, _) = files::open_checked(path, files::Access::Write)?;
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: end as libc::off_t,
+            l_len: 1,
+            l_pid: 0,
+        };
+        match nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => Ok(EndLock { _file: file }),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+                let st = self.stats();
+                let (name, pid) = match end {
+                    End::Producer => ("producer", st.producer_pid),
+                    End::Consumer => ("consumer", st.consumer_pid),
+                };
+                Err(QueueError::EndTaken { path: path.to_path_buf(), end: name, pid })
+            }
+            Err(e) => Err(QueueError::io(path, "fcntl(F_OFD_SETLK)", std::io::Error::from(e))),
+        }
     }
 
     /// The queue's spec.

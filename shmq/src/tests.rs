@@ -614,3 +614,24 @@ fn a_queue_a_finished_run_left_ends_again_only_after_a_new_producer_closes_it() 
     p.close();
     assert_eq!(c.state_after(seen), QueueState::Ended, "the new producer's close ends it");
 }
+
+#[test]
+fn an_end_of_a_queue_is_claimed_by_one_open_file_at_a_time_and_the_two_ends_apart() {
+    let (_d, path) = tmp();
+    let q = QueueFile::open_or_create(&path, spec(64, 16)).unwrap();
+    let producer = q.lock_end(End::Producer).unwrap();
+    // Another claim of the same end (another process's open file, here a second one of
+    // this process: OFD locks belong to the open file) is refused, naming the end.
+    let other = QueueFile::open_existing(&path).unwrap();
+    let e = other.lock_end(End::Producer).unwrap_err();
+    assert!(matches!(e, QueueError::EndTaken { end: "producer", .. }), "{e}");
+    assert!(e.to_string().contains("is its producer now, and two would corrupt it"), "{e}");
+    // The consumer end is apart: the same process or another may hold it.
+    let consumer = other.lock_end(End::Consumer).unwrap();
+    assert!(matches!(q.lock_end(End::Consumer).unwrap_err(), QueueError::EndTaken { end: "consumer", .. }));
+    // Let go (a process that ends lets go the same way): the next claim succeeds.
+    drop(producer);
+    let again = other.lock_end(End::Producer).unwrap();
+    drop((again, consumer));
+    q.lock_end(End::Consumer).unwrap();
+}
