@@ -1451,14 +1451,21 @@ mod tests {
         e
     }
 
-    #[test]
-    fn a_paced_export_that_drops_behind_sends_what_it_holds_and_counts_the_rest_for_every_collector() {
+    /// Two test sockets and an export to both paced at 1,000 a second (it holds
+    /// at most 100) with `CJ_EXPORT_BEHIND=drop`, started at the instant returned.
+    fn dropping_behind_to_both() -> (UdpSocket, UdpSocket, Instant, Exporter) {
         let (rx1, rx2) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
         let t0 = Instant::now();
         let mut e = ipfix_exporter_to_both(rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
-        let mut pace = Pace::new(1000, 1, t0); // holds at most 100
+        let mut pace = Pace::new(1000, 1, t0);
         pace.drop = true;
         e.pace = Some(pace);
+        (rx1, rx2, t0, e)
+    }
+
+    #[test]
+    fn a_paced_export_that_drops_behind_sends_what_it_holds_and_counts_the_rest_for_every_collector() {
+        let (rx1, rx2, t0, mut e) = dropping_behind_to_both();
         e.tick(t0);
         assert_eq!(e.intake_room(1), None, "the intake is never held back");
         assert!(e.drops_behind() && !e.holds_intake());
@@ -1506,12 +1513,7 @@ mod tests {
 
     #[test]
     fn a_restarted_export_continues_the_counters_its_checkpoint_kept() {
-        let (rx1, rx2) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
-        let t0 = Instant::now();
-        let mut e = ipfix_exporter_to_both(rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
-        let mut pace = Pace::new(1000, 1, t0); // holds at most 100
-        pace.drop = true;
-        e.pace = Some(pace);
+        let (rx1, rx2, t0, mut e) = dropping_behind_to_both();
         for _ in 0..150 {
             e.add(0, &record(false, 1, 0));
         }

@@ -248,28 +248,29 @@ struct Opened {
     claims: [shmq::EndLock; 2],
 }
 
+/// Opens (or creates) the queue at `path` and claims `end` of it for this worker.
+fn open_claimed(
+    path: &std::path::Path,
+    spec: shmq::QueueSpec,
+    end: shmq::End,
+) -> Result<(QueueFile, shmq::EndLock), shmq::QueueError> {
+    let file = QueueFile::open_or_create(path, spec)?;
+    let claim = file.lock_end(end)?;
+    Ok((file, claim))
+}
+
 fn setup(spec: &WorkerSpec) -> Result<Opened, DetectorError> {
     let queue = spec.queue;
     if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.core as usize }) {
         return Err(DetectorError::Pin { queue, core: spec.core });
     }
     let path = spec.packet_queue_path();
-    let file = QueueFile::open_or_create(&path, spec.packet_spec).map_err(|source| DetectorError::PacketQueue {
-        queue,
-        path: path.clone(),
-        source,
-    })?;
-    let packets =
-        file.lock_end(shmq::End::Consumer).map_err(|source| DetectorError::PacketQueue { queue, path, source })?;
+    let (file, packets) = open_claimed(&path, spec.packet_spec, shmq::End::Consumer)
+        .map_err(|source| DetectorError::PacketQueue { queue, path, source })?;
     let consumer = file.into_consumer();
     let path = spec.record_queue_path();
-    let file = QueueFile::open_or_create(&path, spec.record_spec).map_err(|source| DetectorError::RecordQueue {
-        queue,
-        path: path.clone(),
-        source,
-    })?;
-    let records =
-        file.lock_end(shmq::End::Producer).map_err(|source| DetectorError::RecordQueue { queue, path, source })?;
+    let (file, records) = open_claimed(&path, spec.record_spec, shmq::End::Producer)
+        .map_err(|source| DetectorError::RecordQueue { queue, path, source })?;
     let producer = file.into_producer();
     let path = spec.stats_path();
     let page = CounterPage::open_or_create(&path, WORKER_COUNTERS).map_err(|source| DetectorError::StatsPage {
