@@ -141,6 +141,14 @@ pub struct Identity {
     pub capture_dropped: u64,
     /// The balancer's source ended and it closed every queue.
     pub balancer_ended: bool,
+    /// The balancer stopped on a signal (its page's `ended` = 2): a live
+    /// capture that was stopped.
+    pub balancer_stopped: bool,
+    /// A live pipeline stopped in order: the balancer stopped, every worker
+    /// flushed and ended with its packet queue empty, and the app drained
+    /// every record queue. Everything captured is in the app's tables, so the
+    /// run is complete although its record queues stay open for a restart.
+    pub stopped_in_order: bool,
     /// Records skipped over by sequence gaps (a non-zero value explains a broken identity).
     pub records_missing: u64,
     /// Records the workers report lost (their sequence numbers are expected gaps).
@@ -182,6 +190,8 @@ fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
         per_queue: Vec::new(),
         capture_dropped: 0,
         balancer_ended: false,
+        balancer_stopped: false,
+        stopped_in_order: false,
         records_missing: app.records_missing,
         records_lost: 0,
         source_errors: 0,
@@ -252,6 +262,7 @@ fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
     // queue. (The pages, not process liveness: under compose each process has
     // its own PID namespace.)
     let balancer_stopped = b(balancer_counter::ENDED) == 2;
+    id.balancer_stopped = balancer_stopped;
     let mut stopped_in_order = app.drained && (id.balancer_ended || balancer_stopped);
     for (qi, &q) in app.queues.iter().enumerate() {
         let pq = naming::packet_queue_path(cluster_dir, app.set, q);
@@ -298,6 +309,7 @@ fn check_terms(cluster_dir: &Path, app: &AppSide<'_>) -> Identity {
         );
     }
 
+    id.stopped_in_order = stopped_in_order;
     let final_ = (app.complete && id.balancer_ended) || stopped_in_order;
     let not_final = if !id.balancer_ended && !balancer_stopped {
         "identity not final yet (the balancer is still running)"

@@ -310,8 +310,8 @@ impl Run {
                 "the capture source had {} unreadable record(s) (source_errors) and was not read in full",
                 id.source_errors
             ))
-        } else if !ended {
-            Some("the app stopped before every record queue ended".to_string())
+        } else if !ended && !id.stopped_in_order {
+            Some(incomplete_stop(&id).to_string())
         } else {
             None
         };
@@ -796,6 +796,20 @@ impl Beat {
             _ => 0,
         };
         self.page.set(station::naming::app_counter::IDENTITY, code);
+    }
+}
+
+/// Why a run that stopped before every record queue ended is incomplete
+/// (one that was stopped in order is complete: `Identity::stopped_in_order`).
+fn incomplete_stop(id: &identity::Identity) -> &'static str {
+    if id.status == "unchecked" {
+        "the app stopped before every record queue ended, and the identity cannot be checked (identity.reason)"
+    } else if !id.balancer_ended && !id.balancer_stopped {
+        "the app stopped while the balancer was still running: what it took in since, and the flows still open in \
+         the detector, are not in these files (stop the balancer, then the detector, then the app)"
+    } else {
+        "the app stopped before every detector flushed its flows and it drained every record queue: flows still \
+         open in a detector are not in these files (stop the detector before the app)"
     }
 }
 

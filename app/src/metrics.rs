@@ -967,6 +967,8 @@ mod tests {
             per_queue: Vec::new(),
             capture_dropped: 3,
             balancer_ended: true,
+            balancer_stopped: false,
+            stopped_in_order: false,
             records_missing: 0,
             records_lost: 0,
             source_errors: 0,
