@@ -84,6 +84,15 @@ verdict() {
     num "$1" || { echo "n/a"; return; }
     awk -v v="$1" -v op="$2" -v aim="$3" 'BEGIN { print ((op == "le" && v <= aim) || (op == "ge" && v >= aim)) ? "met" : "not met" }'
 }
+# verdict, on the captures issue 9 states its aims on (at least 100,000
+# concurrent flows: mixed100k, flows100k, flows1m); the 10,000-flow captures
+# are measured for comparison with earlier runs, not judged. Reads the caller's $name.
+aimed() {
+    case $name in
+        mixed100k | flows100k | flows1m) verdict "$@" ;;
+        *) echo "not judged (10k flows)" ;;
+    esac
+}
 # The first match of an extended regex in a file, or nothing (never fails).
 first() { grep -o -m1 -E "$1" "$2" 2>/dev/null | head -1 || true; }
 
@@ -386,24 +395,24 @@ CONF
     local r_det r_bal
     r_det=$(rate "$n" "$t_det"); r_bal=$(rate "$n" "$t_bal")
     case $name in
-        flows100k | mixed100k) AIM["det|$name"]="$r_det Mpps: $(verdict "$r_det" ge 10)" ;;
-        flows1m) AIM["det|$name"]="$r_det Mpps: $(verdict "$r_det" ge 5)" ;;
+        flows100k | mixed100k) AIM["det|$name"]="$r_det Mpps: $(aimed "$r_det" ge 10)" ;;
+        flows1m) AIM["det|$name"]="$r_det Mpps: $(aimed "$r_det" ge 5)" ;;
         *) AIM["det|$name"]="$r_det Mpps" ;;
     esac
     if [ "$maxframe" -gt 64 ]; then
         AIM["bal|$name"]="$r_bal Mpps"
-        AIM["copy|$name"]="${bal_vs_copy}x: $(verdict "$bal_vs_copy" le 1.5)"
+        AIM["copy|$name"]="${bal_vs_copy}x: $(aimed "$bal_vs_copy" le 1.5)"
     else
-        AIM["bal|$name"]="$r_bal Mpps: $(verdict "$r_bal" ge 20)"
+        AIM["bal|$name"]="$r_bal Mpps: $(aimed "$r_bal" ge 20)"
         AIM["copy|$name"]="${bal_vs_copy}x"
     fi
-    AIM["cpu|$name"]="$ns_e2e ns, ${cpu_vs_best}x: $(verdict "$cpu_vs_best" le 0.2)"
-    AIM["wall|$name"]="${speed_best}x: $(verdict "$speed_best" ge 5)"
-    AIM["pm|$name"]="${speed_pm}x: $(verdict "$speed_pm" ge 10)"
+    AIM["cpu|$name"]="$ns_e2e ns, ${cpu_vs_best}x: $(aimed "$cpu_vs_best" le 0.2)"
+    AIM["wall|$name"]="${speed_best}x: $(aimed "$speed_best" ge 5)"
+    AIM["pm|$name"]="${speed_pm}x: $(aimed "$speed_pm" ge 10)"
     case $eq_e2e in equal*) AIM["exact|$name"]="equal" ;; *) AIM["exact|$name"]="NOT equal" ;; esac
     case $identity in "identity holds"*) AIM["id|$name"]="holds" ;; *) AIM["id|$name"]="NOT holding" ;; esac
-    AIM["table|$name"]="$b_peak B: $(verdict "$b_peak" le 128)"
-    AIM["app|$name"]=$( [ "$app_us" = n/a ] && echo "n/a (no cost line)" || echo "$app_us µs: $(verdict "$app_us" le 1)")
+    AIM["table|$name"]="$b_peak B: $(aimed "$b_peak" le 128)"
+    AIM["app|$name"]=$( [ "$app_us" = n/a ] && echo "n/a (no cost line)" || echo "$app_us µs: $(aimed "$app_us" le 1)")
     AIM["rss|$name"]="$(mb_of "$dir/balancer.usage") / $(mb_of "$dir/detector.usage") / $(mb_of "$dir/app.usage") MB"
 }
 
@@ -470,6 +479,8 @@ aim_row() { # key label target
     aim_row table "flow state bytes per peak flow, all of the table's allocations (detector)" "≤ 128 B"
     aim_row app "app CPU per record (app log)" "≤ 1 µs"
     aim_row rss "peak RSS at defaults: balancer / detector / app" "stated in the README"
+    echo
+    echo "The aims are stated on captures of at least 100,000 concurrent flows (issue 9): small64 and mixed (10,000 flows) are measured beside them, not judged."
     echo
     echo "Fixed costs (start-up + shut-down, median wall of three $NFIXED-frame runs): ${FIXED_MS} ms: $(verdict "$FIXED_MS" le 50) (aim ≤ 50 ms)."
 } | tee -a "$RESULTS"
