@@ -1188,20 +1188,13 @@ fn containers_of(snap: Option<&Snapshot>, at: Capture, s: &PacketSummary) -> [Co
     [crate::flow_table::unpack(snap, a), crate::flow_table::unpack(snap, b)]
 }
 
-/// The IP packet inside an Ethernet frame whose summary is `s` (VLAN tags
-/// skipped as the summary skipped them), without Ethernet padding; `None`
+/// The IP packet inside an Ethernet frame whose summary is `s` (VLAN tags,
+/// MPLS labels or a PPPoE header skipped as the summary skipped them:
+/// [`wire::ip_offset`]), without Ethernet padding; `None`
 /// when the frame was cut before its end.
 #[inline]
 pub fn ip_packet<'a>(frame: &'a [u8], s: &PacketSummary) -> Option<&'a [u8]> {
-    let mut off = 12usize;
-    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-    off += 2;
-    let mut tags = 0;
-    while wire::vlan::is_tag_tpid(ethertype) && tags < wire::vlan::MAX_TAGS {
-        ethertype = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
-        off += wire::vlan::TAG_LEN;
-        tags += 1;
-    }
+    let off = wire::ip_offset(frame)?;
     frame.get(off..off.checked_add(s.ip_len as usize)?)
 }
 

@@ -1,7 +1,9 @@
 //! Captures in every link type the pcap source reads, checked against the
 //! generator's truth: a generated Ethernet capture is rewritten, frame by
 //! frame, into Linux SLL, SLL2, raw IP (101 and 228/229), null and loop
-//! framing (and a pcapng mixing two framings, one per interface), and each
+//! framing (and a pcapng mixing two framings, one per interface), and into
+//! Ethernet with two MPLS labels or a PPPoE session header before every IP
+//! packet, and each
 //! runs through the whole pipeline. flows.csv equals the truth row for row
 //! (PACKETS, BYTES), FRAME_BYTES are the rewritten frames' lengths (per row
 //! where the framing changes every frame's length alike, in total
@@ -137,6 +139,10 @@ enum Framing {
     RawV4V6,
     Null,
     Loop,
+    /// Ethernet with two MPLS labels before every IP packet (after its VLAN tags).
+    Mpls,
+    /// Ethernet with every IP packet in a PPPoE session (after its VLAN tags).
+    Pppoe,
 }
 
 /// The frame in `framing`, or `None` when the framing cannot carry it (non-IP
@@ -182,6 +188,23 @@ fn rewrite(framing: Framing, frame: &[u8]) -> Option<(u16, Vec<u8>)> {
             } else {
                 108
             }
+        }
+        Framing::Mpls | Framing::Pppoe => {
+            out.extend_from_slice(&frame[..l3 - 2]);
+            if !ip {
+                out.extend_from_slice(&frame[l3 - 2..]);
+                return Some((1, out));
+            }
+            if framing == Framing::Mpls {
+                out.extend_from_slice(&[0x88, 0x47, 0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40]);
+            } else {
+                let len = u16::try_from(frame.len() - l3 + 2).expect("a frame's length");
+                out.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x12, 0x34]);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(if et == 0x0800 { &[0x00, 0x21] } else { &[0x00, 0x57] });
+            }
+            out.extend_from_slice(&frame[l3..]);
+            1
         }
         _ => return None,
     };
@@ -259,9 +282,10 @@ fn pcap_in(framing: Framing) {
     let delta = match framing {
         Framing::Sll => Some(2),
         Framing::Sll2 => Some(6),
+        Framing::Mpls | Framing::Pppoe => Some(8),
         _ => None,
     };
-    if matches!(framing, Framing::Sll | Framing::Sll2) {
+    if matches!(framing, Framing::Sll | Framing::Sll2 | Framing::Mpls | Framing::Pppoe) {
         assert_eq!(n, cap.truth.total_frames, "cooked captures keep every frame");
         assert_eq!(non_ip, cap.truth.non_ip_frames);
     } else {
@@ -289,6 +313,16 @@ fn a_raw_ip_capture_without_its_arp_frames_matches_the_truth() {
 #[test]
 fn raw_ipv4_and_ipv6_interfaces_of_one_pcapng_match_the_truth() {
     pcap_in(Framing::RawV4V6);
+}
+
+#[test]
+fn ip_under_two_mpls_labels_matches_the_truth() {
+    pcap_in(Framing::Mpls);
+}
+
+#[test]
+fn ip_in_pppoe_sessions_matches_the_truth() {
+    pcap_in(Framing::Pppoe);
 }
 
 #[test]

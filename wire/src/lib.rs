@@ -33,8 +33,10 @@
 //!   [`summarize`] never decapsulates.
 //!
 //! What is not guaranteed: checksums are never verified (a capture tool counts
-//! what is on the wire, corrupt or not), and other tunnels (GTP, MPLS, PPPoE)
-//! are not decapsulated: their packets are keyed on the outer header.
+//! what is on the wire, corrupt or not), and other tunnels (GTP, MPLS in UDP
+//! or GRE) are not decapsulated: their packets are keyed on the outer header.
+//! (MPLS label stacks and PPPoE sessions on the link itself are no tunnels:
+//! [`shim`] reads them to the IP packet, which is keyed as any.)
 #![forbid(unsafe_code)]
 
 mod error;
@@ -50,6 +52,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod link;
 pub mod null;
+pub mod shim;
 pub mod sll;
 pub mod sll2;
 pub mod tcp;
@@ -61,7 +64,9 @@ pub use error::{Error, Result};
 pub use flow_key::{Direction, FlowKey};
 pub use hash::{symmetric_5tuple_hash, zbalance_ip_hash};
 pub use ports::{carries_ports, transport_ports};
-pub use summary::{summarize, summarize_link, summarize_wire, summarize_wire_into, Fragment, PacketSummary, L3};
+pub use summary::{
+    ip_offset, summarize, summarize_link, summarize_wire, summarize_wire_into, Fragment, PacketSummary, L3,
+};
 
 /// Reads a big-endian `u16` at `at`. Callers guarantee `at + 2 <= b.len()`.
 #[inline(always)]

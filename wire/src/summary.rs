@@ -53,7 +53,7 @@
 //! Ethernet form) is counted in a length taken from the frame.
 use crate::ethernet::{self, EtherType};
 use crate::link::{self, LinkType};
-use crate::{ip_proto, ipv4, ipv6, ports, tcp, vlan};
+use crate::{ip_proto, ipv4, ipv6, ports, shim, tcp, vlan};
 
 /// What the frame carries at layer 3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -332,30 +332,62 @@ fn general<'a>(s: &mut PacketSummary, frame: &'a [u8]) -> &'a [u8] {
     network(s, eth.ethertype(), eth.payload())
 }
 
-/// Walks VLAN tags from `ethertype` and parses the network layer in `rest`;
-/// returns the transport bytes (see [`summarize_l4`]).
-pub(crate) fn network<'a>(s: &mut PacketSummary, ethertype: u16, rest: &'a [u8]) -> &'a [u8] {
-    let mut ethertype = ethertype;
-    let mut rest = rest;
+/// What follows the link layer's VLAN tags and shims (MPLS labels, a PPPoE
+/// header: [`shim`]): the EtherType of what `rest` holds (the IP packet's
+/// for IP under a shim, the shim's own otherwise) and the first two VLAN ids.
+struct Walked<'a> {
+    ethertype: u16,
+    rest: &'a [u8],
+    vlan: u16,
+    vlan_inner: u16,
+}
+
+/// Walks VLAN tags from `ethertype`, then a shim after them, over `rest`.
+#[inline]
+fn walk(ethertype: u16, rest: &[u8]) -> Walked<'_> {
+    let mut w = Walked { ethertype, rest, vlan: 0, vlan_inner: 0 };
     let mut tags = 0usize;
-    while vlan::is_tag_tpid(ethertype) && tags < vlan::MAX_TAGS {
-        let Ok(tag) = vlan::Tag::new_checked(rest) else {
+    while vlan::is_tag_tpid(w.ethertype) && tags < vlan::MAX_TAGS {
+        let Ok(tag) = vlan::Tag::new_checked(w.rest) else {
             break;
         };
         match tags {
-            0 => s.vlan = tag.vlan_id(),
-            1 => s.vlan_inner = tag.vlan_id(),
+            0 => w.vlan = tag.vlan_id(),
+            1 => w.vlan_inner = tag.vlan_id(),
             _ => {}
         }
-        ethertype = tag.ethertype();
-        rest = tag.payload();
+        w.ethertype = tag.ethertype();
+        w.rest = tag.payload();
         tags += 1;
     }
-    s.ethertype = ethertype;
+    if shim::is_shim(w.ethertype) {
+        if let Some((ethertype, ip)) = shim::beneath(w.ethertype, w.rest) {
+            w.ethertype = ethertype;
+            w.rest = ip;
+        }
+    }
+    w
+}
 
-    match ethertype {
-        EtherType::IPV4 => parse_ipv4(s, rest),
-        EtherType::IPV6 => parse_ipv6(s, rest),
+/// Where the IP header of the Ethernet frame `frame` starts, after its VLAN
+/// tags, MPLS labels or PPPoE header, as [`summarize`] finds it; `None` when
+/// the frame carries no IP there.
+pub fn ip_offset(frame: &[u8]) -> Option<usize> {
+    let eth = ethernet::Frame::new_checked(frame).ok()?;
+    let w = walk(eth.ethertype(), eth.payload());
+    matches!(w.ethertype, EtherType::IPV4 | EtherType::IPV6).then(|| frame.len() - w.rest.len())
+}
+
+/// Walks VLAN tags and a shim from `ethertype` and parses the network layer
+/// in `rest`; returns the transport bytes (see [`summarize_l4`]).
+pub(crate) fn network<'a>(s: &mut PacketSummary, ethertype: u16, rest: &'a [u8]) -> &'a [u8] {
+    let w = walk(ethertype, rest);
+    s.vlan = w.vlan;
+    s.vlan_inner = w.vlan_inner;
+    s.ethertype = w.ethertype;
+    match w.ethertype {
+        EtherType::IPV4 => parse_ipv4(s, w.rest),
+        EtherType::IPV6 => parse_ipv6(s, w.rest),
         _ => {
             s.l3 = L3::NonIp;
             &[]
@@ -515,6 +547,58 @@ mod tests {
                 f.truncate(keep.max(f.len() / 2));
                 f
             })
+    }
+
+    /// `frame` with `shim` (announced by `ethertype`) put before its IP header.
+    fn shimmed(frame: &[u8], ethertype: u16, shim: &[u8]) -> Vec<u8> {
+        let at = ip_offset(frame).expect("an IP frame");
+        let mut f = frame[..at].to_vec();
+        f[at - 2..at].copy_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(shim);
+        f.extend_from_slice(&frame[at..]);
+        f
+    }
+
+    #[test]
+    fn ip_under_mpls_labels_or_a_pppoe_session_is_summarized_as_without_them_on_every_golden_frame() {
+        let mut checked = 0;
+        for (name, frame) in frames::ALL {
+            let (plain, l4) = summarize_l4(frame);
+            if !plain.is_ip() {
+                continue;
+            }
+            let v6 = plain.ethertype == EtherType::IPV6;
+            let labels = [0, 1, 0x00, 64, 0, 2, 0x01, 64];
+            let mut pppoe = vec![0x11, 0, 0x12, 0x34, 0, 0];
+            pppoe.extend_from_slice(if v6 { &[0x00, 0x57] } else { &[0x00, 0x21] });
+            for (what, f) in [
+                ("two MPLS labels", shimmed(frame, shim::MPLS_UNICAST, &labels)),
+                ("one multicast MPLS label", shimmed(frame, shim::MPLS_MULTICAST, &labels[4..])),
+                ("a PPPoE session", shimmed(frame, shim::PPPOE_SESSION, &pppoe)),
+            ] {
+                let (got, got_l4) = summarize_l4(&f);
+                assert_eq!((got, got_l4), (plain, l4), "{name} under {what}");
+                assert_eq!(ip_offset(&f), ip_offset(frame).map(|o| o + f.len() - frame.len()), "{name} under {what}");
+                // The common path leaves them to the general parser, which agrees.
+                assert_eq!(by_common(&f).0, by_general(&f).0, "{name} under {what}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 4, "golden IP frames checked: {checked}");
+    }
+
+    #[test]
+    fn a_pseudowire_under_mpls_and_ppp_control_frames_are_non_ip_of_the_shims_ethertype() {
+        let mut eompls = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0x47, 0, 1, 0x01, 64];
+        eompls.extend_from_slice(&[0, 0, 0, 0]); // control word
+        eompls.extend_from_slice(&[0x45; 40]);
+        let s = summarize(&eompls);
+        assert_eq!((s.l3, s.ethertype), (L3::NonIp, shim::MPLS_UNICAST));
+        assert_eq!(ip_offset(&eompls), None);
+        let mut lcp = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0x64, 0x11, 0, 0, 1, 0, 10, 0xc0, 0x21];
+        lcp.extend_from_slice(&[1, 1, 0, 8, 0, 0, 0, 0]);
+        let s = summarize(&lcp);
+        assert_eq!((s.l3, s.ethertype), (L3::NonIp, shim::PPPOE_SESSION));
     }
 
     #[test]
