@@ -16,7 +16,9 @@
 //!   show as `capture_dropped` in the balancer's stats line, its stats page and
 //!   `cj-app status`, and sent = accounted + dropped at capture + dropped at queue;
 //! - an interface taken down and up again during the run: the balancer logs
-//!   both transitions, keeps running and captures what comes after.
+//!   both transitions, keeps running and captures what comes after;
+//! - an interface down when the balancer starts and brought up: no line says
+//!   it is up "again".
 //!
 //! Needs root (network namespaces, veth, AF_PACKET), `ip` and `tcpreplay`;
 //! without them each test is skipped by `e2e::skip`'s rule (a failure under
@@ -355,6 +357,28 @@ fn an_interface_that_goes_down_and_up_keeps_the_balancer_capturing() {
         panic!("flows.csv after the interface came back differs from the truth:\n{d}");
     }
     eprintln!("down/up: {sent} frames after the link came back, in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn an_interface_down_at_start_is_not_said_to_be_up_again_at_its_first_up() {
+    if !can_build_hosts() {
+        return;
+    }
+    let host = TestHost::new("cjt");
+    run(&["ip", "link", "set", &host.host, "down"]);
+    host.wait_operstate("down");
+    let cluster = Cluster::live(&[("CJ_IFACE", &host.host), ("CJ_CORECOUNT", "1")]);
+    let station = Station::start(&cluster, &[]);
+    run(&["ip", "link", "set", &host.host, "up"]);
+    host.wait_operstate("up");
+    // The balancer looks at the link every second: wait for its line about the link up.
+    let up = format!("{} is up", host.host);
+    station.wait_balancer_lines("the balancer to see the link up", 1, |l| l.contains(&up));
+    let Stopped { balancer, .. } = station.stop();
+    let berr = String::from_utf8_lossy(&balancer.stderr);
+    // It was never up while the balancer ran: nothing is "again".
+    let again: Vec<&str> = berr.lines().filter(|l| l.contains(&host.host) && l.contains(" again")).collect();
+    assert!(again.is_empty(), "{} was down from the start, yet:\n{}", host.host, again.join("\n"));
 }
 
 #[test]

@@ -54,7 +54,22 @@
 //!   stop the source: one line is logged per transition and capture goes on
 //!   when it is back (an interface deleted and created again is bound again,
 //!   also when that happened between two looks at the link, a second apart).
-//!   The source never ends by itself.
+//!   A first up of an interface that was down at start says "up", not "up
+//!   again". The source never ends by itself.
+//! - An interface renamed while captured stays captured: a packet socket is
+//!   bound by ifindex, which a rename keeps (`getsockname` says whether the
+//!   socket is still bound to its device: the kernel unbinds it when the
+//!   device is deleted or leaves the network namespace, never on a rename).
+//!   For a fixed list the log says so, link states are looked up under the
+//!   new name, and the ring keeps its configured name and index; an
+//!   interface that later takes the configured name is captured instead
+//!   (the list names interfaces). The `containers` source renames the ring
+//!   in place when the capture list follows the rename ([`AfPacketSource::rename`]).
+//! - Rings of the `containers` source say a veth that went down or is gone
+//!   only when it stays so for a second while the capture list still names
+//!   it: a stopping container's veth goes down, is deleted and leaves the
+//!   list within milliseconds, and its one line is the one that lets its
+//!   ring go (said by the `containers` source, with the reason).
 //! - Nothing is allocated and no system call is made per frame.
 //! - Framing, from the interface's `ARPHRD_*` type (`/sys/class/net/IF/type`):
 //!   Ethernet (`ARPHRD_ETHER`) and loopback (`ARPHRD_LOOPBACK`, an Ethernet
@@ -294,6 +309,20 @@ pub struct KernelStats {
     pub left: u64,
 }
 
+/// A ring [`AfPacketSource::remove_all`] let go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The interface's name.
+    pub name: String,
+    /// Its `Frame::source`.
+    pub source: u8,
+    /// Its kernel counters, final.
+    pub kernel: KernelStats,
+    /// Its socket was no longer bound to its interface: the interface was
+    /// deleted (or moved to another network namespace).
+    pub deleted: bool,
+}
+
 /// One interface: socket, ring, walk position, link state and counters.
 struct Ring {
     name: String,
@@ -303,6 +332,24 @@ struct Ring {
     blocks: ring::BlockRing,
     fd: OwnedFd,
     link: Link,
+    /// `operstate` (or the error) that set `link`, and when.
+    link_why: String,
+    link_since: Instant,
+    /// The link has been up since the ring was opened: a later up is "up
+    /// again", a first one only "up".
+    was_up: bool,
+    /// Opened for the `containers` source, which follows the detector's
+    /// capture list: a veth that goes down or is deleted is said only when it
+    /// stays so for [`LINK_EVERY`] while the list still names it (a stopping
+    /// container's veth goes down, is deleted and leaves the list within
+    /// milliseconds: its one line is the one that lets its ring go).
+    managed: bool,
+    /// A managed ring's down or deleted state was logged: its next up is said.
+    said_down: bool,
+    /// No interface has `name` any more, but the socket is still bound to the
+    /// device it was bound to, which now has this name (the kernel keeps a
+    /// packet socket's binding across a rename).
+    renamed_to: Option<String>,
     promisc: bool,
     kernel: KernelStats,
     /// Frames read out of the ring and handed to the sink.
@@ -315,6 +362,7 @@ impl std::fmt::Debug for Ring {
             .field("name", &self.name)
             .field("ifindex", &self.ifindex)
             .field("link", &self.link)
+            .field("renamed_to", &self.renamed_to)
             .field("kernel", &self.kernel)
             .finish()
     }
@@ -465,13 +513,20 @@ impl Ring {
                 );
             }
         }
+        let (link, word) = read_link(name);
         let ring = Ring {
             name: name.to_owned(),
             ifindex,
             kind,
             blocks: ring::BlockRing::new(map, params.block_count as usize, kind.framing),
             fd,
-            link: read_link(name).0,
+            link,
+            link_why: format!("operstate {word}"),
+            link_since: Instant::now(),
+            was_up: link == Link::Up,
+            managed: false,
+            said_down: false,
+            renamed_to: None,
             promisc: params.promisc,
             kernel: KernelStats::default(),
             delivered: 0,
@@ -519,44 +574,161 @@ impl Ring {
         }
     }
 
-    /// Logs and records a change of link state.
+    /// Whether the socket is still bound to the device it was bound to
+    /// (`getsockname`: the kernel keeps the binding across a rename and drops
+    /// it when the device is deleted or leaves the network namespace), and
+    /// that device's name now.
+    fn bound_name(&self) -> Option<String> {
+        if sys::bound_ifindex(&self.fd).ok()? != self.ifindex {
+            return None;
+        }
+        sys::name_of(self.ifindex)
+    }
+
+    /// How the log names the interface: its name, and its name now when it was renamed.
+    fn label(&self) -> String {
+        match &self.renamed_to {
+            Some(now) => format!("{} (renamed {now})", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Records a change of link state and, for a ring of a fixed list, logs it.
     fn set_link(&mut self, link: Link, why: &str) {
         if link == self.link {
             return;
         }
+        self.link = link;
+        why.clone_into(&mut self.link_why);
+        self.link_since = Instant::now();
+        if self.managed {
+            // Said (or not) by `say_managed`, at the next look.
+            return;
+        }
+        let label = self.label();
         match link {
-            Link::Up => station::cj_info!("cj-balancer: {} is up again ({why}); capturing", self.name),
+            Link::Up if self.was_up => station::cj_info!("cj-balancer: {label} is up again ({why}); capturing"),
+            Link::Up => station::cj_info!("cj-balancer: {label} is up ({why}); capturing"),
             Link::Down => station::cj_warn!(
-                "cj-balancer: {} went down ({why}); the balancer keeps running and captures again when it is back",
-                self.name
+                "cj-balancer: {label} went down ({why}); the balancer keeps running and captures again when it is up"
             ),
             Link::Gone => station::cj_warn!(
-                "cj-balancer: {} disappeared ({why}); the balancer keeps running and binds again if it comes back",
+                "cj-balancer: {label} is gone ({why}: deleted, or moved to another network namespace); the balancer \
+                 keeps running and captures an interface named {} when one appears",
                 self.name
             ),
         }
-        self.link = link;
+        self.was_up |= link == Link::Up;
     }
 
-    /// Looks at `operstate`; binds again to an interface that was deleted and created anew.
+    /// For a ring of the `containers` source: says a down or deleted veth that
+    /// the capture list still names once it has been so for [`LINK_EVERY`],
+    /// and its coming up after that.
+    fn say_managed(&mut self) {
+        if !self.managed {
+            return;
+        }
+        let (name, why) = (&self.name, &self.link_why);
+        match self.link {
+            Link::Up => {
+                if std::mem::take(&mut self.said_down) {
+                    station::cj_info!("cj-balancer: containers: {name} is up again ({why}); capturing");
+                }
+                self.was_up = true;
+            }
+            _ if self.said_down || self.link_since.elapsed() < LINK_EVERY => {}
+            Link::Down => {
+                self.said_down = true;
+                station::cj_warn!(
+                    "cj-balancer: containers: {name} went down ({why}) and the detector's capture list still names \
+                     it; captured again when it is up"
+                );
+            }
+            Link::Gone => {
+                self.said_down = true;
+                station::cj_warn!(
+                    "cj-balancer: containers: {name} is gone ({why}: deleted, or moved to another network namespace) \
+                     but the detector's capture list still names it; its ring is closed when the list drops it (is \
+                     cj-detector running?)"
+                );
+            }
+        }
+    }
+
+    /// Looks at the link; binds again to an interface that was deleted and
+    /// created anew; follows a rename.
     fn check_link(&mut self) {
-        let (link, word) = read_link(&self.name);
-        // A device of that name with another index was deleted and created
-        // anew, perhaps between two looks (never seen gone): the socket was
-        // unhooked from the old one and must be bound to it.
+        self.look_at_link();
+        self.say_managed();
+    }
+
+    /// [`Ring::check_link`] but the saying of a managed ring's state.
+    fn look_at_link(&mut self) {
         let index = sys::ifindex_of(&self.name);
+        if index.is_none() {
+            // No interface has the name: renamed, if the socket is still bound to its device.
+            if let Some(now) = self.bound_name() {
+                if self.renamed_to.as_deref() != Some(now.as_str()) {
+                    if !self.managed {
+                        // (The `containers` source says it when the capture list follows.)
+                        station::cj_info!(
+                            "cj-balancer: {} was renamed {now} (ifindex {}): still captured, as {}; an interface \
+                             named {} that appears is captured instead",
+                            self.name,
+                            self.ifindex,
+                            self.name,
+                            self.name
+                        );
+                    }
+                    self.renamed_to = Some(now.clone());
+                }
+                let (link, word) = read_link(&now);
+                self.set_link(link, &format!("operstate {word}"));
+                return;
+            }
+        }
+        let (link, word) = read_link(&self.name);
+        let why =
+            if link == Link::Gone { "no interface has that name".to_owned() } else { format!("operstate {word}") };
+        if index == Some(self.ifindex) {
+            if let Some(was) = self.renamed_to.take() {
+                if !self.managed {
+                    station::cj_info!(
+                        "cj-balancer: {} has its name back (it was {was}); captured as before",
+                        self.name
+                    );
+                }
+            }
+        }
+        // A device of that name with another index was deleted and created
+        // anew, perhaps between two looks (never seen gone), or another device
+        // took the name of this one, which was renamed: the socket must be
+        // bound to the device of the name.
         let recreated = link != Link::Gone && index.is_some_and(|i| i != self.ifindex);
         if link == Link::Gone || (self.link != Link::Gone && !recreated) {
-            self.set_link(link, &format!("operstate {word}"));
+            self.set_link(link, &why);
             return;
         }
         let Some(index) = index else { return };
+        let old = self.ifindex;
         self.ifindex = index;
         match self.bind() {
             Ok(()) => {
-                station::cj_info!("cj-balancer: {} is back (ifindex {index}); socket bound again", self.name);
+                match self.renamed_to.take() {
+                    Some(was) => station::cj_info!(
+                        "cj-balancer: a new interface named {} (ifindex {index}) appeared: captured instead of \
+                         ifindex {old} (renamed {was}), which is no longer captured",
+                        self.name
+                    ),
+                    None => {
+                        station::cj_info!("cj-balancer: {} is back (ifindex {index}); socket bound again", self.name)
+                    }
+                }
                 // Said once: a link that never looked gone is "back", not "up again".
                 self.link = link;
+                self.link_since = Instant::now();
+                self.was_up |= link == Link::Up;
+                self.said_down = false;
             }
             Err(e) => station::cj_warn!("cj-balancer: {} is back but cannot be bound again: {e}", self.name),
         }
@@ -619,7 +791,7 @@ impl AfPacketSource {
         for r in &rings {
             if r.link != Link::Up {
                 station::cj_info!(
-                    "cj-balancer: {} is down ({}); capturing when it comes up",
+                    "cj-balancer: {} is down (operstate {}); capturing when it comes up",
                     r.name,
                     read_link(&r.name).1
                 );
@@ -655,16 +827,49 @@ impl AfPacketSource {
         self.sources.iter().zip(&self.rings).map(|(i, r)| (*i, r.name.clone())).collect()
     }
 
-    /// Starts capturing `name` as source `source`.
+    /// Starts capturing `name` as source `source`, for the `containers`
+    /// source (its link changes are said as [`Ring::say_managed`] does);
+    /// returns its `operstate` when it is not up.
     ///
     /// # Errors
     /// As [`AfPacketSource::open`].
-    pub fn add(&mut self, name: &str, source: u8) -> Result<(), AfPacketError> {
-        let (ring, _) = Ring::open(name, &self.params)?;
+    pub fn add(&mut self, name: &str, source: u8) -> Result<Option<String>, AfPacketError> {
+        let (mut ring, _) = Ring::open(name, &self.params)?;
+        ring.managed = true;
+        let down = (ring.link != Link::Up).then(|| ring.link_why.clone());
         self.pollfds.push(libc::pollfd { fd: ring.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         self.rings.push(ring);
         self.sources.push(source);
-        Ok(())
+        Ok(down)
+    }
+
+    /// The name of the ring whose socket is bound to the device named `name`
+    /// now (for a device renamed while captured: its old name).
+    pub fn captured_as(&self, name: &str) -> Option<String> {
+        let ifindex = sys::ifindex_of(name)?;
+        self.rings
+            .iter()
+            .find(|r| r.ifindex == ifindex && sys::bound_ifindex(&r.fd).ok() == Some(ifindex))
+            .map(|r| r.name.clone())
+    }
+
+    /// Renames the ring captured as `old` to `new` and gives its frames
+    /// source index `source` from now on, without closing it: the frames it
+    /// holds are read as `source`. For a device renamed (or given another
+    /// index) while captured: its socket is bound by ifindex, which a rename
+    /// keeps, so no frame is missed. False when no ring named `old` is on the
+    /// device named `new`.
+    pub fn rename(&mut self, old: &str, new: &str, source: u8) -> bool {
+        // By name and device: while devices swap names, two rings may bear one name for a moment.
+        let ifindex = sys::ifindex_of(new);
+        let Some(i) = self.rings.iter().position(|r| r.name == old && Some(r.ifindex) == ifindex) else {
+            return false;
+        };
+        let r = &mut self.rings[i];
+        new.clone_into(&mut r.name);
+        r.renamed_to = None;
+        self.sources[i] = source;
+        true
     }
 
     /// Stops capturing each of `names` that is captured, after delivering what
@@ -673,40 +878,40 @@ impl AfPacketSource {
     /// [`Source::stats`]. Their sockets are closed by a thread of their own:
     /// a packet socket's close waits for the kernel's RCU grace period (20 to
     /// 300 ms each on this project's test machine), which the capture loop
-    /// must not spend while the other rings fill. Returns how many it removed.
-    pub fn remove_all(&mut self, names: &[&str], sink: &mut dyn FnMut(&Frame<'_>)) -> usize {
+    /// must not spend while the other rings fill. Returns what it removed
+    /// (the caller says it).
+    pub fn remove_all(&mut self, names: &[&str], sink: &mut dyn FnMut(&Frame<'_>)) -> Vec<Removed> {
         let which: Vec<usize> =
             self.rings.iter().enumerate().filter(|(_, r)| names.contains(&r.name.as_str())).map(|(i, _)| i).collect();
         if which.is_empty() {
-            return 0;
+            return Vec::new();
         }
         self.settle(&which, sink);
         let mut gone = Vec::with_capacity(which.len());
+        let mut removed = Vec::with_capacity(which.len());
         for &i in which.iter().rev() {
             let ring = self.rings.remove(i);
-            self.sources.remove(i);
+            let source = self.sources.remove(i);
             self.pollfds.remove(i);
             self.retired.packets += ring.kernel.packets;
             self.retired.drops += ring.kernel.drops;
             self.retired.freeze_q_cnt += ring.kernel.freeze_q_cnt;
             self.retired.left += ring.kernel.left;
-            station::cj_info!(
-                "cj-balancer: {} no longer captured: kernel counted {} frames, dropped {} (ring full), {} left in \
-                 the ring unread",
-                ring.name,
-                ring.kernel.packets,
-                ring.kernel.drops,
-                ring.kernel.left
-            );
+            removed.push(Removed {
+                name: ring.name.clone(),
+                source,
+                kernel: ring.kernel,
+                deleted: sys::bound_ifindex(&ring.fd).ok() != Some(ring.ifindex),
+            });
             gone.push(ring);
         }
         if self.next_ring >= self.rings.len() {
             self.next_ring = 0;
         }
-        let n = gone.len();
         // Closed elsewhere; a thread that cannot start drops them here, as before.
         let _ = std::thread::Builder::new().name("cj-ring-close".into()).spawn(move || drop(gone));
-        n
+        removed.reverse();
+        removed
     }
 
     /// Stops rings `which` taking frames (each socket's filter replaced by
@@ -1051,6 +1256,59 @@ mod tests {
             tx.send_to(payload, "10.211.0.2:9").expect("send");
         }
         assert_eq!(frames_with(&mut src, payload, Duration::from_secs(1)), 5, "the new veth's five datagrams");
+    }
+
+    #[test]
+    fn an_interface_renamed_while_captured_stays_captured_until_a_new_one_takes_its_name() {
+        if !sys::is_root() {
+            skip("needs root (network namespaces, veth, AF_PACKET)");
+            return;
+        }
+        let (ns, host, peer, renamed) = ("cjt-rename", "cjtrn0", "cjtrn1", "cjtrn9");
+        // Deleting the namespace deletes both pairs (each has its peer there), whatever their host names.
+        let _cleanup = TestNetns::add(ns, host);
+        let make = |peer: &str, net: &str| {
+            ip(&["link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns]);
+            ip(&["link", "set", host, "up"]);
+            ip(&["-n", ns, "link", "set", peer, "up"]);
+            ip(&["addr", "add", &format!("{net}.1/24"), "dev", host]);
+            ip(&["neigh", "replace", &format!("{net}.2"), "lladdr", "02:00:00:00:02:13", "dev", host]);
+        };
+        make(peer, "10.213.0");
+        let params =
+            RingParams { block_size: 1 << 16, block_count: 4, block_timeout_ms: 5, promisc: false, filter: Vec::new() };
+        let mut src = AfPacketSource::open(&[host.to_owned()], &params).expect("ring on the veth");
+        let send = |from: &str, to: &str, payload: &[u8]| {
+            let tx = std::net::UdpSocket::bind(format!("{from}:0")).expect("bind on the veth");
+            for _ in 0..5 {
+                tx.send_to(payload, format!("{to}:9")).expect("send");
+            }
+        };
+        // Renamed while up; the source looks at the link once a second.
+        ip(&["link", "set", host, "name", renamed]);
+        let payload = b"cj-af-packet-renamed-veth-payload";
+        frames_with(&mut src, payload, Duration::from_millis(1500));
+        assert_eq!(src.rings[0].renamed_to.as_deref(), Some(renamed), "{:?}", src.rings[0]);
+        assert_eq!((src.rings[0].link, src.rings[0].name.as_str()), (Link::Up, host), "up, under its configured name");
+        send("10.213.0.1", "10.213.0.2", payload);
+        assert_eq!(frames_with(&mut src, payload, Duration::from_secs(1)), 5, "the renamed veth's five datagrams");
+        // An interface that takes the configured name is captured instead.
+        make("cjtrn2", "10.214.0");
+        frames_with(&mut src, payload, Duration::from_millis(1500));
+        assert_eq!(src.rings[0].renamed_to, None, "{:?}", src.rings[0]);
+        let fresh = b"cj-af-packet-new-veth-payload";
+        send("10.213.0.1", "10.213.0.2", payload);
+        send("10.214.0.1", "10.214.0.2", fresh);
+        let (mut old_ones, mut new_ones) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            src.poll_batch(64, &mut |f| {
+                old_ones += usize::from(f.data.windows(payload.len()).any(|w| w == payload));
+                new_ones += usize::from(f.data.windows(fresh.len()).any(|w| w == fresh));
+            })
+            .expect("poll");
+        }
+        assert_eq!((old_ones, new_ones), (0, 5), "the new veth's five datagrams, none of the renamed one's");
     }
 
     #[test]

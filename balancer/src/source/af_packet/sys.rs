@@ -203,6 +203,41 @@ pub(super) fn ifindex_of(name: &str) -> Option<i32> {
     (index != 0).then_some(index as i32)
 }
 
+/// The interface index `fd` is bound to now (`getsockname(2)`'s
+/// `sll_ifindex`): the kernel keeps it across a rename of the interface and
+/// sets it to -1 when the interface is deleted or moved to another network
+/// namespace, so it says whether the socket still captures the device it was
+/// bound to.
+///
+/// # Errors
+/// The OS error of `getsockname(2)`.
+pub(super) fn bound_ifindex(fd: &OwnedFd) -> io::Result<i32> {
+    // SAFETY: an all-zero `sockaddr_ll` is valid (integers and a byte array).
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `sll` is a live, writable `sockaddr_ll` and `len` its size; the kernel writes at most `len` bytes.
+    let rc = unsafe { libc::getsockname(fd.as_raw_fd(), (&mut sll as *mut libc::sockaddr_ll).cast(), &mut len) };
+    if rc == 0 {
+        Ok(sll.sll_ifindex)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The name of interface `ifindex` now, or `None` when there is none.
+pub(super) fn name_of(ifindex: i32) -> Option<String> {
+    let index = u32::try_from(ifindex).ok().filter(|i| *i != 0)?;
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` is a live, writable array of IF_NAMESIZE bytes, as `if_indextoname` requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success `if_indextoname` wrote a NUL-terminated name into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// Whether the NIC `name` has hardware receive timestamping switched on
 /// (`SIOCGHWTSTAMP` on `fd`); false when the ioctl fails.
 pub(super) fn nic_stamps_rx(fd: &OwnedFd, name: &str) -> bool {
