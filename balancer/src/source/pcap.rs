@@ -129,6 +129,11 @@ pub struct PcapSource {
     legacy_link: Link,
     /// pcapng interfaces of the current section.
     ng_interfaces: Vec<NgInterface>,
+    /// pcapng: the current section is big-endian.
+    ng_big_endian: bool,
+    /// pcapng: the timestamp of the last packet with one (a Simple Packet
+    /// Block has none and takes this one).
+    ng_last_ns: u64,
     /// Ethernet forms of frames of other framings.
     form: Vec<u8>,
     stats: SourceStats,
@@ -149,7 +154,8 @@ impl PcapSource {
     /// The file cannot be opened, is empty, or is not a capture.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let display = path.display().to_string();
-        let file = File::open(path).map_err(|cause| SourceError::Open { path: display.clone(), cause })?;
+        let file =
+            station::config::open_capture(path).map_err(|cause| SourceError::Open { path: display.clone(), cause })?;
         let size = file.metadata().map(|m| m.len()).ok();
         if size == Some(0) {
             return Err(SourceError::NotACapture {
@@ -189,6 +195,8 @@ impl PcapSource {
             legacy_nanos: false,
             legacy_link: ETHERNET,
             ng_interfaces: Vec::new(),
+            ng_big_endian: false,
+            ng_last_ns: 0,
             form: Vec::new(),
             stats: SourceStats::default(),
             delivered: 0,
@@ -370,6 +378,32 @@ impl PcapSource {
 
 impl Source for PcapSource {
     fn poll_batch(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        let polled = self.poll_file(max, sink);
+        if matches!(polled, Err(SourceError::LinkType { .. })) {
+            // The rest of the file is not read: the run is incomplete, as for
+            // a corrupt block (source_errors), not a clean end of the capture.
+            self.stats.errors += 1;
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_finite_offline(&self) -> bool {
+        true
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+
+    fn describe(&self) -> String {
+        format!("pcap:{}", self.path)
+    }
+}
+
+impl PcapSource {
+    /// [`Source::poll_batch`] before a refused link type is counted.
+    fn poll_file(&mut self, max: usize, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         if self.ended {
             return Ok(Poll::Ended);
         }
@@ -404,8 +438,9 @@ impl Source for PcapSource {
                                 sink(&frame);
                                 Some(())
                             }
-                            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                                 self.ng_interfaces.clear();
+                                self.ng_big_endian = shb.big_endian();
                                 None
                             }
                             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
@@ -434,8 +469,9 @@ impl Source for PcapSource {
                                 };
                                 let ts_units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                 let wire_len = epb.origlen.max(epb.caplen);
+                                self.ng_last_ns = ts_to_ns(ts_units, iface.units_per_sec, iface.offset_sec);
                                 let frame = Frame {
-                                    ts_ns: ts_to_ns(ts_units, iface.units_per_sec, iface.offset_sec),
+                                    ts_ns: self.ng_last_ns,
                                     wire_len,
                                     data: frame_bytes(iface.link, epb.data, epb.caplen, wire_len, &mut self.form),
                                     source: epb.if_id.min(255) as u8,
@@ -450,13 +486,41 @@ impl Source for PcapSource {
                                         "a simple packet block comes before any interface is declared".into()
                                     );
                                 };
-                                let wire_len = spb.origlen.max(spb.data.len() as u32);
+                                // `data` holds the frame's captured bytes and the block's
+                                // padding to 32 bits: the frame is `origlen` bytes, of which
+                                // at most `data` was captured.
+                                let wire_len = spb.origlen;
                                 let caplen = spb.origlen.min(spb.data.len() as u32);
                                 let frame = Frame {
-                                    ts_ns: 0,
+                                    // A Simple Packet Block has no timestamp: the last one seen.
+                                    ts_ns: self.ng_last_ns,
                                     wire_len,
                                     data: frame_bytes(link, spb.data, caplen, wire_len, &mut self.form),
                                     source: 0,
+                                    dir: LinkDir::Unknown,
+                                };
+                                sink(&frame);
+                                Some(())
+                            }
+                            PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OBSOLETE_PACKET_BLOCK => {
+                                let opb = match ObsoletePacket::parse(ub.data, self.ng_big_endian) {
+                                    Ok(opb) => opb,
+                                    Err(detail) => break 'block Err(detail),
+                                };
+                                let Some(&iface) = self.ng_interfaces.get(usize::from(opb.if_id)) else {
+                                    break 'block Err(format!(
+                                        "a packet names interface {} but the section declares {}",
+                                        opb.if_id,
+                                        self.ng_interfaces.len()
+                                    ));
+                                };
+                                let wire_len = opb.origlen.max(opb.caplen);
+                                self.ng_last_ns = ts_to_ns(opb.ts_units, iface.units_per_sec, iface.offset_sec);
+                                let frame = Frame {
+                                    ts_ns: self.ng_last_ns,
+                                    wire_len,
+                                    data: frame_bytes(iface.link, opb.data, opb.caplen, wire_len, &mut self.form),
+                                    source: opb.if_id.min(255) as u8,
                                     dir: LinkDir::Unknown,
                                 };
                                 sink(&frame);
@@ -514,17 +578,57 @@ impl Source for PcapSource {
             Ok(Poll::Frames(delivered))
         }
     }
+}
 
-    fn is_finite_offline(&self) -> bool {
-        true
-    }
+/// Block type of the pcapng Packet Block, obsolete since 2012 (the Enhanced
+/// Packet Block replaced it) but still in captures of old tools and read by
+/// tshark and pmacctd; the pcap crate leaves it an unknown block.
+const OBSOLETE_PACKET_BLOCK: u32 = 2;
 
-    fn stats(&self) -> SourceStats {
-        self.stats
-    }
+/// The body of an obsolete Packet Block (draft-tuexen-opsawg-pcapng,
+/// appendix A): interface id (16 bits), drops count (16), timestamp (high
+/// and low 32 bits), captured length, packet length, then the captured bytes.
+struct ObsoletePacket<'a> {
+    if_id: u16,
+    ts_units: u64,
+    caplen: u32,
+    origlen: u32,
+    data: &'a [u8],
+}
 
-    fn describe(&self) -> String {
-        format!("pcap:{}", self.path)
+impl<'a> ObsoletePacket<'a> {
+    /// Reads `body` in the section's byte order; what makes it corrupt otherwise.
+    fn parse(body: &'a [u8], big_endian: bool) -> Result<Self, String> {
+        let Some((head, rest)) = body.split_first_chunk::<20>() else {
+            return Err(format!("a packet block of {} bytes is shorter than its 20-byte header", body.len()));
+        };
+        let u16_at = |i: usize| {
+            let b = [head[i], head[i + 1]];
+            if big_endian {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let u32_at = |i: usize| {
+            let b = [head[i], head[i + 1], head[i + 2], head[i + 3]];
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let caplen = u32_at(12);
+        let Some(data) = rest.get(..caplen as usize) else {
+            return Err(format!("a packet block claims {caplen} captured bytes but holds {}", rest.len()));
+        };
+        Ok(Self {
+            if_id: u16_at(0),
+            ts_units: (u64::from(u32_at(4)) << 32) | u64::from(u32_at(8)),
+            caplen,
+            origlen: u32_at(16),
+            data,
+        })
     }
 }
 
@@ -814,6 +918,78 @@ mod tests {
         assert_eq!(e.lines().count(), 1, "{e}");
         let e = read_all(&pcapng(&[1, 105], &[(0, &IP)])).unwrap_err();
         assert!(e.contains("link type 105 (pcapng interface 1) is not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_link_type_refused_after_frames_were_read_counts_as_a_source_error() {
+        let eth = ethernet_form(&IP, 0x0800);
+        let mut f = pcapng(&[1], &[(0, &eth)]);
+        f.extend(pcapng(&[105], &[(0, &eth)]));
+        let (frames, errors, error) = source_outcome(&f);
+        assert_eq!(frames.len(), 1, "the frames before the refused section are read");
+        assert_eq!(errors, 1, "the rest of the file was not read: the run is incomplete");
+        assert!(error.is_some_and(|e| e.contains("link type 105")));
+        let (frames, errors, _) = source_outcome(&pcap(147, &[&IP]));
+        assert_eq!((frames.len(), errors), (0, 1), "refused at the first header");
+    }
+
+    #[test]
+    fn an_obsolete_packet_block_is_read_as_an_enhanced_one() {
+        let eth = ethernet_form(&IP, 0x0800);
+        let mut f = pcapng(&[1, 1], &[]);
+        let mut opb = 1u16.to_le_bytes().to_vec(); // interface 1
+        opb.extend_from_slice(&7u16.to_le_bytes()); // drops
+        opb.extend_from_slice(&0u32.to_le_bytes());
+        opb.extend_from_slice(&3_000_000u32.to_le_bytes()); // 3 s in microseconds
+        opb.extend_from_slice(&(eth.len() as u32 - 6).to_le_bytes());
+        opb.extend_from_slice(&(eth.len() as u32).to_le_bytes());
+        opb.extend_from_slice(&eth[..eth.len() - 6]);
+        f.extend(ng_block(2, &opb));
+        let (frames, errors, error) = source_outcome(&f);
+        assert_eq!((errors, error), (0, None));
+        assert_eq!(frames, vec![(3_000_000_000, eth[..eth.len() - 6].to_vec(), eth.len() as u32)]);
+        // One that claims more bytes than it holds is corrupt, not read past its end.
+        let mut bad = pcapng(&[1], &[]);
+        let mut body = opb.clone();
+        body[0] = 0;
+        body[12..16].copy_from_slice(&1000u32.to_le_bytes());
+        bad.extend(ng_block(2, &body));
+        let (frames, errors, error) = source_outcome(&bad);
+        assert_eq!((frames.len(), errors), (0, 1));
+        assert!(error.is_some_and(|e| e.contains("claims 1000 captured bytes")));
+    }
+
+    #[test]
+    fn a_simple_packet_block_is_its_original_length_without_padding_at_the_last_timestamp() {
+        let eth = ethernet_form(&IP, 0x0800);
+        assert_ne!(eth.len() % 4, 0, "a frame the block pads");
+        let mut f = pcapng(&[], &[]);
+        f.extend(ng_idb_with_tsresol(6));
+        f.extend(ng_epb(0, 5_000_000, &eth));
+        let mut spb = (eth.len() as u32).to_le_bytes().to_vec();
+        spb.extend_from_slice(&eth);
+        f.extend(ng_block(3, &spb));
+        let (frames, errors, _) = source_outcome(&f);
+        assert_eq!(errors, 0);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1], (5_000_000_000, eth.clone(), eth.len() as u32), "no padding, the EPB's time");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_capture_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pcap");
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        use std::os::unix::fs::OpenOptionsExt;
+        // On a thread: an open that blocks (the defect) fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || tx.send(PcapSource::open(&p).map(|_| ()).map_err(|e| e.to_string())));
+        let got = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the open blocked on the FIFO");
+        let e = got.unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        // Unblock an open still waiting, so the thread ends.
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path);
     }
 
     #[test]

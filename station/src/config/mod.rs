@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use file::{parse_conf_text, read_bounded, ConfFileError, MAX_CONFIG_FILE_BYTES, MAX_INCLUDE_DEPTH};
-pub use source::SourceSpec;
+pub use source::{open_capture, SourceSpec};
 pub use validate::EXPORT_RATE_RANGE;
 pub use variables::{Variable, VARIABLES};
 

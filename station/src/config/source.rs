@@ -42,6 +42,28 @@ impl SourceSpec {
     }
 }
 
+/// Opens the capture file of `CJ_IFACE=pcap:FILE` for reading, and checks on
+/// the open file that it is a regular file. The open does not block
+/// (`O_NONBLOCK`, which reads of a regular file ignore): a FIFO put in the
+/// file's place between a look at the path and the open would otherwise hang
+/// the process until some writer opened it, deaf to SIGTERM.
+///
+/// # Errors
+/// The file cannot be opened, or is not a regular file (a FIFO, a device, a
+/// directory).
+pub fn open_capture(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a directory): give a pcap or pcapng file",
+        ));
+    }
+    Ok(file)
+}
+
 impl StationConfig {
     /// Parses and checks CJ_IFACE.
     ///
@@ -57,7 +79,7 @@ impl StationConfig {
         }
         if let Some(file) = s.strip_prefix("pcap:") {
             let path = PathBuf::from(file);
-            let ok = !file.is_empty() && path.is_file() && std::fs::File::open(&path).is_ok();
+            let ok = !file.is_empty() && open_capture(&path).is_ok();
             return if ok { Ok(SourceSpec::Pcap(path)) } else { Err(err("an existing pcap/pcapng file".into())) };
         }
         if let Some(spec) = s.strip_prefix("sim:") {
