@@ -2,7 +2,7 @@
 //! layer starts.
 //!
 //! Guarantees: [`LinkType::from_number`] knows Ethernet (1), Linux SLL (113)
-//! and SLL2 (276), raw IP (101) and raw IPv4/IPv6 (228, 229), null (0) and
+//! and SLL2 (276), raw IP (101; 12 and 14 as the BSDs number it) and raw IPv4/IPv6 (228, 229), null (0) and
 //! loop (108), and nothing else. [`network_layer`] and
 //! [`write_ethernet_form`] never panic and never allocate, on any input: a
 //! frame shorter than its framing's header has EtherType 0 and no payload
@@ -50,7 +50,7 @@ pub enum LinkType {
 impl LinkType {
     /// What a reader says it supports, for error messages.
     pub const SUPPORTED: &'static str =
-        "Ethernet (1), Linux SLL (113), Linux SLL2 (276), raw IP (101, 228, 229) and null/loop (0, 108)";
+        "Ethernet (1), Linux SLL (113), Linux SLL2 (276), raw IP (101, 12, 14, 228, 229) and null/loop (0, 108)";
 
     /// The framing of a `LINKTYPE_*` number, `None` for any other.
     pub const fn from_number(n: u32) -> Option<LinkType> {
@@ -58,7 +58,9 @@ impl LinkType {
             1 => LinkType::Ethernet,
             113 => LinkType::LinuxSll,
             276 => LinkType::LinuxSll2,
-            101 => LinkType::RawIp,
+            // 12 and 14: DLT_RAW as OpenBSD and BSD/OS number it, found in
+            // savefiles written there (libpcap reads both as LINKTYPE_RAW; tshark too).
+            101 | 12 | 14 => LinkType::RawIp,
             228 => LinkType::RawIpv4,
             229 => LinkType::RawIpv6,
             0 => LinkType::Null,
@@ -197,6 +199,9 @@ mod tests {
         for n in [0u32, 1, 101, 108, 113, 228, 229, 276] {
             let l = LinkType::from_number(n).unwrap();
             assert_eq!(u32::from(l.number()), n, "{}", l.name());
+        }
+        for n in [12u32, 14] {
+            assert_eq!(LinkType::from_number(n), Some(LinkType::RawIp), "the BSDs' DLT_RAW {n}");
         }
         for n in [6u32, 105, 127, 147, 0x1_0001] {
             assert_eq!(LinkType::from_number(n), None, "{n}");

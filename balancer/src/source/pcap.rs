@@ -13,7 +13,7 @@
 //! section did not declare, and a timestamp resolution too fine for a u64). Memory is the read buffer, whatever the file size.
 //!
 //! Link types (`wire::link`): Ethernet (1), Linux SLL (113) and SLL2 (276),
-//! raw IP (101, 228, 229) and null/loop (0, 108), per interface in pcapng (one
+//! raw IP (101, 12, 14, 228, 229) and null/loop (0, 108), per interface in pcapng (one
 //! file may mix them). Any other is a one-line [`SourceError::LinkType`]
 //! naming the number, before a frame of that file or interface is delivered.
 //! A pcap LinkType field with the FCS bits (bit 26 set, bits 28–31 the length
@@ -886,9 +886,16 @@ mod tests {
         null.extend_from_slice(&IP);
         let mut lo = vec![0, 0, 0, 2];
         lo.extend_from_slice(&IP);
-        for (lt, frame) in
-            [(113, &sll[..]), (276, &sll2[..]), (101, &IP[..]), (228, &IP[..]), (0, &null[..]), (108, &lo[..])]
-        {
+        for (lt, frame) in [
+            (113, &sll[..]),
+            (276, &sll2[..]),
+            (101, &IP[..]),
+            (12, &IP[..]),
+            (14, &IP[..]),
+            (228, &IP[..]),
+            (0, &null[..]),
+            (108, &lo[..]),
+        ] {
             let got = read_all(&pcap(lt, &[frame])).unwrap();
             assert_eq!(got, vec![(ethernet_form(&IP, 0x0800), frame.len() as u32, 0)], "link type {lt}");
             let s = wire::summarize(&got[0].0);
@@ -914,7 +921,7 @@ mod tests {
     fn other_link_types_are_a_one_line_error_naming_the_number() {
         let e = read_all(&pcap(147, &[&IP])).unwrap_err();
         assert!(e.contains("link type 147 is not supported"), "{e}");
-        assert!(e.contains("Linux SLL (113)") && e.contains("raw IP (101, 228, 229)"), "{e}");
+        assert!(e.contains("Linux SLL (113)") && e.contains("raw IP (101, 12, 14, 228, 229)"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");
         let e = read_all(&pcapng(&[1, 105], &[(0, &IP)])).unwrap_err();
         assert!(e.contains("link type 105 (pcapng interface 1) is not supported"), "{e}");
