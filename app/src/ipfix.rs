@@ -166,8 +166,9 @@
 //!   go on meanwhile. With `CJ_EXPORT_BEHIND=drop` the record queues are
 //!   drained at full speed and what is held is at most the bound: a stop
 //!   takes at most the bound over R (0.1 s; 64 / R s at low rates) longer
-//!   than an unpaced one. A second SIGINT/SIGTERM exits at once (status 1,
-//!   `main.rs`), without the files: the last checkpoint stands.
+//!   than an unpaced one. A second SIGINT/SIGTERM, 1 s or more after the
+//!   first, exits at once (status 1, `main.rs`), without the files: the last
+//!   checkpoint stands (a repeat within 1 s is the same stop request).
 //! - In fan-out mode (`ZBALANCE_HASH_MODE=2`, every queue sees every packet)
 //!   only the first queue's records are exported, as for the container table.
 //!

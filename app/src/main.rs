@@ -3,8 +3,10 @@
 //! accounting identity; `cj-app status` shows the pipeline from the queue headers.
 //!
 //! Guarantees: the run mode stops when every record queue has ended and is
-//! drained, or on SIGINT/SIGTERM after draining what is already queued (a second
-//! signal exits at once with status 1); either way it writes the files, prints
+//! drained, or on SIGINT/SIGTERM after draining what is already queued (the
+//! same signal again within 1 s is the same request, as `timeout` sends it;
+//! a second signal 1 s or more after the first exits at once with status 1,
+//! see `station::signals`); either way it writes the files, prints
 //! the summary and exits 0. With a paced export (`CJ_EXPORT_RATE`) the
 //! records are taken only as fast as the export sends them, so draining and
 //! the export's last records take their time at that rate (see `ipfix`);
@@ -89,9 +91,9 @@ enum AppError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("cannot continue the checkpoint in the output directory: {0}; move it away to start from zero")]
     Restore(#[from] intake::RestoreError),
-    /// A signal handler cannot be installed.
-    #[error("cannot install the signal handlers: {0}")]
-    Signal(std::io::Error),
+    /// The SIGINT/SIGTERM handling cannot be installed.
+    #[error("{0}")]
+    Signal(#[from] station::signals::SignalError),
     /// `health`: the app does not beat.
     #[error("{0}")]
     Unhealthy(String),
@@ -377,11 +379,11 @@ impl Run {
             Some(rate) if e.drops_behind() => format!(
                 " (the export is paced with CJ_EXPORT_BEHIND=drop: the record queues are drained at full speed, the \
                  export of what does not fit is dropped and counted, and what it holds goes out at {rate} data \
-                 records/s; a second signal exits at once, without the files)"
+                 records/s; a second signal, 1 s or more after the first, exits at once without the files)"
             ),
             Some(rate) => format!(
-                " (the export is paced: what is queued goes out at {rate} data records/s; a second signal exits at \
-                 once, without the files)"
+                " (the export is paced: what is queued goes out at {rate} data records/s; a second signal, 1 s or \
+                 more after the first, exits at once without the files)"
             ),
             None => String::new(),
         }
@@ -479,11 +481,17 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     let mut exporter = ipfix::Exporter::from_config(&cfg, cfg.hash_mode == HashMode::FanOut)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while draining exits at once (status 1).
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop)).map_err(AppError::Signal)?;
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(AppError::Signal)?;
-    }
+    // A repeat within 1 s of the first signal is the same request (`timeout`
+    // sends it twice); one later exits at once (status 1), without the files.
+    station::signals::install(
+        "cj-app",
+        &stop,
+        station::signals::Repeat::Exit {
+            status: station::cli::EXIT_FAILURE,
+            loses: "without writing its files (flows.csv, flows.json, summary.json): the last checkpoint stands, \
+                    and the next start with the same --out continues from it",
+        },
+    )?;
 
     let mut intake = Intake::attach(&cfg)?;
     let intake_queue_count = intake.queues().len();
@@ -716,8 +724,9 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
 /// it) and the final checkpoint: unpaced at once; paced at `CJ_EXPORT_RATE`,
 /// the main loop's services (queries, metrics, heartbeat, watchdog) served
 /// meanwhile. A signal stops nothing here: the first one is already what
-/// brought the app here or is taken as one, a second exits at once (status
-/// 1, see `run_mode`'s handlers): no files, and the last checkpoint stands.
+/// brought the app here or is taken as one, a second 1 s or more after the
+/// first exits at once (status 1, see `run_mode`'s `station::signals`): no
+/// files, and the last checkpoint stands.
 fn send_the_rest(
     run: &mut Run,
     beat: &mut Beat,
@@ -734,7 +743,7 @@ fn send_the_rest(
     let secs = unsent as f64 / f64::from(rate);
     let line = format!(
         "sending the export's last {unsent} data records at {rate}/s (about {secs:.1} s) before writing the files; \
-         a second SIGINT or SIGTERM exits at once without them"
+         a second SIGINT or SIGTERM, 1 s or more after the first, exits at once without them"
     );
     if secs >= 1.0 {
         station::cj_info!("cj-app: {line}");
@@ -749,7 +758,8 @@ fn send_the_rest(
         if !told && stop.load(Ordering::Relaxed) {
             told = true;
             station::cj_info!(
-                "cj-app: stopping: still sending the export's last records; a second signal exits at once"
+                "cj-app: stopping: still sending the export's last records; a second signal, 1 s or more after the \
+                 first, exits at once"
             );
         }
         let Some(e) = run.exporter.as_mut() else { return };

@@ -480,6 +480,8 @@ query options (ask the running app over <cluster dir>/app.sock, as pmacct -s ask
 The app reads CJ_STATION_CONFIG (a TOML file: [output] dir, refresh_interval, formats, top;
 [aggregate] primitives; [containers] flow_logs) when set; the flags override it. It stops when every record queue has ended, or on
 SIGINT/SIGTERM after draining what is queued; either way it writes the files and a summary.
+The same signal again within 1 s is the same stop (`timeout` sends it twice); a second
+signal 1 s or more after the first exits at once (status 1) without writing the files.
 ";
 
 /// Parses the command line (without the program name): the command and the

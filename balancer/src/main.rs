@@ -8,7 +8,11 @@
 //! stream ended, and the process exits 0. On SIGINT/SIGTERM it publishes what
 //! it has and exits 0 without closing the queues: a restarted balancer goes on
 //! where this one stopped, and for an offline source (`pcap:`, `sim:`) after
-//! the last frame each queue holds, after a SIGKILL too (`resume`). The command line is station::cli's (the same
+//! the last frame each queue holds, after a SIGKILL too (`resume`). A second
+//! signal changes nothing (one line says so; `station::signals`): the stop
+//! takes at most the capture's block timeout and its sockets' close, and an
+//! exit before its end would lose, uncounted, what the AF_PACKET rings hold.
+//! The command line is station::cli's (the same
 //! flags, refusals and exit codes as cj-detector and cj-app): 2 for usage,
 //! configuration and core-plan errors, 3 for the queues, 4 for the source or a
 //! file `generate` writes, 1 for other runtime failures.
@@ -83,8 +87,8 @@ enum BalancerError {
     Cli(#[from] UsageError),
     #[error("{0}")]
     Usage(String),
-    #[error("cannot install the signal handlers: {0}")]
-    Signal(std::io::Error),
+    #[error("{0}")]
+    Signal(#[from] station::signals::SignalError),
     #[error("{0}")]
     Queue(#[from] shmq::QueueError),
     #[error("{0}")]
@@ -265,9 +269,16 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(BalancerError::Signal)?;
-    }
+    // No forced exit: the stop is short and bounded (no wait on a full queue),
+    // and exiting before it ends would lose, uncounted, the frames the
+    // AF_PACKET rings hold (their count goes with the sockets).
+    station::signals::install(
+        "cj-balancer",
+        &stop,
+        station::signals::Repeat::Ignore {
+            why: "a forced exit would lose, uncounted, the frames its capture rings hold; SIGKILL forces it",
+        },
+    )?;
 
     // A live source is checked now, but captures only once the detector is attached (below).
     source::preflight(&spec, &config)?;

@@ -75,8 +75,10 @@ CJ_FLOW_ACTIVE_TIMEOUT, CJ_FLOW_TCP_CLOSE_TIMEOUT, CJ_FLOW_TABLE_SIZE.
 
 Stops cleanly on SIGINT or SIGTERM (what is queued is processed, every flow
 is flushed as a record, the record queues stay open for a restarted detector)
-or when every packet queue has ended (then the record queues are closed). A
-second signal exits at once.
+or when every packet queue has ended (then the record queues are closed). The
+same signal again within 1 s is the same stop (`timeout` sends it twice); a
+second signal 1 s or more after the first exits at once (status 130) without
+the flush: the flows in the tables are lost.
 ";
 
 /// Parses the arguments (without the program name).

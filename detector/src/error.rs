@@ -38,14 +38,9 @@ pub enum DetectorError {
     /// CJ_CORECOUNT is 0: there would be no worker.
     #[error("CJ_CORECOUNT=0: expected at least one worker core")]
     NoWorkers,
-    /// Installing a signal handler failed.
-    #[error("cannot install the {signal} handler: {source}")]
-    Signal {
-        /// SIGINT or SIGTERM.
-        signal: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// Installing the SIGINT/SIGTERM handling failed.
+    #[error("{0}")]
+    Signal(#[from] station::signals::SignalError),
     /// The OS refused a worker thread.
     #[error("cannot start thread cj-worker-{queue}: {source}")]
     Spawn {
@@ -123,7 +118,7 @@ impl DetectorError {
             | Self::Rules(_)
             | Self::Pin { .. } => EXIT_USAGE,
             Self::PacketQueue { .. } | Self::RecordQueue { .. } | Self::StatsPage { .. } => EXIT_QUEUES,
-            Self::Signal { .. }
+            Self::Signal(_)
             | Self::Spawn { .. }
             | Self::Tun { .. }
             | Self::Aborted { .. }

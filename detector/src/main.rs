@@ -7,7 +7,9 @@
 //! code 2; a queue or counter page that cannot be opened exits 3, any other
 //! failure of a worker 1 (station::cli's codes); a clean stop exits 0 after every
 //! worker flushed its flows (closing its record queue only at the end of the
-//! input stream, not on a signal).
+//! input stream, not on a signal). The same signal again within 1 s is the
+//! same stop (`timeout` sends it twice); a second one 1 s or more after the
+//! first exits at once with code 130, without the flush (`station::signals`).
 #![deny(unsafe_code)]
 
 use std::process::ExitCode;
@@ -24,6 +26,9 @@ use station::coreplan;
 
 /// How often the supervisor looks at the workers (it is woken at once when they end).
 const SUPERVISE_TICK: Duration = Duration::from_millis(50);
+/// Exit status of a detector that a second SIGINT/SIGTERM (1 s or more after
+/// the first) ended before its flush: 128 + SIGINT, as a shell reports Ctrl-C.
+const FORCED_EXIT: u8 = 130;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,12 +85,18 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
         .map_err(|source| DetectorError::CorePlan { source, allowed: coreplan::format_cpu_list(&allowed) })?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for (sig, name) in [(signal_hook::consts::SIGINT, "SIGINT"), (signal_hook::consts::SIGTERM, "SIGTERM")] {
-        // A second signal exits at once (code 130); the first asks for a clean stop.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
-            .map_err(|source| DetectorError::Signal { signal: name, source })?;
-    }
+    // The first signal asks for a clean stop (every flow flushed); the same
+    // again within 1 s is that request (`timeout` sends it twice); one later
+    // exits at once (code 130) without the flush.
+    station::signals::install(
+        "cj-detector",
+        &stop,
+        station::signals::Repeat::Exit {
+            status: FORCED_EXIT,
+            loses: "without flushing: the flows in the workers' tables are lost, and the app's identity names their \
+                    packets (worker_crash_lost), as after a SIGKILL",
+        },
+    )?;
 
     // Flow divert (CJ_TUN=yes): the rules first, so a bad file stops us before any thread.
     let divert_rules = detector::divert::start(&cfg)?;

@@ -58,11 +58,13 @@ pub const EXIT_IO: u8 = 4;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes (the same for cj-balancer, cj-detector and cj-app):
   0  done
-  1  runtime failure (a worker failed, a socket or signal handler, no app to ask)
+  1  runtime failure (a worker failed, a socket or signal handler, no app to ask;
+     cj-app: a second SIGINT/SIGTERM, 1 s or more after the first, before its files)
   2  usage or configuration (bad argument, bad CJ_* value, core plan): nothing started
   3  shared memory: a queue, counter page or the queue directory
   4  the capture source or an output file
   70 no progress for CJ_WATCHDOG_SEC (outside systemd): ended for its restart policy
+  130 cj-detector: a second SIGINT/SIGTERM, 1 s or more after the first, before its flush
 ";
 
 /// The common options, as every `--help` text lists them.

@@ -2,7 +2,8 @@
 //! all need: the FlowRecord layout, packet slots, queue naming, protocol
 //! names, conjure.conf loading and validation ([`config`]), the `sim:SPEC`
 //! syntax that validation checks ([`simspec`]), the core plan, systemd
-//! notification and rate formatting, and the prefetch hint ([`prefetch`]) the
+//! notification, rate formatting, the handling of SIGINT/SIGTERM ([`signals`]),
+//! and the prefetch hint ([`prefetch`]) the
 //! detector's and the app's tables use.
 //!
 //! The synthetic traffic generator and its ground truth are in the `sim`
@@ -23,4 +24,5 @@ pub mod notify;
 pub mod prefetch;
 pub mod proto;
 pub mod rate;
+pub mod signals;
 pub mod simspec;
