@@ -18,11 +18,11 @@
 //! - a repeat more than a second after the first still exits at once: a
 //!   detector flushing into a record queue a paced export drains slowly
 //!   exits 130, then the app draining that queue exits 1 without its files
-//!   (each stop would take tens of seconds more: what a second signal is for).
+//!   (each stop would last 10 s or more longer: what a second signal is for).
 //!
 //! No pass or fail hangs on a duration shorter than several seconds: the
 //! back-to-back signals are sent as fast as the test can, the late one 3 s
-//! after the first to a stop that lasts over 20 s.
+//! after the first to stops that last over 10 s (the app) and 80 s (the detector).
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -59,7 +59,7 @@ fn under_timeout(cluster: &Cluster, name: &str, secs: u32, args: &[&std::ffi::Os
     cmd
 }
 
-/// A 10-second paced stream (3,000 frames a second), its truth, and a
+/// A paced stream (`sim`: 30,000 frames at 2,000 a second, 15 s), its truth, and a
 /// cluster on one worker whose packet queue holds all of it (nothing is
 /// dropped while no detector runs).
 fn sim_cluster(sim: &str) -> (sim::Truth, Cluster) {
@@ -206,7 +206,7 @@ fn check_run(
 
 #[test]
 fn a_detector_and_an_app_each_sent_sigterm_twice_back_to_back_stop_cleanly_and_lose_nothing() {
-    let (truth, cluster) = sim_cluster("flows=200,packets=30000,sizes=64:50/1000:50,v6=20,vlan=10,seed=37,rate=3000");
+    let (truth, cluster) = sim_cluster("flows=200,packets=30000,sizes=64:50/1000:50,v6=20,vlan=10,seed=37,rate=2000");
     let out = tempfile::tempdir().expect("out dir");
     let app = |cluster: &Cluster| {
         let mut cmd = cluster.command("cj-app");
@@ -234,12 +234,12 @@ fn a_detector_and_an_app_each_sent_sigterm_twice_back_to_back_stop_cleanly_and_l
 
 #[test]
 fn a_detector_and_an_app_run_under_timeout_stop_cleanly_and_lose_nothing() {
-    let (truth, cluster) = sim_cluster("flows=200,packets=30000,sizes=64:50/1000:50,v6=20,vlan=10,seed=38,rate=3000");
+    let (truth, cluster) = sim_cluster("flows=200,packets=30000,sizes=64:50/1000:50,v6=20,vlan=10,seed=38,rate=2000");
     let out = tempfile::tempdir().expect("out dir");
     let out_args = [std::ffi::OsStr::new("--out"), out.path().as_os_str()];
     // The balancer first (an offline source fills the queues until a worker
     // reads them): the timeouts, counted from each process's start, fire
-    // while the 10-second stream goes on.
+    // while the 15-second stream goes on.
     let balancer = spawn(cluster.command("cj-balancer"));
     let first_detector = spawn(under_timeout(&cluster, "cj-detector", 3, &[]));
     let first_app = spawn(under_timeout(&cluster, "cj-app", 6, &out_args));
