@@ -76,9 +76,11 @@
 //!   agrees with the queues and writes the same files again).
 //! - A checkpoint that does not fit this run (other queues, queue set,
 //!   aggregation primitives, fan-out, row limit, container logs or record
-//!   layout; a queue re-created or read by someone else since; a damaged or
-//!   unsafe file) stops cj-app with a one-line error naming the fix: the totals
-//!   it holds are neither overwritten nor silently ignored.
+//!   layout; a queue read by someone else since; a damaged or unsafe file)
+//!   stops cj-app with a one-line error naming the fix: the totals it holds
+//!   are neither overwritten nor silently ignored. One whose queues were
+//!   re-created (a reboot) is moved aside with the last run's files
+//!   (`previous.rs`) and the run starts from zero.
 //! - The file is written with mode 0600 and opened with the station's checked
 //!   open (`shmq::files::open_checked`: no symbolic link followed, a regular
 //!   file of this user or root, nothing for others), and decoded with its own
@@ -109,7 +111,7 @@
 //!   394 loaded).
 //! - A power loss: the checkpoint is not fsynced, because the record queues
 //!   (in memory, under CJ_SHM_DIR) do not survive one either; a checkpoint
-//!   whose queues were re-created is refused, as above.
+//!   whose queues were re-created is moved aside, as above.
 
 use std::fs::File;
 use std::io::Read as _;

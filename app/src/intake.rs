@@ -115,9 +115,13 @@ pub enum RestoreError {
         /// Now.
         now: Vec<u32>,
     },
-    /// The queue holds fewer records than the checkpoint read: a new queue.
+    /// Not the queue the checkpoint read: it holds fewer records than the
+    /// checkpoint read, or no consumer had attached to it before this
+    /// cj-app although the checkpoint read records of it (a new queue that
+    /// has already had more records than the old one).
     #[error(
-        "{path}: the checkpoint read {saved} records of it, the queue has only ever had {published}: the queue was re-created (a reboot, or its directory was cleared) since the checkpoint"
+        "{path}: the checkpoint read {saved} records of it, the queue has had {published}{}: the queue was re-created (a reboot, or its directory was cleared) since the checkpoint",
+        if *.never_read { " and no reader before this cj-app" } else { "" }
     )]
     Recreated {
         /// The queue file.
@@ -126,6 +130,8 @@ pub enum RestoreError {
         saved: u64,
         /// Records the queue has had.
         published: u64,
+        /// No consumer attached to the queue before this cj-app.
+        never_read: bool,
     },
     /// Released past the checkpoint: another consumer read it since, or the
     /// checkpoint is an older copy of the file.
@@ -298,17 +304,11 @@ impl Intake {
     /// # Errors
     /// Other queues, a queue re-created since, or one read past the saved position.
     pub fn restore(&mut self, saved: &[SavedQueue], cut_at: Option<u64>) -> Result<u64, RestoreError> {
-        let now = self.queues();
-        if saved.iter().map(|s| s.queue).ne(now.iter().copied()) {
-            return Err(RestoreError::Queues { saved: saved.iter().map(|s| s.queue).collect(), now });
-        }
+        self.check_restore(saved)?;
         // Check every queue before changing any.
         for (src, sv) in self.sources.iter_mut().zip(saved) {
             let path = src.path.display().to_string();
-            let (released, published) = (src.consumer.position(), src.consumer.published());
-            if published < sv.position {
-                return Err(RestoreError::Recreated { path, saved: sv.position, published });
-            }
+            let released = src.consumer.position();
             if released > sv.position {
                 let saved = sv.position;
                 return Err(match cut_at {
@@ -332,6 +332,29 @@ impl Intake {
             src.stale = None;
         }
         Ok(skipped)
+    }
+
+    /// The checks of [`Intake::restore`] that say `saved` is not of these
+    /// queues at all (other queue numbers; a queue re-created since), before
+    /// any queue is touched.
+    ///
+    /// # Errors
+    /// [`RestoreError::Queues`] or [`RestoreError::Recreated`].
+    pub fn check_restore(&self, saved: &[SavedQueue]) -> Result<(), RestoreError> {
+        let now = self.queues();
+        if saved.iter().map(|s| s.queue).ne(now.iter().copied()) {
+            return Err(RestoreError::Queues { saved: saved.iter().map(|s| s.queue).collect(), now });
+        }
+        for (src, sv) in self.sources.iter().zip(saved) {
+            let published = src.consumer.published();
+            // This app's attach is counted: 1 means no consumer ever read the queue.
+            let never_read = src.consumer.stats().consumer_attaches <= 1;
+            if published < sv.position || (never_read && sv.position > 0) {
+                let path = src.path.display().to_string();
+                return Err(RestoreError::Recreated { path, saved: sv.position, published, never_read });
+            }
+        }
+        Ok(())
     }
 
     /// Whether every queue is still as a finished earlier run left it (closed
@@ -596,6 +619,19 @@ mod tests {
         // One ahead of everything the queue ever had: the queue was re-created.
         let ahead = [SavedQueue { position: 99, ..saved[0] }];
         assert!(matches!(third.restore(&ahead, None).unwrap_err(), RestoreError::Recreated { published: 15, .. }));
+        drop(third);
+        // The queue re-created (a reboot) and already past the checkpoint's position before
+        // any app read it: not the checkpoint's queue, though it has had enough records.
+        std::fs::remove_dir_all(cfg.cluster_dir()).unwrap();
+        let mut p = QueueFile::open_or_create(&path, spec).unwrap().into_producer();
+        for seq in 0..20 {
+            p.push(record(seq).as_bytes()).unwrap();
+        }
+        p.publish();
+        let mut fourth = Intake::attach(&cfg).unwrap();
+        let e = fourth.restore(&saved, None).unwrap_err();
+        assert!(matches!(e, RestoreError::Recreated { published: 20, never_read: true, .. }), "{e}");
+        assert_eq!(fourth.saved()[0].position, 0, "nothing skipped: the refusal changes no queue");
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod intake;
 mod interned;
 mod ipfix;
 mod metrics;
+mod previous;
 mod query;
 mod settings;
 mod sinks;
@@ -91,6 +92,18 @@ enum AppError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("cannot continue the checkpoint in the output directory: {0}; move it away to start from zero")]
     Restore(#[from] intake::RestoreError),
+    /// The last run's files cannot be moved aside for a new run.
+    #[error(
+        "cannot move the last run's checkpoint and files aside in {} ({cause}): its record queues were re-created (a reboot), so it cannot be continued; move {}/checkpoint away by hand",
+        out.display(),
+        out.display()
+    )]
+    SetAside {
+        /// The output directory.
+        out: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
     /// The SIGINT/SIGTERM handling cannot be installed.
     #[error("{0}")]
     Signal(#[from] station::signals::SignalError),
@@ -116,7 +129,7 @@ impl AppError {
             | AppError::Checkpoint(_)
             | AppError::Restore(_) => EXIT_USAGE,
             AppError::Intake(_) | AppError::NoQueues(_) | AppError::StatsPage(_) => EXIT_QUEUES,
-            AppError::Write(_) => EXIT_IO,
+            AppError::Write(_) | AppError::SetAside { .. } => EXIT_IO,
             AppError::Signal(_)
             | AppError::Metrics(_)
             | AppError::Query(_)
@@ -501,7 +514,26 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     intake.hold_releases();
     let fit = checkpoint::fit_of(&cfg, &settings, fan_out);
     let checkpoint_path = checkpoint::path(&settings.out_dir);
-    let accounts = match checkpoint::load(&checkpoint_path, &fit)? {
+    let fresh_accounts = || {
+        Accounts::new(settings.primitives, &intake.queues(), fan_out)
+            .with_max_rows(max_rows)
+            .with_container_logs(settings.container_logs)
+    };
+    let mut loaded = checkpoint::load(&checkpoint_path, &fit)?;
+    if let Some(l) = &loaded {
+        if let Err(e @ intake::RestoreError::Recreated { .. }) = intake.check_restore(&l.intake) {
+            // The checkpoint's queues are gone (a reboot): a new run, which must
+            // start by itself; the last run's files are kept aside (previous.rs).
+            let dir = previous::set_aside(&settings.out_dir, &checkpoint_path)
+                .map_err(|cause| AppError::SetAside { out: settings.out_dir.clone(), cause })?;
+            station::cj_warn!(
+                "cj-app: {e}: a new run starts from zero; the last run's checkpoint and files were moved to {}",
+                dir.display()
+            );
+            loaded = None;
+        }
+    }
+    let accounts = match loaded {
         Some(loaded) => {
             let skipped = intake.restore(&loaded.intake, loaded.cut_at)?;
             station::cj_info!(
@@ -529,9 +561,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
                     settings.out_dir.display()
                 );
             }
-            Accounts::new(settings.primitives, &intake.queues(), fan_out)
-                .with_max_rows(max_rows)
-                .with_container_logs(settings.container_logs)
+            fresh_accounts()
         }
     };
     // Room for the rows of one whole record queue of new flows (two directions

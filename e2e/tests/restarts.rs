@@ -18,7 +18,7 @@
 //! started on a finished run's directory and stopped before any new run
 //! leaves that run's files byte for byte.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,76 @@ fn an_app_killed_mid_stream_continues_from_its_checkpoint_and_matches_the_truth(
     assert!(stderr(2).contains("continuing from"), "the second cj-app did not continue the checkpoint:\n{all}");
     // A run that read every queue to its end leaves no checkpoint: the next one starts from zero.
     assert!(!checkpoint.exists(), "the checkpoint outlived a complete run");
+}
+
+/// Records the detector has published into set 0's record queue 0 so far.
+fn records_published(cluster: &Cluster) -> u64 {
+    let rec = station::naming::set_record_queue_path(&cluster.cluster_dir(), 0, 0);
+    shmq::QueueFile::read_stats(&rec).map_or(0, |(_, s)| s.enqueued)
+}
+
+#[test]
+fn an_app_started_after_a_reboot_sets_the_last_runs_files_aside_and_counts_the_new_run_exactly() {
+    let (truth, cluster) = sim_cluster(&[("CJ_RECORD_QUEUE_SLOTS", "64")]);
+    let out = tempfile::tempdir().expect("out dir");
+    let checkpoint = out.path().join("checkpoint");
+    // The run before the reboot, cut off by it (SIGKILL) once the app has a checkpoint.
+    let mut detector = spawn(cluster.command("cj-detector"));
+    let mut first = app(&cluster, out.path());
+    let mut balancer = spawn(cluster.command("cj-balancer"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.records_released() == 0 {
+        assert!(Instant::now() < deadline, "cj-app released no record-queue slot within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for child in [&mut balancer, &mut detector, &mut first] {
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    let old_checkpoint = std::fs::read(&checkpoint).expect("the killed app left its checkpoint");
+    // The reboot: the queue directory under CJ_SHM_DIR is gone, the output directory stays.
+    std::fs::remove_dir_all(cluster.cluster_dir()).expect("remove the queue directory");
+
+    // The new run: its detector fills most of the (64-slot) record queue before the app
+    // starts, so the new queue has had about as many records as the checkpoint read, or
+    // more (the first app was killed after its first checkpoint, at 32 to 63).
+    let mut detector = spawn(cluster.command("cj-detector"));
+    let mut balancer = spawn(cluster.command("cj-balancer"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while records_published(&cluster) < 48 {
+        if Instant::now() >= deadline {
+            let _ = (detector.kill(), balancer.kill());
+            let logs = [detector.wait_with_output(), balancer.wait_with_output()]
+                .map(|o| o.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default());
+            panic!("the new run's detector published fewer than 48 records within 60 s:\n{}", logs.join("\n---\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = app(&cluster, out.path());
+    let outs = wait_all(
+        vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", second)],
+        Duration::from_secs(180),
+    );
+    let all: String = outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned() + "\n---\n").collect();
+    for o in &outs {
+        assert!(o.status.success(), "a process of the new run failed:\n{all}");
+    }
+    // The new run alone, exactly: nothing of the old run's totals, nothing of the new run skipped.
+    let got = read_flows_csv(&out.path().join("flows.csv"));
+    if let Some(d) = diff_rows(&got, &truth_rows(&truth)) {
+        panic!("after the reboot flows.csv differs from the new run's truth:\n{d}\n{all}");
+    }
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["identity"]["status"], "holds", "{summary:#}\n{all}");
+    assert_eq!(summary["identity"]["terms"]["received"].as_u64(), Some(truth.total_frames), "{summary:#}");
+    // And the last run's checkpoint is kept, byte for byte, in a previous-* directory.
+    let kept: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .expect("read the output directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("previous-")))
+        .collect();
+    assert_eq!(kept.len(), 1, "one previous-* directory: {kept:?}\n{all}");
+    assert_eq!(std::fs::read(kept[0].join("checkpoint")).expect("the kept checkpoint"), old_checkpoint);
 }
 
 #[test]
