@@ -87,9 +87,14 @@
 //!   of `ipfix://HOST:PORT` (HOST a name, an IPv4 address or `[IPv6]`, PORT
 //!   1..=65535), a name that does not resolve, or a socket that cannot be
 //!   opened is refused at start with one line naming the fix (exit 2).
-//! - Templates go to each collector at start, every [`TEMPLATE_INTERVAL`],
-//!   and again before the next data after a send to it failed (a collector
-//!   that was down or restarted learns them at once, not 30 s later).
+//! - Templates go to each collector at start, before every
+//!   [`TEMPLATE_EVERY`]th (16th) data message and at least every
+//!   [`TEMPLATE_INTERVAL`] (10 s), and again before the next data after a
+//!   send to it failed (a collector that was down, and whose closed port
+//!   answered with ICMP, learns them at once). A collector restarted between
+//!   two sends (or behind a firewall that drops ICMP) misses, at most, the
+//!   data messages sent before the next templates: 16 messages, or 10 s of
+//!   a slow export; those are counted exported (UDP says nothing of them).
 //! - Every message is at most [`MAX_MESSAGE`] bytes (under a 1500-byte path
 //!   MTU with IPv6 and UDP headers). Pending data records are sealed into a
 //!   message once it is full, when the oldest has waited [`FLUSH_INTERVAL`],
@@ -109,8 +114,8 @@
 //!   waits) and, once the packet queues are full, the balancer (an offline
 //!   source waits; a live one drops, counted in `queue_dropped` and the
 //!   identity). `intake_held_ms` counts the time the app held records back.
-//!   Templates are not paced (one message per collector every 30 s and after
-//!   a failed send).
+//!   Templates are not paced (one message per collector per 16 data
+//!   messages, at least every 10 s, and after a failed send).
 //! - Paced with `CJ_EXPORT_BEHIND=drop`: the export never limits the
 //!   intake and holds at most the same bound; the intake waits only for a
 //!   checkpoint, and only once a record queue has three quarters of its
@@ -223,8 +228,15 @@ pub const TEMPLATE_V4: u16 = 256;
 pub const TEMPLATE_V6: u16 = 257;
 /// Largest message sent.
 pub const MAX_MESSAGE: usize = 1400;
-/// Templates are sent again this often.
-pub const TEMPLATE_INTERVAL: Duration = Duration::from_secs(30);
+/// Templates are sent again at least this often.
+pub const TEMPLATE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and before every this many data messages to a collector (softflowd's
+/// default, 16): a collector restarted between two sends (no ICMP comes back,
+/// so no send fails) decodes nothing until it has the templates again, and
+/// this bounds what it misses at a busy export to 16 messages, not
+/// [`TEMPLATE_INTERVAL`] of them. The cost: one template message (about 100
+/// bytes) per 16 data messages of up to [`MAX_MESSAGE`] bytes.
+pub const TEMPLATE_EVERY: u32 = 16;
 /// Pending data records wait at most this long.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Paced: the data records held (sealed messages waiting for their turn and
@@ -620,6 +632,8 @@ struct Collector {
     socket: UdpSocket,
     /// When templates are due (now after a failed send).
     templates_at: Instant,
+    /// Data messages sent to it since its last templates ([`TEMPLATE_EVERY`]).
+    since_templates: u32,
     /// Data records of the last data message sent to it (counted exported
     /// until a refusal says it was lost).
     last_sent: u32,
@@ -790,6 +804,7 @@ impl Exporter {
                 packets: 0,
                 socket,
                 templates_at: Instant::now(),
+                since_templates: 0,
                 last_sent: 0,
                 last_warning: None,
             });
@@ -1003,7 +1018,8 @@ impl Exporter {
     fn send_data(&mut self, body: &[u8], n: u32) {
         let now = Instant::now();
         for i in 0..self.collectors.len() {
-            if now >= self.collectors[i].templates_at {
+            let c = &self.collectors[i];
+            if now >= c.templates_at || c.since_templates >= TEMPLATE_EVERY {
                 self.send_templates(i, now);
             }
             let mut sent = self.send(i, body, n as u16, now);
@@ -1022,6 +1038,7 @@ impl Exporter {
                     self.stats.counters.messages += 1;
                     self.stats.counters.records_exported += u64::from(n);
                     c.last_sent = n;
+                    c.since_templates += 1;
                 }
                 Err(e) => {
                     self.stats.counters.send_errors += 1;
@@ -1081,6 +1098,7 @@ impl Exporter {
             Ok(_) => {
                 self.stats.counters.messages += 1;
                 c.templates_at = now + TEMPLATE_INTERVAL;
+                c.since_templates = 0;
             }
             Err(e) => {
                 self.stats.counters.send_errors += 1;
@@ -1298,6 +1316,7 @@ mod tests {
                 packets: 0,
                 socket: open(addr).unwrap(),
                 templates_at: Instant::now(),
+                since_templates: 0,
                 last_sent: 0,
                 last_warning: None,
             }],
@@ -1356,6 +1375,32 @@ mod tests {
         assert_eq!(rev, (3, 3000));
         let s = e.stats();
         assert_eq!((s.counters.records, s.counters.records_exported, s.counters.records_dropped), (204, 204, 0));
+    }
+
+    #[test]
+    fn templates_go_again_before_every_sixteenth_data_message_so_a_restarted_collector_decodes_soon() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut e = ipfix_exporter_to(rx.local_addr().unwrap());
+        e.tick(Instant::now());
+        // Forty full data messages, well within TEMPLATE_INTERVAL.
+        for i in 0..40 * MAX_MESSAGE_RECORDS {
+            let mut r = record(false, 1, 1);
+            r.port_a = i as u16;
+            e.add(0, &r);
+        }
+        e.seal();
+        rx.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut kinds = Vec::new();
+        while rx.recv(&mut buf).is_ok() {
+            kinds.push(be16(&buf, 16) == TEMPLATE_SET_ID);
+        }
+        assert_eq!(kinds.iter().filter(|t| !**t).count(), 80, "forty messages of each direction's records");
+        assert!(kinds[0], "templates first");
+        // No run of more data messages than TEMPLATE_EVERY without templates.
+        let longest = kinds.split(|t| *t).map(<[bool]>::len).max().unwrap_or(0);
+        assert!(longest <= TEMPLATE_EVERY as usize, "{longest} data messages in a row without templates");
+        assert!(kinds.iter().filter(|t| **t).count() >= 5, "templates again along the way");
     }
 
     /// Data records in the data messages `rx` holds now (templates skipped).
@@ -1446,6 +1491,7 @@ mod tests {
             packets: 0,
             socket: open(also).unwrap(),
             templates_at: Instant::now(),
+            since_templates: 0,
             last_sent: 0,
             last_warning: None,
         });
