@@ -170,7 +170,8 @@ impl Truth {
     /// # Errors
     /// I/O errors.
     pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // AtomicFile buffers; written through a temporary file of its own and renamed.
+        let mut w = shmq::files::AtomicFile::create(path, OUTPUT_MODE)?;
         writeln!(w, "SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES")?;
         for r in &self.rows {
             writeln!(
@@ -185,7 +186,7 @@ impl Truth {
                 r.ip_bytes
             )?;
         }
-        w.flush()
+        w.commit(true).map(drop)
     }
 }
 
@@ -716,47 +717,46 @@ pub fn truth(spec: &SimSpec) -> Truth {
 
 /// Writes the spec's frames as a pcap file; returns the truth.
 ///
-/// The file is written as `<path>.tmp` and renamed into place, so `path` is
-/// either absent or complete. Link type Ethernet, snap length 65535,
-/// timestamps in nanoseconds when `nanos`, else microseconds (truncated).
+/// The file is written through [`shmq::files::AtomicFile`]: a new temporary
+/// file beside `path` (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode
+/// [`OUTPUT_MODE`]), fsynced and renamed over `path`, so `path` is either
+/// absent or complete, and a file or symbolic link planted under `path` or
+/// any temporary name is replaced or refused, never written through. Link
+/// type Ethernet, snap length 65535, timestamps in nanoseconds when `nanos`,
+/// else microseconds (truncated).
 ///
 /// # Errors
-/// I/O errors.
+/// I/O errors; the temporary file is removed.
 pub fn write_pcap(spec: &SimSpec, path: &Path, nanos: bool) -> std::io::Result<Truth> {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     use pcap_file::{DataLink, Endianness, TsResolution};
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp_name);
     let pcap_err = |e: pcap_file::PcapError| match e {
         pcap_file::PcapError::IoError(e) => e,
         e => std::io::Error::other(e),
     };
-    let result = (|| -> std::io::Result<()> {
-        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let header = PcapHeader {
-            snaplen: 65535,
-            datalink: DataLink::ETHERNET,
-            ts_resolution: if nanos { TsResolution::NanoSecond } else { TsResolution::MicroSecond },
-            endianness: Endianness::Little,
-            ..PcapHeader::default()
-        };
-        let mut w = PcapWriter::with_header(file, header).map_err(pcap_err)?;
-        let mut gen = SimTraffic::new(spec);
-        let mut buf = [0u8; MAX_FRAME_LEN];
-        while let Some((ts, len)) = gen.next_frame(&mut buf) {
-            let pkt = PcapPacket::new(Duration::from_nanos(ts), len as u32, &buf[..len]);
-            w.write_packet(&pkt).map_err(pcap_err)?;
-        }
-        let file = w.into_writer().into_inner().map_err(std::io::IntoInnerError::into_error)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let file = shmq::files::AtomicFile::create(path, OUTPUT_MODE)?;
+    let header = PcapHeader {
+        snaplen: 65535,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: if nanos { TsResolution::NanoSecond } else { TsResolution::MicroSecond },
+        endianness: Endianness::Little,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(file, header).map_err(pcap_err)?;
+    let mut gen = SimTraffic::new(spec);
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    while let Some((ts, len)) = gen.next_frame(&mut buf) {
+        let pkt = PcapPacket::new(Duration::from_nanos(ts), len as u32, &buf[..len]);
+        w.write_packet(&pkt).map_err(pcap_err)?;
     }
-    result.map(|()| truth(spec))
+    // Dropped on any error above: the temporary file is removed.
+    w.into_writer().commit(true)?;
+    Ok(truth(spec))
 }
+
+/// Mode of the files this crate writes (captures and truth CSVs): the owner
+/// writes, everyone reads, whatever the umask.
+pub const OUTPUT_MODE: u32 = 0o644;
 
 #[cfg(test)]
 mod tests {
@@ -924,6 +924,36 @@ mod tests {
     }
 
     #[test]
+    fn a_link_planted_as_the_capture_its_old_temporary_name_or_the_truth_is_never_written_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let victim = |n: &str| {
+            let v = d.path().join(n);
+            std::fs::write(&v, "victim").unwrap();
+            std::fs::set_permissions(&v, std::fs::Permissions::from_mode(0o600)).unwrap();
+            v
+        };
+        let (va, vb, vc) = (victim("va"), victim("vb"), victim("vc"));
+        let pcap = d.path().join("x.pcap");
+        let csv = d.path().join("x-truth.csv");
+        std::os::unix::fs::symlink(&va, d.path().join("x.pcap.tmp")).unwrap();
+        std::os::unix::fs::symlink(&vb, &pcap).unwrap();
+        std::os::unix::fs::symlink(&vc, &csv).unwrap();
+        let t = write_pcap(&spec("flows=3,packets=30"), &pcap, false).unwrap();
+        t.write_csv(&csv).unwrap();
+        for v in [&va, &vb, &vc] {
+            assert_eq!(std::fs::read_to_string(v).unwrap(), "victim", "{}", v.display());
+            assert_eq!(std::fs::metadata(v).unwrap().permissions().mode() & 0o7777, 0o600);
+        }
+        for p in [&pcap, &csv] {
+            let m = std::fs::symlink_metadata(p).unwrap();
+            assert!(m.file_type().is_file(), "{} is the new file, not the link", p.display());
+            assert_eq!(m.permissions().mode() & 0o7777, OUTPUT_MODE);
+        }
+        assert!(std::fs::read_to_string(&csv).unwrap().starts_with("SRC_IP,"));
+    }
+
+    #[test]
     fn pcap_round_trip() {
         use pcap_file::pcap::PcapReader;
         let d = tempfile::tempdir().unwrap();
@@ -931,7 +961,8 @@ mod tests {
         for nanos in [true, false] {
             let p = d.path().join(format!("s{nanos}.pcap"));
             let t = write_pcap(&s, &p, nanos).unwrap();
-            assert!(!d.path().join(format!("s{nanos}.pcap.tmp")).exists());
+            let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names.len(), if nanos { 1 } else { 2 }, "no temporary file is left: {names:?}");
             let want = frames(&s);
             let mut r = PcapReader::new(std::fs::File::open(&p).unwrap()).unwrap();
             assert_eq!(r.header().datalink, pcap_file::DataLink::ETHERNET);

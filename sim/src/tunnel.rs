@@ -394,19 +394,23 @@ fn row((src, dst, src_port, dst_port, proto): RowKey, (packets, ip_bytes, frame_
 }
 
 /// Writes [`tunnel_capture`] as a pcap file (Ethernet, microsecond
-/// timestamps) at `path`; returns the truth.
+/// timestamps) at `path`, through a temporary file renamed over it as
+/// [`crate::write_pcap`] does (a planted file or link is never written
+/// through); returns the truth.
 ///
 /// # Errors
-/// I/O errors.
+/// I/O errors; the temporary file is removed.
 pub fn write_tunnel_pcap(path: &Path) -> std::io::Result<TunnelTruth> {
     use pcap_file::pcap::{PcapPacket, PcapWriter};
     let (frames, truth) = tunnel_capture();
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // Through a temporary file of its own, renamed over `path` (as crate::write_pcap).
+    let file = shmq::files::AtomicFile::create(path, crate::OUTPUT_MODE)?;
     let mut w = PcapWriter::new(file).map_err(std::io::Error::other)?;
     for (ts, f) in &frames {
         w.write_packet(&PcapPacket::new(Duration::from_nanos(*ts), f.len() as u32, f))
             .map_err(std::io::Error::other)?;
     }
+    w.into_writer().commit(true)?;
     Ok(truth)
 }
 
