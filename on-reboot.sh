@@ -17,7 +17,9 @@
 #   5. sets them up and promiscuous (AF_PACKET interfaces only with CJ_AFP_PROMISC=yes)
 #   6. creates the queue directory CJ_SHM_DIR/conjure-CJ_CLUSTER_ID, owner CJ_SHM_OWNER
 #      (its group CJ_GROUP when that is set), mode 3770 (sticky: group members cannot
-#      replace the station's files); a symbolic link or file under that name is refused
+#      replace the station's files); a symbolic link or file under that name is refused,
+#      also one planted while the script runs (the directory is made under a fresh name
+#      and renamed into place); CJ_SHM_DIR must be root's, and sticky if others may write it
 #   7. creates tun<CJ_TUN_OFFSET+CJ_QUEUE_OFFSET+i> for i below CJ_CORECOUNT when CJ_TUN=yes
 #      (flow divert; off by default)
 #   8. makes /run/netns and /var/run/docker/netns shared mounts when they are private
@@ -302,31 +304,69 @@ done
 
 # ---- 6. queue directory ----
 # Anyone may create names in CJ_SHM_DIR (/dev/shm): a symbolic link or a file planted
-# under the queue directory's name is refused, never followed (chown -h; mkdir
-# without -p). An existing directory must be owned by root or the CJ_SHM_OWNER user
-# (as the binaries require): then only they can rename it in a sticky CJ_SHM_DIR.
+# under the queue directory's name is refused, never followed. A new queue directory is
+# made under a fresh name of root's own (mktemp -d: mode 0700, in a sticky CJ_SHM_DIR
+# no one else can rename or enter it), given its owner and mode there, and only then
+# renamed to its name (mv -T: one rename(2), which never replaces a link, a file or a
+# directory with entries, and never follows a link); a link or file planted meanwhile
+# makes the rename fail, and the fresh directory is removed. So chown and chmod never
+# act on a name someone else could have replaced. An existing directory must be owned by
+# root or the CJ_SHM_OWNER user (as the binaries require): then only they can rename it
+# in a sticky CJ_SHM_DIR. CJ_SHM_DIR itself must be root's, and sticky if others may
+# write it (/dev/shm is root's, 1777).
 QDIR=$SHM/conjure-$CJ_CLUSTER_ID
+# Owner and mode of a directory, by name, without following a link: "uid:gid mode".
+qdir_state() { stat -c '%u:%g %a' -- "$1" 2>/dev/null || true; }
+shm_state=$(stat -L -c '%u %a' -- "$SHM" 2>/dev/null || true)
+shm_mode=8#${shm_state#* }
 if [ ! -d "$SHM" ]; then
     could_not "create $QDIR: CJ_SHM_DIR=$SHM does not exist (a tmpfs or hugetlbfs mount)"
+elif [ "${shm_state%% *}" != 0 ] || { [ $((shm_mode & 8#022)) != 0 ] && [ $((shm_mode & 8#1000)) = 0 ]; }; then
+    could_not "create $QDIR: CJ_SHM_DIR=$SHM (owner uid ${shm_state%% *}, mode ${shm_state#* }) is not root's, or others may write it and it is not sticky, so another user could replace the queue directory: use /dev/shm, or chown root $SHM and chmod 1777 $SHM"
 elif [ -L "$QDIR" ] || { [ -e "$QDIR" ] && [ "$(stat -c %F -- "$QDIR")" != directory ]; }; then
     could_not "create $QDIR: a $(stat -c %F -- "$QDIR") is there, not a directory (planted by someone else?): remove it (rm $QDIR) and run again"
 elif [ -d "$QDIR" ] && ! [[ " 0 $want_uid " == *" $(stat -c %u -- "$QDIR") "* ]]; then
     could_not "set up $QDIR: it is owned by uid $(stat -c %u -- "$QDIR"), neither root nor $OWNER's user (made by someone else?): remove it (rm -r $QDIR) and run again"
-else
-    if [ -d "$QDIR" ]; then
-        ok "$QDIR exists"
-    else
-        change mkdir "$QDIR" || true
-    fi
-    if [ -d "$QDIR" ] && [ "$(stat -c %u:%g -- "$QDIR")" = "$want_uid:$want_gid" ]; then
+elif [ -d "$QDIR" ]; then
+    # Root's or CJ_SHM_OWNER's directory in a root-owned CJ_SHM_DIR that is sticky or
+    # closed to others: no one else can replace it between this check and the change.
+    ok "$QDIR exists"
+    if [ "$(stat -c %u:%g -- "$QDIR")" = "$want_uid:$want_gid" ]; then
         ok "$QDIR is owned by $DIR_OWNER"
     else
         change chown -h "$DIR_OWNER" "$QDIR" || true
     fi
-    if [ -d "$QDIR" ] && [ ! -L "$QDIR" ] && [ "$(stat -c %a -- "$QDIR")" = 3770 ]; then
+    if [ "$(stat -c %a -- "$QDIR")" = 3770 ]; then
         ok "$QDIR has mode 3770"
     else
         change chmod 3770 "$QDIR" || true
+    fi
+elif [ "$DRY" = 1 ]; then
+    CHANGED=$((CHANGED + 3))
+    printf 'on-reboot.sh: would run: mkdir %s (as a fresh directory of mktemp -d in %s, then mv -T)\n' "$QDIR" "$SHM"
+    printf 'on-reboot.sh: would run: chown -h %s %s\n' "$DIR_OWNER" "$QDIR"
+    printf 'on-reboot.sh: would run: chmod 3770 %s\n' "$QDIR"
+elif ! fresh=$(mktemp -d -- "$SHM/.conjure-$CJ_CLUSTER_ID.XXXXXXXXXX" 2>&1); then
+    could_not "create $QDIR: mktemp -d in $SHM failed: $(printf '%s' "$fresh" | tr '\n' ' ')"
+else
+    moved=0
+    if change chown -h "$DIR_OWNER" "$fresh" && change chmod 3770 "$fresh"; then
+        CHANGED=$((CHANGED + 1))
+        printf 'on-reboot.sh: run: mv -T -- %s %s\n' "$fresh" "$QDIR"
+        if err=$(mv -T -- "$fresh" "$QDIR" 2>&1); then
+            moved=1
+        else
+            # A link or file planted meanwhile: the rename refused it, nothing was done to it.
+            could_not "create $QDIR: something was put under that name while on-reboot.sh ran ($(printf '%s' "$err" | tr '\n' ' ')): remove it (rm $QDIR) and run again"
+        fi
+    fi
+    if [ "$moved" = 0 ]; then
+        rmdir -- "$fresh" 2>/dev/null || true
+    elif [ ! -L "$QDIR" ] && [ -d "$QDIR" ] && [ "$(qdir_state "$QDIR")" = "$want_uid:$want_gid 3770" ]; then
+        # Checked again by name, without following a link: what is there is what was made.
+        ok "$QDIR made, owned by $DIR_OWNER, mode 3770"
+    else
+        could_not "create $QDIR: after the rename it is $(qdir_state "$QDIR") (a $(stat -c %F -- "$QDIR" 2>/dev/null)), not $want_uid:$want_gid 3770: remove it (rm -r $QDIR) and run again"
     fi
 fi
 

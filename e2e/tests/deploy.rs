@@ -22,6 +22,13 @@
 //!   (root): a symbolic link (to a directory, to a file), a file, or a directory of
 //!   another user under the queue directory's name is refused (`--strict`: exit 1),
 //!   and neither it nor what a link points to changes owner or mode;
+//! - `a_link_planted_as_the_queue_directory_while_on_reboot_runs_is_never_chowned_or_chmodded`
+//!   (root): the race a hostile user can win, made certain: `mkdir` and `mktemp`
+//!   (wrappers first in `PATH`) plant a link to a victim file or directory under
+//!   the queue directory's name after the script's check and before it creates
+//!   the directory; the run fails (`--strict`: exit 1), and neither the link nor
+//!   the victim changes owner or mode (before, `chown -h` took the link and
+//!   `chmod 3770` followed it to the victim), and no fresh directory is left;
 //! - `on_reboot_gives_the_queue_directory_cj_group` (root): with `CJ_GROUP` the
 //!   directory has that group and mode 3770 (the binaries keep an existing
 //!   directory's group), a second run changes nothing, and a `CJ_SHM_OWNER` group
@@ -691,6 +698,66 @@ fn on_reboot_refuses_a_link_file_or_foreign_directory_planted_as_the_queue_direc
         let after = [owner_and_mode(&qdir), owner_and_mode(&victim_dir), owner_and_mode(&victim_file)];
         assert_eq!(after, before, "{what}: on-reboot.sh changed the planted name or what it points to");
         assert_ne!(after[1].1, nobody, "{what}");
+    }
+}
+
+#[test]
+fn a_link_planted_as_the_queue_directory_while_on_reboot_runs_is_never_chowned_or_chmodded() {
+    if !e2e::live::is_root() {
+        skip("needs root (chown)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Shared like /dev/shm: root's, 1777.
+    let shm = tempfile::Builder::new().prefix("station-deploy.").tempdir_in("/dev/shm").expect("shm");
+    std::fs::set_permissions(shm.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod shm");
+    let conf = queue_dir_conf(dir.path(), shm.path(), &["CJ_SHM_OWNER=nobody:nogroup"]);
+    let qdir = shm.path().join("conjure-77");
+    let victim_dir = dir.path().join("victim-dir");
+    let victim_file = dir.path().join("victim-file");
+    std::fs::create_dir(&victim_dir).expect("mkdir");
+    std::fs::write(&victim_file, "x").expect("write");
+    for v in [&victim_dir, &victim_file] {
+        std::fs::set_permissions(v, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let real = |tool: &str| run_ok(Command::new("sh").args(["-c", &format!("command -v {tool}")])).trim().to_owned();
+    for victim in [&victim_file, &victim_dir] {
+        let _ = std::fs::remove_file(&qdir).or_else(|_| std::fs::remove_dir(&qdir));
+        // The user's link appears right after the check: when the script first makes a
+        // directory (mkdir, or mktemp -d), the name is taken by a link.
+        let wrappers = tempfile::tempdir().expect("wrappers");
+        for tool in ["mkdir", "mktemp"] {
+            let script = format!(
+                "#!/bin/sh\n[ -e '{q}' ] || [ -L '{q}' ] || ln -s '{v}' '{q}'\nexec '{real}' \"$@\"\n",
+                q = qdir.display(),
+                v = victim.display(),
+                real = real(tool)
+            );
+            let path = wrappers.path().join(tool);
+            std::fs::write(&path, script).expect("write wrapper");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+        }
+        let before = [owner_and_mode(victim), owner_and_mode(&victim_dir), owner_and_mode(&victim_file)];
+        let mut cmd = clean(repo().join("on-reboot.sh"));
+        let path = format!("{}:{}", wrappers.path().display(), std::env::var("PATH").unwrap_or_default());
+        cmd.arg("--strict").env("CONJURE_CONF", &conf).env("CONJURE_NETNS_DIRS", "").env("PATH", path);
+        let out = cmd.output().expect("run on-reboot.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(std::fs::symlink_metadata(&qdir).expect("planted").file_type().is_symlink(), "the wrapper planted");
+        let link = owner_and_mode(&qdir);
+        assert_eq!((link.0, link.1), (0, 0), "{}: the link's owner changed (chown -h): {stderr}", victim.display());
+        let after = [owner_and_mode(victim), owner_and_mode(&victim_dir), owner_and_mode(&victim_file)];
+        assert_eq!(
+            after,
+            before,
+            "{}: on-reboot.sh changed what the planted link points to: {stderr}",
+            victim.display()
+        );
+        assert_eq!(out.status.code(), Some(1), "--strict: the queue directory could not be made: {stderr}");
+        let left: Vec<_> =
+            std::fs::read_dir(shm.path()).expect("ls shm").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(left.len(), 1, "only the planted link is left in CJ_SHM_DIR: {left:?}");
     }
 }
 
