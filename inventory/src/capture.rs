@@ -70,9 +70,10 @@ pub fn write_capture(cluster_dir: &Path, list: &CaptureList) -> io::Result<()> {
 /// Reads the list; `Ok(None)` when there is no file.
 ///
 /// # Errors
-/// The file is refused by the checked open, larger than [`MAX_FILE`], or unreadable.
+/// The file is refused by the checked open or by its owner (see
+/// [`read_list_file`]), larger than [`MAX_FILE`], or unreadable.
 pub fn read_capture(cluster_dir: &Path) -> io::Result<Option<CaptureList>> {
-    let Some(text) = read_list_file(&capture_path(cluster_dir))? else { return Ok(None) };
+    let Some(text) = read_list_file(&capture_path(cluster_dir), "the detector")? else { return Ok(None) };
     let mut list = CaptureList::default();
     for line in text.lines() {
         if let Some(g) = line.strip_prefix("generation ") {
@@ -96,11 +97,33 @@ pub(crate) fn parse_line(line: &str) -> Option<(u8, String)> {
 
 /// A list file of the cluster directory, opened with the checked open and
 /// read up to [`MAX_FILE`] bytes; `Ok(None)` when it does not exist.
-pub(crate) fn read_list_file(path: &Path) -> io::Result<Option<String>> {
+///
+/// Trusted only when root or this process's effective user owns it (checked
+/// on the descriptor, as writers check queue files:
+/// `shmq::files::owned_by_us_or_root`): with `CJ_GROUP` the group's members
+/// may create files in the cluster directory, and a list one of them made
+/// would choose what a root balancer captures. Such a file is refused
+/// (`QueueError::Unsafe`, naming `writer`, who writes it again) and never read.
+pub(crate) fn read_list_file(path: &Path, writer: &str) -> io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt as _;
     if matches!(path.symlink_metadata(), Err(e) if e.kind() == io::ErrorKind::NotFound) {
         return Ok(None);
     }
     let (file, len) = shmq::files::open_checked(path, shmq::files::Access::Read).map_err(io::Error::other)?;
+    let meta = file.metadata()?;
+    if !shmq::files::owned_by_us_or_root(&meta) {
+        return Err(io::Error::other(shmq::QueueError::Unsafe {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+            problem: format!(
+                "owned by uid {}, neither root nor this process's user: not written by the station (a member of \
+                 CJ_GROUP may create files here), so not trusted",
+                meta.uid()
+            ),
+            fix: format!("remove it ({writer} writes it again)"),
+        }));
+    }
     if len > MAX_FILE {
         return Err(io::Error::other(format!(
             "{} is {len} bytes, more than a list file holds ({MAX_FILE}); remove it (it is rewritten)",
@@ -291,6 +314,25 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(capture_path(d.path()), std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(read_capture(d.path()).is_err(), "a file others may write is refused");
+    }
+
+    #[test]
+    fn a_list_another_user_made_is_refused_unread() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(capture_path(d.path()), "generation 1\n1 lo\n").unwrap();
+        std::fs::set_permissions(capture_path(d.path()), std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_capture(d.path()).unwrap().is_some(), "root's own list is read");
+        if std::os::unix::fs::chown(capture_path(d.path()), Some(1), Some(1)).is_err() {
+            return; // giving a file to another user needs root
+        }
+        let e = read_capture(d.path()).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 1") && e.contains("remove it (the detector writes it again)"), "{e}");
+        std::fs::write(d.path().join("sources"), "1 lo\n").unwrap();
+        std::fs::set_permissions(d.path().join("sources"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(d.path().join("sources"), Some(1), Some(1)).unwrap();
+        let e = crate::sources::read_sources(d.path()).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 1") && e.contains("the balancer writes it again"), "{e}");
     }
 
     #[test]

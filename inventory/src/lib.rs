@@ -818,7 +818,15 @@ impl Inventory {
             SourceMap::Static(_) | SourceMap::Follow(_) => None,
         };
         if let Some(dir) = &capture_dir {
-            let previous = capture::read_capture(dir).ok().flatten();
+            // A list that cannot be read or is refused (another user's file) is not taken
+            // over: the first list written replaces it.
+            let previous = capture::read_capture(dir).unwrap_or_else(|e| {
+                station::cj_warn!(
+                    "{}: inventory: warning: not taking over the capture list ({e}); a new one is written",
+                    cfg.log_prefix
+                );
+                None
+            });
             let balancer = sources::read_sources(dir).ok().flatten();
             scanner.assigner = Some(capture::Assigner::resume(previous.as_ref(), balancer.as_deref()));
         }

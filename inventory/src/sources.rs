@@ -9,7 +9,9 @@
 //! ([`crate::capture`]), and this file is the balancer's word on what it
 //! captures: an index it no longer lists has had its last frames put in the
 //! packet queues, which is when the detector may start to drain it.
-//! Read with the checked open, at most [`crate::capture::MAX_FILE`] bytes.
+//! Read with the checked open, at most [`crate::capture::MAX_FILE`] bytes, and
+//! trusted only when root or the reading process's user owns it (a file a
+//! `CJ_GROUP` member made there is refused, never read).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,9 +38,12 @@ pub fn write_sources(cluster_dir: &Path, list: &[(u8, String)]) -> io::Result<()
 /// Reads the list; `Ok(None)` when there is no file.
 ///
 /// # Errors
-/// The file is refused by the checked open, too large, or unreadable.
+/// The file is refused by the checked open or by its owner (only root's or
+/// this process's user's is trusted), too large, or unreadable.
 pub fn read_sources(cluster_dir: &Path) -> io::Result<Option<Vec<(u8, String)>>> {
-    let Some(text) = crate::capture::read_list_file(&sources_path(cluster_dir))? else { return Ok(None) };
+    let Some(text) = crate::capture::read_list_file(&sources_path(cluster_dir), "the balancer")? else {
+        return Ok(None);
+    };
     Ok(Some(text.lines().filter_map(crate::capture::parse_line).collect()))
 }
 
