@@ -14,10 +14,14 @@
 //! Guarantees:
 //! - Parsing ([`RuleSet::parse`]) refuses the whole file at the first bad
 //!   line, with one line naming file and line (`rules.conf:3: unknown
-//!   selector "prot": expected net, port, proto or container`). The file is
-//!   read through [`read_rules_file`]: opened non-blocking, `fstat`ed (a
-//!   regular file of at most [`MAX_RULES_BYTES`]) before a byte is read, so a
-//!   FIFO or device named there never blocks or floods the detector.
+//!   selector "prot": expected net, port, proto or container`), quoting at
+//!   most a short printable piece of the line (`station::config::excerpt`).
+//!   The file is read through [`read_rules_file`]: opened non-blocking,
+//!   `fstat`ed (a regular file of at most [`MAX_RULES_BYTES`], owned by root
+//!   or the detector's user, writable by no one else; a symbolic link only
+//!   when root or that user owns it) before a byte is read, so a FIFO or
+//!   device named there never blocks or floods the detector, and a file
+//!   another user owns or may write never decides what leaves accounting.
 //! - Reload ([`start`], [`Reloader`]): the thread `cj-divert-rules` reads the
 //!   file every [`RELOAD_POLL`] and compares its bytes with the last ones
 //!   read (so an edit in place, a rename over it and a symlink swap are all
@@ -111,7 +115,6 @@
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,7 +184,10 @@ impl Cidr {
 
     fn parse(text: &str) -> Result<Self, String> {
         let bad = || {
-            format!("{text:?} is not an address prefix (ADDRESS or ADDRESS/LENGTH, IPv4 up to /32, IPv6 up to /128)")
+            format!(
+                "{:?} is not an address prefix (ADDRESS or ADDRESS/LENGTH, IPv4 up to /32, IPv6 up to /128)",
+                station::config::excerpt(text)
+            )
         };
         let (a, l) = match text.split_once('/') {
             Some((a, l)) => (a, Some(l)),
@@ -307,13 +313,21 @@ impl RuleSet {
             let action = match first.to_ascii_lowercase().as_str() {
                 "mirror" => Action::Mirror,
                 "divert" => Action::Divert,
-                _ => return Err(err(format!("expected \"mirror\" or \"divert\" first, found {first:?}"))),
+                _ => {
+                    return Err(err(format!(
+                        "expected \"mirror\" or \"divert\" first, found {:?}",
+                        station::config::excerpt(first)
+                    )))
+                }
             };
             let mut selectors = Vec::new();
             while let Some(word) = tokens.next() {
                 let kind = word.to_ascii_lowercase();
                 if !matches!(kind.as_str(), "net" | "port" | "proto" | "container") {
-                    return Err(err(format!("unknown selector {word:?}: expected net, port, proto or container")));
+                    return Err(err(format!(
+                        "unknown selector {:?}: expected net, port, proto or container",
+                        station::config::excerpt(word)
+                    )));
                 }
                 let Some(value) = tokens.next() else {
                     let what = match kind.as_str() {
@@ -326,17 +340,19 @@ impl RuleSet {
                 };
                 selectors.push(match kind.as_str() {
                     "net" => Selector::Net(Cidr::parse(value).map_err(err)?),
-                    "port" => {
-                        Selector::Port(
-                            value.parse::<u16>().ok().filter(|_| !value.starts_with('+')).ok_or_else(|| {
-                                err(format!("port {value:?}: expected a port number from 0 to 65535"))
-                            })?,
-                        )
-                    }
+                    "port" => Selector::Port(
+                        value.parse::<u16>().ok().filter(|_| !value.starts_with('+')).ok_or_else(|| {
+                            err(format!(
+                                "port {:?}: expected a port number from 0 to 65535",
+                                station::config::excerpt(value)
+                            ))
+                        })?,
+                    ),
                     "proto" => {
                         let (v4, v6) = proto_of(value).ok_or_else(|| {
                             err(format!(
-                                "proto {value:?}: expected tcp, udp, icmp, sctp or a protocol number from 0 to 255"
+                                "proto {:?}: expected tcp, udp, icmp, sctp or a protocol number from 0 to 255",
+                                station::config::excerpt(value)
                             ))
                         })?;
                         Selector::Proto(v4, v6)
@@ -410,22 +426,24 @@ fn container_is(c: &ContainerRef, want: &str) -> bool {
     !id.is_empty() && want.len() >= MIN_ID_PREFIX && (id.starts_with(want) || want.starts_with(id))
 }
 
-/// Reads a rules file: opened non-blocking, `fstat`ed first; a regular file
-/// of at most [`MAX_RULES_BYTES`].
+/// Reads a rules file: opened and checked by
+/// [`station::config::open_operator_file`] (non-blocking, `fstat`ed first: a
+/// regular file owned by root or this process's user that no one else may
+/// write; a link another user owns is not followed) and read only then, at
+/// most [`MAX_RULES_BYTES`].
 ///
 /// # Errors
-/// It cannot be opened or read, is not a regular file, or is larger.
+/// It is refused by that check, cannot be read, or is larger.
 pub fn read_rules_file(path: &Path) -> Result<Vec<u8>, RulesError> {
     let err = |what: String| RulesError::File { file: path.to_path_buf(), what };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| err(format!("cannot open the rules file: {e}")))?;
-    let meta = file.metadata().map_err(|e| err(format!("cannot stat the rules file: {e}")))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file: name a file of rules".into()));
-    }
+    let (file, meta) = station::config::open_operator_file(path).map_err(|e| {
+        err(match e {
+            station::config::ConfFileError::Open { source, .. } => format!("cannot open the rules file: {source}"),
+            station::config::ConfFileError::Read { source, .. } => format!("cannot stat the rules file: {source}"),
+            station::config::ConfFileError::NotRegular { .. } => "not a regular file: name a file of rules".into(),
+            e => format!("refused, never read: {e}"),
+        })
+    })?;
     if meta.len() > MAX_RULES_BYTES {
         return Err(err(format!("{} bytes: a rules file may have at most {MAX_RULES_BYTES}", meta.len())));
     }
@@ -1299,6 +1317,28 @@ mod tests {
         assert_eq!(set.rules[3].selectors, vec![]);
         assert!(set.needs_containers());
         assert!(parse("").unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn an_error_quotes_only_a_short_piece_of_the_line() {
+        let secret = "root:$6$SECRETHASH$abcdefghijklmnopqrstuvwxyz0123456789:19000:0:99999:7:::";
+        for text in [secret.to_owned(), format!("divert {secret}"), format!("divert net {secret}")] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(!e.contains("0123456789") && e.contains("...\""), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_rules_file_others_may_write_is_refused_unread() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("rules.conf");
+        std::fs::write(&f, "divert proto udp\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_rules_file(&f).unwrap(), b"divert proto udp\n");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let e = read_rules_file(&f).unwrap_err().to_string();
+        assert!(e.contains("refused, never read") && e.contains("chmod go-w"), "{e}");
     }
 
     #[test]

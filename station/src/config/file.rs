@@ -17,12 +17,17 @@
 //! `:` in its value): `sh` and the station would read two different paths. The no-op commands `true` and `:` are accepted. Includes nest at most [`MAX_INCLUDE_DEPTH`] deep and a file that
 //! includes itself (directly or not) is an error.
 //!
-//! Every file (the `--config` file and each include) is opened with
+//! Every file (the `--config` file and each include; also the app's
+//! `CJ_STATION_CONFIG` and the detector's `CJ_DIVERT_RULES`) is opened with
 //! `O_NONBLOCK`, `fstat`ed and read only when it is a regular file of at most
-//! [`MAX_CONFIG_FILE_BYTES`] (1 MiB) of UTF-8: a FIFO, a device such as
-//! `/dev/zero`, a directory or a larger file is a one-line error naming the
-//! file, and reading never blocks or grows without bound. `[ -r FILE ]` is
-//! tested with `access(2)`, never by opening FILE.
+//! [`MAX_CONFIG_FILE_BYTES`] (1 MiB) of UTF-8, owned by root or this
+//! process's effective user and writable by no one else ([`open_operator_file`]:
+//! a file another user owns or may write would let that user configure a
+//! station that runs as root); a symbolic link is followed only when root or
+//! this process's user owns it. A FIFO, a device such as `/dev/zero`, a
+//! directory, a larger file or a foreign one is a one-line error naming the
+//! file and the fix, and reading never blocks or grows without bound. `[ -r
+//! FILE ]` is tested with `access(2)`, never by opening FILE.
 //!
 //! Unknown `CJ_*` names in a file are errors (with a "did you mean" hint); other
 //! unknown names are ignored, unless they look like a misspelt known name.
@@ -32,13 +37,18 @@
 //!
 //! A file is either read whole into `NAME -> (value, FILE:LINE)` (the last
 //! assignment of each name wins) or refused with a one-line [`ConfigError`]
-//! naming the file and line; nothing in it is run or expanded.
+//! naming the file and line; nothing in it is run or expanded. An error quotes
+//! at most [`EXCERPT_CHARS`] printable characters of a line ([`excerpt`]),
+//! never a whole line, and a file refused by its owner or mode is not parsed
+//! at all.
 //!
 //! # Not guaranteed
 //!
 //! Values are not checked here (see `validate.rs`). A file is read once, at
 //! start, and a regular file on a hung network file system can still block
-//! the read.
+//! the read. The directories above a file are not checked: a file in a
+//! directory another user may write can be replaced by that user between two
+//! starts (keep configuration under `/etc` or `/var/lib/conjure`).
 
 use std::path::{Path, PathBuf};
 
@@ -103,25 +113,77 @@ pub enum ConfFileError {
         /// The file.
         path: PathBuf,
     },
+    /// Owned by a user other than root and this process's: never read.
+    #[error(
+        "{path} is owned by uid {uid}, neither root nor this process's user (uid {euid}), and a configuration file \
+         is the operator's: chown root {path} (or to uid {euid}), or name a file root owns"
+    )]
+    Foreign {
+        /// The file (the one a link leads to).
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// This process's effective user.
+        euid: u32,
+    },
+    /// A symbolic link made by another user than root and this process's: not followed.
+    #[error(
+        "{path} is a symbolic link owned by uid {uid}, neither root nor this process's user (uid {euid}): \
+         not followed; name the file itself, or remove the link"
+    )]
+    ForeignLink {
+        /// The link.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// This process's effective user.
+        euid: u32,
+    },
+    /// Writable by its group or by others: never read.
+    #[error("{path} has mode {mode:04o}: other users than its owner may write it: chmod go-w {path}")]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// Largest configuration file (`--config` and each include) read, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 const MAX_CONFIG_FILE_TEXT: &str = "1 MiB";
 
-/// Reads a configuration file safely: opened with `O_NONBLOCK` (a FIFO never
-/// blocks the open), `fstat`ed, refused unless a regular file, read to at most
-/// [`MAX_CONFIG_FILE_BYTES`] (a file that grows meanwhile is refused too).
+/// Opens a file the operator gives the station (a `--config` file and its
+/// includes, `CJ_STATION_CONFIG`, `CJ_DIVERT_RULES`) and checks it on the
+/// descriptor before a byte is read: opened with `O_NONBLOCK` (a FIFO never
+/// blocks the open) and `fstat`ed; a regular file, owned by root or by this
+/// process's effective user, and writable by no one else (no group or other
+/// write bit). A symbolic link is followed only when root or this process's
+/// user owns it (an operator's `ln -s` works; a link another user planted is
+/// refused without being followed), and the file it leads to is what is
+/// checked. A file that fails is never read, so nothing of it reaches a message.
+///
+/// Returns the open file and its metadata (from `fstat`).
 ///
 /// # Errors
-/// The file cannot be opened or read, is not a regular file, is too large or
-/// is not UTF-8.
-pub fn read_bounded(path: &Path) -> Result<String, ConfFileError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+/// It cannot be opened or `fstat`ed, is not a regular file, is owned by
+/// another user or is writable by group or others, or is a link another user owns.
+pub fn open_operator_file(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), ConfFileError> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+    let euid = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == euid;
+    if let Ok(link) = std::fs::symlink_metadata(path) {
+        if link.file_type().is_symlink() && !trusted(link.uid()) {
+            return Err(ConfFileError::ForeignLink { path: path.to_path_buf(), uid: link.uid(), euid });
+        }
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+        .custom_flags(
+            nix::fcntl::OFlag::O_NONBLOCK.bits()
+                | nix::fcntl::OFlag::O_CLOEXEC.bits()
+                | nix::fcntl::OFlag::O_NOCTTY.bits(),
+        )
         .open(path)
         .map_err(|source| ConfFileError::Open { path: path.to_path_buf(), source })?;
     let meta = file.metadata().map_err(|source| ConfFileError::Read { path: path.to_path_buf(), source })?;
@@ -142,6 +204,26 @@ pub fn read_bounded(path: &Path) -> Result<String, ConfFileError> {
         };
         return Err(ConfFileError::NotRegular { path: path.to_path_buf(), kind });
     }
+    if !trusted(meta.uid()) {
+        return Err(ConfFileError::Foreign { path: path.to_path_buf(), uid: meta.uid(), euid });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(ConfFileError::Writable { path: path.to_path_buf(), mode: meta.mode() & 0o7777 });
+    }
+    Ok((file, meta))
+}
+
+/// Reads a configuration file safely: opened and checked by
+/// [`open_operator_file`] (a regular file of root or this process's user
+/// that no one else may write), read to at most [`MAX_CONFIG_FILE_BYTES`]
+/// (a file that grows meanwhile is refused too).
+///
+/// # Errors
+/// The file is refused by [`open_operator_file`], cannot be read, is too
+/// large or is not UTF-8.
+pub fn read_bounded(path: &Path) -> Result<String, ConfFileError> {
+    use std::io::Read as _;
+    let (file, meta) = open_operator_file(path)?;
     if meta.len() > MAX_CONFIG_FILE_BYTES {
         return Err(ConfFileError::TooLarge { path: path.to_path_buf() });
     }
@@ -153,6 +235,22 @@ pub fn read_bounded(path: &Path) -> Result<String, ConfFileError> {
         return Err(ConfFileError::TooLarge { path: path.to_path_buf() });
     }
     String::from_utf8(bytes).map_err(|_| ConfFileError::NotText { path: path.to_path_buf() })
+}
+
+/// Longest piece of a file's line that an error message quotes, in characters.
+pub const EXCERPT_CHARS: usize = 32;
+
+/// A short, printable piece of `text` (a line or word of a file) for an error
+/// message, unquoted: at most [`EXCERPT_CHARS`] characters, each control or
+/// non-ASCII character shown as `?`, and `...` after a cut. A message never
+/// quotes a whole line of a file it could not read as its own.
+pub fn excerpt(text: &str) -> String {
+    let mut out: String =
+        text.chars().take(EXCERPT_CHARS).map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect();
+    if text.chars().nth(EXCERPT_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Parses the text of a configuration file named `name` (includes are read
@@ -198,7 +296,12 @@ fn read_line(line: &str, origin: &str, stack: &mut Vec<PathBuf>, out: &mut Layer
         [".", file] | ["source", file] => {
             let p = Path::new(file);
             if !p.exists() {
-                return Err(ConfigError::new("", line.trim(), origin, "an include of an existing file (as in sh)"));
+                return Err(ConfigError::new(
+                    "",
+                    &excerpt(line.trim()),
+                    origin,
+                    "an include of an existing file (as in sh)",
+                ));
             }
             include(p, line, origin, stack, out)
         }
@@ -208,7 +311,7 @@ fn read_line(line: &str, origin: &str, stack: &mut Vec<PathBuf>, out: &mut Layer
             if f1 != f2 {
                 return Err(ConfigError::new(
                     "",
-                    line.trim(),
+                    &excerpt(line.trim()),
                     origin,
                     "\"[ -f FILE ] && . FILE\" testing the file it includes",
                 ));
@@ -232,7 +335,7 @@ fn read_line(line: &str, origin: &str, stack: &mut Vec<PathBuf>, out: &mut Layer
                 _ => &words[..],
             };
             if assigns.is_empty() || assigns.iter().any(|w| w.assign.is_none()) {
-                return Err(ConfigError::new("", line.trim(), origin, LINE_EXPECTED));
+                return Err(ConfigError::new("", &excerpt(line.trim()), origin, LINE_EXPECTED));
             }
             for w in assigns {
                 let eq = w.assign.unwrap_or(0);
@@ -249,7 +352,7 @@ fn include(p: &Path, line: &str, origin: &str, stack: &mut Vec<PathBuf>, out: &m
     if stack.contains(&canonical) {
         return Err(ConfigError::new(
             "",
-            line.trim(),
+            &excerpt(line.trim()),
             origin,
             "an include that does not loop back to an including file",
         ));
@@ -257,13 +360,13 @@ fn include(p: &Path, line: &str, origin: &str, stack: &mut Vec<PathBuf>, out: &m
     if stack.len() >= MAX_INCLUDE_DEPTH {
         return Err(ConfigError::new(
             "",
-            line.trim(),
+            &excerpt(line.trim()),
             origin,
             format!("includes nested at most {MAX_INCLUDE_DEPTH} deep"),
         ));
     }
     let text = read_bounded(p).map_err(|e| {
-        ConfigError::new("", line.trim(), origin, format!("an include of a readable regular file ({e})"))
+        ConfigError::new("", &excerpt(line.trim()), origin, format!("an include of a readable regular file ({e})"))
     })?;
     read_conf_text(p, &text, stack, out)
 }
@@ -279,7 +382,7 @@ fn assign(key: &str, value: &str, origin: &str, out: &mut Layer) -> Result<(), C
             Some(h) => format!("a variable the station knows; did you mean {h}?"),
             None => "a variable the station knows (see sysconfig/conjure.conf)".to_owned(),
         };
-        return Err(ConfigError::new(key, value, origin, expected));
+        return Err(ConfigError::new(key, &excerpt(value), origin, expected));
     }
     Ok(())
 }
@@ -310,10 +413,10 @@ fn line_error(line: &str, origin: &str, reason: &str) -> ConfigError {
     let t = t.strip_prefix("export ").map_or(t, str::trim_start);
     if let Some((key, value)) = t.split_once('=') {
         if is_name(key) {
-            return ConfigError::new(key, value.trim_end(), origin, format!("a literal value ({reason})"));
+            return ConfigError::new(key, &excerpt(value.trim_end()), origin, format!("a literal value ({reason})"));
         }
     }
-    ConfigError::new("", line.trim(), origin, format!("{LINE_EXPECTED}; {reason}"))
+    ConfigError::new("", &excerpt(line.trim()), origin, format!("{LINE_EXPECTED}; {reason}"))
 }
 
 fn is_name(s: &str) -> bool {
@@ -435,6 +538,59 @@ mod tests {
     use super::super::test_support::*;
     use super::super::StationConfig;
     use super::*;
+
+    #[test]
+    fn a_configuration_file_others_may_write_is_refused_unread() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.conf");
+        std::fs::write(&f, "CJ_CORECOUNT=2\n").unwrap();
+        for mode in [0o600, 0o644, 0o640, 0o400] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(read_bounded(&f).unwrap(), "CJ_CORECOUNT=2\n", "mode {mode:o}");
+        }
+        for mode in [0o666, 0o664, 0o646, 0o620, 0o602] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_bounded(&f).unwrap_err().to_string();
+            assert!(e.contains("chmod go-w") && !e.contains("CJ_CORECOUNT"), "mode {mode:o}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_file_or_link_of_another_user_is_refused_unread() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown to another user needs root
+        }
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.conf");
+        std::fs::write(&f, "CJ_CORECOUNT=2\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // root's link to root's file: followed.
+        let link = d.path().join("link.conf");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(read_bounded(&link).is_ok());
+        // Another user's link to root's file: not followed.
+        std::os::unix::fs::lchown(&link, Some(1), Some(1)).unwrap();
+        let e = read_bounded(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link owned by uid 1") && !e.contains("CJ_CORECOUNT"), "{e}");
+        // Another user's file: not read.
+        std::os::unix::fs::chown(&f, Some(1), Some(1)).unwrap();
+        let e = read_bounded(&f).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 1") && e.contains("chown root"), "{e}");
+    }
+
+    #[test]
+    fn an_excerpt_is_short_and_printable() {
+        assert_eq!(excerpt("hello world"), "hello world");
+        assert_eq!(excerpt("a\tb\u{1b}[31mc\u{e9}"), "a?b?[31mc?");
+        let long = "root:$6$SECRETHASH$abcdefghijklmnopqrstuvwxyz0123456789:19000:0:99999:7:::";
+        let e = excerpt(long);
+        assert_eq!(e.len(), EXCERPT_CHARS + 3);
+        assert!(e.ends_with("...") && !e.contains("0123456789"), "{e}");
+        let err = parse_conf_text(Path::new("f"), long).unwrap_err().to_string();
+        assert!(!err.contains("0123456789") && err.contains("..."), "{err}");
+    }
 
     #[test]
     fn file_values_carry_file_and_line() {

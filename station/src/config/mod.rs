@@ -14,7 +14,7 @@
 //! | file             | holds                                                                  |
 //! |------------------|------------------------------------------------------------------------|
 //! | `variables.rs`   | [`VARIABLES`]: every name, its default, group and one-line meaning     |
-//! | `file.rs`        | the `--config` reader (a shell subset with includes), [`read_bounded`] |
+//! | `file.rs`        | the `--config` reader (a shell subset with includes), [`read_bounded`], [`open_operator_file`] |
 //! | `mod.rs`         | the three layers merged, [`StationConfig`] and its enums               |
 //! | `validate.rs`    | the check of each value (range, choice, cross-variable rules)          |
 //! | `source.rs`      | [`SourceSpec`]: `CJ_IFACE` parsed by [`StationConfig::source`]         |
@@ -57,7 +57,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use file::{parse_conf_text, read_bounded, ConfFileError, MAX_CONFIG_FILE_BYTES, MAX_INCLUDE_DEPTH};
+pub use file::{
+    excerpt, open_operator_file, parse_conf_text, read_bounded, ConfFileError, EXCERPT_CHARS, MAX_CONFIG_FILE_BYTES,
+    MAX_INCLUDE_DEPTH,
+};
 pub use source::{open_capture, SourceSpec};
 pub use validate::EXPORT_RATE_RANGE;
 pub use variables::{Variable, VARIABLES};
