@@ -290,3 +290,217 @@ fn a_cj_group_that_does_not_exist_is_a_one_line_config_error() {
         assert_refused_in_one_line(bin, &out, &["CJ_GROUP", "cj-no-such-group", "there is no group"]);
     }
 }
+
+/// Mode bits and content of a file, to compare before and after.
+fn file_state(path: &Path) -> (u32, u32, Vec<u8>) {
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.uid(), meta.mode() & 0o7777, std::fs::read(path).unwrap_or_default())
+}
+
+#[test]
+fn generate_never_writes_through_a_link_a_user_planted_as_the_capture_its_temporary_name_or_the_truth() {
+    let Some(user) = HostileUser::create() else { return };
+    let victims = [Victim::new(), Victim::new(), Victim::new()];
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    // The user's output directory, as run_pipeline.sh's OUT may be.
+    let out = shared.path().join("out");
+    user.must("mkdir", &[Path::new("-m"), Path::new("0777"), &out]);
+    let pcap = out.join("sample.pcap");
+    let truth = out.join("sample-truth.csv");
+    // The fixed temporary name of earlier versions, the capture and the truth themselves.
+    for (name, v) in [("sample.pcap.tmp", &victims[0]), ("sample.pcap", &victims[1]), ("sample-truth.csv", &victims[2])]
+    {
+        user.must("ln", &[Path::new("-s"), &v.path, &out.join(name)]);
+    }
+
+    let mut cmd = Command::new(e2e::bin("cj-balancer"));
+    e2e::scrub_station_env(&mut cmd);
+    cmd.arg("generate").arg("flows=10,packets=200,seed=1").arg(&pcap).arg("--truth").arg(&truth);
+    let got = cmd.stdin(Stdio::null()).output().expect("run cj-balancer generate");
+    assert!(got.status.success(), "generate: {}", String::from_utf8_lossy(&got.stderr));
+    for v in &victims {
+        v.assert_untouched();
+    }
+    for p in [&pcap, &truth] {
+        let meta = std::fs::symlink_metadata(p).expect("written");
+        assert!(meta.file_type().is_file(), "{} is root's new file, not the user's link", p.display());
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o644), "{}", p.display());
+    }
+    let bytes = std::fs::read(&pcap).expect("read capture");
+    assert_eq!(bytes.get(..4), Some(&[0xd4, 0xc3, 0xb2, 0xa1][..]), "a little-endian microsecond pcap");
+    assert!(std::fs::read_to_string(&truth).expect("read truth").starts_with("SRC_IP,DST_IP,"));
+}
+
+/// Packet sockets (`/proc/net/packet`) bound to the interface of index `ifindex`.
+fn packet_sockets_on(ifindex: u32) -> usize {
+    let text = std::fs::read_to_string("/proc/net/packet").expect("read /proc/net/packet");
+    // sk RefCnt Type Proto Iface R Rmem User Inode
+    text.lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(4).and_then(|i| i.parse::<u32>().ok()) == Some(ifindex))
+        .count()
+}
+
+#[test]
+fn a_capture_list_a_cj_group_member_planted_is_not_trusted_and_lo_is_never_captured() {
+    let Some(user) = HostileUser::create() else { return };
+    let help = Command::new(e2e::bin("cj-balancer")).arg("--help").output().expect("cj-balancer --help");
+    if !String::from_utf8_lossy(&help.stdout).contains("containers") {
+        e2e::skip("this cj-balancer has no containers source");
+        return;
+    }
+    // useradd --user-group: the user's own group, named as the user, is CJ_GROUP.
+    let cluster = shared_cluster(&[
+        ("CJ_IFACE", "containers"),
+        ("CJ_CORECOUNT", "1"),
+        ("CJ_GROUP", &user.name),
+        ("CJ_QUEUE_SLOTS", "65536"),
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+    ]);
+    // The cluster directory as on-reboot.sh makes it: root's, CJ_GROUP, 3770.
+    let dir = cluster.cluster_dir();
+    std::fs::create_dir(&dir).expect("mkdir cluster dir");
+    std::os::unix::fs::chown(&dir, Some(0), Some(user.gid)).expect("chgrp cluster dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o3770)).expect("chmod cluster dir");
+    // A member of CJ_GROUP plants a capture list naming the loopback interface.
+    let capture = dir.join("capture");
+    let plant =
+        format!("printf 'generation 1\\n1 lo\\n' > '{}' && chmod 640 '{}'", capture.display(), capture.display());
+    user.must("sh", &[Path::new("-c"), Path::new(&plant)]);
+    assert_eq!(std::fs::symlink_metadata(&capture).expect("planted").uid(), user.uid);
+    let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/ifindex").expect("lo ifindex").trim().parse().expect("n");
+    let before = packet_sockets_on(lo);
+
+    let station = e2e::live::Station::start(&cluster, &[]);
+    // The detector writes its own list (root's) and the balancer says what it captures.
+    let sources = dir.join("sources");
+    e2e::live::wait_until("the balancer's sources file", || sources.exists());
+    e2e::live::wait_until("the detector's own capture list", || {
+        std::fs::symlink_metadata(&capture).is_ok_and(|m| m.uid() == 0)
+    });
+    // Loopback traffic the balancer would see if it captured lo: bounded, 50 datagrams.
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..50 {
+        tx.send_to(b"loopback payload a root balancer must not capture", rx.local_addr().expect("addr")).expect("send");
+    }
+    // The kernel's word: no packet socket was opened on lo.
+    assert_eq!(packet_sockets_on(lo), before, "a packet socket is bound to lo (the balancer captures it)");
+    let listed = std::fs::read_to_string(&sources).expect("read sources");
+    assert!(!listed.lines().any(|l| l.split_once(' ').is_some_and(|(_, n)| n == "lo")), "sources: {listed}");
+    let list = std::fs::read_to_string(&capture).expect("read capture");
+    assert!(!list.lines().any(|l| l.ends_with(" lo")), "the detector took over the planted list: {list}");
+    let stopped = station.stop();
+    assert_eq!(packet_sockets_on(lo), before);
+    drop(stopped);
+}
+
+/// A root-only file with a secret line, in a root-only directory.
+struct Secret {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+const SECRET_LINE: &str = "root:$6$SECRETHASH$abcdefghijklmnopqrstuvwxyz0123456789:19000:0:99999:7:::\n";
+
+impl Secret {
+    fn new() -> Secret {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shadow");
+        std::fs::write(&path, SECRET_LINE).expect("write secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
+        Secret { _dir: dir, path }
+    }
+}
+
+/// Everything `out` printed does not hold a piece of the secret.
+fn assert_no_secret(what: &str, out: &Output) {
+    for text in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(text);
+        assert!(!text.contains("SECRETHASH") && !text.contains("abcdefgh"), "{what} leaked the secret: {text}");
+    }
+}
+
+/// Starts `cmd` and waits (at most 20 s) until it exits or `done` holds; kills it if it still runs.
+fn start_until(mut cmd: Command, done: impl Fn() -> bool) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline && !done() && child.try_wait().expect("wait").is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().expect("wait").is_none() {
+        let _ = child.kill();
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn a_config_file_another_user_owns_or_may_write_or_links_to_is_never_read() {
+    let Some(user) = HostileUser::create() else { return };
+    let secret = Secret::new();
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let p = |n: &str| shared.path().join(n);
+    // The user's own file; root's file that others (or the group) may write; the user's link to a secret.
+    let write_as_user = |path: &Path, text: &str| {
+        let cmd = format!("printf '{text}' > '{}' && chmod 644 '{}'", path.display(), path.display());
+        user.must("sh", &[Path::new("-c"), Path::new(&cmd)]);
+    };
+    write_as_user(&p("user.conf"), "CJ_CORECOUNT=3\\n");
+    for (name, mode) in [("open.conf", 0o666), ("group.conf", 0o664)] {
+        std::fs::write(p(name), "CJ_CORECOUNT=3\n").expect("write");
+        std::fs::set_permissions(p(name), std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    user.must("ln", &[Path::new("-s"), &secret.path, &p("link.conf")]);
+    let secret_before = file_state(&secret.path);
+
+    for name in ["user.conf", "open.conf", "group.conf", "link.conf"] {
+        for bin in ["cj-balancer", "cj-detector", "cj-app"] {
+            let mut cmd = Command::new(e2e::bin(bin));
+            e2e::scrub_station_env(&mut cmd);
+            let got =
+                cmd.arg("--config").arg(p(name)).arg("--print-config").stdin(Stdio::null()).output().expect("run");
+            assert!(!got.status.success(), "{bin} --config {name} was read: {}", String::from_utf8_lossy(&got.stdout));
+            assert_no_secret(&format!("{bin} --config {name}"), &got);
+        }
+    }
+
+    // CJ_DIVERT_RULES (read by the detector at start; once read, it lists them in the cluster
+    // directory) and CJ_STATION_CONFIG (the app's settings; once read, the app makes the
+    // output directory they name).
+    let chosen = tempfile::tempdir().expect("tempdir");
+    let out_dir = chosen.path().join("out-the-user-chose");
+    write_as_user(&p("user.rules"), "divert proto udp\\n");
+    write_as_user(&p("user.toml"), &format!("[output]\\ndir = \\\"{}\\\"\\n", out_dir.display()));
+    user.must("ln", &[Path::new("-s"), &secret.path, &p("link.rules")]);
+    user.must("ln", &[Path::new("-s"), &secret.path, &p("link.toml")]);
+    for name in ["user.rules", "link.rules"] {
+        let path = p(name);
+        let cluster = Cluster::new(&[
+            ("CJ_IFACE", SIM),
+            ("CJ_CORECOUNT", "1"),
+            ("CJ_TUN", "yes"),
+            ("CJ_TUN_OFFSET", "900"),
+            ("CJ_DIVERT_RULES", path.to_str().expect("utf-8")),
+        ]);
+        let listing = station::naming::set_divert_rules_path(&cluster.cluster_dir(), 0);
+        let got = start_until(cluster.command("cj-detector"), || listing.exists());
+        assert!(!listing.exists(), "cj-detector read and listed the rules of {name}");
+        assert!(!got.status.success(), "cj-detector started with CJ_DIVERT_RULES={name}");
+        assert_no_secret(&format!("cj-detector CJ_DIVERT_RULES={name}"), &got);
+    }
+    for name in ["user.toml", "link.toml"] {
+        let path = p(name);
+        let cluster = Cluster::new(&[
+            ("CJ_IFACE", SIM),
+            ("CJ_CORECOUNT", "1"),
+            ("CJ_STATION_CONFIG", path.to_str().expect("utf-8")),
+        ]);
+        let got = start_until(cluster.command("cj-app"), || out_dir.exists());
+        assert!(!out_dir.exists(), "cj-app took its output directory from {name}");
+        assert!(!got.status.success(), "cj-app started with CJ_STATION_CONFIG={name}");
+        assert_no_secret(&format!("cj-app CJ_STATION_CONFIG={name}"), &got);
+    }
+    assert_eq!(file_state(&secret.path), secret_before, "the secret changed");
+}
