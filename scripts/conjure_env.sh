@@ -92,6 +92,8 @@ cj_source_conf() {
 # (comments aside) a $, backquote, backslash, ; | < > ( ) or &: anything else stops the
 # script with one line naming the file and line (exit 2). Sets the station's names
 # (CJ_*, ZBALANCE_HASH_MODE, N_QUEUE_SETS, PFRING_VER, PF_DRIVER) and ignores others.
+# As the binaries, each file must be root's or this user's and writable by no one else
+# (a link to it made by root or this user); another is refused unread (exit 2).
 cj_read_conf() {
     local _cj_file=$1 _cj_from=$2 _cj_text _cj_line _cj_n=0 _cj_rest _cj_w _cj_t _cj_f _cj_real
     local -a _cj_lines
@@ -108,6 +110,25 @@ cj_read_conf() {
     fi
     if [ ! -f "$_cj_file" ] || [ ! -r "$_cj_file" ]; then
         cj_die 2 "$_cj_file: expected a readable regular file (an include of a conjure.conf)"
+    fi
+    # As the binaries (station::config::open_operator_file): a configuration file is the
+    # operator's: owned by root or this user, writable by no one else, and a symbolic link
+    # to it only when root or this user made the link. Refused files are never read.
+    local _cj_me _cj_st _cj_mode
+    _cj_me=$(id -u)
+    if [ -L "$_cj_file" ]; then
+        _cj_st=$(stat -c %u -- "$_cj_file")
+        if [ "$_cj_st" != 0 ] && [ "$_cj_st" != "$_cj_me" ]; then
+            cj_die 2 "$_cj_file is a symbolic link owned by uid $_cj_st, neither root nor this process's user (uid $_cj_me): not followed; name the file itself, or remove the link"
+        fi
+    fi
+    _cj_st=$(stat -L -c '%u %a' -- "$_cj_file") || cj_die 2 "$_cj_file: could not be read"
+    _cj_mode=8#${_cj_st#* }
+    if [ "${_cj_st% *}" != 0 ] && [ "${_cj_st% *}" != "$_cj_me" ]; then
+        cj_die 2 "$_cj_file is owned by uid ${_cj_st% *}, neither root nor this process's user (uid $_cj_me), and a configuration file is the operator's: chown root $_cj_file (or to uid $_cj_me), or name a file root owns"
+    fi
+    if [ $((_cj_mode & 8#022)) != 0 ]; then
+        cj_die 2 "$_cj_file has mode ${_cj_st#* }: other users than its owner may write it: chmod go-w $_cj_file"
     fi
     _cj_text=$(cat -- "$_cj_file") || cj_die 2 "$_cj_file: could not be read"
     mapfile -t _cj_lines <<<"$_cj_text"

@@ -20,6 +20,10 @@
 //!   `;` in conjure.conf (or in a file it includes) stops `on-reboot.sh --dry-run`
 //!   with one line naming the file and line, with and without a binary, and the
 //!   command in it never runs (its marker file is not created);
+//! - `a_conf_others_may_write_is_refused_unread_with_and_without_a_binary`: a
+//!   conjure.conf (or a file it includes) that the group or others may write
+//!   stops `on-reboot.sh --dry-run` (exit 2, one line naming the file and the
+//!   `chmod go-w` that fixes it) either way;
 //! - `compose_down_stop_and_ps_run_without_reading_the_configuration`: with a broken
 //!   conjure.conf (and with no binary at all) `compose.sh down`, `stop` and `ps`
 //!   still run docker compose (a fake `docker` first in PATH records its
@@ -390,6 +394,37 @@ fn on_reboot_agrees_with_and_without_a_binary() {
             assert!(
                 lines.len() == 1 && lines[0].contains(&must) && lines[0].contains("expected"),
                 "{bad:?} {how}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_conf_others_may_write_is_refused_unread_with_and_without_a_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_no_binary_on_bare_path();
+    let bare = bare_checkout();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = repo().join("sysconfig/conjure.conf");
+    let include = dir.path().join("include.conf");
+    // Valid but for its mode.
+    std::fs::write(&include, "CJ_IFACE=sim:packets=10\nCJ_CORECOUNT=3\n").expect("write");
+    let via = dir.path().join("via.conf");
+    std::fs::write(&via, format!(". {}\n. {}\n", shipped.display(), include.display())).expect("write");
+    for mode in [0o664, 0o646] {
+        std::fs::set_permissions(&include, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        for (how, out) in [
+            ("without a binary", on_reboot(bare.path(), &via, &[], false)),
+            ("with one", on_reboot(&repo(), &via, &[], true)),
+        ] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "mode {mode:o} {how}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert!(
+                lines.len() == 1
+                    && lines[0].contains(&include.display().to_string())
+                    && lines[0].contains("chmod go-w"),
+                "mode {mode:o} {how}: {stderr}"
             );
         }
     }
