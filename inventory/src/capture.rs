@@ -7,7 +7,12 @@
 //! Format: `generation G`, then one line per veth, `INDEX NAME`; written
 //! atomically (`shmq::files::write_atomic`, mode 0640) and read with the
 //! cluster directory's checked open (`O_NOFOLLOW`, a regular file, no
-//! permission for others), at most [`MAX_FILE`] bytes.
+//! permission for others), at most [`MAX_FILE`] bytes, and only when root or
+//! the reader's effective user owns it: with `CJ_GROUP` the group's members
+//! may create files in the cluster directory, and a list one of them planted
+//! would choose the interfaces a root balancer captures (the detector does
+//! not take such a list over but writes its own over it; the balancer
+//! captures nothing it names and warns once).
 //!
 //! Guarantees (the ordering is by construction, no timed hold):
 //! - A new veth's index is in the snapshot the detector's workers read before
@@ -70,8 +75,8 @@ pub fn write_capture(cluster_dir: &Path, list: &CaptureList) -> io::Result<()> {
 /// Reads the list; `Ok(None)` when there is no file.
 ///
 /// # Errors
-/// The file is refused by the checked open or by its owner (see
-/// [`read_list_file`]), larger than [`MAX_FILE`], or unreadable.
+/// The file is refused by the checked open or by its owner (only root's or
+/// this process's user's is trusted), larger than [`MAX_FILE`], or unreadable.
 pub fn read_capture(cluster_dir: &Path) -> io::Result<Option<CaptureList>> {
     let Some(text) = read_list_file(&capture_path(cluster_dir), "the detector")? else { return Ok(None) };
     let mut list = CaptureList::default();

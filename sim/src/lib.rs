@@ -165,10 +165,12 @@ impl Truth {
     /// `SRC_IP,DST_IP,SRC_PORT,DST_PORT,PROTOCOL,PACKETS,BYTES`, with PROTOCOL
     /// as [`station::proto::proto_name`] and BYTES the IP bytes; rows in the
     /// order of [`Truth::rows`] (sorted). VLANs are not a column: rows that
-    /// differ only by VLAN are printed separately.
+    /// differ only by VLAN are printed separately. Written as [`write_pcap`]
+    /// writes (a temporary file renamed over `path`, mode [`OUTPUT_MODE`]): a
+    /// file or link planted as `path` is replaced, never written through.
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors; the temporary file is removed.
     pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
         // AtomicFile buffers; written through a temporary file of its own and renamed.
         let mut w = shmq::files::AtomicFile::create(path, OUTPUT_MODE)?;
