@@ -57,13 +57,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use file::{
-    excerpt, open_operator_file, parse_conf_text, read_bounded, ConfFileError, EXCERPT_CHARS, MAX_CONFIG_FILE_BYTES,
-    MAX_INCLUDE_DEPTH,
-};
+pub use file::{parse_conf_text, read_bounded, ConfFileError, MAX_CONFIG_FILE_BYTES, MAX_INCLUDE_DEPTH};
 pub use source::{open_capture, SourceSpec};
 pub use validate::EXPORT_RATE_RANGE;
 pub use variables::{Variable, VARIABLES};
+// The opener of every file the operator names (configuration, settings, divert rules).
+pub use file::{excerpt, open_operator_file, EXCERPT_CHARS};
 
 use variables::is_known;
 
