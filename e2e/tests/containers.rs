@@ -687,7 +687,12 @@ fn many_container_veths_let_go_at_once_leave_the_others_captured_without_a_gap()
         lab.counters().into_iter().map(|(ns, c)| (ns.clone(), c.minus(before[&ns]))).collect();
     let frames: u64 = deltas.values().map(|d| d.rx_packets + d.tx_packets).sum();
     let c = station.wait_for("every frame received or dropped", |c| c.received + c.capture_dropped >= frames);
-    assert_eq!((c.received, c.capture_dropped), (frames, 0), "no frame lost at the rings while the veths went");
+    // The source captures every container veth of the host: another namespace's stray
+    // frame (IPv6 neighbour discovery of one an earlier test left) may be received too,
+    // so the balancer's total is at least this lab's, and the exact check is per
+    // container below (containers.csv against each veth's kernel counters).
+    assert_eq!(c.capture_dropped, 0, "no frame lost at the rings while the veths went: {c:?}");
+    assert!(c.received >= frames, "received {} of this lab's {frames} frames: {c:?}", c.received);
     let Stopped { balancer, out, .. } = station.stop();
     let berr = String::from_utf8_lossy(&balancer.stderr);
     assert_eq!(berr.matches("containers: stopped capturing ").count(), 24, "{berr}");
