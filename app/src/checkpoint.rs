@@ -253,15 +253,43 @@ pub enum CheckpointError {
     },
 }
 
-/// The checkpoint file of an output directory.
-pub fn path(out_dir: &Path) -> PathBuf {
-    out_dir.join(FILE_NAME)
+/// Where a checkpoint is: a name in a directory held open as a descriptor
+/// (the output directory, opened once at start), so that it is saved,
+/// loaded and removed there whatever happens to the directory's name.
+#[derive(Debug)]
+pub struct Place {
+    dir: shmq::files::DirFd,
+    name: String,
+}
+
+impl Place {
+    /// The checkpoint of the output directory `out`.
+    ///
+    /// # Errors
+    /// No descriptor left to hold it.
+    pub fn in_dir(out: &shmq::files::DirFd) -> std::io::Result<Place> {
+        Ok(Place { dir: out.try_clone()?, name: FILE_NAME.into() })
+    }
+
+    /// The file at `path` (tests: any name).
+    #[cfg(test)]
+    pub fn at(path: &Path) -> Place {
+        let dir = shmq::files::DirFd::open(path.parent().unwrap()).unwrap();
+        Place { dir, name: path.file_name().unwrap().to_str().unwrap().into() }
+    }
+
+    /// Its path, for messages.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
 }
 
 /// Saves checkpoints of one run: the first whole, the next ones as frames
 /// of changes appended to it (see the module doc).
 #[derive(Debug)]
 pub struct Saver {
+    place: Place,
+    /// `place`'s path, for messages.
     path: PathBuf,
     /// The file saved last, open at its end; None: the next save writes it whole.
     file: Option<File>,
@@ -275,9 +303,9 @@ pub struct Saver {
 const SLACK_ROWS: usize = 4096;
 
 impl Saver {
-    /// The saver of the checkpoint at `path`; its first save writes it whole.
-    pub fn new(path: &Path) -> Self {
-        Saver { path: path.to_path_buf(), file: None, len: 0, rows: 0 }
+    /// The saver of the checkpoint at `place`; its first save writes it whole.
+    pub fn new(place: Place) -> Self {
+        Saver { path: place.path(), place, file: None, len: 0, rows: 0 }
     }
 
     /// Saves `accounts`, `intake` and the export's counters: appends what
@@ -316,8 +344,8 @@ impl Saver {
         }
         accounts.clear_changes();
         let write = |cause: String| CheckpointError::Write { path: self.path.clone(), cause };
-        let mut f =
-            crate::sinks::AtomicFile::create_with_mode(&self.path, MODE).map_err(|e| write(e.source.to_string()))?;
+        let mut f = crate::sinks::AtomicFile::create_with_mode(&self.place.dir, &self.place.name, MODE)
+            .map_err(|e| write(e.source.to_string()))?;
         // Streamed (the table is never encoded whole in memory) and summed as
         // it goes; the frame's header is written at its place once known,
         // before the rename. The pieces are as large as the file's own buffer,
@@ -523,16 +551,16 @@ fn next_frame<'a>(rest: &mut &'a [u8], v4: bool) -> Result<Next<'a>, Damage> {
 /// # Errors
 /// Unsafe (a link, not a regular file, another owner, writable by others),
 /// unreadable, damaged, or made by a configuration other than `fit`.
-pub fn load(path: &Path, fit: &Fit) -> Result<Option<Loaded>, CheckpointError> {
+pub fn load(place: &Place, fit: &Fit) -> Result<Option<Loaded>, CheckpointError> {
+    let path = &place.path();
     let unusable = |reason: String| CheckpointError::Unusable { path: path.to_path_buf(), reason };
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        _ => {}
+    if !place.dir.exists(&place.name).map_err(|e| unusable(e.to_string()))? {
+        return Ok(None);
     }
-    // The station's checked open: no link followed, a regular file of this
-    // user's (or root's), closed to others.
+    // The station's checked open, relative to the directory's descriptor: no
+    // link followed, a regular file of this user's (or root's), closed to others.
     let (file, len) =
-        shmq::files::open_checked(path, shmq::files::Access::Write).map_err(|e| unusable(e.to_string()))?;
+        place.dir.open_checked(&place.name, shmq::files::Access::Write, MODE).map_err(|e| unusable(e.to_string()))?;
     let mut bytes = Vec::new();
     // The length just checked bounds the read (a file that grows meanwhile is cut there).
     file.take(len).read_to_end(&mut bytes).map_err(|e| unusable(e.to_string()))?;
@@ -604,11 +632,11 @@ fn decode(path: &Path, bytes: &[u8], fit: &Fit) -> Result<Loaded, CheckpointErro
 ///
 /// # Errors
 /// It exists and cannot be removed.
-pub fn remove(path: &Path) -> Result<(), CheckpointError> {
-    match std::fs::remove_file(path) {
+pub fn remove(place: &Place) -> Result<(), CheckpointError> {
+    match place.dir.remove(&place.name) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CheckpointError::Write { path: path.to_path_buf(), cause: format!("cannot remove it: {e}") }),
+        Err(e) => Err(CheckpointError::Write { path: place.path(), cause: format!("cannot remove it: {e}") }),
     }
 }
 
@@ -689,7 +717,7 @@ mod tests {
 
     /// One whole save, as the first of a run.
     fn save(path: &Path, fit: &Fit, intake: Vec<SavedQueue>, accounts: &Accounts) -> Result<(), CheckpointError> {
-        Saver::new(path).save(fit, intake, None, &mut accounts.clone())
+        Saver::new(Place::at(path)).save(fit, intake, None, &mut accounts.clone())
     }
 
     /// The TCP flow from port 1000 + `i` to port 80, `k` packets each way.
@@ -772,7 +800,7 @@ mod tests {
     fn a_v3_checkpoint_loads_the_accounts_it_holds_and_the_next_save_writes_v4() {
         // V3 wrote the v3 saver's bytes (checked against it while it was the saver).
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
         let mut a =
             Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000).with_container_logs(true);
@@ -787,27 +815,27 @@ mod tests {
             states.push(state(&a));
         }
         put(&p, &v3.0);
-        let mut loaded = load(&p, &fit).unwrap().unwrap();
+        let mut loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!(loaded.intake, position(22));
         assert_eq!(state(&loaded.accounts), states[2]);
         // v3's rule for a frame cut short, as before: cut in its body, or its
         // length still the u64::MAX written first, the save before loads.
         put(&p, &v3.0[..lens[2] - 1]);
-        assert_eq!(state(&load(&p, &fit).unwrap().unwrap().accounts), states[1]);
+        assert_eq!(state(&load(&Place::at(&p), &fit).unwrap().unwrap().accounts), states[1]);
         let mut unfinished = v3.0.clone();
         unfinished[lens[1]..lens[1] + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         put(&p, &unfinished);
-        assert_eq!(state(&load(&p, &fit).unwrap().unwrap().accounts), states[1]);
+        assert_eq!(state(&load(&Place::at(&p), &fit).unwrap().unwrap().accounts), states[1]);
         // The run's first save writes the loaded accounts whole, as v4, and they load back.
         put(&p, &v3.0);
-        let mut saver = Saver::new(&p);
+        let mut saver = Saver::new(Place::at(&p));
         saver.save(&fit, loaded.intake.clone(), None, &mut loaded.accounts).unwrap();
         add_mixed(&mut loaded.accounts, 40, 3, 1);
         add_mixed(&mut a, 40, 3, 1);
         saver.save(&fit, position(23), None, &mut loaded.accounts).unwrap();
         let file = std::fs::read(&p).unwrap();
         assert_eq!(&file[..MAGIC.len()], MAGIC, "the next save writes v4");
-        let again = load(&p, &fit).unwrap().unwrap();
+        let again = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!(again.intake, position(23));
         assert_eq!(state(&again.accounts), state(&a));
     }
@@ -815,10 +843,10 @@ mod tests {
     #[test]
     fn the_export_counters_are_kept_and_a_checkpoint_saved_before_they_were_loads_without_them() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = fit();
         let mut a = accounts();
-        let mut saver = Saver::new(&p);
+        let mut saver = Saver::new(Place::at(&p));
         let first = SavedExport {
             records: 10,
             records_exported: 6,
@@ -827,12 +855,12 @@ mod tests {
             ..Default::default()
         };
         saver.save(&fit, position(10), Some(first), &mut a).unwrap();
-        assert_eq!(load(&p, &fit).unwrap().unwrap().export, Some(first));
+        assert_eq!(load(&Place::at(&p), &fit).unwrap().unwrap().export, Some(first));
         // A frame of changes carries them whole.
         add_flows(&mut a, 0, 3, 1);
         let second = SavedExport { records: 30, records_dropped_behind: 24, intake_held_ms: 7, ..first };
         saver.save(&fit, position(20), Some(second), &mut a).unwrap();
-        let loaded = load(&p, &fit).unwrap().unwrap();
+        let loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!((loaded.intake, loaded.export), (position(20), Some(second)));
         assert_eq!(state(&loaded.accounts), state(&a));
         // v4 as saved before the counters were kept: each frame ends after the accounts.
@@ -847,7 +875,7 @@ mod tests {
             old.extend(body);
         }
         put(&p, &old);
-        let loaded = load(&p, &fit).unwrap().unwrap();
+        let loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!((loaded.intake, loaded.export), (position(6), None));
         assert_eq!(state(&loaded.accounts), state(&a));
     }
@@ -871,7 +899,7 @@ mod tests {
     fn three_saves(p: &Path, fit: &Fit) -> (Vec<u8>, Vec<Saved>) {
         let mut a =
             Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000).with_container_logs(true);
-        let mut saver = Saver::new(p);
+        let mut saver = Saver::new(Place::at(p));
         let mut saves = Vec::new();
         for (round, (from, n)) in [(0, 6), (4, 4), (2, 3)].into_iter().enumerate() {
             add_mixed(&mut a, from, n, round as u64 + 1);
@@ -892,7 +920,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_anywhere_in_a_checkpoint_is_refused_and_never_loads_as_other_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
         let (full, saves) = three_saves(&p, &fit);
         let last = saves.last().unwrap();
@@ -920,7 +948,7 @@ mod tests {
     #[test]
     fn a_whole_frame_whose_length_is_damaged_is_refused_not_taken_for_one_cut_short() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
         let (full, saves) = three_saves(&p, &fit);
         // The last frame's length with its top bit set: longer than the file,
@@ -928,7 +956,7 @@ mod tests {
         let mut long = full.clone();
         long[saves[1].len + 7] ^= 0x80;
         put(&p, &long);
-        let e = load(&p, &fit).unwrap_err().to_string();
+        let e = load(&Place::at(&p), &fit).unwrap_err().to_string();
         let at = saves[1].len;
         assert!(
             e.contains(&format!("damaged (frame 3, at byte {at}, fails its header checksum); move it away")),
@@ -938,7 +966,7 @@ mod tests {
         let mut counted = full.clone();
         counted[full.len() - 30] ^= 0x01;
         put(&p, &counted);
-        let e = load(&p, &fit).unwrap_err().to_string();
+        let e = load(&Place::at(&p), &fit).unwrap_err().to_string();
         assert!(e.contains("damaged (frame 3, at byte") && e.contains("fails its checksum"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }
@@ -946,7 +974,7 @@ mod tests {
     #[test]
     fn a_checkpoint_cut_at_any_byte_loads_the_saves_it_holds_whole_or_is_refused_in_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
         let (full, saves) = three_saves(&p, &fit);
         // Decoded as `load` decodes the bytes it reads (no file written each time).
@@ -1004,10 +1032,10 @@ mod tests {
     #[test]
     fn later_saves_append_only_the_changed_rows_and_load_as_one_whole_save() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, ..fit() };
         let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
-        let mut saver = Saver::new(&p);
+        let mut saver = Saver::new(Place::at(&p));
         add_flows(&mut a, 0, 2000, 1);
         saver.save(&fit, position(2000), None, &mut a).unwrap();
         let whole = std::fs::metadata(&p).unwrap().len();
@@ -1017,22 +1045,22 @@ mod tests {
         saver.save(&fit, position(2020), None, &mut a).unwrap();
         let appended = std::fs::metadata(&p).unwrap().len() - whole;
         assert!(appended * 20 < whole, "appended {appended} bytes to a whole save of {whole}");
-        let loaded = load(&p, &fit).unwrap().unwrap();
+        let loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!(loaded.intake, position(2020));
         assert_eq!(state(&loaded.accounts), state(&a));
         // The same as a whole save of the same accounts.
         let q = dir.path().join("whole");
         save(&q, &fit, position(2020), &a).unwrap();
-        assert_eq!(state(&load(&q, &fit).unwrap().unwrap().accounts), state(&a));
+        assert_eq!(state(&load(&Place::at(&q), &fit).unwrap().unwrap().accounts), state(&a));
     }
 
     #[test]
     fn a_frame_cut_short_by_a_kill_is_ignored_and_the_save_before_it_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, ..fit() };
         let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
-        let mut saver = Saver::new(&p);
+        let mut saver = Saver::new(Place::at(&p));
         add_flows(&mut a, 0, 100, 1);
         saver.save(&fit, position(100), None, &mut a).unwrap();
         add_flows(&mut a, 100, 100, 1);
@@ -1046,7 +1074,7 @@ mod tests {
         for cut in [second_len + 3, second_len + 8, second_len + 16, second_len + 20, full.len() as u64 - 1] {
             std::fs::write(&p, &full[..usize::try_from(cut).unwrap()]).unwrap();
             std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-            let loaded = load(&p, &fit).unwrap().unwrap();
+            let loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
             assert_eq!(loaded.intake, position(200), "cut at {cut}");
             assert_eq!(state(&loaded.accounts), at_second, "cut at {cut}");
             // A right header with its body cut is a cut from outside, and says where;
@@ -1061,24 +1089,24 @@ mod tests {
         unfinished[at..at + HEADER].copy_from_slice(&UNFINISHED);
         std::fs::write(&p, &unfinished).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let loaded = load(&p, &fit).unwrap().unwrap();
+        let loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!(loaded.intake, position(200));
         assert_eq!(state(&loaded.accounts), at_second);
         assert_eq!(loaded.cut_at, None, "a kill's shape is not a cut");
         // The file as written loads the last save.
         std::fs::write(&p, &full).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let loaded = load(&p, &fit).unwrap().unwrap();
+        let loaded = load(&Place::at(&p), &fit).unwrap().unwrap();
         assert_eq!((loaded.intake, loaded.cut_at), (position(250), None));
     }
 
     #[test]
     fn rows_changed_again_and_again_make_a_whole_save_before_the_file_outgrows_three_tables() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, ..fit() };
         let mut a = Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000);
-        let mut saver = Saver::new(&p);
+        let mut saver = Saver::new(Place::at(&p));
         add_flows(&mut a, 0, 5000, 1);
         saver.save(&fit, position(5000), None, &mut a).unwrap();
         let whole = std::fs::metadata(&p).unwrap().len();
@@ -1089,7 +1117,7 @@ mod tests {
             largest = largest.max(std::fs::metadata(&p).unwrap().len());
         }
         assert!(largest <= 3 * whole + 3 * 4096 * 90, "{largest} bytes for a table of {whole}");
-        assert_eq!(state(&load(&p, &fit).unwrap().unwrap().accounts), state(&a));
+        assert_eq!(state(&load(&Place::at(&p), &fit).unwrap().unwrap().accounts), state(&a));
     }
 
     #[test]
@@ -1097,7 +1125,7 @@ mod tests {
         use crate::aggregate::tests::ip_record;
         use station::record::{fixed_text, AttributedBy};
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         let fit = Fit { max_rows: 1_000_000, container_logs: true, ..fit() };
         let mut a =
             Accounts::new(Primitives::default_set(), &[0, 1], false).with_max_rows(1_000_000).with_container_logs(true);
@@ -1112,7 +1140,7 @@ mod tests {
             a.add(usize::from(i % 2), &in_container(i));
         }
         assert!(a.containers().log_rows() > 0);
-        let mut saver = Saver::new(&p);
+        let mut saver = Saver::new(Place::at(&p));
         saver.save(&fit, position(3000), None, &mut a).unwrap();
         let whole = std::fs::metadata(&p).unwrap().len();
         // One changed flow a save: each frame still carries the whole flow log.
@@ -1123,42 +1151,42 @@ mod tests {
             largest = largest.max(std::fs::metadata(&p).unwrap().len());
         }
         assert!(largest <= 3 * whole + 3 * 4096 * 90, "{largest} bytes for a checkpoint of {whole}");
-        assert_eq!(state(&load(&p, &fit).unwrap().unwrap().accounts), state(&a));
+        assert_eq!(state(&load(&Place::at(&p), &fit).unwrap().unwrap().accounts), state(&a));
     }
 
     #[test]
     fn a_saved_checkpoint_loads_back_the_same_accounts_and_positions() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
-        assert!(load(&p, &fit()).unwrap().is_none());
+        let p = dir.path().join(FILE_NAME);
+        assert!(load(&Place::at(&p), &fit()).unwrap().is_none());
         let saved = vec![SavedQueue { queue: 0, position: 7, next_seq: Some(7), stats: Default::default() }];
         save(&p, &fit(), saved.clone(), &accounts()).unwrap();
-        let got = load(&p, &fit()).unwrap().unwrap();
+        let got = load(&Place::at(&p), &fit()).unwrap().unwrap();
         assert_eq!(got.intake, saved);
         assert_eq!(got.accounts.per_queue(), accounts().per_queue());
         assert_eq!(got.accounts.main_totals(), accounts().main_totals());
-        remove(&p).unwrap();
+        remove(&Place::at(&p)).unwrap();
         assert!(!p.exists());
     }
 
     #[test]
     fn a_checkpoint_of_another_configuration_is_refused_naming_the_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         save(&p, &fit(), Vec::new(), &accounts()).unwrap();
-        let e = load(&p, &Fit { max_rows: 11, ..fit() }).unwrap_err();
+        let e = load(&Place::at(&p), &Fit { max_rows: 11, ..fit() }).unwrap_err();
         assert!(e.to_string().contains("CJ_APP_MAX_ROWS 10, this run has 11"), "{e}");
     }
 
     #[test]
     fn a_checkpoint_of_the_previous_format_is_refused_with_the_line_that_says_to_move_it_away() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         save(&p, &fit(), Vec::new(), &accounts()).unwrap();
         let mut old = std::fs::read(&p).unwrap();
         old[..MAGIC.len()].copy_from_slice(b"cj-app ckpt v2\n\0");
         std::fs::write(&p, &old).unwrap();
-        let e = load(&p, &fit()).unwrap_err().to_string();
+        let e = load(&Place::at(&p), &fit()).unwrap_err().to_string();
         assert!(
             e.contains("not a cj-app checkpoint of a version this cj-app reads") && e.contains("move it away"),
             "{e}"
@@ -1168,30 +1196,30 @@ mod tests {
     #[test]
     fn damaged_truncated_linked_and_shared_checkpoints_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = dir.path().join(FILE_NAME);
         save(&p, &fit(), Vec::new(), &accounts()).unwrap();
         let good = std::fs::read(&p).unwrap();
         // Every truncation and a flipped length byte: an error, never a panic or a huge allocation.
         for cut in [MAGIC.len() - 1, MAGIC.len(), MAGIC.len() + 3, good.len() - 1] {
             std::fs::write(&p, &good[..cut]).unwrap();
-            assert!(load(&p, &fit()).is_err(), "cut at {cut}");
+            assert!(load(&Place::at(&p), &fit()).is_err(), "cut at {cut}");
         }
         let mut big = good.clone();
         for b in &mut big[MAGIC.len()..MAGIC.len() + 8] {
             *b = 0xff;
         }
         std::fs::write(&p, &big).unwrap();
-        assert!(load(&p, &fit()).is_err());
+        assert!(load(&Place::at(&p), &fit()).is_err());
         // A link is never followed.
         let target = dir.path().join("elsewhere");
         std::fs::write(&target, &good).unwrap();
         std::fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink(&target, &p).unwrap();
-        assert!(load(&p, &fit()).unwrap_err().to_string().contains("symbolic link"));
+        assert!(load(&Place::at(&p), &fit()).unwrap_err().to_string().contains("symbolic link"));
         std::fs::remove_file(&p).unwrap();
         // Writable by others.
         std::fs::write(&p, &good).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-        assert!(load(&p, &fit()).unwrap_err().to_string().contains("open to every user"));
+        assert!(load(&Place::at(&p), &fit()).unwrap_err().to_string().contains("open to every user"));
     }
 }

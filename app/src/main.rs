@@ -199,8 +199,10 @@ struct Run {
     accounts: Accounts,
     /// `CJ_EXPORT`'s IPFIX exporter, fed every record the intake takes (None: off).
     exporter: Option<ipfix::Exporter>,
+    /// The output directory, open since the start (summary::check_out_dir).
+    out: sinks::OutDir,
     /// `<out dir>/checkpoint`, its saver and what it must fit.
-    checkpoint: PathBuf,
+    checkpoint: checkpoint::Place,
     saver: checkpoint::Saver,
     fit: checkpoint::Fit,
     /// A failed checkpoint was warned about (once until one succeeds).
@@ -332,6 +334,7 @@ impl Run {
         };
         let mut report = Report {
             settings: &self.settings,
+            out: &self.out,
             accounts: &self.accounts,
             intake: &stats,
             identity: &id,
@@ -489,7 +492,8 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     if settings.refresh_from_station {
         settings.refresh = Some(cfg.refresh);
     }
-    summary::check_out_dir(&settings.out_dir)?;
+    // Opened once: every file below is made relative to this descriptor.
+    let out = summary::check_out_dir(&settings.out_dir)?;
     let metrics_addr = metrics::listen_addr(&cfg)?;
     let mut exporter = ipfix::Exporter::from_config(&cfg, cfg.hash_mode == HashMode::FanOut)?;
 
@@ -513,18 +517,23 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
     // Slots are released only once they are in a checkpoint (checkpoint.rs).
     intake.hold_releases();
     let fit = checkpoint::fit_of(&cfg, &settings, fan_out);
-    let checkpoint_path = checkpoint::path(&settings.out_dir);
+    let place = || {
+        checkpoint::Place::in_dir(&out)
+            .map_err(|source| summary::OutDirError::Create { path: settings.out_dir.clone(), source })
+    };
+    let checkpoint_place = place()?;
+    let saver = checkpoint::Saver::new(place()?);
     let fresh_accounts = || {
         Accounts::new(settings.primitives, &intake.queues(), fan_out)
             .with_max_rows(max_rows)
             .with_container_logs(settings.container_logs)
     };
-    let mut loaded = checkpoint::load(&checkpoint_path, &fit)?;
+    let mut loaded = checkpoint::load(&checkpoint_place, &fit)?;
     if let Some(l) = &loaded {
         if let Err(e @ intake::RestoreError::Recreated { .. }) = intake.check_restore(&l.intake) {
             // The checkpoint's queues are gone (a reboot): a new run, which must
             // start by itself; the last run's files are kept aside (previous.rs).
-            let dir = previous::set_aside(&settings.out_dir, &checkpoint_path)
+            let dir = previous::set_aside(&out, checkpoint::FILE_NAME)
                 .map_err(|cause| AppError::SetAside { out: settings.out_dir.clone(), cause })?;
             station::cj_warn!(
                 "cj-app: {e}: a new run starts from zero; the last run's checkpoint and files were moved to {}",
@@ -539,7 +548,7 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             station::cj_info!(
                 "cj-app: continuing from {}: {} record(s) counted before this start, {} of them still queued and \
                  skipped",
-                checkpoint_path.display(),
+                checkpoint_place.path().display(),
                 loaded.intake.iter().map(|q| q.stats.records).sum::<u64>(),
                 skipped
             );
@@ -620,8 +629,9 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
         intake,
         accounts,
         exporter,
-        saver: checkpoint::Saver::new(&checkpoint_path),
-        checkpoint: checkpoint_path,
+        saver,
+        checkpoint: checkpoint_place,
+        out,
         fit,
         checkpoint_warned: false,
         last_checkpoint: Instant::now(),

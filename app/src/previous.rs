@@ -14,60 +14,68 @@
 //!   writes in the output directory (`flows.*`, `summary.json`,
 //!   `containers.*`, `containers/`, `queue-<q>/`) that exists into a new
 //!   directory `previous-<unix seconds>` (`-2`, `-3`, ... when that exists)
-//!   in the output directory, by `rename` (no copy; a symbolic link is moved
-//!   as a link, never followed), and returns it.
+//!   made in the output directory as cj-app makes its directories
+//!   (`sinks::subdir`), and returns its path.
+//! - Everything is done relative to the output directory's descriptor
+//!   (`mkdirat`, `renameat`), as every other write of the app
+//!   (`shmq::files::DirFd`): a name swapped for a link meanwhile is moved as
+//!   a link, never followed.
 //! - Nothing else in the output directory is touched.
 //!
 //! Not guaranteed: a file cj-app did not write there is not moved; an
 //! operator's tool that reads `flows.csv` sees the new run's first refresh,
 //! not the old file, once it is written.
 
-use std::os::unix::fs::DirBuilderExt as _;
-use std::path::{Path, PathBuf};
+use std::os::unix::io::AsRawFd as _;
+use std::path::PathBuf;
+
+use shmq::files::DirFd;
 
 /// What cj-app writes in its output directory, besides the checkpoint.
-const OUTPUTS: [&str; 6] =
-    ["flows.csv", "flows.json", "summary.json", "containers.csv", "containers.json", "containers"];
+const OUTPUTS: [&str; 6] = ["flows.csv", "flows.json", "summary.json", "containers.csv", "containers.json", "containers"];
 
-/// Moves the last run's checkpoint and files into a new `previous-<secs>`
-/// directory under `out` and returns it.
+/// Moves the last run's checkpoint (`checkpoint`, its name in `out`) and
+/// files into a new `previous-<secs>` directory in `out` and returns its path.
 ///
 /// # Errors
-/// The directory cannot be created, or a file cannot be moved (what was
-/// moved before stays moved; the checkpoint moves first, so a run that starts
-/// after a partial move starts from zero and overwrites no checkpoint).
-pub fn set_aside(out: &Path, checkpoint: &Path) -> std::io::Result<PathBuf> {
+/// The directory cannot be made, or a file cannot be moved (what was moved
+/// before stays moved; the checkpoint moves first, so a run that starts after
+/// a partial move starts from zero and overwrites no checkpoint).
+pub fn set_aside(out: &DirFd, checkpoint: &str) -> std::io::Result<PathBuf> {
+    let fd = out.as_raw_fd();
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut dir = out.join(format!("previous-{secs}"));
+    let mut dir = format!("previous-{secs}");
     let mut n = 1;
-    loop {
-        // rwxr-xr-x whatever the umask: as readable as the files it holds.
-        match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
-                n += 1;
-                dir = out.join(format!("previous-{secs}-{n}"));
-            }
-            Err(e) => return Err(e),
+    while out.exists(&dir)? {
+        if n == 100 {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{dir} exists")));
         }
+        n += 1;
+        dir = format!("previous-{secs}-{n}");
     }
-    let mut names: Vec<String> = OUTPUTS.iter().map(|s| (*s).to_owned()).collect();
-    for entry in std::fs::read_dir(out)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+    // Made as the app makes its directories (mode 0755, or 0750 with CJ_GROUP's
+    // group, whatever the umask) and judged as it judges them.
+    let made = crate::sinks::subdir(out, &dir).map_err(std::io::Error::other)?;
+    let mut names = vec![checkpoint.to_owned()];
+    names.extend(OUTPUTS.iter().map(|s| (*s).to_owned()));
+    let mut list = nix::dir::Dir::openat(
+        Some(fd),
+        ".",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    );
+    for entry in list.iter_mut().flat_map(|l| l.iter().flatten()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
         if name.strip_prefix("queue-").is_some_and(|q| !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit())) {
             names.push(name);
         }
     }
-    if let Some(name) = checkpoint.file_name() {
-        std::fs::rename(checkpoint, dir.join(name))?;
-    }
     for name in names {
-        let from = out.join(&name);
-        if std::fs::symlink_metadata(&from).is_ok() {
-            std::fs::rename(&from, dir.join(&name))?;
+        if out.exists(&name)? {
+            nix::fcntl::renameat(Some(fd), name.as_str(), Some(made.as_raw_fd()), name.as_str())?;
         }
     }
-    Ok(dir)
+    Ok(made.path().to_path_buf())
 }
 
 #[cfg(test)]
@@ -83,7 +91,9 @@ mod tests {
         }
         std::fs::create_dir(o.join("queue-3")).unwrap();
         std::fs::write(o.join("queue-3/flows.csv"), "q3").unwrap();
-        let dir = set_aside(o, &o.join("checkpoint")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent-victim", o.join("flows.json.link")).unwrap();
+        let d = DirFd::open(o).unwrap();
+        let dir = set_aside(&d, "checkpoint").unwrap();
         assert!(dir.starts_with(o) && dir.file_name().unwrap().to_string_lossy().starts_with("previous-"));
         for f in ["checkpoint", "flows.csv", "flows.json", "summary.json"] {
             assert_eq!(std::fs::read_to_string(dir.join(f)).unwrap(), f);
@@ -93,7 +103,7 @@ mod tests {
         assert!(o.join("notes.txt").exists() && o.join("queue-x").exists(), "not cj-app's: left");
         // A second one in the same second gets a directory of its own.
         std::fs::write(o.join("checkpoint"), "again").unwrap();
-        let second = set_aside(o, &o.join("checkpoint")).unwrap();
+        let second = set_aside(&d, "checkpoint").unwrap();
         assert_ne!(second, dir);
         assert_eq!(std::fs::read_to_string(second.join("checkpoint")).unwrap(), "again");
     }

@@ -37,8 +37,10 @@
 //! directory writable by other users lets them replace the finished files.
 
 use std::fs::File;
-use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
+
+use shmq::files::{DirFd, Purpose};
 
 use crate::aggregate::{Aggregate, Counters, Key};
 use crate::settings::{Formats, Primitive, Primitives};
@@ -1089,29 +1091,26 @@ fn prefetch_row(k: &Key, c: &Counters) {
 /// # Errors
 /// As [`write_atomic`].
 pub fn write_containers(
-    dir: &Path,
+    dir: &DirFd,
     c: &crate::containers::Containers,
     formats: Formats,
 ) -> Result<Vec<PathBuf>, WriteError> {
     let mut written = Vec::new();
     if formats.csv {
-        let p = dir.join("containers.csv");
-        write_atomic(&p, crate::containers::csv_text(c).as_bytes())?;
-        written.push(p);
+        written.push(write_atomic(dir, "containers.csv", crate::containers::csv_text(c).as_bytes())?);
     }
     if formats.json {
-        let p = dir.join("containers.json");
-        write_atomic(&p, crate::containers::json_text(c).as_bytes())?;
-        written.push(p);
+        written.push(write_atomic(dir, "containers.json", crate::containers::json_text(c).as_bytes())?);
     }
     if let Some(logs) = c.logs() {
+        let sub = subdir(dir, "containers")?;
         for ((name, id), table) in logs {
-            let base = dir.join("containers").join(crate::containers::log_file_name(name, id));
+            let base = crate::containers::log_file_name(name, id);
             written.extend(write_table_files(
+                &sub,
                 table,
                 formats,
-                &base.with_extension("csv"),
-                &base.with_extension("json"),
+                (&format!("{base}.csv"), &format!("{base}.json")),
                 (0, &mut None),
             )?);
         }
@@ -1122,11 +1121,46 @@ pub fn write_containers(
 /// Mode of every file the app writes.
 pub const OUT_FILE_MODE: u32 = 0o644;
 
+/// The output directory, held open as a descriptor: the app opens `--out`
+/// once at start ([`crate::summary::check_out_dir`]) and makes, replaces
+/// and removes every file and directory under it relative to that
+/// descriptor, so that the directory's name (or a parent's) swapped for a
+/// link after the start cannot send a write elsewhere.
+pub type OutDir = DirFd;
+
+/// What the output directory is called in refusals ([`DirFd::open_trusted`]).
+pub const OUT_PURPOSE: Purpose<'static> =
+    Purpose { what: "output directory", choose: "or choose an --out that only root or cj-app's user can change" };
+
+/// Mode of the directories the app makes (`--out` when absent, `queue-<q>/`,
+/// `containers/`), whatever the umask: 0755 like its files' 0644, or 0750
+/// with the readers' group `CJ_GROUP` (which they then get), so that only
+/// the group reads them.
+pub fn out_dir_mode() -> u32 {
+    if shmq::files::group().is_some() {
+        0o750
+    } else {
+        0o755
+    }
+}
+
+/// The directory `name` in `dir` (made when absent with [`out_dir_mode`]),
+/// never through a link, judged as `--out` is.
+///
+/// # Errors
+/// It is a link, not a directory, someone else's or open to others, or cannot be made.
+pub fn subdir(dir: &DirFd, name: &str) -> Result<DirFd, WriteError> {
+    let what = format!("{} directory {name}/", OUT_PURPOSE.what);
+    dir.subdir(name, out_dir_mode(), &Purpose { what: &what, choose: OUT_PURPOSE.choose })
+        .map_err(|e| WriteError { path: dir.path().join(name), source: io::Error::other(e.to_string()) })
+}
+
 /// A file being replaced atomically ([`shmq::files::AtomicFile`]: a
-/// temporary file of this process's own beside it, created with
-/// `O_CREAT | O_EXCL | O_NOFOLLOW`, renamed over the target by
-/// [`AtomicFile::commit`]), in a directory created when absent, its errors
-/// naming the file. Dropped without a commit, the temporary file is removed.
+/// temporary file of this process's own beside it, under a random name,
+/// created with `O_CREAT | O_EXCL | O_NOFOLLOW` relative to the directory's
+/// descriptor, renamed over the target by [`AtomicFile::commit`]), its
+/// errors naming the file. Dropped without a commit, the temporary file is
+/// removed.
 #[derive(Debug)]
 pub struct AtomicFile {
     path: PathBuf,
@@ -1134,26 +1168,26 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates the directory when absent and the temporary file
-    /// `.<name>.<pid>.<n>.tmp` (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0644
-    /// whatever the umask): a file or link planted under that name is refused.
+    /// Creates the temporary file for `name` in `dir`
+    /// (`.<name>.<pid>.<r>.tmp`, `r` random, `O_CREAT | O_EXCL |
+    /// O_NOFOLLOW`, mode 0644 whatever the umask): a file or link planted
+    /// under a name it tries is never written through, and another name is tried.
     ///
     /// # Errors
-    /// The directory or the temporary file cannot be created.
-    pub fn create(path: &Path) -> Result<Self, WriteError> {
-        Self::create_with_mode(path, OUT_FILE_MODE)
+    /// The temporary file cannot be created.
+    pub fn create(dir: &DirFd, name: &str) -> Result<Self, WriteError> {
+        Self::create_with_mode(dir, name, OUT_FILE_MODE)
     }
 
     /// As [`AtomicFile::create`] with another mode (the checkpoint's 0600).
     ///
     /// # Errors
     /// As [`AtomicFile::create`].
-    pub fn create_with_mode(path: &Path, mode: u32) -> Result<Self, WriteError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|source| WriteError { path: dir.to_path_buf(), source })?;
-        let out = shmq::files::AtomicFile::create(path, mode)
-            .map_err(|source| WriteError { path: path.to_path_buf(), source })?;
-        Ok(AtomicFile { path: path.to_path_buf(), out })
+    pub fn create_with_mode(dir: &DirFd, name: &str, mode: u32) -> Result<Self, WriteError> {
+        let path = dir.path().join(name);
+        let out = shmq::files::AtomicFile::create_in(dir, name, mode)
+            .map_err(|source| WriteError { path: path.clone(), source })?;
+        Ok(AtomicFile { path, out })
     }
 
     /// Flushes, fsyncs and renames the temporary file over the target (a
@@ -1204,26 +1238,20 @@ impl io::Write for AtomicFile {
     }
 }
 
-/// Writes `contents` to `path` atomically, safe in a directory others can
-/// write: a temporary file of this process's own (`.<name>.<pid>.<n>.tmp`,
-/// created with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0644), written, fsynced
-/// and renamed over `path` ([`AtomicFile`]). A file or symbolic link planted
-/// under any temporary name is refused, never written through; a link planted
-/// as `path` itself is replaced, its target untouched; on any error the
-/// temporary file is removed.
+/// Writes `contents` to `name` in `dir` atomically, safe in a directory
+/// others can write: a temporary file of this process's own
+/// ([`AtomicFile`]), written, fsynced and renamed over `name`. A file or
+/// symbolic link planted under any name is never written through; a link
+/// planted as `name` itself is replaced, its target untouched; on any error
+/// the temporary file is removed. Returns the file's path.
 ///
 /// # Errors
-/// The directory cannot be created, or the file cannot be created, written,
-/// synced or renamed.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
-    stream_atomic(path, |w| w.write_all(contents))
-}
-
-/// As [`write_atomic`], the contents streamed by `fill`.
-fn stream_atomic(path: &Path, fill: impl FnOnce(&mut AtomicFile) -> io::Result<()>) -> Result<(), WriteError> {
-    let mut f = AtomicFile::create(path)?;
-    fill(&mut f).map_err(|e| f.error(e))?;
-    f.commit()
+/// The file cannot be created, written, synced or renamed.
+pub fn write_atomic(dir: &DirFd, name: &str, contents: &[u8]) -> Result<PathBuf, WriteError> {
+    let mut f = AtomicFile::create(dir, name)?;
+    io::Write::write_all(&mut f, contents).map_err(|e| f.error(e))?;
+    let path = f.path.clone();
+    f.commit().map(|()| path)
 }
 
 /// Writes `table` as CSV to `csv` and JSON lines to `json`, as `formats` say,
@@ -1231,10 +1259,10 @@ fn stream_atomic(path: &Path, fill: impl FnOnce(&mut AtomicFile) -> io::Result<(
 /// sorted once; the first `top` rows of that order are copied into `kept`
 /// (left as it is when no file is written: nothing was sorted).
 fn write_table_files(
+    dir: &DirFd,
     table: &Aggregate,
     formats: Formats,
-    csv: &Path,
-    json: &Path,
+    (csv, json): (&str, &str),
     (top, kept): (usize, &mut Option<Vec<(Key, Counters)>>),
 ) -> Result<Vec<PathBuf>, WriteError> {
     if !formats.csv && !formats.json {
@@ -1244,23 +1272,22 @@ fn write_table_files(
     if top > 0 {
         *kept = Some(order.iter().take(top).map(|&(k, c)| (*k, *c)).collect());
     }
-    let mut csv_file = if formats.csv { Some(AtomicFile::create(csv)?) } else { None };
-    let mut json_file = if formats.json { Some(AtomicFile::create(json)?) } else { None };
+    let mut csv_file = if formats.csv { Some(AtomicFile::create(dir, csv)?) } else { None };
+    let mut json_file = if formats.json { Some(AtomicFile::create(dir, json)?) } else { None };
     let written = if order.len() >= BEHIND_ROWS {
         write_rows_behind(table, &order, csv_file.as_mut(), json_file.as_mut())
     } else {
         write_rows(table, &order, csv_file.as_mut(), json_file.as_mut())
     };
     if let Err((side, e)) = written {
-        let path = if side == Side::Csv { csv } else { json };
-        return Err(WriteError { path: path.to_path_buf(), source: e });
+        let name = if side == Side::Csv { csv } else { json };
+        return Err(WriteError { path: dir.path().join(name), source: e });
     }
     let mut written = Vec::new();
-    for (f, path) in [(csv_file, csv), (json_file, json)] {
-        if let Some(f) = f {
-            f.commit()?;
-            written.push(path.to_path_buf());
-        }
+    for f in [csv_file, json_file].into_iter().flatten() {
+        let path = f.path.clone();
+        f.commit()?;
+        written.push(path);
     }
     Ok(written)
 }
@@ -1273,12 +1300,12 @@ fn write_table_files(
 /// # Errors
 /// As [`write_atomic`].
 pub fn write_table(
-    dir: &Path,
+    dir: &DirFd,
     table: &Aggregate,
     formats: Formats,
     kept: (usize, &mut Option<Vec<(Key, Counters)>>),
 ) -> Result<Vec<PathBuf>, WriteError> {
-    write_table_files(table, formats, &dir.join("flows.csv"), &dir.join("flows.json"), kept)
+    write_table_files(dir, table, formats, ("flows.csv", "flows.json"), kept)
 }
 
 #[cfg(test)]
@@ -1888,9 +1915,11 @@ mod tests {
     #[test]
     fn atomic_write_leaves_no_tmp() {
         let dir = tempfile::tempdir().unwrap();
+        let out = DirFd::open(dir.path()).unwrap();
+        let sub = subdir(&out, "sub").unwrap();
         let p = dir.path().join("sub/flows.csv");
-        write_atomic(&p, b"x\n").unwrap();
-        write_atomic(&p, b"y\n").unwrap();
+        assert_eq!(write_atomic(&sub, "flows.csv", b"x\n").unwrap(), p);
+        write_atomic(&sub, "flows.csv", b"y\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "y\n");
         let names: Vec<_> =
             std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -1907,7 +1936,7 @@ mod tests {
         symlink(&victim, dir.path().join(".summary.json.tmp")).unwrap();
         symlink(&victim, dir.path().join("summary.json")).unwrap();
         let p = dir.path().join("summary.json");
-        write_atomic(&p, b"{}\n").unwrap();
+        write_atomic(&DirFd::open(dir.path()).unwrap(), "summary.json", b"{}\n").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         let meta = std::fs::symlink_metadata(&p).unwrap();
         assert!(meta.file_type().is_file(), "the link was replaced by a file");

@@ -36,6 +36,8 @@ use crate::sinks::{self, WriteError};
 pub struct Report<'a> {
     /// Settings in force.
     pub settings: &'a Settings,
+    /// The output directory (`settings.out_dir`), open since the start ([`check_out_dir`]).
+    pub out: &'a sinks::OutDir,
     /// The tables and totals.
     pub accounts: &'a Accounts,
     /// Per-queue intake counters (intake order).
@@ -129,17 +131,14 @@ impl Report<'_> {
     /// # Errors
     /// The first file that cannot be written.
     pub fn write_tables(&mut self) -> Result<Vec<PathBuf>, WriteError> {
-        let out = &self.settings.out_dir;
+        let out = self.out;
         let main = self.accounts.main_table();
         let mut files = sinks::write_table(out, main, self.settings.formats, (self.settings.top, &mut self.top_rows))?;
         files.extend(sinks::write_containers(out, self.accounts.containers(), self.settings.formats)?);
         for (q, table) in self.accounts.queue_tables() {
-            files.extend(sinks::write_table(
-                &out.join(format!("queue-{q}")),
-                table,
-                self.settings.formats,
-                (0, &mut None),
-            )?);
+            // Opened (or made) relative to the output directory's descriptor, never through a link.
+            let dir = sinks::subdir(out, &format!("queue-{q}"))?;
+            files.extend(sinks::write_table(&dir, table, self.settings.formats, (0, &mut None))?);
         }
         Ok(files)
     }
@@ -150,9 +149,8 @@ impl Report<'_> {
     /// # Errors
     /// `summary.json` cannot be written.
     pub fn write_summary(&self, mut files: Vec<PathBuf>) -> Result<Vec<PathBuf>, WriteError> {
-        let out = &self.settings.out_dir;
-        let summary_path = out.join("summary.json");
-        files.push(summary_path.clone());
+        let summary_path = self.out.path().join("summary.json");
+        files.push(summary_path);
         let tables = self.accounts.queue_tables();
         let queues = self
             .accounts
@@ -192,7 +190,7 @@ impl Report<'_> {
         };
         let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
         text.push('\n');
-        sinks::write_atomic(&summary_path, text.as_bytes())?;
+        sinks::write_atomic(self.out, "summary.json", text.as_bytes())?;
         Ok(files)
     }
 
@@ -358,46 +356,63 @@ pub enum OutDirError {
         /// ` (reason)` when the OS error says more than "not writable".
         detail: String,
     },
+    /// The directory, or one on the way to it, could be changed by another
+    /// user (`shmq::files::DirFd::open_trusted`'s line says which and the fix).
+    #[error("--out {path}: {source}")]
+    Unsafe {
+        /// As given.
+        path: PathBuf,
+        /// The refusal.
+        source: shmq::QueueError,
+    },
 }
 
-/// Checks at start that `dir` is a directory the app can write (created if
-/// absent, with its parents), so a bad `--out` fails before any record is
-/// consumed.
+/// Opens `dir` at start as the output directory the app writes everything
+/// into ([`sinks::OutDir`]), creating it when absent (with its parents,
+/// mode [`sinks::out_dir_mode`] whatever the umask), so a bad `--out` fails
+/// before any record is consumed.
+///
+/// The rule (`shmq::files::DirFd::open_trusted`): the directory and every
+/// directory on the way to it are owned by cj-app's user or root and
+/// writable by their group or others only when sticky (as `/tmp`), and a
+/// symbolic link on the way (`--out` itself too) is followed only when
+/// owned by cj-app's user or root. Why: cj-app runs as root, and whoever can
+/// change a directory on the way can swap a name for a link and send
+/// root's writes (and `remove_stale_temps`' removals) into any directory;
+/// a link of root's own in a directory only root can change is the
+/// operator's choice, so it is followed. After this, nothing depends on
+/// the path: every file is made relative to the descriptor.
 ///
 /// # Errors
-/// The path is not a directory, cannot be created, or no file can be created in it
-/// (`/proc`, a read-only mount, missing permission).
-pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
+/// The path is not a directory, cannot be created, fails the rule, or no file
+/// can be created in it (`/proc`, a read-only mount, missing permission).
+pub fn check_out_dir(dir: &Path) -> Result<sinks::OutDir, OutDirError> {
     let path = dir.to_path_buf();
-    match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => return Err(OutDirError::NotADirectory { path }),
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
-                OutDirError::NotADirectory { path: path.clone() }
-            }
-            _ => OutDirError::Create { path: path.clone(), source },
-        })?,
+    if path.as_os_str().is_empty() {
+        return Err(OutDirError::NotADirectory { path });
     }
-    // What a killed cj-app left mid-write (its temporary copies) goes first.
-    let stale = shmq::files::remove_stale_temps(dir);
+    let out =
+        shmq::files::DirFd::open_trusted(dir, Some(sinks::out_dir_mode()), &sinks::OUT_PURPOSE).map_err(
+            |e| match e {
+                shmq::QueueError::Unsafe { .. } => OutDirError::Unsafe { path: path.clone(), source: e },
+                shmq::QueueError::Io { cause, .. } => match cause.raw_os_error() {
+                    Some(nix::libc::ENOTDIR | nix::libc::EEXIST) => OutDirError::NotADirectory { path: path.clone() },
+                    _ => OutDirError::Create { path: path.clone(), source: cause },
+                },
+                other => OutDirError::Create { path: path.clone(), source: std::io::Error::other(other.to_string()) },
+            },
+        )?;
+    // What a killed cj-app left mid-write (its temporary copies) goes first,
+    // listed and removed in the directory just checked.
+    let stale = out.remove_stale_temps();
     if stale > 0 {
         station::cj_info!("cj-app: removed {stale} temporary file(s) a killed process left in {}", dir.display());
     }
-    // Created exclusively under a name of this process's own: a file or link
-    // planted in a shared directory is never written (or truncated) through.
-    // A leftover of that name (a dead process with our pid) is removed once
-    // (removing a link never touches its target).
-    let probe = dir.join(format!(".cj-app.{}.probe", std::process::id()));
-    let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&probe);
-    match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(&probe);
-            create()
-        }
-        other => other,
-    }
-    .map_err(|e| {
+    // A temporary file of this process's own (a random name, created
+    // exclusively relative to the descriptor, another name tried when one is
+    // taken), removed at once: a file or link planted in a shared directory
+    // is never written through, and names planted ahead cannot stop the start.
+    shmq::files::AtomicFile::create_in(&out, ".cj-app.probe", 0o600).map(drop).map_err(|e| {
         // procfs and sysfs answer ENOENT for a new name: that is "not writable" here.
         let detail = match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => String::new(),
@@ -405,8 +420,7 @@ pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
         };
         OutDirError::NotWritable { path, detail }
     })?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -422,6 +436,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         check_out_dir(&d.path().join("a/b")).unwrap();
         assert!(d.path().join("a/b").is_dir());
+        let e = check_out_dir(Path::new("")).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
         let file = d.path().join("f");
         std::fs::write(&file, "x").unwrap();
         let e = check_out_dir(&file).unwrap_err().to_string();
@@ -458,8 +474,10 @@ mod tests {
             source_errors: 0,
         };
         let intake = [IntakeStats { records: 2, ended: true, ..Default::default() }];
+        let dir = sinks::OutDir::open(out.path()).unwrap();
         let mut r = Report {
             settings: &settings,
+            out: &dir,
             accounts: &acc,
             intake: &intake,
             identity: &id,
@@ -516,8 +534,10 @@ mod tests {
             records_lost: 0,
             source_errors: 0,
         };
+        let dir = sinks::OutDir::open(out.path()).unwrap();
         let report = |divert| Report {
             settings: &settings,
+            out: &dir,
             accounts: &acc,
             intake: &[],
             identity: &id,

@@ -55,8 +55,8 @@ use std::ffi::OsString;
 use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::QueueError;
@@ -183,26 +183,96 @@ fn refuse_by_name(path: &Path, want_dir: bool) -> Option<QueueError> {
     })
 }
 
+/// How [`judge_dir`] judges a directory.
+#[derive(Clone, Copy, Debug)]
+enum DirRule<'a> {
+    /// The queue directory: its owner is this process's user or root, and
+    /// others may not write it at all (its group may: that is `CJ_GROUP`,
+    /// checked by [`check_group`]).
+    Queue,
+    /// A directory the station writes in or passes through (`CJ_SHM_DIR` and
+    /// the directories above it, the app's `--out` and the directories above
+    /// and below it): its owner is this process's user or root, and its group
+    /// and others may write it only when it is sticky (as `/tmp` and
+    /// `/dev/shm` are), because then nobody but root and an entry's owner can
+    /// rename or remove that entry: nobody else can swap a name the station
+    /// made or passes through for a link to another place.
+    Path(&'a Purpose<'a>),
+}
+
+/// What a trusted path leads to, for [`DirFd::open_trusted`]'s messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Purpose<'a> {
+    /// The directory at the end, as an operator knows it (`"output directory"`).
+    pub what: &'a str,
+    /// The other way out, ending the fix (`"or choose an --out only root or cj-app's user can change"`).
+    pub choose: &'a str,
+}
+
+/// Judges a directory open as `meta` by `rule`: one [`QueueError::Unsafe`]
+/// line naming what is wrong and the fix, or `Ok`.
+fn judge_dir(dir: &Path, meta: &Metadata, what: &str, rule: DirRule<'_>) -> Result<(), QueueError> {
+    let me = euid();
+    match rule {
+        DirRule::Queue => {
+            if !owned_by_us_or_root(meta) {
+                return Err(refuse(
+                    dir,
+                    meta,
+                    format!("{what} owned by uid {}, neither this process's user (uid {me}) nor root", meta.uid()),
+                    format!("remove it (the station creates it, mode 0770) or chown it to uid {me}"),
+                ));
+            }
+            if meta.mode() & 0o002 != 0 {
+                return Err(refuse(
+                    dir,
+                    meta,
+                    format!("{what} writable by every user"),
+                    format!("run chmod o-rwx {} (the station's mode is 0770) or remove it", dir.display()),
+                ));
+            }
+            check_group(dir, meta, what)
+        }
+        DirRule::Path(purpose) => {
+            if !owned_by_us_or_root(meta) {
+                return Err(refuse(
+                    dir,
+                    meta,
+                    format!(
+                        "{what} owned by uid {}, neither this process's user (uid {me}) nor root, so that user could \
+                         put a link to another place in it",
+                        meta.uid()
+                    ),
+                    format!("chown it to uid {me} (or root), {}", purpose.choose),
+                ));
+            }
+            let mode = meta.mode();
+            let writers = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+                _ if mode & 0o1000 != 0 => None,
+                (true, true) => Some("its group and every user"),
+                (true, false) => Some("its group"),
+                (false, true) => Some("every user"),
+                (false, false) => None,
+            };
+            match writers {
+                Some(who) => Err(refuse(
+                    dir,
+                    meta,
+                    format!(
+                        "{what} writable by {who} without the sticky bit, so they could rename what is in it and \
+                         put a link in its place"
+                    ),
+                    format!("run chmod go-w {} (or chmod +t, as /tmp is), {}", dir.display(), purpose.choose),
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 /// Checks the owner and mode of the queue directory open as `meta`.
 fn check_dir_meta(dir: &Path, meta: &Metadata) -> Result<(), QueueError> {
-    let me = euid();
-    if !owned_by_us_or_root(meta) {
-        return Err(refuse(
-            dir,
-            meta,
-            format!("queue directory owned by uid {}, neither this process's user (uid {me}) nor root", meta.uid()),
-            format!("remove it (the station creates it, mode 0770) or chown it to uid {me}"),
-        ));
-    }
-    if meta.mode() & 0o002 != 0 {
-        return Err(refuse(
-            dir,
-            meta,
-            "queue directory writable by every user".into(),
-            format!("run chmod o-rwx {} (the station's mode is 0770) or remove it", dir.display()),
-        ));
-    }
-    check_group(dir, meta, "queue directory")
+    judge_dir(dir, meta, "queue directory", DirRule::Queue)
 }
 
 fn open_dir(dir: &Path) -> Result<File, QueueError> {
@@ -217,6 +287,12 @@ fn open_dir(dir: &Path) -> Result<File, QueueError> {
             _ => QueueError::io(dir, "open directory", e),
         })
 }
+
+/// What [`prepare_dir`] says of `CJ_SHM_DIR` and the directories above it.
+const SHM_PURPOSE: Purpose<'static> = Purpose {
+    what: "CJ_SHM_DIR (the directory that holds the queue directory)",
+    choose: "or set CJ_SHM_DIR to a directory only root or this user can change (/dev/shm is one)",
+};
 
 /// Creates the queue directory `dir` (and missing parents) with mode 0770, or
 /// checks the one that is already there: a real directory, not a symbolic
@@ -236,23 +312,12 @@ pub fn prepare_dir(dir: &Path) -> Result<(), QueueError> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
-        let missing: Vec<&Path> = parent.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(parent)
-            .map_err(|e| QueueError::io(parent, "create directory", e))?;
-        if group().is_some() {
-            // Group members must be able to pass through the parents this call made
-            // (best effort: a parent another process made meanwhile is left as it is).
-            for p in missing {
-                let Ok(fd) = open_dir(p) else { continue };
-                if fd.metadata().is_ok_and(|m| m.uid() == euid()) && apply_group(&fd, p).is_ok() {
-                    let _ = fd.set_permissions(Permissions::from_mode(DIR_MODE));
-                }
-            }
-        }
+    // CJ_SHM_DIR and every directory above it (missing ones are created,
+    // mode 0770): only root and this user may be able to change them, so that
+    // nobody else can swap the queue directory's name for a link to another
+    // place after the checks below (the queue files are opened by name).
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirFd::open_trusted(parent, Some(DIR_MODE), &SHM_PURPOSE)?;
     }
     let created = match DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => true,
@@ -279,6 +344,9 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), QueueError> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirFd::open_trusted(parent, None, &SHM_PURPOSE)?;
+    }
     let fd = open_dir(dir)?;
     let meta = fd.metadata().map_err(|e| QueueError::io(dir, "stat", e))?;
     check_dir_meta(dir, &meta)
@@ -288,18 +356,30 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), QueueError> {
 /// link or blocking, checks it on the descriptor (see the module docs), and
 /// returns it with its size.
 pub fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(access == Access::Write)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
+    open_checked_in(None, path, path, access, FILE_MODE)
+}
+
+/// As [`open_checked`], for `name` in `dir` (`None`: as a path), shown as
+/// `shown` in messages, whose fix names `mode` as the station's mode of it.
+fn open_checked_in(
+    dir: Option<&DirFd>,
+    name: &Path,
+    shown: &Path,
+    access: Access,
+    mode: u32,
+) -> Result<(File, u64), QueueError> {
+    use nix::fcntl::OFlag;
+    let rw = if access == Access::Write { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+    let flags = rw | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let file =
+        open_at(dir.map(AsRawFd::as_raw_fd), name, flags, 0).map(File::from).map_err(|e| match e.raw_os_error() {
             // ELOOP: a symbolic link; ENXIO: a socket (or a FIFO opened for writing).
             Some(libc::ELOOP | libc::ENXIO | libc::EOPNOTSUPP) => {
-                refuse_by_name(path, false).unwrap_or_else(|| QueueError::io(path, "open", e))
+                refuse_by_name(shown, false).unwrap_or_else(|| QueueError::io(shown, "open", e))
             }
-            _ => QueueError::io(path, "open", e),
+            _ => QueueError::io(shown, "open", e),
         })?;
+    let path = shown;
     let meta = file.metadata().map_err(|e| QueueError::io(path, "stat", e))?;
     if !meta.file_type().is_file() {
         return Err(refuse(path, &meta, format!("{}, not a regular file", type_word(&meta)), "remove it".into()));
@@ -310,7 +390,7 @@ pub fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueErr
             path,
             &meta,
             format!("owned by uid {}, neither this process's user (uid {me}) nor root", meta.uid()),
-            "remove it (the station recreates it, mode 0660)".into(),
+            format!("remove it (the station recreates it, mode {mode:04o})"),
         ));
     }
     if meta.mode() & 0o007 != 0 {
@@ -318,11 +398,331 @@ pub fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueErr
             path,
             &meta,
             "open to every user (permission bits for others are set)".into(),
-            format!("run chmod o-rwx {} (the station's mode is 0660) or remove it", path.display()),
+            format!("run chmod o-rwx {} (the station's mode is {mode:04o}) or remove it", path.display()),
         ));
     }
     check_group(path, &meta, "file")?;
     Ok((file, meta.len()))
+}
+
+/// `openat(dir, name, flags | O_CLOEXEC, mode)` (`dir` `None`: the current
+/// directory, so `name` may be any path).
+fn open_at(dir: Option<RawFd>, name: &Path, flags: nix::fcntl::OFlag, mode: u32) -> io::Result<OwnedFd> {
+    let mode = nix::sys::stat::Mode::from_bits_truncate(mode);
+    let fd = nix::fcntl::openat(dir, name, flags | nix::fcntl::OFlag::O_CLOEXEC, mode)?;
+    // SAFETY: openat just returned this descriptor, open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A directory held open as a descriptor: the files a process makes in it
+/// are created, renamed and removed relative to the descriptor
+/// (`openat`/`renameat`/`unlinkat`), never by a path that could lead
+/// elsewhere once the directory's name or a parent is swapped for a link.
+#[derive(Debug)]
+pub struct DirFd {
+    fd: OwnedFd,
+    /// The path it was opened by, for messages.
+    path: PathBuf,
+}
+
+/// Symbolic links [`DirFd::open_trusted`] follows at most (the kernel's own limit).
+const MAX_LINKS: u32 = 40;
+
+impl DirFd {
+    /// Opens the directory at `path`, following symbolic links: for a
+    /// directory the caller trusts as a path ([`write_atomic`]'s callers).
+    ///
+    /// # Errors
+    /// It cannot be opened as a directory.
+    pub fn open(path: &Path) -> io::Result<DirFd> {
+        let shown = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+        let fd = open_at(None, shown, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY, 0)?;
+        Ok(DirFd { fd, path: path.to_path_buf() })
+    }
+
+    /// Opens the directory at `path` by a walk from `/` (a relative `path`
+    /// from the current directory's absolute path) that trusts nothing it
+    /// finds: every directory on the way and at the end must be owned by
+    /// this process's user or root and writable by its group or others only
+    /// when sticky ([`judge_dir`]: `/`, `/tmp` and `/dev/shm` pass), and a
+    /// symbolic link on the way is followed only when owned by this user or
+    /// root (the directory holding it passed already, so nobody else can
+    /// replace it), its target walked and judged the same way. Every step is
+    /// `openat(O_PATH | O_NOFOLLOW)` on the directory before and `fstat`ed,
+    /// so what is judged is what is used.
+    ///
+    /// With `create` (a mode), missing directories are made with that mode
+    /// whatever the umask (`mkdirat`, then `fchmod`) and, with a readers'
+    /// group set ([`set_group`]), that group.
+    ///
+    /// # Errors
+    /// [`QueueError::Unsafe`] for a directory or link that fails the checks
+    /// (one line with the path, owner, mode and fix); [`QueueError::Io`]
+    /// for one that cannot be opened or made (`ENOTDIR`: a component is not
+    /// a directory).
+    pub fn open_trusted(path: &Path, create: Option<u32>, purpose: &Purpose<'_>) -> Result<DirFd, QueueError> {
+        use nix::fcntl::OFlag;
+        use std::collections::VecDeque;
+        use std::path::Component;
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().map_err(|e| QueueError::io(path, "find the current directory", e))?.join(path)
+        };
+        let parts = |p: &Path| -> Vec<OsString> {
+            p.components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n.to_os_string()),
+                    Component::ParentDir => Some(OsString::from("..")),
+                    _ => None,
+                })
+                .collect()
+        };
+        let ancestor = format!("directory on the way to the {}", purpose.what);
+        let root = PathBuf::from("/");
+        let open_root = || -> Result<(File, PathBuf), QueueError> {
+            let fd = open_at(None, &root, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+                .map_err(|e| QueueError::io(&root, "open directory", e))?;
+            Ok((File::from(fd), root.clone()))
+        };
+        let judge = |f: &File, shown: &Path, last: bool| -> Result<(), QueueError> {
+            let meta = f.metadata().map_err(|e| QueueError::io(shown, "stat", e))?;
+            let what = if last { purpose.what } else { ancestor.as_str() };
+            judge_dir(shown, &meta, what, DirRule::Path(purpose))
+        };
+        let mut todo: VecDeque<OsString> = parts(&abs).into();
+        let mut stack = vec![open_root()?];
+        judge(&stack[0].0, &root, todo.is_empty())?;
+        let mut links = 0;
+        while let Some(name) = todo.pop_front() {
+            if name == ".." {
+                // The parent of a directory this walk entered: judged on the way in.
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            let (cur, cur_path) = stack.last().map(|(f, p)| (f, p.clone())).unwrap_or_else(|| unreachable!());
+            let shown = cur_path.join(&name);
+            let cur_fd = cur.as_raw_fd();
+            let step = |made: bool| -> io::Result<File> {
+                let flags = if made { OFlag::O_RDONLY | OFlag::O_DIRECTORY } else { OFlag::O_PATH };
+                open_at(Some(cur_fd), Path::new(&name), flags | OFlag::O_NOFOLLOW, 0).map(File::from)
+            };
+            let file = match (step(false), create) {
+                (Ok(f), _) => f,
+                (Err(e), Some(mode)) if e.kind() == io::ErrorKind::NotFound => {
+                    match nix::sys::stat::mkdirat(
+                        Some(cur_fd),
+                        Path::new(&name),
+                        nix::sys::stat::Mode::from_bits_truncate(mode),
+                    ) {
+                        Ok(()) => {
+                            // Ours: the mode whatever the umask, and the readers' group.
+                            let f = step(true).map_err(|e| QueueError::io(&shown, "open directory", e))?;
+                            apply_group(&f, &shown)?;
+                            f.set_permissions(Permissions::from_mode(mode))
+                                .map_err(|e| QueueError::io(&shown, "chmod", e))?;
+                            f
+                        }
+                        // Made meanwhile by someone else: judged as found.
+                        Err(nix::errno::Errno::EEXIST) => {
+                            step(false).map_err(|e| QueueError::io(&shown, "open directory", e))?
+                        }
+                        Err(e) => return Err(QueueError::io(&shown, "create directory", e.into())),
+                    }
+                }
+                (Err(e), _) => return Err(QueueError::io(&shown, "open directory", e)),
+            };
+            let meta = file.metadata().map_err(|e| QueueError::io(&shown, "stat", e))?;
+            let t = meta.file_type();
+            if t.is_dir() {
+                judge(&file, &shown, todo.is_empty())?;
+                stack.push((file, shown));
+            } else if t.is_symlink() {
+                if !owned_by_us_or_root(&meta) {
+                    return Err(refuse(
+                        &shown,
+                        &meta,
+                        format!(
+                            "a symbolic link owned by uid {}, neither this process's user (uid {}) nor root, on \
+                             the way to the {}",
+                            meta.uid(),
+                            euid(),
+                            purpose.what
+                        ),
+                        format!("remove it or name the directory it leads to, {}", purpose.choose),
+                    ));
+                }
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(QueueError::io(&shown, "open directory", io::Error::from_raw_os_error(libc::ELOOP)));
+                }
+                let target = nix::fcntl::readlinkat(Some(file.as_raw_fd()), "")
+                    .map_err(|e| QueueError::io(&shown, "read link", e.into()))?;
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                for part in parts(&target).into_iter().rev() {
+                    todo.push_front(part);
+                }
+                if todo.is_empty() {
+                    // A link to "/" (or to "."): the directory it names ends the walk.
+                    let (f, p) = stack.last().unwrap_or_else(|| unreachable!());
+                    judge(f, p, true)?;
+                }
+            } else {
+                return Err(QueueError::io(&shown, "open directory", io::Error::from_raw_os_error(libc::ENOTDIR)));
+            }
+        }
+        let (last, last_path) = stack.pop().unwrap_or_else(|| unreachable!());
+        // A descriptor that can list and write (an O_PATH one cannot).
+        let fd = open_at(Some(last.as_raw_fd()), Path::new("."), OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+            .map_err(|e| QueueError::io(&last_path, "open directory", e))?;
+        Ok(DirFd { fd, path: path.to_path_buf() })
+    }
+
+    /// The path it was opened by (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the directory `name` in this one without following a link
+    /// (`O_NOFOLLOW | O_DIRECTORY`), making it when absent with `mode`
+    /// whatever the umask (and the readers' group, if one is set), and
+    /// judges it as [`DirFd::open_trusted`] does.
+    ///
+    /// # Errors
+    /// It is a link or not a directory, fails the checks, or cannot be made.
+    pub fn subdir(&self, name: &str, mode: u32, purpose: &Purpose<'_>) -> Result<DirFd, QueueError> {
+        use nix::fcntl::OFlag;
+        let shown = self.path.join(name);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let open = || open_at(Some(self.fd.as_raw_fd()), Path::new(name), flags, 0).map(File::from);
+        let refused = |e: io::Error| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => {
+                refuse_by_name(&shown, true).unwrap_or_else(|| QueueError::io(&shown, "open directory", e))
+            }
+            _ => QueueError::io(&shown, "open directory", e),
+        };
+        let file = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match nix::sys::stat::mkdirat(
+                    Some(self.fd.as_raw_fd()),
+                    name,
+                    nix::sys::stat::Mode::from_bits_truncate(mode),
+                ) {
+                    Ok(()) => {
+                        let f = open().map_err(refused)?;
+                        apply_group(&f, &shown)?;
+                        f.set_permissions(Permissions::from_mode(mode))
+                            .map_err(|e| QueueError::io(&shown, "chmod", e))?;
+                        f
+                    }
+                    Err(nix::errno::Errno::EEXIST) => open().map_err(refused)?,
+                    Err(e) => return Err(QueueError::io(&shown, "create directory", e.into())),
+                }
+            }
+            Err(e) => return Err(refused(e)),
+        };
+        let meta = file.metadata().map_err(|e| QueueError::io(&shown, "stat", e))?;
+        judge_dir(&shown, &meta, purpose.what, DirRule::Path(purpose))?;
+        Ok(DirFd { fd: OwnedFd::from(file), path: shown })
+    }
+
+    /// [`open_checked`] for the file `name` in this directory, of the
+    /// station's mode `mode` (named in the fix of a refusal).
+    ///
+    /// # Errors
+    /// As [`open_checked`].
+    pub fn open_checked(&self, name: &str, access: Access, mode: u32) -> Result<(File, u64), QueueError> {
+        open_checked_in(Some(self), Path::new(name), &self.path.join(name), access, mode)
+    }
+
+    /// Whether `name` exists in this directory (as anything, a link not followed).
+    pub fn exists(&self, name: &str) -> io::Result<bool> {
+        match nix::sys::stat::fstatat(Some(self.fd.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the name `name` from this directory (`unlinkat`: a link is
+    /// removed, never its target).
+    ///
+    /// # Errors
+    /// As `unlinkat(2)` (`NotFound` when absent).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        nix::unistd::unlinkat(Some(self.fd.as_raw_fd()), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(io::Error::from)
+    }
+
+    /// A second descriptor of the same directory.
+    ///
+    /// # Errors
+    /// Out of descriptors.
+    pub fn try_clone(&self) -> io::Result<DirFd> {
+        Ok(DirFd { fd: self.fd.try_clone()?, path: self.path.clone() })
+    }
+
+    /// Removes the temporary files (`.<name>.<pid>.<n>.tmp`, [`temp_name`])
+    /// that a killed process left in this directory: regular files owned by
+    /// this process's user whose pid no longer runs. A process killed while it
+    /// wrote a file leaves its temporary copy behind, and nothing else ever
+    /// removes it (a copy of flows.json can be hundreds of MB). Files of other
+    /// users, links, and the files of a process that runs are left alone.
+    /// Listed, checked and removed relative to the descriptor. Returns how
+    /// many were removed. Not for a directory that a process of another PID
+    /// namespace writes in too (its pid means nothing here).
+    pub fn remove_stale_temps(&self) -> usize {
+        use nix::fcntl::{AtFlags, OFlag};
+        let Ok(mut list) = nix::dir::Dir::openat(
+            Some(self.fd.as_raw_fd()),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            return 0;
+        };
+        let names: Vec<std::ffi::CString> = list.iter().flatten().map(|e| e.file_name().to_owned()).collect();
+        let me = euid();
+        let mut removed = 0;
+        for name in names {
+            let Some(pid) = name.to_str().ok().and_then(temp_pid) else { continue };
+            // A link is not followed (and not removed).
+            let Ok(st) =
+                nix::sys::stat::fstatat(Some(self.fd.as_raw_fd()), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+            if !regular || st.st_uid != me || pid <= 0 {
+                continue;
+            }
+            let gone =
+                matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+            if gone
+                && nix::unistd::unlinkat(
+                    Some(self.fd.as_raw_fd()),
+                    name.as_c_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                )
+                .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+impl AsRawFd for DirFd {
+    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 /// Creates a new file exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`) with
@@ -332,14 +732,12 @@ pub fn open_checked(path: &Path, access: Access) -> Result<(File, u64), QueueErr
 /// is set ([`set_group`]); files of other modes (`sources`, `inventory`, the
 /// app's outputs, 0644) keep the creator's group, or the directory's when it is
 /// set-group-ID.
-pub(crate) fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
+/// `name` is relative to the directory `dir` (`None`: the current directory,
+/// so `name` may be any path).
+fn create_exclusive_at(dir: Option<RawFd>, name: &Path, mode: u32) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+    let file = File::from(open_at(dir, name, flags, mode)?);
     let gid = group().filter(|_| mode == FILE_MODE);
     let grouped = gid.map_or(Ok(()), |gid| {
         nix::unistd::fchown(file.as_raw_fd(), None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
@@ -354,10 +752,34 @@ pub(crate) fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
     });
     // The mode after fchown, which may clear set-id bits.
     if let Err(e) = grouped.and_then(|()| file.set_permissions(Permissions::from_mode(mode))) {
-        let _ = std::fs::remove_file(path);
+        let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
     Ok(file)
+}
+
+/// How many names [`create_temp`] tries before it gives up: each is taken
+/// only by a leftover or, against odds of one in 2^64, by someone who
+/// guessed it, so a few always suffice; the bound keeps a broken file system
+/// from looping.
+const TEMP_TRIES: u32 = 16;
+
+/// Creates a temporary file for `target` (a path, or a name in `dir`)
+/// exclusively ([`create_exclusive_at`]) under a new [`temp_name`], trying
+/// another name when one is taken (`EEXIST`: a leftover or a planted file or
+/// link, never written through) up to [`TEMP_TRIES`] times; returns the file
+/// and its name (in `dir`, or beside `target`).
+pub(crate) fn create_temp(dir: Option<RawFd>, target: &Path, mode: u32) -> io::Result<(File, PathBuf)> {
+    let mut last = None;
+    for _ in 0..TEMP_TRIES {
+        let tmp = target.with_file_name(temp_name(target.file_name().unwrap_or_default()));
+        match create_exclusive_at(dir, &tmp, mode) {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::AlreadyExists.into()))
 }
 
 /// This machine's physical memory in bytes (`_SC_PHYS_PAGES * _SC_PAGESIZE`),
@@ -371,58 +793,45 @@ pub(crate) fn physical_memory() -> Option<u64> {
     pages.checked_mul(page).filter(|&b| b > 0)
 }
 
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// The `n` of the next temporary name (tests plant files under it).
-#[cfg(test)]
-pub(crate) fn next_temp_seq() -> u64 {
-    TMP_SEQ.load(Ordering::Relaxed)
+/// 64 unpredictable bits (`getrandom(2)`); should the kernel not answer, a
+/// mix of the time, the pid and a counter (then only unique: [`create_temp`]
+/// still never writes through a planted name, and tries another).
+fn random_u64() -> u64 {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let mut b = [0u8; 8];
+    // SAFETY: the buffer is 8 writable bytes that outlive the call; the kernel writes at most 8.
+    let got = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if got == 8 {
+        return u64::from_ne_bytes(b);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    now ^ (u64::from(std::process::id()) << 32) ^ FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
 }
 
-/// `.<name>.<pid>.<n>.tmp` beside `path`: a name no other process uses.
-pub(crate) fn temp_name(path: &Path) -> std::path::PathBuf {
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.{}.tmp", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)));
-    path.with_file_name(name)
+/// `.<name>.<pid>.<r>.tmp`: `r` is 16 random hex digits, so no other user can
+/// know the name ahead and plant a file or link under it; the pid lets
+/// [`DirFd::remove_stale_temps`] find the leftovers of dead processes.
+pub(crate) fn temp_name(name: &std::ffi::OsStr) -> OsString {
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.{:016x}.tmp", std::process::id(), random_u64()));
+    tmp
 }
 
-/// The pid in a temporary name of [`temp_name`]'s form (`.<name>.<pid>.<n>.tmp`).
+/// The pid in a temporary name of [`temp_name`]'s form (`.<name>.<pid>.<r>.tmp`,
+/// `r` hex digits; the decimal counters of earlier versions are hex digits too).
 fn temp_pid(name: &str) -> Option<i32> {
     let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
     let mut fields = inner.rsplitn(3, '.');
     let (n, pid, file) = (fields.next()?, fields.next()?, fields.next()?);
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    (digits(n) && digits(pid) && !file.is_empty()).then(|| pid.parse().ok()).flatten()
+    let hex = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(n) && digits(pid) && !file.is_empty()).then(|| pid.parse().ok()).flatten()
 }
 
-/// Removes the temporary files (`.<name>.<pid>.<n>.tmp`, [`temp_name`]) that
-/// a killed process left in `dir`: regular files owned by this process's
-/// user whose pid no longer runs. A process killed while it wrote a file
-/// leaves its temporary copy behind, and nothing else ever removes it (a
-/// copy of flows.json can be hundreds of MB). Files of other users, links,
-/// and the files of a process that runs are left alone. Returns how many
-/// were removed. Not for a directory that a process of another PID
-/// namespace writes in too (its pid means nothing here).
+/// [`DirFd::remove_stale_temps`] of the directory at `dir` (0 when it cannot be opened).
 pub fn remove_stale_temps(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let me = euid();
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(temp_pid) else { continue };
-        // symlink_metadata: a link is not followed (and not removed).
-        let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
-        if !m.file_type().is_file() || m.uid() != me || pid <= 0 {
-            continue;
-        }
-        let gone =
-            matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
-        if gone && std::fs::remove_file(e.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+    DirFd::open(dir).map_or(0, |d| d.remove_stale_temps())
 }
 
 /// Replaces `path` with `contents` atomically and safely in a directory others
@@ -471,9 +880,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// written directly is not in the page cache afterwards.
 #[derive(Debug)]
 pub struct AtomicFile {
-    path: std::path::PathBuf,
-    /// Empty once renamed (nothing for drop to remove).
-    tmp: std::path::PathBuf,
+    /// The directory of both names (the temporary one and the target).
+    dir: DirFd,
+    /// The target's name in `dir`.
+    name: PathBuf,
+    /// The target as a path, for messages.
+    path: PathBuf,
+    /// The temporary file's name in `dir`; empty once renamed (nothing for drop to remove).
+    tmp: PathBuf,
     out: Option<io::BufWriter<File>>,
     /// Bytes handed to the writer so far (written or buffered).
     len: u64,
@@ -519,14 +933,34 @@ impl AtomicFile {
         Self::create_buffered(path, mode, Self::BUFFER)
     }
 
+    /// Creates the temporary file for `name` in the directory `dir` (open
+    /// as a descriptor: the temporary file is created, renamed and removed
+    /// relative to it, whatever happens to the directory's name meanwhile),
+    /// as [`AtomicFile::create`] does.
+    ///
+    /// # Errors
+    /// As [`AtomicFile::create`].
+    pub fn create_in(dir: &DirFd, name: &str, mode: u32) -> io::Result<Self> {
+        let shown = dir.path().join(name);
+        Self::create_at(dir.try_clone()?, Path::new(name), shown, mode, Self::BUFFER)
+    }
+
     /// As [`AtomicFile::create`], with a buffer of `capacity` bytes (0: every
     /// write goes to the file as it comes, for a caller that writes whole).
     fn create_buffered(path: &Path, mode: u32, capacity: usize) -> io::Result<Self> {
-        let tmp = temp_name(path);
-        let file = create_exclusive(&tmp, mode)?;
+        let dir = DirFd::open(path.parent().unwrap_or(Path::new("")))?;
+        let name = Path::new(path.file_name().ok_or(io::ErrorKind::InvalidInput)?);
+        Self::create_at(dir, name, path.to_path_buf(), mode, capacity)
+    }
+
+    /// The temporary file for `name` in `dir` ([`create_temp`]).
+    fn create_at(dir: DirFd, name: &Path, path: PathBuf, mode: u32, capacity: usize) -> io::Result<Self> {
+        let (file, tmp) = create_temp(Some(dir.as_raw_fd()), name, mode)?;
         // From here on, drop removes the temporary file.
         let mut this = AtomicFile {
-            path: path.to_path_buf(),
+            dir,
+            name: name.to_path_buf(),
+            path,
             tmp,
             out: None,
             len: 0,
@@ -538,6 +972,11 @@ impl AtomicFile {
         };
         this.out = Some(io::BufWriter::with_capacity(capacity, file));
         Ok(this)
+    }
+
+    /// The target as a path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Allocates the file's blocks ahead of bytes about to be written past
@@ -675,8 +1114,9 @@ impl AtomicFile {
         if sync {
             file.sync_all()?;
         }
-        std::fs::rename(&self.tmp, &self.path)?;
-        self.tmp = std::path::PathBuf::new();
+        let dir = Some(self.dir.as_raw_fd());
+        nix::fcntl::renameat(dir, self.tmp.as_path(), dir, self.name.as_path())?;
+        self.tmp = PathBuf::new();
         Ok(file)
     }
 
@@ -808,7 +1248,11 @@ impl Drop for AtomicFile {
             if let Some(out) = self.out.take() {
                 drop(out.into_parts());
             }
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = nix::unistd::unlinkat(
+                Some(self.dir.as_raw_fd()),
+                self.tmp.as_path(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
     }
 }

@@ -435,20 +435,29 @@ fn a_streamed_file_dropped_without_commit_leaves_nothing() {
 }
 
 #[test]
-fn a_streamed_file_refuses_a_link_planted_under_its_temporary_name() {
+fn a_streamed_file_is_written_whatever_links_are_planted_under_guessable_temporary_names() {
     let d = tempfile::tempdir().unwrap();
     let victim = d.path().join("victim");
     fs::write(&victim, "keep").unwrap();
-    // Links under the next temporary names this process will use (other
-    // tests running meanwhile take a few of them).
-    let first = crate::files::next_temp_seq();
-    for n in first..first + 256 {
+    // Links under every name of the earlier, counted form this process could use.
+    for n in 0..256 {
         std::os::unix::fs::symlink(&victim, d.path().join(format!(".out.{}.{n}.tmp", std::process::id()))).unwrap();
     }
-    let e = AtomicFile::create(&d.path().join("out"), 0o644).unwrap_err();
-    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+    let mut f = AtomicFile::create(&d.path().join("out"), 0o644).unwrap();
+    std::io::Write::write_all(&mut f, b"new").unwrap();
+    f.commit(false).unwrap();
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
-    assert!(!d.path().join("out").exists());
+    assert_eq!(fs::read_to_string(d.path().join("out")).unwrap(), "new");
+    assert_eq!(fs::read_dir(d.path()).unwrap().count(), 258, "the links, the victim and the file, nothing else");
+}
+
+#[test]
+fn a_temporary_name_is_new_each_time_and_unpredictable() {
+    let names: std::collections::HashSet<_> = (0..1000).map(|_| crate::files::temp_name("out".as_ref())).collect();
+    assert_eq!(names.len(), 1000);
+    let one = crate::files::temp_name("out".as_ref()).into_string().unwrap();
+    let r = one.strip_suffix(".tmp").unwrap().rsplit('.').next().unwrap();
+    assert_eq!(r.len(), 16, "{one}");
 }
 
 #[test]

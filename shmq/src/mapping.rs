@@ -5,8 +5,9 @@
 //!   least as long as the file was when mapped, and unmapped exactly once on drop.
 //! - [`create_atomically`] never lets another process see a partially written
 //!   file under the final name: the file is sized and initialised under a
-//!   private temporary name (`.<name>.<pid>.<n>.tmp`, created with `O_EXCL |
-//!   O_NOFOLLOW`, so nothing planted is written through) and then hard-linked to the
+//!   private temporary name (`.<name>.<pid>.<r>.tmp`, `r` random, created with `O_EXCL |
+//!   O_NOFOLLOW`, so nothing planted is written through, and another name
+//!   tried when one is taken) and then hard-linked to the
 //!   final name, which fails if the name exists (`EEXIST`: another process won
 //!   the race, and its file is complete). Where hard links are not supported,
 //!   `renameat2(RENAME_NOREPLACE)` gives the same guarantee.
@@ -176,17 +177,10 @@ impl Drop for TempGuard<'_> {
 /// writable mapping, so that other processes see it only when complete. The
 /// file is sparse: only the pages `init` writes cost memory.
 pub(crate) fn create_atomically(path: &Path, len: usize, init: impl FnOnce(&Mapping)) -> Result<Created, QueueError> {
-    let tmp = files::temp_name(path);
-    let file = match files::create_exclusive(&tmp, FILE_MODE) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Left over from a dead process that had our pid (only the directory's
-            // owner and group can create names in it); it is not in use.
-            let _ = fs::remove_file(&tmp);
-            files::create_exclusive(&tmp, FILE_MODE)
-        }
-        other => other,
-    }
-    .map_err(|e| QueueError::io(&tmp, "create", e))?;
+    // A name of its own, tried again under another name if taken (a
+    // leftover, or a name a member of the directory's group made): nothing
+    // planted is removed or written through.
+    let (file, tmp) = files::create_temp(None, path, FILE_MODE).map_err(|e| QueueError::io(path, "create", e))?;
     let _guard = TempGuard(&tmp);
     file.set_len(len as u64).map_err(|e| QueueError::io(&tmp, "size", e))?;
     {
