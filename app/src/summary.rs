@@ -452,6 +452,51 @@ mod tests {
     }
 
     #[test]
+    fn names_planted_under_the_probes_earlier_name_do_not_stop_the_start() {
+        let d = tempfile::tempdir().unwrap();
+        // The probe's name of earlier versions, for this pid, as a directory (unremovable by remove_file).
+        std::fs::create_dir(d.path().join(format!(".cj-app.{}.probe", std::process::id()))).unwrap();
+        check_out_dir(d.path()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "the probe leaves nothing: {left:?}");
+    }
+
+    #[test]
+    fn an_output_directory_made_by_the_app_has_its_mode_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+        let made = check_out_dir(&d.path().join("a/b"));
+        nix::sys::stat::umask(old);
+        made.unwrap();
+        for p in [d.path().join("a"), d.path().join("a/b")] {
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o755, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn an_output_directory_others_may_write_without_the_sticky_bit_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_out_dir(&out).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "--out {}: refusing {}: output directory writable by",
+                out.display(),
+                out.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("without the sticky bit") && e.contains("chmod go-w"), "{e}");
+        // Sticky, as /tmp: others cannot rename what the app makes there.
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_out_dir(&out).unwrap();
+    }
+
+    #[test]
     fn summary_text_has_totals_identity_and_aligned_top() {
         let out = tempfile::tempdir().unwrap();
         let settings = Settings { top: 2, out_dir: out.path().to_path_buf(), ..Settings::default() };

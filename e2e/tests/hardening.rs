@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use e2e::{run_pipeline, wait_all, Cluster};
 
+#[path = "support/truth.rs"]
+mod sim_truth;
+
 /// A small finite source: 100 frames fit in one 4096-slot queue, so a
 /// balancer alone finishes and exits.
 const SIM: &str = "sim:flows=10,packets=100,seed=3";
@@ -194,10 +197,12 @@ fn a_symlinked_cluster_directory_is_refused() {
 fn a_planted_temporary_link_in_the_output_directory_does_not_redirect_the_write() {
     let Some(user) = HostileUser::create() else { return };
     let victim = Victim::new();
+    // Shared as /tmp is: root's, writable by every user, sticky (a directory
+    // of the user's own is refused: see the tests below).
     let shared = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     let out = shared.path().join("out");
-    user.must("mkdir", &[Path::new("-m"), Path::new("0777"), &out]);
+    std::fs::create_dir(&out).expect("mkdir out");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     // The fixed temporary names of earlier versions, and the probe.
     for name in [".summary.json.tmp", ".flows.csv.tmp", ".flows.json.tmp", ".cj-app.probe"] {
         user.must("ln", &[Path::new("-s"), &victim.path, &out.join(name)]);
@@ -503,4 +508,212 @@ fn a_config_file_another_user_owns_or_may_write_or_links_to_is_never_read() {
         assert_no_secret(&format!("cj-app CJ_STATION_CONFIG={name}"), &got);
     }
     assert_eq!(file_state(&secret.path), secret_before, "the secret changed");
+}
+
+/// A root-only directory holding files under the app's output names, each
+/// [`VICTIM_TEXT`] with mode 0600: where a user would like root's writes to go.
+struct VictimDir {
+    dir: tempfile::TempDir,
+}
+
+const OUTPUT_NAMES: [&str; 4] = ["flows.csv", "flows.json", "summary.json", "checkpoint"];
+
+impl VictimDir {
+    fn new() -> VictimDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in OUTPUT_NAMES {
+            let p = dir.path().join(name);
+            std::fs::write(&p, VICTIM_TEXT).expect("write victim");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod victim");
+        }
+        VictimDir { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn assert_untouched(&self) {
+        assert_eq!(names(self.path()), ["checkpoint", "flows.csv", "flows.json", "summary.json"], "names changed");
+        for name in OUTPUT_NAMES {
+            let p = self.path().join(name);
+            let meta = std::fs::symlink_metadata(&p).expect("victim still there");
+            assert_eq!(std::fs::read_to_string(&p).expect("read victim"), VICTIM_TEXT, "{name} changed");
+            assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600), "{name}: owner or mode changed");
+        }
+    }
+}
+
+/// A directory like /tmp: root's, mode 1777 (every user may create names in
+/// it, none may rename or remove another's).
+fn shared_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    d
+}
+
+/// Starts cj-app alone on `cluster` writing into `out`, and returns once it
+/// has started (its stats page exists: it made it after opening `--out`),
+/// waiting for the record queues' producer.
+fn start_app(cluster: &Cluster, out: &Path) -> std::process::Child {
+    let mut cmd = cluster.command("cj-app");
+    cmd.arg("--out").arg(out).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut app = cmd.spawn().expect("start cj-app");
+    let page = cluster.cluster_dir().join("stats-app");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !page.exists() {
+        if let Some(status) = app.try_wait().expect("wait cj-app") {
+            let out = app.wait_with_output().expect("output");
+            panic!("cj-app exited ({status}) before it started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(std::time::Instant::now() < deadline, "cj-app did not start within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    app
+}
+
+/// Runs the detector and the balancer on `cluster` to their end, then waits for `app`.
+fn finish_pipeline(cluster: &Cluster, app: std::process::Child) -> e2e::Run {
+    let spawn = |name: &str| {
+        cluster.command(name).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start station binary")
+    };
+    let detector = spawn("cj-detector");
+    let balancer = spawn("cj-balancer");
+    let mut outs =
+        wait_all(vec![("cj-balancer", balancer), ("cj-detector", detector), ("cj-app", app)], Duration::from_secs(120));
+    let app = outs.pop().expect("app");
+    let detector = outs.pop().expect("detector");
+    let balancer = outs.pop().expect("balancer");
+    e2e::Run { balancer, detector, app }
+}
+
+#[test]
+fn an_output_directory_that_is_a_users_link_is_refused_and_the_victim_untouched() {
+    let Some(user) = HostileUser::create() else { return };
+    let victim = VictimDir::new();
+    let shared = shared_dir();
+    let out = shared.path().join("out");
+    user.must("ln", &[Path::new("-s"), victim.path(), &out]);
+
+    let cluster = Cluster::new(&[("CJ_IFACE", SIM), ("CJ_CORECOUNT", "1")]);
+    let run = run_pipeline(&cluster, &out);
+    victim.assert_untouched();
+    let out_text = out.display().to_string();
+    let uid_text = format!("owner uid {}", user.uid);
+    assert_refused_in_one_line(
+        "cj-app",
+        &run.app,
+        &["--out", out_text.as_str(), "refusing", "symbolic link", uid_text.as_str(), "choose an --out"],
+    );
+    assert_eq!(run.app.status.code(), Some(2), "a refused --out is a usage error");
+}
+
+#[test]
+fn an_output_directory_owned_by_another_user_is_refused() {
+    let Some(user) = HostileUser::create() else { return };
+    let shared = shared_dir();
+    let out = shared.path().join("out");
+    user.must("mkdir", &[Path::new("-m"), Path::new("0755"), &out]);
+    let cluster = Cluster::new(&[("CJ_IFACE", SIM), ("CJ_CORECOUNT", "1")]);
+    let run = run_pipeline(&cluster, &out);
+    let out_text = out.display().to_string();
+    let uid_text = format!("owned by uid {}", user.uid);
+    assert_refused_in_one_line("cj-app", &run.app, &["--out", out_text.as_str(), uid_text.as_str(), "chown"]);
+    assert!(names(&out).is_empty(), "nothing written into the user's directory: {:?}", names(&out));
+}
+
+#[test]
+fn an_output_directory_swapped_for_a_link_after_the_start_keeps_every_write() {
+    let Some(_user) = HostileUser::create() else { return };
+    let victim = VictimDir::new();
+    let parent = tempfile::tempdir().expect("tempdir");
+    let out = parent.path().join("out");
+    let cluster = Cluster::new(&[("CJ_IFACE", SIM), ("CJ_CORECOUNT", "1")]);
+    let app = start_app(&cluster, &out);
+    // The name the app was given now leads to the victim's directory; the
+    // directory it opened lives on under another name.
+    let moved = parent.path().join("out.moved");
+    std::fs::rename(&out, &moved).expect("rename out");
+    std::os::unix::fs::symlink(victim.path(), &out).expect("plant link");
+    let run = finish_pipeline(&cluster, app);
+    run.assert_success();
+    victim.assert_untouched();
+    let json = e2e::read_json(&moved.join("summary.json"));
+    assert_eq!(json["identity"]["status"], "holds", "{json:#}");
+    assert!(moved.join("flows.csv").is_file(), "the files are in the directory the app opened");
+}
+
+#[test]
+fn a_link_planted_as_queue_0_in_a_shared_output_directory_does_not_redirect_a_fan_out_table() {
+    let Some(user) = HostileUser::create() else { return };
+    let victim = VictimDir::new();
+    let out = shared_dir();
+    user.must("ln", &[Path::new("-s"), victim.path(), &out.path().join("queue-0")]);
+
+    let cluster = Cluster::new(&[("CJ_IFACE", SIM), ("CJ_CORECOUNT", "1"), ("ZBALANCE_HASH_MODE", "2")]);
+    let run = run_pipeline(&cluster, out.path());
+    run.assert_success();
+    victim.assert_untouched();
+    // The table it could not write is named in summary.json, which is the app's own file.
+    let json = e2e::read_json(&out.path().join("summary.json"));
+    assert_eq!(json["complete"], false, "{json:#}");
+    let reason = json["incomplete_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("queue-0") && reason.contains("symbolic link"), "{reason}");
+    assert!(std::fs::symlink_metadata(out.path().join("queue-0")).expect("link").file_type().is_symlink());
+}
+
+#[test]
+fn names_planted_under_the_apps_next_temporary_names_do_not_stop_its_output() {
+    let Some(user) = HostileUser::create() else { return };
+    let victim = VictimDir::new();
+    let cap_dir = tempfile::tempdir().expect("tempdir");
+    let pcap = cap_dir.path().join("cap.pcap");
+    let spec: sim::SimSpec = "flows=40,packets=400,seed=11".parse().expect("spec");
+    let truth = sim::write_pcap(&spec, &pcap, false).expect("write capture");
+    let out = shared_dir();
+    let iface = format!("pcap:{}", pcap.display());
+    let cluster = Cluster::new(&[("CJ_IFACE", &iface), ("CJ_CORECOUNT", "1")]);
+    let app = start_app(&cluster, out.path());
+    // The temporary names of the earlier form (`.<name>.<pid>.<n>.tmp`) this
+    // process would use for its first 200 files, planted as links to the victim.
+    let pid = app.id();
+    let script = format!(
+        "i=0; while [ $i -lt 200 ]; do for f in {names}; do ln -s {victim}/$f {out}/.$f.{pid}.$i.tmp || exit 1; done; \
+         i=$((i+1)); done",
+        names = OUTPUT_NAMES.join(" "),
+        victim = victim.path().display(),
+        out = out.path().display(),
+    );
+    user.must("sh", &[Path::new("-c"), Path::new(&script)]);
+    let planted = names(out.path());
+    assert_eq!(planted.len(), 800);
+
+    let run = finish_pipeline(&cluster, app);
+    run.assert_success();
+    victim.assert_untouched();
+    let got = e2e::read_flows_csv(&out.path().join("flows.csv"));
+    if let Some(d) = e2e::diff_rows(&got, &sim_truth::truth_rows(&truth)) {
+        panic!("flows.csv differs from the truth:\n{d}");
+    }
+    let json = e2e::read_json(&out.path().join("summary.json"));
+    assert_eq!((&json["complete"], &json["identity"]["status"]), (&true.into(), &"holds".into()), "{json:#}");
+    let left: Vec<String> = names(out.path()).into_iter().filter(|n| n.starts_with('.')).collect();
+    assert_eq!(left, planted, "the planted links stay, and no temporary file of the app's is left");
+}
+
+#[test]
+fn a_cj_shm_dir_owned_by_another_user_is_refused() {
+    let Some(user) = HostileUser::create() else { return };
+    let shared = shared_dir();
+    let shm = shared.path().join("shm");
+    user.must("mkdir", &[Path::new("-m"), Path::new("0755"), &shm]);
+    let shm_text = shm.display().to_string();
+    let cluster = Cluster::new(&[("CJ_IFACE", SIM), ("CJ_CORECOUNT", "1"), ("CJ_SHM_DIR", &shm_text)]);
+    let uid_text = format!("owned by uid {}", user.uid);
+    let words = ["refusing", shm_text.as_str(), "CJ_SHM_DIR", uid_text.as_str(), "set CJ_SHM_DIR"];
+    for bin in ["cj-balancer", "cj-detector", "cj-app"] {
+        let out = run_alone(&cluster, bin);
+        assert_refused_in_one_line(bin, &out, &words);
+    }
+    assert!(names(&shm).is_empty(), "nothing was created in the user's directory: {:?}", names(&shm));
 }

@@ -172,7 +172,7 @@ fn refuse_by_name(path: &Path, want_dir: bool) -> Option<QueueError> {
         return Some(refuse(
             path,
             &meta,
-            "a symbolic link, and the station never follows links in its queue directory".into(),
+            "a symbolic link, and the station never follows a link it finds here".into(),
             "remove it (the station creates what it needs)".into(),
         ));
     }

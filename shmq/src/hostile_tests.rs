@@ -545,3 +545,64 @@ fn aligned_pieces_go_to_the_disk_directly_and_the_committed_file_appends_as_usua
     assert!(fs::read(&target).unwrap() == expect, "the file differs from what was written");
     assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "a temporary file was left");
 }
+
+#[test]
+fn a_cj_shm_dir_another_user_owns_or_everyone_may_write_is_refused_and_a_sticky_one_is_not() {
+    let d = shm_tempdir();
+    let shm = d.path().join("shm");
+    fs::create_dir(&shm).unwrap();
+    let dir = shm.join("conjure-1");
+    chmod(&shm, 0o777);
+    let e = prepare_dir(&dir).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("refusing {}: CJ_SHM_DIR", shm.display())), "{e}");
+    assert!(e.contains("writable by its group and every user without the sticky bit"), "{e}");
+    assert!(!dir.exists(), "nothing made in it");
+    chmod(&shm, 0o1777);
+    prepare_dir(&dir).unwrap();
+    if is_root() {
+        fs::remove_dir(&dir).unwrap();
+        chmod(&shm, 0o755);
+        std::os::unix::fs::chown(&shm, Some(65534), None).unwrap();
+        let e = prepare_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534, neither this process's user (uid 0) nor root"), "{e}");
+        assert!(e.contains("set CJ_SHM_DIR to a directory only root or this user can change"), "{e}");
+        assert!(!dir.exists(), "nothing made in it");
+    }
+}
+
+#[test]
+fn a_trusted_path_follows_only_links_of_this_user_or_root() {
+    use crate::files::{DirFd, Purpose};
+    let purpose = Purpose { what: "output directory", choose: "or choose another" };
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // A link of this user's, in a directory only this user can change: followed.
+    fs::create_dir(real.join("sub")).unwrap();
+    let fd = DirFd::open_trusted(&link.join("../link/sub/.."), None, &purpose).unwrap();
+    assert_eq!(fd.path(), link.join("../link/sub/.."));
+    if is_root() {
+        nix::unistd::fchownat(
+            None,
+            &link,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let e = DirFd::open_trusted(&link, Some(0o755), &purpose).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("refusing {}: a symbolic link owned by uid 65534", link.display())), "{e}");
+        let e = DirFd::open_trusted(&link.join("made"), Some(0o755), &purpose).unwrap_err().to_string();
+        assert!(e.contains("symbolic link owned by uid 65534"), "{e}");
+        assert!(!real.join("made").exists(), "nothing made through the link");
+    }
+    // Missing directories are made with the mode asked, whatever the umask.
+    let made = DirFd::open_trusted(&real.join("x/y"), Some(0o750), &purpose).unwrap();
+    drop(made);
+    assert_eq!(fs::metadata(real.join("x")).unwrap().permissions().mode() & 0o7777, 0o750);
+    let file = real.join("f");
+    fs::write(&file, "x").unwrap();
+    assert!(DirFd::open_trusted(&file, None, &purpose).is_err());
+}
