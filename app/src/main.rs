@@ -563,10 +563,14 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             let read_before: Vec<u32> =
                 intake.saved().iter().filter(|q| q.next_seq.is_none()).map(|q| q.queue).collect();
             // Queues a finished run left drained are not a loss: the next run starts them again.
+            // A checkpoint missing here was moved or removed by root or cj-app's user (or
+            // never saved: another --out): only they can change a directory check_out_dir
+            // accepts, so no other user can make the identity break this way.
             if !read_before.is_empty() && !intake.awaiting_new_run() {
                 station::cj_warn!(
                     "cj-app: warning: record queue(s) {read_before:?} were read by an earlier cj-app, and {} holds no \
-                     checkpoint of it: what it read is not in these totals (the identity will say so)",
+                     checkpoint of it (another --out, or moved or removed since): what it read is not in these \
+                     totals (the identity will say so); stop, put the checkpoint back and start again to continue them",
                     settings.out_dir.display()
                 );
             }

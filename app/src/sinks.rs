@@ -27,14 +27,24 @@
 //!   pieces of a table of 32,768 rows or more are written by a thread of
 //!   their own while the next are composed, at most one per file waiting) to a
 //!   temporary file of this process's own in the
-//!   same directory (`.<name>.<pid>.<n>.tmp`, created exclusively, never
-//!   through a symbolic link), fsynced and renamed over the target, so a reader
-//!   never sees a partial file and nothing planted in a shared `--out`
-//!   directory can redirect the write. Files get mode 0644.
+//!   same directory (`.<name>.<pid>.<r>.tmp`, `r` random, created
+//!   exclusively, never through a symbolic link, another name tried when one
+//!   is taken), fsynced and renamed over the target, so a reader never sees a
+//!   partial file and nothing planted in a shared `--out` directory can
+//!   redirect or stop the write. Files get mode 0644.
+//! - Every file and directory is made relative to the output directory's
+//!   descriptor ([`OutDir`], opened and judged once at start by
+//!   [`crate::summary::check_out_dir`]); `queue-<q>/` and `containers/` are
+//!   opened with `O_NOFOLLOW | O_DIRECTORY` (a link planted there is refused,
+//!   naming it), judged as `--out` is, and made when absent with mode
+//!   [`out_dir_mode`] whatever the umask. The directory's name (or a parent)
+//!   swapped for a link after the start sends nothing elsewhere.
 //!
-//! Not guaranteed: the output directory and its subdirectories are trusted as
-//! paths (`--out` may be a symbolic link the operator chose); an output
-//! directory writable by other users lets them replace the finished files.
+//! Not guaranteed: an output directory its group or other users may write
+//! (it must then be sticky, as `/tmp` is) lets them create names in it: a
+//! name they take first (`flows.csv` made by someone else, in a sticky
+//! directory a non-root app cannot replace; `queue-0` as a link) makes that
+//! write fail with a line naming it, never go elsewhere.
 
 use std::fs::File;
 use std::io;

@@ -33,23 +33,48 @@
 //!   be this process's user or root, and others still get nothing.
 //! - Every refusal is one [`QueueError::Unsafe`] line naming the path, the
 //!   owner's uid, the mode, what is wrong and the fix.
+//! - [`prepare_dir`] also judges `CJ_SHM_DIR` (the queue directory's parent)
+//!   and every directory above it, by [`DirFd::open_trusted`]'s walk: each is
+//!   owned by this process's effective user or root, and writable by its
+//!   group or others only when sticky (`/`, `/tmp`, `/dev/shm` pass); a
+//!   symbolic link on the way is followed only when owned by this user or
+//!   root. So nobody else can rename the queue directory and put a link in
+//!   its place between the checks and the opens by name that follow (queue
+//!   files, counter pages, the socket). This is the smaller of the two ways
+//!   to close that hole: opening every queue file relative to the checked
+//!   directory's descriptor would change every opener in the station.
+//! - [`DirFd`] holds a directory open: [`DirFd::open_trusted`] reaches it
+//!   by the walk above (making missing directories with an explicit mode,
+//!   whatever the umask), [`DirFd::subdir`] opens or makes a directory in it
+//!   without following a link, [`DirFd::open_checked`] opens a file in it as
+//!   [`open_checked`] does, and files are created, renamed and removed
+//!   relative to its descriptor (`openat`/`renameat`/`unlinkat`), so the
+//!   directory's name swapped for a link later sends nothing elsewhere
+//!   (cj-app's output directory).
+//! - Every refusal is one [`QueueError::Unsafe`] line naming the path, the
+//!   owner's uid, the mode, what is wrong and the fix (the file's own mode,
+//!   for a file).
 //! - [`write_atomic`] and the streaming [`AtomicFile`] write a file through a
-//!   temporary name of this process's own (`.<name>.<pid>.<n>.tmp`, created
-//!   with `O_CREAT | O_EXCL | O_NOFOLLOW`),
-//!   fsync it and rename it over the target: a file or symbolic link planted
-//!   under any name is refused or replaced, never written through, and no
-//!   temporary file is left behind on error.
+//!   temporary name of this process's own (`.<name>.<pid>.<r>.tmp`, `r` 64
+//!   random bits from `getrandom(2)`, so nobody can plant a file or link
+//!   under a name ahead; created with `O_CREAT | O_EXCL | O_NOFOLLOW`
+//!   relative to the directory's descriptor, another random name tried when
+//!   one is taken, at most 16), fsync it and rename it over the target: a
+//!   file or symbolic link planted under any name is refused or replaced,
+//!   never written through, and no temporary file is left behind on error.
+//!   Queue files and counter pages are made under such names too.
 //!
 //! Not guaranteed: a directory or file that exists already keeps its group
 //! ([`set_group`] applies to what this process creates: remove the cluster
 //! directory, or `chgrp -R`, after setting `CJ_GROUP`); parents of the queue
 //! directory that [`prepare_dir`] creates get the group too but the operator
-//! must make `CJ_SHM_DIR` itself searchable by the group. The components above the queue directory (`CJ_SHM_DIR`
-//! itself) are the operator's choice and are not checked; `/dev/shm` is sticky,
-//! so others cannot rename or replace a directory root made there. Files are
-//! opened by name inside the checked directory; since only its owner (or root)
-//! and its group can change its entries, a name cannot be swapped by others
-//! between the check and the open.
+//! must make `CJ_SHM_DIR` itself searchable by the group. Files are opened by
+//! name inside the checked queue directory; since only its owner (or root)
+//! and its group can change its entries, and only root and this user can
+//! change the directories above it, a name cannot be swapped by others
+//! between the check and the open. A member of `CJ_GROUP` may create names
+//! in the queue directory: a name it takes is refused (a file of another
+//! owner) or skipped (a temporary name), never written through.
 
 use std::ffi::OsString;
 use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
@@ -668,7 +693,7 @@ impl DirFd {
         Ok(DirFd { fd: self.fd.try_clone()?, path: self.path.clone() })
     }
 
-    /// Removes the temporary files (`.<name>.<pid>.<n>.tmp`, [`temp_name`])
+    /// Removes the temporary files (`.<name>.<pid>.<r>.tmp`, [`temp_name`])
     /// that a killed process left in this directory: regular files owned by
     /// this process's user whose pid no longer runs. A process killed while it
     /// wrote a file leaves its temporary copy behind, and nothing else ever
@@ -836,12 +861,13 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
 
 /// Replaces `path` with `contents` atomically and safely in a directory others
 /// may write: the bytes go to a new temporary file of this process's own
-/// (`.<name>.<pid>.<n>.tmp`, `O_CREAT | O_EXCL | O_NOFOLLOW`, `mode`), which is
-/// fsynced and renamed over `path` (a rename replaces a symbolic link itself,
-/// never its target). The directory must exist. [`AtomicFile`] streams.
+/// (`.<name>.<pid>.<r>.tmp`, `r` random, `O_CREAT | O_EXCL | O_NOFOLLOW`,
+/// `mode`), which is fsynced and renamed over `path` (a rename replaces a
+/// symbolic link itself, never its target). The directory must exist.
+/// [`AtomicFile`] streams.
 ///
 /// # Errors
-/// The temporary file cannot be created (a file or link of that name exists:
+/// The temporary file cannot be created (16 random names all taken:
 /// `AlreadyExists`), written or synced, or the rename fails; the temporary
 /// file is removed in every case.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
@@ -859,11 +885,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// `path` by [`AtomicFile::commit`]. Dropped without a commit, the temporary
 /// file is removed, whatever was written.
 ///
-/// Guarantees: the temporary name is `.<name>.<pid>.<n>.tmp`, created with
+/// Guarantees: the temporary name is `.<name>.<pid>.<r>.tmp` (`r`: 64
+/// random bits, so no other user can know it ahead), created with
 /// `O_CREAT | O_EXCL | O_NOFOLLOW` with exactly `mode`, whatever the umask
-/// (set on the descriptor): the kernel creates a new regular file or fails,
-/// so a file or symbolic link planted under that name is refused, never
-/// written through (no check of the owner after the create: only this user or
+/// (set on the descriptor), relative to the directory's descriptor: the
+/// kernel creates a new regular file or fails, so a file or symbolic link
+/// planted under that name is refused, never written through, and another
+/// random name is tried (at most 16 in all) (no check of the owner after the create: only this user or
 /// root could change it, and a file system that maps owners, such as NFS with
 /// root squashing, would be refused for nothing); a link planted as `path` is
 /// replaced by the rename, its target untouched. A reader of `path` sees the
@@ -875,7 +903,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// the file are the same either way. Large files get their blocks allocated
 /// ahead (`fallocate`, see the source of `reserve`).
 ///
-/// Not guaranteed: the directory is trusted as a path (it must exist); without
+/// The file is created, renamed over the target and (uncommitted) removed
+/// relative to one descriptor of its directory: [`AtomicFile::create_in`]
+/// takes a [`DirFd`] the caller checked; [`AtomicFile::create`] opens the
+/// directory of `path` once, following links (a path the caller trusts).
+///
+/// Not guaranteed: with [`AtomicFile::create`] the directory is trusted as a
+/// path when opened (it must exist); without
 /// `sync` a power loss may leave an empty or partial file under `path`; a file
 /// written directly is not in the page cache afterwards.
 #[derive(Debug)]
