@@ -1220,6 +1220,14 @@ mod tests {
         // Writable by others.
         std::fs::write(&p, &good).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-        assert!(load(&Place::at(&p), &fit()).unwrap_err().to_string().contains("open to every user"));
+        let e = load(&Place::at(&p), &fit()).unwrap_err().to_string();
+        assert!(e.contains("open to every user") && e.contains("(the station's mode is 0600)"), "{e}");
+        if nix::unistd::geteuid().is_root() {
+            // Another user's: the fix names the checkpoint's own mode, not a queue file's.
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+            let e = load(&Place::at(&p), &fit()).unwrap_err().to_string();
+            assert!(e.contains("remove it (the station recreates it, mode 0600)"), "{e}");
+        }
     }
 }

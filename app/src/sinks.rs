@@ -1139,8 +1139,13 @@ pub const OUT_FILE_MODE: u32 = 0o644;
 pub type OutDir = DirFd;
 
 /// What the output directory is called in refusals ([`DirFd::open_trusted`]).
-pub const OUT_PURPOSE: Purpose<'static> =
-    Purpose { what: "output directory", choose: "or choose an --out that only root or cj-app's user can change" };
+pub const OUT_PURPOSE: Purpose<'static> = Purpose {
+    what: "output directory",
+    choose: "or choose an --out that only root or cj-app's user can change",
+    // Only the directory and the links on the way: after the start nothing
+    // depends on the path (summary::check_out_dir says why).
+    ancestors: false,
+};
 
 /// Mode of the directories the app makes (`--out` when absent, `queue-<q>/`,
 /// `containers/`), whatever the umask: 0755 like its files' 0644, or 0750
@@ -1161,7 +1166,7 @@ pub fn out_dir_mode() -> u32 {
 /// It is a link, not a directory, someone else's or open to others, or cannot be made.
 pub fn subdir(dir: &DirFd, name: &str) -> Result<DirFd, WriteError> {
     let what = format!("{} directory {name}/", OUT_PURPOSE.what);
-    dir.subdir(name, out_dir_mode(), &Purpose { what: &what, choose: OUT_PURPOSE.choose })
+    dir.subdir(name, out_dir_mode(), &Purpose { what: &what, ..OUT_PURPOSE })
         .map_err(|e| WriteError { path: dir.path().join(name), source: io::Error::other(e.to_string()) })
 }
 

@@ -372,16 +372,20 @@ pub enum OutDirError {
 /// mode [`sinks::out_dir_mode`] whatever the umask), so a bad `--out` fails
 /// before any record is consumed.
 ///
-/// The rule (`shmq::files::DirFd::open_trusted`): the directory and every
-/// directory on the way to it are owned by cj-app's user or root and
-/// writable by their group or others only when sticky (as `/tmp`), and a
-/// symbolic link on the way (`--out` itself too) is followed only when
-/// owned by cj-app's user or root. Why: cj-app runs as root, and whoever can
-/// change a directory on the way can swap a name for a link and send
-/// root's writes (and `remove_stale_temps`' removals) into any directory;
-/// a link of root's own in a directory only root can change is the
-/// operator's choice, so it is followed. After this, nothing depends on
-/// the path: every file is made relative to the descriptor.
+/// The rule (`shmq::files::DirFd::open_trusted`): the directory is owned by
+/// cj-app's user or root and writable by its group or others only when
+/// sticky (as `/tmp`: then nobody else can rename or remove what the app
+/// makes there, its checkpoint included), and a symbolic link on the way
+/// (`--out` itself too) is followed only when owned by cj-app's user or
+/// root. Why: cj-app runs as root, and a link another user made (as `--out`
+/// in a shared directory, or on the way) would send root's writes, and
+/// `remove_stale_temps`' removals, into any directory; a link of root's own
+/// is the operator's choice (`/var/run`), so it is followed. The directories
+/// above are not judged otherwise: after this, nothing depends on the path
+/// (every file is made relative to the descriptor), and at this moment
+/// another user who owns one of them can only lead the walk to a link of
+/// their own (refused) or to a directory of theirs (refused) or of root's
+/// within their own tree. So `sudo cj-app --out ~/out` still works.
 ///
 /// # Errors
 /// The path is not a directory, cannot be created, fails the rule, or no file
@@ -494,6 +498,33 @@ mod tests {
         // Sticky, as /tmp: others cannot rename what the app makes there.
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
         check_out_dir(&out).unwrap();
+    }
+
+    #[test]
+    fn an_output_directory_under_another_users_directory_is_accepted_and_a_link_of_theirs_is_not() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // As `sudo cj-app --out ~/out`: the home directory is the user's.
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(65534), None).unwrap();
+        check_out_dir(&home.join("out")).unwrap();
+        // A link the user made there is not followed.
+        let link = home.join("link");
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        nix::unistd::fchownat(
+            None,
+            &link,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let e = check_out_dir(&link.join("sub")).unwrap_err().to_string();
+        assert!(e.contains("a symbolic link owned by uid 65534"), "{e}");
+        assert!(!d.path().join("sub").exists(), "nothing made through the link");
     }
 
     #[test]

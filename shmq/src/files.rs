@@ -232,6 +232,11 @@ pub struct Purpose<'a> {
     pub what: &'a str,
     /// The other way out, ending the fix (`"or choose an --out only root or cj-app's user can change"`).
     pub choose: &'a str,
+    /// Whether the directories on the way are judged too, not only the one at
+    /// the end and the links on the way: needed where files are opened by
+    /// path later (the queue directory's), not where everything is made
+    /// relative to the descriptor the walk returns (the app's `--out`).
+    pub ancestors: bool,
 }
 
 /// Judges a directory open as `meta` by `rule`: one [`QueueError::Unsafe`]
@@ -317,6 +322,7 @@ fn open_dir(dir: &Path) -> Result<File, QueueError> {
 const SHM_PURPOSE: Purpose<'static> = Purpose {
     what: "CJ_SHM_DIR (the directory that holds the queue directory)",
     choose: "or set CJ_SHM_DIR to a directory only root or this user can change (/dev/shm is one)",
+    ancestors: true,
 };
 
 /// Creates the queue directory `dir` (and missing parents) with mode 0770, or
@@ -467,12 +473,15 @@ impl DirFd {
 
     /// Opens the directory at `path` by a walk from `/` (a relative `path`
     /// from the current directory's absolute path) that trusts nothing it
-    /// finds: every directory on the way and at the end must be owned by
-    /// this process's user or root and writable by its group or others only
-    /// when sticky ([`judge_dir`]: `/`, `/tmp` and `/dev/shm` pass), and a
-    /// symbolic link on the way is followed only when owned by this user or
-    /// root (the directory holding it passed already, so nobody else can
-    /// replace it), its target walked and judged the same way. Every step is
+    /// finds: the directory at the end (and, with [`Purpose::ancestors`],
+    /// every directory on the way) must be owned by this process's user or
+    /// root and writable by its group or others only when sticky
+    /// ([`judge_dir`]: `/`, `/tmp` and `/dev/shm` pass), and a symbolic link
+    /// on the way is followed only when owned by this user or root (with
+    /// `ancestors`, the directory holding it passed already, so nobody else
+    /// can replace it; without, another user who could replace it can only
+    /// put a link of their own there, which is refused), its target walked
+    /// and judged the same way. Every step is
     /// `openat(O_PATH | O_NOFOLLOW)` on the directory before and `fstat`ed,
     /// so what is judged is what is used.
     ///
@@ -517,7 +526,9 @@ impl DirFd {
         };
         let mut todo: VecDeque<OsString> = parts(&abs).into();
         let mut stack = vec![open_root()?];
-        judge(&stack[0].0, &root, todo.is_empty())?;
+        if purpose.ancestors && !todo.is_empty() {
+            judge(&stack[0].0, &root, false)?;
+        }
         let mut links = 0;
         while let Some(name) = todo.pop_front() {
             if name == ".." {
@@ -562,7 +573,9 @@ impl DirFd {
             let meta = file.metadata().map_err(|e| QueueError::io(&shown, "stat", e))?;
             let t = meta.file_type();
             if t.is_dir() {
-                judge(&file, &shown, todo.is_empty())?;
+                if purpose.ancestors && !todo.is_empty() {
+                    judge(&file, &shown, false)?;
+                }
                 stack.push((file, shown));
             } else if t.is_symlink() {
                 if !owned_by_us_or_root(&meta) {
@@ -592,16 +605,12 @@ impl DirFd {
                 for part in parts(&target).into_iter().rev() {
                     todo.push_front(part);
                 }
-                if todo.is_empty() {
-                    // A link to "/" (or to "."): the directory it names ends the walk.
-                    let (f, p) = stack.last().unwrap_or_else(|| unreachable!());
-                    judge(f, p, true)?;
-                }
             } else {
                 return Err(QueueError::io(&shown, "open directory", io::Error::from_raw_os_error(libc::ENOTDIR)));
             }
         }
         let (last, last_path) = stack.pop().unwrap_or_else(|| unreachable!());
+        judge(&last, &last_path, true)?;
         // A descriptor that can list and write (an O_PATH one cannot).
         let fd = open_at(Some(last.as_raw_fd()), Path::new("."), OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .map_err(|e| QueueError::io(&last_path, "open directory", e))?;

@@ -573,7 +573,7 @@ fn a_cj_shm_dir_another_user_owns_or_everyone_may_write_is_refused_and_a_sticky_
 #[test]
 fn a_trusted_path_follows_only_links_of_this_user_or_root() {
     use crate::files::{DirFd, Purpose};
-    let purpose = Purpose { what: "output directory", choose: "or choose another" };
+    let purpose = Purpose { what: "output directory", choose: "or choose another", ancestors: true };
     let d = tempfile::tempdir().unwrap();
     let real = d.path().join("real");
     fs::create_dir(&real).unwrap();
@@ -605,4 +605,18 @@ fn a_trusted_path_follows_only_links_of_this_user_or_root() {
     let file = real.join("f");
     fs::write(&file, "x").unwrap();
     assert!(DirFd::open_trusted(&file, None, &purpose).is_err());
+}
+
+#[test]
+fn names_a_group_member_plants_under_temporary_names_do_not_stop_a_queue_being_made() {
+    let (_d, dir, q) = cluster();
+    prepare_dir(&dir).unwrap();
+    // Directories (which remove_file cannot remove) under every name of the
+    // earlier, counted form this process could use for the queue.
+    for n in 0..256 {
+        fs::create_dir(dir.join(format!(".pkt-0-0.{}.{n}.tmp", std::process::id()))).unwrap();
+    }
+    QueueFile::open_or_create(&q, spec(64, 16)).unwrap();
+    let left = fs::read_dir(&dir).unwrap().count();
+    assert_eq!(left, 257, "the planted names and the queue, no temporary file");
 }
