@@ -1115,14 +1115,10 @@ pub fn write_containers(
     if let Some(logs) = c.logs() {
         let sub = subdir(dir, "containers")?;
         for ((name, id), table) in logs {
-            let base = crate::containers::log_file_name(name, id);
-            written.extend(write_table_files(
-                &sub,
-                table,
-                formats,
-                (&format!("{base}.csv"), &format!("{base}.json")),
-                (0, &mut None),
-            )?);
+            // The names as before (`with_extension`: a dotted name loses its last part).
+            let base = std::path::Path::new(&crate::containers::log_file_name(name, id)).to_path_buf();
+            let named = |ext: &str| base.with_extension(ext).to_string_lossy().into_owned();
+            written.extend(write_table_files(&sub, table, formats, (&named("csv"), &named("json")), (0, &mut None))?);
         }
     }
     Ok(written)
