@@ -82,8 +82,11 @@
 //!   re-created (a reboot) is moved aside with the last run's files
 //!   (`previous.rs`) and the run starts from zero.
 //! - The file is written with mode 0600 and opened with the station's checked
-//!   open (`shmq::files::open_checked`: no symbolic link followed, a regular
-//!   file of this user or root, nothing for others), and decoded with its own
+//!   open (`shmq::files::DirFd::open_checked`: no symbolic link followed, a
+//!   regular file of this user or root, nothing for others; a refusal's fix
+//!   names 0600), saved, loaded and removed relative to the output
+//!   directory's descriptor ([`Place`]: the directory's name swapped for a
+//!   link after the start changes nothing), and decoded with its own
 //!   length as the limit: a damaged file cannot make cj-app allocate without
 //!   bound.
 //!

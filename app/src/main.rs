@@ -563,9 +563,10 @@ fn run_mode(config_file: Option<&std::path::Path>, run_args: &RunArgs) -> Result
             let read_before: Vec<u32> =
                 intake.saved().iter().filter(|q| q.next_seq.is_none()).map(|q| q.queue).collect();
             // Queues a finished run left drained are not a loss: the next run starts them again.
-            // A checkpoint missing here was moved or removed by root or cj-app's user (or
-            // never saved: another --out): only they can change a directory check_out_dir
-            // accepts, so no other user can make the identity break this way.
+            // A checkpoint missing here was moved or removed by root or cj-app's user
+            // (only they can change entries of a directory check_out_dir accepts), or
+            // --out is another directory (the operator's, or --out renamed away by the
+            // owner of the directory above it): said here and by the identity, never silent.
             if !read_before.is_empty() && !intake.awaiting_new_run() {
                 station::cj_warn!(
                     "cj-app: warning: record queue(s) {read_before:?} were read by an earlier cj-app, and {} holds no \
