@@ -216,8 +216,8 @@ enum DirRule<'a> {
     /// checked by [`check_group`]).
     Queue,
     /// A directory the station writes in or passes through (`CJ_SHM_DIR` and
-    /// the directories above it, the app's `--out` and the directories above
-    /// and below it): its owner is this process's user or root, and its group
+    /// the directories above it, the app's `--out` and the directories it
+    /// makes under it): its owner is this process's user or root, and its group
     /// and others may write it only when it is sticky (as `/tmp` and
     /// `/dev/shm` are), because then nobody but root and an entry's owner can
     /// rename or remove that entry: nobody else can swap a name the station
@@ -330,7 +330,11 @@ const SHM_PURPOSE: Purpose<'static> = Purpose {
 /// link, owned by this process's effective user or root, not writable by others
 /// (and, with a readers' group set, not open to another group: [`set_group`]).
 /// A directory it creates gets the readers' group, if one is set; so do the
-/// missing parents it creates.
+/// missing parents it creates (mode 0770, whatever the umask).
+/// `CJ_SHM_DIR` (the parent of `dir`) and every directory above it are
+/// judged first ([`DirFd::open_trusted`] with every directory on the way):
+/// owned by this user or root, writable by group or others only when sticky,
+/// no link of another user's on the way; else one line naming it and the fix.
 ///
 /// [`crate::QueueFile::open_or_create`] and [`crate::CounterPage::open_or_create`]
 /// call it for their file's directory; other writers into the cluster
@@ -476,7 +480,7 @@ impl DirFd {
     /// finds: the directory at the end (and, with [`Purpose::ancestors`],
     /// every directory on the way) must be owned by this process's user or
     /// root and writable by its group or others only when sticky
-    /// ([`judge_dir`]: `/`, `/tmp` and `/dev/shm` pass), and a symbolic link
+    /// (`judge_dir`: `/`, `/tmp` and `/dev/shm` pass), and a symbolic link
     /// on the way is followed only when owned by this user or root (with
     /// `ancestors`, the directory holding it passed already, so nobody else
     /// can replace it; without, another user who could replace it can only
@@ -702,7 +706,7 @@ impl DirFd {
         Ok(DirFd { fd: self.fd.try_clone()?, path: self.path.clone() })
     }
 
-    /// Removes the temporary files (`.<name>.<pid>.<r>.tmp`, [`temp_name`])
+    /// Removes the temporary files (`.<name>.<pid>.<r>.tmp`, `temp_name`)
     /// that a killed process left in this directory: regular files owned by
     /// this process's user whose pid no longer runs. A process killed while it
     /// wrote a file leaves its temporary copy behind, and nothing else ever
