@@ -624,6 +624,8 @@ fn an_output_directory_owned_by_another_user_is_refused() {
 
 #[test]
 fn an_output_directory_swapped_for_a_link_after_the_start_keeps_every_write() {
+    // The swap is made here, as root (only whoever can rename `--out` could
+    // make it); the user is created for the root check and skip rule alone.
     let Some(_user) = HostileUser::create() else { return };
     let victim = VictimDir::new();
     let parent = tempfile::tempdir().expect("tempdir");
