@@ -32,7 +32,8 @@ use std::path::PathBuf;
 use shmq::files::DirFd;
 
 /// What cj-app writes in its output directory, besides the checkpoint.
-const OUTPUTS: [&str; 6] = ["flows.csv", "flows.json", "summary.json", "containers.csv", "containers.json", "containers"];
+const OUTPUTS: [&str; 6] =
+    ["flows.csv", "flows.json", "summary.json", "containers.csv", "containers.json", "containers"];
 
 /// Moves the last run's checkpoint (`checkpoint`, its name in `out`) and
 /// files into a new `previous-<secs>` directory in `out` and returns its path.

@@ -665,10 +665,11 @@ fn many_container_veths_let_go_at_once_leave_the_others_captured_without_a_gap()
     let mut lab = Lab::new(0);
     let (a, b) = (lab.add_down(), lab.add_down());
     let idle: Vec<usize> = (0..24).map(|_| lab.add_down()).collect();
-    // A ring of 32 blocks retired every 10 ms: 320 ms of frames. Before, the balancer let
-    // go of each veth in turn, reading no other ring meanwhile (a 30 ms settle and a close
-    // of 20 to 300 ms each): 24 at once stopped all capture for over a second.
-    let cluster = Cluster::live(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1"), ("CJ_AFP_BLOCK_COUNT", "32")]);
+    // A ring of 64 blocks retired every 10 ms: 640 ms of frames, room for a balancer
+    // descheduled on a loaded machine. Before, the balancer let go of each veth in turn,
+    // reading no other ring meanwhile (a 30 ms settle and a close of 20 to 300 ms each):
+    // 24 at once stopped all capture for over a second.
+    let cluster = Cluster::live(&[("CJ_IFACE", "containers"), ("CJ_CORECOUNT", "1"), ("CJ_AFP_BLOCK_COUNT", "64")]);
     let station = Station::start(&cluster, &[]);
     for i in 0..lab.hosts.len() {
         wait_captured(&cluster, &lab, i);
