@@ -460,24 +460,17 @@ impl PcapSource {
                                 None
                             }
                             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                                let Some(&iface) = self.ng_interfaces.get(epb.if_id as usize) else {
-                                    break 'block Err(format!(
-                                        "a packet names interface {} but the section declares {}",
-                                        epb.if_id,
-                                        self.ng_interfaces.len()
-                                    ));
+                                let p = NgPacket {
+                                    if_id: epb.if_id,
+                                    ts_units: (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low),
+                                    caplen: epb.caplen,
+                                    origlen: epb.origlen,
+                                    data: epb.data,
                                 };
-                                let ts_units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                                let wire_len = epb.origlen.max(epb.caplen);
-                                self.ng_last_ns = ts_to_ns(ts_units, iface.units_per_sec, iface.offset_sec);
-                                let frame = Frame {
-                                    ts_ns: self.ng_last_ns,
-                                    wire_len,
-                                    data: frame_bytes(iface.link, epb.data, epb.caplen, wire_len, &mut self.form),
-                                    source: epb.if_id.min(255) as u8,
-                                    dir: LinkDir::Unknown,
-                                };
-                                sink(&frame);
+                                let (ifs, last, form) = (&self.ng_interfaces, &mut self.ng_last_ns, &mut self.form);
+                                if let Err(detail) = deliver_ng(ifs, last, form, &p, sink) {
+                                    break 'block Err(detail);
+                                }
                                 Some(())
                             }
                             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
@@ -503,27 +496,12 @@ impl PcapSource {
                                 Some(())
                             }
                             PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OBSOLETE_PACKET_BLOCK => {
-                                let opb = match ObsoletePacket::parse(ub.data, self.ng_big_endian) {
-                                    Ok(opb) => opb,
-                                    Err(detail) => break 'block Err(detail),
-                                };
-                                let Some(&iface) = self.ng_interfaces.get(usize::from(opb.if_id)) else {
-                                    break 'block Err(format!(
-                                        "a packet names interface {} but the section declares {}",
-                                        opb.if_id,
-                                        self.ng_interfaces.len()
-                                    ));
-                                };
-                                let wire_len = opb.origlen.max(opb.caplen);
-                                self.ng_last_ns = ts_to_ns(opb.ts_units, iface.units_per_sec, iface.offset_sec);
-                                let frame = Frame {
-                                    ts_ns: self.ng_last_ns,
-                                    wire_len,
-                                    data: frame_bytes(iface.link, opb.data, opb.caplen, wire_len, &mut self.form),
-                                    source: opb.if_id.min(255) as u8,
-                                    dir: LinkDir::Unknown,
-                                };
-                                sink(&frame);
+                                let (ifs, last, form) = (&self.ng_interfaces, &mut self.ng_last_ns, &mut self.form);
+                                let delivered = NgPacket::obsolete(ub.data, self.ng_big_endian)
+                                    .and_then(|p| deliver_ng(ifs, last, form, &p, sink));
+                                if let Err(detail) = delivered {
+                                    break 'block Err(detail);
+                                }
                                 Some(())
                             }
                             PcapBlockOwned::NG(_) => None,
@@ -585,20 +563,22 @@ impl PcapSource {
 /// tshark and pmacctd; the pcap crate leaves it an unknown block.
 const OBSOLETE_PACKET_BLOCK: u32 = 2;
 
-/// The body of an obsolete Packet Block (draft-tuexen-opsawg-pcapng,
-/// appendix A): interface id (16 bits), drops count (16), timestamp (high
-/// and low 32 bits), captured length, packet length, then the captured bytes.
-struct ObsoletePacket<'a> {
-    if_id: u16,
+/// A pcapng packet of an interface: an Enhanced Packet Block's, or an
+/// obsolete Packet Block's (draft-tuexen-opsawg-pcapng, appendix A:
+/// interface id (16 bits), drops count (16), timestamp (high and low 32
+/// bits), captured length, packet length, then the captured bytes).
+struct NgPacket<'a> {
+    if_id: u32,
     ts_units: u64,
     caplen: u32,
     origlen: u32,
     data: &'a [u8],
 }
 
-impl<'a> ObsoletePacket<'a> {
-    /// Reads `body` in the section's byte order; what makes it corrupt otherwise.
-    fn parse(body: &'a [u8], big_endian: bool) -> Result<Self, String> {
+impl<'a> NgPacket<'a> {
+    /// Reads an obsolete Packet Block's `body` in the section's byte order;
+    /// what makes it corrupt otherwise.
+    fn obsolete(body: &'a [u8], big_endian: bool) -> Result<Self, String> {
         let Some((head, rest)) = body.split_first_chunk::<20>() else {
             return Err(format!("a packet block of {} bytes is shorter than its 20-byte header", body.len()));
         };
@@ -623,13 +603,39 @@ impl<'a> ObsoletePacket<'a> {
             return Err(format!("a packet block claims {caplen} captured bytes but holds {}", rest.len()));
         };
         Ok(Self {
-            if_id: u16_at(0),
+            if_id: u32::from(u16_at(0)),
             ts_units: (u64::from(u32_at(4)) << 32) | u64::from(u32_at(8)),
             caplen,
             origlen: u32_at(16),
             data,
         })
     }
+}
+
+/// Hands `p` to `sink` in the framing of its interface (of `interfaces`), at
+/// its time in the interface's resolution (kept in `last_ns`, for a Simple
+/// Packet Block after it); a packet of an undeclared interface is corrupt.
+/// (Of `PcapSource`'s fields, not a method: its reader is borrowed meanwhile.)
+fn deliver_ng(
+    interfaces: &[NgInterface],
+    last_ns: &mut u64,
+    form: &mut Vec<u8>,
+    p: &NgPacket<'_>,
+    sink: &mut dyn FnMut(&Frame<'_>),
+) -> Result<(), String> {
+    let Some(&iface) = interfaces.get(p.if_id as usize) else {
+        return Err(format!("a packet names interface {} but the section declares {}", p.if_id, interfaces.len()));
+    };
+    let wire_len = p.origlen.max(p.caplen);
+    *last_ns = ts_to_ns(p.ts_units, iface.units_per_sec, iface.offset_sec);
+    sink(&Frame {
+        ts_ns: *last_ns,
+        wire_len,
+        data: frame_bytes(iface.link, p.data, p.caplen, wire_len, form),
+        source: p.if_id.min(255) as u8,
+        dir: LinkDir::Unknown,
+    });
+    Ok(())
 }
 
 /// Timestamp units per second of a pcapng interface's `if_tsresol` (6,
