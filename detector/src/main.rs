@@ -69,7 +69,15 @@ fn run(args: &[String]) -> Result<(), DetectorError> {
         }
         Command::Inventory { config } => {
             let cfg = StationConfig::load(config.as_deref())?;
-            print!("{}", detector::attribution::describe(&cfg));
+            let text = detector::attribution::describe(&cfg);
+            if text.is_empty() {
+                // On stderr: stdout stays the lines a script reads (none).
+                station::cj_info!(
+                    "cj-detector: the inventory sees no container interface: no container runs, or this process \
+                     cannot see the host's network namespaces (run it on the host, as root)"
+                );
+            }
+            print!("{text}");
             return Ok(());
         }
         Command::Run { config } => config,
