@@ -321,6 +321,9 @@ shm_state=$(stat -L -c '%u %a' -- "$SHM" 2>/dev/null || true)
 shm_mode=8#${shm_state#* }
 if [ ! -d "$SHM" ]; then
     could_not "create $QDIR: CJ_SHM_DIR=$SHM does not exist (a tmpfs or hugetlbfs mount)"
+elif [ -L "$SHM" ] && [ "$(stat -c '%u' -- "$SHM" 2>/dev/null)" != 0 ]; then
+    # As the binaries judge it: a link on the way is followed only when root made it.
+    could_not "create $QDIR: CJ_SHM_DIR=$SHM is a symbolic link another user made (owner uid $(stat -c '%u' -- "$SHM")): name the directory itself"
 elif [ "${shm_state%% *}" != 0 ] || { [ $((shm_mode & 8#022)) != 0 ] && [ $((shm_mode & 8#1000)) = 0 ]; }; then
     could_not "create $QDIR: CJ_SHM_DIR=$SHM (owner uid ${shm_state%% *}, mode ${shm_state#* }) is not root's, or others may write it and it is not sticky, so another user could replace the queue directory: use /dev/shm, or chown root $SHM and chmod 1777 $SHM"
 elif [ -L "$QDIR" ] || { [ -e "$QDIR" ] && [ "$(stat -c %F -- "$QDIR")" != directory ]; }; then

@@ -23,7 +23,9 @@ CAPTURE=${CAPTURE:-}
 SAMPLE_SPEC=${SAMPLE_SPEC:-flows=2000,packets=200000,sizes=64:40/576:30/1500:30,v6=20,vlan=10,seed=1}
 CJ_IFACE=${CJ_IFACE:-}
 
-mkdir -p "$OUT"
+# rwxr-xr-x whatever the umask: cj-app refuses an output directory its group may
+# write (umask 0002, the usual one on Ubuntu and Fedora, made it 0775).
+mkdir -p "$OUT" && chmod go-w "$OUT"
 if [ -n "$CAPTURE" ] && [ -n "$CJ_IFACE" ] && [ "$CJ_IFACE" != "pcap:$CAPTURE" ]; then
     echo "run_pipeline: CAPTURE=$CAPTURE and CJ_IFACE=$CJ_IFACE both name a source; give one" >&2
     exit 2

@@ -116,12 +116,16 @@ pub enum RestoreError {
         now: Vec<u32>,
     },
     /// Not the queue the checkpoint read: it holds fewer records than the
-    /// checkpoint read, or no consumer had attached to it before this
-    /// cj-app although the checkpoint read records of it (a new queue that
-    /// has already had more records than the old one).
+    /// checkpoint read, or no consumer ever released a slot of it although
+    /// the checkpoint read records of it (a new queue that has already had
+    /// more records than the old one).
     #[error(
-        "{path}: the checkpoint read {saved} records of it, the queue has had {published}{}: the queue was re-created (a reboot, or its directory was cleared) since the checkpoint",
-        if *.never_read { " and no reader before this cj-app" } else { "" }
+        "{path}: the checkpoint read {saved} records of it, the queue has had {published}{}",
+        if *.published < *.saved {
+            ": the queue was re-created (a reboot, or its directory was cleared) since the checkpoint"
+        } else {
+            " and no reader ever gave one back: the queue was re-created since the checkpoint (a reboot, or its directory was cleared), or the app that saved it was killed before it gave any back (every record is still queued)"
+        }
     )]
     Recreated {
         /// The queue file.
@@ -130,8 +134,8 @@ pub enum RestoreError {
         saved: u64,
         /// Records the queue has had.
         published: u64,
-        /// No consumer attached to the queue before this cj-app.
-        never_read: bool,
+        /// No slot of the queue was ever released by a consumer.
+        never_released: bool,
     },
     /// Released past the checkpoint: another consumer read it since, or the
     /// checkpoint is an older copy of the file.
@@ -347,11 +351,16 @@ impl Intake {
         }
         for (src, sv) in self.sources.iter().zip(saved) {
             let published = src.consumer.published();
-            // This app's attach is counted: 1 means no consumer ever read the queue.
-            let never_read = src.consumer.stats().consumer_attaches <= 1;
-            if published < sv.position || (never_read && sv.position > 0) {
+            // No slot of it ever given back although the checkpoint read records: a
+            // new queue (an app that failed to start on it attached, but never
+            // released: attaches would not tell). On the checkpoint's own queue
+            // (an app killed before its first release) every record the
+            // checkpoint counted is still queued, so starting from zero on it is
+            // exact too.
+            let never_released = src.consumer.position() == 0;
+            if published < sv.position || (never_released && sv.position > 0) {
                 let path = src.path.display().to_string();
-                return Err(RestoreError::Recreated { path, saved: sv.position, published, never_read });
+                return Err(RestoreError::Recreated { path, saved: sv.position, published, never_released });
             }
         }
         Ok(())
@@ -577,19 +586,26 @@ mod tests {
         let spec = QueueSpec { slot_size: naming::RECORD_SLOT_SIZE, capacity: 64 };
         let path = naming::set_record_queue_path(&cfg.cluster_dir(), 0, 0);
         let mut p = QueueFile::open_or_create(&path, spec).unwrap().into_producer();
-        for seq in 0..10 {
+        let read = |intake: &mut Intake, upto: u64| {
+            while intake.saved()[0].position < upto {
+                intake.poll(|_, _| {});
+            }
+        };
+        for seq in 0..4 {
             p.push(record(seq).as_bytes()).unwrap();
         }
         p.publish();
-        // First app: reads 10 records, checkpoints them, then dies before releasing (a SIGKILL).
+        // First app: reads 4 records and gives their slots back (after a checkpoint), then
+        // reads 6 more, checkpoints all 10, and dies before releasing those (a SIGKILL).
         let mut first = Intake::attach(&cfg).unwrap();
         first.hold_releases();
-        let mut n = 0;
-        while n < 10 {
-            if let Poll::Progress(k) = first.poll(|_, _| {}) {
-                n += k;
-            }
+        read(&mut first, 4);
+        first.release_all();
+        for seq in 4..10 {
+            p.push(record(seq).as_bytes()).unwrap();
         }
+        p.publish();
+        read(&mut first, 10);
         let saved = first.saved();
         assert_eq!(saved[0].position, 10);
         drop(first);
@@ -598,10 +614,10 @@ mod tests {
         }
         p.publish();
         p.close();
-        // Second app: the queue still holds all 15; the 10 saved ones are skipped, not counted again.
+        // Second app: the queue still holds 11 of the 15; the 6 saved ones are skipped, not counted again.
         let mut second = Intake::attach(&cfg).unwrap();
         second.hold_releases();
-        assert_eq!(second.restore(&saved, None).unwrap(), 10);
+        assert_eq!(second.restore(&saved, None).unwrap(), 6);
         let mut got = Vec::new();
         while second.poll(|_, r| got.push(r.seq)) != Poll::AllEnded {}
         assert_eq!(got, (10..15).collect::<Vec<_>>());
@@ -628,10 +644,13 @@ mod tests {
             p.push(record(seq).as_bytes()).unwrap();
         }
         p.publish();
-        let mut fourth = Intake::attach(&cfg).unwrap();
-        let e = fourth.restore(&saved, None).unwrap_err();
-        assert!(matches!(e, RestoreError::Recreated { published: 20, never_read: true, .. }), "{e}");
-        assert_eq!(fourth.saved()[0].position, 0, "nothing skipped: the refusal changes no queue");
+        let fourth = Intake::attach(&cfg).unwrap();
+        // An app that attached and failed before reading (a refused checkpoint) leaves it so.
+        drop(fourth);
+        let mut fifth = Intake::attach(&cfg).unwrap();
+        let e = fifth.restore(&saved, None).unwrap_err();
+        assert!(matches!(e, RestoreError::Recreated { published: 20, never_released: true, .. }), "{e}");
+        assert_eq!(fifth.saved()[0].position, 0, "nothing skipped: the refusal changes no queue");
     }
 
     #[test]

@@ -452,7 +452,8 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
     if src.errors > 0 {
         station::cj_warn!(
             "cj-balancer: {} unreadable capture record(s) skipped and counted (source_errors): \
-             the capture is truncated or damaged",
+             the capture is truncated or damaged, or goes on in a link type the station does not read \
+             (the line above says which)",
             src.errors
         );
     }

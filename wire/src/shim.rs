@@ -9,7 +9,8 @@
 //!   is IP when its first nibble is 4 or 6: a label stack does not say what
 //!   it carries, and this is the guess pmacctd and tshark make.
 //! - A PPPoE session's payload is IP when its PPP protocol is 0x0021 (IPv4)
-//!   or 0x0057 (IPv6), RFC 1332 and RFC 5072.
+//!   or 0x0057 (IPv6), RFC 1332 and RFC 5072, in two bytes or compressed to
+//!   one (RFC 1661 5.1).
 //! - The IP packet found is parsed as if it followed the link layer: its own
 //!   lengths count (the labels and the PPPoE header are frame bytes, not IP
 //!   bytes, as pmacctd counts them).
@@ -32,9 +33,9 @@ pub const LABEL_LEN: usize = 4;
 /// Labels [`beneath`] reads before it gives up (the walk of VLAN tags stops
 /// at [`crate::vlan::MAX_TAGS`] alike).
 pub const MAX_LABELS: usize = 8;
-/// PPPoE header (version and type, code, session id, length) and the PPP
-/// protocol field after it.
-pub const PPPOE_LEN: usize = 6 + 2;
+/// PPPoE header: version and type, code, session id, length (the PPP
+/// protocol field follows: two bytes, or one when compressed).
+pub const PPPOE_HEADER_LEN: usize = 6;
 
 const PPP_IPV4: u16 = 0x0021;
 const PPP_IPV6: u16 = 0x0057;
@@ -68,14 +69,21 @@ pub fn beneath(ethertype: u16, b: &[u8]) -> Option<(u16, &[u8])> {
             None
         }
         PPPOE_SESSION => {
-            let (h, rest) = b.split_first_chunk::<PPPOE_LEN>()?;
+            let (h, rest) = b.split_first_chunk::<PPPOE_HEADER_LEN>()?;
             // Version 1, type 1, code 0 (session data).
             if h[0] != 0x11 || h[1] != 0 {
                 return None;
             }
-            match u16::from_be_bytes([h[6], h[7]]) {
-                PPP_IPV4 => Some((crate::ethernet::EtherType::IPV4, rest)),
-                PPP_IPV6 => Some((crate::ethernet::EtherType::IPV6, rest)),
+            // The PPP protocol: two bytes, or one when compressed (RFC 1661 5.1:
+            // an odd first byte is the whole field; RFC 2516 advises against it,
+            // but scapy and some peers send it).
+            let (proto, ip) = match *rest.first()? {
+                p if p & 1 == 1 => (u16::from(p), &rest[1..]),
+                _ => (u16::from_be_bytes([rest[0], *rest.get(1)?]), rest.get(2..)?),
+            };
+            match proto {
+                PPP_IPV4 => Some((crate::ethernet::EtherType::IPV4, ip)),
+                PPP_IPV6 => Some((crate::ethernet::EtherType::IPV6, ip)),
                 _ => None,
             }
         }
@@ -140,6 +148,11 @@ mod tests {
         assert_eq!(beneath(PPPOE_SESSION, &v6), Some((EtherType::IPV6, &v6[8..])));
         assert_eq!(beneath(PPPOE_SESSION, &frame(0xc021, 0)), None, "LCP");
         assert_eq!(beneath(PPPOE_SESSION, &frame(0x0021, 0x09)), None, "not session data");
+        // The protocol field compressed to one byte.
+        let short = [0x11, 0, 0x12, 0x34, 0, 3, 0x21, 0x45, 0];
+        assert_eq!(beneath(PPPOE_SESSION, &short), Some((EtherType::IPV4, &short[7..])));
+        let short6 = [0x11, 0, 0x12, 0x34, 0, 3, 0x57, 0x60, 0];
+        assert_eq!(beneath(PPPOE_SESSION, &short6), Some((EtherType::IPV6, &short6[7..])));
         assert_eq!(beneath(PPPOE_SESSION, &v4[..7]), None, "cut");
         assert_eq!(beneath(0x8863, &v4), None, "discovery");
     }

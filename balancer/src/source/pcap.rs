@@ -78,6 +78,9 @@ struct NgInterface {
     /// Seconds added to every timestamp.
     offset_sec: i64,
     link: Link,
+    /// Its snap length (`u32::MAX` when the IDB says 0: none): a Simple
+    /// Packet Block holds at most this much of its frame, then padding.
+    snaplen: u32,
 }
 
 /// Classic pcap records read straight from a buffer of the file's bytes.
@@ -456,6 +459,7 @@ impl PcapSource {
                                     units_per_sec,
                                     offset_sec: idb.ts_offset(),
                                     link,
+                                    snaplen: if idb.snaplen == 0 { u32::MAX } else { idb.snaplen },
                                 });
                                 None
                             }
@@ -474,16 +478,17 @@ impl PcapSource {
                                 Some(())
                             }
                             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                                let Some(link) = self.ng_interfaces.first().map(|i| i.link) else {
+                                let Some((link, snaplen)) = self.ng_interfaces.first().map(|i| (i.link, i.snaplen))
+                                else {
                                     break 'block Err(
                                         "a simple packet block comes before any interface is declared".into()
                                     );
                                 };
                                 // `data` holds the frame's captured bytes and the block's
                                 // padding to 32 bits: the frame is `origlen` bytes, of which
-                                // at most `data` was captured.
+                                // the interface's snap length was captured (the spec's rule).
                                 let wire_len = spb.origlen;
-                                let caplen = spb.origlen.min(spb.data.len() as u32);
+                                let caplen = spb.origlen.min(snaplen).min(spb.data.len() as u32);
                                 let frame = Frame {
                                     // A Simple Packet Block has no timestamp: the last one seen.
                                     ts_ns: self.ng_last_ns,
@@ -495,7 +500,11 @@ impl PcapSource {
                                 sink(&frame);
                                 Some(())
                             }
-                            PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == OBSOLETE_PACKET_BLOCK => {
+                            // The crate reads an unknown block's type as little-endian.
+                            PcapBlockOwned::NG(Block::Unknown(ub))
+                                if (if self.ng_big_endian { ub.block_type.swap_bytes() } else { ub.block_type })
+                                    == OBSOLETE_PACKET_BLOCK =>
+                            {
                                 let (ifs, last, form) = (&self.ng_interfaces, &mut self.ng_last_ns, &mut self.form);
                                 let delivered = NgPacket::obsolete(ub.data, self.ng_big_endian)
                                     .and_then(|p| deliver_ng(ifs, last, form, &p, sink));
@@ -970,6 +979,55 @@ mod tests {
         let (frames, errors, error) = source_outcome(&bad);
         assert_eq!((frames.len(), errors), (0, 1));
         assert!(error.is_some_and(|e| e.contains("claims 1000 captured bytes")));
+    }
+
+    #[test]
+    fn an_obsolete_packet_block_of_a_big_endian_section_is_read_too() {
+        let eth = ethernet_form(&IP, 0x0800);
+        let block = |kind: u32, body: &[u8]| {
+            let len = 12 + body.len().div_ceil(4) * 4;
+            let mut b = kind.to_be_bytes().to_vec();
+            b.extend_from_slice(&(len as u32).to_be_bytes());
+            b.extend_from_slice(body);
+            b.resize(len - 4, 0);
+            b.extend_from_slice(&(len as u32).to_be_bytes());
+            b
+        };
+        let mut shb = 0x1a2b_3c4du32.to_be_bytes().to_vec();
+        shb.extend_from_slice(&1u16.to_be_bytes());
+        shb.extend_from_slice(&0u16.to_be_bytes());
+        shb.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut f = block(0x0a0d_0d0a, &shb);
+        let mut idb = 1u16.to_be_bytes().to_vec();
+        idb.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        f.extend(block(1, &idb));
+        let mut opb = 0u16.to_be_bytes().to_vec();
+        opb.extend_from_slice(&0u16.to_be_bytes());
+        opb.extend_from_slice(&0u32.to_be_bytes());
+        opb.extend_from_slice(&2_000_000u32.to_be_bytes());
+        opb.extend_from_slice(&(eth.len() as u32).to_be_bytes());
+        opb.extend_from_slice(&(eth.len() as u32).to_be_bytes());
+        opb.extend_from_slice(&eth);
+        f.extend(block(2, &opb));
+        let (frames, errors, error) = source_outcome(&f);
+        assert_eq!((errors, error), (0, None));
+        assert_eq!(frames, vec![(2_000_000_000, eth.clone(), eth.len() as u32)]);
+    }
+
+    #[test]
+    fn a_simple_packet_block_holds_at_most_its_interfaces_snap_length_then_padding() {
+        let eth = ethernet_form(&IP, 0x0800);
+        let mut f = pcapng(&[], &[]);
+        let mut idb = 1u16.to_le_bytes().to_vec();
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&37u32.to_le_bytes()); // snap length 37
+        f.extend(ng_block(1, &idb));
+        let mut spb = (eth.len() as u32).to_le_bytes().to_vec();
+        spb.extend_from_slice(&eth[..37]);
+        f.extend(ng_block(3, &spb)); // padded to 40
+        let (frames, errors, _) = source_outcome(&f);
+        assert_eq!(errors, 0);
+        assert_eq!(frames, vec![(0, eth[..37].to_vec(), eth.len() as u32)], "37 bytes captured, not the padding");
     }
 
     #[test]

@@ -53,13 +53,21 @@ impl SourceSpec {
 /// directory).
 pub fn open_capture(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a directory): give a pcap or pcapng file",
+        )
+    };
+    // A look at the path first, so that a device is never opened (an open may
+    // act: /dev/watchdog's arms it); then the open file itself (a FIFO swapped in).
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
     let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
     let file = std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, a device or a directory): give a pcap or pcapng file",
-        ));
+        return Err(not_regular());
     }
     Ok(file)
 }
