@@ -169,7 +169,11 @@ cj_read_conf() {
             [[ -z $_cj_rest || $_cj_rest == "#"* ]] && break
         done
         if [ "${#_cj_set[@]}" = 0 ] || [[ -n $_cj_rest && $_cj_rest != "#"* ]]; then
-            cj_die 2 "$_cj_file:$_cj_n: \"${_cj_line#"${_cj_line%%[![:blank:]]*}"}\": expected NAME=VALUE with a literal value, a # comment, \". FILE\" or \"[ -f FILE ] && . FILE\": write the value without \$, backquotes, backslashes, ; | < > ( ) or & (nothing in conjure.conf is expanded or run)"
+            # At most 32 printable characters of the line, as the binaries quote it.
+            local _cj_show=${_cj_line#"${_cj_line%%[![:blank:]]*}"}
+            _cj_show=${_cj_show//[^[:print:]]/?}
+            [ "${#_cj_show}" -gt 32 ] && _cj_show="${_cj_show:0:32}..."
+            cj_die 2 "$_cj_file:$_cj_n: \"$_cj_show\": expected NAME=VALUE with a literal value, a # comment, \". FILE\" or \"[ -f FILE ] && . FILE\": write the value without \$, backquotes, backslashes, ; | < > ( ) or & (nothing in conjure.conf is expanded or run)"
         fi
         for ((_cj_t = 0; _cj_t < ${#_cj_set[@]}; _cj_t += 2)); do
             case ${_cj_set[_cj_t]} in

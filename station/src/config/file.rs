@@ -139,6 +139,16 @@ pub enum ConfFileError {
         /// This process's effective user.
         euid: u32,
     },
+    /// The file it opened is not the one it checked: the name was replaced
+    /// between the look and the open.
+    #[error(
+        "{path} was replaced between its check and its open: refusing it (keep configuration files in a \
+         directory only root can change)"
+    )]
+    Replaced {
+        /// The file.
+        path: PathBuf,
+    },
     /// Writable by its group or by others: never read.
     #[error("{path} has mode {mode:04o}: other users than its owner may write it: chmod go-w {path}")]
     Writable {
@@ -172,11 +182,25 @@ pub fn open_operator_file(path: &Path) -> Result<(std::fs::File, std::fs::Metada
     use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
     let euid = nix::unistd::geteuid().as_raw();
     let trusted = |uid: u32| uid == 0 || uid == euid;
-    if let Ok(link) = std::fs::symlink_metadata(path) {
-        if link.file_type().is_symlink() && !trusted(link.uid()) {
-            return Err(ConfFileError::ForeignLink { path: path.to_path_buf(), uid: link.uid(), euid });
+    // Every link on the way, not only the last name: another user's link to
+    // /etc as a directory of the path led to /etc/shadow.
+    for step in path.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if let Ok(link) = std::fs::symlink_metadata(step) {
+            if link.file_type().is_symlink() && !trusted(link.uid()) {
+                return Err(ConfFileError::ForeignLink { path: step.to_path_buf(), uid: link.uid(), euid });
+            }
         }
     }
+    // What the name is now; the open file must be that one: a regular file
+    // swapped for a link (or another file) before the open is refused. (A
+    // link of root's or this user's is followed to what it leads to now; one
+    // that root put in a directory another user can change can still be
+    // swapped: keep configuration files where only root can change them.)
+    let looked = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino())),
+        Ok(m) => Some((m.dev(), m.ino())),
+        Err(_) => None,
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(
@@ -187,6 +211,9 @@ pub fn open_operator_file(path: &Path) -> Result<(std::fs::File, std::fs::Metada
         .open(path)
         .map_err(|source| ConfFileError::Open { path: path.to_path_buf(), source })?;
     let meta = file.metadata().map_err(|source| ConfFileError::Read { path: path.to_path_buf(), source })?;
+    if looked.is_some_and(|id| id != (meta.dev(), meta.ino())) {
+        return Err(ConfFileError::Replaced { path: path.to_path_buf() });
+    }
     let ft = meta.file_type();
     if !ft.is_file() {
         let kind = if ft.is_dir() {
@@ -574,6 +601,15 @@ mod tests {
         std::os::unix::fs::lchown(&link, Some(1), Some(1)).unwrap();
         let e = read_bounded(&link).unwrap_err().to_string();
         assert!(e.contains("symbolic link owned by uid 1") && !e.contains("CJ_CORECOUNT"), "{e}");
+        // Another user's link as a directory on the way (to a directory of root's): not followed.
+        let root_dir = d.path().join("etc");
+        std::fs::create_dir(&root_dir).unwrap();
+        std::fs::write(root_dir.join("secret"), "root:SECRET\n").unwrap();
+        let via = d.path().join("via");
+        std::os::unix::fs::symlink(&root_dir, &via).unwrap();
+        std::os::unix::fs::lchown(&via, Some(1), Some(1)).unwrap();
+        let e = read_bounded(&via.join("secret")).unwrap_err().to_string();
+        assert!(e.contains("symbolic link owned by uid 1") && !e.contains("SECRET"), "{e}");
         // Another user's file: not read.
         std::os::unix::fs::chown(&f, Some(1), Some(1)).unwrap();
         let e = read_bounded(&f).unwrap_err().to_string();
