@@ -20,7 +20,8 @@
 //!   (`mkdirat`, `renameat`), as every other write of the app
 //!   (`shmq::files::DirFd`): a name swapped for a link meanwhile is moved as
 //!   a link, never followed.
-//! - Nothing else in the output directory is touched.
+//! - Nothing else in the output directory is touched, nor an entry of those
+//!   names that another user owns (a shared sticky `--out`).
 //!
 //! Not guaranteed: a file cj-app did not write there is not moved; an
 //! operator's tool that reads `flows.csv` sees the new run's first refresh,
@@ -71,8 +72,16 @@ pub fn set_aside(out: &DirFd, checkpoint: &str) -> std::io::Result<PathBuf> {
             names.push(name);
         }
     }
+    let me = nix::unistd::geteuid().as_raw();
     for name in names {
-        if out.exists(&name)? {
+        // Only this user's (or root's): in a shared sticky --out another user's
+        // file of that name is theirs, and the kernel would refuse to move it.
+        let st = match nix::sys::stat::fstatat(Some(fd), name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if st.st_uid == me || st.st_uid == 0 {
             nix::fcntl::renameat(Some(fd), name.as_str(), Some(made.as_raw_fd()), name.as_str())?;
         }
     }
