@@ -449,12 +449,14 @@ fn run(config_file: Option<&std::path::Path>) -> Result<(), BalancerError> {
             dispatcher.held_remaining()
         );
     }
-    if src.errors > 0 {
+    // A framing the station does not read is counted in source_errors too (the
+    // file was not read in full), but said by its own error line, not as damage.
+    let refused_framing = u64::from(matches!(outcome, Err(source::SourceError::LinkType { .. })));
+    if src.errors > refused_framing {
         station::cj_warn!(
             "cj-balancer: {} unreadable capture record(s) skipped and counted (source_errors): \
-             the capture is truncated or damaged, or goes on in a link type the station does not read \
-             (the line above says which)",
-            src.errors
+             the capture is truncated or damaged",
+            src.errors - refused_framing
         );
     }
     station::cj_info!("{}", stats.line(dispatcher.queue_dropped, src.capture_dropped, src.errors, &dispatcher.fills()));
