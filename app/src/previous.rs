@@ -60,14 +60,8 @@ pub fn set_aside(out: &DirFd, checkpoint: &str) -> std::io::Result<PathBuf> {
     let made = crate::sinks::subdir(out, &dir).map_err(std::io::Error::other)?;
     let mut names = vec![checkpoint.to_owned()];
     names.extend(OUTPUTS.iter().map(|s| (*s).to_owned()));
-    let mut list = nix::dir::Dir::openat(
-        Some(fd),
-        ".",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    );
-    for entry in list.iter_mut().flat_map(|l| l.iter().flatten()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in out.names()? {
+        let name = name.to_string_lossy().into_owned();
         if name.strip_prefix("queue-").is_some_and(|q| !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit())) {
             names.push(name);
         }

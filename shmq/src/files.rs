@@ -706,6 +706,22 @@ impl DirFd {
         Ok(DirFd { fd: self.fd.try_clone()?, path: self.path.clone() })
     }
 
+    /// The names of the entries of this directory (`.` and `..` included),
+    /// listed relative to the descriptor.
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::CString>> {
+        use nix::fcntl::OFlag;
+        let mut list = nix::dir::Dir::openat(
+            Some(self.fd.as_raw_fd()),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok(list.iter().flatten().map(|e| e.file_name().to_owned()).collect())
+    }
+
     /// Removes the temporary files (`.<name>.<pid>.<r>.tmp`, `temp_name`)
     /// that a killed process left in this directory: regular files owned by
     /// this process's user whose pid no longer runs. A process killed while it
@@ -716,16 +732,8 @@ impl DirFd {
     /// many were removed. Not for a directory that a process of another PID
     /// namespace writes in too (its pid means nothing here).
     pub fn remove_stale_temps(&self) -> usize {
-        use nix::fcntl::{AtFlags, OFlag};
-        let Ok(mut list) = nix::dir::Dir::openat(
-            Some(self.fd.as_raw_fd()),
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        ) else {
-            return 0;
-        };
-        let names: Vec<std::ffi::CString> = list.iter().flatten().map(|e| e.file_name().to_owned()).collect();
+        use nix::fcntl::AtFlags;
+        let Ok(names) = self.names() else { return 0 };
         let me = euid();
         let mut removed = 0;
         for name in names {
